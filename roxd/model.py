@@ -1,0 +1,338 @@
+"""Typed records that flow between roxd's stages.
+
+The data flow is one-directional:
+
+    sensor  -> ExecEvent / ExitEvent / ConnectEvent      (kernel facts, cgroup id only)
+    containers -> EnrichedEvent                          (+ Container, + Process with ancestry)
+    rules   -> RuleMatch                                 (which rule, which phase)
+    enforce -> ActionResult                              (what was done, honestly)
+    alerts  -> Alert                                     (what operators see)
+
+Every record is a frozen dataclass so a stage can never mutate what an earlier stage produced.
+`to_dict()` gives the JSON shape that `--print-events`, the API and the alert sinks share.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Mapping
+
+# --------------------------------------------------------------------------- sensor events
+
+
+@dataclass(frozen=True, slots=True)
+class ExecEvent:
+    """A successful exec (sched:sched_process_exec), with argv joined from sys_enter_execve."""
+
+    time_ns: int  # wall clock, nanoseconds since the epoch
+    pid: int  # thread-group id of the process that exec'd
+    ppid: int  # parent tgid as the kernel saw it at fork; 0 = unknown (forked before roxd)
+    uid: int
+    gid: int
+    cgroup_id: int
+    comm: str
+    filename: str  # path handed to execve, as the process gave it (inside its mount ns)
+    args: tuple[str, ...]
+    args_truncated: bool
+    # How many identical execs (same cgroup, parent, filename and argv) the kernel folded into
+    # this one since the last report: 0 for a first sighting.
+    folded: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ExitEvent:
+    time_ns: int
+    pid: int
+    cgroup_id: int
+    comm: str
+    exit_code: int | None  # from exit_group(); None when the process died by a signal
+
+
+class ConnectResult(str, Enum):
+    OK = "ok"
+    IN_PROGRESS = "in_progress"  # non-blocking connect, EINPROGRESS
+    REFUSED = "refused"  # ECONNREFUSED
+    UNREACHABLE = "unreachable"  # ENETUNREACH / EHOSTUNREACH
+    TIMED_OUT = "timed_out"
+    DENIED = "denied"  # EACCES / EPERM (e.g. a firewall or LSM said no)
+    ERROR = "error"  # any other errno
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectEvent:
+    """An outbound connect() on an AF_INET/AF_INET6 socket, with its result."""
+
+    time_ns: int
+    pid: int
+    tid: int
+    uid: int
+    cgroup_id: int
+    comm: str
+    family: str  # "ipv4" | "ipv6"
+    daddr: str
+    dport: int
+    errno: int  # 0 on success, positive errno otherwise
+    folded: int = 0  # identical connects folded in the kernel since the last report
+
+    @property
+    def result(self) -> ConnectResult:
+        return connect_result_of(self.errno)
+
+
+def connect_result_of(errno_value: int) -> ConnectResult:
+    import errno as e
+
+    return {
+        0: ConnectResult.OK,
+        e.EINPROGRESS: ConnectResult.IN_PROGRESS,
+        e.ECONNREFUSED: ConnectResult.REFUSED,
+        e.ENETUNREACH: ConnectResult.UNREACHABLE,
+        e.EHOSTUNREACH: ConnectResult.UNREACHABLE,
+        e.ETIMEDOUT: ConnectResult.TIMED_OUT,
+        e.EACCES: ConnectResult.DENIED,
+        e.EPERM: ConnectResult.DENIED,
+    }.get(errno_value, ConnectResult.ERROR)
+
+
+SensorEvent = ExecEvent | ExitEvent | ConnectEvent
+
+# --------------------------------------------------------------------------- enrichment
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    id: str  # full runtime id (64 hex for docker/containerd/cri-o/podman)
+    runtime: str  # "docker" | "containerd" | "cri-o" | "podman"
+    name: str | None = None
+    image: str | None = None  # as the runtime reports it, e.g. "nginx:1.25" or "sha256:..."
+    image_id: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    cgroup_path: str = ""
+    pod: str | None = None  # Kubernetes pod uid when the cgroup path says so
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "image": self.image,
+            "runtime": self.runtime,
+            "labels": dict(self.labels),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Ancestor:
+    pid: int
+    exe: str
+    args: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pid": self.pid, "exe": self.exe, "args": list(self.args)}
+
+
+@dataclass(frozen=True, slots=True)
+class Process:
+    pid: int
+    ppid: int
+    uid: int
+    exe: str
+    comm: str
+    args: tuple[str, ...]
+    cgroup_id: int
+    args_truncated: bool = False
+    # Nearest first: ancestors[0] is the parent. At most 8.
+    ancestors: tuple[Ancestor, ...] = ()
+
+    @property
+    def parent_exe(self) -> str | None:
+        return self.ancestors[0].exe if self.ancestors else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "ppid": self.ppid,
+            "uid": self.uid,
+            "exe": self.exe,
+            "comm": self.comm,
+            "args": list(self.args),
+            "args_truncated": self.args_truncated,
+            "cgroup_id": self.cgroup_id,
+            "ancestors": [a.to_dict() for a in self.ancestors],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class EnrichedEvent:
+    """A sensor event with its container (None on the host) and its process with ancestry."""
+
+    event: SensorEvent
+    container: Container | None
+    process: Process
+
+    @property
+    def kind(self) -> str:
+        return event_kind(self.event)
+
+    @property
+    def time_ns(self) -> int:
+        return self.event.time_ns
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": self.kind,
+            "time": rfc3339(self.event.time_ns),
+            "container": self.container.to_dict() if self.container else None,
+            "process": self.process.to_dict(),
+        }
+        ev = self.event
+        if isinstance(ev, ConnectEvent):
+            out["connect"] = {
+                "family": ev.family,
+                "daddr": ev.daddr,
+                "dport": ev.dport,
+                "result": ev.result.value,
+                "errno": ev.errno,
+            }
+            out["folded"] = ev.folded
+        elif isinstance(ev, ExecEvent):
+            out["exec"] = {"filename": ev.filename}
+            out["folded"] = ev.folded
+        elif isinstance(ev, ExitEvent):
+            out["exit"] = {"code": ev.exit_code}
+        return out
+
+
+def event_kind(event: SensorEvent) -> str:
+    if isinstance(event, ExecEvent):
+        return "exec"
+    if isinstance(event, ConnectEvent):
+        return "connect"
+    if isinstance(event, ExitEvent):
+        return "exit"
+    raise TypeError(f"not a sensor event: {event!r}")
+
+
+# --------------------------------------------------------------------------- rules & response
+
+
+class Phase(str, Enum):
+    """StackRox's Adversarial Intent Model: the five phases of an attack."""
+
+    FOOTHOLD = "foothold"
+    PRIVILEGE_ESCALATION = "privilege_escalation"
+    PERSISTENCE = "persistence"
+    LATERAL_MOVEMENT = "lateral_movement"
+    OBJECTIVES = "objectives"
+
+
+class Severity(str, Enum):
+    """syslog severities (RFC 5424), most severe first; the int value is the syslog code."""
+
+    EMERGENCY = "emergency"
+    ALERT = "alert"
+    CRITICAL = "critical"
+    ERROR = "error"
+    WARNING = "warning"
+    NOTICE = "notice"
+    INFO = "info"
+    DEBUG = "debug"
+
+    @property
+    def code(self) -> int:
+        return list(Severity).index(self)
+
+
+class ActionKind(str, Enum):
+    ALERT = "alert"
+    KILL = "kill"
+    ISOLATE = "isolate"
+    SECCOMP = "seccomp"
+
+
+class Outcome(str, Enum):
+    DONE = "done"
+    WOULD = "would"  # monitor / dry-run mode: the action was not taken
+    NOT_SUPPORTED = "not_supported"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    action: ActionKind
+    outcome: Outcome
+    reason: str = ""
+    in_kernel: bool = False  # done by the BPF program itself, before userspace saw the event
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action.value,
+            "outcome": self.outcome.value,
+            "reason": self.reason,
+            "in_kernel": self.in_kernel,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRef:
+    """What an alert needs to know about the rule that raised it."""
+
+    id: str
+    name: str
+    phase: Phase
+    severity: Severity
+    mitre: tuple[str, ...]
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "phase": self.phase.value,
+            "severity": self.severity.value,
+            "mitre": list(self.mitre),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RuleMatch:
+    """The rule engine's verdict for one event: the rule and the actions it asks for."""
+
+    rule: RuleRef
+    actions: tuple[ActionKind, ...]
+    monitor: bool = False  # dry-run: report what would be done, do nothing
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    id: str
+    time_ns: int
+    rule: RuleRef
+    event: EnrichedEvent
+    actions: tuple[ActionResult, ...]
+    count: int = 1  # identical alerts folded into this one
+    first_ns: int = 0
+    last_ns: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        ev = self.event.to_dict()
+        return {
+            "id": self.id,
+            "time": rfc3339(self.time_ns),
+            "rule": self.rule.to_dict(),
+            "container": ev["container"],
+            "process": ev["process"],
+            "event": ev,
+            "actions": [a.to_dict() for a in self.actions],
+            "count": self.count,
+            "first_time": rfc3339(self.first_ns or self.time_ns),
+            "last_time": rfc3339(self.last_ns or self.time_ns),
+        }
+
+
+def rfc3339(time_ns: int) -> str:
+    """RFC 3339 UTC timestamp with microseconds, e.g. 2026-11-22T16:04:31.123456Z."""
+    seconds, nanos = divmod(time_ns, 1_000_000_000)
+    stamp = _dt.datetime.fromtimestamp(seconds, tz=_dt.timezone.utc)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos // 1000:06d}Z"
