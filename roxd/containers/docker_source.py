@@ -1,0 +1,310 @@
+"""Container names, images and labels from the Docker engine.
+
+The only module that imports the Docker SDK (python3-docker, 5.0 API). A background thread scans
+the running containers, then follows the engine's event stream (start, die, destroy, rename);
+when the engine goes away (dockerd restarted, socket missing) it logs one warning, keeps
+attribution working from cgroup paths alone, and reconnects with exponential backoff.
+
+Images are never pulled: this module only reads (ping, list, inspect, events).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from roxd.containers.metadata import ContainerMetadata, MetadataListener
+
+try:  # the dependency is declared, but a missing SDK must degrade like a missing engine
+    import docker
+    import docker.errors
+except ImportError:  # pragma: no cover - depends on the installation
+    docker = None
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
+_EVENTS = ("start", "die", "destroy", "rename")
+
+
+def metadata_from_inspect(attrs: Mapping[str, Any]) -> ContainerMetadata:
+    """ContainerMetadata from `docker inspect` output (GET /containers/<id>/json)."""
+    config = attrs.get("Config") or {}
+    state = attrs.get("State") or {}
+    name = attrs.get("Name") or None
+    pid = state.get("Pid") or None
+    return ContainerMetadata(
+        id=attrs["Id"],
+        name=name.lstrip("/") if name else None,
+        image=config.get("Image") or None,
+        image_id=attrs.get("Image") or None,
+        labels=dict(config.get("Labels") or {}),
+        pid=pid if state.get("Running") else None,
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    """A one-line cause: the innermost OSError's message when there is one."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.strerror:
+            return cur.strerror
+        for arg in cur.args:
+            if isinstance(arg, BaseException):
+                inner = _reason(arg)
+                if inner:
+                    return inner
+        cur = cur.__cause__ or cur.__context__
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]
+
+
+class DockerMetadataSource:
+    """Metadata of Docker containers, kept current from the engine's event stream.
+
+    `start()` launches the background thread and returns at once; `stop()` ends it.
+    `get()` answers from memory, and asks the engine synchronously (once, bounded by
+    `timeout`) for an id it has never seen while the engine is reachable: the first exec in a
+    new container happens before dockerd even reports the start.
+    """
+
+    runtime = "docker"
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_DOCKER_URL,
+        *,
+        timeout: float = 5.0,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        inspect_on_miss: bool = True,
+        miss_ttl: float = 30.0,
+    ) -> None:
+        self.base_url = base_url
+        self.timeout = timeout
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.inspect_on_miss = inspect_on_miss
+        self.miss_ttl = miss_ttl
+        self._lock = threading.Lock()
+        self._inspect_lock = threading.Lock()
+        self._meta: dict[str, ContainerMetadata] = {}
+        self._misses: dict[str, float] = {}  # id -> monotonic time the engine didn't know it
+        self._listeners: list[MetadataListener] = []
+        self._client: Any = None
+        self._stream: Any = None
+        self._connected = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._warned = False
+
+    # ------------------------------------------------------------------ public
+
+    def add_listener(self, listener: MetadataListener) -> None:
+        with self._lock:
+            self._listeners.append(listener)
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(
+            target=self._run, name="roxd-docker-events", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        with self._lock:
+            stream = self._stream
+        if stream is not None:
+            try:
+                stream.close()  # unblocks the thread's read of the event stream
+            except Exception as exc:
+                log.debug("closing the docker event stream: %s", exc)
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("docker event thread did not stop within %.1f s", timeout)
+            self._thread = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """True once the engine answered and the running containers were scanned."""
+        return self._connected.wait(timeout)
+
+    def get(self, container_id: str) -> ContainerMetadata | None:
+        with self._lock:
+            meta = self._meta.get(container_id)
+            if meta is not None or not self.inspect_on_miss or not self._connected.is_set():
+                return meta
+            missed = self._misses.get(container_id)
+            if missed is not None and time.monotonic() - missed < self.miss_ttl:
+                return None
+            client = self._client
+        if client is None:
+            return None
+        meta = self._inspect(client, container_id)
+        with self._lock:
+            if meta is None:
+                self._misses[container_id] = time.monotonic()
+                if len(self._misses) > 4096:
+                    self._misses.clear()
+            else:
+                self._meta.setdefault(container_id, meta)
+        return meta
+
+    def containers(self) -> list[ContainerMetadata]:
+        with self._lock:
+            return list(self._meta.values())
+
+    # ------------------------------------------------------------------ the thread
+
+    def _run(self) -> None:
+        backoff = self.backoff_initial
+        while not self._stopping.is_set():
+            client = None
+            try:
+                client = self._connect()
+                since = int(time.time()) - 1  # replay what happens while we scan
+                self._scan(client)
+                with self._lock:
+                    self._client = client
+                self._set_connected()
+                backoff = self.backoff_initial
+                stream = client.events(
+                    since=since, decode=True, filters={"type": "container", "event": _EVENTS}
+                )
+                with self._lock:
+                    self._stream = stream
+                if self._stopping.is_set():
+                    break
+                for event in stream:
+                    if self._stopping.is_set():
+                        break
+                    self._handle(client, event)
+                if not self._stopping.is_set():
+                    log.info(
+                        "docker event stream at %s ended; reconnecting", self.base_url,
+                        extra={"docker_url": self.base_url},
+                    )
+            except Exception as exc:  # the engine may fail in any way; never crash the daemon
+                if not self._stopping.is_set():
+                    self._set_unreachable(exc)
+            finally:
+                self._connected.clear()
+                with self._lock:
+                    stream, self._stream = self._stream, None
+                    if self._client is client:
+                        self._client = None
+                for closable in (stream, client):
+                    if closable is not None:
+                        try:
+                            closable.close()
+                        except Exception as exc:
+                            log.debug("closing docker connection: %s", exc)
+            self._stopping.wait(backoff)
+            backoff = min(backoff * 2, self.backoff_max)
+
+    def _connect(self) -> Any:
+        if docker is None:
+            raise RuntimeError("the python docker SDK is not installed")
+        # version="auto" asks the engine for its API version: this is the reachability check.
+        return docker.DockerClient(base_url=self.base_url, version="auto", timeout=self.timeout)
+
+    def _scan(self, client: Any) -> None:
+        found: dict[str, ContainerMetadata] = {}
+        for summary in client.api.containers(quiet=True):
+            meta = self._inspect(client, summary["Id"])
+            if meta is not None:
+                found[meta.id] = meta
+        with self._lock:
+            gone = set(self._meta) - set(found)
+            changed = [cid for cid, m in found.items() if self._meta.get(cid) != m]
+            self._meta = found
+            self._misses.clear()
+        log.info(
+            "docker: %d running containers at %s", len(found), self.base_url,
+            extra={"docker_url": self.base_url, "containers": len(found)},
+        )
+        for cid in [*changed, *gone]:
+            self._notify(cid)
+
+    def _handle(self, client: Any, event: Mapping[str, Any]) -> None:
+        action = event.get("Action") or event.get("status") or ""
+        actor = event.get("Actor") or {}
+        cid = actor.get("ID") or event.get("id")
+        if not cid or action not in _EVENTS:
+            return
+        log.debug("docker event %s %s", action, cid[:12])
+        if action == "destroy":
+            with self._lock:
+                removed = self._meta.pop(cid, None)
+            if removed is not None:
+                self._notify(cid)
+            return
+        meta = self._inspect(client, cid)
+        if meta is None:
+            return
+        with self._lock:
+            old = self._meta.get(cid)
+            self._meta[cid] = meta
+            self._misses.pop(cid, None)
+        if old != meta:
+            self._notify(cid)
+
+    def _inspect(self, client: Any, container_id: str) -> ContainerMetadata | None:
+        try:
+            with self._inspect_lock:
+                attrs = client.api.inspect_container(container_id)
+        except docker.errors.NotFound:
+            return None
+        except Exception as exc:
+            log.debug("docker inspect %s failed: %s", container_id[:12], _reason(exc))
+            return None
+        try:
+            return metadata_from_inspect(attrs)
+        except (KeyError, TypeError, AttributeError) as exc:
+            log.debug("docker inspect %s: unexpected shape: %r", container_id[:12], exc)
+            return None
+
+    def _notify(self, container_id: str) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(container_id)
+            except Exception:
+                log.exception("container metadata listener failed for %s", container_id[:12])
+
+    def _set_connected(self) -> None:
+        if self._warned:
+            log.info(
+                "docker reachable again at %s: container names, images and labels are back",
+                self.base_url, extra={"docker_url": self.base_url},
+            )
+        self._warned = False
+        self._connected.set()
+
+    def _set_unreachable(self, exc: BaseException) -> None:
+        self._connected.clear()
+        reason = _reason(exc)
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "docker not reachable at %s (%s): container attribution falls back to the "
+                "cgroup path only (runtime and id; no name, image or labels); retrying in the "
+                "background",
+                self.base_url, reason,
+                extra={"docker_url": self.base_url, "reason": reason},
+            )
+        else:
+            log.debug("docker still not reachable at %s: %s", self.base_url, reason)

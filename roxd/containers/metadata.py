@@ -1,0 +1,36 @@
+"""What a container runtime knows about a container beyond its cgroup path.
+
+The resolver talks to a runtime only through `MetadataSource`, so it never imports a runtime's
+SDK (only docker_source.py imports `docker`) and unit tests can hand it a fake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerMetadata:
+    id: str
+    name: str | None = None
+    image: str | None = None  # the human reference the container was created from ("nginx:1.25")
+    image_id: str | None = None  # "sha256:..."
+    labels: Mapping[str, str] = field(default_factory=dict)
+    pid: int | None = None  # host pid of the container's init process while it runs
+
+
+# Called with a container id whenever what the source knows about it changes: it appeared
+# (started, found by a scan), was renamed, or was removed (then `get` returns None).
+MetadataListener = Callable[[str], None]
+
+
+class MetadataSource(Protocol):
+    runtime: str  # which runtime's ids this source knows ("docker")
+
+    def get(self, container_id: str) -> ContainerMetadata | None:
+        """What is known now; may ask the runtime once for an id it has never seen."""
+        ...
+
+    def add_listener(self, listener: MetadataListener) -> None: ...
