@@ -1,0 +1,83 @@
+/* roxd: outbound connect() on IPv4/IPv6 sockets, with its result (0, -EINPROGRESS,
+ * -ECONNREFUSED, ...). The address is read from the caller's own sockaddr (user memory) at
+ * sys_enter_connect and joined to the result at sys_exit_connect; unix and other families
+ * are ignored at entry and cost one 2-byte read. */
+
+struct connect_args {
+    u16 family;
+    u16 dport; /* host byte order */
+    u8 daddr[16];
+};
+
+BPF_TABLE("lru_hash", u32, struct connect_args, inflight_connect, 4096);
+BPF_TABLE("lru_hash", struct connect_fold_key, struct fold_state, connect_folds, 16384);
+
+TRACEPOINT_PROBE(syscalls, sys_enter_connect)
+{
+    const struct sockaddr *uaddr = (const struct sockaddr *)args->uservaddr;
+    u16 family = 0;
+    if (bpf_probe_read_user(&family, sizeof(family), &uaddr->sa_family) < 0)
+        return 0;
+    struct connect_args c = {.family = family};
+    if (family == AF_INET) {
+        struct sockaddr_in sin = {};
+        if (bpf_probe_read_user(&sin, sizeof(sin), uaddr) < 0)
+            return 0;
+        c.dport = bpf_ntohs(sin.sin_port);
+        __builtin_memcpy(c.daddr, &sin.sin_addr.s_addr, 4);
+    } else if (family == AF_INET6) {
+        struct sockaddr_in6 sin6 = {};
+        if (bpf_probe_read_user(&sin6, sizeof(sin6), uaddr) < 0)
+            return 0;
+        c.dport = bpf_ntohs(sin6.sin6_port);
+        __builtin_memcpy(c.daddr, &sin6.sin6_addr, 16);
+    } else {
+        return 0;
+    }
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    inflight_connect.update(&tid, &c);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_connect)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct connect_args *c = inflight_connect.lookup(&tid);
+    if (!c)
+        return 0;
+    struct connect_record r = {};
+    fill_header(&r.h, REC_CONNECT);
+    stat_add(STAT_CONNECT_SEEN, 1);
+    r.ret = args->ret;
+    r.family = c->family;
+    r.dport = c->dport;
+    __builtin_memcpy(r.daddr, c->daddr, 16);
+    inflight_connect.delete(&tid);
+
+    u64 *gen = exec_gen.lookup(&r.h.pid);
+    r.key.cgroup_id = r.h.cgroup_id;
+    r.key.exec_gen = gen ? *gen : 0;
+    r.key.pid = r.h.pid;
+    r.key.uid = r.h.uid;
+    __builtin_memcpy(r.key.daddr, r.daddr, 16);
+    r.key.family = r.family;
+    r.key.dport = r.dport;
+    r.key.ret = r.ret;
+
+    struct fold_state *fs = connect_folds.lookup(&r.key);
+    if (fs) {
+        if (r.h.ktime_ns < fs->quiet_until_ns) {
+            __sync_fetch_and_add(&fs->folded, 1);
+            stat_add(STAT_CONNECT_FOLDED, 1);
+            return 0;
+        }
+        r.folded = __sync_lock_test_and_set(&fs->folded, 0);
+    }
+    if (events.ringbuf_output(&r, sizeof(r), 0) < 0) {
+        stat_add(STAT_CONNECT_DROPPED, 1);
+        cgroup_drop(r.h.cgroup_id);
+        return 0;
+    }
+    stat_add(STAT_CONNECT_EMITTED, 1);
+    return 0;
+}

@@ -1,0 +1,296 @@
+/* roxd: process lifecycle — fork (parent map only), exec (argv joined, folded, killed in kernel
+ * when a rule says so), exit (only for processes whose exec was reported).
+ * Loaded by roxd/sensor/program.py together with connect.bpf.c; see common.h for the rules. */
+
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+
+/* tgid -> parent tgid, filled at fork: the kernel's answer to "who is my parent" without
+ * reading task_struct. Thread creations land here too (keyed by the new tid) and are removed
+ * when that thread exits. */
+BPF_TABLE("lru_hash", u32, u32, parents, 65536);
+/* tgid -> exec generation (ktime of its last exec); part of the fold keys */
+BPF_TABLE("lru_hash", u32, u64, exec_gen, 65536);
+/* tid -> argv captured at sys_enter_execve*, consumed by sched_process_exec */
+BPF_TABLE("lru_hash", u32, struct exec_args, inflight_args, 1024);
+/* tgid -> exit_group() code */
+BPF_TABLE("lru_hash", u32, s32, exit_codes, 4096);
+/* tgids whose exec was reported: only their exits are worth a record */
+BPF_TABLE("lru_hash", u32, u8, reported, 65536);
+BPF_TABLE("lru_hash", struct exec_fold_key, struct fold_state, exec_folds, 16384);
+
+/* In-kernel kill on exec. Userspace fills these from the rule set:
+ *   container_cgroups: cgroup ids that belong to containers;
+ *   exec_kill: {cgroup id or a scope sentinel, hash of exe path or basename} -> rule slot. */
+#define SCOPE_HOST 0xFFFFFFFFFFFFFFFFULL
+#define SCOPE_ANY_CONTAINER 0xFFFFFFFFFFFFFFFEULL
+struct kill_key {
+    u64 cgroup_id;
+    u64 hash;
+};
+BPF_HASH(container_cgroups, u64, u8, 16384);
+BPF_HASH(exec_kill, struct kill_key, u32, 16384);
+
+BPF_PERCPU_ARRAY(args_scratch, struct exec_args, 1);
+BPF_PERCPU_ARRAY(exec_scratch, struct exec_record, 1);
+
+static __always_inline void fill_header(struct event_header *h, u32 type)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u64 uid_gid = bpf_get_current_uid_gid();
+    h->type = type;
+    h->pid = pid_tgid >> 32;
+    h->tid = (u32)pid_tgid;
+    h->uid = (u32)uid_gid;
+    h->gid = uid_gid >> 32;
+    h->cgroup_id = bpf_get_current_cgroup_id();
+    h->ktime_ns = bpf_ktime_get_ns();
+    bpf_get_current_comm(&h->comm, sizeof(h->comm));
+    u32 *ppid = parents.lookup(&h->pid);
+    h->ppid = ppid ? *ppid : 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+    u32 child = args->child_pid;
+    u32 parent = bpf_get_current_pid_tgid() >> 32;
+    parents.update(&child, &parent);
+    stat_add(STAT_FORK_SEEN, 1);
+    return 0;
+}
+
+static __always_inline int capture_argv(const char *const *argv)
+{
+    u32 zero = 0;
+    struct exec_args *a = args_scratch.lookup(&zero);
+    if (!a)
+        return 0;
+    a->argc = 0;
+    a->len = 0;
+    a->truncated = 0;
+    u32 off = 0;
+#pragma unroll
+    for (int i = 0; i < MAX_ARGS; i++) {
+        const char *arg = NULL;
+        if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i]) < 0 || !arg)
+            goto done;
+        if (off > ARGS_BUF - ARG_CHUNK) {
+            a->truncated = 1;
+            goto done;
+        }
+        long n = bpf_probe_read_user_str(&a->buf[off], ARG_CHUNK, arg);
+        if (n <= 0)
+            goto done;
+        if (n == ARG_CHUNK)
+            a->truncated = 1; /* this argument was cut */
+        off += n;
+        a->argc++;
+    }
+    /* MAX_ARGS read: truncated if there is one more */
+    {
+        const char *arg = NULL;
+        if (bpf_probe_read_user(&arg, sizeof(arg), &argv[MAX_ARGS]) == 0 && arg)
+            a->truncated = 1;
+    }
+done:
+    a->len = off;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    inflight_args.update(&tid, a);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_execve)
+{
+    return capture_argv(args->argv);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_execveat)
+{
+    return capture_argv(args->argv);
+}
+
+/* A failed exec never reaches sched_process_exec: forget its argv. A successful one has
+ * already consumed it there. */
+TRACEPOINT_PROBE(syscalls, sys_exit_execve)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    inflight_args.delete(&tid);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_execveat)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    inflight_args.delete(&tid);
+    return 0;
+}
+
+/* FNV-1a over the first len bytes of an ARGS_BUF-sized buffer. The index mask keeps every
+ * access provably inside the buffer for the verifier; unrolling is off because clang's 4x
+ * unroll loses the bound. */
+static __always_inline u64 fnv_args(const char *buf, u32 len)
+{
+    u64 h = FNV_OFFSET;
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < ARGS_BUF; i++) {
+        if (i >= len)
+            break;
+        h ^= (u8)buf[i & (ARGS_BUF - 1)];
+        h *= FNV_PRIME;
+    }
+    return h;
+}
+
+static __always_inline u32 kill_lookup(u64 cgroup_id, u64 path_hash, u64 base_hash)
+{
+    struct kill_key k = {.cgroup_id = cgroup_id, .hash = path_hash};
+    u32 *slot = exec_kill.lookup(&k);
+    if (slot)
+        return *slot;
+    k.hash = base_hash;
+    slot = exec_kill.lookup(&k);
+    if (slot)
+        return *slot;
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+    u32 zero = 0;
+    struct exec_record *r = exec_scratch.lookup(&zero);
+    if (!r)
+        return 0;
+    fill_header(&r->h, REC_EXEC);
+    stat_add(STAT_EXEC_SEEN, 1);
+
+    u32 fn_off = args->data_loc_filename & 0xFFFF;
+    long fn_len = bpf_probe_read_kernel_str(r->filename, sizeof(r->filename),
+                                            (void *)args + fn_off);
+    if (fn_len < 0)
+        fn_len = 0;
+
+    /* exe path and basename hashes in one pass (FNV-1a; mirrored in records.py) */
+    u64 path_hash = FNV_OFFSET, base_hash = FNV_OFFSET;
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < FILENAME_LEN; i++) {
+        u8 c = r->filename[i & (FILENAME_LEN - 1)];
+        if (c == 0)
+            break;
+        path_hash = (path_hash ^ c) * FNV_PRIME;
+        base_hash = c == '/' ? FNV_OFFSET : (base_hash ^ c) * FNV_PRIME;
+    }
+
+    /* Kill before the new image runs a single user-space instruction. */
+    u64 cg = r->h.cgroup_id;
+    u32 rule = kill_lookup(cg, path_hash, base_hash);
+    if (!rule) {
+        u8 *is_container = container_cgroups.lookup(&cg);
+        rule = kill_lookup(is_container ? SCOPE_ANY_CONTAINER : SCOPE_HOST, path_hash, base_hash);
+    }
+    r->kill_rule = rule;
+    if (rule) {
+        bpf_send_signal(9);
+        stat_add(STAT_EXEC_KILLED, 1);
+    }
+
+    u32 old_tid = args->old_pid;
+    struct exec_args *a = inflight_args.lookup(&old_tid);
+    if (a) {
+        r->argc = a->argc;
+        r->args_len = a->len < ARGS_BUF ? a->len : ARGS_BUF;
+        r->args_truncated = a->truncated;
+        r->args_captured = 1;
+        bpf_probe_read_kernel(r->args, sizeof(r->args), a->buf);
+        inflight_args.delete(&old_tid);
+    } else {
+        r->argc = 0;
+        r->args_len = 0;
+        r->args_truncated = 0;
+        r->args_captured = 0;
+        stat_add(STAT_EXEC_NO_ARGS, 1);
+    }
+
+    u64 now = r->h.ktime_ns;
+    u32 pid = r->h.pid;
+    exec_gen.update(&pid, &now);
+
+    /* fold key: same container, same parent (and its image), same user, same command line */
+    u64 *pgen = exec_gen.lookup(&r->h.ppid);
+    r->key.cgroup_id = cg;
+    r->key.parent_gen = pgen ? *pgen : 0;
+    r->key.filename_hash = path_hash;
+    r->key.args_hash = fnv_args(r->args, r->args_len);
+    r->key.ppid = r->h.ppid;
+    r->key.uid = r->h.uid;
+    r->folded = 0;
+
+    /* A kill is always reported: enforcement is never folded away. */
+    if (!rule) {
+        struct fold_state *fs = exec_folds.lookup(&r->key);
+        if (fs) {
+            if (now < fs->quiet_until_ns) {
+                __sync_fetch_and_add(&fs->folded, 1);
+                stat_add(STAT_EXEC_FOLDED, 1);
+                return 0;
+            }
+            r->folded = __sync_lock_test_and_set(&fs->folded, 0);
+        }
+    }
+
+    u32 size = offsetof(struct exec_record, args) + (r->args_len & (ARGS_BUF - 1));
+    if (r->args_len >= ARGS_BUF)
+        size = sizeof(*r);
+    if (events.ringbuf_output(r, size, 0) < 0) {
+        stat_add(STAT_EXEC_DROPPED, 1);
+        cgroup_drop(cg);
+        return 0;
+    }
+    stat_add(STAT_EXEC_EMITTED, 1);
+    u8 one = 1;
+    reported.update(&pid, &one);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_exit_group)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    s32 code = args->error_code;
+    exit_codes.update(&tgid, &code);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tid = (u32)pid_tgid;
+    u32 tgid = pid_tgid >> 32;
+    if (!args->group_dead) {
+        parents.delete(&tid); /* a thread, not the process */
+        return 0;
+    }
+    stat_add(STAT_EXIT_SEEN, 1);
+    exec_gen.delete(&tgid);
+
+    s32 *code = exit_codes.lookup(&tgid);
+    struct exit_record r = {};
+    r.exit_code = code ? *code : 0;
+    r.has_exit_code = code ? 1 : 0;
+    if (code)
+        exit_codes.delete(&tgid);
+
+    if (!reported.lookup(&tgid)) {
+        stat_add(STAT_EXIT_SKIPPED, 1);
+        parents.delete(&tid);
+        return 0;
+    }
+    reported.delete(&tgid);
+    fill_header(&r.h, REC_EXIT);
+    parents.delete(&tid);
+    if (events.ringbuf_output(&r, sizeof(r), 0) < 0) {
+        stat_add(STAT_EXIT_DROPPED, 1);
+        cgroup_drop(r.h.cgroup_id);
+        return 0;
+    }
+    stat_add(STAT_EXIT_EMITTED, 1);
+    return 0;
+}

@@ -1,0 +1,144 @@
+"""roxd.toml: typed configuration with a default for every key.
+
+With no --config and no /etc/roxd/roxd.toml, roxd runs on these defaults and the shipped rule
+pack; config/roxd.toml in the source tree documents every key with its default. Unknown keys
+and wrong types are errors that name the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from roxd.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/roxd/roxd.toml")
+
+
+def shipped_rules_dir() -> Path:
+    """rules/ beside the package in a source checkout, /usr/share/roxd/rules when installed."""
+    checkout = Path(__file__).resolve().parents[1] / "rules"
+    if checkout.is_dir() and (Path(__file__).resolve().parents[1] / "pyproject.toml").exists():
+        return checkout
+    return Path("/usr/share/roxd/rules")
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    state_dir: str = "/var/lib/roxd"
+    cache_dir: str = "/var/cache/roxd"
+    socket: str = "/run/roxd/roxd.sock"
+    log_level: str = "info"
+    # How often counters are read and a status line is logged (seconds).
+    stats_interval_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class SensorSection:
+    bpf_dir: str = ""  # empty: bpf/ in a checkout, else /usr/share/roxd/bpf
+    ringbuf_pages: int = 256
+    max_args: int = 32
+    # Identical events that matched no rule are counted in the kernel, not sent, for this long.
+    # 0 sends every event (costly under exec/connect storms).
+    fold_window_s: float = 10.0
+    poll_timeout_ms: int = 100
+
+
+@dataclass(frozen=True)
+class ContainersSection:
+    docker_url: str = "unix:///var/run/docker.sock"
+    docker_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class RulesSection:
+    # Empty: the shipped pack, then /etc/roxd/rules.d when it exists.
+    paths: tuple[str, ...] = ()
+    # Global dry run: every kill/isolate is reported as "would", nothing is enforced.
+    monitor: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    sensor: SensorSection = field(default_factory=SensorSection)
+    containers: ContainersSection = field(default_factory=ContainersSection)
+    rules: RulesSection = field(default_factory=RulesSection)
+    source: str = "built-in defaults"
+
+    def rule_paths(self) -> list[Path]:
+        if self.rules.paths:
+            return [Path(p) for p in self.rules.paths]
+        paths = [shipped_rules_dir()]
+        local = Path("/etc/roxd/rules.d")
+        if local.is_dir():
+            paths.append(local)
+        return paths
+
+
+_SECTIONS: dict[str, type] = {
+    "daemon": DaemonConfig,
+    "sensor": SensorSection,
+    "containers": ContainersSection,
+    "rules": RulesSection,
+}
+
+
+def load_config(path: Path | None) -> Config:
+    """Load `path`, or /etc/roxd/roxd.toml when it exists, or the built-in defaults."""
+    if path is None:
+        if not DEFAULT_CONFIG_PATH.exists():
+            return Config()
+        path = DEFAULT_CONFIG_PATH
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), str(exc), getattr(exc, "lineno", None)) from exc
+    return parse_config(raw, str(path))
+
+
+def parse_config(raw: dict[str, Any], source: str) -> Config:
+    sections: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name not in _SECTIONS:
+            raise ConfigError(source, f"unknown section [{name}]; known: {', '.join(_SECTIONS)}")
+        if not isinstance(value, dict):
+            raise ConfigError(source, f"[{name}] must be a table")
+        sections[name] = _section(_SECTIONS[name], name, value, source)
+    return Config(source=source, **sections)
+
+
+def _section(cls: type, name: str, values: dict[str, Any], source: str) -> Any:
+    hints = get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(source, f"unknown key {name}.{key}; known: {', '.join(sorted(known))}")
+        kwargs[key] = _coerce(hints[key], value, f"{name}.{key}", source)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif hint is str:
+        ok = isinstance(value, str)
+    else:  # tuple[str, ...]
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        value = tuple(value) if ok else value
+    if not ok:
+        expected = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+        raise ConfigError(source, f"{key} must be {expected.get(hint, 'a list of strings')}, "
+                                  f"not {value!r}")
+    return value

@@ -1,0 +1,85 @@
+"""What this host's kernel and userland offer roxd, probed at start and reported.
+
+Every enforcement decision consults these facts, so that roxd never claims to block what it
+can only alert on. Each probe is cheap, side-effect free, and says how it decided.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from roxd.sensor.tracefs import tracefs_root
+
+
+@dataclass(frozen=True)
+class Feature:
+    available: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Features:
+    kernel: str
+    btf: Feature
+    tracefs: Feature
+    ringbuf: Feature
+    send_signal: Feature
+    bpf_lsm: Feature
+    seccomp: Feature
+    nftables: Feature
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        parts = []
+        for name, value in asdict(self).items():
+            if isinstance(value, dict):
+                parts.append(f"{name}={'yes' if value['available'] else 'no'}")
+        return f"kernel {self.kernel}: " + " ".join(parts)
+
+
+def _kernel_at_least(release: str, major: int, minor: int) -> bool:
+    match = re.match(r"(\d+)\.(\d+)", release)
+    if not match:
+        return False
+    return (int(match.group(1)), int(match.group(2))) >= (major, minor)
+
+
+def probe() -> Features:
+    release = platform.release()
+    btf = Path("/sys/kernel/btf/vmlinux").exists()
+    tracefs = tracefs_root()
+    lsm_file = Path("/sys/kernel/security/lsm")
+    if lsm_file.exists():
+        lsms = lsm_file.read_text().strip()
+        bpf_lsm = Feature("bpf" in lsms.split(","), f"active LSMs: {lsms}")
+    else:
+        bpf_lsm = Feature(False, "securityfs not mounted; cannot tell which LSMs are active")
+    seccomp_actions = Path("/proc/sys/kernel/seccomp/actions_avail")
+    if seccomp_actions.exists():
+        actions = seccomp_actions.read_text().split()
+        seccomp = Feature("kill_process" in actions and "errno" in actions,
+                          "actions: " + " ".join(actions))
+    else:
+        seccomp = Feature(False, "no /proc/sys/kernel/seccomp (kernel without CONFIG_SECCOMP)")
+    try:
+        import nftables  # noqa: F401  (Debian python3-nftables)
+
+        nft = Feature(True, "libnftables Python binding importable")
+    except ImportError:
+        nft = Feature(False, "python3-nftables not installed")
+    return Features(
+        kernel=release,
+        btf=Feature(btf, "/sys/kernel/btf/vmlinux" if btf else "no kernel BTF"),
+        tracefs=Feature(tracefs is not None, str(tracefs) if tracefs else "not mounted"),
+        ringbuf=Feature(_kernel_at_least(release, 5, 8), "BPF ring buffer needs Linux 5.8"),
+        send_signal=Feature(_kernel_at_least(release, 5, 3),
+                            "bpf_send_signal needs Linux 5.3"),
+        bpf_lsm=bpf_lsm,
+        seccomp=seccomp,
+        nftables=nft,
+    )

@@ -1,0 +1,246 @@
+"""Compile, load and attach roxd's eBPF programs with bcc; read their ring buffer and maps.
+
+The sensor knows the kernel and nothing else: it hands decoded records to a callback and
+takes orders (fold a key, kill these exes) through small typed methods. It never imports the
+rule engine.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from roxd.errors import SensorError
+from roxd.model import ConnectEvent
+from roxd.sensor import records
+from roxd.sensor.headers import HeaderTree, resolve_headers
+from roxd.sensor.records import Decoded, DecodeError
+from roxd.sensor.tracefs import ensure_tracefs
+
+log = logging.getLogger(__name__)
+
+EventCallback = Callable[[Decoded], None]
+
+
+def default_bpf_dir() -> Path:
+    """bpf/ beside the package in a source checkout, /usr/share/roxd/bpf when installed."""
+    env = os.environ.get("ROXD_BPF_DIR")
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parents[2] / "bpf"
+    if (checkout / "roxd.bpf.c").exists():
+        return checkout
+    return Path("/usr/share/roxd/bpf")
+
+
+@dataclass(frozen=True)
+class SensorConfig:
+    bpf_dir: Path = field(default_factory=default_bpf_dir)
+    cache_dir: Path = Path("/var/cache/roxd")
+    ringbuf_pages: int = 256  # power of two; 1 MiB with 4 KiB pages
+    max_args: int = 32
+
+
+@dataclass(frozen=True)
+class SensorStats:
+    counters: Mapping[str, int]  # STAT_NAMES -> total over CPUs
+    drops_by_cgroup: Mapping[int, int]
+    decode_errors: int
+    callback_errors: int
+
+    @property
+    def dropped(self) -> int:
+        return sum(v for k, v in self.counters.items() if k.endswith("_dropped"))
+
+
+class Sensor:
+    """One bcc object holding every roxd program. Not thread-safe: one event loop owns it."""
+
+    def __init__(self, config: SensorConfig, on_event: EventCallback) -> None:
+        self._config = config
+        self._on_event = on_event
+        self._bpf = None  # bcc.BPF once started
+        self._clock_offset_ns = 0
+        self._decode_errors = 0
+        self._callback_errors = 0
+        self.headers: HeaderTree | None = None
+        self.attached: tuple[str, ...] = ()
+        self.load_seconds = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        if not _is_power_of_two(self._config.ringbuf_pages):
+            raise SensorError(
+                f"ring buffer pages must be a power of two, not {self._config.ringbuf_pages}")
+        ensure_tracefs()
+        self.headers = resolve_headers(self._config.cache_dir)
+        os.environ.update(self.headers.env)
+        log.info("kernel headers: %s", self.headers.describe())
+        source = self._source()
+        try:
+            from bcc import BPF  # Debian python3-bpfcc; imported late so unit tests need no bcc
+        except ImportError as exc:
+            raise SensorError(
+                "the bcc Python module is missing: install python3-bpfcc (Debian/Ubuntu) or "
+                "python3-bcc (Fedora)") from exc
+        cflags = [
+            f"-I{self._config.bpf_dir}",
+            f"-DRINGBUF_PAGES={self._config.ringbuf_pages}",
+            f"-DMAX_ARGS={self._config.max_args}",
+            "-Wno-macro-redefined",
+            "-Wno-unused-function",
+        ]
+        started = time.monotonic()
+        try:
+            self._bpf = BPF(text=source, cflags=cflags)
+        except Exception as exc:  # bcc raises bare Exception for compile/load/attach
+            raise SensorError(f"loading the eBPF programs failed: {exc}") from exc
+        self.load_seconds = time.monotonic() - started
+        self.attached = self._tracepoints_in(source)
+        self._resync_clock()
+        self._bpf["events"].open_ring_buffer(self._ring_callback)
+        log.info("eBPF programs attached in %.2fs: %s", self.load_seconds,
+                 ", ".join(self.attached))
+
+    def close(self) -> None:
+        if self._bpf is not None:
+            self._bpf.cleanup()
+            self._bpf = None
+
+    def __enter__(self) -> Sensor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ events
+
+    def poll(self, timeout_ms: int) -> None:
+        """Wait up to timeout_ms for records and hand each to the callback."""
+        self._require().ring_buffer_poll(timeout_ms)
+
+    def drain(self) -> None:
+        """Hand over whatever is in the ring buffer now, without waiting."""
+        self._require().ring_buffer_consume()
+
+    def _ring_callback(self, _ctx: object, data: int, size: int) -> int:
+        raw = ct.string_at(data, size)
+        try:
+            decoded = records.decode(raw, self._clock_offset_ns)
+        except DecodeError as exc:
+            self._decode_errors += 1
+            log.warning("undecodable ring-buffer record: %s", exc)
+            return 0
+        try:
+            self._on_event(decoded)
+        except Exception:  # one bad event must not stop the stream; count and log it
+            self._callback_errors += 1
+            log.exception("event handler failed")
+        return 0
+
+    # ------------------------------------------------------------------ orders
+
+    def mark_quiet(self, decoded: Decoded, window_ns: int) -> None:
+        """No rule cares about this event: fold identical ones in the kernel for window_ns."""
+        if decoded.fold_key is None or window_ns <= 0:
+            return
+        table = self._folds_for(decoded)
+        key = table.Key.from_buffer_copy(decoded.fold_key)
+        leaf = table.Leaf()
+        leaf.quiet_until_ns = time.monotonic_ns() + window_ns
+        leaf.folded = 0
+        table[key] = leaf
+
+    def clear_folds(self) -> None:
+        """Forget every quiet mark (the rule set changed, old verdicts no longer hold)."""
+        bpf = self._require()
+        for name in ("exec_folds", "connect_folds"):
+            bpf[name].clear()
+
+    def set_container_cgroups(self, cgroup_ids: Iterable[int]) -> None:
+        """Tell the kernel which cgroups are containers (for container-scoped kills)."""
+        table = self._require()["container_cgroups"]
+        wanted = set(cgroup_ids)
+        current = {k.value for k in table.keys()}
+        for cg in current - wanted:
+            del table[table.Key(cg)]
+        for cg in wanted - current:
+            table[table.Key(cg)] = ct.c_uint8(1)
+
+    def set_exec_kills(self, entries: Mapping[tuple[int, int], int]) -> None:
+        """Replace the in-kernel exec kill table: {(cgroup id or scope, exe hash): slot}."""
+        table = self._require()["exec_kill"]
+        current = {(k.cgroup_id, k.hash) for k in table.keys()}
+        for scope, h in current - set(entries):
+            key = table.Key()
+            key.cgroup_id, key.hash = scope, h
+            del table[key]
+        for (scope, h), slot in entries.items():
+            key = table.Key()
+            key.cgroup_id, key.hash = scope, h
+            table[key] = ct.c_uint32(slot)
+
+    # ------------------------------------------------------------------ state
+
+    def stats(self) -> SensorStats:
+        bpf = self._require()
+        table = bpf["stats"]
+        counters: dict[str, int] = {}
+        for index, name in enumerate(records.STAT_NAMES):
+            counters[name] = sum(int(v) for v in table[ct.c_int(index)])
+        drops = {int(k.value): int(v.value) for k, v in bpf["cgroup_drops"].items()}
+        return SensorStats(counters, drops, self._decode_errors, self._callback_errors)
+
+    def resync_clock(self) -> None:
+        self._resync_clock()
+
+    def _resync_clock(self) -> None:
+        # CLOCK_MONOTONIC (bpf_ktime_get_ns) -> wall clock; re-sampled periodically so a
+        # stepped wall clock is followed within one period.
+        self._clock_offset_ns = time.time_ns() - time.monotonic_ns()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _require(self):  # noqa: ANN202 - bcc.BPF has no type information
+        if self._bpf is None:
+            raise SensorError("sensor is not started")
+        return self._bpf
+
+    def _folds_for(self, decoded: Decoded):  # noqa: ANN202
+        name = "connect_folds" if isinstance(decoded.event, ConnectEvent) else "exec_folds"
+        return self._require()[name]
+
+    def _source(self) -> str:
+        """roxd.bpf.c with its `#include "x.bpf.c"` lines inlined: bcc generates tracepoint
+        argument structs only for probes in the main text, not in included files."""
+        bpf_dir = self._config.bpf_dir
+        main = bpf_dir / "roxd.bpf.c"
+        try:
+            text = main.read_text()
+            return re.sub(
+                r'^#include "([\w.]+\.bpf\.c)"$',
+                lambda m: (bpf_dir / m.group(1)).read_text(),
+                text,
+                flags=re.MULTILINE,
+            )
+        except OSError as exc:
+            raise SensorError(
+                f"eBPF sources not found in {bpf_dir} ({exc.strerror}); set ROXD_BPF_DIR or "
+                f"sensor.bpf_dir in the config") from exc
+
+    @staticmethod
+    def _tracepoints_in(source: str) -> tuple[str, ...]:
+        return tuple(f"{c}:{e}" for c, e in re.findall(r"TRACEPOINT_PROBE\((\w+),\s*(\w+)\)",
+                                                         source))
+
+
+def _is_power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
