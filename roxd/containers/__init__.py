@@ -1,0 +1,1 @@
+"""Container attribution: cgroup id -> Container, pid -> Process with ancestry."""

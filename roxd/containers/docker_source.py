@@ -181,7 +181,7 @@ class DockerMetadataSource:
                 self._set_connected()
                 backoff = self.backoff_initial
                 stream = client.events(
-                    since=since, decode=True, filters={"type": "container", "event": _EVENTS}
+                    since=since, decode=True, filters={"type": "container", "event": list(_EVENTS)}
                 )
                 with self._lock:
                     self._stream = stream

@@ -1,0 +1,58 @@
+"""The container-attribution stage assembled: what the daemon builds, starts and stops.
+
+    attribution = ContainerAttribution.from_host(docker_url="unix:///var/run/docker.sock")
+    attribution.start()                    # index the cgroup tree; start the docker thread
+    enriched = attribution.enricher.enrich(event)
+    attribution.stop()
+"""
+
+from __future__ import annotations
+
+import logging
+
+from roxd.containers.cgroups import MOUNTINFO, CgroupIndex
+from roxd.containers.docker_source import DEFAULT_DOCKER_URL, DockerMetadataSource
+from roxd.containers.enricher import Enricher
+from roxd.containers.process_table import ProcessTable
+from roxd.containers.resolver import ContainerResolver
+
+log = logging.getLogger(__name__)
+
+
+class ContainerAttribution:
+    def __init__(
+        self,
+        index: CgroupIndex,
+        docker: DockerMetadataSource | None,
+        *,
+        process_capacity: int = 32768,
+    ) -> None:
+        self.index = index
+        self.docker = docker
+        self.resolver = ContainerResolver(index, [docker] if docker is not None else [])
+        self.processes = ProcessTable(capacity=process_capacity, cgroup_id_of_pid=index.lookup_pid)
+        self.enricher = Enricher(self.resolver, self.processes)
+
+    @classmethod
+    def from_host(
+        cls,
+        *,
+        docker_url: str | None = DEFAULT_DOCKER_URL,
+        docker_timeout: float = 5.0,
+        mountinfo: str = MOUNTINFO,
+    ) -> ContainerAttribution:
+        """Raises CgroupError when the host has no cgroup2 hierarchy. docker_url=None: no Docker."""
+        index = CgroupIndex.from_host(mountinfo)
+        docker = (
+            DockerMetadataSource(docker_url, timeout=docker_timeout) if docker_url else None
+        )
+        return cls(index, docker)
+
+    def start(self) -> None:
+        self.index.refresh()
+        if self.docker is not None:
+            self.docker.start()
+
+    def stop(self) -> None:
+        if self.docker is not None:
+            self.docker.stop()

@@ -1,0 +1,68 @@
+"""Sensor event -> EnrichedEvent: its container (None on the host) and its process with ancestry."""
+
+from __future__ import annotations
+
+import logging
+
+from roxd.containers.process_table import ProcessInfo, ProcessTable
+from roxd.containers.resolver import ContainerResolver
+from roxd.model import (
+    ConnectEvent,
+    EnrichedEvent,
+    ExecEvent,
+    ExitEvent,
+    Process,
+    SensorEvent,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Enricher:
+    def __init__(self, resolver: ContainerResolver, processes: ProcessTable) -> None:
+        self.resolver = resolver
+        self.processes = processes
+
+    def enrich(self, event: SensorEvent) -> EnrichedEvent:
+        container = self.resolver.resolve(event.cgroup_id, pid=event.pid)
+        if isinstance(event, ExecEvent):
+            info = self.processes.on_exec(event)
+            process = self._process(info, event.cgroup_id, event.comm, uid=event.uid)
+        elif isinstance(event, ExitEvent):
+            info_or_none = self.processes.get(event.pid)
+            process = (
+                self._process(info_or_none, event.cgroup_id, event.comm)
+                if info_or_none is not None
+                else self._unknown(event.pid, -1, event.comm, event.cgroup_id)
+            )
+            self.processes.on_exit(event)
+        elif isinstance(event, ConnectEvent):
+            info_or_none = self.processes.get(event.pid)
+            process = (
+                self._process(info_or_none, event.cgroup_id, event.comm, uid=event.uid)
+                if info_or_none is not None
+                else self._unknown(event.pid, event.uid, event.comm, event.cgroup_id)
+            )
+        else:
+            raise TypeError(f"not a sensor event: {event!r}")
+        return EnrichedEvent(event=event, container=container, process=process)
+
+    def _process(
+        self, info: ProcessInfo, cgroup_id: int, comm: str, uid: int | None = None
+    ) -> Process:
+        return Process(
+            pid=info.pid,
+            ppid=info.ppid,
+            uid=info.uid if uid is None else uid,
+            exe=info.exe,
+            comm=comm or info.comm,
+            args=info.args,
+            cgroup_id=cgroup_id,  # the event's: the kernel's word at the time of the event
+            args_truncated=info.args_truncated,
+            ancestors=self.processes.ancestry_of(info),
+        )
+
+    @staticmethod
+    def _unknown(pid: int, uid: int, comm: str, cgroup_id: int) -> Process:
+        """A process that exited before roxd could read it: only what the event says."""
+        return Process(pid=pid, ppid=0, uid=uid, exe="", comm=comm, args=(), cgroup_id=cgroup_id)

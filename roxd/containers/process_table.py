@@ -1,0 +1,264 @@
+"""pid -> what the process runs, fed by exec/exit events and /proc; gives each event its ancestry.
+
+Bounded: least recently used entries go first past `capacity`. An exited process stays for
+`exit_grace` seconds, so a late event of a process that just exited still resolves. An exec for
+a pid replaces its entry (PID reuse, or a process exec'ing again). A process never seen in an
+exec event (started before roxd, or its exec folded in the kernel) is read from /proc/<pid>;
+a forked child that has not exec'd reads there as its parent's exe, as it should.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from roxd.model import Ancestor, ExecEvent, ExitEvent
+
+log = logging.getLogger(__name__)
+
+MAX_ANCESTORS = 8
+_CMDLINE_LIMIT = 4096  # bytes of /proc/<pid>/cmdline read for a process seen only in /proc
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    pid: int
+    ppid: int  # 0 = unknown
+    exe: str
+    args: tuple[str, ...]
+    uid: int  # -1 = unknown
+    cgroup_id: int  # 0 = unknown
+    comm: str = ""
+    start_time_ns: int | None = None  # fork time (wall clock), from /proc; None if unknown
+    exec_time_ns: int | None = None  # from the exec event; None when read from /proc
+    args_truncated: bool = False
+    exited_at: float | None = None  # monotonic time of the exit event
+
+
+class ProcReader:
+    """Reads what roxd needs from /proc/<pid>. Every method returns None once the pid is gone."""
+
+    def __init__(self, proc: str = "/proc") -> None:
+        self.proc = proc
+        self._ticks = os.sysconf("SC_CLK_TCK")
+        self._btime_ns = self._boot_time_ns()
+
+    def _boot_time_ns(self) -> int:
+        try:
+            with open(f"{self.proc}/stat", encoding="ascii", errors="replace") as f:
+                for line in f:
+                    if line.startswith("btime "):
+                        return int(line.split()[1]) * 1_000_000_000
+        except (OSError, ValueError):
+            pass
+        return int((time.time() - time.monotonic()) * 1e9)
+
+    def exe(self, pid: int) -> str | None:
+        try:
+            return os.readlink(f"{self.proc}/{pid}/exe")
+        except OSError:  # gone, a kernel thread, or a zombie
+            return None
+
+    def stat(self, pid: int) -> tuple[str, int, int] | None:
+        """(comm, ppid, start time in wall-clock ns) from /proc/<pid>/stat."""
+        try:
+            with open(f"{self.proc}/{pid}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            return None
+        try:
+            lpar, rpar = data.index(b"("), data.rindex(b")")
+            comm = data[lpar + 1 : rpar].decode("utf-8", "replace")
+            fields = data[rpar + 2 :].split()
+            ppid = int(fields[1])
+            start = self._btime_ns + int(fields[19]) * 1_000_000_000 // self._ticks
+        except (ValueError, IndexError):
+            return None
+        return comm, ppid, start
+
+    def cmdline(self, pid: int) -> tuple[tuple[str, ...], bool] | None:
+        try:
+            with open(f"{self.proc}/{pid}/cmdline", "rb") as f:
+                data = f.read(_CMDLINE_LIMIT + 1)
+        except OSError:
+            return None
+        truncated = len(data) > _CMDLINE_LIMIT
+        data = data[:_CMDLINE_LIMIT]
+        parts = data.split(b"\0")
+        if parts and parts[-1] == b"":
+            parts.pop()
+        return tuple(p.decode("utf-8", "replace") for p in parts), truncated
+
+    def uid(self, pid: int) -> int | None:
+        try:
+            with open(f"{self.proc}/{pid}/status", encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    if line.startswith("Uid:"):
+                        return int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+        return None
+
+
+class ProcessTable:
+    def __init__(
+        self,
+        *,
+        capacity: int = 32768,
+        exit_grace: float = 10.0,
+        proc: str = "/proc",
+        cgroup_id_of_pid: Callable[[int], int | None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.capacity = capacity
+        self.exit_grace = exit_grace
+        self._proc = ProcReader(proc)
+        self._cgroup_id_of_pid = cgroup_id_of_pid
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._table: OrderedDict[int, ProcessInfo] = OrderedDict()
+        self._exited: deque[tuple[float, int]] = deque()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._table)
+
+    # ------------------------------------------------------------------ feeding
+
+    def on_exec(self, event: ExecEvent) -> ProcessInfo:
+        """Record an exec: a new image for event.pid, replacing whatever the pid ran before."""
+        exe = event.filename
+        if not os.path.isabs(exe):
+            # Relative to the process's cwd; /proc/<pid>/exe has the resolved path as seen in
+            # the process's own mount namespace (inside its container).
+            exe = self._proc.exe(event.pid) or exe
+        stat = self._proc.stat(event.pid)
+        ppid = event.ppid
+        start = None
+        if stat is not None:
+            _, proc_ppid, start = stat
+            if not ppid:
+                ppid = proc_ppid
+        info = ProcessInfo(
+            pid=event.pid,
+            ppid=ppid,
+            exe=exe,
+            args=tuple(event.args),
+            uid=event.uid,
+            cgroup_id=event.cgroup_id,
+            comm=event.comm,
+            start_time_ns=start,
+            exec_time_ns=event.time_ns,
+            args_truncated=event.args_truncated,
+        )
+        with self._lock:
+            self._put(info)
+            self._prune()
+        return info
+
+    def on_exit(self, event: ExitEvent) -> None:
+        """Mark a process exited; it stays `exit_grace` seconds for late events."""
+        now = self._clock()
+        with self._lock:
+            info = self._table.get(event.pid)
+            if info is None:
+                return
+            self._table[event.pid] = replace(info, exited_at=now)
+            self._exited.append((now, event.pid))
+            self._prune()
+
+    # ------------------------------------------------------------------ reading
+
+    def get(self, pid: int) -> ProcessInfo | None:
+        """What pid runs: from the table, else from /proc (and then remembered)."""
+        if pid <= 0:
+            return None
+        with self._lock:
+            info = self._table.get(pid)
+            if info is not None:
+                if info.exited_at is not None and self._clock() - info.exited_at > self.exit_grace:
+                    del self._table[pid]
+                else:
+                    self._table.move_to_end(pid)
+                    return info
+        info = self.read_proc(pid)
+        if info is not None:
+            with self._lock:
+                current = self._table.get(pid)
+                if current is not None:  # an exec event arrived meanwhile; it knows better
+                    return current
+                self._put(info)
+        return info
+
+    def read_proc(self, pid: int) -> ProcessInfo | None:
+        """A ProcessInfo from /proc/<pid> alone (not remembered); None if the pid is gone."""
+        stat = self._proc.stat(pid)
+        if stat is None:
+            return None
+        comm, ppid, start = stat
+        cmd = self._proc.cmdline(pid)
+        args, truncated = cmd if cmd is not None else ((), False)
+        # A kernel thread has no exe; a zombie neither: report what is known, exe "".
+        exe = self._proc.exe(pid) or ""
+        uid = self._proc.uid(pid)
+        cgroup_id = self._cgroup_id_of_pid(pid) if self._cgroup_id_of_pid else None
+        return ProcessInfo(
+            pid=pid,
+            ppid=ppid,
+            exe=exe,
+            args=args,
+            uid=uid if uid is not None else -1,
+            cgroup_id=cgroup_id or 0,
+            comm=comm,
+            start_time_ns=start,
+            args_truncated=truncated,
+        )
+
+    def ancestry(self, pid: int, limit: int = MAX_ANCESTORS) -> tuple[Ancestor, ...]:
+        """Up to `limit` ancestors of pid, nearest (the parent) first."""
+        child = self.get(pid)
+        if child is None:
+            return ()
+        return self.ancestry_of(child, limit)
+
+    def ancestry_of(self, child: ProcessInfo, limit: int = MAX_ANCESTORS) -> tuple[Ancestor, ...]:
+        out: list[Ancestor] = []
+        seen = {child.pid}
+        while len(out) < limit and child.ppid > 0 and child.ppid not in seen:
+            parent = self.get(child.ppid)
+            if parent is None:
+                break
+            if (
+                parent.start_time_ns is not None
+                and child.start_time_ns is not None
+                and parent.start_time_ns > child.start_time_ns + 10_000_000  # clock-tick slack
+            ):
+                # The pid was reused: this process started after its supposed child.
+                break
+            out.append(Ancestor(parent.pid, parent.exe, parent.args))
+            seen.add(parent.pid)
+            child = parent
+        return tuple(out)
+
+    # ------------------------------------------------------------------ internals (lock held)
+
+    def _put(self, info: ProcessInfo) -> None:
+        self._table[info.pid] = info
+        self._table.move_to_end(info.pid)
+        while len(self._table) > self.capacity:
+            self._table.popitem(last=False)
+
+    def _prune(self) -> None:
+        now = self._clock()
+        while self._exited and now - self._exited[0][0] > self.exit_grace:
+            _, pid = self._exited.popleft()
+            info = self._table.get(pid)
+            if info is not None and info.exited_at is not None and (
+                now - info.exited_at > self.exit_grace
+            ):
+                del self._table[pid]
