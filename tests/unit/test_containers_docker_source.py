@@ -1,0 +1,197 @@
+"""DockerMetadataSource against a fake engine: scan, events, reconnect, one warning when down."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from roxd.containers import docker_source
+from roxd.containers.docker_source import DockerMetadataSource, _reason, metadata_from_inspect
+
+pytestmark = pytest.mark.unit
+
+ID = "3c79270d70136d5d3f9916700ee58f8f50872c19d77f622a21dcbb64778ff218"
+ID2 = "9f2d1c5e8a7b6c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d"
+
+
+def inspect_doc(cid: str, name: str, image: str = "roxd-test/busybox:latest") -> dict[str, Any]:
+    return {
+        "Id": cid,
+        "Name": f"/{name}",
+        "Image": "sha256:19021ce95b2e",
+        "Config": {"Image": image, "Labels": {"team": "a"}},
+        "State": {"Running": True, "Pid": 1234},
+    }
+
+
+def test_metadata_from_inspect() -> None:
+    m = metadata_from_inspect(inspect_doc(ID, "web"))
+    assert (m.id, m.name, m.image, m.image_id, dict(m.labels), m.pid) == (
+        ID, "web", "roxd-test/busybox:latest", "sha256:19021ce95b2e", {"team": "a"}, 1234)
+    stopped = metadata_from_inspect({"Id": ID, "Config": {"Labels": None}, "State": {"Pid": 0}})
+    assert (stopped.name, stopped.image, dict(stopped.labels)) == (None, None, {})
+    assert stopped.pid is None
+
+
+def test_reason_digs_out_the_os_error() -> None:
+    inner = FileNotFoundError(2, "No such file or directory")
+    outer = RuntimeError("Connection aborted.", inner)
+    assert _reason(outer) == "No such file or directory"
+    assert _reason(ValueError("bad\nsecond line")) == "bad"
+
+
+class FakeStream:
+    def __init__(self) -> None:
+        self.q: queue.Queue[dict[str, Any] | None] = queue.Queue()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            yield item
+
+    def close(self) -> None:
+        self.q.put(None)
+
+
+class FakeAPI:
+    def __init__(self, engine: FakeEngine) -> None:
+        self.engine = engine
+
+    def containers(self, quiet: bool = False) -> list[dict[str, str]]:
+        return [{"Id": cid} for cid in self.engine.running]
+
+    def inspect_container(self, cid: str) -> dict[str, Any]:
+        if cid not in self.engine.running:
+            raise docker_source.docker.errors.NotFound("no such container")
+        return self.engine.running[cid]
+
+
+class FakeEngine:
+    def __init__(self) -> None:
+        self.running: dict[str, dict[str, Any]] = {}
+        self.streams: list[FakeStream] = []
+        self.down = False
+        self.connects = 0
+
+    def connect(self) -> Any:
+        self.connects += 1
+        if self.down:
+            raise ConnectionError(FileNotFoundError(2, "No such file or directory"))
+        engine = self
+
+        class Client:
+            api = FakeAPI(engine)
+
+            def events(self, **kw: Any) -> FakeStream:
+                s = FakeStream()
+                engine.streams.append(s)
+                return s
+
+            def close(self) -> None:
+                pass
+
+        return Client()
+
+    def emit(self, action: str, cid: str) -> None:
+        self.streams[-1].q.put({"Type": "container", "Action": action, "Actor": {"ID": cid}})
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return cond()
+
+
+@pytest.fixture
+def engine(monkeypatch: pytest.MonkeyPatch) -> FakeEngine:
+    e = FakeEngine()
+    monkeypatch.setattr(DockerMetadataSource, "_connect", lambda self: e.connect())
+    return e
+
+
+def test_scan_events_and_listener(engine: FakeEngine) -> None:
+    engine.running[ID] = inspect_doc(ID, "before")
+    src = DockerMetadataSource(backoff_initial=0.01)
+    changed: list[str] = []
+    src.add_listener(changed.append)
+    src.start()
+    try:
+        assert src.wait_connected(5)
+        assert src.get(ID).name == "before"  # type: ignore[union-attr]
+        engine.running[ID2] = inspect_doc(ID2, "after")
+        engine.emit("start", ID2)
+        assert wait_for(lambda: ID2 in changed)
+        assert src.get(ID2).name == "after"  # type: ignore[union-attr]
+        engine.running[ID2] = inspect_doc(ID2, "renamed")
+        engine.emit("rename", ID2)
+        assert wait_for(lambda: src.get(ID2).name == "renamed")  # type: ignore[union-attr]
+        del engine.running[ID2]
+        engine.emit("destroy", ID2)
+        assert wait_for(lambda: ID2 not in {m.id for m in src.containers()})
+    finally:
+        src.stop()
+    assert not src.connected
+
+
+def test_get_asks_the_engine_once_for_an_unseen_id(engine: FakeEngine) -> None:
+    src = DockerMetadataSource(backoff_initial=0.01)
+    src.start()
+    try:
+        assert src.wait_connected(5)
+        engine.running[ID] = inspect_doc(ID, "raced-its-start-event")
+        assert src.get(ID).name == "raced-its-start-event"  # type: ignore[union-attr]
+        assert src.get(ID2) is None
+        engine.running[ID2] = inspect_doc(ID2, "x")
+        assert src.get(ID2) is None  # a recent miss is not asked again
+    finally:
+        src.stop()
+
+
+def test_reconnects_with_one_warning(engine: FakeEngine, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="roxd.containers.docker_source")
+    engine.down = True
+    src = DockerMetadataSource(backoff_initial=0.01, backoff_max=0.02)
+    src.start()
+    try:
+        assert wait_for(lambda: engine.connects >= 5)
+        assert not src.connected
+        assert src.get(ID) is None
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1
+        assert "falls back to the cgroup path only" in warnings[0].getMessage()
+        assert "No such file or directory" in warnings[0].getMessage()
+        assert not any(r.exc_info for r in caplog.records)
+        # The engine comes back: the thread connects and scans.
+        engine.running[ID] = inspect_doc(ID, "web")
+        engine.down = False
+        assert src.wait_connected(5)
+        assert src.get(ID).name == "web"  # type: ignore[union-attr]
+        # dockerd restarts: the stream ends, the thread reconnects and rescans.
+        streams = len(engine.streams)
+        engine.running[ID] = inspect_doc(ID, "web-after-restart")
+        engine.streams[-1].close()
+        assert wait_for(lambda: len(engine.streams) > streams and src.connected)
+        assert wait_for(lambda: src.get(ID).name == "web-after-restart")  # type: ignore[union-attr]
+    finally:
+        src.stop()
+
+
+def test_stop_is_prompt_while_following_events(engine: FakeEngine) -> None:
+    src = DockerMetadataSource()
+    src.start()
+    assert src.wait_connected(5)
+    t0 = time.monotonic()
+    src.stop()
+    assert time.monotonic() - t0 < 2
+    assert not any(t.name == "roxd-docker-events" for t in threading.enumerate())

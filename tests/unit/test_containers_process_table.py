@@ -1,0 +1,212 @@
+"""ProcessTable: exec/exit bookkeeping, /proc fallback, ancestry, eviction, PID reuse."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from roxd.containers.process_table import ProcessTable
+from roxd.model import Ancestor, ExecEvent, ExitEvent
+
+pytestmark = pytest.mark.unit
+
+
+class FakeProc:
+    """A /proc tree on disk: stat, cmdline, status, exe (a symlink), cgroup."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "stat").write_text("cpu  1 2 3\nbtime 1700000000\n")
+
+    def add(self, pid: int, ppid: int, exe: str, args: list[str], *, uid: int = 0,
+            start_ticks: int = 100, comm: str | None = None) -> None:
+        d = self.root / str(pid)
+        d.mkdir(exist_ok=True)
+        name = comm or os.path.basename(exe)[:15]
+        # 52 fields; after "(comm)": state ppid ... starttime is the 20th.
+        rest = ["S", str(ppid)] + ["0"] * 17 + [str(start_ticks)] + ["0"] * 30
+        (d / "stat").write_text(f"{pid} ({name}) {' '.join(rest)}\n")
+        (d / "cmdline").write_bytes(b"\0".join(a.encode() for a in args) + b"\0")
+        (d / "status").write_text(f"Name:\t{name}\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
+        if (d / "exe").is_symlink():
+            (d / "exe").unlink()
+        os.symlink(exe, d / "exe")
+
+    def remove(self, pid: int) -> None:
+        d = self.root / str(pid)
+        for f in d.iterdir():
+            f.unlink()
+        d.rmdir()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def proc(tmp_path: Path) -> FakeProc:
+    return FakeProc(tmp_path / "proc")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def table(proc: FakeProc, clock: FakeClock, **kw: object) -> ProcessTable:
+    return ProcessTable(proc=str(proc.root), clock=clock, **kw)  # type: ignore[arg-type]
+
+
+def exec_ev(pid: int, ppid: int, filename: str, *args: str, uid: int = 0,
+            cgroup_id: int = 7) -> ExecEvent:
+    return ExecEvent(time_ns=1, pid=pid, ppid=ppid, uid=uid, gid=0, cgroup_id=cgroup_id,
+                     comm=os.path.basename(filename)[:15], filename=filename,
+                     args=(filename, *args), args_truncated=False)
+
+
+def exit_ev(pid: int) -> ExitEvent:
+    return ExitEvent(time_ns=2, pid=pid, cgroup_id=7, comm="x", exit_code=0)
+
+
+def test_ancestry_from_exec_events_nearest_first(proc: FakeProc, clock: FakeClock) -> None:
+    t = table(proc, clock)
+    t.on_exec(exec_ev(10, 1, "/usr/sbin/sshd", "-D"))
+    t.on_exec(exec_ev(20, 10, "/bin/bash"))
+    t.on_exec(exec_ev(30, 20, "/usr/bin/curl", "http://127.0.0.1"))
+    assert t.ancestry(30) == (
+        Ancestor(20, "/bin/bash", ("/bin/bash",)),
+        Ancestor(10, "/usr/sbin/sshd", ("/usr/sbin/sshd", "-D")),
+    )
+
+
+def test_ancestry_is_capped_at_eight(proc: FakeProc, clock: FakeClock) -> None:
+    t = table(proc, clock)
+    for pid in range(100, 120):
+        t.on_exec(exec_ev(pid, pid - 1 if pid > 100 else 0, f"/bin/p{pid}"))
+    chain = t.ancestry(119)
+    assert len(chain) == 8
+    assert [a.pid for a in chain] == list(range(118, 110, -1))
+
+
+def test_unknown_parents_come_from_proc(proc: FakeProc, clock: FakeClock) -> None:
+    proc.add(1, 0, "/sbin/init", ["/sbin/init"])
+    proc.add(500, 1, "/usr/bin/bash", ["-bash"], start_ticks=200)
+    t = table(proc, clock)
+    t.on_exec(exec_ev(600, 500, "/bin/ls", "-l"))
+    assert t.ancestry(600) == (
+        Ancestor(500, "/usr/bin/bash", ("-bash",)),
+        Ancestor(1, "/sbin/init", ("/sbin/init",)),
+    )
+
+
+def test_proc_fallback_for_a_process_never_seen(proc: FakeProc, clock: FakeClock) -> None:
+    proc.add(1, 0, "/sbin/init", ["/sbin/init"])
+    proc.add(77, 1, "/usr/bin/python3", ["python3", "app.py"], uid=1000)
+    t = table(proc, clock, cgroup_id_of_pid=lambda pid: 4242)
+    info = t.get(77)
+    assert info is not None
+    assert (info.exe, info.args, info.uid, info.ppid, info.cgroup_id) == (
+        "/usr/bin/python3", ("python3", "app.py"), 1000, 1, 4242)
+    assert info.start_time_ns == 1700000000 * 10**9 + 100 * 10**9 // os.sysconf("SC_CLK_TCK")
+    assert t.get(78) is None
+
+
+def test_forked_child_without_exec_has_parents_exe(proc: FakeProc, clock: FakeClock) -> None:
+    # /proc shows the child with its parent's exe and cmdline (fork copies them).
+    proc.add(1, 0, "/sbin/init", ["/sbin/init"])
+    proc.add(40, 1, "/usr/sbin/nginx", ["nginx: master"])
+    proc.add(41, 40, "/usr/sbin/nginx", ["nginx: worker"])
+    t = table(proc, clock)
+    assert t.get(41).exe == "/usr/sbin/nginx"  # type: ignore[union-attr]
+    assert t.ancestry(41)[0] == Ancestor(40, "/usr/sbin/nginx", ("nginx: master",))
+
+
+def test_exec_replaces_entry_on_pid_reuse(proc: FakeProc, clock: FakeClock) -> None:
+    t = table(proc, clock)
+    t.on_exec(exec_ev(10, 1, "/bin/old"))
+    t.on_exit(exit_ev(10))
+    t.on_exec(exec_ev(10, 2, "/bin/new", uid=33))
+    info = t.get(10)
+    assert info is not None
+    assert (info.exe, info.ppid, info.uid, info.exited_at) == ("/bin/new", 2, 33, None)
+
+
+def test_exec_of_a_running_pid_replaces_its_image(proc: FakeProc, clock: FakeClock) -> None:
+    t = table(proc, clock)
+    t.on_exec(exec_ev(10, 1, "/bin/sh", "-c", "exec sleep 1"))
+    t.on_exec(exec_ev(10, 1, "/bin/sleep", "1"))
+    assert t.get(10).exe == "/bin/sleep"  # type: ignore[union-attr]
+    assert len(t) == 1
+
+
+def test_exited_entries_stay_briefly(proc: FakeProc, clock: FakeClock) -> None:
+    t = table(proc, clock, exit_grace=5.0)
+    t.on_exec(exec_ev(10, 0, "/bin/parent"))
+    t.on_exec(exec_ev(11, 10, "/bin/child"))
+    t.on_exit(exit_ev(10))
+    clock.now += 4.0
+    # A late event of the child still shows the parent that just exited.
+    assert t.ancestry(11) == (Ancestor(10, "/bin/parent", ("/bin/parent",)),)
+    clock.now += 2.0
+    assert t.get(10) is None  # expired, and /proc has no pid 10
+    assert t.ancestry(11) == ()
+
+
+def test_exited_entries_are_pruned_without_being_read(proc: FakeProc, clock: FakeClock) -> None:
+    t = table(proc, clock, exit_grace=1.0)
+    for pid in range(10, 20):
+        t.on_exec(exec_ev(pid, 0, "/bin/x"))
+        t.on_exit(exit_ev(pid))
+    clock.now += 2.0
+    t.on_exec(exec_ev(99, 0, "/bin/y"))
+    assert len(t) == 1
+
+
+def test_capacity_evicts_least_recently_used(proc: FakeProc, clock: FakeClock) -> None:
+    t = table(proc, clock, capacity=3)
+    for pid in (1, 2, 3):
+        t.on_exec(exec_ev(pid, 0, f"/bin/p{pid}"))
+    assert t.get(1) is not None  # touch 1: now 2 is the oldest
+    t.on_exec(exec_ev(4, 0, "/bin/p4"))
+    assert len(t) == 3
+    assert t.get(2) is None
+    assert {t.get(p).exe for p in (1, 3, 4)} == {"/bin/p1", "/bin/p3", "/bin/p4"}  # type: ignore[union-attr]
+
+
+def test_relative_filename_resolved_through_proc_exe(proc: FakeProc, clock: FakeClock) -> None:
+    proc.add(50, 1, "/opt/app/run", ["./run"])
+    t = table(proc, clock)
+    assert t.on_exec(exec_ev(50, 1, "./run")).exe == "/opt/app/run"
+    # Gone already: keep the path as given.
+    assert t.on_exec(exec_ev(51, 1, "./gone")).exe == "./gone"
+    # Absolute: as given, even if /proc's exe differs (a script's interpreter).
+    proc.add(52, 1, "/bin/busybox", ["/bin/sh"])
+    assert t.on_exec(exec_ev(52, 1, "/bin/sh")).exe == "/bin/sh"
+
+
+def test_ppid_unknown_in_event_is_taken_from_proc(proc: FakeProc, clock: FakeClock) -> None:
+    proc.add(60, 5, "/bin/true", ["true"])
+    t = table(proc, clock)
+    assert t.on_exec(exec_ev(60, 0, "/bin/true")).ppid == 5
+
+
+def test_reused_parent_pid_is_not_taken_as_ancestor(proc: FakeProc, clock: FakeClock) -> None:
+    # The child started at tick 100; what now has pid 70 started later: not its parent.
+    proc.add(71, 70, "/bin/child", ["child"], start_ticks=100)
+    proc.add(70, 1, "/bin/unrelated", ["unrelated"], start_ticks=900)
+    t = table(proc, clock)
+    assert t.ancestry(71) == ()
+
+
+def test_ppid_cycle_terminates(proc: FakeProc, clock: FakeClock) -> None:
+    t = table(proc, clock)
+    t.on_exec(exec_ev(5, 6, "/bin/a"))
+    t.on_exec(exec_ev(6, 5, "/bin/b"))
+    assert [a.pid for a in t.ancestry(5)] == [6]
