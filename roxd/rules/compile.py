@@ -1,0 +1,392 @@
+"""Turn raw conditions into matcher callables, once per load.
+
+Two steps. `Resolver.resolve` inlines macros and expands `@list` references, giving a tree of
+FieldTests with concrete values; errors found there (unknown list, macro cycle, a field that the
+rule's event type does not have, a value of the wrong type, a regex that does not compile) are
+raised as CompileError. `predicate` then builds closures over precompiled sets, regexes and
+networks so matching an event is a handful of calls with no parsing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from roxd.rules.fields import (
+    EventView,
+    FieldSpec,
+    ValueKind,
+    basename,
+    field_spec,
+    fields_for_event,
+    parse_ip,
+)
+from roxd.rules.images import ImagePattern, glob_regex
+from roxd.rules.schema import (
+    AllOf,
+    AnyOf,
+    Condition,
+    FieldTest,
+    Item,
+    ListRef,
+    MacroRef,
+    NotOf,
+    RawException,
+    RawScope,
+)
+from roxd.rules.scope import ContainerScope
+
+Predicate = Callable[[EventView], bool]
+Value = str | int | bool
+
+_OPS_BY_KIND: dict[ValueKind, frozenset[str]] = {
+    ValueKind.STR: frozenset({"equals", "in", "glob", "prefix", "contains", "regex"}),
+    ValueKind.IMAGE: frozenset({"equals", "in", "glob", "prefix", "contains", "regex"}),
+    ValueKind.INT: frozenset({"equals", "in"}),
+    ValueKind.BOOL: frozenset({"equals", "in"}),
+    ValueKind.IP: frozenset({"equals", "in", "cidr"}),
+}
+# What an exception compares with when it does not say (`comps`).
+DEFAULT_EXCEPTION_COMP: dict[ValueKind, str] = {
+    ValueKind.STR: "glob",
+    ValueKind.IMAGE: "glob",
+    ValueKind.INT: "in",
+    ValueKind.BOOL: "in",
+    ValueKind.IP: "cidr",
+}
+_PYTHON_TYPE = {ValueKind.INT: int, ValueKind.BOOL: bool}
+
+
+class CompileError(Exception):
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.key = key
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedTest:
+    """A field test with concrete values: no list references, no macros."""
+
+    spec: FieldSpec
+    op: str  # positive operator name
+    negated: bool
+    values: tuple[Value, ...]
+
+
+Resolved = ResolvedTest | AllOf | AnyOf | NotOf
+
+
+class Resolver:
+    """Expands lists and macros for one merged pack."""
+
+    def __init__(self, lists: dict[str, tuple[Item, ...]], macros: dict[str, Condition]) -> None:
+        self.lists = lists
+        self.macros = macros
+
+    def expand(self, items: Iterable[Item], _stack: tuple[str, ...] = ()) -> tuple[Value, ...]:
+        out: list[Value] = []
+        for item in items:
+            if isinstance(item, ListRef):
+                if item.name in _stack:
+                    cycle = " -> ".join([*_stack, item.name])
+                    raise CompileError(f"list reference cycle: {cycle}")
+                if item.name not in self.lists:
+                    raise CompileError(f"unknown list {item.name!r}")
+                out.extend(self.expand(self.lists[item.name], (*_stack, item.name)))
+            else:
+                out.append(item)
+        return tuple(out)
+
+    def resolve(
+        self, cond: Condition, event: str | None, _macros: tuple[str, ...] = ()
+    ) -> Resolved:
+        if isinstance(cond, FieldTest):
+            return self.resolve_test(cond.field, cond.op, cond.items, event, _macros)
+        if isinstance(cond, AllOf):
+            return AllOf(tuple(self.resolve(p, event, _macros) for p in cond.parts))
+        if isinstance(cond, AnyOf):
+            return AnyOf(tuple(self.resolve(p, event, _macros) for p in cond.parts))
+        if isinstance(cond, NotOf):
+            return NotOf(self.resolve(cond.part, event, _macros))
+        if isinstance(cond, MacroRef):
+            if cond.name in _macros:
+                raise CompileError(f"macro cycle: {' -> '.join([*_macros, cond.name])}")
+            if cond.name not in self.macros:
+                raise CompileError(f"unknown macro {cond.name!r}")
+            return self.resolve(self.macros[cond.name], event, (*_macros, cond.name))
+        raise CompileError(f"not a condition: {cond!r}")
+
+    def resolve_test(
+        self,
+        field: str,
+        op: str,
+        items: tuple[Item, ...],
+        event: str | None,
+        macros: tuple[str, ...] = (),
+    ) -> ResolvedTest:
+        """Check and expand one test; `event` None checks a macro on its own, for any event."""
+        via = f" (in macro {macros[-1]!r})" if macros else ""
+        spec = field_spec(field)
+        if spec is None:
+            raise CompileError(f"unknown field {field!r}{via}")
+        if event is not None and event not in spec.events:
+            available = ", ".join([*fields_for_event(event), "label.<key>"])
+            raise CompileError(
+                f"field {field!r} is not available on {event} events{via} (available: {available})"
+            )
+        negated = op.startswith("not_")
+        positive = op.removeprefix("not_")
+        if positive not in _OPS_BY_KIND[spec.kind]:
+            allowed = ", ".join(sorted(_OPS_BY_KIND[spec.kind]))
+            raise CompileError(
+                f"operator {op!r} does not apply to {field!r} ({spec.kind.value}; "
+                f"use {allowed} or their not_ forms){via}"
+            )
+        values = self.expand(items)
+        if not values:
+            raise CompileError(f"{field}.{op} has no values (an empty list?){via}")
+        expected = _PYTHON_TYPE.get(spec.kind, str)
+        for value in values:
+            # bool is an int subclass: keep true/false out of integer fields and vice versa.
+            if type(value) is not expected:
+                raise CompileError(
+                    f"{field!r} compares {spec.kind.value}s; {value!r} is not one{via}"
+                )
+        _check_values(spec, positive, values, via)
+        return ResolvedTest(spec, positive, negated, values)
+
+
+def _check_values(spec: FieldSpec, op: str, values: tuple[Value, ...], via: str) -> None:
+    """Fail at load time for anything that would fail per event."""
+    for value in values:
+        try:
+            if op == "regex":
+                re.compile(str(value))
+            elif op == "cidr":
+                ipaddress.ip_network(str(value).strip(), strict=False)
+            elif spec.kind is ValueKind.IP:
+                parse_ip(str(value))
+        except re.error as exc:
+            raise CompileError(f"regex {value!r} does not compile: {exc}{via}") from None
+        except ValueError:
+            what = "a network (CIDR)" if op == "cidr" else "an IP address"
+            raise CompileError(f"{value!r} is not {what}{via}") from None
+        except (RecursionError, OverflowError, MemoryError):
+            raise CompileError(f"regex {value!r} is too complex{via}") from None
+
+
+# --------------------------------------------------------------------------- predicates
+
+
+def _value_test(test: ResolvedTest) -> Callable[[object], bool]:
+    """A test on one non-None field value."""
+    op, values, kind = test.op, test.values, test.spec.kind
+    if kind is ValueKind.IMAGE and op in ("equals", "in", "glob"):
+        patterns = tuple(ImagePattern.compile(str(v)) for v in values)
+        return lambda x: any(p.matches(x) for p in patterns)  # type: ignore[arg-type]
+    if kind is ValueKind.IP:
+        if op == "cidr":
+            networks = tuple(ipaddress.ip_network(str(v).strip(), strict=False) for v in values)
+            return lambda x: any(x in n for n in networks)
+        return frozenset(parse_ip(str(v)) for v in values).__contains__
+    if op in ("equals", "in"):
+        return frozenset(values).__contains__
+    if op == "glob":
+        return glob_regex([str(v) for v in values]).match  # type: ignore[return-value]
+    if op == "prefix":
+        prefixes = tuple(str(v) for v in values)
+        return lambda x: x.startswith(prefixes)  # type: ignore[attr-defined]
+    if op == "contains":
+        needles = tuple(str(v) for v in values)
+        return lambda x: any(n in x for n in needles)  # type: ignore[operator]
+    if op == "regex":
+        regexes = tuple(re.compile(str(v)) for v in values)
+        if len(regexes) == 1:
+            return regexes[0].search  # type: ignore[return-value]
+        return lambda x: any(r.search(x) for r in regexes)  # type: ignore[arg-type]
+    raise CompileError(f"unsupported operator {op!r}")
+
+
+def _field_predicate(test: ResolvedTest) -> Predicate:
+    read = test.spec.read
+    check = _value_test(test)
+    positive: Predicate
+    if test.spec.many:
+        if test.op in ("equals", "in") and test.spec.kind is ValueKind.STR:
+            wanted = frozenset(test.values)
+            positive = lambda v: not wanted.isdisjoint(read(v))  # type: ignore[arg-type]  # noqa: E731
+        else:
+            positive = lambda v: any(check(x) for x in read(v))  # type: ignore[attr-defined]  # noqa: E731
+    else:
+
+        def positive(v: EventView) -> bool:
+            value = read(v)
+            return value is not None and bool(check(value))
+
+    if test.negated:
+        return lambda v: not positive(v)
+    return positive
+
+
+def predicate(cond: Resolved) -> Predicate:
+    if isinstance(cond, ResolvedTest):
+        return _field_predicate(cond)
+    if isinstance(cond, NotOf):
+        inner = predicate(cond.part)  # type: ignore[arg-type]
+        return lambda v: not inner(v)
+    parts = [predicate(p) for p in cond.parts]  # type: ignore[arg-type]
+    return all_of(parts) if isinstance(cond, AllOf) else any_of(parts)
+
+
+def all_of(parts: list[Predicate]) -> Predicate:
+    if len(parts) == 1:
+        return parts[0]
+    frozen = tuple(parts)
+
+    # Plain loops, not all()/any() over a generator: this runs per event and the generator
+    # costs more than the conditions it short-circuits.
+    def every(v: EventView) -> bool:
+        for part in frozen:  # noqa: SIM110
+            if not part(v):
+                return False
+        return True
+
+    return every
+
+
+def any_of(parts: list[Predicate]) -> Predicate:
+    if len(parts) == 1:
+        return parts[0]
+    frozen = tuple(parts)
+
+    def some(v: EventView) -> bool:
+        for part in frozen:  # noqa: SIM110
+            if part(v):
+                return True
+        return False
+
+    return some
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+def exe_sets(cond: Resolved) -> tuple[frozenset[str], frozenset[str]] | None:
+    """(exact exe paths, basenames) if the condition is only `exe`/`exe_basename` equals/in,
+    alone or OR-ed; None otherwise. This is what a kernel hash-map lookup can decide."""
+    if isinstance(cond, ResolvedTest):
+        if cond.negated or cond.op not in ("equals", "in"):
+            return None
+        if cond.spec.name == "exe":
+            return frozenset(map(str, cond.values)), frozenset()
+        if cond.spec.name == "exe_basename":
+            return frozenset(), frozenset(map(str, cond.values))
+        return None
+    if isinstance(cond, AllOf | AnyOf) and cond.parts:
+        if isinstance(cond, AllOf) and len(cond.parts) != 1:
+            return None
+        paths: set[str] = set()
+        names: set[str] = set()
+        for part in cond.parts:
+            sets = exe_sets(part)  # type: ignore[arg-type]
+            if sets is None:
+                return None
+            paths |= sets[0]
+            names |= sets[1]
+        return frozenset(paths), frozenset(names)
+    return None
+
+
+def required_basenames(cond: Resolved) -> frozenset[str] | None:
+    """Basenames an exec must have for the condition to hold, or None if any may match.
+    Used to index exec rules by basename so most rules are never looked at for an event."""
+    if isinstance(cond, ResolvedTest):
+        if cond.negated or cond.op not in ("equals", "in"):
+            return None
+        if cond.spec.name == "exe_basename":
+            return frozenset(map(str, cond.values))
+        if cond.spec.name == "exe":
+            return frozenset(basename(str(v)) for v in cond.values)
+        return None
+    if isinstance(cond, AllOf):
+        candidates = [s for s in map(required_basenames, cond.parts) if s is not None]  # type: ignore[arg-type]
+        return min(candidates, key=len) if candidates else None
+    if isinstance(cond, AnyOf):
+        union: set[str] = set()
+        for part in cond.parts:
+            names = required_basenames(part)  # type: ignore[arg-type]
+            if names is None:
+                return None
+            union |= names
+        return frozenset(union)
+    return None
+
+
+# --------------------------------------------------------------------------- exceptions, scope
+
+
+@dataclass(frozen=True)
+class CompiledExceptions:
+    excepted: Predicate | None  # None: no value tuples at all
+    container_only: bool  # every field names the container only
+    count: int
+
+
+def compile_exceptions(
+    resolver: Resolver, exceptions: Iterable[RawException], event: str
+) -> CompiledExceptions:
+    rows: list[Predicate] = []
+    container_only = True
+    for exception in exceptions:
+        comps = exception.comps
+        specs = []
+        for index, name in enumerate(exception.fields):
+            spec = field_spec(name)
+            if spec is None or event not in spec.events:
+                raise CompileError(
+                    f"exception {exception.name!r}: field {name!r} is not available on "
+                    f"{event} events",
+                    "exception",
+                )
+            specs.append((spec, comps[index] if comps else DEFAULT_EXCEPTION_COMP[spec.kind]))
+            # Fields of an exception without values yet do not constrain the kill path.
+            if exception.values:
+                container_only = container_only and spec.container_only
+        for row in exception.values:
+            tests = []
+            for (spec, comp), cell in zip(specs, row, strict=True):
+                try:
+                    tests.append(resolver.resolve_test(spec.name, comp, cell, event))
+                except CompileError as exc:
+                    raise CompileError(
+                        f"exception {exception.name!r}: {exc.message}", "exception"
+                    ) from None
+            rows.append(predicate(AllOf(tuple(tests))))
+    if not rows:
+        return CompiledExceptions(None, container_only, 0)
+    return CompiledExceptions(any_of(rows), container_only, len(rows))
+
+
+def compile_scope(resolver: Resolver, raw: RawScope) -> ContainerScope:
+    def strings(items: tuple[Item, ...] | None, key: str) -> list[str] | None:
+        if items is None:
+            return None
+        values = resolver.expand(items)
+        if not all(isinstance(v, str) for v in values):
+            raise CompileError(f"scope.{key} takes strings", "scope")
+        return [str(v) for v in values]
+
+    try:
+        return ContainerScope.build(
+            host=raw.host,
+            containers=raw.containers,
+            images=strings(raw.image, "image"),
+            names=strings(raw.name, "name"),
+            runtimes=strings(raw.runtime, "runtime"),
+            labels=list(raw.labels),
+        )
+    except CompileError as exc:
+        raise CompileError(exc.message, "scope") from None

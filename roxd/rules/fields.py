@@ -1,0 +1,239 @@
+"""The fields a rule may test, per event type, and how each is read from an EnrichedEvent.
+
+`EventView` wraps one event and computes derived values (basenames, the joined command line, the
+parsed destination address) at most once, however many rules ask for them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from functools import cached_property
+
+from roxd.model import ConnectEvent, Container, EnrichedEvent, ExecEvent, Process
+
+# Event types a rule may name. `syscall` and `file` are reserved: rules for them parse and
+# compile, but no sensor produces those events yet, so they never match.
+EVENT_TYPES: tuple[str, ...] = ("exec", "connect", "syscall", "file")
+PROCESS_EVENTS = frozenset(EVENT_TYPES)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class ValueKind(str, Enum):
+    STR = "string"
+    INT = "integer"
+    BOOL = "boolean"
+    IP = "ip address"
+    IMAGE = "image reference"
+
+
+def basename(path: str) -> str:
+    return path.rpartition("/")[2]
+
+
+def parse_ip(text: str) -> IPAddress:
+    """Parse an address; an IPv4-mapped IPv6 address (::ffff:a.b.c.d) counts as the IPv4 one,
+    so a connect through a dual-stack socket cannot slip past a v4 rule."""
+    address = ipaddress.ip_address(text.strip())
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+class EventView:
+    """Read-only accessors over one event; derived values are computed lazily and once."""
+
+    def __init__(
+        self,
+        event: ExecEvent | ConnectEvent | object | None,
+        process: Process | None,
+        container: Container | None,
+    ) -> None:
+        self.event = event
+        self.process = process
+        self.container = container
+
+    @classmethod
+    def of(cls, enriched: EnrichedEvent) -> EventView:
+        return cls(enriched.event, enriched.process, enriched.container)
+
+    @classmethod
+    def for_container(cls, container: Container | None) -> EventView:
+        """A view with only container facts, for predicates that name container fields only."""
+        return cls(None, None, container)
+
+    # -- process
+    @cached_property
+    def exe(self) -> str | None:
+        return self.process.exe if self.process else None
+
+    @cached_property
+    def exe_basename(self) -> str | None:
+        return basename(self.process.exe) if self.process else None
+
+    @cached_property
+    def args(self) -> tuple[str, ...]:
+        return self.process.args if self.process else ()
+
+    @cached_property
+    def cmdline(self) -> str | None:
+        return " ".join(self.process.args) if self.process else None
+
+    @cached_property
+    def parent_exe(self) -> str | None:
+        return self.process.parent_exe if self.process else None
+
+    @cached_property
+    def parent_basename(self) -> str | None:
+        parent = self.parent_exe
+        return basename(parent) if parent else None
+
+    @cached_property
+    def parent_cmdline(self) -> str | None:
+        if not self.process or not self.process.ancestors:
+            return None
+        return " ".join(self.process.ancestors[0].args)
+
+    @cached_property
+    def ancestor_exes(self) -> tuple[str, ...]:
+        return tuple(a.exe for a in self.process.ancestors) if self.process else ()
+
+    @cached_property
+    def ancestor_basenames(self) -> tuple[str, ...]:
+        return tuple(basename(exe) for exe in self.ancestor_exes)
+
+    # -- event specifics
+    @cached_property
+    def filename(self) -> str | None:
+        return self.event.filename if isinstance(self.event, ExecEvent) else None
+
+    @cached_property
+    def daddr(self) -> IPAddress | None:
+        if not isinstance(self.event, ConnectEvent):
+            return None
+        try:
+            return parse_ip(self.event.daddr)
+        except ValueError:
+            return None
+
+    @cached_property
+    def result(self) -> str | None:
+        return self.event.result.value if isinstance(self.event, ConnectEvent) else None
+
+    def label(self, key: str) -> str | None:
+        return self.container.labels.get(key) if self.container else None
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    name: str
+    kind: ValueKind
+    events: frozenset[str]
+    read: Callable[[EventView], object]
+    many: bool = False  # a tuple of values: an operator holds if it holds for any element
+    container_only: bool = False  # reads nothing but the container (kernel fast path may use it)
+    doc: str = ""
+
+
+def _spec(name: str, kind: ValueKind, events: frozenset[str], read, doc: str, **kw) -> FieldSpec:
+    return FieldSpec(name=name, kind=kind, events=events, read=read, doc=doc, **kw)
+
+
+_EXEC = frozenset({"exec"})
+_CONNECT = frozenset({"connect"})
+S, N, B, IP, IMG = ValueKind.STR, ValueKind.INT, ValueKind.BOOL, ValueKind.IP, ValueKind.IMAGE
+
+FIELDS: dict[str, FieldSpec] = {
+    f.name: f
+    for f in (
+        _spec(
+            "exe", S, PROCESS_EVENTS, lambda v: v.exe, "process.exe (as the enricher resolved it)"
+        ),
+        _spec("exe_basename", S, PROCESS_EVENTS, lambda v: v.exe_basename, "basename of exe"),
+        _spec("args", S, PROCESS_EVENTS, lambda v: v.args, "argv, argv[0] included", many=True),
+        _spec("cmdline", S, PROCESS_EVENTS, lambda v: v.cmdline, "argv joined with spaces"),
+        _spec("comm", S, PROCESS_EVENTS, lambda v: v.process.comm if v.process else None, "comm"),
+        _spec("uid", N, PROCESS_EVENTS, lambda v: v.process.uid if v.process else None, "uid"),
+        _spec("parent_exe", S, PROCESS_EVENTS, lambda v: v.parent_exe, "the parent's exe"),
+        _spec("parent_basename", S, PROCESS_EVENTS, lambda v: v.parent_basename, "its basename"),
+        _spec("parent_cmdline", S, PROCESS_EVENTS, lambda v: v.parent_cmdline, "parent argv"),
+        _spec(
+            "ancestor_exe", S, PROCESS_EVENTS, lambda v: v.ancestor_exes, "any ancestor", many=True
+        ),
+        _spec(
+            "ancestor_basename",
+            S,
+            PROCESS_EVENTS,
+            lambda v: v.ancestor_basenames,
+            "basename of any ancestor",
+            many=True,
+        ),
+        _spec(
+            "container",
+            B,
+            PROCESS_EVENTS,
+            lambda v: v.container is not None,
+            "true in a container, false on the host",
+            container_only=True,
+        ),
+        _spec(
+            "image",
+            IMG,
+            PROCESS_EVENTS,
+            lambda v: v.container.image if v.container else None,
+            "container image",
+            container_only=True,
+        ),
+        _spec(
+            "container_name",
+            S,
+            PROCESS_EVENTS,
+            lambda v: v.container.name.lstrip("/") if v.container and v.container.name else None,
+            "container name",
+            container_only=True,
+        ),
+        _spec(
+            "runtime",
+            S,
+            PROCESS_EVENTS,
+            lambda v: v.container.runtime if v.container else None,
+            "docker | containerd | cri-o | podman",
+            container_only=True,
+        ),
+        _spec("filename", S, _EXEC, lambda v: v.filename, "path given to execve, unresolved"),
+        _spec("daddr", IP, _CONNECT, lambda v: v.daddr, "destination address"),
+        _spec("dport", N, _CONNECT, lambda v: v.event.dport, "destination port"),
+        _spec("family", S, _CONNECT, lambda v: v.event.family, "ipv4 | ipv6"),
+        _spec("result", S, _CONNECT, lambda v: v.result, "ok, refused, in_progress, ..."),
+        # Reserved for the syscall and file sensors; nothing produces those events yet.
+        _spec("syscall", S, frozenset({"syscall"}), lambda v: None, "system call name"),
+        _spec("path", S, frozenset({"file"}), lambda v: None, "file path"),
+    )
+}
+
+LABEL_PREFIX = "label."
+
+
+def field_spec(name: str) -> FieldSpec | None:
+    """The field called `name`, including the open family `label.<key>`; None if unknown."""
+    spec = FIELDS.get(name)
+    if spec is not None:
+        return spec
+    if name.startswith(LABEL_PREFIX) and len(name) > len(LABEL_PREFIX):
+        key = name[len(LABEL_PREFIX) :]
+        return FieldSpec(
+            name=name,
+            kind=ValueKind.STR,
+            events=PROCESS_EVENTS,
+            read=lambda v: v.label(key),
+            container_only=True,
+            doc="a container label's value",
+        )
+    return None
+
+
+def fields_for_event(event_type: str) -> list[str]:
+    return sorted(name for name, spec in FIELDS.items() if event_type in spec.events)

@@ -1,0 +1,192 @@
+"""A compiled, immutable rule set: index by event type, match events, describe the kill path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+from roxd.model import (
+    ActionKind,
+    Container,
+    EnrichedEvent,
+    Phase,
+    RuleMatch,
+    RuleRef,
+    Severity,
+)
+from roxd.rules.fields import EventView
+from roxd.rules.scope import ContainerScope
+
+
+class KillPath(str, Enum):
+    """Where a rule's kill can happen, judged from the rule's shape alone. The daemon still has
+    to check the kernel (bpf_send_signal) before it reports "in-kernel" as effective."""
+
+    IN_KERNEL = "in-kernel"  # exe path/basename lookup at sched_process_exec, before user code
+    USERSPACE = "userspace"  # after the event reached userspace, by pidfd
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerGate:
+    """A rule's scope plus its container-only exceptions: everything about a rule that depends
+    on the container alone, so the daemon can decide per container (and for the host, None)
+    whether the rule's kernel kill entries apply."""
+
+    scope: ContainerScope
+    excepted: Callable[[EventView], bool] | None = None
+
+    def matches_container(self, container: Container | None) -> bool:
+        if not self.scope.matches_container(container):
+            return False
+        return self.excepted is None or not self.excepted(EventView.for_container(container))
+
+    def matches_any_container(self) -> bool:
+        """True when every container is admitted whatever its image, name, labels or runtime,
+        so one wildcard kernel entry covers containers that start before the next refresh."""
+        return self.scope.containers and not self.scope.container_filters and self.excepted is None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecKillSpec:
+    """An exec rule the kernel can enforce: kill when the new image's exe is one of
+    `exe_paths` OR its basename is one of `exe_basenames`, in a container the gate admits."""
+
+    rule_id: str
+    exe_paths: frozenset[str]
+    exe_basenames: frozenset[str]
+    scope: ContainerGate
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledRule:
+    id: str
+    name: str
+    description: str
+    phase: Phase
+    severity: Severity
+    mitre: tuple[str, ...]
+    event: str
+    enabled: bool
+    monitor: bool
+    actions: tuple[ActionKind, ...]
+    source: str  # file that defined the rule
+    line: int | None
+    scope: ContainerScope
+    exception_count: int
+    kill_path: KillPath | None  # None when the rule does not kill
+    kill_spec: ExecKillSpec | None  # set when kill_path is IN_KERNEL
+    order: int  # position in load order; matches are reported in this order
+    condition: Callable[[EventView], bool] = field(repr=False)
+    excepted: Callable[[EventView], bool] | None = field(repr=False)
+    # Exec basenames the condition requires; None: any exec may match (no index shortcut).
+    basenames: frozenset[str] | None = field(repr=False, default=None)
+    ref: RuleRef = field(init=False, repr=False)
+    verdict: RuleMatch = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        ref = RuleRef(self.id, self.name, self.phase, self.severity, self.mitre, self.description)
+        object.__setattr__(self, "ref", ref)
+        object.__setattr__(self, "verdict", RuleMatch(ref, self.actions, self.monitor))
+
+    def matches(self, view: EventView) -> bool:
+        return (
+            self.scope.matches_container(view.container)
+            and self.condition(view)
+            and (self.excepted is None or not self.excepted(view))
+        )
+
+    def action_note(self) -> str:
+        """What this rule does, honestly: "alert; kill: in-kernel", "disabled", ..."""
+        if not self.enabled:
+            return "disabled"
+        notes = []
+        for action in self.actions:
+            if action is ActionKind.KILL and self.kill_path is not None:
+                notes.append(f"kill: {self.kill_path.value}")
+            else:
+                notes.append(action.value)
+        text = "; ".join(notes)
+        if self.monitor:
+            return f"monitor (would: {text})"
+        if self.event in ("syscall", "file"):
+            return f"{text} (no {self.event} sensor yet: never matches)"
+        return text
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "phase": self.phase.value,
+            "severity": self.severity.value,
+            "mitre": list(self.mitre),
+            "event": self.event,
+            "enabled": self.enabled,
+            "monitor": self.monitor,
+            "actions": [a.value for a in self.actions],
+            "kill_path": self.kill_path.value if self.kill_path else None,
+            "scope": self.scope.describe(),
+            "exceptions": self.exception_count,
+            "source": self.source,
+            "line": self.line,
+        }
+
+
+class RuleSet:
+    """The compiled rules of one load. Immutable: a reload builds a new RuleSet."""
+
+    def __init__(self, rules: Sequence[CompiledRule], version: str, files: Sequence[str]) -> None:
+        self.rules: tuple[CompiledRule, ...] = tuple(rules)
+        self.version = version
+        self.files: tuple[str, ...] = tuple(files)
+        self._by_id = {rule.id: rule for rule in self.rules}
+        by_event: dict[str, list[CompiledRule]] = {}
+        by_basename: dict[str, list[CompiledRule]] = {}
+        for rule in self.rules:
+            if not rule.enabled:
+                continue
+            if rule.event == "exec" and rule.basenames is not None:
+                for name in rule.basenames:
+                    by_basename.setdefault(name, []).append(rule)
+            else:
+                by_event.setdefault(rule.event, []).append(rule)
+        self._by_event = {kind: tuple(rules) for kind, rules in by_event.items()}
+        # Precomputed per basename: the basename-indexed exec rules merged with the exec rules
+        # every exec must be checked against, in load order.
+        general_exec = by_event.get("exec", [])
+        self._exec_by_basename = {
+            name: tuple(sorted([*general_exec, *rules], key=lambda r: r.order))
+            for name, rules in by_basename.items()
+        }
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def get(self, rule_id: str) -> CompiledRule | None:
+        return self._by_id.get(rule_id)
+
+    def candidates(self, kind: str, exe_basename: str | None) -> tuple[CompiledRule, ...]:
+        """The enabled rules that can match an event of this kind (and exec basename)."""
+        general = self._by_event.get(kind, ())
+        if kind != "exec" or exe_basename is None:
+            return general
+        return self._exec_by_basename.get(exe_basename, general)
+
+    def match(self, event: EnrichedEvent) -> list[RuleMatch]:
+        """The verdicts of every enabled rule that matches, in load order."""
+        view = EventView.of(event)
+        kind = event.kind
+        basename = view.exe_basename if kind == "exec" else None
+        return [rule.verdict for rule in self.candidates(kind, basename) if rule.matches(view)]
+
+    def exec_kill_specs(self) -> list[ExecKillSpec]:
+        """Enabled, non-monitor exec rules whose kill the kernel can decide by itself."""
+        return [
+            rule.kill_spec
+            for rule in self.rules
+            if rule.enabled and not rule.monitor and rule.kill_spec is not None
+        ]
+
+    def effective_action_notes(self) -> dict[str, str]:
+        """rule id -> what the rule does ("alert; kill: in-kernel", "disabled", ...)."""
+        return {rule.id: rule.action_note() for rule in self.rules}
