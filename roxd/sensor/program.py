@@ -109,6 +109,15 @@ class Sensor:
         log.info("eBPF programs attached in %.2fs: %s", self.load_seconds,
                  ", ".join(self.attached))
 
+    def detach(self) -> None:
+        """Stop tracing (maps stay readable): after this, counters and ring buffer are final."""
+        bpf = self._require()
+        for tp in self.attached:
+            try:
+                bpf.detach_tracepoint(tp=tp.encode())
+            except Exception as exc:  # already detached
+                log.debug("detach %s: %s", tp, exc)
+
     def close(self) -> None:
         if self._bpf is not None:
             self._bpf.cleanup()

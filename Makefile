@@ -1,0 +1,25 @@
+# roxd: the two commands are `make run` and `make test`; both set up what is missing first.
+SHELL := /bin/sh
+VENV := .venv
+PY := $(VENV)/bin/python
+STATE := $(CURDIR)/.state
+PYTEST_ARGS ?=
+
+.PHONY: setup run test lint bench clean
+
+setup:
+	@scripts/setup.sh
+
+# roxd in the foreground with the shipped default config and rules; events on stdout.
+run: setup
+	$(PY) -m roxd --config config/roxd.toml --state-dir $(STATE)/lib \
+		--socket $(STATE)/roxd.sock --print-events
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check roxd tests
+
+clean:
+	rm -rf $(STATE) .pytest_cache .ruff_cache

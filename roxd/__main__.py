@@ -1,0 +1,4 @@
+from roxd.main import main
+import sys
+
+sys.exit(main())

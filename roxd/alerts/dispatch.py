@@ -1,0 +1,86 @@
+"""Alerts: build them from a rule match and the actions' results, and hand them to sinks.
+
+The sinks here are the always-available ones (the log, a JSON-lines stream); journald, syslog,
+the SQLite store and webhooks plug in through the same AlertSink protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from typing import IO, Protocol
+
+from roxd.model import ActionResult, Alert, EnrichedEvent, RuleRef, Severity
+
+log = logging.getLogger("roxd.alert")
+
+_LOG_LEVELS = {
+    Severity.EMERGENCY: logging.CRITICAL,
+    Severity.ALERT: logging.CRITICAL,
+    Severity.CRITICAL: logging.CRITICAL,
+    Severity.ERROR: logging.ERROR,
+    Severity.WARNING: logging.WARNING,
+    Severity.NOTICE: logging.WARNING,
+    Severity.INFO: logging.INFO,
+    Severity.DEBUG: logging.DEBUG,
+}
+
+
+class AlertSink(Protocol):
+    def emit(self, alert: Alert) -> None: ...
+
+
+def summary(alert: Alert) -> str:
+    """One line a human reads first: what, where, who, and what was done."""
+    ev = alert.event
+    where = (f"container {ev.container.name or ev.container.id[:12]} "
+             f"({ev.container.image or 'image unknown'})" if ev.container else "host")
+    proc = ev.process
+    cmd = " ".join(proc.args) if proc.args else proc.exe or proc.comm
+    if len(cmd) > 160:
+        cmd = cmd[:157] + "..."
+    done = ", ".join(f"{a.action.value}:{a.outcome.value}" for a in alert.actions) or "none"
+    return (f"[{alert.rule.phase.value}] {alert.rule.name} ({alert.rule.id}) in {where}: "
+            f"pid {proc.pid} {cmd!r}; actions {done}")
+
+
+class LogSink:
+    def emit(self, alert: Alert) -> None:
+        log.log(_LOG_LEVELS[alert.rule.severity], "ALERT %s", summary(alert),
+                extra={"roxd_alert": alert.id, "roxd_rule": alert.rule.id})
+
+
+class StreamSink:
+    """JSON lines on a stream, tagged with a type so they can share stdout with events."""
+
+    def __init__(self, stream: IO[str], kind: str = "alert") -> None:
+        self._stream = stream
+        self._kind = kind
+
+    def emit(self, alert: Alert) -> None:
+        record = {"type": self._kind, **alert.to_dict()}
+        self._stream.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+
+class AlertDispatcher:
+    def __init__(self, sinks: Sequence[AlertSink]) -> None:
+        self._sinks = list(sinks)
+
+    def add_sink(self, sink: AlertSink) -> None:
+        self._sinks.append(sink)
+
+    def raise_alert(
+        self, rule: RuleRef, event: EnrichedEvent, actions: Sequence[ActionResult]
+    ) -> Alert:
+        now = time.time_ns()
+        alert = Alert(id=uuid.uuid4().hex, time_ns=now, rule=rule, event=event,
+                      actions=tuple(actions), first_ns=event.time_ns, last_ns=event.time_ns)
+        for sink in self._sinks:
+            try:
+                sink.emit(alert)
+            except Exception:  # one broken sink must not silence the others
+                log.exception("alert sink %s failed", type(sink).__name__)
+        return alert

@@ -1,0 +1,287 @@
+"""roxd's lifecycle: wire the stages together and run the event loop.
+
+    sensor ──Decoded──► containers (enrich) ──EnrichedEvent──► rules ──RuleMatch──►
+        response (actions) ──ActionResult──► alerts
+
+Each stage knows only the record types of model.py; this module is the one place that knows
+every stage. One thread owns the sensor and runs the loop; the Docker event stream has its
+own thread inside the containers stage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from roxd import __version__, features
+from roxd.alerts.dispatch import AlertDispatcher, LogSink, StreamSink
+from roxd.config import Config
+from roxd.containers.attribution import ContainerAttribution
+from roxd.enforce.response import Responder
+from roxd.errors import CgroupError, RoxdError, RuleError
+from roxd.model import ExitEvent, rfc3339
+from roxd.rules.loader import load_rule_set
+from roxd.rules.ruleset import RuleSet
+from roxd.sensor.kill_table import build_exec_kill_table
+from roxd.sensor.program import Sensor, SensorConfig, SensorStats
+from roxd.sensor.records import Decoded
+from roxd.systemd_notify import Notifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    print_events: bool = False
+    print_alerts: bool = False
+    rule_paths: tuple[Path, ...] = ()  # overrides the config when given
+    events_out: IO[str] = field(default=sys.stdout)
+
+
+@dataclass
+class Counters:
+    events: int = 0
+    alerts: int = 0
+    quiet_marks: int = 0
+    started_monotonic: float = field(default_factory=time.monotonic)
+
+
+class Daemon:
+    def __init__(self, config: Config, options: RunOptions) -> None:
+        self.config = config
+        self.options = options
+        self.counters = Counters()
+        self.rules: RuleSet | None = None
+        self.rule_paths = list(options.rule_paths) or config.rule_paths()
+        self.features = features.probe()
+        self.attribution: ContainerAttribution | None = None
+        self.sensor: Sensor | None = None
+        self.responder = Responder(monitor=config.rules.monitor)
+        sinks: list[Any] = [LogSink()]
+        if options.print_alerts:
+            sinks.append(StreamSink(options.events_out, kind="alert"))
+        self.alerts = AlertDispatcher(sinks)
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._notifier = Notifier()
+        self._fold_window_ns = int(config.sensor.fold_window_s * 1e9)
+        self._kill_slots: dict[int, str] = {}
+        self._containers_version = -1
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def run(self) -> int:
+        log.info("roxd %s starting (config: %s)", __version__, self.config.source)
+        log.info("host features: %s", self.features.summary())
+        self.rules = self._load_rules_or_fail()
+        try:
+            self.attribution = ContainerAttribution.from_host(
+                docker_url=self.config.containers.docker_url or None,
+                docker_timeout=self.config.containers.docker_timeout_s,
+            )
+        except CgroupError as exc:
+            log.error("%s", exc)
+            return 1
+        self.attribution.start()
+        sensor_cfg = SensorConfig(
+            cache_dir=Path(self.config.daemon.cache_dir),
+            ringbuf_pages=self.config.sensor.ringbuf_pages,
+            max_args=self.config.sensor.max_args,
+            **({"bpf_dir": Path(self.config.sensor.bpf_dir)} if self.config.sensor.bpf_dir
+               else {}),
+        )
+        self.sensor = Sensor(sensor_cfg, self._on_decoded)
+        try:
+            self.sensor.start()
+            self._push_kernel_policy(force=True)
+            self._install_signal_handlers()
+            containers = len(self.attribution.resolver.containers())
+            log.info(
+                "roxd is watching: %d eBPF programs attached, %d rules (%s), %d containers",
+                len(self.sensor.attached), len(self.rules.rules), self.rules.version[:12],
+                containers,
+            )
+            self._notifier.ready(f"watching {containers} containers, "
+                                 f"{len(self.rules.rules)} rules")
+            self._loop()
+        finally:
+            self._notifier.stopping()
+            self._shutdown()
+        return 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    def _shutdown(self) -> None:
+        if self.sensor is not None:
+            # detach, then drain, then count: the final counters match what was delivered
+            self.sensor.detach()
+            self.sensor.drain()
+            self._flush_output()
+            stats = self.sensor.stats()
+            if self.options.print_events:
+                self._write_line(self.stats_record(stats, final=True))
+                self._flush_output()
+            self.sensor.close()
+            log.info("roxd stopped; kernel counters: %s", _fmt_counters(stats.counters))
+        if self.attribution is not None:
+            self.attribution.stop()
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
+
+    # ------------------------------------------------------------------ loop
+
+    def _loop(self) -> None:
+        assert self.sensor is not None
+        poll_ms = self.config.sensor.poll_timeout_ms
+        stats_every = self.config.daemon.stats_interval_s
+        next_stats = time.monotonic() + stats_every
+        next_policy = time.monotonic() + 1.0
+        while not self._stop.is_set():
+            self.sensor.poll(poll_ms)
+            self._flush_output()
+            self._notifier.watchdog()
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload_rules()
+            now = time.monotonic()
+            if now >= next_policy:
+                # container set changes (start/stop) re-target container-scoped kill entries
+                self._push_kernel_policy()
+                next_policy = now + 1.0
+            if now >= next_stats:
+                self._log_stats()
+                self.sensor.resync_clock()
+                next_stats = now + stats_every
+        self.sensor.drain()
+        self._flush_output()
+
+    def _flush_output(self) -> None:
+        if self.options.print_events or self.options.print_alerts:
+            try:
+                self.options.events_out.flush()
+            except BrokenPipeError:
+                self.stop()
+
+    # ------------------------------------------------------------------ events
+
+    def _on_decoded(self, decoded: Decoded) -> None:
+        assert self.attribution is not None and self.rules is not None
+        enriched = self.attribution.enricher.enrich(decoded.event)
+        self.counters.events += 1
+        if self.options.print_events:
+            self._write_line(enriched.to_dict())
+        if isinstance(decoded.event, ExitEvent):
+            return
+        matches = self.rules.match(enriched)
+        if not matches:
+            if decoded.fold_key is not None and self._fold_window_ns > 0 and self.sensor:
+                self.sensor.mark_quiet(decoded, self._fold_window_ns)
+                self.counters.quiet_marks += 1
+            return
+        killed_by = self._kill_slots.get(decoded.kill_slot) if decoded.kill_slot else None
+        for match in matches:
+            results = self.responder.respond(match, enriched,
+                                             killed_in_kernel=killed_by == match.rule.id)
+            alert = self.alerts.raise_alert(match.rule, enriched, results)
+            if alert is not None:
+                self.counters.alerts += 1
+
+    def _write_line(self, obj: dict[str, Any]) -> None:
+        try:
+            self.options.events_out.write(json.dumps(obj, separators=(",", ":")) + "\n")
+        except BrokenPipeError:
+            self.stop()
+
+    # ------------------------------------------------------------------ rules
+
+    def _load_rules_or_fail(self) -> RuleSet:
+        try:
+            rules = load_rule_set(self.rule_paths)
+        except RuleError as exc:
+            raise RoxdError(f"rules not loaded: {exc}") from exc
+        log.info("loaded %d rules from %s", len(rules.rules),
+                 ", ".join(str(p) for p in self.rule_paths))
+        return rules
+
+    def reload_rules(self) -> bool:
+        """Swap the whole rule set atomically; a bad file keeps the previous set running."""
+        try:
+            new_rules = load_rule_set(self.rule_paths)
+        except RuleError as exc:
+            log.error("rule reload failed, keeping the previous rule set: %s", exc)
+            self._notifier.status(f"rule reload failed: {exc}")
+            return False
+        self.rules = new_rules
+        if self.sensor is not None:
+            self.sensor.clear_folds()  # old "no rule cares" verdicts may no longer hold
+            self._push_kernel_policy(force=True)
+        log.info("rules reloaded: %d rules (%s)", len(new_rules.rules), new_rules.version[:12])
+        self._notifier.status(f"rules reloaded: {len(new_rules.rules)} rules")
+        return True
+
+    def _push_kernel_policy(self, force: bool = False) -> None:
+        """Keep the kernel's exec-kill and container maps in step with rules and containers."""
+        assert self.sensor is not None and self.attribution is not None and self.rules
+        version = self.attribution.resolver.version
+        if not force and version == self._containers_version:
+            return
+        self._containers_version = version
+        containers = self.attribution.resolver.containers()
+        self.sensor.set_container_cgroups(cg for cg, _ in containers)
+        if self.config.rules.monitor or not self.features.send_signal.available:
+            self.sensor.set_exec_kills({})
+            self._kill_slots = {}
+            return
+        table = build_exec_kill_table(self.rules.exec_kill_specs(), containers)
+        self.sensor.set_exec_kills(table.entries)
+        self._kill_slots = table.slots
+
+    # ------------------------------------------------------------------ status
+
+    def _log_stats(self) -> None:
+        assert self.sensor is not None
+        stats = self.sensor.stats()
+        if self.options.print_events:
+            self._write_line(self.stats_record(stats))
+        dropped = stats.dropped
+        level = logging.WARNING if dropped else logging.INFO
+        log.log(level, "events %d alerts %d; kernel: %s", self.counters.events,
+                self.counters.alerts, _fmt_counters(stats.counters))
+        self._notifier.status(f"events {self.counters.events}, alerts {self.counters.alerts}, "
+                              f"dropped {dropped}")
+
+
+    def stats_record(self, stats: SensorStats, final: bool = False) -> dict[str, Any]:
+        return {
+            "type": "stats",
+            "final": final,
+            "time": rfc3339(time.time_ns()),
+            "events": self.counters.events,
+            "alerts": self.counters.alerts,
+            "quiet_marks": self.counters.quiet_marks,
+            "kernel": dict(stats.counters),
+            "drops_by_cgroup": {str(k): v for k, v in stats.drops_by_cgroup.items()},
+            "decode_errors": stats.decode_errors,
+            "handler_errors": stats.callback_errors,
+        }
+
+
+def _fmt_counters(counters: dict[str, int] | Any) -> str:
+    return " ".join(f"{k}={v}" for k, v in counters.items() if v)

@@ -1,0 +1,64 @@
+"""The in-kernel exec kill table: rule specs × known containers → BPF map entries.
+
+Keys are {cgroup id, FNV-1a hash of the exe path or basename}, or a scope sentinel in place of
+the cgroup id: SCOPE_HOST for host processes, SCOPE_ANY_CONTAINER for rules that hold in every
+container whatever its image (these also cover containers that start between two refreshes).
+A rule scoped to some images gets one entry per matching container's cgroup. Values are rule
+slots (1-based); `slots` maps them back to rule ids so the kill is reported against its rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from roxd.model import Container
+from roxd.sensor.records import SCOPE_ANY_CONTAINER, SCOPE_HOST, fnv1a
+
+
+class ExecKillSpec(Protocol):
+    rule_id: str
+    exe_paths: frozenset[str]
+    exe_basenames: frozenset[str]
+    scope: Any  # has matches_container(container | None) -> bool
+
+
+@dataclass(frozen=True)
+class KillTable:
+    entries: dict[tuple[int, int], int]
+    slots: dict[int, str]
+
+
+def _hashes(spec: ExecKillSpec) -> list[int]:
+    return [fnv1a(p.encode()) for p in spec.exe_paths] + [
+        fnv1a(b.encode()) for b in spec.exe_basenames
+    ]
+
+
+def _any_container(scope: Any) -> bool:
+    """True when the scope holds in every container, whatever its image, name or labels."""
+    probe = getattr(scope, "matches_any_container", None)
+    return bool(probe()) if callable(probe) else False
+
+
+def build_exec_kill_table(
+    specs: Sequence[ExecKillSpec], containers: Iterable[tuple[int, Container]]
+) -> KillTable:
+    containers = list(containers)
+    entries: dict[tuple[int, int], int] = {}
+    slots: dict[int, str] = {}
+    for slot, spec in enumerate(specs, start=1):
+        slots[slot] = spec.rule_id
+        hashes = _hashes(spec)
+        targets: list[int] = []
+        if spec.scope.matches_container(None):
+            targets.append(SCOPE_HOST)
+        if _any_container(spec.scope):
+            targets.append(SCOPE_ANY_CONTAINER)
+        else:
+            targets.extend(cg for cg, c in containers if spec.scope.matches_container(c))
+        for target in targets:
+            for h in hashes:
+                entries.setdefault((target, h), slot)  # first rule wins a shared key
+    return KillTable(entries, slots)

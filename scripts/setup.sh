@@ -1,0 +1,65 @@
+#!/bin/sh
+# One idempotent setup for a fresh Debian 12 machine of this kind (root, no systemd as PID 1):
+# the distribution packages roxd runs on, kernel headers for bcc, tracefs, the dev venv,
+# a Docker engine and the offline test images. Safe to run again: each step checks first.
+set -eu
+cd "$(dirname "$0")/.."
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+# --- distribution packages ---------------------------------------------------------------
+# bcc, libseccomp, libnftables and systemd bindings come from Debian (not PyPI): the installed
+# package runs on these same modules.
+PACKAGES="python3-bpfcc python3-pyroute2 python3-psutil python3-systemd python3-seccomp
+python3-toml python3-docker python3-nftables python3-venv nftables docker.io iproute2
+libcap2-bin busybox-static linux-headers-amd64 curl"
+missing=""
+for p in $PACKAGES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    log "installing:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+# --- tracefs (bcc reads tracepoint formats from it) --------------------------------------
+if [ ! -d /sys/kernel/tracing/events ] && [ ! -d /sys/kernel/debug/tracing/events ]; then
+    log "mounting tracefs at /sys/kernel/tracing"
+    mount -t tracefs tracefs /sys/kernel/tracing
+fi
+
+# --- dev venv: Debian's python3 with its site packages (bcc), plus test tools --------------
+if [ ! -x .venv/bin/python ]; then
+    log "creating .venv from /usr/bin/python3 (--system-site-packages)"
+    /usr/bin/python3 -m venv --system-site-packages .venv
+fi
+stamp=.venv/.roxd-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements-dev.txt -nt "$stamp" ]; then
+    log "installing roxd (editable) and the pinned test tools into .venv"
+    .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+    .venv/bin/pip install -q --disable-pip-version-check --no-build-isolation -e .
+    touch "$stamp"
+fi
+.venv/bin/python -c 'import bcc, docker, pyroute2, psutil, toml, seccomp, nftables, roxd' || {
+    log "the venv cannot import roxd's dependencies"; exit 1; }
+
+# --- kernel headers: roxd resolves them itself; fail here, early, when there are none -------
+.venv/bin/python -c '
+import sys
+from pathlib import Path
+from roxd.sensor.headers import resolve_headers
+from roxd.errors import KernelHeadersError
+try:
+    tree = resolve_headers(Path(".state/cache"))
+except KernelHeadersError as exc:
+    sys.exit(f"setup: {exc}")
+print("setup: kernel headers:", tree.describe(), file=sys.stderr)
+'
+
+# --- Docker engine and the offline test images ------------------------------------------
+scripts/dockerd.sh start
+scripts/test-images.sh
+log "ready"

@@ -1,0 +1,205 @@
+"""Shared fixtures: real parts, started once per session, cleaned up even on failure.
+
+- `docker_engine`: a Docker engine that answers (started with scripts/dockerd.sh when none
+  does, and stopped at the end only if this session started it), with the offline test images.
+- `roxd_factory`: starts real roxd processes (real eBPF in the running kernel) with
+  --print-events/--print-alerts and collects their JSON lines for tests to wait on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGE = "roxd-test/busybox:latest"
+OTHER_IMAGE = "roxd-test/busybox:other"
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.05,
+               message: str = "condition") -> Any:
+    """Poll predicate until it returns something truthy, or fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------------------- docker
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[Any]:
+    import docker
+
+    started_here = subprocess.run([REPO / "scripts/dockerd.sh", "status"]).returncode != 0
+    if started_here:
+        subprocess.run([REPO / "scripts/dockerd.sh", "start"], check=True)
+    subprocess.run([REPO / "scripts/test-images.sh"], check=True)
+    client = docker.DockerClient(base_url="unix:///var/run/docker.sock", timeout=30)
+    try:
+        yield client
+    finally:
+        for c in client.containers.list(all=True, filters={"label": "roxd-test"}):
+            c.remove(force=True)
+        client.close()
+        if started_here:
+            subprocess.run([REPO / "scripts/dockerd.sh", "stop"])
+
+
+@pytest.fixture
+def run_container(docker_engine: Any) -> Iterator[Callable[..., Any]]:
+    """Start a container from a local test image (never pulled); removed at teardown."""
+    made: list[Any] = []
+
+    def run(command: str, image: str = IMAGE, **kwargs: Any) -> Any:
+        labels = {"roxd-test": "1", **kwargs.pop("labels", {})}
+        name = kwargs.pop("name", f"roxd-test-{uuid.uuid4().hex[:8]}")
+        container = docker_engine.containers.run(
+            image, ["/bin/sh", "-c", command], detach=True, name=name, labels=labels,
+            **kwargs)
+        made.append(container)
+        return container
+
+    yield run
+    for c in made:
+        try:
+            c.remove(force=True)
+        except Exception:  # already gone
+            pass
+
+
+# ---------------------------------------------------------------------------- roxd
+
+
+@dataclass
+class RoxdProcess:
+    proc: subprocess.Popen[str]
+    stderr_path: Path
+    lines: list[dict[str, Any]] = field(default_factory=list)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def _reader(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError:
+                continue
+            with self._cond:
+                self.lines.append(obj)
+                self._cond.notify_all()
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15.0,
+                 message: str = "a matching line") -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._cond:
+            while True:
+                for obj in self.lines[seen:]:
+                    if predicate(obj):
+                        return obj
+                seen = len(self.lines)
+                left = deadline - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None:
+                    raise AssertionError(
+                        f"no {message} within {timeout}s (roxd exit={self.proc.poll()}); "
+                        f"stderr tail:\n{self.stderr()[-3000:]}")
+                self._cond.wait(min(left, 0.2))
+
+    def matching(self, predicate: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        with self._cond:
+            return [o for o in self.lines if predicate(o)]
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        wait_until(lambda: "roxd is watching" in self.stderr() or self.proc.poll() is not None,
+                   timeout, message="roxd to report that it is watching")
+        if self.proc.poll() is not None:
+            raise AssertionError(f"roxd exited with {self.proc.returncode}:\n{self.stderr()}")
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def roxd_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "roxd", *args]
+
+
+@pytest.fixture
+def roxd_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., RoxdProcess]]:
+    started: list[RoxdProcess] = []
+
+    def start(*extra: str, config: str | None = None, env: dict[str, str] | None = None,
+              wait: bool = True, rules: list[Path] | None = None,
+              prefix: list[str] | None = None) -> RoxdProcess:
+        workdir = tmp_path_factory.mktemp("roxd")
+        cfg = workdir / "roxd.toml"
+        cfg.write_text(config if config is not None else
+                       "[daemon]\nstats_interval_s = 1.0\n")
+        args = ["--config", str(cfg), "--state-dir", str(workdir / "state"),
+                "--socket", str(workdir / "roxd.sock"), "--print-events", "--print-alerts"]
+        for r in rules or []:
+            args += ["--rules", str(r)]
+        stderr_path = workdir / "stderr.log"
+        proc = subprocess.Popen(
+            [*(prefix or []), *roxd_command(*args, *extra)],
+            stdout=subprocess.PIPE, stderr=stderr_path.open("w"), text=True,
+            env={**os.environ, **(env or {})}, cwd=REPO,
+        )
+        rp = RoxdProcess(proc, stderr_path)
+        threading.Thread(target=rp._reader, daemon=True).start()
+        started.append(rp)
+        if wait:
+            rp.wait_ready()
+        return rp
+
+    yield start
+    for rp in started:
+        rp.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_roxd(tmp_path_factory: pytest.TempPathFactory,
+                docker_engine: Any) -> Iterator[RoxdProcess]:
+    """One roxd with the default rule pack for the tests that only observe."""
+    workdir = tmp_path_factory.mktemp("roxd-shared")
+    cfg = workdir / "roxd.toml"
+    cfg.write_text("[daemon]\nstats_interval_s = 1.0\n")
+    stderr_path = workdir / "stderr.log"
+    proc = subprocess.Popen(
+        roxd_command("--config", str(cfg), "--state-dir", str(workdir / "state"),
+                     "--socket", str(workdir / "roxd.sock"), "--print-events", "--print-alerts"),
+        stdout=subprocess.PIPE, stderr=stderr_path.open("w"), text=True, cwd=REPO)
+    rp = RoxdProcess(proc, stderr_path)
+    threading.Thread(target=rp._reader, daemon=True).start()
+    try:
+        rp.wait_ready()
+        yield rp
+    finally:
+        rp.stop()
