@@ -1,0 +1,174 @@
+"""Pure-Python parts of the sensor: header resolution, record decoding, the kill table."""
+
+from __future__ import annotations
+
+import ctypes as ct
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from roxd.errors import KernelHeadersError
+from roxd.model import Container, ConnectEvent, ExecEvent, ExitEvent
+from roxd.sensor import records
+from roxd.sensor.headers import resolve_headers
+from roxd.sensor.kill_table import build_exec_kill_table
+
+pytestmark = pytest.mark.unit
+
+
+def _debian_pair(src: Path, version: str = "6.1.0-56") -> None:
+    common = src / f"linux-headers-{version}-common"
+    flavour = src / f"linux-headers-{version}-amd64"
+    (common / "include/linux").mkdir(parents=True)
+    (common / "include/linux/kconfig.h").write_text("/* kconfig */\n")
+    (common / "arch/x86/include/asm").mkdir(parents=True)
+    (flavour / "include/generated").mkdir(parents=True)
+    (flavour / "include/generated/autoconf.h").write_text("/* autoconf */\n")
+    (flavour / "arch/x86/include/generated").mkdir(parents=True)
+    (flavour / "Makefile").write_text(f"include {common}/Makefile\n")
+
+
+def test_headers_prefers_running_kernel_build(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("BCC_KERNEL_SOURCE", raising=False)
+    (tmp_path / "modules/6.18.1/build/include").mkdir(parents=True)
+    tree = resolve_headers(tmp_path / "cache", release="6.18.1",
+                           modules_root=tmp_path / "modules", kheaders=tmp_path / "none",
+                           src_root=tmp_path / "src")
+    assert tree.kind == "running-kernel"
+    assert tree.env == {}
+
+
+def test_headers_assembles_debian_split_tree(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("BCC_KERNEL_SOURCE", raising=False)
+    src = tmp_path / "src"
+    _debian_pair(src, "6.1.0-56")
+    _debian_pair(src, "6.1.0-9")  # older: must not be chosen
+    tree = resolve_headers(tmp_path / "cache", release="6.18.1", arch="x86_64",
+                           modules_root=tmp_path / "modules", kheaders=tmp_path / "none",
+                           src_root=src)
+    assert tree.kind == "installed-tree"
+    assert tree.release == "6.1.0-56-amd64"
+    merged = Path(tree.env["BCC_KERNEL_SOURCE"])
+    assert (merged / "include/linux/kconfig.h").exists()
+    assert (merged / "include/generated/autoconf.h").exists()
+    assert (merged / "arch/x86/include/asm").is_dir()
+    assert (merged / "arch/x86/include/generated").is_dir()
+    assert not tree.matches_running_kernel
+    # idempotent: a second resolution reuses the same tree
+    again = resolve_headers(tmp_path / "cache", release="6.18.1", arch="x86_64",
+                            modules_root=tmp_path / "modules", kheaders=tmp_path / "none",
+                            src_root=src)
+    assert again.env == tree.env
+
+
+def test_no_headers_names_what_to_install(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("BCC_KERNEL_SOURCE", raising=False)
+    with pytest.raises(KernelHeadersError) as err:
+        resolve_headers(tmp_path / "cache", release="6.18.1",
+                        modules_root=tmp_path / "modules", kheaders=tmp_path / "none",
+                        src_root=tmp_path / "src")
+    assert "linux-headers-6.18.1" in str(err.value)
+    assert "kernel-devel" in str(err.value)
+
+
+def test_fnv1a_known_vector() -> None:
+    # FNV-1a 64 of "a" from the reference test vectors
+    assert records.fnv1a(b"a") == 0xAF63DC4C8601EC8C
+    assert records.fnv1a(b"") == records.FNV_OFFSET
+
+
+def _header(rtype: int) -> records.EventHeader:
+    h = records.EventHeader()
+    h.type, h.pid, h.tid, h.ppid, h.uid, h.gid = rtype, 42, 43, 1, 1000, 1000
+    h.cgroup_id, h.ktime_ns, h.comm = 777, 5_000, b"curl"
+    return h
+
+
+def test_decode_exec_variable_length() -> None:
+    rec = records.ExecRecord()
+    rec.h = _header(records.REC_EXEC)
+    rec.filename = b"/usr/bin/curl"
+    args = b"curl\0-s\0http://x\0"
+    ct.memmove(rec.args, args, len(args))
+    rec.argc, rec.args_len, rec.args_truncated, rec.args_captured = 3, len(args), 1, 1
+    rec.folded = 7
+    raw = bytes(rec)[: records.ExecRecord.args.offset + len(args)]
+    decoded = records.decode(raw, clock_offset_ns=1_000_000_000)
+    ev = decoded.event
+    assert isinstance(ev, ExecEvent)
+    assert ev.args == ("curl", "-s", "http://x")
+    assert ev.args_truncated and ev.folded == 7
+    assert ev.time_ns == 1_000_005_000
+    assert ev.filename == "/usr/bin/curl" and ev.comm == "curl"
+    assert decoded.fold_key == bytes(rec.key)
+
+
+def test_decode_connect_ipv4_and_ipv6() -> None:
+    rec = records.ConnectRecord()
+    rec.h = _header(records.REC_CONNECT)
+    rec.family, rec.dport, rec.ret = socket.AF_INET, 443, -111
+    ct.memmove(rec.daddr, socket.inet_aton("10.1.2.3"), 4)
+    ev = records.decode(bytes(rec), 0).event
+    assert isinstance(ev, ConnectEvent)
+    assert (ev.family, ev.daddr, ev.dport, ev.errno, ev.result.value) == (
+        "ipv4", "10.1.2.3", 443, 111, "refused")
+    rec.family, rec.ret = socket.AF_INET6, -115
+    ct.memmove(rec.daddr, socket.inet_pton(socket.AF_INET6, "fd00::1"), 16)
+    ev = records.decode(bytes(rec), 0).event
+    assert (ev.family, ev.daddr, ev.result.value) == ("ipv6", "fd00::1", "in_progress")
+
+
+def test_decode_exit_and_bad_records() -> None:
+    rec = records.ExitRecord()
+    rec.h = _header(records.REC_EXIT)
+    rec.exit_code, rec.has_exit_code = 3, 1
+    ev = records.decode(bytes(rec), 0).event
+    assert isinstance(ev, ExitEvent) and ev.exit_code == 3
+    rec.has_exit_code = 0
+    assert records.decode(bytes(rec), 0).event.exit_code is None
+    with pytest.raises(records.DecodeError):
+        records.decode(b"\x01\x00", 0)
+    bad = _header(99)
+    with pytest.raises(records.DecodeError):
+        records.decode(bytes(bad), 0)
+
+
+@dataclass(frozen=True)
+class _Scope:
+    host: bool
+    images: tuple[str, ...] | None  # None = every container
+
+    def matches_container(self, c: Container | None) -> bool:
+        if c is None:
+            return self.host
+        return self.images is None or c.image in self.images
+
+    def matches_any_container(self) -> bool:
+        return self.images is None
+
+
+@dataclass(frozen=True)
+class _Spec:
+    rule_id: str
+    exe_paths: frozenset[str]
+    exe_basenames: frozenset[str]
+    scope: _Scope
+
+
+def test_kill_table_scopes() -> None:
+    a = Container(id="a" * 64, runtime="docker", image="web:1")
+    b = Container(id="b" * 64, runtime="docker", image="db:1")
+    specs = [
+        _Spec("r.everywhere", frozenset({"/usr/bin/xmrig"}), frozenset(), _Scope(True, None)),
+        _Spec("r.web-only", frozenset(), frozenset({"nc"}), _Scope(False, ("web:1",))),
+    ]
+    table = build_exec_kill_table(specs, [(100, a), (200, b)])
+    xmrig, nc = records.fnv1a(b"/usr/bin/xmrig"), records.fnv1a(b"nc")
+    assert table.entries[(records.SCOPE_HOST, xmrig)] == 1
+    assert table.entries[(records.SCOPE_ANY_CONTAINER, xmrig)] == 1
+    assert table.entries[(100, nc)] == 2
+    assert (200, nc) not in table.entries
+    assert (records.SCOPE_HOST, nc) not in table.entries
+    assert table.slots == {1: "r.everywhere", 2: "r.web-only"}
