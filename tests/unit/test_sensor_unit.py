@@ -91,7 +91,7 @@ def test_decode_exec_variable_length() -> None:
     rec.h = _header(records.REC_EXEC)
     rec.filename = b"/usr/bin/curl"
     args = b"curl\0-s\0http://x\0"
-    ct.memmove(rec.args, args, len(args))
+    ct.memmove(ct.addressof(rec) + records.ExecRecord.args.offset, args, len(args))
     rec.argc, rec.args_len, rec.args_truncated, rec.args_captured = 3, len(args), 1, 1
     rec.folded = 7
     raw = bytes(rec)[: records.ExecRecord.args.offset + len(args)]
