@@ -49,7 +49,11 @@ class ContainerAttribution:
         return cls(index, docker)
 
     def start(self) -> None:
+        """Index the cgroup tree, attribute the containers already there, start the docker
+        thread (which scans the running containers and follows the event stream)."""
         self.index.refresh()
+        found = self.resolver.prime()
+        log.info("container cgroups at start: %d", found, extra={"container_cgroups": found})
         if self.docker is not None:
             self.docker.start()
 

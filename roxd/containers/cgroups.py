@@ -196,6 +196,11 @@ class CgroupIndex:
             self._remember(st.st_ino, "/" + rel.strip("/"))
         return st.st_ino
 
+    def snapshot(self) -> list[tuple[int, str]]:
+        """Every (cgroup id, path) indexed now."""
+        with self._lock:
+            return list(self._paths.items())
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._paths)

@@ -68,6 +68,7 @@ class ContainerResolver:
         self._cache: OrderedDict[int, _Entry] = OrderedDict()
         self._by_container: dict[str, set[int]] = {}
         self._updates = 0  # counts metadata_changed calls, to catch one racing a resolve
+        self._version = 0  # bumped whenever containers() would answer differently
         for source in self._sources.values():
             source.add_listener(self._listener_for(source))
 
@@ -83,7 +84,8 @@ class ContainerResolver:
             entry = self._cache.get(cgroup_id)
             if entry is not None:
                 if entry.gone_at is not None and self._clock() - entry.gone_at > self.gone_grace:
-                    self._drop(cgroup_id, entry)
+                    self._cache.pop(cgroup_id, None)
+                    self._unlink(cgroup_id, entry)
                 else:
                     self._cache.move_to_end(cgroup_id)
                     return entry.container
@@ -119,14 +121,31 @@ class ContainerResolver:
                 return entry.container if entry is not None else container
         return container
 
-    def containers(self) -> list[Container]:
-        """The containers currently cached (one per container id)."""
+    def containers(self) -> list[tuple[int, Container]]:
+        """(cgroup id, Container) for every container cgroup known now: a container's own
+        cgroup and any of its sub-cgroups seen, from events, from the runtime's scan and event
+        stream, and from `prime()`. Removed containers are left out."""
         with self._lock:
-            seen: dict[str, Container] = {}
-            for entry in self._cache.values():
-                if entry.container is not None and entry.gone_at is None:
-                    seen.setdefault(entry.container.id, entry.container)
-            return list(seen.values())
+            return [
+                (cgroup_id, entry.container)
+                for cgroup_id, entry in self._cache.items()
+                if entry.container is not None and entry.gone_at is None
+            ]
+
+    @property
+    def version(self) -> int:
+        """Changes whenever `containers()` would answer differently (a cheap "anything new?")."""
+        with self._lock:
+            return self._version
+
+    def prime(self) -> int:
+        """Resolve every container cgroup in the index now (at start: containers that were
+        already running, of every runtime). Returns how many container cgroups were found."""
+        found = 0
+        for cgroup_id, path in self.index.snapshot():
+            if parse_cgroup_path(path) is not None and self.resolve(cgroup_id) is not None:
+                found += 1
+        return found
 
     def cgroup_ids_of(self, container_id: str) -> set[int]:
         """The cgroup ids cached for a container (its own, and any sub-cgroups seen)."""
@@ -143,9 +162,11 @@ class ContainerResolver:
         """Rebuild the cached Containers of one container from its runtime's current metadata."""
         source = self._sources.get(runtime)
         meta = source.get(container_id) if source is not None else None
+        new_cgroup = None
         if meta is not None and meta.pid:
-            # Learn the container's cgroup now, by one stat: its first events need no walk.
-            self.index.lookup_pid(meta.pid)
+            # Learn the container's cgroup now, by one stat: its first events need no walk, and
+            # containers() lists it before it produced any event.
+            new_cgroup = self.index.lookup_pid(meta.pid)
         with self._lock:
             self._updates += 1
             ids = list(self._by_container.get(container_id, ()))
@@ -155,11 +176,20 @@ class ContainerResolver:
                 if entry is None or entry.ref is None or entry.ref.runtime != runtime:
                     continue
                 if meta is None:
+                    if entry.gone_at is not None:
+                        continue
                     # Removed: keep the last known answer for late events, for a grace period.
                     self._cache[cgroup_id] = _Entry(entry.path, entry.ref, entry.container, now)
                 else:
                     container = build_container(entry.ref, entry.path, meta)
+                    if container == entry.container and entry.gone_at is None:
+                        continue
                     self._cache[cgroup_id] = _Entry(entry.path, entry.ref, container)
+                self._version += 1
+            if new_cgroup is not None and new_cgroup in self._cache:
+                new_cgroup = None
+        if new_cgroup is not None:
+            self.resolve(new_cgroup)
         if ids:
             log.debug("container %s: metadata updated for %d cgroups", container_id[:12], len(ids))
 
@@ -187,15 +217,15 @@ class ContainerResolver:
         self._cache[cgroup_id] = entry
         if entry.ref is not None:
             self._by_container.setdefault(entry.ref.container_id, set()).add(cgroup_id)
+        if entry.container is not None:
+            self._version += 1
         while len(self._cache) > self.capacity:
             old_id, old = self._cache.popitem(last=False)
             self._unlink(old_id, old)
 
-    def _drop(self, cgroup_id: int, entry: _Entry) -> None:
-        self._cache.pop(cgroup_id, None)
-        self._unlink(cgroup_id, entry)
-
     def _unlink(self, cgroup_id: int, entry: _Entry) -> None:
+        if entry.container is not None and entry.gone_at is None:
+            self._version += 1
         if entry.ref is None:
             return
         ids = self._by_container.get(entry.ref.container_id)

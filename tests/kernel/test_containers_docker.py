@@ -135,6 +135,9 @@ def test_container_running_before_start_is_found_by_the_scan(
     resolver = ContainerResolver(CgroupIndex(cgroup_root), [src])
     src.start()
     assert src.wait_connected(DEADLINE), "docker engine did not answer"
+    # Listed (for the kernel's container maps) before any event of it was seen.
+    listed = wait_for(lambda: dict(resolver.containers()).get(cgid), what="scan to list it")
+    assert listed.name == c.name
     got = resolver.resolve(cgid)
     assert got is not None
     assert (got.runtime, got.id, got.name) == ("docker", c.id, c.name)

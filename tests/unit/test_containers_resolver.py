@@ -258,3 +258,54 @@ def test_enrich_connect_of_a_vanished_unknown_process(tree: Path, tmp_path: Path
     assert e.container is None
     assert (e.process.pid, e.process.exe, e.process.comm, e.process.uid) == (4242, "", "nc", 1000)
     assert e.process.ancestors == ()
+
+
+# ---------------------------------------------------------------------- containers() and version
+
+
+def test_prime_lists_every_container_cgroup_of_every_runtime(tree: Path) -> None:
+    index = CgroupIndex(str(tree))
+    index.refresh()
+    resolver = ContainerResolver(index, [FakeSource()])
+    assert resolver.version == 0
+    assert resolver.prime() == 4
+    got = {cg: (c.runtime, c.id) for cg, c in resolver.containers()}
+    assert got == {
+        ino(tree / "docker" / ID): ("docker", ID),
+        ino(tree / "docker" / ID / "init.scope"): ("docker", ID),
+        ino(tree / "system.slice" / f"crio-{ID2}.scope"): ("cri-o", ID2),
+        ino(tree / "kubepods" / "burstable" / f"pod{POD}" / ID2): ("containerd", ID2),
+    }
+    assert resolver.version > 0
+
+
+def test_version_changes_only_when_containers_change(tree: Path) -> None:
+    clock = FakeClock()
+    source = FakeSource()
+    resolver = ContainerResolver(CgroupIndex(str(tree)), [source], gone_grace=5.0, clock=clock)
+    resolver.resolve(ino(tree / "user.slice"))
+    v0 = resolver.version
+    cg = ino(tree / "docker" / ID)
+    resolver.resolve(cg)
+    v1 = resolver.version
+    assert v1 != v0
+    resolver.resolve(cg)
+    source.publish(ContainerMetadata(id=ID2))  # a container no cgroup here belongs to
+    assert resolver.version == v1
+    source.publish(WEB)
+    v2 = resolver.version
+    assert v2 != v1
+    source.publish(WEB)  # the same metadata again
+    assert resolver.version == v2
+    source.remove(ID)
+    assert resolver.version != v2 and resolver.containers() == []
+
+
+def test_started_container_is_listed_before_its_first_event(tree: Path, tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    (proc / "4242").mkdir(parents=True)
+    (proc / "4242" / "cgroup").write_text(f"0::/docker/{ID}\n")
+    source = FakeSource()
+    resolver = ContainerResolver(CgroupIndex(str(tree), proc=str(proc)), [source])
+    source.publish(ContainerMetadata(id=ID, name="web", pid=4242))
+    assert [(cg, c.name) for cg, c in resolver.containers()] == [(ino(tree / "docker" / ID), "web")]
