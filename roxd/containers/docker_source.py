@@ -248,6 +248,7 @@ class DockerMetadataSource:
         if action == "destroy":
             with self._lock:
                 removed = self._meta.pop(cid, None)
+                self._misses[cid] = time.monotonic()  # listeners' get() need not ask again
             if removed is not None:
                 self._notify(cid)
             return

@@ -167,6 +167,7 @@ class ContainerResolver:
             # Learn the container's cgroup now, by one stat: its first events need no walk, and
             # containers() lists it before it produced any event.
             new_cgroup = self.index.lookup_pid(meta.pid)
+        new_path = self.index.known_path_of(new_cgroup) if new_cgroup is not None else None
         with self._lock:
             self._updates += 1
             ids = list(self._by_container.get(container_id, ()))
@@ -175,7 +176,10 @@ class ContainerResolver:
                 entry = self._cache.get(cgroup_id)
                 if entry is None or entry.ref is None or entry.ref.runtime != runtime:
                     continue
-                if meta is None:
+                stale = new_path is not None and entry.path == new_path and cgroup_id != new_cgroup
+                if meta is None or stale:
+                    # A restarted container gets a new directory (a new id) at the same path:
+                    # the old one is as gone as a removed container's.
                     if entry.gone_at is not None:
                         continue
                     # Removed: keep the last known answer for late events, for a grace period.

@@ -309,3 +309,22 @@ def test_started_container_is_listed_before_its_first_event(tree: Path, tmp_path
     resolver = ContainerResolver(CgroupIndex(str(tree), proc=str(proc)), [source])
     source.publish(ContainerMetadata(id=ID, name="web", pid=4242))
     assert [(cg, c.name) for cg, c in resolver.containers()] == [(ino(tree / "docker" / ID), "web")]
+
+
+def test_restarted_container_replaces_its_old_cgroup(tree: Path, tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    (proc / "4242").mkdir(parents=True)
+    (proc / "4242" / "cgroup").write_text(f"0::/docker/{ID}\n")
+    source = FakeSource()
+    resolver = ContainerResolver(CgroupIndex(str(tree), proc=str(proc)), [source])
+    source.publish(ContainerMetadata(id=ID, name="web", pid=4242))
+    old = ino(tree / "docker" / ID)
+    # docker restart: runc removes the cgroup directory and makes a new one at the same path.
+    (tree / "docker" / ID / "init.scope").rmdir()
+    (tree / "docker" / ID).rename(tmp_path / "old-cgroup")
+    (tree / "docker" / ID).mkdir()
+    new = ino(tree / "docker" / ID)
+    assert new != old
+    source.publish(ContainerMetadata(id=ID, name="web", pid=4242))
+    assert [cg for cg, _ in resolver.containers()] == [new]
+    assert resolver.resolve(old).name == "web"  # type: ignore[union-attr]  # late events
