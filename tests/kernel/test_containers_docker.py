@@ -166,6 +166,27 @@ def test_container_started_later_is_named_through_the_event_stream(
     wait_for(lambda: resolver.resolve(cgid).name == new_name, what="rename event")
 
 
+def test_restarted_container_is_listed_under_its_new_cgroup(
+    containers: Callable[..., Any], cgroup_root: str, make_source: Callable[..., Any]
+) -> None:
+    c = containers()
+    before = container_cgroup_id(c, cgroup_root)
+    src = make_source()
+    resolver = ContainerResolver(CgroupIndex(cgroup_root), [src])
+    src.start()
+    assert src.wait_connected(DEADLINE)
+    wait_for(lambda: before in dict(resolver.containers()), what="scan to list it")
+    c.restart(timeout=0)
+    c.reload()
+    after = container_cgroup_id(c, cgroup_root)
+    assert after != before  # runc made a new cgroup directory: a new id
+    listed = wait_for(
+        lambda: (d := dict(resolver.containers())) and after in d and before not in d and d,
+        what="the restart to be seen",
+    )
+    assert listed[after].name == c.name
+
+
 def test_first_event_of_a_new_container_is_named_by_inspect_on_miss(
     containers: Callable[..., Any], cgroup_root: str, make_source: Callable[..., Any]
 ) -> None:
