@@ -107,11 +107,15 @@ class ContainerResolver:
             updates_before = self._updates
         meta = self._metadata(ref) if ref is not None else None
         container = build_container(ref, path, meta) if ref is not None else None
+        # A late event of a cgroup already removed (the index learns of removals only at its
+        # next walk): answer it, but as gone, so containers() does not list a dead cgroup.
+        alive = ref is None or self.index.lookup_path(path) == cgroup_id
         with self._lock:
             current = self._cache.get(cgroup_id)
             if current is not None:  # another thread got there first; keep its answer
                 return current.container
-            self._store(cgroup_id, _Entry(path, ref, container))
+            gone_at = None if alive else self._clock()
+            self._store(cgroup_id, _Entry(path, ref, container, gone_at))
             raced = self._updates != updates_before
         if raced and ref is not None:
             # Metadata changed while we looked it up: apply the newest to what we just stored.
@@ -221,7 +225,7 @@ class ContainerResolver:
         self._cache[cgroup_id] = entry
         if entry.ref is not None:
             self._by_container.setdefault(entry.ref.container_id, set()).add(cgroup_id)
-        if entry.container is not None:
+        if entry.container is not None and entry.gone_at is None:
             self._version += 1
         while len(self._cache) > self.capacity:
             old_id, old = self._cache.popitem(last=False)

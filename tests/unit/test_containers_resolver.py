@@ -328,3 +328,22 @@ def test_restarted_container_replaces_its_old_cgroup(tree: Path, tmp_path: Path)
     source.publish(ContainerMetadata(id=ID, name="web", pid=4242))
     assert [cg for cg, _ in resolver.containers()] == [new]
     assert resolver.resolve(old).name == "web"  # type: ignore[union-attr]  # late events
+
+
+def test_late_event_of_a_removed_cgroup_is_answered_but_not_listed(tree: Path) -> None:
+    clock = FakeClock()
+    source = FakeSource()
+    source.meta[ID] = WEB
+    index = CgroupIndex(str(tree))
+    index.refresh()
+    resolver = ContainerResolver(index, [source], gone_grace=5.0, clock=clock)
+    cg = ino(tree / "docker" / ID)
+    resolver.resolve(cg)
+    source.remove(ID)
+    (tree / "docker" / ID / "init.scope").rmdir()
+    (tree / "docker" / ID).rmdir()
+    clock.now += 10
+    # Past the grace period, and the index still has the path (no walk since): not listed.
+    late = resolver.resolve(cg)
+    assert late is not None and late.id == ID
+    assert resolver.containers() == []
