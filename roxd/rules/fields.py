@@ -79,6 +79,14 @@ class EventView:
         return self.process.args if self.process else ()
 
     @cached_property
+    def params(self) -> tuple[str, ...]:
+        return self.args[1:]
+
+    @cached_property
+    def argv0(self) -> str | None:
+        return self.args[0] if self.args else None
+
+    @cached_property
     def cmdline(self) -> str | None:
         return " ".join(self.process.args) if self.process else None
 
@@ -154,6 +162,8 @@ FIELDS: dict[str, FieldSpec] = {
         ),
         _spec("exe_basename", S, PROCESS_EVENTS, lambda v: v.exe_basename, "basename of exe"),
         _spec("args", S, PROCESS_EVENTS, lambda v: v.args, "argv, argv[0] included", many=True),
+        _spec("argv0", S, PROCESS_EVENTS, lambda v: v.argv0, "argv[0] as the caller set it"),
+        _spec("params", S, PROCESS_EVENTS, lambda v: v.params, "argv[1:]", many=True),
         _spec("cmdline", S, PROCESS_EVENTS, lambda v: v.cmdline, "argv joined with spaces"),
         _spec("comm", S, PROCESS_EVENTS, lambda v: v.process.comm if v.process else None, "comm"),
         _spec("uid", N, PROCESS_EVENTS, lambda v: v.process.uid if v.process else None, "uid"),
