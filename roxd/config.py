@@ -119,7 +119,8 @@ def _section(cls: type, name: str, values: dict[str, Any], source: str) -> Any:
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         if key not in known:
-            raise ConfigError(source, f"unknown key {name}.{key}; known: {', '.join(sorted(known))}")
+            raise ConfigError(
+                source, f"unknown key {name}.{key}; known: {', '.join(sorted(known))}")
         kwargs[key] = _coerce(hints[key], value, f"{name}.{key}", source)
     return cls(**kwargs)
 

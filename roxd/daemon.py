@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -124,7 +123,7 @@ class Daemon:
         self._reload.set()
 
     def _shutdown(self) -> None:
-        if self.sensor is not None:
+        if self.sensor is not None and self.sensor.started:
             # detach, then drain, then count: the final counters match what was delivered
             self.sensor.detach()
             self.sensor.drain()
@@ -238,7 +237,7 @@ class Daemon:
 
     def _push_kernel_policy(self, force: bool = False) -> None:
         """Keep the kernel's exec-kill and container maps in step with rules and containers."""
-        assert self.sensor is not None and self.attribution is not None and self.rules
+        assert self.sensor is not None and self.attribution is not None and self.rules is not None
         version = self.attribution.resolver.version
         if not force and version == self._containers_version:
             return

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -71,18 +72,17 @@ def run_container(docker_engine: Any) -> Iterator[Callable[..., Any]]:
     def run(command: str, image: str = IMAGE, **kwargs: Any) -> Any:
         labels = {"roxd-test": "1", **kwargs.pop("labels", {})}
         name = kwargs.pop("name", f"roxd-test-{uuid.uuid4().hex[:8]}")
-        container = docker_engine.containers.run(
-            image, ["/bin/sh", "-c", command], detach=True, name=name, labels=labels,
-            **kwargs)
+        # create + start, never containers.run(): docker SDK 5.0's run() pulls a missing image
+        container = docker_engine.containers.create(
+            image, ["/bin/sh", "-c", command], name=name, labels=labels, **kwargs)
         made.append(container)
+        container.start()
         return container
 
     yield run
     for c in made:
-        try:
+        with contextlib.suppress(Exception):  # already gone
             c.remove(force=True)
-        except Exception:  # already gone
-            pass
 
 
 # ---------------------------------------------------------------------------- roxd

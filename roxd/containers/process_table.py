@@ -130,13 +130,25 @@ class ProcessTable:
 
     # ------------------------------------------------------------------ feeding
 
+    def _inherited_exe(self, event: ExecEvent, fallback: str) -> str:
+        """/proc/self/exe re-exec of a process gone before we looked: its image was the one
+        it inherited at fork, its parent's."""
+        if event.filename == "/proc/self/exe" and event.ppid:
+            parent = self._table.get(event.ppid)
+            if parent is not None and parent.exe:
+                return parent.exe
+        return fallback
+
     def on_exec(self, event: ExecEvent) -> ProcessInfo:
         """Record an exec: a new image for event.pid, replacing whatever the pid ran before."""
         exe = event.filename
-        if not os.path.isabs(exe):
+        if not os.path.isabs(exe) or _is_indirect(exe):
+            # /proc/self/exe (busybox re-exec'ing an applet), /proc/<pid>/fd/N or /dev/fd/N
+            # (fd-based exec, e.g. of a memfd) name no file of their own: the kernel's link
+            # from /proc/<pid>/exe does.
             # Relative to the process's cwd; /proc/<pid>/exe has the resolved path as seen in
             # the process's own mount namespace (inside its container).
-            exe = self._proc.exe(event.pid) or exe
+            exe = self._proc.exe(event.pid) or self._inherited_exe(event, exe)
         stat = self._proc.stat(event.pid)
         ppid = event.ppid
         start = None
@@ -262,3 +274,7 @@ class ProcessTable:
                 now - info.exited_at > self.exit_grace
             ):
                 del self._table[pid]
+
+
+def _is_indirect(path: str) -> bool:
+    return path.startswith(("/proc/", "/dev/fd/"))

@@ -1,4 +1,4 @@
-"""The in-kernel exec kill table: rule specs × known containers → BPF map entries.
+"""The in-kernel exec kill table: rule specs x known containers → BPF map entries.
 
 Keys are {cgroup id, FNV-1a hash of the exe path or basename}, or a scope sentinel in place of
 the cgroup id: SCOPE_HOST for host processes, SCOPE_ANY_CONTAINER for rules that hold in every

@@ -7,6 +7,7 @@ rule engine.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes as ct
 import logging
 import os
@@ -103,11 +104,16 @@ class Sensor:
         except Exception as exc:  # bcc raises bare Exception for compile/load/attach
             raise SensorError(f"loading the eBPF programs failed: {exc}") from exc
         self.load_seconds = time.monotonic() - started
+        _release_compiler_memory()
         self.attached = self._tracepoints_in(source)
         self._resync_clock()
         self._bpf["events"].open_ring_buffer(self._ring_callback)
         log.info("eBPF programs attached in %.2fs: %s", self.load_seconds,
                  ", ".join(self.attached))
+
+    @property
+    def started(self) -> bool:
+        return self._bpf is not None
 
     def detach(self) -> None:
         """Stop tracing (maps stay readable): after this, counters and ring buffer are final."""
@@ -178,7 +184,7 @@ class Sensor:
         """Tell the kernel which cgroups are containers (for container-scoped kills)."""
         table = self._require()["container_cgroups"]
         wanted = set(cgroup_ids)
-        current = {k.value for k in table.keys()}
+        current = {k.value for k in table}
         for cg in current - wanted:
             del table[table.Key(cg)]
         for cg in wanted - current:
@@ -187,7 +193,7 @@ class Sensor:
     def set_exec_kills(self, entries: Mapping[tuple[int, int], int]) -> None:
         """Replace the in-kernel exec kill table: {(cgroup id or scope, exe hash): slot}."""
         table = self._require()["exec_kill"]
-        current = {(k.cgroup_id, k.hash) for k in table.keys()}
+        current = {(k.cgroup_id, k.hash) for k in table}
         for scope, h in current - set(entries):
             key = table.Key()
             key.cgroup_id, key.hash = scope, h
@@ -218,12 +224,12 @@ class Sensor:
 
     # ------------------------------------------------------------------ helpers
 
-    def _require(self):  # noqa: ANN202 - bcc.BPF has no type information
+    def _require(self):
         if self._bpf is None:
             raise SensorError("sensor is not started")
         return self._bpf
 
-    def _folds_for(self, decoded: Decoded):  # noqa: ANN202
+    def _folds_for(self, decoded: Decoded):
         name = "connect_folds" if isinstance(decoded.event, ConnectEvent) else "exec_folds"
         return self._require()[name]
 
@@ -253,3 +259,26 @@ class Sensor:
 
 def _is_power_of_two(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
+
+
+def _release_compiler_memory() -> None:
+    """clang/LLVM are needed only for the one compile at start: give back their freed heap
+    (malloc_trim) and page out their ~85 MB of library text (MADV_PAGEOUT, Linux 5.4), which
+    would otherwise stay resident for the daemon's whole life. A later recompile simply pages
+    them back in."""
+    libc = ct.CDLL("libc.so.6", use_errno=True)
+    with contextlib.suppress(AttributeError):
+        libc.malloc_trim(0)
+    madv_pageout = 21
+    libc.madvise.argtypes = (ct.c_void_p, ct.c_size_t, ct.c_int)
+    try:
+        with open("/proc/self/maps") as maps:
+            lines = maps.readlines()
+    except OSError:
+        return
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 6 or not ("libLLVM" in fields[5] or "libclang" in fields[5]):
+            continue
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        libc.madvise(start, end - start, madv_pageout)  # best effort; failure changes nothing

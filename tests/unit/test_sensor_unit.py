@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from roxd.errors import KernelHeadersError
-from roxd.model import Container, ConnectEvent, ExecEvent, ExitEvent
+from roxd.model import ConnectEvent, Container, ExecEvent, ExitEvent
 from roxd.sensor import records
 from roxd.sensor.headers import resolve_headers
 from roxd.sensor.kill_table import build_exec_kill_table
