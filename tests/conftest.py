@@ -27,6 +27,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 IMAGE = "roxd-test/busybox:latest"
 OTHER_IMAGE = "roxd-test/busybox:other"
+SESSION = uuid.uuid4().hex[:12]  # labels this test session's containers
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.05,
@@ -57,7 +58,8 @@ def docker_engine() -> Iterator[Any]:
     try:
         yield client
     finally:
-        for c in client.containers.list(all=True, filters={"label": "roxd-test"}):
+        # only this session's containers: other test sessions may share the engine
+        for c in client.containers.list(all=True, filters={"label": f"roxd-test={SESSION}"}):
             c.remove(force=True)
         client.close()
         if started_here:
@@ -70,7 +72,7 @@ def run_container(docker_engine: Any) -> Iterator[Callable[..., Any]]:
     made: list[Any] = []
 
     def run(command: str, image: str = IMAGE, **kwargs: Any) -> Any:
-        labels = {"roxd-test": "1", **kwargs.pop("labels", {})}
+        labels = {"roxd-test": SESSION, **kwargs.pop("labels", {})}
         name = kwargs.pop("name", f"roxd-test-{uuid.uuid4().hex[:8]}")
         # create + start, never containers.run(): docker SDK 5.0's run() pulls a missing image
         container = docker_engine.containers.create(
