@@ -222,8 +222,10 @@ def _check_keys(
 
 def _string(table: dict, key: str, pattern: re.Pattern[str] | None = None) -> str:
     value = table[key]
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str):
         raise Invalid(f"{key!r} must be a non-empty string, not {_type_name(value)}", key)
+    if not value.strip():
+        raise Invalid(f"{key!r} must not be empty", key)
     if pattern is not None and not pattern.match(value):
         raise Invalid(f"{key!r} value {value!r} is not valid (expected {pattern.pattern})", key)
     return value
@@ -319,7 +321,9 @@ def parse_condition(table: object, key: str, depth: int = 0) -> Condition:
         elif name == "not":
             parts.append(NotOf(parse_condition(value, key, depth + 1)))
         elif name == "macro":
-            for macro in _string_list(value, key):
+            if not isinstance(value, str | list) or not all(isinstance(v, str) for v in value):
+                raise Invalid(f"'macro' in {key!r} takes a macro name or an array of names", key)
+            for macro in (value,) if isinstance(value, str) else value:
                 if not NAME.match(macro):
                     raise Invalid(f"{macro!r} is not a valid macro name", key)
                 parts.append(MacroRef(macro))
