@@ -10,7 +10,6 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from functools import cached_property
 
 from roxd.model import ConnectEvent, Container, EnrichedEvent, ExecEvent, Process
 
@@ -43,6 +42,22 @@ def parse_ip(text: str) -> IPAddress:
     return address
 
 
+class lazy:
+    """Like functools.cached_property, without the lock Python 3.11 takes on every first
+    access: a view lives on one thread for one event."""
+
+    def __init__(self, compute: Callable[[EventView], object]) -> None:
+        self.compute = compute
+        self.name = compute.__name__
+
+    def __get__(self, view: EventView | None, owner: type | None = None):
+        if view is None:
+            return self
+        value = self.compute(view)
+        view.__dict__[self.name] = value  # later reads find the instance attribute first
+        return value
+
+
 class EventView:
     """Read-only accessors over one event; derived values are computed lazily and once."""
 
@@ -66,59 +81,59 @@ class EventView:
         return cls(None, None, container)
 
     # -- process
-    @cached_property
+    @lazy
     def exe(self) -> str | None:
         return self.process.exe if self.process else None
 
-    @cached_property
+    @lazy
     def exe_basename(self) -> str | None:
         return basename(self.process.exe) if self.process else None
 
-    @cached_property
+    @lazy
     def args(self) -> tuple[str, ...]:
         return self.process.args if self.process else ()
 
-    @cached_property
+    @lazy
     def params(self) -> tuple[str, ...]:
         return self.args[1:]
 
-    @cached_property
+    @lazy
     def argv0(self) -> str | None:
         return self.args[0] if self.args else None
 
-    @cached_property
+    @lazy
     def cmdline(self) -> str | None:
         return " ".join(self.process.args) if self.process else None
 
-    @cached_property
+    @lazy
     def parent_exe(self) -> str | None:
         return self.process.parent_exe if self.process else None
 
-    @cached_property
+    @lazy
     def parent_basename(self) -> str | None:
         parent = self.parent_exe
         return basename(parent) if parent else None
 
-    @cached_property
+    @lazy
     def parent_cmdline(self) -> str | None:
         if not self.process or not self.process.ancestors:
             return None
         return " ".join(self.process.ancestors[0].args)
 
-    @cached_property
+    @lazy
     def ancestor_exes(self) -> tuple[str, ...]:
         return tuple(a.exe for a in self.process.ancestors) if self.process else ()
 
-    @cached_property
+    @lazy
     def ancestor_basenames(self) -> tuple[str, ...]:
         return tuple(basename(exe) for exe in self.ancestor_exes)
 
     # -- event specifics
-    @cached_property
+    @lazy
     def filename(self) -> str | None:
         return self.event.filename if isinstance(self.event, ExecEvent) else None
 
-    @cached_property
+    @lazy
     def daddr(self) -> IPAddress | None:
         if not isinstance(self.event, ConnectEvent):
             return None
@@ -127,7 +142,7 @@ class EventView:
         except ValueError:
             return None
 
-    @cached_property
+    @lazy
     def result(self) -> str | None:
         return self.event.result.value if isinstance(self.event, ConnectEvent) else None
 

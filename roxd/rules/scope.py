@@ -80,6 +80,8 @@ class ContainerScope:
                 return False
         if self.runtimes is not None and container.runtime not in self.runtimes:
             return False
+        if not self.labels:
+            return True
         return all(test.holds(container.labels) for test in self.labels)
 
     def describe(self) -> str:
