@@ -62,11 +62,24 @@ class RulesSection:
 
 
 @dataclass(frozen=True)
+class EnforceSection:
+    # CIDRs a quarantined container may still reach (and be reached from), e.g. a log shipper.
+    isolate_allow: tuple[str, ...] = ()
+    # Containers sharing the host network have no namespace of their own for the quarantine
+    # table. Then: "none" (report that isolation failed), "pause" or "kill" the container.
+    isolate_fallback: str = "none"
+    # Seconds between quarantine reconciliations (re-apply after a container restart,
+    # forget removed containers).
+    reconcile_interval_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     sensor: SensorSection = field(default_factory=SensorSection)
     containers: ContainersSection = field(default_factory=ContainersSection)
     rules: RulesSection = field(default_factory=RulesSection)
+    enforce: EnforceSection = field(default_factory=EnforceSection)
     source: str = "built-in defaults"
 
     def rule_paths(self) -> list[Path]:
@@ -84,6 +97,7 @@ _SECTIONS: dict[str, type] = {
     "sensor": SensorSection,
     "containers": ContainersSection,
     "rules": RulesSection,
+    "enforce": EnforceSection,
 }
 
 
@@ -110,7 +124,28 @@ def parse_config(raw: dict[str, Any], source: str) -> Config:
         if not isinstance(value, dict):
             raise ConfigError(source, f"[{name}] must be a table")
         sections[name] = _section(_SECTIONS[name], name, value, source)
-    return Config(source=source, **sections)
+    config = Config(source=source, **sections)
+    _check(config, source)
+    return config
+
+
+def _check(config: Config, source: str) -> None:
+    import ipaddress
+
+    from roxd.enforce.response import ISOLATE_FALLBACKS
+
+    if config.enforce.isolate_fallback not in ISOLATE_FALLBACKS:
+        raise ConfigError(source, f"enforce.isolate_fallback must be one of "
+                                  f"{', '.join(ISOLATE_FALLBACKS)}, not "
+                                  f"{config.enforce.isolate_fallback!r}")
+    for cidr in config.enforce.isolate_allow:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError as exc:
+            raise ConfigError(source, f"enforce.isolate_allow: {exc}") from exc
+    if config.sensor.ringbuf_pages <= 0 or config.sensor.ringbuf_pages & (
+            config.sensor.ringbuf_pages - 1):
+        raise ConfigError(source, "sensor.ringbuf_pages must be a power of two")
 
 
 def _section(cls: type, name: str, values: dict[str, Any], source: str) -> Any:

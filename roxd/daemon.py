@@ -24,7 +24,9 @@ from roxd import __version__, features
 from roxd.alerts.dispatch import AlertDispatcher, LogSink, StreamSink
 from roxd.config import Config
 from roxd.containers.attribution import ContainerAttribution
+from roxd.enforce.quarantine import Quarantine
 from roxd.enforce.response import Responder
+from roxd.enforce.runtime_control import DockerControl
 from roxd.errors import CgroupError, RoxdError, RuleError
 from roxd.model import ExitEvent, rfc3339
 from roxd.rules.loader import load_rule_set
@@ -63,7 +65,13 @@ class Daemon:
         self.features = features.probe()
         self.attribution: ContainerAttribution | None = None
         self.sensor: Sensor | None = None
-        self.responder = Responder(monitor=config.rules.monitor)
+        self.runtime = (DockerControl(config.containers.docker_url,
+                                      config.containers.docker_timeout_s)
+                        if config.containers.docker_url else None)
+        self.quarantine = self._make_quarantine()
+        self.responder = Responder(monitor=config.rules.monitor, quarantine=self.quarantine,
+                                   runtime=self.runtime,
+                                   isolate_fallback=config.enforce.isolate_fallback)
         sinks: list[Any] = [LogSink()]
         if options.print_alerts:
             sinks.append(StreamSink(options.events_out, kind="alert"))
@@ -90,6 +98,8 @@ class Daemon:
             log.error("%s", exc)
             return 1
         self.attribution.start()
+        self.responder.cgroup2_root = self.attribution.index.root
+        self._reconcile_quarantine()
         sensor_cfg = SensorConfig(
             cache_dir=Path(self.config.daemon.cache_dir),
             ringbuf_pages=self.config.sensor.ringbuf_pages,
@@ -152,6 +162,7 @@ class Daemon:
         stats_every = self.config.daemon.stats_interval_s
         next_stats = time.monotonic() + stats_every
         next_policy = time.monotonic() + 1.0
+        next_reconcile = time.monotonic() + self.config.enforce.reconcile_interval_s
         while not self._stop.is_set():
             self.sensor.poll(poll_ms)
             self._flush_output()
@@ -164,6 +175,9 @@ class Daemon:
                 # container set changes (start/stop) re-target container-scoped kill entries
                 self._push_kernel_policy()
                 next_policy = now + 1.0
+            if now >= next_reconcile:
+                self._reconcile_quarantine()
+                next_reconcile = now + self.config.enforce.reconcile_interval_s
             if now >= next_stats:
                 self._log_stats()
                 self.sensor.resync_clock()
@@ -251,6 +265,27 @@ class Daemon:
         table = build_exec_kill_table(self.rules.exec_kill_specs(), containers)
         self.sensor.set_exec_kills(table.entries)
         self._kill_slots = table.slots
+
+    # ------------------------------------------------------------------ enforcement
+
+    def _make_quarantine(self) -> Quarantine | None:
+        if self.runtime is None:
+            log.warning("no container runtime configured: isolate actions cannot be enforced")
+            return None
+        if not self.features.nftables.available:
+            log.warning("nftables unavailable (%s): isolate actions cannot be enforced",
+                        self.features.nftables.detail)
+            return None
+        return Quarantine(Path(self.config.daemon.state_dir), pid_of=self.runtime.pid_of,
+                          exists=self.runtime.exists, allow=self.config.enforce.isolate_allow)
+
+    def _reconcile_quarantine(self) -> None:
+        if self.quarantine is None:
+            return
+        try:
+            self.quarantine.reconcile()
+        except Exception:  # a runtime hiccup must not stop the loop; next round retries
+            log.exception("quarantine reconciliation failed")
 
     # ------------------------------------------------------------------ status
 

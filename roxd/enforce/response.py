@@ -1,35 +1,51 @@
 """Turn a rule match into actions and report each one's real outcome.
 
-Honesty first: "done" only when it happened; "would" in monitor mode; "not_supported" with a
-reason where this build or host cannot do it.
+Honesty first: "done" only when it happened; "would" in monitor mode; "not_supported" or
+"failed" with the reason otherwise. Never "blocked" where only "alerted" happened.
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+
 from roxd.enforce.kill import kill_pid
+from roxd.enforce.quarantine import Quarantine, QuarantineError
+from roxd.enforce.runtime_control import DockerControl, RuntimeControlError
 from roxd.model import ActionKind, ActionResult, EnrichedEvent, Outcome, RuleMatch
 
+log = logging.getLogger(__name__)
 
+ISOLATE_FALLBACKS = ("none", "kill", "pause")
+
+
+@dataclass
 class Responder:
-    def __init__(self, *, monitor: bool = False, cgroup2_root: str | None = None) -> None:
-        self._monitor = monitor
-        self._cgroup2_root = cgroup2_root
+    monitor: bool = False
+    cgroup2_root: str | None = None
+    quarantine: Quarantine | None = None
+    runtime: DockerControl | None = None
+    # What isolate does for a container that shares the host network (no namespace of its
+    # own to put a table in): "none" (report it), "pause" or "kill" the container.
+    isolate_fallback: str = "none"
 
     def respond(
         self, match: RuleMatch, event: EnrichedEvent, *, killed_in_kernel: bool = False
     ) -> list[ActionResult]:
-        monitor = self._monitor or match.monitor
+        monitor = self.monitor or match.monitor
         results: list[ActionResult] = []
         for action in match.actions:
             if action is ActionKind.ALERT:
                 results.append(ActionResult(action, Outcome.DONE))
             elif action is ActionKind.KILL:
                 results.append(self._kill(event, monitor, killed_in_kernel))
+            elif action is ActionKind.ISOLATE:
+                results.extend(self._isolate(event, match, monitor))
             elif monitor:
                 results.append(ActionResult(action, Outcome.WOULD, "monitor mode"))
             else:
                 results.append(ActionResult(action, Outcome.NOT_SUPPORTED,
-                                            f"{action.value} is not implemented in this build"))
+                                            f"{action.value} is not available in this build"))
         return results
 
     def _kill(self, event: EnrichedEvent, monitor: bool, killed_in_kernel: bool) -> ActionResult:
@@ -40,6 +56,43 @@ class Responder:
             return ActionResult(ActionKind.KILL, Outcome.WOULD, "monitor mode")
         proc = event.process
         outcome = kill_pid(proc.pid, expect_comm=proc.comm or None,
-                           expect_cgroup_id=proc.cgroup_id, cgroup2_root=self._cgroup2_root)
+                           expect_cgroup_id=proc.cgroup_id, cgroup2_root=self.cgroup2_root)
         return ActionResult(ActionKind.KILL, Outcome.DONE if outcome.killed else Outcome.FAILED,
                             outcome.reason)
+
+    def _isolate(self, event: EnrichedEvent, match: RuleMatch,
+                 monitor: bool) -> list[ActionResult]:
+        container = event.container
+        if container is None:
+            return [ActionResult(ActionKind.ISOLATE, Outcome.NOT_SUPPORTED,
+                                 "host process: quarantine applies to containers only")]
+        if monitor:
+            return [ActionResult(ActionKind.ISOLATE, Outcome.WOULD, "monitor mode")]
+        if self.quarantine is None:
+            return [ActionResult(ActionKind.ISOLATE, Outcome.NOT_SUPPORTED,
+                                 "quarantine unavailable (no nftables or no container runtime)")]
+        if self.quarantine.is_quarantined(container.id):
+            return [ActionResult(ActionKind.ISOLATE, Outcome.DONE, "already quarantined")]
+        try:
+            self.quarantine.isolate(container.id, container.name, f"rule {match.rule.id}")
+            return [ActionResult(ActionKind.ISOLATE, Outcome.DONE,
+                                 "nftables table roxd_quarantine in the container's netns")]
+        except QuarantineError as exc:
+            failed = ActionResult(ActionKind.ISOLATE, Outcome.FAILED, str(exc))
+            if "host's network" not in str(exc) or self.isolate_fallback == "none":
+                return [failed]
+            return [failed, self._fallback(container.id)]
+
+    def _fallback(self, container_id: str) -> ActionResult:
+        verb = self.isolate_fallback
+        action = ActionKind.KILL
+        if self.runtime is None:
+            return ActionResult(action, Outcome.NOT_SUPPORTED,
+                                f"isolate fallback {verb}: no container runtime")
+        try:
+            getattr(self.runtime, verb)(container_id)
+        except RuntimeControlError as exc:
+            return ActionResult(action, Outcome.FAILED, f"isolate fallback {verb}: {exc}")
+        return ActionResult(action, Outcome.DONE,
+                            f"isolate fallback: container {verb}{'d' if verb == 'pause' else 'ed'}"
+                            " through the Docker API")
