@@ -1,0 +1,93 @@
+"""All configured alert sinks behind one AlertSink, built from AlertsSettings.
+
+    delivery = AlertDelivery.from_settings(settings, state_dir)
+    dispatcher.add_sink(delivery)          # or AlertDispatcher([..., delivery])
+    delivery.stats()  -> {"journald.sent": 3, "syslog.tcp-127.0.0.1-6514.queued": 0, ...}
+    delivery.store    -> AlertStore for the API (None when disabled)
+    delivery.close(timeout)                # flushes noise windows, then every sink
+
+Order of stages: NoiseControl (fold, rate limit) → journald, syslog collectors, store, webhooks.
+A sink that cannot start (no journald socket is fine; an unwritable state dir is not) is logged
+and left out, never fatal: alerts still reach the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from roxd.alerts.journald import JournaldSink
+from roxd.alerts.noise import NoiseControl
+from roxd.alerts.settings import AlertsSettings
+from roxd.alerts.store import AlertStore
+from roxd.alerts.syslog import SyslogForwarder
+from roxd.alerts.webhooks import WebhookSink
+from roxd.model import Alert
+
+log = logging.getLogger("roxd.alerts")
+S = TypeVar("S", bound="DeliverySink")
+
+
+class DeliverySink(Protocol):
+    def emit(self, alert: Alert) -> None: ...
+    def stats(self) -> dict[str, int]: ...
+    def close(self, timeout: float = ...) -> None: ...
+
+
+class AlertDelivery:
+    def __init__(self, sinks: dict[str, DeliverySink], noise: NoiseControl,
+                 store: AlertStore | None = None) -> None:
+        self.sinks = sinks
+        self.noise = noise
+        self.store = store
+
+    @classmethod
+    def from_settings(cls, settings: AlertsSettings, state_dir: Path | str) -> AlertDelivery:
+        state = Path(state_dir)
+        sinks: dict[str, DeliverySink] = {}
+        store: AlertStore | None = None
+        if settings.journald.enabled:
+            _start(sinks, "journald", lambda: JournaldSink(settings.journald))
+        for c in settings.syslog:
+            _start(sinks, f"syslog.{c.queue_name}",
+                   lambda c=c: SyslogForwarder(c, state))
+        if settings.store.enabled:
+            store = _start(sinks, "store", lambda: AlertStore(state, settings.store))
+        for i, w in enumerate(settings.webhooks):
+            _start(sinks, f"webhook{i}.{w.kind}", lambda w=w: WebhookSink(w))
+        noise = NoiseControl(list(sinks.values()), settings.noise)
+        return cls(sinks, noise, store)
+
+    def emit(self, alert: Alert) -> None:
+        self.noise.emit(alert)
+
+    def tick(self) -> None:
+        self.noise.tick()
+
+    def stats(self) -> dict[str, int]:
+        out = {f"noise.{k}": v for k, v in self.noise.stats().items()}
+        for name, sink in self.sinks.items():
+            out.update({f"{name}.{k}": v for k, v in sink.stats().items()})
+        return out
+
+    def close(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        self.noise.close(min(1.0, timeout))
+        for name, sink in self.sinks.items():
+            try:
+                sink.close(max(0.2, deadline - time.monotonic()))
+            except Exception:
+                log.exception("alert sink %s did not close cleanly", name)
+
+
+def _start(sinks: dict[str, DeliverySink], name: str, make: Callable[[], S]) -> S | None:
+    try:
+        sink = make()
+    except Exception as exc:
+        log.error("alert sink %s disabled: %s", name, exc)
+        return None
+    sinks[name] = sink
+    return sink

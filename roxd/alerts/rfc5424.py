@@ -1,0 +1,92 @@
+"""RFC 5424 syslog messages for alerts, with structured data.
+
+    <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD-ELEMENT]... BOM MSG
+
+SD-IDs use the private enterprise number 32473 (RFC 5612's documentation number):
+
+    [roxd@32473 alert= kind= count= first= last= actions=]
+    [rule@32473 id= name= phase= severity= mitre= (repeated, one per technique)]
+    [container@32473 id= name= image= runtime=]        (absent for host processes)
+    [process@32473 pid= ppid= uid= exe= args= parent_exe=]
+    [connect@32473 daddr= dport= result=]               (connect events only)
+
+PARAM-VALUEs escape '"', '\\' and ']' with a backslash (§6.3.3) and are cut at MAX_VALUE
+characters.
+"""
+
+from __future__ import annotations
+
+import os
+
+from roxd.alerts.dispatch import summary
+from roxd.alerts.kinds import MSGIDS, alert_kind
+from roxd.alerts.settings import FACILITIES
+from roxd.model import Alert, ConnectEvent, rfc3339
+
+PEN = 32473
+MAX_VALUE = 1024
+BOM = "\ufeff"
+
+SdParams = list[tuple[str, object]]
+
+
+def escape_param(value: object) -> str:
+    text = str(value)
+    if len(text) > MAX_VALUE:
+        text = text[:MAX_VALUE - 3] + "..."
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+
+
+def _header_field(value: str, limit: int) -> str:
+    """NILVALUE for empty; printable US-ASCII without spaces otherwise (§6.2)."""
+    clean = "".join(c for c in value if 33 <= ord(c) <= 126)[:limit]
+    return clean or "-"
+
+
+def sd_element(sd_name: str, params: SdParams) -> str:
+    body = "".join(f' {k}="{escape_param(v)}"' for k, v in params if v is not None and v != "")
+    return f"[{sd_name}@{PEN}{body}]"
+
+
+def structured_data(alert: Alert) -> str:
+    ev = alert.event
+    proc = ev.process
+    rule = alert.rule
+    parts = [
+        sd_element("roxd", [
+            ("alert", alert.id), ("kind", alert_kind(alert)), ("count", alert.count),
+            ("first", rfc3339(alert.first_ns or alert.time_ns)),
+            ("last", rfc3339(alert.last_ns or alert.time_ns)),
+            ("actions", ",".join(f"{a.action.value}:{a.outcome.value}" for a in alert.actions)),
+        ]),
+        sd_element("rule", [("id", rule.id), ("name", rule.name), ("phase", rule.phase.value),
+                            ("severity", rule.severity.value),
+                            *(("mitre", m) for m in rule.mitre)]),
+    ]
+    if ev.container is not None:
+        c = ev.container
+        parts.append(sd_element("container", [("id", c.id), ("name", c.name),
+                                              ("image", c.image), ("runtime", c.runtime)]))
+    parts.append(sd_element("process", [
+        ("pid", proc.pid), ("ppid", proc.ppid), ("uid", proc.uid), ("exe", proc.exe),
+        ("args", " ".join(proc.args)), ("parent_exe", proc.parent_exe)]))
+    if isinstance(ev.event, ConnectEvent):
+        parts.append(sd_element("connect", [("daddr", ev.event.daddr),
+                                            ("dport", ev.event.dport),
+                                            ("result", ev.event.result.value)]))
+    return "".join(parts)
+
+
+def format_message(alert: Alert, *, hostname: str, app_name: str = "roxd",
+                   facility: str = "auth", procid: int | None = None) -> bytes:
+    pri = FACILITIES[facility] * 8 + alert.rule.severity.code
+    header = " ".join([
+        f"<{pri}>1",
+        rfc3339(alert.time_ns),
+        _header_field(hostname, 255),
+        _header_field(app_name, 48),
+        _header_field(str(procid if procid is not None else os.getpid()), 128),
+        MSGIDS[alert_kind(alert)],
+    ])
+    msg = summary(alert).replace("\n", " ")
+    return f"{header} {structured_data(alert)} {BOM}{msg}".encode()

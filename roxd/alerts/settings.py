@@ -1,0 +1,192 @@
+"""[alerts] configuration: typed dataclasses with a default for every key.
+
+`roxd/config.py` types flat sections only; the alert sinks need lists of tables (several syslog
+collectors, several webhooks), so this module parses its own section. `parse_alerts_settings()`
+takes the raw `[alerts]` table from tomllib and raises ConfigError naming the key.
+
+    [alerts.journald]           enabled
+    [alerts.store]              enabled, max_age_days, max_count
+    [alerts.noise]              fold_window_s, per_container_per_minute
+    [[alerts.syslog]]           one table per collector
+    [[alerts.webhooks]]         one table per webhook
+
+docs/alerts.md documents every key with its default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, get_type_hints
+
+from roxd.errors import ConfigError
+from roxd.model import Severity
+
+SYSLOG_PROTOCOLS = ("udp", "tcp", "tls")
+WEBHOOK_KINDS = ("generic", "slack", "pagerduty")
+# RFC 5424 §6.2.1 facility codes by name
+FACILITIES = {
+    "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7,
+    "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11, "ntp": 12, "security": 13, "console": 14,
+    "solaris-cron": 15, "local0": 16, "local1": 17, "local2": 18, "local3": 19, "local4": 20,
+    "local5": 21, "local6": 22, "local7": 23,
+}
+
+
+@dataclass(frozen=True)
+class JournaldSettings:
+    enabled: bool = True
+    # Alerts waiting for the journald writer thread; beyond this they are dropped and counted.
+    queue_max: int = 10_000
+
+
+@dataclass(frozen=True)
+class SyslogCollector:
+    address: str = "127.0.0.1"
+    port: int = 514
+    protocol: str = "udp"  # udp | tcp (RFC 6587 octet counting) | tls (RFC 5425)
+    ca: str = ""  # tls: CA bundle that signs the collector's certificate ("" = system store)
+    cert: str = ""  # tls: client certificate (PEM), optional
+    key: str = ""  # tls: client private key (PEM), optional
+    server_name: str = ""  # tls: name checked against the certificate ("" = address)
+    queue_max: int = 100_000  # alerts kept on disk while the collector is unreachable
+    app_name: str = "roxd"
+    hostname: str = ""  # "" = this host's name
+    facility: str = "auth"
+    connect_timeout_s: float = 5.0
+    backoff_max_s: float = 30.0
+    name: str = ""  # queue file name; "" = protocol-address-port
+
+    @property
+    def queue_name(self) -> str:
+        raw = self.name or f"{self.protocol}-{self.address}-{self.port}"
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in raw)
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    enabled: bool = True
+    max_age_days: float = 30.0  # 0 = keep regardless of age
+    max_count: int = 100_000  # 0 = no count limit
+    queue_max: int = 10_000  # alerts waiting for the store's writer thread
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    url: str = ""
+    kind: str = "generic"  # generic | slack | pagerduty
+    min_severity: str = "warning"  # this severity or more severe
+    timeout_s: float = 5.0
+    retries: int = 3  # after the first attempt
+    backoff_s: float = 1.0  # first retry delay, doubled each retry
+    routing_key: str = ""  # pagerduty: the integration's routing key
+    queue_max: int = 1_000
+
+    @property
+    def min_severity_level(self) -> Severity:
+        return Severity(self.min_severity)
+
+
+@dataclass(frozen=True)
+class NoiseSettings:
+    fold_window_s: float = 60.0  # 0 = no folding
+    per_container_per_minute: int = 120  # 0 = no rate limit
+
+
+@dataclass(frozen=True)
+class AlertsSettings:
+    journald: JournaldSettings = field(default_factory=JournaldSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    noise: NoiseSettings = field(default_factory=NoiseSettings)
+    syslog: tuple[SyslogCollector, ...] = ()
+    webhooks: tuple[WebhookSettings, ...] = ()
+
+
+_TABLES: dict[str, type] = {
+    "journald": JournaldSettings, "store": StoreSettings, "noise": NoiseSettings}
+_LISTS: dict[str, type] = {"syslog": SyslogCollector, "webhooks": WebhookSettings}
+
+
+def parse_alerts_settings(raw: Mapping[str, Any], source: str) -> AlertsSettings:
+    """Build AlertsSettings from the raw [alerts] table; ConfigError on any wrong key or type."""
+    kwargs: dict[str, Any] = {}
+    for name, value in raw.items():
+        key = f"alerts.{name}"
+        if name in _TABLES:
+            if not isinstance(value, Mapping):
+                raise ConfigError(source, f"[{key}] must be a table")
+            kwargs[name] = _table(_TABLES[name], key, value, source)
+        elif name in _LISTS:
+            if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+                raise ConfigError(source, f"{key} must be an array of tables ([[{key}]])")
+            kwargs[name] = tuple(_table(_LISTS[name], f"{key}[{i}]", v, source)
+                                 for i, v in enumerate(value))
+        else:
+            known = ", ".join(sorted([*_TABLES, *_LISTS]))
+            raise ConfigError(source, f"unknown key {key}; known: {known}")
+    settings = AlertsSettings(**kwargs)
+    _validate(settings, source)
+    return settings
+
+
+def _table(cls: type, name: str, values: Mapping[str, Any], source: str) -> Any:
+    hints = get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(
+                source, f"unknown key {name}.{key}; known: {', '.join(sorted(known))}")
+        out[key] = _coerce(hints[key], value, f"{name}.{key}", source)
+    return cls(**out)
+
+
+def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        expected = {bool: "a boolean", int: "an integer", float: "a number"}.get(hint, "a string")
+        raise ConfigError(source, f"{key} must be {expected}, not {value!r}")
+    if hint in (int, float) and value < 0:
+        raise ConfigError(source, f"{key} must not be negative, not {value!r}")
+    return value
+
+
+def _validate(settings: AlertsSettings, source: str) -> None:
+    severities = [s.value for s in Severity]
+    for i, c in enumerate(settings.syslog):
+        key = f"alerts.syslog[{i}]"
+        if c.protocol not in SYSLOG_PROTOCOLS:
+            raise ConfigError(source, f"{key}.protocol must be one of "
+                                      f"{', '.join(SYSLOG_PROTOCOLS)}, not {c.protocol!r}")
+        if c.facility not in FACILITIES:
+            raise ConfigError(source, f"{key}.facility {c.facility!r} is not a syslog facility")
+        if not 0 < c.port < 65536:
+            raise ConfigError(source, f"{key}.port must be 1..65535, not {c.port}")
+        if bool(c.cert) != bool(c.key):
+            raise ConfigError(source, f"{key}: cert and key go together")
+        if c.queue_max < 1:
+            raise ConfigError(source, f"{key}.queue_max must be at least 1")
+    names = [c.queue_name for c in settings.syslog]
+    if len(set(names)) != len(names):
+        raise ConfigError(source, "alerts.syslog: two collectors share a queue; give them names")
+    for i, w in enumerate(settings.webhooks):
+        key = f"alerts.webhooks[{i}]"
+        if not w.url.startswith(("http://", "https://")):
+            raise ConfigError(source, f"{key}.url must be an http:// or https:// URL")
+        if w.kind not in WEBHOOK_KINDS:
+            raise ConfigError(source, f"{key}.kind must be one of {', '.join(WEBHOOK_KINDS)}, "
+                                      f"not {w.kind!r}")
+        if w.min_severity not in severities:
+            raise ConfigError(source, f"{key}.min_severity must be one of "
+                                      f"{', '.join(severities)}, not {w.min_severity!r}")
+        if w.kind == "pagerduty" and not w.routing_key:
+            raise ConfigError(source, f"{key}: a pagerduty webhook needs routing_key")

@@ -1,0 +1,320 @@
+"""Local alert store: SQLite (WAL) in the state dir, with retention, queries and a live feed.
+
+Writes happen on the store's own thread (emit() only queues), reads on the caller's thread
+through a separate connection, which WAL lets run beside the writer. This is the API's source
+for `roxctl alerts` and its streaming endpoint:
+
+    store.query(AlertQuery(container="web", min_severity=Severity.WARNING, limit=50))
+    store.get(alert_id)
+    sub = store.subscribe(); item = sub.get(timeout=1.0); sub.close()
+
+Pages come newest first; `next_cursor` (a sequence number) asks for the page after it, and
+stays correct while new alerts arrive (offsets shift, cursors do not).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from roxd.alerts.kinds import alert_kind
+from roxd.alerts.settings import StoreSettings
+from roxd.alerts.worker import SinkCounters
+from roxd.model import Alert, Phase, Severity
+
+log = logging.getLogger("roxd.alerts.store")
+
+MAX_LIMIT = 1000
+PRUNE_INTERVAL_S = 60.0
+DAY_NS = 86_400 * 1_000_000_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    time_ns INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    rule_id TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    severity INTEGER NOT NULL,
+    container_id TEXT NOT NULL,
+    container_name TEXT,
+    count INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_time ON alerts (time_ns);
+CREATE INDEX IF NOT EXISTS alerts_rule ON alerts (rule_id, seq);
+CREATE INDEX IF NOT EXISTS alerts_container ON alerts (container_id, seq);
+CREATE INDEX IF NOT EXISTS alerts_container_name ON alerts (container_name, seq);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAlert:
+    seq: int  # the store's sequence number: increases with every alert stored
+    id: str
+    time_ns: int
+    data: dict[str, Any]  # Alert.to_dict() plus "kind"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertQuery:
+    container: str | None = None  # full id, id prefix, name, or "host"
+    rule_id: str | None = None
+    phase: Phase | None = None
+    min_severity: Severity | None = None  # this severity or more severe
+    since_ns: int | None = None  # alert time >= since
+    until_ns: int | None = None  # alert time < until
+    limit: int = 100
+    offset: int = 0
+    cursor: int | None = None  # only alerts with seq < cursor (the previous page's next_cursor)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertPage:
+    items: tuple[StoredAlert, ...]
+    next_cursor: int | None  # None: no more
+
+
+class AlertSubscription:
+    """A bounded queue of newly stored alerts; when it is full, new ones are dropped and counted.
+    """
+
+    def __init__(self, owner: AlertStore, maxsize: int) -> None:
+        self._owner = owner
+        self._queue: queue.Queue[StoredAlert] = queue.Queue(maxsize)
+        self.dropped = 0
+
+    def get(self, timeout: float | None = None) -> StoredAlert | None:
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _offer(self, item: StoredAlert) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self.dropped += 1
+
+    def close(self) -> None:
+        self._owner._unsubscribe(self)
+
+
+class AlertStore:
+    def __init__(self, state_dir: Path, settings: StoreSettings | None = None, *,
+                 clock: Callable[[], int] = time.time_ns) -> None:
+        self.settings = settings or StoreSettings()
+        self.path = Path(state_dir) / "alerts" / "alerts.db"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        self._writer = self._connect()
+        self._writer.executescript(_SCHEMA)
+        self._reader = self._connect()
+        self._read_lock = threading.Lock()
+        self._counters = SinkCounters("pruned")
+        self._count = int(self._writer.execute("SELECT COUNT(*) FROM alerts").fetchone()[0])
+        self._subs: list[AlertSubscription] = []
+        self._inbox: collections.deque[Alert] = collections.deque()
+        self._busy = 0
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._last_prune = 0.0
+        self._prune()
+        self._thread = threading.Thread(target=self._run, name="roxd-alert-store", daemon=True)
+        self._thread.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
+                             timeout=10.0)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    # ------------------------------------------------------------------ sink
+
+    def emit(self, alert: Alert) -> None:
+        with self._cond:
+            if self._stopping or len(self._inbox) >= self.settings.queue_max:
+                self._counters.add("dropped")
+                return
+            self._inbox.append(alert)
+            self._cond.notify()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._inbox or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def stats(self) -> dict[str, int]:
+        out = self._counters.snapshot()
+        with self._cond:
+            out["queued"] = len(self._inbox) + self._busy
+            out["stored"] = self._count
+        return out
+
+    def close(self, timeout: float = 5.0) -> None:
+        self.flush(timeout)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        with self._read_lock:
+            self._reader.close()
+
+    # ------------------------------------------------------------------ queries
+
+    def get(self, alert_id: str) -> StoredAlert | None:
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT seq, id, time_ns, kind, body FROM alerts WHERE id = ?",
+                (alert_id,)).fetchone()
+        return _stored(row) if row else None
+
+    def query(self, q: AlertQuery = AlertQuery()) -> AlertPage:  # noqa: B008 (frozen)
+        where: list[str] = []
+        args: list[Any] = []
+        if q.container is not None:
+            where.append("(container_id = ? OR container_name = ? OR "
+                         "(length(?) >= 6 AND substr(container_id, 1, length(?)) = ?))")
+            args += [q.container] * 5
+        if q.rule_id is not None:
+            where.append("rule_id = ?")
+            args.append(q.rule_id)
+        if q.phase is not None:
+            where.append("phase = ?")
+            args.append(Phase(q.phase).value)
+        if q.min_severity is not None:
+            where.append("severity <= ?")
+            args.append(Severity(q.min_severity).code)
+        if q.since_ns is not None:
+            where.append("time_ns >= ?")
+            args.append(q.since_ns)
+        if q.until_ns is not None:
+            where.append("time_ns < ?")
+            args.append(q.until_ns)
+        if q.cursor is not None:
+            where.append("seq < ?")
+            args.append(q.cursor)
+        limit = max(1, min(q.limit, MAX_LIMIT))
+        sql = ("SELECT seq, id, time_ns, kind, body FROM alerts"
+               + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY seq DESC LIMIT ? OFFSET ?")
+        with self._read_lock:
+            rows = self._reader.execute(sql, [*args, limit + 1, max(0, q.offset)]).fetchall()
+        items = tuple(_stored(r) for r in rows[:limit])
+        more = len(rows) > limit
+        return AlertPage(items, items[-1].seq if more and items else None)
+
+    def count(self) -> int:
+        with self._read_lock:
+            return int(self._reader.execute("SELECT COUNT(*) FROM alerts").fetchone()[0])
+
+    def subscribe(self, maxsize: int = 1000) -> AlertSubscription:
+        """Alerts stored from now on, in order, until close()."""
+        sub = AlertSubscription(self, maxsize)
+        with self._cond:
+            self._subs.append(sub)
+        return sub
+
+    def _unsubscribe(self, sub: AlertSubscription) -> None:
+        with self._cond:
+            if sub in self._subs:
+                self._subs.remove(sub)
+
+    # ------------------------------------------------------------------ writer thread
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._inbox and not self._stopping:
+                        self._cond.wait(PRUNE_INTERVAL_S)
+                        if time.monotonic() - self._last_prune >= PRUNE_INTERVAL_S:
+                            break
+                    if self._stopping and not self._inbox:
+                        return
+                    batch = list(self._inbox)
+                    self._inbox.clear()
+                    self._busy = len(batch)
+                try:
+                    stored = self._insert(batch)
+                    self._prune(force=False)
+                except sqlite3.Error:
+                    log.exception("alert store: cannot write %d alerts", len(batch))
+                    self._counters.add("failed", len(batch))
+                    stored = []
+                with self._cond:
+                    self._busy = 0
+                    subs = list(self._subs)
+                    self._cond.notify_all()
+                for item in stored:
+                    for sub in subs:
+                        sub._offer(item)
+        finally:
+            self._writer.close()
+
+    def _insert(self, batch: list[Alert]) -> list[StoredAlert]:
+        if not batch:
+            return []
+        out: list[StoredAlert] = []
+        db = self._writer
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for alert in batch:
+                data = {"kind": alert_kind(alert), **alert.to_dict()}
+                c = alert.event.container
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO alerts (id, time_ns, kind, rule_id, phase, severity,"
+                    " container_id, container_name, count, body)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (alert.id, alert.time_ns, data["kind"], alert.rule.id,
+                     alert.rule.phase.value, alert.rule.severity.code,
+                     c.id if c else "host", c.name if c else None, alert.count,
+                     json.dumps(data, separators=(",", ":"))))
+                if cur.rowcount:
+                    out.append(StoredAlert(int(cur.lastrowid or 0), alert.id, alert.time_ns, data))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._count += len(out)
+        self._counters.add("sent", len(out))
+        return out
+
+    def _prune(self, force: bool = True) -> None:
+        s = self.settings
+        db = self._writer
+        removed = 0
+        if s.max_count and self._count > s.max_count:
+            cur = db.execute("DELETE FROM alerts WHERE seq IN (SELECT seq FROM alerts "
+                             "ORDER BY seq LIMIT ?)", (self._count - s.max_count,))
+            removed += cur.rowcount
+        if s.max_age_days and (force or
+                               time.monotonic() - self._last_prune >= PRUNE_INTERVAL_S):
+            horizon = self._clock() - int(s.max_age_days * DAY_NS)
+            cur = db.execute("DELETE FROM alerts WHERE time_ns < ?", (horizon,))
+            removed += cur.rowcount
+            self._last_prune = time.monotonic()
+        if removed:
+            self._count -= removed
+            self._counters.add("pruned", removed)
+
+
+def _stored(row: tuple[Any, ...]) -> StoredAlert:
+    seq, alert_id, time_ns, _kind, body = row
+    return StoredAlert(int(seq), str(alert_id), int(time_ns), json.loads(body))

@@ -1,0 +1,176 @@
+"""Webhooks: generic JSON, Slack and PagerDuty Events API v2 payloads, POSTed from a worker.
+
+Each webhook has its own thread and bounded queue (overflow is dropped and counted), a minimum
+severity, a timeout per request, and retries with exponential backoff on connection errors,
+HTTP 5xx and 429. Other 4xx answers are not retried (the payload or the key is wrong).
+Standard library only (urllib.request); proxies come from the usual *_proxy variables.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from roxd.alerts.dispatch import summary
+from roxd.alerts.kinds import alert_kind
+from roxd.alerts.settings import WebhookSettings
+from roxd.alerts.worker import QueueWorker, SinkCounters
+from roxd.model import Alert, Severity, rfc3339
+
+log = logging.getLogger("roxd.alerts.webhooks")
+
+BACKOFF_MAX_S = 60.0
+
+PAGERDUTY_SEVERITY = {
+    Severity.EMERGENCY: "critical", Severity.ALERT: "critical", Severity.CRITICAL: "critical",
+    Severity.ERROR: "error", Severity.WARNING: "warning", Severity.NOTICE: "warning",
+    Severity.INFO: "info", Severity.DEBUG: "info",
+}
+
+
+def generic_payload(alert: Alert) -> dict[str, Any]:
+    return {"type": "alert", "kind": alert_kind(alert), "summary": summary(alert),
+            **alert.to_dict()}
+
+
+def slack_payload(alert: Alert) -> dict[str, Any]:
+    ev = alert.event
+    where = (f"{ev.container.name or ev.container.id[:12]} ({ev.container.image or '?'})"
+             if ev.container else "host")
+    proc = ev.process
+    cmd = " ".join(proc.args) or proc.exe
+    actions = ", ".join(f"{a.action.value}: {a.outcome.value}" for a in alert.actions) or "none"
+    count = f" (x{alert.count})" if alert.count > 1 else ""
+    fields = [
+        ("Phase", alert.rule.phase.value), ("Severity", alert.rule.severity.value),
+        ("Container", where), ("Process", f"pid {proc.pid} `{_clip(proc.exe, 200)}`"),
+        ("MITRE", ", ".join(alert.rule.mitre) or "-"), ("Actions", actions),
+    ]
+    return {
+        "text": summary(alert),
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "emoji": False,
+                                        "text": _clip(f"{alert.rule.name}{count}", 150)}},
+            {"type": "section", "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"}
+                                           for k, v in fields]},
+            {"type": "section", "text": {"type": "mrkdwn",
+                                         "text": f"```{_clip(cmd, 2500)}```"}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": (
+                f"rule `{alert.rule.id}` · alert `{alert.id}` · {rfc3339(alert.time_ns)}")}]},
+        ],
+    }
+
+
+def pagerduty_payload(alert: Alert, routing_key: str, source: str) -> dict[str, Any]:
+    ev = alert.event
+    container = ev.container.id if ev.container else "host"
+    return {
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        # one PagerDuty alert per rule and container: repeats add to it instead of paging again
+        "dedup_key": f"roxd:{source}:{alert.rule.id}:{container}"[:255],
+        "payload": {
+            "summary": _clip(summary(alert), 1024),
+            "source": source,
+            "severity": PAGERDUTY_SEVERITY[alert.rule.severity],
+            "timestamp": rfc3339(alert.time_ns),
+            "component": (ev.container.name or ev.container.id[:12]) if ev.container else "host",
+            "group": alert.rule.phase.value,
+            "class": alert.rule.id,
+            "custom_details": generic_payload(alert),
+        },
+    }
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+Poster = Callable[[str, bytes, float], int]
+
+
+def urllib_post(url: str, body: bytes, timeout: float) -> int:
+    """POST JSON; the HTTP status (an HTTPError's too). Raises OSError on transport errors."""
+    req = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": "application/json", "User-Agent": "roxd"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            resp.read(65536)
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return int(exc.code)
+
+
+class WebhookSink:
+    def __init__(self, settings: WebhookSettings, *, source: str | None = None,
+                 post: Poster = urllib_post) -> None:
+        self.settings = settings
+        self._source = source or socket.gethostname()
+        self._post = post
+        self._min_code = settings.min_severity_level.code
+        self._counters = SinkCounters("retried", "filtered")
+        self._stop = threading.Event()
+        self._worker = QueueWorker(f"roxd-webhook-{settings.kind}", self._deliver,
+                                   settings.queue_max, self._counters)
+
+    def payload(self, alert: Alert) -> dict[str, Any]:
+        kind = self.settings.kind
+        if kind == "slack":
+            return slack_payload(alert)
+        if kind == "pagerduty":
+            return pagerduty_payload(alert, self.settings.routing_key, self._source)
+        return generic_payload(alert)
+
+    def emit(self, alert: Alert) -> None:
+        if alert.rule.severity.code > self._min_code:
+            self._counters.add("filtered")
+            return
+        self._worker.put(alert)
+
+    def _deliver(self, alert: Alert) -> bool:
+        s = self.settings
+        body = json.dumps(self.payload(alert), separators=(",", ":")).encode()
+        delay = s.backoff_s
+        for attempt in range(s.retries + 1):
+            if attempt:
+                self._counters.add("retried")
+                if self._stop.wait(delay):
+                    return False
+                delay = min(delay * 2, BACKOFF_MAX_S)
+            try:
+                status = self._post(s.url, body, s.timeout_s)
+            except (OSError, ValueError) as exc:
+                log.warning("webhook %s: %s (attempt %d of %d)", _host(s.url), exc,
+                            attempt + 1, s.retries + 1)
+                continue
+            if 200 <= status < 300:
+                return True
+            log.warning("webhook %s: HTTP %d (attempt %d of %d)", _host(s.url), status,
+                        attempt + 1, s.retries + 1)
+            if status != 429 and 400 <= status < 500:
+                return False
+        return False
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        return self._worker.wait_idle(timeout)
+
+    def stats(self) -> dict[str, int]:
+        return self._counters.snapshot()
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._worker.wait_idle(timeout)
+        self._stop.set()  # cut a retry backoff short
+        self._worker.close(0.5)
+
+
+def _host(url: str) -> str:
+    """The URL without path or query: Slack and PagerDuty URLs carry secrets there."""
+    return urllib.parse.urlparse(url)._replace(path="", query="", params="").geturl()
