@@ -395,3 +395,25 @@ def test_benign_everyday_commands_raise_nothing(pack: RuleSet) -> None:
     for command in ("ls -la /app", "python3 app.py", "cat /etc/os-release", "ps aux"):
         assert matched_ids(pack, run(command, parent="/bin/sh")) == set(), command
     assert matched_ids(pack, connect("10.0.0.3", 5432)) == set()
+
+
+DOCS = PACK.parent / "docs" / "rules.md"
+
+
+def test_docs_list_every_shipped_rule(pack: RuleSet) -> None:
+    text = DOCS.read_text()
+    assert [r.id for r in pack.rules if f"`{r.id}`" not in text] == []
+
+
+def test_docs_examples_load_with_the_pack(tmp_path: Path) -> None:
+    text = DOCS.read_text()
+    examples = text[text.index("## Examples") : text.index("## The shipped pack")]
+    blocks = examples.split("```toml\n")[1:]
+    assert len(blocks) >= 4
+    for index, block in enumerate(blocks):
+        (tmp_path / f"{index:02d}.toml").write_text(block.split("```")[0])
+    rule_set = load_rule_set([PACK, tmp_path])
+    assert rule_set.get("local.no-socat") is not None
+    assert rule_set.effective_action_notes()["local.no-socat"] == "alert; kill: in-kernel"
+    payments = run("/bin/sh -c x", parent="/usr/bin/python3")
+    assert "local.payments-shell" not in matched_ids(rule_set, payments)  # no team label
