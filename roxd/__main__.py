@@ -1,4 +1,5 @@
-from roxd.main import main
 import sys
+
+from roxd.main import main
 
 sys.exit(main())

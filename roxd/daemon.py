@@ -198,6 +198,10 @@ class Daemon:
         assert self.attribution is not None and self.rules is not None
         enriched = self.attribution.enricher.enrich(decoded.event)
         self.counters.events += 1
+        if self.attribution.resolver.version != self._containers_version:
+            # a container appeared or went: its kill entries must be in the kernel now, not
+            # at the next housekeeping tick
+            self._push_kernel_policy()
         if self.options.print_events:
             self._write_line(enriched.to_dict())
         if isinstance(decoded.event, ExitEvent):

@@ -1,0 +1,244 @@
+"""Issue 4 acceptance: kills in the kernel and by pidfd, nftables quarantine, on real parts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from roxd.enforce.kill import kill_pid
+from roxd.enforce.quarantine import Quarantine, QuarantineError
+from roxd.enforce.runtime_control import DockerControl
+from tests.conftest import OTHER_IMAGE, RoxdProcess, wait_until
+
+pytestmark = pytest.mark.kernel
+
+# A static binary with no libc whose very first user-space instructions append one byte to
+# /marker/hits: if it ever runs a single instruction, the marker file grows.
+MARKER_C = r"""
+static long sys3(long n, long a, long b, long c) {
+    long r;
+    __asm__ volatile ("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c)
+                      : "rcx", "r11", "memory");
+    return r;
+}
+void _start(void) {
+    long fd = sys3(2, (long)"/marker/hits", 02 | 0100 | 02000, 0644); /* open O_APPEND|O_CREAT */
+    sys3(1, fd, (long)"x", 1);                                          /* write */
+    sys3(60, 0, 0, 0);                                                  /* exit */
+}
+"""
+
+KILL_RULE = """
+[[rule]]
+id = "test.forbidden-binary"
+name = "Forbidden test binary"
+description = "Test rule: the marker binary must never run in image A; it may in image B."
+phase = "objectives"
+severity = "critical"
+mitre = ["T1496"]
+event = "exec"
+actions = ["alert", "kill"]
+[rule.when]
+exe = "/marker/forbidden"
+[rule.scope]
+host = false
+image = ["roxd-test/busybox:latest"]
+"""
+
+ISOLATE_RULE = """
+[[rule]]
+id = "test.isolate-on-marker"
+name = "Isolate on marker"
+description = "Test rule: a container that runs the marker command line gets quarantined."
+phase = "lateral_movement"
+severity = "warning"
+mitre = ["T1021"]
+event = "exec"
+actions = ["alert", "isolate"]
+[rule.when]
+cmdline = { contains = ["roxd-isolate-me"] }
+[rule.scope]
+host = false
+"""
+
+
+@pytest.fixture
+def marker_dir(tmp_path: Path) -> Path:
+    src = tmp_path / "marker.c"
+    src.write_text(MARKER_C)
+    binary = tmp_path / "forbidden"
+    subprocess.run(["gcc", "-static", "-nostdlib", "-O2", "-o", str(binary), str(src)],
+                   check=True)
+    return tmp_path
+
+
+def _rules(tmp_path: Path, text: str) -> Path:
+    d = tmp_path / f"rules-{uuid.uuid4().hex[:6]}"
+    d.mkdir()
+    (d / "test.toml").write_text(text)
+    return d
+
+
+def _hits(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def test_kill_in_kernel_before_first_instruction(
+        roxd_factory: Any, run_container: Any, marker_dir: Path, tmp_path: Path) -> None:
+    roxd: RoxdProcess = roxd_factory(rules=[_rules(tmp_path, KILL_RULE)])
+    forbidden_dir = marker_dir / "a"
+    allowed_dir = marker_dir / "b"
+    for d in (forbidden_dir, allowed_dir):
+        d.mkdir()
+        (d / "forbidden").write_bytes((marker_dir / "forbidden").read_bytes())
+        (d / "forbidden").chmod(0o755)
+    n = 1000
+    loop = (f"sleep 2; i=0; while [ $i -lt {n} ]; do /marker/forbidden; i=$((i+1)); done; "
+            "echo finished")
+    a = run_container(loop, volumes={str(forbidden_dir): {"bind": "/marker", "mode": "rw"}})
+    b = run_container("sleep 2; i=0; while [ $i -lt 20 ]; do /marker/forbidden; "
+                      "i=$((i+1)); done", image=OTHER_IMAGE,
+                      volumes={str(allowed_dir): {"bind": "/marker", "mode": "rw"}})
+    assert a.wait(timeout=300)["StatusCode"] == 0
+    assert b.wait(timeout=120)["StatusCode"] == 0
+    assert b"finished" in a.logs()
+    # image A: 1,000 execs, each killed before it ran one instruction
+    assert _hits(forbidden_dir / "hits") == 0
+    # image B: the same binary runs
+    assert _hits(allowed_dir / "hits") == 20
+    alert = roxd.wait_for(lambda o: o.get("type") == "alert"
+                          and o["rule"]["id"] == "test.forbidden-binary", timeout=10,
+                          message="kill alert")
+    kill = next(x for x in alert["actions"] if x["action"] == "kill")
+    assert kill["outcome"] == "done" and kill["in_kernel"] is True
+    assert alert["container"]["id"] == a.id
+    stats = roxd.wait_for(lambda o: o.get("type") == "stats"
+                          and o["kernel"].get("exec_killed", 0) >= n, timeout=10,
+                          message="exec_killed counter")
+    assert stats["kernel"]["exec_killed"] >= n
+
+
+def test_kill_by_pidfd_never_hits_a_reused_pid() -> None:
+    victim = subprocess.Popen(["sleep", "60"])
+    pid = victim.pid
+    victim.kill()
+    victim.wait()
+    # Force PID reuse: the next fork in this pid namespace gets `pid` again.
+    impostor = None
+    for _ in range(50):
+        Path("/proc/sys/kernel/ns_last_pid").write_text(str(pid - 1))
+        candidate = subprocess.Popen(["tail", "-f", "/dev/null"])
+        if candidate.pid == pid:
+            impostor = candidate
+            break
+        candidate.kill()
+        candidate.wait()
+    assert impostor is not None, "could not reproduce PID reuse"
+    wait_until(lambda: Path(f"/proc/{pid}/comm").read_text().strip() == "tail", 5,
+               message="the impostor to exec tail")
+    try:
+        outcome = kill_pid(pid, expect_comm="sleep")
+        assert not outcome.killed
+        assert "reused" in outcome.reason
+        assert impostor.poll() is None, "the impostor was killed"
+        # and the right process is killed when it is the right one
+        assert kill_pid(pid, expect_comm="tail").killed
+        assert impostor.wait(5) == -9
+    finally:
+        if impostor.poll() is None:
+            impostor.kill()
+            impostor.wait()
+
+
+def _nft_ruleset() -> str:
+    return subprocess.run(["nft", "-s", "list", "ruleset"], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def _reach(container: Any, ip: str) -> bool:
+    result = container.exec_run(["sh", "-c", f"nc -w 2 {ip} 8080 </dev/null"])
+    return result.exit_code == 0 and b"hello" in result.output
+
+
+@pytest.fixture
+def server_and_client(run_container: Any) -> tuple[Any, Any, str]:
+    server = run_container("while true; do nc -l -p 8080 -e /bin/echo hello; done")
+    client = run_container("sleep 600")
+    server.reload()
+    ip = server.attrs["NetworkSettings"]["IPAddress"]
+    wait_until(lambda: _reach(client, ip), 20, message="server reachable before quarantine")
+    return server, client, ip
+
+
+def test_quarantine_and_release(server_and_client: tuple[Any, Any, str], tmp_path: Path) -> None:
+    _server, client, ip = server_and_client
+    before = _nft_ruleset()
+    control = DockerControl("unix:///var/run/docker.sock")
+    q = Quarantine(tmp_path, pid_of=control.pid_of, exists=control.exists)
+    q.isolate(client.id, client.name, "test")
+    assert not _reach(client, ip)
+    counters = q.counters(client.id)
+    assert counters is not None and counters.output_packets > 0
+    assert _nft_ruleset() == before, "the host ruleset changed"
+    assert [r.container_id for r in q.records()] == [client.id]
+    assert q.release(client.id)
+    assert _reach(client, ip)
+    assert _nft_ruleset() == before
+    assert q.records() == []
+
+
+def test_host_network_container_cannot_be_quarantined(run_container: Any,
+                                                      tmp_path: Path) -> None:
+    c = run_container("sleep 600", network_mode="host")
+    control = DockerControl("unix:///var/run/docker.sock")
+    q = Quarantine(tmp_path, pid_of=control.pid_of, exists=control.exists)
+    with pytest.raises(QuarantineError, match="host's network"):
+        q.isolate(c.id, c.name, "test")
+    assert q.records() == []
+
+
+def test_rule_isolates_and_survives_restart(
+        roxd_factory: Any, server_and_client: tuple[Any, Any, str], tmp_path: Path) -> None:
+    _server, client, ip = server_and_client
+    rules = _rules(tmp_path, ISOLATE_RULE)
+    config = "[daemon]\nstats_interval_s = 1.0\n"
+    roxd = roxd_factory(rules=[rules], config=config)
+    client.exec_run(["sh", "-c", "echo roxd-isolate-me"])
+    alert = roxd.wait_for(lambda o: o.get("type") == "alert"
+                          and o["rule"]["id"] == "test.isolate-on-marker", timeout=15,
+                          message="isolate alert")
+    isolate = next(x for x in alert["actions"] if x["action"] == "isolate")
+    assert isolate["outcome"] == "done", isolate
+    assert not _reach(client, ip)
+    state_dir = Path(roxd.proc.args[roxd.proc.args.index("--state-dir") + 1])
+    assert roxd.stop() == 0
+    # roxd is down: the table stays (the quarantine does not depend on roxd running)
+    assert not _reach(client, ip)
+    # a new roxd on the same state dir lists it and keeps it
+    roxd2 = roxd_factory("--state-dir", str(state_dir), rules=[rules], config=config)
+    assert "forgot" not in roxd2.stderr()
+    control = DockerControl("unix:///var/run/docker.sock")
+    q = Quarantine(state_dir, pid_of=control.pid_of, exists=control.exists)
+    assert [r.container_id for r in q.records()] == [client.id]
+    assert not _reach(client, ip)
+    assert q.release(client.id)
+    assert _reach(client, ip)
+
+
+def test_removed_container_is_forgotten(run_container: Any, docker_engine: Any,
+                                        tmp_path: Path) -> None:
+    c = run_container("sleep 600")
+    control = DockerControl("unix:///var/run/docker.sock")
+    q = Quarantine(tmp_path, pid_of=control.pid_of, exists=control.exists)
+    q.isolate(c.id, c.name, "test")
+    c.remove(force=True)
+    q2 = Quarantine(tmp_path, pid_of=control.pid_of, exists=control.exists)
+    done = q2.reconcile()
+    assert any("gone" in line for line in done)
+    assert q2.records() == []
+    assert os.path.exists(tmp_path / "quarantine.json")
