@@ -59,6 +59,11 @@ DEFAULT_EXCEPTION_COMP: dict[ValueKind, str] = {
 _PYTHON_TYPE = {ValueKind.INT: int, ValueKind.BOOL: bool}
 
 
+# Deeper nesting than this is a mistake, and unbounded nesting would end in a RecursionError
+# while compiling or, worse, while matching.
+MAX_NESTING = 16
+
+
 class CompileError(Exception):
     def __init__(self, message: str, key: str | None = None) -> None:
         super().__init__(message)
@@ -90,6 +95,8 @@ class Resolver:
         out: list[Value] = []
         for item in items:
             if isinstance(item, ListRef):
+                if len(_stack) >= MAX_NESTING:
+                    raise CompileError(f"lists nest more than {MAX_NESTING} deep")
                 if item.name in _stack:
                     cycle = " -> ".join([*_stack, item.name])
                     raise CompileError(f"list reference cycle: {cycle}")
@@ -112,6 +119,8 @@ class Resolver:
         if isinstance(cond, NotOf):
             return NotOf(self.resolve(cond.part, event, _macros))
         if isinstance(cond, MacroRef):
+            if len(_macros) >= MAX_NESTING:
+                raise CompileError(f"macros nest more than {MAX_NESTING} deep")
             if cond.name in _macros:
                 raise CompileError(f"macro cycle: {' -> '.join([*_macros, cond.name])}")
             if cond.name not in self.macros:

@@ -360,3 +360,16 @@ def test_error_message_is_one_line(tmp_path: Path) -> None:
     path.write_text(text)
     (error,) = validate_paths([path])
     assert "\n" not in str(error)
+
+
+def test_deep_nesting_is_an_error_not_a_recursion_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep.toml"
+    chain = "".join(
+        f'[[macro]]\nname = "m{i}"\ncondition = {{ macro = "m{i + 1}" }}\n' for i in range(40)
+    )
+    path.write_text(chain + '[[macro]]\nname = "m40"\ncondition = { exe = "x" }\n')
+    with pytest.raises(RuleError, match="nest more than"):
+        load_rule_set([path])
+    path.write_text('[rule]\n' + "a = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(RuleError):
+        load_rule_set([path])
