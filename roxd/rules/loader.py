@@ -67,8 +67,8 @@ def _build(paths: Sequence[Path | str], errors: list[RuleError]) -> RuleSet | No
     for raw in raw_files:
         pack.add_file(raw)
     pack.apply_exceptions_and_overrides(raw_files)
-    if errors:
-        return None
+    # Merge errors (an override for a missing id, a duplicate) do not make compiling the rest
+    # meaningless, so --validate-rules goes on and reports the compile errors too.
     resolver = Resolver(pack.lists, pack.macros)
     pack.check_lists_and_macros(resolver)
     compiled = []
