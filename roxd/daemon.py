@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from roxd import __version__, features
 from roxd.alerts.dispatch import AlertDispatcher, LogSink, StreamSink
+from roxd.api.server import ApiServer
 from roxd.config import Config
 from roxd.containers.attribution import ContainerAttribution
 from roxd.enforce.quarantine import Quarantine
@@ -29,6 +33,7 @@ from roxd.enforce.response import Responder
 from roxd.enforce.runtime_control import DockerControl
 from roxd.errors import CgroupError, RoxdError, RuleError
 from roxd.model import ExitEvent, rfc3339
+from roxd.pubsub import Topic
 from roxd.rules.loader import load_rule_set
 from roxd.rules.ruleset import RuleSet
 from roxd.sensor.kill_table import build_exec_kill_table
@@ -82,6 +87,14 @@ class Daemon:
         self._fold_window_ns = int(config.sensor.fold_window_s * 1e9)
         self._kill_slots: dict[int, str] = {}
         self._containers_version = -1
+        # Work handed to the event-loop thread by other threads (the API): rule reloads,
+        # enable/disable, actions. Run between two polls, so no stage needs locks.
+        self._loop_tasks: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
+        self.events_topic = Topic("events")
+        self.alerts_topic = Topic("alerts")
+        self.started_at = time.time()
+        self.api: ApiServer | None = None
+        self.rule_overrides: dict[str, bool] = {}  # rule id -> enabled, set at runtime
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -112,6 +125,8 @@ class Daemon:
             self.sensor.start()
             self._push_kernel_policy(force=True)
             self._install_signal_handlers()
+            self.api = ApiServer(self, self.config.daemon.socket)
+            self.api.start()
             containers = len(self.attribution.resolver.containers())
             log.info(
                 "roxd is watching: %d eBPF programs attached, %d rules (%s), %d containers",
@@ -133,6 +148,8 @@ class Daemon:
         self._reload.set()
 
     def _shutdown(self) -> None:
+        if self.api is not None:
+            self.api.close()
         if self.sensor is not None and self.sensor.started:
             # detach, then drain, then count: the final counters match what was delivered
             self.sensor.detach()
@@ -165,6 +182,7 @@ class Daemon:
         next_reconcile = time.monotonic() + self.config.enforce.reconcile_interval_s
         while not self._stop.is_set():
             self.sensor.poll(poll_ms)
+            self._run_loop_tasks()
             self._flush_output()
             self._notifier.watchdog()
             if self._reload.is_set():
@@ -185,6 +203,27 @@ class Daemon:
         self.sensor.drain()
         self._flush_output()
 
+    def call_in_loop(self, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
+        """Run fn on the event-loop thread and return its result (or raise its error)."""
+        if threading.current_thread() is threading.main_thread() and not self._stop.is_set():
+            return fn()
+        future: Future[Any] = Future()
+        self._loop_tasks.put((fn, future))
+        return future.result(timeout)
+
+    def _run_loop_tasks(self) -> None:
+        while True:
+            try:
+                fn, future = self._loop_tasks.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed back to the caller's thread
+                future.set_exception(exc)
+
     def _flush_output(self) -> None:
         if self.options.print_events or self.options.print_alerts:
             try:
@@ -202,8 +241,11 @@ class Daemon:
             # a container appeared or went: its kill entries must be in the kernel now, not
             # at the next housekeeping tick
             self._push_kernel_policy()
-        if self.options.print_events:
-            self._write_line(enriched.to_dict())
+        if self.options.print_events or self.events_topic.active:
+            record = enriched.to_dict()
+            if self.options.print_events:
+                self._write_line(record)
+            self.events_topic.publish(record)
         if isinstance(decoded.event, ExitEvent):
             return
         matches = self.rules.match(enriched)
@@ -219,6 +261,8 @@ class Daemon:
             alert = self.alerts.raise_alert(match.rule, enriched, results)
             if alert is not None:
                 self.counters.alerts += 1
+                if self.alerts_topic.active:
+                    self.alerts_topic.publish(alert.to_dict())
 
     def _write_line(self, obj: dict[str, Any]) -> None:
         try:
