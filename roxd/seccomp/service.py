@@ -1,0 +1,437 @@
+"""SeccompService: the one object the daemon and the API use for seccomp.
+
+learn → (kernel bitmaps, read by poll) → store → profile → validate → apply / exec; enforce
+(in-kernel kill) and watch (denials under an applied profile). Not thread-safe: the daemon's
+loop owns it and calls poll() between sensor polls.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from roxd.containers.cgroups import CgroupIndex, find_cgroup2_mount, read_proc_cgroup_path
+from roxd.containers.paths import DOCKER, parse_cgroup_path
+from roxd.seccomp import profile as profiles
+from roxd.seccomp import store as stores
+from roxd.seccomp.apply import ApplyResult, apply_profile
+from roxd.seccomp.errors import SeccompTargetError
+from roxd.seccomp.learner import (
+    CG_ENFORCE,
+    CG_LEARN,
+    CG_PROVISIONAL,
+    CG_WATCH,
+    KIND_KILL,
+    SyscallTracer,
+)
+from roxd.seccomp.syscalls import all_numbers, name_of, number_of, split_known
+from roxd.seccomp.validate import Comparison, Validation, compare, find_docker_default, validate
+from roxd.seccomp.wrapper import exec_with_profile
+
+log = logging.getLogger(__name__)
+
+LEARN_LABEL = "roxd.learn"
+
+
+@dataclass(frozen=True)
+class SeccompEvent:
+    """A syscall killed in enforce mode, or denied by an applied profile (EPERM)."""
+
+    kind: str  # "killed" | "denied"
+    container_id: str
+    container_name: str
+    syscall: str
+    count: int  # new since the last report
+    pid: int
+
+    def describe(self) -> str:
+        verb = ("killed at sys_enter (SIGKILL)" if self.kind == "killed"
+                else "denied by seccomp (EPERM)")
+        return (f"{self.container_name}: {self.syscall} {verb} x{self.count}, "
+                f"last pid {self.pid}")
+
+
+@dataclass
+class _Tracked:
+    cgroup_id: int
+    path: str
+    container_id: str
+    name: str
+    image_id: str
+    image_ref: str
+    flags: int
+    window: str
+    written: frozenset[int] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class ProfileReport:
+    profile: dict[str, Any]
+    validation: Validation
+    comparison: Comparison
+    learned: stores.LearnedSet
+    warnings: tuple[str, ...]
+
+
+class SeccompService:
+    def __init__(self, state_dir: Path, docker_client: Any, *, honor_label: bool = False,
+                 tracer: SyscallTracer | None = None, cgroup_root: str | None = None) -> None:
+        self.store = stores.LearnedStore(state_dir)
+        self._docker = docker_client
+        self._honor_label = honor_label
+        self._tracer = tracer or SyscallTracer()
+        self._root = cgroup_root or find_cgroup2_mount().mount_point
+        self._index = CgroupIndex(self._root, min_refresh_interval=0.2)
+        self._tracked: dict[int, _Tracked] = {}
+        self._enforced: dict[str, frozenset[int]] = {}  # container id -> denied numbers
+        self._watched: dict[str, frozenset[int]] = {}  # container id -> allowed numbers
+        self._event_counts: dict[tuple[int, int, int], int] = {}
+        self._gone: dict[int, _Tracked] = {}  # finished cgroups, for late event attribution
+        self._docker_default = None
+        self._sync()
+
+    # ------------------------------------------------------------------ learning
+
+    def learn(self, target: str) -> dict[str, Any]:
+        """Start learning a container (id/name) or every new container of an image."""
+        container = self._find_container(target)
+        sel = self.store.selection()
+        if container is not None:
+            cid = container["Id"]
+            self.store.save_selection(stores.Selection(sel.images, sel.containers | {cid}))
+            result: dict[str, Any] = {"container": cid, "name": container["Name"].lstrip("/")}
+            if container["State"].get("Running"):
+                tracked = self._track_running(container, CG_LEARN, stores.WINDOW_RUNNING)
+                result["window"] = stores.WINDOW_RUNNING
+                result["note"] = ("learning a running container misses runc's calls after the "
+                                  "filter is loaded: restart it to learn from the start")
+                result["cgroup_id"] = tracked.cgroup_id
+            else:
+                result["window"] = stores.WINDOW_FILTER
+            self._sync()
+            return result
+        image_id = self._image_id(target)
+        self.store.save_selection(stores.Selection(sel.images | {image_id}, sel.containers))
+        self._sync()
+        return {"image": image_id, "ref": target, "window": stores.WINDOW_FILTER}
+
+    def stop_learning(self, target: str) -> None:
+        sel = self.store.selection()
+        container = self._find_container(target)
+        if container is not None:
+            cid = container["Id"]
+            sel = stores.Selection(sel.images, sel.containers - {cid})
+            for t in list(self._tracked.values()):
+                if t.container_id == cid:
+                    self._read_learned(t)
+                    self._set_flags(t, t.flags & ~CG_LEARN)
+        else:
+            sel = stores.Selection(sel.images - {self._image_id(target)}, sel.containers)
+        self.store.save_selection(sel)
+        self._sync()
+
+    def learned(self, target: str) -> stores.LearnedSet:
+        """The learned set of a container (id/name) or an image (ref/id), merged."""
+        self.poll()
+        container = self._find_container(target)
+        if container is not None:
+            found = self.store.get("container", container["Id"])
+        else:
+            found = self.store.get("image", self._image_id(target))
+        if found is None:
+            raise SeccompTargetError(target, "nothing learned yet")
+        return found
+
+    def diff(self, a: str, b: str) -> stores.Diff:
+        return stores.diff(self.learned(a), self.learned(b), a, b)
+
+    # ------------------------------------------------------------------ profiles
+
+    def profile(self, target: str, *, kill: bool = False) -> ProfileReport:
+        learned = self.learned(target)
+        warnings = []
+        if not learned.complete:
+            warnings.append("learned (partly) from a running container: runc's calls after the "
+                            "filter is loaded may be missing; restart it under learning")
+        if learned.unknown_numbers:
+            warnings.append("recorded syscalls this libseccomp cannot name (they stay denied): "
+                            + ", ".join(map(str, sorted(learned.unknown_numbers))))
+        doc = profiles.generate(
+            learned.names, kill=kill,
+            comment=f"roxd: learned from {', '.join(sorted(learned.containers)) or target}")
+        prof = profiles.from_document(doc, f"profile for {target}")
+        return ProfileReport(doc, validate(prof), compare(prof, self.docker_default()),
+                             learned, tuple(warnings))
+
+    def docker_default(self) -> profiles.Profile | None:
+        if self._docker_default is None:
+            self._docker_default = find_docker_default()
+        return self._docker_default
+
+    def check(self, target: str, profile: profiles.Profile) -> list[str]:
+        """Syscalls the container made (as learned) that the profile would deny."""
+        learned = self.learned(target)
+        allowed = profile.allowed_names() | profile.conditional_names()
+        return sorted(learned.names - allowed)
+
+    def apply(self, target: str, profile: profiles.Profile, *, settle_s: float = 1.0,
+              watch: bool = True) -> ApplyResult:
+        validate(profile)  # never hand Docker a profile libseccomp refuses
+        result = apply_profile(self._docker, target, profile.to_json(), settle_s=settle_s)
+        if watch and result.running:
+            self.watch(result.new_id, profile)
+        return result
+
+    def exec_with_profile(self, profile: profiles.Profile, argv: Sequence[str]) -> None:
+        exec_with_profile(profile, argv)
+
+    # ------------------------------------------------------------------ enforce and watch
+
+    def enforce(self, target: str, profile: profiles.Profile | None = None) -> dict[str, Any]:
+        """Kill (SIGKILL at sys_enter) any process of the container that makes a syscall
+        outside the profile (default: the container's learned set). Applies to the container's
+        processes that run after its seccomp filter was installed, now and after restarts."""
+        container = self._require_container(target)
+        cid = container["Id"]
+        allowed = (_numbers(profile.allowed_names() | profile.conditional_names())
+                   if profile is not None else _numbers(self.learned(target).names))
+        deny = all_numbers() - allowed
+        self._enforced[cid] = deny
+        tracked = self._track_running(container, CG_ENFORCE, stores.WINDOW_RUNNING)
+        self._sync()
+        return {"container": cid, "cgroup_id": tracked.cgroup_id, "denied": len(deny),
+                "allowed": len(allowed)}
+
+    def release(self, target: str) -> None:
+        cid = self._require_container(target)["Id"]
+        self._enforced.pop(cid, None)
+        self._watched.pop(cid, None)
+        for t in list(self._tracked.values()):
+            if t.container_id == cid:
+                self._set_flags(t, t.flags & ~(CG_ENFORCE | CG_WATCH))
+        self._sync()
+
+    def watch(self, target: str, profile: profiles.Profile) -> None:
+        """Report syscalls the applied profile denies (EPERM at sys_exit) in this container."""
+        container = self._require_container(target)
+        self._watched[container["Id"]] = _numbers(profile.allowed_names()
+                                                  | profile.conditional_names())
+        self._track_running(container, CG_WATCH, stores.WINDOW_RUNNING, arm=False)
+        self._sync()
+
+    # ------------------------------------------------------------------ the loop
+
+    def poll(self) -> list[SeccompEvent]:
+        """Classify new cgroups, save learned sets, retire dead cgroups, report kills and
+        denials. Cheap when nothing is selected."""
+        if not self._tracer.loaded:
+            return []
+        states = {s.cgroup_id: s for s in self._tracer.states()}
+        for st in states.values():
+            if st.provisional and st.cgroup_id not in self._tracked:
+                self._classify(st.cgroup_id)
+        for cg, tracked in list(self._tracked.items()):
+            st = states.get(cg)
+            if tracked.flags & CG_LEARN and st is not None:
+                self._save(tracked, st.learned)
+            if not os.path.isdir(self._abs(tracked.path)):
+                self._retire(tracked)
+        return self._events()
+
+    def status(self) -> dict[str, Any]:
+        sel = self.store.selection()
+        return {
+            "selection": {"images": sorted(sel.images), "containers": sorted(sel.containers),
+                          "label": LEARN_LABEL if self._honor_label else None},
+            "programs": list(self._tracer.attached),
+            "cgroups": [{"cgroup_id": t.cgroup_id, "container": t.name, "id": t.container_id,
+                         "image": t.image_ref, "modes": _modes(t.flags), "window": t.window,
+                         "learned": len(t.written)} for t in self._tracked.values()],
+            "learned": {"containers": [s.to_dict() for s in self.store.all("container")],
+                        "images": [s.to_dict() for s in self.store.all("image")]},
+            "counters": self._tracer.counters(),
+        }
+
+    def close(self) -> None:
+        for t in list(self._tracked.values()):
+            if t.flags & CG_LEARN:
+                st = self._tracer.state(t.cgroup_id)
+                if st is not None:
+                    self._save(t, st.learned)
+        self._tracer.close()
+
+    def __enter__(self) -> SeccompService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _wanted(self, attrs: dict[str, Any]) -> int:
+        sel = self.store.selection()
+        cid = attrs["Id"]
+        flags = 0
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        if (cid in sel.containers or attrs.get("Image") in sel.images
+                or (self._honor_label and labels.get(LEARN_LABEL) == "true")):
+            flags |= CG_LEARN
+        if cid in self._enforced:
+            flags |= CG_ENFORCE
+        if cid in self._watched:
+            flags |= CG_WATCH
+        return flags
+
+    def _classify(self, cg: int) -> None:
+        path = self._index.path_of(cg)
+        ref = parse_cgroup_path(path) if path else None
+        attrs = None
+        if ref is not None and ref.runtime == DOCKER:
+            attrs = self._inspect(ref.container_id)
+        flags = self._wanted(attrs) if attrs else 0
+        if not flags or path is None or attrs is None:
+            log.debug("seccomp: cgroup %s (%s) is not selected", cg, path)
+            self._tracer.drop_state(cg)
+            return
+        tracked = self._new_tracked(cg, path, attrs, flags, stores.WINDOW_FILTER)
+        self._set_flags(tracked, flags)
+        log.info("seccomp: %s (%s) %s from its filter installation", tracked.name,
+                 tracked.container_id[:12], "/".join(_modes(flags)))
+
+    def _track_running(self, attrs: dict[str, Any], flag: int, window: str,
+                       arm: bool = True) -> _Tracked:
+        pid = attrs["State"].get("Pid") or 0
+        path = read_proc_cgroup_path(pid) if pid else None
+        if not path:
+            raise SeccompTargetError(attrs["Name"].lstrip("/"), "the container is not running")
+        cg = os.stat(self._abs(path)).st_ino
+        tracked = self._tracked.get(cg) or self._new_tracked(cg, path, attrs, 0, window)
+        self._tracer.load()
+        self._set_flags(tracked, tracked.flags | flag)
+        if arm:
+            self._tracer.arm_tasks(cg, _procs(self._abs(path)))
+            self._tracer.arm_tasks(cg, _procs(self._abs(path)))  # again: forks in between
+        return tracked
+
+    def _new_tracked(self, cg: int, path: str, attrs: dict[str, Any], flags: int,
+                     window: str) -> _Tracked:
+        tracked = _Tracked(cg, path, attrs["Id"], attrs["Name"].lstrip("/"),
+                           attrs.get("Image", ""), (attrs.get("Config") or {}).get("Image", ""),
+                           flags, window)
+        self._tracked[cg] = tracked
+        return tracked
+
+    def _set_flags(self, t: _Tracked, flags: int) -> None:
+        t.flags = flags
+        self._tracer.set_state(t.cgroup_id, flags, deny=self._enforced.get(t.container_id, ()),
+                               allowed=self._watched.get(t.container_id, ()))
+
+    def _save(self, t: _Tracked, numbers: frozenset[int]) -> None:
+        if numbers == t.written:
+            return
+        names, unknown = split_known(numbers)
+        self.store.record(stores.LearnedSet(
+            key=t.container_id, kind="container", names=names, unknown_numbers=unknown,
+            windows=frozenset({t.window}), image_id=t.image_id,
+            image_refs=frozenset({t.image_ref}) if t.image_ref else frozenset(),
+            containers=frozenset({t.name})))
+        t.written = numbers
+
+    def _read_learned(self, t: _Tracked) -> None:
+        st = self._tracer.state(t.cgroup_id)
+        if st is not None:
+            self._save(t, st.learned)
+
+    def _retire(self, t: _Tracked) -> None:
+        if t.flags & CG_LEARN:
+            self._read_learned(t)
+        self._events()
+        self._tracer.drop_state(t.cgroup_id)
+        self._tracked.pop(t.cgroup_id, None)
+        self._gone[t.cgroup_id] = t
+        log.info("seccomp: cgroup of %s is gone", t.name)
+        self._sync()
+
+    def _events(self) -> list[SeccompEvent]:
+        out = []
+        for ev in self._tracer.events():
+            key = (ev.cgroup_id, ev.nr, ev.kind)
+            new = ev.count - self._event_counts.get(key, 0)
+            if new <= 0:
+                continue
+            self._event_counts[key] = ev.count
+            t = self._tracked.get(ev.cgroup_id) or self._gone.get(ev.cgroup_id)
+            e = SeccompEvent("killed" if ev.kind == KIND_KILL else "denied",
+                             t.container_id if t else "", t.name if t else f"cgroup {ev.cgroup_id}",
+                             name_of(ev.nr) or f"syscall {ev.nr}", new, ev.last_pid)
+            log.warning("seccomp: %s", e.describe(),
+                        extra={"container_id": e.container_id, "syscall": e.syscall})
+            out.append(e)
+        return out
+
+    def _sync(self) -> None:
+        """Attach exactly the program groups the current selection needs."""
+        sel = self.store.selection()
+        provisional = (self._honor_label or not sel.empty or bool(self._enforced)
+                       or bool(self._watched))
+        flags = 0
+        for t in self._tracked.values():
+            flags |= t.flags
+        groups = []
+        if provisional or flags & (CG_LEARN | CG_ENFORCE):
+            groups += ["arming", "syscall"]
+        if flags & CG_WATCH:
+            groups.append("exit")
+        if groups or self._tracer.loaded:
+            if groups:
+                self._tracer.load()
+            self._tracer.set_provisional(provisional)
+        self._tracer.set_groups(groups)
+
+    def _find_container(self, target: str) -> dict[str, Any] | None:
+        return self._inspect(target)
+
+    def _require_container(self, target: str) -> dict[str, Any]:
+        found = self._inspect(target)
+        if found is None:
+            raise SeccompTargetError(target, "no such container")
+        return found
+
+    def _inspect(self, target: str) -> dict[str, Any] | None:
+        import docker.errors
+        try:
+            return self._docker.api.inspect_container(target)
+        except docker.errors.NotFound:
+            return None
+
+    def _image_id(self, ref: str) -> str:
+        import docker.errors
+        try:
+            return self._docker.api.inspect_image(ref)["Id"]
+        except docker.errors.NotFound:
+            raise SeccompTargetError(ref, "no such container or image") from None
+
+    def _abs(self, path: str) -> str:
+        return self._root.rstrip("/") + "/" + path.strip("/")
+
+
+def _numbers(names: Iterable[str]) -> frozenset[int]:
+    return frozenset(n for n in (number_of(x) for x in names) if n is not None)
+
+
+def _procs(cgroup_dir: str) -> list[int]:
+    try:
+        with open(os.path.join(cgroup_dir, "cgroup.procs")) as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def _modes(flags: int) -> list[str]:
+    names = ((CG_PROVISIONAL, "provisional"), (CG_LEARN, "learn"), (CG_ENFORCE, "enforce"),
+             (CG_WATCH, "watch"))
+    return [n for bit, n in names if flags & bit]
