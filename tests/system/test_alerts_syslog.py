@@ -1,0 +1,130 @@
+"""Syslog forwarding to a real rsyslogd on loopback: RFC 5424 parsing with structured data
+over UDP, TCP and TLS, and the disk queue across a collector outage and a forwarder restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from roxd.alerts.settings import SyslogCollector
+from roxd.alerts.syslog import SyslogForwarder
+from roxd.model import Phase, Severity
+from tests.conftest import wait_until
+from tests.system.alerts_factory import make_alert, rule
+from tests.system.conftest import Rsyslog, TlsFiles
+from tests.system.rfc5424_parse import parse_sd
+
+pytestmark = pytest.mark.system
+
+
+def collector(r: Rsyslog, tls: TlsFiles, protocol: str, **kw: object) -> SyslogCollector:
+    port = {"udp": r.udp, "tcp": r.tcp, "tls": r.tls}[protocol]
+    extra: dict[str, object] = {}
+    if protocol == "tls":
+        extra = {"ca": str(tls.ca), "server_name": tls.server_name,
+                 "cert": str(tls.client_cert), "key": str(tls.client_key)}
+    return SyslogCollector(address="127.0.0.1", port=port, protocol=protocol,
+                           hostname="node-1", backoff_max_s=0.5, **{**extra, **kw})  # type: ignore[arg-type]
+
+
+def alert_ids(r: Rsyslog) -> list[str]:
+    out = []
+    for fields in r.lines():
+        sd, _ = parse_sd(fields[5])
+        out.append(dict(sd["roxd@32473"])["alert"])
+    return out
+
+
+@pytest.mark.parametrize("protocol", ["udp", "tcp", "tls"])
+def test_rsyslog_parses_rfc5424_with_structured_data(
+        protocol: str, rsyslog: Rsyslog, tls_files: TlsFiles, tmp_path: Path) -> None:
+    fwd = SyslogForwarder(collector(rsyslog, tls_files, protocol), tmp_path / "state")
+    try:
+        a = make_alert(rule_ref=rule("lateral.ssh_out", phase=Phase.LATERAL_MOVEMENT,
+                                     severity=Severity.ERROR, mitre=("T1021.004", "T1078")),
+                       args=("ssh", "-o", 'ProxyCommand="nc %h %p"', "a]b\\c"))
+        fwd.emit(a)
+        assert fwd.flush(20), fwd.stats()
+        lines = wait_until(lambda: rsyslog.lines(), 20, message="the message at rsyslog")
+    finally:
+        fwd.close(5)
+    assert fwd.stats()["sent"] == 1 and fwd.stats()["queued"] == 0
+    [(inputname, version, app, msgid, pri, sd_text, msg)] = lines
+    assert version == "1"  # rsyslog's RFC 5424 parser took it
+    assert (app, msgid, pri) == ("roxd", "alert", str(4 * 8 + 3))
+    assert inputname == ("imudp" if protocol == "udp" else "imtcp")
+    sd, rest = parse_sd(sd_text)
+    assert rest == ""
+    assert dict(sd["roxd@32473"])["alert"] == a.id
+    assert dict(sd["rule@32473"])["phase"] == "lateral_movement"
+    assert [v for k, v in sd["rule@32473"] if k == "mitre"] == ["T1021.004", "T1078"]
+    assert dict(sd["container@32473"])["name"] == "web"
+    assert dict(sd["process@32473"])["args"] == 'ssh -o ProxyCommand="nc %h %p" a]b\\c'
+    assert "lateral.ssh_out" in msg
+
+
+@pytest.mark.parametrize("protocol", ["tcp", "tls"])
+def test_outage_and_restart_deliver_all_in_order_once(
+        protocol: str, rsyslog: Rsyslog, tls_files: TlsFiles, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    c = collector(rsyslog, tls_files, protocol)
+    fwd = SyslogForwarder(c, state)
+    try:
+        first = make_alert()
+        fwd.emit(first)
+        wait_until(lambda: alert_ids(rsyslog) == [first.id], 20, message="the first alert")
+
+        rsyslog.stop()
+        alerts = [make_alert(args=("x", str(i))) for i in range(500)]
+        for a in alerts:
+            fwd.emit(a)
+        wait_until(lambda: fwd.stats()["failed"] >= 1 and fwd.stats()["queued"] == 500, 20,
+                   message="500 alerts queued on disk while the collector is down")
+    finally:
+        fwd.close(2)
+    assert fwd.stats()["queued"] == 500
+
+    # a new forwarder on the same state dir: roxd restarted while the collector was down
+    fwd = SyslogForwarder(c, state)
+    try:
+        assert fwd.stats()["queued"] == 500
+        rsyslog.start()
+        wait_until(lambda: len(alert_ids(rsyslog)) >= 501 and fwd.stats()["queued"] == 0, 60,
+                   message="the queued alerts at the collector")
+        assert fwd.flush(5)
+    finally:
+        fwd.close(5)
+    assert alert_ids(rsyslog) == [first.id] + [a.id for a in alerts]
+    assert fwd.stats()["dropped"] == 0
+
+
+def test_full_queue_drops_the_oldest_and_counts_them(
+        rsyslog: Rsyslog, tls_files: TlsFiles, tmp_path: Path) -> None:
+    rsyslog.stop()
+    c = collector(rsyslog, tls_files, "tcp", queue_max=50)
+    fwd = SyslogForwarder(c, tmp_path / "state")
+    try:
+        alerts = [make_alert(args=("x", str(i))) for i in range(80)]
+        for a in alerts:
+            fwd.emit(a)
+        wait_until(lambda: fwd.stats()["dropped"] == 30, 20, message="30 dropped")
+        rsyslog.start()
+        wait_until(lambda: fwd.stats()["queued"] == 0, 60, message="queue drained")
+        wait_until(lambda: len(alert_ids(rsyslog)) == 50, 20, message="50 at the collector")
+    finally:
+        fwd.close(5)
+    assert alert_ids(rsyslog) == [a.id for a in alerts[30:]]
+
+
+def test_tls_checks_the_collector_name(
+        rsyslog: Rsyslog, tls_files: TlsFiles, tmp_path: Path) -> None:
+    c = collector(rsyslog, tls_files, "tls", server_name="someone-else.roxd.test")
+    fwd = SyslogForwarder(c, tmp_path / "state")
+    try:
+        fwd.emit(make_alert())
+        wait_until(lambda: fwd.stats()["failed"] >= 2, 20, message="failed handshakes")
+        assert fwd.stats()["sent"] == 0 and fwd.stats()["queued"] == 1
+    finally:
+        fwd.close(1)
+    assert rsyslog.lines() == []
