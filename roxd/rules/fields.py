@@ -33,6 +33,27 @@ def basename(path: str) -> str:
     return path.rpartition("/")[2]
 
 
+# Multi-call binaries run one of many programs chosen by argv[0] ("sh", "nc", "cat" are all
+# /bin/busybox in a busybox image; busybox's shell re-execs applets as /proc/self/exe), or by
+# argv[1] when called by their own name ("busybox nc ...").
+MULTICALL_BINARIES = frozenset({"busybox", "toybox"})
+
+
+def program_name(exe: str, args: tuple[str, ...]) -> str:
+    """The name of the program a process runs: the exe's basename, or for a multi-call binary
+    the applet it was asked to be."""
+    name = basename(exe)
+    if name not in MULTICALL_BINARIES and name != "exe":
+        return name
+    if args:
+        applet = basename(args[0])
+        if applet in MULTICALL_BINARIES and len(args) > 1:
+            return basename(args[1])
+        if applet:
+            return applet
+    return name
+
+
 def parse_ip(text: str) -> IPAddress:
     """Parse an address; an IPv4-mapped IPv6 address (::ffff:a.b.c.d) counts as the IPv4 one,
     so a connect through a dual-stack socket cannot slip past a v4 rule."""
@@ -87,7 +108,8 @@ class EventView:
 
     @lazy
     def exe_basename(self) -> str | None:
-        return basename(self.process.exe) if self.process else None
+        # the program's name: busybox applets count as what they are (see program_name)
+        return program_name(self.process.exe, self.process.args) if self.process else None
 
     @lazy
     def args(self) -> tuple[str, ...]:
@@ -111,8 +133,10 @@ class EventView:
 
     @lazy
     def parent_basename(self) -> str | None:
-        parent = self.parent_exe
-        return basename(parent) if parent else None
+        if not self.process or not self.process.ancestors:
+            return None
+        parent = self.process.ancestors[0]
+        return program_name(parent.exe, parent.args) if parent.exe else None
 
     @lazy
     def parent_cmdline(self) -> str | None:
@@ -126,7 +150,9 @@ class EventView:
 
     @lazy
     def ancestor_basenames(self) -> tuple[str, ...]:
-        return tuple(basename(exe) for exe in self.ancestor_exes)
+        if not self.process:
+            return ()
+        return tuple(program_name(a.exe, a.args) for a in self.process.ancestors)
 
     # -- event specifics
     @lazy
