@@ -2,12 +2,14 @@
 and TLS (RFC 5425, same framing), through the standard library only.
 
 `peer_closed()` is checked before each message on a stream: a collector never writes to us, so
-a readable socket means it closed or reset the connection, and the message goes to a fresh
+a readable socket means it closed or reset the connection (TLS: after any session
+ticket has been read), and the message goes to a fresh
 connection instead of into a dead one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import ssl
@@ -57,9 +59,21 @@ class SyslogConnection:
             return True
         if not readable:
             return False
-        try:  # plain TCP: peek; TLS: any readable data (close_notify, alert) ends the session
-            if isinstance(raw, ssl.SSLSocket):
+        if isinstance(raw, ssl.SSLSocket):
+            # TLS 1.3 servers send session tickets after the handshake: reading processes
+            # them (no application data: SSLWantReadError). EOF or close_notify: closed.
+            timeout = raw.gettimeout()
+            try:
+                raw.settimeout(0)
+                return raw.recv(1) == b""
+            except ssl.SSLWantReadError:
+                return False
+            except OSError:
                 return True
+            finally:
+                with contextlib.suppress(OSError):
+                    raw.settimeout(timeout)
+        try:  # plain TCP: peek, never consume
             return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
         except BlockingIOError:
             return False
