@@ -44,8 +44,9 @@ from typing import Any
 CACHE = Path(os.environ.get("ROXD_TEST_CACHE", "/var/cache/roxd-test"))
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
-# what any booted root needs besides the package's own Depends
-BOOT_PACKAGES = ("systemd", "systemd-sysv", "dbus")
+# what any booted root needs besides the package's own Depends (man-db: so that
+# `systemd-analyze verify` can check the unit's Documentation=man:roxd(8))
+BOOT_PACKAGES = ("systemd", "systemd-sysv", "dbus", "man-db")
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
