@@ -121,7 +121,7 @@ class SyscallTracer:
             raise SensorError("the bcc Python module is missing: install python3-bpfcc") from exc
         started = time.monotonic()
         try:
-            bpf = BPF(text=source, cflags=["-Wno-unused-function", "-Wno-macro-redefined"])
+            bpf = BPF(text=source.encode(), cflags=["-Wno-unused-function", "-Wno-macro-redefined"])
         except Exception as exc:  # bcc raises bare Exception
             raise SensorError(f"loading {path.name} failed: {exc}") from exc
         # bcc attaches every TRACEPOINT_PROBE at load; we attach groups only on demand.
@@ -178,14 +178,14 @@ class SyscallTracer:
     # ------------------------------------------------------------------ settings and arms
 
     def set_provisional(self, on: bool) -> None:
-        table = self._require()["settings"]
+        table = self._require()[b"settings"]
         leaf = table[ct.c_int(0)]
         leaf.provisional = 1 if on else 0
         table[ct.c_int(0)] = leaf
 
     def arm_tasks(self, cgroup_id: int, tgids: Iterable[int]) -> int:
         """Arm tasks that already run (a container learned or enforced while running)."""
-        table = self._require()["armed"]
+        table = self._require()[b"armed"]
         n = 0
         for tgid in tgids:
             leaf = table.Leaf()
@@ -196,7 +196,7 @@ class SyscallTracer:
 
     def forget_arms(self, cgroup_ids: Iterable[int]) -> None:
         drop = set(cgroup_ids)
-        table = self._require()["armed"]
+        table = self._require()[b"armed"]
         for key, leaf in list(table.items()):
             if leaf.cgroup_id in drop:
                 with contextlib.suppress(KeyError):
@@ -207,7 +207,7 @@ class SyscallTracer:
     def set_state(self, cgroup_id: int, flags: int, *, deny: Iterable[int] = (),
                   allowed: Iterable[int] = ()) -> None:
         """Create or update a cgroup's state; learned bits and counters are kept."""
-        table = self._require()["cg_states"]
+        table = self._require()[b"cg_states"]
         key = table.Key(cgroup_id)
         try:
             leaf = table[key]
@@ -222,7 +222,7 @@ class SyscallTracer:
         table[key] = leaf
 
     def drop_state(self, cgroup_id: int) -> None:
-        table = self._require()["cg_states"]
+        table = self._require()[b"cg_states"]
         with contextlib.suppress(KeyError):
             del table[table.Key(cgroup_id)]
         self.forget_arms([cgroup_id])
@@ -231,7 +231,7 @@ class SyscallTracer:
         if self._bpf is None:
             return []
         out = []
-        for key, leaf in self._bpf["cg_states"].items():
+        for key, leaf in self._bpf[b"cg_states"].items():
             out.append(CgroupState(
                 cgroup_id=int(key.value), flags=int(leaf.flags),
                 first_tgid=int(leaf.first_tgid), armed_ns=int(leaf.armed_ns),
@@ -250,12 +250,12 @@ class SyscallTracer:
             return []
         return [SyscallEvent(int(k.cgroup_id), int(k.nr), int(k.kind), int(v.count),
                              int(v.last_pid), int(v.last_ns))
-                for k, v in self._bpf["sc_events"].items()]
+                for k, v in self._bpf[b"sc_events"].items()]
 
     def counters(self) -> dict[str, int]:
         if self._bpf is None:
             return {}
-        table = self._bpf["counters"]
+        table = self._bpf[b"counters"]
         names = ("arms", "kills", "denials", "out_of_range")
         return {n: sum(int(v) for v in table[ct.c_int(i)]) for i, n in enumerate(names)}
 

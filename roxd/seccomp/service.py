@@ -90,6 +90,7 @@ class SeccompService:
         self._enforced: dict[str, frozenset[int]] = {}  # container id -> denied numbers
         self._watched: dict[str, frozenset[int]] = {}  # container id -> allowed numbers
         self._event_counts: dict[tuple[int, int, int], int] = {}
+        self._pending_events: list[SeccompEvent] = []
         self._gone: dict[int, _Tracked] = {}  # finished cgroups, for late event attribution
         self._docker_default = None
         self._sync()
@@ -230,17 +231,15 @@ class SeccompService:
         denials. Cheap when nothing is selected."""
         if not self._tracer.loaded:
             return []
-        states = {s.cgroup_id: s for s in self._tracer.states()}
-        for st in states.values():
-            if st.provisional and st.cgroup_id not in self._tracked:
-                self._classify(st.cgroup_id)
+        states = self._classify_pending()
         for cg, tracked in list(self._tracked.items()):
             st = states.get(cg)
             if tracked.flags & CG_LEARN and st is not None:
                 self._save(tracked, st.learned)
             if not os.path.isdir(self._abs(tracked.path)):
                 self._retire(tracked)
-        return self._events()
+        events, self._pending_events = self._pending_events + self._events(), []
+        return events
 
     def status(self) -> dict[str, Any]:
         sel = self.store.selection()
@@ -286,6 +285,13 @@ class SeccompService:
             flags |= CG_WATCH
         return flags
 
+    def _classify_pending(self) -> dict[int, Any]:
+        states = {s.cgroup_id: s for s in self._tracer.states()}
+        for st in states.values():
+            if st.provisional and st.cgroup_id not in self._tracked:
+                self._classify(st.cgroup_id)
+        return states
+
     def _classify(self, cg: int) -> None:
         path = self._index.path_of(cg)
         ref = parse_cgroup_path(path) if path else None
@@ -309,6 +315,8 @@ class SeccompService:
         if not path:
             raise SeccompTargetError(attrs["Name"].lstrip("/"), "the container is not running")
         cg = os.stat(self._abs(path)).st_ino
+        if self._tracer.loaded:
+            self._classify_pending()  # a provisional state must not be overwritten unseen
         tracked = self._tracked.get(cg) or self._new_tracked(cg, path, attrs, 0, window)
         self._tracer.load()
         self._set_flags(tracked, tracked.flags | flag)
@@ -349,7 +357,7 @@ class SeccompService:
     def _retire(self, t: _Tracked) -> None:
         if t.flags & CG_LEARN:
             self._read_learned(t)
-        self._events()
+        self._pending_events.extend(self._events())
         self._tracer.drop_state(t.cgroup_id)
         self._tracked.pop(t.cgroup_id, None)
         self._gone[t.cgroup_id] = t
