@@ -43,6 +43,7 @@ enum stat_index {
     STAT_EXEC_NO_ARGS, /* exec whose argv was not captured (e.g. started before roxd) */
     STAT_EXEC_KILLED, /* SIGKILL sent in kernel at exec */
     STAT_CONNECT_KILLED, /* SIGKILL sent in kernel at connect entry */
+    STAT_MAP_UPDATE_FAILED, /* a bookkeeping map refused an update (full LRU, no memory) */
     STAT_MAX,
 };
 

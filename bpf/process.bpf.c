@@ -54,7 +54,8 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 {
     u32 child = args->child_pid;
     u32 parent = bpf_get_current_pid_tgid() >> 32;
-    parents.update(&child, &parent);
+    if (parents.update(&child, &parent) < 0)
+        stat_add(STAT_MAP_UPDATE_FAILED, 1);
     stat_add(STAT_FORK_SEEN, 1);
     return 0;
 }
@@ -95,7 +96,8 @@ static __always_inline int capture_argv(const char *const *argv)
 done:
     a->len = off;
     u32 tid = (u32)bpf_get_current_pid_tgid();
-    inflight_args.update(&tid, a);
+    if (inflight_args.update(&tid, a) < 0)
+        stat_add(STAT_MAP_UPDATE_FAILED, 1);
     return 0;
 }
 

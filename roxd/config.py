@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from roxd.alerts.settings import AlertsSettings, parse_alerts_settings
 from roxd.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/roxd/roxd.toml")
@@ -80,6 +81,7 @@ class Config:
     containers: ContainersSection = field(default_factory=ContainersSection)
     rules: RulesSection = field(default_factory=RulesSection)
     enforce: EnforceSection = field(default_factory=EnforceSection)
+    alerts: AlertsSettings = field(default_factory=AlertsSettings)
     source: str = "built-in defaults"
 
     def rule_paths(self) -> list[Path]:
@@ -119,8 +121,14 @@ def load_config(path: Path | None) -> Config:
 def parse_config(raw: dict[str, Any], source: str) -> Config:
     sections: dict[str, Any] = {}
     for name, value in raw.items():
+        if name == "alerts":  # lists of tables (collectors, webhooks): parsed by its owner
+            if not isinstance(value, dict):
+                raise ConfigError(source, "[alerts] must be a table")
+            sections["alerts"] = parse_alerts_settings(value, source)
+            continue
         if name not in _SECTIONS:
-            raise ConfigError(source, f"unknown section [{name}]; known: {', '.join(_SECTIONS)}")
+            raise ConfigError(
+                source, f"unknown section [{name}]; known: {', '.join([*_SECTIONS, 'alerts'])}")
         if not isinstance(value, dict):
             raise ConfigError(source, f"[{name}] must be a table")
         sections[name] = _section(_SECTIONS[name], name, value, source)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from roxd import __version__, features
+from roxd.alerts.delivery import AlertDelivery
 from roxd.alerts.dispatch import AlertDispatcher, LogSink, StreamSink
 from roxd.api.server import ApiServer
 from roxd.config import Config
@@ -80,6 +81,10 @@ class Daemon:
         sinks: list[Any] = [LogSink()]
         if options.print_alerts:
             sinks.append(StreamSink(options.events_out, kind="alert"))
+        # journald, syslog forwarding, the SQLite store and webhooks, behind noise control
+        self.delivery = AlertDelivery.from_settings(config.alerts,
+                                                    Path(config.daemon.state_dir))
+        sinks.append(self.delivery)
         self.alerts = AlertDispatcher(sinks)
         self._stop = threading.Event()
         self._reload = threading.Event()
@@ -161,8 +166,11 @@ class Daemon:
                 self._flush_output()
             self.sensor.close()
             log.info("roxd stopped; kernel counters: %s", _fmt_counters(stats.counters))
+        self.delivery.close(5.0)  # after the last alert: flushes folds and queues to disk
         if self.attribution is not None:
             self.attribution.stop()
+        if self.runtime is not None:
+            self.runtime.close()
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -360,6 +368,7 @@ class Daemon:
             "quiet_marks": self.counters.quiet_marks,
             "kernel": dict(stats.counters),
             "drops_by_cgroup": {str(k): v for k, v in stats.drops_by_cgroup.items()},
+            "alert_sinks": self.delivery.stats(),
             "decode_errors": stats.decode_errors,
             "handler_errors": stats.callback_errors,
         }

@@ -156,17 +156,24 @@ class ProcessTable:
             _, proc_ppid, start = stat
             if not ppid:
                 ppid = proc_ppid
+        args, truncated = tuple(event.args), event.args_truncated
+        if not args:
+            # argv not captured in the kernel (exec began before roxd attached, or the
+            # sys_enter_execve probe missed it): /proc still has it while the process lives
+            from_proc = self._proc.cmdline(event.pid)
+            if from_proc is not None:
+                args, truncated = from_proc
         info = ProcessInfo(
             pid=event.pid,
             ppid=ppid,
             exe=exe,
-            args=tuple(event.args),
+            args=args,
             uid=event.uid,
             cgroup_id=event.cgroup_id,
             comm=event.comm,
             start_time_ns=start,
             exec_time_ns=event.time_ns,
-            args_truncated=event.args_truncated,
+            args_truncated=truncated,
         )
         with self._lock:
             self._put(info)

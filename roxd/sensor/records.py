@@ -37,6 +37,7 @@ STAT_NAMES: tuple[str, ...] = (
     "exec_no_args",
     "exec_killed",
     "connect_killed",
+    "map_update_failed",
 )
 
 FNV_OFFSET = 0xCBF29CE484222325
