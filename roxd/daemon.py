@@ -17,9 +17,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,11 +33,11 @@ from roxd.enforce.quarantine import Quarantine
 from roxd.enforce.response import Responder
 from roxd.enforce.runtime_control import DockerControl
 from roxd.errors import CgroupError, RoxdError, RuleError
-from roxd.model import ExitEvent, rfc3339
+from roxd.model import ConnectEvent, ExitEvent, rfc3339
 from roxd.pubsub import Topic
 from roxd.rules.loader import load_rule_set
 from roxd.rules.ruleset import RuleSet
-from roxd.sensor.kill_table import build_exec_kill_table
+from roxd.sensor.kill_table import build_connect_kill_table, build_exec_kill_table
 from roxd.sensor.program import Sensor, SensorConfig, SensorStats
 from roxd.sensor.records import Decoded
 from roxd.systemd_notify import Notifier
@@ -91,6 +91,7 @@ class Daemon:
         self._notifier = Notifier()
         self._fold_window_ns = int(config.sensor.fold_window_s * 1e9)
         self._kill_slots: dict[int, str] = {}
+        self._connect_kill_slots: dict[int, str] = {}
         self._containers_version = -1
         # Work handed to the event-loop thread by other threads (the API): rule reloads,
         # enable/disable, actions. Run between two polls, so no stage needs locks.
@@ -262,7 +263,9 @@ class Daemon:
                 self.sensor.mark_quiet(decoded, self._fold_window_ns)
                 self.counters.quiet_marks += 1
             return
-        killed_by = self._kill_slots.get(decoded.kill_slot) if decoded.kill_slot else None
+        slots = (self._connect_kill_slots if isinstance(decoded.event, ConnectEvent)
+                 else self._kill_slots)
+        killed_by = slots.get(decoded.kill_slot) if decoded.kill_slot else None
         for match in matches:
             results = self.responder.respond(match, enriched,
                                              killed_in_kernel=killed_by == match.rule.id)
@@ -297,6 +300,7 @@ class Daemon:
             log.error("rule reload failed, keeping the previous rule set: %s", exc)
             self._notifier.status(f"rule reload failed: {exc}")
             return False
+        new_rules = self._with_overrides(new_rules)  # runtime enable/disable survive reloads
         self.rules = new_rules
         if self.sensor is not None:
             self.sensor.clear_folds()  # old "no rule cares" verdicts may no longer hold
@@ -304,6 +308,25 @@ class Daemon:
         log.info("rules reloaded: %d rules (%s)", len(new_rules.rules), new_rules.version[:12])
         self._notifier.status(f"rules reloaded: {len(new_rules.rules)} rules")
         return True
+
+    def set_rule_enabled(self, rule_ids: Iterable[str], enabled: bool) -> RuleSet:
+        """Enable or disable rules at runtime (the API, on the loop thread); kept across
+        reloads until roxd restarts."""
+        assert self.rules is not None
+        for rule_id in rule_ids:
+            self.rule_overrides[rule_id] = enabled
+        self.rules = self._with_overrides(self.rules)
+        if self.sensor is not None:
+            self.sensor.clear_folds()
+            self._push_kernel_policy(force=True)
+        return self.rules
+
+    def _with_overrides(self, rules: RuleSet) -> RuleSet:
+        if not self.rule_overrides:
+            return rules
+        return RuleSet([replace(r, enabled=self.rule_overrides.get(r.id, r.enabled))
+                        if self.rule_overrides.get(r.id, r.enabled) != r.enabled else r
+                        for r in rules.rules], rules.version, rules.files)
 
     def _push_kernel_policy(self, force: bool = False) -> None:
         """Keep the kernel's exec-kill and container maps in step with rules and containers."""
@@ -316,11 +339,15 @@ class Daemon:
         self.sensor.set_container_cgroups(cg for cg, _ in containers)
         if self.config.rules.monitor or not self.features.send_signal.available:
             self.sensor.set_exec_kills({})
-            self._kill_slots = {}
+            self.sensor.set_connect_kills({}, {})
+            self._kill_slots, self._connect_kill_slots = {}, {}
             return
         table = build_exec_kill_table(self.rules.exec_kill_specs(), containers)
         self.sensor.set_exec_kills(table.entries)
         self._kill_slots = table.slots
+        ctable = build_connect_kill_table(self.rules.connect_kill_specs(), containers)
+        self.sensor.set_connect_kills(ctable.by_port, ctable.any_port)
+        self._connect_kill_slots = ctable.slots
 
     # ------------------------------------------------------------------ enforcement
 

@@ -1,20 +1,116 @@
-"""Control API on a Unix socket (placeholder until the API lands)."""
+"""The control API: HTTP/1.1 + JSON on a Unix socket (default /run/roxd/roxd.sock).
+
+    curl --unix-socket /run/roxd/roxd.sock http://roxd/v1/status
+
+The socket is 0660 root:<api.read_group> (root:root with a logged note when that group does
+not exist). The server runs on its own threads; see http.py for why, routes.py for the order
+of checks, openapi.json for the contract.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
+import stat
+import threading
+from pathlib import Path
 from typing import Any
+
+from roxd.api.auth import Authorizer, group_id
+from roxd.api.endpoints import Endpoints
+from roxd.api.http import UnixHttpServer
+from roxd.api.routes import Router
+from roxd.api.settings import ApiSettings
+from roxd.errors import RoxdError
 
 log = logging.getLogger(__name__)
 
+SOCKET_MODE = 0o660
+
+
+def prepare_socket_path(path: Path) -> None:
+    """Create the directory; remove a stale socket; refuse to replace a live one."""
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise RoxdError(f"API socket path {path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        path.unlink(missing_ok=True)  # stale: its roxd is gone
+        return
+    finally:
+        probe.close()
+    raise RoxdError(f"another roxd answers on {path}: stop it first, or give this one "
+                    "--socket PATH")
+
 
 class ApiServer:
-    def __init__(self, daemon: Any, socket_path: str) -> None:
+    def __init__(self, daemon: Any, socket_path: str, settings: ApiSettings | None = None
+                 ) -> None:
         self.daemon = daemon
         self.socket_path = socket_path
+        self.settings = settings or getattr(daemon.config, "api", None) or ApiSettings()
+        self.closing = threading.Event()
+        self._server: UnixHttpServer | None = None
+        self._threads: list[threading.Thread] = []
+        self.endpoints: Endpoints | None = None
 
     def start(self) -> None:
-        log.info("control API not available in this build (socket %s unused)", self.socket_path)
+        problems = self.settings.check()
+        if problems:
+            raise RoxdError("; ".join(problems))
+        path = Path(self.socket_path)
+        prepare_socket_path(path)
+        read_gid = group_id(self.settings.read_group)
+        admin_gid = group_id(self.settings.admin_group)
+        if self.settings.admin_group and admin_gid is None:
+            log.warning("api.admin_group %r does not exist: only root may change state",
+                        self.settings.admin_group)
+        endpoints = Endpoints(self.daemon, self.settings, self.closing, str(path))
+        router = Router(endpoints.handlers(), Authorizer(read_gid, admin_gid))
+        server = UnixHttpServer(str(path), router, self.settings)
+        endpoints.connections = server.stats
+        os.chown(path, 0, read_gid if read_gid is not None else 0)
+        os.chmod(path, SOCKET_MODE)
+        if read_gid is None:
+            log.info("group %r does not exist: API socket %s is root:root 0660, so only root "
+                     "can use it (groupadd --system %s to let its members read)",
+                     self.settings.read_group, path, self.settings.read_group)
+        self._server = server
+        self.endpoints = endpoints
+        endpoints.feed.start()
+        self._spawn("roxd-api", lambda: server.serve_forever(poll_interval=0.25))
+        self._spawn("roxd-api-sampler", self._sample)
+        log.info("control API listening on %s", path)
+
+    def _spawn(self, name: str, target: Any) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _sample(self) -> None:
+        assert self.endpoints is not None
+        while not self.closing.wait(1.0):
+            self.endpoints.status.sample()
 
     def close(self) -> None:
-        pass
+        self.closing.set()
+        server = self._server
+        if server is None:
+            return
+        self._server = None
+        server.closing.set()
+        server.shutdown()
+        server.server_close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.socket_path)
+        for thread in self._threads:
+            thread.join(2.0)

@@ -1,0 +1,83 @@
+"""Operator actions: kill a process by pidfd, quarantine a container, lift a quarantine.
+
+These do not run on the event loop: pidfd kill touches no daemon state, and Quarantine is
+thread-safe (its own lock) but slow (nft inside the container's namespace), which the loop
+must never wait for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from roxd.api.containers import ContainerDirectory
+from roxd.api.http import Request
+from roxd.enforce.kill import kill_pid
+from roxd.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+
+def _comm(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().rstrip("\n")
+    except OSError:
+        return None
+
+
+class ActionEndpoints:
+    def __init__(self, daemon: Any, directory: ContainerDirectory) -> None:
+        self.daemon = daemon
+        self.directory = directory
+
+    def kill(self, req: Request, _params: dict[str, Any], body: dict[str, Any]) -> Any:
+        pid = body["pid"]
+        if pid == 1:
+            raise ApiError(422, "refusing to kill pid 1 (the host's init)")
+        if pid == os.getpid():
+            raise ApiError(422, "refusing to kill roxd itself: stop it with SIGTERM")
+        comm = _comm(pid)
+        if comm is None:
+            raise ApiError(404, f"no process {pid}")
+        outcome = kill_pid(pid, expect_comm=comm)
+        log.warning("API: kill pid %d (%s) for %s: %s", pid, comm, req.peer.describe(),
+                    outcome.reason)
+        if not outcome.killed:
+            status = 404 if "exited" in outcome.reason else 422
+            raise ApiError(status, outcome.reason)
+        return {"pid": pid, "killed": True, "reason": outcome.reason, "comm": comm}
+
+    def _quarantine(self) -> Any:
+        q = self.daemon.quarantine
+        if q is None:
+            raise ApiError(501, "network quarantine is not available on this host (no "
+                                "container runtime or no nftables: see roxd's start-up log)")
+        return q
+
+    def isolate(self, req: Request, params: dict[str, Any], body: dict[str, Any] | None) -> Any:
+        from roxd.enforce.quarantine import QuarantineError
+
+        q = self._quarantine()
+        c = self.directory.resolve(params["ref"])
+        reason = (body or {}).get("reason") or f"roxctl isolate by {req.peer.describe()}"
+        try:
+            q.isolate(c.id, c.name, reason)
+        except QuarantineError as exc:
+            raise ApiError(422, str(exc)) from None
+        return {"container": self.directory.describe(c), "quarantined": True}
+
+    def release(self, req: Request, params: dict[str, Any], _body: Any) -> Any:
+        from roxd.enforce.quarantine import QuarantineError
+
+        q = self._quarantine()
+        c = self.directory.resolve(params["ref"])
+        try:
+            released = q.release(c.id)
+        except QuarantineError as exc:
+            raise ApiError(422, str(exc)) from None
+        if not released:
+            raise ApiError(409, f"container {c.name or c.id[:12]} is not quarantined")
+        log.warning("API: released %s for %s", c.name or c.id[:12], req.peer.describe())
+        return {"container": self.directory.describe(c), "quarantined": False}

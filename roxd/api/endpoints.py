@@ -1,0 +1,140 @@
+"""Every operation of the OpenAPI document, by operation id, bound to one daemon."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from roxd.api import metrics, schemas, streams
+from roxd.api.actions import ActionEndpoints
+from roxd.api.alerts import AlertFeed, AlertFilter, AlertSource, RecentAlerts, StoreAlerts
+from roxd.api.containers import ContainerDirectory
+from roxd.api.http import ConnectionStats, Request, Response
+from roxd.api.rules import RuleEndpoints
+from roxd.api.seccomp import SeccompEndpoints
+from roxd.api.settings import ApiSettings
+from roxd.api.status import StatusReporter
+from roxd.api.timeparse import parse_time_ns
+from roxd.errors import ApiError
+
+Handler = Callable[[Request, dict[str, Any], Any], Any]
+
+
+class Endpoints:
+    def __init__(self, daemon: Any, settings: ApiSettings, closing: threading.Event,
+                 socket_path: str) -> None:
+        self.daemon = daemon
+        self.settings = settings
+        self.closing = closing
+        self.socket_path = socket_path
+        self.connections: ConnectionStats | None = None  # set by the server
+        self.recent = RecentAlerts(settings.recent_alerts)
+        self.feed = AlertFeed(daemon.alerts_topic, self.recent, settings.stream_queue, closing)
+        # the SQLite store when alert delivery runs one (config alerts.store), else memory
+        store = getattr(getattr(daemon, "delivery", None), "store", None)
+        self.alerts: AlertSource = StoreAlerts(store) if store is not None else self.recent
+        self.status = StatusReporter(daemon)
+        self.directory = ContainerDirectory(daemon, lambda: self.recent.counts()[0])
+        self.rules = RuleEndpoints(daemon)
+        self.actions = ActionEndpoints(daemon, self.directory)
+        self.seccomp = SeccompEndpoints(daemon)
+        self.stream_drops: dict[str, int] = {"events": 0, "alerts": 0}
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "getStatus": self.get_status,
+            "getHealth": self.get_health,
+            "getOpenApi": lambda _r, _p, _b: Response(200, schemas.document_bytes()),
+            "getMetrics": self.get_metrics,
+            "listContainers": lambda _r, _p, _b: [self.directory.describe(c)
+                                                  for c in self.directory.snapshot()],
+            "getContainer": lambda _r, p, _b: self.directory.describe(
+                self.directory.resolve(p["ref"])),
+            "isolateContainer": self.actions.isolate,
+            "releaseContainer": self.actions.release,
+            "killProcess": self.actions.kill,
+            "streamEvents": self.stream_events,
+            "listAlerts": self.list_alerts,
+            "getAlert": self.get_alert,
+            "streamAlerts": self.stream_alerts,
+            "listRules": self.rules.list,
+            "getRule": self.rules.get,
+            "validateRules": self.rules.validate,
+            "reloadRules": self.rules.reload,
+            "enableRules": self.rules.toggle(True),
+            "disableRules": self.rules.toggle(False),
+            **self.seccomp.handlers(),
+        }
+
+    # ------------------------------------------------------------------ status
+
+    def api_info(self) -> dict[str, Any]:
+        c = self.connections
+        return {
+            "socket": self.socket_path,
+            "alert_source": self.alerts.name,
+            "connections": {"open": c.open, "accepted": c.accepted, "refused": c.refused,
+                            "limit": self.settings.max_connections} if c else {},
+            "requests": c.requests if c else 0,
+        }
+
+    def _status(self) -> dict[str, Any]:
+        containers = self.directory.snapshot()
+        quarantine = self.daemon.quarantine
+        quarantined = len(quarantine.records()) if quarantine is not None else 0
+        status = self.status.status(self.api_info(), sum(c.running for c in containers),
+                                    quarantined)
+        status["drops"]["stream_overflow"] = self._stream_drops()
+        delivery = getattr(self.daemon, "delivery", None)
+        status["alert_sinks"] = delivery.stats() if delivery is not None else {}
+        return status
+
+    def _stream_drops(self) -> dict[str, int]:
+        return {**self.stream_drops, "alert_history": self.feed.dropped}
+
+    def get_status(self, _req: Request, _params: dict[str, Any], _body: Any) -> Any:
+        return self._status()
+
+    def get_health(self, _req: Request, _params: dict[str, Any], _body: Any) -> Any:
+        ok, problems = self.status.health()
+        return Response.json({"ok": ok, "problems": problems}, 200 if ok else 503)
+
+    def get_metrics(self, _req: Request, _params: dict[str, Any], _body: Any) -> Any:
+        status = self._status()
+        text = metrics.render(status, self.recent.counts()[1],
+                              dict(self.connections.by_status) if self.connections else {},
+                              status["drops"]["stream_overflow"])
+        return Response(200, text.encode(), metrics.CONTENT_TYPE)
+
+    # ------------------------------------------------------------------ alerts and events
+
+    def list_alerts(self, _req: Request, p: dict[str, Any], _body: Any) -> Any:
+        f = AlertFilter(
+            container=p.get("container"), rule=p.get("rule"), phase=p.get("phase"),
+            severity=p.get("severity"),
+            since_ns=parse_time_ns(p["since"], "query.since") if "since" in p else None,
+            until_ns=parse_time_ns(p["until"], "query.until") if "until" in p else None,
+            limit=p.get("limit", 100), cursor=p.get("cursor"))
+        page = self.alerts.query(f)
+        return {"items": page.items, "next_cursor": page.next_cursor, "source": page.source}
+
+    def get_alert(self, _req: Request, p: dict[str, Any], _body: Any) -> Any:
+        alert = self.alerts.get(p["id"])
+        if alert is None:
+            raise ApiError(404, f"no alert {p['id']!r} (kept: the last "
+                                f"{self.settings.recent_alerts} in memory)"
+                           if self.alerts.name == "memory" else f"no alert {p['id']!r}")
+        return alert
+
+    def stream_alerts(self, req: Request, p: dict[str, Any], _body: Any) -> Any:
+        f = AlertFilter(container=p.get("container"), rule=p.get("rule"),
+                        phase=p.get("phase"), severity=p.get("severity"))
+        return streams.stream(self.daemon.alerts_topic, f.accepts, p,
+                              streams.wants_sse(req, p), self.closing,
+                              self.settings.stream_queue, "alert")
+
+    def stream_events(self, req: Request, p: dict[str, Any], _body: Any) -> Any:
+        return streams.stream(self.daemon.events_topic, streams.event_filter(p), p,
+                              streams.wants_sse(req, p), self.closing,
+                              self.settings.stream_queue, "event")

@@ -1,0 +1,95 @@
+"""Prometheus text exposition (format 0.0.4) of roxd's counters."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_FAMILY = re.compile(r"(exec|connect)_(seen|emitted|folded|dropped)\Z")
+
+
+def _esc(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(labels: Mapping[str, Any]) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{_esc(str(v))}"' for k, v in labels.items()) + "}"
+
+
+class Exposition:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def metric(self, name: str, kind: str, help_text: str,
+               samples: Iterable[tuple[Mapping[str, Any], float]]) -> None:
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            self.lines.append(f"{name}{_labels(labels)} {_num(value)}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def render(status: Mapping[str, Any], alert_counts: Mapping[tuple[str, str, str], int],
+           api_status: Mapping[int, int], stream_drops: Mapping[str, int]) -> str:
+    out = Exposition()
+    out.metric("roxd_build_info", "gauge", "roxd version", [({"version": status["version"]}, 1)])
+    out.metric("roxd_uptime_seconds", "gauge", "seconds since roxd started",
+               [({}, status["uptime_s"])])
+    kernel: Mapping[str, int] = status["kernel"]
+    out.metric("roxd_kernel_events_total", "counter",
+               "events the kernel saw, emitted to userspace, folded in the kernel, or dropped "
+               "(ring buffer full), per family",
+               [({"family": m.group(1), "outcome": m.group(2)}, v)
+                for k, v in sorted(kernel.items()) if (m := _FAMILY.match(k))])
+    for name, value in sorted(kernel.items()):
+        if not _FAMILY.match(name):
+            out.metric(f"roxd_kernel_{name}_total", "counter", f"kernel counter {name}",
+                       [({}, value)])
+    drops = status["drops"]
+    out.metric("roxd_drops_total", "counter", "events lost before roxd matched them, by cause",
+               [({"cause": "ringbuf_full", "family": fam}, v)
+                for fam, v in sorted(drops["by_cause"]["ringbuf_full"].items())]
+               + [({"cause": "decode_error", "family": "any"}, drops["decode_errors"])]
+               + [({"cause": f"stream_overflow_{t}", "family": "any"}, v)
+                  for t, v in sorted(stream_drops.items())])
+    out.metric("roxd_cgroup_drops_total", "counter", "ring-buffer drops per cgroup id",
+               [({"cgroup_id": cg}, v) for cg, v in sorted(drops["by_cgroup"].items())])
+    out.metric("roxd_handler_errors_total", "counter", "events whose handling raised",
+               [({}, drops["handler_errors"])])
+    out.metric("roxd_events_total", "counter", "events handled in userspace",
+               [({}, status["events"]["total"])])
+    out.metric("roxd_events_per_second", "gauge", "events handled per second (10 s window)",
+               [({}, status["events"]["per_second"])])
+    out.metric("roxd_alerts_total", "counter", "alerts raised",
+               [({}, status["alerts"]["total"])])
+    out.metric("roxd_alerts_by_rule_total", "counter",
+               "alerts raised since roxd started, by rule, phase and severity",
+               [({"rule": r, "phase": p, "severity": s}, n)
+                for (r, p, s), n in sorted(alert_counts.items())])
+    rules = status["rules"]
+    out.metric("roxd_rules", "gauge", "loaded rules by state",
+               [({"state": "enabled"}, rules["enabled"]),
+                ({"state": "disabled"}, rules["count"] - rules["enabled"])])
+    out.metric("roxd_programs_attached", "gauge", "eBPF programs attached",
+               [({}, status["programs"]["count"])])
+    out.metric("roxd_containers", "gauge", "running containers",
+               [({}, status["containers"]["running"])])
+    out.metric("roxd_quarantined_containers", "gauge", "containers under network quarantine",
+               [({}, status["containers"]["quarantined"])])
+    out.metric("roxd_alert_sink_total", "counter",
+               "alert delivery counters per sink (noise control, journald, syslog, store, ...)",
+               [({"sink": k.partition(".")[0], "counter": k.partition(".")[2]}, v)
+                for k, v in sorted(status.get("alert_sinks", {}).items())])
+    out.metric("roxd_api_requests_total", "counter", "API responses by status code",
+               [({"code": code}, n) for code, n in sorted(api_status.items())])
+    return out.text()

@@ -1,0 +1,112 @@
+"""Rule endpoints: list, show, validate a posted file, reload, enable/disable by id or tag."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from roxd.api.http import Request, Response
+from roxd.errors import ApiError, RuleError
+
+log = logging.getLogger(__name__)
+
+
+def rule_tags(rule: Any) -> set[str]:
+    """What a tag selects: the rule's phase, its MITRE technique ids, and its own tags."""
+    tags = {rule.phase.value, *rule.mitre, *getattr(rule, "tags", ())}
+    return {t.lower() for t in tags}
+
+
+def rule_dict(rule: Any) -> dict[str, Any]:
+    return {**rule.to_dict(), "description": rule.description, "effective": rule.action_note(),
+            "tags": sorted(getattr(rule, "tags", ()))}
+
+
+def error_dict(err: RuleError, rename: dict[str, str] | None = None) -> dict[str, Any]:
+    file = err.file
+    for tmp, name in (rename or {}).items():
+        file = file.replace(tmp, name)
+    return {"file": file, "line": err.line, "rule_id": err.rule_id, "message": err.message}
+
+
+class RuleEndpoints:
+    def __init__(self, daemon: Any) -> None:
+        self.daemon = daemon
+
+    def _rules(self) -> Any:
+        rules = self.daemon.rules
+        if rules is None:
+            raise ApiError(503, "no rules loaded yet")
+        return rules
+
+    def list(self, _req: Request, params: dict[str, Any], _body: Any) -> Any:
+        rules = self._rules()
+        selected = [
+            r for r in rules.rules
+            if ("phase" not in params or r.phase.value == params["phase"])
+            and ("enabled" not in params or r.enabled == params["enabled"])
+            and ("tag" not in params or params["tag"].lower() in rule_tags(r))
+        ]
+        return {"version": rules.version, "files": list(rules.files),
+                "rules": [rule_dict(r) for r in selected]}
+
+    def get(self, _req: Request, params: dict[str, Any], _body: Any) -> Any:
+        rule = self._rules().get(params["id"])
+        if rule is None:
+            raise ApiError(404, f"no rule {params['id']!r}")
+        return rule_dict(rule)
+
+    def validate(self, _req: Request, _params: dict[str, Any], body: dict[str, Any]) -> Any:
+        from roxd.rules.loader import validate_paths
+
+        name = body.get("name") or "posted.toml"
+        with tempfile.TemporaryDirectory(prefix="roxd-validate-") as tmp:
+            path = Path(tmp) / (name if name.endswith(".toml") else name + ".toml")
+            path.write_text(body["content"])
+            paths = [path] if body.get("standalone") else [*self.daemon.rule_paths, path]
+            errors = validate_paths(paths)
+            rename = {str(path): name}
+        return {"valid": not errors, "errors": [error_dict(e, rename) for e in errors]}
+
+    def reload(self, _req: Request, _params: dict[str, Any], _body: Any) -> Any:
+        from roxd.rules.loader import validate_paths
+
+        previous = self._rules().version
+        errors = validate_paths(self.daemon.rule_paths)
+        ok = not errors and self.daemon.call_in_loop(self.daemon.reload_rules)
+        rules = self._rules()
+        result = {"reloaded": bool(ok), "version": rules.version, "previous_version": previous,
+                  "rules": len(rules.rules), "errors": [error_dict(e) for e in errors]}
+        if not ok:
+            if not errors:
+                result["errors"] = [{"file": "", "line": None, "rule_id": None,
+                                     "message": "reload failed (see roxd's log)"}]
+            return Response.json(result, 422)
+        return result
+
+    def toggle(self, enabled: bool) -> Any:
+        def handler(req: Request, _params: dict[str, Any], body: dict[str, Any]) -> Any:
+            rules = self._rules()
+            ids = list(dict.fromkeys(body.get("ids", [])))
+            tags = [t.lower() for t in body.get("tags", [])]
+            if not ids and not tags:
+                raise ApiError(400, "give at least one rule id or tag")
+            unknown = [i for i in ids if rules.get(i) is None]
+            tag_hits = {t: [r.id for r in rules.rules if t in rule_tags(r)] for t in tags}
+            unknown += [f"tag:{t}" for t, hits in tag_hits.items() if not hits]
+            if unknown:
+                raise ApiError(404, f"no rule matches {', '.join(unknown[:10])}")
+            matched = list(dict.fromkeys([*ids, *(i for h in tag_hits.values() for i in h)]))
+            setter = getattr(self.daemon, "set_rule_enabled", None)
+            if setter is None:
+                raise ApiError(501, "this daemon cannot enable or disable rules at runtime")
+            changed = [i for i in matched if rules.get(i).enabled != enabled]
+            new_rules = self.daemon.call_in_loop(lambda: setter(matched, enabled))
+            log.warning("API: %s %d rules for %s: %s", "enabled" if enabled else "disabled",
+                        len(changed), req.peer.describe(), ", ".join(changed[:20]))
+            return {"enabled": enabled, "matched": matched, "changed": changed,
+                    "version": getattr(new_rules, "version", rules.version)}
+
+        return handler

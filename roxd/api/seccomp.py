@@ -1,0 +1,65 @@
+"""Seccomp endpoints. Until the daemon has a SeccompService (`daemon.seccomp`), every one
+answers 501 with the reason; once it has, they call the service on the event-loop thread
+(SeccompService is not thread-safe)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from roxd.api.http import Request
+from roxd.errors import ApiError, RoxdError
+
+NOT_WIRED = ("seccomp is not available in this daemon: the seccomp service (roxd/seccomp) is "
+             "not wired into roxd yet")
+
+
+def jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return jsonable(dataclasses.asdict(value))
+    if hasattr(value, "to_dict"):
+        return jsonable(value.to_dict())
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [jsonable(v) for v in value]
+        return sorted(items, key=str) if isinstance(value, set | frozenset) else items
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+class SeccompEndpoints:
+    def __init__(self, daemon: Any) -> None:
+        self.daemon = daemon
+
+    def _call(self, fn: Callable[[Any], Any]) -> Any:
+        service = getattr(self.daemon, "seccomp", None)
+        if service is None:
+            raise ApiError(501, NOT_WIRED)
+        try:
+            return jsonable(self.daemon.call_in_loop(lambda: fn(service)))
+        except RoxdError as exc:
+            raise ApiError(422, str(exc)) from None
+
+    def handlers(self) -> dict[str, Callable[[Request, dict[str, Any], Any], Any]]:
+        def profile_of(s: Any, target: str, kill: bool) -> Any:
+            from roxd.seccomp import profile as profiles
+
+            report = s.profile(target, kill=kill)
+            return profiles.from_document(report.profile, f"profile for {target}")
+
+        return {
+            "getSeccomp": lambda _r, _p, _b: self._call(lambda s: s.status()),
+            "getSeccompProfile": lambda _r, p, _b: self._call(
+                lambda s: s.profile(p["target"], kill=p.get("kill", False))),
+            "seccompLearn": lambda _r, _p, b: self._call(lambda s: s.learn(b["target"])),
+            "seccompStop": lambda _r, _p, b: self._call(
+                lambda s: s.stop_learning(b["target"]) or {"stopped": b["target"]}),
+            "seccompApply": lambda _r, _p, b: self._call(lambda s: s.apply(
+                b["target"], profile_of(s, b["target"], b.get("kill", False)))),
+            "seccompEnforce": lambda _r, _p, b: self._call(lambda s: s.enforce(b["target"])),
+            "seccompRelease": lambda _r, _p, b: self._call(
+                lambda s: s.release(b["target"]) or {"released": b["target"]}),
+        }

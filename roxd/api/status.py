@@ -1,0 +1,138 @@
+"""Status, health and metrics: snapshots of the daemon, never a lock on its loop.
+
+Kernel counters belong to the sensor, which only the loop thread touches: they are read there
+(`call_in_loop`) at most once a second and cached, however many clients ask.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from roxd import __version__
+from roxd.model import rfc3339
+
+log = logging.getLogger(__name__)
+
+STATS_TTL_S = 1.0
+RATE_WINDOW_S = 10.0
+
+
+@dataclass(frozen=True)
+class KernelStats:
+    counters: dict[str, int]
+    drops_by_cgroup: dict[int, int]
+    decode_errors: int
+    handler_errors: int
+
+
+class StatusReporter:
+    def __init__(self, daemon: Any) -> None:
+        self.daemon = daemon
+        self._lock = threading.Lock()
+        self._cached: tuple[float, KernelStats] | None = None
+        self._samples: collections.deque[tuple[float, int, int]] = collections.deque(maxlen=64)
+
+    # ------------------------------------------------------------------ kernel counters
+
+    def kernel_stats(self) -> KernelStats | None:
+        sensor = self.daemon.sensor
+        if sensor is None:
+            return None
+        with self._lock:
+            now = time.monotonic()
+            if self._cached is not None and now - self._cached[0] < STATS_TTL_S:
+                return self._cached[1]
+            try:
+                raw = self.daemon.call_in_loop(sensor.stats, timeout=5.0)
+            except Exception as exc:
+                log.warning("kernel counters not read: %s", exc)
+                return self._cached[1] if self._cached else None
+            stats = KernelStats(dict(raw.counters), dict(raw.drops_by_cgroup),
+                                raw.decode_errors, raw.callback_errors)
+            self._cached = (now, stats)
+            return stats
+
+    # ------------------------------------------------------------------ event rate
+
+    def sample(self) -> None:
+        """Called about once a second by the server's housekeeping thread."""
+        c = self.daemon.counters
+        self._samples.append((time.monotonic(), c.events, c.alerts))
+
+    def rates(self) -> tuple[float, float]:
+        """(events/s, alerts/s) over the last RATE_WINDOW_S seconds."""
+        samples = list(self._samples)
+        if len(samples) < 2:
+            return 0.0, 0.0
+        newest = samples[-1]
+        oldest = next((s for s in samples if newest[0] - s[0] <= RATE_WINDOW_S), samples[0])
+        span = newest[0] - oldest[0]
+        if span <= 0:
+            return 0.0, 0.0
+        return (newest[1] - oldest[1]) / span, (newest[2] - oldest[2]) / span
+
+    # ------------------------------------------------------------------ documents
+
+    def status(self, api: dict[str, Any], containers: int, quarantined: int) -> dict[str, Any]:
+        d = self.daemon
+        stats = self.kernel_stats()
+        events_rate, alerts_rate = self.rates()
+        rules = d.rules
+        sensor = d.sensor
+        kernel = stats.counters if stats else {}
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "started_at": rfc3339(int(d.started_at * 1e9)),
+            "uptime_s": round(time.time() - d.started_at, 3),
+            "monitor": bool(d.config.rules.monitor),
+            "config": str(d.config.source),
+            "features": d.features.to_dict(),
+            "programs": {
+                "attached": list(sensor.attached) if sensor else [],
+                "count": len(sensor.attached) if sensor else 0,
+                "load_seconds": round(getattr(sensor, "load_seconds", 0.0), 3),
+            },
+            "events": {"total": d.counters.events, "per_second": round(events_rate, 2),
+                       "quiet_marks": d.counters.quiet_marks,
+                       "subscribers": len(getattr(d.events_topic, "_subs", ()))},
+            "alerts": {"total": d.counters.alerts, "per_second": round(alerts_rate, 2)},
+            "kernel": kernel,
+            "drops": {
+                "total": sum(v for k, v in kernel.items() if k.endswith("_dropped")),
+                "by_cause": {"ringbuf_full": {k.removesuffix("_dropped"): v
+                                              for k, v in kernel.items()
+                                              if k.endswith("_dropped")}},
+                "by_cgroup": {str(k): v for k, v in (stats.drops_by_cgroup if stats
+                                                     else {}).items()},
+                "decode_errors": stats.decode_errors if stats else 0,
+                "handler_errors": stats.handler_errors if stats else 0,
+            },
+            "rules": {
+                "version": rules.version if rules else None,
+                "count": len(rules.rules) if rules else 0,
+                "enabled": sum(1 for r in rules.rules if r.enabled) if rules else 0,
+                "files": list(rules.files) if rules else [],
+                "overrides": dict(d.rule_overrides),
+                "effective_actions": rules.effective_action_notes() if rules else {},
+            },
+            "containers": {"running": containers, "quarantined": quarantined},
+            "api": api,
+        }
+
+    def health(self) -> tuple[bool, list[str]]:
+        d = self.daemon
+        problems = []
+        if d.sensor is None or not d.sensor.attached:
+            problems.append("no eBPF programs attached")
+        if d.rules is None:
+            problems.append("no rules loaded")
+        if getattr(d, "_stop", None) is not None and d._stop.is_set():
+            problems.append("stopping")
+        return not problems, problems

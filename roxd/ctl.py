@@ -1,0 +1,531 @@
+"""`roxctl`: drive a running roxd through its control socket.
+
+    roxctl status                          version, uptime, programs, events/s, drops, rules
+    roxctl containers                      containers with mode, alerts, quarantine
+    roxctl events --type exec              live events (Ctrl-C to stop; --count N)
+    roxctl alerts list --since 1h          recent alerts; alerts show ID; alerts follow
+    roxctl rules list | show ID | validate FILE | reload | enable ID... | disable --tag T
+    roxctl kill PID                        SIGKILL by pidfd
+    roxctl isolate CONTAINER               network quarantine; release CONTAINER lifts it
+    roxctl --json ...                      JSON for scripts
+
+Exit codes: 0 ok, 1 the daemon refused or failed, 2 usage, 3 roxd not reachable.
+roxctl never imports the engine: only the standard library and roxd.api.client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from roxd import __version__
+from roxd.api.client import ApiClient, ApiFailure, Unreachable, default_socket, path_of
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+PHASES = ("foothold", "privilege_escalation", "persistence", "lateral_movement", "objectives")
+SEVERITIES = ("emergency", "alert", "critical", "error", "warning", "notice", "info", "debug")
+EVENT_TYPES = ("exec", "exit", "connect")
+
+
+# ---------------------------------------------------------------------------- output
+
+
+class Out:
+    def __init__(self, as_json: bool, stream: Any = None) -> None:
+        self.json = as_json
+        self.stream = stream or sys.stdout
+        self.color = (not as_json and hasattr(self.stream, "isatty") and self.stream.isatty()
+                      and "NO_COLOR" not in os.environ)
+
+    def paint(self, text: str, code: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if self.color and code else text
+
+    def print(self, text: str = "") -> None:
+        print(text, file=self.stream, flush=True)
+
+    def dump(self, obj: Any) -> None:
+        self.print(json.dumps(obj, indent=2))
+
+    def line(self, obj: Any) -> None:
+        self.print(json.dumps(obj, separators=(",", ":")))
+
+    def table(self, headers: Sequence[str], rows: Iterable[Sequence[Any]],
+              colors: Sequence[Callable[[str], str] | None] = ()) -> None:
+        rows = [["-" if v is None else str(v) for v in row] for row in rows]
+        widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+        self.print(self.paint("  ".join(h.ljust(w) for h, w in zip(headers, widths,
+                                                                    strict=True)).rstrip(), "1"))
+        for row in rows:
+            cells = []
+            for i, (value, width) in enumerate(zip(row, widths, strict=True)):
+                padded = value if i == len(row) - 1 else value.ljust(width)
+                paint = colors[i] if i < len(colors) else None
+                cells.append(paint(padded) if paint else padded)
+            self.print("  ".join(cells).rstrip())
+
+
+SEVERITY_COLORS = {"emergency": "1;31", "alert": "1;31", "critical": "31", "error": "31",
+                   "warning": "33", "notice": "36", "info": "", "debug": "2"}
+MODE_COLORS = {"quarantined": "1;31", "monitor": "33", "enforce": "32"}
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def cmd_status(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
+    s = api.get("/v1/status")
+    if out.json:
+        out.dump(s)
+        return EXIT_OK
+    drops = s["drops"]
+    ringbuf = drops["by_cause"]["ringbuf_full"]
+    features = ", ".join(f"{k}={'yes' if v['available'] else 'no'}"
+                         for k, v in s["features"].items() if isinstance(v, dict))
+    rows = [
+        ("version", s["version"]),
+        ("pid", s["pid"]),
+        ("uptime", _duration(s["uptime_s"])),
+        ("mode", "monitor (dry run)" if s["monitor"] else "enforce"),
+        ("kernel", f"{s['features']['kernel']}: {features}"),
+        ("programs", f"{s['programs']['count']} attached"),
+        ("events", f"{s['events']['total']} ({s['events']['per_second']}/s)"),
+        ("alerts", f"{s['alerts']['total']} ({s['alerts']['per_second']}/s)"),
+        ("drops", f"{drops['total']}" + (" (" + ", ".join(f"{k} {v}" for k, v in
+                                                          ringbuf.items()) + ")"
+                                         if drops["total"] else "")),
+        ("rules", f"{s['rules']['enabled']}/{s['rules']['count']} enabled, version "
+                  f"{(s['rules']['version'] or '-')[:12]}"),
+        ("containers", f"{s['containers']['running']} running, "
+                       f"{s['containers']['quarantined']} quarantined"),
+        ("socket", s["api"].get("socket", "")),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        text = str(value)
+        if key == "drops" and drops["total"]:
+            text = out.paint(text, "1;31")
+        out.print(f"{out.paint(key.ljust(width), '1')}  {text}")
+    if args.verbose:
+        out.print()
+        out.table(["RULE", "EFFECTIVE ACTION"], sorted(s["rules"]["effective_actions"].items()))
+    return EXIT_OK
+
+
+def cmd_containers(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
+    if args.container:
+        c = api.get(path_of("/v1/containers", args.container))
+        out.dump(c) if out.json else _show_container(out, c)
+        return EXIT_OK
+    items = api.get("/v1/containers")
+    if out.json:
+        out.dump(items)
+        return EXIT_OK
+    out.table(["NAME", "ID", "IMAGE", "MODE", "ALERTS", "QUARANTINE"],
+              [(c["name"], c["id"][:12], c["image"], c["mode"], c["alerts"],
+                (c["quarantine"] or {}).get("reason")) for c in items],
+              [None, None, None, lambda v: out.paint(v, MODE_COLORS.get(v.strip(), ""))])
+    return EXIT_OK
+
+
+def _show_container(out: Out, c: dict[str, Any]) -> None:
+    for key in ("id", "name", "image", "runtime", "mode", "alerts", "running"):
+        out.print(f"{key:<10} {c[key]}")
+    if c["quarantine"]:
+        out.print(f"{'quarantine':<10} since {c['quarantine']['since']:.0f}: "
+                  f"{c['quarantine']['reason']}")
+
+
+def _stream_params(args: argparse.Namespace) -> dict[str, Any]:
+    return {"max_items": args.count, "max_seconds": args.seconds}
+
+
+def cmd_events(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
+    params = {"type": ",".join(args.type) if args.type else None, "container": args.container,
+              "pid": args.pid, **_stream_params(args)}
+    for item in api.stream("/v1/events/stream", params):
+        if out.json:
+            out.line(item)
+        elif item.get("type") == "dropped":
+            out.print(out.paint(f"... {item['count']} events missed (reader too slow)", "33"))
+        else:
+            out.print(_event_line(out, item))
+    return EXIT_OK
+
+
+def _event_line(out: Out, e: dict[str, Any]) -> str:
+    c = e.get("container")
+    proc = e.get("process", {})
+    where = (c.get("name") or c["id"][:12]) if c else "host"
+    detail = " ".join(proc.get("args") or []) or proc.get("exe", "")
+    if e.get("type") == "connect":
+        conn = e["connect"]
+        detail = f"{proc.get('exe')} -> {conn['daddr']}:{conn['dport']} {conn['result']}"
+    elif e.get("type") == "exit":
+        detail = f"{proc.get('exe')} exit {e['exit']['code']}"
+    return f"{e.get('time', '')[11:23]}  {out.paint(e.get('type', '?').ljust(7), '36')} " \
+           f"{where:<20} {proc.get('pid', ''):>7}  {detail}"
+
+
+def _alert_params(args: argparse.Namespace) -> dict[str, Any]:
+    return {"container": args.container, "rule": args.rule, "phase": args.phase,
+            "severity": args.severity}
+
+
+def _alert_rows(out: Out, alerts: list[dict[str, Any]]) -> None:
+    out.table(["TIME", "SEVERITY", "PHASE", "RULE", "CONTAINER", "PID", "ACTIONS", "ID"],
+              [(a["time"][:19].replace("T", " "), a["rule"]["severity"], a["rule"]["phase"],
+                a["rule"]["id"], (a["container"] or {}).get("name") or
+                ((a["container"] or {}).get("id", "")[:12] or "host"),
+                a["process"]["pid"],
+                ",".join(f"{x['action']}:{x['outcome']}" for x in a["actions"]), a["id"])
+               for a in alerts],
+              [None, lambda v: out.paint(v, SEVERITY_COLORS.get(v.strip(), ""))])
+
+
+def cmd_alerts(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
+    if args.alerts_cmd == "show":
+        a = api.get(path_of("/v1/alerts", args.id))
+        if out.json:
+            out.dump(a)
+        else:
+            _alert_rows(out, [a])
+            out.print()
+            out.print("process: " + " ".join(a["process"].get("args") or [a["process"]["exe"]]))
+            for anc in a["process"].get("ancestors", []):
+                out.print(f"  <- {anc['pid']} {' '.join(anc.get('args') or [anc['exe']])}")
+            for act in a["actions"]:
+                out.print(f"action: {act['action']} {act['outcome']} {act['reason']}")
+        return EXIT_OK
+    if args.alerts_cmd == "follow":
+        for item in api.stream("/v1/alerts/stream", {**_alert_params(args),
+                                                     **_stream_params(args)}):
+            if out.json:
+                out.line(item)
+            elif item.get("type") == "dropped":
+                out.print(out.paint(f"... {item['count']} alerts missed", "33"))
+            else:
+                _alert_rows(out, [item])
+        return EXIT_OK
+    page = api.get("/v1/alerts", {**_alert_params(args), "since": args.since,
+                                   "until": args.until, "limit": args.limit})
+    if out.json:
+        out.dump(page["items"])
+    else:
+        _alert_rows(out, page["items"])
+    return EXIT_OK
+
+
+def cmd_rules(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
+    sub = args.rules_cmd
+    if sub == "show":
+        r = api.get(path_of("/v1/rules", args.id))
+        if out.json:
+            out.dump(r)
+        else:
+            for key in ("id", "name", "phase", "severity", "mitre", "event", "enabled",
+                        "effective", "source", "line", "description"):
+                out.print(f"{key:<12}{r.get(key)}")
+        return EXIT_OK
+    if sub == "validate":
+        try:
+            with open(args.file, encoding="utf-8") as f:
+                content = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"roxctl: cannot read {args.file}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        result = api.post("/v1/rules/validate", {"content": content,
+                                                 "name": os.path.basename(args.file),
+                                                 "standalone": args.standalone})
+        if out.json:
+            out.dump(result)
+        else:
+            for e in result["errors"]:
+                where = f"{e['file']}:{e['line']}" if e["line"] else e["file"]
+                rule = f" rule {e['rule_id']!r}:" if e["rule_id"] else ""
+                out.print(f"error: {where}:{rule} {e['message']}")
+            if result["valid"]:
+                out.print(f"ok: {args.file}")
+        return EXIT_OK if result["valid"] else EXIT_ERROR
+    if sub == "reload":
+        try:
+            result = api.post("/v1/rules/reload")
+        except ApiFailure as exc:
+            if exc.status == 422 and isinstance(exc.body, dict):
+                if out.json:
+                    out.dump(exc.body)
+                for e in exc.body.get("errors", []):
+                    print(f"roxctl: {e['file']}:{e['line'] or ''}: {e['message']}",
+                          file=sys.stderr)
+                print("roxctl: reload failed; the previous rule set keeps running",
+                      file=sys.stderr)
+                return EXIT_ERROR
+            raise
+        if out.json:
+            out.dump(result)
+        else:
+            out.print(f"reloaded: {result['rules']} rules, version {result['version'][:12]}")
+        return EXIT_OK
+    if sub in ("enable", "disable"):
+        result = api.post(f"/v1/rules/{sub}", {"ids": args.ids, "tags": args.tag})
+        if out.json:
+            out.dump(result)
+        else:
+            out.print(f"{sub}d {len(result['changed'])} of {len(result['matched'])} matching "
+                      f"rules" + (": " + ", ".join(result["changed"]) if result["changed"]
+                                  else ""))
+        return EXIT_OK
+    params = {"phase": args.phase, "tag": args.tag_filter,
+              "enabled": {"enabled": True, "disabled": False}.get(args.state)}
+    result = api.get("/v1/rules", params)
+    if out.json:
+        out.dump(result["rules"])
+        return EXIT_OK
+    out.table(["ID", "PHASE", "SEVERITY", "MITRE", "EFFECTIVE"],
+              [(r["id"], r["phase"], r["severity"], ",".join(r["mitre"]), r["effective"])
+               for r in result["rules"]],
+              [None, None, lambda v: out.paint(v, SEVERITY_COLORS.get(v.strip(), ""))])
+    return EXIT_OK
+
+
+def cmd_kill(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
+    result = api.post("/v1/actions/kill", {"pid": args.pid})
+    out.dump(result) if out.json else out.print(f"killed {args.pid} ({result['comm']}): "
+                                                f"{result['reason']}")
+    return EXIT_OK
+
+
+def cmd_isolate(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
+    body = {"reason": args.reason} if args.reason else {}
+    result = api.post(path_of("/v1/containers", args.container, "isolate"), body)
+    c = result["container"]
+    out.dump(result) if out.json else out.print(f"isolated {c['name'] or c['id'][:12]}")
+    return EXIT_OK
+
+
+def cmd_release(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
+    result = api.post(path_of("/v1/containers", args.container, "release"))
+    c = result["container"]
+    out.dump(result) if out.json else out.print(f"released {c['name'] or c['id'][:12]}")
+    return EXIT_OK
+
+
+def cmd_seccomp(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
+    if args.seccomp_cmd == "status":
+        result = api.get("/v1/seccomp")
+    elif args.seccomp_cmd == "profile":
+        result = api.get("/v1/seccomp/profile", {"target": args.target, "kill": args.kill})
+    else:
+        body: dict[str, Any] = {"target": args.target}
+        if args.seccomp_cmd == "apply" and args.kill:
+            body["kill"] = True
+        result = api.post(f"/v1/seccomp/{args.seccomp_cmd}", body)
+    out.dump(result)
+    return EXIT_OK
+
+
+def cmd_version(api: ApiClient, out: Out, _args: argparse.Namespace) -> int:
+    server: str | None
+    try:
+        server = api.get("/v1/status")["version"]
+    except (Unreachable, ApiFailure) as exc:
+        server = None
+        note = str(exc)
+    if out.json:
+        out.dump({"client": __version__, "server": server})
+    else:
+        out.print(f"roxctl {__version__}")
+        out.print(f"roxd   {server}" if server else f"roxd   unknown ({note})")
+    return EXIT_OK
+
+
+def cmd_completion(_api: ApiClient, out: Out, args: argparse.Namespace) -> int:
+    out.print(bash_completion(build_parser()))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def _filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--container", help="name, id or id prefix, or `host`")
+    p.add_argument("--rule", help="rule id")
+    p.add_argument("--phase", choices=PHASES)
+    p.add_argument("--severity", choices=SEVERITIES, help="this severity or more severe")
+
+
+def _stream_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--count", type=int, metavar="N", help="stop after N items")
+    p.add_argument("--seconds", type=float, metavar="S", help="stop after S seconds")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="roxctl", description="Drive roxd through its control "
+                                "socket.", formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="exit codes: 0 ok, 1 error, 2 usage, 3 roxd not "
+                                       "reachable")
+    p.add_argument("--socket", default=None,
+                   help=f"roxd's socket (default $ROXD_SOCKET or {default_socket()})")
+    p.add_argument("--json", action="store_true", help="JSON output for scripts")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("status", help="version, uptime, programs, events/s, drops, rules")
+    s.add_argument("-v", "--verbose", action="store_true", help="also each rule's effect")
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("containers", help="containers with mode, alerts and quarantine")
+    s.add_argument("container", nargs="?", help="show one container")
+    s.set_defaults(func=cmd_containers)
+
+    s = sub.add_parser("events", help="live events (Ctrl-C to stop)")
+    s.add_argument("--type", action="append", choices=EVENT_TYPES, help="repeatable")
+    s.add_argument("--container", help="name, id or id prefix, or `host`")
+    s.add_argument("--pid", type=int)
+    s.add_argument("-f", "--follow", action="store_true",
+                   help="follow (the default: events are not stored, only streamed)")
+    _stream_args(s)
+    s.set_defaults(func=cmd_events)
+
+    s = sub.add_parser("alerts", help="list, show or follow alerts")
+    asub = s.add_subparsers(dest="alerts_cmd", required=True, metavar="SUBCOMMAND")
+    a = asub.add_parser("list", help="recent alerts, newest first")
+    _filters(a)
+    a.add_argument("--since", help="RFC 3339 time or age (30s, 15m, 2h, 7d)")
+    a.add_argument("--until", help="RFC 3339 time or age")
+    a.add_argument("--limit", type=int, default=100)
+    a = asub.add_parser("show", help="one alert")
+    a.add_argument("id")
+    a = asub.add_parser("follow", help="live alerts")
+    _filters(a)
+    _stream_args(a)
+    s.set_defaults(func=cmd_alerts)
+
+    s = sub.add_parser("rules", help="list, show, validate, reload, enable, disable rules")
+    rsub = s.add_subparsers(dest="rules_cmd", required=True, metavar="SUBCOMMAND")
+    r = rsub.add_parser("list", help="loaded rules and their effective action")
+    r.add_argument("--phase", choices=PHASES)
+    r.add_argument("--tag", dest="tag_filter", help="phase, MITRE id or tag")
+    r.add_argument("--state", choices=("enabled", "disabled"))
+    r = rsub.add_parser("show", help="one rule")
+    r.add_argument("id")
+    r = rsub.add_parser("validate", help="check a rules file against the loaded pack")
+    r.add_argument("file")
+    r.add_argument("--standalone", action="store_true", help="check the file alone")
+    rsub.add_parser("reload", help="reload the rule files (a bad file keeps the running set)")
+    for verb in ("enable", "disable"):
+        r = rsub.add_parser(verb, help=f"{verb} rules by id or --tag (until roxd restarts)")
+        r.add_argument("ids", nargs="*", metavar="ID")
+        r.add_argument("--tag", action="append", default=[],
+                       help="phase, MITRE id or tag; repeatable")
+    s.set_defaults(func=cmd_rules)
+
+    s = sub.add_parser("kill", help="SIGKILL a process by pidfd")
+    s.add_argument("pid", type=int)
+    s.set_defaults(func=cmd_kill)
+    s = sub.add_parser("isolate", help="network-quarantine a container")
+    s.add_argument("container", help="name, id or unique id prefix")
+    s.add_argument("--reason")
+    s.set_defaults(func=cmd_isolate)
+    s = sub.add_parser("release", help="lift a container's quarantine")
+    s.add_argument("container", help="name, id or unique id prefix")
+    s.set_defaults(func=cmd_release)
+
+    s = sub.add_parser("seccomp", help="seccomp learning, profiles and enforcement")
+    ssub = s.add_subparsers(dest="seccomp_cmd", required=True, metavar="SUBCOMMAND")
+    ssub.add_parser("status", help="what is learned, applied and enforced")
+    for verb, text in (("learn", "start learning"), ("stop", "stop learning"),
+                       ("profile", "print the learned profile"), ("apply", "apply the profile"),
+                       ("enforce", "kill outside the learned set"),
+                       ("release", "stop enforcing")):
+        x = ssub.add_parser(verb, help=text)
+        x.add_argument("target", help="container (or image for learn/profile)")
+        if verb in ("profile", "apply"):
+            x.add_argument("--kill", action="store_true", help="kill instead of EPERM")
+    s.set_defaults(func=cmd_seccomp)
+
+    sub.add_parser("version", help="roxctl's and roxd's versions").set_defaults(
+        func=cmd_version)
+    s = sub.add_parser("completion", help="print a shell completion script")
+    s.add_argument("shell", choices=("bash",))
+    s.set_defaults(func=cmd_completion)
+    return p
+
+
+def bash_completion(parser: argparse.ArgumentParser) -> str:
+    """A bash completion script for the parser's commands, subcommands and options."""
+    words: dict[str, list[str]] = {}
+
+    def walk(p: argparse.ArgumentParser, key: str) -> None:
+        opts: list[str] = []
+        for action in p._actions:
+            opts += [o for o in action.option_strings if o.startswith("--")]
+            if isinstance(action, argparse._SubParsersAction):
+                opts += list(action.choices)
+                for name, child in action.choices.items():
+                    walk(child, f"{key} {name}".strip())
+            elif action.choices and not action.option_strings:
+                opts += [str(c) for c in action.choices]
+        words[key] = opts
+
+    walk(parser, "")
+    cases = "\n".join(f'        "{k}") opts="{" ".join(v)}" ;;' for k, v in sorted(words.items()))
+    return f"""# bash completion for roxctl (generated by `roxctl completion bash`)
+_roxctl() {{
+    local cur key opts word i
+    cur="${{COMP_WORDS[COMP_CWORD]}}"
+    key=""
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        word="${{COMP_WORDS[i]}}"
+        case "$word" in
+            --socket) ((i++)); continue ;;
+            -*) continue ;;
+        esac
+        case "$key${{key:+ }}$word" in
+{chr(10).join(f'            "{k}") key="{k}" ;;' for k in sorted(words) if k)}
+        esac
+    done
+    case "$key" in
+{cases}
+    esac
+    COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+}}
+complete -F _roxctl roxctl"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out = Out(args.json)
+    api = ApiClient(args.socket)
+    try:
+        return int(args.func(api, out, args))
+    except Unreachable as exc:
+        print(f"roxctl: {exc.message()}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except ApiFailure as exc:
+        print(f"roxctl: {exc.reason} (HTTP {exc.status})", file=sys.stderr)
+        body = exc.body if isinstance(exc.body, dict) else {}
+        for c in body.get("candidates", []):
+            print(f"  {c.get('id')}  {c.get('name') or ''}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_OK if args.command in ("events", "alerts") else 130
+    except BrokenPipeError:
+        return EXIT_OK
+    finally:
+        api.close()
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return (f"{d}d " if d else "") + f"{h:02d}:{m:02d}:{s:02d}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
