@@ -7,7 +7,42 @@ struct connect_args {
     u16 family;
     u16 dport; /* host byte order */
     u8 daddr[16];
+    u32 kill_rule; /* nonzero: SIGKILL sent at entry by this rule slot */
 };
+
+/* In-kernel kill at connect() entry. Userspace fills two LPM tries from the rule set:
+ *   connect_kill_port: {scope, port, address prefix}   (rules naming a port)
+ *   connect_kill_any:  {scope, address prefix}         (rules naming only addresses)
+ * scope is a cgroup id or SCOPE_HOST / SCOPE_ANY_CONTAINER as for exec kills; addresses are
+ * IPv6, IPv4 as ::ffff:a.b.c.d. The first 64 (+16) bits of every prefix are the exact scope
+ * (and port); the address bits after them are the rule's network. */
+struct cport_key {
+    u32 prefixlen;
+    u8 data[8 + 2 + 16];
+};
+struct cany_key {
+    u32 prefixlen;
+    u8 data[8 + 16];
+};
+BPF_LPM_TRIE(connect_kill_port, struct cport_key, u32, 4096);
+BPF_LPM_TRIE(connect_kill_any, struct cany_key, u32, 4096);
+
+static __always_inline u32 connect_kill_lookup(u64 scope, u16 port, const u8 *addr16)
+{
+    struct cport_key pk = {.prefixlen = (8 + 2 + 16) * 8};
+    __builtin_memcpy(pk.data, &scope, 8);
+    pk.data[8] = port >> 8;
+    pk.data[9] = port & 0xff;
+    __builtin_memcpy(&pk.data[10], addr16, 16);
+    u32 *slot = connect_kill_port.lookup(&pk);
+    if (slot)
+        return *slot;
+    struct cany_key ak = {.prefixlen = (8 + 16) * 8};
+    __builtin_memcpy(ak.data, &scope, 8);
+    __builtin_memcpy(&ak.data[8], addr16, 16);
+    slot = connect_kill_any.lookup(&ak);
+    return slot ? *slot : 0;
+}
 
 BPF_TABLE("lru_hash", u32, struct connect_args, inflight_connect, 4096);
 BPF_TABLE("lru_hash", struct connect_fold_key, struct fold_state, connect_folds, 16384);
@@ -24,7 +59,10 @@ TRACEPOINT_PROBE(syscalls, sys_enter_connect)
         if (bpf_probe_read_user(&sin, sizeof(sin), uaddr) < 0)
             return 0;
         c.dport = bpf_ntohs(sin.sin_port);
-        __builtin_memcpy(c.daddr, &sin.sin_addr.s_addr, 4);
+        /* the v4-mapped form, as the kill tries store IPv4 rules */
+        u8 mapped[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        __builtin_memcpy(&mapped[12], &sin.sin_addr.s_addr, 4);
+        __builtin_memcpy(c.daddr, mapped, 16);
     } else if (family == AF_INET6) {
         struct sockaddr_in6 sin6 = {};
         if (bpf_probe_read_user(&sin6, sizeof(sin6), uaddr) < 0)
@@ -34,6 +72,20 @@ TRACEPOINT_PROBE(syscalls, sys_enter_connect)
     } else {
         return 0;
     }
+    /* Kill before the connect does anything: the signal is fatal on the way out of the
+     * syscall, and a blocking connect is interrupted; no payload byte is ever written. */
+    u64 cg = bpf_get_current_cgroup_id();
+    u32 rule = connect_kill_lookup(cg, c.dport, c.daddr);
+    if (!rule) {
+        u8 *is_container = container_cgroups.lookup(&cg);
+        rule = connect_kill_lookup(is_container ? SCOPE_ANY_CONTAINER : SCOPE_HOST, c.dport,
+                                   c.daddr);
+    }
+    if (rule) {
+        bpf_send_signal(9);
+        stat_add(STAT_CONNECT_KILLED, 1);
+    }
+    c.kill_rule = rule;
     u32 tid = (u32)bpf_get_current_pid_tgid();
     inflight_connect.update(&tid, &c);
     return 0;
@@ -52,6 +104,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
     r.family = c->family;
     r.dport = c->dport;
     __builtin_memcpy(r.daddr, c->daddr, 16);
+    r.kill_rule = c->kill_rule;
     inflight_connect.delete(&tid);
 
     u64 *gen = exec_gen.lookup(&r.h.pid);
@@ -64,7 +117,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
     r.key.dport = r.dport;
     r.key.ret = r.ret;
 
-    struct fold_state *fs = connect_folds.lookup(&r.key);
+    struct fold_state *fs = r.kill_rule ? NULL : connect_folds.lookup(&r.key);
     if (fs) {
         if (r.h.ktime_ns < fs->quiet_until_ns) {
             __sync_fetch_and_add(&fs->folded, 1);

@@ -50,8 +50,9 @@ class Responder:
 
     def _kill(self, event: EnrichedEvent, monitor: bool, killed_in_kernel: bool) -> ActionResult:
         if killed_in_kernel:
+            where = "connect() entry" if event.kind == "connect" else "exec"
             return ActionResult(ActionKind.KILL, Outcome.DONE,
-                                "SIGKILL sent by the eBPF program at exec", in_kernel=True)
+                                f"SIGKILL sent by the eBPF program at {where}", in_kernel=True)
         if monitor:
             return ActionResult(ActionKind.KILL, Outcome.WOULD, "monitor mode")
         proc = event.process

@@ -309,6 +309,31 @@ def exe_sets(cond: Resolved) -> tuple[frozenset[str], frozenset[str]] | None:
     return None
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def connect_sets(cond: Resolved) -> tuple[frozenset[int] | None, tuple[Network, ...] | None] | None:
+    """(ports, networks) if the condition is only `dport` equals/in and/or `daddr`
+    equals/in/cidr, AND-ed (None in a slot: any); None otherwise. This is what a kernel
+    LPM-trie lookup at connect() entry can decide."""
+    tests = list(cond.parts) if isinstance(cond, AllOf) else [cond]
+    ports: frozenset[int] | None = None
+    networks: tuple[Network, ...] | None = None
+    for test in tests:
+        if not isinstance(test, ResolvedTest) or test.negated:
+            return None
+        if test.spec.name == "dport" and test.op in ("equals", "in") and ports is None:
+            ports = frozenset(int(v) for v in test.values)  # type: ignore[arg-type]
+        elif test.spec.name == "daddr" and test.op in ("equals", "in", "cidr") and networks is None:
+            networks = tuple(ipaddress.ip_network(str(v).strip(), strict=False)
+                             for v in test.values)
+        else:
+            return None
+    if ports is None and networks is None:
+        return None
+    return ports, networks
+
+
 def required_basenames(cond: Resolved) -> frozenset[str] | None:
     """Basenames an exec must have for the condition to hold, or None if any may match.
     Used to index exec rules by basename so most rules are never looked at for an event."""

@@ -19,11 +19,19 @@ from roxd.rules.compile import (
     Resolver,
     compile_exceptions,
     compile_scope,
+    connect_sets,
     exe_sets,
     predicate,
     required_basenames,
 )
-from roxd.rules.ruleset import CompiledRule, ContainerGate, ExecKillSpec, KillPath, RuleSet
+from roxd.rules.ruleset import (
+    CompiledRule,
+    ConnectKillSpec,
+    ContainerGate,
+    ExecKillSpec,
+    KillPath,
+    RuleSet,
+)
 from roxd.rules.schema import Condition, Item, Origin, RawFile, RawRule, read_file
 
 
@@ -222,11 +230,17 @@ def _compile_rule(resolver: Resolver, rule: RawRule, order: int) -> CompiledRule
     kill_spec: ExecKillSpec | None = None
     if ActionKind.KILL in rule.actions:
         kill_path = KillPath.USERSPACE
-        sets = exe_sets(when) if rule.event == "exec" else None
-        if sets is not None and exceptions.container_only:
-            kill_path = KillPath.IN_KERNEL
-            gate = ContainerGate(scope, exceptions.excepted)
-            kill_spec = ExecKillSpec(rule.id, sets[0], sets[1], gate)
+        gate = ContainerGate(scope, exceptions.excepted)
+        if rule.event == "exec" and exceptions.container_only:
+            sets = exe_sets(when)
+            if sets is not None:
+                kill_path = KillPath.IN_KERNEL
+                kill_spec = ExecKillSpec(rule.id, sets[0], sets[1], gate)
+        elif rule.event == "connect" and exceptions.container_only:
+            target = connect_sets(when)
+            if target is not None:
+                kill_path = KillPath.IN_KERNEL
+                kill_spec = ConnectKillSpec(rule.id, target[0], target[1], gate)
     return CompiledRule(
         id=rule.id,
         name=rule.name,

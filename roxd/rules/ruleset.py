@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -58,6 +59,18 @@ class ExecKillSpec:
     scope: ContainerGate
 
 
+@dataclass(frozen=True)
+class ConnectKillSpec:
+    """A connect rule the kernel can enforce at connect() entry: kill when the destination
+    port is one of `ports` (None: any) AND the address is in one of `networks` (None: any),
+    in a container the gate admits."""
+
+    rule_id: str
+    ports: frozenset[int] | None
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None
+    scope: ContainerGate
+
+
 @dataclass(frozen=True, eq=False)
 class CompiledRule:
     id: str
@@ -75,7 +88,7 @@ class CompiledRule:
     scope: ContainerScope
     exception_count: int
     kill_path: KillPath | None  # None when the rule does not kill
-    kill_spec: ExecKillSpec | None  # set when kill_path is IN_KERNEL
+    kill_spec: ExecKillSpec | ConnectKillSpec | None  # set when kill_path is IN_KERNEL
     order: int  # position in load order; matches are reported in this order
     condition: Callable[[EventView], bool] = field(repr=False)
     excepted: Callable[[EventView], bool] | None = field(repr=False)
@@ -184,7 +197,15 @@ class RuleSet:
         return [
             rule.kill_spec
             for rule in self.rules
-            if rule.enabled and not rule.monitor and rule.kill_spec is not None
+            if rule.enabled and not rule.monitor and isinstance(rule.kill_spec, ExecKillSpec)
+        ]
+
+    def connect_kill_specs(self) -> list[ConnectKillSpec]:
+        """Enabled, non-monitor connect rules whose kill the kernel can decide at connect()."""
+        return [
+            rule.kill_spec
+            for rule in self.rules
+            if rule.enabled and not rule.monitor and isinstance(rule.kill_spec, ConnectKillSpec)
         ]
 
     def effective_action_notes(self) -> dict[str, str]:

@@ -203,6 +203,25 @@ class Sensor:
             key.cgroup_id, key.hash = scope, h
             table[key] = ct.c_uint32(slot)
 
+    def set_connect_kills(self, by_port: Mapping[tuple[int, bytes], int],
+                          any_port: Mapping[tuple[int, bytes], int]) -> None:
+        """Replace the in-kernel connect kill tries: {(prefix bits, key bytes): slot}."""
+        bpf = self._require()
+        for name, entries in (("connect_kill_port", by_port), ("connect_kill_any", any_port)):
+            table = bpf[name]
+            current = {(k.prefixlen, bytes(k.data)) for k in table}
+            for prefixlen, data in current - set(entries):
+                del table[self._lpm_key(table, prefixlen, data)]
+            for (prefixlen, data), slot in entries.items():
+                table[self._lpm_key(table, prefixlen, data)] = ct.c_uint32(slot)
+
+    @staticmethod
+    def _lpm_key(table, prefixlen: int, data: bytes):
+        key = table.Key()
+        key.prefixlen = prefixlen
+        ct.memmove(ct.addressof(key) + type(key).data.offset, data, len(data))
+        return key
+
     # ------------------------------------------------------------------ state
 
     def stats(self) -> SensorStats:

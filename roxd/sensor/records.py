@@ -221,7 +221,8 @@ def _decode_connect(raw: bytes, clock_offset_ns: int) -> Decoded:
     rec = _padded(raw, ConnectRecord)
     h = rec.h
     if rec.family == socket.AF_INET:
-        family, daddr = "ipv4", socket.inet_ntop(socket.AF_INET, bytes(rec.daddr)[:4])
+        # stored v4-mapped (::ffff:a.b.c.d) by the kernel side, as the kill tries want it
+        family, daddr = "ipv4", socket.inet_ntop(socket.AF_INET, bytes(rec.daddr)[12:16])
     elif rec.family == socket.AF_INET6:
         family, daddr = "ipv6", socket.inet_ntop(socket.AF_INET6, bytes(rec.daddr))
     else:

@@ -242,3 +242,78 @@ def test_removed_container_is_forgotten(run_container: Any, docker_engine: Any,
     assert any("gone" in line for line in done)
     assert q2.records() == []
     assert os.path.exists(tmp_path / "quarantine.json")
+
+
+CONNECT_KILL_RULE = """
+[[rule]]
+id = "test.connect-kill"
+name = "Forbidden port"
+description = "Test rule: containers may not connect to this loopback port."
+phase = "lateral_movement"
+severity = "critical"
+mitre = ["T1021"]
+event = "connect"
+actions = ["alert", "kill"]
+[rule.when]
+dport = {port}
+daddr = {{ cidr = ["127.0.0.0/8"] }}
+[rule.scope]
+host = false
+"""
+
+
+def test_connect_kill_in_kernel_before_a_byte_leaves(
+        roxd_factory: Any, run_container: Any, tmp_path: Path) -> None:
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.settimeout(0.2)
+    port = listener.getsockname()[1]
+    received: list[bytes] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            conn.settimeout(1)
+            try:
+                data = conn.recv(100)
+                if data:
+                    received.append(data)
+            except OSError:
+                pass
+            conn.close()
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    rules = _rules(tmp_path, CONNECT_KILL_RULE.format(port=port))
+    roxd: RoxdProcess = roxd_factory(rules=[rules])
+    try:
+        c = run_container(
+            f"sleep 1; for i in 1 2 3 4 5; do echo secret-payload | nc 127.0.0.1 {port}; "
+            "echo rc=$?; done", network_mode="host")
+        assert c.wait(timeout=60)["StatusCode"] == 0
+        logs = c.logs().decode()
+        assert logs.count("rc=137") == 5, logs  # every nc died by SIGKILL
+        alert = roxd.wait_for(lambda o: o.get("type") == "alert"
+                              and o["rule"]["id"] == "test.connect-kill", timeout=10,
+                              message="connect kill alert")
+        kill = next(x for x in alert["actions"] if x["action"] == "kill")
+        assert kill["outcome"] == "done" and kill["in_kernel"] is True
+        assert alert["event"]["connect"]["dport"] == port
+        # the host (not in scope) still connects, and no payload ever arrived from the container
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(b"host-payload")
+        wait_until(lambda: b"host-payload" in received, 5, message="host payload")
+        assert not any(b"secret" in r for r in received)
+    finally:
+        stop.set()
+        server.join(2)
+        listener.close()

@@ -493,12 +493,25 @@ def test_kill_spec_scope_includes_container_exceptions(tmp_path: Path) -> None:
     assert spec.scope.matches_any_container() is False
 
 
-def test_connect_rule_with_kill_is_userspace(tmp_path: Path) -> None:
+def test_connect_rule_on_port_and_address_is_killed_in_kernel(tmp_path: Path) -> None:
     rule_set = load(
-        tmp_path, rule(event="connect", actions='["kill"]', body="[rule.when]\ndport = 1\n")
+        tmp_path, rule(event="connect", actions='["kill"]',
+                       body='[rule.when]\ndport = [1, 2]\ndaddr = { cidr = ["10.0.0.0/8"] }\n')
+    )
+    assert rule_set.effective_action_notes()["t.rule"] == "kill: in-kernel"
+    assert rule_set.exec_kill_specs() == []
+    (spec,) = rule_set.connect_kill_specs()
+    assert spec.ports == frozenset({1, 2})
+    assert [str(n) for n in spec.networks] == ["10.0.0.0/8"]
+
+
+def test_connect_rule_with_process_conditions_is_userspace(tmp_path: Path) -> None:
+    rule_set = load(
+        tmp_path, rule(event="connect", actions='["kill"]',
+                       body='[rule.when]\ndport = 1\nexe_basename = "curl"\n')
     )
     assert rule_set.effective_action_notes()["t.rule"] == "kill: userspace"
-    assert rule_set.exec_kill_specs() == []
+    assert rule_set.connect_kill_specs() == []
 
 
 # ----------------------------------------------------------------------------- loading

@@ -13,7 +13,7 @@ from roxd.errors import KernelHeadersError
 from roxd.model import ConnectEvent, Container, ExecEvent, ExitEvent
 from roxd.sensor import records
 from roxd.sensor.headers import resolve_headers
-from roxd.sensor.kill_table import build_exec_kill_table
+from roxd.sensor.kill_table import build_connect_kill_table, build_exec_kill_table
 
 pytestmark = pytest.mark.unit
 
@@ -109,7 +109,7 @@ def test_decode_connect_ipv4_and_ipv6() -> None:
     rec = records.ConnectRecord()
     rec.h = _header(records.REC_CONNECT)
     rec.family, rec.dport, rec.ret = socket.AF_INET, 443, -111
-    ct.memmove(rec.daddr, socket.inet_aton("10.1.2.3"), 4)
+    ct.memmove(rec.daddr, b"\0" * 10 + b"\xff\xff" + socket.inet_aton("10.1.2.3"), 16)
     ev = records.decode(bytes(rec), 0).event
     assert isinstance(ev, ConnectEvent)
     assert (ev.family, ev.daddr, ev.dport, ev.errno, ev.result.value) == (
@@ -172,3 +172,31 @@ def test_kill_table_scopes() -> None:
     assert (200, nc) not in table.entries
     assert (records.SCOPE_HOST, nc) not in table.entries
     assert table.slots == {1: "r.everywhere", 2: "r.web-only"}
+
+
+@dataclass(frozen=True)
+class _ConnectSpec:
+    rule_id: str
+    ports: frozenset[int] | None
+    networks: tuple | None
+    scope: _Scope
+
+
+def test_connect_kill_table_keys() -> None:
+    import ipaddress
+    import struct
+
+    web = Container(id="a" * 64, runtime="docker", image="web:1")
+    specs = [
+        _ConnectSpec("r.metadata", None, (ipaddress.ip_network("169.254.169.254/32"),),
+                     _Scope(False, None)),
+        _ConnectSpec("r.docker-api", frozenset({2375}), None, _Scope(False, ("web:1",))),
+    ]
+    table = build_connect_kill_table(specs, [(100, web)])
+    scope_any = struct.pack("<Q", records.SCOPE_ANY_CONTAINER)
+    mapped = b"\0" * 10 + b"\xff\xff" + bytes([169, 254, 169, 254])
+    assert table.any_port == {(64 + 128, scope_any + mapped): 1}
+    # a port rule with no address: the whole IPv6 space (IPv4 is inside it, v4-mapped)
+    key = (64 + 16 + 0, struct.pack("<Q", 100) + struct.pack(">H", 2375) + bytes(16))
+    assert table.by_port == {key: 2}
+    assert table.slots == {1: "r.metadata", 2: "r.docker-api"}
