@@ -168,6 +168,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                    explain: str | None = None) -> None:
         # Errors of the request line / headers, raised by the base class: JSON, then close.
         self.close_connection = True
+        if self.request_version == "HTTP/0.9":  # an unparsable request line: answer 1.1
+            self.request_version = "HTTP/1.1"
         reason = message or HTTPStatus(code).phrase
         self._send(Response.error(code, reason))
 

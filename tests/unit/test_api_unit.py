@@ -1,0 +1,376 @@
+"""The control API without a kernel: the document and the router agree, the validator uses
+the document's schemas, bad input is a 4xx with a reason, and roxctl's exit codes hold."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from roxd.api import schemas
+from roxd.api.auth import Authorizer, PeerCred
+from roxd.api.client import ApiClient, ApiFailure, Unreachable
+from roxd.api.server import ApiServer
+from roxd.api.settings import ApiSettings
+from roxd.config import Config
+from roxd.model import Container
+from roxd.pubsub import Topic
+from roxd.rules.loader import load_rule_set
+
+pytestmark = pytest.mark.unit
+REPO = Path(__file__).resolve().parents[2]
+
+
+# ---------------------------------------------------------------------------- a fake daemon
+
+
+@dataclass
+class _Stats:
+    counters: dict[str, int]
+    drops_by_cgroup: dict[int, int] = field(default_factory=dict)
+    decode_errors: int = 0
+    callback_errors: int = 0
+
+
+class _Sensor:
+    attached = ("sched:sched_process_exec",)
+    load_seconds = 1.0
+
+    def stats(self) -> _Stats:
+        return _Stats({"exec_seen": 10, "exec_emitted": 9, "exec_folded": 1,
+                       "exec_dropped": 0, "exec_killed": 0})
+
+
+class _Resolver:
+    def __init__(self) -> None:
+        self.items = [
+            (101, Container("ab12" + "0" * 60, "docker", "web", "nginx:1")),
+            (102, Container("ab34" + "0" * 60, "docker", "db", "postgres:16")),
+        ]
+
+    def containers(self) -> list[tuple[int, Container]]:
+        return list(self.items)
+
+
+class _Attribution:
+    resolver = _Resolver()
+
+
+@dataclass
+class _Counters:
+    events: int = 5
+    alerts: int = 0
+    quiet_marks: int = 0
+
+
+class FakeDaemon:
+    def __init__(self) -> None:
+        from roxd.features import probe
+
+        self.config = Config()
+        self.features = probe()
+        self.sensor = _Sensor()
+        self.counters = _Counters()
+        self.started_at = time.time()
+        self.rule_paths = [REPO / "rules"]
+        self.rules = load_rule_set(self.rule_paths)
+        self.rule_overrides: dict[str, bool] = {}
+        self.attribution = _Attribution()
+        self.quarantine = None
+        self.events_topic = Topic("events")
+        self.alerts_topic = Topic("alerts")
+
+    def call_in_loop(self, fn: Any, timeout: float = 30.0) -> Any:
+        return fn()
+
+    def reload_rules(self) -> bool:
+        self.rules = load_rule_set(self.rule_paths)
+        return True
+
+    def set_rule_enabled(self, ids: list[str], enabled: bool) -> Any:
+        for i in ids:
+            self.rule_overrides[i] = enabled
+        self.rules = type(self.rules)(
+            [replace(r, enabled=self.rule_overrides.get(r.id, r.enabled))
+             for r in self.rules.rules], self.rules.version, self.rules.files)
+        return self.rules
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    daemon = FakeDaemon()
+    path = tmp_path_factory.mktemp("api") / "roxd.sock"
+    server = ApiServer(daemon, str(path), ApiSettings(idle_timeout_s=0.5, max_connections=4,
+                                                      max_body_bytes=4096))
+    server.start()
+    yield daemon, str(path)
+    server.close()
+
+
+def raw(path: str, data: bytes, read: int = 65536) -> bytes:
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    s.connect(path)
+    s.sendall(data)
+    out = b""
+    while chunk := s.recv(read):
+        out += chunk
+    s.close()
+    return out
+
+
+# ---------------------------------------------------------------------------- the contract
+
+
+def test_every_route_is_in_the_document_and_every_operation_has_a_handler(api: Any) -> None:
+    from roxd.api.endpoints import Endpoints
+
+    daemon, path = api
+    endpoints = Endpoints(daemon, ApiSettings(), threading.Event(), path)
+    doc_ops = {op.operation_id for op in schemas.operations()}
+    assert set(endpoints.handlers()) == doc_ops
+    pairs = {(op.method, op.path) for op in schemas.operations()}
+    doc_pairs = {(m.upper(), p) for p, item in schemas.document()["paths"].items()
+                 for m in item}
+    assert pairs == doc_pairs
+    assert all(p.startswith("/v1/") for _m, p in pairs)
+    for required in [("GET", "/v1/status"), ("GET", "/v1/openapi.json"),
+                     ("POST", "/v1/rules/reload")]:
+        assert required in pairs
+
+
+def test_the_validator_uses_the_documents_schemas() -> None:
+    doc = schemas.document()
+    for op in schemas.operations():
+        spec = doc["paths"][op.path][op.method.lower()]
+        if op.body_schema is not None:
+            assert op.body_schema is spec["requestBody"]["content"]["application/json"]["schema"]
+        assert [p.schema for p in op.params] == [p["schema"] for p in spec.get("parameters", [])]
+        # every change needs admin; reads (and validating a posted file) do not
+        assert op.access == ("read" if op.method == "GET" or op.operation_id == "validateRules"
+                             else "admin")
+
+
+def test_the_served_document_is_the_shipped_file(api: Any) -> None:
+    _daemon, path = api
+    with ApiClient(path) as c:
+        assert c.get("/v1/openapi.json") == json.loads((REPO / "roxd/api/openapi.json")
+                                                       .read_text())
+
+
+@pytest.mark.parametrize(("schema", "value", "message"), [
+    ("KillRequest", {"pid": "1"}, "body.pid must be an integer"),
+    ("KillRequest", {"pid": True}, "body.pid must be an integer"),
+    ("KillRequest", {"pid": 0}, "body.pid must be >= 1"),
+    ("KillRequest", {}, "body.pid is required"),
+    ("KillRequest", {"pid": 3, "sig": 9}, "unknown field 'sig'"),
+    ("KillRequest", [], "body must be an object"),
+    ("RuleSelector", {}, "needs at least 1 fields"),
+    ("RuleSelector", {"ids": ["a", 3]}, "body.ids[1] must be a string"),
+    ("RuleValidateRequest", {"content": "x", "name": "a/b"}, "body.name does not match"),
+])
+def test_validator_messages(schema: str, value: Any, message: str) -> None:
+    errors = schemas.errors({"$ref": f"#/components/schemas/{schema}"}, value)
+    assert any(message in e for e in errors), errors
+
+
+def test_authorizer() -> None:
+    auth = Authorizer(read_gid=990, admin_gid=991)
+    root = PeerCred(1, 0, 0)
+    reader = PeerCred(1, 1000, 1000, frozenset({990}))
+    admin = PeerCred(1, 1000, 991)
+    stranger = PeerCred(1, 1000, 1000)
+    assert auth.denial(root, "admin") is None
+    assert auth.denial(reader, "read") is None
+    assert "may only read" in (auth.denial(reader, "admin") or "")
+    assert auth.denial(admin, "admin") is None
+    assert auth.denial(stranger, "read") is not None
+    assert Authorizer(None, None).denial(reader, "read") is not None
+
+
+# ---------------------------------------------------------------------------- the server
+
+
+def test_status_and_containers(api: Any) -> None:
+    _daemon, path = api
+    with ApiClient(path) as c:
+        status = c.get("/v1/status")
+        assert status["kernel"]["exec_seen"] == 10
+        assert status["rules"]["count"] == len(status["rules"]["effective_actions"]) > 0
+        assert [x["name"] for x in c.get("/v1/containers")] == ["db", "web"]
+        assert c.get("/v1/containers/web")["id"].startswith("ab12")
+        assert c.get("/v1/containers/ab34")["name"] == "db"
+        with pytest.raises(ApiFailure) as ambiguous:
+            c.get("/v1/containers/ab")
+        assert ambiguous.value.status == 409
+        assert {x["name"] for x in ambiguous.value.body["candidates"]} == {"web", "db"}
+        with pytest.raises(ApiFailure) as missing:
+            c.get("/v1/containers/nope")
+        assert missing.value.status == 404
+        assert "roxd_kernel_events_total{family=\"exec\",outcome=\"seen\"} 10" in c.get(
+            "/v1/metrics")
+
+
+@pytest.mark.parametrize(("request_bytes", "status", "reason"), [
+    (b"POST /v1/actions/kill HTTP/1.1\r\nContent-Length: 5\r\n\r\n{bad}", 400, "malformed"),
+    (b"POST /v1/actions/kill HTTP/1.1\r\nContent-Length: 99999\r\n\r\n", 413, "over the limit"),
+    (b"POST /v1/actions/kill HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 411, "chunked"),
+    (b"GET /v1/alerts?limit=0 HTTP/1.1\r\n\r\n", 400, "query.limit must be >= 1"),
+    (b"GET /v1/alerts?since=yesterday HTTP/1.1\r\n\r\n", 400, "RFC 3339"),
+    (b"GET /v1/rules/%ff HTTP/1.1\r\n\r\n", 400, "not UTF-8"),
+    (b"PUT /v1/status HTTP/1.1\r\n\r\n", 405, "allowed: GET"),
+    (b"GET /nope HTTP/1.1\r\n\r\n", 404, "no such endpoint"),
+    (b"GARBAGE\r\n\r\n", 400, ""),
+])
+def test_bad_requests_are_4xx_with_a_reason(api: Any, request_bytes: bytes, status: int,
+                                            reason: str) -> None:
+    _daemon, path = api
+    answer = raw(path, request_bytes.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1))
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split()[1] == str(status).encode(), answer
+    assert json.loads(body)["status"] == status
+    assert reason in json.loads(body)["error"]
+
+
+def test_idle_connections_are_closed_and_the_limit_answers_503(api: Any) -> None:
+    _daemon, path = api
+    idle = []
+    for _ in range(4 + 8):  # the limit plus root's reserved slots
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(path)
+        idle.append(s)
+    extra = socket.socket(socket.AF_UNIX)
+    extra.settimeout(5)
+    extra.connect(path)
+    assert b" 503 " in extra.recv(4096)
+    for s in idle:  # closed by the server after idle_timeout_s (0.5 s here)
+        s.settimeout(10)
+        assert s.recv(10) == b""
+        s.close()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with ApiClient(path) as c:
+                assert c.get("/v1/health")["ok"]
+            break
+        except ApiFailure:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
+def test_rules_toggle_and_validate(api: Any) -> None:
+    daemon, path = api
+    with ApiClient(path) as c:
+        result = c.post("/v1/rules/disable", {"tags": ["foothold"]})
+        assert result["changed"] and all(i.startswith("foothold.") for i in result["changed"])
+        assert not daemon.rules.get(result["changed"][0]).enabled
+        c.post("/v1/rules/enable", {"ids": result["changed"]})
+        assert all(r.enabled for r in daemon.rules.rules)
+        with pytest.raises(ApiFailure) as unknown:
+            c.post("/v1/rules/enable", {"tags": ["no-such-tag"]})
+        assert unknown.value.status == 404
+        bad = c.post("/v1/rules/validate", {"content": "[[rule]]\nid = 3\n", "name": "m.toml"})
+        assert not bad["valid"] and bad["errors"][0]["file"] == "m.toml"
+        assert c.post("/v1/rules/validate", {"content": ""})["valid"]
+
+
+def test_streams_deliver_filtered_items(api: Any) -> None:
+    daemon, path = api
+    got: list[dict[str, Any]] = []
+
+    def read() -> None:
+        with ApiClient(path) as c:
+            got.extend(c.stream("/v1/events/stream", {"type": "exec", "max_items": 2}))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    deadline = time.monotonic() + 10
+    while not daemon.events_topic.active:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    for i in range(3):
+        daemon.events_topic.publish({"type": "exit", "n": i})
+        daemon.events_topic.publish({"type": "exec", "n": i})
+    reader.join(10)
+    assert [g["n"] for g in got] == [0, 1]
+    assert not daemon.events_topic.active
+
+
+def test_alerts_from_the_topic(api: Any) -> None:
+    daemon, path = api
+    alert = {"id": "a" * 32, "time": "2026-11-22T16:40:02.118223Z",
+             "rule": {"id": "x.y", "name": "n", "phase": "foothold", "severity": "warning",
+                      "mitre": []}, "container": None, "process": {"pid": 1}, "event": {},
+             "actions": []}
+    daemon.alerts_topic.publish(alert)
+    with ApiClient(path) as c:
+        deadline = time.monotonic() + 10
+        while not c.get("/v1/alerts")["items"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert c.get(f"/v1/alerts/{'a' * 32}")["rule"]["id"] == "x.y"
+        assert c.get("/v1/alerts", {"container": "host", "severity": "warning"})["items"]
+        assert not c.get("/v1/alerts", {"severity": "error"})["items"]
+        assert not c.get("/v1/alerts", {"until": "2026-11-22T16:40:02Z"})["items"]
+
+
+def test_seccomp_is_501_until_wired(api: Any) -> None:
+    _daemon, path = api
+    with ApiClient(path) as c, pytest.raises(ApiFailure) as exc:
+        c.get("/v1/seccomp")
+    assert exc.value.status == 501 and "not wired" in exc.value.reason
+
+
+# ---------------------------------------------------------------------------- roxctl
+
+
+def roxctl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "roxd.ctl", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=60)
+
+
+def test_roxctl_exit_codes(api: Any, tmp_path: Path) -> None:
+    _daemon, path = api
+    gone = roxctl("--socket", str(tmp_path / "none.sock"), "status")
+    assert gone.returncode == 3 and "roxd is not running (no socket at" in gone.stderr
+    assert "systemctl start roxd" in gone.stderr
+    assert roxctl("status", env={"ROXD_SOCKET": path}).returncode == 0
+    assert roxctl("--socket", path, "no-such-command").returncode == 2
+    missing = roxctl("--socket", path, "rules", "show", "no.such.rule")
+    assert missing.returncode == 1 and "no rule" in missing.stderr
+    listed = roxctl("--socket", path, "--json", "alerts", "list")
+    assert listed.returncode == 0 and isinstance(json.loads(listed.stdout), list)
+
+
+def test_roxctl_imports_nothing_of_the_engine() -> None:
+    code = ("import sys, roxd.ctl; print(sorted(m for m in sys.modules "
+            "if m.startswith('roxd')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert eval(out) == ["roxd", "roxd.api", "roxd.api.client", "roxd.ctl"]
+
+
+def test_completion_script_is_current_and_valid(tmp_path: Path) -> None:
+    from roxd.ctl import bash_completion, build_parser
+
+    script = bash_completion(build_parser())
+    assert (REPO / "packaging/completion/roxctl.bash").read_text() == script + "\n"
+    check = subprocess.run(["bash", "-c", script + "\nCOMP_WORDS=(roxctl rules e); "
+                            "COMP_CWORD=2; _roxctl; echo ${COMPREPLY[@]}"],
+                           capture_output=True, text=True)
+    assert check.returncode == 0 and check.stdout.split() == ["enable"]
+
+
+def test_unreachable_message_names_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(Unreachable) as exc:
+        ApiClient(str(tmp_path / "x.sock")).get("/v1/status")
+    assert "make run" in exc.value.message()
