@@ -75,12 +75,21 @@ class EnforceSection:
 
 
 @dataclass(frozen=True)
+class SeccompSection:
+    # Learn containers labelled roxd.learn=true from their start (see docs/seccomp.md).
+    honor_label: bool = False
+    # Seconds between reads of the learned bitmaps and the kill/denial counters.
+    poll_interval_s: float = 0.5
+
+
+@dataclass(frozen=True)
 class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     sensor: SensorSection = field(default_factory=SensorSection)
     containers: ContainersSection = field(default_factory=ContainersSection)
     rules: RulesSection = field(default_factory=RulesSection)
     enforce: EnforceSection = field(default_factory=EnforceSection)
+    seccomp: SeccompSection = field(default_factory=SeccompSection)
     alerts: AlertsSettings = field(default_factory=AlertsSettings)
     source: str = "built-in defaults"
 
@@ -100,6 +109,7 @@ _SECTIONS: dict[str, type] = {
     "containers": ContainersSection,
     "rules": RulesSection,
     "enforce": EnforceSection,
+    "seccomp": SeccompSection,
 }
 
 

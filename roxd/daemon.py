@@ -10,6 +10,7 @@ own thread inside the containers stage.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import queue
@@ -33,7 +34,18 @@ from roxd.enforce.quarantine import Quarantine
 from roxd.enforce.response import Responder
 from roxd.enforce.runtime_control import DockerControl
 from roxd.errors import CgroupError, RoxdError, RuleError
-from roxd.model import ConnectEvent, ExitEvent, rfc3339
+from roxd.model import (
+    ActionKind,
+    ActionResult,
+    ConnectEvent,
+    ExitEvent,
+    Outcome,
+    Phase,
+    RuleRef,
+    Severity,
+    SyscallEvent,
+    rfc3339,
+)
 from roxd.pubsub import Topic
 from roxd.rules.loader import load_rule_set
 from roxd.rules.ruleset import RuleSet
@@ -43,6 +55,18 @@ from roxd.sensor.records import Decoded
 from roxd.systemd_notify import Notifier
 
 log = logging.getLogger(__name__)
+
+# Alerts the seccomp stage raises without a TOML rule: a profile violation is always news.
+SECCOMP_KILLED = RuleRef(
+    id="seccomp.enforce-kill", name="Process killed for a syscall outside its learned profile",
+    phase=Phase.PRIVILEGE_ESCALATION, severity=Severity.CRITICAL, mitre=("T1611", "T1068"),
+    description="A container in seccomp enforce mode made a system call its image never made "
+                "while learning; the kernel killed the process at syscall entry.")
+SECCOMP_DENIED = RuleRef(
+    id="seccomp.profile-denied", name="Syscall denied by the container's seccomp profile",
+    phase=Phase.PRIVILEGE_ESCALATION, severity=Severity.WARNING, mitre=("T1611",),
+    description="A syscall returned EPERM from the container's applied seccomp profile: an "
+                "attack attempt, or a profile too tight for the workload.")
 
 
 @dataclass(frozen=True)
@@ -100,6 +124,7 @@ class Daemon:
         self.alerts_topic = Topic("alerts")
         self.started_at = time.time()
         self.api: ApiServer | None = None
+        self.seccomp: Any = None  # roxd.seccomp.service.SeccompService once started
         self.rule_overrides: dict[str, bool] = {}  # rule id -> enabled, set at runtime
 
     # ------------------------------------------------------------------ lifecycle
@@ -118,6 +143,8 @@ class Daemon:
             return 1
         self.attribution.start()
         self.responder.cgroup2_root = self.attribution.index.root
+        self.seccomp = self._make_seccomp()
+        self.responder.seccomp = self.seccomp
         self._reconcile_quarantine()
         sensor_cfg = SensorConfig(
             cache_dir=Path(self.config.daemon.cache_dir),
@@ -167,6 +194,8 @@ class Daemon:
                 self._flush_output()
             self.sensor.close()
             log.info("roxd stopped; kernel counters: %s", _fmt_counters(stats.counters))
+        if self.seccomp is not None:
+            self.seccomp.close()
         self.delivery.close(5.0)  # after the last alert: flushes folds and queues to disk
         if self.attribution is not None:
             self.attribution.stop()
@@ -189,6 +218,7 @@ class Daemon:
         next_stats = time.monotonic() + stats_every
         next_policy = time.monotonic() + 1.0
         next_reconcile = time.monotonic() + self.config.enforce.reconcile_interval_s
+        next_seccomp = time.monotonic() + self.config.seccomp.poll_interval_s
         while not self._stop.is_set():
             self.sensor.poll(poll_ms)
             self._run_loop_tasks()
@@ -202,6 +232,9 @@ class Daemon:
                 # container set changes (start/stop) re-target container-scoped kill entries
                 self._push_kernel_policy()
                 next_policy = now + 1.0
+            if now >= next_seccomp:
+                self._poll_seccomp()
+                next_seccomp = now + self.config.seccomp.poll_interval_s
             if now >= next_reconcile:
                 self._reconcile_quarantine()
                 next_reconcile = now + self.config.enforce.reconcile_interval_s
@@ -369,6 +402,57 @@ class Daemon:
             self.quarantine.reconcile()
         except Exception:  # a runtime hiccup must not stop the loop; next round retries
             log.exception("quarantine reconciliation failed")
+
+    def _make_seccomp(self) -> Any:
+        if not self.config.containers.docker_url:
+            log.warning("no container runtime configured: seccomp learning is unavailable")
+            return None
+        try:
+            import docker
+
+            from roxd.seccomp.service import SeccompService
+
+            client = docker.DockerClient(base_url=self.config.containers.docker_url,
+                                         version="auto",
+                                         timeout=self.config.containers.docker_timeout_s)
+            return SeccompService(Path(self.config.daemon.state_dir), client,
+                                  honor_label=self.config.seccomp.honor_label,
+                                  cgroup_root=self.attribution.index.root
+                                  if self.attribution else None)
+        except Exception as exc:  # Docker down at start, libseccomp missing, ...: say so
+            log.warning("seccomp learning/enforcement unavailable: %s", exc)
+            return None
+
+    def _poll_seccomp(self) -> None:
+        """Kills and denials from the seccomp stage become alerts like any other."""
+        if self.seccomp is None or self.attribution is None:
+            return
+        try:
+            events = self.seccomp.poll()
+        except Exception:
+            log.exception("seccomp poll failed")
+            return
+        for ev in events:
+            cgroups = self.attribution.resolver.cgroup_ids_of(ev.container_id)
+            syscall = SyscallEvent(
+                time_ns=time.time_ns(), pid=ev.pid, uid=0,
+                cgroup_id=next(iter(cgroups), 0), comm="", syscall=ev.syscall,
+                errno=0 if ev.kind == "killed" else errno.EPERM, count=ev.count,
+                source=f"seccomp-{'enforce' if ev.kind == 'killed' else 'deny'}")
+            enriched = self.attribution.enricher.enrich(syscall)
+            if ev.kind == "killed":
+                rule, actions = SECCOMP_KILLED, (ActionResult(
+                    ActionKind.KILL, Outcome.DONE,
+                    f"SIGKILL at sys_enter of {ev.syscall}: outside the enforced profile",
+                    in_kernel=True),)
+            else:
+                rule, actions = SECCOMP_DENIED, (ActionResult(
+                    ActionKind.ALERT, Outcome.DONE,
+                    f"{ev.syscall} denied by the container's seccomp profile (EPERM)"),)
+            alert = self.alerts.raise_alert(rule, enriched, actions)
+            self.counters.alerts += 1
+            if self.alerts_topic.active:
+                self.alerts_topic.publish(alert.to_dict())
 
     # ------------------------------------------------------------------ status
 

@@ -15,9 +15,10 @@ Every record is a frozen dataclass so a stage can never mutate what an earlier s
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any
 
 # --------------------------------------------------------------------------- sensor events
 
@@ -96,7 +97,23 @@ def connect_result_of(errno_value: int) -> ConnectResult:
     }.get(errno_value, ConnectResult.ERROR)
 
 
-SensorEvent = ExecEvent | ExitEvent | ConnectEvent
+@dataclass(frozen=True, slots=True)
+class SyscallEvent:
+    """A sensitive or policy-relevant system call: its name, decoded arguments and result."""
+
+    time_ns: int
+    pid: int
+    uid: int
+    cgroup_id: int
+    comm: str
+    syscall: str
+    errno: int = 0  # 0 on success; the positive errno of a failed (or denied) attempt
+    args: Mapping[str, int | str] = field(default_factory=dict)
+    count: int = 1  # occurrences this event stands for (aggregated in the kernel)
+    source: str = "sensor"  # which program saw it: "sensor", "seccomp-enforce", "seccomp-deny"
+
+
+SensorEvent = ExecEvent | ExitEvent | ConnectEvent | SyscallEvent
 
 # --------------------------------------------------------------------------- enrichment
 
@@ -201,6 +218,9 @@ class EnrichedEvent:
             out["folded"] = ev.folded
         elif isinstance(ev, ExitEvent):
             out["exit"] = {"code": ev.exit_code}
+        elif isinstance(ev, SyscallEvent):
+            out["syscall"] = {"name": ev.syscall, "errno": ev.errno, "args": dict(ev.args),
+                              "count": ev.count, "source": ev.source}
         return out
 
 
@@ -211,6 +231,8 @@ def event_kind(event: SensorEvent) -> str:
         return "connect"
     if isinstance(event, ExitEvent):
         return "exit"
+    if isinstance(event, SyscallEvent):
+        return "syscall"
     raise TypeError(f"not a sensor event: {event!r}")
 
 
@@ -334,5 +356,5 @@ class Alert:
 def rfc3339(time_ns: int) -> str:
     """RFC 3339 UTC timestamp with microseconds, e.g. 2026-11-22T16:04:31.123456Z."""
     seconds, nanos = divmod(time_ns, 1_000_000_000)
-    stamp = _dt.datetime.fromtimestamp(seconds, tz=_dt.timezone.utc)
+    stamp = _dt.datetime.fromtimestamp(seconds, tz=_dt.UTC)
     return stamp.strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos // 1000:06d}Z"

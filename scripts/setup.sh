@@ -60,6 +60,17 @@ except KernelHeadersError as exc:
 print("setup: kernel headers:", tree.describe(), file=sys.stderr)
 '
 
+# --- Docker's default seccomp profile, to compare learned profiles with ------------------
+# (extracted from Debian's docker source package, not installed: it would pull 250 packages)
+if [ ! -f /var/cache/roxd/docker-default-seccomp.json ]; then
+    mkdir -p /var/cache/roxd
+    .venv/bin/python -c '
+from pathlib import Path
+from roxd.seccomp.validate import fetch_docker_default
+fetch_docker_default(Path("/var/cache/roxd/docker-default-seccomp.json"))
+' || log "warning: Docker default seccomp profile not fetched; comparisons will say so"
+fi
+
 # --- Docker engine and the offline test images ------------------------------------------
 scripts/dockerd.sh start
 scripts/test-images.sh

@@ -13,6 +13,7 @@ from roxd.model import (
     ExitEvent,
     Process,
     SensorEvent,
+    SyscallEvent,
 )
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class Enricher:
                 else self._unknown(event.pid, -1, event.comm, event.cgroup_id)
             )
             self.processes.on_exit(event)
-        elif isinstance(event, ConnectEvent):
+        elif isinstance(event, ConnectEvent | SyscallEvent):
             info_or_none = self.processes.get(event.pid)
             process = (
                 self._process(info_or_none, event.cgroup_id, event.comm, uid=event.uid)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from roxd.enforce.kill import kill_pid
 from roxd.enforce.quarantine import Quarantine, QuarantineError
@@ -28,6 +29,7 @@ class Responder:
     # What isolate does for a container that shares the host network (no namespace of its
     # own to put a table in): "none" (report it), "pause" or "kill" the container.
     isolate_fallback: str = "none"
+    seccomp: Any = None  # roxd.seccomp.service.SeccompService when available
 
     def respond(
         self, match: RuleMatch, event: EnrichedEvent, *, killed_in_kernel: bool = False
@@ -41,6 +43,8 @@ class Responder:
                 results.append(self._kill(event, monitor, killed_in_kernel))
             elif action is ActionKind.ISOLATE:
                 results.extend(self._isolate(event, match, monitor))
+            elif action is ActionKind.SECCOMP:
+                results.append(self._seccomp(event, monitor))
             elif monitor:
                 results.append(ActionResult(action, Outcome.WOULD, "monitor mode"))
             else:
@@ -83,6 +87,23 @@ class Responder:
             if "host's network" not in str(exc) or self.isolate_fallback == "none":
                 return [failed]
             return [failed, self._fallback(container.id)]
+
+    def _seccomp(self, event: EnrichedEvent, monitor: bool) -> ActionResult:
+        """Move the container to seccomp enforce mode with its learned syscall set: any later
+        syscall outside it is killed at sys_enter."""
+        action = ActionKind.SECCOMP
+        if event.container is None:
+            return ActionResult(action, Outcome.NOT_SUPPORTED, "host process: no container")
+        if monitor:
+            return ActionResult(action, Outcome.WOULD, "monitor mode")
+        if self.seccomp is None:
+            return ActionResult(action, Outcome.NOT_SUPPORTED, "seccomp service unavailable")
+        try:
+            result = self.seccomp.enforce(event.container.id)
+        except Exception as exc:  # typed errors from the seccomp stage: no learned set, ...
+            return ActionResult(action, Outcome.FAILED, str(exc))
+        return ActionResult(action, Outcome.DONE,
+                            f"enforce mode: {result.get('denied', '?')} syscalls now killed")
 
     def _fallback(self, container_id: str) -> ActionResult:
         verb = self.isolate_fallback
