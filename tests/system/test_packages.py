@@ -13,6 +13,7 @@ reload, watchdog, upgrade, purge), like an administrator would.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -117,16 +118,17 @@ class TestDebInMachine:
         assert sorted(listing.split()) == ["/run/roxd", "/var/cache/roxd", "/var/lib/roxd"]
         # kernel headers from the host's /usr/src were assembled into the cache directory
         assert machine.run("ls", "/var/cache/roxd/kernel-headers").stdout.strip()
-        # ---- roxctl: not built yet (API in progress). When it lands, replace with:
-        #   out = machine.run("roxctl", "status").stdout
-        #   assert "watching" in out
-        # ---- end roxctl placeholder
+        # roxctl answers as root through the API socket in the RuntimeDirectory
+        status = machine.run("roxctl", "--json", "status", check=False)
+        assert status.returncode == 0, f"{status.stdout}\n{status.stderr}"
+        assert json.loads(status.stdout), status.stdout
+        assert machine.run("test", "-S", "/run/roxd/roxd.sock", check=False).returncode == 0
 
     def test_conffiles_and_layout(self, machine: Machine) -> None:
         conffiles = machine.run("dpkg-query", "-W", "-f=${Conffiles}", "roxd").stdout
         assert "/etc/roxd/roxd.toml" in conffiles
         files = machine.run("dpkg", "-L", "roxd").stdout.split()
-        for path in ("/usr/bin/roxd", "/usr/share/roxd/bpf/roxd.bpf.c",
+        for path in ("/usr/bin/roxd", "/usr/bin/roxctl", "/usr/share/roxd/bpf/roxd.bpf.c",
                      "/usr/share/roxd/rules/10-foothold.toml", "/etc/roxd/rules.d",
                      "/lib/systemd/system/roxd.service", "/usr/lib/sysusers.d/roxd.conf",
                      "/usr/share/man/man8/roxd.8.gz"):
@@ -202,7 +204,7 @@ def test_rpm_metadata(packages: dict[str, Path]) -> None:
         assert dep in requires, dep
     assert "kernel-devel" in _rpm_query(rpm, "--recommends")
     files = _rpm_query(rpm, "-l").split()
-    for path in ("/usr/bin/roxd", "/usr/lib/systemd/system/roxd.service",
+    for path in ("/usr/bin/roxd", "/usr/bin/roxctl", "/usr/lib/systemd/system/roxd.service",
                  "/usr/lib/sysusers.d/roxd.conf", "/etc/roxd/roxd.toml", "/etc/roxd/rules.d",
                  "/usr/share/roxd/bpf/roxd.bpf.c", "/usr/share/roxd/rules/10-foothold.toml",
                  "/var/lib/roxd", "/var/cache/roxd"):
