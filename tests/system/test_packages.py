@@ -92,7 +92,11 @@ def _wait_ready(m: Machine, timeout: float = 120) -> dict[str, str]:
             raise AssertionError(f"roxd failed: {props}\n{m.journal('roxd')[-4000:]}")
         return props if props["ActiveState"] == "active" and props["StatusText"] else None
 
-    return wait_for(ready, timeout, "roxd.service to report READY")
+    try:
+        return wait_for(ready, timeout, "roxd.service to report READY")
+    except AssertionError as exc:
+        props = m.show("roxd", "ActiveState", "SubState", "StatusText", "NRestarts", "Result")
+        raise AssertionError(f"{exc}: {props}\n{m.journal('roxd')[-4000:]}") from None
 
 
 class TestDebInMachine:
