@@ -69,7 +69,8 @@ class ApiServer:
             raise RoxdError("; ".join(problems))
         path = Path(self.socket_path)
         prepare_socket_path(path)
-        read_gid = group_id(self.settings.read_group)
+        group_gid = group_id(self.settings.read_group)
+        read_gid = group_gid if group_gid is not None else 0  # the socket's group reads
         admin_gid = group_id(self.settings.admin_group)
         if self.settings.admin_group and admin_gid is None:
             log.warning("api.admin_group %r does not exist: only root may change state",
@@ -78,11 +79,12 @@ class ApiServer:
         router = Router(endpoints.handlers(), Authorizer(read_gid, admin_gid))
         server = UnixHttpServer(str(path), router, self.settings)
         endpoints.connections = server.stats
-        os.chown(path, 0, read_gid if read_gid is not None else 0)
+        os.chown(path, 0, read_gid)
         os.chmod(path, SOCKET_MODE)
-        if read_gid is None:
+        if group_gid is None:
             log.info("group %r does not exist: API socket %s is root:root 0660, so only root "
-                     "can use it (groupadd --system %s to let its members read)",
+                     "(and group root) can use it (groupadd --system %s to let its members "
+                     "read)",
                      self.settings.read_group, path, self.settings.read_group)
         self._server = server
         self.endpoints = endpoints
