@@ -1,0 +1,121 @@
+"""`python -m bench [--quick] [...]`: run the benchmark phases and write bench/results/."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import capacity, latency, overhead, profile, report
+from bench.cleanup import Cleanup
+from bench.containers import Containers, ensure_engine_and_image
+from bench.env import Env, Settings, log
+from bench.programs import build_all
+
+QUICK = Settings(reps=3, exec_iters=1000, connect_iters=5000, syscall_iters=1_000_000,
+                 capacity_iters=1000, userspace_kills=50, ladder=(0.5, 0.25))
+FULL = Settings()
+PHASES = ("overhead", "latency", "capacity", "profile")
+
+
+def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="fewer repetitions and iterations "
+                   "(about 3 minutes instead of 15)")
+    p.add_argument("--reps", type=int, help="alternating repetitions per agent")
+    p.add_argument("--exec-iters", type=int, help="execs per exec storm")
+    p.add_argument("--connect-iters", type=int, help="connects per connect storm")
+    p.add_argument("--syscall-iters", type=int, help="syscalls per syscall loop")
+    p.add_argument("--capacity-iters", type=int, help="execs per generator per capacity step "
+                   "(connect steps use 5x)")
+    p.add_argument("--kill-execs", type=int, help="forbidden execs for the in-kernel kill")
+    p.add_argument("--userspace-kills", type=int, help="execs for the userspace kill latency")
+    p.add_argument("--idle-containers", type=int, help="idle containers present throughout")
+    p.add_argument("--agents", help="comma list of none,roxd,auditd,bpftrace")
+    p.add_argument("--phases", help=f"comma list of {','.join(PHASES)}")
+    p.add_argument("--no-learning", action="store_true",
+                   help="skip the syscall loops with seccomp learning")
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results",
+                   help="results directory (default bench/results)")
+    args = p.parse_args(argv)
+    s = QUICK if args.quick else FULL
+    changes: dict[str, Any] = {}
+    for field in ("reps", "exec_iters", "connect_iters", "syscall_iters", "capacity_iters",
+                  "kill_execs", "userspace_kills", "idle_containers"):
+        value = getattr(args, field)
+        if value is not None:
+            changes[field] = value
+    if args.agents:
+        agents = tuple(a.strip() for a in args.agents.split(","))
+        if "none" not in agents:
+            agents = ("none", *agents)  # ratios need the no-agent run of each repetition
+        changes["agents"] = agents
+    if args.phases:
+        phases = tuple(x.strip() for x in args.phases.split(","))
+        if unknown := set(phases) - set(PHASES):
+            p.error(f"unknown phases: {', '.join(sorted(unknown))}")
+        changes["phases"] = phases
+    if args.no_learning:
+        changes["learning"] = False
+    return dataclasses.replace(s, **changes), args
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings, args = parse(argv)
+    if os.geteuid() != 0:
+        print("bench: needs root (roxd, auditd and bpftrace load kernel programs)",
+              file=sys.stderr)
+        return 1
+    cleanup = Cleanup()
+    cleanup.install_signal_handlers()
+    started = time.monotonic()
+    results: dict[str, Any] = {"machine": report.machine(), "quick": args.quick,
+                               "settings": dataclasses.asdict(settings),
+                               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    workdir = Path(tempfile.mkdtemp(prefix="roxd-bench-"))
+    cleanup.push("work dir", lambda: shutil.rmtree(workdir, ignore_errors=True))
+    try:
+        ensure_engine_and_image()
+        bin_dir, out_dir = workdir / "bin", workdir / "out"
+        build_all(bin_dir)
+        out_dir.mkdir()
+        out_dir.chmod(0o777)
+        containers = Containers(bin_dir, out_dir, cleanup)
+        env = Env(settings, cleanup, containers, workdir, workdir / "cache")
+        env.idle = [containers.start(f"idle-{i}") for i in range(settings.idle_containers)]
+        worker = containers.start("worker")
+        for phase in settings.phases:
+            t0 = time.monotonic()
+            log(f"phase {phase}")
+            if phase == "overhead":
+                results["overhead"] = overhead.run(env, worker).to_dict()
+            elif phase == "latency":
+                results["latency"] = latency.run(env, worker)
+            elif phase == "capacity":
+                results["capacity"] = capacity.run(env)
+            elif phase == "profile":
+                results["profile"] = profile.run(env, worker)
+            results.setdefault("phase_seconds", {})[phase] = round(time.monotonic() - t0, 1)
+        results["notes"] = env.notes
+    except KeyboardInterrupt:
+        print("bench: interrupted; cleaning up", file=sys.stderr)
+        cleanup.run_all()
+        return 130
+    finally:
+        cleanup.run_all()
+    results["total_seconds"] = round(time.monotonic() - started, 1)
+    path = report.write(results, args.out)
+    print(report.table(results))
+    print(f"bench: results in {path} (and {args.out / 'latest.json'}); "
+          f"{results['total_seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

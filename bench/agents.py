@@ -1,0 +1,317 @@
+"""The agents compared: none, roxd, auditd (with execve/connect audit rules), and a bpftrace
+count map on the same tracepoints (the floor for tracing those events in the kernel).
+
+Each agent is a context manager: entering starts it and waits until it is really watching;
+leaving stops it and undoes what it changed, also when the run is interrupted."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.cleanup import Cleanup
+
+REPO = Path(__file__).resolve().parents[1]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM,
+                  timeout: float = 20.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Agent:
+    name = "none"
+    pid: int | None = None
+
+    def __enter__(self) -> Agent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def cpu_s(self) -> float | None:
+        return proc_cpu_s(self.pid) if self.pid else None
+
+
+class NoAgent(Agent):
+    name = "none"
+
+
+# ---------------------------------------------------------------------------- roxd
+
+
+@dataclass
+class RoxdAgent(Agent):
+    """roxd with the shipped default rule pack and default config, except the paths of its
+    state, socket and header cache, and the sensor overrides of a variant."""
+
+    workdir: Path
+    cleanup: Cleanup
+    cache_dir: Path
+    sensor: dict[str, Any] = field(default_factory=dict)
+    name: str = "roxd"
+    proc: subprocess.Popen[bytes] | None = None
+    ready_s: float = 0.0
+    _undo: Any = None
+
+    @property
+    def socket(self) -> Path:
+        return self.workdir / "roxd.sock"
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.workdir / "stderr.log"
+
+    def config_text(self) -> str:
+        lines = ["[daemon]", f'cache_dir = "{self.cache_dir}"', "", "[sensor]"]
+        for key, value in self.sensor.items():
+            lines.append(f"{key} = {value!r}".replace("'", '"'))
+        return "\n".join(lines) + "\n"
+
+    def __enter__(self) -> RoxdAgent:
+        if self.workdir.exists():
+            shutil.rmtree(self.workdir)
+        self.workdir.mkdir(parents=True)
+        cfg = self.workdir / "roxd.toml"
+        cfg.write_text(self.config_text())
+        argv = [sys.executable, "-m", "roxd", "--config", str(cfg),
+                "--state-dir", str(self.workdir / "state"), "--socket", str(self.socket)]
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL,
+                                     stderr=self.stderr_path.open("w"),
+                                     start_new_session=True)  # Ctrl-C reaches us, not it
+        self.pid = self.proc.pid
+        self._undo = self.cleanup.push(f"roxd pid {self.pid}", lambda: _stop_process(self.proc))
+
+        def ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"roxd exited {self.proc.returncode}:\n"
+                                   f"{self.stderr_path.read_text()[-3000:]}")
+            return "roxd is watching" in self.stderr_path.read_text(errors="replace")
+
+        wait_for(ready, 120, "roxd to report that it is watching")
+        self.ready_s = time.monotonic() - t0
+        wait_for(self.socket.exists, 10, "roxd's API socket")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._undo is not None:
+            self._undo()
+            self._undo = None
+
+    def api(self) -> Any:
+        from roxd.api.client import ApiClient
+
+        return ApiClient(str(self.socket))
+
+    def status(self) -> dict[str, Any]:
+        with self.api() as api:
+            return api.get("/v1/status")
+
+    def kernel_counters(self) -> dict[str, int]:
+        return dict(self.status().get("kernel", {}))
+
+    def seccomp(self, verb: str, target: str) -> Any:
+        with self.api() as api:
+            return api.post(f"/v1/seccomp/{verb}", {"target": target})
+
+    def rss_mb(self) -> float:
+        assert self.pid is not None
+        return proc_rss_mb(self.pid)
+
+    def warnings(self) -> list[str]:
+        text = self.stderr_path.read_text(errors="replace")
+        return [line for line in text.splitlines() if " WARNING " in line or " ERROR " in line]
+
+
+# ---------------------------------------------------------------------------- auditd
+
+
+AUDIT_RULE = ["-a", "always,exit", "-F", "arch=b64", "-S", "execve", "-S", "connect"]
+
+
+def _auditctl(*args: str) -> str:
+    return subprocess.run(["auditctl", *args], check=True, capture_output=True,
+                          text=True).stdout
+
+
+@dataclass(frozen=True)
+class AuditState:
+    """What auditctl -s and -l say: restored exactly when the benchmark leaves."""
+
+    status: dict[str, str]
+    rules: tuple[str, ...]
+
+    @classmethod
+    def read(cls) -> AuditState:
+        status = {}
+        for line in _auditctl("-s").splitlines():
+            parts = line.split(None, 1)
+            if len(parts) == 2:
+                status[parts[0]] = parts[1].strip()
+        rules = tuple(line for line in _auditctl("-l").splitlines()
+                      if line.strip() and line.strip() != "No rules")
+        return cls(status, rules)
+
+    def restore(self) -> None:
+        _auditctl("-D")
+        for rule in self.rules:
+            _auditctl(*rule.split())
+        for flag, key in (("-f", "failure"), ("-r", "rate_limit"), ("-b", "backlog_limit"),
+                          ("--backlog_wait_time", "backlog_wait_time")):
+            if key in self.status:
+                subprocess.run(["auditctl", flag, self.status[key]], capture_output=True)
+        if "enabled" in self.status:
+            _auditctl("-e", self.status["enabled"])
+
+    def same_as(self, other: AuditState) -> bool:
+        keys = ("enabled", "failure", "rate_limit", "backlog_limit", "pid")
+        return (self.rules == other.rules
+                and all(self.status.get(k) == other.status.get(k) for k in keys))
+
+
+def auditd_unavailable() -> str | None:
+    """Why the auditd agent cannot run here, or None."""
+    if not shutil.which("auditd") or not shutil.which("auditctl"):
+        return "auditd not installed (apt-get install auditd)"
+    try:
+        state = AuditState.read()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        return f"kernel audit not usable: {exc}"
+    if state.status.get("pid", "0") != "0":
+        return (f"an audit daemon (pid {state.status['pid']}) already runs on this host: the "
+                "benchmark will not replace it")
+    return None
+
+
+@dataclass
+class AuditdAgent(Agent):
+    cleanup: Cleanup
+    name: str = "auditd"
+    proc: subprocess.Popen[bytes] | None = None
+    before: AuditState | None = None
+    _undo: Any = None
+
+    def __enter__(self) -> AuditdAgent:
+        self.before = AuditState.read()
+        before = self.before
+        self.proc = subprocess.Popen(["auditd", "-n"], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        self.pid = self.proc.pid
+        proc = self.proc
+
+        def undo() -> None:
+            with contextlib.suppress(Exception):
+                _auditctl("-D")
+            _stop_process(proc)
+            before.restore()
+            after = AuditState.read()
+            if not after.same_as(before):
+                print(f"bench: WARNING kernel audit state differs after restore: {after} "
+                      f"(was {before})", file=sys.stderr)
+
+        self._undo = self.cleanup.push(f"auditd pid {self.pid} and audit rules", undo)
+        wait_for(lambda: AuditState.read().status.get("pid") == str(self.pid), 20,
+                 "auditd to register with the kernel")
+        _auditctl(*AUDIT_RULE)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._undo is not None:
+            self._undo()
+            self._undo = None
+
+
+# ---------------------------------------------------------------------------- bpftrace
+
+
+BPFTRACE_PROGRAM = """
+tracepoint:sched:sched_process_exec { @exec[cpu] = count(); }
+tracepoint:syscalls:sys_enter_connect { @connect[cpu] = count(); }
+"""
+
+
+@dataclass
+class BpftraceAgent(Agent):
+    cleanup: Cleanup
+    workdir: Path
+    name: str = "bpftrace"
+    program: str = BPFTRACE_PROGRAM
+    proc: subprocess.Popen[bytes] | None = None
+    _undo: Any = None
+    last_output: str = ""
+
+    def __enter__(self) -> BpftraceAgent:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        out = self.workdir / "bpftrace.out"
+        self.proc = subprocess.Popen(["bpftrace", "-e", self.program], stdout=out.open("w"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid = self.proc.pid
+        proc = self.proc
+        self._undo = self.cleanup.push(f"bpftrace pid {self.pid}",
+                                       lambda: _stop_process(proc, signal.SIGINT))
+
+        def attached() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"bpftrace exited {proc.returncode}: {out.read_text()}")
+            return "Attaching" in out.read_text(errors="replace")
+
+        wait_for(attached, 60, "bpftrace to attach")
+        time.sleep(0.2)  # "Attaching N probes..." is printed just before the attach
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._undo is not None:
+            self._undo()
+            self._undo = None
+            self.last_output = (self.workdir / "bpftrace.out").read_text(errors="replace")
+
+    def counted(self) -> int:
+        """Events counted in the maps (printed by bpftrace at exit)."""
+        return sum(int(m) for m in re.findall(r"\]:\s*(\d+)", self.last_output))
+
+
+def bpftrace_unavailable() -> str | None:
+    if not shutil.which("bpftrace"):
+        return "bpftrace not installed (apt-get install bpftrace)"
+    return None

@@ -1,0 +1,111 @@
+"""The results file (flat keys: workload.agent.figure) and the short table on stdout."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+TARGETS = {"exec_storm": 1.05, "connect_storm": 1.05, "syscall_loop": 1.02}
+
+
+def write(results: dict[str, Any], out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    path = out_dir / f"bench-{stamp}.json"
+    text = json.dumps(results, indent=2, sort_keys=False) + "\n"
+    path.write_text(text)
+    (out_dir / "latest.json").write_text(text)
+    return path
+
+
+def machine() -> dict[str, Any]:
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    return {"kernel": platform.release(), "cpus": _cpus(), "loadavg_at_start": load,
+            "python": platform.python_version()}
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 0
+
+
+def _fmt(s: dict[str, Any] | None, digits: int = 3) -> str:
+    if not s:
+        return "-"
+    return f"{s['median']:.{digits}f} [{s['min']:.{digits}f}-{s['max']:.{digits}f}]"
+
+
+def table(results: dict[str, Any]) -> str:
+    lines: list[str] = []
+    ov = results.get("overhead", {})
+    if ov:
+        agents = sorted({k.split(".")[1] for k in ov if k.endswith(".ratio")},
+                        key=lambda a: ["roxd", "auditd", "bpftrace"].index(a)
+                        if a in ("roxd", "auditd", "bpftrace") else 9)
+        wls = sorted({k.split(".")[0] for k in ov if k.endswith(".seconds")},
+                     key=lambda w: (w.split("_")[0], len(w)))
+        lines.append("workload overhead: ratio to no agent, median [min-max]; none = seconds")
+        head = f"{'workload':26} {'none (s)':22}" + "".join(f" {a:22}" for a in agents)
+        lines.append(head + " target")
+        for wl in wls:
+            row = f"{wl:26} {_fmt(ov.get(f'{wl}.none.seconds')):22}"
+            for a in agents:
+                row += f" {_fmt(ov.get(f'{wl}.{a}.ratio')):22}"
+            base = wl.removesuffix("_bystander").removesuffix("_learning")
+            target = TARGETS.get(base) if wl == base or wl.endswith("_bystander") else None
+            lines.append(row + (f" <= {target}" if target else ""))
+        lines.append("")
+        lines.append(f"roxd ready {_fmt(ov.get('roxd.ready_s'), 2)} s; RSS idle "
+                     f"{_fmt(ov.get('roxd.rss_idle_mb'), 1)} MB, after storms "
+                     f"{_fmt(ov.get('roxd.rss_after_storms_mb'), 1)} MB (target <= 150)")
+        for wl in wls:
+            cpu = ov.get(f"{wl}.roxd.agent_cpu_s")
+            if cpu:
+                lines.append(f"roxd CPU during {wl}: {_fmt(cpu)} s")
+    cap = results.get("capacity", {})
+    if cap:
+        lines.append("")
+        lines.append("capacity (2 generators): rate/s, emitted, folded, dropped, roxd CPU s")
+        for variant, steps in cap.items():
+            rows = steps["steps"] if "steps" in steps else list(steps.values())
+            for st in rows:
+                paced = (f" @{st['paced_rate_per_generator']:.0f}/s/gen"
+                         if st.get("paced_rate_per_generator") else "")
+                lines.append(f"  {variant:18} {st['storm'] + paced:32} {st['rate_per_s']:>9.0f}"
+                             f" {st['emitted']:>7} {st['folded']:>7} {st['dropped']:>7}"
+                             f" {st['roxd_cpu_s']:>6}")
+            if "steps" in steps:
+                lines.append(f"  {variant:18} highest rate without drops: "
+                             f"{steps['highest_rate_without_drops']}; in-kernel kill while "
+                             f"overloaded: {steps['enforcement_while_overloaded']}")
+    lat = results.get("latency", {})
+    if lat:
+        lines.append("")
+        kk = lat.get("kernel_kill", {})
+        if kk:
+            lines.append(f"in-kernel kill: {kk['killed_before_first_instruction']} of "
+                         f"{kk['execs']} killed before their first instruction; exec->death "
+                         f"p50 {kk['exec_to_death']['p50_ms']} ms p99 "
+                         f"{kk['exec_to_death']['p99_ms']} ms")
+        uk = lat.get("userspace_kill", {})
+        if uk.get("exec_to_death"):
+            lines.append(f"userspace kill: {uk['killed']} of {uk['execs']} killed; exec->death "
+                         f"p50 {uk['exec_to_death']['p50_ms']} ms p99 "
+                         f"{uk['exec_to_death']['p99_ms']} ms")
+        nat = lat.get("exec_to_exit_no_agent")
+        if nat:
+            lines.append(f"(reference: exec->exit of a no-op binary, no agent: p50 "
+                         f"{nat['p50_ms']} ms p99 {nat['p99_ms']} ms)")
+    prof = results.get("profile", {})
+    if prof:
+        lines.append("")
+        for name, p in prof.items():
+            lines.append(f"profile {name}: BPF {p['bpf_ns_per_event']} ns/event, roxd CPU "
+                         f"{p['roxd_cpu_us_per_event']} us/event")
+    for n in results.get("notes", []):
+        lines.append(f"note: {n}")
+    return "\n".join(lines)
