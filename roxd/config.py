@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from roxd.alerts.settings import AlertsSettings, parse_alerts_settings
+from roxd.api.settings import ApiSettings
 from roxd.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/roxd/roxd.toml")
@@ -90,6 +91,7 @@ class Config:
     rules: RulesSection = field(default_factory=RulesSection)
     enforce: EnforceSection = field(default_factory=EnforceSection)
     seccomp: SeccompSection = field(default_factory=SeccompSection)
+    api: ApiSettings = field(default_factory=ApiSettings)
     alerts: AlertsSettings = field(default_factory=AlertsSettings)
     source: str = "built-in defaults"
 
@@ -110,6 +112,7 @@ _SECTIONS: dict[str, type] = {
     "rules": RulesSection,
     "enforce": EnforceSection,
     "seccomp": SeccompSection,
+    "api": ApiSettings,
 }
 
 
@@ -161,6 +164,8 @@ def _check(config: Config, source: str) -> None:
             ipaddress.ip_network(cidr, strict=False)
         except ValueError as exc:
             raise ConfigError(source, f"enforce.isolate_allow: {exc}") from exc
+    for problem in config.api.check():
+        raise ConfigError(source, f"api: {problem}")
     if config.sensor.ringbuf_pages <= 0 or config.sensor.ringbuf_pages & (
             config.sensor.ringbuf_pages - 1):
         raise ConfigError(source, "sensor.ringbuf_pages must be a power of two")
