@@ -71,6 +71,12 @@ def machine(debian_root: Path, packages: dict[str, Path],
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
     with overlay_root(debian_root) as root:
         shutil.copy(packages["deb"], root / "root" / packages["deb"].name)
+        # The machine shares the host's kernel: its roxd's eBPF programs see (and could kill)
+        # every process on this host, other test sessions included. Enforce nothing here.
+        dropin = root / "etc/systemd/system/roxd.service.d"
+        dropin.mkdir(parents=True)
+        (dropin / "50-test-monitor.conf").write_text(
+            "[Service]\nExecStart=\nExecStart=/usr/bin/roxd --monitor\n")
         m = Machine(root, tmp_path_factory.mktemp("nspawn") / "console.log")
         try:
             m.boot()
@@ -111,6 +117,7 @@ class TestDebInMachine:
         assert machine.run("systemctl", "is-enabled", "roxd").stdout.strip() == "enabled"
         assert props["StatusText"].startswith("watching "), props
         assert props["NRestarts"] == "0", props
+        assert "--monitor" in machine.show("roxd", "ExecStart")["ExecStart"]
         log = machine.journal("roxd", after=cursor)
         assert "roxd is watching:" in log, log[-4000:]
         assert "Started roxd.service" in machine.run(
