@@ -12,8 +12,7 @@ setup:
 
 # roxd in the foreground with the shipped default config and rules; events on stdout.
 run: setup
-	$(PY) -m roxd --config config/roxd.toml --state-dir $(STATE)/lib \
-		--socket $(STATE)/roxd.sock --print-events
+	$(PY) -m roxd --config config/roxd.toml --print-events
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
