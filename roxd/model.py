@@ -40,6 +40,9 @@ class ExecEvent:
     # How many identical execs (same cgroup, parent, filename and argv) the kernel folded into
     # this one since the last report: 0 for a first sighting.
     folded: int = 0
+    # Run through a file descriptor (/dev/fd/N from execveat(fd, "", AT_EMPTY_PATH), or
+    # /proc/<pid>/fd/N): no path on disk names the program (memfd_create, a deleted file).
+    fileless: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,15 @@ def connect_result_of(errno_value: int) -> ConnectResult:
     }.get(errno_value, ConnectResult.ERROR)
 
 
+def syscall_result_of(errno_value: int) -> str:
+    """ok, denied (EPERM/EACCES: a privilege or policy said no), or error (any other errno)."""
+    import errno as e
+
+    if errno_value == 0:
+        return "ok"
+    return "denied" if errno_value in (e.EPERM, e.EACCES) else "error"
+
+
 @dataclass(frozen=True, slots=True)
 class SyscallEvent:
     """A sensitive or policy-relevant system call: its name, decoded arguments and result."""
@@ -113,7 +125,54 @@ class SyscallEvent:
     source: str = "sensor"  # which program saw it: "sensor", "seccomp-enforce", "seccomp-deny"
 
 
-SensorEvent = ExecEvent | ExitEvent | ConnectEvent | SyscallEvent
+FILE_ACCESS_KINDS: tuple[str, ...] = (
+    "read", "write", "create", "truncate", "unlink", "rename", "link")
+
+
+@dataclass(frozen=True, slots=True)
+class FileEvent:
+    """An access to a watched path (open, creat, truncate, unlink, rename, link, symlink).
+
+    `path` is what the process gave (maybe relative, maybe through symlinks); `resolved` is the
+    absolute, lexically normalized path roxd worked out in userspace (relative paths against
+    /proc/<pid>/cwd or the dirfd's /proc/<pid>/fd link while the process lives), None when it
+    could not. Neither resolves symlinks, and both are inside the process's own mount namespace
+    and root (a container's /etc/shadow is its own)."""
+
+    time_ns: int
+    pid: int
+    uid: int
+    cgroup_id: int
+    comm: str
+    operation: str  # open | creat | truncate | unlink | rename | link | symlink
+    path: str  # the watched name as given: for rename/link the new one, unless only the old one
+    access: tuple[str, ...]  # FILE_ACCESS_KINDS that apply to `path`
+    flags: tuple[str, ...] = ()  # O_WRONLY, O_CREAT, ... / RENAME_* / AT_REMOVEDIR
+    mode: int = 0  # creation mode for open/creat
+    errno: int = 0  # 0 on success
+    other_path: str | None = None  # rename/link/symlink: the other name
+    dfd: int = -100  # directory fd a relative path is relative to (AT_FDCWD = -100)
+    other_dfd: int | None = None
+    resolved: str | None = None
+    folded: int = 0  # identical accesses folded in the kernel since the last report
+
+
+@dataclass(frozen=True)
+class FileWatchSet:
+    """What the kernel must let through to userspace for file rules: access kinds per exact
+    path, per path prefix and per basename; `everything` applies to every path (a rule whose
+    paths cannot be derived). Built by the rule engine, pushed into BPF maps by the sensor."""
+
+    exact: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    prefixes: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    basenames: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    everything: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.exact or self.prefixes or self.basenames or self.everything)
+
+
+SensorEvent = ExecEvent | ExitEvent | ConnectEvent | SyscallEvent | FileEvent
 
 # --------------------------------------------------------------------------- enrichment
 
@@ -161,6 +220,9 @@ class Process:
     args_truncated: bool = False
     # Nearest first: ancestors[0] is the parent. At most 8.
     ancestors: tuple[Ancestor, ...] = ()
+    # pid inside the process's own pid namespace, read for container processes at exec
+    # (1 = the container's init/entrypoint); None when unknown or on the host.
+    vpid: int | None = None
 
     @property
     def parent_exe(self) -> str | None:
@@ -177,6 +239,7 @@ class Process:
             "args_truncated": self.args_truncated,
             "cgroup_id": self.cgroup_id,
             "ancestors": [a.to_dict() for a in self.ancestors],
+            "vpid": self.vpid,
         }
 
 
@@ -214,13 +277,20 @@ class EnrichedEvent:
             }
             out["folded"] = ev.folded
         elif isinstance(ev, ExecEvent):
-            out["exec"] = {"filename": ev.filename}
+            out["exec"] = {"filename": ev.filename, "fileless": ev.fileless}
             out["folded"] = ev.folded
         elif isinstance(ev, ExitEvent):
             out["exit"] = {"code": ev.exit_code}
         elif isinstance(ev, SyscallEvent):
-            out["syscall"] = {"name": ev.syscall, "errno": ev.errno, "args": dict(ev.args),
+            out["syscall"] = {"name": ev.syscall, "errno": ev.errno,
+                              "result": syscall_result_of(ev.errno), "args": dict(ev.args),
                               "count": ev.count, "source": ev.source}
+        elif isinstance(ev, FileEvent):
+            out["file"] = {"operation": ev.operation, "path": ev.path, "resolved": ev.resolved,
+                           "access": list(ev.access), "flags": list(ev.flags),
+                           "other_path": ev.other_path, "errno": ev.errno,
+                           "result": syscall_result_of(ev.errno)}
+            out["folded"] = ev.folded
         return out
 
 
@@ -233,6 +303,8 @@ def event_kind(event: SensorEvent) -> str:
         return "exit"
     if isinstance(event, SyscallEvent):
         return "syscall"
+    if isinstance(event, FileEvent):
+        return "file"
     raise TypeError(f"not a sensor event: {event!r}")
 
 

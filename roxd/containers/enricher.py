@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
+from roxd.containers.file_paths import resolve_file_event
 from roxd.containers.process_table import ProcessInfo, ProcessTable
 from roxd.containers.resolver import ContainerResolver
 from roxd.model import (
@@ -11,6 +13,7 @@ from roxd.model import (
     EnrichedEvent,
     ExecEvent,
     ExitEvent,
+    FileEvent,
     Process,
     SensorEvent,
     SyscallEvent,
@@ -25,10 +28,16 @@ class Enricher:
         self.processes = processes
 
     def enrich(self, event: SensorEvent) -> EnrichedEvent:
+        if isinstance(event, FileEvent):
+            event = resolve_file_event(event)  # relative paths, while the process lives
         container = self.resolver.resolve(event.cgroup_id, pid=event.pid)
         if isinstance(event, ExecEvent):
             info = self.processes.on_exec(event)
             process = self._process(info, event.cgroup_id, event.comm, uid=event.uid)
+            if container is not None:
+                # a container's entrypoint is pid 1 of its namespace; rules tell it apart
+                # from a shell started later (docker exec, an exploited app)
+                process = replace(process, vpid=self.processes.vpid(event.pid))
         elif isinstance(event, ExitEvent):
             info_or_none = self.processes.get(event.pid)
             process = (
@@ -37,7 +46,7 @@ class Enricher:
                 else self._unknown(event.pid, -1, event.comm, event.cgroup_id)
             )
             self.processes.on_exit(event)
-        elif isinstance(event, ConnectEvent | SyscallEvent):
+        elif isinstance(event, ConnectEvent | SyscallEvent | FileEvent):
             info_or_none = self.processes.get(event.pid)
             process = (
                 self._process(info_or_none, event.cgroup_id, event.comm, uid=event.uid)

@@ -94,6 +94,17 @@ class ProcReader:
             parts.pop()
         return tuple(p.decode("utf-8", "replace") for p in parts), truncated
 
+    def vpid(self, pid: int) -> int | None:
+        """The pid as the process's own pid namespace numbers it (last NSpid field)."""
+        try:
+            with open(f"{self.proc}/{pid}/status", encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    if line.startswith("NSpid:"):
+                        return int(line.split()[-1])
+        except (OSError, ValueError, IndexError):
+            return None
+        return None
+
     def uid(self, pid: int) -> int | None:
         try:
             with open(f"{self.proc}/{pid}/status", encoding="utf-8", errors="replace") as f:
@@ -192,6 +203,10 @@ class ProcessTable:
             self._prune()
 
     # ------------------------------------------------------------------ reading
+
+    def vpid(self, pid: int) -> int | None:
+        """pid inside the process's pid namespace (1: a container's init), from /proc."""
+        return self._proc.vpid(pid)
 
     def get(self, pid: int) -> ProcessInfo | None:
         """What pid runs: from the table, else from /proc (and then remembered)."""

@@ -6,15 +6,25 @@ parsed destination address) at most once, however many rules ask for them.
 
 from __future__ import annotations
 
+import errno as _errno
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from roxd.model import ConnectEvent, Container, EnrichedEvent, ExecEvent, Process
+from roxd.model import (
+    ConnectEvent,
+    Container,
+    EnrichedEvent,
+    ExecEvent,
+    FileEvent,
+    Process,
+    SyscallEvent,
+    syscall_result_of,
+)
 
-# Event types a rule may name. `syscall` and `file` are reserved: rules for them parse and
-# compile, but no sensor produces those events yet, so they never match.
+# Event types a rule may name: exec and connect, sensitive system calls (bpf/syscalls.bpf.c)
+# and file access on watched paths (bpf/file.bpf.c).
 EVENT_TYPES: tuple[str, ...] = ("exec", "connect", "syscall", "file")
 PROCESS_EVENTS = frozenset(EVENT_TYPES)
 
@@ -170,7 +180,45 @@ class EventView:
 
     @lazy
     def result(self) -> str | None:
-        return self.event.result.value if isinstance(self.event, ConnectEvent) else None
+        ev = self.event
+        if isinstance(ev, ConnectEvent):
+            return ev.result.value
+        if isinstance(ev, SyscallEvent | FileEvent):
+            return syscall_result_of(ev.errno)
+        return None
+
+    @lazy
+    def errno_name(self) -> str | None:
+        ev = self.event
+        if not isinstance(ev, SyscallEvent | FileEvent | ConnectEvent) or not ev.errno:
+            return None
+        return _errno.errorcode.get(ev.errno, str(ev.errno))
+
+    @lazy
+    def flags(self) -> tuple[str, ...]:
+        ev = self.event
+        if isinstance(ev, FileEvent):
+            return ev.flags
+        if isinstance(ev, SyscallEvent):
+            raw = ev.args.get("flags")
+            return tuple(str(raw).split("|")) if raw else ()
+        return ()
+
+    @lazy
+    def path(self) -> str | None:
+        ev = self.event
+        if isinstance(ev, FileEvent):
+            return ev.resolved or ev.path
+        if isinstance(ev, SyscallEvent):
+            value = ev.args.get("path")
+            return str(value) if value else None
+        return None
+
+    def syscall_arg(self, name: str) -> int | str | None:
+        return self.event.args.get(name) if isinstance(self.event, SyscallEvent) else None
+
+    def file_attr(self, name: str) -> object:
+        return getattr(self.event, name) if isinstance(self.event, FileEvent) else None
 
     def label(self, key: str) -> str | None:
         return self.container.labels.get(key) if self.container else None
@@ -193,6 +241,9 @@ def _spec(name: str, kind: ValueKind, events: frozenset[str], read, doc: str, **
 
 _EXEC = frozenset({"exec"})
 _CONNECT = frozenset({"connect"})
+_SYSCALL = frozenset({"syscall"})
+_FILE = frozenset({"file"})
+_RESULTS = frozenset({"connect", "syscall", "file"})
 S, N, B, IP, IMG = ValueKind.STR, ValueKind.INT, ValueKind.BOOL, ValueKind.IP, ValueKind.IMAGE
 
 FIELDS: dict[str, FieldSpec] = {
@@ -208,6 +259,8 @@ FIELDS: dict[str, FieldSpec] = {
         _spec("cmdline", S, PROCESS_EVENTS, lambda v: v.cmdline, "argv joined with spaces"),
         _spec("comm", S, PROCESS_EVENTS, lambda v: v.process.comm if v.process else None, "comm"),
         _spec("uid", N, PROCESS_EVENTS, lambda v: v.process.uid if v.process else None, "uid"),
+        _spec("vpid", N, PROCESS_EVENTS, lambda v: v.process.vpid if v.process else None,
+              "pid in the container's pid namespace (1: the container's entrypoint)"),
         _spec("parent_exe", S, PROCESS_EVENTS, lambda v: v.parent_exe, "the parent's exe"),
         _spec("parent_basename", S, PROCESS_EVENTS, lambda v: v.parent_basename, "its basename"),
         _spec("parent_cmdline", S, PROCESS_EVENTS, lambda v: v.parent_cmdline, "parent argv"),
@@ -258,10 +311,18 @@ FIELDS: dict[str, FieldSpec] = {
         _spec("daddr", IP, _CONNECT, lambda v: v.daddr, "destination address"),
         _spec("dport", N, _CONNECT, lambda v: v.event.dport, "destination port"),
         _spec("family", S, _CONNECT, lambda v: v.event.family, "ipv4 | ipv6"),
-        _spec("result", S, _CONNECT, lambda v: v.result, "ok, refused, in_progress, ..."),
-        # Reserved for the syscall and file sensors; nothing produces those events yet.
-        _spec("syscall", S, frozenset({"syscall"}), lambda v: None, "system call name"),
-        _spec("path", S, frozenset({"file"}), lambda v: None, "file path"),
+        _spec("fileless", B, _EXEC, lambda v: v.event.fileless, "exec'd from an fd (memfd)"),
+        _spec("result", S, _RESULTS, lambda v: v.result, "ok, refused, denied, error, ..."),
+        _spec("errno", S, _RESULTS, lambda v: v.errno_name, "EPERM, ENOENT, ...; none on success"),
+        _spec("syscall", S, _SYSCALL, lambda v: v.event.syscall, "system call name"),
+        _spec("flags", S, _SYSCALL | _FILE, lambda v: v.flags, "decoded flags", many=True),
+        _spec("path", S, _SYSCALL | _FILE, lambda v: v.path, "file path (resolved if known)"),
+        _spec("given_path", S, _FILE, lambda v: v.file_attr("path"), "path as the caller gave it"),
+        _spec("other_path", S, _FILE, lambda v: v.file_attr("other_path"), "rename/link other"),
+        _spec("access", S, _FILE, lambda v: v.file_attr("access"), "read, write, ...", many=True),
+        _spec("operation", S, _FILE, lambda v: v.file_attr("operation"), "open, unlink, ..."),
+        _spec("fstype", S, _SYSCALL, lambda v: v.syscall_arg("fstype"), "mount: filesystem type"),
+        _spec("target_pid", N, _SYSCALL, lambda v: v.syscall_arg("target_pid"), "ptrace: pid"),
     )
 }
 

