@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -18,8 +19,10 @@ from bench.containers import Containers, ensure_engine_and_image
 from bench.env import Env, Settings, log
 from bench.programs import build_all
 
-QUICK = Settings(reps=3, exec_iters=1000, connect_iters=5000, syscall_iters=1_000_000,
-                 capacity_iters=1000, userspace_kills=50, ladder=(0.5, 0.25))
+REPO = Path(__file__).resolve().parents[1]
+
+QUICK = Settings(reps=3, exec_iters=2000, connect_iters=20000, syscall_iters=3_000_000,
+                 capacity_iters=1000, userspace_kills=50, ladder=(0.5, 0.25, 0.125))
 FULL = Settings()
 PHASES = ("overhead", "latency", "capacity", "profile")
 
@@ -41,6 +44,10 @@ def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     p.add_argument("--phases", help=f"comma list of {','.join(PHASES)}")
     p.add_argument("--no-learning", action="store_true",
                    help="skip the syscall loops with seccomp learning")
+    p.add_argument("--roxd-rev", metavar="REV",
+                   help="run roxd from this git revision (exported with git archive into the "
+                   "work dir) instead of the checkout as it is: uncommitted edits of others "
+                   "cannot break or colour the run")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results",
                    help="results directory (default bench/results)")
     args = p.parse_args(argv)
@@ -66,6 +73,34 @@ def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     return dataclasses.replace(s, **changes), args
 
 
+def export_rev(rev: str, dest: Path) -> Path:
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def _commit(rev: str) -> str:
+    return subprocess.run(["git", "-C", str(REPO), "rev-parse", rev], capture_output=True,
+                          text=True).stdout.strip()
+
+
+def foreign_agents() -> list[str]:
+    """Other roxd, auditd or bpftrace processes: they trace our workloads too (shared hosts)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "-m roxd " in cmd or cmd.startswith(("auditd", "/sbin/auditd", "bpftrace")):
+            found.append(f"pid {d.name}: {cmd.strip()[:120]}")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     settings, args = parse(argv)
     if os.geteuid() != 0:
@@ -87,7 +122,14 @@ def main(argv: list[str] | None = None) -> int:
         out_dir.mkdir()
         out_dir.chmod(0o777)
         containers = Containers(bin_dir, out_dir, cleanup)
-        env = Env(settings, cleanup, containers, workdir, workdir / "cache")
+        source = export_rev(args.roxd_rev, workdir / "src") if args.roxd_rev else REPO
+        results["roxd_source"] = args.roxd_rev or "checkout"
+        results["roxd_commit"] = _commit(args.roxd_rev or "HEAD")
+        for other in foreign_agents():
+            env_note = f"another tracer was running during the whole run: {other}"
+            results.setdefault("notes_start", []).append(env_note)
+            log(f"note: {env_note}")
+        env = Env(settings, cleanup, containers, workdir, workdir / "cache", source)
         env.idle = [containers.start(f"idle-{i}") for i in range(settings.idle_containers)]
         worker = containers.start("worker")
         for phase in settings.phases:
@@ -102,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             elif phase == "profile":
                 results["profile"] = profile.run(env, worker)
             results.setdefault("phase_seconds", {})[phase] = round(time.monotonic() - t0, 1)
-        results["notes"] = env.notes
+        results["notes"] = results.pop("notes_start", []) + env.notes
     except KeyboardInterrupt:
         print("bench: interrupted; cleaning up", file=sys.stderr)
         cleanup.run_all()

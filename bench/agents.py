@@ -21,6 +21,7 @@ from typing import Any
 from bench.cleanup import Cleanup
 
 REPO = Path(__file__).resolve().parents[1]
+BENCH_RULES = Path(__file__).resolve().parent / "rules"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -41,9 +42,10 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def proc_rss_mb(pid: int) -> float:
+def proc_rss_mb(pid: int, key: str = "VmRSS") -> float:
+    """VmRSS (or RssAnon, RssFile, ...) of /proc/<pid>/status in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{key}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -88,6 +90,8 @@ class RoxdAgent(Agent):
     workdir: Path
     cleanup: Cleanup
     cache_dir: Path
+    source: Path = REPO
+    bench_rules: bool = False
     sensor: dict[str, Any] = field(default_factory=dict)
     name: str = "roxd"
     proc: subprocess.Popen[bytes] | None = None
@@ -116,8 +120,10 @@ class RoxdAgent(Agent):
         cfg.write_text(self.config_text())
         argv = [sys.executable, "-m", "roxd", "--config", str(cfg),
                 "--state-dir", str(self.workdir / "state"), "--socket", str(self.socket)]
+        if self.bench_rules:  # --rules replaces the configured paths: name the pack too
+            argv += ["--rules", str(self.source / "rules"), "--rules", str(BENCH_RULES)]
         t0 = time.monotonic()
-        self.proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(argv, cwd=self.source, stdout=subprocess.DEVNULL,
                                      stderr=self.stderr_path.open("w"),
                                      start_new_session=True)  # Ctrl-C reaches us, not it
         self.pid = self.proc.pid
@@ -155,9 +161,9 @@ class RoxdAgent(Agent):
         with self.api() as api:
             return api.post(f"/v1/seccomp/{verb}", {"target": target})
 
-    def rss_mb(self) -> float:
+    def rss_mb(self, key: str = "VmRSS") -> float:
         assert self.pid is not None
-        return proc_rss_mb(self.pid)
+        return proc_rss_mb(self.pid, key)
 
     def warnings(self) -> list[str]:
         text = self.stderr_path.read_text(errors="replace")

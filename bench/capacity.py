@@ -116,7 +116,8 @@ def run(env: Env) -> dict[str, Any]:
         res["fold_window_0"] = {name: measure(roxd, gens, st[name])
                                 for name in ("exec_same_args", "connect_same")}
     pages = env.settings.capacity_small_ringbuf_pages
-    with env.roxd("roxd-smallrb", ringbuf_pages=pages, fold_window_s=0.0) as roxd:
+    with env.roxd("roxd-smallrb", bench_rules=True, ringbuf_pages=pages,
+                  fold_window_s=0.0) as roxd:
         time.sleep(1.0)
         res[f"ringbuf_{pages}_pages"] = _ladder(env, roxd, gens, st["exec_distinct_args"])
     return res
@@ -129,7 +130,7 @@ def _ladder(env: Env, roxd: RoxdAgent, gens: list[Any], storm: Storm) -> dict[st
     def kill_check() -> dict[str, Any]:
         hits = env.containers.out_dir / "hits"
         hits.unlink(missing_ok=True)
-        out = run_json(killer, ["/bench/killrun", "/bench/xmrig", str(n_kill)])
+        out = run_json(killer, ["/bench/killrun", "/bench/forbidden-marker", str(n_kill)])
         out.pop("latency_ns", None)
         return {"execs": out["n"], "killed": out["killed"],
                 "ran_an_instruction": hits.stat().st_size if hits.exists() else 0}

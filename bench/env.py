@@ -14,14 +14,14 @@ from bench.containers import Containers
 @dataclass(frozen=True)
 class Settings:
     reps: int = 5
-    exec_iters: int = 3000
-    connect_iters: int = 20000
-    syscall_iters: int = 3_000_000
+    exec_iters: int = 6000
+    connect_iters: int = 50000
+    syscall_iters: int = 8_000_000
     idle_containers: int = 5
     learning: bool = True
     capacity_iters: int = 3000  # execs per generator per capacity step
-    capacity_small_ringbuf_pages: int = 2
-    ladder: tuple[float, ...] = (0.5, 0.25, 0.125)  # fractions of the maximum rate
+    capacity_small_ringbuf_pages: int = 4
+    ladder: tuple[float, ...] = (0.5, 0.25, 0.125, 0.0625)  # fractions of the maximum rate
     kill_execs: int = 1000
     userspace_kills: int = 200
     agents: tuple[str, ...] = ("none", "roxd", "auditd", "bpftrace")
@@ -35,14 +35,18 @@ class Env:
     containers: Containers
     workdir: Path
     cache_dir: Path
+    roxd_source: Path
     notes: list[str] = field(default_factory=list)
     idle: list[Any] = field(default_factory=list)
     _roxd_runs: int = 0
 
-    def roxd(self, variant: str = "roxd", **sensor: Any) -> RoxdAgent:
+    def roxd(self, variant: str = "roxd", bench_rules: bool = False,
+             **sensor: Any) -> RoxdAgent:
+        """A roxd agent (not started); sensor keys override [sensor] of the default config."""
         self._roxd_runs += 1
         return RoxdAgent(workdir=self.workdir / f"roxd-{self._roxd_runs}-{variant}",
-                         cleanup=self.cleanup, cache_dir=self.cache_dir, sensor=sensor,
+                         cleanup=self.cleanup, cache_dir=self.cache_dir,
+                         source=self.roxd_source, bench_rules=bench_rules, sensor=sensor,
                          name=variant)
 
     def note(self, text: str) -> None:

@@ -178,8 +178,9 @@ int main(int argc, char **argv) {
 """
 
 # killrun PATH N [ARG...]: N x (fork; child notes CLOCK_MONOTONIC in shared memory, then
-# execve PATH ARG...; parent waitpid). Reports how many died of SIGKILL and, per exec, the time
-# from just before execve to waitpid's return (exec to death).
+# execve PATH ARG...; parent waitpid). An ARG of "@KILLME" becomes the userspace kill rule's
+# pattern, so the driver's own command line does not match the rule. Reports how many died of
+# SIGKILL and, per exec, the time from just before execve to waitpid's return (exec to death).
 KILLRUN_C = COMMON_H + r"""
 #include <signal.h>
 #include <sys/mman.h>
@@ -194,7 +195,11 @@ int main(int argc, char **argv) {
     long killed = 0, exited = 0, other = 0;
     char **av = calloc(argc, sizeof *av);
     av[0] = (char *)path;
-    for (int i = 3; i < argc; i++) av[i - 2] = argv[i];
+    /* on the heap: a string literal in a .rodata page that the child never touched is not
+       mapped in the child yet, and a tracer's bpf_probe_read_user of it fails */
+    char *killme = strdup("roxd-bench-kill-me");
+    for (int i = 3; i < argc; i++)
+        av[i - 2] = strcmp(argv[i], "@KILLME") ? argv[i] : killme;
     for (long i = 0; i < n; i++) {
         *t0 = 0;
         pid_t pid = fork();
@@ -229,7 +234,7 @@ class Program:
 
 PROGRAMS = (
     Program("tiny", TINY_C, nostdlib=True),
-    Program("xmrig", MARKER_C, nostdlib=True),  # named like a miner: the in-kernel kill rule
+    Program("forbidden-marker", MARKER_C, nostdlib=True),  # bench/rules: in-kernel kill
     Program("sleeper", SLEEPER_C),
     Program("execstorm", EXECSTORM_C),
     Program("connstorm", CONNSTORM_C),
