@@ -23,6 +23,7 @@ from bench.cleanup import Cleanup
 REPO = Path(__file__).resolve().parents[1]
 BENCH_RULES = Path(__file__).resolve().parent / "rules"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+COUNTER_TTL_S = 1.1  # roxd/api/status.py caches kernel counters for STATS_TTL_S (1 s)
 
 
 def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.02) -> Any:
@@ -155,6 +156,8 @@ class RoxdAgent(Agent):
             return api.get("/v1/status")
 
     def kernel_counters(self) -> dict[str, int]:
+        """Fresh counters: the API caches them for STATS_TTL_S, so wait that out first."""
+        time.sleep(COUNTER_TTL_S)
         return dict(self.status().get("kernel", {}))
 
     def seccomp(self, verb: str, target: str) -> Any:

@@ -51,6 +51,8 @@ class OverheadResult:
     ready_s: list[float] = field(default_factory=list)
     rss_idle_mb: list[float] = field(default_factory=list)
     rss_after_mb: list[float] = field(default_factory=list)
+    rss_after_storms_before_learning_mb: list[float] = field(default_factory=list)
+    rss_split_mb: dict[str, float] = field(default_factory=dict)
     roxd_counters: list[dict[str, int]] = field(default_factory=list)
     roxd_warnings: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -66,6 +68,9 @@ class OverheadResult:
         out["roxd.ready_s"] = _d(Summary.of(self.ready_s))
         out["roxd.rss_idle_mb"] = _d(Summary.of(self.rss_idle_mb))
         out["roxd.rss_after_storms_mb"] = _d(Summary.of(self.rss_after_mb))
+        out["roxd.rss_after_storms_before_learning_mb"] = _d(
+            Summary.of(self.rss_after_storms_before_learning_mb))
+        out["roxd.rss_split_last_slot_mb"] = self.rss_split_mb
         if self.roxd_counters:
             out["roxd.kernel_counters_last_slot"] = self.roxd_counters[-1]
         out["failures"] = self.failures
@@ -130,9 +135,12 @@ def run(env: Env, worker: Any) -> OverheadResult:
                     result.rss_idle_mb.append(agent.rss_mb())
                 times = {wl.name: _timed(env, worker, wl, agent, result, wl.name) for wl in wls}
                 if isinstance(agent, RoxdAgent):
+                    result.rss_after_storms_before_learning_mb.append(agent.rss_mb())
                     if env.settings.learning:
                         times.update(_learning(env, worker, agent, wls[-1], result))
                     result.rss_after_mb.append(agent.rss_mb())
+                    result.rss_split_mb = {k: round(agent.rss_mb(k), 1)
+                                           for k in ("RssAnon", "RssFile", "RssShmem")}
                     result.roxd_counters.append(agent.kernel_counters())
                     result.roxd_warnings.extend(w for w in agent.warnings()
                                                 if w not in result.roxd_warnings)

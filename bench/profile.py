@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,21 @@ def run(env: Env, worker: Any) -> dict[str, Any]:
                 ("exec_storm_distinct_args",
                  ["/bench/execstorm", "/bench/tiny", str(s.exec_iters), "1"]),
                 ("connect_storm", ["/bench/connstorm", str(s.connect_iters)]),
+                ("syscall_loop_bystander", ["/bench/sysloop", str(s.syscall_iters)]),
             ):
                 log(f"profile: {name}")
+                if name == "syscall_loop_bystander":
+                    if not env.settings.learning or not env.idle:
+                        continue
+                    # another container learns: raw_syscalls programs attach host-wide
+                    roxd.seccomp("learn", env.idle[0].name)
+                    time.sleep(0.5)
+                    mine |= {i for i, p in _progs().items() if i not in before_start}
                 p0, cpu0 = _progs(), roxd.cpu_s() or 0.0
                 out = run_json(worker, argv)
                 p1, cpu1 = _progs(), roxd.cpu_s() or 0.0
+                if name == "syscall_loop_bystander":
+                    roxd.seccomp("stop", env.idle[0].name)
                 progs = {}
                 total_ns = 0
                 for pid_ in sorted(mine & set(p1)):
