@@ -24,6 +24,8 @@
 #define REC_EXEC 1
 #define REC_EXIT 2
 #define REC_CONNECT 3
+#define REC_SYSCALL 4
+#define REC_FILE 5
 
 /* per-CPU counters (index into the `stats` array); mirrored in records.py STAT_NAMES */
 enum stat_index {
@@ -44,6 +46,16 @@ enum stat_index {
     STAT_EXEC_KILLED, /* SIGKILL sent in kernel at exec */
     STAT_CONNECT_KILLED, /* SIGKILL sent in kernel at connect entry */
     STAT_MAP_UPDATE_FAILED, /* a bookkeeping map refused an update (full LRU, no memory) */
+    STAT_SYSCALL_SEEN, /* watched syscall that passed its argument filter (syscalls.bpf.c) */
+    STAT_SYSCALL_EMITTED,
+    STAT_SYSCALL_FOLDED,
+    STAT_SYSCALL_DROPPED,
+    STAT_FILE_SEEN,     /* path syscalls looked at (file.bpf.c) */
+    STAT_FILE_FILTERED, /* ... whose path or access kind no rule watches: dropped in kernel */
+    STAT_FILE_EMITTED,
+    STAT_FILE_FOLDED,
+    STAT_FILE_DROPPED,
+    STAT_EXEC_FILELESS, /* exec of a file descriptor (/dev/fd/N, /proc/<pid>/fd/N) */
     STAT_MAX,
 };
 
@@ -96,7 +108,8 @@ struct exec_record {
     u16 args_len;
     u8 args_truncated;
     u8 args_captured;
-    u8 pad[6];
+    u8 fileless; /* exec'd through a file descriptor: memfd, deleted file, fexecve */
+    u8 pad[5];
     char filename[FILENAME_LEN];
     char args[ARGS_BUF]; /* argc NUL-terminated strings, args_len bytes used */
 };
@@ -126,4 +139,135 @@ struct exec_args {
     u8 truncated;
     u8 pad[3];
     char buf[ARGS_BUF];
+};
+
+/* ---- sensitive syscalls (syscalls.bpf.c) ---- */
+
+/* roxd's own syscall ids (arch-independent); mirrored in records.py SYSCALL_NAMES */
+enum syscall_id {
+    SC_PTRACE = 1,
+    SC_PROCESS_VM_READV,
+    SC_PROCESS_VM_WRITEV,
+    SC_MOUNT,
+    SC_UMOUNT2,
+    SC_PIVOT_ROOT,
+    SC_UNSHARE,
+    SC_SETNS,
+    SC_CLONE,
+    SC_CLONE3,
+    SC_INIT_MODULE,
+    SC_FINIT_MODULE,
+    SC_DELETE_MODULE,
+    SC_BPF,
+    SC_PERF_EVENT_OPEN,
+    SC_KEXEC_LOAD,
+    SC_KEXEC_FILE_LOAD,
+    SC_SETUID,
+    SC_SETGID,
+    SC_SETREUID,
+    SC_SETREGID,
+    SC_SETRESUID,
+    SC_SETRESGID,
+    SC_CAPSET,
+    SC_PERSONALITY,
+    SC_KEYCTL,
+    SC_ADD_KEY,
+    SC_MEMFD_CREATE,
+    SC_USERFAULTFD,
+    SC_CHMOD,
+    SC_FCHMOD,
+    SC_FCHMODAT,
+    SC_FCHMODAT2,
+    SC_MAX_ID,
+};
+#define SC_WATCH_SLOTS 64
+
+/* user strings of a syscall: str[0..128) first (a path), [128..192) and [192..256) others */
+#define SC_STR_LEN 256
+#define SC_STR0 128
+#define SC_STR1 64
+
+struct syscall_fold_key {
+    u64 cgroup_id;
+    u64 exec_gen;
+    u64 arg0;
+    u64 arg1;
+    u64 str_hash;
+    u32 pid;
+    u32 uid;
+    u32 sc;
+    s32 ret; /* 0 for any success (fds and pids differ), -errno otherwise */
+};
+
+struct syscall_capture {
+    u32 sc;
+    u32 pad;
+    u64 args[4];
+    char str[SC_STR_LEN];
+};
+
+struct syscall_record {
+    struct event_header h;
+    struct syscall_fold_key key;
+    u64 folded;
+    s64 ret;
+    struct syscall_capture c;
+};
+
+/* ---- file access on watched paths (file.bpf.c) ---- */
+
+#define FILE_PATH_LEN 256
+
+/* access kinds (bit mask), mirrored in records.py ACCESS_NAMES */
+#define ACC_READ 1
+#define ACC_WRITE 2
+#define ACC_CREATE 4
+#define ACC_TRUNCATE 8
+#define ACC_UNLINK 16
+#define ACC_RENAME 32
+#define ACC_LINK 64
+
+/* operations */
+#define FOP_OPEN 1
+#define FOP_CREAT 2
+#define FOP_TRUNCATE 3
+#define FOP_UNLINK 4
+#define FOP_RENAME 5
+#define FOP_LINK 6
+#define FOP_SYMLINK 7
+
+/* an LPM-trie key over a path: exact watches are stored with their NUL, prefixes without */
+struct path_key {
+    u32 prefixlen; /* bits */
+    char data[FILE_PATH_LEN];
+};
+
+struct file_capture {
+    u16 op;
+    u16 access;  /* kinds that a watch matched */
+    u8 matched;  /* 1: path matched, 2: path2 matched, 3: both */
+    u8 pad[3];
+    u32 flags;   /* open flags, rename/unlink/link flags */
+    u32 mode;
+    s32 dfd;
+    s32 dfd2;
+    struct path_key k[2]; /* path (the new name for rename/link) and path2 (the old name) */
+};
+
+struct file_fold_key {
+    u64 cgroup_id;
+    u64 exec_gen;
+    u64 path_hash;
+    u32 pid;
+    u32 uid;
+    u32 op_access; /* op << 16 | access */
+    s32 ret;       /* 0 for any success, -errno otherwise */
+};
+
+struct file_record {
+    struct event_header h;
+    struct file_fold_key key;
+    u64 folded;
+    s64 ret;
+    struct file_capture c;
 };

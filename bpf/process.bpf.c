@@ -143,6 +143,27 @@ static __always_inline u64 fnv_args(const char *buf, u32 len)
     return h;
 }
 
+/* Fileless execution: the kernel names an execveat(fd, "", AT_EMPTY_PATH) "/dev/fd/N", and a
+ * memfd run by path is /proc/<pid|self|thread-self>/fd/N. Either way no path on disk names the
+ * program (memfd_create, a deleted file, fexecve). /proc/self/exe (busybox, runc) is not one. */
+static __always_inline u8 exec_from_fd(const char *f)
+{
+    if (f[0] == '/' && f[1] == 'd' && f[2] == 'e' && f[3] == 'v' && f[4] == '/' && f[5] == 'f' &&
+        f[6] == 'd' && f[7] == '/')
+        return 1;
+    if (!(f[0] == '/' && f[1] == 'p' && f[2] == 'r' && f[3] == 'o' && f[4] == 'c' && f[5] == '/'))
+        return 0;
+#pragma clang loop unroll(disable)
+    for (u32 i = 6; i < 24; i++) {
+        char c = f[i & 31];
+        if (c == 0)
+            return 0;
+        if (c == '/')
+            return f[(i + 1) & 31] == 'f' && f[(i + 2) & 31] == 'd' && f[(i + 3) & 31] == '/';
+    }
+    return 0;
+}
+
 static __always_inline u32 kill_lookup(u64 cgroup_id, u64 path_hash, u64 base_hash)
 {
     struct kill_key k = {.cgroup_id = cgroup_id, .hash = path_hash};
@@ -181,6 +202,10 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
         path_hash = (path_hash ^ c) * FNV_PRIME;
         base_hash = c == '/' ? FNV_OFFSET : (base_hash ^ c) * FNV_PRIME;
     }
+
+    r->fileless = exec_from_fd(r->filename);
+    if (r->fileless)
+        stat_add(STAT_EXEC_FILELESS, 1);
 
     /* Kill before the new image runs a single user-space instruction. */
     u64 cg = r->h.cgroup_id;

@@ -2,6 +2,8 @@
  * buffer, the counters) and includes one file per concern:
  *   process.bpf.c  fork / exec / exit
  *   connect.bpf.c  outbound IPv4/IPv6 connect with its result
+ *   syscalls.bpf.c sensitive system calls (ptrace, namespaces, mounts, bpf, setuid, ...)
+ *   file.bpf.c     file access on the paths the rules watch
  * Compiled once (about a second) instead of once per concern, so maps are shared for free. */
 #include <uapi/linux/ptrace.h>
 #include <linux/socket.h>
@@ -37,3 +39,5 @@ static __always_inline void cgroup_drop(u64 cgroup_id)
 
 #include "process.bpf.c"
 #include "connect.bpf.c"
+#include "syscalls.bpf.c"
+#include "file.bpf.c"

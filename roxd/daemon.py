@@ -364,6 +364,9 @@ class Daemon:
     def _push_kernel_policy(self, force: bool = False) -> None:
         """Keep the kernel's exec-kill and container maps in step with rules and containers."""
         assert self.sensor is not None and self.attribution is not None and self.rules is not None
+        if force:  # the rules changed (start, reload, enable/disable): what the kernel lets by
+            self.sensor.set_file_watches(self.rules.file_watch_set())
+            self.sensor.set_syscall_watches(self.rules.syscall_watch_set())
         version = self.attribution.resolver.version
         if not force and version == self._containers_version:
             return

@@ -424,3 +424,86 @@ def compile_scope(resolver: Resolver, raw: RawScope) -> ContainerScope:
         )
     except CompileError as exc:
         raise CompileError(exc.message, "scope") from None
+
+
+# --------------------------------------------------------------------------- kernel watch sets
+
+
+def restriction(
+    cond: Resolved, accept: Callable[[ResolvedTest], frozenset | None]
+) -> frozenset | None:
+    """The values a condition restricts some field to, or None when it does not restrict it.
+    `accept` turns one positive test into its values (None: not a usable restriction). AND
+    takes the first restricting part (the truth is inside each), OR needs every part to
+    restrict and takes the union, NOT never restricts."""
+    if isinstance(cond, ResolvedTest):
+        return None if cond.negated else accept(cond)
+    if isinstance(cond, AllOf):
+        for part in cond.parts:
+            found = restriction(part, accept)  # type: ignore[arg-type]
+            if found is not None:
+                return found
+        return None
+    if isinstance(cond, AnyOf):
+        union: set = set()
+        for part in cond.parts:
+            found = restriction(part, accept)  # type: ignore[arg-type]
+            if found is None:
+                return None
+            union |= found
+        return frozenset(union)
+    return None
+
+
+_GLOB_CHARS = "*?["
+
+
+def _glob_watch(pattern: str) -> tuple[str, str] | None:
+    """What the kernel can watch for a path glob: an exact path, a prefix (the glob's fixed
+    head: /etc/cron* -> /etc/cron), or a basename (*/.ssh/authorized_keys, /proc/*/mem)."""
+    cut = min((i for i in (pattern.find(c) for c in _GLOB_CHARS) if i >= 0), default=-1)
+    if cut < 0:
+        return ("exact", pattern) if pattern.startswith("/") else ("name", basename(pattern))
+    last = pattern.rpartition("/")[2]
+    if "/" in pattern and last and not any(c in last for c in _GLOB_CHARS):
+        return ("name", last)
+    head = pattern[:cut]
+    return ("prefix", head) if head.startswith("/") and len(head) > 1 else None
+
+
+def _path_values(test: ResolvedTest) -> frozenset | None:
+    if test.spec.name not in ("path", "given_path"):
+        return None
+    out: set[tuple[str, str]] = set()
+    for value in map(str, test.values):
+        if test.op in ("equals", "in"):
+            out.add(("exact", value) if value.startswith("/") else ("name", basename(value)))
+        elif test.op == "prefix" and value.startswith("/") and len(value) > 1:
+            out.add(("prefix", value))
+        elif test.op == "glob" and (watch := _glob_watch(value)) is not None:
+            out.add(watch)
+        else:
+            return None
+    return frozenset(out)
+
+
+def path_watches(cond: Resolved) -> frozenset[tuple[str, str]] | None:
+    """("exact" | "prefix" | "name", value) pairs covering every path the condition can match;
+    None when they cannot be derived (then the kernel must let every path through)."""
+    return restriction(cond, _path_values)
+
+
+def access_kinds(cond: Resolved) -> frozenset[str] | None:
+    return restriction(
+        cond,
+        lambda t: frozenset(map(str, t.values))
+        if t.spec.name == "access" and t.op in ("equals", "in") else None,
+    )
+
+
+def syscall_names(cond: Resolved) -> frozenset[str] | None:
+    return restriction(
+        cond,
+        lambda t: frozenset(map(str, t.values))
+        if t.spec.name == "syscall" and t.op in ("equals", "in") else None,
+    )

@@ -17,12 +17,15 @@ from roxd.model import ActionKind
 from roxd.rules.compile import (
     CompileError,
     Resolver,
+    access_kinds,
     compile_exceptions,
     compile_scope,
     connect_sets,
     exe_sets,
+    path_watches,
     predicate,
     required_basenames,
+    syscall_names,
 )
 from roxd.rules.ruleset import (
     CompiledRule,
@@ -262,4 +265,7 @@ def _compile_rule(resolver: Resolver, rule: RawRule, order: int) -> CompiledRule
         condition=predicate(when),
         excepted=exceptions.excepted,
         basenames=required_basenames(when) if rule.event == "exec" else None,
+        path_watches=path_watches(when) if rule.event == "file" else None,
+        access_kinds=access_kinds(when) if rule.event == "file" else None,
+        syscalls=syscall_names(when) if rule.event == "syscall" else None,
     )

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from roxd.model import (
+    FILE_ACCESS_KINDS,
     ActionKind,
     Container,
     EnrichedEvent,
+    FileWatchSet,
     Phase,
     RuleMatch,
     RuleRef,
@@ -94,6 +96,11 @@ class CompiledRule:
     excepted: Callable[[EventView], bool] | None = field(repr=False)
     # Exec basenames the condition requires; None: any exec may match (no index shortcut).
     basenames: frozenset[str] | None = field(repr=False, default=None)
+    # What the kernel must let through for this rule (file and syscall rules; None: anything):
+    # path watches as ("exact" | "prefix" | "name", value), access kinds, syscall names.
+    path_watches: frozenset[tuple[str, str]] | None = field(repr=False, default=None)
+    access_kinds: frozenset[str] | None = field(repr=False, default=None)
+    syscalls: frozenset[str] | None = field(repr=False, default=None)
     ref: RuleRef = field(init=False, repr=False)
     verdict: RuleMatch = field(init=False, repr=False)
 
@@ -122,8 +129,6 @@ class CompiledRule:
         text = "; ".join(notes)
         if self.monitor:
             return f"monitor (would: {text})"
-        if self.event in ("syscall", "file"):
-            return f"{text} (no {self.event} sensor yet: never matches)"
         return text
 
     def to_dict(self) -> dict[str, object]:
@@ -207,6 +212,37 @@ class RuleSet:
             for rule in self.rules
             if rule.enabled and not rule.monitor and isinstance(rule.kill_spec, ConnectKillSpec)
         ]
+
+    def file_watch_set(self) -> FileWatchSet:
+        """The paths (exact, prefixes, basenames) and access kinds that enabled file rules can
+        match: the kernel drops every other file access before it costs userspace anything."""
+        exact: dict[str, set[str]] = {}
+        prefixes: dict[str, set[str]] = {}
+        names: dict[str, set[str]] = {}
+        everything: set[str] = set()
+        tables = {"exact": exact, "prefix": prefixes, "name": names}
+        for rule in self._by_event.get("file", ()):
+            kinds = rule.access_kinds if rule.access_kinds is not None else FILE_ACCESS_KINDS
+            if rule.path_watches is None:
+                everything.update(kinds)
+                continue
+            for kind, value in rule.path_watches:
+                tables[kind].setdefault(value, set()).update(kinds)
+        return FileWatchSet(
+            exact={k: frozenset(v) for k, v in exact.items()},
+            prefixes={k: frozenset(v) for k, v in prefixes.items()},
+            basenames={k: frozenset(v) for k, v in names.items()},
+            everything=frozenset(everything),
+        )
+
+    def syscall_watch_set(self) -> frozenset[str] | None:
+        """Names of the syscalls enabled syscall rules can match; None: every watched one."""
+        names: set[str] = set()
+        for rule in self._by_event.get("syscall", ()):
+            if rule.syscalls is None:
+                return None
+            names |= rule.syscalls
+        return frozenset(names)
 
     def effective_action_notes(self) -> dict[str, str]:
         """rule id -> what the rule does ("alert; kill: in-kernel", "disabled", ...)."""

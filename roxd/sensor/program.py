@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from roxd.errors import SensorError
-from roxd.model import ConnectEvent
+from roxd.model import ConnectEvent, FileEvent, FileWatchSet, SyscallEvent
 from roxd.sensor import records
 from roxd.sensor.headers import HeaderTree, resolve_headers
 from roxd.sensor.records import Decoded, DecodeError
-from roxd.sensor.tracefs import ensure_tracefs
+from roxd.sensor.tracefs import ensure_tracefs, tracefs_root
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class Sensor:
         if not _is_power_of_two(self._config.ringbuf_pages):
             raise SensorError(
                 f"ring buffer pages must be a power of two, not {self._config.ringbuf_pages}")
-        ensure_tracefs()
+        tracefs = ensure_tracefs()
         self.headers = resolve_headers(self._config.cache_dir)
         os.environ.update(self.headers.env)
         log.info("kernel headers: %s", self.headers.describe())
@@ -95,8 +95,10 @@ class Sensor:
             f"-I{self._config.bpf_dir}",
             f"-DRINGBUF_PAGES={self._config.ringbuf_pages}",
             f"-DMAX_ARGS={self._config.max_args}",
+            f"-DROXD_TGID={os.getpid()}",  # roxd's own syscalls (bpf() all day) are skipped
             "-Wno-macro-redefined",
             "-Wno-unused-function",
+            *self._optional_tracepoints(source, tracefs),
         ]
         started = time.monotonic()
         try:
@@ -105,7 +107,8 @@ class Sensor:
             raise SensorError(f"loading the eBPF programs failed: {exc}") from exc
         self.load_seconds = time.monotonic() - started
         _release_compiler_memory()
-        self.attached = self._tracepoints_in(source)
+        self.attached = tuple(tp.decode() for tp in getattr(self._bpf, "tracepoint_fds", {})) \
+            or self._tracepoints_in(source)
         self._resync_clock()
         self._bpf["events"].open_ring_buffer(self._ring_callback)
         log.info("eBPF programs attached in %.2fs: %s", self.load_seconds,
@@ -177,7 +180,7 @@ class Sensor:
     def clear_folds(self) -> None:
         """Forget every quiet mark (the rule set changed, old verdicts no longer hold)."""
         bpf = self._require()
-        for name in ("exec_folds", "connect_folds"):
+        for name in ("exec_folds", "connect_folds", "syscall_folds", "file_folds"):
             bpf[name].clear()
 
     def set_container_cgroups(self, cgroup_ids: Iterable[int]) -> None:
@@ -215,6 +218,45 @@ class Sensor:
             for (prefixlen, data), slot in entries.items():
                 table[self._lpm_key(table, prefixlen, data)] = ct.c_uint32(slot)
 
+    def set_syscall_watches(self, names: Iterable[str] | None) -> None:
+        """Which sensitive syscalls reach userspace (names as in records.SYSCALL_NAMES, None:
+        all; unknown names are ignored, they may be syscalls this build does not trace)."""
+        table = self._require()["syscall_watch"]
+        if names is None:
+            names = records.SYSCALL_IDS
+        wanted = {records.SYSCALL_IDS[n] for n in names if n in records.SYSCALL_IDS}
+        for sc in range(1, len(records.SYSCALL_NAMES)):
+            table[ct.c_int(sc)] = ct.c_uint8(1 if sc in wanted else 0)
+
+    def set_file_watches(self, watches: FileWatchSet) -> None:
+        """Replace the kernel's file watch set (see bpf/file.bpf.c): the LPM trie of exact
+        paths and prefixes, the basename hashes, the watch-everything mask."""
+        bpf = self._require()
+        paths, names, everything = file_watch_entries(watches)
+        table = bpf["file_watch_paths"]
+        offset = table.Key.data.offset
+        current = {ct.string_at(ct.addressof(k) + offset, k.prefixlen // 8) for k in table}
+        for data in current - set(paths):
+            del table[self._path_key(table, data)]
+        for data, mask in paths.items():
+            table[self._path_key(table, data)] = ct.c_uint32(mask)
+        table = bpf["file_watch_names"]
+        current_names = {int(k.value) for k in table}
+        for h in current_names - set(names):
+            del table[table.Key(h)]
+        for h, mask in names.items():
+            table[table.Key(h)] = ct.c_uint32(mask)
+        bpf["file_watch_all"][ct.c_int(0)] = ct.c_uint32(everything)
+        log.info("file watches: %d paths/prefixes, %d basenames%s", len(paths), len(names),
+                 ", every path" if everything else "")
+
+    @staticmethod
+    def _path_key(table, data: bytes):
+        key = table.Key()
+        key.prefixlen = len(data) * 8
+        ct.memmove(ct.addressof(key) + type(key).data.offset, data, len(data))
+        return key
+
     @staticmethod
     def _lpm_key(table, prefixlen: int, data: bytes):
         key = table.Key()
@@ -249,8 +291,29 @@ class Sensor:
         return self._bpf
 
     def _folds_for(self, decoded: Decoded):
-        name = "connect_folds" if isinstance(decoded.event, ConnectEvent) else "exec_folds"
+        event = decoded.event
+        if isinstance(event, ConnectEvent):
+            name = "connect_folds"
+        elif isinstance(event, SyscallEvent):
+            name = "syscall_folds"
+        elif isinstance(event, FileEvent):
+            name = "file_folds"
+        else:
+            name = "exec_folds"
         return self._require()[name]
+
+    @staticmethod
+    def _optional_tracepoints(source: str, tracefs: Path | None) -> list[str]:
+        """-DHAVE_TP_<name> for each `#ifdef HAVE_TP_<name>` probe whose syscall tracepoint
+        this kernel has (no CONFIG_MODULES: no init_module; no kexec; older: no fchmodat2)."""
+        root = tracefs or tracefs_root()
+        flags = []
+        for name in sorted(set(re.findall(r"^#ifdef HAVE_TP_(\w+)$", source, re.MULTILINE))):
+            if root is not None and (root / "events" / "syscalls" / name).is_dir():
+                flags.append(f"-DHAVE_TP_{name}")
+            else:
+                log.info("tracepoint syscalls:%s not in this kernel: not watched", name)
+        return flags
 
     def _source(self) -> str:
         """roxd.bpf.c with its `#include "x.bpf.c"` lines inlined: bcc generates tracepoint
@@ -274,6 +337,50 @@ class Sensor:
     def _tracepoints_in(source: str) -> tuple[str, ...]:
         return tuple(f"{c}:{e}" for c, e in re.findall(r"TRACEPOINT_PROBE\((\w+),\s*(\w+)\)",
                                                          source))
+
+
+def file_watch_entries(
+    watches: FileWatchSet,
+) -> tuple[dict[bytes, int], dict[int, int], int]:
+    """The BPF map contents for a watch set: ({LPM key bytes: access mask}, {reversed-basename
+    FNV hash: mask}, mask for every path). Exact paths keep their NUL; each entry also carries
+    the masks of the shorter prefixes it extends, because the trie answers with the longest
+    match only. Entries that cannot fit the kernel's path buffer are left out and logged."""
+    def mask(kinds: Iterable[str]) -> int:
+        return sum(records.ACCESS_BITS[k] for k in set(kinds) if k in records.ACCESS_BITS)
+
+    limit = records.FILE_PATH_LEN
+    prefixes: dict[bytes, int] = {}
+    for prefix, kinds in watches.prefixes.items():
+        data = prefix.encode()
+        if not data.startswith(b"/") or len(data) >= limit:
+            log.warning("file watch prefix %r cannot be matched in the kernel", prefix)
+            continue
+        prefixes[data] = prefixes.get(data, 0) | mask(kinds)
+    paths: dict[bytes, int] = dict(prefixes)
+    names: dict[int, int] = {}
+    for path, kinds in watches.exact.items():
+        data = path.encode() + b"\0"
+        if not data.startswith(b"/") or len(data) > limit:
+            log.warning("file watch path %r cannot be matched in the kernel", path)
+            continue
+        paths[data] = paths.get(data, 0) | mask(kinds)
+        base = path.rpartition("/")[2].encode()
+        if base:  # /etc//shadow, ../shadow, `cd /etc; cat shadow`: by name
+            names[_name_hash(base)] = names.get(_name_hash(base), 0) | mask(kinds)
+    for name, kinds in watches.basenames.items():
+        h = _name_hash(name.encode())
+        names[h] = names.get(h, 0) | mask(kinds)
+    for data in paths:
+        for prefix, m in prefixes.items():
+            if data != prefix and data.startswith(prefix):
+                paths[data] |= m
+    return paths, names, mask(watches.everything)
+
+
+def _name_hash(name: bytes) -> int:
+    """FNV-1a of a basename, as file.bpf.c computes it."""
+    return records.fnv1a(name)
 
 
 def _is_power_of_two(n: int) -> bool:

