@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STATE := $(CURDIR)/.state
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench clean packages
 
 setup:
 	@scripts/setup.sh
@@ -20,5 +20,9 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check roxd tests
 
+# .deb and .rpm into dist/ (docs/packaging.md)
+packages: setup
+	scripts/build-packages.sh $(CURDIR)/dist
+
 clean:
-	rm -rf $(STATE) .pytest_cache .ruff_cache
+	rm -rf $(STATE) dist .pytest_cache .ruff_cache

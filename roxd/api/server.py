@@ -79,8 +79,14 @@ class ApiServer:
         router = Router(endpoints.handlers(), Authorizer(read_gid, admin_gid))
         server = UnixHttpServer(str(path), router, self.settings)
         endpoints.connections = server.stats
-        os.chown(path, 0, read_gid)
-        os.chmod(path, SOCKET_MODE)
+        try:
+            os.chown(path, 0, read_gid)
+            os.chmod(path, SOCKET_MODE)
+        except OSError as exc:
+            server.server_close()
+            raise RoxdError(f"cannot set owner root:{self.settings.read_group} and mode "
+                            f"{SOCKET_MODE:o} on the API socket {path}: {exc.strerror} "
+                            "(roxd needs CAP_CHOWN and CAP_FOWNER for its socket)") from exc
         if group_gid is None:
             log.info("group %r does not exist: API socket %s is root:root 0660, so only root "
                      "(and group root) can use it (groupadd --system %s to let its members "
