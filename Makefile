@@ -17,6 +17,11 @@ run: setup
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# benchmarks (docs/performance.md): JSON under bench/results/, a table on stdout
+bench:
+	@ROXD_SETUP_BENCH=1 scripts/setup.sh
+	$(PY) -m bench $(BENCH_ARGS)
+
 lint: setup
 	$(VENV)/bin/ruff check roxd tests
 

@@ -14,7 +14,12 @@ PACKAGES="python3-bpfcc python3-pyroute2 python3-psutil python3-systemd python3-
 python3-toml python3-docker python3-nftables python3-venv nftables docker.io iproute2
 libcap2-bin busybox-static linux-headers-amd64 curl gcc libc6-dev systemd rsyslog
 rsyslog-gnutls openssl util-linux systemd-container debootstrap rpm lintian debhelper dh-python
-pybuild-plugin-pyproject python3-all python3-setuptools python3-wheel python3-pip fakeroot"
+pybuild-plugin-pyproject python3-all python3-setuptools python3-wheel python3-pip fakeroot
+bpftool"
+# the benchmark compares roxd with auditd and bpftrace: only `make bench` needs them
+if [ "${ROXD_SETUP_BENCH:-0}" = 1 ]; then
+    PACKAGES="$PACKAGES auditd bpftrace"
+fi
 missing=""
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from roxd.errors import SensorError
 from roxd.sensor.headers import resolve_headers
-from roxd.sensor.program import default_bpf_dir
+from roxd.sensor.program import default_bpf_dir, release_compiler_memory
 from roxd.sensor.tracefs import ensure_tracefs
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,7 @@ class SyscallTracer:
                     log.debug("detach %s after load: %s", tp, exc)
         self._bpf = bpf
         self.load_seconds = time.monotonic() - started
+        release_compiler_memory()  # page LLVM back out: it is needed only for the compile
         log.info("seccomp eBPF programs loaded in %.2fs (headers: %s)", self.load_seconds,
                  headers.describe())
 

@@ -106,7 +106,7 @@ class Sensor:
         except Exception as exc:  # bcc raises bare Exception for compile/load/attach
             raise SensorError(f"loading the eBPF programs failed: {exc}") from exc
         self.load_seconds = time.monotonic() - started
-        _release_compiler_memory()
+        release_compiler_memory()
         self.attached = tuple(tp.decode() for tp in getattr(self._bpf, "tracepoint_fds", {})) \
             or self._tracepoints_in(source)
         self._resync_clock()
@@ -387,7 +387,7 @@ def _is_power_of_two(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
 
-def _release_compiler_memory() -> None:
+def release_compiler_memory() -> None:
     """clang/LLVM are needed only for the one compile at start: give back their freed heap
     (malloc_trim) and page out their ~85 MB of library text (MADV_PAGEOUT, Linux 5.4), which
     would otherwise stay resident for the daemon's whole life. A later recompile simply pages
