@@ -19,6 +19,9 @@
 #endif
 #define ARGS_BUF 2048
 #define ARG_CHUNK 256
+/* exec_args.truncated / exec_record.args_truncated bits */
+#define ARGS_CUT 1        /* a bound was hit: more arguments or bytes than captured */
+#define ARGS_UNREADABLE 2 /* an argument could not be read (page not present): incomplete */
 
 /* record types, first u32 of every ring-buffer record */
 #define REC_EXEC 1

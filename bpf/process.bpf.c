@@ -73,17 +73,27 @@ static __always_inline int capture_argv(const char *const *argv)
 #pragma unroll
     for (int i = 0; i < MAX_ARGS; i++) {
         const char *arg = NULL;
-        if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i]) < 0 || !arg)
+        if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i]) < 0) {
+            /* a page the caller never touched cannot be faulted in here: say so, and let
+             * userspace read /proc/<pid>/cmdline instead */
+            a->truncated |= ARGS_UNREADABLE;
+            goto done;
+        }
+        if (!arg)
             goto done;
         if (off > ARGS_BUF - ARG_CHUNK) {
-            a->truncated = 1;
+            a->truncated |= ARGS_CUT;
             goto done;
         }
         long n = bpf_probe_read_user_str(&a->buf[off], ARG_CHUNK, arg);
-        if (n <= 0)
+        if (n < 0) {
+            a->truncated |= ARGS_UNREADABLE;
+            goto done;
+        }
+        if (n == 0)
             goto done;
         if (n == ARG_CHUNK)
-            a->truncated = 1; /* this argument was cut */
+            a->truncated |= ARGS_CUT; /* this argument was cut */
         off += n;
         a->argc++;
     }
@@ -91,7 +101,7 @@ static __always_inline int capture_argv(const char *const *argv)
     {
         const char *arg = NULL;
         if (bpf_probe_read_user(&arg, sizeof(arg), &argv[MAX_ARGS]) == 0 && arg)
-            a->truncated = 1;
+            a->truncated |= ARGS_CUT;
     }
 done:
     a->len = off;

@@ -43,6 +43,9 @@ class ExecEvent:
     # Run through a file descriptor (/dev/fd/N from execveat(fd, "", AT_EMPTY_PATH), or
     # /proc/<pid>/fd/N): no path on disk names the program (memfd_create, a deleted file).
     fileless: bool = False
+    # The kernel could not read part of argv (a page the caller never touched): args is
+    # incomplete, and the enricher reads /proc/<pid>/cmdline while the process lives.
+    args_unreadable: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -169,7 +169,7 @@ class ProcessTable:
             if stat is not None:
                 _, ppid, start = stat
         args, truncated = tuple(event.args), event.args_truncated
-        if not args:
+        if not args or event.args_unreadable:
             # argv not captured in the kernel (exec began before roxd attached, or the
             # sys_enter_execve probe missed it): /proc still has it while the process lives
             from_proc = self._proc.cmdline(event.pid)

@@ -15,6 +15,8 @@ from roxd.sensor.decoders import decode_file_flags, decode_syscall_args
 TASK_COMM_LEN = 16
 FILENAME_LEN = 256
 ARGS_BUF = 2048
+ARGS_CUT = 1  # exec_record.args_truncated bits (common.h)
+ARGS_UNREADABLE = 2
 
 REC_EXEC = 1
 REC_EXIT = 2
@@ -345,6 +347,7 @@ def _decode_exec(raw: bytes, clock_offset_ns: int) -> Decoded:
         args_truncated=bool(rec.args_truncated),
         folded=rec.folded,
         fileless=bool(rec.fileless),
+        args_unreadable=bool(rec.args_truncated & ARGS_UNREADABLE),
     )
     return Decoded(event, bytes(rec.key), rec.kill_rule, bool(rec.args_captured))
 

@@ -103,6 +103,10 @@ def test_decode_exec_variable_length() -> None:
     assert ev.time_ns == 1_000_005_000
     assert ev.filename == "/usr/bin/curl" and ev.comm == "curl"
     assert decoded.fold_key == bytes(rec.key)
+    assert not ev.args_unreadable
+    rec.args_truncated = records.ARGS_CUT | records.ARGS_UNREADABLE
+    ev = records.decode(bytes(rec), 0).event
+    assert ev.args_truncated and ev.args_unreadable
 
 
 def test_decode_connect_ipv4_and_ipv6() -> None:
