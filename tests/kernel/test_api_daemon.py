@@ -101,6 +101,8 @@ def test_every_operation_through_a_raw_http_client(api_roxd: Any, run_container:
     name = f"roxd-api-{uuid.uuid4().hex[:6]}"
     container = run_container("sleep 300 & sleep 301 & wait", name=name)
     victim = container_pid(rp, name, ["sleep", "300"])
+    # a shell docker-exec'd into the container: a foothold alert (its entrypoint is not one)
+    container.exec_run(["sh", "-c", "echo foothold"])
     wait_until(lambda: call(sock, "GET", "/v1/alerts?container=" + name)[1]["items"], 15,
                message="an alert of the container (shell in container)")
     alert = call(sock, "GET", "/v1/alerts?container=" + name)[1]["items"][0]
@@ -175,8 +177,9 @@ def test_every_command_through_roxctl(api_roxd: Any, run_container: Any,
                                       tmp_path: Path) -> None:
     rp, sock = api_roxd
     name = f"roxd-ctl-{uuid.uuid4().hex[:6]}"
-    run_container("sleep 300 & wait", name=name)
+    container = run_container("sleep 300 & wait", name=name)
     victim = container_pid(rp, name, ["sleep", "300"])
+    container.exec_run(["sh", "-c", "echo foothold"])  # raises the foothold alert
 
     def ok(*args: str) -> str:
         result = roxctl(sock, *args)
