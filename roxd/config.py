@@ -73,6 +73,9 @@ class EnforceSection:
     # Seconds between quarantine reconciliations (re-apply after a container restart,
     # forget removed containers).
     reconcile_interval_s: float = 30.0
+    # Rules with kill_target = "container": "kill" (SIGKILL through the runtime) or "stop"
+    # (SIGTERM, then SIGKILL after the container's stop timeout).
+    container_kill: str = "kill"
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,9 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(source, f"enforce.isolate_fallback must be one of "
                                   f"{', '.join(ISOLATE_FALLBACKS)}, not "
                                   f"{config.enforce.isolate_fallback!r}")
+    if config.enforce.container_kill not in ("kill", "stop"):
+        raise ConfigError(source, "enforce.container_kill must be kill or stop, not "
+                                  f"{config.enforce.container_kill!r}")
     for cidr in config.enforce.isolate_allow:
         try:
             ipaddress.ip_network(cidr, strict=False)

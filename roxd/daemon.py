@@ -101,7 +101,8 @@ class Daemon:
         self.quarantine = self._make_quarantine()
         self.responder = Responder(monitor=config.rules.monitor, quarantine=self.quarantine,
                                    runtime=self.runtime,
-                                   isolate_fallback=config.enforce.isolate_fallback)
+                                   isolate_fallback=config.enforce.isolate_fallback,
+                                   container_kill=config.enforce.container_kill)
         sinks: list[Any] = [LogSink()]
         if options.print_alerts:
             sinks.append(StreamSink(options.events_out, kind="alert"))

@@ -399,6 +399,9 @@ class RuleMatch:
     rule: RuleRef
     actions: tuple[ActionKind, ...]
     monitor: bool = False  # dry-run: report what would be done, do nothing
+    # What a kill action kills: "process", "process-tree" (it and its descendants), or
+    # "container" (through the runtime: docker kill or stop, per enforce.container_kill).
+    kill_target: str = "process"
 
 
 @dataclass(frozen=True, slots=True)

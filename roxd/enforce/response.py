@@ -30,6 +30,7 @@ class Responder:
     # own to put a table in): "none" (report it), "pause" or "kill" the container.
     isolate_fallback: str = "none"
     seccomp: Any = None  # roxd.seccomp.service.SeccompService when available
+    container_kill: str = "kill"  # kill_target = "container": docker "kill" or "stop"
 
     def respond(
         self, match: RuleMatch, event: EnrichedEvent, *, killed_in_kernel: bool = False
@@ -40,7 +41,12 @@ class Responder:
             if action is ActionKind.ALERT:
                 results.append(ActionResult(action, Outcome.DONE))
             elif action is ActionKind.KILL:
-                results.append(self._kill(event, monitor, killed_in_kernel))
+                if match.kill_target == "process-tree" and not monitor:
+                    results.append(self._kill_tree(event))
+                elif match.kill_target == "container" and not monitor:
+                    results.append(self._kill_container(event))
+                else:
+                    results.append(self._kill(event, monitor, killed_in_kernel))
             elif action is ActionKind.ISOLATE:
                 results.extend(self._isolate(event, match, monitor))
             elif action is ActionKind.SECCOMP:
@@ -64,6 +70,42 @@ class Responder:
                            expect_cgroup_id=proc.cgroup_id, cgroup2_root=self.cgroup2_root)
         return ActionResult(ActionKind.KILL, Outcome.DONE if outcome.killed else Outcome.FAILED,
                             outcome.reason)
+
+    def _kill_tree(self, event: EnrichedEvent) -> ActionResult:
+        """The process and every descendant (psutil walks the tree), each by pidfd."""
+        import psutil
+
+        proc = event.process
+        try:
+            root = psutil.Process(proc.pid)
+            descendants = root.children(recursive=True)
+        except psutil.Error:
+            return ActionResult(ActionKind.KILL, Outcome.FAILED, f"pid {proc.pid} already exited")
+        # the root first so it cannot fork replacements, then the children
+        first = kill_pid(proc.pid, expect_comm=proc.comm or None,
+                         expect_cgroup_id=proc.cgroup_id, cgroup2_root=self.cgroup2_root)
+        if not first.killed:
+            return ActionResult(ActionKind.KILL, Outcome.FAILED, first.reason)
+        killed = 1 + sum(kill_pid(child.pid).killed for child in descendants)
+        return ActionResult(ActionKind.KILL, Outcome.DONE,
+                            f"process tree: {killed} of {1 + len(descendants)} processes "
+                            "killed by pidfd")
+
+    def _kill_container(self, event: EnrichedEvent) -> ActionResult:
+        if event.container is None:
+            return ActionResult(ActionKind.KILL, Outcome.NOT_SUPPORTED,
+                                "kill_target container: the process runs on the host")
+        if self.runtime is None:
+            return ActionResult(ActionKind.KILL, Outcome.NOT_SUPPORTED,
+                                "kill_target container: no container runtime configured")
+        verb = self.container_kill
+        try:
+            getattr(self.runtime, verb)(event.container.id)
+        except RuntimeControlError as exc:
+            return ActionResult(ActionKind.KILL, Outcome.FAILED, str(exc))
+        return ActionResult(ActionKind.KILL, Outcome.DONE,
+                            f"container {event.container.name or event.container.id[:12]} "
+                            f"{'stopped' if verb == 'stop' else 'killed'} through the Docker API")
 
     def _isolate(self, event: EnrichedEvent, match: RuleMatch,
                  monitor: bool) -> list[ActionResult]:

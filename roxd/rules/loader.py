@@ -234,7 +234,9 @@ def _compile_rule(resolver: Resolver, rule: RawRule, order: int) -> CompiledRule
     if ActionKind.KILL in rule.actions:
         kill_path = KillPath.USERSPACE
         gate = ContainerGate(scope, exceptions.excepted)
-        if rule.event == "exec" and exceptions.container_only:
+        if rule.kill_target != "process":
+            pass  # a tree or a container is killed by roxd itself, after the event
+        elif rule.event == "exec" and exceptions.container_only:
             sets = exe_sets(when)
             if sets is not None:
                 kill_path = KillPath.IN_KERNEL
@@ -254,6 +256,7 @@ def _compile_rule(resolver: Resolver, rule: RawRule, order: int) -> CompiledRule
         event=rule.event,
         enabled=rule.enabled,
         monitor=rule.monitor,
+        kill_target=rule.kill_target,
         actions=rule.actions,
         source=rule.origin.file,
         line=rule.origin.line(),

@@ -101,13 +101,15 @@ class CompiledRule:
     path_watches: frozenset[tuple[str, str]] | None = field(repr=False, default=None)
     access_kinds: frozenset[str] | None = field(repr=False, default=None)
     syscalls: frozenset[str] | None = field(repr=False, default=None)
+    kill_target: str = "process"
     ref: RuleRef = field(init=False, repr=False)
     verdict: RuleMatch = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         ref = RuleRef(self.id, self.name, self.phase, self.severity, self.mitre, self.description)
         object.__setattr__(self, "ref", ref)
-        object.__setattr__(self, "verdict", RuleMatch(ref, self.actions, self.monitor))
+        object.__setattr__(self, "verdict", RuleMatch(ref, self.actions, self.monitor,
+                                                      self.kill_target))
 
     def matches(self, view: EventView) -> bool:
         return (

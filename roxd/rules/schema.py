@@ -153,6 +153,7 @@ class RawRule:
     scope: RawScope
     exceptions: tuple[RawException, ...]
     origin: Origin
+    kill_target: str = "process"
 
 
 @dataclass(frozen=True)
@@ -447,6 +448,8 @@ def _parse_scope(table: object) -> RawScope:
     )
 
 
+KILL_TARGETS = ("process", "process-tree", "container")
+
 _RULE_KEYS = (
     "id",
     "name",
@@ -458,6 +461,7 @@ _RULE_KEYS = (
     "enabled",
     "monitor",
     "actions",
+    "kill_target",
     "when",
     "scope",
     "exception",
@@ -485,7 +489,17 @@ def _parse_rule(table: dict, origin: Origin) -> RawRule:
     names = [e.name for e in parsed_exceptions]
     if len(set(names)) != len(names):
         raise Invalid("exception names must be unique within a rule", "exception")
+    actions = _actions(table, "actions") if "actions" in table else (ActionKind.ALERT,)
+    kill_target = "process"
+    if "kill_target" in table:
+        kill_target = table["kill_target"]
+        if kill_target not in KILL_TARGETS:
+            raise Invalid(f"kill_target {kill_target!r} is not one of "
+                          f"{', '.join(KILL_TARGETS)}", "kill_target")
+        if ActionKind.KILL not in actions:
+            raise Invalid("kill_target needs the kill action in 'actions'", "kill_target")
     return RawRule(
+        kill_target=kill_target,
         id=_string(table, "id", RULE_ID),
         name=_string(table, "name"),
         description=_string(table, "description"),
@@ -495,7 +509,7 @@ def _parse_rule(table: dict, origin: Origin) -> RawRule:
         event=event,
         enabled=bool(_bool(table, "enabled", True)),
         monitor=bool(_bool(table, "monitor", False)),
-        actions=_actions(table, "actions") if "actions" in table else (ActionKind.ALERT,),
+        actions=actions,
         when=parse_condition(table["when"], "when"),
         scope=_parse_scope(table["scope"]) if "scope" in table else RawScope(),
         exceptions=parsed_exceptions,

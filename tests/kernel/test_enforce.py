@@ -317,3 +317,56 @@ def test_connect_kill_in_kernel_before_a_byte_leaves(
         stop.set()
         server.join(2)
         listener.close()
+
+
+TARGET_RULE = """
+[[rule]]
+id = "test.kill-{target}"
+name = "Kill target {target}"
+description = "Test rule: a marker command line kills its {target}."
+phase = "objectives"
+severity = "critical"
+mitre = ["T1496"]
+event = "exec"
+actions = ["alert", "kill"]
+kill_target = "{target}"
+[rule.when]
+args = {{ contains = ["{marker}"] }}
+[rule.scope]
+host = false
+"""
+
+
+@pytest.mark.parametrize("target", ["process-tree", "container"])
+def test_kill_targets(roxd_factory: Any, run_container: Any, tmp_path: Path,
+                      target: str) -> None:
+    marker = f"mk-{uuid.uuid4().hex[:8]}"
+    rules = _rules(tmp_path, TARGET_RULE.format(target=target, marker=marker))
+    roxd: RoxdProcess = roxd_factory(rules=[rules])
+    # the container's init keeps running; a subshell starts two sleepers, then the marker
+    c = run_container("sleep 600 & wait")
+    # a shell starts two sleepers, then execs into the marker command line: the process that
+    # matches has children already
+    c.exec_run(["sh", "-c", f"sleep 500 & sleep 501 & sleep 0.5; exec sh -c 'sleep 502' {marker}"],
+               detach=True)
+    alert = roxd.wait_for(lambda o: o.get("type") == "alert"
+                          and o["rule"]["id"] == f"test.kill-{target}", timeout=20,
+                          message=f"{target} kill alert")
+    kill = next(x for x in alert["actions"] if x["action"] == "kill")
+    assert kill["outcome"] == "done", kill
+    assert kill["in_kernel"] is False
+    if target == "container":
+        wait_until(lambda: c.reload() or c.status == "exited", 20,
+                   message="the container killed")
+        return
+    # the tree (the marker shell, its sleepers) is gone; the rest of the container lives
+    assert "tree" in kill["reason"]
+
+    def commands() -> list[str]:
+        return [p[-1] for p in c.top()["Processes"]]
+
+    wait_until(lambda: not any(f"sleep {n}" in x for x in commands() for n in (500, 501, 502)),
+               10, message="the whole tree killed")
+    c.reload()
+    assert c.status == "running"
+    assert any("sleep 600" in x for x in commands())

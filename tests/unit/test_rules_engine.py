@@ -556,3 +556,30 @@ def test_rule_listing(tmp_path: Path) -> None:
     data = listed.to_dict()
     assert data["id"] == "t.rule" and data["phase"] == "foothold"
     assert data["source"].endswith("00.toml") and data["line"] == 3
+
+
+# ----------------------------------------------------------------------------- kill targets
+
+
+def test_kill_target_tree_or_container_is_decided_in_userspace(tmp_path: Path) -> None:
+    for target in ("process-tree", "container"):
+        rule_set = load(tmp_path, rule(actions='["kill"]',
+                                       body=f'kill_target = "{target}"\n'
+                                            '[rule.when]\nexe_basename = "xmrig"\n'))
+        assert rule_set.exec_kill_specs() == []
+        assert rule_set.effective_action_notes()["t.rule"] == "kill: userspace"
+        (compiled,) = rule_set.rules
+        assert compiled.verdict.kill_target == target
+
+
+@pytest.mark.parametrize(("extra", "actions", "needle"), [
+    ('kill_target = "galaxy"\n', '["kill"]', "kill_target 'galaxy' is not one of"),
+    ('kill_target = "container"\n', '["alert"]', "kill_target needs the kill action"),
+])
+def test_bad_kill_target(tmp_path: Path, extra: str, actions: str, needle: str) -> None:
+    from roxd.errors import RuleError
+
+    with pytest.raises(RuleError) as err:
+        load(tmp_path, rule(actions=actions, body=extra + '[rule.when]\nexe = "/x"\n'))
+    assert needle in str(err.value)
+    assert "t.rule" in str(err.value)
