@@ -41,7 +41,7 @@ class DaemonConfig:
 @dataclass(frozen=True)
 class SensorSection:
     bpf_dir: str = ""  # empty: bpf/ in a checkout, else /usr/share/roxd/bpf
-    ringbuf_pages: int = 256
+    ringbuf_pages: int = 1024
     max_args: int = 32
     # Identical events that matched no rule are counted in the kernel, not sent, for this long.
     # 0 sends every event (costly under exec/connect storms).

@@ -44,7 +44,7 @@ def default_bpf_dir() -> Path:
 class SensorConfig:
     bpf_dir: Path = field(default_factory=default_bpf_dir)
     cache_dir: Path = Path("/var/cache/roxd")
-    ringbuf_pages: int = 256  # power of two; 1 MiB with 4 KiB pages
+    ringbuf_pages: int = 1024  # power of two; 4 MiB with 4 KiB pages
     max_args: int = 32
 
 
