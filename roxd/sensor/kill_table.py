@@ -44,6 +44,19 @@ def _any_container(scope: Any) -> bool:
     return bool(probe()) if callable(probe) else False
 
 
+def _targets(scope: Any, containers: list[tuple[int, Container]]) -> list[int]:
+    """Map keys a rule's scope needs: the host sentinel, the any-container sentinel, or the
+    cgroup ids of the containers it admits."""
+    targets: list[int] = []
+    if scope.matches_container(None):
+        targets.append(SCOPE_HOST)
+    if _any_container(scope):
+        targets.append(SCOPE_ANY_CONTAINER)
+    else:
+        targets.extend(cg for cg, c in containers if scope.matches_container(c))
+    return targets
+
+
 def build_exec_kill_table(
     specs: Sequence[ExecKillSpec], containers: Iterable[tuple[int, Container]]
 ) -> KillTable:
@@ -53,13 +66,7 @@ def build_exec_kill_table(
     for slot, spec in enumerate(specs, start=1):
         slots[slot] = spec.rule_id
         hashes = _hashes(spec)
-        targets: list[int] = []
-        if spec.scope.matches_container(None):
-            targets.append(SCOPE_HOST)
-        if _any_container(spec.scope):
-            targets.append(SCOPE_ANY_CONTAINER)
-        else:
-            targets.extend(cg for cg, c in containers if spec.scope.matches_container(c))
+        targets = _targets(spec.scope, containers)
         for target in targets:
             for h in hashes:
                 entries.setdefault((target, h), slot)  # first rule wins a shared key
@@ -103,13 +110,7 @@ def build_connect_kill_table(
     slots: dict[int, str] = {}
     for slot, spec in enumerate(specs, start=1):
         slots[slot] = spec.rule_id
-        targets: list[int] = []
-        if spec.scope.matches_container(None):
-            targets.append(SCOPE_HOST)
-        if _any_container(spec.scope):
-            targets.append(SCOPE_ANY_CONTAINER)
-        else:
-            targets.extend(cg for cg, c in containers if spec.scope.matches_container(c))
+        targets = _targets(spec.scope, containers)
         networks = spec.networks if spec.networks is not None else _ANY_V6
         for target in targets:
             scope = struct.pack("<Q", target)
