@@ -59,6 +59,7 @@ enum stat_index {
     STAT_FILE_FOLDED,
     STAT_FILE_DROPPED,
     STAT_EXEC_FILELESS, /* exec of a file descriptor (/dev/fd/N, /proc/<pid>/fd/N) */
+    STAT_EXEC_HELD, /* execs stopped at exec until roxd classified their new cgroup */
     STAT_MAX,
 };
 
@@ -112,7 +113,8 @@ struct exec_record {
     u8 args_truncated;
     u8 args_captured;
     u8 fileless; /* exec'd through a file descriptor: memfd, deleted file, fexecve */
-    u8 pad[5];
+    u8 held;     /* SIGSTOPped at exec: its cgroup was not classified yet (see process.bpf.c) */
+    u8 pad[4];
     char filename[FILENAME_LEN];
     char args[ARGS_BUF]; /* argc NUL-terminated strings, args_len bytes used */
 };

@@ -30,6 +30,13 @@ struct kill_key {
 };
 BPF_HASH(container_cgroups, u64, u8, 16384);
 BPF_HASH(exec_kill, struct kill_key, u32, 16384);
+/* Closing the new-container gap: container-scoped kill entries need the container's cgroup,
+ * which roxd learns only from the container's first event. When some kill rule needs that
+ * (hold_unknown[0] = 1), an exec in a cgroup roxd has not classified yet (not in
+ * known_cgroups) is stopped with SIGSTOP before its first instruction; roxd classifies the
+ * cgroup, then kills or continues the process. */
+BPF_HASH(known_cgroups, u64, u8, 65536);
+BPF_ARRAY(hold_unknown, u32, 1);
 
 BPF_PERCPU_ARRAY(args_scratch, struct exec_args, 1);
 BPF_PERCPU_ARRAY(exec_scratch, struct exec_record, 1);
@@ -225,9 +232,17 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
         rule = kill_lookup(is_container ? SCOPE_ANY_CONTAINER : SCOPE_HOST, path_hash, base_hash);
     }
     r->kill_rule = rule;
+    r->held = 0;
     if (rule) {
         bpf_send_signal(9);
         stat_add(STAT_EXEC_KILLED, 1);
+    } else {
+        u32 *hold = hold_unknown.lookup(&zero);
+        if (hold && *hold && !known_cgroups.lookup(&cg)) {
+            bpf_send_signal(19); /* SIGSTOP: delivered before the first user instruction */
+            r->held = 1;
+            stat_add(STAT_EXEC_HELD, 1);
+        }
     }
 
     u32 old_tid = args->old_pid;
@@ -261,8 +276,8 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     r->key.uid = r->h.uid;
     r->folded = 0;
 
-    /* A kill is always reported: enforcement is never folded away. */
-    if (!rule) {
+    /* A kill or a hold is always reported: enforcement is never folded away. */
+    if (!rule && !r->held) {
         struct fold_state *fs = exec_folds.lookup(&r->key);
         if (fs) {
             if (now < fs->quiet_until_ns) {
@@ -280,6 +295,8 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     if (events.ringbuf_output(r, size, 0) < 0) {
         stat_add(STAT_EXEC_DROPPED, 1);
         cgroup_drop(cg);
+        if (r->held)
+            bpf_send_signal(18); /* SIGCONT: roxd will never hear of it, never leave it stopped */
         return 0;
     }
     stat_add(STAT_EXEC_EMITTED, 1);

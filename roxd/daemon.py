@@ -30,6 +30,7 @@ from roxd.alerts.dispatch import AlertDispatcher, LogSink, StreamSink
 from roxd.api.server import ApiServer
 from roxd.config import Config
 from roxd.containers.attribution import ContainerAttribution
+from roxd.enforce.kill import kill_pid
 from roxd.enforce.quarantine import Quarantine
 from roxd.enforce.response import Responder
 from roxd.enforce.runtime_control import DockerControl
@@ -38,6 +39,8 @@ from roxd.model import (
     ActionKind,
     ActionResult,
     ConnectEvent,
+    Container,
+    ExecEvent,
     ExitEvent,
     Outcome,
     Phase,
@@ -284,6 +287,9 @@ class Daemon:
             # a container appeared or went: its kill entries must be in the kernel now, not
             # at the next housekeeping tick
             self._push_kernel_policy()
+        held_kill: str | None = None
+        if decoded.held and isinstance(decoded.event, ExecEvent):
+            held_kill = self._release_held(decoded.event, enriched.container)
         if self.options.print_events or self.events_topic.active:
             record = enriched.to_dict()
             if self.options.print_events:
@@ -299,10 +305,11 @@ class Daemon:
             return
         slots = (self._connect_kill_slots if isinstance(decoded.event, ConnectEvent)
                  else self._kill_slots)
-        killed_by = slots.get(decoded.kill_slot) if decoded.kill_slot else None
+        killed_by = slots.get(decoded.kill_slot) if decoded.kill_slot else held_kill
         for match in matches:
             results = self.responder.respond(match, enriched,
-                                             killed_in_kernel=killed_by == match.rule.id)
+                                             killed_in_kernel=killed_by == match.rule.id,
+                                             held=decoded.held)
             alert = self.alerts.raise_alert(match.rule, enriched, results)
             if alert is not None:
                 self.counters.alerts += 1
@@ -362,6 +369,28 @@ class Daemon:
                         if self.rule_overrides.get(r.id, r.enabled) != r.enabled else r
                         for r in rules.rules], rules.version, rules.files)
 
+    def _release_held(self, event: ExecEvent, container: Container | None) -> str | None:
+        """An exec the kernel stopped because its cgroup was new to roxd: now that the cgroup
+        is classified (and its kill entries pushed), apply the exec kill rules to it as the
+        kernel would have, then kill it or let it run. Returns the rule id when killed."""
+        assert self.sensor is not None and self.rules is not None
+        self.sensor.add_known_cgroup(event.cgroup_id)
+        path = event.filename
+        name = path.rpartition("/")[2]
+        for spec in self.rules.exec_kill_specs():
+            if (path in spec.exe_paths or name in spec.exe_basenames) and \
+                    spec.scope.matches_container(container):
+                outcome = kill_pid(event.pid)
+                if outcome.killed:
+                    return spec.rule_id
+                log.warning("held exec of %s (pid %d) matched %s but could not be killed: %s",
+                            path, event.pid, spec.rule_id, outcome.reason)
+                return None
+        outcome = kill_pid(event.pid, sig=signal.SIGCONT)
+        if not outcome.killed and "exited" not in outcome.reason:
+            log.warning("could not continue held pid %d: %s", event.pid, outcome.reason)
+        return None
+
     def _push_kernel_policy(self, force: bool = False) -> None:
         """Keep the kernel's exec-kill and container maps in step with rules and containers."""
         assert self.sensor is not None and self.attribution is not None and self.rules is not None
@@ -375,13 +404,23 @@ class Daemon:
         containers = self.attribution.resolver.containers()
         self.sensor.set_container_cgroups(cg for cg, _ in containers)
         if self.config.rules.monitor or not self.features.send_signal.available:
+            self.sensor.set_hold_unknown(False)
             self.sensor.set_exec_kills({})
             self.sensor.set_connect_kills({}, {})
             self._kill_slots, self._connect_kill_slots = {}, {}
             return
-        table = build_exec_kill_table(self.rules.exec_kill_specs(), containers)
+        specs = self.rules.exec_kill_specs()
+        table = build_exec_kill_table(specs, containers)
         self.sensor.set_exec_kills(table.entries)
         self._kill_slots = table.slots
+        # Rules that apply to some containers but not to the host cannot be decided for a
+        # cgroup roxd has not classified yet: hold such execs (see process.bpf.c).
+        hold = any(not (s.scope.matches_container(None) and s.scope.matches_any_container())
+                   for s in specs)
+        if hold:
+            known = set(self.attribution.index.known_ids()) | {cg for cg, _ in containers}
+            self.sensor.set_known_cgroups(known)
+        self.sensor.set_hold_unknown(hold)
         ctable = build_connect_kill_table(self.rules.connect_kill_specs(), containers)
         self.sensor.set_connect_kills(ctable.by_port, ctable.any_port)
         self._connect_kill_slots = ctable.slots

@@ -201,6 +201,11 @@ class CgroupIndex:
         with self._lock:
             return list(self._paths.items())
 
+    def known_ids(self) -> list[int]:
+        """Every cgroup id the index knows (from its walks and single lookups)."""
+        with self._lock:
+            return list(self._paths)
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._paths)

@@ -33,8 +33,11 @@ class Responder:
     container_kill: str = "kill"  # kill_target = "container": docker "kill" or "stop"
 
     def respond(
-        self, match: RuleMatch, event: EnrichedEvent, *, killed_in_kernel: bool = False
+        self, match: RuleMatch, event: EnrichedEvent, *, killed_in_kernel: bool = False,
+        held: bool = False,
     ) -> list[ActionResult]:
+        """killed_in_kernel: the BPF program already killed the process for this rule; with
+        held, it stopped it at exec and roxd killed it before its first instruction."""
         monitor = self.monitor or match.monitor
         results: list[ActionResult] = []
         for action in match.actions:
@@ -46,7 +49,7 @@ class Responder:
                 elif match.kill_target == "container" and not monitor:
                     results.append(self._kill_container(event))
                 else:
-                    results.append(self._kill(event, monitor, killed_in_kernel))
+                    results.append(self._kill(event, monitor, killed_in_kernel, held))
             elif action is ActionKind.ISOLATE:
                 results.extend(self._isolate(event, match, monitor))
             elif action is ActionKind.SECCOMP:
@@ -58,7 +61,13 @@ class Responder:
                                             f"{action.value} is not available in this build"))
         return results
 
-    def _kill(self, event: EnrichedEvent, monitor: bool, killed_in_kernel: bool) -> ActionResult:
+    def _kill(self, event: EnrichedEvent, monitor: bool, killed_in_kernel: bool,
+              held: bool = False) -> ActionResult:
+        if killed_in_kernel and held:
+            return ActionResult(ActionKind.KILL, Outcome.DONE,
+                                "stopped by the eBPF program at exec (its container was new), "
+                                "then SIGKILL by pidfd before its first instruction",
+                                in_kernel=True)
         if killed_in_kernel:
             where = "connect() entry" if event.kind == "connect" else "exec"
             return ActionResult(ActionKind.KILL, Outcome.DONE,

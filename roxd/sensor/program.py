@@ -193,6 +193,24 @@ class Sensor:
         for cg in wanted - current:
             table[table.Key(cg)] = ct.c_uint8(1)
 
+    def set_known_cgroups(self, cgroup_ids: Iterable[int]) -> None:
+        """Every cgroup roxd has classified (host or container): execs elsewhere are held."""
+        table = self._require()["known_cgroups"]
+        wanted = set(cgroup_ids)
+        current = {k.value for k in table}
+        for cg in current - wanted:
+            del table[table.Key(cg)]
+        for cg in wanted - current:
+            table[table.Key(cg)] = ct.c_uint8(1)
+
+    def add_known_cgroup(self, cgroup_id: int) -> None:
+        table = self._require()["known_cgroups"]
+        table[table.Key(cgroup_id)] = ct.c_uint8(1)
+
+    def set_hold_unknown(self, enabled: bool) -> None:
+        table = self._require()["hold_unknown"]
+        table[ct.c_int(0)] = ct.c_uint32(1 if enabled else 0)
+
     def set_exec_kills(self, entries: Mapping[tuple[int, int], int]) -> None:
         """Replace the in-kernel exec kill table: {(cgroup id or scope, exe hash): slot}."""
         table = self._require()["exec_kill"]

@@ -53,6 +53,7 @@ STAT_NAMES: tuple[str, ...] = (
     "file_folded",
     "file_dropped",
     "exec_fileless",
+    "exec_held",
 )
 
 # enum syscall_id in common.h: index = roxd's syscall id (0 unused)
@@ -172,7 +173,8 @@ class ExecRecord(ct.Structure):
         ("args_truncated", ct.c_uint8),
         ("args_captured", ct.c_uint8),
         ("fileless", ct.c_uint8),
-        ("pad", ct.c_uint8 * 5),
+        ("held", ct.c_uint8),
+        ("pad", ct.c_uint8 * 4),
         ("filename", ct.c_char * FILENAME_LEN),
         ("args", ct.c_char * ARGS_BUF),
     )
@@ -291,6 +293,9 @@ class Decoded:
     fold_key: bytes | None = None  # raw key bytes to mark quiet; None for exits
     kill_slot: int = 0  # nonzero: the kernel already sent SIGKILL for this rule slot
     args_captured: bool = True
+    # The kernel stopped the process (SIGSTOP) at exec: its cgroup was new. The daemon must
+    # classify the cgroup, then kill or continue it.
+    held: bool = False
 
 
 class DecodeError(ValueError):
@@ -349,7 +354,8 @@ def _decode_exec(raw: bytes, clock_offset_ns: int) -> Decoded:
         fileless=bool(rec.fileless),
         args_unreadable=bool(rec.args_truncated & ARGS_UNREADABLE),
     )
-    return Decoded(event, bytes(rec.key), rec.kill_rule, bool(rec.args_captured))
+    return Decoded(event, bytes(rec.key), rec.kill_rule, bool(rec.args_captured),
+                   held=bool(rec.held))
 
 
 def _decode_exit(raw: bytes, clock_offset_ns: int) -> Decoded:
