@@ -249,10 +249,14 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     struct exec_args *a = inflight_args.lookup(&old_tid);
     if (a) {
         r->argc = a->argc;
-        r->args_len = a->len < ARGS_BUF ? a->len : ARGS_BUF;
+        u32 len = a->len;
+        if (len > ARGS_BUF)
+            len = ARGS_BUF;
+        r->args_len = len;
         r->args_truncated = a->truncated;
         r->args_captured = 1;
-        bpf_probe_read_kernel(r->args, sizeof(r->args), a->buf);
+        if (len) /* only what was captured: most command lines are far below ARGS_BUF */
+            bpf_probe_read_kernel(r->args, len, a->buf);
         inflight_args.delete(&old_tid);
     } else {
         r->argc = 0;
