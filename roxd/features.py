@@ -49,16 +49,39 @@ def _kernel_at_least(release: str, major: int, minor: int) -> bool:
     return (int(match.group(1)), int(match.group(2))) >= (major, minor)
 
 
+def _active_lsms() -> str | None:
+    """The active LSM list from securityfs. When the host has not mounted securityfs, it is
+    mounted read-only on a temporary directory for this one read and detached again."""
+    lsm_file = Path("/sys/kernel/security/lsm")
+    if lsm_file.exists():
+        return lsm_file.read_text().strip()
+    import ctypes
+    import tempfile
+
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    with tempfile.TemporaryDirectory(prefix="roxd-securityfs-") as where:
+        if libc.mount(b"securityfs", where.encode(), b"securityfs", 1, None) != 0:  # MS_RDONLY
+            return None
+        try:
+            return (Path(where) / "lsm").read_text().strip()
+        except OSError:
+            return None
+        finally:
+            libc.umount2(where.encode(), 2)  # MNT_DETACH
+
+
+def _probe_bpf_lsm() -> Feature:
+    lsms = _active_lsms()
+    if lsms is None:
+        return Feature(False, "securityfs unavailable; cannot tell which LSMs are active")
+    return Feature("bpf" in lsms.split(","), f"active LSMs: {lsms}")
+
+
 def probe() -> Features:
     release = platform.release()
     btf = Path("/sys/kernel/btf/vmlinux").exists()
     tracefs = tracefs_root()
-    lsm_file = Path("/sys/kernel/security/lsm")
-    if lsm_file.exists():
-        lsms = lsm_file.read_text().strip()
-        bpf_lsm = Feature("bpf" in lsms.split(","), f"active LSMs: {lsms}")
-    else:
-        bpf_lsm = Feature(False, "securityfs not mounted; cannot tell which LSMs are active")
+    bpf_lsm = _probe_bpf_lsm()
     seccomp_actions = Path("/proc/sys/kernel/seccomp/actions_avail")
     if seccomp_actions.exists():
         actions = seccomp_actions.read_text().split()
