@@ -115,6 +115,8 @@ class Daemon:
         sinks.append(self.delivery)
         self.alerts = AlertDispatcher(sinks)
         self._stop = threading.Event()
+        self._stop_signalled = False  # set by signal handlers, which must not take locks
+        self._reload_signalled = False
         self._reload = threading.Event()
         self._notifier = Notifier()
         self._fold_window_ns = int(config.sensor.fold_window_s * 1e9)
@@ -209,9 +211,18 @@ class Daemon:
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        signal.signal(signal.SIGTERM, lambda *_: self.stop())
-        signal.signal(signal.SIGINT, lambda *_: self.stop())
-        signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
+        # Handlers only set plain flags: a handler that takes a lock (threading.Event.set)
+        # deadlocks when a second signal arrives while the first handler holds it (measured:
+        # two SIGTERMs in a row wedged the loop). The loop looks at the flags every poll.
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, self._on_reload_signal)
+
+    def _on_stop_signal(self, _signum: int, _frame: object) -> None:
+        self._stop_signalled = True
+
+    def _on_reload_signal(self, _signum: int, _frame: object) -> None:
+        self._reload_signalled = True
 
     # ------------------------------------------------------------------ loop
 
@@ -223,13 +234,14 @@ class Daemon:
         next_policy = time.monotonic() + 1.0
         next_reconcile = time.monotonic() + self.config.enforce.reconcile_interval_s
         next_seccomp = time.monotonic() + self.config.seccomp.poll_interval_s
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not self._stop_signalled:
             self.sensor.poll(poll_ms)
             self._run_loop_tasks()
             self._flush_output()
             self._notifier.watchdog()
-            if self._reload.is_set():
+            if self._reload.is_set() or self._reload_signalled:
                 self._reload.clear()
+                self._reload_signalled = False
                 self.reload_rules()
             now = time.monotonic()
             if now >= next_policy:

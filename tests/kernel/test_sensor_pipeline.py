@@ -272,3 +272,15 @@ def test_stats_line_counts_are_consistent_at_rest(shared_roxd: RoxdProcess) -> N
         assert k[f"{family}_seen"] >= k[f"{family}_emitted"] + k[f"{family}_dropped"]
     assert stats["decode_errors"] == 0
     assert stats["handler_errors"] == 0
+
+
+def test_repeated_signals_stop_roxd_cleanly(roxd_factory: Any) -> None:
+    """Two SIGTERMs and a SIGINT in a row (timeout(1), an impatient Ctrl-C) must stop roxd,
+    not wedge it: signal handlers only set flags."""
+    import signal as sig
+
+    roxd = roxd_factory()
+    for s in (sig.SIGTERM, sig.SIGTERM, sig.SIGINT, sig.SIGHUP):
+        roxd.proc.send_signal(s)
+    assert roxd.proc.wait(30) == 0
+    assert "Traceback" not in roxd.stderr()
