@@ -38,6 +38,8 @@ def workloads(env: Env) -> list[Workload]:
         Workload("exec_storm", ("/bench/execstorm", "/bench/tiny", str(s.exec_iters))),
         Workload("connect_storm", ("/bench/connstorm", str(s.connect_iters))),
         Workload("syscall_loop", ("/bench/sysloop", str(s.syscall_iters))),
+        # open/close of an unwatched file: a syscall-heavy loop that every file program sees
+        Workload("file_storm", ("/bench/openloop", str(max(1, s.syscall_iters // 8)))),
     ]
 
 

@@ -177,6 +177,26 @@ int main(int argc, char **argv) {
 }
 """
 
+# openloop N [PATH]: N x open(PATH, O_RDONLY) + close; PATH is a file no rule watches (the
+# file-heavy workload of issue 10: every open passes roxd's file programs, none is reported).
+OPENLOOP_C = COMMON_H + r"""
+#include <fcntl.h>
+int main(int argc, char **argv) {
+    long n = argc > 1 ? atol(argv[1]) : 1000000;
+    const char *path = argc > 2 ? argv[2] : "/bench/openloop";
+    long failed = 0;
+    long long t0 = now_ns();
+    for (long i = 0; i < n; i++) {
+        int fd = open(path, O_RDONLY);
+        if (fd < 0) { failed++; continue; }
+        close(fd);
+    }
+    long long t1 = now_ns();
+    printf("{\"n\":%ld,\"elapsed_ns\":%lld,\"failed\":%ld}\n", n, t1 - t0, failed);
+    return 0;
+}
+"""
+
 # killrun PATH N [ARG...]: N x (fork; child notes CLOCK_MONOTONIC in shared memory, then
 # execve PATH ARG...; parent waitpid). An ARG of "@KILLME" becomes the userspace kill rule's
 # pattern, so the driver's own command line does not match the rule. Reports how many died of
@@ -239,6 +259,7 @@ PROGRAMS = (
     Program("execstorm", EXECSTORM_C),
     Program("connstorm", CONNSTORM_C),
     Program("sysloop", SYSLOOP_C),
+    Program("openloop", OPENLOOP_C),
     Program("killrun", KILLRUN_C),
 )
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-TARGETS = {"exec_storm": 1.05, "connect_storm": 1.05, "syscall_loop": 1.02}
+TARGETS = {"exec_storm": 1.05, "connect_storm": 1.05, "syscall_loop": 1.02, "file_storm": 1.05}
 
 
 def write(results: dict[str, Any], out_dir: Path) -> Path:
