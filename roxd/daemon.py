@@ -95,7 +95,7 @@ class Daemon:
         self.counters = Counters()
         self.rules: RuleSet | None = None
         self.rule_paths = list(options.rule_paths) or config.rule_paths()
-        self.features = features.probe()
+        self.features = features.probe(config.containers.docker_url or None)
         self.attribution: ContainerAttribution | None = None
         self.sensor: Sensor | None = None
         self.runtime = (DockerControl(config.containers.docker_url,

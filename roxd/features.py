@@ -30,6 +30,8 @@ class Features:
     bpf_lsm: Feature
     seccomp: Feature
     nftables: Feature
+    cgroup2: Feature
+    docker: Feature
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -77,7 +79,35 @@ def _probe_bpf_lsm() -> Feature:
     return Feature("bpf" in lsms.split(","), f"active LSMs: {lsms}")
 
 
-def probe() -> Features:
+def _probe_cgroup2() -> Feature:
+    from roxd.containers.cgroups import find_cgroup2_mount
+    from roxd.errors import CgroupError
+
+    try:
+        mount = find_cgroup2_mount()
+    except CgroupError as exc:
+        return Feature(False, str(exc))
+    layout = "unified (v2 only)" if mount.mount_point == "/sys/fs/cgroup" else "hybrid (v1 + v2)"
+    return Feature(True, f"{mount.mount_point}, {layout}")
+
+
+def _probe_docker(url: str | None) -> Feature:
+    if not url:
+        return Feature(False, "no Docker engine configured (containers.docker_url)")
+    try:
+        import docker
+
+        client = docker.DockerClient(base_url=url, version="auto", timeout=3)
+        try:
+            version = client.version().get("Version", "?")
+        finally:
+            client.close()
+    except Exception as exc:  # any failure means: not reachable now (it may come later)
+        return Feature(False, f"{url} not reachable at start: {type(exc).__name__}")
+    return Feature(True, f"{url}: Docker {version}")
+
+
+def probe(docker_url: str | None = None) -> Features:
     release = platform.release()
     btf = Path("/sys/kernel/btf/vmlinux").exists()
     tracefs = tracefs_root()
@@ -105,4 +135,6 @@ def probe() -> Features:
         bpf_lsm=bpf_lsm,
         seccomp=seccomp,
         nftables=nft,
+        cgroup2=_probe_cgroup2(),
+        docker=_probe_docker(docker_url),
     )
