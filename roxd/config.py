@@ -7,14 +7,14 @@ and wrong types are errors that name the file, the key and what was expected.
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
 
 from roxd.alerts.settings import AlertsSettings, parse_alerts_settings
 from roxd.api.settings import ApiSettings
+from roxd.config_tables import parse_table
 from roxd.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/roxd/roxd.toml")
@@ -147,7 +147,7 @@ def parse_config(raw: dict[str, Any], source: str) -> Config:
                 source, f"unknown section [{name}]; known: {', '.join([*_SECTIONS, 'alerts'])}")
         if not isinstance(value, dict):
             raise ConfigError(source, f"[{name}] must be a table")
-        sections[name] = _section(_SECTIONS[name], name, value, source)
+        sections[name] = parse_table(_SECTIONS[name], name, value, source)
     config = Config(source=source, **sections)
     _check(config, source)
     return config
@@ -175,35 +175,3 @@ def _check(config: Config, source: str) -> None:
     if config.sensor.ringbuf_pages <= 0 or config.sensor.ringbuf_pages & (
             config.sensor.ringbuf_pages - 1):
         raise ConfigError(source, "sensor.ringbuf_pages must be a power of two")
-
-
-def _section(cls: type, name: str, values: dict[str, Any], source: str) -> Any:
-    hints = get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in values.items():
-        if key not in known:
-            raise ConfigError(
-                source, f"unknown key {name}.{key}; known: {', '.join(sorted(known))}")
-        kwargs[key] = _coerce(hints[key], value, f"{name}.{key}", source)
-    return cls(**kwargs)
-
-
-def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
-    if hint is bool:
-        ok = isinstance(value, bool)
-    elif hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif hint is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif hint is str:
-        ok = isinstance(value, str)
-    else:  # tuple[str, ...]
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-        value = tuple(value) if ok else value
-    if not ok:
-        expected = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
-        raise ConfigError(source, f"{key} must be {expected.get(hint, 'a list of strings')}, "
-                                  f"not {value!r}")
-    return value

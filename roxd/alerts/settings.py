@@ -15,11 +15,11 @@ docs/alerts.md documents every key with its default.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, get_type_hints
+from typing import Any
 
+from roxd.config_tables import parse_table
 from roxd.errors import ConfigError
 from roxd.model import Severity
 
@@ -131,33 +131,8 @@ def parse_alerts_settings(raw: Mapping[str, Any], source: str) -> AlertsSettings
 
 
 def _table(cls: type, name: str, values: Mapping[str, Any], source: str) -> Any:
-    hints = get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if key not in known:
-            raise ConfigError(
-                source, f"unknown key {name}.{key}; known: {', '.join(sorted(known))}")
-        out[key] = _coerce(hints[key], value, f"{name}.{key}", source)
-    return cls(**out)
-
-
-def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
-    if hint is bool:
-        ok = isinstance(value, bool)
-    elif hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif hint is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    else:
-        ok = isinstance(value, str)
-    if not ok:
-        expected = {bool: "a boolean", int: "an integer", float: "a number"}.get(hint, "a string")
-        raise ConfigError(source, f"{key} must be {expected}, not {value!r}")
-    if hint in (int, float) and value < 0:
-        raise ConfigError(source, f"{key} must not be negative, not {value!r}")
-    return value
+    # alert settings are counts, sizes and durations: none may be negative
+    return parse_table(cls, name, values, source, non_negative=True)
 
 
 def _validate(settings: AlertsSettings, source: str) -> None:
