@@ -185,17 +185,15 @@ class Sensor:
 
     def set_container_cgroups(self, cgroup_ids: Iterable[int]) -> None:
         """Tell the kernel which cgroups are containers (for container-scoped kills)."""
-        table = self._require()["container_cgroups"]
-        wanted = set(cgroup_ids)
-        current = {k.value for k in table}
-        for cg in current - wanted:
-            del table[table.Key(cg)]
-        for cg in wanted - current:
-            table[table.Key(cg)] = ct.c_uint8(1)
+        self._replace_cgroup_set("container_cgroups", cgroup_ids)
 
     def set_known_cgroups(self, cgroup_ids: Iterable[int]) -> None:
         """Every cgroup roxd has classified (host or container): execs elsewhere are held."""
-        table = self._require()["known_cgroups"]
+        self._replace_cgroup_set("known_cgroups", cgroup_ids)
+
+    def _replace_cgroup_set(self, name: str, cgroup_ids: Iterable[int]) -> None:
+        """Make the u64 -> u8 map `name` hold exactly cgroup_ids, touching only what changed."""
+        table = self._require()[name]
         wanted = set(cgroup_ids)
         current = {k.value for k in table}
         for cg in current - wanted:
