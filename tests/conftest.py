@@ -153,6 +153,31 @@ def roxd_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "roxd", *args]
 
 
+DEFAULT_TEST_CONFIG = "[daemon]\nstats_interval_s = 1.0\n"
+
+
+def start_roxd(workdir: Path, *extra: str, config: str | None = None,
+               env: dict[str, str] | None = None, rules: list[Path] | None = None,
+               prefix: list[str] | None = None) -> RoxdProcess:
+    """A real roxd with its config, state and socket in workdir, printing events and alerts
+    (collected by a reader thread) and its log to workdir/stderr.log."""
+    cfg = workdir / "roxd.toml"
+    cfg.write_text(config if config is not None else DEFAULT_TEST_CONFIG)
+    args = ["--config", str(cfg), "--state-dir", str(workdir / "state"),
+            "--socket", str(workdir / "roxd.sock"), "--print-events", "--print-alerts"]
+    for r in rules or []:
+        args += ["--rules", str(r)]
+    stderr_path = workdir / "stderr.log"
+    proc = subprocess.Popen(
+        [*(prefix or []), *roxd_command(*args, *extra)],
+        stdout=subprocess.PIPE, stderr=stderr_path.open("w"), text=True,
+        env={**os.environ, **(env or {})}, cwd=REPO,
+    )
+    rp = RoxdProcess(proc, stderr_path)
+    threading.Thread(target=rp._reader, daemon=True).start()
+    return rp
+
+
 @pytest.fixture
 def roxd_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., RoxdProcess]]:
     started: list[RoxdProcess] = []
@@ -160,22 +185,8 @@ def roxd_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
     def start(*extra: str, config: str | None = None, env: dict[str, str] | None = None,
               wait: bool = True, rules: list[Path] | None = None,
               prefix: list[str] | None = None) -> RoxdProcess:
-        workdir = tmp_path_factory.mktemp("roxd")
-        cfg = workdir / "roxd.toml"
-        cfg.write_text(config if config is not None else
-                       "[daemon]\nstats_interval_s = 1.0\n")
-        args = ["--config", str(cfg), "--state-dir", str(workdir / "state"),
-                "--socket", str(workdir / "roxd.sock"), "--print-events", "--print-alerts"]
-        for r in rules or []:
-            args += ["--rules", str(r)]
-        stderr_path = workdir / "stderr.log"
-        proc = subprocess.Popen(
-            [*(prefix or []), *roxd_command(*args, *extra)],
-            stdout=subprocess.PIPE, stderr=stderr_path.open("w"), text=True,
-            env={**os.environ, **(env or {})}, cwd=REPO,
-        )
-        rp = RoxdProcess(proc, stderr_path)
-        threading.Thread(target=rp._reader, daemon=True).start()
+        rp = start_roxd(tmp_path_factory.mktemp("roxd"), *extra, config=config, env=env,
+                        rules=rules, prefix=prefix)
         started.append(rp)
         if wait:
             rp.wait_ready()
@@ -190,16 +201,7 @@ def roxd_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
 def shared_roxd(tmp_path_factory: pytest.TempPathFactory,
                 docker_engine: Any) -> Iterator[RoxdProcess]:
     """One roxd with the default rule pack for the tests that only observe."""
-    workdir = tmp_path_factory.mktemp("roxd-shared")
-    cfg = workdir / "roxd.toml"
-    cfg.write_text("[daemon]\nstats_interval_s = 1.0\n")
-    stderr_path = workdir / "stderr.log"
-    proc = subprocess.Popen(
-        roxd_command("--config", str(cfg), "--state-dir", str(workdir / "state"),
-                     "--socket", str(workdir / "roxd.sock"), "--print-events", "--print-alerts"),
-        stdout=subprocess.PIPE, stderr=stderr_path.open("w"), text=True, cwd=REPO)
-    rp = RoxdProcess(proc, stderr_path)
-    threading.Thread(target=rp._reader, daemon=True).start()
+    rp = start_roxd(tmp_path_factory.mktemp("roxd-shared"))
     try:
         rp.wait_ready()
         yield rp

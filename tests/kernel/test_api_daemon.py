@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from roxd.api import schemas
-from tests.conftest import REPO, RoxdProcess, roxd_command, wait_until
+from tests.conftest import RoxdProcess, start_roxd, wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -58,16 +58,8 @@ def api_roxd(docker_engine: Any) -> Iterator[tuple[RoxdProcess, str]]:
     # a socket directory that uid 65534 can traverse (pytest's tmp dirs are 0700)
     workdir = Path(tempfile.mkdtemp(prefix="roxd-api-"))
     workdir.chmod(0o755)
-    cfg = workdir / "roxd.toml"
-    cfg.write_text("[daemon]\nstats_interval_s = 1.0\n")
     sock = str(workdir / "roxd.sock")
-    stderr_path = workdir / "stderr.log"
-    proc = subprocess.Popen(
-        roxd_command("--config", str(cfg), "--state-dir", str(workdir / "state"),
-                     "--socket", sock, "--print-events", "--print-alerts"),
-        stdout=subprocess.PIPE, stderr=stderr_path.open("w"), text=True, cwd=REPO)
-    rp = RoxdProcess(proc, stderr_path)
-    threading.Thread(target=rp._reader, daemon=True).start()
+    rp = start_roxd(workdir)
     try:
         rp.wait_ready()
         yield rp, sock
