@@ -1,5 +1,6 @@
 """The agents compared: none, roxd, auditd (with execve/connect audit rules), and a bpftrace
-count map on the same tracepoints (the floor for tracing those events in the kernel).
+count map on the same tracepoints (the floor for tracing those events in the kernel: exec,
+connect, and openat entry and exit, which roxd's file watch needs for the file workload).
 
 Each agent is a context manager: entering starts it and waits until it is really watching;
 leaving stops it and undoes what it changed, also when the run is interrupted."""
@@ -277,6 +278,8 @@ class AuditdAgent(Agent):
 BPFTRACE_PROGRAM = """
 tracepoint:sched:sched_process_exec { @exec[cpu] = count(); }
 tracepoint:syscalls:sys_enter_connect { @connect[cpu] = count(); }
+tracepoint:syscalls:sys_enter_openat { @open[cpu] = count(); }
+tracepoint:syscalls:sys_exit_openat { @open_ret[cpu] = count(); }
 """
 
 

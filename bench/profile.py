@@ -1,5 +1,5 @@
 """Phase "profile": where roxd's cost goes. With kernel.bpf_stats_enabled=1 (restored after),
-the run time and run count of each of roxd's BPF programs over one exec storm and one connect
+the run time and run count of each of roxd's BPF programs over an exec, a connect and a file
 storm, and roxd's user+system CPU over the same storms. Measured apart from phase 1 because
 BPF statistics themselves add a little to every program run."""
 
@@ -40,6 +40,7 @@ def run(env: Env, worker: Any) -> dict[str, Any]:
                 ("exec_storm_distinct_args",
                  ["/bench/execstorm", "/bench/tiny", str(s.exec_iters), "1"]),
                 ("connect_storm", ["/bench/connstorm", str(s.connect_iters)]),
+                ("file_storm", ["/bench/openloop", str(max(1, s.syscall_iters // 8))]),
                 ("syscall_loop_bystander", ["/bench/sysloop", str(s.syscall_iters)]),
             ):
                 log(f"profile: {name}")

@@ -222,6 +222,9 @@ struct syscall_record {
 /* ---- file access on watched paths (file.bpf.c) ---- */
 
 #define FILE_PATH_LEN 256
+#define FILE_GATE_WORDS 1024 /* 65,536 bits: one per two-byte pair */
+#define GATE_HEAD_OFF 1      /* file_watch_all[1]: the trie must be asked for every path */
+#define GATE_TAIL_OFF 2      /* ... the basename hash must be computed for every path */
 
 /* access kinds (bit mask), mirrored in records.py ACCESS_NAMES */
 #define ACC_READ 1

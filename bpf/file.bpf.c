@@ -12,19 +12,39 @@
  *                     kinds: authorized_keys, .bashrc, release_agent, ... and the basenames of
  *                     exact watches, so /etc//shadow, ../etc/shadow and `cd /etc; cat shadow`
  *                     still reach userspace, which resolves and decides;
- *   file_watch_all    access kinds wanted for every path (a rule whose paths cannot be
- *                     derived); 0 on a normal pack.
+ *   file_watch_all    [0] access kinds wanted for every path (a rule whose paths cannot be
+ *                     derived), 0 on a normal pack; [1] which gates are open (GATE_*_OFF);
+ *   file_gate_bits    two 65,536-bit sets that let almost every open skip the lookups:
+ *                     the head gate holds the two bytes after the leading '/' of every trie
+ *                     entry ("/etc/..." -> "et"), the tail gate the last two bytes of every
+ *                     watched basename ("shadow" -> "ow"). An absolute path whose head bit is
+ *                     clear cannot match the trie; a path whose tail bit is clear cannot match
+ *                     a basename, and skips the FNV loop. A gate that cannot be built (an entry
+ *                     too short for two bytes) is switched off, never guessed.
  * Everything else is dropped at sys_enter and counted (file_filtered). Nothing is resolved
  * in the kernel: not symlinks, not the cwd, not dirfds, not the container's root.
- * A match is captured into inflight_file[tid] and reported at sys_exit with the result. */
+ * A match is captured into inflight_file[tid] and reported at sys_exit with the result;
+ * file_inflight_n counts captures not yet reported, so the sys_exit of an unwatched open (all
+ * of them, nearly) returns after one array read instead of a hash lookup. */
 
 BPF_LPM_TRIE(file_watch_paths, struct path_key, u32, 1024);
 BPF_HASH(file_watch_names, u64, u32, 1024);
-BPF_ARRAY(file_watch_all, u32, 1);
+BPF_ARRAY(file_watch_all, u32, 2);
+BPF_ARRAY(file_gate_bits, u64, 2 * FILE_GATE_WORDS);
+BPF_ARRAY(file_inflight_n, s64, 1);
 BPF_TABLE("lru_hash", u32, struct file_capture, inflight_file, 1024);
 BPF_TABLE("lru_hash", struct file_fold_key, struct fold_state, file_folds, 8192);
 BPF_PERCPU_ARRAY(file_scratch, struct file_capture, 1);
 BPF_PERCPU_ARRAY(file_rec_scratch, struct file_record, 1);
+
+/* Is bit (a | b << 8) set in the gate that starts at word `base`? */
+static __always_inline int gate_bit(u32 base, u8 a, u8 b)
+{
+    u32 bit = (u32)a | ((u32)b << 8);
+    u32 slot = base + (bit >> 6);
+    u64 *word = file_gate_bits.lookup(&slot);
+    return word && ((*word >> (bit & 63)) & 1);
+}
 
 /* The access kinds watched for the user path u, read into k. */
 static __always_inline u32 path_watch(struct path_key *k, const char *u, u32 want)
@@ -32,18 +52,26 @@ static __always_inline u32 path_watch(struct path_key *k, const char *u, u32 wan
     long n = bpf_probe_read_user_str(k->data, FILE_PATH_LEN, u);
     if (n <= 1)
         return 0; /* unreadable or "" (AT_EMPTY_PATH) */
-    u32 zero = 0;
+    u32 zero = 0, one = 1;
     u32 mask = 0;
     u32 *all = file_watch_all.lookup(&zero);
     if (all)
         mask |= *all;
-    if (k->data[0] == '/') {
+    u32 *gates_off = file_watch_all.lookup(&one);
+    u32 off = gates_off ? *gates_off : GATE_HEAD_OFF | GATE_TAIL_OFF;
+    if (k->data[0] == '/' &&
+        (n < 4 || (off & GATE_HEAD_OFF) || gate_bit(0, k->data[1], k->data[2]))) {
         k->prefixlen = (u32)n * 8;
         u32 *v = file_watch_paths.lookup(k);
         if (v)
             mask |= *v;
     }
     if (mask & want)
+        return mask & want;
+    /* n counts the NUL: the last two bytes of the path are at n - 3 and n - 2 */
+    if (n >= 3 && !(off & GATE_TAIL_OFF) &&
+        !gate_bit(FILE_GATE_WORDS, k->data[(u32)(n - 3) & (FILE_PATH_LEN - 1)],
+                  k->data[(u32)(n - 2) & (FILE_PATH_LEN - 1)]))
         return mask & want;
     /* basename hash (FNV-1a, restarted at each '/'), as process.bpf.c hashes exe basenames */
     u64 h = FNV_OFFSET;
@@ -76,8 +104,14 @@ static __always_inline int file_commit(struct file_capture *c)
         return 0;
     }
     u32 tid = (u32)bpf_get_current_pid_tgid();
-    if (inflight_file.update(&tid, c) < 0)
+    if (inflight_file.update(&tid, c) < 0) {
         stat_add(STAT_MAP_UPDATE_FAILED, 1);
+        return 0;
+    }
+    u32 zero = 0;
+    s64 *pending = file_inflight_n.lookup(&zero);
+    if (pending)
+        __sync_fetch_and_add(pending, 1);
     return 0;
 }
 
@@ -232,21 +266,32 @@ static __always_inline u64 fnv_path(const char *p, u64 h)
     return h;
 }
 
+/* Forget tid's capture; the pending count only ever counts captures still in the map (a
+ * capture the LRU evicted keeps it above zero: exits then take the slow path, never miss). */
+static __always_inline void file_forget(u32 tid, s64 *pending)
+{
+    if (inflight_file.delete(&tid) == 0)
+        __sync_fetch_and_add(pending, -1);
+}
+
 static __always_inline int file_exit(long ret)
 {
+    u32 zero = 0;
+    s64 *pending = file_inflight_n.lookup(&zero);
+    if (!pending || *pending <= 0)
+        return 0; /* the common case: no watched access is in flight anywhere */
     u32 tid = (u32)bpf_get_current_pid_tgid();
     struct file_capture *c = inflight_file.lookup(&tid);
     if (!c)
-        return 0; /* the common case: nothing watched was asked for */
-    u32 zero = 0;
+        return 0;
     struct file_record *r = file_rec_scratch.lookup(&zero);
     if (!r) {
-        inflight_file.delete(&tid);
+        file_forget(tid, pending);
         return 0;
     }
     fill_header(&r->h, REC_FILE);
     bpf_probe_read_kernel(&r->c, sizeof(r->c), c);
-    inflight_file.delete(&tid);
+    file_forget(tid, pending);
     r->ret = ret;
     r->folded = 0;
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from roxd.errors import SensorError
 from roxd.model import ConnectEvent, FileEvent, FileWatchSet, SyscallEvent
 from roxd.sensor import records
+from roxd.sensor.file_watch import file_watch_entries
 from roxd.sensor.headers import HeaderTree, resolve_headers
 from roxd.sensor.records import Decoded, DecodeError
 from roxd.sensor.tracefs import ensure_tracefs, tracefs_root
@@ -246,9 +247,21 @@ class Sensor:
 
     def set_file_watches(self, watches: FileWatchSet) -> None:
         """Replace the kernel's file watch set (see bpf/file.bpf.c): the LPM trie of exact
-        paths and prefixes, the basename hashes, the watch-everything mask."""
+        paths and prefixes, the basename hashes, the watch-everything mask, the gates."""
         bpf = self._require()
-        paths, names, everything = file_watch_entries(watches)
+        entries = file_watch_entries(watches)
+        paths, names = entries.paths, entries.names
+        gates = bpf["file_gate_bits"]
+        old_words = {int(k.value): int(v.value) for k, v in gates.items() if v.value}
+        # open the gates for the new entries before they exist, close them after the old
+        # entries are gone: a gate may pass too much for a moment, never too little
+        for word in set(old_words) | set(entries.gate_words):
+            union = old_words.get(word, 0) | entries.gate_words.get(word, 0)
+            if union != old_words.get(word, 0):
+                gates[ct.c_int(word)] = ct.c_uint64(union)
+        watch_all = bpf["file_watch_all"]
+        watch_all[ct.c_int(1)] = ct.c_uint32(int(watch_all[ct.c_int(1)].value)
+                                             | entries.gates_off)
         table = bpf["file_watch_paths"]
         offset = table.Key.data.offset
         current = {ct.string_at(ct.addressof(k) + offset, k.prefixlen // 8) for k in table}
@@ -262,9 +275,15 @@ class Sensor:
             del table[table.Key(h)]
         for h, mask in names.items():
             table[table.Key(h)] = ct.c_uint32(mask)
-        bpf["file_watch_all"][ct.c_int(0)] = ct.c_uint32(everything)
-        log.info("file watches: %d paths/prefixes, %d basenames%s", len(paths), len(names),
-                 ", every path" if everything else "")
+        watch_all[ct.c_int(0)] = ct.c_uint32(entries.everything)
+        for word in set(old_words) | set(entries.gate_words):
+            new_bits = entries.gate_words.get(word, 0)
+            if new_bits != old_words.get(word, 0) | new_bits:
+                gates[ct.c_int(word)] = ct.c_uint64(new_bits)
+        watch_all[ct.c_int(1)] = ct.c_uint32(entries.gates_off)
+        log.info("file watches: %d paths/prefixes, %d basenames%s%s", len(paths), len(names),
+                 ", every path" if entries.everything else "",
+                 f", gates off {entries.gates_off}" if entries.gates_off else "")
 
     @staticmethod
     def _path_key(table, data: bytes):
@@ -353,50 +372,6 @@ class Sensor:
     def _tracepoints_in(source: str) -> tuple[str, ...]:
         return tuple(f"{c}:{e}" for c, e in re.findall(r"TRACEPOINT_PROBE\((\w+),\s*(\w+)\)",
                                                          source))
-
-
-def file_watch_entries(
-    watches: FileWatchSet,
-) -> tuple[dict[bytes, int], dict[int, int], int]:
-    """The BPF map contents for a watch set: ({LPM key bytes: access mask}, {reversed-basename
-    FNV hash: mask}, mask for every path). Exact paths keep their NUL; each entry also carries
-    the masks of the shorter prefixes it extends, because the trie answers with the longest
-    match only. Entries that cannot fit the kernel's path buffer are left out and logged."""
-    def mask(kinds: Iterable[str]) -> int:
-        return sum(records.ACCESS_BITS[k] for k in set(kinds) if k in records.ACCESS_BITS)
-
-    limit = records.FILE_PATH_LEN
-    prefixes: dict[bytes, int] = {}
-    for prefix, kinds in watches.prefixes.items():
-        data = prefix.encode()
-        if not data.startswith(b"/") or len(data) >= limit:
-            log.warning("file watch prefix %r cannot be matched in the kernel", prefix)
-            continue
-        prefixes[data] = prefixes.get(data, 0) | mask(kinds)
-    paths: dict[bytes, int] = dict(prefixes)
-    names: dict[int, int] = {}
-    for path, kinds in watches.exact.items():
-        data = path.encode() + b"\0"
-        if not data.startswith(b"/") or len(data) > limit:
-            log.warning("file watch path %r cannot be matched in the kernel", path)
-            continue
-        paths[data] = paths.get(data, 0) | mask(kinds)
-        base = path.rpartition("/")[2].encode()
-        if base:  # /etc//shadow, ../shadow, `cd /etc; cat shadow`: by name
-            names[_name_hash(base)] = names.get(_name_hash(base), 0) | mask(kinds)
-    for name, kinds in watches.basenames.items():
-        h = _name_hash(name.encode())
-        names[h] = names.get(h, 0) | mask(kinds)
-    for data in paths:
-        for prefix, m in prefixes.items():
-            if data != prefix and data.startswith(prefix):
-                paths[data] |= m
-    return paths, names, mask(watches.everything)
-
-
-def _name_hash(name: bytes) -> int:
-    """FNV-1a of a basename, as file.bpf.c computes it."""
-    return records.fnv1a(name)
 
 
 def _is_power_of_two(n: int) -> bool:

@@ -84,6 +84,22 @@ def test_shadow_read_with_a_shell_builtin(shared_roxd: RoxdProcess,
     assert alert["event"]["file"]["path"] == "/etc/shadow"
 
 
+
+def test_relative_and_oddly_spelled_paths_pass_the_kernel_gates(
+        shared_roxd: RoxdProcess, run_container: Any) -> None:
+    """The kernel skips its lookups for paths whose head or tail bytes no watch has (see
+    bpf/file.bpf.c): a relative path to a watched basename and /etc//shadow must still get
+    through to userspace, which resolves them against the cwd (while the shell lives)."""
+    container = run_container("mkdir -p /root/.ssh && cd /root/.ssh && echo key >> "
+                              "authorized_keys && read l < /etc//shadow; sleep 3")
+    keys = shared_roxd.wait_for(alert_for("persistence.authorized-keys-modified", container),
+                                timeout=20, message="authorized_keys alert")
+    assert keys["event"]["file"]["path"] == "authorized_keys"
+    assert keys["event"]["file"]["resolved"] == "/root/.ssh/authorized_keys"
+    shadow = shared_roxd.wait_for(alert_for("privilege_escalation.shadow-file-read", container),
+                                  timeout=20, message="shadow read alert")
+    assert shadow["event"]["file"]["path"] == "/etc//shadow"
+
 def test_direct_mount_and_unshare_are_reported_with_their_result(
         shared_roxd: RoxdProcess, run_container: Any, escape_image: str) -> None:
     # Docker's default seccomp profile stops both before entry (EPERM): still attempts

@@ -10,8 +10,16 @@ from pathlib import Path
 import pytest
 
 from roxd.errors import KernelHeadersError
-from roxd.model import ConnectEvent, Container, ExecEvent, ExitEvent
+from roxd.model import ConnectEvent, Container, ExecEvent, ExitEvent, FileWatchSet
+from roxd.rules import load_rule_set
 from roxd.sensor import records
+from roxd.sensor.file_watch import (
+    GATE_HEAD_OFF,
+    GATE_TAIL_OFF,
+    FileWatchEntries,
+    file_watch_entries,
+    gate_passes,
+)
 from roxd.sensor.headers import resolve_headers
 from roxd.sensor.kill_table import build_connect_kill_table, build_exec_kill_table
 
@@ -204,3 +212,43 @@ def test_connect_kill_table_keys() -> None:
     key = (64 + 16 + 0, struct.pack("<Q", 100) + struct.pack(">H", 2375) + bytes(16))
     assert table.by_port == {key: 2}
     assert table.slots == {1: "r.metadata", 2: "r.docker-api"}
+
+
+# ---- file watch gates (bpf/file.bpf.c skips the trie and the basename hash behind them)
+
+def _pack_watch_entries() -> tuple[FileWatchSet, FileWatchEntries]:
+    watches = load_rule_set([Path(__file__).parents[2] / "rules"]).file_watch_set()
+    return watches, file_watch_entries(watches)
+
+
+def test_file_gates_pass_everything_the_shipped_pack_watches() -> None:
+    watches, entries = _pack_watch_entries()
+    assert entries.gates_off == 0 and entries.gate_words
+    for path in watches.exact:
+        head, tail = gate_passes(entries, path.encode())
+        assert head and tail, path
+        # relative and oddly spelled forms reach the basename hash
+        assert gate_passes(entries, b"../" + path.rpartition("/")[2].encode())[1], path
+    for prefix in watches.prefixes:
+        assert gate_passes(entries, (prefix + "x/y").encode())[0], prefix
+    for name in watches.basenames:
+        assert gate_passes(entries, f"/home/u/{name}".encode())[1], name
+        assert gate_passes(entries, name.encode())[1], name
+
+
+def test_file_gates_stop_ordinary_paths_before_any_lookup() -> None:
+    _, entries = _pack_watch_entries()
+    for path in (b"/usr/lib/x86_64-linux-gnu/libc.so.6", b"/tmp/build/out.o", b"/dev/null",
+                 b"/proc/self/status", b"/bench/openloop", b"data.json"):
+        assert gate_passes(entries, path) == (False, False), path
+
+
+def test_file_gates_switch_off_when_an_entry_is_too_short_to_gate_on() -> None:
+    entries = file_watch_entries(FileWatchSet(prefixes={"/e": frozenset({"write"})},
+                                              basenames={"x": frozenset({"read"})}))
+    assert entries.gates_off == GATE_HEAD_OFF | GATE_TAIL_OFF
+    assert gate_passes(entries, b"/anything/at/all") == (True, True)
+    full = file_watch_entries(FileWatchSet(prefixes={"/etc/": frozenset({"write"})}))
+    assert full.gates_off == 0
+    # no basenames at all: the tail gate has no bits and lets nothing through to the hash
+    assert gate_passes(full, b"/etc/hosts") == (True, False)
