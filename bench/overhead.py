@@ -157,8 +157,8 @@ def run(env: Env, worker: Any) -> OverheadResult:
 
 def _learning(env: Env, worker: Any, agent: RoxdAgent, loop: Workload,
               result: OverheadResult) -> dict[str, float]:
-    """The syscall loop while another container learns (raw_syscalls attached host-wide),
-    then while its own container learns."""
+    """The syscall loop while another container learns (the raw sys_enter tracepoint is
+    attached host-wide), then while its own container learns."""
     bystander = env.idle[0]
     times: dict[str, float] = {}
     agent.seccomp("learn", bystander.name)

@@ -47,7 +47,7 @@ def run(env: Env, worker: Any) -> dict[str, Any]:
                 if name == "syscall_loop_bystander":
                     if not env.settings.learning or not env.idle:
                         continue
-                    # another container learns: raw_syscalls programs attach host-wide
+                    # another container learns: the raw sys_enter program attaches host-wide
                     roxd.seccomp("learn", env.idle[0].name)
                     time.sleep(0.5)
                     mine |= {i for i, p in _progs().items() if i not in before_start}

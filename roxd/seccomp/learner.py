@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from roxd.errors import SensorError
 from roxd.sensor.headers import resolve_headers
@@ -35,14 +36,43 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "arming": ("syscalls:sys_enter_seccomp", "syscalls:sys_exit_seccomp",
                "syscalls:sys_enter_prctl", "syscalls:sys_exit_prctl",
                "sched:sched_process_fork", "sched:sched_process_exit"),
-    "syscall": ("raw_syscalls:sys_enter",),
-    "exit": ("raw_syscalls:sys_exit",),
+    "syscall": ("raw:sys_enter",),
+    "exit": ("raw:sys_exit",),
 }
+PER_SYSCALL_GROUPS = ("syscall", "exit")  # the programs that read the cgroup gate
+CG_GATE_WORDS = 64  # bpf/seccomp.bpf.c: 4096 bits, cgroup id mod 4096
 
 
 def _fn_name(tp: str) -> str:
     category, event = tp.split(":")
+    if category == "raw":
+        return f"raw_tracepoint__{event}"
     return f"tracepoint__{category}__{event}"
+
+
+def _attach(bpf: Any, tp: str) -> None:
+    category, event = tp.split(":")
+    if category == "raw":
+        bpf.attach_raw_tracepoint(tp=event.encode(), fn_name=_fn_name(tp).encode())
+    else:
+        bpf.attach_tracepoint(tp=tp.encode(), fn_name=_fn_name(tp).encode())
+
+
+def _detach(bpf: Any, tp: str) -> None:
+    category, event = tp.split(":")
+    if category == "raw":
+        bpf.detach_raw_tracepoint(tp=event.encode())
+    else:
+        bpf.detach_tracepoint(tp=tp.encode())
+
+
+def gate_words(cgroup_ids: Iterable[int]) -> dict[int, int]:
+    """The cgroup gate's words for these cgroups (bit cgroup_id mod 4096)."""
+    words: dict[int, int] = {}
+    for cg in cgroup_ids:
+        word = (cg >> 6) & (CG_GATE_WORDS - 1)
+        words[word] = words.get(word, 0) | (1 << (cg & 63))
+    return words
 
 
 @dataclass(frozen=True)
@@ -124,11 +154,11 @@ class SyscallTracer:
             bpf = BPF(text=source.encode(), cflags=["-Wno-unused-function", "-Wno-macro-redefined"])
         except Exception as exc:  # bcc raises bare Exception
             raise SensorError(f"loading {path.name} failed: {exc}") from exc
-        # bcc attaches every TRACEPOINT_PROBE at load; we attach groups only on demand.
+        # bcc attaches every (RAW_)TRACEPOINT_PROBE at load; we attach groups only on demand.
         for tps in GROUPS.values():
             for tp in tps:
                 try:
-                    bpf.detach_tracepoint(tp=tp.encode())
+                    _detach(bpf, tp)
                 except Exception as exc:
                     log.debug("detach %s after load: %s", tp, exc)
         self._bpf = bpf
@@ -157,17 +187,20 @@ class SyscallTracer:
             return
         for tp in sorted(self._attached - wanted):
             try:
-                bpf.detach_tracepoint(tp=tp.encode())
+                _detach(bpf, tp)
             except Exception as exc:
                 log.debug("detach %s: %s", tp, exc)
             self._attached.discard(tp)
+        if not any(tp in self._attached for g in PER_SYSCALL_GROUPS for tp in GROUPS[g]):
+            # nothing reads the gate now: trim it to the cgroups that still have a state
+            self._write_gate(gate_words(st.cgroup_id for st in self.states()), exact=True)
         # arming first, so a task cannot run the syscall program armed-less in between
         order = [tp for g in ("arming", "syscall", "exit") for tp in GROUPS[g] if tp in wanted]
         for tp in order:
             if tp in self._attached:
                 continue
             try:
-                bpf.attach_tracepoint(tp=tp.encode(), fn_name=_fn_name(tp).encode())
+                _attach(bpf, tp)
             except Exception as exc:
                 raise SensorError(f"attaching {tp} failed: {exc}") from exc
             self._attached.add(tp)
@@ -208,6 +241,7 @@ class SyscallTracer:
     def set_state(self, cgroup_id: int, flags: int, *, deny: Iterable[int] = (),
                   allowed: Iterable[int] = ()) -> None:
         """Create or update a cgroup's state; learned bits and counters are kept."""
+        self._write_gate(gate_words([cgroup_id]), exact=False)  # the gate opens first
         table = self._require()[b"cg_states"]
         key = table.Key(cgroup_id)
         try:
@@ -221,6 +255,22 @@ class SyscallTracer:
         for i, w in enumerate(bitmap_words(allowed)):
             leaf.allowed[i] = w
         table[key] = leaf
+
+    def _write_gate(self, words: dict[int, int], *, exact: bool) -> None:
+        """OR these bits into the cgroup gate, or (exact) make the gate exactly these bits:
+        only while no per-syscall program runs, since the kernel sets bits concurrently."""
+        table = self._require()[b"cg_gate"]
+        for word in range(CG_GATE_WORDS) if exact else sorted(words):
+            old = int(table[ct.c_int(word)].value)
+            new = words.get(word, 0) if exact else old | words[word]
+            if new != old:
+                table[ct.c_int(word)] = ct.c_uint64(new)
+
+    def gate(self) -> dict[int, int]:
+        """The cgroup gate's non-zero words (for tests and status)."""
+        if self._bpf is None:
+            return {}
+        return {int(k.value): int(v.value) for k, v in self._bpf[b"cg_gate"].items() if v.value}
 
     def drop_state(self, cgroup_id: int) -> None:
         table = self._require()[b"cg_states"]

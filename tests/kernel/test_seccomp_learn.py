@@ -18,6 +18,7 @@ import pytest
 
 from roxd.seccomp import profile as profiles
 from roxd.seccomp.errors import ApplyError
+from roxd.seccomp.learner import gate_words
 from roxd.seccomp.service import SeccompService
 from roxd.seccomp.validate import fetch_docker_default, find_docker_default
 from tests.conftest import IMAGE, SESSION, wait_until
@@ -103,6 +104,13 @@ def test_learned_profile_keeps_the_workload_and_denies_the_rest(
     # before the filter (pivot_root, mount, ...) is not
     assert {"execve", "capset"} <= names
     assert not names & RUNC_SETUP, names & RUNC_SETUP
+    # the host-wide sys_enter program let this cgroup past its gate (one array read for all
+    # other cgroups): its bit is set, as the kernel and userspace compute it
+    cgroup_ids = [t.cgroup_id for t in service._tracked.values() if t.name == name]
+    gate = service._tracer.gate()
+    assert cgroup_ids and all(gate.get(w, 0) & bits == bits
+                              for cg in cgroup_ids for w, bits in gate_words([cg]).items())
+    assert "raw:sys_enter" in service._tracer.attached
 
     report = service.profile(name)
     assert report.profile["defaultAction"] == "SCMP_ACT_ERRNO"
