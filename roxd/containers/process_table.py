@@ -97,13 +97,12 @@ class ProcReader:
     def vpid(self, pid: int) -> int | None:
         """The pid as the process's own pid namespace numbers it (last NSpid field)."""
         try:
-            with open(f"{self.proc}/{pid}/status", encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    if line.startswith("NSpid:"):
-                        return int(line.split()[-1])
+            with open(f"{self.proc}/{pid}/status", "rb") as f:
+                data = f.read()
+            start = data.index(b"\nNSpid:") + 7
+            return int(data[start : data.index(b"\n", start)].split()[-1])
         except (OSError, ValueError, IndexError):
             return None
-        return None
 
     def uid(self, pid: int) -> int | None:
         try:
@@ -267,7 +266,15 @@ class ProcessTable:
         while len(out) < limit and child.ppid > 0 and child.ppid not in seen:
             parent = self.get(child.ppid)
             if parent is None:
-                break
+                # The parent we knew has died and the child was re-parented (a container's
+                # init outlives the runc that forked it; the shim adopts it). Without this
+                # every event of the container re-read /proc for the dead pid, twice.
+                child = self._reparented(child)
+                if child is None or child.ppid in seen:
+                    break
+                parent = self.get(child.ppid)
+                if parent is None:
+                    break
             if (
                 parent.start_time_ns is not None
                 and child.start_time_ns is not None
@@ -279,6 +286,20 @@ class ProcessTable:
             seen.add(parent.pid)
             child = parent
         return tuple(out)
+
+    def _reparented(self, child: ProcessInfo) -> ProcessInfo | None:
+        """child with its current parent from /proc, remembered; None if it is gone or its
+        parent did not change."""
+        stat = self._proc.stat(child.pid)
+        if stat is None or stat[1] == child.ppid or stat[1] <= 0:
+            return None
+        if child.start_time_ns is not None and abs(stat[2] - child.start_time_ns) > 10_000_000:
+            return None  # the pid now belongs to another process
+        updated = replace(child, ppid=stat[1])
+        with self._lock:
+            if self._table.get(child.pid) is child:
+                self._table[child.pid] = updated
+        return updated
 
     # ------------------------------------------------------------------ internals (lock held)
 

@@ -210,3 +210,28 @@ def test_ppid_cycle_terminates(proc: FakeProc, clock: FakeClock) -> None:
     t.on_exec(exec_ev(5, 6, "/bin/a"))
     t.on_exec(exec_ev(6, 5, "/bin/b"))
     assert [a.pid for a in t.ancestry(5)] == [6]
+
+
+def test_child_of_a_dead_parent_is_re_parented_once(proc: FakeProc, clock: FakeClock) -> None:
+    """A container's init was exec'd by runc (pid 40), which exited; the shim (30) adopted it.
+    Ancestry follows the adoption and reads /proc for it once, not on every event."""
+    proc.add(30, 1, "/usr/bin/containerd-shim-runc-v2", ["containerd-shim-runc-v2"])
+    proc.add(50, 30, "/bin/busybox", ["sh", "-c", "loop"])
+    t = table(proc, clock)
+    t.on_exec(exec_ev(50, 40, "/bin/sh", "-c", "loop"))  # the kernel saw runc fork it
+    reads: list[int] = []
+    stat = t._proc.stat
+    t._proc.stat = lambda pid: reads.append(pid) or stat(pid)  # type: ignore[method-assign]
+    for child in (60, 61, 62):
+        t.on_exec(exec_ev(child, 50, "/tmp/x", "true"))
+        assert [a.pid for a in t.ancestry(child)] == [50, 30]
+    assert reads.count(40) == 1 and reads.count(50) == 1
+
+
+def test_vpid_is_the_last_nspid_field(proc: FakeProc, clock: FakeClock) -> None:
+    proc.add(70, 1, "/bin/sh", ["sh"])
+    status = proc.root / "70" / "status"
+    status.write_text(status.read_text() + "NSpid:\t70\t1\nNSgid:\t70\t1\n")
+    assert table(proc, clock).vpid(70) == 1
+    proc.add(71, 1, "/bin/sh", ["sh"])  # no NSpid line (an old kernel): unknown, not an error
+    assert table(proc, clock).vpid(71) is None
