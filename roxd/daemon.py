@@ -106,12 +106,14 @@ class Daemon:
                                    runtime=self.runtime,
                                    isolate_fallback=config.enforce.isolate_fallback,
                                    container_kill=config.enforce.container_kill)
-        sinks: list[Any] = [LogSink()]
-        if options.print_alerts:
+        sinks: list[Any] = []
+        if options.print_alerts:  # every alert, unfolded: a machine reads this stream
             sinks.append(StreamSink(options.events_out, kind="alert"))
-        # journald, syslog forwarding, the SQLite store and webhooks, behind noise control
+        # the log line, journald, syslog forwarding, the SQLite store and webhooks, behind
+        # noise control
         self.delivery = AlertDelivery.from_settings(config.alerts,
-                                                    Path(config.daemon.state_dir))
+                                                    Path(config.daemon.state_dir),
+                                                    log_sink=LogSink())
         sinks.append(self.delivery)
         self.alerts = AlertDispatcher(sinks)
         self._stop = threading.Event()

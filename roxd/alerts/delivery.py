@@ -6,7 +6,8 @@
     delivery.store    -> AlertStore for the API (None when disabled)
     delivery.close(timeout)                # flushes noise windows, then every sink
 
-Order of stages: NoiseControl (fold, rate limit) → journald, syslog collectors, store, webhooks.
+Order of stages: NoiseControl (fold, rate limit) → the log line (when given), journald, syslog
+collectors, store, webhooks.
 A sink that cannot start (no journald socket is fine; an unwritable state dir is not) is logged
 and left out, never fatal: alerts still reach the others.
 """
@@ -45,10 +46,13 @@ class AlertDelivery:
         self.store = store
 
     @classmethod
-    def from_settings(cls, settings: AlertsSettings, state_dir: Path | str) -> AlertDelivery:
+    def from_settings(cls, settings: AlertsSettings, state_dir: Path | str,
+                      log_sink: DeliverySink | None = None) -> AlertDelivery:
         state = Path(state_dir)
         sinks: dict[str, DeliverySink] = {}
         store: AlertStore | None = None
+        if log_sink is not None:
+            sinks["log"] = log_sink
         if settings.journald.enabled:
             _start(sinks, "journald", lambda: JournaldSink(settings.journald))
         for c in settings.syslog:
