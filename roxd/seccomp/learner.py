@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from roxd.errors import SensorError
+from roxd.sensor.bitwords import merged, read_words, words_of, write_words
 from roxd.sensor.headers import resolve_headers
 from roxd.sensor.program import default_bpf_dir, release_compiler_memory
 from roxd.sensor.tracefs import ensure_tracefs
@@ -68,11 +69,7 @@ def _detach(bpf: Any, tp: str) -> None:
 
 def gate_words(cgroup_ids: Iterable[int]) -> dict[int, int]:
     """The cgroup gate's words for these cgroups (bit cgroup_id mod 4096)."""
-    words: dict[int, int] = {}
-    for cg in cgroup_ids:
-        word = (cg >> 6) & (CG_GATE_WORDS - 1)
-        words[word] = words.get(word, 0) | (1 << (cg & 63))
-    return words
+    return words_of(cg & (CG_GATE_WORDS * 64 - 1) for cg in cgroup_ids)
 
 
 @dataclass(frozen=True)
@@ -103,11 +100,8 @@ class SyscallEvent:
 
 
 def bitmap_words(numbers: Iterable[int]) -> list[int]:
-    words = [0] * (NR_MAX // 64)
-    for nr in numbers:
-        if 0 <= nr < NR_MAX:
-            words[nr >> 6] |= 1 << (nr & 63)
-    return words
+    words = words_of(nr for nr in numbers if 0 <= nr < NR_MAX)
+    return [words.get(i, 0) for i in range(NR_MAX // 64)]
 
 
 def bitmap_numbers(words: Iterable[int]) -> frozenset[int]:
@@ -260,17 +254,14 @@ class SyscallTracer:
         """OR these bits into the cgroup gate, or (exact) make the gate exactly these bits:
         only while no per-syscall program runs, since the kernel sets bits concurrently."""
         table = self._require()[b"cg_gate"]
-        for word in range(CG_GATE_WORDS) if exact else sorted(words):
-            old = int(table[ct.c_int(word)].value)
-            new = words.get(word, 0) if exact else old | words[word]
-            if new != old:
-                table[ct.c_int(word)] = ct.c_uint64(new)
+        current = read_words(table)
+        write_words(table, words if exact else merged(current, words), current)
 
     def gate(self) -> dict[int, int]:
         """The cgroup gate's non-zero words (for tests and status)."""
         if self._bpf is None:
             return {}
-        return {int(k.value): int(v.value) for k, v in self._bpf[b"cg_gate"].items() if v.value}
+        return read_words(self._bpf[b"cg_gate"])
 
     def drop_state(self, cgroup_id: int) -> None:
         table = self._require()[b"cg_states"]

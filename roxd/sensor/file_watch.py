@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from roxd.model import FileWatchSet
 from roxd.sensor import records
+from roxd.sensor.bitwords import has_bit, words_of
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,13 @@ def _mask(kinds: Iterable[str]) -> int:
     return sum(records.ACCESS_BITS[k] for k in set(kinds) if k in records.ACCESS_BITS)
 
 
-def _set_bit(words: dict[int, int], base: int, a: int, b: int) -> None:
-    bit = a | (b << 8)
-    words[base + (bit >> 6)] = words.get(base + (bit >> 6), 0) | (1 << (bit & 63))
+HEAD_BASE = 0  # first bit of the head gate in file_gate_bits
+TAIL_BASE = GATE_WORDS * 64  # first bit of the tail gate
+
+
+def _pair_bit(base: int, a: int, b: int) -> int:
+    """The gate bit of the byte pair (a, b), as gate_bit() in bpf/file.bpf.c numbers it."""
+    return base + (a | (b << 8))
 
 
 def file_watch_entries(watches: FileWatchSet) -> FileWatchEntries:
@@ -81,28 +86,28 @@ def file_watch_entries(watches: FileWatchSet) -> FileWatchEntries:
 
 
 def _build_gates(entries: FileWatchEntries, basenames: Iterable[bytes]) -> None:
+    bits: list[int] = []
     for data in entries.paths:
         if len(data) < 3:  # "/" or "/x": no two bytes after the slash to gate on
             entries.gates_off |= GATE_HEAD_OFF
         else:
-            _set_bit(entries.gate_words, 0, data[1], data[2])
+            bits.append(_pair_bit(HEAD_BASE, data[1], data[2]))
     for base in basenames:
         if len(base) < 2:
             entries.gates_off |= GATE_TAIL_OFF
         else:
-            _set_bit(entries.gate_words, GATE_WORDS, base[-2], base[-1])
+            bits.append(_pair_bit(TAIL_BASE, base[-2], base[-1]))
+    entries.gate_words = words_of(bits)
 
 
 def gate_passes(entries: FileWatchEntries, path: bytes) -> tuple[bool, bool]:
     """(head, tail): whether the kernel's gates let `path` through to the trie and to the
     basename hash, as bpf/file.bpf.c decides it. For tests and for explaining a miss."""
-    def bit(base: int, a: int, b: int) -> bool:
-        x = a | (b << 8)
-        return bool(entries.gate_words.get(base + (x >> 6), 0) >> (x & 63) & 1)
-
+    words = entries.gate_words
     n = len(path) + 1  # with the NUL, as bpf_probe_read_user_str counts
     head = path.startswith(b"/") and (
-        n < 4 or bool(entries.gates_off & GATE_HEAD_OFF) or bit(0, path[1], path[2]))
-    tail = n < 3 or bool(entries.gates_off & GATE_TAIL_OFF) or bit(
-        GATE_WORDS, path[-2], path[-1])
+        n < 4 or bool(entries.gates_off & GATE_HEAD_OFF)
+        or has_bit(words, _pair_bit(HEAD_BASE, path[1], path[2])))
+    tail = n < 3 or bool(entries.gates_off & GATE_TAIL_OFF) or has_bit(
+        words, _pair_bit(TAIL_BASE, path[-2], path[-1]))
     return head, tail

@@ -20,6 +20,7 @@ from pathlib import Path
 from roxd.errors import SensorError
 from roxd.model import ConnectEvent, FileEvent, FileWatchSet, SyscallEvent
 from roxd.sensor import records
+from roxd.sensor.bitwords import merged, read_words, write_words
 from roxd.sensor.file_watch import file_watch_entries
 from roxd.sensor.headers import HeaderTree, resolve_headers
 from roxd.sensor.records import Decoded, DecodeError
@@ -252,13 +253,11 @@ class Sensor:
         entries = file_watch_entries(watches)
         paths, names = entries.paths, entries.names
         gates = bpf["file_gate_bits"]
-        old_words = {int(k.value): int(v.value) for k, v in gates.items() if v.value}
+        old_words = read_words(gates)
         # open the gates for the new entries before they exist, close them after the old
         # entries are gone: a gate may pass too much for a moment, never too little
-        for word in set(old_words) | set(entries.gate_words):
-            union = old_words.get(word, 0) | entries.gate_words.get(word, 0)
-            if union != old_words.get(word, 0):
-                gates[ct.c_int(word)] = ct.c_uint64(union)
+        union = merged(old_words, entries.gate_words)
+        write_words(gates, union, old_words)
         watch_all = bpf["file_watch_all"]
         watch_all[ct.c_int(1)] = ct.c_uint32(int(watch_all[ct.c_int(1)].value)
                                              | entries.gates_off)
@@ -276,10 +275,7 @@ class Sensor:
         for h, mask in names.items():
             table[table.Key(h)] = ct.c_uint32(mask)
         watch_all[ct.c_int(0)] = ct.c_uint32(entries.everything)
-        for word in set(old_words) | set(entries.gate_words):
-            new_bits = entries.gate_words.get(word, 0)
-            if new_bits != old_words.get(word, 0) | new_bits:
-                gates[ct.c_int(word)] = ct.c_uint64(new_bits)
+        write_words(gates, entries.gate_words, union)
         watch_all[ct.c_int(1)] = ct.c_uint32(entries.gates_off)
         log.info("file watches: %d paths/prefixes, %d basenames%s%s", len(paths), len(names),
                  ", every path" if entries.everything else "",

@@ -13,6 +13,7 @@ from roxd.errors import KernelHeadersError
 from roxd.model import ConnectEvent, Container, ExecEvent, ExitEvent, FileWatchSet
 from roxd.rules import load_rule_set
 from roxd.sensor import records
+from roxd.sensor.bitwords import has_bit, merged, words_of, write_words
 from roxd.sensor.file_watch import (
     GATE_HEAD_OFF,
     GATE_TAIL_OFF,
@@ -252,3 +253,18 @@ def test_file_gates_switch_off_when_an_entry_is_too_short_to_gate_on() -> None:
     assert full.gates_off == 0
     # no basenames at all: the tail gate has no bits and lets nothing through to the hash
     assert gate_passes(full, b"/etc/hosts") == (True, False)
+
+
+def test_bit_words_match_the_bpf_layout_and_write_only_what_changed() -> None:
+    words = words_of([0, 63, 64, 4095])
+    assert words == {0: 1 | (1 << 63), 1: 1, 63: 1 << 63}
+    assert has_bit(words, 64) and not has_bit(words, 65)
+    assert merged({0: 1}, {0: 2, 5: 4}) == {0: 3, 5: 4}
+
+    class Array(dict):  # what bcc's table[ct.c_int(i)] = ct.c_uint64(w) does, recorded
+        def __setitem__(self, key: ct.c_int, value: ct.c_uint64) -> None:
+            super().__setitem__(key.value, value.value)
+
+    table = Array()
+    write_words(table, {0: 3, 2: 8}, {0: 3, 1: 5})
+    assert table == {1: 0, 2: 8}  # word 0 unchanged: not written; word 1 cleared
