@@ -59,6 +59,20 @@ static __always_inline int sc_commit(struct syscall_capture *c)
     return 0;
 }
 
+/* The common probe body: capture up to four numeric arguments and no strings (an argument not
+ * given stays 0, as sc_begin zeroes the capture). */
+static __always_inline int sc_args(u32 sc, u64 a0, u64 a1, u64 a2, u64 a3)
+{
+    struct syscall_capture *c = sc_begin(sc);
+    if (!c)
+        return 0;
+    c->args[0] = a0;
+    c->args[1] = a1;
+    c->args[2] = a2;
+    c->args[3] = a3;
+    return sc_commit(c);
+}
+
 static __always_inline void sc_str0(struct syscall_capture *c, const char *u)
 {
     if (u)
@@ -163,32 +177,19 @@ TRACEPOINT_PROBE(syscalls, sys_enter_ptrace)
     if (req != PTRACE_ATTACH && req != PTRACE_SEIZE && req != PTRACE_TRACEME &&
         req != PTRACE_POKETEXT && req != PTRACE_POKEDATA && req != PTRACE_POKEUSR)
         return 0;
-    struct syscall_capture *c = sc_begin(SC_PTRACE);
-    if (!c)
-        return 0;
-    c->args[0] = req;
-    c->args[1] = args->pid;
-    return sc_commit(c);
+    return sc_args(SC_PTRACE, req, args->pid, 0, 0);
 }
 SC_EXIT(ptrace)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_process_vm_readv)
 {
-    struct syscall_capture *c = sc_begin(SC_PROCESS_VM_READV);
-    if (!c)
-        return 0;
-    c->args[1] = args->pid;
-    return sc_commit(c);
+    return sc_args(SC_PROCESS_VM_READV, 0, args->pid, 0, 0);
 }
 SC_EXIT_B(process_vm_readv, SC_PROCESS_VM_READV)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_process_vm_writev)
 {
-    struct syscall_capture *c = sc_begin(SC_PROCESS_VM_WRITEV);
-    if (!c)
-        return 0;
-    c->args[1] = args->pid;
-    return sc_commit(c);
+    return sc_args(SC_PROCESS_VM_WRITEV, 0, args->pid, 0, 0);
 }
 SC_EXIT_B(process_vm_writev, SC_PROCESS_VM_WRITEV)
 
@@ -231,22 +232,13 @@ SC_EXIT_B(pivot_root, SC_PIVOT_ROOT)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_unshare)
 {
-    struct syscall_capture *c = sc_begin(SC_UNSHARE);
-    if (!c)
-        return 0;
-    c->args[0] = args->unshare_flags;
-    return sc_commit(c);
+    return sc_args(SC_UNSHARE, args->unshare_flags, 0, 0, 0);
 }
 SC_EXIT_B(unshare, SC_UNSHARE)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_setns)
 {
-    struct syscall_capture *c = sc_begin(SC_SETNS);
-    if (!c)
-        return 0;
-    c->args[0] = args->flags; /* nstype */
-    c->args[1] = args->fd;
-    return sc_commit(c);
+    return sc_args(SC_SETNS, args->flags /* nstype */, args->fd, 0, 0);
 }
 SC_EXIT_B(setns, SC_SETNS)
 
@@ -255,11 +247,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_clone)
     u64 flags = args->clone_flags;
     if (!(flags & NS_CLONE_FLAGS))
         return 0; /* every fork and thread: one test, nothing else */
-    struct syscall_capture *c = sc_begin(SC_CLONE);
-    if (!c)
-        return 0;
-    c->args[0] = flags;
-    return sc_commit(c);
+    return sc_args(SC_CLONE, flags, 0, 0, 0);
 }
 SC_EXIT(clone)
 
@@ -269,11 +257,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_clone3)
     if (bpf_probe_read_user(&flags, sizeof(flags), args->uargs) < 0 ||
         !(flags & NS_CLONE_FLAGS))
         return 0;
-    struct syscall_capture *c = sc_begin(SC_CLONE3);
-    if (!c)
-        return 0;
-    c->args[0] = flags;
-    return sc_commit(c);
+    return sc_args(SC_CLONE3, flags, 0, 0, 0);
 }
 SC_EXIT(clone3)
 
@@ -321,11 +305,7 @@ SC_EXIT_B(delete_module, SC_DELETE_MODULE)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_bpf)
 {
-    struct syscall_capture *c = sc_begin(SC_BPF);
-    if (!c)
-        return 0;
-    c->args[1] = args->cmd;
-    return sc_commit(c);
+    return sc_args(SC_BPF, 0, args->cmd, 0, 0);
 }
 SC_EXIT_B(bpf, SC_BPF)
 
@@ -347,11 +327,7 @@ SC_EXIT_B(perf_event_open, SC_PERF_EVENT_OPEN)
 #ifdef HAVE_TP_sys_enter_kexec_load
 TRACEPOINT_PROBE(syscalls, sys_enter_kexec_load)
 {
-    struct syscall_capture *c = sc_begin(SC_KEXEC_LOAD);
-    if (!c)
-        return 0;
-    c->args[0] = args->flags;
-    return sc_commit(c);
+    return sc_args(SC_KEXEC_LOAD, args->flags, 0, 0, 0);
 }
 SC_EXIT_B(kexec_load, SC_KEXEC_LOAD)
 #endif
@@ -359,59 +335,48 @@ SC_EXIT_B(kexec_load, SC_KEXEC_LOAD)
 #ifdef HAVE_TP_sys_enter_kexec_file_load
 TRACEPOINT_PROBE(syscalls, sys_enter_kexec_file_load)
 {
-    struct syscall_capture *c = sc_begin(SC_KEXEC_FILE_LOAD);
-    if (!c)
-        return 0;
-    c->args[0] = args->flags;
-    return sc_commit(c);
+    return sc_args(SC_KEXEC_FILE_LOAD, args->flags, 0, 0, 0);
 }
 SC_EXIT_B(kexec_file_load, SC_KEXEC_FILE_LOAD)
 #endif
 
 /* ---- credentials: args[1..3] hold the ids asked for (0xffffffff: unchanged) */
 
-#define SC_ID1(name, id, a)                                                                    \
-    TRACEPOINT_PROBE(syscalls, sys_enter_##name)                                               \
-    {                                                                                          \
-        struct syscall_capture *c = sc_begin(id);                                              \
-        if (!c)                                                                                \
-            return 0;                                                                          \
-        c->args[1] = (u32)args->a;                                                             \
-        return sc_commit(c);                                                                   \
-    }                                                                                          \
-    SC_EXIT_B(name, id)
+TRACEPOINT_PROBE(syscalls, sys_enter_setuid)
+{
+    return sc_args(SC_SETUID, 0, (u32)args->uid, 0, 0);
+}
+SC_EXIT_B(setuid, SC_SETUID)
 
-#define SC_ID2(name, id, a, b)                                                                 \
-    TRACEPOINT_PROBE(syscalls, sys_enter_##name)                                               \
-    {                                                                                          \
-        struct syscall_capture *c = sc_begin(id);                                              \
-        if (!c)                                                                                \
-            return 0;                                                                          \
-        c->args[1] = (u32)args->a;                                                             \
-        c->args[2] = (u32)args->b;                                                             \
-        return sc_commit(c);                                                                   \
-    }                                                                                          \
-    SC_EXIT_B(name, id)
+TRACEPOINT_PROBE(syscalls, sys_enter_setgid)
+{
+    return sc_args(SC_SETGID, 0, (u32)args->gid, 0, 0);
+}
+SC_EXIT_B(setgid, SC_SETGID)
 
-#define SC_ID3(name, id, a, b, d)                                                              \
-    TRACEPOINT_PROBE(syscalls, sys_enter_##name)                                               \
-    {                                                                                          \
-        struct syscall_capture *c = sc_begin(id);                                              \
-        if (!c)                                                                                \
-            return 0;                                                                          \
-        c->args[1] = (u32)args->a;                                                             \
-        c->args[2] = (u32)args->b;                                                             \
-        c->args[3] = (u32)args->d;                                                             \
-        return sc_commit(c);                                                                   \
-    }                                                                                          \
-    SC_EXIT_B(name, id)
+TRACEPOINT_PROBE(syscalls, sys_enter_setreuid)
+{
+    return sc_args(SC_SETREUID, 0, (u32)args->ruid, (u32)args->euid, 0);
+}
+SC_EXIT_B(setreuid, SC_SETREUID)
 
-SC_ID1(setuid, SC_SETUID, uid)
-SC_ID1(setgid, SC_SETGID, gid)
-SC_ID2(setreuid, SC_SETREUID, ruid, euid)
-SC_ID2(setregid, SC_SETREGID, rgid, egid)
-SC_ID3(setresuid, SC_SETRESUID, ruid, euid, suid)
-SC_ID3(setresgid, SC_SETRESGID, rgid, egid, sgid)
+TRACEPOINT_PROBE(syscalls, sys_enter_setregid)
+{
+    return sc_args(SC_SETREGID, 0, (u32)args->rgid, (u32)args->egid, 0);
+}
+SC_EXIT_B(setregid, SC_SETREGID)
+
+TRACEPOINT_PROBE(syscalls, sys_enter_setresuid)
+{
+    return sc_args(SC_SETRESUID, 0, (u32)args->ruid, (u32)args->euid, (u32)args->suid);
+}
+SC_EXIT_B(setresuid, SC_SETRESUID)
+
+TRACEPOINT_PROBE(syscalls, sys_enter_setresgid)
+{
+    return sc_args(SC_SETRESGID, 0, (u32)args->rgid, (u32)args->egid, (u32)args->sgid);
+}
+SC_EXIT_B(setresgid, SC_SETRESGID)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_capset)
 {
@@ -433,11 +398,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_personality)
     u32 persona = args->personality;
     if (persona == 0xffffffff)
         return 0; /* a query, changes nothing */
-    struct syscall_capture *c = sc_begin(SC_PERSONALITY);
-    if (!c)
-        return 0;
-    c->args[0] = persona;
-    return sc_commit(c);
+    return sc_args(SC_PERSONALITY, persona, 0, 0, 0);
 }
 SC_EXIT(personality)
 
@@ -445,11 +406,7 @@ SC_EXIT(personality)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_keyctl)
 {
-    struct syscall_capture *c = sc_begin(SC_KEYCTL);
-    if (!c)
-        return 0;
-    c->args[1] = args->option;
-    return sc_commit(c);
+    return sc_args(SC_KEYCTL, 0, args->option, 0, 0);
 }
 SC_EXIT_B(keyctl, SC_KEYCTL)
 
@@ -478,11 +435,7 @@ SC_EXIT_B(memfd_create, SC_MEMFD_CREATE)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_userfaultfd)
 {
-    struct syscall_capture *c = sc_begin(SC_USERFAULTFD);
-    if (!c)
-        return 0;
-    c->args[0] = args->flags;
-    return sc_commit(c);
+    return sc_args(SC_USERFAULTFD, args->flags, 0, 0, 0);
 }
 SC_EXIT_B(userfaultfd, SC_USERFAULTFD)
 
@@ -507,12 +460,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_fchmod)
     u32 mode = args->mode;
     if (!(mode & SETID_MODE_BITS))
         return 0;
-    struct syscall_capture *c = sc_begin(SC_FCHMOD);
-    if (!c)
-        return 0;
-    c->args[1] = mode;
-    c->args[2] = (u32)args->fd;
-    return sc_commit(c);
+    return sc_args(SC_FCHMOD, 0, mode, (u32)args->fd, 0);
 }
 SC_EXIT(fchmod)
 

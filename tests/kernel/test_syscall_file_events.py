@@ -8,11 +8,15 @@ The kernel side must let only watched accesses through (kernel counters in the s
 from __future__ import annotations
 
 import subprocess
+import sys
+import time
 import uuid
 from typing import Any
 
 import pytest
 
+from roxd.model import SyscallEvent
+from roxd.sensor.program import Sensor, SensorConfig
 from tests.conftest import REPO, RoxdProcess, wait_until
 
 pytestmark = pytest.mark.kernel
@@ -146,3 +150,53 @@ def test_memfd_exec_is_flagged_fileless(shared_roxd: RoxdProcess, run_container:
     assert not shared_roxd.matching(
         lambda o: o.get("type") == "exec" and (o.get("container") or {}).get("id")
         == container.id and o["exec"]["fileless"] and o["process"]["args"][:1] != ["echo"])
+
+
+# Every numeric-argument probe of bpf/syscalls.bpf.c, driven by a child process (the sensor
+# skips its own tgid) with the whole watchlist on: what each captured, decoded.
+SYSCALL_DRIVER = r'''
+import ctypes, os, subprocess
+libc = ctypes.CDLL(None, use_errno=True)
+os.setresuid(0, 0, 0); os.setresgid(0, 0, 0); os.setuid(0); os.setgid(0)
+os.setreuid(0, 0); os.setregid(0, 0)
+p = subprocess.Popen(["sleep", "30"])
+libc.ptrace(16, p.pid, 0, 0)                    # PTRACE_ATTACH
+libc.syscall(250, 0, 0, 0, 0, 0)                # keyctl(0): EINVAL
+libc.syscall(308, 99, 0)                        # setns(99, any): EBADF
+libc.syscall(135, 8)                            # personality(8)
+libc.syscall(272, 0x04000000)                   # unshare(CLONE_NEWUTS)
+libc.syscall(310, p.pid, 0, 0, 0, 0, 0)         # process_vm_readv: EINVAL
+libc.syscall(321, 0, 0, 0)                      # bpf(BPF_MAP_CREATE, NULL): EINVAL
+fd = os.open("/dev/null", os.O_RDONLY)
+libc.syscall(91, fd, 0o4644)                    # fchmod with setuid: EROFS/EPERM or ok
+p.kill(); p.wait()
+'''
+
+
+def test_numeric_argument_probes_decode_what_was_asked(tmp_path: Any) -> None:
+    got: list[SyscallEvent] = []
+    sensor = Sensor(SensorConfig(cache_dir=tmp_path),
+                    lambda d: got.append(d.event) if isinstance(d.event, SyscallEvent) else None)
+    sensor.start()
+    try:
+        sensor.set_syscall_watches(None)
+        driver = subprocess.Popen([sys.executable, "-c", SYSCALL_DRIVER])
+        assert driver.wait(timeout=30) == 0
+        time.sleep(0.3)
+        sensor.drain()
+    finally:
+        sensor.close()
+    mine = {e.syscall: e for e in got if e.pid == driver.pid}  # other roxds call bpf() too
+    assert mine["setresuid"].args == {"real": 0, "effective": 0, "saved": 0}
+    assert mine["setresgid"].args == {"real": 0, "effective": 0, "saved": 0}
+    assert mine["setuid"].args == {"id": 0} and mine["setgid"].args == {"id": 0}
+    assert mine["setreuid"].args == {"real": 0, "effective": 0}
+    assert mine["setregid"].args == {"real": 0, "effective": 0}
+    assert mine["ptrace"].args["request"] == "PTRACE_ATTACH" and mine["ptrace"].errno == 0
+    assert mine["keyctl"].args == {"operation": 0} and mine["keyctl"].errno == 22
+    assert mine["setns"].args == {"fd": 99, "flags": "any"} and mine["setns"].errno == 9
+    assert mine["personality"].args == {"persona": "0x8"}
+    assert mine["unshare"].args == {"flags": "CLONE_NEWUTS"} and mine["unshare"].errno == 0
+    assert mine["process_vm_readv"].args["target_pid"] == mine["ptrace"].args["target_pid"]
+    assert mine["bpf"].args["cmd"] == "BPF_MAP_CREATE"
+    assert mine["fchmod"].args["mode"] == "0o4644"
