@@ -26,6 +26,7 @@ from roxd.containers.enricher import Enricher
 from roxd.containers.process_table import ProcessTable
 from roxd.containers.resolver import ContainerResolver
 from roxd.model import ExecEvent
+from tests.conftest import wait_until
 
 docker = pytest.importorskip("docker")
 
@@ -43,14 +44,7 @@ DEADLINE = 15.0
 
 def wait_for(cond: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition") -> Any:
     """Poll `cond` until it is truthy, failing the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
+    return wait_until(cond, timeout, message=what)
 
 
 # ---------------------------------------------------------------------- fixtures

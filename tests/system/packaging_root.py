@@ -35,11 +35,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from tests.conftest import wait_until
 
 CACHE = Path(os.environ.get("ROXD_TEST_CACHE", "/var/cache/roxd-test"))
 SUITE = "bookworm"
@@ -53,14 +54,7 @@ PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
              interval: float = 0.25) -> Any:
     """Poll until predicate() is truthy; fail after timeout seconds naming what was awaited."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    return wait_until(predicate, timeout, interval=interval, message=what)
 
 
 # ---------------------------------------------------------------------------- the base root

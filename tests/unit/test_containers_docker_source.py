@@ -13,6 +13,7 @@ import pytest
 
 from roxd.containers import docker_source
 from roxd.containers.docker_source import DockerMetadataSource, _reason, metadata_from_inspect
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.unit
 
@@ -105,12 +106,7 @@ class FakeEngine:
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return cond()
+    return bool(wait_until(cond, timeout, interval=0.01))
 
 
 @pytest.fixture
