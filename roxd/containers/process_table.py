@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 MAX_ANCESTORS = 8
 _CMDLINE_LIMIT = 4096  # bytes of /proc/<pid>/cmdline read for a process seen only in /proc
+# /proc start times count clock ticks (10 ms at USER_HZ 100): closer than this is "the same"
+_START_SLACK_NS = 10_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +280,7 @@ class ProcessTable:
             if (
                 parent.start_time_ns is not None
                 and child.start_time_ns is not None
-                and parent.start_time_ns > child.start_time_ns + 10_000_000  # clock-tick slack
+                and parent.start_time_ns > child.start_time_ns + _START_SLACK_NS
             ):
                 # The pid was reused: this process started after its supposed child.
                 break
@@ -293,7 +295,7 @@ class ProcessTable:
         stat = self._proc.stat(child.pid)
         if stat is None or stat[1] == child.ppid or stat[1] <= 0:
             return None
-        if child.start_time_ns is not None and abs(stat[2] - child.start_time_ns) > 10_000_000:
+        if child.start_time_ns is not None and abs(stat[2] - child.start_time_ns) > _START_SLACK_NS:
             return None  # the pid now belongs to another process
         updated = replace(child, ppid=stat[1])
         with self._lock:

@@ -135,11 +135,7 @@ class CompiledRule:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "id": self.id,
-            "name": self.name,
-            "phase": self.phase.value,
-            "severity": self.severity.value,
-            "mitre": list(self.mitre),
+            **self.ref.to_dict(),  # id, name, phase, severity, mitre: as alerts name the rule
             "event": self.event,
             "enabled": self.enabled,
             "monitor": self.monitor,
