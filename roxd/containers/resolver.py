@@ -69,6 +69,7 @@ class ContainerResolver:
         self._by_container: dict[str, set[int]] = {}
         self._updates = 0  # counts metadata_changed calls, to catch one racing a resolve
         self._version = 0  # bumped whenever containers() would answer differently
+        self._change_listeners: list[Callable[[], None]] = []
         for source in self._sources.values():
             source.add_listener(self._listener_for(source))
 
@@ -136,6 +137,12 @@ class ContainerResolver:
                 if entry.container is not None and entry.gone_at is None
             ]
 
+    def add_change_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` whenever `containers()` would answer differently. It runs on the
+        thread that made the change (the event loop or the runtime's event thread), under the
+        resolver's lock: it must only take note (set a flag), never call back in here."""
+        self._change_listeners.append(listener)
+
     @property
     def version(self) -> int:
         """Changes whenever `containers()` would answer differently (a cheap "anything new?")."""
@@ -193,7 +200,7 @@ class ContainerResolver:
                     if container == entry.container and entry.gone_at is None:
                         continue
                     self._cache[cgroup_id] = _Entry(entry.path, entry.ref, container)
-                self._version += 1
+                self._changed()
             if new_cgroup is not None and new_cgroup in self._cache:
                 new_cgroup = None
         if new_cgroup is not None:
@@ -226,14 +233,22 @@ class ContainerResolver:
         if entry.ref is not None:
             self._by_container.setdefault(entry.ref.container_id, set()).add(cgroup_id)
         if entry.container is not None and entry.gone_at is None:
-            self._version += 1
+            self._changed()
         while len(self._cache) > self.capacity:
             old_id, old = self._cache.popitem(last=False)
             self._unlink(old_id, old)
 
+    def _changed(self) -> None:
+        self._version += 1
+        for listener in self._change_listeners:
+            try:
+                listener()
+            except Exception:  # a listener only takes note; never let it break attribution
+                log.exception("container change listener failed")
+
     def _unlink(self, cgroup_id: int, entry: _Entry) -> None:
         if entry.container is not None and entry.gone_at is None:
-            self._version += 1
+            self._changed()
         if entry.ref is None:
             return
         ids = self._by_container.get(entry.ref.container_id)

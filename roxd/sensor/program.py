@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from roxd.errors import SensorError
-from roxd.model import ConnectEvent, FileEvent, FileWatchSet, SyscallEvent
+from roxd.model import ConnectEvent, FileEvent, SyscallEvent
 from roxd.sensor import records
 from roxd.sensor.bitwords import merged, read_words, write_words
-from roxd.sensor.file_watch import file_watch_entries
 from roxd.sensor.headers import HeaderTree, resolve_headers
+from roxd.sensor.maps import ExecKillEntries, FileWatchEntries, LpmEntries
 from roxd.sensor.records import Decoded, DecodeError
 from roxd.sensor.tracefs import ensure_tracefs, tracefs_root
 
@@ -166,7 +166,9 @@ class Sensor:
             log.exception("event handler failed")
         return 0
 
-    # ------------------------------------------------------------------ orders
+    # ------------------------------------------------------------------ map writers
+    # Only roxd/policy/ calls these (it computes what the maps must hold); each applies the
+    # difference to what the kernel holds now.
 
     def mark_quiet(self, decoded: Decoded, window_ns: int) -> None:
         """No rule cares about this event: fold identical ones in the kernel for window_ns."""
@@ -211,8 +213,8 @@ class Sensor:
         table = self._require()["hold_unknown"]
         table[ct.c_int(0)] = ct.c_uint32(1 if enabled else 0)
 
-    def set_exec_kills(self, entries: Mapping[tuple[int, int], int]) -> None:
-        """Replace the in-kernel exec kill table: {(cgroup id or scope, exe hash): slot}."""
+    def set_exec_kills(self, entries: ExecKillEntries) -> None:
+        """Replace the in-kernel exec kill table: {(cgroup id or scope, exe hash): verdict}."""
         table = self._require()["exec_kill"]
         current = {(k.cgroup_id, k.hash) for k in table}
         for scope, h in current - set(entries):
@@ -224,9 +226,8 @@ class Sensor:
             key.cgroup_id, key.hash = scope, h
             table[key] = ct.c_uint32(slot)
 
-    def set_connect_kills(self, by_port: Mapping[tuple[int, bytes], int],
-                          any_port: Mapping[tuple[int, bytes], int]) -> None:
-        """Replace the in-kernel connect kill tries: {(prefix bits, key bytes): slot}."""
+    def set_connect_kills(self, by_port: LpmEntries, any_port: LpmEntries) -> None:
+        """Replace the in-kernel connect kill tries: {(prefix bits, key bytes): verdict}."""
         bpf = self._require()
         for name, entries in (("connect_kill_port", by_port), ("connect_kill_any", any_port)):
             table = bpf[name]
@@ -246,11 +247,10 @@ class Sensor:
         for sc in range(1, len(records.SYSCALL_NAMES)):
             table[ct.c_int(sc)] = ct.c_uint8(1 if sc in wanted else 0)
 
-    def set_file_watches(self, watches: FileWatchSet) -> None:
-        """Replace the kernel's file watch set (see bpf/file.bpf.c): the LPM trie of exact
+    def set_file_watches(self, entries: FileWatchEntries) -> None:
+        """Replace the kernel's file watch maps (see bpf/file.bpf.c): the LPM trie of exact
         paths and prefixes, the basename hashes, the watch-everything mask, the gates."""
         bpf = self._require()
-        entries = file_watch_entries(watches)
         paths, names = entries.paths, entries.names
         gates = bpf["file_gate_bits"]
         old_words = read_words(gates)

@@ -14,15 +14,20 @@ from roxd.model import ConnectEvent, Container, ExecEvent, ExitEvent, FileWatchS
 from roxd.rules import load_rule_set
 from roxd.sensor import records
 from roxd.sensor.bitwords import has_bit, merged, words_of, write_words
-from roxd.sensor.file_watch import (
+from roxd.policy.file_watch import (
     GATE_HEAD_OFF,
     GATE_TAIL_OFF,
     FileWatchEntries,
     file_watch_entries,
     gate_passes,
 )
+from roxd.policy.kill_tables import (
+    RuleSlots,
+    build_connect_kill_table,
+    build_exec_kill_table,
+    split_verdict,
+)
 from roxd.sensor.headers import resolve_headers
-from roxd.sensor.kill_table import build_connect_kill_table, build_exec_kill_table
 
 pytestmark = pytest.mark.unit
 
@@ -177,14 +182,21 @@ def test_kill_table_scopes() -> None:
         _Spec("r.everywhere", frozenset({"/usr/bin/xmrig"}), frozenset(), _Scope(True, None)),
         _Spec("r.web-only", frozenset(), frozenset({"nc"}), _Scope(False, ("web:1",))),
     ]
-    table = build_exec_kill_table(specs, [(100, a), (200, b)])
+    slots = RuleSlots.number(7, [s.rule_id for s in specs])
+    table = build_exec_kill_table(specs, [(100, a), (200, b)], slots)
     xmrig, nc = records.fnv1a(b"/usr/bin/xmrig"), records.fnv1a(b"nc")
-    assert table.entries[(records.SCOPE_HOST, xmrig)] == 1
-    assert table.entries[(records.SCOPE_ANY_CONTAINER, xmrig)] == 1
-    assert table.entries[(100, nc)] == 2
+    everywhere, web_only = slots.verdict_of("r.everywhere"), slots.verdict_of("r.web-only")
+    assert split_verdict(everywhere) == (7, 1) and split_verdict(web_only) == (7, 2)
+    assert table.entries[(records.SCOPE_HOST, xmrig)] == everywhere
+    assert table.entries[(records.SCOPE_ANY_CONTAINER, xmrig)] == everywhere
+    assert table.entries[(100, nc)] == web_only
     assert (200, nc) not in table.entries
     assert (records.SCOPE_HOST, nc) not in table.entries
-    assert table.slots == {1: "r.everywhere", 2: "r.web-only"}
+    # the kernel's lookup order, in Python: the cgroup's own entries, then the scope sentinel
+    assert table.lookup(100, True, "/bin/nc") == web_only
+    assert table.lookup(200, True, "/bin/nc") == 0
+    assert table.lookup(300, False, "/usr/bin/xmrig") == everywhere
+    assert table.lookup(300, False, "/opt/xmrig") == 0
 
 
 @dataclass(frozen=True)
@@ -205,14 +217,14 @@ def test_connect_kill_table_keys() -> None:
                      _Scope(False, None)),
         _ConnectSpec("r.docker-api", frozenset({2375}), None, _Scope(False, ("web:1",))),
     ]
-    table = build_connect_kill_table(specs, [(100, web)])
+    slots = RuleSlots.number(1, [s.rule_id for s in specs])
+    table = build_connect_kill_table(specs, [(100, web)], slots)
     scope_any = struct.pack("<Q", records.SCOPE_ANY_CONTAINER)
     mapped = b"\0" * 10 + b"\xff\xff" + bytes([169, 254, 169, 254])
-    assert table.any_port == {(64 + 128, scope_any + mapped): 1}
+    assert table.any_port == {(64 + 128, scope_any + mapped): slots.verdict_of("r.metadata")}
     # a port rule with no address: the whole IPv6 space (IPv4 is inside it, v4-mapped)
     key = (64 + 16 + 0, struct.pack("<Q", 100) + struct.pack(">H", 2375) + bytes(16))
-    assert table.by_port == {key: 2}
-    assert table.slots == {1: "r.metadata", 2: "r.docker-api"}
+    assert table.by_port == {key: slots.verdict_of("r.docker-api")}
 
 
 # ---- file watch gates (bpf/file.bpf.c skips the trie and the basename hash behind them)

@@ -12,26 +12,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 from roxd.model import FileWatchSet
 from roxd.sensor import records
 from roxd.sensor.bitwords import has_bit, words_of
+from roxd.sensor.maps import GATE_HEAD_OFF, GATE_TAIL_OFF, GATE_WORDS, FileWatchEntries
+
+__all__ = ["GATE_HEAD_OFF", "GATE_TAIL_OFF", "FileWatchEntries", "file_watch_entries",
+           "gate_passes"]
 
 log = logging.getLogger(__name__)
-
-GATE_WORDS = 1024  # FILE_GATE_WORDS in bpf/common.h: 65,536 bits, one per pair of bytes
-GATE_HEAD_OFF = 1
-GATE_TAIL_OFF = 2
-
-
-@dataclass
-class FileWatchEntries:
-    paths: dict[bytes, int]  # LPM key bytes -> access mask (shorter prefixes folded in)
-    names: dict[int, int]  # FNV-1a of a basename -> access mask
-    everything: int  # access mask wanted for every path
-    gate_words: dict[int, int] = field(default_factory=dict)  # word index -> bits (non-zero)
-    gates_off: int = 0  # GATE_HEAD_OFF | GATE_TAIL_OFF
 
 
 def _mask(kinds: Iterable[str]) -> int:

@@ -1,0 +1,225 @@
+"""KernelPolicy: rules x containers -> the kernel's maps, and the kernel's verdicts -> rules.
+
+Told of rule-set changes (`apply_rules`) and container changes (`containers_changed`, a
+listener any thread may call), it computes what every policy map must hold and hands the
+sensor's map writers the new contents (they apply diffs). The same tables answer the two
+questions the rest of roxd asks of the kernel's decisions:
+
+* which rule killed this process (`rule_of_verdict`): verdicts carry their rule set's
+  generation, so a kill made just before a reload still names the rule that made it;
+* what to do with an exec the kernel held (SIGSTOPped because its cgroup was new): decided
+  by `ExecKillTable.lookup`, the same lookup the kernel does, on the table just written.
+
+Not thread-safe apart from `containers_changed`: the event loop owns it, as it owns the sensor.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from roxd.enforce.kill import KillOutcome, kill_pid
+from roxd.model import Container, ExecEvent
+from roxd.policy.file_watch import file_watch_entries
+from roxd.policy.kill_tables import (
+    ExecKillTable,
+    RuleSlots,
+    build_connect_kill_table,
+    build_exec_kill_table,
+    split_verdict,
+)
+from roxd.rules.ruleset import RuleSet
+from roxd.sensor.maps import ExecKillEntries, FileWatchEntries, LpmEntries
+from roxd.sensor.records import Decoded
+
+log = logging.getLogger(__name__)
+
+ContainerList = list[tuple[int, Container]]
+Signaller = Callable[[int, int], KillOutcome]  # (pid, signal) -> outcome, by pidfd
+
+
+class KernelMaps(Protocol):
+    """The sensor's map writers (roxd.sensor.program.Sensor implements them)."""
+
+    def set_container_cgroups(self, cgroup_ids: Iterable[int]) -> None: ...
+    def set_known_cgroups(self, cgroup_ids: Iterable[int]) -> None: ...
+    def add_known_cgroup(self, cgroup_id: int) -> None: ...
+    def set_hold_unknown(self, enabled: bool) -> None: ...
+    def set_exec_kills(self, entries: ExecKillEntries) -> None: ...
+    def set_connect_kills(self, by_port: LpmEntries, any_port: LpmEntries) -> None: ...
+    def set_file_watches(self, entries: FileWatchEntries) -> None: ...
+    def set_syscall_watches(self, names: Iterable[str] | None) -> None: ...
+    def clear_folds(self) -> None: ...
+    def mark_quiet(self, decoded: Decoded, window_ns: int) -> None: ...
+
+
+@dataclass
+class PolicyCounters:
+    rule_applies: int = 0
+    container_syncs: int = 0
+    held_killed: int = 0
+    held_continued: int = 0
+    quiet_marks: int = 0
+    unknown_verdicts: int = 0  # a verdict whose generation is no longer remembered
+
+
+def _send(pid: int, sig: int) -> KillOutcome:
+    return kill_pid(pid, sig=sig)
+
+
+class KernelPolicy:
+    HISTORY = 16  # rule-set generations whose verdicts are still named (reloads in flight)
+
+    def __init__(self, maps: KernelMaps, *, enforce_in_kernel: bool, fold_window_ns: int,
+                 containers: Callable[[], ContainerList],
+                 known_cgroups: Callable[[], Iterable[int]] = tuple,
+                 signal_pid: Signaller = _send) -> None:
+        """enforce_in_kernel: False in monitor mode or where bpf_send_signal is missing (the
+        kill tables then stay empty). containers: the attributed containers now (the
+        resolver). known_cgroups: every cgroup id classified so far (the cgroup index)."""
+        self._maps = maps
+        self._enforce = enforce_in_kernel
+        self._fold_window_ns = fold_window_ns
+        self._containers = containers
+        self._known_cgroups = known_cgroups
+        self._signal = signal_pid
+        self.counters = PolicyCounters()
+        self._rules: RuleSet | None = None
+        self._generation = 0
+        self._slots: OrderedDict[int, RuleSlots] = OrderedDict()
+        self._exec_table = ExecKillTable({})
+        self._container_cgroups: frozenset[int] = frozenset()
+        self._hold = False
+        self._containers_dirty = True  # set from any thread; read by the loop
+
+    # ------------------------------------------------------------------ inputs
+
+    def apply_rules(self, rules: RuleSet) -> None:
+        """A new rule set (start, reload, enable/disable): new watch sets, a new generation of
+        kill verdicts, and no fold verdict of the old set survives."""
+        self._rules = rules
+        self._generation += 1
+        exec_specs = rules.exec_kill_specs() if self._enforce else []
+        connect_specs = rules.connect_kill_specs() if self._enforce else []
+        slots = RuleSlots.number(self._generation,
+                                 [s.rule_id for s in (*exec_specs, *connect_specs)])
+        self._slots[slots.generation] = slots
+        while len(self._slots) > self.HISTORY:
+            self._slots.popitem(last=False)
+        self._maps.set_file_watches(file_watch_entries(rules.file_watch_set()))
+        self._maps.set_syscall_watches(rules.syscall_watch_set())
+        self._maps.clear_folds()  # old "no rule cares" verdicts may no longer hold
+        self.counters.rule_applies += 1
+        self._sync(self._containers())
+
+    def containers_changed(self) -> None:
+        """A container appeared, changed or went (any thread): the kernel learns of it before
+        the next event is handled, or at the next refresh()."""
+        self._containers_dirty = True
+
+    # ------------------------------------------------------------------ per event
+
+    def on_event(self, decoded: Decoded, container: Container | None) -> str | None:
+        """The loop's one call per event, after attribution: bring pending container changes
+        into the kernel, release a held exec, and name the rule the kernel killed for (None
+        when it killed for none)."""
+        self.refresh()
+        if decoded.held and isinstance(decoded.event, ExecEvent):
+            return self._release_held(decoded.event, container)
+        return self.rule_of_verdict(decoded.kill_slot) if decoded.kill_slot else None
+
+    def quiet(self, decoded: Decoded) -> bool:
+        """No rule cares about this event: fold identical ones in the kernel for a while."""
+        if decoded.fold_key is None or self._fold_window_ns <= 0:
+            return False
+        self._maps.mark_quiet(decoded, self._fold_window_ns)
+        self.counters.quiet_marks += 1
+        return True
+
+    def refresh(self) -> None:
+        """Apply pending container changes (also called by housekeeping)."""
+        if self._containers_dirty and self._rules is not None:
+            self._containers_dirty = False
+            self._sync(self._containers())
+
+    # ------------------------------------------------------------------ answers
+
+    def rule_of_verdict(self, value: int) -> str | None:
+        generation, index = split_verdict(value)
+        slots = self._slots.get(generation)
+        rule_id = slots.rule_of(index) if slots is not None else None
+        if rule_id is None and value:
+            self.counters.unknown_verdicts += 1
+            log.warning("kernel verdict %#x names no remembered rule (generation %d)",
+                        value, generation)
+        return rule_id
+
+    def snapshot(self) -> Mapping[str, object]:
+        """What the kernel was told, for status and tests."""
+        return {"generation": self._generation, "hold_unknown": self._hold,
+                "exec_kill_entries": len(self._exec_table.entries),
+                "container_cgroups": len(self._container_cgroups),
+                **vars(self.counters)}
+
+    @property
+    def exec_table(self) -> ExecKillTable:
+        return self._exec_table
+
+    # ------------------------------------------------------------------ internals
+
+    def _sync(self, containers: ContainerList) -> None:
+        assert self._rules is not None
+        self.counters.container_syncs += 1
+        self._container_cgroups = frozenset(cg for cg, _ in containers)
+        self._maps.set_container_cgroups(self._container_cgroups)
+        if not self._enforce:
+            self._exec_table = ExecKillTable({})
+            self._maps.set_hold_unknown(False)
+            self._maps.set_exec_kills({})
+            self._maps.set_connect_kills({}, {})
+            self._hold = False
+            return
+        slots = self._slots[next(reversed(self._slots))]
+        exec_specs = self._rules.exec_kill_specs()
+        self._exec_table = build_exec_kill_table(exec_specs, containers, slots)
+        self._maps.set_exec_kills(self._exec_table.entries)
+        # Rules that apply to some containers but not to the host cannot be decided for a
+        # cgroup roxd has not classified yet: hold such execs (see process.bpf.c).
+        hold = any(not (s.scope.matches_container(None) and s.scope.matches_any_container())
+                   for s in exec_specs)
+        if hold:
+            self._maps.set_known_cgroups(set(self._known_cgroups()) | self._container_cgroups)
+        self._maps.set_hold_unknown(hold)
+        self._hold = hold
+        connect = build_connect_kill_table(self._rules.connect_kill_specs(), containers, slots)
+        self._maps.set_connect_kills(connect.by_port, connect.any_port)
+
+    def _release_held(self, event: ExecEvent, container: Container | None) -> str | None:
+        """An exec the kernel stopped because its cgroup was new to roxd. Its cgroup is now
+        classified and the tables rewritten (refresh): decide it as the kernel would have,
+        with the kernel's own lookup on the table just written, then kill or continue it.
+        Returns the rule id when killed."""
+        self._maps.add_known_cgroup(event.cgroup_id)
+        is_container = container is not None or event.cgroup_id in self._container_cgroups
+        found = self._exec_table.lookup(event.cgroup_id, is_container, event.filename)
+        rule_id = self.rule_of_verdict(found) if found else None
+        if rule_id is not None:
+            outcome = self._signal(event.pid, signal.SIGKILL)
+            if outcome.killed:
+                self.counters.held_killed += 1
+                return rule_id
+            log.warning("held exec of %s (pid %d) matched %s but could not be killed: %s",
+                        event.filename, event.pid, rule_id, outcome.reason)
+            return None
+        outcome = self._signal(event.pid, signal.SIGCONT)
+        self.counters.held_continued += 1
+        if not outcome.killed and "exited" not in outcome.reason:
+            log.warning("could not continue held pid %d: %s", event.pid, outcome.reason)
+        return None
+
+
+__all__ = ["KernelMaps", "KernelPolicy", "PolicyCounters"]
