@@ -1,75 +1,55 @@
-"""roxd's lifecycle: wire the stages together and run the event loop.
+"""roxd's lifecycle: build the stages once, start them, run the loop, stop them in order.
 
-    sensor ──Decoded──► containers (enrich) ──EnrichedEvent──► rules ──RuleMatch──►
-        response (actions) ──ActionResult──► alerts
+    sensor ──Decoded──► Pipeline.handle: containers ─► policy ─► rules ─► enforce ─► alerts
+                                                       ▲
+    rules (ActiveRules) ──new set──► KernelPolicy ─────┘ (the only writer of kernel maps)
+    containers (resolver) ──changed──►
 
-Each stage knows only the record types of model.py; this module is the one place that knows
-every stage. One thread owns the sensor and runs the loop; the Docker event stream has its
-own thread inside the containers stage.
+The daemon does no per-event work: `Pipeline` (roxd/pipeline.py) handles each event, and
+`KernelPolicy` (roxd/policy/) owns every map userspace writes. Here: build (`_build`, every
+part fully made before anything runs, "unavailable" parts said once in the log), start, the
+loop (poll, API tasks, reload, housekeeping), and shutdown. One thread owns the sensor and
+runs the loop; the Docker event stream, noise control and the API have threads of their own.
 """
 
 from __future__ import annotations
 
-import errno
-import json
+import contextlib
 import logging
 import queue
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from roxd import __version__, features
 from roxd.alerts.delivery import AlertDelivery
-from roxd.alerts.dispatch import AlertDispatcher, LogSink, StreamSink
+from roxd.alerts.dispatch import AlertDispatcher, LogSink, StreamSink, TopicSink
+from roxd.api.port import Activity, DaemonFacts, KernelStats, Programs
 from roxd.api.server import ApiServer
 from roxd.config import Config
 from roxd.containers.attribution import ContainerAttribution
-from roxd.enforce.kill import kill_pid
 from roxd.enforce.quarantine import Quarantine
 from roxd.enforce.response import Responder
 from roxd.enforce.runtime_control import DockerControl
 from roxd.errors import CgroupError, RoxdError, RuleError
-from roxd.model import (
-    ActionKind,
-    ActionResult,
-    ConnectEvent,
-    Container,
-    ExecEvent,
-    ExitEvent,
-    Outcome,
-    Phase,
-    RuleRef,
-    Severity,
-    SyscallEvent,
-    rfc3339,
-)
+from roxd.jsonlines import JsonLines
+from roxd.model import Container, rfc3339
+from roxd.pipeline import Counters, EventTaps, Pipeline, SeccompViolation
+from roxd.policy.kernel import KernelPolicy
 from roxd.pubsub import Topic
-from roxd.rules.loader import load_rule_set
+from roxd.rules.active import ActiveRules
 from roxd.rules.ruleset import RuleSet
-from roxd.sensor.kill_table import build_connect_kill_table, build_exec_kill_table
 from roxd.sensor.program import Sensor, SensorConfig, SensorStats
-from roxd.sensor.records import Decoded
 from roxd.systemd_notify import Notifier
 
 log = logging.getLogger(__name__)
-
-# Alerts the seccomp stage raises without a TOML rule: a profile violation is always news.
-SECCOMP_KILLED = RuleRef(
-    id="seccomp.enforce-kill", name="Process killed for a syscall outside its learned profile",
-    phase=Phase.PRIVILEGE_ESCALATION, severity=Severity.CRITICAL, mitre=("T1611", "T1068"),
-    description="A container in seccomp enforce mode made a system call its image never made "
-                "while learning; the kernel killed the process at syscall entry.")
-SECCOMP_DENIED = RuleRef(
-    id="seccomp.profile-denied", name="Syscall denied by the container's seccomp profile",
-    phase=Phase.PRIVILEGE_ESCALATION, severity=Severity.WARNING, mitre=("T1611",),
-    description="A syscall returned EPERM from the container's applied seccomp profile: an "
-                "attack attempt, or a profile too tight for the workload.")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -81,11 +61,26 @@ class RunOptions:
 
 
 @dataclass
-class Counters:
-    events: int = 0
-    alerts: int = 0
-    quiet_marks: int = 0
-    started_monotonic: float = field(default_factory=time.monotonic)
+class Housekeeping:
+    """Periodic work of the loop: one named job, its period, when it runs next."""
+
+    name: str
+    every_s: float
+    run: Callable[[], None]
+    due: float = 0.0
+
+
+@dataclass
+class Parts:
+    """Everything a running roxd is made of, built once, in order, before the loop starts."""
+
+    attribution: ContainerAttribution
+    sensor: Sensor
+    policy: KernelPolicy
+    pipeline: Pipeline
+    delivery: AlertDelivery
+    seccomp: Any  # roxd.seccomp.service.SeccompService, or None where unavailable
+    api: ApiServer | None = None
 
 
 class Daemon:
@@ -93,94 +88,106 @@ class Daemon:
         self.config = config
         self.options = options
         self.counters = Counters()
-        self.rules: RuleSet | None = None
-        self.rule_paths = list(options.rule_paths) or config.rule_paths()
+        self.rules = ActiveRules(list(options.rule_paths) or config.rule_paths())
         self.features = features.probe(config.containers.docker_url or None)
-        self.attribution: ContainerAttribution | None = None
-        self.sensor: Sensor | None = None
+        self.lines = (JsonLines(options.events_out)
+                      if options.print_events or options.print_alerts else None)
+        self.events_topic = Topic("events")
+        self.alerts_topic = Topic("alerts")
         self.runtime = (DockerControl(config.containers.docker_url,
                                       config.containers.docker_timeout_s)
                         if config.containers.docker_url else None)
         self.quarantine = self._make_quarantine()
-        self.responder = Responder(monitor=config.rules.monitor, quarantine=self.quarantine,
-                                   runtime=self.runtime,
-                                   isolate_fallback=config.enforce.isolate_fallback,
-                                   container_kill=config.enforce.container_kill)
-        sinks: list[Any] = []
-        if options.print_alerts:  # every alert, unfolded: a machine reads this stream
-            sinks.append(StreamSink(options.events_out, kind="alert"))
-        # the log line, journald, syslog forwarding, the SQLite store and webhooks, behind
-        # noise control
-        self.delivery = AlertDelivery.from_settings(config.alerts,
-                                                    Path(config.daemon.state_dir),
-                                                    log_sink=LogSink())
-        sinks.append(self.delivery)
-        self.alerts = AlertDispatcher(sinks)
+        self.started_at = time.time()
+        self.parts: Parts | None = None  # set by run(), complete or not at all
         self._stop = threading.Event()
         self._stop_signalled = False  # set by signal handlers, which must not take locks
         self._reload_signalled = False
         self._reload = threading.Event()
         self._notifier = Notifier()
-        self._fold_window_ns = int(config.sensor.fold_window_s * 1e9)
-        self._kill_slots: dict[int, str] = {}
-        self._connect_kill_slots: dict[int, str] = {}
-        self._containers_version = -1
         # Work handed to the event-loop thread by other threads (the API): rule reloads,
-        # enable/disable, actions. Run between two polls, so no stage needs locks.
+        # enable/disable, seccomp calls. Run between two polls, so no stage needs locks.
         self._loop_tasks: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
-        self.events_topic = Topic("events")
-        self.alerts_topic = Topic("alerts")
-        self.started_at = time.time()
-        self.api: ApiServer | None = None
-        self.seccomp: Any = None  # roxd.seccomp.service.SeccompService once started
-        self.rule_overrides: dict[str, bool] = {}  # rule id -> enabled, set at runtime
 
     # ------------------------------------------------------------------ lifecycle
 
     def run(self) -> int:
         log.info("roxd %s starting (config: %s)", __version__, self.config.source)
         log.info("host features: %s", self.features.summary())
-        self.rules = self._load_rules_or_fail()
         try:
-            self.attribution = ContainerAttribution.from_host(
-                docker_url=self.config.containers.docker_url or None,
-                docker_timeout=self.config.containers.docker_timeout_s,
-            )
-        except CgroupError as exc:
-            log.error("%s", exc)
-            return 1
-        self.attribution.start()
-        self.responder.cgroup2_root = self.attribution.index.root
-        self.seccomp = self._make_seccomp()
-        self.responder.seccomp = self.seccomp
-        self._reconcile_quarantine()
-        sensor_cfg = SensorConfig(
-            cache_dir=Path(self.config.daemon.cache_dir),
-            ringbuf_pages=self.config.sensor.ringbuf_pages,
-            max_args=self.config.sensor.max_args,
-            **({"bpf_dir": Path(self.config.sensor.bpf_dir)} if self.config.sensor.bpf_dir
-               else {}),
-        )
-        self.sensor = Sensor(sensor_cfg, self._on_decoded)
+            rules = self.rules.load()
+        except RuleError as exc:
+            raise RoxdError(f"rules not loaded: {exc}") from exc
+        delivery = self._make_delivery()
         try:
-            self.sensor.start()
-            self._push_kernel_policy(force=True)
-            self._install_signal_handlers()
-            self.api = ApiServer(self, self.config.daemon.socket)
-            self.api.start()
-            containers = len(self.attribution.resolver.containers())
+            try:
+                attribution = ContainerAttribution.from_host(
+                    docker_url=self.config.containers.docker_url or None,
+                    docker_timeout=self.config.containers.docker_timeout_s,
+                )
+            except CgroupError as exc:
+                log.error("%s", exc)
+                return 1
+            self.parts = self._build(attribution, delivery)
+            self._start(self.parts)
+            containers = len(attribution.resolver.containers())
             log.info(
                 "roxd is watching: %d eBPF programs attached, %d rules (%s), %d containers",
-                len(self.sensor.attached), len(self.rules.rules), self.rules.version[:12],
+                len(self.parts.sensor.attached), len(rules.rules), rules.version[:12],
                 containers,
             )
-            self._notifier.ready(f"watching {containers} containers, "
-                                 f"{len(self.rules.rules)} rules")
-            self._loop()
+            self._notifier.ready(f"watching {containers} containers, {len(rules.rules)} rules")
+            self._loop(self.parts)
         finally:
             self._notifier.stopping()
-            self._shutdown()
+            self._shutdown(delivery)
         return 0
+
+    def _build(self, attribution: ContainerAttribution, delivery: AlertDelivery) -> Parts:
+        responder = Responder(monitor=self.config.rules.monitor, quarantine=self.quarantine,
+                              runtime=self.runtime,
+                              isolate_fallback=self.config.enforce.isolate_fallback,
+                              container_kill=self.config.enforce.container_kill,
+                              cgroup2_root=attribution.index.root)
+        raw_taps = ([StreamSink(self.lines, kind="alert")]
+                    if self.options.print_alerts and self.lines is not None else [])
+        alerts = AlertDispatcher(delivery, raw_taps)
+        pipeline: Pipeline | None = None
+        sensor = Sensor(self._sensor_config(), lambda decoded: pipeline_of().handle(decoded))
+
+        def pipeline_of() -> Pipeline:
+            assert pipeline is not None  # the sensor delivers nothing before start()
+            return pipeline
+
+        policy = KernelPolicy(
+            sensor,
+            enforce_in_kernel=not self.config.rules.monitor
+            and self.features.send_signal.available,
+            fold_window_ns=int(self.config.sensor.fold_window_s * 1e9),
+            containers=attribution.resolver.containers,
+            known_cgroups=attribution.index.known_ids)
+        pipeline = Pipeline(
+            enricher=attribution.enricher, rules=lambda: self.rules.current, policy=policy,
+            responder=responder, alerts=alerts,
+            taps=EventTaps(self.events_topic,
+                           self.lines if self.options.print_events else None),
+            counters=self.counters)
+        seccomp = self._make_seccomp(attribution)
+        responder.seccomp = seccomp
+        return Parts(attribution, sensor, policy, pipeline, delivery, seccomp)
+
+    def _start(self, parts: Parts) -> None:
+        parts.attribution.start()
+        self._reconcile_quarantine()
+        parts.sensor.start()
+        # from here on the policy alone writes the kernel's maps: rules now, then every new
+        # rule set and every container change
+        parts.policy.apply_rules(self.rules.current)
+        self.rules.add_listener(parts.policy.apply_rules)
+        parts.attribution.resolver.add_change_listener(parts.policy.containers_changed)
+        self._install_signal_handlers()
+        parts.api = ApiServer(DaemonPort(self, parts), self.config.daemon.socket)
+        parts.api.start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -188,25 +195,26 @@ class Daemon:
     def request_reload(self) -> None:
         self._reload.set()
 
-    def _shutdown(self) -> None:
-        if self.api is not None:
-            self.api.close()
-        if self.sensor is not None and self.sensor.started:
+    def _shutdown(self, delivery: AlertDelivery) -> None:
+        parts = self.parts
+        if parts is not None and parts.api is not None:
+            parts.api.close()
+        if parts is not None and parts.sensor.started:
             # detach, then drain, then count: the final counters match what was delivered
-            self.sensor.detach()
-            self.sensor.drain()
+            parts.sensor.detach()
+            parts.sensor.drain()
             self._flush_output()
-            stats = self.sensor.stats()
-            if self.options.print_events:
-                self._write_line(self.stats_record(stats, final=True))
+            stats = parts.sensor.stats()
+            if self.options.print_events and self.lines is not None:
+                self.lines.write(self.stats_record(stats, final=True))
                 self._flush_output()
-            self.sensor.close()
+            parts.sensor.close()
             log.info("roxd stopped; kernel counters: %s", _fmt_counters(stats.counters))
-        if self.seccomp is not None:
-            self.seccomp.close()
-        self.delivery.close(5.0)  # after the last alert: flushes folds and queues to disk
-        if self.attribution is not None:
-            self.attribution.stop()
+        if parts is not None and parts.seccomp is not None:
+            parts.seccomp.close()
+        delivery.close(5.0)  # after the last alert: flushes folds and queues to disk
+        if parts is not None:
+            parts.attribution.stop()
         if self.runtime is not None:
             self.runtime.close()
 
@@ -226,18 +234,34 @@ class Daemon:
     def _on_reload_signal(self, _signum: int, _frame: object) -> None:
         self._reload_signalled = True
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set() or self._stop_signalled
+
     # ------------------------------------------------------------------ loop
 
-    def _loop(self) -> None:
-        assert self.sensor is not None
+    def _housekeeping(self, parts: Parts) -> list[Housekeeping]:
+        now = time.monotonic()
+        jobs = [
+            # container changes reach the kernel at the next event; this is the safety net
+            # for a quiet host (a container started, no event yet)
+            Housekeeping("policy refresh", 1.0, parts.policy.refresh),
+            Housekeeping("seccomp poll", self.config.seccomp.poll_interval_s,
+                         lambda: self._poll_seccomp(parts)),
+            Housekeeping("quarantine reconcile", self.config.enforce.reconcile_interval_s,
+                         self._reconcile_quarantine),
+            Housekeeping("stats", self.config.daemon.stats_interval_s,
+                         lambda: self._log_stats(parts)),
+        ]
+        for job in jobs:
+            job.due = now + job.every_s
+        return jobs
+
+    def _loop(self, parts: Parts) -> None:
         poll_ms = self.config.sensor.poll_timeout_ms
-        stats_every = self.config.daemon.stats_interval_s
-        next_stats = time.monotonic() + stats_every
-        next_policy = time.monotonic() + 1.0
-        next_reconcile = time.monotonic() + self.config.enforce.reconcile_interval_s
-        next_seccomp = time.monotonic() + self.config.seccomp.poll_interval_s
-        while not self._stop.is_set() and not self._stop_signalled:
-            self.sensor.poll(poll_ms)
+        jobs = self._housekeeping(parts)
+        while not self.stopping:
+            parts.sensor.poll(poll_ms)
             self._run_loop_tasks()
             self._flush_output()
             self._notifier.watchdog()
@@ -246,28 +270,18 @@ class Daemon:
                 self._reload_signalled = False
                 self.reload_rules()
             now = time.monotonic()
-            if now >= next_policy:
-                # container set changes (start/stop) re-target container-scoped kill entries
-                self._push_kernel_policy()
-                next_policy = now + 1.0
-            if now >= next_seccomp:
-                self._poll_seccomp()
-                next_seccomp = now + self.config.seccomp.poll_interval_s
-            if now >= next_reconcile:
-                self._reconcile_quarantine()
-                next_reconcile = now + self.config.enforce.reconcile_interval_s
-            if now >= next_stats:
-                self._log_stats()
-                self.sensor.resync_clock()
-                next_stats = now + stats_every
-        self.sensor.drain()
+            for job in jobs:
+                if now >= job.due:
+                    job.run()
+                    job.due = now + job.every_s
+        parts.sensor.drain()
         self._flush_output()
 
-    def call_in_loop(self, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
+    def call_in_loop(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
         """Run fn on the event-loop thread and return its result (or raise its error)."""
         if threading.current_thread() is threading.main_thread() and not self._stop.is_set():
             return fn()
-        future: Future[Any] = Future()
+        future: Future[T] = Future()
         self._loop_tasks.put((fn, future))
         return future.result(timeout)
 
@@ -285,161 +299,43 @@ class Daemon:
                 future.set_exception(exc)
 
     def _flush_output(self) -> None:
-        if self.options.print_events or self.options.print_alerts:
-            try:
-                self.options.events_out.flush()
-            except BrokenPipeError:
+        if self.lines is not None:
+            self.lines.flush()
+            if self.lines.broken:
                 self.stop()
-
-    # ------------------------------------------------------------------ events
-
-    def _on_decoded(self, decoded: Decoded) -> None:
-        assert self.attribution is not None and self.rules is not None
-        enriched = self.attribution.enricher.enrich(decoded.event)
-        self.counters.events += 1
-        if self.attribution.resolver.version != self._containers_version:
-            # a container appeared or went: its kill entries must be in the kernel now, not
-            # at the next housekeeping tick
-            self._push_kernel_policy()
-        held_kill: str | None = None
-        if decoded.held and isinstance(decoded.event, ExecEvent):
-            held_kill = self._release_held(decoded.event, enriched.container)
-        if self.options.print_events or self.events_topic.active:
-            record = enriched.to_dict()
-            if self.options.print_events:
-                self._write_line(record)
-            self.events_topic.publish(record)
-        if isinstance(decoded.event, ExitEvent):
-            return
-        matches = self.rules.match(enriched)
-        if not matches:
-            if decoded.fold_key is not None and self._fold_window_ns > 0 and self.sensor:
-                self.sensor.mark_quiet(decoded, self._fold_window_ns)
-                self.counters.quiet_marks += 1
-            return
-        slots = (self._connect_kill_slots if isinstance(decoded.event, ConnectEvent)
-                 else self._kill_slots)
-        killed_by = slots.get(decoded.kill_slot) if decoded.kill_slot else held_kill
-        for match in matches:
-            results = self.responder.respond(match, enriched,
-                                             killed_in_kernel=killed_by == match.rule.id,
-                                             held=decoded.held)
-            alert = self.alerts.raise_alert(match.rule, enriched, results)
-            if alert is not None:
-                self.counters.alerts += 1
-                if self.alerts_topic.active:
-                    self.alerts_topic.publish(alert.to_dict())
-
-    def _write_line(self, obj: dict[str, Any]) -> None:
-        try:
-            self.options.events_out.write(json.dumps(obj, separators=(",", ":")) + "\n")
-        except BrokenPipeError:
-            self.stop()
 
     # ------------------------------------------------------------------ rules
 
-    def _load_rules_or_fail(self) -> RuleSet:
-        try:
-            rules = load_rule_set(self.rule_paths)
-        except RuleError as exc:
-            raise RoxdError(f"rules not loaded: {exc}") from exc
-        log.info("loaded %d rules from %s", len(rules.rules),
-                 ", ".join(str(p) for p in self.rule_paths))
-        return rules
-
     def reload_rules(self) -> bool:
-        """Swap the whole rule set atomically; a bad file keeps the previous set running."""
+        """Swap the whole rule set atomically; a bad file keeps the previous set running.
+        The kernel policy hears of the new set (ActiveRules' listener)."""
         try:
-            new_rules = load_rule_set(self.rule_paths)
+            new_rules = self.rules.reload()
         except RuleError as exc:
             log.error("rule reload failed, keeping the previous rule set: %s", exc)
             self._notifier.status(f"rule reload failed: {exc}")
             return False
-        new_rules = self._with_overrides(new_rules)  # runtime enable/disable survive reloads
-        self.rules = new_rules
-        if self.sensor is not None:
-            self.sensor.clear_folds()  # old "no rule cares" verdicts may no longer hold
-            self._push_kernel_policy(force=True)
         log.info("rules reloaded: %d rules (%s)", len(new_rules.rules), new_rules.version[:12])
         self._notifier.status(f"rules reloaded: {len(new_rules.rules)} rules")
         return True
 
-    def set_rule_enabled(self, rule_ids: Iterable[str], enabled: bool) -> RuleSet:
-        """Enable or disable rules at runtime (the API, on the loop thread); kept across
-        reloads until roxd restarts."""
-        assert self.rules is not None
-        for rule_id in rule_ids:
-            self.rule_overrides[rule_id] = enabled
-        self.rules = self._with_overrides(self.rules)
-        if self.sensor is not None:
-            self.sensor.clear_folds()
-            self._push_kernel_policy(force=True)
-        return self.rules
+    # ------------------------------------------------------------------ parts
 
-    def _with_overrides(self, rules: RuleSet) -> RuleSet:
-        if not self.rule_overrides:
-            return rules
-        return RuleSet([replace(r, enabled=self.rule_overrides.get(r.id, r.enabled))
-                        if self.rule_overrides.get(r.id, r.enabled) != r.enabled else r
-                        for r in rules.rules], rules.version, rules.files)
+    def _sensor_config(self) -> SensorConfig:
+        return SensorConfig(
+            cache_dir=Path(self.config.daemon.cache_dir),
+            ringbuf_pages=self.config.sensor.ringbuf_pages,
+            max_args=self.config.sensor.max_args,
+            **({"bpf_dir": Path(self.config.sensor.bpf_dir)} if self.config.sensor.bpf_dir
+               else {}),
+        )
 
-    def _release_held(self, event: ExecEvent, container: Container | None) -> str | None:
-        """An exec the kernel stopped because its cgroup was new to roxd: now that the cgroup
-        is classified (and its kill entries pushed), apply the exec kill rules to it as the
-        kernel would have, then kill it or let it run. Returns the rule id when killed."""
-        assert self.sensor is not None and self.rules is not None
-        self.sensor.add_known_cgroup(event.cgroup_id)
-        path = event.filename
-        name = path.rpartition("/")[2]
-        for spec in self.rules.exec_kill_specs():
-            if (path in spec.exe_paths or name in spec.exe_basenames) and \
-                    spec.scope.matches_container(container):
-                outcome = kill_pid(event.pid)
-                if outcome.killed:
-                    return spec.rule_id
-                log.warning("held exec of %s (pid %d) matched %s but could not be killed: %s",
-                            path, event.pid, spec.rule_id, outcome.reason)
-                return None
-        outcome = kill_pid(event.pid, sig=signal.SIGCONT)
-        if not outcome.killed and "exited" not in outcome.reason:
-            log.warning("could not continue held pid %d: %s", event.pid, outcome.reason)
-        return None
-
-    def _push_kernel_policy(self, force: bool = False) -> None:
-        """Keep the kernel's exec-kill and container maps in step with rules and containers."""
-        assert self.sensor is not None and self.attribution is not None and self.rules is not None
-        if force:  # the rules changed (start, reload, enable/disable): what the kernel lets by
-            self.sensor.set_file_watches(self.rules.file_watch_set())
-            self.sensor.set_syscall_watches(self.rules.syscall_watch_set())
-        version = self.attribution.resolver.version
-        if not force and version == self._containers_version:
-            return
-        self._containers_version = version
-        containers = self.attribution.resolver.containers()
-        self.sensor.set_container_cgroups(cg for cg, _ in containers)
-        if self.config.rules.monitor or not self.features.send_signal.available:
-            self.sensor.set_hold_unknown(False)
-            self.sensor.set_exec_kills({})
-            self.sensor.set_connect_kills({}, {})
-            self._kill_slots, self._connect_kill_slots = {}, {}
-            return
-        specs = self.rules.exec_kill_specs()
-        table = build_exec_kill_table(specs, containers)
-        self.sensor.set_exec_kills(table.entries)
-        self._kill_slots = table.slots
-        # Rules that apply to some containers but not to the host cannot be decided for a
-        # cgroup roxd has not classified yet: hold such execs (see process.bpf.c).
-        hold = any(not (s.scope.matches_container(None) and s.scope.matches_any_container())
-                   for s in specs)
-        if hold:
-            known = set(self.attribution.index.known_ids()) | {cg for cg, _ in containers}
-            self.sensor.set_known_cgroups(known)
-        self.sensor.set_hold_unknown(hold)
-        ctable = build_connect_kill_table(self.rules.connect_kill_specs(), containers)
-        self.sensor.set_connect_kills(ctable.by_port, ctable.any_port)
-        self._connect_kill_slots = ctable.slots
-
-    # ------------------------------------------------------------------ enforcement
+    def _make_delivery(self) -> AlertDelivery:
+        # noise control, then every consumer of alerts: the log line, the API's live stream
+        # and ring, journald, syslog forwarding, the SQLite store, webhooks
+        return AlertDelivery.from_settings(self.config.alerts, Path(self.config.daemon.state_dir),
+                                           log_sink=LogSink(),
+                                           taps={"api": TopicSink(self.alerts_topic)})
 
     def _make_quarantine(self) -> Quarantine | None:
         if self.runtime is None:
@@ -460,7 +356,7 @@ class Daemon:
         except Exception:  # a runtime hiccup must not stop the loop; next round retries
             log.exception("quarantine reconciliation failed")
 
-    def _make_seccomp(self) -> Any:
+    def _make_seccomp(self, attribution: ContainerAttribution) -> Any:
         if not self.config.containers.docker_url:
             log.warning("no container runtime configured: seccomp learning is unavailable")
             return None
@@ -474,59 +370,42 @@ class Daemon:
                                          timeout=self.config.containers.docker_timeout_s)
             return SeccompService(Path(self.config.daemon.state_dir), client,
                                   honor_label=self.config.seccomp.honor_label,
-                                  cgroup_root=self.attribution.index.root
-                                  if self.attribution else None)
+                                  cgroup_root=attribution.index.root)
         except Exception as exc:  # Docker down at start, libseccomp missing, ...: say so
             log.warning("seccomp learning/enforcement unavailable: %s", exc)
             return None
 
-    def _poll_seccomp(self) -> None:
-        """Kills and denials from the seccomp stage become alerts like any other."""
-        if self.seccomp is None or self.attribution is None:
+    def _poll_seccomp(self, parts: Parts) -> None:
+        if parts.seccomp is None:
             return
         try:
-            events = self.seccomp.poll()
+            events = parts.seccomp.poll()
         except Exception:
             log.exception("seccomp poll failed")
             return
-        for ev in events:
-            cgroups = self.attribution.resolver.cgroup_ids_of(ev.container_id)
-            syscall = SyscallEvent(
-                time_ns=time.time_ns(), pid=ev.pid, uid=0,
-                cgroup_id=next(iter(cgroups), 0), comm="", syscall=ev.syscall,
-                errno=0 if ev.kind == "killed" else errno.EPERM, count=ev.count,
-                source=f"seccomp-{'enforce' if ev.kind == 'killed' else 'deny'}")
-            enriched = self.attribution.enricher.enrich(syscall)
-            if ev.kind == "killed":
-                rule, actions = SECCOMP_KILLED, (ActionResult(
-                    ActionKind.KILL, Outcome.DONE,
-                    f"SIGKILL at sys_enter of {ev.syscall}: outside the enforced profile",
-                    in_kernel=True),)
-            else:
-                rule, actions = SECCOMP_DENIED, (ActionResult(
-                    ActionKind.ALERT, Outcome.DONE,
-                    f"{ev.syscall} denied by the container's seccomp profile (EPERM)"),)
-            alert = self.alerts.raise_alert(rule, enriched, actions)
-            self.counters.alerts += 1
-            if self.alerts_topic.active:
-                self.alerts_topic.publish(alert.to_dict())
+        resolver = parts.attribution.resolver
+        parts.pipeline.handle_seccomp([
+            SeccompViolation(killed=ev.kind == "killed", syscall=ev.syscall, pid=ev.pid,
+                             count=ev.count,
+                             cgroup_id=next(iter(resolver.cgroup_ids_of(ev.container_id)), 0))
+            for ev in events])
 
     # ------------------------------------------------------------------ status
 
-    def _log_stats(self) -> None:
-        assert self.sensor is not None
-        stats = self.sensor.stats()
-        if self.options.print_events:
-            self._write_line(self.stats_record(stats))
+    def _log_stats(self, parts: Parts) -> None:
+        stats = parts.sensor.stats()
+        if self.options.print_events and self.lines is not None:
+            self.lines.write(self.stats_record(stats))
         dropped = stats.dropped
         level = logging.WARNING if dropped else logging.INFO
         log.log(level, "events %d alerts %d; kernel: %s", self.counters.events,
                 self.counters.alerts, _fmt_counters(stats.counters))
         self._notifier.status(f"events {self.counters.events}, alerts {self.counters.alerts}, "
                               f"dropped {dropped}")
-
+        parts.sensor.resync_clock()
 
     def stats_record(self, stats: SensorStats, final: bool = False) -> dict[str, Any]:
+        assert self.parts is not None
         return {
             "type": "stats",
             "final": final,
@@ -536,11 +415,79 @@ class Daemon:
             "quiet_marks": self.counters.quiet_marks,
             "kernel": dict(stats.counters),
             "drops_by_cgroup": {str(k): v for k, v in stats.drops_by_cgroup.items()},
-            "alert_sinks": self.delivery.stats(),
+            "alert_sinks": self.parts.delivery.stats(),
+            "policy": dict(self.parts.policy.snapshot()),
             "decode_errors": stats.decode_errors,
             "handler_errors": stats.callback_errors,
         }
 
 
-def _fmt_counters(counters: dict[str, int] | Any) -> str:
+class DaemonPort:
+    """The daemon as the control API sees it (roxd.api.port.DaemonPort): snapshots and
+    commands, nothing else of the daemon's insides."""
+
+    def __init__(self, daemon: Daemon, parts: Parts) -> None:
+        self._daemon = daemon
+        self._parts = parts
+        config = daemon.config
+        self.facts = DaemonFacts(started_at=daemon.started_at, monitor=config.rules.monitor,
+                                 config_source=str(config.source),
+                                 features=daemon.features.to_dict(), api=config.api)
+        self.events_topic = daemon.events_topic
+        self.alerts_topic = daemon.alerts_topic
+
+    def activity(self) -> Activity:
+        c = self._daemon.counters
+        return Activity(c.events, c.alerts, c.quiet_marks)
+
+    def stopping(self) -> bool:
+        return self._daemon.stopping
+
+    def programs(self) -> Programs:
+        sensor = self._parts.sensor
+        return Programs(tuple(sensor.attached), sensor.load_seconds)
+
+    def kernel_stats(self) -> KernelStats:
+        raw = self._daemon.call_in_loop(self._parts.sensor.stats, timeout=5.0)
+        return KernelStats(dict(raw.counters), dict(raw.drops_by_cgroup), raw.decode_errors,
+                           raw.callback_errors)
+
+    def rules(self) -> RuleSet | None:
+        with contextlib.suppress(RuntimeError):
+            return self._daemon.rules.current
+        return None
+
+    def rule_paths(self) -> Sequence[Path]:
+        return self._daemon.rules.paths
+
+    def rule_overrides(self) -> Mapping[str, bool]:
+        return dict(self._daemon.rules.overrides)
+
+    def containers(self) -> list[tuple[int, Container]]:
+        return self._parts.attribution.resolver.containers()
+
+    def quarantine(self) -> Quarantine | None:
+        return self._daemon.quarantine
+
+    def seccomp(self) -> Any:
+        return self._parts.seccomp
+
+    def alert_store(self) -> Any:
+        return self._parts.delivery.store
+
+    def alert_sink_stats(self) -> Mapping[str, int]:
+        return self._parts.delivery.stats()
+
+    def call_in_loop(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
+        return self._daemon.call_in_loop(fn, timeout)
+
+    def reload_rules(self) -> bool:
+        return self._daemon.reload_rules()
+
+    def set_rules_enabled(self, rule_ids: Sequence[str], enabled: bool) -> RuleSet:
+        """On the loop thread; kept across reloads until roxd restarts."""
+        return self._daemon.rules.set_enabled(rule_ids, enabled)
+
+
+def _fmt_counters(counters: Mapping[str, int]) -> str:
     return " ".join(f"{k}={v}" for k, v in counters.items() if v)

@@ -52,6 +52,11 @@ class Topic:
     def active(self) -> bool:
         return bool(self._subs)
 
+    @property
+    def subscribers(self) -> int:
+        with self._lock:
+            return len(self._subs)
+
     def publish(self, item: dict[str, Any]) -> None:
         self.published += 1
         with self._lock:

@@ -1,13 +1,15 @@
 """All configured alert sinks behind one AlertSink, built from AlertsSettings.
 
-    delivery = AlertDelivery.from_settings(settings, state_dir)
-    dispatcher.add_sink(delivery)          # or AlertDispatcher([..., delivery])
+    delivery = AlertDelivery.from_settings(settings, state_dir, log_sink=LogSink(),
+                                           taps={"api": TopicSink(alerts_topic)})
+    dispatcher = AlertDispatcher(delivery)
     delivery.stats()  -> {"journald.sent": 3, "syslog.tcp-127.0.0.1-6514.queued": 0, ...}
     delivery.store    -> AlertStore for the API (None when disabled)
     delivery.close(timeout)                # flushes noise windows, then every sink
 
-Order of stages: NoiseControl (fold, rate limit) → the log line (when given), journald, syslog
-collectors, store, webhooks.
+Order of stages: NoiseControl (fold, rate limit) → the log line (when given), the taps (the
+API's live stream and ring), journald, syslog collectors, store, webhooks: every consumer sees
+the same alerts.
 A sink that cannot start (no journald socket is fine; an unwritable state dir is not) is logged
 and left out, never fatal: alerts still reach the others.
 """
@@ -47,12 +49,14 @@ class AlertDelivery:
 
     @classmethod
     def from_settings(cls, settings: AlertsSettings, state_dir: Path | str,
-                      log_sink: DeliverySink | None = None) -> AlertDelivery:
+                      log_sink: DeliverySink | None = None,
+                      taps: dict[str, DeliverySink] | None = None) -> AlertDelivery:
         state = Path(state_dir)
         sinks: dict[str, DeliverySink] = {}
         store: AlertStore | None = None
         if log_sink is not None:
             sinks["log"] = log_sink
+        sinks.update(taps or {})
         if settings.journald.enabled:
             _start(sinks, "journald", lambda: JournaldSink(settings.journald))
         for c in settings.syslog:

@@ -1,19 +1,23 @@
-"""Alerts: build them from a rule match and the actions' results, and hand them to sinks.
+"""Alerts: build them from a rule match and the actions' results, and send them out.
 
-The sinks here are the always-available ones (the log, a JSON-lines stream); journald, syslog,
-the SQLite store and webhooks plug in through the same AlertSink protocol.
+The one way out for alerts is AlertDispatcher.raise_alert: it hands every alert to the
+delivery chain (noise control, then every consumer: the log line, the API's live stream and
+in-memory ring, journald, syslog, the store, webhooks, any later exporter), so all of them see
+the same alerts. Raw taps, named as such, see each alert as raised, before noise control
+(`--print-alerts`, for machines that want every alert unfolded).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
 from collections.abc import Sequence
-from typing import IO, Protocol
+from typing import Protocol
 
+from roxd.jsonlines import JsonLines
 from roxd.model import ActionResult, Alert, EnrichedEvent, RuleRef, Severity
+from roxd.pubsub import Topic
 
 log = logging.getLogger("roxd.alert")
 
@@ -70,23 +74,50 @@ class LogSink:
 
 
 class StreamSink:
-    """JSON lines on a stream, tagged with a type so they can share stdout with events."""
+    """JSON lines on a shared stream, tagged with a type so they can share stdout with events."""
 
-    def __init__(self, stream: IO[str], kind: str = "alert") -> None:
-        self._stream = stream
+    def __init__(self, lines: JsonLines, kind: str = "alert") -> None:
+        self._lines = lines
         self._kind = kind
+        self._sent = 0
 
     def emit(self, alert: Alert) -> None:
-        record = {"type": self._kind, **alert.to_dict()}
-        self._stream.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._lines.write({"type": self._kind, **alert.to_dict()})
+        self._sent += 1
+
+    def stats(self) -> dict[str, int]:
+        return {"sent": self._sent}
+
+    def close(self, timeout: float = 0.0) -> None:
+        self._lines.flush()
+
+
+class TopicSink:
+    """Alerts to a pubsub Topic: the API's live stream (`roxctl alerts follow`) and the
+    in-memory ring behind `GET /v1/alerts` when there is no store."""
+
+    def __init__(self, topic: Topic) -> None:
+        self._topic = topic
+
+    def emit(self, alert: Alert) -> None:
+        if self._topic.active:
+            self._topic.publish(alert.to_dict())
+
+    def stats(self) -> dict[str, int]:
+        return {"published": self._topic.published}
+
+    def close(self, timeout: float = 0.0) -> None:
+        pass
 
 
 class AlertDispatcher:
-    def __init__(self, sinks: Sequence[AlertSink]) -> None:
-        self._sinks = list(sinks)
+    """Makes the Alert and sends it: raw taps first, then `delivery` (noise control and every
+    consumer behind it)."""
 
-    def add_sink(self, sink: AlertSink) -> None:
-        self._sinks.append(sink)
+    def __init__(self, delivery: AlertSink, raw_taps: Sequence[AlertSink] = ()) -> None:
+        self._delivery = delivery
+        self._raw_taps = list(raw_taps)
+        self.raised = 0
 
     def raise_alert(
         self, rule: RuleRef, event: EnrichedEvent, actions: Sequence[ActionResult]
@@ -94,7 +125,8 @@ class AlertDispatcher:
         now = time.time_ns()
         alert = Alert(id=uuid.uuid4().hex, time_ns=now, rule=rule, event=event,
                       actions=tuple(actions), first_ns=event.time_ns, last_ns=event.time_ns)
-        for sink in self._sinks:
+        self.raised += 1
+        for sink in (*self._raw_taps, self._delivery):
             try:
                 sink.emit(alert)
             except Exception:  # one broken sink must not silence the others

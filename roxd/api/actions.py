@@ -13,6 +13,7 @@ from typing import Any
 
 from roxd.api.containers import ContainerDirectory
 from roxd.api.http import Request
+from roxd.api.port import DaemonPort, QuarantineControl
 from roxd.enforce.kill import kill_pid
 from roxd.errors import ApiError
 
@@ -28,7 +29,7 @@ def _comm(pid: int) -> str | None:
 
 
 class ActionEndpoints:
-    def __init__(self, daemon: Any, directory: ContainerDirectory) -> None:
+    def __init__(self, daemon: DaemonPort, directory: ContainerDirectory) -> None:
         self.daemon = daemon
         self.directory = directory
 
@@ -49,8 +50,8 @@ class ActionEndpoints:
             raise ApiError(status, outcome.reason)
         return {"pid": pid, "killed": True, "reason": outcome.reason, "comm": comm}
 
-    def _quarantine(self) -> Any:
-        q = self.daemon.quarantine
+    def _quarantine(self) -> QuarantineControl:
+        q = self.daemon.quarantine()
         if q is None:
             raise ApiError(501, "network quarantine is not available on this host (no "
                                 "container runtime or no nftables: see roxd's start-up log)")

@@ -1,8 +1,8 @@
-"""Where GET /v1/alerts reads from: the SQLite alert store when the daemon has one, else a
-bounded ring of recent alerts fed by the daemon's alerts topic.
-
-Both sit behind `AlertSource` (query / get / counts), so wiring the store is one line in the
-daemon (`daemon.alert_store = AlertStore(...)`); the API picks it up at start.
+"""Where GET /v1/alerts reads from: the SQLite alert store when the daemon has one
+(`DaemonPort.alert_store()`), else a bounded ring of recent alerts fed by the daemon's alerts
+topic. The topic is fed by the alert fan-out after noise control, like the store, so the
+live stream, the ring and the store hold the same alerts. Both sit behind `AlertSource`
+(query / get / counts).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from roxd.pubsub import Topic
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +162,7 @@ class StoreAlerts:
 class AlertFeed:
     """Drains the daemon's alerts topic into the in-memory ring on its own thread."""
 
-    def __init__(self, topic: Any, recent: RecentAlerts, maxsize: int,
+    def __init__(self, topic: Topic, recent: RecentAlerts, maxsize: int,
                  stopping: threading.Event) -> None:
         self._topic = topic
         self._recent = recent

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from roxd.api.port import DaemonPort
 from roxd.errors import ApiError
 
 
@@ -30,7 +31,7 @@ class ApiConflict(ApiError):
 
 
 class ContainerDirectory:
-    def __init__(self, daemon: Any, alert_counts: Callable[[], dict[str, int]]) -> None:
+    def __init__(self, daemon: DaemonPort, alert_counts: Callable[[], dict[str, int]]) -> None:
         self.daemon = daemon
         self.alert_counts = alert_counts
 
@@ -38,14 +39,12 @@ class ContainerDirectory:
         """Running containers (deduplicated over their cgroups), then quarantined ones that are
         not running now (they are still someone's to release)."""
         by_id: dict[str, ContainerInfo] = {}
-        attribution = self.daemon.attribution
-        pairs = attribution.resolver.containers() if attribution is not None else []
-        for cgroup_id, c in pairs:
+        for cgroup_id, c in self.daemon.containers():
             known = by_id.get(c.id)
             cgroups = (*known.cgroup_ids, cgroup_id) if known else (cgroup_id,)
             by_id[c.id] = ContainerInfo(c.id, c.name, c.image, c.runtime, dict(c.labels),
                                         tuple(sorted(cgroups)))
-        quarantine = self.daemon.quarantine
+        quarantine = self.daemon.quarantine()
         for record in quarantine.records() if quarantine is not None else []:
             if record.container_id not in by_id:
                 by_id[record.container_id] = ContainerInfo(
@@ -69,12 +68,12 @@ class ContainerDirectory:
                           [{"id": c.id, "name": c.name} for c in prefixed[:20]])
 
     def describe(self, c: ContainerInfo) -> dict[str, Any]:
-        quarantine = self.daemon.quarantine
+        quarantine = self.daemon.quarantine()
         record = None
         if quarantine is not None:
             record = next((r for r in quarantine.records() if r.container_id == c.id), None)
-        monitor = bool(self.daemon.config.rules.monitor)
-        seccomp = getattr(self.daemon, "seccomp", None)
+        monitor = self.daemon.facts.monitor
+        seccomp = self.daemon.seccomp()
         return {
             "id": c.id, "name": c.name, "image": c.image, "runtime": c.runtime,
             "labels": c.labels, "cgroup_ids": list(c.cgroup_ids), "running": c.running,

@@ -11,6 +11,7 @@ from roxd.api.actions import ActionEndpoints
 from roxd.api.alerts import AlertFeed, AlertFilter, AlertSource, RecentAlerts, StoreAlerts
 from roxd.api.containers import ContainerDirectory
 from roxd.api.http import ConnectionStats, Request, Response
+from roxd.api.port import DaemonPort
 from roxd.api.rules import RuleEndpoints
 from roxd.api.seccomp import SeccompEndpoints
 from roxd.api.settings import ApiSettings
@@ -22,7 +23,7 @@ Handler = Callable[[Request, dict[str, Any], Any], Any]
 
 
 class Endpoints:
-    def __init__(self, daemon: Any, settings: ApiSettings, closing: threading.Event,
+    def __init__(self, daemon: DaemonPort, settings: ApiSettings, closing: threading.Event,
                  socket_path: str) -> None:
         self.daemon = daemon
         self.settings = settings
@@ -32,7 +33,7 @@ class Endpoints:
         self.recent = RecentAlerts(settings.recent_alerts)
         self.feed = AlertFeed(daemon.alerts_topic, self.recent, settings.stream_queue, closing)
         # the SQLite store when alert delivery runs one (config alerts.store), else memory
-        store = getattr(getattr(daemon, "delivery", None), "store", None)
+        store = daemon.alert_store()
         self.alerts: AlertSource = StoreAlerts(store) if store is not None else self.recent
         self.status = StatusReporter(daemon)
         self.directory = ContainerDirectory(daemon, lambda: self.recent.counts()[0])
@@ -81,13 +82,12 @@ class Endpoints:
 
     def _status(self) -> dict[str, Any]:
         containers = self.directory.snapshot()
-        quarantine = self.daemon.quarantine
+        quarantine = self.daemon.quarantine()
         quarantined = len(quarantine.records()) if quarantine is not None else 0
         status = self.status.status(self.api_info(), sum(c.running for c in containers),
                                     quarantined)
         status["drops"]["stream_overflow"] = self._stream_drops()
-        delivery = getattr(self.daemon, "delivery", None)
-        status["alert_sinks"] = delivery.stats() if delivery is not None else {}
+        status["alert_sinks"] = dict(self.daemon.alert_sink_stats())
         return status
 
     def _stream_drops(self) -> dict[str, int]:

@@ -8,20 +8,22 @@ from pathlib import Path
 from typing import Any
 
 from roxd.api.http import Request, Response
+from roxd.api.port import DaemonPort
 from roxd.errors import ApiError, RuleError
+from roxd.rules.ruleset import CompiledRule, RuleSet
 
 log = logging.getLogger(__name__)
 
 
-def rule_tags(rule: Any) -> set[str]:
-    """What a tag selects: the rule's phase, its MITRE technique ids, and its own tags."""
-    tags = {rule.phase.value, *rule.mitre, *getattr(rule, "tags", ())}
-    return {t.lower() for t in tags}
+def rule_tags(rule: CompiledRule) -> set[str]:
+    """What a tag selects: the rule's phase and its MITRE technique ids (the rule format has
+    no free tags of its own yet)."""
+    return {t.lower() for t in (rule.phase.value, *rule.mitre)}
 
 
-def rule_dict(rule: Any) -> dict[str, Any]:
+def rule_dict(rule: CompiledRule) -> dict[str, Any]:
     return {**rule.to_dict(), "description": rule.description, "effective": rule.action_note(),
-            "tags": sorted(getattr(rule, "tags", ()))}
+            "tags": []}
 
 
 def error_dict(err: RuleError, rename: dict[str, str] | None = None) -> dict[str, Any]:
@@ -32,11 +34,11 @@ def error_dict(err: RuleError, rename: dict[str, str] | None = None) -> dict[str
 
 
 class RuleEndpoints:
-    def __init__(self, daemon: Any) -> None:
+    def __init__(self, daemon: DaemonPort) -> None:
         self.daemon = daemon
 
-    def _rules(self) -> Any:
-        rules = self.daemon.rules
+    def _rules(self) -> RuleSet:
+        rules = self.daemon.rules()
         if rules is None:
             raise ApiError(503, "no rules loaded yet")
         return rules
@@ -65,7 +67,7 @@ class RuleEndpoints:
         with tempfile.TemporaryDirectory(prefix="roxd-validate-") as tmp:
             path = Path(tmp) / (name if name.endswith(".toml") else name + ".toml")
             path.write_text(body["content"])
-            paths = [path] if body.get("standalone") else [*self.daemon.rule_paths, path]
+            paths = [path] if body.get("standalone") else [*self.daemon.rule_paths(), path]
             errors = validate_paths(paths)
             rename = {str(path): name}
         return {"valid": not errors, "errors": [error_dict(e, rename) for e in errors]}
@@ -74,7 +76,7 @@ class RuleEndpoints:
         from roxd.rules.loader import validate_paths
 
         previous = self._rules().version
-        errors = validate_paths(self.daemon.rule_paths)
+        errors = validate_paths(self.daemon.rule_paths())
         ok = not errors and self.daemon.call_in_loop(self.daemon.reload_rules)
         rules = self._rules()
         result = {"reloaded": bool(ok), "version": rules.version, "previous_version": previous,
@@ -99,14 +101,12 @@ class RuleEndpoints:
             if unknown:
                 raise ApiError(404, f"no rule matches {', '.join(unknown[:10])}")
             matched = list(dict.fromkeys([*ids, *(i for h in tag_hits.values() for i in h)]))
-            setter = getattr(self.daemon, "set_rule_enabled", None)
-            if setter is None:
-                raise ApiError(501, "this daemon cannot enable or disable rules at runtime")
             changed = [i for i in matched if rules.get(i).enabled != enabled]
-            new_rules = self.daemon.call_in_loop(lambda: setter(matched, enabled))
+            new_rules = self.daemon.call_in_loop(
+                lambda: self.daemon.set_rules_enabled(matched, enabled))
             log.warning("API: %s %d rules for %s: %s", "enabled" if enabled else "disabled",
                         len(changed), req.peer.describe(), ", ".join(changed[:20]))
             return {"enabled": enabled, "matched": matched, "changed": changed,
-                    "version": getattr(new_rules, "version", rules.version)}
+                    "version": new_rules.version}
 
         return handler

@@ -1,6 +1,5 @@
-"""Seccomp endpoints. Until the daemon has a SeccompService (`daemon.seccomp`), every one
-answers 501 with the reason; once it has, they call the service on the event-loop thread
-(SeccompService is not thread-safe)."""
+"""Seccomp endpoints: they call the seccomp service on the event-loop thread (it is not
+thread-safe); where the host has none (no container runtime, no libseccomp), 501 and why."""
 
 from __future__ import annotations
 
@@ -9,10 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 from roxd.api.http import Request
+from roxd.api.port import DaemonPort, SeccompControl
 from roxd.errors import ApiError, RoxdError
 
-NOT_WIRED = ("seccomp is not available in this daemon: the seccomp service (roxd/seccomp) is "
-             "not wired into roxd yet")
+NOT_AVAILABLE = ("seccomp is not available on this host: it needs a container runtime and "
+                 "libseccomp (see roxd's start-up log for which one is missing)")
 
 
 def jsonable(value: Any) -> Any:
@@ -31,13 +31,13 @@ def jsonable(value: Any) -> Any:
 
 
 class SeccompEndpoints:
-    def __init__(self, daemon: Any) -> None:
+    def __init__(self, daemon: DaemonPort) -> None:
         self.daemon = daemon
 
-    def _call(self, fn: Callable[[Any], Any]) -> Any:
-        service = getattr(self.daemon, "seccomp", None)
+    def _call(self, fn: Callable[[SeccompControl], Any]) -> Any:
+        service = self.daemon.seccomp()
         if service is None:
-            raise ApiError(501, NOT_WIRED)
+            raise ApiError(501, NOT_AVAILABLE)
         try:
             return jsonable(self.daemon.call_in_loop(lambda: fn(service)))
         except RoxdError as exc:

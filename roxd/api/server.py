@@ -21,6 +21,7 @@ from typing import Any
 from roxd.api.auth import Authorizer, group_id
 from roxd.api.endpoints import Endpoints
 from roxd.api.http import UnixHttpServer
+from roxd.api.port import DaemonPort
 from roxd.api.routes import Router
 from roxd.api.settings import ApiSettings
 from roxd.errors import RoxdError
@@ -53,11 +54,11 @@ def prepare_socket_path(path: Path) -> None:
 
 
 class ApiServer:
-    def __init__(self, daemon: Any, socket_path: str, settings: ApiSettings | None = None
-                 ) -> None:
+    def __init__(self, daemon: DaemonPort, socket_path: str,
+                 settings: ApiSettings | None = None) -> None:
         self.daemon = daemon
         self.socket_path = socket_path
-        self.settings = settings or getattr(daemon.config, "api", None) or ApiSettings()
+        self.settings = settings or daemon.facts.api
         self.closing = threading.Event()
         self._server: UnixHttpServer | None = None
         self._threads: list[threading.Thread] = []

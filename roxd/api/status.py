@@ -11,10 +11,10 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from roxd import __version__
+from roxd.api.port import DaemonPort, KernelStats
 from roxd.model import rfc3339
 
 log = logging.getLogger(__name__)
@@ -23,16 +23,8 @@ STATS_TTL_S = 1.0
 RATE_WINDOW_S = 10.0
 
 
-@dataclass(frozen=True)
-class KernelStats:
-    counters: dict[str, int]
-    drops_by_cgroup: dict[int, int]
-    decode_errors: int
-    handler_errors: int
-
-
 class StatusReporter:
-    def __init__(self, daemon: Any) -> None:
+    def __init__(self, daemon: DaemonPort) -> None:
         self.daemon = daemon
         self._lock = threading.Lock()
         self._cached: tuple[float, KernelStats] | None = None
@@ -41,20 +33,15 @@ class StatusReporter:
     # ------------------------------------------------------------------ kernel counters
 
     def kernel_stats(self) -> KernelStats | None:
-        sensor = self.daemon.sensor
-        if sensor is None:
-            return None
         with self._lock:
             now = time.monotonic()
             if self._cached is not None and now - self._cached[0] < STATS_TTL_S:
                 return self._cached[1]
             try:
-                raw = self.daemon.call_in_loop(sensor.stats, timeout=5.0)
+                stats = self.daemon.kernel_stats()
             except Exception as exc:
                 log.warning("kernel counters not read: %s", exc)
                 return self._cached[1] if self._cached else None
-            stats = KernelStats(dict(raw.counters), dict(raw.drops_by_cgroup),
-                                raw.decode_errors, raw.callback_errors)
             self._cached = (now, stats)
             return stats
 
@@ -62,7 +49,7 @@ class StatusReporter:
 
     def sample(self) -> None:
         """Called about once a second by the server's housekeeping thread."""
-        c = self.daemon.counters
+        c = self.daemon.activity()
         self._samples.append((time.monotonic(), c.events, c.alerts))
 
     def rates(self) -> tuple[float, float]:
@@ -81,28 +68,30 @@ class StatusReporter:
 
     def status(self, api: dict[str, Any], containers: int, quarantined: int) -> dict[str, Any]:
         d = self.daemon
+        facts = d.facts
         stats = self.kernel_stats()
         events_rate, alerts_rate = self.rates()
-        rules = d.rules
-        sensor = d.sensor
-        kernel = stats.counters if stats else {}
+        rules = d.rules()
+        programs = d.programs()
+        activity = d.activity()
+        kernel = dict(stats.counters) if stats else {}
         return {
             "version": __version__,
             "pid": os.getpid(),
-            "started_at": rfc3339(int(d.started_at * 1e9)),
-            "uptime_s": round(time.time() - d.started_at, 3),
-            "monitor": bool(d.config.rules.monitor),
-            "config": str(d.config.source),
-            "features": d.features.to_dict(),
+            "started_at": rfc3339(int(facts.started_at * 1e9)),
+            "uptime_s": round(time.time() - facts.started_at, 3),
+            "monitor": facts.monitor,
+            "config": facts.config_source,
+            "features": dict(facts.features),
             "programs": {
-                "attached": list(sensor.attached) if sensor else [],
-                "count": len(sensor.attached) if sensor else 0,
-                "load_seconds": round(getattr(sensor, "load_seconds", 0.0), 3),
+                "attached": list(programs.attached),
+                "count": len(programs.attached),
+                "load_seconds": round(programs.load_seconds, 3),
             },
-            "events": {"total": d.counters.events, "per_second": round(events_rate, 2),
-                       "quiet_marks": d.counters.quiet_marks,
-                       "subscribers": len(getattr(d.events_topic, "_subs", ()))},
-            "alerts": {"total": d.counters.alerts, "per_second": round(alerts_rate, 2)},
+            "events": {"total": activity.events, "per_second": round(events_rate, 2),
+                       "quiet_marks": activity.quiet_marks,
+                       "subscribers": d.events_topic.subscribers},
+            "alerts": {"total": activity.alerts, "per_second": round(alerts_rate, 2)},
             "kernel": kernel,
             "drops": {
                 "total": sum(v for k, v in kernel.items() if k.endswith("_dropped")),
@@ -119,7 +108,7 @@ class StatusReporter:
                 "count": len(rules.rules) if rules else 0,
                 "enabled": sum(1 for r in rules.rules if r.enabled) if rules else 0,
                 "files": list(rules.files) if rules else [],
-                "overrides": dict(d.rule_overrides),
+                "overrides": dict(d.rule_overrides()),
                 "effective_actions": rules.effective_action_notes() if rules else {},
             },
             "containers": {"running": containers, "quarantined": quarantined},
@@ -129,10 +118,10 @@ class StatusReporter:
     def health(self) -> tuple[bool, list[str]]:
         d = self.daemon
         problems = []
-        if d.sensor is None or not d.sensor.attached:
+        if not d.programs().attached:
             problems.append("no eBPF programs attached")
-        if d.rules is None:
+        if d.rules() is None:
             problems.append("no rules loaded")
-        if getattr(d, "_stop", None) is not None and d._stop.is_set():
+        if d.stopping():
             problems.append("stopping")
         return not problems, problems

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,95 +18,107 @@ import pytest
 from roxd.api import schemas
 from roxd.api.auth import Authorizer, PeerCred
 from roxd.api.client import ApiClient, ApiFailure, Unreachable
+from roxd.api.port import Activity, DaemonFacts, KernelStats, Programs
 from roxd.api.server import ApiServer
 from roxd.api.settings import ApiSettings
-from roxd.config import Config
 from roxd.model import Container
 from roxd.pubsub import Topic
-from roxd.rules.loader import load_rule_set
+from roxd.rules.active import ActiveRules
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
 
 
-# ---------------------------------------------------------------------------- a fake daemon
+# ---------------------------------------------------------------------------- a fake port
 
 
-@dataclass
-class _Stats:
-    counters: dict[str, int]
-    drops_by_cgroup: dict[int, int] = field(default_factory=dict)
-    decode_errors: int = 0
-    callback_errors: int = 0
+class FakePort:
+    """roxd.api.port.DaemonPort with canned snapshots and real rules (ActiveRules): what the
+    API may ask of the daemon, and nothing else."""
 
-
-class _Sensor:
-    attached = ("sched:sched_process_exec",)
-    load_seconds = 1.0
-
-    def stats(self) -> _Stats:
-        return _Stats({"exec_seen": 10, "exec_emitted": 9, "exec_folded": 1,
-                       "exec_dropped": 0, "exec_killed": 0})
-
-
-class _Resolver:
     def __init__(self) -> None:
+        from roxd.features import probe
+
+        self.facts = DaemonFacts(started_at=time.time(), monitor=False,
+                                 config_source="test", features=probe().to_dict(),
+                                 api=ApiSettings())
+        self.events_topic = Topic("events")
+        self.alerts_topic = Topic("alerts")
+        self.active = ActiveRules([REPO / "rules"])
+        self.active.load()
         self.items = [
             (101, Container("ab12" + "0" * 60, "docker", "web", "nginx:1")),
             (102, Container("ab34" + "0" * 60, "docker", "db", "postgres:16")),
         ]
 
+    @property
+    def rule_set(self) -> Any:
+        return self.active.current
+
+    def activity(self) -> Activity:
+        return Activity(events=5, alerts=0, quiet_marks=0)
+
+    def stopping(self) -> bool:
+        return False
+
+    def programs(self) -> Programs:
+        return Programs(("sched:sched_process_exec",), 1.0)
+
+    def kernel_stats(self) -> KernelStats:
+        return KernelStats({"exec_seen": 10, "exec_emitted": 9, "exec_folded": 1,
+                            "exec_dropped": 0, "exec_killed": 0}, {}, 0, 0)
+
+    def rules(self) -> Any:
+        return self.active.current
+
+    def rule_paths(self) -> list[Path]:
+        return list(self.active.paths)
+
+    def rule_overrides(self) -> dict[str, bool]:
+        return dict(self.active.overrides)
+
     def containers(self) -> list[tuple[int, Container]]:
         return list(self.items)
 
+    def quarantine(self) -> None:
+        return None
 
-class _Attribution:
-    resolver = _Resolver()
+    def seccomp(self) -> None:
+        return None
 
+    def alert_store(self) -> None:
+        return None
 
-@dataclass
-class _Counters:
-    events: int = 5
-    alerts: int = 0
-    quiet_marks: int = 0
-
-
-class FakeDaemon:
-    def __init__(self) -> None:
-        from roxd.features import probe
-
-        self.config = Config()
-        self.features = probe()
-        self.sensor = _Sensor()
-        self.counters = _Counters()
-        self.started_at = time.time()
-        self.rule_paths = [REPO / "rules"]
-        self.rules = load_rule_set(self.rule_paths)
-        self.rule_overrides: dict[str, bool] = {}
-        self.attribution = _Attribution()
-        self.quarantine = None
-        self.events_topic = Topic("events")
-        self.alerts_topic = Topic("alerts")
+    def alert_sink_stats(self) -> dict[str, int]:
+        return {}
 
     def call_in_loop(self, fn: Any, timeout: float = 30.0) -> Any:
         return fn()
 
     def reload_rules(self) -> bool:
-        self.rules = load_rule_set(self.rule_paths)
+        self.active.reload()
         return True
 
-    def set_rule_enabled(self, ids: list[str], enabled: bool) -> Any:
-        for i in ids:
-            self.rule_overrides[i] = enabled
-        self.rules = type(self.rules)(
-            [replace(r, enabled=self.rule_overrides.get(r.id, r.enabled))
-             for r in self.rules.rules], self.rules.version, self.rules.files)
-        return self.rules
+    def set_rules_enabled(self, ids: list[str], enabled: bool) -> Any:
+        return self.active.set_enabled(ids, enabled)
+
+
+def test_the_fake_port_has_every_member_of_the_protocol() -> None:
+    """The API may use only what DaemonPort declares; the fake and the daemon's port have
+    all of it (a renamed member fails here, not at run time in the API)."""
+    from roxd.api import port
+    from roxd.daemon import DaemonPort
+
+    declared = {n for n in vars(port.DaemonPort) if not n.startswith("_")}
+    declared |= set(port.DaemonPort.__annotations__)
+    for impl in (FakePort, DaemonPort):
+        have = set(dir(impl)) | {"facts", "events_topic", "alerts_topic"}
+        assert declared <= have, (impl, declared - have)
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    daemon = FakeDaemon()
+    daemon = FakePort()
     path = tmp_path_factory.mktemp("api") / "roxd.sock"
     server = ApiServer(daemon, str(path), ApiSettings(idle_timeout_s=0.5, max_connections=4,
                                                       max_body_bytes=4096))
@@ -272,9 +283,9 @@ def test_rules_toggle_and_validate(api: Any) -> None:
     with ApiClient(path) as c:
         result = c.post("/v1/rules/disable", {"tags": ["foothold"]})
         assert result["changed"] and all(i.startswith("foothold.") for i in result["changed"])
-        assert not daemon.rules.get(result["changed"][0]).enabled
+        assert not daemon.rule_set.get(result["changed"][0]).enabled
         c.post("/v1/rules/enable", {"ids": result["changed"]})
-        assert all(r.enabled for r in daemon.rules.rules)
+        assert all(r.enabled for r in daemon.rule_set.rules)
         with pytest.raises(ApiFailure) as unknown:
             c.post("/v1/rules/enable", {"tags": ["no-such-tag"]})
         assert unknown.value.status == 404
@@ -323,11 +334,11 @@ def test_alerts_from_the_topic(api: Any) -> None:
         assert not c.get("/v1/alerts", {"until": "2026-11-22T16:40:02Z"})["items"]
 
 
-def test_seccomp_is_501_until_wired(api: Any) -> None:
+def test_seccomp_is_501_with_the_reason_where_the_host_has_none(api: Any) -> None:
     _daemon, path = api
     with ApiClient(path) as c, pytest.raises(ApiFailure) as exc:
         c.get("/v1/seccomp")
-    assert exc.value.status == 501 and "not wired" in exc.value.reason
+    assert exc.value.status == 501 and "not available on this host" in exc.value.reason
 
 
 # ---------------------------------------------------------------------------- roxctl

@@ -1,0 +1,113 @@
+"""The API's typed port into the daemon: every query and command the control API may make.
+
+The daemon implements it (roxd.daemon.DaemonPort); the API never sees `Daemon`, and unit
+tests give the API a small fake port instead. Queries are snapshots that never block the
+event loop, except `kernel_stats` (the sensor's maps belong to the loop thread, so it is read
+there); commands that change what the loop owns go through `call_in_loop`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from roxd.api.settings import ApiSettings
+from roxd.model import Container
+from roxd.pubsub import Topic
+from roxd.rules.ruleset import RuleSet
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class KernelStats:
+    counters: Mapping[str, int]  # the sensor's STAT_NAMES -> total over CPUs
+    drops_by_cgroup: Mapping[int, int]
+    decode_errors: int
+    handler_errors: int
+
+
+@dataclass(frozen=True)
+class Programs:
+    attached: tuple[str, ...]
+    load_seconds: float
+
+
+@dataclass(frozen=True)
+class DaemonFacts:
+    """Fixed at start."""
+
+    started_at: float  # time.time()
+    monitor: bool
+    config_source: str
+    features: Mapping[str, object]  # features.HostFeatures.to_dict()
+    api: ApiSettings
+
+
+@dataclass(frozen=True)
+class Activity:
+    events: int
+    alerts: int
+    quiet_marks: int
+
+
+class QuarantineRecordView(Protocol):
+    container_id: str
+    name: str | None
+    since: str
+    reason: str
+    allow: Sequence[str]
+
+
+class QuarantineControl(Protocol):
+    """roxd.enforce.quarantine.Quarantine: thread-safe, slow (nft in the container's netns)."""
+
+    def records(self) -> Sequence[QuarantineRecordView]: ...
+    def isolate(self, container_id: str, name: str | None, reason: str) -> object: ...
+    def release(self, container_id: str) -> bool: ...
+
+
+class SeccompControl(Protocol):
+    """roxd.seccomp.service.SeccompService: not thread-safe, call it on the loop thread."""
+
+    def status(self) -> Any: ...
+    def profile(self, target: str, *, kill: bool = False) -> Any: ...
+    def learn(self, target: str) -> Any: ...
+    def stop_learning(self, target: str) -> None: ...
+    def apply(self, target: str, profile: Any) -> Any: ...
+    def enforce(self, target: str) -> Any: ...
+    def release(self, target: str) -> None: ...
+
+
+class AlertStoreView(Protocol):
+    """roxd.alerts.store.AlertStore, as the API reads it."""
+
+    def query(self, **kwargs: Any) -> Any: ...
+    def get(self, alert_id: str) -> Any: ...
+
+
+class DaemonPort(Protocol):
+    facts: DaemonFacts
+    events_topic: Topic  # enriched events, as `--print-events` shows them
+    alerts_topic: Topic  # alerts after noise control: what the store and journald get
+
+    # ---- queries
+    def activity(self) -> Activity: ...
+    def stopping(self) -> bool: ...
+    def programs(self) -> Programs: ...
+    def kernel_stats(self) -> KernelStats: ...  # read on the loop thread
+    def rules(self) -> RuleSet | None: ...
+    def rule_paths(self) -> Sequence[Path]: ...
+    def rule_overrides(self) -> Mapping[str, bool]: ...
+    def containers(self) -> list[tuple[int, Container]]: ...
+    def quarantine(self) -> QuarantineControl | None: ...  # None: not on this host (reason in log)
+    def seccomp(self) -> SeccompControl | None: ...
+    def alert_store(self) -> Any: ...  # AlertStore or None (alerts.store disabled)
+    def alert_sink_stats(self) -> Mapping[str, int]: ...
+
+    # ---- commands
+    def call_in_loop(self, fn: Callable[[], T], timeout: float = 30.0) -> T: ...
+    def reload_rules(self) -> bool: ...  # on the loop thread: call through call_in_loop
+    def set_rules_enabled(self, rule_ids: Sequence[str], enabled: bool) -> RuleSet: ...

@@ -1,0 +1,170 @@
+"""One event through roxd, from a decoded kernel record to what happened:
+
+    decoded ─► containers (enrich) ─► policy (kernel verdicts, held execs) ─► event taps
+            ─► rules (match) ─► quiet │ enforce (respond) ─► alerts (one fan-out)
+
+`Pipeline.handle` runs the stages in that order and returns a `Handled` record; it touches
+the kernel only through roxd/policy/ (the sensor's maps are the policy's to write). Every
+part is passed in, so the whole path runs in a unit test with fakes at the edges (the kernel
+maps, the runtime); the daemon only assembles the parts and drives the loop.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from roxd.alerts.dispatch import AlertDispatcher
+from roxd.containers.enricher import Enricher
+from roxd.jsonlines import JsonLines
+from roxd.model import (
+    ActionKind,
+    ActionResult,
+    Alert,
+    EnrichedEvent,
+    ExitEvent,
+    Outcome,
+    Phase,
+    RuleMatch,
+    RuleRef,
+    Severity,
+    SyscallEvent,
+)
+from roxd.pubsub import Topic
+from roxd.rules.ruleset import RuleSet
+from roxd.sensor.records import Decoded
+
+
+class Policy(Protocol):
+    """What the pipeline asks of roxd.policy.KernelPolicy."""
+
+    def on_event(self, decoded: Decoded, container: object) -> str | None: ...
+    def quiet(self, decoded: Decoded) -> bool: ...
+
+
+class Responder(Protocol):
+    def respond(self, match: RuleMatch, event: EnrichedEvent, *, killed_in_kernel: bool = False,
+                held: bool = False) -> list[ActionResult]: ...
+
+
+@dataclass
+class Counters:
+    events: int = 0
+    alerts: int = 0
+    quiet_marks: int = 0
+    started_monotonic: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class Handled:
+    """What the pipeline did with one event."""
+
+    event: EnrichedEvent
+    killed_by: str | None = None  # the rule the kernel (or a held-exec release) killed for
+    matches: tuple[RuleMatch, ...] = ()
+    alerts: tuple[Alert, ...] = ()
+    quiet: bool = False  # folded in the kernel from now on: no rule cared
+
+
+class EventTaps:
+    """Where enriched events go: `--print-events` (JSON lines) and the API's event streams.
+    The record is built only when someone listens."""
+
+    def __init__(self, topic: Topic, lines: JsonLines | None = None) -> None:
+        self.topic = topic
+        self._lines = lines
+
+    @property
+    def active(self) -> bool:
+        return self._lines is not None or self.topic.active
+
+    def publish(self, event: EnrichedEvent) -> None:
+        if not self.active:
+            return
+        record = event.to_dict()
+        if self._lines is not None:
+            self._lines.write(record)
+        self.topic.publish(record)
+
+
+# Seccomp violations the kernel already acted on (seccomp/learner.py): always news.
+SECCOMP_KILLED = RuleRef(
+    id="seccomp.enforce-kill", name="Process killed for a syscall outside its learned profile",
+    phase=Phase.PRIVILEGE_ESCALATION, severity=Severity.CRITICAL, mitre=("T1611", "T1068"),
+    description="A container in seccomp enforce mode made a system call its image never made "
+                "while learning; the kernel killed the process at syscall entry.")
+SECCOMP_DENIED = RuleRef(
+    id="seccomp.profile-denied", name="Syscall denied by the container's seccomp profile",
+    phase=Phase.PRIVILEGE_ESCALATION, severity=Severity.WARNING, mitre=("T1611",),
+    description="A syscall returned EPERM from the container's applied seccomp profile: an "
+                "attack attempt, or a profile too tight for the workload.")
+
+
+@dataclass(frozen=True)
+class SeccompViolation:
+    """A syscall the seccomp stage's kernel side killed or saw denied, attributed."""
+
+    killed: bool  # False: denied (EPERM) by an applied profile
+    syscall: str
+    pid: int
+    count: int
+    cgroup_id: int
+
+
+class Pipeline:
+    def __init__(self, *, enricher: Enricher, rules: Callable[[], RuleSet], policy: Policy,
+                 responder: Responder, alerts: AlertDispatcher, taps: EventTaps,
+                 counters: Counters | None = None) -> None:
+        self._enricher = enricher
+        self._rules = rules
+        self._policy = policy
+        self._responder = responder
+        self._alerts = alerts
+        self._taps = taps
+        self.counters = counters or Counters()
+
+    def handle(self, decoded: Decoded) -> Handled:
+        enriched = self._enricher.enrich(decoded.event)
+        self.counters.events += 1
+        killed_by = self._policy.on_event(decoded, enriched.container)
+        self._taps.publish(enriched)
+        if isinstance(decoded.event, ExitEvent):
+            return Handled(enriched, killed_by)
+        matches = self._rules().match(enriched)
+        if not matches:
+            quiet = self._policy.quiet(decoded)
+            self.counters.quiet_marks += quiet
+            return Handled(enriched, killed_by, quiet=quiet)
+        alerts = []
+        for match in matches:
+            results = self._responder.respond(match, enriched,
+                                              killed_in_kernel=killed_by == match.rule.id,
+                                              held=decoded.held)
+            alerts.append(self._alerts.raise_alert(match.rule, enriched, results))
+        self.counters.alerts += len(alerts)
+        return Handled(enriched, killed_by, tuple(matches), tuple(alerts))
+
+    def handle_seccomp(self, violations: Sequence[SeccompViolation]) -> list[Alert]:
+        """Kills and denials of the seccomp stage become alerts like any other."""
+        alerts = []
+        for v in violations:
+            syscall = SyscallEvent(
+                time_ns=time.time_ns(), pid=v.pid, uid=0, cgroup_id=v.cgroup_id, comm="",
+                syscall=v.syscall, errno=0 if v.killed else errno.EPERM, count=v.count,
+                source="seccomp-enforce" if v.killed else "seccomp-deny")
+            enriched = self._enricher.enrich(syscall)
+            if v.killed:
+                rule, actions = SECCOMP_KILLED, (ActionResult(
+                    ActionKind.KILL, Outcome.DONE,
+                    f"SIGKILL at sys_enter of {v.syscall}: outside the enforced profile",
+                    in_kernel=True),)
+            else:
+                rule, actions = SECCOMP_DENIED, (ActionResult(
+                    ActionKind.ALERT, Outcome.DONE,
+                    f"{v.syscall} denied by the container's seccomp profile (EPERM)"),)
+            alerts.append(self._alerts.raise_alert(rule, enriched, actions))
+        self.counters.alerts += len(alerts)
+        return alerts

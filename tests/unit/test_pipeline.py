@@ -1,0 +1,413 @@
+"""The event pipeline and the kernel policy without a kernel: a recorded exec through
+attribution, the policy, matching, response and the alert fan-out, with fakes only at the
+edges (the kernel's maps, the runtime's metadata, the signal sender).
+
+These could not be written while the daemon did this work itself: it built its collaborators
+and kept the kernel's slot table and the held-exec verdict as private state.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from roxd.alerts.delivery import AlertDelivery
+from roxd.alerts.dispatch import AlertDispatcher, TopicSink
+from roxd.alerts.settings import AlertsSettings, JournaldSettings, NoiseSettings, StoreSettings
+from roxd.alerts.store import AlertQuery, AlertStore
+from roxd.containers.cgroups import CgroupIndex
+from roxd.containers.enricher import Enricher
+from roxd.containers.metadata import ContainerMetadata, MetadataListener
+from roxd.containers.process_table import ProcessTable
+from roxd.containers.resolver import ContainerResolver
+from roxd.enforce.kill import KillOutcome
+from roxd.enforce.response import Responder
+from roxd.model import Alert, ConnectEvent, ExecEvent, ExitEvent, Outcome
+from roxd.pipeline import EventTaps, Pipeline
+from roxd.policy.kernel import KernelPolicy
+from roxd.policy.kill_tables import split_verdict
+from roxd.pubsub import Topic
+from roxd.rules.active import ActiveRules
+from roxd.sensor.maps import FileWatchEntries
+from roxd.sensor.records import Decoded
+
+pytestmark = pytest.mark.unit
+
+ID = "3c79270d70136d5d3f9916700ee58f8f50872c19d77f622a21dcbb64778ff218"
+
+RULES = '''
+[[rule]]
+id = "t.miner"
+name = "Miner"
+description = "A miner ran."
+phase = "objectives"
+severity = "critical"
+mitre = ["T1496"]
+event = "exec"
+actions = ["alert", "kill"]
+[rule.when]
+exe_basename = "xmrig"
+
+[[rule]]
+id = "t.netcat-in-web"
+name = "Netcat in the web image"
+description = "nc in a web container."
+phase = "lateral_movement"
+severity = "warning"
+mitre = ["T1059"]
+event = "exec"
+actions = ["alert", "kill"]
+[rule.when]
+exe_basename = "nc"
+[rule.scope]
+host = false
+image = ["web"]
+
+[[rule]]
+id = "t.cat-passwd"
+name = "passwd read by cat"
+description = "cat /etc/passwd."
+phase = "objectives"
+severity = "notice"
+mitre = ["T1003"]
+event = "exec"
+[rule.when]
+exe_basename = "cat"
+'''
+
+RULES += '''
+[[rule]]
+id = "t.docker-api"
+name = "Docker API"
+description = "A connect to the Docker API port."
+phase = "privilege_escalation"
+severity = "critical"
+mitre = ["T1611"]
+event = "connect"
+actions = ["alert", "kill"]
+[rule.when]
+dport = 2375
+'''
+
+# A reload that puts a new kill rule first: every rule index moves.
+RULES_RENUMBERED = RULES.replace('[[rule]]\nid = "t.miner"', '''[[rule]]
+id = "t.wget"
+name = "wget"
+description = "wget ran."
+phase = "objectives"
+severity = "warning"
+mitre = ["T1105"]
+event = "exec"
+actions = ["alert", "kill"]
+[rule.when]
+exe_basename = "wget"
+
+[[rule]]
+id = "t.miner"''', 1)
+
+
+@dataclass
+class FakeMaps:
+    """The sensor's map writers, recorded: what the kernel would hold now."""
+
+    container_cgroups: set[int] = field(default_factory=set)
+    known_cgroups: set[int] = field(default_factory=set)
+    hold_unknown: bool = False
+    exec_kills: dict[tuple[int, int], int] = field(default_factory=dict)
+    connect_kills: tuple[dict[Any, int], dict[Any, int]] = ({}, {})
+    file_watches: FileWatchEntries | None = None
+    syscall_watches: frozenset[str] | None = frozenset()
+    quiet: list[bytes] = field(default_factory=list)
+    writes: int = 0
+    fold_clears: int = 0
+
+    def set_container_cgroups(self, cgroup_ids: Iterable[int]) -> None:
+        self.container_cgroups = set(cgroup_ids)
+        self.writes += 1
+
+    def set_known_cgroups(self, cgroup_ids: Iterable[int]) -> None:
+        self.known_cgroups = set(cgroup_ids)
+
+    def add_known_cgroup(self, cgroup_id: int) -> None:
+        self.known_cgroups.add(cgroup_id)
+
+    def set_hold_unknown(self, enabled: bool) -> None:
+        self.hold_unknown = enabled
+
+    def set_exec_kills(self, entries: dict[tuple[int, int], int]) -> None:
+        self.exec_kills = dict(entries)
+
+    def set_connect_kills(self, by_port: Any, any_port: Any) -> None:
+        self.connect_kills = (dict(by_port), dict(any_port))
+
+    def set_file_watches(self, entries: FileWatchEntries) -> None:
+        self.file_watches = entries
+
+    def set_syscall_watches(self, names: Iterable[str] | None) -> None:
+        self.syscall_watches = None if names is None else frozenset(names)
+
+    def clear_folds(self) -> None:
+        self.fold_clears += 1
+        self.quiet.clear()
+
+    def mark_quiet(self, decoded: Decoded, window_ns: int) -> None:
+        assert decoded.fold_key is not None and window_ns > 0
+        self.quiet.append(decoded.fold_key)
+
+
+class FakeSource:
+    runtime = "docker"
+
+    def __init__(self) -> None:
+        self.meta: dict[str, ContainerMetadata] = {}
+        self.listeners: list[MetadataListener] = []
+
+    def get(self, container_id: str) -> ContainerMetadata | None:
+        return self.meta.get(container_id)
+
+    def add_listener(self, listener: MetadataListener) -> None:
+        self.listeners.append(listener)
+
+
+class Signals:
+    """Records the signals a held-exec release sends, instead of sending them."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, int]] = []
+
+    def __call__(self, pid: int, sig: int) -> KillOutcome:
+        self.sent.append((pid, sig))
+        return KillOutcome(True, f"signal {sig} sent by pidfd")
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.alerts: list[Alert] = []
+
+    def emit(self, alert: Alert) -> None:
+        self.alerts.append(alert)
+
+    def stats(self) -> dict[str, int]:
+        return {"sent": len(self.alerts)}
+
+    def close(self, timeout: float = 0.0) -> None:
+        pass
+
+
+@dataclass
+class Rig:
+    maps: FakeMaps
+    signals: Signals
+    policy: KernelPolicy
+    pipeline: Pipeline
+    rules: ActiveRules
+    resolver: ContainerResolver
+    web_cgroup: int
+    host_cgroup: int
+    recorded: RecordingSink
+    alerts_topic: Topic
+    delivery: AlertDelivery
+    rule_file: Path
+    state_dir: Path
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Rig:
+    root = tmp_path / "cg"
+    (root / "docker" / ID).mkdir(parents=True)
+    (root / "user.slice").mkdir()
+    (tmp_path / "proc").mkdir()
+    index = CgroupIndex(str(root))
+    source = FakeSource()
+    source.meta[ID] = ContainerMetadata(id=ID, name="web-1", image="web:1")
+    resolver = ContainerResolver(index, [source])
+    processes = ProcessTable(proc=str(tmp_path / "proc"), cgroup_id_of_pid=index.lookup_pid)
+    rule_file = tmp_path / "rules.toml"
+    rule_file.write_text(RULES)
+    rules = ActiveRules([rule_file])
+    rules.load()
+    maps, signals = FakeMaps(), Signals()
+    policy = KernelPolicy(maps, enforce_in_kernel=True, fold_window_ns=10**9,
+                          containers=resolver.containers, known_cgroups=index.known_ids,
+                          signal_pid=signals)
+    policy.apply_rules(rules.current)
+    rules.add_listener(policy.apply_rules)
+    resolver.add_change_listener(policy.containers_changed)
+    recorded, alerts_topic = RecordingSink(), Topic("alerts")
+    settings = AlertsSettings(journald=JournaldSettings(enabled=False),
+                              store=StoreSettings(enabled=True),
+                              noise=NoiseSettings(fold_window_s=60.0))
+    delivery = AlertDelivery.from_settings(
+        settings, tmp_path / "state",
+        taps={"api": TopicSink(alerts_topic), "recorded": recorded})
+    pipeline = Pipeline(enricher=Enricher(resolver, processes), rules=lambda: rules.current,
+                        policy=policy, responder=Responder(), alerts=AlertDispatcher(delivery),
+                        taps=EventTaps(Topic("events")))
+    return Rig(maps, signals, policy, pipeline, rules, resolver,
+               os.stat(root / "docker" / ID).st_ino, os.stat(root / "user.slice").st_ino,
+               recorded, alerts_topic, delivery, rule_file, tmp_path / "state")
+
+
+def exec_record(cgroup_id: int, filename: str, *args: str, pid: int = 4242, verdict: int = 0,
+                held: bool = False) -> Decoded:
+    event = ExecEvent(time_ns=time.time_ns(), pid=pid, ppid=1, uid=0, gid=0,
+                      cgroup_id=cgroup_id, comm=filename.rpartition("/")[2][:15],
+                      filename=filename, args=args or (filename,), args_truncated=False)
+    return Decoded(event, fold_key=b"k" * 8 + filename.encode(), kill_slot=verdict, held=held)
+
+
+def test_a_recorded_exec_goes_through_every_stage(rig: Rig) -> None:
+    out = rig.pipeline.handle(exec_record(rig.web_cgroup, "/bin/cat", "cat", "/etc/passwd"))
+    assert out.event.container is not None and out.event.container.name == "web-1"
+    assert [m.rule.id for m in out.matches] == ["t.cat-passwd"]
+    assert out.killed_by is None and not out.quiet
+    alert = out.alerts[0]
+    assert [(a.action.value, a.outcome) for a in alert.actions] == [("alert", Outcome.DONE)]
+    assert rig.pipeline.counters.events == 1 and rig.pipeline.counters.alerts == 1
+
+
+def test_no_rule_cares_so_the_kernel_folds_it(rig: Rig) -> None:
+    out = rig.pipeline.handle(exec_record(rig.web_cgroup, "/bin/ls", "ls"))
+    assert out.quiet and not out.alerts
+    assert rig.maps.quiet == [b"k" * 8 + b"/bin/ls"]
+    # a new rule set clears every fold verdict of the old one
+    rig.rules.reload()
+    assert rig.maps.quiet == []
+
+
+def test_exits_are_published_but_never_matched(rig: Rig) -> None:
+    event = ExitEvent(time_ns=time.time_ns(), pid=4242, cgroup_id=rig.web_cgroup, comm="cat",
+                      exit_code=0)
+    out = rig.pipeline.handle(Decoded(event))
+    assert not out.matches and not out.quiet and rig.maps.quiet == []
+
+
+def test_the_kernel_kill_is_reported_against_its_rule(rig: Rig) -> None:
+    verdict = rig.maps.exec_kills[(0xFFFFFFFFFFFFFFFF, _fnv("xmrig"))]
+    out = rig.pipeline.handle(exec_record(rig.host_cgroup, "/tmp/xmrig", verdict=verdict))
+    assert out.killed_by == "t.miner"
+    kill = next(a for a in out.alerts[0].actions if a.action.value == "kill")
+    assert kill.outcome is Outcome.DONE and kill.in_kernel
+
+
+def test_a_kill_right_across_a_reload_names_the_rule_that_killed(rig: Rig) -> None:
+    """The record of a kernel kill can still be in the ring buffer when a reload renumbers
+    the rules: its verdict names the old generation, and the alert the rule that killed."""
+    old = rig.maps.exec_kills[(0xFFFFFFFFFFFFFFFF, _fnv("xmrig"))]
+    rig.rule_file.write_text(RULES_RENUMBERED)
+    rig.rules.reload()
+    new = rig.maps.exec_kills[(0xFFFFFFFFFFFFFFFF, _fnv("xmrig"))]
+    assert split_verdict(old)[1] == split_verdict(new)[1] - 1  # t.miner moved down one slot
+    assert split_verdict(new)[0] == split_verdict(old)[0] + 1  # in a new generation
+    wget_now = rig.maps.exec_kills[(0xFFFFFFFFFFFFFFFF, _fnv("wget"))]
+    assert split_verdict(wget_now)[1] == split_verdict(old)[1]  # old index, another rule now
+    out = rig.pipeline.handle(exec_record(rig.host_cgroup, "/tmp/xmrig", verdict=old))
+    assert out.killed_by == "t.miner"
+    assert [m.rule.id for m in out.matches] == ["t.miner"]
+    assert next(a for a in out.alerts[0].actions if a.action.value == "kill").in_kernel
+
+
+def test_a_held_exec_in_a_new_container_is_decided_by_the_kernel_table(rig: Rig) -> None:
+    """The container's kill entries reach the maps before the held exec is decided, and the
+    decision is the kernel's own lookup on the table just written."""
+    assert rig.maps.hold_unknown  # t.netcat-in-web holds in some containers only
+    assert rig.web_cgroup not in rig.maps.container_cgroups  # roxd has not seen it yet
+    out = rig.pipeline.handle(exec_record(rig.web_cgroup, "/usr/bin/nc", "nc", "-l",
+                                          pid=777, held=True))
+    assert rig.web_cgroup in rig.maps.container_cgroups
+    assert rig.web_cgroup in rig.maps.known_cgroups
+    assert rig.signals.sent == [(777, signal.SIGKILL)]
+    assert out.killed_by == "t.netcat-in-web"
+    kill = next(a for a in out.alerts[0].actions if a.action.value == "kill")
+    assert kill.in_kernel and "stopped by the eBPF program" in kill.reason
+
+
+def test_a_held_exec_no_rule_kills_is_continued(rig: Rig) -> None:
+    out = rig.pipeline.handle(exec_record(rig.web_cgroup, "/bin/sleep", "sleep", "1",
+                                          pid=778, held=True))
+    assert rig.signals.sent == [(778, signal.SIGCONT)]
+    assert out.killed_by is None and not out.alerts
+
+
+def test_a_held_host_exec_of_a_container_only_rule_is_continued(rig: Rig) -> None:
+    rig.pipeline.handle(exec_record(rig.host_cgroup, "/usr/bin/nc", "nc", pid=779, held=True))
+    assert rig.signals.sent == [(779, signal.SIGCONT)]
+
+
+def test_container_changes_reach_the_kernel_once_not_per_event(rig: Rig) -> None:
+    rig.pipeline.handle(exec_record(rig.web_cgroup, "/bin/ls", "ls"))
+    syncs = rig.policy.counters.container_syncs
+    for i in range(5):
+        rig.pipeline.handle(exec_record(rig.web_cgroup, "/bin/ls", "ls", str(i)))
+    assert rig.policy.counters.container_syncs == syncs
+    rig.resolver.metadata_changed("docker", ID)  # nothing changed: no listener call
+    rig.policy.containers_changed()  # a change announced by the runtime's thread
+    rig.pipeline.handle(exec_record(rig.web_cgroup, "/bin/ls", "ls"))
+    assert rig.policy.counters.container_syncs == syncs + 1
+
+
+def test_monitor_mode_writes_no_kill_entries(tmp_path: Path) -> None:
+    rule_file = tmp_path / "r.toml"
+    rule_file.write_text(RULES)
+    rules = ActiveRules([rule_file])
+    maps = FakeMaps()
+    policy = KernelPolicy(maps, enforce_in_kernel=False, fold_window_ns=0,
+                          containers=list, known_cgroups=tuple)
+    policy.apply_rules(rules.load())
+    assert maps.exec_kills == {} and not maps.hold_unknown
+    assert maps.connect_kills == ({}, {})
+    assert maps.file_watches is not None  # watches are not enforcement: still written
+
+
+def test_every_consumer_sees_the_same_alerts_after_noise_control(rig: Rig) -> None:
+    """One fan-out: the API stream (and the ring it feeds), the store and any other sink get
+    the same alerts: folded repeats are held back from all of them alike."""
+    sub = rig.alerts_topic.subscribe()
+    for _ in range(3):
+        rig.pipeline.handle(exec_record(rig.web_cgroup, "/bin/cat", "cat", "/etc/passwd"))
+    assert rig.pipeline.counters.alerts == 3  # raised
+    rig.delivery.close(2.0)  # ends the fold window: one summary of the two held back
+    streamed = []
+    while (item := sub.get(0.1)) is not None:
+        streamed.append(item)
+    assert rig.delivery.store is not None
+    reopened = AlertStore(rig.state_dir, StoreSettings())  # what survives the close
+    kept = reopened.query(AlertQuery(limit=100)).items
+    reopened.close()
+    recorded = [a.id for a in rig.recorded.alerts]
+    assert len(recorded) == 2 and recorded[1].startswith("folded-")
+    assert [a["id"] for a in streamed] == recorded
+    assert sorted(a.id for a in kept) == sorted(recorded)
+    assert rig.recorded.alerts[1].count == 2
+
+
+def test_connect_verdicts_share_the_generation(rig: Rig) -> None:
+    """Connect and exec kill rules are numbered in one table per generation: a connect killed
+    at connect() entry names its rule like an exec does."""
+    (by_port, _any) = rig.maps.connect_kills
+    verdicts = set(by_port.values())
+    assert len(verdicts) == 1
+    verdict = verdicts.pop()
+    assert split_verdict(verdict)[0] == split_verdict(
+        rig.maps.exec_kills[(0xFFFFFFFFFFFFFFFF, _fnv("xmrig"))])[0]
+    event = ConnectEvent(time_ns=time.time_ns(), pid=9, tid=9, uid=0,
+                         cgroup_id=rig.host_cgroup, comm="curl", family="ipv4",
+                         daddr="127.0.0.1", dport=2375, errno=0)
+    out = rig.pipeline.handle(Decoded(event, fold_key=b"c" * 8, kill_slot=verdict))
+    assert out.killed_by == "t.docker-api" and [m.rule.id for m in out.matches] == [
+        "t.docker-api"]
+    assert "connect() entry" in next(a for a in out.alerts[0].actions
+                                     if a.action.value == "kill").reason
+
+
+def _fnv(name: str) -> int:
+    from roxd.sensor.records import fnv1a
+
+    return fnv1a(name.encode())
