@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-log = logging.getLogger(__name__)
+from roxd.vocabulary import SEVERITIES
 
-SEVERITIES = ("emergency", "alert", "critical", "error", "warning", "notice", "info", "debug")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

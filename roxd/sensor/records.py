@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from roxd.model import ConnectEvent, ExecEvent, ExitEvent, FileEvent, SensorEvent, SyscallEvent
 from roxd.sensor.decoders import decode_file_flags, decode_syscall_args
+from roxd.vocabulary import FILE_ACCESS_KINDS
 
 TASK_COMM_LEN = 16
 FILENAME_LEN = 256
@@ -101,7 +102,7 @@ SC_STR1 = 64
 
 FILE_PATH_LEN = 256
 # ACC_* bits in common.h, lowest bit first
-ACCESS_NAMES: tuple[str, ...] = ("read", "write", "create", "truncate", "unlink", "rename", "link")
+ACCESS_NAMES: tuple[str, ...] = FILE_ACCESS_KINDS
 ACCESS_BITS: dict[str, int] = {name: 1 << i for i, name in enumerate(ACCESS_NAMES)}
 # FOP_* in common.h
 FILE_OPS: tuple[str, ...] = ("", "open", "creat", "truncate", "unlink", "rename", "link", "symlink")
