@@ -172,6 +172,8 @@ def test_roxctl_phase_and_severity_choices_are_the_vocabulary() -> None:
         assert parser.parse_args(["rules", "list", "--phase", phase]).phase == phase
     for severity in vocabulary.SEVERITIES:
         assert parser.parse_args(["alerts", "list", "--severity", severity]).severity == severity
+    from roxd.ctl import SEVERITY_COLORS
+    assert tuple(SEVERITY_COLORS) == vocabulary.SEVERITIES
 
 
 def _literal_copy(words: tuple[str, ...]) -> re.Pattern[str]:
