@@ -206,7 +206,8 @@ struct syscall_fold_key {
 
 struct syscall_capture {
     u32 sc;
-    u32 pad;
+    u32 args_unknown; /* 1: only sys_exit ran (a seccomp errno stopped the call before
+                       * sys_enter), args and str are empty (syscalls.bpf.c sc_exit) */
     u64 args[4];
     char str[SC_STR_LEN];
 };
@@ -235,7 +236,7 @@ struct syscall_record {
 #define ACC_RENAME 32
 #define ACC_LINK 64
 
-/* operations */
+/* operations; rename, link and symlink carry a second path (file_capture.k[1]) */
 #define FOP_OPEN 1
 #define FOP_CREAT 2
 #define FOP_TRUNCATE 3
@@ -243,6 +244,10 @@ struct syscall_record {
 #define FOP_RENAME 5
 #define FOP_LINK 6
 #define FOP_SYMLINK 7
+
+/* file_capture.matched bits */
+#define MATCHED_PATH 1  /* path (k[0]) */
+#define MATCHED_PATH2 2 /* path2 (k[1]) */
 
 /* an LPM-trie key over a path: exact watches are stored with their NUL, prefixes without */
 struct path_key {
@@ -253,7 +258,7 @@ struct path_key {
 struct file_capture {
     u16 op;
     u16 access;  /* kinds that a watch matched */
-    u8 matched;  /* 1: path matched, 2: path2 matched, 3: both */
+    u8 matched;  /* MATCHED_PATH | MATCHED_PATH2: which of the two names a watch matched */
     u8 pad[3];
     u32 flags;   /* open flags, rename/unlink/link flags */
     u32 mode;

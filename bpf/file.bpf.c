@@ -129,7 +129,7 @@ static __always_inline int file_one(u16 op, s32 dfd, const char *path, u32 flags
     c->dfd2 = 0;
     c->k[1].data[0] = 0;
     c->access = path_watch(&c->k[0], path, want);
-    c->matched = c->access ? 1 : 0;
+    c->matched = c->access ? MATCHED_PATH : 0;
     return file_commit(c);
 }
 
@@ -154,7 +154,7 @@ static __always_inline int file_two(u16 op, s32 olddfd, const char *oldname, s32
         bpf_probe_read_user_str(c->k[1].data, FILE_PATH_LEN, oldname);
     else
         from = path_watch(&c->k[1], oldname, kind | (op == FOP_RENAME ? ACC_UNLINK : 0));
-    c->matched = (to ? 1 : 0) | (from ? 2 : 0);
+    c->matched = (to ? MATCHED_PATH : 0) | (from ? MATCHED_PATH2 : 0);
     c->access = to ? (kind | ACC_CREATE | ACC_WRITE) : (from ? from | kind : 0);
     return file_commit(c);
 }

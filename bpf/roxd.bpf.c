@@ -19,6 +19,12 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
 /* cgroup id -> records lost to a full ring buffer, so a blind spot has a name */
 BPF_TABLE("lru_hash", u64, u64, cgroup_drops, 4096);
+/* Never read or written by a program. bcc builds a ctypes class for every map's key and value
+ * (`bpf[name].Leaf`); exit and connect records are built on the stack and are in no other
+ * map, so these give tests/kernel/test_sensor_layout.py the compiler's own layout of them to
+ * compare with records.py. One entry each: 208 bytes. */
+BPF_ARRAY(exit_rec_layout, struct exit_record, 1);
+BPF_ARRAY(connect_rec_layout, struct connect_record, 1);
 
 static __always_inline void stat_add(u32 index, u64 n)
 {

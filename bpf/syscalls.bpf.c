@@ -95,7 +95,7 @@ static __always_inline void sc_str2(struct syscall_capture *c, const char *u)
  * A seccomp filter that returns an errno (Docker's default profile for mount, unshare, bpf,
  * ...) stops the syscall before sys_enter tracepoints run, but sys_exit still runs: an exit
  * with -EPERM and no capture is such an attempt, reported with its arguments unknown
- * (c.pad = 1). Filtered syscalls cannot tell this apart from a filtered-out call. */
+ * (c.args_unknown = 1). Filtered syscalls cannot tell this apart from a filtered-out call. */
 static __always_inline int sc_exit(long ret, u32 blind)
 {
     u32 tid = (u32)bpf_get_current_pid_tgid();
@@ -106,7 +106,7 @@ static __always_inline int sc_exit(long ret, u32 blind)
         c = sc_begin(blind);
         if (!c)
             return 0;
-        c->pad = 1;
+        c->args_unknown = 1;
         stat_add(STAT_SYSCALL_SEEN, 1);
     }
     u32 zero = 0;
@@ -117,7 +117,7 @@ static __always_inline int sc_exit(long ret, u32 blind)
     }
     fill_header(&r->h, REC_SYSCALL);
     bpf_probe_read_kernel(&r->c, sizeof(r->c), c);
-    if (!c->pad)
+    if (!c->args_unknown)
         inflight_syscall.delete(&tid);
     r->ret = ret;
     r->folded = 0;

@@ -10,7 +10,8 @@
     roxctl --json ...                      JSON for scripts
 
 Exit codes: 0 ok, 1 the daemon refused or failed, 2 usage, 3 roxd not reachable.
-roxctl never imports the engine: only the standard library and roxd.api.client.
+roxctl never imports the engine: only the standard library, roxd.api.client and
+roxd.vocabulary (the words it shares with the engine).
 """
 
 from __future__ import annotations
@@ -24,11 +25,9 @@ from typing import Any
 
 from roxd import __version__
 from roxd.api.client import ApiClient, ApiFailure, Unreachable, default_socket, path_of
+from roxd.vocabulary import EVENT_KINDS, PHASES, SEVERITIES
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
-PHASES = ("foothold", "privilege_escalation", "persistence", "lateral_movement", "objectives")
-SEVERITIES = ("emergency", "alert", "critical", "error", "warning", "notice", "info", "debug")
-EVENT_TYPES = ("exec", "exit", "connect")
 
 
 # ---------------------------------------------------------------------------- output
@@ -381,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_containers)
 
     s = sub.add_parser("events", help="live events (Ctrl-C to stop)")
-    s.add_argument("--type", action="append", choices=EVENT_TYPES, help="repeatable")
+    s.add_argument("--type", action="append", choices=EVENT_KINDS, help="repeatable")
     s.add_argument("--container", help="name, id or id prefix, or `host`")
     s.add_argument("--pid", type=int)
     s.add_argument("-f", "--follow", action="store_true",

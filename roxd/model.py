@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from roxd import vocabulary
+
 # --------------------------------------------------------------------------- sensor events
 
 
@@ -129,8 +131,7 @@ class SyscallEvent:
     source: str = "sensor"  # which program saw it: "sensor", "seccomp-enforce", "seccomp-deny"
 
 
-FILE_ACCESS_KINDS: tuple[str, ...] = (
-    "read", "write", "create", "truncate", "unlink", "rename", "link")
+FILE_ACCESS_KINDS: tuple[str, ...] = vocabulary.FILE_ACCESS_KINDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,7 +317,8 @@ def event_kind(event: SensorEvent) -> str:
 
 
 class Phase(str, Enum):
-    """StackRox's Adversarial Intent Model: the five phases of an attack."""
+    """StackRox's Adversarial Intent Model: the five phases of an attack (the words and their
+    order are roxd.vocabulary.PHASES)."""
 
     FOOTHOLD = "foothold"
     PRIVILEGE_ESCALATION = "privilege_escalation"
@@ -326,7 +328,8 @@ class Phase(str, Enum):
 
 
 class Severity(str, Enum):
-    """syslog severities (RFC 5424), most severe first; the int value is the syslog code."""
+    """syslog severities (RFC 5424), most severe first; `code` is the syslog code (the words
+    and their order are roxd.vocabulary.SEVERITIES)."""
 
     EMERGENCY = "emergency"
     ALERT = "alert"
@@ -339,7 +342,20 @@ class Severity(str, Enum):
 
     @property
     def code(self) -> int:
-        return list(Severity).index(self)
+        return vocabulary.SEVERITIES.index(self.value)
+
+
+def _check_vocabulary(enum: type[Enum], words: tuple[str, ...]) -> None:
+    """The enums spell out their members for readers and type checkers; roxd.vocabulary is
+    the one definition: a member added, renamed or moved on one side only fails at import."""
+    values = tuple(member.value for member in enum)
+    if values != words:
+        raise ImportError(f"roxd.model.{enum.__name__} {values} differs from roxd.vocabulary "
+                          f"{words}")
+
+
+_check_vocabulary(Phase, vocabulary.PHASES)
+_check_vocabulary(Severity, vocabulary.SEVERITIES)
 
 
 class ActionKind(str, Enum):

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from roxd.pubsub import Topic
+from roxd.vocabulary import SEVERITIES
 
 log = logging.getLogger(__name__)
-
-SEVERITIES = ("emergency", "alert", "critical", "error", "warning", "notice", "info", "debug")
 
 
 @dataclass(frozen=True)

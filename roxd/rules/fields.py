@@ -22,10 +22,11 @@ from roxd.model import (
     SyscallEvent,
     syscall_result_of,
 )
+from roxd.vocabulary import RULE_EVENT_KINDS
 
 # Event types a rule may name: exec and connect, sensitive system calls (bpf/syscalls.bpf.c)
-# and file access on watched paths (bpf/file.bpf.c).
-EVENT_TYPES: tuple[str, ...] = ("exec", "connect", "syscall", "file")
+# and file access on watched paths (bpf/file.bpf.c); defined in roxd.vocabulary.
+EVENT_TYPES: tuple[str, ...] = RULE_EVENT_KINDS
 PROCESS_EVENTS = frozenset(EVENT_TYPES)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

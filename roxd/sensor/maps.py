@@ -7,9 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-GATE_WORDS = 1024  # FILE_GATE_WORDS in bpf/common.h: 65,536 bits, one per pair of bytes
-GATE_HEAD_OFF = 1  # file_watch_all[1] bits: a gate switched off (an entry too short for it)
-GATE_TAIL_OFF = 2
+# mirrored from bpf/common.h in records.py (checked there): 65,536 gate bits, one per pair of
+# bytes; file_watch_all[1] bits saying a gate is switched off (an entry too short for it)
+from roxd.sensor.records import FILE_GATE_WORDS as GATE_WORDS
+from roxd.sensor.records import GATE_HEAD_OFF, GATE_TAIL_OFF
+
+__all__ = ["GATE_HEAD_OFF", "GATE_TAIL_OFF", "GATE_WORDS", "ExecKillEntries",
+           "FileWatchEntries", "LpmEntries"]
 
 # exec_kill: {cgroup id or a scope sentinel, FNV-1a of exe path or basename} -> verdict
 ExecKillEntries = dict[tuple[int, int], int]

@@ -1,6 +1,9 @@
 """The Python mirror of bpf/common.h: ring-buffer records, counters, the exe hash.
 
-Defined once here, decoded once here; nothing else in roxd knows the byte layout.
+Defined once here, decoded once here; nothing else in roxd knows the byte layout. Checked
+against the C side by tests: tests/unit/test_sensor_abi.py parses common.h (every enum and
+#define mirrored here), tests/kernel/test_sensor_layout.py compares each ctypes struct, field
+by field, with the struct bcc generated from the compiled program.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from dataclasses import dataclass
 
 from roxd.model import ConnectEvent, ExecEvent, ExitEvent, FileEvent, SensorEvent, SyscallEvent
 from roxd.sensor.decoders import decode_file_flags, decode_syscall_args
+from roxd.vocabulary import FILE_ACCESS_KINDS
 
 TASK_COMM_LEN = 16
 FILENAME_LEN = 256
@@ -101,10 +105,25 @@ SC_STR1 = 64
 
 FILE_PATH_LEN = 256
 # ACC_* bits in common.h, lowest bit first
-ACCESS_NAMES: tuple[str, ...] = ("read", "write", "create", "truncate", "unlink", "rename", "link")
+ACCESS_NAMES: tuple[str, ...] = FILE_ACCESS_KINDS
 ACCESS_BITS: dict[str, int] = {name: 1 << i for i, name in enumerate(ACCESS_NAMES)}
-# FOP_* in common.h
+# FOP_* in common.h: index = operation
 FILE_OPS: tuple[str, ...] = ("", "open", "creat", "truncate", "unlink", "rename", "link", "symlink")
+FOP_OPEN = 1
+FOP_CREAT = 2
+FOP_TRUNCATE = 3
+FOP_UNLINK = 4
+FOP_RENAME = 5
+FOP_LINK = 6
+FOP_SYMLINK = 7
+TWO_PATH_OPS = frozenset({FOP_RENAME, FOP_LINK, FOP_SYMLINK})  # these fill k[1] (path2)
+# file_capture.matched bits: which name a watch matched
+MATCHED_PATH = 1
+MATCHED_PATH2 = 2
+# file watch gates (file.bpf.c: file_gate_bits, file_watch_all)
+FILE_GATE_WORDS = 1024
+GATE_HEAD_OFF = 1
+GATE_TAIL_OFF = 2
 
 
 FNV_OFFSET = 0xCBF29CE484222325
@@ -219,7 +238,7 @@ class SyscallFoldKey(ct.Structure):
 class SyscallCapture(ct.Structure):
     _fields_ = (
         ("sc", ct.c_uint32),
-        ("pad", ct.c_uint32),
+        ("args_unknown", ct.c_uint32),
         ("args", ct.c_uint64 * 4),
         ("str", ct.c_char * SC_STR_LEN),
     )
@@ -426,8 +445,8 @@ def _decode_syscall(raw: bytes, clock_offset_ns: int) -> Decoded:
         comm=_text(h.comm),
         syscall=name,
         errno=-rec.ret if rec.ret < 0 else 0,
-        # pad 1: only sys_exit ran (a seccomp errno stopped it before entry): no arguments
-        args=BLIND_ARGS if rec.c.pad == 1
+        # only sys_exit ran (a seccomp errno stopped it before entry): no arguments
+        args=BLIND_ARGS if rec.c.args_unknown
         else decode_syscall_args(name, tuple(rec.c.args), strings, rec.ret),
         count=1 + rec.folded,
         source="sensor",
@@ -441,9 +460,10 @@ def _decode_file(raw: bytes, clock_offset_ns: int) -> Decoded:
     c = rec.c
     op = FILE_OPS[c.op] if 0 < c.op < len(FILE_OPS) else f"op{c.op}"
     path, path2 = _cstr(c.k[0].data), _cstr(c.k[1].data)
+    two_paths = c.op in TWO_PATH_OPS
     # the event is about the watched name: for rename/link the new one unless only the old
     # one was watched
-    if c.matched == 2:
+    if c.matched == MATCHED_PATH2:
         path, path2 = path2, path
         dfd, dfd2 = c.dfd2, c.dfd
     else:
@@ -460,9 +480,9 @@ def _decode_file(raw: bytes, clock_offset_ns: int) -> Decoded:
         flags=decode_file_flags(op, c.flags),
         mode=c.mode,
         errno=-rec.ret if rec.ret < 0 else 0,
-        other_path=path2 if c.op in (5, 6, 7) else None,
+        other_path=path2 if two_paths else None,
         dfd=dfd,
-        other_dfd=dfd2 if c.op in (5, 6, 7) else None,
+        other_dfd=dfd2 if two_paths else None,
         folded=rec.folded,
     )
     return Decoded(event, bytes(rec.key))

@@ -11,9 +11,6 @@ import pytest
 
 from roxd.errors import KernelHeadersError
 from roxd.model import ConnectEvent, Container, ExecEvent, ExitEvent, FileWatchSet
-from roxd.rules import load_rule_set
-from roxd.sensor import records
-from roxd.sensor.bitwords import has_bit, merged, words_of, write_words
 from roxd.policy.file_watch import (
     GATE_HEAD_OFF,
     GATE_TAIL_OFF,
@@ -27,6 +24,9 @@ from roxd.policy.kill_tables import (
     build_exec_kill_table,
     split_verdict,
 )
+from roxd.rules import load_rule_set
+from roxd.sensor import records
+from roxd.sensor.bitwords import has_bit, merged, words_of, write_words
 from roxd.sensor.headers import resolve_headers
 
 pytestmark = pytest.mark.unit
