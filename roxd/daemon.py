@@ -39,13 +39,14 @@ from roxd.enforce.response import Responder
 from roxd.enforce.runtime_control import DockerControl
 from roxd.errors import CgroupError, RoxdError, RuleError
 from roxd.jsonlines import JsonLines
-from roxd.model import Container, rfc3339
-from roxd.pipeline import Counters, EventTaps, Pipeline, SeccompViolation
+from roxd.model import Container, SeccompEvent, rfc3339
+from roxd.pipeline import Counters, EventTaps, Pipeline
 from roxd.policy.kernel import KernelPolicy
 from roxd.pubsub import Topic
 from roxd.rules.active import ActiveRules
 from roxd.rules.ruleset import RuleSet
 from roxd.sensor.program import Sensor, SensorConfig, SensorStats
+from roxd.sensor.records import Decoded
 from roxd.systemd_notify import Notifier
 
 log = logging.getLogger(__name__)
@@ -384,11 +385,11 @@ class Daemon:
             log.exception("seccomp poll failed")
             return
         resolver = parts.attribution.resolver
-        parts.pipeline.handle_seccomp([
-            SeccompViolation(killed=ev.kind == "killed", syscall=ev.syscall, pid=ev.pid,
-                             count=ev.count,
-                             cgroup_id=next(iter(resolver.cgroup_ids_of(ev.container_id)), 0))
-            for ev in events])
+        for ev in events:  # the seccomp sensor's violations, through the one pipeline
+            cgroup_id = next(iter(resolver.cgroup_ids_of(ev.container_id)), 0)
+            parts.pipeline.handle(Decoded(SeccompEvent(
+                time_ns=time.time_ns(), pid=ev.pid, uid=0, cgroup_id=cgroup_id, comm="",
+                syscall=ev.syscall, verdict=ev.kind, count=ev.count)))
 
     # ------------------------------------------------------------------ status
 

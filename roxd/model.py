@@ -131,6 +131,26 @@ class SyscallEvent:
     source: str = "sensor"  # which program saw it: "sensor", "seccomp-enforce", "seccomp-deny"
 
 
+SECCOMP_VERDICTS: tuple[str, ...] = ("killed", "denied")
+
+
+@dataclass(frozen=True, slots=True)
+class SeccompEvent:
+    """A system call outside a container's seccomp policy, from the seccomp sensor
+    (roxd/seccomp): `killed` by roxd's eBPF program at syscall entry (the container is in
+    enforce mode), or `denied` with EPERM by the seccomp profile applied to it. The kernel
+    acted before userspace heard of it; `count` attempts since the last report."""
+
+    time_ns: int
+    pid: int
+    uid: int
+    cgroup_id: int
+    comm: str
+    syscall: str
+    verdict: str  # one of SECCOMP_VERDICTS
+    count: int = 1
+
+
 FILE_ACCESS_KINDS: tuple[str, ...] = vocabulary.FILE_ACCESS_KINDS
 
 
@@ -177,7 +197,7 @@ class FileWatchSet:
         return bool(self.exact or self.prefixes or self.basenames or self.everything)
 
 
-SensorEvent = ExecEvent | ExitEvent | ConnectEvent | SyscallEvent | FileEvent
+SensorEvent = ExecEvent | ExitEvent | ConnectEvent | SyscallEvent | FileEvent | SeccompEvent
 
 # --------------------------------------------------------------------------- enrichment
 
@@ -296,6 +316,8 @@ class EnrichedEvent:
                            "other_path": ev.other_path, "errno": ev.errno,
                            "result": syscall_result_of(ev.errno)}
             out["folded"] = ev.folded
+        elif isinstance(ev, SeccompEvent):
+            out["seccomp"] = {"syscall": ev.syscall, "verdict": ev.verdict, "count": ev.count}
         return out
 
 
@@ -310,6 +332,8 @@ def event_kind(event: SensorEvent) -> str:
         return "syscall"
     if isinstance(event, FileEvent):
         return "file"
+    if isinstance(event, SeccompEvent):
+        return "seccomp"
     raise TypeError(f"not a sensor event: {event!r}")
 
 

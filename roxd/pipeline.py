@@ -3,6 +3,10 @@
     decoded ─► containers (enrich) ─► policy (kernel verdicts, held execs) ─► event taps
             ─► rules (match) ─► quiet │ enforce (respond) ─► alerts (one fan-out)
 
+Both sensors feed it: the main one (exec, exit, connect, syscall, file records from the ring
+buffer) and the seccomp one (its violations as SeccompEvent, matched by the built-in rules in
+roxd/rules/builtin/ like any other event).
+
 `Pipeline.handle` runs the stages in that order and returns a `Handled` record; it touches
 the kernel only through roxd/policy/ (the sensor's maps are the policy's to write). Every
 part is passed in, so the whole path runs in a unit test with fakes at the edges (the kernel
@@ -11,7 +15,6 @@ maps, the runtime); the daemon only assembles the parts and drives the loop.
 
 from __future__ import annotations
 
-import errno
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,11 +30,8 @@ from roxd.model import (
     EnrichedEvent,
     ExitEvent,
     Outcome,
-    Phase,
     RuleMatch,
-    RuleRef,
-    Severity,
-    SyscallEvent,
+    SeccompEvent,
 )
 from roxd.pubsub import Topic
 from roxd.rules.ruleset import RuleSet
@@ -90,30 +90,6 @@ class EventTaps:
         self.topic.publish(record)
 
 
-# Seccomp violations the kernel already acted on (seccomp/learner.py): always news.
-SECCOMP_KILLED = RuleRef(
-    id="seccomp.enforce-kill", name="Process killed for a syscall outside its learned profile",
-    phase=Phase.PRIVILEGE_ESCALATION, severity=Severity.CRITICAL, mitre=("T1611", "T1068"),
-    description="A container in seccomp enforce mode made a system call its image never made "
-                "while learning; the kernel killed the process at syscall entry.")
-SECCOMP_DENIED = RuleRef(
-    id="seccomp.profile-denied", name="Syscall denied by the container's seccomp profile",
-    phase=Phase.PRIVILEGE_ESCALATION, severity=Severity.WARNING, mitre=("T1611",),
-    description="A syscall returned EPERM from the container's applied seccomp profile: an "
-                "attack attempt, or a profile too tight for the workload.")
-
-
-@dataclass(frozen=True)
-class SeccompViolation:
-    """A syscall the seccomp stage's kernel side killed or saw denied, attributed."""
-
-    killed: bool  # False: denied (EPERM) by an applied profile
-    syscall: str
-    pid: int
-    count: int
-    cgroup_id: int
-
-
 class Pipeline:
     def __init__(self, *, enricher: Enricher, rules: Callable[[], RuleSet], policy: Policy,
                  responder: Responder, alerts: AlertDispatcher, taps: EventTaps,
@@ -143,28 +119,21 @@ class Pipeline:
             results = self._responder.respond(match, enriched,
                                               killed_in_kernel=killed_by == match.rule.id,
                                               held=decoded.held)
+            results += kernel_actions(enriched, results)
             alerts.append(self._alerts.raise_alert(match.rule, enriched, results))
         self.counters.alerts += len(alerts)
         return Handled(enriched, killed_by, tuple(matches), tuple(alerts))
 
-    def handle_seccomp(self, violations: Sequence[SeccompViolation]) -> list[Alert]:
-        """Kills and denials of the seccomp stage become alerts like any other."""
-        alerts = []
-        for v in violations:
-            syscall = SyscallEvent(
-                time_ns=time.time_ns(), pid=v.pid, uid=0, cgroup_id=v.cgroup_id, comm="",
-                syscall=v.syscall, errno=0 if v.killed else errno.EPERM, count=v.count,
-                source="seccomp-enforce" if v.killed else "seccomp-deny")
-            enriched = self._enricher.enrich(syscall)
-            if v.killed:
-                rule, actions = SECCOMP_KILLED, (ActionResult(
-                    ActionKind.KILL, Outcome.DONE,
-                    f"SIGKILL at sys_enter of {v.syscall}: outside the enforced profile",
-                    in_kernel=True),)
-            else:
-                rule, actions = SECCOMP_DENIED, (ActionResult(
-                    ActionKind.ALERT, Outcome.DONE,
-                    f"{v.syscall} denied by the container's seccomp profile (EPERM)"),)
-            alerts.append(self._alerts.raise_alert(rule, enriched, actions))
-        self.counters.alerts += len(alerts)
-        return alerts
+
+def kernel_actions(event: EnrichedEvent, results: Sequence[ActionResult]) -> tuple[ActionResult,
+                                                                                 ...]:
+    """What the kernel already did to the process before any rule was asked, when no rule's
+    own action reports it: a seccomp kill at syscall entry."""
+    ev = event.event
+    if not isinstance(ev, SeccompEvent) or ev.verdict != "killed":
+        return ()
+    if any(r.action is ActionKind.KILL and r.outcome is Outcome.DONE for r in results):
+        return ()
+    return (ActionResult(ActionKind.KILL, Outcome.DONE,
+                         f"SIGKILL at sys_enter of {ev.syscall}: outside the enforced seccomp "
+                         "profile", in_kernel=True),)

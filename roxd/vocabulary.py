@@ -10,10 +10,10 @@ from __future__ import annotations
 
 # Every kind of event the sensor reports: the "type" of an event record (--print-events, the
 # API's event stream, alerts' event part).
-EVENT_KINDS: tuple[str, ...] = ("exec", "exit", "connect", "syscall", "file")
+EVENT_KINDS: tuple[str, ...] = ("exec", "exit", "connect", "syscall", "file", "seccomp")
 
 # The kinds a rule may name (`event = ...`): exits carry nothing a rule could match on.
-RULE_EVENT_KINDS: tuple[str, ...] = ("exec", "connect", "syscall", "file")
+RULE_EVENT_KINDS: tuple[str, ...] = ("exec", "connect", "syscall", "file", "seccomp")
 
 # StackRox's Adversarial Intent Model: the five phases of an attack, in kill-chain order.
 PHASES: tuple[str, ...] = (

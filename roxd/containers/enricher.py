@@ -15,6 +15,7 @@ from roxd.model import (
     ExitEvent,
     FileEvent,
     Process,
+    SeccompEvent,
     SensorEvent,
     SyscallEvent,
 )
@@ -46,7 +47,7 @@ class Enricher:
                 else self._unknown(event.pid, -1, event.comm, event.cgroup_id)
             )
             self.processes.on_exit(event)
-        elif isinstance(event, ConnectEvent | SyscallEvent | FileEvent):
+        elif isinstance(event, ConnectEvent | SyscallEvent | FileEvent | SeccompEvent):
             info_or_none = self.processes.get(event.pid)
             process = (
                 self._process(info_or_none, event.cgroup_id, event.comm, uid=event.uid)

@@ -1,7 +1,9 @@
 """The rule set in force: loaded from the configured paths, swapped whole on reload, with the
 operator's runtime enable/disable kept across reloads (until roxd restarts).
 
-Listeners (the kernel policy) hear of every new set; the loop thread owns this object.
+The built-in rules (roxd/rules/builtin/: what the seccomp sensor's violations become) are
+loaded first, so any configured file can override them by id. Listeners (the kernel policy)
+hear of every new set; the loop thread owns this object.
 """
 
 from __future__ import annotations
@@ -17,11 +19,18 @@ from roxd.rules.ruleset import RuleSet
 log = logging.getLogger(__name__)
 
 Listener = Callable[[RuleSet], None]
+BUILTIN_RULES = Path(__file__).resolve().parent / "builtin"
+
+
+def with_builtin(paths: Sequence[Path | str]) -> tuple[Path, ...]:
+    """The built-in rules, then `paths` (unless they already name them)."""
+    given = tuple(Path(p) for p in paths)
+    return given if BUILTIN_RULES in given else (BUILTIN_RULES, *given)
 
 
 class ActiveRules:
-    def __init__(self, paths: Sequence[Path]) -> None:
-        self.paths: tuple[Path, ...] = tuple(paths)
+    def __init__(self, paths: Sequence[Path], *, builtin: bool = True) -> None:
+        self.paths: tuple[Path, ...] = with_builtin(paths) if builtin else tuple(paths)
         self.overrides: dict[str, bool] = {}  # rule id -> enabled, set at runtime
         self._current: RuleSet | None = None
         self._listeners: list[Listener] = []

@@ -244,6 +244,7 @@ _EXEC = frozenset({"exec"})
 _CONNECT = frozenset({"connect"})
 _SYSCALL = frozenset({"syscall"})
 _FILE = frozenset({"file"})
+_SECCOMP = frozenset({"seccomp"})
 _RESULTS = frozenset({"connect", "syscall", "file"})
 S, N, B, IP, IMG = ValueKind.STR, ValueKind.INT, ValueKind.BOOL, ValueKind.IP, ValueKind.IMAGE
 
@@ -315,7 +316,10 @@ FIELDS: dict[str, FieldSpec] = {
         _spec("fileless", B, _EXEC, lambda v: v.event.fileless, "exec'd from an fd (memfd)"),
         _spec("result", S, _RESULTS, lambda v: v.result, "ok, refused, denied, error, ..."),
         _spec("errno", S, _RESULTS, lambda v: v.errno_name, "EPERM, ENOENT, ...; none on success"),
-        _spec("syscall", S, _SYSCALL, lambda v: v.event.syscall, "system call name"),
+        _spec("syscall", S, _SYSCALL | _SECCOMP, lambda v: v.event.syscall,
+              "system call name"),
+        _spec("seccomp_verdict", S, _SECCOMP, lambda v: v.event.verdict,
+              "killed (enforce mode, at syscall entry) | denied (EPERM by an applied profile)"),
         _spec("flags", S, _SYSCALL | _FILE, lambda v: v.flags, "decoded flags", many=True),
         _spec("path", S, _SYSCALL | _FILE, lambda v: v.path, "file path (resolved if known)"),
         _spec("given_path", S, _FILE, lambda v: v.file_attr("path"), "path as the caller gave it"),

@@ -29,7 +29,7 @@ from roxd.containers.process_table import ProcessTable
 from roxd.containers.resolver import ContainerResolver
 from roxd.enforce.kill import KillOutcome
 from roxd.enforce.response import Responder
-from roxd.model import Alert, ConnectEvent, ExecEvent, ExitEvent, Outcome
+from roxd.model import Alert, ConnectEvent, ExecEvent, ExitEvent, Outcome, SeccompEvent
 from roxd.pipeline import EventTaps, Pipeline
 from roxd.policy.kernel import KernelPolicy
 from roxd.policy.kill_tables import split_verdict
@@ -411,3 +411,36 @@ def _fnv(name: str) -> int:
     from roxd.sensor.records import fnv1a
 
     return fnv1a(name.encode())
+
+
+def seccomp_record(cgroup_id: int, syscall: str, verdict: str) -> Decoded:
+    return Decoded(SeccompEvent(time_ns=time.time_ns(), pid=4343, uid=0, cgroup_id=cgroup_id,
+                                comm="", syscall=syscall, verdict=verdict, count=3))
+
+
+def test_seccomp_violations_are_matched_by_the_built_in_rules(rig: Rig) -> None:
+    """The seccomp sensor's violations go through the same path as every event: the built-in
+    rules decide, and the kernel's kill shows as an in-kernel action of the alert."""
+    killed = rig.pipeline.handle(seccomp_record(rig.web_cgroup, "mount", "killed"))
+    assert [m.rule.id for m in killed.matches] == ["seccomp.enforce-kill"]
+    assert killed.event.container is not None and killed.event.container.name == "web-1"
+    actions = {a.action.value: a for a in killed.alerts[0].actions}
+    assert actions["kill"].in_kernel and actions["kill"].outcome is Outcome.DONE
+    assert "mount" in actions["kill"].reason
+    assert killed.event.to_dict()["seccomp"] == {"syscall": "mount", "verdict": "killed",
+                                                 "count": 3}
+    denied = rig.pipeline.handle(seccomp_record(rig.web_cgroup, "unshare", "denied"))
+    assert [m.rule.id for m in denied.matches] == ["seccomp.profile-denied"]
+    assert [a.action.value for a in denied.alerts[0].actions] == ["alert"]
+
+
+def test_a_rule_file_can_override_a_built_in_rule(rig: Rig) -> None:
+    rig.rule_file.write_text(RULES + '''
+[[override]]
+id = "seccomp.profile-denied"
+enabled = false
+''')
+    rig.rules.reload()
+    assert not rig.rules.current.get("seccomp.profile-denied").enabled
+    out = rig.pipeline.handle(seccomp_record(rig.web_cgroup, "unshare", "denied"))
+    assert not out.matches and not out.alerts

@@ -44,11 +44,19 @@ def test_an_enum_that_drifts_from_the_vocabulary_fails_loudly() -> None:
 
 def test_rule_event_kinds_are_the_event_kinds_without_exit() -> None:
     assert set(vocabulary.RULE_EVENT_KINDS) == set(vocabulary.EVENT_KINDS) - {"exit"}
-    assert len(set(vocabulary.EVENT_KINDS)) == len(vocabulary.EVENT_KINDS) == 5
+    assert len(set(vocabulary.EVENT_KINDS)) == len(vocabulary.EVENT_KINDS) == 6
 
 
 def test_every_sensor_event_type_has_a_kind_of_the_vocabulary() -> None:
-    from roxd.model import ConnectEvent, ExecEvent, ExitEvent, FileEvent, SyscallEvent, event_kind
+    from roxd.model import (
+        ConnectEvent,
+        ExecEvent,
+        ExitEvent,
+        FileEvent,
+        SeccompEvent,
+        SyscallEvent,
+        event_kind,
+    )
 
     events = [
         ExecEvent(time_ns=1, pid=2, ppid=1, uid=0, gid=0, cgroup_id=1, comm="sh",
@@ -59,6 +67,8 @@ def test_every_sensor_event_type_has_a_kind_of_the_vocabulary() -> None:
         SyscallEvent(time_ns=1, pid=2, uid=0, cgroup_id=1, comm="x", syscall="ptrace"),
         FileEvent(time_ns=1, pid=2, uid=0, cgroup_id=1, comm="cat", operation="open",
                   path="/etc/shadow", access=("read",)),
+        SeccompEvent(time_ns=1, pid=2, uid=0, cgroup_id=1, comm="x", syscall="mount",
+                     verdict="killed"),
     ]
     assert tuple(event_kind(e) for e in events) == vocabulary.EVENT_KINDS
 
