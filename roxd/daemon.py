@@ -33,7 +33,6 @@ from roxd.containers.attribution import ContainerAttribution
 from roxd.enforce.kill import kill_pid
 from roxd.enforce.quarantine import Quarantine
 from roxd.enforce.response import Responder
-from roxd.enforce.runtime_control import DockerControl
 from roxd.errors import CgroupError, RoxdError, RuleError
 from roxd.model import (
     ActionKind,
@@ -52,6 +51,7 @@ from roxd.model import (
 from roxd.pubsub import Topic
 from roxd.rules.loader import load_rule_set
 from roxd.rules.ruleset import RuleSet
+from roxd.runtime import connect_runtime
 from roxd.sensor.kill_table import build_connect_kill_table, build_exec_kill_table
 from roxd.sensor.program import Sensor, SensorConfig, SensorStats
 from roxd.sensor.records import Decoded
@@ -95,12 +95,11 @@ class Daemon:
         self.counters = Counters()
         self.rules: RuleSet | None = None
         self.rule_paths = list(options.rule_paths) or config.rule_paths()
-        self.features = features.probe(config.containers.docker_url or None)
+        self.container_runtime = connect_runtime(config.containers)  # the one client
+        self.features = features.probe(runtime=self.container_runtime)
         self.attribution: ContainerAttribution | None = None
         self.sensor: Sensor | None = None
-        self.runtime = (DockerControl(config.containers.docker_url,
-                                      config.containers.docker_timeout_s)
-                        if config.containers.docker_url else None)
+        self.runtime = self.container_runtime if self.container_runtime.configured else None
         self.quarantine = self._make_quarantine()
         self.responder = Responder(monitor=config.rules.monitor, quarantine=self.quarantine,
                                    runtime=self.runtime,
@@ -142,10 +141,7 @@ class Daemon:
         log.info("host features: %s", self.features.summary())
         self.rules = self._load_rules_or_fail()
         try:
-            self.attribution = ContainerAttribution.from_host(
-                docker_url=self.config.containers.docker_url or None,
-                docker_timeout=self.config.containers.docker_timeout_s,
-            )
+            self.attribution = ContainerAttribution.from_host(runtime=self.container_runtime)
         except CgroupError as exc:
             log.error("%s", exc)
             return 1
@@ -465,17 +461,12 @@ class Daemon:
             log.warning("no container runtime configured: seccomp learning is unavailable")
             return None
         try:
-            import docker
-
             from roxd.seccomp.service import SeccompService
 
-            client = docker.DockerClient(base_url=self.config.containers.docker_url,
-                                         version="auto",
-                                         timeout=self.config.containers.docker_timeout_s)
-            return SeccompService(Path(self.config.daemon.state_dir), client,
+            self.container_runtime.ping()  # Docker down at start: unavailable, as before
+            return SeccompService(Path(self.config.daemon.state_dir), self.container_runtime,
                                   honor_label=self.config.seccomp.honor_label,
-                                  cgroup_root=self.attribution.index.root
-                                  if self.attribution else None)
+                                  index=self.attribution.index if self.attribution else None)
         except Exception as exc:  # Docker down at start, libseccomp missing, ...: say so
             log.warning("seccomp learning/enforcement unavailable: %s", exc)
             return None
