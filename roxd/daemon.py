@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from roxd import __version__, features
 from roxd.alerts.delivery import AlertDelivery
@@ -36,7 +36,6 @@ from roxd.config import Config
 from roxd.containers.attribution import ContainerAttribution
 from roxd.enforce.quarantine import Quarantine
 from roxd.enforce.response import Responder
-from roxd.enforce.runtime_control import DockerControl
 from roxd.errors import CgroupError, RoxdError, RuleError
 from roxd.jsonlines import JsonLines
 from roxd.model import Container, SeccompEvent, rfc3339
@@ -45,9 +44,13 @@ from roxd.policy.kernel import KernelPolicy
 from roxd.pubsub import Topic
 from roxd.rules.active import ActiveRules
 from roxd.rules.ruleset import RuleSet
+from roxd.runtime import ContainerRuntime, connect_runtime
 from roxd.sensor.program import Sensor, SensorConfig, SensorStats
 from roxd.sensor.records import Decoded
 from roxd.systemd_notify import Notifier
+
+if TYPE_CHECKING:  # imported when seccomp is set up: libseccomp may be missing
+    from roxd.seccomp.service import SeccompService
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -80,7 +83,7 @@ class Parts:
     policy: KernelPolicy
     pipeline: Pipeline
     delivery: AlertDelivery
-    seccomp: Any  # roxd.seccomp.service.SeccompService, or None where unavailable
+    seccomp: SeccompService | None  # None where unavailable (the start-up log says why)
     api: ApiServer | None = None
 
 
@@ -90,14 +93,13 @@ class Daemon:
         self.options = options
         self.counters = Counters()
         self.rules = ActiveRules(list(options.rule_paths) or config.rule_paths())
-        self.features = features.probe(config.containers.docker_url or None)
+        # the one client of the container runtime: DockerRuntime, or NoRuntime with its reason
+        self.runtime: ContainerRuntime = connect_runtime(config.containers)
+        self.features = features.probe(runtime=self.runtime)
         self.lines = (JsonLines(options.events_out)
                       if options.print_events or options.print_alerts else None)
         self.events_topic = Topic("events")
         self.alerts_topic = Topic("alerts")
-        self.runtime = (DockerControl(config.containers.docker_url,
-                                      config.containers.docker_timeout_s)
-                        if config.containers.docker_url else None)
         self.quarantine = self._make_quarantine()
         self.started_at = time.time()
         self.parts: Parts | None = None  # set by run(), complete or not at all
@@ -122,10 +124,7 @@ class Daemon:
         delivery = self._make_delivery()
         try:
             try:
-                attribution = ContainerAttribution.from_host(
-                    docker_url=self.config.containers.docker_url or None,
-                    docker_timeout=self.config.containers.docker_timeout_s,
-                )
+                attribution = ContainerAttribution.from_host(runtime=self.runtime)
             except CgroupError as exc:
                 log.error("%s", exc)
                 return 1
@@ -216,8 +215,7 @@ class Daemon:
         delivery.close(5.0)  # after the last alert: flushes folds and queues to disk
         if parts is not None:
             parts.attribution.stop()
-        if self.runtime is not None:
-            self.runtime.close()
+        self.runtime.close()
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -339,15 +337,15 @@ class Daemon:
                                            taps={"api": TopicSink(self.alerts_topic)})
 
     def _make_quarantine(self) -> Quarantine | None:
-        if self.runtime is None:
+        if not self.runtime.configured:
             log.warning("no container runtime configured: isolate actions cannot be enforced")
             return None
         if not self.features.nftables.available:
             log.warning("nftables unavailable (%s): isolate actions cannot be enforced",
                         self.features.nftables.detail)
             return None
-        return Quarantine(Path(self.config.daemon.state_dir), pid_of=self.runtime.pid_of,
-                          exists=self.runtime.exists, allow=self.config.enforce.isolate_allow)
+        return Quarantine.for_runtime(Path(self.config.daemon.state_dir), self.runtime,
+                                      allow=self.config.enforce.isolate_allow)
 
     def _reconcile_quarantine(self) -> None:
         if self.quarantine is None:
@@ -357,21 +355,17 @@ class Daemon:
         except Exception:  # a runtime hiccup must not stop the loop; next round retries
             log.exception("quarantine reconciliation failed")
 
-    def _make_seccomp(self, attribution: ContainerAttribution) -> Any:
-        if not self.config.containers.docker_url:
+    def _make_seccomp(self, attribution: ContainerAttribution) -> SeccompService | None:
+        if not self.runtime.configured:
             log.warning("no container runtime configured: seccomp learning is unavailable")
             return None
         try:
-            import docker
-
             from roxd.seccomp.service import SeccompService
 
-            client = docker.DockerClient(base_url=self.config.containers.docker_url,
-                                         version="auto",
-                                         timeout=self.config.containers.docker_timeout_s)
-            return SeccompService(Path(self.config.daemon.state_dir), client,
+            self.runtime.ping()  # the engine down at start: unavailable, and say so
+            return SeccompService(Path(self.config.daemon.state_dir), self.runtime,
                                   honor_label=self.config.seccomp.honor_label,
-                                  cgroup_root=attribution.index.root)
+                                  index=attribution.index)
         except Exception as exc:  # Docker down at start, libseccomp missing, ...: say so
             log.warning("seccomp learning/enforcement unavailable: %s", exc)
             return None
@@ -470,7 +464,7 @@ class DaemonPort:
     def quarantine(self) -> Quarantine | None:
         return self._daemon.quarantine
 
-    def seccomp(self) -> Any:
+    def seccomp(self) -> SeccompService | None:
         return self._parts.seccomp
 
     def alert_store(self) -> Any:

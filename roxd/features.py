@@ -10,8 +10,12 @@ import platform
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from roxd.sensor.tracefs import tracefs_root
+
+if TYPE_CHECKING:
+    from roxd.runtime import ContainerRuntime
 
 
 @dataclass(frozen=True)
@@ -91,23 +95,30 @@ def _probe_cgroup2() -> Feature:
     return Feature(True, f"{mount.mount_point}, {layout}")
 
 
-def _probe_docker(url: str | None) -> Feature:
-    if not url:
+def _probe_docker(runtime: ContainerRuntime) -> Feature:
+    if not runtime.configured:
         return Feature(False, "no Docker engine configured (containers.docker_url)")
+    url = runtime.url
     try:
-        import docker
-
-        client = docker.DockerClient(base_url=url, version="auto", timeout=3)
-        try:
-            version = client.version().get("Version", "?")
-        finally:
-            client.close()
+        version = runtime.version()
     except Exception as exc:  # any failure means: not reachable now (it may come later)
-        return Feature(False, f"{url} not reachable at start: {type(exc).__name__}")
-    return Feature(True, f"{url}: Docker {version}")
+        cause = exc.__cause__ or exc
+        return Feature(False, f"{url} not reachable at start: {type(cause).__name__}")
+    return Feature(True, f"{url}: {runtime.label} {version}")
 
 
-def probe(docker_url: str | None = None) -> Features:
+def probe(docker_url: str | None = None, *, runtime: ContainerRuntime | None = None) -> Features:
+    """The host's features. The container runtime is asked through `runtime` (the daemon's
+    shared one); `docker_url` (the old form) builds a short-lived one with a 3 s timeout."""
+    if runtime is None:
+        from roxd.runtime import DockerRuntime, NoRuntime
+
+        owned: ContainerRuntime = (DockerRuntime(docker_url, timeout=3) if docker_url
+                                   else NoRuntime())
+        try:
+            return probe(runtime=owned)
+        finally:
+            owned.close()
     release = platform.release()
     btf = Path("/sys/kernel/btf/vmlinux").exists()
     tracefs = tracefs_root()
@@ -136,5 +147,5 @@ def probe(docker_url: str | None = None) -> Features:
         seccomp=seccomp,
         nftables=nft,
         cgroup2=_probe_cgroup2(),
-        docker=_probe_docker(docker_url),
+        docker=_probe_docker(runtime),
     )

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from roxd.api.http import Request
-from roxd.api.port import DaemonPort, SeccompControl
+from roxd.api.port import DaemonPort, SeccompApi
 from roxd.errors import ApiError, RoxdError
 
 NOT_AVAILABLE = ("seccomp is not available on this host: it needs a container runtime and "
@@ -34,7 +34,7 @@ class SeccompEndpoints:
     def __init__(self, daemon: DaemonPort) -> None:
         self.daemon = daemon
 
-    def _call(self, fn: Callable[[SeccompControl], Any]) -> Any:
+    def _call(self, fn: Callable[[SeccompApi], Any]) -> Any:
         service = self.daemon.seccomp()
         if service is None:
             raise ApiError(501, NOT_AVAILABLE)

@@ -1,6 +1,6 @@
 """The container-attribution stage assembled: what the daemon builds, starts and stops.
 
-    attribution = ContainerAttribution.from_host(docker_url="unix:///var/run/docker.sock")
+    attribution = ContainerAttribution.from_host(runtime=connect_runtime(config.containers))
     attribution.start()                    # index the cgroup tree; start the docker thread
     enriched = attribution.enricher.enrich(event)
     attribution.stop()
@@ -15,6 +15,7 @@ from roxd.containers.docker_source import DEFAULT_DOCKER_URL, DockerMetadataSour
 from roxd.containers.enricher import Enricher
 from roxd.containers.process_table import ProcessTable
 from roxd.containers.resolver import ContainerResolver
+from roxd.runtime import ContainerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +38,25 @@ class ContainerAttribution:
     def from_host(
         cls,
         *,
+        runtime: ContainerRuntime | None = None,
         docker_url: str | None = DEFAULT_DOCKER_URL,
         docker_timeout: float = 5.0,
         mountinfo: str = MOUNTINFO,
     ) -> ContainerAttribution:
-        """Raises CgroupError when the host has no cgroup2 hierarchy. docker_url=None: no Docker."""
+        """Raises CgroupError when the host has no cgroup2 hierarchy.
+
+        `runtime`: the shared ContainerRuntime (NoRuntime: attribution from cgroup paths only);
+        its metadata source never closes it. Without it, the old form: a Docker source with a
+        client of its own at `docker_url` (None: no Docker)."""
         index = CgroupIndex.from_host(mountinfo)
-        docker = (
-            DockerMetadataSource(docker_url, timeout=docker_timeout) if docker_url else None
-        )
+        docker: DockerMetadataSource | None
+        if runtime is not None:
+            docker = DockerMetadataSource(runtime) if runtime.configured else None
+        else:
+            docker = (
+                DockerMetadataSource(base_url=docker_url, timeout=docker_timeout)
+                if docker_url else None
+            )
         return cls(index, docker)
 
     def start(self) -> None:

@@ -1,9 +1,11 @@
-"""Container names, images and labels from the Docker engine.
+"""Container names, images and labels from a container runtime, kept current.
 
-The only module that imports the Docker SDK (python3-docker, 5.0 API). A background thread scans
-the running containers, then follows the engine's event stream (start, die, destroy, rename);
-when the engine goes away (dockerd restarted, socket missing) it logs one warning, keeps
-attribution working from cgroup paths alone, and reconnects with exponential backoff.
+A background thread scans the running containers, then follows the runtime's event stream
+(start, die, destroy, rename); when the runtime goes away (dockerd restarted, socket missing)
+it logs one warning, keeps attribution working from cgroup paths alone, and reconnects with
+exponential backoff. It talks to the runtime only through `roxd.runtime.ContainerRuntime`
+(one client, shared with enforcement and seccomp); the Docker SDK lives in
+roxd/runtime/docker_engine.py.
 
 Images are never pulled: this module only reads (ping, list, inspect, events).
 """
@@ -13,79 +15,58 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
-from typing import Any
 
 from roxd.containers.metadata import ContainerMetadata, MetadataListener
+from roxd.runtime import (
+    DEFAULT_DOCKER_URL,
+    ContainerRuntime,
+    DockerRuntime,
+    EventStream,
+    RuntimeControlError,
+    RuntimeEvent,
+)
+from roxd.runtime.docker_engine import error_reason as _reason
+from roxd.runtime.docker_engine import metadata_from_inspect
 
-try:  # the dependency is declared, but a missing SDK must degrade like a missing engine
-    import docker
-    import docker.errors
-except ImportError:  # pragma: no cover - depends on the installation
-    docker = None
+__all__ = ["DEFAULT_DOCKER_URL", "DockerMetadataSource", "metadata_from_inspect"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
 _EVENTS = ("start", "die", "destroy", "rename")
 
 
-def metadata_from_inspect(attrs: Mapping[str, Any]) -> ContainerMetadata:
-    """ContainerMetadata from `docker inspect` output (GET /containers/<id>/json)."""
-    config = attrs.get("Config") or {}
-    state = attrs.get("State") or {}
-    name = attrs.get("Name") or None
-    pid = state.get("Pid") or None
-    return ContainerMetadata(
-        id=attrs["Id"],
-        name=name.lstrip("/") if name else None,
-        image=config.get("Image") or None,
-        image_id=attrs.get("Image") or None,
-        labels=dict(config.get("Labels") or {}),
-        pid=pid if state.get("Running") else None,
-    )
-
-
-def _reason(exc: BaseException) -> str:
-    """A one-line cause: the innermost OSError's message when there is one."""
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, OSError) and cur.strerror:
-            return cur.strerror
-        for arg in cur.args:
-            if isinstance(arg, BaseException):
-                inner = _reason(arg)
-                if inner:
-                    return inner
-        cur = cur.__cause__ or cur.__context__
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:200]
-
-
 class DockerMetadataSource:
-    """Metadata of Docker containers, kept current from the engine's event stream.
+    """Metadata of a runtime's containers, kept current from its event stream.
 
+    `runtime` is the shared ContainerRuntime (the source never closes it); the old form
+    `DockerMetadataSource(base_url=...)` builds a DockerRuntime of its own, closed by `stop()`.
     `start()` launches the background thread and returns at once; `stop()` ends it.
     `get()` answers from memory, and asks the engine synchronously (once, bounded by
     `timeout`) for an id it has never seen while the engine is reachable: the first exec in a
     new container happens before dockerd even reports the start.
     """
 
-    runtime = "docker"
+    runtime = "docker"  # MetadataSource: which runtime's ids (set from the runtime's name)
 
     def __init__(
         self,
-        base_url: str = DEFAULT_DOCKER_URL,
+        runtime: ContainerRuntime | str | None = None,
         *,
+        base_url: str | None = None,
         timeout: float = 5.0,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         inspect_on_miss: bool = True,
         miss_ttl: float = 30.0,
     ) -> None:
-        self.base_url = base_url
+        if isinstance(runtime, str):  # the old positional base_url
+            runtime, base_url = None, runtime
+        self._owns_runtime = runtime is None
+        self._runtime: ContainerRuntime = (
+            runtime if runtime is not None
+            else DockerRuntime(base_url or DEFAULT_DOCKER_URL, timeout=timeout))
+        self.runtime = self._runtime.name
+        self.base_url = self._runtime.url
         self.timeout = timeout
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
@@ -96,8 +77,8 @@ class DockerMetadataSource:
         self._meta: dict[str, ContainerMetadata] = {}
         self._misses: dict[str, float] = {}  # id -> monotonic time the engine didn't know it
         self._listeners: list[MetadataListener] = []
-        self._client: Any = None
-        self._stream: Any = None
+        self._client: ContainerRuntime | None = None  # set while connected
+        self._stream: EventStream | None = None
         self._connected = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -132,6 +113,8 @@ class DockerMetadataSource:
             if self._thread.is_alive():
                 log.warning("docker event thread did not stop within %.1f s", timeout)
             self._thread = None
+        if self._owns_runtime:
+            self._runtime.close()
 
     @property
     def connected(self) -> bool:
@@ -180,9 +163,7 @@ class DockerMetadataSource:
                     self._client = client
                 self._set_connected()
                 backoff = self.backoff_initial
-                stream = client.events(
-                    since=since, decode=True, filters={"type": "container", "event": list(_EVENTS)}
-                )
+                stream = client.events(since=since, actions=_EVENTS)
                 with self._lock:
                     self._stream = stream
                 if self._stopping.is_set():
@@ -205,25 +186,22 @@ class DockerMetadataSource:
                     stream, self._stream = self._stream, None
                     if self._client is client:
                         self._client = None
-                for closable in (stream, client):
-                    if closable is not None:
-                        try:
-                            closable.close()
-                        except Exception as exc:
-                            log.debug("closing docker connection: %s", exc)
+                if stream is not None:  # the runtime (and its client) stays: it is shared
+                    try:
+                        stream.close()
+                    except Exception as exc:
+                        log.debug("closing the docker event stream: %s", exc)
             self._stopping.wait(backoff)
             backoff = min(backoff * 2, self.backoff_max)
 
-    def _connect(self) -> Any:
-        if docker is None:
-            raise RuntimeError("the python docker SDK is not installed")
-        # version="auto" asks the engine for its API version: this is the reachability check.
-        return docker.DockerClient(base_url=self.base_url, version="auto", timeout=self.timeout)
+    def _connect(self) -> ContainerRuntime:
+        self._runtime.ping()  # the reachability check; RuntimeUnavailableError when down
+        return self._runtime
 
-    def _scan(self, client: Any) -> None:
+    def _scan(self, client: ContainerRuntime) -> None:
         found: dict[str, ContainerMetadata] = {}
-        for summary in client.api.containers(quiet=True):
-            meta = self._inspect(client, summary["Id"])
+        for cid in client.running_ids():
+            meta = self._inspect(client, cid)
             if meta is not None:
                 found[meta.id] = meta
         with self._lock:
@@ -238,10 +216,8 @@ class DockerMetadataSource:
         for cid in [*changed, *gone]:
             self._notify(cid)
 
-    def _handle(self, client: Any, event: Mapping[str, Any]) -> None:
-        action = event.get("Action") or event.get("status") or ""
-        actor = event.get("Actor") or {}
-        cid = actor.get("ID") or event.get("id")
+    def _handle(self, client: ContainerRuntime, event: RuntimeEvent) -> None:
+        action, cid = event.action, event.container_id
         if not cid or action not in _EVENTS:
             return
         log.debug("docker event %s %s", action, cid[:12])
@@ -262,19 +238,12 @@ class DockerMetadataSource:
         if old != meta:
             self._notify(cid)
 
-    def _inspect(self, client: Any, container_id: str) -> ContainerMetadata | None:
+    def _inspect(self, client: ContainerRuntime, container_id: str) -> ContainerMetadata | None:
         try:
             with self._inspect_lock:
-                attrs = client.api.inspect_container(container_id)
-        except docker.errors.NotFound:
-            return None
-        except Exception as exc:
+                return client.inspect(container_id)
+        except RuntimeControlError as exc:
             log.debug("docker inspect %s failed: %s", container_id[:12], _reason(exc))
-            return None
-        try:
-            return metadata_from_inspect(attrs)
-        except (KeyError, TypeError, AttributeError) as exc:
-            log.debug("docker inspect %s: unexpected shape: %r", container_id[:12], exc)
             return None
 
     def _notify(self, container_id: str) -> None:

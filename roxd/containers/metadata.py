@@ -1,24 +1,17 @@
 """What a container runtime knows about a container beyond its cgroup path.
 
 The resolver talks to a runtime only through `MetadataSource`, so it never imports a runtime's
-SDK (only docker_source.py imports `docker`) and unit tests can hand it a fake.
+SDK (only roxd/runtime/docker_engine.py imports `docker`) and unit tests can hand it a fake.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Protocol
 
+from roxd.runtime.base import ContainerMetadata
 
-@dataclass(frozen=True, slots=True)
-class ContainerMetadata:
-    id: str
-    name: str | None = None
-    image: str | None = None  # the human reference the container was created from ("nginx:1.25")
-    image_id: str | None = None  # "sha256:..."
-    labels: Mapping[str, str] = field(default_factory=dict)
-    pid: int | None = None  # host pid of the container's init process while it runs
+__all__ = ["ContainerMetadata", "MetadataListener", "MetadataSource"]
 
 
 # Called with a container id whenever what the source knows about it changes: it appeared

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from roxd.enforce.netns import NetnsError, netns_inode, run_in_netns, shares_host_netns
+from roxd.runtime import ContainerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,12 @@ class Quarantine:
     allow: tuple[str, ...] = ()
     _records: dict[str, QuarantineRecord] = field(default_factory=dict)
     _lock: threading.RLock = field(default_factory=threading.RLock)
+
+    @classmethod
+    def for_runtime(cls, state_dir: Path, runtime: ContainerRuntime,
+                    allow: tuple[str, ...] = ()) -> Quarantine:
+        """Quarantine whose init pids and existence checks come from the shared runtime."""
+        return cls(state_dir, pid_of=runtime.pid_of, exists=runtime.exists, allow=allow)
 
     def __post_init__(self) -> None:
         for a in self.allow:  # fail at start, not at the first quarantine

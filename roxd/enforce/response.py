@@ -7,13 +7,13 @@ Honesty first: "done" only when it happened; "would" in monitor mode; "not_suppo
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 from roxd.enforce.kill import kill_pid
 from roxd.enforce.quarantine import Quarantine, QuarantineError
-from roxd.enforce.runtime_control import DockerControl, RuntimeControlError
 from roxd.model import ActionKind, ActionResult, EnrichedEvent, Outcome, RuleMatch
+from roxd.runtime import ContainerRuntime, NoRuntime, RuntimeControlError, container_action
+from roxd.seccomp.control import SeccompControl
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +25,18 @@ class Responder:
     monitor: bool = False
     cgroup2_root: str | None = None
     quarantine: Quarantine | None = None
-    runtime: DockerControl | None = None
+    # The shared container runtime; NoRuntime when none is configured (None, the old way of
+    # saying so, is turned into NoRuntime).
+    runtime: ContainerRuntime = field(default_factory=NoRuntime)
     # What isolate does for a container that shares the host network (no namespace of its
     # own to put a table in): "none" (report it), "pause" or "kill" the container.
     isolate_fallback: str = "none"
-    seccomp: Any = None  # roxd.seccomp.service.SeccompService when available
-    container_kill: str = "kill"  # kill_target = "container": docker "kill" or "stop"
+    seccomp: SeccompControl | None = None  # the SeccompService when available
+    container_kill: str = "kill"  # kill_target = "container": the runtime's "kill" or "stop"
+
+    def __post_init__(self) -> None:
+        if self.runtime is None:
+            self.runtime = NoRuntime()
 
     def respond(
         self, match: RuleMatch, event: EnrichedEvent, *, killed_in_kernel: bool = False,
@@ -104,17 +110,19 @@ class Responder:
         if event.container is None:
             return ActionResult(ActionKind.KILL, Outcome.NOT_SUPPORTED,
                                 "kill_target container: the process runs on the host")
-        if self.runtime is None:
+        runtime = self.runtime
+        if not runtime.configured:
             return ActionResult(ActionKind.KILL, Outcome.NOT_SUPPORTED,
                                 "kill_target container: no container runtime configured")
         verb = self.container_kill
         try:
-            getattr(self.runtime, verb)(event.container.id)
+            container_action(runtime, verb, event.container.id)
         except RuntimeControlError as exc:
             return ActionResult(ActionKind.KILL, Outcome.FAILED, str(exc))
         return ActionResult(ActionKind.KILL, Outcome.DONE,
                             f"container {event.container.name or event.container.id[:12]} "
-                            f"{'stopped' if verb == 'stop' else 'killed'} through the Docker API")
+                            f"{'stopped' if verb == 'stop' else 'killed'} through the "
+                            f"{runtime.label} API")
 
     def _isolate(self, event: EnrichedEvent, match: RuleMatch,
                  monitor: bool) -> list[ActionResult]:
@@ -154,18 +162,19 @@ class Responder:
         except Exception as exc:  # typed errors from the seccomp stage: no learned set, ...
             return ActionResult(action, Outcome.FAILED, str(exc))
         return ActionResult(action, Outcome.DONE,
-                            f"enforce mode: {result.get('denied', '?')} syscalls now killed")
+                            f"enforce mode: {result.denied} syscalls now killed")
 
     def _fallback(self, container_id: str) -> ActionResult:
         verb = self.isolate_fallback
         action = ActionKind.KILL
-        if self.runtime is None:
+        runtime = self.runtime
+        if not runtime.configured:
             return ActionResult(action, Outcome.NOT_SUPPORTED,
                                 f"isolate fallback {verb}: no container runtime")
         try:
-            getattr(self.runtime, verb)(container_id)
+            container_action(runtime, verb, container_id)
         except RuntimeControlError as exc:
             return ActionResult(action, Outcome.FAILED, f"isolate fallback {verb}: {exc}")
         return ActionResult(action, Outcome.DONE,
                             f"isolate fallback: container {verb}{'d' if verb == 'pause' else 'ed'}"
-                            " through the Docker API")
+                            f" through the {runtime.label} API")

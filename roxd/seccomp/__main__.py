@@ -17,6 +17,7 @@ Stand-alone until the daemon's API carries these; each subcommand drives Seccomp
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -30,11 +31,10 @@ from roxd.seccomp.validate import compare, find_docker_default, validate
 
 
 def _service(args: argparse.Namespace) -> Any:
-    import docker
-
+    from roxd.runtime import DockerRuntime
     from roxd.seccomp.service import SeccompService
-    client = docker.DockerClient(base_url=args.docker, timeout=30)
-    return SeccompService(Path(args.state_dir), client, honor_label=args.label)
+    return SeccompService(Path(args.state_dir), DockerRuntime(args.docker, timeout=30),
+                          honor_label=args.label)
 
 
 def _follow(svc: Any, seconds: float) -> None:
@@ -119,7 +119,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 def cmd_enforce(args: argparse.Namespace) -> int:
     prof = profiles.load_file(args.profile) if args.profile else None
     with _service(args) as svc:
-        print(json.dumps(svc.enforce(args.target, prof)), flush=True)
+        print(json.dumps(dataclasses.asdict(svc.enforce(args.target, prof))), flush=True)
         _follow(svc, args.seconds)
     return 0
 

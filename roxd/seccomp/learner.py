@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import ctypes as ct
 import logging
-import os
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +17,7 @@ from typing import Any
 
 from roxd.errors import SensorError
 from roxd.sensor.bitwords import merged, read_words, words_of, write_words
-from roxd.sensor.headers import resolve_headers
-from roxd.sensor.program import default_bpf_dir, release_compiler_memory
-from roxd.sensor.tracefs import ensure_tracefs
+from roxd.sensor.loader import default_bpf_dir, load_bcc
 
 log = logging.getLogger(__name__)
 
@@ -131,23 +127,11 @@ class SyscallTracer:
     def load(self) -> None:
         if self._bpf is not None:
             return
-        ensure_tracefs()
-        headers = resolve_headers(self._cache_dir)
-        os.environ.update(headers.env)
-        path = self._bpf_dir / "seccomp.bpf.c"
-        try:
-            source = path.read_text()
-        except OSError as exc:
-            raise SensorError(f"eBPF source {path} not readable: {exc.strerror}") from exc
-        try:
-            from bcc import BPF
-        except ImportError as exc:
-            raise SensorError("the bcc Python module is missing: install python3-bpfcc") from exc
-        started = time.monotonic()
-        try:
-            bpf = BPF(text=source.encode(), cflags=["-Wno-unused-function", "-Wno-macro-redefined"])
-        except Exception as exc:  # bcc raises bare Exception
-            raise SensorError(f"loading {path.name} failed: {exc}") from exc
+        # the shared bcc loader: tracefs, headers, source, bcc import, timed compile, memory
+        loaded = load_bcc(self._bpf_dir, "seccomp.bpf.c", cache_dir=self._cache_dir,
+                          what="seccomp.bpf.c",
+                          cflags=["-Wno-unused-function", "-Wno-macro-redefined"])
+        bpf = loaded.bpf
         # bcc attaches every (RAW_)TRACEPOINT_PROBE at load; we attach groups only on demand.
         for tps in GROUPS.values():
             for tp in tps:
@@ -156,10 +140,9 @@ class SyscallTracer:
                 except Exception as exc:
                     log.debug("detach %s after load: %s", tp, exc)
         self._bpf = bpf
-        self.load_seconds = time.monotonic() - started
-        release_compiler_memory()  # page LLVM back out: it is needed only for the compile
+        self.load_seconds = loaded.load_seconds
         log.info("seccomp eBPF programs loaded in %.2fs (headers: %s)", self.load_seconds,
-                 headers.describe())
+                 loaded.headers.describe())
 
     @property
     def loaded(self) -> bool:

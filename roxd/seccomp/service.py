@@ -3,6 +3,10 @@
 learn → (kernel bitmaps, read by poll) → store → profile → validate → apply / exec; enforce
 (in-kernel kill) and watch (denials under an applied profile). Not thread-safe: the daemon's
 loop owns it and calls poll() between sensor polls.
+
+It owns no client and no cgroup index of its own: containers are inspected, and recreated
+with a profile, through the shared `ContainerRuntime`; cgroup ids become paths (and running
+containers' pids become cgroup ids) through the shared `CgroupIndex` of the attribution stage.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from roxd.containers.cgroups import CgroupIndex, find_cgroup2_mount, read_proc_cgroup_path
-from roxd.containers.paths import DOCKER, parse_cgroup_path
+from roxd.containers.cgroups import CgroupIndex, find_cgroup2_mount
+from roxd.containers.paths import parse_cgroup_path
+from roxd.runtime import ContainerMetadata, ContainerRuntime, as_runtime
 from roxd.seccomp import profile as profiles
 from roxd.seccomp import store as stores
-from roxd.seccomp.apply import ApplyResult, apply_profile
+from roxd.seccomp.apply import ApplyResult
+from roxd.seccomp.control import SeccompEnforcement
 from roxd.seccomp.errors import SeccompTargetError
 from roxd.seccomp.learner import (
     CG_ENFORCE,
@@ -78,14 +84,26 @@ class ProfileReport:
 
 
 class SeccompService:
-    def __init__(self, state_dir: Path, docker_client: Any, *, honor_label: bool = False,
-                 tracer: SyscallTracer | None = None, cgroup_root: str | None = None) -> None:
+    """Implements roxd.seccomp.control.SeccompControl (the responder's seccomp action).
+
+    `runtime`: the shared ContainerRuntime (a docker SDK client is still accepted and wrapped).
+    `index`: the shared CgroupIndex (the daemon passes `attribution.index`); without it, an
+    index of its own over `cgroup_root` (default: the host's cgroup2 mount), for the CLI and
+    tests.
+    """
+
+    def __init__(self, state_dir: Path, runtime: ContainerRuntime, *, honor_label: bool = False,
+                 tracer: SyscallTracer | None = None, index: CgroupIndex | None = None,
+                 cgroup_root: str | None = None) -> None:
         self.store = stores.LearnedStore(state_dir)
-        self._docker = docker_client
+        self._runtime = as_runtime(runtime)
         self._honor_label = honor_label
         self._tracer = tracer or SyscallTracer()
-        self._root = cgroup_root or find_cgroup2_mount().mount_point
-        self._index = CgroupIndex(self._root, min_refresh_interval=0.2)
+        if index is None:
+            index = CgroupIndex(cgroup_root or find_cgroup2_mount().mount_point,
+                                min_refresh_interval=0.2)
+        self._index = index
+        self._root = index.root
         self._tracked: dict[int, _Tracked] = {}
         self._enforced: dict[str, frozenset[int]] = {}  # container id -> denied numbers
         self._watched: dict[str, frozenset[int]] = {}  # container id -> allowed numbers
@@ -102,10 +120,10 @@ class SeccompService:
         container = self._find_container(target)
         sel = self.store.selection()
         if container is not None:
-            cid = container["Id"]
+            cid = container.id
             self.store.save_selection(stores.Selection(sel.images, sel.containers | {cid}))
-            result: dict[str, Any] = {"container": cid, "name": container["Name"].lstrip("/")}
-            if container["State"].get("Running"):
+            result: dict[str, Any] = {"container": cid, "name": container.display_name}
+            if container.running:
                 tracked = self._track_running(container, CG_LEARN, stores.WINDOW_RUNNING)
                 result["window"] = stores.WINDOW_RUNNING
                 result["note"] = ("learning a running container misses runc's calls after the "
@@ -124,7 +142,7 @@ class SeccompService:
         sel = self.store.selection()
         container = self._find_container(target)
         if container is not None:
-            cid = container["Id"]
+            cid = container.id
             sel = stores.Selection(sel.images, sel.containers - {cid})
             for t in list(self._tracked.values()):
                 if t.container_id == cid:
@@ -140,7 +158,7 @@ class SeccompService:
         self.poll()
         container = self._find_container(target)
         if container is not None:
-            found = self.store.get("container", container["Id"])
+            found = self.store.get("container", container.id)
         else:
             found = self.store.get("image", self._image_id(target))
         if found is None:
@@ -182,7 +200,7 @@ class SeccompService:
     def apply(self, target: str, profile: profiles.Profile, *, settle_s: float = 1.0,
               watch: bool = True) -> ApplyResult:
         validate(profile)  # never hand Docker a profile libseccomp refuses
-        result = apply_profile(self._docker, target, profile.to_json(), settle_s=settle_s)
+        result = self._runtime.apply_seccomp(target, profile.to_json(), settle_s=settle_s)
         if watch and result.running:
             self.watch(result.new_id, profile)
         return result
@@ -192,23 +210,24 @@ class SeccompService:
 
     # ------------------------------------------------------------------ enforce and watch
 
-    def enforce(self, target: str, profile: profiles.Profile | None = None) -> dict[str, Any]:
+    def enforce(self, target: str,
+                profile: profiles.Profile | None = None) -> SeccompEnforcement:
         """Kill (SIGKILL at sys_enter) any process of the container that makes a syscall
         outside the profile (default: the container's learned set). Applies to the container's
         processes that run after its seccomp filter was installed, now and after restarts."""
         container = self._require_container(target)
-        cid = container["Id"]
+        cid = container.id
         allowed = (_numbers(profile.allowed_names() | profile.conditional_names())
                    if profile is not None else _numbers(self.learned(target).names))
         deny = all_numbers() - allowed
         self._enforced[cid] = deny
         tracked = self._track_running(container, CG_ENFORCE, stores.WINDOW_RUNNING)
         self._sync()
-        return {"container": cid, "cgroup_id": tracked.cgroup_id, "denied": len(deny),
-                "allowed": len(allowed)}
+        return SeccompEnforcement(container=cid, cgroup_id=tracked.cgroup_id, denied=len(deny),
+                                  allowed=len(allowed))
 
     def release(self, target: str) -> None:
-        cid = self._require_container(target)["Id"]
+        cid = self._require_container(target).id
         self._enforced.pop(cid, None)
         self._watched.pop(cid, None)
         for t in list(self._tracked.values()):
@@ -219,7 +238,7 @@ class SeccompService:
     def watch(self, target: str, profile: profiles.Profile) -> None:
         """Report syscalls the applied profile denies (EPERM at sys_exit) in this container."""
         container = self._require_container(target)
-        self._watched[container["Id"]] = _numbers(profile.allowed_names()
+        self._watched[container.id] = _numbers(profile.allowed_names()
                                                   | profile.conditional_names())
         self._track_running(container, CG_WATCH, stores.WINDOW_RUNNING, arm=False)
         self._sync()
@@ -271,12 +290,12 @@ class SeccompService:
 
     # ------------------------------------------------------------------ internals
 
-    def _wanted(self, attrs: dict[str, Any]) -> int:
+    def _wanted(self, container: ContainerMetadata) -> int:
         sel = self.store.selection()
-        cid = attrs["Id"]
+        cid = container.id
         flags = 0
-        labels = (attrs.get("Config") or {}).get("Labels") or {}
-        if (cid in sel.containers or attrs.get("Image") in sel.images
+        labels = container.labels
+        if (cid in sel.containers or container.image_id in sel.images
                 or (self._honor_label and labels.get(LEARN_LABEL) == "true")):
             flags |= CG_LEARN
         if cid in self._enforced:
@@ -289,35 +308,42 @@ class SeccompService:
         states = {s.cgroup_id: s for s in self._tracer.states()}
         for st in states.values():
             if st.provisional and st.cgroup_id not in self._tracked:
-                self._classify(st.cgroup_id)
+                self._classify(st.cgroup_id, st.first_tgid)
         return states
 
-    def _classify(self, cg: int) -> None:
-        path = self._index.path_of(cg)
+    def _path_of(self, cg: int, pid: int = 0) -> str | None:
+        """The cgroup's path from the shared index: known already, else by the pid seen in
+        it (one stat), else by a (rate-limited) walk."""
+        path = self._index.known_path_of(cg)
+        if path is None and pid and self._index.lookup_pid(pid, expected_id=cg) is not None:
+            path = self._index.known_path_of(cg)
+        return path if path is not None else self._index.path_of(cg)
+
+    def _classify(self, cg: int, pid: int = 0) -> None:
+        path = self._path_of(cg, pid)
         ref = parse_cgroup_path(path) if path else None
-        attrs = None
-        if ref is not None and ref.runtime == DOCKER:
-            attrs = self._inspect(ref.container_id)
-        flags = self._wanted(attrs) if attrs else 0
-        if not flags or path is None or attrs is None:
+        container = None
+        if ref is not None and ref.runtime == self._runtime.name:
+            container = self._inspect(ref.container_id)
+        flags = self._wanted(container) if container else 0
+        if not flags or path is None or container is None:
             log.debug("seccomp: cgroup %s (%s) is not selected", cg, path)
             self._tracer.drop_state(cg)
             return
-        tracked = self._new_tracked(cg, path, attrs, flags, stores.WINDOW_FILTER)
+        tracked = self._new_tracked(cg, path, container, flags, stores.WINDOW_FILTER)
         self._set_flags(tracked, flags)
         log.info("seccomp: %s (%s) %s from its filter installation", tracked.name,
                  tracked.container_id[:12], "/".join(_modes(flags)))
 
-    def _track_running(self, attrs: dict[str, Any], flag: int, window: str,
+    def _track_running(self, container: ContainerMetadata, flag: int, window: str,
                        arm: bool = True) -> _Tracked:
-        pid = attrs["State"].get("Pid") or 0
-        path = read_proc_cgroup_path(pid) if pid else None
-        if not path:
-            raise SeccompTargetError(attrs["Name"].lstrip("/"), "the container is not running")
-        cg = os.stat(self._abs(path)).st_ino
+        cg = self._index.lookup_pid(container.pid) if container.pid else None
+        path = self._index.known_path_of(cg) if cg is not None else None
+        if cg is None or not path:
+            raise SeccompTargetError(container.display_name, "the container is not running")
         if self._tracer.loaded:
             self._classify_pending()  # a provisional state must not be overwritten unseen
-        tracked = self._tracked.get(cg) or self._new_tracked(cg, path, attrs, 0, window)
+        tracked = self._tracked.get(cg) or self._new_tracked(cg, path, container, 0, window)
         self._tracer.load()
         self._set_flags(tracked, tracked.flags | flag)
         if arm:
@@ -325,11 +351,10 @@ class SeccompService:
             self._tracer.arm_tasks(cg, _procs(self._abs(path)))  # again: forks in between
         return tracked
 
-    def _new_tracked(self, cg: int, path: str, attrs: dict[str, Any], flags: int,
+    def _new_tracked(self, cg: int, path: str, container: ContainerMetadata, flags: int,
                      window: str) -> _Tracked:
-        tracked = _Tracked(cg, path, attrs["Id"], attrs["Name"].lstrip("/"),
-                           attrs.get("Image", ""), (attrs.get("Config") or {}).get("Image", ""),
-                           flags, window)
+        tracked = _Tracked(cg, path, container.id, container.display_name,
+                           container.image_id or "", container.image or "", flags, window)
         self._tracked[cg] = tracked
         return tracked
 
@@ -400,28 +425,23 @@ class SeccompService:
             self._tracer.set_provisional(provisional)
         self._tracer.set_groups(groups)
 
-    def _find_container(self, target: str) -> dict[str, Any] | None:
+    def _find_container(self, target: str) -> ContainerMetadata | None:
         return self._inspect(target)
 
-    def _require_container(self, target: str) -> dict[str, Any]:
+    def _require_container(self, target: str) -> ContainerMetadata:
         found = self._inspect(target)
         if found is None:
             raise SeccompTargetError(target, "no such container")
         return found
 
-    def _inspect(self, target: str) -> dict[str, Any] | None:
-        import docker.errors
-        try:
-            return self._docker.api.inspect_container(target)
-        except docker.errors.NotFound:
-            return None
+    def _inspect(self, target: str) -> ContainerMetadata | None:
+        return self._runtime.inspect(target)
 
     def _image_id(self, ref: str) -> str:
-        import docker.errors
-        try:
-            return self._docker.api.inspect_image(ref)["Id"]
-        except docker.errors.NotFound:
-            raise SeccompTargetError(ref, "no such container or image") from None
+        found = self._runtime.image_id(ref)
+        if found is None:
+            raise SeccompTargetError(ref, "no such container or image")
+        return found
 
     def _abs(self, path: str) -> str:
         return self._root.rstrip("/") + "/" + path.strip("/")

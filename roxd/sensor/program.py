@@ -7,7 +7,6 @@ rule engine.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes as ct
 import logging
 import os
@@ -21,25 +20,17 @@ from roxd.errors import SensorError
 from roxd.model import ConnectEvent, FileEvent, SyscallEvent
 from roxd.sensor import records
 from roxd.sensor.bitwords import merged, read_words, write_words
-from roxd.sensor.headers import HeaderTree, resolve_headers
+from roxd.sensor.headers import HeaderTree
+from roxd.sensor.loader import default_bpf_dir, load_bcc, optional_tracepoints
+from roxd.sensor.loader import (  # re-exported from their old home
+    release_compiler_memory as release_compiler_memory,
+)
 from roxd.sensor.maps import ExecKillEntries, FileWatchEntries, LpmEntries
 from roxd.sensor.records import Decoded, DecodeError
-from roxd.sensor.tracefs import ensure_tracefs, tracefs_root
 
 log = logging.getLogger(__name__)
 
 EventCallback = Callable[[Decoded], None]
-
-
-def default_bpf_dir() -> Path:
-    """bpf/ beside the package in a source checkout, /usr/share/roxd/bpf when installed."""
-    env = os.environ.get("ROXD_BPF_DIR")
-    if env:
-        return Path(env)
-    checkout = Path(__file__).resolve().parents[2] / "bpf"
-    if (checkout / "roxd.bpf.c").exists():
-        return checkout
-    return Path("/usr/share/roxd/bpf")
 
 
 @dataclass(frozen=True)
@@ -82,17 +73,6 @@ class Sensor:
         if not _is_power_of_two(self._config.ringbuf_pages):
             raise SensorError(
                 f"ring buffer pages must be a power of two, not {self._config.ringbuf_pages}")
-        tracefs = ensure_tracefs()
-        self.headers = resolve_headers(self._config.cache_dir)
-        os.environ.update(self.headers.env)
-        log.info("kernel headers: %s", self.headers.describe())
-        source = self._source()
-        try:
-            from bcc import BPF  # Debian python3-bpfcc; imported late so unit tests need no bcc
-        except ImportError as exc:
-            raise SensorError(
-                "the bcc Python module is missing: install python3-bpfcc (Debian/Ubuntu) or "
-                "python3-bcc (Fedora)") from exc
         cflags = [
             f"-I{self._config.bpf_dir}",
             f"-DRINGBUF_PAGES={self._config.ringbuf_pages}",
@@ -100,15 +80,16 @@ class Sensor:
             f"-DROXD_TGID={os.getpid()}",  # roxd's own syscalls (bpf() all day) are skipped
             "-Wno-macro-redefined",
             "-Wno-unused-function",
-            *self._optional_tracepoints(source, tracefs),
         ]
-        started = time.monotonic()
-        try:
-            self._bpf = BPF(text=source, cflags=cflags)
-        except Exception as exc:  # bcc raises bare Exception for compile/load/attach
-            raise SensorError(f"loading the eBPF programs failed: {exc}") from exc
-        self.load_seconds = time.monotonic() - started
-        release_compiler_memory()
+        # the shared bcc loader: tracefs, headers, source, bcc import, timed compile, memory
+        loaded = load_bcc(self._config.bpf_dir, "roxd.bpf.c", cache_dir=self._config.cache_dir,
+                          what="the eBPF programs", cflags=cflags,
+                          source_flags=self._optional_tracepoints)
+        self.headers = loaded.headers
+        log.info("kernel headers: %s", self.headers.describe())
+        self._bpf = loaded.bpf
+        self.load_seconds = loaded.load_seconds
+        source = loaded.source
         self.attached = tuple(tp.decode() for tp in getattr(self._bpf, "tracepoint_fds", {})) \
             or self._tracepoints_in(source)
         self._resync_clock()
@@ -335,34 +316,8 @@ class Sensor:
 
     @staticmethod
     def _optional_tracepoints(source: str, tracefs: Path | None) -> list[str]:
-        """-DHAVE_TP_<name> for each `#ifdef HAVE_TP_<name>` probe whose syscall tracepoint
-        this kernel has (no CONFIG_MODULES: no init_module; no kexec; older: no fchmodat2)."""
-        root = tracefs or tracefs_root()
-        flags = []
-        for name in sorted(set(re.findall(r"^#ifdef HAVE_TP_(\w+)$", source, re.MULTILINE))):
-            if root is not None and (root / "events" / "syscalls" / name).is_dir():
-                flags.append(f"-DHAVE_TP_{name}")
-            else:
-                log.info("tracepoint syscalls:%s not in this kernel: not watched", name)
-        return flags
-
-    def _source(self) -> str:
-        """roxd.bpf.c with its `#include "x.bpf.c"` lines inlined: bcc generates tracepoint
-        argument structs only for probes in the main text, not in included files."""
-        bpf_dir = self._config.bpf_dir
-        main = bpf_dir / "roxd.bpf.c"
-        try:
-            text = main.read_text()
-            return re.sub(
-                r'^#include "([\w.]+\.bpf\.c)"$',
-                lambda m: (bpf_dir / m.group(1)).read_text(),
-                text,
-                flags=re.MULTILINE,
-            )
-        except OSError as exc:
-            raise SensorError(
-                f"eBPF sources not found in {bpf_dir} ({exc.strerror}); set ROXD_BPF_DIR or "
-                f"sensor.bpf_dir in the config") from exc
+        """-DHAVE_TP_<name> for each optional probe this kernel has (loader.py)."""
+        return optional_tracepoints(source, tracefs)
 
     @staticmethod
     def _tracepoints_in(source: str) -> tuple[str, ...]:
@@ -372,26 +327,3 @@ class Sensor:
 
 def _is_power_of_two(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
-
-
-def release_compiler_memory() -> None:
-    """clang/LLVM are needed only for the one compile at start: give back their freed heap
-    (malloc_trim) and page out their ~85 MB of library text (MADV_PAGEOUT, Linux 5.4), which
-    would otherwise stay resident for the daemon's whole life. A later recompile simply pages
-    them back in."""
-    libc = ct.CDLL("libc.so.6", use_errno=True)
-    with contextlib.suppress(AttributeError):
-        libc.malloc_trim(0)
-    madv_pageout = 21
-    libc.madvise.argtypes = (ct.c_void_p, ct.c_size_t, ct.c_int)
-    try:
-        with open("/proc/self/maps") as maps:
-            lines = maps.readlines()
-    except OSError:
-        return
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 6 or not ("libLLVM" in fields[5] or "libclang" in fields[5]):
-            continue
-        start, end = (int(x, 16) for x in fields[0].split("-"))
-        libc.madvise(start, end - start, madv_pageout)  # best effort; failure changes nothing

@@ -67,7 +67,7 @@ def start(docker_engine: Any, made: list[Any], command: str, *, learn: bool,
 
 def learned_names(service: SeccompService, name: str) -> frozenset[str]:
     service.poll()
-    cid = service._require_container(name)["Id"]
+    cid = service._require_container(name).id
     found = service.store.get("container", cid)
     return found.names if found else frozenset()
 

@@ -1,4 +1,5 @@
-"""DockerMetadataSource against a fake engine: scan, events, reconnect, one warning when down."""
+"""DockerMetadataSource against a fake runtime (the ContainerRuntime port): scan, events,
+reconnect, one warning when down."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from roxd.containers import docker_source
 from roxd.containers.docker_source import DockerMetadataSource, _reason, metadata_from_inspect
+from roxd.runtime import ContainerMetadata, RuntimeEvent, RuntimeUnavailableError
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.unit
@@ -49,9 +50,9 @@ def test_reason_digs_out_the_os_error() -> None:
 
 class FakeStream:
     def __init__(self) -> None:
-        self.q: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.q: queue.Queue[RuntimeEvent | None] = queue.Queue()
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[RuntimeEvent]:
         while True:
             item = self.q.get()
             if item is None:
@@ -62,17 +63,27 @@ class FakeStream:
         self.q.put(None)
 
 
-class FakeAPI:
+class FakeRuntime:
+    """The part of ContainerRuntime the source uses."""
+
+    name = "docker"
+    url = "unix:///fake/docker.sock"
+
     def __init__(self, engine: FakeEngine) -> None:
         self.engine = engine
 
-    def containers(self, quiet: bool = False) -> list[dict[str, str]]:
-        return [{"Id": cid} for cid in self.engine.running]
+    def running_ids(self) -> list[str]:
+        return list(self.engine.running)
 
-    def inspect_container(self, cid: str) -> dict[str, Any]:
+    def inspect(self, cid: str) -> ContainerMetadata | None:
         if cid not in self.engine.running:
-            raise docker_source.docker.errors.NotFound("no such container")
-        return self.engine.running[cid]
+            return None
+        return metadata_from_inspect(self.engine.running[cid])
+
+    def events(self, since: int | None = None, actions: Any = ()) -> FakeStream:
+        s = FakeStream()
+        self.engine.streams.append(s)
+        return s
 
 
 class FakeEngine:
@@ -85,24 +96,12 @@ class FakeEngine:
     def connect(self) -> Any:
         self.connects += 1
         if self.down:
-            raise ConnectionError(FileNotFoundError(2, "No such file or directory"))
-        engine = self
-
-        class Client:
-            api = FakeAPI(engine)
-
-            def events(self, **kw: Any) -> FakeStream:
-                s = FakeStream()
-                engine.streams.append(s)
-                return s
-
-            def close(self) -> None:
-                pass
-
-        return Client()
+            raise RuntimeUnavailableError("docker not reachable") from ConnectionError(
+                FileNotFoundError(2, "No such file or directory"))
+        return FakeRuntime(self)
 
     def emit(self, action: str, cid: str) -> None:
-        self.streams[-1].q.put({"Type": "container", "Action": action, "Actor": {"ID": cid}})
+        self.streams[-1].q.put(RuntimeEvent(action, cid))
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> bool:

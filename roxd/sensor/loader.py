@@ -1,0 +1,137 @@
+"""Loading one bcc object, the same way for every sensor (the main programs in program.py, the
+seccomp programs in seccomp/learner.py):
+
+    tracefs mounted → kernel headers resolved (BCC_KERNEL_SOURCE ...) → source read, its
+    `#include "x.bpf.c"` lines inlined → bcc imported → compiled and loaded, timed → clang/LLVM
+    memory given back.
+
+Every failure is a SensorError that says what to do. bcc is imported only here, and only when
+a program is loaded, so unit tests need no bcc.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes as ct
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from roxd.errors import SensorError
+from roxd.sensor.headers import HeaderTree, resolve_headers
+from roxd.sensor.tracefs import ensure_tracefs, tracefs_root
+
+log = logging.getLogger(__name__)
+
+# Extra cflags computed from the source text and the tracefs root (e.g. -DHAVE_TP_<name>).
+SourceFlags = Callable[[str, "Path | None"], Sequence[str]]
+
+
+def default_bpf_dir() -> Path:
+    """bpf/ beside the package in a source checkout, /usr/share/roxd/bpf when installed."""
+    env = os.environ.get("ROXD_BPF_DIR")
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parents[2] / "bpf"
+    if (checkout / "roxd.bpf.c").exists():
+        return checkout
+    return Path("/usr/share/roxd/bpf")
+
+
+@dataclass(frozen=True)
+class BccObject:
+    """A compiled and loaded bcc.BPF, with how it was made."""
+
+    bpf: Any  # bcc.BPF
+    source: str  # the text handed to bcc (includes inlined)
+    headers: HeaderTree
+    tracefs: Path | None
+    load_seconds: float
+
+
+def read_source(bpf_dir: Path, main: str) -> str:
+    """`main` with its `#include "x.bpf.c"` lines inlined: bcc generates tracepoint argument
+    structs only for probes in the main text, not in included files."""
+    try:
+        text = (bpf_dir / main).read_text()
+        return re.sub(
+            r'^#include "([\w.]+\.bpf\.c)"$',
+            lambda m: (bpf_dir / m.group(1)).read_text(),
+            text,
+            flags=re.MULTILINE,
+        )
+    except OSError as exc:
+        raise SensorError(
+            f"eBPF sources not found in {bpf_dir} ({exc.strerror}); set ROXD_BPF_DIR or "
+            f"sensor.bpf_dir in the config") from exc
+
+
+def optional_tracepoints(source: str, tracefs: Path | None) -> list[str]:
+    """-DHAVE_TP_<name> for each `#ifdef HAVE_TP_<name>` probe whose syscall tracepoint
+    this kernel has (no CONFIG_MODULES: no init_module; no kexec; older: no fchmodat2)."""
+    root = tracefs or tracefs_root()
+    flags = []
+    for name in sorted(set(re.findall(r"^#ifdef HAVE_TP_(\w+)$", source, re.MULTILINE))):
+        if root is not None and (root / "events" / "syscalls" / name).is_dir():
+            flags.append(f"-DHAVE_TP_{name}")
+        else:
+            log.info("tracepoint syscalls:%s not in this kernel: not watched", name)
+    return flags
+
+
+def import_bcc() -> Any:
+    """bcc.BPF (Debian python3-bpfcc), or a SensorError that names the package."""
+    try:
+        from bcc import BPF
+    except ImportError as exc:
+        raise SensorError(
+            "the bcc Python module is missing: install python3-bpfcc (Debian/Ubuntu) or "
+            "python3-bcc (Fedora)") from exc
+    return BPF
+
+
+def load_bcc(bpf_dir: Path, main: str, *, cache_dir: Path, what: str,
+             cflags: Sequence[str] = (), source_flags: SourceFlags | None = None) -> BccObject:
+    """Compile and load `bpf_dir/main` (`what` names it in errors: "the eBPF programs")."""
+    tracefs = ensure_tracefs()
+    headers = resolve_headers(cache_dir)
+    os.environ.update(headers.env)
+    source = read_source(bpf_dir, main)
+    bpf_class = import_bcc()
+    flags = [*cflags, *(source_flags(source, tracefs) if source_flags else ())]
+    started = time.monotonic()
+    try:
+        bpf = bpf_class(text=source.encode(), cflags=flags)
+    except Exception as exc:  # bcc raises bare Exception for compile/load/attach
+        raise SensorError(f"loading {what} failed: {exc}") from exc
+    seconds = time.monotonic() - started
+    release_compiler_memory()  # page LLVM back out: it is needed only for the compile
+    return BccObject(bpf, source, headers, tracefs, seconds)
+
+
+def release_compiler_memory() -> None:
+    """clang/LLVM are needed only for the one compile at start: give back their freed heap
+    (malloc_trim) and page out their ~85 MB of library text (MADV_PAGEOUT, Linux 5.4), which
+    would otherwise stay resident for the daemon's whole life. A later recompile simply pages
+    them back in."""
+    libc = ct.CDLL("libc.so.6", use_errno=True)
+    with contextlib.suppress(AttributeError):
+        libc.malloc_trim(0)
+    madv_pageout = 21
+    libc.madvise.argtypes = (ct.c_void_p, ct.c_size_t, ct.c_int)
+    try:
+        with open("/proc/self/maps") as maps:
+            lines = maps.readlines()
+    except OSError:
+        return
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 6 or not ("libLLVM" in fields[5] or "libclang" in fields[5]):
+            continue
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        libc.madvise(start, end - start, madv_pageout)  # best effort; failure changes nothing
