@@ -7,6 +7,7 @@ Honesty first: "done" only when it happened; "would" in monitor mode; "not_suppo
 from __future__ import annotations
 
 import logging
+import signal
 from dataclasses import dataclass, field
 
 from roxd.enforce.kill import kill_pid
@@ -18,6 +19,7 @@ from roxd.seccomp.control import SeccompControl
 log = logging.getLogger(__name__)
 
 ISOLATE_FALLBACKS = ("none", "kill", "pause")
+TREE_WALKS = 16  # walks of a stopped tree for descendants forked while it was being stopped
 
 
 @dataclass
@@ -87,24 +89,37 @@ class Responder:
                             outcome.reason)
 
     def _kill_tree(self, event: EnrichedEvent) -> ActionResult:
-        """The process and every descendant (psutil walks the tree), each by pidfd."""
+        """The process and every descendant, each by pidfd. The tree is stopped before it is
+        killed: SIGSTOP to the process, then to every descendant the walk finds, walking again
+        until no new one appears; then SIGKILL to all, the process first. Killing while
+        walking let a child forked between the walk and the kill live on (seen: a shell
+        starting its sleepers while the rule fired)."""
         import psutil
 
         proc = event.process
+        stop = kill_pid(proc.pid, sig=signal.SIGSTOP, expect_comm=proc.comm or None,
+                        expect_cgroup_id=proc.cgroup_id, cgroup2_root=self.cgroup2_root)
+        if not stop.killed:
+            return ActionResult(ActionKind.KILL, Outcome.FAILED, stop.reason)
+        stopped: dict[int, None] = {}  # descendants in the order found
         try:
             root = psutil.Process(proc.pid)
-            descendants = root.children(recursive=True)
+            for _ in range(TREE_WALKS):
+                new = [c.pid for c in root.children(recursive=True) if c.pid not in stopped]
+                if not new:
+                    break
+                for pid in new:
+                    kill_pid(pid, sig=signal.SIGSTOP)
+                    stopped[pid] = None
         except psutil.Error:
-            return ActionResult(ActionKind.KILL, Outcome.FAILED, f"pid {proc.pid} already exited")
-        # the root first so it cannot fork replacements, then the children
-        first = kill_pid(proc.pid, expect_comm=proc.comm or None,
-                         expect_cgroup_id=proc.cgroup_id, cgroup2_root=self.cgroup2_root)
-        if not first.killed:
+            pass  # the root died meanwhile: kill what was found
+        first = kill_pid(proc.pid)
+        killed = int(first.killed) + sum(kill_pid(pid).killed for pid in stopped)
+        if not first.killed and not killed:
             return ActionResult(ActionKind.KILL, Outcome.FAILED, first.reason)
-        killed = 1 + sum(kill_pid(child.pid).killed for child in descendants)
         return ActionResult(ActionKind.KILL, Outcome.DONE,
-                            f"process tree: {killed} of {1 + len(descendants)} processes "
-                            "killed by pidfd")
+                            f"process tree: {killed} of {1 + len(stopped)} processes "
+                            "stopped, then killed by pidfd")
 
     def _kill_container(self, event: EnrichedEvent) -> ActionResult:
         if event.container is None:
