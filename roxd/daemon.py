@@ -473,6 +473,9 @@ class DaemonPort:
     def alert_sink_stats(self) -> Mapping[str, int]:
         return self._parts.delivery.stats()
 
+    def policy(self) -> Mapping[str, object]:
+        return self._parts.policy.snapshot()
+
     def call_in_loop(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
         return self._daemon.call_in_loop(fn, timeout)
 

@@ -24,10 +24,28 @@ from typing import Any
 
 import pytest
 
+from tests.hostguard import read_host_state
+
 REPO = Path(__file__).resolve().parents[1]
 IMAGE = "roxd-test/busybox:latest"
 OTHER_IMAGE = "roxd-test/busybox:other"
 SESSION = uuid.uuid4().hex[:12]  # labels this test session's containers
+
+
+@pytest.fixture(scope="session", autouse=True)
+def host_untouched() -> Iterator[None]:
+    """The session must leave the host as it found it (tests/hostguard.py): device node
+    modes, no stopped orphans, no roxd nft table in the host's own netns."""
+    before = read_host_state()
+    yield
+    after = read_host_state()
+    for _ in range(20):  # a process being reaped or a table being deleted: give it a moment
+        if not after.changes_since(before):
+            return
+        time.sleep(0.25)
+        after = read_host_state()
+    problems = after.changes_since(before)
+    assert not problems, "the test session changed the host: " + "; ".join(problems)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.05,

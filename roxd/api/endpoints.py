@@ -88,6 +88,7 @@ class Endpoints:
                                     quarantined)
         status["drops"]["stream_overflow"] = self._stream_drops()
         status["alert_sinks"] = dict(self.daemon.alert_sink_stats())
+        status["policy"] = dict(self.daemon.policy())
         return status
 
     def _stream_drops(self) -> dict[str, int]:

@@ -179,7 +179,11 @@ def test_every_command_through_roxctl(api_roxd: Any, run_container: Any,
         return result.stdout
 
     assert "programs" in ok("status")
-    assert json.loads(ok("--json", "status"))["rules"]["count"] > 0
+    status = json.loads(ok("--json", "status"))
+    assert status["rules"]["count"] > 0
+    # the policy stage told the kernel a rule set (reloads by other tests count) and a container
+    assert status["policy"]["generation"] >= 1 and status["policy"]["container_syncs"] >= 1
+    assert status["policy"]["unknown_verdicts"] == 0
     assert name in ok("containers")
     assert json.loads(ok("--json", "containers", name))["name"] == name
     wait_until(lambda: json.loads(ok("--json", "alerts", "list", "--container", name)), 15,

@@ -12,7 +12,7 @@ import pytest
 
 from roxd.enforce.kill import kill_pid
 from roxd.enforce.quarantine import Quarantine, QuarantineError
-from roxd.enforce.runtime_control import DockerControl
+from roxd.runtime import DockerRuntime
 from tests.conftest import OTHER_IMAGE, RoxdProcess, wait_until
 
 pytestmark = pytest.mark.kernel
@@ -182,7 +182,7 @@ def server_and_client(run_container: Any) -> tuple[Any, Any, str]:
 def test_quarantine_and_release(server_and_client: tuple[Any, Any, str], tmp_path: Path) -> None:
     _server, client, ip = server_and_client
     before = _nft_ruleset()
-    control = DockerControl("unix:///var/run/docker.sock")
+    control = DockerRuntime("unix:///var/run/docker.sock")
     q = Quarantine(tmp_path, pid_of=control.pid_of, exists=control.exists)
     q.isolate(client.id, client.name, "test")
     assert not _reach(client, ip)
@@ -199,7 +199,7 @@ def test_quarantine_and_release(server_and_client: tuple[Any, Any, str], tmp_pat
 def test_host_network_container_cannot_be_quarantined(run_container: Any,
                                                       tmp_path: Path) -> None:
     c = run_container("sleep 600", network_mode="host")
-    control = DockerControl("unix:///var/run/docker.sock")
+    control = DockerRuntime("unix:///var/run/docker.sock")
     q = Quarantine(tmp_path, pid_of=control.pid_of, exists=control.exists)
     with pytest.raises(QuarantineError, match="host's network"):
         q.isolate(c.id, c.name, "test")
@@ -226,7 +226,7 @@ def test_rule_isolates_and_survives_restart(
     # a new roxd on the same state dir lists it and keeps it
     roxd2 = roxd_factory("--state-dir", str(state_dir), rules=[rules], config=config)
     assert "forgot" not in roxd2.stderr()
-    control = DockerControl("unix:///var/run/docker.sock")
+    control = DockerRuntime("unix:///var/run/docker.sock")
     q = Quarantine(state_dir, pid_of=control.pid_of, exists=control.exists)
     assert [r.container_id for r in q.records()] == [client.id]
     assert not _reach(client, ip)
@@ -237,7 +237,7 @@ def test_rule_isolates_and_survives_restart(
 def test_removed_container_is_forgotten(run_container: Any, docker_engine: Any,
                                         tmp_path: Path) -> None:
     c = run_container("sleep 600")
-    control = DockerControl("unix:///var/run/docker.sock")
+    control = DockerRuntime("unix:///var/run/docker.sock")
     q = Quarantine(tmp_path, pid_of=control.pid_of, exists=control.exists)
     q.isolate(c.id, c.name, "test")
     c.remove(force=True)

@@ -154,22 +154,27 @@ def test_memfd_exec_is_flagged_fileless(shared_roxd: RoxdProcess, run_container:
 
 # Every numeric-argument probe of bpf/syscalls.bpf.c, driven by a child process (the sensor
 # skips its own tgid) with the whole watchlist on: what each captured, decoded.
+# It acts only on what it creates: its own sleeper (killed whatever happens, so it is never left
+# ptrace-stopped) and a scratch file of the test for fchmod (it once fchmod'ed /dev/null to
+# 04644, which broke every non-root write to /dev/null on the host afterwards).
 SYSCALL_DRIVER = r'''
-import ctypes, os, subprocess
+import ctypes, os, subprocess, sys
 libc = ctypes.CDLL(None, use_errno=True)
 os.setresuid(0, 0, 0); os.setresgid(0, 0, 0); os.setuid(0); os.setgid(0)
 os.setreuid(0, 0); os.setregid(0, 0)
 p = subprocess.Popen(["sleep", "30"])
-libc.ptrace(16, p.pid, 0, 0)                    # PTRACE_ATTACH
-libc.syscall(250, 0, 0, 0, 0, 0)                # keyctl(0): EINVAL
-libc.syscall(308, 99, 0)                        # setns(99, any): EBADF
-libc.syscall(135, 8)                            # personality(8)
-libc.syscall(272, 0x04000000)                   # unshare(CLONE_NEWUTS)
-libc.syscall(310, p.pid, 0, 0, 0, 0, 0)         # process_vm_readv: EINVAL
-libc.syscall(321, 0, 0, 0)                      # bpf(BPF_MAP_CREATE, NULL): EINVAL
-fd = os.open("/dev/null", os.O_RDONLY)
-libc.syscall(91, fd, 0o4644)                    # fchmod with setuid: EROFS/EPERM or ok
-p.kill(); p.wait()
+try:
+    libc.ptrace(16, p.pid, 0, 0)                    # PTRACE_ATTACH
+    libc.syscall(250, 0, 0, 0, 0, 0)                # keyctl(0): EINVAL
+    libc.syscall(308, 99, 0)                        # setns(99, any): EBADF
+    libc.syscall(135, 8)                            # personality(8)
+    libc.syscall(272, 0x04000000)                   # unshare(CLONE_NEWUTS), this process only
+    libc.syscall(310, p.pid, 0, 0, 0, 0, 0)         # process_vm_readv: EINVAL
+    libc.syscall(321, 0, 0, 0)                      # bpf(BPF_MAP_CREATE, NULL): EINVAL
+    fd = os.open(sys.argv[1], os.O_RDONLY | os.O_CREAT, 0o644)
+    libc.syscall(91, fd, 0o4644)                    # fchmod with setuid, of the test's file
+finally:
+    p.kill(); p.wait()
 '''
 
 
@@ -180,7 +185,8 @@ def test_numeric_argument_probes_decode_what_was_asked(tmp_path: Any) -> None:
     sensor.start()
     try:
         sensor.set_syscall_watches(None)
-        driver = subprocess.Popen([sys.executable, "-c", SYSCALL_DRIVER])
+        scratch = tmp_path / "fchmod-target"
+        driver = subprocess.Popen([sys.executable, "-c", SYSCALL_DRIVER, str(scratch)])
         assert driver.wait(timeout=30) == 0
         time.sleep(0.3)
         sensor.drain()
@@ -200,3 +206,4 @@ def test_numeric_argument_probes_decode_what_was_asked(tmp_path: Any) -> None:
     assert mine["process_vm_readv"].args["target_pid"] == mine["ptrace"].args["target_pid"]
     assert mine["bpf"].args["cmd"] == "BPF_MAP_CREATE"
     assert mine["fchmod"].args["mode"] == "0o4644"
+    assert scratch.stat().st_mode & 0o7777 == 0o4644  # its own file changed, nothing else

@@ -92,6 +92,10 @@ class FakePort:
     def alert_sink_stats(self) -> dict[str, int]:
         return {}
 
+    def policy(self) -> dict[str, object]:
+        return {"generation": 1, "hold_unknown": False, "exec_kill_entries": 4,
+                "container_cgroups": 2, "unknown_verdicts": 0}
+
     def call_in_loop(self, fn: Any, timeout: float = 30.0) -> Any:
         return fn()
 
@@ -216,6 +220,7 @@ def test_status_and_containers(api: Any) -> None:
     with ApiClient(path) as c:
         status = c.get("/v1/status")
         assert status["kernel"]["exec_seen"] == 10
+        assert status["policy"]["generation"] == 1 and status["policy"]["unknown_verdicts"] == 0
         assert status["rules"]["count"] == len(status["rules"]["effective_actions"]) > 0
         assert [x["name"] for x in c.get("/v1/containers")] == ["db", "web"]
         assert c.get("/v1/containers/web")["id"].startswith("ab12")
