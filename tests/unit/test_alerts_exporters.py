@@ -4,9 +4,11 @@ their wiring in AlertDelivery."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -27,7 +29,7 @@ from roxd.alerts.settings import (
     parse_alerts_settings,
 )
 from roxd.errors import ConfigError
-from tests.conftest import wait_until
+from tests.conftest import REPO, wait_until
 from tests.system.alerts_factory import make_alert
 
 pytestmark = pytest.mark.unit
@@ -240,3 +242,14 @@ def test_without_nats_py_the_nats_exporter_is_left_out_with_one_error(
     assert not any(name.startswith("nats") for name in d.sinks)
     [line] = [r.getMessage() for r in caplog.records]
     assert "nats.roxd-ROXD_ALERTS disabled" in line and "nats-py" in line
+
+
+@pytest.mark.parametrize(("name", "cls"), [("file", JsonFileSettings), ("nats", NatsSettings)])
+def test_shipped_config_examples_show_the_defaults(name: str, cls: type) -> None:
+    text = (REPO / "config" / "roxd.toml").read_text()
+    block = text.split(f"# [[alerts.{name}]]")[1].split("\n\n")[0]
+    raw = tomllib.loads("\n".join(line[2:] for line in block.splitlines()[1:]))
+    [parsed] = getattr(parse_alerts_settings({name: [raw]}, "roxd.toml"), name)
+    required = {"path": raw["path"]} if name == "file" else {}
+    assert parsed == cls(**required)
+    assert set(raw) == {f.name for f in dataclasses.fields(cls)}
