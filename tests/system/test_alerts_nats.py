@@ -184,3 +184,17 @@ def test_bad_credentials_are_one_warning_then_delivery_when_fixed(
         assert [m.msg_id for m in server.messages(user="roxd", password="right")] == [a.id]
     finally:
         server.stop()
+
+
+def test_a_missing_stream_without_create_stream_is_one_warning(
+        nats_server: NatsServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="roxd.alerts.nats")
+    sink = JetStreamSink(settings(nats_server, create_stream=False), tmp_path / "state", NODE)
+    try:
+        sink.emit(make_alert())
+        wait_until(lambda: sink.stats()["failed"] >= 2, 20, message="failed attempts")
+    finally:
+        sink.close(0.5)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "ROXD_ALERTS does not exist" in warnings[0], warnings
+    assert sink.stats()["queued"] == 1 and nats_server.messages() == []
