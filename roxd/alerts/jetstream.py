@@ -291,6 +291,8 @@ class JetStreamSink:
         tls = self._tls_context()
         if tls is not None:
             opts["tls"] = tls
+            if s.server_name:
+                opts["tls_hostname"] = s.server_name
         self._last_error = None
         try:
             nc = await asyncio.wait_for(self._nats.connect(**opts),
@@ -315,7 +317,8 @@ class JetStreamSink:
 
     def _tls_context(self) -> ssl.SSLContext | None:
         s = self.settings
-        if not (s.ca or s.cert or any(u.startswith("tls://") for u in s.servers)):
+        if not (s.ca or s.cert or s.server_name
+                or any(u.startswith("tls://") for u in s.servers)):
             return None
         ctx = ssl.create_default_context(cafile=s.ca or None)
         if s.cert:

@@ -127,6 +127,7 @@ class NatsSettings:
     ca: str = ""  # TLS: CA bundle for the server's certificate ("" = system store)
     cert: str = ""  # TLS: client certificate (PEM), optional
     key: str = ""  # TLS: client private key (PEM), optional
+    server_name: str = ""  # TLS: name checked against the server's certificate ("" = URL host)
     queue_max: int = 100_000  # alerts kept on disk while the server is unreachable
     max_inflight: int = 256  # publishes awaiting their acknowledgement at once
     connect_timeout_s: float = 5.0

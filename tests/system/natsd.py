@@ -67,15 +67,17 @@ class NatsServer:
     def log(self) -> str:
         return (self.workdir / "nats-server.log").read_text(errors="replace")
 
-    def messages(self, stream: str = "ROXD_ALERTS", **connect: Any) -> list[StoredMsg]:
+    def messages(self, stream: str = "ROXD_ALERTS", url: str = "",
+                 **connect: Any) -> list[StoredMsg]:
         """Every message the stream holds, in stream order."""
-        return asyncio.run(self._messages(stream, connect))
+        return asyncio.run(self._messages(stream, url or self.url, connect))
 
-    async def _messages(self, stream: str, connect: dict[str, Any]) -> list[StoredMsg]:
+    async def _messages(self, stream: str, url: str,
+                        connect: dict[str, Any]) -> list[StoredMsg]:
         import nats
         from nats.js.errors import NotFoundError
 
-        nc = await nats.connect(servers=[self.url], allow_reconnect=False, **connect)
+        nc = await nats.connect(servers=[url], allow_reconnect=False, **connect)
         try:
             jsm = nc.jsm()
             try:

@@ -6,6 +6,7 @@ and bad configuration that is one log line and counters."""
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from roxd.alerts.settings import NatsSettings
 from roxd.model import Alert
 from tests.conftest import wait_until
 from tests.system.alerts_factory import make_alert
+from tests.system.conftest import TlsFiles
 from tests.system.natsd import NatsServer, nats_server, start_nats_server
 
 pytestmark = pytest.mark.system
@@ -198,3 +200,40 @@ def test_a_missing_stream_without_create_stream_is_one_warning(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "ROXD_ALERTS does not exist" in warnings[0], warnings
     assert sink.stats()["queued"] == 1 and nats_server.messages() == []
+
+
+def test_tls_with_client_certificates_and_a_checked_server_name(
+        tmp_path: Path, tls_files: TlsFiles, caplog: pytest.LogCaptureFixture) -> None:
+    server = start_nats_server(tmp_path / "nats", (
+        f'tls {{ cert_file: "{tls_files.server_cert}", key_file: "{tls_files.server_key}", '
+        f'ca_file: "{tls_files.ca}", verify: true }}\n'))
+    try:
+        caplog.set_level(logging.INFO, logger="roxd.alerts.nats")
+        tls = {"ca": str(tls_files.ca), "cert": str(tls_files.client_cert),
+               "key": str(tls_files.client_key)}
+        url = f"tls://127.0.0.1:{server.port}"
+        wrong = JetStreamSink(NatsSettings(servers=(url,), server_name="someone-else.roxd.test",
+                                           backoff_max_s=0.2, name="wrong", **tls),
+                              tmp_path / "state", NODE)
+        try:
+            wrong.emit(make_alert())
+            wait_until(lambda: wrong.stats()["failed"] >= 2, 20, message="refused handshakes")
+        finally:
+            wrong.close(0.5)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "certificate" in warnings[0].lower(), warnings
+
+        a = make_alert()
+        sink = JetStreamSink(NatsSettings(servers=(url,), server_name=tls_files.server_name,
+                                          **tls), tmp_path / "state", NODE)
+        try:
+            sink.emit(a)
+            assert sink.flush(20), sink.stats()
+        finally:
+            sink.close(5)
+        ctx = ssl.create_default_context(cafile=str(tls_files.ca))
+        ctx.load_cert_chain(str(tls_files.client_cert), str(tls_files.client_key))
+        stored = server.messages(url=url, tls=ctx, tls_hostname=tls_files.server_name)
+        assert [m.msg_id for m in stored] == [a.id]
+    finally:
+        server.stop()
