@@ -261,9 +261,10 @@ class JetStreamSink:
                 fut.cancel()
             self._forget(last_acked)
             self._failed(exc)
-            self._stream_checked = False  # a server that lost its store: create it again
-            if not self._nc or not self._nc.is_connected:
-                await self._disconnect()
+            # start over on a fresh connection: the stream is checked again (a server that lost
+            # its store gets it re-created) and the last-message check runs before resending
+            self._stream_checked = False
+            await self._disconnect()
             return last_acked is not None
         self._forget(last_acked)
         if self._down_since is not None:
@@ -310,10 +311,14 @@ class JetStreamSink:
         self._connections += 1
         if self._connections > 1:
             self._counters.add("reconnects")
-        if not self._stream_checked:
-            await self._ensure_stream()
-            self._stream_checked = True
-        await self._reconcile()
+        try:
+            if not self._stream_checked:
+                await self._ensure_stream()
+                self._stream_checked = True
+            await self._reconcile()
+        except BaseException:
+            await self._disconnect()  # the next attempt starts with both checks again
+            raise
 
     def _tls_context(self) -> ssl.SSLContext | None:
         s = self.settings
