@@ -8,8 +8,9 @@
     delivery.close(timeout)                # flushes noise windows, then every sink
 
 Order of stages: NoiseControl (fold, rate limit) → the log line (when given), the taps (the
-API's live stream and ring), journald, syslog collectors, store, webhooks: every consumer sees
-the same alerts.
+API's live stream and ring), journald, syslog collectors, store, webhooks, JSON lines files,
+NATS JetStream: every consumer sees the same alerts. The exporters (files, NATS) put the node's
+identity (`NodeIdentity`, detected once here) on every record.
 A sink that cannot start (no journald socket is fine; an unwritable state dir is not) is logged
 and left out, never fatal: alerts still reach the others.
 """
@@ -22,7 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from roxd.alerts.jetstream import JetStreamSink
 from roxd.alerts.journald import JournaldSink
+from roxd.alerts.jsonfile import JsonFileSink
+from roxd.alerts.node import NodeIdentity
 from roxd.alerts.noise import NoiseControl
 from roxd.alerts.settings import AlertsSettings
 from roxd.alerts.store import AlertStore
@@ -66,6 +70,11 @@ class AlertDelivery:
             store = _start(sinks, "store", lambda: AlertStore(state, settings.store))
         for i, w in enumerate(settings.webhooks):
             _start(sinks, f"webhook{i}.{w.kind}", lambda w=w: WebhookSink(w))
+        node = NodeIdentity.detect(settings.node)
+        for i, f in enumerate(settings.file):
+            _start(sinks, f"file{i}", lambda f=f: JsonFileSink(f, node))
+        for n in settings.nats:
+            _start(sinks, f"nats.{n.queue_name}", lambda n=n: JetStreamSink(n, state, node))
         noise = NoiseControl(list(sinks.values()), settings.noise)
         return cls(sinks, noise, store)
 

@@ -9,12 +9,16 @@ takes the raw `[alerts]` table from tomllib and raises ConfigError naming the ke
     [alerts.noise]              fold_window_s, per_container_per_minute
     [[alerts.syslog]]           one table per collector
     [[alerts.webhooks]]         one table per webhook
+    [alerts.node]               hostname, kubernetes_node: the identity on exported records
+    [[alerts.file]]             one table per JSON lines file (for a log shipper to tail)
+    [[alerts.nats]]             one table per NATS JetStream stream
 
 docs/alerts.md documents every key with its default.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,17 +99,65 @@ class NoiseSettings:
 
 
 @dataclass(frozen=True)
+class NodeSettings:
+    hostname: str = ""  # "" = this host's name
+    kubernetes_node: str = ""  # "" = $NODE_NAME when set, else none
+
+
+@dataclass(frozen=True)
+class JsonFileSettings:
+    path: str = ""  # required: the file a log shipper tails
+    max_bytes: int = 104_857_600  # rotate before a line would take the file past this
+    keep: int = 5  # rotated files kept (path.1 … path.N); 0 = none
+    queue_max: int = 10_000  # alerts waiting for the writer thread
+
+
+@dataclass(frozen=True)
+class NatsSettings:
+    servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    subject_prefix: str = "roxd"  # alerts go to <subject_prefix>.<node>.alerts
+    stream: str = "ROXD_ALERTS"
+    create_stream: bool = True  # create the stream when it does not exist
+    stream_max_age_days: float = 30.0  # for a created stream; 0 = no age limit
+    stream_replicas: int = 1  # for a created stream
+    duplicate_window_s: float = 120.0  # for a created stream: Nats-Msg-Id de-duplication window
+    user: str = ""
+    password: str = ""
+    token: str = ""
+    ca: str = ""  # TLS: CA bundle for the server's certificate ("" = system store)
+    cert: str = ""  # TLS: client certificate (PEM), optional
+    key: str = ""  # TLS: client private key (PEM), optional
+    server_name: str = ""  # TLS: name checked against the server's certificate ("" = URL host)
+    queue_max: int = 100_000  # alerts kept on disk while the server is unreachable
+    max_inflight: int = 256  # publishes awaiting their acknowledgement at once
+    connect_timeout_s: float = 5.0
+    ack_timeout_s: float = 5.0
+    backoff_max_s: float = 30.0
+    name: str = ""  # queue file name; "" = <subject_prefix>-<stream>
+
+    @property
+    def queue_name(self) -> str:
+        raw = self.name or f"{self.subject_prefix}-{self.stream}"
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in raw)
+
+
+@dataclass(frozen=True)
 class AlertsSettings:
     journald: JournaldSettings = field(default_factory=JournaldSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     noise: NoiseSettings = field(default_factory=NoiseSettings)
     syslog: tuple[SyslogCollector, ...] = ()
     webhooks: tuple[WebhookSettings, ...] = ()
+    node: NodeSettings = field(default_factory=NodeSettings)
+    file: tuple[JsonFileSettings, ...] = ()
+    nats: tuple[NatsSettings, ...] = ()
 
 
 _TABLES: dict[str, type] = {
-    "journald": JournaldSettings, "store": StoreSettings, "noise": NoiseSettings}
-_LISTS: dict[str, type] = {"syslog": SyslogCollector, "webhooks": WebhookSettings}
+    "journald": JournaldSettings, "store": StoreSettings, "noise": NoiseSettings,
+    "node": NodeSettings}
+_LISTS: dict[str, type] = {"syslog": SyslogCollector, "webhooks": WebhookSettings,
+                           "file": JsonFileSettings, "nats": NatsSettings}
 
 
 def parse_alerts_settings(raw: Mapping[str, Any], source: str) -> AlertsSettings:
@@ -165,3 +217,47 @@ def _validate(settings: AlertsSettings, source: str) -> None:
                                       f"{', '.join(severities)}, not {w.min_severity!r}")
         if w.kind == "pagerduty" and not w.routing_key:
             raise ConfigError(source, f"{key}: a pagerduty webhook needs routing_key")
+    _validate_exporters(settings, source)
+
+
+_SUBJECT_TOKEN = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+_STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _validate_exporters(settings: AlertsSettings, source: str) -> None:
+    paths = []
+    for i, f in enumerate(settings.file):
+        key = f"alerts.file[{i}]"
+        if not f.path.startswith("/"):
+            raise ConfigError(source, f"{key}.path must be an absolute path, not {f.path!r}")
+        if f.max_bytes < 4096:
+            raise ConfigError(source, f"{key}.max_bytes must be at least 4096")
+        if f.queue_max < 1:
+            raise ConfigError(source, f"{key}.queue_max must be at least 1")
+        paths.append(f.path)
+    if len(set(paths)) != len(paths):
+        raise ConfigError(source, "alerts.file: two tables name the same path")
+    for i, n in enumerate(settings.nats):
+        key = f"alerts.nats[{i}]"
+        if not n.servers:
+            raise ConfigError(source, f"{key}.servers must name at least one server")
+        for url in n.servers:
+            if not url.startswith(("nats://", "tls://")):
+                raise ConfigError(source, f"{key}.servers: {url!r} is not a nats:// or tls:// URL")
+        if not _SUBJECT_TOKEN.match(n.subject_prefix):
+            raise ConfigError(source, f"{key}.subject_prefix {n.subject_prefix!r}: dot-separated "
+                                      "tokens of letters, digits, _ and -")
+        if not _STREAM_NAME.match(n.stream):
+            raise ConfigError(source, f"{key}.stream {n.stream!r}: letters, digits, _ and -")
+        if bool(n.cert) != bool(n.key):
+            raise ConfigError(source, f"{key}: cert and key go together")
+        if n.user and n.token:
+            raise ConfigError(source, f"{key}: user/password or token, not both")
+        if n.queue_max < 1 or n.max_inflight < 1 or n.stream_replicas < 1:
+            raise ConfigError(source, f"{key}: queue_max, max_inflight and stream_replicas "
+                                      "must be at least 1")
+        if n.ack_timeout_s <= 0 or n.connect_timeout_s <= 0:
+            raise ConfigError(source, f"{key}: ack_timeout_s and connect_timeout_s must be > 0")
+    names = [n.queue_name for n in settings.nats]
+    if len(set(names)) != len(names):
+        raise ConfigError(source, "alerts.nats: two tables share a queue; give them names")

@@ -1,0 +1,239 @@
+"""NATS JetStream export against a real nats-server (-js, loopback, temp store): publish with
+acknowledgements and node identity, de-duplication by alert id, an outage with a roxd restart
+in the middle under a steady alert stream, a lost acknowledgement after the duplicate window,
+and bad configuration that is one log line and counters."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from pathlib import Path
+
+import pytest
+
+from roxd.alerts.jetstream import JetStreamSink
+from roxd.alerts.node import NodeIdentity
+from roxd.alerts.record import encode_record, export_record
+from roxd.alerts.settings import NatsSettings
+from roxd.model import Alert
+from tests.conftest import wait_until
+from tests.system.alerts_factory import make_alert
+from tests.system.conftest import TlsFiles
+from tests.system.natsd import NatsServer, nats_server, start_nats_server
+
+pytestmark = pytest.mark.system
+__all__ = ["nats_server"]  # the fixture, imported for pytest
+
+NODE = NodeIdentity(hostname="node-1.example.org", machine_id="0123456789abcdef0123456789abcdef",
+                    kubernetes_node="")
+SUBJECT = "roxd.node-1_example_org.alerts"
+
+
+def settings(server: NatsServer, **kw: object) -> NatsSettings:
+    base: dict[str, object] = {"backoff_max_s": 0.5, "connect_timeout_s": 2.0,
+                               "ack_timeout_s": 2.0}
+    return NatsSettings(servers=(server.url,), **{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_publishes_acknowledged_records_with_node_identity(
+        nats_server: NatsServer, tmp_path: Path) -> None:
+    sink = JetStreamSink(settings(nats_server), tmp_path / "state", NODE)
+    alerts = [make_alert(args=("sh", "-c", f"echo {i}\nfake line\x85\u2028")) for i in range(3)]
+    try:
+        for a in alerts:
+            sink.emit(a)
+        assert sink.flush(20), sink.stats()
+    finally:
+        sink.close(5)
+    stats = sink.stats()
+    assert (stats["sent"], stats["queued"], stats["failed"], stats["dropped"]) == (3, 0, 0, 0)
+    stored = nats_server.messages()
+    assert [m.msg_id for m in stored] == [a.id for a in alerts]
+    assert {m.subject for m in stored} == {SUBJECT}
+    first = stored[0].record
+    assert first["node"] == NODE.to_dict()
+    assert first["id"] == alerts[0].id and first["kind"] == "match"
+    assert first["process"]["args"] == ["sh", "-c", "echo 0\nfake line\x85\u2028"]
+
+
+def test_the_same_alert_twice_is_stored_once(nats_server: NatsServer, tmp_path: Path) -> None:
+    sink = JetStreamSink(settings(nats_server), tmp_path / "state", NODE)
+    a, b = make_alert(), make_alert()
+    try:
+        for x in (a, a, b, a):
+            sink.emit(x)
+        assert sink.flush(20), sink.stats()
+    finally:
+        sink.close(5)
+    assert [m.msg_id for m in nats_server.messages()] == [a.id, b.id]
+    assert sink.stats()["sent"] == 4 and sink.stats()["duplicates"] == 2
+
+
+def test_outage_and_restart_under_a_steady_stream_lose_and_repeat_nothing(
+        nats_server: NatsServer, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    emitted: list[Alert] = []
+
+    def stream_for(sink: JetStreamSink, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            a = make_alert(args=("x", str(len(emitted))))
+            emitted.append(a)
+            sink.emit(a)
+            time.sleep(0.004)
+
+    sink = JetStreamSink(settings(nats_server), state, NODE)
+    try:
+        stream_for(sink, 1.0)
+        wait_until(lambda: sink.stats()["sent"] >= 50, 20, message="the stream flowing")
+        nats_server.stop()  # the server goes away while alerts keep coming
+        stream_for(sink, 1.5)
+        wait_until(lambda: sink.stats()["failed"] >= 1, 20, message="a failed publish")
+    finally:
+        sink.close(1)  # roxd stops during the outage
+    queued_at_stop = sink.stats()["queued"]
+    assert queued_at_stop > 0 and sink.stats()["dropped"] == 0
+
+    sink = JetStreamSink(settings(nats_server), state, NODE)  # roxd starts, server still down
+    try:
+        assert sink.stats()["queued"] == queued_at_stop
+        stream_for(sink, 1.0)
+        nats_server.start()
+        stream_for(sink, 1.0)  # and the stream goes on while the backlog drains
+        assert sink.flush(60), sink.stats()
+    finally:
+        sink.close(5)
+    stored = nats_server.messages()
+    ids = [m.msg_id for m in stored]
+    assert len(ids) == len(set(ids)), "a duplicate in the stream"
+    assert ids == [a.id for a in emitted], (len(ids), len(emitted))
+    assert [m.record["process"]["args"][1] for m in stored] == [str(i) for i in
+                                                                range(len(emitted))]
+    assert sink.stats()["dropped"] == 0
+
+
+def test_a_lost_acknowledgement_is_not_sent_again_after_the_duplicate_window(
+        nats_server: NatsServer, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    cfg = settings(nats_server, duplicate_window_s=1.0)
+    sink = JetStreamSink(cfg, state, NODE)  # creates the stream (1 s duplicate window)
+    first = make_alert()
+    try:
+        sink.emit(first)
+        assert sink.flush(20)
+        nats_server.stop()
+        queued = [make_alert(args=("x", str(i))) for i in range(5)]
+        for a in queued:
+            sink.emit(a)
+        wait_until(lambda: sink.stats()["queued"] == 5 and sink.stats()["failed"] >= 1, 20,
+                   message="5 queued")
+    finally:
+        sink.close(1)
+    # the server had stored the first two but the acknowledgements never came back
+    nats_server.start()
+    for a in queued[:2]:
+        nats_server.publish(SUBJECT, encode_record(export_record(a, NODE)), a.id)
+    time.sleep(1.5)  # past the stream's duplicate window: only the last-message check helps
+    sink = JetStreamSink(cfg, state, NODE)
+    try:
+        assert sink.flush(20), sink.stats()
+    finally:
+        sink.close(5)
+    assert [m.msg_id for m in nats_server.messages()] == [first.id] + [a.id for a in queued]
+
+
+def test_unreachable_server_is_one_warning_and_counters(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    server = start_nats_server(tmp_path / "nats")
+    server.stop()  # a port where nothing listens
+    caplog.set_level(logging.INFO, logger="roxd.alerts.nats")
+    sink = JetStreamSink(settings(server, backoff_max_s=0.2), tmp_path / "state", NODE)
+    try:
+        t0 = time.monotonic()
+        sink.emit(make_alert())
+        assert time.monotonic() - t0 < 0.1  # emit never waits on the network
+        wait_until(lambda: sink.stats()["failed"] >= 3, 20, message="three failed attempts")
+    finally:
+        sink.close(0.5)
+    assert sink.stats()["queued"] == 1 and sink.stats()["sent"] == 0
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "ConnectionRefusedError" in warnings[0].getMessage()
+
+
+def test_bad_credentials_are_one_warning_then_delivery_when_fixed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    server = start_nats_server(
+        tmp_path / "nats", 'authorization { user: roxd, password: "right" }\n')
+    try:
+        caplog.set_level(logging.INFO, logger="roxd.alerts.nats")
+        state = tmp_path / "state"
+        sink = JetStreamSink(settings(server, user="roxd", password="wrong"), state, NODE)
+        a = make_alert()
+        try:
+            sink.emit(a)
+            wait_until(lambda: sink.stats()["failed"] >= 2, 20, message="refused connects")
+        finally:
+            sink.close(0.5)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "Authorization Violation" in warnings[0], warnings
+        sink = JetStreamSink(settings(server, user="roxd", password="right"), state, NODE)
+        try:
+            assert sink.flush(20), sink.stats()
+        finally:
+            sink.close(5)
+        assert [m.msg_id for m in server.messages(user="roxd", password="right")] == [a.id]
+    finally:
+        server.stop()
+
+
+def test_a_missing_stream_without_create_stream_is_one_warning(
+        nats_server: NatsServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="roxd.alerts.nats")
+    sink = JetStreamSink(settings(nats_server, create_stream=False), tmp_path / "state", NODE)
+    try:
+        sink.emit(make_alert())
+        wait_until(lambda: sink.stats()["failed"] >= 2, 20, message="failed attempts")
+    finally:
+        sink.close(0.5)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "ROXD_ALERTS does not exist" in warnings[0], warnings
+    assert sink.stats()["queued"] == 1 and nats_server.messages() == []
+
+
+def test_tls_with_client_certificates_and_a_checked_server_name(
+        tmp_path: Path, tls_files: TlsFiles, caplog: pytest.LogCaptureFixture) -> None:
+    server = start_nats_server(tmp_path / "nats", (
+        f'tls {{ cert_file: "{tls_files.server_cert}", key_file: "{tls_files.server_key}", '
+        f'ca_file: "{tls_files.ca}", verify: true }}\n'))
+    try:
+        caplog.set_level(logging.INFO, logger="roxd.alerts.nats")
+        tls = {"ca": str(tls_files.ca), "cert": str(tls_files.client_cert),
+               "key": str(tls_files.client_key)}
+        url = f"tls://127.0.0.1:{server.port}"
+        wrong = JetStreamSink(NatsSettings(servers=(url,), server_name="someone-else.roxd.test",
+                                           backoff_max_s=0.2, name="wrong", **tls),
+                              tmp_path / "state", NODE)
+        try:
+            wrong.emit(make_alert())
+            wait_until(lambda: wrong.stats()["failed"] >= 2, 20, message="refused handshakes")
+        finally:
+            wrong.close(0.5)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "certificate" in warnings[0].lower(), warnings
+
+        a = make_alert()
+        sink = JetStreamSink(NatsSettings(servers=(url,), server_name=tls_files.server_name,
+                                          **tls), tmp_path / "state", NODE)
+        try:
+            sink.emit(a)
+            assert sink.flush(20), sink.stats()
+        finally:
+            sink.close(5)
+        ctx = ssl.create_default_context(cafile=str(tls_files.ca))
+        ctx.load_cert_chain(str(tls_files.client_cert), str(tls_files.client_key))
+        stored = server.messages(url=url, tls=ctx, tls_hostname=tls_files.server_name)
+        assert [m.msg_id for m in stored] == [a.id]
+    finally:
+        server.stop()
