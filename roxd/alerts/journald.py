@@ -18,6 +18,7 @@ from roxd.alerts.kinds import MESSAGE_IDS, alert_kind
 from roxd.alerts.settings import JournaldSettings
 from roxd.alerts.worker import QueueWorker, SinkCounters
 from roxd.model import Alert, ConnectEvent, ExecEvent
+from roxd.text import printable
 
 log = logging.getLogger("roxd.alerts.journald")
 
@@ -71,13 +72,14 @@ def journal_fields(alert: Alert) -> list[str]:
     elif isinstance(ev.event, ExecEvent):
         fields["ROXD_FILENAME"] = ev.event.filename
     out = [f"{k}={_clip(v)}" for k, v in fields.items()]
-    out.extend(f"ROXD_MITRE={m}" for m in rule.mitre)
+    out.extend(f"ROXD_MITRE={_clip(m)}" for m in rule.mitre)
     return out
 
 
 def _clip(value: object) -> str:
-    text = str(value)
-    return text if len(text) <= MAX_FIELD else text[:MAX_FIELD - 3] + "..."
+    """journald stores any bytes, but `journalctl` prints fields to terminals and log
+    shippers split lines: control characters as \\xNN, one line (roxd/text.py)."""
+    return printable(str(value), MAX_FIELD)
 
 
 def _default_sendv() -> Callable[..., object]:
