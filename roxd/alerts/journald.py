@@ -18,11 +18,13 @@ from roxd.alerts.kinds import MESSAGE_IDS, alert_kind
 from roxd.alerts.settings import JournaldSettings
 from roxd.alerts.worker import QueueWorker, SinkCounters
 from roxd.model import Alert, ConnectEvent, ExecEvent
-from roxd.text import printable
+from roxd.text import clip, printable
 
 log = logging.getLogger("roxd.alerts.journald")
 
-MAX_FIELD = 4096  # journald takes more; long argv is cut so one alert stays one small entry
+# journald takes more; long argv is cut so one alert stays one small entry, and under 4096
+# bytes with its name, or `journalctl -o json` shows the field as null (without --all)
+MAX_FIELD = 4000  # bytes of UTF-8
 
 
 def journal_fields(alert: Alert) -> list[str]:
@@ -79,7 +81,10 @@ def journal_fields(alert: Alert) -> list[str]:
 def _clip(value: object) -> str:
     """journald stores any bytes, but `journalctl` prints fields to terminals and log
     shippers split lines: control characters as \\xNN, one line (roxd/text.py)."""
-    return printable(str(value), MAX_FIELD)
+    text = printable(str(value), MAX_FIELD)
+    while (excess := len(text.encode()) - MAX_FIELD) > 0:  # multi-byte characters
+        text = clip(text, len(text) - excess // 4 - 1)
+    return text
 
 
 def _default_sendv() -> Callable[..., object]:

@@ -111,7 +111,11 @@ def test_journald_fields_are_escaped_and_the_next_alert_still_goes_out() -> None
     assert fields["ROXD_PARENT_EXE"] == "/tmp/\\xff\\xfe/parent\\x0a"
     assert fields["ROXD_COMM"] == "sh\\x1b[2J\\xff"
     assert "\\x1b[2J\\x1b]0;pwned\\x07\\xc2\\x9b31m" in fields["ROXD_ARGS"]
-    assert len(fields["ROXD_ARGS"]) <= 4096
+    assert len(fields["ROXD_ARGS"]) <= 4000
+    for long in ("x" * 9000, "é" * 9000, "\x1b" * 9000):  # `journalctl -o json` nulls > 4096 B
+        args = next(f for f in journal_fields(make_alert(args=(long,)))
+                    if f.startswith("ROXD_ARGS="))
+        assert len(args.encode()) < 4096 and args.endswith("..."), len(args.encode())
 
 
 def test_journal_fields_of_a_hostile_alert_encode() -> None:
