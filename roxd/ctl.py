@@ -10,8 +10,14 @@
     roxctl --json ...                      JSON for scripts
 
 Exit codes: 0 ok, 1 the daemon refused or failed, 2 usage, 3 roxd not reachable.
-roxctl never imports the engine: only the standard library, roxd.api.client and
-roxd.vocabulary (the words it shares with the engine).
+roxctl never imports the engine: only the standard library, roxd.api.client,
+roxd.vocabulary (the words it shares with the engine) and roxd.text (how untrusted text is
+shown).
+
+Everything roxctl prints that came from roxd goes through `term()` (roxd/text.py's
+printable()): a container's argv, exe path or comm can hold ESC sequences, newlines and
+non-UTF-8 bytes, and they are shown as \\xNN, never interpreted by the terminal. --json is
+JSON (ASCII, control characters as \\u00NN).
 """
 
 from __future__ import annotations
@@ -25,9 +31,15 @@ from typing import Any
 
 from roxd import __version__
 from roxd.api.client import ApiClient, ApiFailure, Unreachable, default_socket, path_of
+from roxd.text import printable
 from roxd.vocabulary import EVENT_KINDS, PHASES, SEVERITIES
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+def term(value: Any) -> str:
+    """A value from roxd, safe on a terminal: one line, control characters as \\xNN."""
+    return printable("-" if value is None else str(value))
 
 
 # ---------------------------------------------------------------------------- output
@@ -54,7 +66,7 @@ class Out:
 
     def table(self, headers: Sequence[str], rows: Iterable[Sequence[Any]],
               colors: Sequence[Callable[[str], str] | None] = ()) -> None:
-        rows = [["-" if v is None else str(v) for v in row] for row in rows]
+        rows = [[term(v) for v in row] for row in rows]
         widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
         self.print(self.paint("  ".join(h.ljust(w) for h, w in zip(headers, widths,
                                                                     strict=True)).rstrip(), "1"))
@@ -104,7 +116,7 @@ def cmd_status(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
-        text = str(value)
+        text = term(value)
         if key == "drops" and drops["total"]:
             text = out.paint(text, "1;31")
         out.print(f"{out.paint(key.ljust(width), '1')}  {text}")
@@ -132,10 +144,10 @@ def cmd_containers(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
 
 def _show_container(out: Out, c: dict[str, Any]) -> None:
     for key in ("id", "name", "image", "runtime", "mode", "alerts", "running"):
-        out.print(f"{key:<10} {c[key]}")
+        out.print(f"{key:<10} {term(c[key])}")
     if c["quarantine"]:
         out.print(f"{'quarantine':<10} since {c['quarantine']['since']:.0f}: "
-                  f"{c['quarantine']['reason']}")
+                  f"{term(c['quarantine']['reason'])}")
 
 
 def _stream_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -149,7 +161,8 @@ def cmd_events(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
         if out.json:
             out.line(item)
         elif item.get("type") == "dropped":
-            out.print(out.paint(f"... {item['count']} events missed (reader too slow)", "33"))
+            out.print(out.paint(f"... {term(item['count'])} events missed (reader too slow)",
+                                "33"))
         else:
             out.print(_event_line(out, item))
     return EXIT_OK
@@ -158,15 +171,16 @@ def cmd_events(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
 def _event_line(out: Out, e: dict[str, Any]) -> str:
     c = e.get("container")
     proc = e.get("process", {})
-    where = (c.get("name") or c["id"][:12]) if c else "host"
+    where = term((c.get("name") or c["id"][:12]) if c else "host")
     detail = " ".join(proc.get("args") or []) or proc.get("exe", "")
     if e.get("type") == "connect":
         conn = e["connect"]
         detail = f"{proc.get('exe')} -> {conn['daddr']}:{conn['dport']} {conn['result']}"
     elif e.get("type") == "exit":
         detail = f"{proc.get('exe')} exit {e['exit']['code']}"
-    return f"{e.get('time', '')[11:23]}  {out.paint(e.get('type', '?').ljust(7), '36')} " \
-           f"{where:<20} {proc.get('pid', ''):>7}  {detail}"
+    return f"{term(e.get('time', ''))[11:23]}  " \
+           f"{out.paint(term(e.get('type', '?')).ljust(7), '36')} " \
+           f"{where:<20} {term(proc.get('pid', '')):>7}  {term(detail)}"
 
 
 def _alert_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -193,11 +207,15 @@ def cmd_alerts(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
         else:
             _alert_rows(out, [a])
             out.print()
-            out.print("process: " + " ".join(a["process"].get("args") or [a["process"]["exe"]]))
+            out.print("process: " + term(" ".join(a["process"].get("args")
+                                                   or [a["process"]["exe"]])))
+            out.print("exe:     " + term(a["process"]["exe"]))
             for anc in a["process"].get("ancestors", []):
-                out.print(f"  <- {anc['pid']} {' '.join(anc.get('args') or [anc['exe']])}")
+                out.print(f"  <- {term(anc['pid'])} {term(anc['exe'])}: "
+                          f"{term(' '.join(anc.get('args') or []))}")
             for act in a["actions"]:
-                out.print(f"action: {act['action']} {act['outcome']} {act['reason']}")
+                out.print(f"action: {term(act['action'])} {term(act['outcome'])} "
+                          f"{term(act['reason'])}")
         return EXIT_OK
     if args.alerts_cmd == "follow":
         for item in api.stream("/v1/alerts/stream", {**_alert_params(args),
@@ -205,7 +223,7 @@ def cmd_alerts(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
             if out.json:
                 out.line(item)
             elif item.get("type") == "dropped":
-                out.print(out.paint(f"... {item['count']} alerts missed", "33"))
+                out.print(out.paint(f"... {term(item['count'])} alerts missed", "33"))
             else:
                 _alert_rows(out, [item])
         return EXIT_OK
@@ -227,7 +245,7 @@ def cmd_rules(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
         else:
             for key in ("id", "name", "phase", "severity", "mitre", "event", "enabled",
                         "effective", "source", "line", "description"):
-                out.print(f"{key:<12}{r.get(key)}")
+                out.print(f"{key:<12}{term(r.get(key))}")
         return EXIT_OK
     if sub == "validate":
         try:
@@ -245,7 +263,7 @@ def cmd_rules(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
             for e in result["errors"]:
                 where = f"{e['file']}:{e['line']}" if e["line"] else e["file"]
                 rule = f" rule {e['rule_id']!r}:" if e["rule_id"] else ""
-                out.print(f"error: {where}:{rule} {e['message']}")
+                out.print(term(f"error: {where}:{rule} {e['message']}"))
             if result["valid"]:
                 out.print(f"ok: {args.file}")
         return EXIT_OK if result["valid"] else EXIT_ERROR
@@ -257,7 +275,7 @@ def cmd_rules(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
                 if out.json:
                     out.dump(exc.body)
                 for e in exc.body.get("errors", []):
-                    print(f"roxctl: {e['file']}:{e['line'] or ''}: {e['message']}",
+                    print(term(f"roxctl: {e['file']}:{e['line'] or ''}: {e['message']}"),
                           file=sys.stderr)
                 print("roxctl: reload failed; the previous rule set keeps running",
                       file=sys.stderr)
@@ -266,16 +284,17 @@ def cmd_rules(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
         if out.json:
             out.dump(result)
         else:
-            out.print(f"reloaded: {result['rules']} rules, version {result['version'][:12]}")
+            out.print(term(f"reloaded: {result['rules']} rules, version "
+                           f"{result['version'][:12]}"))
         return EXIT_OK
     if sub in ("enable", "disable"):
         result = api.post(f"/v1/rules/{sub}", {"ids": args.ids, "tags": args.tag})
         if out.json:
             out.dump(result)
         else:
-            out.print(f"{sub}d {len(result['changed'])} of {len(result['matched'])} matching "
-                      f"rules" + (": " + ", ".join(result["changed"]) if result["changed"]
-                                  else ""))
+            out.print(term(f"{sub}d {len(result['changed'])} of {len(result['matched'])} "
+                           f"matching rules" + (": " + ", ".join(result["changed"])
+                                                if result["changed"] else "")))
         return EXIT_OK
     params = {"phase": args.phase, "tag": args.tag_filter,
               "enabled": {"enabled": True, "disabled": False}.get(args.state)}
@@ -292,8 +311,8 @@ def cmd_rules(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
 
 def cmd_kill(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
     result = api.post("/v1/actions/kill", {"pid": args.pid})
-    out.dump(result) if out.json else out.print(f"killed {args.pid} ({result['comm']}): "
-                                                f"{result['reason']}")
+    out.dump(result) if out.json else out.print(f"killed {args.pid} ({term(result['comm'])}): "
+                                                f"{term(result['reason'])}")
     return EXIT_OK
 
 
@@ -301,14 +320,14 @@ def cmd_isolate(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
     body = {"reason": args.reason} if args.reason else {}
     result = api.post(path_of("/v1/containers", args.container, "isolate"), body)
     c = result["container"]
-    out.dump(result) if out.json else out.print(f"isolated {c['name'] or c['id'][:12]}")
+    out.dump(result) if out.json else out.print(f"isolated {term(c['name'] or c['id'][:12])}")
     return EXIT_OK
 
 
 def cmd_release(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
     result = api.post(path_of("/v1/containers", args.container, "release"))
     c = result["container"]
-    out.dump(result) if out.json else out.print(f"released {c['name'] or c['id'][:12]}")
+    out.dump(result) if out.json else out.print(f"released {term(c['name'] or c['id'][:12])}")
     return EXIT_OK
 
 
@@ -337,7 +356,7 @@ def cmd_version(api: ApiClient, out: Out, _args: argparse.Namespace) -> int:
         out.dump({"client": __version__, "server": server})
     else:
         out.print(f"roxctl {__version__}")
-        out.print(f"roxd   {server}" if server else f"roxd   unknown ({note})")
+        out.print(f"roxd   {term(server)}" if server else f"roxd   unknown ({term(note)})")
     return EXIT_OK
 
 
@@ -495,6 +514,9 @@ complete -F _roxctl roxctl"""
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a terminal that is not UTF-8: \xNN, no crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     out = Out(args.json)
@@ -505,10 +527,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"roxctl: {exc.message()}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except ApiFailure as exc:
-        print(f"roxctl: {exc.reason} (HTTP {exc.status})", file=sys.stderr)
+        print(f"roxctl: {term(exc.reason)} (HTTP {exc.status})", file=sys.stderr)
         body = exc.body if isinstance(exc.body, dict) else {}
         for c in body.get("candidates", []):
-            print(f"  {c.get('id')}  {c.get('name') or ''}", file=sys.stderr)
+            print(term(f"  {c.get('id')}  {c.get('name') or ''}"), file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_OK if args.command in ("events", "alerts") else 130

@@ -4,9 +4,10 @@ two records never interleave on `roxd --print-events --print-alerts` output."""
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import IO, Any
+
+from roxd.text import json_dumps
 
 
 class JsonLines:
@@ -16,7 +17,7 @@ class JsonLines:
         self.broken = False  # the reader went away (EPIPE): the daemon stops
 
     def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, separators=(",", ":")) + "\n"
+        line = json_dumps(record, separators=(",", ":")) + "\n"
         with self._lock:
             try:
                 self._stream.write(line)

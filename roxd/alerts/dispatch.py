@@ -18,6 +18,7 @@ from typing import Protocol
 from roxd.jsonlines import JsonLines
 from roxd.model import ActionResult, Alert, EnrichedEvent, RuleRef, Severity
 from roxd.pubsub import Topic
+from roxd.text import printable
 
 log = logging.getLogger("roxd.alert")
 
@@ -43,13 +44,12 @@ def summary(alert: Alert) -> str:
     where = (f"container {ev.container.name or ev.container.id[:12]} "
              f"({ev.container.image or 'image unknown'})" if ev.container else "host")
     proc = ev.process
-    cmd = " ".join(proc.args) if proc.args else proc.exe or proc.comm
-    if len(cmd) > 160:
-        cmd = cmd[:157] + "..."
+    cmd = printable(" ".join(proc.args) if proc.args else proc.exe or proc.comm, 160)
     done = ", ".join(f"{a.action.value}:{a.outcome.value}" for a in alert.actions) or "none"
     times = f" (x{alert.count} since the first)" if alert.count > 1 else ""
-    return (f"[{alert.rule.phase.value}] {alert.rule.name} ({alert.rule.id}) in {where}: "
-            f"pid {proc.pid} {cmd!r}; actions {done}{times}")
+    # one line, escaped (roxd/text.py): it is the log line, journald's MESSAGE, syslog's MSG
+    return printable(f"[{alert.rule.phase.value}] {alert.rule.name} ({alert.rule.id}) in "
+                     f"{where}: pid {proc.pid} '{cmd}'; actions {done}{times}")
 
 
 class LogSink:

@@ -18,10 +18,13 @@ from roxd.alerts.kinds import MESSAGE_IDS, alert_kind
 from roxd.alerts.settings import JournaldSettings
 from roxd.alerts.worker import QueueWorker, SinkCounters
 from roxd.model import Alert, ConnectEvent, ExecEvent
+from roxd.text import clip, printable
 
 log = logging.getLogger("roxd.alerts.journald")
 
-MAX_FIELD = 4096  # journald takes more; long argv is cut so one alert stays one small entry
+# journald takes more; long argv is cut so one alert stays one small entry, and under 4096
+# bytes with its name, or `journalctl -o json` shows the field as null (without --all)
+MAX_FIELD = 4000  # bytes of UTF-8
 
 
 def journal_fields(alert: Alert) -> list[str]:
@@ -71,13 +74,17 @@ def journal_fields(alert: Alert) -> list[str]:
     elif isinstance(ev.event, ExecEvent):
         fields["ROXD_FILENAME"] = ev.event.filename
     out = [f"{k}={_clip(v)}" for k, v in fields.items()]
-    out.extend(f"ROXD_MITRE={m}" for m in rule.mitre)
+    out.extend(f"ROXD_MITRE={_clip(m)}" for m in rule.mitre)
     return out
 
 
 def _clip(value: object) -> str:
-    text = str(value)
-    return text if len(text) <= MAX_FIELD else text[:MAX_FIELD - 3] + "..."
+    """journald stores any bytes, but `journalctl` prints fields to terminals and log
+    shippers split lines: control characters as \\xNN, one line (roxd/text.py)."""
+    text = printable(str(value), MAX_FIELD)
+    while (excess := len(text.encode()) - MAX_FIELD) > 0:  # multi-byte characters
+        text = clip(text, len(text) - excess // 4 - 1)
+    return text
 
 
 def _default_sendv() -> Callable[..., object]:

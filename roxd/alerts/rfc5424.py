@@ -10,8 +10,9 @@ SD-IDs use the private enterprise number 32473 (RFC 5612's documentation number)
     [process@32473 pid= ppid= uid= exe= args= parent_exe=]
     [connect@32473 daddr= dport= result=]               (connect events only)
 
-PARAM-VALUEs escape '"', '\\' and ']' with a backslash (§6.3.3) and are cut at MAX_VALUE
-characters.
+PARAM-VALUEs and MSG are printable() text (roxd/text.py: control characters and non-UTF-8
+bytes as \\xNN, so one message is one line); PARAM-VALUEs are cut at MAX_VALUE characters
+(never inside an escape), then escape '"', '\\' and ']' with a backslash (§6.3.3).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from roxd.alerts.dispatch import summary
 from roxd.alerts.kinds import MSGIDS, alert_kind
 from roxd.alerts.settings import FACILITIES
 from roxd.model import Alert, ConnectEvent, rfc3339
+from roxd.text import printable
 
 PEN = 32473
 MAX_VALUE = 1024
@@ -31,9 +33,9 @@ SdParams = list[tuple[str, object]]
 
 
 def escape_param(value: object) -> str:
-    text = str(value)
-    if len(text) > MAX_VALUE:
-        text = text[:MAX_VALUE - 3] + "..."
+    # control characters as \xNN first (roxd/text.py): a collector that writes lines must
+    # not see a forged line; then cut without splitting an escape; then §6.3.3
+    text = printable(str(value), MAX_VALUE)
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
 
 
@@ -88,5 +90,6 @@ def format_message(alert: Alert, *, hostname: str, app_name: str = "roxd",
         _header_field(str(procid if procid is not None else os.getpid()), 128),
         MSGIDS[alert_kind(alert)],
     ])
-    msg = summary(alert).replace("\n", " ")
-    return f"{header} {structured_data(alert)} {BOM}{msg}".encode()
+    msg = summary(alert)  # one line, control characters escaped
+    # every part is printable() text already; backslashreplace only as a last defence
+    return f"{header} {structured_data(alert)} {BOM}{msg}".encode("utf-8", "backslashreplace")

@@ -30,6 +30,7 @@ from roxd.alerts.kinds import alert_kind
 from roxd.alerts.settings import StoreSettings
 from roxd.alerts.worker import SinkCounters
 from roxd.model import Alert, Phase, Severity
+from roxd.text import json_dumps
 
 log = logging.getLogger("roxd.alerts.store")
 
@@ -285,7 +286,7 @@ class AlertStore:
                     (alert.id, alert.time_ns, data["kind"], alert.rule.id,
                      alert.rule.phase.value, alert.rule.severity.code,
                      c.id if c else "host", c.name if c else None, alert.count,
-                     json.dumps(data, separators=(",", ":"))))
+                     json_dumps(data, separators=(",", ":"))))
                 if cur.rowcount:
                     out.append(StoredAlert(int(cur.lastrowid or 0), alert.id, alert.time_ns, data))
             db.execute("COMMIT")

@@ -8,8 +8,8 @@ Standard library only (urllib.request); proxies come from the usual *_proxy vari
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 import socket
 import threading
 import urllib.error
@@ -23,6 +23,7 @@ from roxd.alerts.kinds import alert_kind
 from roxd.alerts.settings import WebhookSettings
 from roxd.alerts.worker import QueueWorker, SinkCounters
 from roxd.model import Alert, Severity, rfc3339
+from roxd.text import clip, json_dumps, json_safe, printable
 
 log = logging.getLogger("roxd.alerts.webhooks")
 
@@ -36,11 +37,30 @@ PAGERDUTY_SEVERITY = {
 
 
 def generic_payload(alert: Alert) -> dict[str, Any]:
-    return {"type": "alert", "kind": alert_kind(alert), "summary": summary(alert),
-            **alert.to_dict()}
+    """The alert as JSON; its strings are roxd's text (roxd/text.py), control characters
+    JSON-escaped, never a lone surrogate."""
+    return json_safe({"type": "alert", "kind": alert_kind(alert), "summary": summary(alert),
+                      **alert.to_dict()})
+
+
+def slack_code(text: str, limit: int) -> str:
+    """Untrusted text for the inside of a Slack code span or block: printable() (one line,
+    \\xNN escapes), a backtick as \\x60 so it cannot close the code, then &, < and > as
+    entities, as Slack requires (no <!channel>, no <url|label> links). Inside code, *, _ and ~
+    format nothing. At most `limit` characters, never cutting an escape or an entity."""
+    text = (printable(text).replace("`", "\\x60").replace("&", "&amp;")
+            .replace("<", "&lt;").replace(">", "&gt;"))
+    if len(text) > limit:
+        text = _PARTIAL_ENTITY.sub("…", clip(text, limit, "…"))
+    return text
+
+
+_PARTIAL_ENTITY = re.compile(r"&[a-z]{0,3}…$")
 
 
 def slack_payload(alert: Alert) -> dict[str, Any]:
+    """mrkdwn where Slack formats; every string a process controls sits inside code (see
+    slack_code), so an argv cannot mention a channel, link, or format the message."""
     ev = alert.event
     where = (f"{ev.container.name or ev.container.id[:12]} ({ev.container.image or '?'})"
              if ev.container else "host")
@@ -50,20 +70,23 @@ def slack_payload(alert: Alert) -> dict[str, Any]:
     count = f" (x{alert.count})" if alert.count > 1 else ""
     fields = [
         ("Phase", alert.rule.phase.value), ("Severity", alert.rule.severity.value),
-        ("Container", where), ("Process", f"pid {proc.pid} `{_clip(proc.exe, 200)}`"),
-        ("MITRE", ", ".join(alert.rule.mitre) or "-"), ("Actions", actions),
+        ("Container", f"`{slack_code(where, 300)}`"),
+        ("Process", f"pid {proc.pid} `{slack_code(proc.exe, 1000)}`"),
+        ("MITRE", slack_code(", ".join(alert.rule.mitre) or "-", 300)),
+        ("Actions", slack_code(actions, 300)),
     ]
     return {
-        "text": summary(alert),
+        "text": f"`{slack_code(summary(alert), 3000)}`",
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "emoji": False,
-                                        "text": _clip(f"{alert.rule.name}{count}", 150)}},
+                                        "text": printable(f"{alert.rule.name}{count}", 150)}},
             {"type": "section", "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"}
                                            for k, v in fields]},
             {"type": "section", "text": {"type": "mrkdwn",
-                                         "text": f"```{_clip(cmd, 2500)}```"}},
+                                         "text": f"```{slack_code(cmd, 2990)}```"}},
             {"type": "context", "elements": [{"type": "mrkdwn", "text": (
-                f"rule `{alert.rule.id}` · alert `{alert.id}` · {rfc3339(alert.time_ns)}")}]},
+                f"rule `{slack_code(alert.rule.id, 200)}` · alert `{slack_code(alert.id, 100)}`"
+                f" · {rfc3339(alert.time_ns)}")}]},
         ],
     }
 
@@ -77,20 +100,17 @@ def pagerduty_payload(alert: Alert, routing_key: str, source: str) -> dict[str, 
         # one PagerDuty alert per rule and container: repeats add to it instead of paging again
         "dedup_key": f"roxd:{source}:{alert.rule.id}:{container}"[:255],
         "payload": {
-            "summary": _clip(summary(alert), 1024),
+            "summary": clip(summary(alert), 1024),
             "source": source,
             "severity": PAGERDUTY_SEVERITY[alert.rule.severity],
             "timestamp": rfc3339(alert.time_ns),
-            "component": (ev.container.name or ev.container.id[:12]) if ev.container else "host",
+            "component": printable((ev.container.name or ev.container.id[:12])
+                                   if ev.container else "host", 255),
             "group": alert.rule.phase.value,
             "class": alert.rule.id,
             "custom_details": generic_payload(alert),
         },
     }
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 Poster = Callable[[str, bytes, float], int]
@@ -137,7 +157,7 @@ class WebhookSink:
 
     def _deliver(self, alert: Alert) -> bool:
         s = self.settings
-        body = json.dumps(self.payload(alert), separators=(",", ":")).encode()
+        body = json_dumps(self.payload(alert), separators=(",", ":")).encode()
         delay = s.backoff_s
         for attempt in range(s.retries + 1):
             if attempt:

@@ -27,6 +27,7 @@ from roxd import __version__
 from roxd.api.auth import PeerCred, peer_cred
 from roxd.api.settings import ApiSettings
 from roxd.errors import ApiError
+from roxd.text import json_dumps
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class Response:
 
     @classmethod
     def json(cls, obj: Any, status: int = 200) -> Response:
-        return cls(status, json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+        return cls(status, json_dumps(obj, separators=(",", ":")).encode() + b"\n")
 
     @classmethod
     def error(cls, status: int, reason: str, **extra: Any) -> Response:

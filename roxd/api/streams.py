@@ -7,13 +7,13 @@ misses items and is told how many with a `{"type":"dropped","count":N}` item.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from roxd.api.http import Request, StreamResponse
+from roxd.text import json_dumps
 
 HEARTBEAT_S = 5.0
 NDJSON = "application/x-ndjson"
@@ -33,7 +33,7 @@ def stream(topic: Any, accept: Callable[[dict[str, Any]], bool], params: dict[st
     deadline = (time.monotonic() + params["max_seconds"]) if "max_seconds" in params else None
 
     def encode(item: dict[str, Any]) -> bytes:
-        data = json.dumps(item, separators=(",", ":"))
+        data = json_dumps(item, separators=(",", ":"))
         if sse:
             return f"event: {item.get('type', kind)}\ndata: {data}\n\n".encode()
         return data.encode() + b"\n"

@@ -15,6 +15,7 @@ import posixpath
 from dataclasses import replace
 
 from roxd.model import FileEvent
+from roxd.text import from_bytes
 
 AT_FDCWD = -100
 
@@ -27,7 +28,7 @@ def resolve_path(path: str, pid: int, dfd: int = AT_FDCWD, proc: str = "/proc") 
         return _normalize(path)
     link = f"{proc}/{pid}/cwd" if dfd == AT_FDCWD else f"{proc}/{pid}/fd/{dfd}"
     try:
-        base = os.readlink(link)
+        base = from_bytes(os.readlink(os.fsencode(link)))  # \xNN for non-UTF-8 bytes
     except OSError:
         return None
     if not base.startswith("/"):  # "pipe:[...]", "anon_inode:..." or a deleted directory

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from roxd.model import Ancestor, ExecEvent, ExitEvent
+from roxd.text import from_bytes
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,8 @@ class ProcReader:
 
     def exe(self, pid: int) -> str | None:
         try:
-            return os.readlink(f"{self.proc}/{pid}/exe")
+            # bytes: a name with a non-UTF-8 byte is text with \xNN, not a surrogate
+            return from_bytes(os.readlink(os.fsencode(f"{self.proc}/{pid}/exe")))
         except OSError:  # gone, a kernel thread, or a zombie
             return None
 
@@ -75,7 +77,7 @@ class ProcReader:
             return None
         try:
             lpar, rpar = data.index(b"("), data.rindex(b")")
-            comm = data[lpar + 1 : rpar].decode("utf-8", "replace")
+            comm = from_bytes(data[lpar + 1 : rpar])
             fields = data[rpar + 2 :].split()
             ppid = int(fields[1])
             start = self._btime_ns + int(fields[19]) * 1_000_000_000 // self._ticks
@@ -94,7 +96,7 @@ class ProcReader:
         parts = data.split(b"\0")
         if parts and parts[-1] == b"":
             parts.pop()
-        return tuple(p.decode("utf-8", "replace") for p in parts), truncated
+        return tuple(from_bytes(p) for p in parts), truncated
 
     def vpid(self, pid: int) -> int | None:
         """The pid as the process's own pid namespace numbers it (last NSpid field)."""

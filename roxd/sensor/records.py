@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from roxd.model import ConnectEvent, ExecEvent, ExitEvent, FileEvent, SensorEvent, SyscallEvent
 from roxd.sensor.decoders import decode_file_flags, decode_syscall_args
+from roxd.text import from_bytes
 from roxd.vocabulary import FILE_ACCESS_KINDS
 
 TASK_COMM_LEN = 16
@@ -322,7 +323,8 @@ class DecodeError(ValueError):
 
 
 def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", errors="replace")
+    """Process-controlled bytes as roxd's text: a non-UTF-8 byte as \\xNN (roxd/text.py)."""
+    return from_bytes(raw)
 
 
 def decode(raw: bytes, clock_offset_ns: int) -> Decoded:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -183,3 +184,60 @@ def test_validate_rules_cli(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "bad.toml:" in result.stderr and "test.reload-one" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+HOSTILE_RULE = """
+[[rule]]
+id = "test.hostile-bytes"
+name = "Exec with a marker argument"
+description = "Test rule: any exec whose argv carries the marker, on the host."
+phase = "foothold"
+severity = "warning"
+mitre = ["T1059"]
+event = "exec"
+actions = ["alert"]
+[rule.when]
+args = { contains = ["{marker}"] }
+"""
+
+
+def test_a_non_utf8_exe_and_escape_sequences_reach_the_store_and_roxctl_intact(
+        roxd_factory: Any, tmp_path: Path) -> None:
+    """A real exec of /tmp/.../\\xff\\xfe/true with ESC sequences, a newline and a non-UTF-8
+    byte in argv: the alert is stored, `roxctl --json alerts list` gives the exact bytes
+    back (roxd/text.py to_bytes), and `roxctl alerts show` prints them escaped."""
+    import os
+    import shutil
+
+    from roxd.text import to_bytes
+
+    marker = f"hostile-{uuid.uuid4().hex[:10]}"
+    rules = _write_rules(tmp_path, "hostile.toml", HOSTILE_RULE.replace("{marker}", marker))
+    roxd = roxd_factory(rules=[rules])
+    sock = str(roxd.stderr_path.parent / "roxd.sock")
+    exe = os.fsencode(tmp_path) + b"/dir-\xff\xfe/true"
+    os.makedirs(os.path.dirname(exe))
+    shutil.copy(b"/bin/true", exe)
+    argv = [exe, marker.encode(), b"\x1b[2J\x1b]0;pwned\x07", b"line1\nline2", b"bad\xc3("]
+    subprocess.run(argv, check=True)
+
+    alert = roxd.wait_for(alert_of("test.hostile-bytes"), timeout=20, message="the alert")
+    assert to_bytes(alert["process"]["exe"]) == exe
+    assert [to_bytes(a) for a in alert["process"]["args"]] == argv
+
+    def stored() -> Any:
+        out = subprocess.run([sys.executable, "-m", "roxd.ctl", "--socket", sock, "--json",
+                              "alerts", "list", "--rule", "test.hostile-bytes"],
+                             capture_output=True, text=True, timeout=30, cwd=REPO)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+    [item] = wait_until(stored, 20, message="the alert in the store")
+    assert to_bytes(item["process"]["exe"]) == exe
+    assert [to_bytes(a) for a in item["process"]["args"]] == argv
+    shown = subprocess.run([sys.executable, "-m", "roxd.ctl", "--socket", sock, "alerts",
+                            "show", item["id"]], capture_output=True, text=True, timeout=30,
+                           cwd=REPO)
+    assert shown.returncode == 0, shown.stderr
+    assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout
+    assert "dir-\\xff\\xfe/true" in shown.stdout and "\\x1b[2J" in shown.stdout
+    assert "line1\\x0aline2" in shown.stdout and "bad\\xc3(" in shown.stdout

@@ -62,3 +62,35 @@ def make_alert(*, rule_ref: RuleRef | None = None, container: Container | None =
     return Alert(id=alert_id or uuid.uuid4().hex, time_ns=now,
                  rule=rule_ref or rule(), event=enriched, actions=actions,
                  first_ns=now, last_ns=now)
+
+
+# ------------------------------------------------------------------ hostile input
+# What a process in a container controls: its executable's path (any bytes but NUL and "/"
+# in a name), its argv (any bytes but NUL), and its parent's path. os.readlink() on
+# /proc/<pid>/exe gives a non-UTF-8 byte as a lone surrogate (surrogateescape), the kernel's
+# strings come as bytes.
+
+HOSTILE_EXE = "/tmp/\udcff\udcfe/sh"  # b"/tmp/\xff\xfe/sh" as os.readlink() returns it
+HOSTILE_ARGS = (
+    "sh", "-c",
+    "line1\nline2\r<13>1 - forged",  # a forged syslog line
+    "\x1b[2J\x1b]0;pwned\x07\x9b31m",  # clear screen, set title (OSC), C1 CSI
+    "nul\x00byte\x7f",
+    'sd"quote]bracket\\backslash',
+    "<!channel> <https://evil.example|Release quarantine> &amp; *bold* _it_ ~s~ `code`",
+    "\u202eevil\u2028line",  # bidi override, Unicode line separator
+    "bad\udc80utf8",
+    "A" * 10_000,
+)
+
+
+def hostile_alert(**kw: object) -> Alert:
+    """An alert whose every process string is hostile; its parent's path too."""
+    from dataclasses import replace
+
+    a = make_alert(exe=HOSTILE_EXE, args=HOSTILE_ARGS, **kw)  # type: ignore[arg-type]
+    ev = a.event
+    process = replace(ev.process, comm="sh\x1b[2J\udcff",
+                      ancestors=(Ancestor(pid=1, exe="/tmp/\udcff\udcfe/parent\n",
+                                          args=("parent\x1b[H", "\udcfe")),))
+    return replace(a, event=replace(ev, process=process))

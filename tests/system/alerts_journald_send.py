@@ -1,6 +1,8 @@
 """Run inside journald's private mount namespace: send alerts through JournaldSink.
 
-Usage: python alerts_journald_send.py  (prints the sent alerts' to_dict() as JSON lines)
+Usage: python alerts_journald_send.py [--hostile]
+(prints the sent alerts' to_dict() as JSON lines; --hostile: an alert whose process strings are
+hostile, a child carrying that parent, then an ordinary alert)
 """
 
 from __future__ import annotations
@@ -12,12 +14,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from roxd.alerts.journald import JournaldSink
-from roxd.model import ActionKind, ActionResult, Outcome, Phase, Severity
-from tests.system.alerts_factory import make_alert, rule
+from roxd.model import ActionKind, ActionResult, Alert, Outcome, Phase, Severity
+from tests.system.alerts_factory import hostile_alert, make_alert, rule
+
+
+def hostile() -> list[Alert]:
+    from dataclasses import replace
+
+    bad = hostile_alert()
+    child = make_alert(exe="/bin/cat", args=("cat", "/etc/shadow"))
+    child = replace(child, event=replace(child.event, process=replace(
+        child.event.process, ancestors=bad.event.process.ancestors)))
+    return [bad, child, make_alert()]
 
 
 def main() -> int:
-    alerts = [
+    alerts = hostile() if "--hostile" in sys.argv else [
         make_alert(rule_ref=rule("persistence.cron_write", phase=Phase.PERSISTENCE,
                                  severity=Severity.ERROR, mitre=("T1053.003", "T1059"))),
         make_alert(rule_ref=rule("foothold.reverse_shell", phase=Phase.FOOTHOLD,

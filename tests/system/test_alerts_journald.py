@@ -72,3 +72,37 @@ def test_no_journald_counts_failures(tmp_path: Path) -> None:
     assert sink.flush(5)
     sink.close()
     assert sink.stats()["failed"] == 1
+
+
+def test_hostile_bytes_reach_journald_escaped_and_the_next_alerts_too(
+        journald: Journald) -> None:
+    """A non-UTF-8 exe path, ESC sequences, newlines, NUL in argv, and a child whose parent
+    is that path: every alert is an entry, every field text (journalctl -o json shows a
+    field with control characters or bad UTF-8 as an array of bytes), nothing lost."""
+    res = python_in(journald.nsenter, SENDER, "--hostile")
+    assert res.returncode == 0, res.stderr
+    *sent, status = [json.loads(line) for line in res.stdout.splitlines()]
+    assert status["flushed"] and status["stats"]["failed"] == 0, status
+    assert status["stats"]["sent"] == 3
+
+    got = wait_until(lambda: len(e := entries(journald)) == 3 and e, 20,
+                     message="three roxd entries in the journal")
+    by_id = {e["ROXD_ALERT_ID"]: e for e in got}
+    bad, child, plain = (by_id[a["id"]] for a in sent)
+    for entry in (bad, child, plain):
+        for key, value in entry.items():
+            if key.startswith(("ROXD_", "MESSAGE")):
+                assert isinstance(value, str | list) and all(
+                    isinstance(v, str) for v in (value if isinstance(value, list) else [value])
+                ), (key, value)
+                assert "\x1b" not in str(value) and "\n" not in str(value), (key, value)
+    assert bad["ROXD_EXE"] == "/tmp/\\xff\\xfe/sh"
+    assert bad["ROXD_PARENT_EXE"] == child["ROXD_PARENT_EXE"] == "/tmp/\\xff\\xfe/parent\\x0a"
+    assert "line1\\x0aline2\\x0d<13>1 - forged" in bad["ROXD_ARGS"]
+    assert "\\x1b[2J\\x1b]0;pwned\\x07" in bad["ROXD_ARGS"]
+    assert "nul\\x00byte\\x7f" in bad["ROXD_ARGS"]
+    assert len(bad["ROXD_ARGS"]) <= 4096
+    assert child["ROXD_EXE"] == "/bin/cat"
+    # journalctl's field matching finds the escaped value
+    assert [e["ROXD_ALERT_ID"] for e in entries(journald, "ROXD_EXE=/tmp/\\xff\\xfe/sh")] == [
+        sent[0]["id"]]

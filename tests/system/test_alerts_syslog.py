@@ -128,3 +128,46 @@ def test_tls_checks_the_collector_name(
     finally:
         fwd.close(1)
     assert rsyslog.lines() == []
+
+
+@pytest.mark.parametrize("protocol", ["udp", "tcp"])
+def test_hostile_bytes_reach_rsyslog_escaped_one_line_each(
+        protocol: str, rsyslog: Rsyslog, tls_files: TlsFiles, tmp_path: Path) -> None:
+    """A non-UTF-8 exe path (and parent), newlines that would forge a syslog line, ESC
+    sequences, NUL, '"', ']' and '\\' in argv, 10,000 characters: rsyslog parses each alert
+    as one RFC 5424 message, and the alert after it arrives too."""
+    from dataclasses import replace
+
+    from tests.system.alerts_factory import hostile_alert
+
+    fwd = SyslogForwarder(collector(rsyslog, tls_files, protocol), tmp_path / "state")
+    bad = hostile_alert()
+    child = make_alert(exe="/bin/cat", args=("cat", "/etc/shadow"))
+    child = replace(child, event=replace(child.event, process=replace(
+        child.event.process, ancestors=bad.event.process.ancestors)))
+    try:
+        for a in (bad, child, make_alert()):
+            fwd.emit(a)
+        assert fwd.flush(20), fwd.stats()
+        lines = wait_until(lambda: len(x := rsyslog.lines()) >= 3 and x, 20,
+                           message="three messages at rsyslog")
+    finally:
+        fwd.close(5)
+    assert fwd.stats()["sent"] == 3 and fwd.stats()["failed"] == 0, fwd.stats()
+    assert len(lines) == 3, lines  # no forged line, nothing split
+    assert alert_ids(rsyslog) == [bad.id, child.id, a.id]
+    raw = (rsyslog.workdir / "raw.log").read_bytes()
+    assert b"\x1b" not in raw and b"\xff" not in raw and b"\r" not in raw
+    assert len(raw.splitlines()) == 3
+    [(_i, version, _app, _msgid, _pri, sd_text, msg), (*_, child_sd, _m), _] = lines
+    assert version == "1"
+    sd, rest = parse_sd(sd_text)
+    assert rest == ""
+    process = dict(sd["process@32473"])
+    assert process["exe"] == "/tmp/\\xff\\xfe/sh"
+    assert process["parent_exe"] == "/tmp/\\xff\\xfe/parent\\x0a"
+    assert 'sd"quote]bracket\\backslash' in process["args"]
+    assert "line1\\x0aline2\\x0d<13>1 - forged" in process["args"]
+    assert "\\x1b[2J" in msg and "\x1b" not in msg
+    assert dict(parse_sd(child_sd)[0]["process@32473"])["parent_exe"] == \
+        "/tmp/\\xff\\xfe/parent\\x0a"

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from roxd.alerts.dispatch import summary
 from roxd.alerts.rfc5424 import MAX_VALUE, escape_param, format_message, sd_element
 from roxd.model import Phase, Severity, rfc3339
+from roxd.text import printable, to_bytes
 from tests.system.alerts_factory import make_alert, rule
 from tests.system.rfc5424_parse import parse_5424, parse_sd
 
@@ -45,8 +46,12 @@ def test_empty_values_are_left_out() -> None:
 
 @given(st.text(min_size=1, max_size=MAX_VALUE))
 def test_escaped_values_parse_back(value: str) -> None:
+    """Values parse back as the printable() text of the value: control characters as \\xNN
+    (roxd/text.py), '"', '\\' and ']' through §6.3.3 escaping."""
     sd, rest = parse_sd(sd_element("t", [("v", value)]))
-    assert sd == {"t@32473": [("v", value)]} and rest == ""
+    assert sd == {"t@32473": [("v", printable(value, MAX_VALUE))]} and rest == ""
+    if len(printable(value)) <= MAX_VALUE:
+        assert to_bytes(sd["t@32473"][0][1]) == value.encode("utf-8", "surrogateescape")
 
 
 def test_long_values_are_cut() -> None:

@@ -372,7 +372,8 @@ def test_roxctl_imports_nothing_of_the_engine() -> None:
             "if m.startswith('roxd')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
-    assert eval(out) == ["roxd", "roxd.api", "roxd.api.client", "roxd.ctl", "roxd.vocabulary"]
+    assert eval(out) == ["roxd", "roxd.api", "roxd.api.client", "roxd.ctl", "roxd.text",
+                         "roxd.vocabulary"]
 
 
 def test_completion_script_is_current_and_valid(tmp_path: Path) -> None:
@@ -390,3 +391,52 @@ def test_unreachable_message_names_the_fix(tmp_path: Path) -> None:
     with pytest.raises(Unreachable) as exc:
         ApiClient(str(tmp_path / "x.sock")).get("/v1/status")
     assert "make run" in exc.value.message()
+
+
+def test_roxctl_shows_hostile_strings_escaped_and_never_crashes(api: Any) -> None:
+    """A container controls its exe path, argv and comm: roxctl prints them escaped
+    (roxd/text.py), so no ESC sequence reaches the terminal, no newline forges a line, and a
+    non-UTF-8 byte is \\xNN instead of a crash."""
+    from roxd.model import EnrichedEvent
+    from tests.system.alerts_factory import hostile_alert
+
+    daemon, path = api
+    alert = hostile_alert()
+    daemon.alerts_topic.publish(alert.to_dict())
+
+    def clean(out: str) -> None:
+        assert "\x1b" not in out and "\r" not in out and "\x07" not in out
+        assert "\u202e" not in out and "\x9b" not in out
+
+    listed = roxctl("--socket", path, "alerts", "list", "--container", "web")
+    assert listed.returncode == 0, listed.stderr
+    clean(listed.stdout)
+    shown = roxctl("--socket", path, "alerts", "show", alert.id)
+    assert shown.returncode == 0, shown.stderr
+    clean(shown.stdout)
+    assert "/tmp/\\xff\\xfe/parent\\x0a" in shown.stdout
+    assert "parent\\x1b[H \\xfe" in shown.stdout
+    assert "line1\\x0aline2\\x0d<13>1 - forged" in shown.stdout
+    assert "\\x1b[2J\\x1b]0;pwned\\x07" in shown.stdout
+    assert len(shown.stdout.splitlines()) < 12  # one line per part, no forged lines
+
+    exec_event = EnrichedEvent(event=alert.event.event, container=alert.event.container,
+                               process=alert.event.process).to_dict()
+    exit_event = {**exec_event, "type": "exit", "exit": {"code": 0}}
+    got: list[subprocess.CompletedProcess[str]] = []
+    reader = threading.Thread(target=lambda: got.append(
+        roxctl("--socket", path, "events", "--count", "2")))
+    reader.start()
+    deadline = time.monotonic() + 30
+    while not daemon.events_topic.active:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    daemon.events_topic.publish(exec_event)
+    daemon.events_topic.publish(exit_event)
+    reader.join(60)
+    [events] = got
+    assert events.returncode == 0, events.stderr
+    clean(events.stdout)
+    assert len(events.stdout.splitlines()) == 2
+    assert "/tmp/\\xff\\xfe/sh exit 0" in events.stdout
+    assert "\\x1b[2J" in events.stdout
