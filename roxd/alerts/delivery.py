@@ -68,9 +68,9 @@ class AlertDelivery:
                    lambda c=c: SyslogForwarder(c, state))
         if settings.store.enabled:
             store = _start(sinks, "store", lambda: AlertStore(state, settings.store))
-        for i, w in enumerate(settings.webhooks):
-            _start(sinks, f"webhook{i}.{w.kind}", lambda w=w: WebhookSink(w))
         node = NodeIdentity.detect(settings.node)
+        for i, w in enumerate(settings.webhooks):
+            _start(sinks, f"webhook{i}.{w.kind}", lambda w=w: WebhookSink(w, node=node))
         for i, f in enumerate(settings.file):
             _start(sinks, f"file{i}", lambda f=f: JsonFileSink(f, node))
         for n in settings.nats:

@@ -5,8 +5,9 @@
                                    ...Alert.to_dict()}
     encode_record(record) -> b'{"type":"alert",...}'   (no newline in it, valid UTF-8)
 
-Encoding is where hostile input is defused: a command line may carry newlines, control bytes,
-invalid UTF-8 (the sensor decodes it with "replace") or lone surrogates from elsewhere. JSON
+Encoding is where hostile input is defused: a command line may carry newlines and control
+bytes (bytes that are not UTF-8 arrive as \\xNN text, roxd/text.py), and a lone surrogate could
+still come from elsewhere. JSON
 escapes every control character; U+0085, U+2028 and U+2029 are escaped as well (some line
 readers split on them); anything not encodable as UTF-8 becomes "?". One record, one line.
 """

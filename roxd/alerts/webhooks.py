@@ -20,6 +20,8 @@ from typing import Any
 
 from roxd.alerts.dispatch import summary
 from roxd.alerts.kinds import alert_kind
+from roxd.alerts.node import NodeIdentity
+from roxd.alerts.record import export_record
 from roxd.alerts.settings import WebhookSettings
 from roxd.alerts.worker import QueueWorker, SinkCounters
 from roxd.model import Alert, Severity, rfc3339
@@ -36,11 +38,14 @@ PAGERDUTY_SEVERITY = {
 }
 
 
-def generic_payload(alert: Alert) -> dict[str, Any]:
-    """The alert as JSON; its strings are roxd's text (roxd/text.py), control characters
-    JSON-escaped, never a lone surrogate."""
-    return json_safe({"type": "alert", "kind": alert_kind(alert), "summary": summary(alert),
-                      **alert.to_dict()})
+def generic_payload(alert: Alert, node: NodeIdentity | None = None) -> dict[str, Any]:
+    """The alert as JSON, with the node it came from when known (the record every exporter
+    writes, roxd/alerts/record.py); its strings are roxd's text (roxd/text.py), control
+    characters JSON-escaped, never a lone surrogate."""
+    record = (export_record(alert, node) if node is not None else
+              {"type": "alert", "kind": alert_kind(alert), "summary": summary(alert),
+               **alert.to_dict()})
+    return json_safe(record)
 
 
 def slack_code(text: str, limit: int) -> str:
@@ -131,9 +136,10 @@ def urllib_post(url: str, body: bytes, timeout: float) -> int:
 
 class WebhookSink:
     def __init__(self, settings: WebhookSettings, *, source: str | None = None,
-                 post: Poster = urllib_post) -> None:
+                 post: Poster = urllib_post, node: NodeIdentity | None = None) -> None:
         self.settings = settings
-        self._source = source or socket.gethostname()
+        self._node = node
+        self._source = source or (node.hostname if node is not None else socket.gethostname())
         self._post = post
         self._min_code = settings.min_severity_level.code
         self._counters = SinkCounters("retried", "filtered")
@@ -147,7 +153,7 @@ class WebhookSink:
             return slack_payload(alert)
         if kind == "pagerduty":
             return pagerduty_payload(alert, self.settings.routing_key, self._source)
-        return generic_payload(alert)
+        return generic_payload(alert, self._node)
 
     def emit(self, alert: Alert) -> None:
         if alert.rule.severity.code > self._min_code:

@@ -253,3 +253,20 @@ def test_shipped_config_examples_show_the_defaults(name: str, cls: type) -> None
     required = {"path": raw["path"]} if name == "file" else {}
     assert parsed == cls(**required)
     assert set(raw) == {f.name for f in dataclasses.fields(cls)}
+
+
+def test_generic_webhooks_carry_the_node_like_every_exporter() -> None:
+    from roxd.alerts.settings import WebhookSettings
+    from roxd.alerts.webhooks import WebhookSink
+
+    node = NodeIdentity(hostname="db-1.example.org", machine_id="ab" * 16,
+                        kubernetes_node="worker-3")
+    sink = WebhookSink(WebhookSettings(url="http://127.0.0.1:9/x"), node=node,
+                       post=lambda *_a, **_k: 200)
+    try:
+        payload = sink.payload(make_alert())
+    finally:
+        sink.close(0.1)
+    assert payload["node"] == {"hostname": "db-1.example.org", "machine_id": "ab" * 16,
+                               "kubernetes_node": "worker-3"}
+    assert set(payload) >= {"type", "kind", "summary", "node", "id", "rule", "event"}
