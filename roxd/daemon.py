@@ -165,7 +165,10 @@ class Daemon:
             and self.features.send_signal.available,
             fold_window_ns=int(self.config.sensor.fold_window_s * 1e9),
             containers=attribution.resolver.containers,
-            known_cgroups=attribution.index.known_ids)
+            known_cgroups=attribution.index.known_ids,
+            host_kills=self.config.enforce.host_kills,
+            protected_comms=self.config.enforce.protected_comms,
+            protected_exes=self.config.enforce.protected_exes)
         pipeline = Pipeline(
             enricher=attribution.enricher, rules=lambda: self.rules.current, policy=policy,
             responder=responder, alerts=alerts,
