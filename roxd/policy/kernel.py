@@ -200,8 +200,11 @@ class KernelPolicy:
             return
         slots = self._slots[next(reversed(self._slots))]
         exec_specs = self._rules.exec_kill_specs()
+        protected = self.kill_guard.protected
         self._exec_table = build_exec_kill_table(exec_specs, containers, slots,
-                                                 host=self._host_kills)
+                                                 host=self._host_kills,
+                                                 protected_comms=protected.comms,
+                                                 protected_exes=protected.exes)
         self._maps.set_exec_kills(self._exec_table.entries)
         # Rules that apply to some containers but not to the host cannot be decided for a
         # cgroup roxd has not classified yet: hold such execs (see process.bpf.c). With host

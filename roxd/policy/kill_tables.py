@@ -5,7 +5,9 @@ place of the cgroup id: SCOPE_HOST for host processes, SCOPE_ANY_CONTAINER for r
 in every container whatever its image (these also cover containers that start between two
 refreshes). A rule scoped to some images gets one entry per matching container's cgroup.
 Host kills are opt-in (`host=False`, the default of [enforce] host_kills): then no SCOPE_HOST
-entry is built, and a rule whose scope admits the host kills in containers only.
+entry is built, and a rule whose scope admits the host kills in containers only. With host
+kills on, a host entry is still never built for an exe that names a protected process
+(`protected`: e.g. a rule killing `sshd` kills it in containers, never the host's daemon).
 
 Values are *verdicts*: a versioned rule slot. The kernel copies the verdict into the record of
 the process it killed, and records can still be in the ring buffer after a reload renumbered
@@ -16,6 +18,7 @@ to name the rule that really killed.
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import struct
 from collections.abc import Iterable, Sequence
@@ -95,18 +98,31 @@ class ExecKillTable:
         return 0
 
 
+def protected_exe(name: str, comms: Sequence[str], exes: Sequence[str]) -> bool:
+    """Whether an exe path or basename a kill rule names is a protected process's: its
+    basename as a comm (the kernel's comm is the basename's first 15 characters), or the
+    path itself as an exe."""
+    base = name.rpartition("/")[2]
+    return (any(fnmatch.fnmatchcase(base, p) or fnmatch.fnmatchcase(base[:15], p)
+                for p in comms)
+            or ("/" in name and any(fnmatch.fnmatchcase(name, p) for p in exes)))
+
+
 def build_exec_kill_table(specs: Sequence[ExecKillSpec],
                           containers: Iterable[tuple[int, Container]],
-                          slots: RuleSlots, *, host: bool = False) -> ExecKillTable:
+                          slots: RuleSlots, *, host: bool = False,
+                          protected_comms: Sequence[str] = (),
+                          protected_exes: Sequence[str] = ()) -> ExecKillTable:
     containers = list(containers)
     entries: ExecKillEntries = {}
     for spec in specs:
         value = slots.verdict_of(spec.rule_id)
-        hashes = [fnv1a(p.encode()) for p in spec.exe_paths] + [
-            fnv1a(b.encode()) for b in spec.exe_basenames]
+        names = [*spec.exe_paths, *spec.exe_basenames]
+        host_names = [n for n in names
+                      if not protected_exe(n, protected_comms, protected_exes)]
         for target in targets(spec.scope, containers, host=host):
-            for h in hashes:
-                entries.setdefault((target, h), value)  # first rule wins a shared key
+            for name in host_names if target == SCOPE_HOST else names:
+                entries.setdefault((target, fnv1a(name.encode())), value)  # first rule wins
     return ExecKillTable(entries)
 
 

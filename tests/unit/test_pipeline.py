@@ -564,3 +564,29 @@ def test_the_effective_action_says_containers_only_when_host_kills_are_off() -> 
         "alert; kill: userspace, containers only (host kills off)")
     on = rules.effective_action_notes(host_kills=True)
     assert on["objectives.crypto-miner-binary"] == "alert; kill: in-kernel"
+
+
+def test_host_kills_never_build_an_entry_for_a_protected_exe(tmp_path: Path) -> None:
+    """Opted in, a rule that kills `sshd` (or an operator's protected exe) still gets no host
+    entry for it: the kernel would kill the host's ssh daemon at its next exec. Containers
+    keep theirs."""
+    from roxd.sensor.records import SCOPE_ANY_CONTAINER, SCOPE_HOST
+
+    rule_file = tmp_path / "r.toml"
+    rule_file.write_text(RULES.replace('exe_basename = "xmrig"',
+                                       'exe_basename = ["xmrig", "sshd", "containerd-shim-runc-v2"]'
+                                       '\n[[rule]]\nid = "t.agent"\nname = "agent"\n'
+                                       'description = "d"\nphase = "objectives"\n'
+                                       'severity = "critical"\nmitre = ["T1496"]\n'
+                                       'event = "exec"\nactions = ["alert", "kill"]\n'
+                                       '[rule.when]\nexe = "/opt/agent/bin/agent"', 1))
+    maps = FakeMaps()
+    policy = KernelPolicy(maps, enforce_in_kernel=True, fold_window_ns=0, containers=list,
+                          host_kills=True, protected_exes=("/opt/agent/*",))
+    policy.apply_rules(ActiveRules([rule_file]).load())
+    host = {h for (scope, h) in maps.exec_kills if scope == SCOPE_HOST}
+    anywhere = {h for (scope, h) in maps.exec_kills if scope == SCOPE_ANY_CONTAINER}
+    assert _fnv("xmrig") in host
+    for name in ("sshd", "containerd-shim-runc-v2", "/opt/agent/bin/agent"):
+        assert _fnv(name) not in host, name
+        assert _fnv(name) in anywhere, name
