@@ -76,6 +76,16 @@ class EnforceSection:
     # Rules with kill_target = "container": "kill" (SIGKILL through the runtime) or "stop"
     # (SIGTERM, then SIGKILL after the container's stop timeout).
     container_kill: str = "kill"
+    # Rule-driven kills of host processes (in the kernel and by pidfd). Off: a rule whose scope
+    # admits the host still alerts there, but kills in containers only (an operator's
+    # `grep -r cryptonight /var/log` is not a miner). Opt in with true.
+    host_kills: bool = False
+    # Never killed, in addition to the built-in list (pid 1, roxd and its ancestors, dockerd,
+    # containerd, containerd-shim*, runc, crio, conmon, podman, sshd, sshd-session, systemd*):
+    # host processes whose comm (protected_comms) or exe path (protected_exes) matches one of
+    # these shell patterns.
+    protected_comms: tuple[str, ...] = ()
+    protected_exes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

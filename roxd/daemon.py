@@ -159,13 +159,19 @@ class Daemon:
             assert pipeline is not None  # the sensor delivers nothing before start()
             return pipeline
 
+        # one guard for every kill: the kernel tables (no host entries unless host_kills) and
+        # the responder's userspace kills (protected processes, host kills)
         policy = KernelPolicy(
             sensor,
             enforce_in_kernel=not self.config.rules.monitor
             and self.features.send_signal.available,
             fold_window_ns=int(self.config.sensor.fold_window_s * 1e9),
             containers=attribution.resolver.containers,
-            known_cgroups=attribution.index.known_ids)
+            known_cgroups=attribution.index.known_ids,
+            host_kills=self.config.enforce.host_kills,
+            protected_comms=self.config.enforce.protected_comms,
+            protected_exes=self.config.enforce.protected_exes)
+        responder.guard = policy.kill_guard
         pipeline = Pipeline(
             enricher=attribution.enricher, rules=lambda: self.rules.current, policy=policy,
             responder=responder, alerts=alerts,

@@ -3,6 +3,9 @@
     decoded ─► containers (enrich) ─► policy (kernel verdicts, held execs) ─► event taps
             ─► rules (match) ─► quiet │ enforce (respond) ─► alerts (one fan-out)
 
+A match's alert is always raised: whatever the responder raises becomes its actions'
+"failed" with the reason, never a lost alert (the responder also fails one action at a time).
+
 Both sensors feed it: the main one (exec, exit, connect, syscall, file records from the ring
 buffer) and the seccomp one (its violations as SeccompEvent, matched by the built-in rules in
 roxd/rules/builtin/ like any other event).
@@ -15,6 +18,7 @@ maps, the runtime); the daemon only assembles the parts and drives the loop.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +41,7 @@ from roxd.pubsub import Topic
 from roxd.rules.ruleset import RuleSet
 from roxd.sensor.records import Decoded
 
+log = logging.getLogger(__name__)
 
 class Policy(Protocol):
     """What the pipeline asks of roxd.policy.KernelPolicy."""
@@ -117,13 +122,25 @@ class Pipeline:
             return Handled(enriched, killed_by, quiet=quiet)
         alerts = []
         for match in matches:
-            results = self._responder.respond(match, enriched,
-                                              killed_in_kernel=killed_by == match.rule.id,
-                                              held=decoded.held)
+            try:
+                results = self._responder.respond(match, enriched,
+                                                  killed_in_kernel=killed_by == match.rule.id,
+                                                  held=decoded.held)
+            except Exception as exc:  # the alert is raised whatever enforcement did
+                log.exception("responding to %s failed", match.rule.id)
+                results = responder_failed(match, exc)
             results += kernel_actions(enriched, results)
             alerts.append(self._alerts.raise_alert(match.rule, enriched, results))
         self.counters.alerts += len(alerts)
         return Handled(enriched, killed_by, tuple(matches), tuple(alerts))
+
+
+def responder_failed(match: RuleMatch, exc: BaseException) -> list[ActionResult]:
+    """The match's actions when the responder raised: the alert (raised right after), every
+    other action failed with the error."""
+    reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return [ActionResult(a, Outcome.DONE) if a is ActionKind.ALERT
+            else ActionResult(a, Outcome.FAILED, reason) for a in match.actions]
 
 
 def kernel_actions(event: EnrichedEvent, results: Sequence[ActionResult]) -> tuple[ActionResult,

@@ -14,7 +14,8 @@ from typing import Any
 from roxd.api.containers import ContainerDirectory
 from roxd.api.http import Request
 from roxd.api.port import DaemonPort, QuarantineControl
-from roxd.enforce.kill import kill_pid
+from roxd.enforce.kill import kill_pid, start_ticks
+from roxd.enforce.protect import ProtectedProcesses
 from roxd.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -40,15 +41,26 @@ class ActionEndpoints:
         if pid == os.getpid():
             raise ApiError(422, "refusing to kill roxd itself: stop it with SIGTERM")
         comm = _comm(pid)
-        if comm is None:
+        ticks = start_ticks(pid)  # the process the operator named: never a later holder
+        if comm is None or ticks is None:
             raise ApiError(404, f"no process {pid}")
-        outcome = kill_pid(pid, expect_comm=comm)
+        outcome = kill_pid(pid, expect_start_ticks=ticks, protect=self._protected())
         log.warning("API: kill pid %d (%s) for %s: %s", pid, comm, req.peer.describe(),
                     outcome.reason)
         if not outcome.killed:
             status = 404 if "exited" in outcome.reason else 422
             raise ApiError(status, outcome.reason)
         return {"pid": pid, "killed": True, "reason": outcome.reason, "comm": comm}
+
+    def _protected(self) -> ProtectedProcesses:
+        """The daemon's protected processes (built-in plus [enforce]), as its policy says."""
+        policy = self.daemon.policy()
+        comms, exes = policy.get("protected_comms"), policy.get("protected_exes")
+        if not isinstance(comms, list | tuple):
+            return ProtectedProcesses()
+        return ProtectedProcesses(comms=tuple(map(str, comms)),
+                                  exes=tuple(map(str, exes)) if isinstance(exes, list | tuple)
+                                  else ())
 
     def _quarantine(self) -> QuarantineControl:
         q = self.daemon.quarantine()

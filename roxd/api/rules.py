@@ -21,9 +21,9 @@ def rule_tags(rule: CompiledRule) -> set[str]:
     return {t.lower() for t in (rule.phase.value, *rule.mitre)}
 
 
-def rule_dict(rule: CompiledRule) -> dict[str, Any]:
-    return {**rule.to_dict(), "description": rule.description, "effective": rule.action_note(),
-            "tags": []}
+def rule_dict(rule: CompiledRule, *, host_kills: bool = False) -> dict[str, Any]:
+    return {**rule.to_dict(), "description": rule.description,
+            "effective": rule.action_note(host_kills=host_kills), "tags": []}
 
 
 def error_dict(err: RuleError, rename: dict[str, str] | None = None) -> dict[str, Any]:
@@ -43,6 +43,9 @@ class RuleEndpoints:
             raise ApiError(503, "no rules loaded yet")
         return rules
 
+    def _host_kills(self) -> bool:
+        return bool(self.daemon.policy().get("host_kills", False))
+
     def list(self, _req: Request, params: dict[str, Any], _body: Any) -> Any:
         rules = self._rules()
         selected = [
@@ -52,13 +55,13 @@ class RuleEndpoints:
             and ("tag" not in params or params["tag"].lower() in rule_tags(r))
         ]
         return {"version": rules.version, "files": list(rules.files),
-                "rules": [rule_dict(r) for r in selected]}
+                "rules": [rule_dict(r, host_kills=self._host_kills()) for r in selected]}
 
     def get(self, _req: Request, params: dict[str, Any], _body: Any) -> Any:
         rule = self._rules().get(params["id"])
         if rule is None:
             raise ApiError(404, f"no rule {params['id']!r}")
-        return rule_dict(rule)
+        return rule_dict(rule, host_kills=self._host_kills())
 
     def validate(self, _req: Request, _params: dict[str, Any], body: dict[str, Any]) -> Any:
         from roxd.rules.loader import validate_paths

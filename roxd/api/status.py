@@ -109,7 +109,8 @@ class StatusReporter:
                 "enabled": sum(1 for r in rules.rules if r.enabled) if rules else 0,
                 "files": list(rules.files) if rules else [],
                 "overrides": dict(d.rule_overrides()),
-                "effective_actions": rules.effective_action_notes() if rules else {},
+                "effective_actions": rules.effective_action_notes(
+                    host_kills=bool(d.policy().get("host_kills", False))) if rules else {},
             },
             "containers": {"running": containers, "quarantined": quarantined},
             "api": api,

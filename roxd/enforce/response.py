@@ -2,6 +2,11 @@
 
 Honesty first: "done" only when it happened; "would" in monitor mode; "not_supported" or
 "failed" with the reason otherwise. Never "blocked" where only "alerted" happened.
+
+Each action runs on its own: whatever one raises (a runtime client's connection error, a
+container's netns gone mid-isolate, a bug) becomes that action's "failed" with the reason,
+and the others still run. Kills never hit protected processes and, unless the operator opts
+in (`KillGuard.host_kills`), never host processes (roxd.enforce.protect).
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ import logging
 import signal
 from dataclasses import dataclass, field
 
-from roxd.enforce.kill import kill_pid
+from roxd.enforce.kill import kill_pid, start_ticks
+from roxd.enforce.protect import HOST_KILLS_OFF, KillGuard
 from roxd.enforce.quarantine import Quarantine, QuarantineError
 from roxd.model import ActionKind, ActionResult, EnrichedEvent, Outcome, RuleMatch
 from roxd.runtime import ContainerRuntime, NoRuntime, RuntimeControlError, container_action
@@ -35,6 +41,9 @@ class Responder:
     isolate_fallback: str = "none"
     seccomp: SeccompControl | None = None  # the SeccompService when available
     container_kill: str = "kill"  # kill_target = "container": the runtime's "kill" or "stop"
+    # What kills may hit: protected processes, host kills on or off (the daemon gives it the
+    # kernel policy's, built from [enforce]; this default is the built-in one, host kills off)
+    guard: KillGuard = field(default_factory=KillGuard)
 
     def __post_init__(self) -> None:
         if self.runtime is None:
@@ -42,35 +51,47 @@ class Responder:
 
     def respond(
         self, match: RuleMatch, event: EnrichedEvent, *, killed_in_kernel: bool = False,
-        held: bool = False,
+        held: bool = False, guard: KillGuard | None = None,
     ) -> list[ActionResult]:
         """killed_in_kernel: the BPF program already killed the process for this rule; with
-        held, it stopped it at exec and roxd killed it before its first instruction."""
+        held, it stopped it at exec and roxd killed it before its first instruction. guard:
+        what kills may hit (default: this responder's)."""
         monitor = self.monitor or match.monitor
+        guard = guard or self.guard
         results: list[ActionResult] = []
         for action in match.actions:
-            if action is ActionKind.ALERT:
-                results.append(ActionResult(action, Outcome.DONE))
-            elif action is ActionKind.KILL:
-                if match.kill_target == "process-tree" and not monitor:
-                    results.append(self._kill_tree(event))
-                elif match.kill_target == "container" and not monitor:
-                    results.append(self._kill_container(event))
-                else:
-                    results.append(self._kill(event, monitor, killed_in_kernel, held))
-            elif action is ActionKind.ISOLATE:
-                results.extend(self._isolate(event, match, monitor))
-            elif action is ActionKind.SECCOMP:
-                results.append(self._seccomp(event, monitor))
-            elif monitor:
-                results.append(ActionResult(action, Outcome.WOULD, "monitor mode"))
-            else:
-                results.append(ActionResult(action, Outcome.NOT_SUPPORTED,
-                                            f"{action.value} is not available in this build"))
+            try:
+                results.extend(self._act(action, match, event, monitor, guard,
+                                         killed_in_kernel, held))
+            except Exception as exc:  # never lose the alert, nor the other actions' results
+                log.exception("action %s of rule %s failed", action.value, match.rule.id)
+                results.append(ActionResult(action, Outcome.FAILED, failure_reason(exc)))
         return results
 
+    def _act(self, action: ActionKind, match: RuleMatch, event: EnrichedEvent, monitor: bool,
+             guard: KillGuard, killed_in_kernel: bool, held: bool) -> list[ActionResult]:
+        if action is ActionKind.ALERT:
+            return [ActionResult(action, Outcome.DONE)]
+        if action is ActionKind.KILL:
+            if killed_in_kernel or monitor or match.kill_target == "process":
+                return [self._kill(event, monitor, killed_in_kernel, held, guard)]
+            if match.kill_target == "container":
+                return [self._kill_container(event)]
+            if event.container is None and not guard.host_kills:
+                return [ActionResult(ActionKind.KILL, Outcome.NOT_SUPPORTED, HOST_KILLS_OFF)]
+            return [self._kill_tree(event, guard)]
+        if action is ActionKind.ISOLATE:
+            return self._isolate(event, match, monitor)
+        if action is ActionKind.SECCOMP:
+            return [self._seccomp(event, monitor)]
+        if monitor:
+            return [ActionResult(action, Outcome.WOULD, "monitor mode")]
+        return [ActionResult(action, Outcome.NOT_SUPPORTED,
+                             f"{action.value} is not available in this build")]
+
     def _kill(self, event: EnrichedEvent, monitor: bool, killed_in_kernel: bool,
-              held: bool = False) -> ActionResult:
+              held: bool = False, guard: KillGuard | None = None) -> ActionResult:
+        guard = guard or self.guard
         if killed_in_kernel and held:
             return ActionResult(ActionKind.KILL, Outcome.DONE,
                                 "stopped by the eBPF program at exec (its container was new), "
@@ -82,26 +103,35 @@ class Responder:
                                 f"SIGKILL sent by the eBPF program at {where}", in_kernel=True)
         if monitor:
             return ActionResult(ActionKind.KILL, Outcome.WOULD, "monitor mode")
+        if event.container is None and not guard.host_kills:
+            return ActionResult(ActionKind.KILL, Outcome.NOT_SUPPORTED, HOST_KILLS_OFF)
         proc = event.process
-        outcome = kill_pid(proc.pid, expect_comm=proc.comm or None,
-                           expect_cgroup_id=proc.cgroup_id, cgroup2_root=self.cgroup2_root)
+        outcome = kill_pid(proc.pid, started_by_ns=event.event.time_ns,
+                           expect_cgroup_id=proc.cgroup_id, cgroup2_root=self.cgroup2_root,
+                           protect=guard.protected, container=event.container is not None)
         return ActionResult(ActionKind.KILL, Outcome.DONE if outcome.killed else Outcome.FAILED,
                             outcome.reason)
 
-    def _kill_tree(self, event: EnrichedEvent) -> ActionResult:
+    def _kill_tree(self, event: EnrichedEvent, guard: KillGuard) -> ActionResult:
         """The process and every descendant, each by pidfd. The tree is stopped before it is
         killed: SIGSTOP to the process, then to every descendant the walk finds, walking again
         until no new one appears; then SIGKILL to all, the process first. Killing while
         walking let a child forked between the walk and the kill live on (seen: a shell
-        starting its sleepers while the rule fired)."""
+        starting its sleepers while the rule fired). Each descendant's start time is read
+        before it is stopped and checked again at the kill (a reused pid is never hit);
+        protected descendants are neither stopped nor killed."""
         import psutil
 
         proc = event.process
-        stop = kill_pid(proc.pid, sig=signal.SIGSTOP, expect_comm=proc.comm or None,
-                        expect_cgroup_id=proc.cgroup_id, cgroup2_root=self.cgroup2_root)
+        container = event.container is not None
+        stop = kill_pid(proc.pid, sig=signal.SIGSTOP, started_by_ns=event.event.time_ns,
+                        expect_cgroup_id=proc.cgroup_id, cgroup2_root=self.cgroup2_root,
+                        protect=guard.protected, container=container)
         if not stop.killed:
             return ActionResult(ActionKind.KILL, Outcome.FAILED, stop.reason)
-        stopped: dict[int, None] = {}  # descendants in the order found
+        root_ticks = start_ticks(proc.pid)
+        stopped: dict[int, int] = {}  # descendants in the order found: their start ticks
+        spared = 0
         try:
             root = psutil.Process(proc.pid)
             for _ in range(TREE_WALKS):
@@ -109,17 +139,29 @@ class Responder:
                 if not new:
                     break
                 for pid in new:
-                    kill_pid(pid, sig=signal.SIGSTOP)
-                    stopped[pid] = None
-        except psutil.Error:
-            pass  # the root died meanwhile: kill what was found
-        first = kill_pid(proc.pid)
-        killed = int(first.killed) + sum(kill_pid(pid).killed for pid in stopped)
+                    ticks = start_ticks(pid)
+                    if ticks is None:
+                        continue  # gone already
+                    outcome = kill_pid(pid, sig=signal.SIGSTOP, expect_start_ticks=ticks,
+                                       protect=guard.protected)
+                    if outcome.reason.startswith("protected"):
+                        spared += 1
+                        continue
+                    stopped[pid] = ticks
+        except Exception:  # psutil.Error: the root died meanwhile; anything else: a bug.
+            # Either way, kill what was found: nothing stopped may be left stopped.
+            log.exception("process tree walk of pid %d ended early", proc.pid)
+        first = kill_pid(proc.pid, started_by_ns=event.event.time_ns,
+                         expect_start_ticks=root_ticks)
+        killed = int(first.killed) + sum(
+            kill_pid(pid, expect_start_ticks=ticks, protect=guard.protected).killed
+            for pid, ticks in stopped.items())
         if not first.killed and not killed:
             return ActionResult(ActionKind.KILL, Outcome.FAILED, first.reason)
+        note = f"; {spared} protected left alone" if spared else ""
         return ActionResult(ActionKind.KILL, Outcome.DONE,
                             f"process tree: {killed} of {1 + len(stopped)} processes "
-                            "stopped, then killed by pidfd")
+                            f"stopped, then killed by pidfd{note}")
 
     def _kill_container(self, event: EnrichedEvent) -> ActionResult:
         if event.container is None:
@@ -193,3 +235,9 @@ class Responder:
         return ActionResult(action, Outcome.DONE,
                             f"isolate fallback: container {verb}{'d' if verb == 'pause' else 'ed'}"
                             f" through the {runtime.label} API")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """An unexpected error as an action's reason: its type, then its message."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

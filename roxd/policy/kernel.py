@@ -7,6 +7,8 @@ questions the rest of roxd asks of the kernel's decisions:
 
 * which rule killed this process (`rule_of_verdict`): verdicts carry their rule set's
   generation, so a kill made just before a reload still names the rule that made it;
+* what rule-driven kills may hit (`kill_guard`: host kills on or off, protected processes),
+  which the pipeline hands the responder with every match;
 * what to do with an exec the kernel held (SIGSTOPped because its cgroup was new): decided
   by `ExecKillTable.lookup`, the same lookup the kernel does, on the table just written.
 
@@ -18,11 +20,12 @@ from __future__ import annotations
 import logging
 import signal
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from roxd.enforce.kill import KillOutcome, kill_pid
+from roxd.enforce.protect import KillGuard, ProtectedProcesses
 from roxd.model import Container, ExecEvent
 from roxd.policy.file_watch import file_watch_entries
 from roxd.policy.kill_tables import (
@@ -77,16 +80,24 @@ class KernelPolicy:
     def __init__(self, maps: KernelMaps, *, enforce_in_kernel: bool, fold_window_ns: int,
                  containers: Callable[[], ContainerList],
                  known_cgroups: Callable[[], Iterable[int]] = tuple,
-                 signal_pid: Signaller = _send) -> None:
+                 signal_pid: Signaller = _send, host_kills: bool = False,
+                 protected_comms: Sequence[str] = (),
+                 protected_exes: Sequence[str] = ()) -> None:
         """enforce_in_kernel: False in monitor mode or where bpf_send_signal is missing (the
         kill tables then stay empty). containers: the attributed containers now (the
-        resolver). known_cgroups: every cgroup id classified so far (the cgroup index)."""
+        resolver). known_cgroups: every cgroup id classified so far (the cgroup index).
+        host_kills ([enforce] host_kills, off by default): kill host processes too; off, no
+        SCOPE_HOST kill entry is written and userspace kills spare the host.
+        protected_comms / protected_exes: added to the built-in protected processes."""
         self._maps = maps
         self._enforce = enforce_in_kernel
         self._fold_window_ns = fold_window_ns
         self._containers = containers
         self._known_cgroups = known_cgroups
         self._signal = signal_pid
+        self._host_kills = host_kills
+        self.kill_guard = KillGuard(host_kills, ProtectedProcesses.with_extra(protected_comms,
+                                                                             protected_exes))
         self.counters = PolicyCounters()
         self._rules: RuleSet | None = None
         self._generation = 0
@@ -160,7 +171,11 @@ class KernelPolicy:
 
     def snapshot(self) -> Mapping[str, object]:
         """What the kernel was told, for status and tests."""
+        protected = self.kill_guard.protected
         return {"generation": self._generation, "hold_unknown": self._hold,
+                "host_kills": self._host_kills,
+                "protected_comms": list(protected.comms),
+                "protected_exes": list(protected.exes),
                 "exec_kill_entries": len(self._exec_table.entries),
                 "container_cgroups": len(self._container_cgroups),
                 **vars(self.counters)}
@@ -185,17 +200,25 @@ class KernelPolicy:
             return
         slots = self._slots[next(reversed(self._slots))]
         exec_specs = self._rules.exec_kill_specs()
-        self._exec_table = build_exec_kill_table(exec_specs, containers, slots)
+        protected = self.kill_guard.protected
+        self._exec_table = build_exec_kill_table(exec_specs, containers, slots,
+                                                 host=self._host_kills,
+                                                 protected_comms=protected.comms,
+                                                 protected_exes=protected.exes)
         self._maps.set_exec_kills(self._exec_table.entries)
         # Rules that apply to some containers but not to the host cannot be decided for a
-        # cgroup roxd has not classified yet: hold such execs (see process.bpf.c).
+        # cgroup roxd has not classified yet: hold such execs (see process.bpf.c). With host
+        # kills off, a rule for the host and every container is not held for: an exec in a
+        # container cgroup not classified yet is looked up as a host one (no entry), not
+        # killed in the kernel, and killed from userspace by pidfd once attributed.
         hold = any(not (s.scope.matches_container(None) and s.scope.matches_any_container())
                    for s in exec_specs)
         if hold:
             self._maps.set_known_cgroups(set(self._known_cgroups()) | self._container_cgroups)
         self._maps.set_hold_unknown(hold)
         self._hold = hold
-        connect = build_connect_kill_table(self._rules.connect_kill_specs(), containers, slots)
+        connect = build_connect_kill_table(self._rules.connect_kill_specs(), containers, slots,
+                                           host=self._host_kills)
         self._maps.set_connect_kills(connect.by_port, connect.any_port)
 
     def _release_held(self, event: ExecEvent, container: Container | None) -> str | None:

@@ -4,6 +4,10 @@ Exec keys are {cgroup id, FNV-1a hash of the exe path or basename}, or a scope s
 place of the cgroup id: SCOPE_HOST for host processes, SCOPE_ANY_CONTAINER for rules that hold
 in every container whatever its image (these also cover containers that start between two
 refreshes). A rule scoped to some images gets one entry per matching container's cgroup.
+Host kills are opt-in (`host=False`, the default of [enforce] host_kills): then no SCOPE_HOST
+entry is built, and a rule whose scope admits the host kills in containers only. With host
+kills on, a host entry is still never built for an exe that names a protected process
+(`protected`: e.g. a rule killing `sshd` kills it in containers, never the host's daemon).
 
 Values are *verdicts*: a versioned rule slot. The kernel copies the verdict into the record of
 the process it killed, and records can still be in the ring buffer after a reload renumbered
@@ -14,6 +18,7 @@ to name the rule that really killed.
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import struct
 from collections.abc import Iterable, Sequence
@@ -60,11 +65,12 @@ class RuleSlots:
         return self.rule_ids[index - 1] if 1 <= index <= len(self.rule_ids) else None
 
 
-def targets(gate: ContainerGate, containers: Sequence[tuple[int, Container]]) -> list[int]:
-    """Map keys a rule's scope needs: the host sentinel, the any-container sentinel, or the
-    cgroup ids of the containers it admits."""
+def targets(gate: ContainerGate, containers: Sequence[tuple[int, Container]], *,
+            host: bool = False) -> list[int]:
+    """Map keys a rule's scope needs: the host sentinel (only with host kills on), the
+    any-container sentinel, or the cgroup ids of the containers it admits."""
     found: list[int] = []
-    if gate.matches_container(None):
+    if host and gate.matches_container(None):
         found.append(SCOPE_HOST)
     if gate.matches_any_container():
         found.append(SCOPE_ANY_CONTAINER)
@@ -92,18 +98,31 @@ class ExecKillTable:
         return 0
 
 
+def protected_exe(name: str, comms: Sequence[str], exes: Sequence[str]) -> bool:
+    """Whether an exe path or basename a kill rule names is a protected process's: its
+    basename as a comm (the kernel's comm is the basename's first 15 characters), or the
+    path itself as an exe."""
+    base = name.rpartition("/")[2]
+    return (any(fnmatch.fnmatchcase(base, p) or fnmatch.fnmatchcase(base[:15], p)
+                for p in comms)
+            or ("/" in name and any(fnmatch.fnmatchcase(name, p) for p in exes)))
+
+
 def build_exec_kill_table(specs: Sequence[ExecKillSpec],
                           containers: Iterable[tuple[int, Container]],
-                          slots: RuleSlots) -> ExecKillTable:
+                          slots: RuleSlots, *, host: bool = False,
+                          protected_comms: Sequence[str] = (),
+                          protected_exes: Sequence[str] = ()) -> ExecKillTable:
     containers = list(containers)
     entries: ExecKillEntries = {}
     for spec in specs:
         value = slots.verdict_of(spec.rule_id)
-        hashes = [fnv1a(p.encode()) for p in spec.exe_paths] + [
-            fnv1a(b.encode()) for b in spec.exe_basenames]
-        for target in targets(spec.scope, containers):
-            for h in hashes:
-                entries.setdefault((target, h), value)  # first rule wins a shared key
+        names = [*spec.exe_paths, *spec.exe_basenames]
+        host_names = [n for n in names
+                      if not protected_exe(n, protected_comms, protected_exes)]
+        for target in targets(spec.scope, containers, host=host):
+            for name in host_names if target == SCOPE_HOST else names:
+                entries.setdefault((target, fnv1a(name.encode())), value)  # first rule wins
     return ExecKillTable(entries)
 
 
@@ -125,14 +144,14 @@ def _v6(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[bytes, int]
 
 def build_connect_kill_table(specs: Sequence[ConnectKillSpec],
                              containers: Iterable[tuple[int, Container]],
-                             slots: RuleSlots) -> ConnectKillTable:
+                             slots: RuleSlots, *, host: bool = False) -> ConnectKillTable:
     containers = list(containers)
     by_port: LpmEntries = {}
     any_port: LpmEntries = {}
     for spec in specs:
         value = slots.verdict_of(spec.rule_id)
         networks = spec.networks if spec.networks is not None else _ANY_V6
-        for target in targets(spec.scope, containers):
+        for target in targets(spec.scope, containers, host=host):
             scope = struct.pack("<Q", target)
             for net in networks:
                 addr, bits = _v6(net)

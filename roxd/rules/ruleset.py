@@ -118,14 +118,20 @@ class CompiledRule:
             and (self.excepted is None or not self.excepted(view))
         )
 
-    def action_note(self) -> str:
-        """What this rule does, honestly: "alert; kill: in-kernel", "disabled", ..."""
+    def action_note(self, *, host_kills: bool = False) -> str:
+        """What this rule does, honestly: "alert; kill: in-kernel", "disabled", ...
+        host_kills: the daemon's [enforce] host_kills (off by default); off, a kill of a rule
+        that admits the host says it applies in containers only."""
         if not self.enabled:
             return "disabled"
         notes = []
         for action in self.actions:
             if action is ActionKind.KILL and self.kill_path is not None:
-                notes.append(f"kill: {self.kill_path.value}")
+                note = f"kill: {self.kill_path.value}"
+                if self.scope.host and not host_kills and self.kill_target != "container":
+                    note = (f"{note}, containers only (host kills off)" if self.scope.containers
+                            else "kill: none (host-only rule, host kills off)")
+                notes.append(note)
             else:
                 notes.append(action.value)
         text = "; ".join(notes)
@@ -242,6 +248,7 @@ class RuleSet:
             names |= rule.syscalls
         return frozenset(names)
 
-    def effective_action_notes(self) -> dict[str, str]:
-        """rule id -> what the rule does ("alert; kill: in-kernel", "disabled", ...)."""
-        return {rule.id: rule.action_note() for rule in self.rules}
+    def effective_action_notes(self, *, host_kills: bool = False) -> dict[str, str]:
+        """rule id -> what the rule does ("alert; kill: in-kernel", "disabled", ...), given
+        the daemon's [enforce] host_kills."""
+        return {rule.id: rule.action_note(host_kills=host_kills) for rule in self.rules}

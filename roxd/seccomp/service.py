@@ -154,8 +154,9 @@ class SeccompService:
         self._sync()
 
     def learned(self, target: str) -> stores.LearnedSet:
-        """The learned set of a container (id/name) or an image (ref/id), merged."""
-        self.poll()
+        """The learned set of a container (id/name) or an image (ref/id), merged. A read:
+        it refreshes the learned sets but leaves new kill/deny events queued for poll()."""
+        self.refresh()
         container = self._find_container(target)
         if container is not None:
             found = self.store.get("container", container.id)
@@ -247,9 +248,18 @@ class SeccompService:
 
     def poll(self) -> list[SeccompEvent]:
         """Classify new cgroups, save learned sets, retire dead cgroups, report kills and
-        denials. Cheap when nothing is selected."""
+        denials. The daemon's loop alone calls it: it hands out every event queued since the
+        last call, once. Cheap when nothing is selected."""
+        self.refresh()
+        events, self._pending_events = self._pending_events, []
+        return events
+
+    def refresh(self) -> None:
+        """poll() without handing out events: new kills and denials are queued for the
+        daemon's next poll(). What reads (profile, check, diff, enforce) call: a read never
+        consumes the events whose alerts the daemon raises."""
         if not self._tracer.loaded:
-            return []
+            return
         states = self._classify_pending()
         for cg, tracked in list(self._tracked.items()):
             st = states.get(cg)
@@ -257,8 +267,7 @@ class SeccompService:
                 self._save(tracked, st.learned)
             if not os.path.isdir(self._abs(tracked.path)):
                 self._retire(tracked)
-        events, self._pending_events = self._pending_events + self._events(), []
-        return events
+        self._pending_events.extend(self._events())
 
     def status(self) -> dict[str, Any]:
         sel = self.store.selection()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -128,10 +129,14 @@ def test_kill_in_kernel_before_first_instruction(
 
 
 def test_kill_by_pidfd_never_hits_a_reused_pid() -> None:
+    """Same pid, another process: it started after the event (the victim's exec) that the
+    kill is for. Identity is the start time, not the name (the impostor could be a sleep)."""
+    event_ns = time.time_ns()
     victim = subprocess.Popen(["sleep", "60"])
     pid = victim.pid
     victim.kill()
     victim.wait()
+    time.sleep(0.05)  # the impostor starts well after the event (start times are in ticks)
     # Force PID reuse: the next fork in this pid namespace gets `pid` again.
     impostor = None
     for _ in range(50):
@@ -146,12 +151,12 @@ def test_kill_by_pidfd_never_hits_a_reused_pid() -> None:
     wait_until(lambda: Path(f"/proc/{pid}/comm").read_text().strip() == "tail", 5,
                message="the impostor to exec tail")
     try:
-        outcome = kill_pid(pid, expect_comm="sleep")
+        outcome = kill_pid(pid, started_by_ns=event_ns)
         assert not outcome.killed
         assert "reused" in outcome.reason
         assert impostor.poll() is None, "the impostor was killed"
-        # and the right process is killed when it is the right one
-        assert kill_pid(pid, expect_comm="tail").killed
+        # and the right process is killed when it is the right one (its own exec's time)
+        assert kill_pid(pid, started_by_ns=time.time_ns()).killed
         assert impostor.wait(5) == -9
     finally:
         if impostor.poll() is None:

@@ -77,10 +77,11 @@ def test_kill_across_a_reload_names_the_rule_that_killed(tmp_path: Path) -> None
     try:
         policy = KernelPolicy(sensor, enforce_in_kernel=True, fold_window_ns=0,
                               containers=attribution.resolver.containers,
-                              known_cgroups=attribution.index.known_ids)
+                              known_cgroups=attribution.index.known_ids,
+                              host_kills=True)  # the target is this test's own host process
         pipeline.append(Pipeline(
             enricher=attribution.enricher, rules=lambda: rules.current, policy=policy,
-            responder=Responder(), alerts=AlertDispatcher(collected),
+            responder=Responder(guard=policy.kill_guard), alerts=AlertDispatcher(collected),
             taps=EventTaps(Topic("events"))))
         policy.apply_rules(rules.current)
         rules.add_listener(policy.apply_rules)

@@ -440,3 +440,22 @@ def test_roxctl_shows_hostile_strings_escaped_and_never_crashes(api: Any) -> Non
     assert len(events.stdout.splitlines()) == 2
     assert "/tmp/\\xff\\xfe/sh exit 0" in events.stdout
     assert "\\x1b[2J" in events.stdout
+
+
+def test_the_api_kill_never_hits_a_protected_process(api: Any) -> None:
+    """Issue 23, item 10: `roxctl kill` refuses a protected host process (here a child of
+    this test named sshd) with 422 and the reason; an ordinary child is killed. Only this
+    test's own children are signalled."""
+    from tests.unit.test_enforce_safety import child, died
+
+    _daemon, path = api
+    with ApiClient(path) as c:
+        with child(rename_to="sshd") as proc:
+            with pytest.raises(ApiFailure) as refused:
+                c.post("/v1/actions/kill", {"pid": proc.pid})
+            assert refused.value.status == 422
+            assert "protected process" in str(refused.value.body)
+            assert not died(proc, 0.2)
+        with child(rename_to="ordinary") as proc:
+            assert c.post("/v1/actions/kill", {"pid": proc.pid})["killed"] is True
+            assert died(proc)

@@ -19,6 +19,7 @@ import uuid
 import psutil
 import pytest
 
+from roxd.enforce.protect import KillGuard
 from roxd.enforce.response import Responder
 from roxd.model import (
     ActionKind,
@@ -73,7 +74,8 @@ def test_a_forking_tree_is_stopped_then_killed_whole() -> None:
         rule = RuleRef(id="t.tree", name="tree", phase=Phase.OBJECTIVES,
                        severity=Severity.WARNING, mitre=(), description="test")
         match = RuleMatch(rule, (ActionKind.KILL,), kill_target="process-tree")
-        (result,) = Responder().respond(match, event)
+        # a host process: host kills are opt-in ([enforce] host_kills)
+        (result,) = Responder(guard=KillGuard(host_kills=True)).respond(match, event)
         assert result.outcome is Outcome.DONE, result
         assert "stopped, then killed" in result.reason
         shell.wait(10)

@@ -216,6 +216,7 @@ class Rig:
     delivery: AlertDelivery
     rule_file: Path
     state_dir: Path
+    enricher: Enricher
 
 
 @pytest.fixture
@@ -229,6 +230,7 @@ def rig(tmp_path: Path) -> Rig:
     source.meta[ID] = ContainerMetadata(id=ID, name="web-1", image="web:1")
     resolver = ContainerResolver(index, [source])
     processes = ProcessTable(proc=str(tmp_path / "proc"), cgroup_id_of_pid=index.lookup_pid)
+    enricher = Enricher(resolver, processes)
     rule_file = tmp_path / "rules.toml"
     rule_file.write_text(RULES)
     rules = ActiveRules([rule_file])
@@ -236,7 +238,7 @@ def rig(tmp_path: Path) -> Rig:
     maps, signals = FakeMaps(), Signals()
     policy = KernelPolicy(maps, enforce_in_kernel=True, fold_window_ns=10**9,
                           containers=resolver.containers, known_cgroups=index.known_ids,
-                          signal_pid=signals)
+                          signal_pid=signals, host_kills=True)  # the tests' rules kill on hosts
     policy.apply_rules(rules.current)
     rules.add_listener(policy.apply_rules)
     resolver.add_change_listener(policy.containers_changed)
@@ -247,12 +249,13 @@ def rig(tmp_path: Path) -> Rig:
     delivery = AlertDelivery.from_settings(
         settings, tmp_path / "state",
         taps={"api": TopicSink(alerts_topic), "recorded": recorded})
-    pipeline = Pipeline(enricher=Enricher(resolver, processes), rules=lambda: rules.current,
-                        policy=policy, responder=Responder(), alerts=AlertDispatcher(delivery),
+    pipeline = Pipeline(enricher=enricher, rules=lambda: rules.current,
+                        policy=policy, responder=Responder(guard=policy.kill_guard),
+                        alerts=AlertDispatcher(delivery),
                         taps=EventTaps(Topic("events")))
     return Rig(maps, signals, policy, pipeline, rules, resolver,
                os.stat(root / "docker" / ID).st_ino, os.stat(root / "user.slice").st_ino,
-               recorded, alerts_topic, delivery, rule_file, tmp_path / "state")
+               recorded, alerts_topic, delivery, rule_file, tmp_path / "state", enricher)
 
 
 def exec_record(cgroup_id: int, filename: str, *args: str, pid: int = 4242, verdict: int = 0,
@@ -444,3 +447,148 @@ enabled = false
     assert not rig.rules.current.get("seccomp.profile-denied").enabled
     out = rig.pipeline.handle(seccomp_record(rig.web_cgroup, "unshare", "denied"))
     assert not out.matches and not out.alerts
+
+
+# ---------------------------------------------------------------------- issue 23, item 8
+
+
+class BrokenResponder:
+    """A responder with a bug (or a runtime client raising what no one expected)."""
+
+    def respond(self, *args: Any, **kwargs: Any) -> list[Any]:
+        raise RuntimeError("docker hung: read timed out")
+
+
+def test_a_responder_that_raises_never_loses_the_alert(rig: Rig) -> None:
+    pipeline = Pipeline(enricher=rig.enricher, rules=lambda: rig.rules.current,
+                        policy=rig.policy, responder=BrokenResponder(),
+                        alerts=AlertDispatcher(rig.delivery), taps=EventTaps(Topic("events")))
+    out = pipeline.handle(exec_record(rig.web_cgroup, "/tmp/xmrig", "xmrig"))
+    assert [m.rule.id for m in out.matches] == ["t.miner"]
+    (alert,) = out.alerts
+    got = {a.action.value: a for a in alert.actions}
+    assert got["alert"].outcome is Outcome.DONE
+    assert got["kill"].outcome is Outcome.FAILED
+    assert "RuntimeError: docker hung: read timed out" in got["kill"].reason
+    assert [a.rule.id for a in rig.recorded.alerts] == ["t.miner"]  # it reached the sinks
+    assert pipeline.counters.alerts == 1
+
+
+ISOLATE_RULE = """
+[[rule]]
+id = "t.nc-isolate"
+name = "nc isolates"
+description = "nc in a container: isolate it."
+phase = "lateral_movement"
+severity = "warning"
+mitre = ["T1059"]
+event = "exec"
+actions = ["alert", "isolate"]
+[rule.when]
+exe_basename = "ncat"
+"""
+
+
+class VanishingQuarantine:
+    """The container's init exited between the runtime's inspect and the stat of its netns."""
+
+    def is_quarantined(self, container_id: str) -> bool:
+        return False
+
+    def isolate(self, container_id: str, name: str | None, reason: str) -> None:
+        raise FileNotFoundError(2, "No such file or directory", "/proc/4242/ns/net")
+
+
+def test_a_container_exiting_mid_isolate_still_raises_the_alert(rig: Rig) -> None:
+    rig.rule_file.write_text(RULES + ISOLATE_RULE)
+    rig.rules.reload()
+    pipeline = Pipeline(enricher=rig.enricher, rules=lambda: rig.rules.current,
+                        policy=rig.policy,
+                        responder=Responder(quarantine=VanishingQuarantine(),  # type: ignore
+                                            guard=rig.policy.kill_guard),
+                        alerts=AlertDispatcher(rig.delivery), taps=EventTaps(Topic("events")))
+    out = pipeline.handle(exec_record(rig.web_cgroup, "/usr/bin/ncat", "ncat"))
+    (alert,) = out.alerts
+    got = {a.action.value: a for a in alert.actions}
+    assert got["alert"].outcome is Outcome.DONE
+    assert got["isolate"].outcome is Outcome.FAILED
+    assert "FileNotFoundError" in got["isolate"].reason and "ns/net" in got["isolate"].reason
+    assert [a.rule.id for a in rig.recorded.alerts] == ["t.nc-isolate"]
+
+
+# ---------------------------------------------------------------------- issue 23, item 10
+
+
+def shipped_policy(**options: Any) -> tuple[FakeMaps, KernelPolicy]:
+    from roxd.config import shipped_rules_dir
+
+    rules = ActiveRules([shipped_rules_dir()]).load()
+    maps = FakeMaps()
+    policy = KernelPolicy(maps, enforce_in_kernel=True, fold_window_ns=0, containers=list,
+                          known_cgroups=tuple, **options)
+    policy.apply_rules(rules)
+    return maps, policy
+
+
+def test_the_shipped_pack_builds_no_host_kill_entries_by_default() -> None:
+    """Host kills are opt-in: with the defaults the kernel kills an xmrig exec in any container
+    but never a host process (an operator's tools, a benchmark on the host)."""
+    from roxd.sensor.records import SCOPE_ANY_CONTAINER, SCOPE_HOST
+
+    maps, policy = shipped_policy()
+    assert maps.exec_kills, "the shipped pack has in-kernel exec kills"
+    assert not [k for k in maps.exec_kills if k[0] == SCOPE_HOST]
+    assert (SCOPE_ANY_CONTAINER, _fnv("xmrig")) in maps.exec_kills
+    host_scope = SCOPE_HOST.to_bytes(8, "little")
+    for table in maps.connect_kills:
+        assert not [k for k in table if k[1].startswith(host_scope)]
+    assert policy.exec_table.lookup(12345, False, "/usr/bin/xmrig") == 0  # a host exec
+    assert policy.exec_table.lookup(12345, True, "/usr/bin/xmrig") != 0  # in a container
+    assert policy.snapshot()["host_kills"] is False
+
+
+def test_host_kills_when_the_operator_opts_in() -> None:
+    from roxd.sensor.records import SCOPE_HOST
+
+    maps, policy = shipped_policy(host_kills=True)
+    assert (SCOPE_HOST, _fnv("xmrig")) in maps.exec_kills
+    assert policy.snapshot()["host_kills"] is True
+
+
+def test_the_effective_action_says_containers_only_when_host_kills_are_off() -> None:
+    from roxd.config import shipped_rules_dir
+
+    rules = ActiveRules([shipped_rules_dir()]).load()
+    off = rules.effective_action_notes(host_kills=False)
+    assert off["objectives.crypto-miner-binary"] == (
+        "alert; kill: in-kernel, containers only (host kills off)")
+    assert off["objectives.crypto-miner-arguments"] == (
+        "alert; kill: userspace, containers only (host kills off)")
+    on = rules.effective_action_notes(host_kills=True)
+    assert on["objectives.crypto-miner-binary"] == "alert; kill: in-kernel"
+
+
+def test_host_kills_never_build_an_entry_for_a_protected_exe(tmp_path: Path) -> None:
+    """Opted in, a rule that kills `sshd` (or an operator's protected exe) still gets no host
+    entry for it: the kernel would kill the host's ssh daemon at its next exec. Containers
+    keep theirs."""
+    from roxd.sensor.records import SCOPE_ANY_CONTAINER, SCOPE_HOST
+
+    rule_file = tmp_path / "r.toml"
+    rule_file.write_text(RULES.replace('exe_basename = "xmrig"',
+                                       'exe_basename = ["xmrig", "sshd", "containerd-shim-runc-v2"]'
+                                       '\n[[rule]]\nid = "t.agent"\nname = "agent"\n'
+                                       'description = "d"\nphase = "objectives"\n'
+                                       'severity = "critical"\nmitre = ["T1496"]\n'
+                                       'event = "exec"\nactions = ["alert", "kill"]\n'
+                                       '[rule.when]\nexe = "/opt/agent/bin/agent"', 1))
+    maps = FakeMaps()
+    policy = KernelPolicy(maps, enforce_in_kernel=True, fold_window_ns=0, containers=list,
+                          host_kills=True, protected_exes=("/opt/agent/*",))
+    policy.apply_rules(ActiveRules([rule_file]).load())
+    host = {h for (scope, h) in maps.exec_kills if scope == SCOPE_HOST}
+    anywhere = {h for (scope, h) in maps.exec_kills if scope == SCOPE_ANY_CONTAINER}
+    assert _fnv("xmrig") in host
+    for name in ("sshd", "containerd-shim-runc-v2", "/opt/agent/bin/agent"):
+        assert _fnv(name) not in host, name
+        assert _fnv(name) in anywhere, name

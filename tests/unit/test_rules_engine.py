@@ -187,7 +187,7 @@ def test_rules_only_see_their_event_type(tmp_path: Path) -> None:
     )
     assert hits(rule_set, exe_event(SH)) == ["t.exec"]
     assert hits(rule_set, conn("10.0.0.1", 1)) == ["t.connect"]
-    notes = rule_set.effective_action_notes()
+    notes = rule_set.effective_action_notes(host_kills=True)
     assert notes["t.syscall"] == "alert"  # syscall events exist now (issue 10)
     assert rule_set.syscall_watch_set() == frozenset({"ptrace"})
 
@@ -415,7 +415,7 @@ def test_overrides_change_enabled_severity_actions_and_monitor(tmp_path: Path) -
     assert verdict.rule.severity is Severity.CRITICAL
     assert verdict.actions == (ActionKind.ALERT, ActionKind.KILL)
     assert verdict.monitor is True
-    notes = rule_set.effective_action_notes()
+    notes = rule_set.effective_action_notes(host_kills=True)
     assert notes["t.a"] == "disabled"
     assert notes["t.b"] == "monitor (would: alert; kill: in-kernel)"
     assert rule_set.exec_kill_specs() == []  # a monitor rule is never killed in the kernel
@@ -499,7 +499,7 @@ def test_connect_rule_on_port_and_address_is_killed_in_kernel(tmp_path: Path) ->
         tmp_path, rule(event="connect", actions='["kill"]',
                        body='[rule.when]\ndport = [1, 2]\ndaddr = { cidr = ["10.0.0.0/8"] }\n')
     )
-    assert rule_set.effective_action_notes()["t.rule"] == "kill: in-kernel"
+    assert rule_set.effective_action_notes(host_kills=True)["t.rule"] == "kill: in-kernel"
     assert rule_set.exec_kill_specs() == []
     (spec,) = rule_set.connect_kill_specs()
     assert spec.ports == frozenset({1, 2})
@@ -511,7 +511,7 @@ def test_connect_rule_with_process_conditions_is_userspace(tmp_path: Path) -> No
         tmp_path, rule(event="connect", actions='["kill"]',
                        body='[rule.when]\ndport = 1\nexe_basename = "curl"\n')
     )
-    assert rule_set.effective_action_notes()["t.rule"] == "kill: userspace"
+    assert rule_set.effective_action_notes(host_kills=True)["t.rule"] == "kill: userspace"
     assert rule_set.connect_kill_specs() == []
 
 
@@ -567,7 +567,7 @@ def test_kill_target_tree_or_container_is_decided_in_userspace(tmp_path: Path) -
                                        body=f'kill_target = "{target}"\n'
                                             '[rule.when]\nexe_basename = "xmrig"\n'))
         assert rule_set.exec_kill_specs() == []
-        assert rule_set.effective_action_notes()["t.rule"] == "kill: userspace"
+        assert rule_set.effective_action_notes(host_kills=True)["t.rule"] == "kill: userspace"
         (compiled,) = rule_set.rules
         assert compiled.verdict.kill_target == target
 

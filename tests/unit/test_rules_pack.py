@@ -485,9 +485,12 @@ def test_only_the_miner_binary_rule_is_killed_in_the_kernel(pack: RuleSet) -> No
     assert "xmrig" in spec.exe_basenames and not spec.exe_paths
     assert spec.scope.matches_container(None) and spec.scope.matches_container(container())
     assert spec.scope.matches_any_container()
-    notes = pack.effective_action_notes()
+    notes = pack.effective_action_notes(host_kills=True)
     assert notes["objectives.crypto-miner-binary"] == "alert; kill: in-kernel"
     assert notes["objectives.crypto-miner-arguments"] == "alert; kill: userspace"
+    default = pack.effective_action_notes()  # [enforce] host_kills = false, the default
+    assert default["objectives.crypto-miner-binary"] == (
+        "alert; kill: in-kernel, containers only (host kills off)")
     args_rule = pack.get("objectives.crypto-miner-arguments")
     assert args_rule is not None and args_rule.kill_path is KillPath.USERSPACE
     assert ActionKind.KILL in args_rule.actions
@@ -524,6 +527,7 @@ def test_docs_examples_load_with_the_pack(tmp_path: Path) -> None:
         (tmp_path / f"{index:02d}.toml").write_text(block.split("```")[0])
     rule_set = load_rule_set([PACK, tmp_path])
     assert rule_set.get("local.no-socat") is not None
-    assert rule_set.effective_action_notes()["local.no-socat"] == "alert; kill: in-kernel"
+    notes = rule_set.effective_action_notes(host_kills=True)
+    assert notes["local.no-socat"] == "alert; kill: in-kernel"
     payments = run("/bin/sh -c x", parent="/usr/bin/python3")
     assert "local.payments-shell" not in matched_ids(rule_set, payments)  # no team label

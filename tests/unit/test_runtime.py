@@ -434,3 +434,36 @@ def test_seccomp_classifies_cgroups_through_the_shared_index(
     status = service.status()
     assert [(c["container"], c["id"], c["modes"]) for c in status["cgroups"]] == [
         ("web", CID, ["learn"])]
+
+
+def test_reading_a_profile_never_consumes_pending_seccomp_events(
+        tmp_path: Path, client: FakeClient) -> None:
+    """Issue 23, item 5: `GET /v1/seccomp/profile` (read access) ran poll(), which hands out
+    and forgets the kernel's new kill/deny counts; the daemon's next poll then had nothing to
+    raise alerts for. Reads refresh the learned sets and queue the events for the daemon."""
+    from roxd.seccomp.errors import SeccompTargetError
+    from roxd.seccomp.learner import KIND_KILL, SyscallEvent
+    from roxd.seccomp.service import SeccompService
+    from roxd.seccomp.syscalls import number_of
+
+    tracer = FakeTracer()
+    service = SeccompService(tmp_path / "state", DockerRuntime.from_client(client),
+                             tracer=tracer,  # type: ignore[arg-type]
+                             index=CgroupIndex(str(tmp_path)))
+    tracer.loaded = True
+    unshare = number_of("unshare")
+    assert unshare is not None
+    kernel = [SyscallEvent(cgroup_id=77, nr=unshare, kind=KIND_KILL, count=1, last_pid=4242,
+                           last_ns=1)]
+    tracer.events = lambda: list(kernel)  # type: ignore[method-assign]
+    for _ in range(3):  # an operator (or any roxd-group reader) asking, again and again
+        with pytest.raises(SeccompTargetError):
+            service.profile(CID)
+    kernel[0] = SyscallEvent(cgroup_id=77, nr=unshare, kind=KIND_KILL, count=3, last_pid=4243,
+                             last_ns=2)
+    with pytest.raises(SeccompTargetError):
+        service.learned("web")
+    events = service.poll()  # the daemon's poll
+    assert [(e.kind, e.syscall, e.count, e.pid) for e in events] == [
+        ("killed", "unshare", 1, 4242), ("killed", "unshare", 2, 4243)]
+    assert service.poll() == []  # each kill is reported once

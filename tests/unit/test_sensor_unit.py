@@ -183,7 +183,7 @@ def test_kill_table_scopes() -> None:
         _Spec("r.web-only", frozenset(), frozenset({"nc"}), _Scope(False, ("web:1",))),
     ]
     slots = RuleSlots.number(7, [s.rule_id for s in specs])
-    table = build_exec_kill_table(specs, [(100, a), (200, b)], slots)
+    table = build_exec_kill_table(specs, [(100, a), (200, b)], slots, host=True)
     xmrig, nc = records.fnv1a(b"/usr/bin/xmrig"), records.fnv1a(b"nc")
     everywhere, web_only = slots.verdict_of("r.everywhere"), slots.verdict_of("r.web-only")
     assert split_verdict(everywhere) == (7, 1) and split_verdict(web_only) == (7, 2)
@@ -197,6 +197,10 @@ def test_kill_table_scopes() -> None:
     assert table.lookup(200, True, "/bin/nc") == 0
     assert table.lookup(300, False, "/usr/bin/xmrig") == everywhere
     assert table.lookup(300, False, "/opt/xmrig") == 0
+    # host kills off (the default): no host entry, the containers' entries unchanged
+    off = build_exec_kill_table(specs, [(100, a), (200, b)], slots)
+    assert set(off.entries) == set(table.entries) - {(records.SCOPE_HOST, xmrig)}
+    assert off.lookup(300, False, "/usr/bin/xmrig") == 0
 
 
 @dataclass(frozen=True)
