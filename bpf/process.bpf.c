@@ -38,6 +38,17 @@ BPF_HASH(exec_kill, struct kill_key, u32, 16384);
 BPF_HASH(known_cgroups, u64, u8, 65536);
 BPF_ARRAY(hold_unknown, u32, 1);
 
+/* Process baselines in enforce mode (roxd/baselines, written by roxd/policy): the cgroups of
+ * enforcing workloads -> {workload number, verdict}; {workload number, hash of the exe path as
+ * executed} -> allowed. An exec in such a cgroup whose path is not allowed is killed like a
+ * kill rule's, the verdict naming the baseline. */
+struct baseline_cgroup {
+    u32 workload;
+    u32 verdict;
+};
+BPF_HASH(baseline_cgroups, u64, struct baseline_cgroup, 16384);
+BPF_HASH(baseline_allow, struct kill_key, u8, 131072);
+
 BPF_PERCPU_ARRAY(args_scratch, struct exec_args, 1);
 BPF_PERCPU_ARRAY(exec_scratch, struct exec_record, 1);
 
@@ -230,6 +241,14 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     if (!rule) {
         u8 *is_container = container_cgroups.lookup(&cg);
         rule = kill_lookup(is_container ? SCOPE_ANY_CONTAINER : SCOPE_HOST, path_hash, base_hash);
+    }
+    if (!rule) {
+        struct baseline_cgroup *bc = baseline_cgroups.lookup(&cg);
+        if (bc) {
+            struct kill_key ak = {.cgroup_id = bc->workload, .hash = path_hash};
+            if (!baseline_allow.lookup(&ak))
+                rule = bc->verdict;
+        }
     }
     r->kill_rule = rule;
     r->held = 0;

@@ -14,6 +14,7 @@ from typing import Any
 
 from roxd.alerts.settings import AlertsSettings, parse_alerts_settings
 from roxd.api.settings import ApiSettings
+from roxd.baselines.settings import BaselineSettings
 from roxd.config_tables import parse_table
 from roxd.errors import ConfigError
 
@@ -104,6 +105,7 @@ class Config:
     rules: RulesSection = field(default_factory=RulesSection)
     enforce: EnforceSection = field(default_factory=EnforceSection)
     seccomp: SeccompSection = field(default_factory=SeccompSection)
+    baselines: BaselineSettings = field(default_factory=BaselineSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     alerts: AlertsSettings = field(default_factory=AlertsSettings)
     source: str = "built-in defaults"
@@ -125,6 +127,7 @@ _SECTIONS: dict[str, type] = {
     "rules": RulesSection,
     "enforce": EnforceSection,
     "seccomp": SeccompSection,
+    "baselines": BaselineSettings,
     "api": ApiSettings,
 }
 
@@ -182,6 +185,8 @@ def _check(config: Config, source: str) -> None:
             raise ConfigError(source, f"enforce.isolate_allow: {exc}") from exc
     for problem in config.api.check():
         raise ConfigError(source, f"api: {problem}")
+    for problem in config.baselines.problems():
+        raise ConfigError(source, problem)
     if config.sensor.ringbuf_pages <= 0 or config.sensor.ringbuf_pages & (
             config.sensor.ringbuf_pages - 1):
         raise ConfigError(source, "sensor.ringbuf_pages must be a power of two")

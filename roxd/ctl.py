@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -345,6 +346,50 @@ def cmd_seccomp(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _when(ns: int | None) -> str:
+    if not ns:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ns / 1e9))
+
+
+def cmd_baselines(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
+    verb = args.baselines_cmd
+    if verb == "list":
+        result = api.get("/v1/baselines")
+        if out.json:
+            out.dump(result)
+            return EXIT_OK
+        out.table(["WORKLOAD", "STATE", "MODE", "LEARNED", "ANOMALIES", "LOCKED"],
+                  [(b["workload"], b["state"], b["mode"], b["learned"], b["anomalies"],
+                    _when(b["locked_at_ns"])) for b in result["baselines"]],
+                  [None, None, lambda v: out.paint(v, MODE_COLORS.get(v.strip(), ""))])
+        return EXIT_OK
+    if verb == "show":
+        b = api.get("/v1/baselines/show", {"workload": args.workload})
+        if out.json:
+            out.dump(b)
+            return EXIT_OK
+        for key in ("workload", "state", "effective_mode", "image", "anomalies"):
+            out.print(f"{key:<15} {term(b[key])}")
+        out.print(f"{'learning since':<15} {_when(b['first_seen_ns'])}")
+        out.print(f"{'locked':<15} {_when(b['locked_at_ns'])}")
+        out.table(["EXECUTABLE", "COUNT", "FIRST", "LAST", "PARENTS"],
+                  [(path, p["count"], _when(p["first_ns"]), _when(p["last_ns"]),
+                    ", ".join(p["parents"])) for path, p in b["processes"].items()])
+        return EXIT_OK
+    body: dict[str, Any] = {}
+    if verb == "lock" and args.all:
+        body["all"] = True
+    elif args.workload:
+        body["workload"] = args.workload
+    if verb == "mode":
+        body["mode"] = args.mode
+    if verb == "accept":
+        body["path"] = args.path
+    out.dump(api.post(f"/v1/baselines/{verb}", body))
+    return EXIT_OK
+
+
 def cmd_version(api: ApiClient, out: Out, _args: argparse.Namespace) -> int:
     server: str | None
     try:
@@ -463,6 +508,24 @@ def build_parser() -> argparse.ArgumentParser:
         if verb in ("profile", "apply"):
             x.add_argument("--kill", action="store_true", help="kill instead of EPERM")
     s.set_defaults(func=cmd_seccomp)
+
+    s = sub.add_parser("baselines", help="process baselines: what each workload runs")
+    bsub = s.add_subparsers(dest="baselines_cmd", required=True, metavar="SUBCOMMAND")
+    bsub.add_parser("list", help="every workload: state, mode, size, anomalies")
+    x = bsub.add_parser("show", help="one workload's learned executables")
+    x.add_argument("workload", help="a workload key as `baselines list` shows it")
+    x = bsub.add_parser("lock", help="lock a baseline: what is new from now on is an anomaly")
+    x.add_argument("workload", nargs="?", help="a workload key")
+    x.add_argument("--all", action="store_true", help="every workload still learning")
+    x = bsub.add_parser("unlock", help="learn again from now")
+    x.add_argument("workload", help="a workload key")
+    x = bsub.add_parser("mode", help="learn, monitor or enforce (kill in the kernel)")
+    x.add_argument("workload", help="a workload key")
+    x.add_argument("mode", choices=("learn", "monitor", "enforce"))
+    x = bsub.add_parser("accept", help="add an executable to a workload's baseline")
+    x.add_argument("workload", help="a workload key")
+    x.add_argument("path", help="the executable path, as executed")
+    s.set_defaults(func=cmd_baselines)
 
     sub.add_parser("version", help="roxctl's and roxd's versions").set_defaults(
         func=cmd_version)

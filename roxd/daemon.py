@@ -32,6 +32,7 @@ from roxd.alerts.delivery import AlertDelivery
 from roxd.alerts.dispatch import AlertDispatcher, LogSink, StreamSink, TopicSink
 from roxd.api.port import Activity, DaemonFacts, KernelStats, Programs
 from roxd.api.server import ApiServer
+from roxd.baselines.engine import BaselineEngine
 from roxd.config import Config
 from roxd.containers.attribution import ContainerAttribution
 from roxd.enforce.quarantine import Quarantine
@@ -84,6 +85,7 @@ class Parts:
     pipeline: Pipeline
     delivery: AlertDelivery
     seccomp: SeccompService | None  # None where unavailable (the start-up log says why)
+    baselines: BaselineEngine | None  # None with [baselines] enabled = false
     api: ApiServer | None = None
 
 
@@ -161,6 +163,8 @@ class Daemon:
 
         # one guard for every kill: the kernel tables (no host entries unless host_kills) and
         # the responder's userspace kills (protected processes, host kills)
+        baselines = (BaselineEngine(self.config.baselines, Path(self.config.daemon.state_dir))
+                     if self.config.baselines.enabled else None)
         policy = KernelPolicy(
             sensor,
             enforce_in_kernel=not self.config.rules.monitor
@@ -170,17 +174,20 @@ class Daemon:
             known_cgroups=attribution.index.known_ids,
             host_kills=self.config.enforce.host_kills,
             protected_comms=self.config.enforce.protected_comms,
-            protected_exes=self.config.enforce.protected_exes)
+            protected_exes=self.config.enforce.protected_exes,
+            baselines=baselines)
+        if baselines is not None:  # a lock, unlock or mode change rewrites the allow-lists
+            baselines.add_listener(policy.containers_changed)
         responder.guard = policy.kill_guard
         pipeline = Pipeline(
             enricher=attribution.enricher, rules=lambda: self.rules.current, policy=policy,
             responder=responder, alerts=alerts,
             taps=EventTaps(self.events_topic,
                            self.lines if self.options.print_events else None),
-            counters=self.counters)
+            counters=self.counters, baselines=baselines)
         seccomp = self._make_seccomp(attribution)
         responder.seccomp = seccomp
-        return Parts(attribution, sensor, policy, pipeline, delivery, seccomp)
+        return Parts(attribution, sensor, policy, pipeline, delivery, seccomp, baselines)
 
     def _start(self, parts: Parts) -> None:
         parts.attribution.start()
@@ -218,6 +225,8 @@ class Daemon:
             log.info("roxd stopped; kernel counters: %s", _fmt_counters(stats.counters))
         if parts is not None and parts.seccomp is not None:
             parts.seccomp.close()
+        if parts is not None and parts.baselines is not None:
+            parts.baselines.save_if_changed()
         delivery.close(5.0)  # after the last alert: flushes folds and queues to disk
         if parts is not None:
             parts.attribution.stop()
@@ -253,6 +262,9 @@ class Daemon:
             Housekeeping("policy refresh", 1.0, parts.policy.refresh),
             Housekeeping("seccomp poll", self.config.seccomp.poll_interval_s,
                          lambda: self._poll_seccomp(parts)),
+            # lock baselines whose window ended, persist what changed
+            Housekeeping("baselines", 1.0,
+                         parts.baselines.tick if parts.baselines is not None else _nothing),
             Housekeeping("quarantine reconcile", self.config.enforce.reconcile_interval_s,
                          self._reconcile_quarantine),
             Housekeeping("stats", self.config.daemon.stats_interval_s,
@@ -482,6 +494,9 @@ class DaemonPort:
     def policy(self) -> Mapping[str, object]:
         return self._parts.policy.snapshot()
 
+    def baselines(self) -> BaselineEngine | None:
+        return self._parts.baselines
+
     def call_in_loop(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
         return self._daemon.call_in_loop(fn, timeout)
 
@@ -491,6 +506,10 @@ class DaemonPort:
     def set_rules_enabled(self, rule_ids: Sequence[str], enabled: bool) -> RuleSet:
         """On the loop thread; kept across reloads until roxd restarts."""
         return self._daemon.rules.set_enabled(rule_ids, enabled)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _fmt_counters(counters: Mapping[str, int]) -> str:

@@ -269,12 +269,32 @@ class Process:
 
 
 @dataclass(frozen=True, slots=True)
+class BaselineFacts:
+    """What the workload's process baseline says of one exec (roxd/baselines): `learning`
+    (added to it), `learned` (in it), or `anomaly` (not in the locked baseline), with the
+    evidence an alert needs."""
+
+    workload: str
+    mode: str  # learn | monitor | enforce: what happens to anomalies once locked
+    verdict: str  # learning | learned | anomaly
+    locked_at_ns: int | None  # None while learning
+    learned: int  # paths in the baseline
+    first_seen_ns: int  # the workload's first exec
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"workload": self.workload, "mode": self.mode, "verdict": self.verdict,
+                "locked_at": rfc3339(self.locked_at_ns) if self.locked_at_ns else None,
+                "learned": self.learned, "learning_since": rfc3339(self.first_seen_ns)}
+
+
+@dataclass(frozen=True, slots=True)
 class EnrichedEvent:
     """A sensor event with its container (None on the host) and its process with ancestry."""
 
     event: SensorEvent
     container: Container | None
     process: Process
+    baseline: BaselineFacts | None = None  # execs in containers with baselines on
 
     @property
     def kind(self) -> str:
@@ -318,6 +338,8 @@ class EnrichedEvent:
             out["folded"] = ev.folded
         elif isinstance(ev, SeccompEvent):
             out["seccomp"] = {"syscall": ev.syscall, "verdict": ev.verdict, "count": ev.count}
+        if self.baseline is not None:
+            out["baseline"] = self.baseline.to_dict()
         return out
 
 

@@ -31,12 +31,14 @@ from roxd.model import (
     ActionKind,
     ActionResult,
     Alert,
+    BaselineFacts,
     EnrichedEvent,
     ExitEvent,
     Outcome,
     RuleMatch,
     SeccompEvent,
 )
+from roxd.policy.kill_tables import BASELINE_VERDICT
 from roxd.pubsub import Topic
 from roxd.rules.ruleset import RuleSet
 from roxd.sensor.records import Decoded
@@ -48,6 +50,12 @@ class Policy(Protocol):
 
     def on_event(self, decoded: Decoded, container: object) -> str | None: ...
     def quiet(self, decoded: Decoded) -> bool: ...
+
+
+class Baselines(Protocol):
+    """What the pipeline asks of roxd.baselines.BaselineEngine."""
+
+    def observe(self, event: EnrichedEvent) -> BaselineFacts | None: ...
 
 
 class Responder(Protocol):
@@ -99,8 +107,9 @@ class EventTaps:
 class Pipeline:
     def __init__(self, *, enricher: Enricher, rules: Callable[[], RuleSet], policy: Policy,
                  responder: Responder, alerts: AlertDispatcher, taps: EventTaps,
-                 counters: Counters | None = None) -> None:
+                 counters: Counters | None = None, baselines: Baselines | None = None) -> None:
         self._enricher = enricher
+        self._baselines = baselines
         self._rules = rules
         self._policy = policy
         self._responder = responder
@@ -112,6 +121,11 @@ class Pipeline:
         enriched = self._enricher.enrich(decoded.event)
         self.counters.events += 1
         killed_by = self._policy.on_event(decoded, enriched.container)
+        if self._baselines is not None and enriched.container is not None:
+            facts = self._baselines.observe(enriched)
+            if facts is not None:  # the rules see it as the `baseline` field
+                enriched = EnrichedEvent(enriched.event, enriched.container, enriched.process,
+                                         facts)
         self._taps.publish(enriched)
         if isinstance(decoded.event, ExitEvent):
             return Handled(enriched, killed_by)
@@ -129,7 +143,7 @@ class Pipeline:
             except Exception as exc:  # the alert is raised whatever enforcement did
                 log.exception("responding to %s failed", match.rule.id)
                 results = responder_failed(match, exc)
-            results += kernel_actions(enriched, results)
+            results += kernel_actions(enriched, results, killed_by, match)
             alerts.append(self._alerts.raise_alert(match.rule, enriched, results))
         self.counters.alerts += len(alerts)
         return Handled(enriched, killed_by, tuple(matches), tuple(alerts))
@@ -143,15 +157,24 @@ def responder_failed(match: RuleMatch, exc: BaseException) -> list[ActionResult]
             else ActionResult(a, Outcome.FAILED, reason) for a in match.actions]
 
 
-def kernel_actions(event: EnrichedEvent, results: Sequence[ActionResult]) -> tuple[ActionResult,
-                                                                                 ...]:
+def kernel_actions(event: EnrichedEvent, results: Sequence[ActionResult],
+                   killed_by: str | None = None, match: RuleMatch | None = None
+                   ) -> tuple[ActionResult, ...]:
     """What the kernel already did to the process before any rule was asked, when no rule's
-    own action reports it: a seccomp kill at syscall entry."""
-    ev = event.event
-    if not isinstance(ev, SeccompEvent) or ev.verdict != "killed":
-        return ()
+    own action reports it: a seccomp kill at syscall entry; an exec outside its workload's
+    enforced process baseline (for the `baseline.*` rules that name it)."""
     if any(r.action is ActionKind.KILL and r.outcome is Outcome.DONE for r in results):
         return ()
-    return (ActionResult(ActionKind.KILL, Outcome.DONE,
-                         f"SIGKILL at sys_enter of {ev.syscall}: outside the enforced seccomp "
-                         "profile", in_kernel=True),)
+    ev = event.event
+    if isinstance(ev, SeccompEvent) and ev.verdict == "killed":
+        return (ActionResult(ActionKind.KILL, Outcome.DONE,
+                             f"SIGKILL at sys_enter of {ev.syscall}: outside the enforced "
+                             "seccomp profile", in_kernel=True),)
+    if (killed_by == BASELINE_VERDICT and match is not None
+            and match.rule.id.startswith("baseline.") and event.baseline is not None):
+        workload = event.baseline.workload
+        return (ActionResult(ActionKind.KILL, Outcome.DONE,
+                             "SIGKILL by the eBPF program at exec, before its first "
+                             f"instruction: not in the locked baseline of {workload}",
+                             in_kernel=True),)
+    return ()

@@ -14,6 +14,13 @@ _roxctl() {
             "alerts follow") key="alerts follow" ;;
             "alerts list") key="alerts list" ;;
             "alerts show") key="alerts show" ;;
+            "baselines") key="baselines" ;;
+            "baselines accept") key="baselines accept" ;;
+            "baselines list") key="baselines list" ;;
+            "baselines lock") key="baselines lock" ;;
+            "baselines mode") key="baselines mode" ;;
+            "baselines show") key="baselines show" ;;
+            "baselines unlock") key="baselines unlock" ;;
             "completion") key="completion" ;;
             "containers") key="containers" ;;
             "events") key="events" ;;
@@ -40,11 +47,18 @@ _roxctl() {
         esac
     done
     case "$key" in
-        "") opts="--help --socket --json status containers events alerts rules kill isolate release seccomp version completion" ;;
+        "") opts="--help --socket --json status containers events alerts rules kill isolate release seccomp baselines version completion" ;;
         "alerts") opts="--help list show follow" ;;
         "alerts follow") opts="--help --container --rule --phase --severity --count --seconds" ;;
         "alerts list") opts="--help --container --rule --phase --severity --since --until --limit" ;;
         "alerts show") opts="--help" ;;
+        "baselines") opts="--help list show lock unlock mode accept" ;;
+        "baselines accept") opts="--help" ;;
+        "baselines list") opts="--help" ;;
+        "baselines lock") opts="--help --all" ;;
+        "baselines mode") opts="--help learn monitor enforce" ;;
+        "baselines show") opts="--help" ;;
+        "baselines unlock") opts="--help" ;;
         "completion") opts="--help bash" ;;
         "containers") opts="--help" ;;
         "events") opts="--help --type --container --pid --follow --count --seconds" ;;

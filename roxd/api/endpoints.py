@@ -9,6 +9,7 @@ from typing import Any
 from roxd.api import metrics, schemas, streams
 from roxd.api.actions import ActionEndpoints
 from roxd.api.alerts import AlertFeed, AlertFilter, AlertSource, RecentAlerts, StoreAlerts
+from roxd.api.baselines import BaselineEndpoints
 from roxd.api.containers import ContainerDirectory
 from roxd.api.http import ConnectionStats, Request, Response
 from roxd.api.port import DaemonPort
@@ -40,6 +41,7 @@ class Endpoints:
         self.rules = RuleEndpoints(daemon)
         self.actions = ActionEndpoints(daemon, self.directory)
         self.seccomp = SeccompEndpoints(daemon)
+        self.baselines = BaselineEndpoints(daemon)
         self.stream_drops: dict[str, int] = {"events": 0, "alerts": 0}
 
     def handlers(self) -> dict[str, Handler]:
@@ -66,6 +68,7 @@ class Endpoints:
             "enableRules": self.rules.toggle(True),
             "disableRules": self.rules.toggle(False),
             **self.seccomp.handlers(),
+            **self.baselines.handlers(),
         }
 
     # ------------------------------------------------------------------ status

@@ -29,14 +29,23 @@ from roxd.enforce.protect import KillGuard, ProtectedProcesses
 from roxd.model import Container, ExecEvent
 from roxd.policy.file_watch import file_watch_entries
 from roxd.policy.kill_tables import (
+    BASELINE_VERDICT,
+    BaselineTable,
     ExecKillTable,
     RuleSlots,
+    build_baseline_table,
     build_connect_kill_table,
     build_exec_kill_table,
     split_verdict,
 )
 from roxd.rules.ruleset import RuleSet
-from roxd.sensor.maps import ExecKillEntries, FileWatchEntries, LpmEntries
+from roxd.sensor.maps import (
+    BaselineAllow,
+    BaselineCgroups,
+    ExecKillEntries,
+    FileWatchEntries,
+    LpmEntries,
+)
 from roxd.sensor.records import Decoded
 
 log = logging.getLogger(__name__)
@@ -58,6 +67,24 @@ class KernelMaps(Protocol):
     def set_syscall_watches(self, names: Iterable[str] | None) -> None: ...
     def clear_folds(self) -> None: ...
     def mark_quiet(self, decoded: Decoded, window_ns: int) -> None: ...
+    def set_baselines(self, cgroups: BaselineCgroups, allow: BaselineAllow) -> None: ...
+
+
+class Baselines(Protocol):
+    """What the policy needs of roxd.baselines.BaselineEngine."""
+
+    def enforcing(self) -> Mapping[str, frozenset[str]]: ...
+    def workload_of(self, container: Container) -> str: ...
+
+
+class NoBaselines:
+    """Baselines off: nothing enforced."""
+
+    def enforcing(self) -> Mapping[str, frozenset[str]]:
+        return {}
+
+    def workload_of(self, container: Container) -> str:
+        return ""
 
 
 @dataclass
@@ -82,13 +109,15 @@ class KernelPolicy:
                  known_cgroups: Callable[[], Iterable[int]] = tuple,
                  signal_pid: Signaller = _send, host_kills: bool = False,
                  protected_comms: Sequence[str] = (),
-                 protected_exes: Sequence[str] = ()) -> None:
+                 protected_exes: Sequence[str] = (),
+                 baselines: Baselines | None = None) -> None:
         """enforce_in_kernel: False in monitor mode or where bpf_send_signal is missing (the
         kill tables then stay empty). containers: the attributed containers now (the
         resolver). known_cgroups: every cgroup id classified so far (the cgroup index).
         host_kills ([enforce] host_kills, off by default): kill host processes too; off, no
         SCOPE_HOST kill entry is written and userspace kills spare the host.
-        protected_comms / protected_exes: added to the built-in protected processes."""
+        protected_comms / protected_exes: added to the built-in protected processes.
+        baselines: the workloads whose locked process baselines the kernel enforces."""
         self._maps = maps
         self._enforce = enforce_in_kernel
         self._fold_window_ns = fold_window_ns
@@ -106,6 +135,9 @@ class KernelPolicy:
         self._container_cgroups: frozenset[int] = frozenset()
         self._hold = False
         self._containers_dirty = True  # set from any thread; read by the loop
+        self._baselines: Baselines = baselines or NoBaselines()
+        self._baseline_table = BaselineTable({}, set())
+        self._workload_numbers: dict[str, int] = {}
 
     # ------------------------------------------------------------------ inputs
 
@@ -117,7 +149,8 @@ class KernelPolicy:
         exec_specs = rules.exec_kill_specs() if self._enforce else []
         connect_specs = rules.connect_kill_specs() if self._enforce else []
         slots = RuleSlots.number(self._generation,
-                                 [s.rule_id for s in (*exec_specs, *connect_specs)])
+                                 [s.rule_id for s in (*exec_specs, *connect_specs)]
+                                 + ([BASELINE_VERDICT] if self._enforce else []))
         self._slots[slots.generation] = slots
         while len(self._slots) > self.HISTORY:
             self._slots.popitem(last=False)
@@ -128,8 +161,9 @@ class KernelPolicy:
         self._sync(self._containers())
 
     def containers_changed(self) -> None:
-        """A container appeared, changed or went (any thread): the kernel learns of it before
-        the next event is handled, or at the next refresh()."""
+        """A container appeared, changed or went, or a baseline was locked, unlocked or
+        changed mode (any thread): the kernel learns of it before the next event is handled,
+        or at the next refresh()."""
         self._containers_dirty = True
 
     # ------------------------------------------------------------------ per event
@@ -177,6 +211,8 @@ class KernelPolicy:
                 "protected_comms": list(protected.comms),
                 "protected_exes": list(protected.exes),
                 "exec_kill_entries": len(self._exec_table.entries),
+                "baseline_cgroups": len(self._baseline_table.cgroups),
+                "baseline_allow_entries": len(self._baseline_table.allow),
                 "container_cgroups": len(self._container_cgroups),
                 **vars(self.counters)}
 
@@ -193,9 +229,11 @@ class KernelPolicy:
         self._maps.set_container_cgroups(self._container_cgroups)
         if not self._enforce:
             self._exec_table = ExecKillTable({})
+            self._baseline_table = BaselineTable({}, set())
             self._maps.set_hold_unknown(False)
             self._maps.set_exec_kills({})
             self._maps.set_connect_kills({}, {})
+            self._maps.set_baselines({}, set())
             self._hold = False
             return
         slots = self._slots[next(reversed(self._slots))]
@@ -211,8 +249,16 @@ class KernelPolicy:
         # kills off, a rule for the host and every container is not held for: an exec in a
         # container cgroup not classified yet is looked up as a host one (no entry), not
         # killed in the kernel, and killed from userspace by pidfd once attributed.
-        hold = any(not (s.scope.matches_container(None) and s.scope.matches_any_container())
-                   for s in exec_specs)
+        enforcing = self._baselines.enforcing()
+        self._baseline_table = build_baseline_table(
+            enforcing, self._baselines.workload_of, containers, self._workload_numbers,
+            slots.verdict_of(BASELINE_VERDICT))
+        self._maps.set_baselines(self._baseline_table.cgroups, self._baseline_table.allow)
+        # A replica of an enforcing workload is enforced from its first exec: held like
+        # container-scoped kill rules until roxd has classified its cgroup.
+        hold = bool(enforcing) or any(
+            not (s.scope.matches_container(None) and s.scope.matches_any_container())
+            for s in exec_specs)
         if hold:
             self._maps.set_known_cgroups(set(self._known_cgroups()) | self._container_cgroups)
         self._maps.set_hold_unknown(hold)
@@ -228,7 +274,8 @@ class KernelPolicy:
         Returns the rule id when killed."""
         self._maps.add_known_cgroup(event.cgroup_id)
         is_container = container is not None or event.cgroup_id in self._container_cgroups
-        found = self._exec_table.lookup(event.cgroup_id, is_container, event.filename)
+        found = (self._exec_table.lookup(event.cgroup_id, is_container, event.filename)
+                 or self._baseline_table.lookup(event.cgroup_id, event.filename))
         rule_id = self.rule_of_verdict(found) if found else None
         if rule_id is not None:
             outcome = self._signal(event.pid, signal.SIGKILL)

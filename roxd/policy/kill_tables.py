@@ -21,12 +21,12 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from roxd.model import Container
 from roxd.rules.ruleset import ConnectKillSpec, ContainerGate, ExecKillSpec
-from roxd.sensor.maps import ExecKillEntries, LpmEntries
+from roxd.sensor.maps import BaselineAllow, BaselineCgroups, ExecKillEntries, LpmEntries
 from roxd.sensor.records import SCOPE_ANY_CONTAINER, SCOPE_HOST, fnv1a
 
 INDEX_BITS = 20  # up to a million kill rules per rule set
@@ -162,3 +162,43 @@ def build_connect_kill_table(specs: Sequence[ConnectKillSpec],
                     key = (64 + 16 + bits, scope + struct.pack(">H", port) + addr)
                     by_port.setdefault(key, value)
     return ConnectKillTable(by_port, any_port)
+
+
+# The name the kernel's baseline verdict carries in the slot table: an exec the kernel killed
+# because it is not in its workload's locked baseline (bpf/process.bpf.c, baseline_cgroups).
+BASELINE_VERDICT = "baseline.enforce"
+
+
+@dataclass(frozen=True)
+class BaselineTable:
+    cgroups: BaselineCgroups
+    allow: BaselineAllow
+
+    def lookup(self, cgroup_id: int, path: str) -> int:
+        """The verdict the kernel would reach for an exec of `path` in `cgroup_id`: 0 unless
+        the cgroup's workload enforces and the path is not in its baseline."""
+        entry = self.cgroups.get(cgroup_id)
+        if entry is None:
+            return 0
+        workload, value = entry
+        return 0 if (workload, fnv1a(path.encode())) in self.allow else value
+
+
+def build_baseline_table(enforcing: Mapping[str, frozenset[str]],
+                         workload_of: Callable[[Container], str],
+                         containers: Iterable[tuple[int, Container]],
+                         numbers: dict[str, int], verdict_value: int) -> BaselineTable:
+    """Allow entries for each enforcing workload's learned paths, and its containers' cgroups.
+    `numbers` keeps each workload's number stable for roxd's lifetime (grown here)."""
+    cgroups: BaselineCgroups = {}
+    allow: BaselineAllow = set()
+    if not enforcing or not verdict_value:
+        return BaselineTable(cgroups, allow)
+    for key, paths in enforcing.items():
+        number = numbers.setdefault(key, len(numbers) + 1)
+        allow.update((number, fnv1a(p.encode())) for p in paths)
+    for cg, container in containers:
+        key = workload_of(container)
+        if key in enforcing:
+            cgroups[cg] = (numbers[key], verdict_value)
+    return BaselineTable(cgroups, allow)

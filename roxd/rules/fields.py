@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from roxd.model import (
+    BaselineFacts,
     ConnectEvent,
     Container,
     EnrichedEvent,
@@ -98,14 +99,16 @@ class EventView:
         event: ExecEvent | ConnectEvent | object | None,
         process: Process | None,
         container: Container | None,
+        baseline: BaselineFacts | None = None,
     ) -> None:
         self.event = event
         self.process = process
         self.container = container
+        self.baseline = baseline
 
     @classmethod
     def of(cls, enriched: EnrichedEvent) -> EventView:
-        return cls(enriched.event, enriched.process, enriched.container)
+        return cls(enriched.event, enriched.process, enriched.container, enriched.baseline)
 
     @classmethod
     def for_container(cls, container: Container | None) -> EventView:
@@ -314,6 +317,9 @@ FIELDS: dict[str, FieldSpec] = {
         _spec("dport", N, _CONNECT, lambda v: v.event.dport, "destination port"),
         _spec("family", S, _CONNECT, lambda v: v.event.family, "ipv4 | ipv6"),
         _spec("fileless", B, _EXEC, lambda v: v.event.fileless, "exec'd from an fd (memfd)"),
+        _spec("baseline", S, _EXEC, lambda v: v.baseline.verdict if v.baseline else None,
+              "the workload's process baseline: learning, learned or anomaly (none on the "
+              "host or with baselines off)"),
         _spec("result", S, _RESULTS, lambda v: v.result, "ok, refused, denied, error, ..."),
         _spec("errno", S, _RESULTS, lambda v: v.errno_name, "EPERM, ENOENT, ...; none on success"),
         _spec("syscall", S, _SYSCALL | _SECCOMP, lambda v: v.event.syscall,

@@ -12,13 +12,17 @@ from dataclasses import dataclass, field
 from roxd.sensor.records import FILE_GATE_WORDS as GATE_WORDS
 from roxd.sensor.records import GATE_HEAD_OFF, GATE_TAIL_OFF
 
-__all__ = ["GATE_HEAD_OFF", "GATE_TAIL_OFF", "GATE_WORDS", "ExecKillEntries",
-           "FileWatchEntries", "LpmEntries"]
+__all__ = ["GATE_HEAD_OFF", "GATE_TAIL_OFF", "GATE_WORDS", "BaselineAllow", "BaselineCgroups",
+           "ExecKillEntries", "FileWatchEntries", "LpmEntries"]
 
 # exec_kill: {cgroup id or a scope sentinel, FNV-1a of exe path or basename} -> verdict
 ExecKillEntries = dict[tuple[int, int], int]
 # connect_kill_port / connect_kill_any (LPM tries): {(prefix bits, key bytes)} -> verdict
 LpmEntries = dict[tuple[int, bytes], int]
+# baseline_cgroups: cgroup id -> (workload number, verdict); baseline_allow: {(workload
+# number, FNV-1a of the exe path as executed)}
+BaselineCgroups = dict[int, tuple[int, int]]
+BaselineAllow = set[tuple[int, int]]
 
 
 @dataclass

@@ -25,7 +25,13 @@ from roxd.sensor.loader import default_bpf_dir, load_bcc, optional_tracepoints
 from roxd.sensor.loader import (  # re-exported from their old home
     release_compiler_memory as release_compiler_memory,
 )
-from roxd.sensor.maps import ExecKillEntries, FileWatchEntries, LpmEntries
+from roxd.sensor.maps import (
+    BaselineAllow,
+    BaselineCgroups,
+    ExecKillEntries,
+    FileWatchEntries,
+    LpmEntries,
+)
 from roxd.sensor.records import Decoded, DecodeError
 
 log = logging.getLogger(__name__)
@@ -206,6 +212,31 @@ class Sensor:
             key = table.Key()
             key.cgroup_id, key.hash = scope, h
             table[key] = ct.c_uint32(slot)
+
+    def set_baselines(self, cgroups: BaselineCgroups, allow: BaselineAllow) -> None:
+        """Replace the enforced process baselines: allow entries first (a cgroup enforced
+        before its allow-list exists would kill learned execs), cgroups after; on removal,
+        cgroups first."""
+        bpf = self._require()
+        allow_table = bpf["baseline_allow"]
+        current_allow = {(int(k.cgroup_id), int(k.hash)) for k in allow_table}
+        for workload, h in allow - current_allow:
+            key = allow_table.Key()
+            key.cgroup_id, key.hash = workload, h
+            allow_table[key] = ct.c_uint8(1)
+        table = bpf["baseline_cgroups"]
+        current = {int(k.value): (int(v.workload), int(v.verdict)) for k, v in table.items()}
+        for cg in set(current) - set(cgroups):
+            del table[table.Key(cg)]
+        for cg, (workload, verdict) in cgroups.items():
+            if current.get(cg) != (workload, verdict):
+                leaf = table.Leaf()
+                leaf.workload, leaf.verdict = workload, verdict
+                table[table.Key(cg)] = leaf
+        for workload, h in current_allow - allow:
+            key = allow_table.Key()
+            key.cgroup_id, key.hash = workload, h
+            del allow_table[key]
 
     def set_connect_kills(self, by_port: LpmEntries, any_port: LpmEntries) -> None:
         """Replace the in-kernel connect kill tries: {(prefix bits, key bytes): verdict}."""

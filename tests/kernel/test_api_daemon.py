@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 
 from roxd.api import schemas
+from roxd.baselines.workload import workload_key
+from roxd.model import Container
 from tests.conftest import RoxdProcess, start_roxd, wait_until
 
 pytestmark = pytest.mark.kernel
@@ -161,6 +163,28 @@ def test_every_operation_through_a_raw_http_client(api_roxd: Any, run_container:
         if status >= 400:
             assert answer["error"], answer
         seen.add(op.operation_id)
+    # process baselines: the container's workload exists since its first exec
+    workload = workload_key(Container(id=container.id, runtime="docker", name=name,
+                                      image="roxd-test/busybox:latest"))
+    baseline_cases = [
+        ("listBaselines", "GET", "/v1/baselines", None, 200),
+        ("getBaseline", "GET", f"/v1/baselines/show?workload={workload}", None, 200),
+        ("setBaselineMode", "POST", "/v1/baselines/mode",
+         {"workload": workload, "mode": "monitor"}, 200),
+        ("lockBaselines", "POST", "/v1/baselines/lock", {"workload": workload}, 200),
+        ("acceptBaselineProcess", "POST", "/v1/baselines/accept",
+         {"workload": workload, "path": "/bin/true"}, 200),
+        ("unlockBaseline", "POST", "/v1/baselines/unlock", {"workload": workload}, 200),
+    ]
+    for op_id, method, path, body, expected in baseline_cases:
+        status, answer = call(sock, method, path, body)
+        assert status == expected, (op_id, answer)
+        seen.add(op_id)
+    status, answer = call(sock, "GET", "/v1/baselines/show?workload=image:no/such", None)
+    assert status == 404 and "no baseline for workload" in answer["error"]
+    status, answer = call(sock, "POST", "/v1/baselines/mode",
+                          {"workload": workload, "mode": "enforcing"})
+    assert status == 400, answer  # not in the document's enum: refused before the engine
     assert seen == {op.operation_id for op in schemas.operations()}
     assert "roxd_kernel_events_total" in call(sock, "GET", "/v1/metrics")[1]
 

@@ -92,6 +92,9 @@ class FakePort:
     def alert_sink_stats(self) -> dict[str, int]:
         return {}
 
+    def baselines(self) -> None:
+        return None
+
     def policy(self) -> dict[str, object]:
         return {"generation": 1, "hold_unknown": False, "exec_kill_entries": 4,
                 "container_cgroups": 2, "unknown_verdicts": 0}
@@ -287,7 +290,8 @@ def test_rules_toggle_and_validate(api: Any) -> None:
     daemon, path = api
     with ApiClient(path) as c:
         result = c.post("/v1/rules/disable", {"tags": ["foothold"]})
-        assert result["changed"] and all(i.startswith("foothold.") for i in result["changed"])
+        assert result["changed"] and all(
+            daemon.rule_set.get(i).phase.value == "foothold" for i in result["changed"])
         assert not daemon.rule_set.get(result["changed"][0]).enabled
         c.post("/v1/rules/enable", {"ids": result["changed"]})
         assert all(r.enabled for r in daemon.rule_set.rules)

@@ -125,6 +125,7 @@ class FakeMaps:
     file_watches: FileWatchEntries | None = None
     syscall_watches: frozenset[str] | None = frozenset()
     quiet: list[bytes] = field(default_factory=list)
+    baselines: tuple[dict[int, tuple[int, int]], set[tuple[int, int]]] = ({}, set())
     writes: int = 0
     fold_clears: int = 0
 
@@ -146,6 +147,10 @@ class FakeMaps:
 
     def set_connect_kills(self, by_port: Any, any_port: Any) -> None:
         self.connect_kills = (dict(by_port), dict(any_port))
+
+    def set_baselines(self, cgroups: dict[int, tuple[int, int]],
+                      allow: set[tuple[int, int]]) -> None:
+        self.baselines = (dict(cgroups), set(allow))
 
     def set_file_watches(self, entries: FileWatchEntries) -> None:
         self.file_watches = entries

@@ -1,0 +1,318 @@
+"""BaselineEngine: learns each workload's executables, locks, and judges every exec after.
+
+Learned per workload: the executable path as executed (the path given to execve, so busybox
+applets count apart: /bin/nslookup is not /bin/cat, and it is what the kernel hashes for its
+allow-list), with first/last seen, a count, and the parents' executables; not arguments.
+
+Lifecycle of a workload: `learning` from its first exec for `window_s`, then `locked`
+(automatically when `auto_lock`, or by `lock()`); `unlock()` learns again. Once locked, its
+mode decides: `learn` (keep adding), `monitor` (an exec outside the baseline is an anomaly),
+`enforce` (the same, and the kernel kills it before its first instruction). Execs in a
+container's first `startup_grace_s` join the baseline and are never anomalies.
+
+The event loop owns it (observe, tick); the API's commands run on the loop through
+call_in_loop. Baselines persist in <state_dir>/baselines.json (written by tick when changed,
+atomically); a file that cannot be read is moved aside and said, never trusted in part.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from roxd.baselines.settings import MODES, BaselineSettings
+from roxd.baselines.workload import workload_key
+from roxd.model import BaselineFacts, Container, EnrichedEvent, ExecEvent
+
+log = logging.getLogger(__name__)
+
+FILE_NAME = "baselines.json"
+FORMAT = 1
+Listener = Callable[[], None]
+
+
+class BaselineError(ValueError):
+    """A request the engine refuses: unknown workload, bad mode, bad import."""
+
+
+@dataclass
+class LearnedProcess:
+    first_ns: int
+    last_ns: int
+    count: int = 1
+    parents: set[str] = field(default_factory=set)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"first_ns": self.first_ns, "last_ns": self.last_ns, "count": self.count,
+                "parents": sorted(self.parents)}
+
+
+@dataclass
+class Baseline:
+    workload: str
+    first_seen_ns: int
+    mode: str | None = None  # None: from the config (default_mode / image_modes)
+    locked_at_ns: int | None = None
+    image: str | None = None
+    processes: dict[str, LearnedProcess] = field(default_factory=dict)
+    anomalies: int = 0
+
+    @property
+    def locked(self) -> bool:
+        return self.locked_at_ns is not None
+
+    def to_dict(self, effective_mode: str) -> dict[str, Any]:
+        return {"workload": self.workload, "first_seen_ns": self.first_seen_ns,
+                "mode": self.mode, "effective_mode": effective_mode,
+                "state": "locked" if self.locked else "learning",
+                "locked_at_ns": self.locked_at_ns, "image": self.image,
+                "anomalies": self.anomalies,
+                "processes": {p: r.to_dict() for p, r in sorted(self.processes.items())}}
+
+
+class BaselineEngine:
+    def __init__(self, settings: BaselineSettings, state_dir: Path | str | None, *,
+                 clock: Callable[[], int] = time.time_ns,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self._path = Path(state_dir) / FILE_NAME if state_dir is not None else None
+        self._clock = clock
+        self._monotonic = monotonic
+        self._baselines: OrderedDict[str, Baseline] = OrderedDict()
+        self._cgroup_seen: dict[int, float] = {}  # container cgroup -> first seen (monotonic)
+        self._listeners: list[Listener] = []
+        self._dirty = False
+        self.counters = {"observed": 0, "learned": 0, "anomalies": 0, "locked": 0,
+                         "evicted": 0, "saves": 0, "save_errors": 0}
+        self._load()
+
+    # ------------------------------------------------------------------ per event
+
+    def observe(self, event: EnrichedEvent) -> BaselineFacts | None:
+        """The baseline's verdict on one exec in a container (None on the host, for other
+        events, or with baselines off); learning execs are added."""
+        ev = event.event
+        container = event.container
+        if not self.settings.enabled or container is None or not isinstance(ev, ExecEvent):
+            return None
+        self.counters["observed"] += 1
+        key = workload_key(container, self.settings.key_label)
+        now = self._clock()
+        base = self._baselines.get(key)
+        if base is None:
+            base = self._new(key, container, now)
+        path = ev.filename
+        mode = self.mode_of(base)
+        in_grace = self._in_grace(ev.cgroup_id)
+        known = base.processes.get(path)
+        if known is not None:
+            known.last_ns = now
+            known.count += 1
+            self._add_parent(known, event)
+            verdict = "learned" if base.locked else "learning"
+        elif not base.locked or mode == "learn" or in_grace:
+            self._learn(base, path, event, now)
+            verdict = "learning"
+        else:
+            base.anomalies += 1
+            self.counters["anomalies"] += 1
+            verdict = "anomaly"
+        return BaselineFacts(workload=key, mode=mode, verdict=verdict,
+                             locked_at_ns=base.locked_at_ns, learned=len(base.processes),
+                             first_seen_ns=base.first_seen_ns)
+
+    def tick(self) -> None:
+        """Lock the baselines whose window ended, persist what changed (housekeeping)."""
+        if self.settings.auto_lock:
+            now = self._clock()
+            window_ns = int(self.settings.window_s * 1e9)
+            for base in self._baselines.values():
+                if not base.locked and now - base.first_seen_ns >= window_ns:
+                    self._lock(base, now)
+        self.save_if_changed()
+
+    # ------------------------------------------------------------------ for the kernel
+
+    def enforcing(self) -> dict[str, frozenset[str]]:
+        """Locked workloads in enforce mode and their learned paths: the kernel's allow-lists."""
+        return {k: frozenset(b.processes) for k, b in self._baselines.items()
+                if b.locked and self.mode_of(b) == "enforce"}
+
+    def add_listener(self, listener: Listener) -> None:
+        """Called when `enforcing()` would answer differently (lock, unlock, mode, accept)."""
+        self._listeners.append(listener)
+
+    def workload_of(self, container: Container) -> str:
+        return workload_key(container, self.settings.key_label)
+
+    # ------------------------------------------------------------------ commands
+
+    def list(self) -> list[dict[str, Any]]:
+        return [{"workload": k, "state": "locked" if b.locked else "learning",
+                 "mode": self.mode_of(b), "learned": len(b.processes),
+                 "anomalies": b.anomalies, "first_seen_ns": b.first_seen_ns,
+                 "locked_at_ns": b.locked_at_ns, "image": b.image}
+                for k, b in self._baselines.items()]
+
+    def get(self, key: str) -> dict[str, Any]:
+        base = self._require(key)
+        return base.to_dict(self.mode_of(base))
+
+    def lock(self, key: str) -> dict[str, Any]:
+        base = self._require(key)
+        if not base.locked:
+            self._lock(base, self._clock())
+        return self.get(key)
+
+    def unlock(self, key: str) -> dict[str, Any]:
+        base = self._require(key)
+        if base.locked:
+            base.locked_at_ns = None
+            base.first_seen_ns = self._clock()  # a new window
+            self._changed(kernel=True)
+        return self.get(key)
+
+    def set_mode(self, key: str, mode: str) -> dict[str, Any]:
+        if mode not in MODES:
+            raise BaselineError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        base = self._require(key)
+        base.mode = mode
+        self._changed(kernel=True)
+        return self.get(key)
+
+    def accept(self, key: str, path: str) -> dict[str, Any]:
+        """An operator accepts an anomaly: `path` joins the workload's baseline."""
+        base = self._require(key)
+        if path not in base.processes:
+            now = self._clock()
+            base.processes[path] = LearnedProcess(now, now, 0)
+            self._changed(kernel=True)
+        return self.get(key)
+
+    def mode_of(self, base: Baseline) -> str:
+        return base.mode or self.settings.mode_for_image(base.image)
+
+    def stats(self) -> dict[str, int]:
+        locked = sum(1 for b in self._baselines.values() if b.locked)
+        return {**self.counters, "workloads": len(self._baselines),
+                "workloads_locked": locked, "workloads_enforcing": len(self.enforcing())}
+
+    # ------------------------------------------------------------------ persistence
+
+    def save_if_changed(self) -> None:
+        if not self._dirty or self._path is None:
+            return
+        doc = {"format": FORMAT,
+               "baselines": [b.to_dict(self.mode_of(b)) for b in self._baselines.values()]}
+        tmp = self._path.with_suffix(".tmp")
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w") as f:
+                json.dump(doc, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._path)
+        except OSError as exc:
+            self.counters["save_errors"] += 1
+            log.error("baselines not saved to %s: %s (kept in memory, retried)", self._path,
+                      exc.strerror)
+            return
+        self._dirty = False
+        self.counters["saves"] += 1
+
+    def _load(self) -> None:
+        if self._path is None or not self._path.exists():
+            return
+        try:
+            doc = json.loads(self._path.read_text())
+            baselines = [_baseline_from(d) for d in doc["baselines"]]
+            if doc.get("format") != FORMAT:
+                raise ValueError(f"format {doc.get('format')!r}, expected {FORMAT}")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            aside = self._path.with_suffix(f".bad-{int(time.time())}")
+            os.replace(self._path, aside)
+            log.error("baselines file %s unreadable (%s): moved to %s; learning anew",
+                      self._path, exc, aside)
+            return
+        for base in baselines:
+            self._baselines[base.workload] = base
+        log.info("baselines: %d workloads loaded from %s", len(baselines), self._path)
+
+    # ------------------------------------------------------------------ internals
+
+    def _new(self, key: str, container: Container, now: int) -> Baseline:
+        base = Baseline(workload=key, first_seen_ns=now, image=container.image)
+        self._baselines[key] = base
+        while len(self._baselines) > self.settings.max_workloads:
+            old_key, old = self._baselines.popitem(last=False)
+            self.counters["evicted"] += 1
+            log.warning("baselines: over %d workloads, forgot %s", self.settings.max_workloads,
+                        old_key)
+            if old.locked:
+                self._changed(kernel=True)
+        self._dirty = True
+        return base
+
+    def _learn(self, base: Baseline, path: str, event: EnrichedEvent, now: int) -> None:
+        if len(base.processes) >= self.settings.max_processes:
+            return
+        record = LearnedProcess(now, now)
+        self._add_parent(record, event)
+        base.processes[path] = record
+        self.counters["learned"] += 1
+        self._dirty = True
+        if base.locked:  # learn mode after lock, or a grace exec: the kernel must allow it
+            self._changed(kernel=True)
+
+    @staticmethod
+    def _add_parent(record: LearnedProcess, event: EnrichedEvent) -> None:
+        ancestors = event.process.ancestors
+        if ancestors and ancestors[0].exe and len(record.parents) < 16:
+            record.parents.add(ancestors[0].exe)
+
+    def _in_grace(self, cgroup_id: int) -> bool:
+        now = self._monotonic()
+        first = self._cgroup_seen.setdefault(cgroup_id, now)
+        if len(self._cgroup_seen) > 65536:  # bounded: forget the oldest half
+            for cg in list(self._cgroup_seen)[:32768]:
+                del self._cgroup_seen[cg]
+        return now - first < self.settings.startup_grace_s
+
+    def _lock(self, base: Baseline, now: int) -> None:
+        base.locked_at_ns = now
+        self.counters["locked"] += 1
+        log.info("baseline of %s locked: %d processes, mode %s", base.workload,
+                 len(base.processes), self.mode_of(base))
+        self._changed(kernel=True)
+
+    def _changed(self, *, kernel: bool) -> None:
+        self._dirty = True
+        if kernel:
+            for listener in self._listeners:
+                listener()
+
+    def _require(self, key: str) -> Baseline:
+        base = self._baselines.get(key)
+        if base is None:
+            raise BaselineError(f"no baseline for workload {key!r} (roxctl baselines list)")
+        return base
+
+
+def _baseline_from(d: Mapping[str, Any]) -> Baseline:
+    mode = d.get("mode")
+    if mode is not None and mode not in MODES:
+        raise ValueError(f"workload {d.get('workload')!r}: mode {mode!r}")
+    return Baseline(
+        workload=str(d["workload"]), first_seen_ns=int(d["first_seen_ns"]), mode=mode,
+        locked_at_ns=None if d.get("locked_at_ns") is None else int(d["locked_at_ns"]),
+        image=d.get("image"), anomalies=int(d.get("anomalies", 0)),
+        processes={str(p): LearnedProcess(int(r["first_ns"]), int(r["last_ns"]),
+                                          int(r["count"]), set(map(str, r.get("parents", ()))))
+                   for p, r in dict(d.get("processes", {})).items()})

@@ -1,0 +1,48 @@
+"""[baselines] in roxd.toml."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+MODES = ("learn", "monitor", "enforce")
+
+
+@dataclass(frozen=True)
+class BaselineSettings:
+    enabled: bool = True
+    # What a workload does once its baseline is locked: "learn" (keep learning, never alert),
+    # "monitor" (alert on what is new), "enforce" (kill it in the kernel, and alert).
+    default_mode: str = "monitor"
+    # Per image: "pattern=mode" (fnmatch on the image reference), first match wins.
+    image_modes: tuple[str, ...] = ()
+    # Learning lasts this long from the workload's first exec, then the baseline locks.
+    window_s: float = 3600.0
+    auto_lock: bool = True
+    # Execs in a container's first seconds join the baseline and never alert (entrypoints,
+    # init scripts of every new replica).
+    startup_grace_s: float = 60.0
+    # A container label whose value names the workload (overrides the derived key).
+    key_label: str = ""
+    # Workloads and learned paths kept, at most (the oldest workload is forgotten first).
+    max_workloads: int = 4096
+    max_processes: int = 512
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.default_mode not in MODES:
+            out.append(f"baselines.default_mode must be one of {', '.join(MODES)}, not "
+                       f"{self.default_mode!r}")
+        for item in self.image_modes:
+            pattern, sep, mode = item.rpartition("=")
+            if not sep or not pattern or mode not in MODES:
+                out.append(f"baselines.image_modes: {item!r} is not 'image-pattern=mode' with "
+                           f"a mode of {', '.join(MODES)}")
+        return out
+
+    def mode_for_image(self, image: str | None) -> str:
+        for item in self.image_modes:
+            pattern, _, mode = item.rpartition("=")
+            if image and fnmatch.fnmatchcase(image, pattern):
+                return mode
+        return self.default_mode
