@@ -143,8 +143,21 @@ class RoxdProcess:
                 if left <= 0 or self.proc.poll() is not None:
                     raise AssertionError(
                         f"no {message} within {timeout}s (roxd exit={self.proc.poll()}); "
-                        f"stderr tail:\n{self.stderr()[-3000:]}")
+                        f"{self.diagnosis()}")
                 self._cond.wait(min(left, 0.2))
+
+    def diagnosis(self) -> str:
+        """What a failed wait needs to be understood: roxd's warnings, errors and tracebacks
+        (the periodic stats lines bury them in a plain tail), the last event lines, the tail."""
+        text = self.stderr()
+        notable = [ln for ln in text.splitlines()
+                   if " WARNING " in ln or " ERROR " in ln or "Traceback" in ln
+                   or ln.startswith(("  File ", "    ")) or "Error" in ln][:60]
+        with self._cond:
+            last = [json.dumps(o)[:300] for o in self.lines[-15:]]
+        return ("roxd's warnings and errors:\n" + "\n".join(notable)
+                + "\nlast lines of its stdout:\n" + "\n".join(last)
+                + f"\nstderr tail:\n{text[-1500:]}")
 
     def matching(self, predicate: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
         with self._cond:
