@@ -195,3 +195,38 @@ def test_apply_failure_rolls_back(service: SeccompService, docker_engine: Any,
     back = docker_engine.api.inspect_container(name)
     assert back["Id"] == old_id and back["State"]["Running"]
     assert not docker_engine.containers.list(all=True, filters={"name": f"{name}-roxd-old"})
+
+
+def test_a_seccomp_kill_becomes_an_alert_through_the_pipeline(roxd_factory: Any,
+                                                              run_container: Any) -> None:
+    """roxd learns a container over its API, enforces, and the kernel's kill of an unlearned
+    syscall comes back as a `seccomp` event matched by the built-in rule, its kill reported as
+    done in the kernel."""
+    import json
+
+    from roxd.api.client import ApiClient
+
+    roxd = roxd_factory()
+    c = run_container("while true; do echo tick > /tmp/t; sleep 0.2; done")
+    with ApiClient(str(roxd.stderr_path.parent / "roxd.sock")) as api:
+        api.post("/v1/seccomp/learn", {"target": c.name})
+
+        def learned() -> str:
+            return json.dumps(api.get("/v1/seccomp/profile", {"target": c.name}))
+
+        wait_until(lambda: "nanosleep" in learned(), 20, 0.3, message="the loop to be learned")
+        assert c.exec_run(["true"]).exit_code == 0  # runc init of an exec is learned too
+        learned()
+        api.post("/v1/seccomp/enforce", {"target": c.name})
+        try:
+            assert c.exec_run(["unshare", "-n", "true"]).exit_code == 137
+            alert = roxd.wait_for(lambda o: o.get("type") == "alert"
+                                  and o["rule"]["id"] == "seccomp.enforce-kill"
+                                  and (o.get("container") or {}).get("id") == c.id,
+                                  timeout=20, message="the seccomp kill alert")
+        finally:
+            api.post("/v1/seccomp/release", {"target": c.name})
+    assert alert["event"]["type"] == "seccomp"
+    assert alert["event"]["seccomp"]["verdict"] == "killed"
+    kill = next(a for a in alert["actions"] if a["action"] == "kill")
+    assert kill["outcome"] == "done" and kill["in_kernel"] is True
