@@ -41,6 +41,7 @@ from roxd.errors import CgroupError, RoxdError, RuleError
 from roxd.jsonlines import JsonLines
 from roxd.model import Container, SeccompEvent, rfc3339
 from roxd.pipeline import Counters, EventTaps, Pipeline
+from roxd.policy.capacity import capacity_problems, map_capacities
 from roxd.policy.kernel import KernelPolicy
 from roxd.pubsub import Topic
 from roxd.rules.active import ActiveRules
@@ -119,6 +120,9 @@ class Daemon:
     def run(self) -> int:
         log.info("roxd %s starting (config: %s)", __version__, self.config.source)
         log.info("host features: %s", self.features.summary())
+        # a rule set whose fixed kernel entries cannot fit is refused like a broken file
+        capacities = map_capacities(self._sensor_config().bpf_dir)
+        self.rules.add_validator(lambda rule_set: capacity_problems(rule_set, capacities))
         try:
             rules = self.rules.load()
         except RuleError as exc:

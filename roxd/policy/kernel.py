@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -89,12 +90,49 @@ class NoBaselines:
 
 @dataclass
 class PolicyCounters:
+    map_write_errors: int = 0  # a map full (or refused): counted and logged, never fatal
     rule_applies: int = 0
     container_syncs: int = 0
     held_killed: int = 0
     held_continued: int = 0
     quiet_marks: int = 0
     unknown_verdicts: int = 0  # a verdict whose generation is no longer remembered
+
+
+class GuardedMaps:
+    """The sensor's map writers, each call kept from stopping roxd: a map that is full (bcc
+    raises a bare Exception, E2BIG) or refuses a write is counted and logged, at most once a
+    minute per writer, and the rest of the policy is still written. What did not reach the
+    kernel is still decided in userspace: a rule whose kill entry is missing kills by pidfd,
+    a cgroup missing from known_cgroups is held once more."""
+
+    LOG_EVERY_S = 60.0
+
+    def __init__(self, maps: KernelMaps, counters: PolicyCounters,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._maps = maps
+        self._counters = counters
+        self._clock = clock
+        self._logged: dict[str, float] = {}
+        self.errors_by_writer: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        write = getattr(self._maps, name)
+
+        def guarded(*args: object) -> None:
+            try:
+                write(*args)
+            except Exception as exc:  # bcc raises bare Exception for a full map
+                self._counters.map_write_errors += 1
+                self.errors_by_writer[name] = self.errors_by_writer.get(name, 0) + 1
+                now = self._clock()
+                if now - self._logged.get(name, -self.LOG_EVERY_S) >= self.LOG_EVERY_S:
+                    self._logged[name] = now
+                    log.error("kernel map write %s failed (%s): the rest of the policy is "
+                              "in place; what is missing is decided in userspace (%d such "
+                              "errors so far)", name, exc, self.errors_by_writer[name])
+
+        return guarded
 
 
 def _send(pid: int, sig: int) -> KillOutcome:
@@ -118,7 +156,9 @@ class KernelPolicy:
         SCOPE_HOST kill entry is written and userspace kills spare the host.
         protected_comms / protected_exes: added to the built-in protected processes.
         baselines: the workloads whose locked process baselines the kernel enforces."""
-        self._maps = maps
+        self.counters = PolicyCounters()
+        self._guarded = GuardedMaps(maps, self.counters)
+        self._maps: KernelMaps = self._guarded  # type: ignore[assignment]
         self._enforce = enforce_in_kernel
         self._fold_window_ns = fold_window_ns
         self._containers = containers
@@ -127,7 +167,6 @@ class KernelPolicy:
         self._host_kills = host_kills
         self.kill_guard = KillGuard(host_kills, ProtectedProcesses.with_extra(protected_comms,
                                                                              protected_exes))
-        self.counters = PolicyCounters()
         self._rules: RuleSet | None = None
         self._generation = 0
         self._slots: OrderedDict[int, RuleSlots] = OrderedDict()
@@ -214,6 +253,7 @@ class KernelPolicy:
                 "baseline_cgroups": len(self._baseline_table.cgroups),
                 "baseline_allow_entries": len(self._baseline_table.allow),
                 "container_cgroups": len(self._container_cgroups),
+                "map_write_errors_by_writer": dict(self._guarded.errors_by_writer),
                 **vars(self.counters)}
 
     @property

@@ -13,12 +13,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from roxd.errors import RuleError
 from roxd.rules.loader import load_rule_set
 from roxd.rules.ruleset import RuleSet
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[RuleSet], None]
+Validator = Callable[[RuleSet], list[RuleError]]
 BUILTIN_RULES = Path(__file__).resolve().parent / "builtin"
 
 
@@ -34,10 +36,16 @@ class ActiveRules:
         self.overrides: dict[str, bool] = {}  # rule id -> enabled, set at runtime
         self._current: RuleSet | None = None
         self._listeners: list[Listener] = []
+        self._validators: list[Validator] = []
+
+    def add_validator(self, validator: Validator) -> None:
+        """Checks a set must pass before it is installed (the kernel maps' capacity): a
+        failing set is refused like a file that does not parse."""
+        self._validators.append(validator)
 
     def load(self) -> RuleSet:
         """The first load: raises RuleError (roxd does not start without rules)."""
-        rules = load_rule_set(self.paths)
+        rules = self._validated(load_rule_set(self.paths))
         log.info("loaded %d rules from %s", len(rules.rules),
                  ", ".join(str(p) for p in self.paths))
         self._install(rules)
@@ -55,14 +63,21 @@ class ActiveRules:
     def reload(self) -> RuleSet:
         """Load the files again and swap the whole set; raises RuleError and keeps the
         previous set when a file is bad."""
-        self._install(self._with_overrides(load_rule_set(self.paths)))
+        self._install(self._validated(self._with_overrides(load_rule_set(self.paths))))
         return self.current
 
     def set_enabled(self, rule_ids: Iterable[str], enabled: bool) -> RuleSet:
         for rule_id in rule_ids:
             self.overrides[rule_id] = enabled
-        self._install(self._with_overrides(self.current))
+        self._install(self._validated(self._with_overrides(self.current)))
         return self.current
+
+    def _validated(self, rules: RuleSet) -> RuleSet:
+        for validator in self._validators:
+            problems = validator(rules)
+            if problems:
+                raise problems[0]
+        return rules
 
     def _install(self, rules: RuleSet) -> None:
         self._current = rules
