@@ -97,6 +97,14 @@ class SeccompSection:
 
 
 @dataclass(frozen=True)
+class PostureSection:
+    # CIS Docker Benchmark scans (docs/posture.md): at start, every interval_s, and shortly
+    # after the running containers change. Off: GET /v1/posture answers 503.
+    enabled: bool = True
+    interval_s: float = 3600.0
+
+
+@dataclass(frozen=True)
 class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     sensor: SensorSection = field(default_factory=SensorSection)
@@ -104,6 +112,7 @@ class Config:
     rules: RulesSection = field(default_factory=RulesSection)
     enforce: EnforceSection = field(default_factory=EnforceSection)
     seccomp: SeccompSection = field(default_factory=SeccompSection)
+    posture: PostureSection = field(default_factory=PostureSection)
     api: ApiSettings = field(default_factory=ApiSettings)
     alerts: AlertsSettings = field(default_factory=AlertsSettings)
     source: str = "built-in defaults"
@@ -125,6 +134,7 @@ _SECTIONS: dict[str, type] = {
     "rules": RulesSection,
     "enforce": EnforceSection,
     "seccomp": SeccompSection,
+    "posture": PostureSection,
     "api": ApiSettings,
 }
 
@@ -180,6 +190,8 @@ def _check(config: Config, source: str) -> None:
             ipaddress.ip_network(cidr, strict=False)
         except ValueError as exc:
             raise ConfigError(source, f"enforce.isolate_allow: {exc}") from exc
+    if config.posture.interval_s <= 0:
+        raise ConfigError(source, "posture.interval_s must be more than 0")
     for problem in config.api.check():
         raise ConfigError(source, f"api: {problem}")
     if config.sensor.ringbuf_pages <= 0 or config.sensor.ringbuf_pages & (

@@ -12,6 +12,7 @@ from roxd.api.alerts import AlertFeed, AlertFilter, AlertSource, RecentAlerts, S
 from roxd.api.containers import ContainerDirectory
 from roxd.api.http import ConnectionStats, Request, Response
 from roxd.api.port import DaemonPort
+from roxd.api.posture import PostureEndpoints
 from roxd.api.rules import RuleEndpoints
 from roxd.api.seccomp import SeccompEndpoints
 from roxd.api.settings import ApiSettings
@@ -66,6 +67,7 @@ class Endpoints:
             "enableRules": self.rules.toggle(True),
             "disableRules": self.rules.toggle(False),
             **self.seccomp.handlers(),
+            **PostureEndpoints(self.daemon).handlers(),
         }
 
     # ------------------------------------------------------------------ status

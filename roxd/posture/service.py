@@ -85,8 +85,9 @@ class PostureService:
 
     def containers_changed(self) -> None:
         """The running containers changed: rescan after a short debounce."""
-        self._due_change = time.monotonic() + CHANGE_DEBOUNCE_S
-        self._wake.set()
+        if self._due_change is None:  # the first change of a burst sets the time: no starving
+            self._due_change = time.monotonic() + CHANGE_DEBOUNCE_S
+            self._wake.set()
 
     def start(self) -> None:
         if self._thread is None:
