@@ -26,6 +26,17 @@ def _engine(f: PostureFacts) -> Outcome | None:
     return None
 
 
+def _dockerd(f: PostureFacts) -> Outcome | None:
+    """NOTE when neither a dockerd process nor a configuration file says anything: a default
+    is only a PASS for a daemon that runs with it."""
+    if f.daemon.argv is None and not f.daemon.config_exists:
+        return outcome(Result.NOTE, "no dockerd process on this host and no "
+                                    f"{f.daemon.config_path}: its settings are unknown")
+    if f.daemon.config_error:
+        return outcome(Result.NOTE, f"{f.daemon.config_path} {f.daemon.config_error}")
+    return None
+
+
 def _truthy(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.lower() == "true")
 
@@ -49,6 +60,8 @@ def c_2_1(f: PostureFacts) -> Outcome:
 @check("2.2", "Ensure network traffic is restricted between containers on the default bridge",
        concerns="daemon", remediation=JSON_FIX.format(setting='"icc": false'))
 def c_2_2(f: PostureFacts) -> Outcome:
+    if (n := _dockerd(f)) is not None:
+        return n
     if _falsy(f.daemon.setting("icc")):
         return outcome(Result.PASS, f"icc is false ({_where(f, 'icc')})")
     return outcome(Result.WARN, "inter-container communication on the default bridge is "
@@ -58,6 +71,8 @@ def c_2_2(f: PostureFacts) -> Outcome:
 @check("2.3", "Ensure the logging level is set to 'info'", concerns="daemon",
        remediation=JSON_FIX.format(setting='"log-level": "info" (or remove the setting)'))
 def c_2_3(f: PostureFacts) -> Outcome:
+    if (n := _dockerd(f)) is not None:
+        return n
     level = f.daemon.setting("log-level")
     if level in (None, "info"):
         return outcome(Result.PASS, f"log level is {level or 'info (the default)'}")
@@ -68,6 +83,8 @@ def c_2_3(f: PostureFacts) -> Outcome:
        remediation="Remove --iptables=false and \"iptables\": false so that dockerd manages "
        "the firewall rules of its networks itself.")
 def c_2_4(f: PostureFacts) -> Outcome:
+    if (n := _dockerd(f)) is not None:
+        return n
     if _falsy(f.daemon.setting("iptables")):
         return outcome(Result.WARN, f"iptables management is off ({_where(f, 'iptables')})")
     return outcome(Result.PASS, f"iptables management is on ({_where(f, 'iptables')})")
@@ -116,9 +133,8 @@ def tcp_hosts(f: PostureFacts) -> list[str]:
        remediation="When dockerd listens on TCP, require client certificates: tlsverify true "
        "with tlscacert, tlscert and tlskey set (or listen on the Unix socket only).")
 def c_2_7(f: PostureFacts) -> Outcome:
-    if f.daemon.argv is None and not f.daemon.config:
-        return outcome(Result.NOTE, "no dockerd process on this host and no daemon.json: its "
-                                    "listeners are unknown")
+    if (n := _dockerd(f)) is not None:
+        return n
     hosts = tcp_hosts(f)
     if not hosts:
         return outcome(Result.INFO, "dockerd does not listen on TCP (Unix socket only)")
@@ -135,6 +151,8 @@ def c_2_7(f: PostureFacts) -> Outcome:
        automated=False, remediation=JSON_FIX.format(
            setting='"default-ulimits" (e.g. nofile and nproc limits)'))
 def c_2_8(f: PostureFacts) -> Outcome:
+    if (n := _dockerd(f)) is not None:
+        return n
     if f.daemon.setting("default-ulimit", "default-ulimits"):
         where = _where(f, "default-ulimit", "default-ulimits")
         return outcome(Result.PASS, f"default ulimits are set ({where})")
@@ -158,6 +176,8 @@ def c_2_9(f: PostureFacts) -> Outcome:
        remediation="Leave cgroup-parent unset unless a deliberate resource hierarchy needs it, "
        "and review that hierarchy's limits when it is set.")
 def c_2_10(f: PostureFacts) -> Outcome:
+    if (n := _dockerd(f)) is not None:
+        return n
     parent = f.daemon.setting("cgroup-parent")
     if not parent:
         return outcome(Result.PASS, "containers use the default cgroup parent")
@@ -168,6 +188,8 @@ def c_2_10(f: PostureFacts) -> Outcome:
        remediation="Remove dm.basesize from storage-opts unless the device-mapper driver's "
        "default is known to be too small.")
 def c_2_11(f: PostureFacts) -> Outcome:
+    if (n := _dockerd(f)) is not None:
+        return n
     opts = f.daemon.args("storage-opt") + [str(o) for o in f.daemon.config.get("storage-opts")
                                            or []]
     changed = [o for o in opts if "dm.basesize" in o]
@@ -203,6 +225,8 @@ def c_2_13(f: PostureFacts) -> Outcome:
 @check("2.14", "Ensure containers are restricted from acquiring new privileges",
        concerns="daemon", remediation=JSON_FIX.format(setting='"no-new-privileges": true'))
 def c_2_14(f: PostureFacts) -> Outcome:
+    if (n := _dockerd(f)) is not None:
+        return n
     if _truthy(f.daemon.setting("no-new-privileges")):
         return outcome(Result.PASS, f"no-new-privileges is the default "
                                     f"({_where(f, 'no-new-privileges')})")
@@ -223,6 +247,8 @@ def c_2_15(f: PostureFacts) -> Outcome:
 @check("2.16", "Ensure Userland Proxy is Disabled", concerns="daemon",
        remediation=JSON_FIX.format(setting='"userland-proxy": false'))
 def c_2_16(f: PostureFacts) -> Outcome:
+    if (n := _dockerd(f)) is not None:
+        return n
     if _falsy(f.daemon.setting("userland-proxy")):
         return outcome(Result.PASS, "the userland proxy is off")
     return outcome(Result.WARN, "the userland proxy is on (the default): published ports are "

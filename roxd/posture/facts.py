@@ -34,7 +34,7 @@ MAX_EXECS_PER_CONTAINER = 64
 
 @dataclass(frozen=True)
 class FileFact:
-    """One path as stat() saw it (not followed: a symlink is reported as itself's target)."""
+    """One path as stat() saw it (symlinks followed: /var/run/docker.sock is the socket)."""
 
     path: str
     exists: bool

@@ -16,6 +16,9 @@ AUDIT_FIX = ("Add a watch rule for {path} to a file under /etc/audit/rules.d/ (f
        "/var/lib/docker) its own file system (a logical volume or disk mounted there, listed "
        "in /etc/fstab), so that a container filling it cannot fill the root file system.")
 def c_1_1_1(f: PostureFacts) -> Outcome:
+    if f.info is None:
+        return outcome(Result.NOTE, f"the engine could not be read ({f.engine_error}): its "
+                                    "data root is unknown")
     root = str((f.info or {}).get("DockerRootDir") or "/var/lib/docker")
     if root in f.mountpoints:
         return outcome(Result.PASS, f"{root} is a mount point of its own", [root])
