@@ -264,8 +264,11 @@ def c_2_17(f: PostureFacts) -> Outcome:
     seccomp = [o for o in f.security_options() if "name=seccomp" in o]
     if not seccomp:
         return outcome(Result.WARN, "seccomp is not active in the engine")
-    return outcome(Result.INFO, f"engine seccomp: {seccomp[0]} (review whether a custom "
-                                "profile is appropriate)")
+    if "profile=default" in seccomp[0]:
+        return outcome(Result.PASS, "the engine applies its default seccomp profile to every "
+                                    "container that does not opt out")
+    return outcome(Result.INFO, f"engine seccomp: {seccomp[0]} (a custom daemon-wide profile: "
+                                "review it)")
 
 
 @check("2.18", "Ensure that experimental features are not implemented in production",
