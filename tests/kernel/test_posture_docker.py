@@ -272,4 +272,4 @@ def test_agreement_with_docker_bench_security(scene: Scene, engine: DockerRuntim
     assert agree >= 0.95
     overall = 1 - len(differ) / len(both)
     print(f"agreement with docker-bench-security: {overall:.0%} of {len(both)} checks; "
-          f"{len(differ)} explained differences")
+          f"{len(differ)} explained differences: {sorted(differ)}")

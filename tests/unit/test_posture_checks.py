@@ -361,3 +361,9 @@ def test_inventory_records_from_inspect_data() -> None:
     plain = container_record(recorded("plain")["inspect"])
     assert plain.command == ["/bin/sh", "-c", "sleep 60"] and plain.runtime == "runc"
     assert plain.labels == {"roxd-test": "record"} and plain.started_at
+
+
+def test_docs_describe_every_check() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "posture.md").read_text()
+    for c in CHECKS:
+        assert f"| {c.id} | {c.title} |" in doc, c.id
