@@ -406,11 +406,12 @@ def cmd_inventory(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
 
 
 def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1000  # type: ignore[assignment]
-    return str(n)
+    value = float(n)
+    for unit in ("B", "KB", "MB"):
+        if value < 1000:
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1000
+    return f"{value:.1f}GB"
 
 
 def cmd_version(api: ApiClient, out: Out, _args: argparse.Namespace) -> int:

@@ -62,9 +62,15 @@ class PostureService:
         return self._last
 
     def report(self, refresh: bool = False) -> Report:
-        last = self._last
-        if last is not None and not refresh:
-            return last
+        """The last scan; a scan now when none has finished yet or with refresh. A caller that
+        arrives while the first scan runs waits for it instead of starting another."""
+        if not refresh:
+            last = self._last
+            if last is not None:
+                return last
+            with self._lock:
+                if self._last is not None:
+                    return self._last
         return self.scan()
 
     def _log_changes(self, before: Report | None, after: Report) -> None:
