@@ -21,6 +21,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -75,8 +76,11 @@ def scene(run_container: Callable[..., Any], engine: DockerRuntime) -> Scene:
         if PRIVILEGED_UNAVAILABLE not in str(exc):
             raise
         # created, not started (run_container removes it at teardown)
-        privileged = next(c for c in docker.from_env().containers.list(
-            all=True, filters={"label": f"roxd-test={SESSION}", "status": "created"}))
+        docs = [d for cid in engine.container_ids(all_states=True)
+                if (d := engine.inspect_raw(cid)) is not None]
+        doc = next(d for d in docs if d["Config"]["Labels"].get("roxd-test") == SESSION
+                   and d["HostConfig"]["Privileged"] and d["State"]["Status"] == "created")
+        privileged = SimpleNamespace(id=doc["Id"], name=doc["Name"].lstrip("/"))
         running = False
     for c in (plain, socket, published):
         wait_until(lambda c=c: engine.inspect_raw(c.id)["State"]["Running"], 15,
