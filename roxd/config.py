@@ -98,6 +98,14 @@ class SeccompSection:
 
 
 @dataclass(frozen=True)
+class PostureSection:
+    # CIS Docker Benchmark scans (docs/posture.md): at start, every interval_s, and shortly
+    # after the running containers change. Off: GET /v1/posture answers 503.
+    enabled: bool = True
+    interval_s: float = 3600.0
+
+
+@dataclass(frozen=True)
 class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     sensor: SensorSection = field(default_factory=SensorSection)
@@ -106,6 +114,7 @@ class Config:
     enforce: EnforceSection = field(default_factory=EnforceSection)
     seccomp: SeccompSection = field(default_factory=SeccompSection)
     baselines: BaselineSettings = field(default_factory=BaselineSettings)
+    posture: PostureSection = field(default_factory=PostureSection)
     api: ApiSettings = field(default_factory=ApiSettings)
     alerts: AlertsSettings = field(default_factory=AlertsSettings)
     source: str = "built-in defaults"
@@ -128,6 +137,7 @@ _SECTIONS: dict[str, type] = {
     "enforce": EnforceSection,
     "seccomp": SeccompSection,
     "baselines": BaselineSettings,
+    "posture": PostureSection,
     "api": ApiSettings,
 }
 
@@ -183,6 +193,8 @@ def _check(config: Config, source: str) -> None:
             ipaddress.ip_network(cidr, strict=False)
         except ValueError as exc:
             raise ConfigError(source, f"enforce.isolate_allow: {exc}") from exc
+    if config.posture.interval_s <= 0:
+        raise ConfigError(source, "posture.interval_s must be more than 0")
     for problem in config.api.check():
         raise ConfigError(source, f"api: {problem}")
     for problem in config.baselines.problems():

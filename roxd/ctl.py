@@ -7,6 +7,8 @@
     roxctl rules list | show ID | validate FILE | reload | enable ID... | disable --tag T
     roxctl kill PID                        SIGKILL by pidfd
     roxctl isolate CONTAINER               network quarantine; release CONTAINER lifts it
+    roxctl posture [--refresh] [--format docker-bench]   CIS Docker Benchmark results
+    roxctl inventory [containers|images] [--all]         what runs and what it is made of
     roxctl --json ...                      JSON for scripts
 
 Exit codes: 0 ok, 1 the daemon refused or failed, 2 usage, 3 roxd not reachable.
@@ -390,6 +392,73 @@ def cmd_baselines(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+RESULT_COLORS = {"PASS": "32", "WARN": "1;31", "INFO": "34", "NOTE": "33"}
+
+
+def cmd_posture(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"refresh": True if args.refresh else None,
+                              "format": args.format}
+    report = api.get("/v1/posture", params)
+    if out.json or args.format is not None:
+        out.dump(report)
+        return EXIT_OK
+    out.table(["ID", "RESULT", "CONCERNS", "CHECK", "REASON"],
+              [(c["id"], c["result"], c["concerns"], c["title"], c["reason"])
+               for c in report["checks"]],
+              [None, lambda v: out.paint(v, RESULT_COLORS.get(v.strip(), ""))])
+    counts = report["counts"]
+    out.print()
+    out.print(term(f"{report['benchmark']}: {len(report['checks'])} checks, "
+                   + ", ".join(f"{counts[k]} {k}" for k in ("PASS", "WARN", "INFO", "NOTE"))
+                   + f", score {report['score']}"))
+    if args.verbose:
+        for c in report["checks"]:
+            if c["result"] == "WARN":
+                out.print(term(f"{c['id']} remediation: {c['remediation']}"))
+    return EXIT_OK
+
+
+def cmd_inventory(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
+    if args.what == "images":
+        images = api.get("/v1/inventory/images")
+        if out.json:
+            out.dump(images)
+            return EXIT_OK
+        out.table(["TAGS", "ID", "CREATED", "SIZE", "CONTAINERS", "USER"],
+                  [(",".join(i["tags"]) or "<none>", i["id"].removeprefix("sha256:")[:12],
+                    i["created"], _size(i["size"]), i["containers"], i["user"] or "-")
+                   for i in images])
+        return EXIT_OK
+    items = api.get("/v1/inventory/containers", {"all": True if args.all else None})
+    if out.json:
+        out.dump(items)
+        return EXIT_OK
+    out.table(["NAME", "ID", "IMAGE", "USER", "PRIVILEGED", "HOST NS", "CAPS", "PORTS",
+               "WRITABLE HOST MOUNTS", "SECCOMP", "STARTED"],
+              [(c["name"], c["id"][:12], c["image"], c["user"] or "(image)",
+                "yes" if c["privileged"] else "no",
+                ",".join(k for k, v in c["host_namespaces"].items() if v) or "-",
+                " ".join([*("+" + x for x in c["cap_add"]), *("-" + x for x in c["cap_drop"])])
+                or "-",
+                ",".join(f"{p['host_ip'] or '*'}:{p['host_port']}->{p['container_port']}/"
+                         f"{p['protocol']}" for p in c["ports"] if p["host_port"]) or "-",
+                ",".join(m["source"] for m in c["mounts"] if m["writable_host_path"]) or "-",
+                c["seccomp"], c["started_at"] or c["state"])
+               for c in items],
+              [None, None, None, None,
+               lambda v: out.paint(v, "1;31" if v.strip() == "yes" else "")])
+    return EXIT_OK
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB"):
+        if value < 1000:
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1000
+    return f"{value:.1f}GB"
+
+
 def cmd_version(api: ApiClient, out: Out, _args: argparse.Namespace) -> int:
     server: str | None
     try:
@@ -526,6 +595,20 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("workload", help="a workload key")
     x.add_argument("path", help="the executable path, as executed")
     s.set_defaults(func=cmd_baselines)
+    s = sub.add_parser("posture", help="CIS Docker Benchmark posture (the last scan)")
+    s.add_argument("--refresh", action="store_true", help="scan now")
+    s.add_argument("--format", metavar="FORMAT",
+                   help="docker-bench: docker-bench-security's JSON log format (roxd: JSON)")
+    s.add_argument("-v", "--verbose", action="store_true", help="remediation of each WARN")
+    s.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                   help="JSON output")
+    s.set_defaults(func=cmd_posture)
+    s = sub.add_parser("inventory", help="containers or images on this host")
+    s.add_argument("what", nargs="?", default="containers", choices=("containers", "images"))
+    s.add_argument("--all", action="store_true", help="also containers that are not running")
+    s.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                   help="JSON output")
+    s.set_defaults(func=cmd_inventory)
 
     sub.add_parser("version", help="roxctl's and roxd's versions").set_defaults(
         func=cmd_version)

@@ -38,15 +38,18 @@ from roxd.containers.attribution import ContainerAttribution
 from roxd.enforce.quarantine import Quarantine
 from roxd.enforce.response import Responder
 from roxd.errors import CgroupError, RoxdError, RuleError
+from roxd.inventory import ContainerRecord, ImageRecord, container_inventory, image_inventory
 from roxd.jsonlines import JsonLines
 from roxd.model import Container, SeccompEvent, rfc3339
 from roxd.pipeline import Counters, EventTaps, Pipeline
 from roxd.policy.capacity import capacity_problems, map_capacities
 from roxd.policy.kernel import KernelPolicy
+from roxd.posture.model import Report
+from roxd.posture.service import PostureService
 from roxd.pubsub import Topic
 from roxd.rules.active import ActiveRules
 from roxd.rules.ruleset import RuleSet
-from roxd.runtime import ContainerRuntime, connect_runtime
+from roxd.runtime import ContainerRuntime, EngineInventory, NoRuntime, connect_runtime
 from roxd.sensor.program import Sensor, SensorConfig, SensorStats
 from roxd.sensor.records import Decoded
 from roxd.systemd_notify import Notifier
@@ -88,6 +91,7 @@ class Parts:
     seccomp: SeccompService | None  # None where unavailable (the start-up log says why)
     baselines: BaselineEngine | None  # None with [baselines] enabled = false
     api: ApiServer | None = None
+    posture: PostureService | None = None  # None: posture.enabled = false
 
 
 class Daemon:
@@ -203,6 +207,7 @@ class Daemon:
         self.rules.add_listener(parts.policy.apply_rules)
         parts.attribution.resolver.add_change_listener(parts.policy.containers_changed)
         self._install_signal_handlers()
+        parts.posture = self._make_posture(parts)
         parts.api = ApiServer(DaemonPort(self, parts), self.config.daemon.socket)
         parts.api.start()
 
@@ -231,6 +236,8 @@ class Daemon:
             parts.seccomp.close()
         if parts is not None and parts.baselines is not None:
             parts.baselines.save_if_changed()
+        if parts is not None and parts.posture is not None:
+            parts.posture.close()
         delivery.close(5.0)  # after the last alert: flushes folds and queues to disk
         if parts is not None:
             parts.attribution.stop()
@@ -392,6 +399,22 @@ class Daemon:
             log.warning("seccomp learning/enforcement unavailable: %s", exc)
             return None
 
+    def engine_inventory(self) -> EngineInventory:
+        """The runtime's read-only inventory port (NoRuntime's raises with its reason)."""
+        if isinstance(self.runtime, EngineInventory):
+            return self.runtime
+        return NoRuntime(f"the runtime {self.runtime.label} offers no inventory")
+
+    def _make_posture(self, parts: Parts) -> PostureService | None:
+        if not self.config.posture.enabled:
+            log.info("posture scans are off (posture.enabled = false)")
+            return None
+        service = PostureService(self.engine_inventory(), self.config.posture.interval_s)
+        # a container started or stopped: rescan soon (the listener only takes note)
+        parts.attribution.resolver.add_change_listener(service.containers_changed)
+        service.start()  # the first scan runs on its own thread, never on the loop
+        return service
+
     def _poll_seccomp(self, parts: Parts) -> None:
         if parts.seccomp is None:
             return
@@ -500,6 +523,15 @@ class DaemonPort:
 
     def baselines(self) -> BaselineEngine | None:
         return self._parts.baselines
+    def posture(self, refresh: bool = False) -> Report | None:
+        service = self._parts.posture
+        return service.report(refresh) if service is not None else None
+
+    def inventory_containers(self, all_states: bool = False) -> Sequence[ContainerRecord]:
+        return container_inventory(self._daemon.engine_inventory(), all_states)
+
+    def inventory_images(self) -> Sequence[ImageRecord]:
+        return image_inventory(self._daemon.engine_inventory())
 
     def call_in_loop(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
         return self._daemon.call_in_loop(fn, timeout)

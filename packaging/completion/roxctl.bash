@@ -24,8 +24,10 @@ _roxctl() {
             "completion") key="completion" ;;
             "containers") key="containers" ;;
             "events") key="events" ;;
+            "inventory") key="inventory" ;;
             "isolate") key="isolate" ;;
             "kill") key="kill" ;;
+            "posture") key="posture" ;;
             "release") key="release" ;;
             "rules") key="rules" ;;
             "rules disable") key="rules disable" ;;
@@ -47,7 +49,7 @@ _roxctl() {
         esac
     done
     case "$key" in
-        "") opts="--help --socket --json status containers events alerts rules kill isolate release seccomp baselines version completion" ;;
+        "") opts="--help --socket --json status containers events alerts rules kill isolate release seccomp baselines posture inventory version completion" ;;
         "alerts") opts="--help list show follow" ;;
         "alerts follow") opts="--help --container --rule --phase --severity --count --seconds" ;;
         "alerts list") opts="--help --container --rule --phase --severity --since --until --limit" ;;
@@ -62,8 +64,10 @@ _roxctl() {
         "completion") opts="--help bash" ;;
         "containers") opts="--help" ;;
         "events") opts="--help --type --container --pid --follow --count --seconds" ;;
+        "inventory") opts="--help containers images --all --json" ;;
         "isolate") opts="--help --reason" ;;
         "kill") opts="--help" ;;
+        "posture") opts="--help --refresh --format --verbose --json" ;;
         "release") opts="--help" ;;
         "rules") opts="--help list show validate reload enable disable" ;;
         "rules disable") opts="--help --tag" ;;

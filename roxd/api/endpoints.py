@@ -13,6 +13,7 @@ from roxd.api.baselines import BaselineEndpoints
 from roxd.api.containers import ContainerDirectory
 from roxd.api.http import ConnectionStats, Request, Response
 from roxd.api.port import DaemonPort
+from roxd.api.posture import PostureEndpoints
 from roxd.api.rules import RuleEndpoints
 from roxd.api.seccomp import SeccompEndpoints
 from roxd.api.settings import ApiSettings
@@ -69,6 +70,7 @@ class Endpoints:
             "disableRules": self.rules.toggle(False),
             **self.seccomp.handlers(),
             **self.baselines.handlers(),
+            **PostureEndpoints(self.daemon).handlers(),
         }
 
     # ------------------------------------------------------------------ status

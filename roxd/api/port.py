@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from roxd.api.settings import ApiSettings
+from roxd.inventory import ContainerRecord, ImageRecord
 from roxd.model import Container
+from roxd.posture.model import Report
 from roxd.pubsub import Topic
 from roxd.rules.ruleset import RuleSet
 
@@ -120,6 +122,10 @@ class DaemonPort(Protocol):
     def alert_sink_stats(self) -> Mapping[str, int]: ...
     def policy(self) -> Mapping[str, object]: ...  # what the kernel was told (KernelPolicy)
     def baselines(self) -> BaselinesApi | None: ...  # None: [baselines] enabled = false
+    # slow I/O on the caller's thread (the API's), never the loop's; RuntimeControlError
+    def posture(self, refresh: bool = False) -> Report | None: ...  # None: posture disabled
+    def inventory_containers(self, all_states: bool = False) -> Sequence[ContainerRecord]: ...
+    def inventory_images(self) -> Sequence[ImageRecord]: ...
 
     # ---- commands
     def call_in_loop(self, fn: Callable[[], T], timeout: float = 30.0) -> T: ...

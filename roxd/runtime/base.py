@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from roxd.errors import RoxdError
 
@@ -134,6 +134,37 @@ class ContainerRuntime(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class EngineInventory(Protocol):
+    """What the posture scan and the inventory read from an engine, beside ContainerRuntime
+    (a separate port: runtimes that only attribute and act need not provide it). Raw engine
+    documents (the engine's own JSON), read-only, never a pull. Errors like ContainerRuntime."""
+
+    def info(self) -> dict[str, Any]:
+        """The engine's `docker info` document (GET /info)."""
+        ...
+
+    def inspect_raw(self, container: str) -> dict[str, Any] | None:
+        """The container's inspect document; None when the engine does not know it."""
+        ...
+
+    def container_ids(self, all_states: bool = False) -> list[str]:
+        """Ids of the running containers (every container with all_states)."""
+        ...
+
+    def images_raw(self) -> list[dict[str, Any]]:
+        """The images present on the host (GET /images/json summaries)."""
+        ...
+
+    def inspect_image_raw(self, image: str) -> dict[str, Any] | None:
+        """The image's inspect document; None when unknown."""
+        ...
+
+    def inspect_exec_raw(self, exec_id: str) -> dict[str, Any] | None:
+        """An exec instance's inspect document (GET /exec/<id>/json); None when gone."""
+        ...
 
 
 CONTAINER_ACTIONS = ("kill", "stop", "pause")

@@ -198,6 +198,48 @@ class DockerRuntime:
         except Exception as exc:
             raise self._failed("events", exc) from exc
 
+    # ------------------------------------------------------------------ inventory (read-only)
+
+    def info(self) -> dict[str, Any]:
+        try:
+            return dict(self.client().info())
+        except RuntimeControlError:
+            raise
+        except Exception as exc:
+            raise self._failed("info", exc) from exc
+
+    def container_ids(self, all_states: bool = False) -> list[str]:
+        client = self.client()
+        try:
+            return [s["Id"] for s in client.api.containers(all=all_states, quiet=True)]
+        except Exception as exc:
+            raise self._failed("list containers", exc) from exc
+
+    def images_raw(self) -> list[dict[str, Any]]:
+        client = self.client()
+        try:
+            return list(client.api.images(all=False))
+        except Exception as exc:
+            raise self._failed("list images", exc) from exc
+
+    def inspect_image_raw(self, image: str) -> dict[str, Any] | None:
+        client = self.client()
+        try:
+            return dict(client.api.inspect_image(image))
+        except docker.errors.NotFound:
+            return None
+        except Exception as exc:
+            raise self._failed(f"inspect image {image[:40]}", exc) from exc
+
+    def inspect_exec_raw(self, exec_id: str) -> dict[str, Any] | None:
+        client = self.client()
+        try:
+            return dict(client.api.exec_inspect(exec_id))
+        except docker.errors.NotFound:
+            return None
+        except Exception as exc:
+            raise self._failed(f"inspect exec {exec_id[:12]}", exc) from exc
+
     def image_id(self, image: str) -> str | None:
         client = self.client()
         try:

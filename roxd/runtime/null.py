@@ -4,7 +4,7 @@ every query answers "cannot tell"."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from roxd.runtime.base import ContainerMetadata, EventStream, RuntimeUnavailableError
 
@@ -42,6 +42,24 @@ class NoRuntime:
         self._unavailable()
 
     def image_id(self, image: str) -> str | None:
+        self._unavailable()
+
+    def info(self) -> dict[str, Any]:
+        self._unavailable()
+
+    def inspect_raw(self, container: str) -> dict[str, Any] | None:
+        self._unavailable()
+
+    def container_ids(self, all_states: bool = False) -> list[str]:
+        self._unavailable()
+
+    def images_raw(self) -> list[dict[str, Any]]:
+        self._unavailable()
+
+    def inspect_image_raw(self, image: str) -> dict[str, Any] | None:
+        self._unavailable()
+
+    def inspect_exec_raw(self, exec_id: str) -> dict[str, Any] | None:
         self._unavailable()
 
     def exists(self, container_id: str) -> bool:

@@ -99,6 +99,15 @@ class FakePort:
         return {"generation": 1, "hold_unknown": False, "exec_kill_entries": 4,
                 "container_cgroups": 2, "unknown_verdicts": 0}
 
+    def posture(self, refresh: bool = False) -> Any:
+        return None  # posture disabled: tests/unit/test_posture_api.py fakes a report
+
+    def inventory_containers(self, all_states: bool = False) -> list[Any]:
+        return []
+
+    def inventory_images(self) -> list[Any]:
+        return []
+
     def call_in_loop(self, fn: Any, timeout: float = 30.0) -> Any:
         return fn()
 

@@ -1,0 +1,123 @@
+"""The posture scan as a service of the daemon: one scan at a time on a worker thread (it is
+slow I/O: the engine, /proc, stat, auditctl), the last report kept, rescans on a schedule and
+when the running containers change, and every check that goes from PASS to WARN logged.
+
+    service = PostureService(runtime, interval_s=3600)
+    service.start()
+    report = service.report(refresh=False)      # the last scan, or a scan now when none yet
+    service.containers_changed()                # a rescan soon (debounced)
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from roxd.posture.checks import run_checks
+from roxd.posture.facts import PostureFacts, gather
+from roxd.posture.model import Report, Result
+from roxd.runtime.base import EngineInventory
+
+log = logging.getLogger(__name__)
+
+CHANGE_DEBOUNCE_S = 2.0  # container starts come in bursts: one rescan after them
+
+
+class PostureService:
+    def __init__(self, engine: EngineInventory, interval_s: float = 3600.0,
+                 gather_facts: Callable[[EngineInventory], PostureFacts] = gather) -> None:
+        self.engine = engine
+        self.interval_s = interval_s
+        self._gather = gather_facts
+        self._lock = threading.Lock()  # one scan at a time
+        self._last: Report | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._due_change: float | None = None
+        self._thread: threading.Thread | None = None
+        self.scans = 0
+        self.regressions = 0  # PASS -> WARN transitions seen
+
+    # ------------------------------------------------------------------ scanning
+
+    def scan(self) -> Report:
+        """Scan now (blocks for the scan) and keep the report."""
+        with self._lock:
+            started = time.time()
+            facts = self._gather(self.engine)
+            version = (facts.info or {}).get("ServerVersion")
+            report = run_checks(facts, started=started, host_facts={
+                "hostname": socket.gethostname(), "engine_version": version,
+                "engine_error": facts.engine_error or None,
+                "containers": len(facts.containers)})
+            self._log_changes(self._last, report)
+            self._last = report
+            self.scans += 1
+            return report
+
+    def last(self) -> Report | None:
+        return self._last
+
+    def report(self, refresh: bool = False) -> Report:
+        """The last scan; a scan now when none has finished yet or with refresh. A caller that
+        arrives while the first scan runs waits for it instead of starting another."""
+        if not refresh:
+            last = self._last
+            if last is not None:
+                return last
+            with self._lock:
+                if self._last is not None:
+                    return self._last
+        return self.scan()
+
+    def _log_changes(self, before: Report | None, after: Report) -> None:
+        if before is None:
+            c = after.counts()
+            log.info("posture scan: %d checks, %d PASS, %d WARN, %d INFO, %d NOTE",
+                     len(after.findings), c["PASS"], c["WARN"], c["INFO"], c["NOTE"])
+            return
+        old = before.results()
+        for f in after.findings:
+            if old.get(f.check.id) == str(Result.PASS) and f.outcome.result is Result.WARN:
+                self.regressions += 1
+                log.warning("posture regression: CIS %s %s went from PASS to WARN: %s",
+                            f.check.id, f.check.title, f.outcome.reason,
+                            extra={"cis_id": f.check.id, "items": list(f.outcome.items)})
+
+    # ------------------------------------------------------------------ schedule
+
+    def containers_changed(self) -> None:
+        """The running containers changed: rescan after a short debounce."""
+        if self._due_change is None:  # the first change of a burst sets the time: no starving
+            self._due_change = time.monotonic() + CHANGE_DEBOUNCE_S
+            self._wake.set()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="posture", daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(10.0)
+
+    def _run(self) -> None:
+        next_due = time.monotonic()  # a first scan at start
+        while not self._stop.is_set():
+            now = time.monotonic()
+            due = min(next_due, self._due_change or next_due)
+            if now >= due:
+                self._due_change = None
+                try:
+                    self.scan()
+                except Exception:  # never lose the thread: the next round retries
+                    log.exception("posture scan failed")
+                next_due = time.monotonic() + self.interval_s
+                continue
+            self._wake.wait(due - now)
+            self._wake.clear()
