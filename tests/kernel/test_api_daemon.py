@@ -176,6 +176,11 @@ def test_every_operation_through_a_raw_http_client(api_roxd: Any, run_container:
          {"workload": workload, "path": "/bin/true"}, 200),
         ("unlockBaseline", "POST", "/v1/baselines/unlock", {"workload": workload}, 200),
     ]
+    baseline_cases += [  # posture and inventory: reads of the real engine
+        ("getPosture", "GET", "/v1/posture", None, 200),
+        ("listInventoryContainers", "GET", "/v1/inventory/containers", None, 200),
+        ("listInventoryImages", "GET", "/v1/inventory/images", None, 200),
+    ]
     for op_id, method, path, body, expected in baseline_cases:
         status, answer = call(sock, method, path, body)
         assert status == expected, (op_id, answer)
