@@ -16,6 +16,7 @@ from roxd.alerts.settings import AlertsSettings, parse_alerts_settings
 from roxd.api.settings import ApiSettings
 from roxd.config_tables import parse_table
 from roxd.errors import ConfigError
+from roxd.incidents.settings import IncidentsSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/roxd/roxd.toml")
 
@@ -106,6 +107,7 @@ class Config:
     seccomp: SeccompSection = field(default_factory=SeccompSection)
     api: ApiSettings = field(default_factory=ApiSettings)
     alerts: AlertsSettings = field(default_factory=AlertsSettings)
+    incidents: IncidentsSettings = field(default_factory=IncidentsSettings)
     source: str = "built-in defaults"
 
     def rule_paths(self) -> list[Path]:
@@ -126,6 +128,7 @@ _SECTIONS: dict[str, type] = {
     "enforce": EnforceSection,
     "seccomp": SeccompSection,
     "api": ApiSettings,
+    "incidents": IncidentsSettings,
 }
 
 
@@ -182,6 +185,8 @@ def _check(config: Config, source: str) -> None:
             raise ConfigError(source, f"enforce.isolate_allow: {exc}") from exc
     for problem in config.api.check():
         raise ConfigError(source, f"api: {problem}")
+    for problem in config.incidents.check():
+        raise ConfigError(source, f"incidents.{problem}")
     if config.sensor.ringbuf_pages <= 0 or config.sensor.ringbuf_pages & (
             config.sensor.ringbuf_pages - 1):
         raise ConfigError(source, "sensor.ringbuf_pages must be a power of two")

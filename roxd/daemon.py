@@ -37,6 +37,7 @@ from roxd.containers.attribution import ContainerAttribution
 from roxd.enforce.quarantine import Quarantine
 from roxd.enforce.response import Responder
 from roxd.errors import CgroupError, RoxdError, RuleError
+from roxd.incidents import IncidentTracker, start_incidents
 from roxd.jsonlines import JsonLines
 from roxd.model import Container, SeccompEvent, rfc3339
 from roxd.pipeline import Counters, EventTaps, Pipeline
@@ -85,6 +86,7 @@ class Parts:
     delivery: AlertDelivery
     seccomp: SeccompService | None  # None where unavailable (the start-up log says why)
     api: ApiServer | None = None
+    incidents: IncidentTracker | None = None  # a raw tap of the dispatcher: every alert
 
 
 class Daemon:
@@ -151,6 +153,10 @@ class Daemon:
                               cgroup2_root=attribution.index.root)
         raw_taps = ([StreamSink(self.lines, kind="alert")]
                     if self.options.print_alerts and self.lines is not None else [])
+        # incidents see every alert as raised: folding never hides one from correlation
+        incidents = start_incidents(self.config.incidents, Path(self.config.daemon.state_dir),
+                                    journald=self.config.alerts.journald.enabled)
+        raw_taps.append(incidents)
         alerts = AlertDispatcher(delivery, raw_taps)
         pipeline: Pipeline | None = None
         sensor = Sensor(self._sensor_config(), lambda decoded: pipeline_of().handle(decoded))
@@ -180,7 +186,8 @@ class Daemon:
             counters=self.counters)
         seccomp = self._make_seccomp(attribution)
         responder.seccomp = seccomp
-        return Parts(attribution, sensor, policy, pipeline, delivery, seccomp)
+        return Parts(attribution, sensor, policy, pipeline, delivery, seccomp,
+                     incidents=incidents)
 
     def _start(self, parts: Parts) -> None:
         parts.attribution.start()
@@ -218,6 +225,8 @@ class Daemon:
             log.info("roxd stopped; kernel counters: %s", _fmt_counters(stats.counters))
         if parts is not None and parts.seccomp is not None:
             parts.seccomp.close()
+        if parts is not None and parts.incidents is not None:
+            parts.incidents.close(5.0)  # after the last alert: the store has open incidents
         delivery.close(5.0)  # after the last alert: flushes folds and queues to disk
         if parts is not None:
             parts.attribution.stop()
@@ -481,6 +490,9 @@ class DaemonPort:
 
     def policy(self) -> Mapping[str, object]:
         return self._parts.policy.snapshot()
+
+    def incidents(self) -> IncidentTracker | None:
+        return self._parts.incidents
 
     def call_in_loop(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
         return self._daemon.call_in_loop(fn, timeout)

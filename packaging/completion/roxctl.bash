@@ -17,6 +17,9 @@ _roxctl() {
             "completion") key="completion" ;;
             "containers") key="containers" ;;
             "events") key="events" ;;
+            "incidents") key="incidents" ;;
+            "incidents list") key="incidents list" ;;
+            "incidents show") key="incidents show" ;;
             "isolate") key="isolate" ;;
             "kill") key="kill" ;;
             "release") key="release" ;;
@@ -40,7 +43,7 @@ _roxctl() {
         esac
     done
     case "$key" in
-        "") opts="--help --socket --json status containers events alerts rules kill isolate release seccomp version completion" ;;
+        "") opts="--help --socket --json status containers events alerts incidents rules kill isolate release seccomp version completion" ;;
         "alerts") opts="--help list show follow" ;;
         "alerts follow") opts="--help --container --rule --phase --severity --count --seconds" ;;
         "alerts list") opts="--help --container --rule --phase --severity --since --until --limit" ;;
@@ -48,6 +51,9 @@ _roxctl() {
         "completion") opts="--help bash" ;;
         "containers") opts="--help" ;;
         "events") opts="--help --type --container --pid --follow --count --seconds" ;;
+        "incidents") opts="--help list show" ;;
+        "incidents list") opts="--help --state --container --since --limit" ;;
+        "incidents show") opts="--help" ;;
         "isolate") opts="--help --reason" ;;
         "kill") opts="--help" ;;
         "release") opts="--help" ;;

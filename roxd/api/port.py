@@ -88,6 +88,13 @@ class AlertStoreView(Protocol):
     def get(self, alert_id: str) -> Any: ...
 
 
+class IncidentsView(Protocol):
+    """roxd.incidents.IncidentTracker, as the API reads it (thread-safe)."""
+
+    def query(self, q: Any) -> list[dict[str, Any]]: ...  # an IncidentQuery
+    def get(self, incident_id: str) -> dict[str, Any] | None: ...
+
+
 class DaemonPort(Protocol):
     facts: DaemonFacts
     events_topic: Topic  # enriched events, as `--print-events` shows them
@@ -107,6 +114,7 @@ class DaemonPort(Protocol):
     def alert_store(self) -> Any: ...  # AlertStore or None (alerts.store disabled)
     def alert_sink_stats(self) -> Mapping[str, int]: ...
     def policy(self) -> Mapping[str, object]: ...  # what the kernel was told (KernelPolicy)
+    def incidents(self) -> IncidentsView | None: ...  # None: not tracked in this daemon
 
     # ---- commands
     def call_in_loop(self, fn: Callable[[], T], timeout: float = 30.0) -> T: ...
