@@ -1,0 +1,103 @@
+"""Incidents on the real kernel: a scripted attack in one busybox container, through all five
+phases as the shipped pack sees them, is exactly one incident with the phases in the order they
+happened; a benign container started alongside has none; the incident survives a restart."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from roxd.api.client import ApiClient
+from tests.conftest import RoxdProcess, start_roxd, wait_until
+
+pytestmark = pytest.mark.kernel
+
+PHASES = ["foothold", "privilege_escalation", "persistence", "lateral_movement", "objectives"]
+CONFIG = "[daemon]\nstats_interval_s = 1.0\n[incidents]\nquiet_window_s = 600.0\n"
+# absolute paths: busybox's sh runs applets named without a path in-process (no exec to see)
+ATTACK = [
+    ("privilege_escalation.read-shadow", "/bin/cat /etc/shadow"),
+    ("persistence.cron-file-write", "/bin/cp /etc/passwd /etc/cron.d/roxd-{m}"),
+    ("lateral_movement.ssh-connect-from-container", "/bin/nc -w 1 127.0.0.1 22 </dev/null"),
+    ("objectives.log-wipe", "/bin/rm -f /var/log/roxd-{m}.log"),
+]
+
+
+def _alerts_of(rp: RoxdProcess, name: str) -> list[dict[str, Any]]:
+    return rp.matching(lambda o: o.get("type") == "alert"
+                       and (o.get("container") or {}).get("name") == name)
+
+
+def _incidents(sock: str, **params: Any) -> list[dict[str, Any]]:
+    with ApiClient(sock) as c:
+        items: list[dict[str, Any]] = c.get("/v1/incidents", params)["items"]
+        return items
+
+
+def test_a_scripted_attack_is_one_incident_and_survives_a_restart(
+        docker_engine: Any, run_container: Any) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="roxd-incidents-"))
+    sock = str(workdir / "roxd.sock")
+    marker = uuid.uuid4().hex[:8]
+    attacked, benign = f"roxd-inc-a-{marker}", f"roxd-inc-b-{marker}"
+    started: list[RoxdProcess] = []
+    try:
+        rp = start_roxd(workdir, config=CONFIG)
+        started.append(rp)
+        rp.wait_ready()
+        victim = run_container("sleep 600", name=attacked)
+        run_container("while true; do ls / >/dev/null; sleep 1; done", name=benign)
+        # the docker exec'd shell is the foothold; its children climb the phases
+        script = "; ".join(cmd.format(m=marker) for _, cmd in ATTACK)
+        victim.exec_run(["sh", "-c", script])
+        for rule, _ in [("foothold.shell-in-container", ""), *ATTACK]:
+            rp.wait_for(lambda o, rule=rule: o.get("type") == "alert"
+                        and o["rule"]["id"] == rule
+                        and (o.get("container") or {}).get("name") == attacked,
+                        timeout=20, message=f"alert {rule} in {attacked}")
+        alert_ids = {a["id"] for a in _alerts_of(rp, attacked)}
+
+        def one_incident() -> Any:
+            found = _incidents(sock, container=attacked)
+            return found if found and found[0]["alerts"] >= len(alert_ids) else None
+
+        [incident] = wait_until(one_incident, 15, message="the incident with every alert")
+        assert [p["phase"] for p in incident["phases"]] == PHASES
+        firsts = [p["first_ns"] for p in incident["phases"]]
+        assert firsts == sorted(firsts)  # reached in the order they happened
+        assert {e["alert_id"] for e in incident["timeline"]} == alert_ids
+        assert [c["name"] for c in incident["containers"]] == [attacked]
+        assert incident["state"] == "open" and incident["severity"] == "alert"
+        assert {e["link"] for e in incident["timeline"][1:]} <= {"ancestry", "window"}
+        assert "ancestry" in {e["link"] for e in incident["timeline"]}
+        assert not _alerts_of(rp, benign)
+        assert _incidents(sock, container=benign) == []
+
+        shown = subprocess.run([sys.executable, "-m", "roxd.ctl", "--socket", sock,
+                                "incidents", "show", incident["id"][:10]],
+                               capture_output=True, text=True, timeout=60, cwd="/")
+        assert shown.returncode == 0, shown.stderr
+        assert all(f"== {p} " in shown.stdout for p in PHASES)
+
+        # a restart: the incident is still there, still open, with its whole timeline
+        assert rp.stop() == 0
+        rp = start_roxd(workdir, config=CONFIG)
+        started.append(rp)
+        rp.wait_ready()
+        with ApiClient(sock) as c:
+            again = c.get(f"/v1/incidents/{incident['id']}")
+        assert again["state"] == "open"
+        assert [p["phase"] for p in again["phases"]] == PHASES
+        assert {e["alert_id"] for e in again["timeline"]} == alert_ids
+        assert [i["id"] for i in _incidents(sock, container=attacked)] == [incident["id"]]
+    finally:
+        for p in started:
+            p.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
