@@ -1,7 +1,8 @@
 """`roxctl`: drive a running roxd through its control socket.
 
     roxctl status                          version, uptime, programs, events/s, drops, rules
-    roxctl containers                      containers with mode, alerts, quarantine
+    roxctl containers                      containers with mode, alerts, risk, quarantine
+    roxctl risk show CONTAINER             the risk score and every reason for it
     roxctl events --type exec              live events (Ctrl-C to stop; --count N)
     roxctl alerts list --since 1h          recent alerts; alerts show ID; alerts follow
     roxctl incidents list | show ID        alerts of one attack: phases, timeline, process tree
@@ -136,10 +137,23 @@ def cmd_containers(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
     if out.json:
         out.dump(items)
         return EXIT_OK
-    out.table(["NAME", "ID", "IMAGE", "MODE", "ALERTS", "QUARANTINE"],
-              [(c["name"], c["id"][:12], c["image"], c["mode"], c["alerts"],
+    items.sort(key=lambda c: -(c.get("risk") or 0))  # most at risk first (stable: by name)
+    out.table(["NAME", "ID", "IMAGE", "MODE", "ALERTS", "RISK", "QUARANTINE"],
+              [(c["name"], c["id"][:12], c["image"], c["mode"], c["alerts"], c.get("risk"),
                 (c["quarantine"] or {}).get("reason")) for c in items],
               [None, None, None, lambda v: out.paint(v, MODE_COLORS.get(v.strip(), ""))])
+    return EXIT_OK
+
+
+def cmd_risk(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
+    r = api.get(path_of("/v1/containers", args.container, "risk"))
+    if out.json:
+        out.dump(r)
+        return EXIT_OK
+    out.print(f"{out.paint('risk', '1')}  {term(r['score'])} of 100  "
+              f"({term(r['container'][:12])}; configuration: {term(r['config'])})")
+    out.table(["FACTOR", "POINTS", "CAP", "WHY"],
+              [(x["factor"], x["points"], x["cap"], x["detail"]) for x in r["reasons"]])
     return EXIT_OK
 
 
@@ -508,6 +522,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("containers", help="containers with mode, alerts and quarantine")
     s.add_argument("container", nargs="?", help="show one container")
     s.set_defaults(func=cmd_containers)
+
+    s = sub.add_parser("risk", help="a container's risk score and its reasons")
+    rksub = s.add_subparsers(dest="risk_cmd", required=True, metavar="SUBCOMMAND")
+    r = rksub.add_parser("show", help="every factor and its points (they sum to the score)")
+    r.add_argument("container", help="name, id or unique id prefix")
+    s.set_defaults(func=cmd_risk)
 
     s = sub.add_parser("events", help="live events (Ctrl-C to stop)")
     s.add_argument("--type", action="append", choices=EVENT_KINDS, help="repeatable")

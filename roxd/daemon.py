@@ -38,6 +38,7 @@ from roxd.enforce.quarantine import Quarantine
 from roxd.enforce.response import Responder
 from roxd.errors import CgroupError, RoxdError, RuleError
 from roxd.incidents import IncidentTracker, start_incidents
+from roxd.incidents.risk import ContainerRisk
 from roxd.jsonlines import JsonLines
 from roxd.model import Container, SeccompEvent, rfc3339
 from roxd.pipeline import Counters, EventTaps, Pipeline
@@ -445,6 +446,8 @@ class DaemonPort:
                                  features=daemon.features.to_dict(), api=config.api)
         self.events_topic = daemon.events_topic
         self.alerts_topic = daemon.alerts_topic
+        # risk per container: incidents, and configuration facts where the runtime inspects
+        self._risk = ContainerRisk(parts.incidents, getattr(daemon.runtime, "inspect_raw", None))
 
     def activity(self) -> Activity:
         c = self._daemon.counters
@@ -493,6 +496,9 @@ class DaemonPort:
 
     def incidents(self) -> IncidentTracker | None:
         return self._parts.incidents
+
+    def risk(self, container_id: str) -> Mapping[str, Any]:
+        return self._risk.of(container_id)
 
     def call_in_loop(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
         return self._daemon.call_in_loop(fn, timeout)

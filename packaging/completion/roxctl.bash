@@ -23,6 +23,8 @@ _roxctl() {
             "isolate") key="isolate" ;;
             "kill") key="kill" ;;
             "release") key="release" ;;
+            "risk") key="risk" ;;
+            "risk show") key="risk show" ;;
             "rules") key="rules" ;;
             "rules disable") key="rules disable" ;;
             "rules enable") key="rules enable" ;;
@@ -43,7 +45,7 @@ _roxctl() {
         esac
     done
     case "$key" in
-        "") opts="--help --socket --json status containers events alerts incidents rules kill isolate release seccomp version completion" ;;
+        "") opts="--help --socket --json status containers risk events alerts incidents rules kill isolate release seccomp version completion" ;;
         "alerts") opts="--help list show follow" ;;
         "alerts follow") opts="--help --container --rule --phase --severity --count --seconds" ;;
         "alerts list") opts="--help --container --rule --phase --severity --since --until --limit" ;;
@@ -57,6 +59,8 @@ _roxctl() {
         "isolate") opts="--help --reason" ;;
         "kill") opts="--help" ;;
         "release") opts="--help" ;;
+        "risk") opts="--help show" ;;
+        "risk show") opts="--help" ;;
         "rules") opts="--help list show validate reload enable disable" ;;
         "rules disable") opts="--help --tag" ;;
         "rules enable") opts="--help --tag" ;;

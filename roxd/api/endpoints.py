@@ -61,6 +61,8 @@ class Endpoints:
             "streamAlerts": self.stream_alerts,
             "listIncidents": self.list_incidents,
             "getIncident": self.get_incident,
+            "getContainerRisk": lambda _r, p, _b: dict(self.daemon.risk(
+                self.directory.resolve(p["ref"]).id)),
             "listRules": self.rules.list,
             "getRule": self.rules.get,
             "validateRules": self.rules.validate,

@@ -115,6 +115,7 @@ class DaemonPort(Protocol):
     def alert_sink_stats(self) -> Mapping[str, int]: ...
     def policy(self) -> Mapping[str, object]: ...  # what the kernel was told (KernelPolicy)
     def incidents(self) -> IncidentsView | None: ...  # None: not tracked in this daemon
+    def risk(self, container_id: str) -> Mapping[str, Any]: ...  # score, reasons (incidents/risk)
 
     # ---- commands
     def call_in_loop(self, fn: Callable[[], T], timeout: float = 30.0) -> T: ...

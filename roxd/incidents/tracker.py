@@ -205,7 +205,7 @@ class Incident:
             "timeline": list(self.timeline),
             "timeline_dropped": self.timeline_dropped,
             "actions": list(self.actions),
-            "process_tree": [dict(n) for n in self.tree.values()],
+            "process_tree": [{**n, "alerts": list(n["alerts"])} for n in self.tree.values()],
             "worst_alert_severity": SEVERITIES[self.worst_code],
             "links": {"pids": sorted(self.link_pids), "targets": dict(self.targets)},
         }

@@ -21,8 +21,12 @@ pytestmark = pytest.mark.kernel
 
 PHASES = ["foothold", "privilege_escalation", "persistence", "lateral_movement", "objectives"]
 CONFIG = "[daemon]\nstats_interval_s = 1.0\n[incidents]\nquiet_window_s = 600.0\n"
-# absolute paths: busybox's sh runs applets named without a path in-process (no exec to see)
+# The foothold is a shell run from a binary dropped in /tmp (the docker exec'd shell itself is
+# a foothold only when roxd cannot see its parent is runc: not deterministic). Absolute paths:
+# busybox's sh runs applets named without a path in-process (no exec to see).
+DROP = "/bin/cp /bin/busybox /tmp/busybox; /tmp/busybox sh -c '{script}'"
 ATTACK = [
+    ("foothold.exec-from-tmp", ""),
     ("privilege_escalation.read-shadow", "/bin/cat /etc/shadow"),
     ("persistence.cron-file-write", "/bin/cp /etc/passwd /etc/cron.d/roxd-{m}"),
     ("lateral_movement.ssh-connect-from-container", "/bin/nc -w 1 127.0.0.1 22 </dev/null"),
@@ -30,9 +34,9 @@ ATTACK = [
 ]
 
 
-def _alerts_of(rp: RoxdProcess, name: str) -> list[dict[str, Any]]:
+def _alerts_of(rp: RoxdProcess, cid: str) -> list[dict[str, Any]]:
     return rp.matching(lambda o: o.get("type") == "alert"
-                       and (o.get("container") or {}).get("name") == name)
+                       and (o.get("container") or {}).get("id") == cid)
 
 
 def _incidents(sock: str, **params: Any) -> list[dict[str, Any]]:
@@ -53,19 +57,23 @@ def test_a_scripted_attack_is_one_incident_and_survives_a_restart(
         started.append(rp)
         rp.wait_ready()
         victim = run_container("sleep 600", name=attacked)
-        run_container("while true; do ls / >/dev/null; sleep 1; done", name=benign)
+        other = run_container("while true; do ls / >/dev/null; sleep 1; done", name=benign)
+        # roxd knows the container by name before the attack (its entrypoint's exec)
+        rp.wait_for(lambda o: o.get("type") == "exec"
+                    and (o.get("container") or {}).get("name") == attacked,
+                    timeout=20, message=f"the entrypoint of {attacked}")
         # the docker exec'd shell is the foothold; its children climb the phases
-        script = "; ".join(cmd.format(m=marker) for _, cmd in ATTACK)
-        victim.exec_run(["sh", "-c", script])
-        for rule, _ in [("foothold.shell-in-container", ""), *ATTACK]:
+        script = "; ".join(cmd.format(m=marker) for _, cmd in ATTACK if cmd)
+        victim.exec_run(["sh", "-c", DROP.format(script=script)])
+        for rule, _ in ATTACK:
             rp.wait_for(lambda o, rule=rule: o.get("type") == "alert"
                         and o["rule"]["id"] == rule
-                        and (o.get("container") or {}).get("name") == attacked,
+                        and (o.get("container") or {}).get("id") == victim.id,
                         timeout=20, message=f"alert {rule} in {attacked}")
-        alert_ids = {a["id"] for a in _alerts_of(rp, attacked)}
+        alert_ids = {a["id"] for a in _alerts_of(rp, victim.id)}
 
         def one_incident() -> Any:
-            found = _incidents(sock, container=attacked)
+            found = _incidents(sock, container=victim.id)
             return found if found and found[0]["alerts"] >= len(alert_ids) else None
 
         [incident] = wait_until(one_incident, 15, message="the incident with every alert")
@@ -73,18 +81,26 @@ def test_a_scripted_attack_is_one_incident_and_survives_a_restart(
         firsts = [p["first_ns"] for p in incident["phases"]]
         assert firsts == sorted(firsts)  # reached in the order they happened
         assert {e["alert_id"] for e in incident["timeline"]} == alert_ids
-        assert [c["name"] for c in incident["containers"]] == [attacked]
+        assert [c["id"] for c in incident["containers"]] == [victim.id]
         assert incident["state"] == "open" and incident["severity"] == "alert"
         assert {e["link"] for e in incident["timeline"][1:]} <= {"ancestry", "window"}
         assert "ancestry" in {e["link"] for e in incident["timeline"]}
-        assert not _alerts_of(rp, benign)
-        assert _incidents(sock, container=benign) == []
+        assert not _alerts_of(rp, other.id)
+        assert _incidents(sock, container=other.id) == []
 
         shown = subprocess.run([sys.executable, "-m", "roxd.ctl", "--socket", sock,
                                 "incidents", "show", incident["id"][:10]],
                                capture_output=True, text=True, timeout=60, cwd="/")
         assert shown.returncode == 0, shown.stderr
         assert all(f"== {p} " in shown.stdout for p in PHASES)
+        # risk: the attacked container first, every reason adding up to its score
+        with ApiClient(sock) as c:
+            risk = {x["id"]: x["risk"] for x in c.get("/v1/containers")}
+            reasons = c.get(f"/v1/containers/{victim.id}/risk")
+        assert risk[victim.id] > risk[other.id]
+        assert reasons["score"] == sum(r["points"] for r in reasons["reasons"]) == risk[victim.id]
+        assert reasons["config"] == "known"  # docker inspect: root_user for busybox
+        assert {r["factor"] for r in reasons["reasons"]} >= {"alerts", "phases", "root_user"}
 
         # a restart: the incident is still there, still open, with its whole timeline
         assert rp.stop() == 0
@@ -96,7 +112,7 @@ def test_a_scripted_attack_is_one_incident_and_survives_a_restart(
         assert again["state"] == "open"
         assert [p["phase"] for p in again["phases"]] == PHASES
         assert {e["alert_id"] for e in again["timeline"]} == alert_ids
-        assert [i["id"] for i in _incidents(sock, container=attacked)] == [incident["id"]]
+        assert [i["id"] for i in _incidents(sock, container=victim.id)] == [incident["id"]]
     finally:
         for p in started:
             p.stop()

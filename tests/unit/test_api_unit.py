@@ -100,14 +100,23 @@ class FakePort:
     def incidents(self) -> Any:
         if not hasattr(self, "_incidents"):  # one recorded attack in "web", one alert in "db"
             from roxd.incidents.tracker import IncidentTracker
-            from tests.unit.test_incidents import DB, Clock, attack
+            from tests.unit.test_incidents import Clock, attack
 
             clock = Clock()
             self._incidents = IncidentTracker(clock=clock, timer=False)
-            for a in [*attack(), attack(container=DB, pid0=2000)[0]]:
+            web, db = self.items[0][1], self.items[1][1]
+            for a in [*attack(container=web), attack(container=db, pid0=2000)[0]]:
                 clock.now = a.time_ns
                 self._incidents.emit(a)
         return self._incidents
+
+    def risk(self, container_id: str) -> Any:
+        from roxd.incidents.risk import ContainerRisk
+
+        inspect = {self.items[0][1].id: {"HostConfig": {"Privileged": True}, "Mounts": [
+            {"Type": "bind", "Source": "/srv", "RW": True}]},
+                   self.items[1][1].id: {"Config": {"User": "999"}}}
+        return ContainerRisk(self.incidents(), inspect.get).of(container_id)
 
     def call_in_loop(self, fn: Any, timeout: float = 30.0) -> Any:
         return fn()
@@ -532,3 +541,24 @@ def test_roxctl_incidents_list_and_timeline(api: Any) -> None:
     assert missing.returncode == 1 and "no incident" in missing.stderr
     unknown = roxctl("--socket", path, "incidents", "show", "ffffffff")
     assert unknown.returncode == 1 and "no incident" in unknown.stderr
+
+
+def test_containers_carry_their_risk_and_risk_show_lists_the_reasons(api: Any) -> None:
+    _daemon, path = api
+    with ApiClient(path) as c:
+        by_name = {x["name"]: x for x in c.get("/v1/containers")}
+        web = c.get("/v1/containers/web/risk")
+        assert by_name["web"]["risk"] == web["score"] > by_name["db"]["risk"]
+        assert web["score"] == sum(r["points"] for r in web["reasons"])
+        schemas.check({"$ref": "#/components/schemas/Risk"}, web)
+        with pytest.raises(ApiFailure) as exc:
+            c.get("/v1/containers/nosuch/risk")
+        assert exc.value.status == 404
+    table = roxctl("--socket", path, "containers")
+    assert table.returncode == 0 and "RISK" in table.stdout.splitlines()[0]
+    assert table.stdout.splitlines()[1].startswith("web")  # most at risk first
+    shown = roxctl("--socket", path, "risk", "show", "web")
+    assert shown.returncode == 0, shown.stderr
+    assert "privileged" in shown.stdout and "host_mount_rw" in shown.stdout
+    missing = roxctl("--socket", path, "risk", "show", "nosuch")
+    assert missing.returncode == 1

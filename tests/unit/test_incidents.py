@@ -330,3 +330,53 @@ def test_container_addresses_from_proc(tmp_path: Path) -> None:
         "fd000000000000000000000000000003 2a 40 00 80     eth0\n")
     assert container_addresses([5, 77], proc=str(tmp_path)) == {"172.17.0.3", "fd00::3"}
     assert container_addresses([5], proc=str(tmp_path)) == frozenset()
+
+
+# ---------------------------------------------------------------------------- risk
+
+
+def test_risk_factors_sum_to_the_score_and_a_privileged_writable_mount_ranks_higher() -> None:
+    from roxd.incidents.risk import ContainerRisk, facts_from_inspect
+
+    clock = Clock()
+    t = tracker(clock)
+    feed(t, clock, *attack(container=WEB, pid0=1000), *attack(container=DB, pid0=2000))
+    inspect = {
+        WEB.id: {"HostConfig": {"Privileged": True, "Binds": ["/srv:/data"]},
+                 "Mounts": [{"Type": "bind", "Source": "/srv", "RW": True}],
+                 "Config": {"User": ""}},
+        DB.id: {"HostConfig": {"Privileged": False}, "Config": {"User": "999"}},
+    }
+    risk = ContainerRisk(t, inspect.get)
+    web, db = risk.of(WEB.id), risk.of(DB.id)
+    for r in (web, db):
+        assert r["score"] == sum(x["points"] for x in r["reasons"])
+        assert all(x["points"] <= x["cap"] for x in r["reasons"])
+    assert web["score"] > db["score"]
+    assert [x["factor"] for x in web["reasons"]] == [
+        "alerts", "phases", "privileged", "host_mount_rw", "root_user"]
+    # the same alerts: notice 1 + error 9 + warning 4 + warning 4 = 18; 4 phases x 4 = 16
+    assert {x["factor"]: x["points"] for x in db["reasons"]} == {"alerts": 18, "phases": 16}
+    assert web["score"] == 18 + 16 + 15 + 10 + 5
+    assert facts_from_inspect({"Mounts": [{"Type": "bind", "Source": "/var/run/docker.sock",
+                                           "RW": True}]}).present() == [
+        "docker_socket", "root_user"]
+    assert facts_from_inspect({"HostConfig": {"NetworkMode": "host", "PidMode": "host"},
+                               "Config": {"User": "app"}}).present() == [
+        "host_network", "host_pid"]
+
+
+def test_risk_caps_and_unknown_configuration() -> None:
+    from roxd.incidents.risk import ALERTS_CAP, ContainerRisk
+
+    clock = Clock()
+    t = tracker(clock)
+    sh = Ancestor(1000, "/bin/busybox", ("sh",))
+    feed(t, clock, *(alert("privilege_escalation.read-shadow", T0 + i, 1000 + i, (sh, SHIM))
+                     for i in range(1, 10)))
+    r = ContainerRisk(t, None).of(WEB.id)
+    assert r["reasons"][0] == {"factor": "alerts", "points": ALERTS_CAP, "cap": ALERTS_CAP,
+                               "detail": "9 error (81 before the cap)"}
+    assert r["config"] == "the container runtime adapter offers no inspect"
+    assert ContainerRisk(t, lambda _cid: None).of(DB.id) == {
+        "container": DB.id, "score": 0, "reasons": [], "config": "not known to the runtime"}
