@@ -117,3 +117,57 @@ def test_a_scripted_attack_is_one_incident_and_survives_a_restart(
         for p in started:
             p.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait_named(rp: RoxdProcess, name: str) -> None:
+    rp.wait_for(lambda o: o.get("type") == "exec"
+                and (o.get("container") or {}).get("name") == name,
+                timeout=20, message=f"the entrypoint of {name}")
+
+
+def _wait_alert(rp: RoxdProcess, rule: str, cid: str) -> dict[str, Any]:
+    return rp.wait_for(lambda o: o.get("type") == "alert" and o["rule"]["id"] == rule
+                       and (o.get("container") or {}).get("id") == cid,
+                       timeout=20, message=f"alert {rule} in {cid[:12]}")
+
+
+def test_an_attack_that_moves_to_another_container_is_one_incident_naming_both(
+        roxd_factory: Any, run_container: Any) -> None:
+    """A connects to B's SSH port (refused: B listens on nothing), then B is attacked: one
+    incident with A and B; C, attacked at the same time but never reached, is its own."""
+    rp = roxd_factory(config=CONFIG)
+    sock = rp.stderr_path.parent / "roxd.sock"
+    marker = uuid.uuid4().hex[:8]
+    names = [f"roxd-inc-{x}-{marker}" for x in "abc"]
+    a, b, c = (run_container("sleep 600", name=n) for n in names)
+    for n in names:
+        _wait_named(rp, n)
+    b.reload()
+    b_ip = b.attrs["NetworkSettings"]["IPAddress"]
+    if not b_ip:
+        pytest.skip("containers have no bridge address on this engine")
+    a.exec_run(["sh", "-c", DROP.format(script=f"/bin/nc -w 1 {b_ip} 22 </dev/null")])
+    _wait_alert(rp, "lateral_movement.ssh-connect-from-container", a.id)
+    for target in (b, c):
+        target.exec_run(["sh", "-c", DROP.format(script="/bin/cat /etc/shadow")])
+    for target in (b, c):
+        _wait_alert(rp, "privilege_escalation.read-shadow", target.id)
+
+    def settled() -> Any:
+        """Every alert of the three in an incident: A's and B's in one, C's in another."""
+        count = {x.id: len(_alerts_of(rp, x.id)) for x in (a, b, c)}
+        items = _incidents(str(sock))
+        by_containers = {tuple(x["id"] for x in i["containers"]): i for i in items}
+        both, alone = by_containers.get((a.id, b.id)), by_containers.get((c.id,))
+        if (len(items) == 2 and both and alone
+                and both["alerts"] == count[a.id] + count[b.id]
+                and alone["alerts"] == count[c.id]):
+            return both, alone
+        return None
+
+    both, alone = wait_until(settled, 15, message="one incident for A and B, one for C")
+    first_in_b = next(e for e in both["timeline"] if e["container"] == b.id)
+    assert first_in_b["link"] == "network"
+    assert [p["phase"] for p in both["phases"]] == [
+        "foothold", "privilege_escalation", "lateral_movement"]
+    assert [p["phase"] for p in alone["phases"]] == ["foothold", "privilege_escalation"]

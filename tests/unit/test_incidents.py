@@ -380,3 +380,19 @@ def test_risk_caps_and_unknown_configuration() -> None:
     assert r["config"] == "the container runtime adapter offers no inspect"
     assert ContainerRisk(t, lambda _cid: None).of(DB.id) == {
         "container": DB.id, "score": 0, "reasons": [], "config": "not known to the runtime"}
+
+
+def test_the_trackers_own_timer_closes_a_quiet_incident() -> None:
+    import time
+
+    changes = Changes()
+    t = IncidentTracker(IncidentsSettings(quiet_window_s=0.2), [changes])
+    try:
+        t.emit(alert("foothold.shell-in-container", time.time_ns(), 1000, (SHIM,)))
+        deadline = time.monotonic() + 5
+        while t.query()[0]["state"] != "closed":
+            assert time.monotonic() < deadline, "not closed by the timer"
+            time.sleep(0.05)
+        assert changes.kinds() == [("opened", None), ("closed", None)]
+    finally:
+        t.close()
