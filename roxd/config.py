@@ -17,6 +17,7 @@ from roxd.api.settings import ApiSettings
 from roxd.baselines.settings import BaselineSettings
 from roxd.config_tables import parse_table
 from roxd.errors import ConfigError
+from roxd.incidents.settings import IncidentsSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/roxd/roxd.toml")
 
@@ -117,6 +118,7 @@ class Config:
     posture: PostureSection = field(default_factory=PostureSection)
     api: ApiSettings = field(default_factory=ApiSettings)
     alerts: AlertsSettings = field(default_factory=AlertsSettings)
+    incidents: IncidentsSettings = field(default_factory=IncidentsSettings)
     source: str = "built-in defaults"
 
     def rule_paths(self) -> list[Path]:
@@ -139,6 +141,7 @@ _SECTIONS: dict[str, type] = {
     "baselines": BaselineSettings,
     "posture": PostureSection,
     "api": ApiSettings,
+    "incidents": IncidentsSettings,
 }
 
 
@@ -199,6 +202,8 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(source, f"api: {problem}")
     for problem in config.baselines.problems():
         raise ConfigError(source, problem)
+    for problem in config.incidents.check():
+        raise ConfigError(source, f"incidents.{problem}")
     if config.sensor.ringbuf_pages <= 0 or config.sensor.ringbuf_pages & (
             config.sensor.ringbuf_pages - 1):
         raise ConfigError(source, "sensor.ringbuf_pages must be a power of two")

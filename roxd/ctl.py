@@ -1,9 +1,11 @@
 """`roxctl`: drive a running roxd through its control socket.
 
     roxctl status                          version, uptime, programs, events/s, drops, rules
-    roxctl containers                      containers with mode, alerts, quarantine
+    roxctl containers                      containers with mode, alerts, risk, quarantine
+    roxctl risk show CONTAINER             the risk score and every reason for it
     roxctl events --type exec              live events (Ctrl-C to stop; --count N)
     roxctl alerts list --since 1h          recent alerts; alerts show ID; alerts follow
+    roxctl incidents list | show ID        alerts of one attack: phases, timeline, process tree
     roxctl rules list | show ID | validate FILE | reload | enable ID... | disable --tag T
     roxctl kill PID                        SIGKILL by pidfd
     roxctl isolate CONTAINER               network quarantine; release CONTAINER lifts it
@@ -138,10 +140,23 @@ def cmd_containers(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
     if out.json:
         out.dump(items)
         return EXIT_OK
-    out.table(["NAME", "ID", "IMAGE", "MODE", "ALERTS", "QUARANTINE"],
-              [(c["name"], c["id"][:12], c["image"], c["mode"], c["alerts"],
+    items.sort(key=lambda c: -(c.get("risk") or 0))  # most at risk first (stable: by name)
+    out.table(["NAME", "ID", "IMAGE", "MODE", "ALERTS", "RISK", "QUARANTINE"],
+              [(c["name"], c["id"][:12], c["image"], c["mode"], c["alerts"], c.get("risk"),
                 (c["quarantine"] or {}).get("reason")) for c in items],
               [None, None, None, lambda v: out.paint(v, MODE_COLORS.get(v.strip(), ""))])
+    return EXIT_OK
+
+
+def cmd_risk(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
+    r = api.get(path_of("/v1/containers", args.container, "risk"))
+    if out.json:
+        out.dump(r)
+        return EXIT_OK
+    out.print(f"{out.paint('risk', '1')}  {term(r['score'])} of 100  "
+              f"({term(r['container'][:12])}; configuration: {term(r['config'])})")
+    out.table(["FACTOR", "POINTS", "CAP", "WHY"],
+              [(x["factor"], x["points"], x["cap"], x["detail"]) for x in r["reasons"]])
     return EXIT_OK
 
 
@@ -237,6 +252,116 @@ def cmd_alerts(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
     else:
         _alert_rows(out, page["items"])
     return EXIT_OK
+
+
+def _clock(stamp: Any) -> str:
+    """HH:MM:SS.mmm of an RFC 3339 time."""
+    return term(stamp)[11:23] if stamp else "-"
+
+
+def _where(c: dict[str, Any]) -> str:
+    return term(c.get("name") or (c["id"][:12] if c["id"] != "host" else "host"))
+
+
+def _incident_id(api: ApiClient, ref: str) -> str:
+    """A full id, or the one incident whose id starts with `ref` (as `list` shows them)."""
+    if len(ref) == 32:
+        return ref
+    found = [i["id"] for i in api.get("/v1/incidents", {"limit": 1000})["items"]
+             if i["id"].startswith(ref.lower())]
+    if len(found) != 1:
+        raise ApiFailure(404, f"no incident {ref!r}" if not found
+                         else f"{len(found)} incidents start with {ref!r}: give more digits")
+    return found[0]
+
+
+def cmd_incidents(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
+    if args.incidents_cmd == "show":
+        inc = api.get(path_of("/v1/incidents", _incident_id(api, args.id)))
+        out.dump(inc) if out.json else _show_incident(out, inc)
+        return EXIT_OK
+    items = api.get("/v1/incidents", {"state": args.state, "container": args.container,
+                                      "since": args.since, "limit": args.limit})["items"]
+    if out.json:
+        out.dump(items)
+        return EXIT_OK
+    out.table(["ID", "STATE", "SEVERITY", "PHASES", "CONTAINERS", "ALERTS", "FIRST SEEN",
+               "LAST SEEN"],
+              [(i["id"][:12], i["state"], i["severity"],
+                ">".join(p["phase"] for p in i["phases"]),
+                ",".join(_where(c) for c in i["containers"]), i["alerts"],
+                i["first_seen"][:19].replace("T", " "), i["last_seen"][:19].replace("T", " "))
+               for i in items],
+              [None, None, lambda v: out.paint(v, SEVERITY_COLORS.get(v.strip(), ""))])
+    return EXIT_OK
+
+
+def _show_incident(out: Out, inc: dict[str, Any]) -> None:
+    """The timeline, one section per phase in kill-chain order, then actions and the
+    process tree that connects the alerts."""
+    rows = [
+        ("incident", inc["id"]),
+        ("state", inc["state"] + (f" (closed {inc['closed_at']})" if inc["closed_at"] else "")),
+        ("severity", f"{inc['severity']} (worst alert {inc.get('worst_alert_severity')}, "
+                     f"{len(inc['phases'])} phases)"),
+        ("containers", ", ".join(f"{_where(c)} ({term(c['id'][:12])}, {term(c.get('image'))})"
+                                 for c in inc["containers"])),
+        ("seen", f"{inc['first_seen']} .. {inc['last_seen']}, {inc['alerts']} alerts"),
+        ("phases", " > ".join(f"{p['phase']} {_clock(p['first_seen'])}"
+                              for p in inc["phases"])),
+    ]
+    for key, value in rows:
+        out.print(f"{out.paint(key.ljust(10), '1')}  {term(value)}")
+    by_phase: dict[str, list[dict[str, Any]]] = {}
+    for e in inc["timeline"]:
+        by_phase.setdefault(e["phase"], []).append(e)
+    for p in inc["phases"]:
+        out.print()
+        out.print(out.paint(f"== {term(p['phase'])} (first {_clock(p['first_seen'])}) ==", "1"))
+        for e in by_phase.get(p["phase"], []):
+            cmd = " ".join(e.get("args") or []) or e["exe"]
+            severity = out.paint(term(e["severity"]).ljust(8),
+                                 SEVERITY_COLORS.get(e["severity"], ""))
+            where = term(e.get("container_name") or e["container"][:12])
+            note = term(f"[{e['link']}; {','.join(e['actions'])}; {e['alert_id'][:8]}]")
+            out.print(f"  {_clock(e['time'])}  {severity} {term(e['rule'])}  {where}  "
+                      f"pid {term(e['pid'])}  {term(e['exe'])}  {term(cmd)}  {note}")
+    if inc.get("timeline_dropped"):
+        out.print(f"  ... {term(inc['timeline_dropped'])} more alerts not kept in the timeline")
+    if inc["actions"]:
+        out.print()
+        out.print(out.paint("actions", "1"))
+        for a in inc["actions"]:
+            out.print(f"  {_clock(a['time'])}  {term(a['action'])} {term(a['outcome'])}"
+                      f"{' (in kernel)' if a.get('in_kernel') else ''}  {term(a.get('reason'))}"
+                      f"  alert {term(a['alert_id'][:8])}")
+    if inc["process_tree"]:
+        out.print()
+        out.print(out.paint("process tree", "1"))
+        _print_tree(out, inc)
+
+
+def _print_tree(out: Out, inc: dict[str, Any]) -> None:
+    rules = {e["alert_id"]: e["rule"] for e in inc["timeline"]}
+    nodes = {n["pid"]: n for n in inc["process_tree"]}
+    children: dict[Any, list[int]] = {}
+    for n in inc["process_tree"]:
+        parent = n["parent"] if n["parent"] in nodes else None
+        children.setdefault(parent, []).append(n["pid"])
+
+    def walk(pid: int, prefix: str, last: bool, top: bool) -> None:
+        n = nodes[pid]
+        hits = ", ".join(rules.get(a, a[:8]) for a in n["alerts"])
+        branch = "" if top else ("`- " if last else "|- ")
+        out.print(f"  {prefix}{branch}{term(pid)} {term(n['exe'])}"
+                  + (f"  <- {term(hits)}" if hits else ""))
+        kids = children.get(pid, [])
+        for i, kid in enumerate(kids):
+            walk(kid, prefix + ("" if top else ("   " if last else "|  ")), i == len(kids) - 1,
+                 False)
+
+    for root in children.get(None, []):
+        walk(root, "", True, True)
 
 
 def cmd_rules(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
@@ -512,6 +637,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("container", nargs="?", help="show one container")
     s.set_defaults(func=cmd_containers)
 
+    s = sub.add_parser("risk", help="a container's risk score and its reasons")
+    rksub = s.add_subparsers(dest="risk_cmd", required=True, metavar="SUBCOMMAND")
+    r = rksub.add_parser("show", help="every factor and its points (they sum to the score)")
+    r.add_argument("container", help="name, id or unique id prefix")
+    s.set_defaults(func=cmd_risk)
+
     s = sub.add_parser("events", help="live events (Ctrl-C to stop)")
     s.add_argument("--type", action="append", choices=EVENT_KINDS, help="repeatable")
     s.add_argument("--container", help="name, id or id prefix, or `host`")
@@ -534,6 +665,17 @@ def build_parser() -> argparse.ArgumentParser:
     _filters(a)
     _stream_args(a)
     s.set_defaults(func=cmd_alerts)
+
+    s = sub.add_parser("incidents", help="alerts of one attack tied together: list, show")
+    isub = s.add_subparsers(dest="incidents_cmd", required=True, metavar="SUBCOMMAND")
+    i = isub.add_parser("list", help="incidents, most recently active first")
+    i.add_argument("--state", choices=("open", "closed"))
+    i.add_argument("--container", help="name, id or id prefix, or `host`")
+    i.add_argument("--since", help="last seen at or after: RFC 3339 time or age (30s, 2h, 7d)")
+    i.add_argument("--limit", type=int, default=100)
+    i = isub.add_parser("show", help="one incident: phases, timeline, actions, process tree")
+    i.add_argument("id", help="incident id or a unique prefix of it")
+    s.set_defaults(func=cmd_incidents)
 
     s = sub.add_parser("rules", help="list, show, validate, reload, enable, disable rules")
     rsub = s.add_subparsers(dest="rules_cmd", required=True, metavar="SUBCOMMAND")

@@ -38,6 +38,8 @@ from roxd.containers.attribution import ContainerAttribution
 from roxd.enforce.quarantine import Quarantine
 from roxd.enforce.response import Responder
 from roxd.errors import CgroupError, RoxdError, RuleError
+from roxd.incidents import IncidentTracker, start_incidents
+from roxd.incidents.risk import ContainerRisk
 from roxd.inventory import ContainerRecord, ImageRecord, container_inventory, image_inventory
 from roxd.jsonlines import JsonLines
 from roxd.model import Container, SeccompEvent, rfc3339
@@ -92,6 +94,7 @@ class Parts:
     baselines: BaselineEngine | None  # None with [baselines] enabled = false
     api: ApiServer | None = None
     posture: PostureService | None = None  # None: posture.enabled = false
+    incidents: IncidentTracker | None = None  # a raw tap of the dispatcher: every alert
 
 
 class Daemon:
@@ -161,6 +164,10 @@ class Daemon:
                               cgroup2_root=attribution.index.root)
         raw_taps = ([StreamSink(self.lines, kind="alert")]
                     if self.options.print_alerts and self.lines is not None else [])
+        # incidents see every alert as raised: folding never hides one from correlation
+        incidents = start_incidents(self.config.incidents, Path(self.config.daemon.state_dir),
+                                    journald=self.config.alerts.journald.enabled)
+        raw_taps.append(incidents)
         alerts = AlertDispatcher(delivery, raw_taps)
         pipeline: Pipeline | None = None
         sensor = Sensor(self._sensor_config(), lambda decoded: pipeline_of().handle(decoded))
@@ -195,7 +202,8 @@ class Daemon:
             counters=self.counters, baselines=baselines)
         seccomp = self._make_seccomp(attribution)
         responder.seccomp = seccomp
-        return Parts(attribution, sensor, policy, pipeline, delivery, seccomp, baselines)
+        return Parts(attribution, sensor, policy, pipeline, delivery, seccomp, baselines,
+                     incidents=incidents)
 
     def _start(self, parts: Parts) -> None:
         parts.attribution.start()
@@ -238,6 +246,8 @@ class Daemon:
             parts.baselines.save_if_changed()
         if parts is not None and parts.posture is not None:
             parts.posture.close()
+        if parts is not None and parts.incidents is not None:
+            parts.incidents.close(5.0)  # after the last alert: the store has open incidents
         delivery.close(5.0)  # after the last alert: flushes folds and queues to disk
         if parts is not None:
             parts.attribution.stop()
@@ -475,6 +485,8 @@ class DaemonPort:
                                  features=daemon.features.to_dict(), api=config.api)
         self.events_topic = daemon.events_topic
         self.alerts_topic = daemon.alerts_topic
+        # risk per container: incidents, and configuration facts where the runtime inspects
+        self._risk = ContainerRisk(parts.incidents, getattr(daemon.runtime, "inspect_raw", None))
 
     def activity(self) -> Activity:
         c = self._daemon.counters
@@ -523,6 +535,7 @@ class DaemonPort:
 
     def baselines(self) -> BaselineEngine | None:
         return self._parts.baselines
+
     def posture(self, refresh: bool = False) -> Report | None:
         service = self._parts.posture
         return service.report(refresh) if service is not None else None
@@ -532,6 +545,12 @@ class DaemonPort:
 
     def inventory_images(self) -> Sequence[ImageRecord]:
         return image_inventory(self._daemon.engine_inventory())
+
+    def incidents(self) -> IncidentTracker | None:
+        return self._parts.incidents
+
+    def risk(self, container_id: str) -> Mapping[str, Any]:
+        return self._risk.of(container_id)
 
     def call_in_loop(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
         return self._daemon.call_in_loop(fn, timeout)

@@ -24,11 +24,16 @@ _roxctl() {
             "completion") key="completion" ;;
             "containers") key="containers" ;;
             "events") key="events" ;;
+            "incidents") key="incidents" ;;
+            "incidents list") key="incidents list" ;;
+            "incidents show") key="incidents show" ;;
             "inventory") key="inventory" ;;
             "isolate") key="isolate" ;;
             "kill") key="kill" ;;
             "posture") key="posture" ;;
             "release") key="release" ;;
+            "risk") key="risk" ;;
+            "risk show") key="risk show" ;;
             "rules") key="rules" ;;
             "rules disable") key="rules disable" ;;
             "rules enable") key="rules enable" ;;
@@ -49,7 +54,7 @@ _roxctl() {
         esac
     done
     case "$key" in
-        "") opts="--help --socket --json status containers events alerts rules kill isolate release seccomp baselines posture inventory version completion" ;;
+        "") opts="--help --socket --json status containers risk events alerts incidents rules kill isolate release seccomp baselines posture inventory version completion" ;;
         "alerts") opts="--help list show follow" ;;
         "alerts follow") opts="--help --container --rule --phase --severity --count --seconds" ;;
         "alerts list") opts="--help --container --rule --phase --severity --since --until --limit" ;;
@@ -64,11 +69,16 @@ _roxctl() {
         "completion") opts="--help bash" ;;
         "containers") opts="--help" ;;
         "events") opts="--help --type --container --pid --follow --count --seconds" ;;
+        "incidents") opts="--help list show" ;;
+        "incidents list") opts="--help --state --container --since --limit" ;;
+        "incidents show") opts="--help" ;;
         "inventory") opts="--help containers images --all --json" ;;
         "isolate") opts="--help --reason" ;;
         "kill") opts="--help" ;;
         "posture") opts="--help --refresh --format --verbose --json" ;;
         "release") opts="--help" ;;
+        "risk") opts="--help show" ;;
+        "risk show") opts="--help" ;;
         "rules") opts="--help list show validate reload enable disable" ;;
         "rules disable") opts="--help --tag" ;;
         "rules enable") opts="--help --tag" ;;

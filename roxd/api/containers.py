@@ -79,6 +79,7 @@ class ContainerDirectory:
             "labels": c.labels, "cgroup_ids": list(c.cgroup_ids), "running": c.running,
             "mode": "quarantined" if record else ("monitor" if monitor else "enforce"),
             "alerts": self.alert_counts().get(c.id, 0),
+            "risk": self.daemon.risk(c.id)["score"],
             "quarantine": None if record is None else {
                 "since": record.since, "reason": record.reason, "allow": list(record.allow)},
             "seccomp": None if seccomp is None else {"available": True},

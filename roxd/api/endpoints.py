@@ -62,6 +62,10 @@ class Endpoints:
             "listAlerts": self.list_alerts,
             "getAlert": self.get_alert,
             "streamAlerts": self.stream_alerts,
+            "listIncidents": self.list_incidents,
+            "getIncident": self.get_incident,
+            "getContainerRisk": lambda _r, p, _b: dict(self.daemon.risk(
+                self.directory.resolve(p["ref"]).id)),
             "listRules": self.rules.list,
             "getRule": self.rules.get,
             "validateRules": self.rules.validate,
@@ -144,3 +148,27 @@ class Endpoints:
         return streams.stream(self.daemon.events_topic, streams.event_filter(p), p,
                               streams.wants_sse(req, p), self.closing,
                               self.settings.stream_queue, "event")
+
+    # ------------------------------------------------------------------ incidents
+
+    def _incidents(self) -> Any:
+        view = self.daemon.incidents()
+        if view is None:
+            raise ApiError(501, "incidents are not tracked by this daemon")
+        return view
+
+    def list_incidents(self, _req: Request, p: dict[str, Any], _body: Any) -> Any:
+        from roxd.incidents.tracker import IncidentQuery
+
+        q = IncidentQuery(
+            state=p.get("state"), container=p.get("container"),
+            since_ns=parse_time_ns(p["since"], "query.since") if "since" in p else None,
+            limit=p.get("limit", 100))
+        return {"items": self._incidents().query(q)}
+
+    def get_incident(self, _req: Request, p: dict[str, Any], _body: Any) -> Any:
+        incident = self._incidents().get(p["id"])
+        if incident is None:
+            raise ApiError(404, f"no incident {p['id']!r} (closed incidents are kept "
+                                "incidents.max_age_days in the store)")
+        return incident

@@ -102,6 +102,13 @@ class AlertStoreView(Protocol):
     def get(self, alert_id: str) -> Any: ...
 
 
+class IncidentsView(Protocol):
+    """roxd.incidents.IncidentTracker, as the API reads it (thread-safe)."""
+
+    def query(self, q: Any) -> list[dict[str, Any]]: ...  # an IncidentQuery
+    def get(self, incident_id: str) -> dict[str, Any] | None: ...
+
+
 class DaemonPort(Protocol):
     facts: DaemonFacts
     events_topic: Topic  # enriched events, as `--print-events` shows them
@@ -126,6 +133,8 @@ class DaemonPort(Protocol):
     def posture(self, refresh: bool = False) -> Report | None: ...  # None: posture disabled
     def inventory_containers(self, all_states: bool = False) -> Sequence[ContainerRecord]: ...
     def inventory_images(self) -> Sequence[ImageRecord]: ...
+    def incidents(self) -> IncidentsView | None: ...  # None: not tracked in this daemon
+    def risk(self, container_id: str) -> Mapping[str, Any]: ...  # score, reasons (incidents/risk)
 
     # ---- commands
     def call_in_loop(self, fn: Callable[[], T], timeout: float = 30.0) -> T: ...

@@ -101,6 +101,7 @@ def test_every_operation_through_a_raw_http_client(api_roxd: Any, run_container:
                message="an alert of the container (shell in container)")
     alert = call(sock, "GET", "/v1/alerts?container=" + name)[1]["items"][0]
     rule_id = alert["rule"]["id"]
+    incident = call(sock, "GET", "/v1/incidents?container=" + name)[1]["items"][0]
     stream_q = "max_items=1&max_seconds=20"
     # (operation id, method, path, body, expected status)
     cases = [
@@ -123,6 +124,9 @@ def test_every_operation_through_a_raw_http_client(api_roxd: Any, run_container:
         ("killProcess", "POST", "/v1/actions/kill", {"pid": victim}, 200),
         ("streamEvents", "GET", f"/v1/events/stream?type=exec&{stream_q}", None, 200),
         ("streamAlerts", "GET", f"/v1/alerts/stream?{stream_q}", None, 200),
+        ("listIncidents", "GET", f"/v1/incidents?container={name}&state=open", None, 200),
+        ("getIncident", "GET", f"/v1/incidents/{incident['id']}", None, 200),
+        ("getContainerRisk", "GET", f"/v1/containers/{name}/risk", None, 200),
     ]
     seen = set()
     for op_id, method, path, body, expected in cases:

@@ -21,6 +21,7 @@ from roxd.api.client import ApiClient, ApiFailure, Unreachable
 from roxd.api.port import Activity, DaemonFacts, KernelStats, Programs
 from roxd.api.server import ApiServer
 from roxd.api.settings import ApiSettings
+from roxd.incidents.tracker import IncidentQuery
 from roxd.model import Container
 from roxd.pubsub import Topic
 from roxd.rules.active import ActiveRules
@@ -107,6 +108,26 @@ class FakePort:
 
     def inventory_images(self) -> list[Any]:
         return []
+    def incidents(self) -> Any:
+        if not hasattr(self, "_incidents"):  # one recorded attack in "web", one alert in "db"
+            from roxd.incidents.tracker import IncidentTracker
+            from tests.unit.test_incidents import Clock, attack
+
+            clock = Clock()
+            self._incidents = IncidentTracker(clock=clock, timer=False)
+            web, db = self.items[0][1], self.items[1][1]
+            for a in [*attack(container=web), attack(container=db, pid0=2000)[0]]:
+                clock.now = a.time_ns
+                self._incidents.emit(a)
+        return self._incidents
+
+    def risk(self, container_id: str) -> Any:
+        from roxd.incidents.risk import ContainerRisk
+
+        inspect = {self.items[0][1].id: {"HostConfig": {"Privileged": True}, "Mounts": [
+            {"Type": "bind", "Source": "/srv", "RW": True}]},
+                   self.items[1][1].id: {"Config": {"User": "999"}}}
+        return ContainerRisk(self.incidents(), inspect.get).of(container_id)
 
     def call_in_loop(self, fn: Any, timeout: float = 30.0) -> Any:
         return fn()
@@ -472,3 +493,84 @@ def test_the_api_kill_never_hits_a_protected_process(api: Any) -> None:
         with child(rename_to="ordinary") as proc:
             assert c.post("/v1/actions/kill", {"pid": proc.pid})["killed"] is True
             assert died(proc)
+
+
+# ---------------------------------------------------------------------------- incidents
+
+
+def test_incidents_list_filters_and_one_incident(api: Any) -> None:
+    _daemon, path = api
+    with ApiClient(path) as c:
+        items = c.get("/v1/incidents")["items"]
+        assert len(items) == 2
+        web = c.get("/v1/incidents", {"container": "web"})["items"]
+        assert [i["containers"][0]["name"] for i in web] == ["web"]
+        assert [p["phase"] for p in web[0]["phases"]] == [
+            "foothold", "privilege_escalation", "persistence", "objectives"]
+        assert c.get("/v1/incidents", {"state": "closed"})["items"] == []
+        assert len(c.get("/v1/incidents", {"state": "open", "limit": 1})["items"]) == 1
+        assert c.get("/v1/incidents", {"since": "2100-01-01T00:00:00Z"})["items"] == []
+        one = c.get(f"/v1/incidents/{web[0]['id']}")
+        assert one["timeline"] == web[0]["timeline"] and one["process_tree"]
+        schemas.check({"$ref": "#/components/schemas/Incident"}, one)
+        schemas.check({"$ref": "#/components/schemas/IncidentList"},
+                      c.get("/v1/incidents"))
+
+
+@pytest.mark.parametrize(("query", "status", "reason"), [
+    ("/v1/incidents/" + "0" * 32, 404, "no incident"),
+    ("/v1/incidents/nothex", 400, "does not match"),
+    ("/v1/incidents?state=sleeping", 400, "query.state must be one of open, closed"),
+    ("/v1/incidents?since=yesterday", 400, "RFC 3339"),
+    ("/v1/incidents?limit=0", 400, "query.limit must be >= 1"),
+    ("/v1/incidents?phase=foothold", 400, "unknown query parameter"),
+])
+def test_incident_bad_input_is_4xx_with_a_reason(api: Any, query: str, status: int,
+                                                 reason: str) -> None:
+    _daemon, path = api
+    with ApiClient(path) as c, pytest.raises(ApiFailure) as exc:
+        c.get(query)
+    assert exc.value.status == status and reason in exc.value.reason, exc.value
+
+
+def test_roxctl_incidents_list_and_timeline(api: Any) -> None:
+    daemon, path = api
+    listed = roxctl("--socket", path, "incidents", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "foothold>privilege_escalation>persistence>objectives" in listed.stdout
+    web = daemon.incidents().query(IncidentQuery(container="web"))[0]
+    shown = roxctl("--socket", path, "incidents", "show", web["id"][:8])
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout
+    sections = [text.index(f"== {p} ") for p in ("foothold", "privilege_escalation",
+                                                  "persistence", "objectives")]
+    assert sections == sorted(sections)
+    assert "privilege_escalation.read-shadow" in text and "process tree" in text
+    assert "cat /etc/shadow" in text
+    as_json = roxctl("--socket", path, "--json", "incidents", "show", web["id"])
+    assert json.loads(as_json.stdout)["id"] == web["id"]
+    missing = roxctl("--socket", path, "incidents", "show", "0" * 32)
+    assert missing.returncode == 1 and "no incident" in missing.stderr
+    unknown = roxctl("--socket", path, "incidents", "show", "ffffffff")
+    assert unknown.returncode == 1 and "no incident" in unknown.stderr
+
+
+def test_containers_carry_their_risk_and_risk_show_lists_the_reasons(api: Any) -> None:
+    _daemon, path = api
+    with ApiClient(path) as c:
+        by_name = {x["name"]: x for x in c.get("/v1/containers")}
+        web = c.get("/v1/containers/web/risk")
+        assert by_name["web"]["risk"] == web["score"] > by_name["db"]["risk"]
+        assert web["score"] == sum(r["points"] for r in web["reasons"])
+        schemas.check({"$ref": "#/components/schemas/Risk"}, web)
+        with pytest.raises(ApiFailure) as exc:
+            c.get("/v1/containers/nosuch/risk")
+        assert exc.value.status == 404
+    table = roxctl("--socket", path, "containers")
+    assert table.returncode == 0 and "RISK" in table.stdout.splitlines()[0]
+    assert table.stdout.splitlines()[1].startswith("web")  # most at risk first
+    shown = roxctl("--socket", path, "risk", "show", "web")
+    assert shown.returncode == 0, shown.stderr
+    assert "privileged" in shown.stdout and "host_mount_rw" in shown.stdout
+    missing = roxctl("--socket", path, "risk", "show", "nosuch")
+    assert missing.returncode == 1

@@ -1,0 +1,115 @@
+"""Incident changes to journald: one entry per incident opened, phase added, container added
+(the attack moved) and closed — not one per alert (the alerts have their own entries).
+
+    journalctl MESSAGE_ID=7c1f3b0e9d4a4f6b8a52e61d0c9b7a44
+    journalctl ROXD_INCIDENT_ID=<id> -o json
+    journalctl ROXD_INCIDENT_CHANGE=phase_added ROXD_INCIDENT_PHASE=persistence
+
+Sent with python-systemd from the sink's own thread (roxd/alerts/worker.py's QueueWorker), the
+way roxd/alerts/journald.py sends alerts; values are escaped and cut the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from roxd.alerts.journald import MAX_FIELD
+from roxd.alerts.worker import QueueWorker, SinkCounters
+from roxd.incidents.tracker import IncidentChange
+from roxd.text import clip, printable
+from roxd.vocabulary import SEVERITIES
+
+log = logging.getLogger("roxd.incidents.journald")
+
+MESSAGE_ID = "7c1f3b0e9d4a4f6b8a52e61d0c9b7a44"
+JOURNALED = ("opened", "phase_added", "container_added", "closed")
+
+
+def incident_summary(change: IncidentChange) -> str:
+    d = change.incident
+    where = ", ".join(c.get("name") or c["id"][:12] for c in d["containers"]) or "-"
+    phases = " > ".join(p["phase"] for p in d["phases"])
+    what = {"opened": "opened", "phase_added": f"reached {change.phase}",
+            "container_added": f"spread to {change.container and change.container[:12]}",
+            "closed": "closed (quiet)"}.get(change.kind, change.kind)
+    return printable(f"incident {d['id'][:12]} {what} in {where}: {d['severity']}, phases "
+                     f"{phases}, {d['alerts']} alerts")
+
+
+def incident_fields(change: IncidentChange) -> list[str]:
+    d = change.incident
+    fields: dict[str, Any] = {
+        "MESSAGE": incident_summary(change),
+        "MESSAGE_ID": MESSAGE_ID,
+        "PRIORITY": SEVERITIES.index(d["severity"]),
+        "SYSLOG_IDENTIFIER": "roxd",
+        "ROXD_KIND": "incident",
+        "ROXD_INCIDENT_ID": d["id"],
+        "ROXD_INCIDENT_CHANGE": change.kind,
+        "ROXD_INCIDENT_STATE": d["state"],
+        "ROXD_INCIDENT_SEVERITY": d["severity"],
+        "ROXD_INCIDENT_PHASES": ",".join(p["phase"] for p in d["phases"]),
+        "ROXD_INCIDENT_ALERTS": d["alerts"],
+        "ROXD_INCIDENT_FIRST_NS": d["first_ns"],
+        "ROXD_INCIDENT_LAST_NS": d["last_ns"],
+    }
+    if change.phase:
+        fields["ROXD_INCIDENT_PHASE"] = change.phase
+    if change.alert_id:
+        fields["ROXD_INCIDENT_ALERT_ID"] = change.alert_id
+    out = [f"{k}={_clip(v)}" for k, v in fields.items()]
+    for c in d["containers"]:  # repeated, once per container
+        out.append(f"ROXD_INCIDENT_CONTAINER_ID={_clip(c['id'])}")
+        if c.get("name"):
+            out.append(f"ROXD_INCIDENT_CONTAINER_NAME={_clip(c['name'])}")
+    return out
+
+
+def _clip(value: object) -> str:
+    text = printable(str(value), MAX_FIELD)
+    while (excess := len(text.encode()) - MAX_FIELD) > 0:
+        text = clip(text, len(text) - excess // 4 - 1)
+    return text
+
+
+def _default_sendv() -> Callable[..., object]:
+    from systemd import journal  # Debian python3-systemd
+
+    return journal.sendv
+
+
+class IncidentJournal:
+    def __init__(self, sendv: Callable[..., object] | None = None,
+                 queue_max: int = 10000) -> None:
+        self._sendv = sendv or _default_sendv()
+        self._counters = SinkCounters()
+        # QueueWorker is written for alerts; it only queues and hands items back
+        self._worker = QueueWorker("roxd-incident-journald", self._deliver,  # type: ignore[arg-type]
+                                   queue_max, self._counters)
+        self._warned = False
+
+    def incident_changed(self, change: IncidentChange) -> None:
+        if change.kind in JOURNALED:
+            self._worker.put(change)  # type: ignore[arg-type]
+
+    def _deliver(self, change: IncidentChange) -> bool:
+        try:
+            self._sendv(*incident_fields(change))
+        except OSError as exc:
+            if not self._warned:
+                log.warning("journald: cannot write incidents: %s (counted as failed)", exc)
+                self._warned = True
+            return False
+        self._warned = False
+        return True
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        return self._worker.wait_idle(timeout)
+
+    def stats(self) -> dict[str, int]:
+        return self._counters.snapshot()
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._worker.close(timeout)

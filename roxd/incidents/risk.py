@@ -1,0 +1,150 @@
+"""A risk score per container, with its reasons (docs/incidents.md, "Risk").
+
+    score = sum of the factors' points, each factor capped; 0..100
+
+| factor | points | cap |
+|---|---|---|
+| alerts | per alert of the container in its incidents (severity points below) | 25 |
+| phases | 4 per phase reached by its worst open incident | 20 |
+| privileged | 15 when the container runs privileged | 15 |
+| docker_socket | 15 when the runtime's socket is mounted into it | 15 |
+| host_mount_rw | 10 when a host path is bind-mounted writable | 10 |
+| host_network / host_pid | 5 each when it shares the host's network / pid namespace | 5 |
+| root_user | 5 when its configured user is root (none given, 0 or root) | 5 |
+
+Severity points per alert: critical or worse 16, error 9, warning 4, notice 1, info/debug 0.
+Additive, so every reason shown sums to the score; the reasons are ordered by points, then by
+name, so the same facts always print the same way. Configuration facts come from the runtime's
+inspect (`docker inspect`), where the adapter offers it; without it those factors are absent
+and `config` says why.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+SEVERITY_POINTS = {"emergency": 16, "alert": 16, "critical": 16, "error": 9, "warning": 4,
+                   "notice": 1, "info": 0, "debug": 0}
+ALERTS_CAP = 25
+PHASE_POINTS, PHASES_CAP = 4, 20
+CONFIG_POINTS = {"privileged": 15, "docker_socket": 15, "host_mount_rw": 10, "host_network": 5,
+                 "host_pid": 5, "root_user": 5}
+RUNTIME_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock",
+                   "/var/run/containerd/containerd.sock", "/run/crio/crio.sock",
+                   "/run/podman/podman.sock")
+CONFIG_DETAILS = {
+    "privileged": "runs privileged: every capability, every device, no seccomp/AppArmor",
+    "docker_socket": "the container runtime's socket is mounted: root on the host",
+    "host_mount_rw": "a host path is bind-mounted writable",
+    "host_network": "shares the host's network namespace",
+    "host_pid": "shares the host's pid namespace: sees and signals host processes",
+    "root_user": "runs as root (no user configured, or 0/root)",
+}
+
+
+@dataclass(frozen=True)
+class ConfigFacts:
+    privileged: bool = False
+    docker_socket: bool = False
+    host_mount_rw: bool = False
+    host_network: bool = False
+    host_pid: bool = False
+    root_user: bool = False
+
+    def present(self) -> list[str]:
+        return [name for name in CONFIG_POINTS if getattr(self, name)]
+
+
+def facts_from_inspect(attrs: Mapping[str, Any]) -> ConfigFacts:
+    """The facts from `docker inspect` output (missing keys count as not set)."""
+    host = attrs.get("HostConfig") or {}
+    config = attrs.get("Config") or {}
+    mounts = [m for m in attrs.get("Mounts") or [] if isinstance(m, Mapping)]
+    sources = [str(m.get("Source", "")) for m in mounts]
+    sources += [str(b).split(":", 1)[0] for b in host.get("Binds") or []]
+    writable = [str(m.get("Source", "")) for m in mounts
+                if m.get("Type") == "bind" and m.get("RW", True)]
+    user = str(config.get("User") or "").split(":", 1)[0]
+    return ConfigFacts(
+        privileged=bool(host.get("Privileged")),
+        docker_socket=any(s in RUNTIME_SOCKETS for s in sources),
+        host_mount_rw=any(s not in RUNTIME_SOCKETS for s in writable),
+        host_network=host.get("NetworkMode") == "host",
+        host_pid=host.get("PidMode") == "host",
+        root_user=user in ("", "0", "root"))
+
+
+def risk_of(container_id: str, incidents: Iterable[Mapping[str, Any]],
+            facts: ConfigFacts | None, facts_note: str = "") -> dict[str, Any]:
+    reasons: list[dict[str, Any]] = []
+    by_severity: dict[str, int] = {}
+    worst_open = 0
+    for inc in incidents:
+        for e in inc.get("timeline", ()):
+            if e.get("container") == container_id:
+                by_severity[e["severity"]] = by_severity.get(e["severity"], 0) + 1
+        if inc.get("state") == "open":
+            worst_open = max(worst_open, len(inc.get("phases", ())))
+    raw = sum(SEVERITY_POINTS.get(s, 0) * n for s, n in by_severity.items())
+    if raw:
+        detail = ", ".join(f"{n} {s}" for s, n in sorted(
+            by_severity.items(), key=lambda kv: -SEVERITY_POINTS.get(kv[0], 0)))
+        reasons.append({"factor": "alerts", "points": min(ALERTS_CAP, raw), "cap": ALERTS_CAP,
+                        "detail": f"{detail} ({raw} before the cap)"})
+    if worst_open:
+        reasons.append({"factor": "phases", "points": min(PHASES_CAP, PHASE_POINTS * worst_open),
+                        "cap": PHASES_CAP,
+                        "detail": f"an open incident reached {worst_open} of 5 phases"})
+    for name in facts.present() if facts is not None else []:
+        reasons.append({"factor": name, "points": CONFIG_POINTS[name],
+                        "cap": CONFIG_POINTS[name], "detail": CONFIG_DETAILS[name]})
+    reasons.sort(key=lambda r: (-r["points"], r["factor"]))
+    return {"container": container_id, "score": sum(r["points"] for r in reasons),
+            "reasons": reasons,
+            "config": "known" if facts is not None else (facts_note or "unknown")}
+
+
+class ContainerRisk:
+    """Risk per container for the API: incidents from the tracker, configuration facts from
+    the runtime's inspect (cached `ttl_s` per container; None: not offered by this runtime)."""
+
+    def __init__(self, incidents: Any, inspect_raw: Callable[[str], Any] | None,
+                 ttl_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._incidents = incidents
+        self._inspect = inspect_raw
+        self._ttl = ttl_s
+        self._clock = clock
+        self._facts: dict[str, tuple[float, ConfigFacts | None, str]] = {}
+        self._lock = threading.Lock()
+
+    def facts(self, container_id: str) -> tuple[ConfigFacts | None, str]:
+        if self._inspect is None:
+            return None, "the container runtime adapter offers no inspect"
+        now = self._clock()
+        with self._lock:
+            cached = self._facts.get(container_id)
+        if cached is not None and now - cached[0] < self._ttl:
+            return cached[1], cached[2]
+        try:
+            attrs = self._inspect(container_id)
+            facts, note = (facts_from_inspect(attrs), "") if attrs else (None, "not known to "
+                                                                         "the runtime")
+        except Exception as exc:  # the engine down: say so, try again next time
+            return None, f"inspect failed: {exc}"
+        with self._lock:
+            self._facts[container_id] = (now, facts, note)
+            if len(self._facts) > 4096:
+                self._facts.pop(next(iter(self._facts)))
+        return facts, note
+
+    def of(self, container_id: str) -> dict[str, Any]:
+        from roxd.incidents.tracker import IncidentQuery
+
+        incidents = (self._incidents.query(IncidentQuery(container=container_id, limit=1000))
+                     if self._incidents is not None else [])
+        facts, note = self.facts(container_id)
+        return risk_of(container_id, incidents, facts, note)

@@ -1,0 +1,477 @@
+"""Incidents: alerts that belong to one attack, tied together (docs/incidents.md).
+
+    tracker = IncidentTracker(settings, sinks=[store, journal])
+    AlertDispatcher(delivery, raw_taps=[tracker])   # every alert as raised, before folding
+    tracker.query(IncidentQuery(state="open")); tracker.get(incident_id)
+
+Correlation of an alert raised in container C (the host counts as one workload, "host"), in
+this order:
+
+1. ancestry: the alert's session chain (its pid and its ancestors' pids up to the first
+   container-runtime or system process, `BOUNDARY`) shares a pid with the chains of an open
+   incident that touches C: it descends from an earlier alert's process, or from the shell
+   that process ran in;
+2. network: an open incident made an outbound connect (an alert on a connect event) to one of
+   C's addresses (read from /proc/<pid>/net of the alert's processes): the attack moved to C;
+3. time window: the alert's ancestry is incomplete (no ancestors, the chain cut at 8, or it
+   ends before reaching a boundary process), and some incident touching C is still open: the
+   most recent one;
+4. otherwise a new incident opens.
+
+An incident closes after `quiet_window_s` without a new alert (checked on every alert, by the
+tracker's timer and by tick()). Changes (opened, phase added, container added, closed, and
+plain updates for the store) go to the sinks; emit() runs on the event loop and never blocks:
+the sinks queue.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any, Protocol
+
+from roxd.incidents.settings import IncidentsSettings
+from roxd.model import Alert, ConnectEvent, Outcome, Severity, rfc3339
+from roxd.vocabulary import PHASES, SEVERITIES
+
+log = logging.getLogger("roxd.incidents")
+
+NS = 1_000_000_000
+HOST = "host"
+MAX_TREE_NODES = 256
+MAX_CLOSED_IN_MEMORY = 200
+MAX_TARGETS = 64
+# where a process's session ends going up its ancestry: the runtime that started the container
+# process (docker exec, the entrypoint) and the host's service managers and login daemons
+BOUNDARY = frozenset({
+    "runc", "crun", "youki", "runsc", "conmon", "containerd", "containerd-shim",
+    "containerd-shim-runc-v1", "containerd-shim-runc-v2", "docker-containerd-shim", "dockerd",
+    "docker-proxy", "docker-init", "tini", "systemd", "init", "sshd", "cron", "crond",
+})
+# the most severe an incident can be: emergency means "the system is unusable"
+MAX_SEVERITY_CODE = SEVERITIES.index("alert")
+CHANGE_KINDS = ("opened", "phase_added", "container_added", "updated", "closed")
+
+
+class IncidentSink(Protocol):
+    def incident_changed(self, change: IncidentChange) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentChange:
+    kind: str  # one of CHANGE_KINDS
+    time_ns: int
+    incident: dict[str, Any]  # Incident.to_dict() at the change
+    phase: str | None = None  # phase_added: the phase reached
+    container: str | None = None  # container_added: its id
+    alert_id: str | None = None  # the alert that caused it (None for closed)
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentQuery:
+    state: str | None = None  # "open" | "closed"
+    container: str | None = None  # id, id prefix (6+), name, or "host"
+    since_ns: int | None = None  # last seen at or after
+    limit: int = 100
+
+
+def incident_severity(worst_code: int, phases: int) -> str:
+    """The most severe alert's syslog severity, one step more severe for each phase reached
+    beyond the first, never beyond `alert` (docs/incidents.md)."""
+    code = max(MAX_SEVERITY_CODE, worst_code - max(0, phases - 1))
+    return SEVERITIES[min(code, len(SEVERITIES) - 1)]
+
+
+def session_chain(alert: Alert) -> tuple[list[tuple[int, str]], bool, tuple[int, str] | None]:
+    """The alert's process and its ancestors up to (not including) the first boundary
+    process, nearest first; whether the chain is complete (reached a boundary); the boundary
+    process itself (the tree's root) when reached."""
+    proc = alert.event.process
+    chain = [(proc.pid, proc.exe)]
+    for anc in proc.ancestors:
+        if _basename(anc.exe, anc.args) in BOUNDARY or anc.pid <= 1:
+            return chain, True, (anc.pid, anc.exe)
+        chain.append((anc.pid, anc.exe))
+    return chain, False, None
+
+
+def _basename(exe: str, args: Sequence[str]) -> str:
+    name = PurePosixPath(exe).name if exe else ""
+    if name in ("busybox", "exe", "") and args:  # a multi-call binary or /proc/self/exe
+        return PurePosixPath(args[0]).name
+    return name
+
+
+def _connect_target(alert: Alert) -> str | None:
+    ev = alert.event.event
+    if not isinstance(ev, ConnectEvent):
+        return None
+    try:
+        addr = ipaddress.ip_address(ev.daddr)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    if addr.is_loopback or addr.is_unspecified or addr.is_multicast:
+        return None
+    return str(addr)
+
+
+def container_addresses(pids: Iterable[int], proc: str = "/proc") -> frozenset[str]:
+    """The local addresses of the network namespace of the first of `pids` that still lives:
+    IPv4 from net/fib_trie ("/32 host LOCAL"), IPv6 from net/if_inet6; loopback left out.
+    Empty when none of them can be read."""
+    for pid in pids:
+        out: set[str] = set()
+        try:
+            with open(f"{proc}/{pid}/net/fib_trie", encoding="ascii", errors="replace") as f:
+                last = None
+                for line in f:
+                    text = line.strip()
+                    if text.startswith("|--"):
+                        last = text[3:].strip()
+                    elif "/32 host LOCAL" in text and last:
+                        out.add(last)
+        except OSError:
+            continue
+        try:
+            with open(f"{proc}/{pid}/net/if_inet6", encoding="ascii", errors="replace") as f:
+                for line in f:
+                    raw = line.split()[0] if line.split() else ""
+                    if len(raw) == 32:
+                        out.add(str(ipaddress.IPv6Address(int(raw, 16))))
+        except (OSError, ValueError):
+            pass
+        return frozenset(a for a in out if _routable(a))
+    return frozenset()
+
+
+def _routable(addr: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    return not (ip.is_loopback or ip.is_unspecified or ip.is_link_local)
+
+
+@dataclass
+class Incident:
+    id: str
+    first_ns: int
+    last_ns: int
+    state: str = "open"
+    closed_ns: int | None = None
+    containers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    phases: dict[str, int] = field(default_factory=dict)  # phase -> first reached (ns)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    alerts: int = 0
+    timeline_dropped: int = 0
+    worst_code: int = len(SEVERITIES) - 1
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    tree: dict[int, dict[str, Any]] = field(default_factory=dict)  # pid -> node
+    link_pids: set[int] = field(default_factory=set)
+    targets: dict[str, int] = field(default_factory=dict)  # outbound address -> last ns
+
+    @property
+    def severity(self) -> str:
+        return incident_severity(self.worst_code, len(self.phases))
+
+    def phases_in_order(self) -> list[str]:
+        return [p for p in PHASES if p in self.phases]
+
+    def touches(self, container_id: str) -> bool:
+        return container_id in self.containers
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state,
+            "severity": self.severity,
+            "first_seen": rfc3339(self.first_ns),
+            "last_seen": rfc3339(self.last_ns),
+            "closed_at": rfc3339(self.closed_ns) if self.closed_ns else None,
+            "first_ns": self.first_ns,
+            "last_ns": self.last_ns,
+            "containers": list(self.containers.values()),
+            "phases": [{"phase": p, "first_seen": rfc3339(self.phases[p]),
+                        "first_ns": self.phases[p]} for p in self.phases_in_order()],
+            "alerts": self.alerts,
+            "timeline": list(self.timeline),
+            "timeline_dropped": self.timeline_dropped,
+            "actions": list(self.actions),
+            "process_tree": [{**n, "alerts": list(n["alerts"])} for n in self.tree.values()],
+            "worst_alert_severity": SEVERITIES[self.worst_code],
+            "links": {"pids": sorted(self.link_pids), "targets": dict(self.targets)},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Incident:
+        links = d.get("links") or {}
+        return cls(
+            id=d["id"], first_ns=int(d["first_ns"]), last_ns=int(d["last_ns"]),
+            state=d["state"], closed_ns=None if d.get("closed_at") is None else int(
+                d.get("closed_ns") or d["last_ns"]),
+            containers={c["id"]: dict(c) for c in d.get("containers", [])},
+            phases={p["phase"]: int(p["first_ns"]) for p in d.get("phases", [])},
+            timeline=list(d.get("timeline", [])), alerts=int(d.get("alerts", 0)),
+            timeline_dropped=int(d.get("timeline_dropped", 0)),
+            worst_code=SEVERITIES.index(d.get("worst_alert_severity", "debug")),
+            actions=list(d.get("actions", [])),
+            tree={int(n["pid"]): dict(n) for n in d.get("process_tree", [])},
+            link_pids={int(p) for p in links.get("pids", [])},
+            targets={str(k): int(v) for k, v in (links.get("targets") or {}).items()})
+
+
+def _container_of(alert: Alert) -> dict[str, Any]:
+    c = alert.event.container
+    if c is None:
+        return {"id": HOST, "name": None, "image": None}
+    return {"id": c.id, "name": c.name, "image": c.image}
+
+
+class IncidentTracker:
+    """An AlertSink for AlertDispatcher's raw taps. Thread-safe: emit() (event loop), tick()
+    (its timer) and the API's reads share one lock; sinks are called under it and must only
+    queue."""
+
+    def __init__(self, settings: IncidentsSettings | None = None,
+                 sinks: Sequence[IncidentSink] = (), *, store: Any = None,
+                 clock: Callable[[], int] = time.time_ns,
+                 addresses: Callable[[Iterable[int]], frozenset[str]] = container_addresses,
+                 timer: bool = True) -> None:
+        self.settings = settings or IncidentsSettings()
+        self._sinks = list(sinks)
+        self._store = store  # IncidentStore or None: reads of what is no longer in memory
+        self._clock = clock
+        self._addresses = addresses
+        self._window_ns = int(self.settings.quiet_window_s * NS)
+        self._open: dict[str, Incident] = {}  # by id, oldest first
+        self._closed: dict[str, Incident] = {}  # the most recent closed ones, oldest first
+        self._address_cache: dict[str, frozenset[str]] = {}
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(("alerts", "opened", "closed", "linked_ancestry",
+                                      "linked_network", "linked_window"), 0)
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
+        if store is not None:
+            for d in store.open_incidents():  # carried on across a restart
+                inc = Incident.from_dict(d)
+                self._open[inc.id] = inc
+        if timer:
+            self._timer = threading.Thread(target=self._tick_loop, name="roxd-incidents",
+                                           daemon=True)
+            self._timer.start()
+
+    # ------------------------------------------------------------------ sink
+
+    def emit(self, alert: Alert) -> None:
+        now = self._clock()
+        with self._lock:
+            self._counts["alerts"] += 1
+            self._close_quiet(now)
+            self._correlate(alert, now)
+
+    def tick(self) -> None:
+        now = self._clock()
+        with self._lock:
+            self._close_quiet(now)
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {**self._counts, "open": len(self._open)}
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop the timer, then flush and close the sinks (after the last alert). Open
+        incidents stay open: the store has them for the next start."""
+        self._stop.set()
+        if self._timer is not None:
+            self._timer.join(timeout)
+        for sink in self._sinks:
+            closer = getattr(sink, "close", None)
+            if closer is not None:
+                try:
+                    closer(timeout)
+                except Exception:
+                    log.exception("incident sink %s did not close cleanly", type(sink).__name__)
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, incident_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            inc = self._open.get(incident_id) or self._closed.get(incident_id)
+            if inc is not None:
+                return _public(inc.to_dict())
+        if self._store is not None:
+            d = self._store.get(incident_id)
+            return _public(d) if d is not None else None
+        return None
+
+    def query(self, q: IncidentQuery = IncidentQuery()) -> list[dict[str, Any]]:  # noqa: B008
+        with self._lock:
+            mine = [i.to_dict() for i in (*self._open.values(), *self._closed.values())]
+        found = {d["id"]: d for d in mine if _accepts(q, d)}
+        if self._store is not None:
+            for d in self._store.query(q):
+                found.setdefault(d["id"], d)
+        items = sorted(found.values(), key=lambda d: (d["last_ns"], d["id"]), reverse=True)
+        return [_public(d) for d in items[:max(1, q.limit)]]
+
+    # ------------------------------------------------------------------ correlation
+
+    def _correlate(self, alert: Alert, now: int) -> None:
+        where = _container_of(alert)
+        cid = where["id"]
+        chain, complete, root = session_chain(alert)
+        pids = {pid for pid, _ in chain}
+        candidates = [i for i in self._open.values() if i.touches(cid)]
+        inc, how = None, "first"
+        for i in reversed(candidates):  # the most recent first
+            if pids & i.link_pids:
+                inc, how = i, "ancestry"
+                break
+        if inc is None:
+            inc = self._network_link(cid, alert, chain)
+            how = "network" if inc is not None else how
+        if inc is None and candidates and not complete:
+            inc, how = candidates[-1], "window"
+        if how != "first":
+            self._counts[f"linked_{how}"] += 1
+        opened = inc is None
+        if inc is None:
+            inc = Incident(id=uuid.uuid4().hex, first_ns=alert.time_ns, last_ns=alert.time_ns)
+            self._open[inc.id] = inc
+            self._counts["opened"] += 1
+        changes = self._add(inc, alert, where, chain, root, how)
+        if opened:
+            changes = [("opened", {})]
+        for kind, extra in changes:
+            self._publish(IncidentChange(kind, now, inc.to_dict(), alert_id=alert.id, **extra))
+
+    def _network_link(self, cid: str, alert: Alert,
+                      chain: list[tuple[int, str]]) -> Incident | None:
+        others = [i for i in self._open.values() if i.targets and not i.touches(cid)]
+        if not others:
+            return None
+        addrs = self._address_cache.get(cid)
+        if addrs is None and cid != HOST:
+            addrs = self._addresses(pid for pid, _ in chain)
+            if addrs:  # the alert's processes may all be gone: try again next time
+                self._address_cache[cid] = addrs
+        if not addrs:
+            return None
+        for i in reversed(others):
+            if addrs & set(i.targets):
+                return i
+        return None
+
+    def _add(self, inc: Incident, alert: Alert, where: dict[str, Any],
+             chain: list[tuple[int, str]], root: tuple[int, str] | None,
+             how: str) -> list[tuple[str, dict[str, Any]]]:
+        changes: list[tuple[str, dict[str, Any]]] = []
+        rule = alert.rule
+        t = alert.time_ns
+        inc.alerts += 1
+        inc.first_ns = min(inc.first_ns, t)
+        inc.last_ns = max(inc.last_ns, t)
+        inc.worst_code = min(inc.worst_code, Severity(rule.severity).code)
+        if where["id"] not in inc.containers:
+            if inc.containers:
+                changes.append(("container_added", {"container": where["id"]}))
+            inc.containers[where["id"]] = where
+        new_phase = rule.phase.value not in inc.phases
+        if new_phase:
+            inc.phases[rule.phase.value] = t
+            if inc.alerts > 1:
+                changes.append(("phase_added", {"phase": rule.phase.value}))
+        proc = alert.event.process
+        if len(inc.timeline) < self.settings.max_timeline or new_phase:
+            inc.timeline.append({
+                "alert_id": alert.id, "time": rfc3339(t), "time_ns": t, "rule": rule.id,
+                "name": rule.name, "phase": rule.phase.value, "severity": rule.severity.value,
+                "container": where["id"], "container_name": where["name"], "pid": proc.pid,
+                "exe": proc.exe, "args": list(proc.args[:16]), "link": how,
+                "actions": [f"{a.action.value}:{a.outcome.value}" for a in alert.actions]})
+        else:
+            inc.timeline_dropped += 1
+        for a in alert.actions:
+            if a.action.value != "alert" or a.outcome is not Outcome.DONE:
+                inc.actions.append({"alert_id": alert.id, "time": rfc3339(t), **a.to_dict()})
+        inc.link_pids.update(pid for pid, _ in chain)
+        self._grow_tree(inc, alert.id, chain, root)
+        target = _connect_target(alert)
+        if target is not None:
+            inc.targets[target] = t
+            while len(inc.targets) > MAX_TARGETS:
+                del inc.targets[next(iter(inc.targets))]
+        return changes or [("updated", {})]
+
+    @staticmethod
+    def _grow_tree(inc: Incident, alert_id: str, chain: list[tuple[int, str]],
+                   root: tuple[int, str] | None) -> None:
+        nodes = [*reversed(chain)] if root is None else [root, *reversed(chain)]
+        parent: int | None = None
+        for pid, exe in nodes:  # from the top down
+            node = inc.tree.get(pid)
+            if node is None:
+                if len(inc.tree) >= MAX_TREE_NODES:
+                    return
+                node = inc.tree[pid] = {"pid": pid, "exe": exe, "parent": parent, "alerts": []}
+            elif node["parent"] is None and parent is not None and parent != pid:
+                node["parent"] = parent
+            parent = pid
+        leaf = inc.tree.get(chain[0][0])
+        if leaf is not None and alert_id not in leaf["alerts"] and len(leaf["alerts"]) < 64:
+            leaf["alerts"].append(alert_id)
+
+    def _close_quiet(self, now: int) -> None:
+        due = [i for i in self._open.values() if now - i.last_ns >= self._window_ns]
+        for inc in due:
+            del self._open[inc.id]
+            inc.state = "closed"
+            inc.closed_ns = now
+            self._closed[inc.id] = inc
+            while len(self._closed) > MAX_CLOSED_IN_MEMORY:
+                del self._closed[next(iter(self._closed))]
+            self._counts["closed"] += 1
+            self._publish(IncidentChange("closed", now, inc.to_dict()))
+
+    def _publish(self, change: IncidentChange) -> None:
+        for sink in self._sinks:
+            try:
+                sink.incident_changed(change)
+            except Exception:
+                log.exception("incident sink %s failed", type(sink).__name__)
+
+    def _tick_loop(self) -> None:
+        period = min(1.0, max(0.05, self.settings.quiet_window_s / 4))
+        while not self._stop.wait(period):
+            try:
+                self.tick()
+            except Exception:
+                log.exception("incident tick failed")
+
+
+def _accepts(q: IncidentQuery, d: dict[str, Any]) -> bool:
+    if q.state is not None and d["state"] != q.state:
+        return False
+    if q.since_ns is not None and d["last_ns"] < q.since_ns:
+        return False
+    if q.container is not None:
+        ref = q.container
+        return any(c["id"] == ref or c.get("name") == ref
+                   or (len(ref) >= 6 and c["id"].startswith(ref)) for c in d["containers"])
+    return True
+
+
+def _public(d: dict[str, Any]) -> dict[str, Any]:
+    """The API's shape: the correlation's internal links stay inside roxd."""
+    out = dict(d)
+    out.pop("links", None)
+    return out
+
