@@ -32,10 +32,11 @@ OTHER_IMAGE = "roxd-test/busybox:other"
 SESSION = uuid.uuid4().hex[:12]  # labels this test session's containers
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def host_untouched() -> Iterator[None]:
-    """The session must leave the host as it found it (tests/hostguard.py): device node
-    modes, no stopped orphans, no roxd nft table in the host's own netns."""
+    """Every test module must leave the host as it found it (tests/hostguard.py): device node
+    modes, no stopped orphans, no roxd nft table in the host's own netns. Checked per module,
+    so a failure names the module that did it."""
     before = read_host_state()
     yield
     after = read_host_state()

@@ -19,7 +19,7 @@ DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
 @dataclass(frozen=True)
 class HostState:
     device_modes: tuple[tuple[str, str], ...]
-    stopped_orphans: frozenset[tuple[int, str]]  # (pid, comm) in state T whose parent is init
+    stopped_orphans: frozenset[tuple[int, str]]  # (pid, "comm argv") stopped, parent init
     host_roxd_tables: tuple[str, ...]  # nft tables named roxd* in the host's own netns
 
     def changes_since(self, before: HostState) -> list[str]:
@@ -58,7 +58,12 @@ def _stopped_orphans() -> frozenset[tuple[int, str]]:
         comm = raw[raw.find("(") + 1:raw.rfind(")")]
         fields = raw.rpartition(")")[2].split()
         if fields and fields[0] in ("T", "t") and fields[1] == "1":
-            found.add((int(entry), comm))
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    argv = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:
+                argv = ""
+            found.add((int(entry), f"{comm} [{argv}] session {fields[4]}"))
     return frozenset(found)
 
 

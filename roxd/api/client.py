@@ -63,8 +63,8 @@ class Unreachable(Exception):
                 "`make run`, or point roxctl at its socket with --socket or $ROXD_SOCKET")
 
 
-@dataclass(frozen=True)
-class ApiFailure(Exception):
+@dataclass(eq=False)  # not frozen: raising sets __traceback__ (a frozen one raised through a
+class ApiFailure(Exception):  # `with` block became FrozenInstanceError and hid the failure)
     status: int
     reason: str
     body: Any = None

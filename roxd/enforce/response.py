@@ -153,9 +153,15 @@ class Responder:
             log.exception("process tree walk of pid %d ended early", proc.pid)
         first = kill_pid(proc.pid, started_by_ns=event.event.time_ns,
                          expect_start_ticks=root_ticks)
-        killed = int(first.killed) + sum(
-            kill_pid(pid, expect_start_ticks=ticks, protect=guard.protected).killed
-            for pid, ticks in stopped.items())
+        killed = int(first.killed)
+        unkilled = [] if first.killed else [(proc.pid, root_ticks)]
+        for pid, ticks in stopped.items():
+            if kill_pid(pid, expect_start_ticks=ticks, protect=guard.protected).killed:
+                killed += 1
+            else:
+                unkilled.append((pid, ticks))
+        for pid, ticks in unkilled:  # whatever could not be killed is never left stopped
+            kill_pid(pid, sig=signal.SIGCONT, expect_start_ticks=ticks)
         if not first.killed and not killed:
             return ActionResult(ActionKind.KILL, Outcome.FAILED, first.reason)
         note = f"; {spared} protected left alone" if spared else ""

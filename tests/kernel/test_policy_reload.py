@@ -120,29 +120,27 @@ def test_kill_across_a_reload_names_the_rule_that_killed(tmp_path: Path) -> None
 
 
 def test_a_really_full_kernel_map_is_counted_and_roxd_goes_on(tmp_path: Path) -> None:
-    """exec_kill holds 16,384 entries: a rule scoped to one image, with 20,000 containers of
-    that image, needs 20,000. The real map refuses the rest; the policy counts it and keeps
-    writing the other maps (on the old code the bare exception from bcc escaped)."""
-    from roxd.model import Container
-
+    """exec_kill holds 16,384 entries; a rule with 17,000 basenames for every container needs
+    17,000. The real map refuses the rest; the policy counts it and keeps writing the other
+    maps (on the old code the bare exception from bcc escaped). The rule admits the host and
+    every container, so the exec hold stays off: this test never stops a process on the host.
+    (Such a rule set is refused at load by the capacity check; the policy is driven directly
+    here to fill the real map.)"""
     rule_file = tmp_path / "rules.toml"
-    rule_file.write_text(kill_rule("t.scoped", "roxd-full-map").replace(
-        'exe_basename = "roxd-full-map"',
-        'exe_basename = "roxd-full-map"\n[rule.scope]\nhost = false\nimage = ["crowd:1"]'))
+    names = ", ".join(f'"roxd-full-{i}"' for i in range(17_000))
+    rule_file.write_text(kill_rule("t.many", "roxd-full-map").replace(
+        'exe_basename = "roxd-full-map"', f"exe_basename = [{names}]"))
     rules = ActiveRules([rule_file])
     rules.load()
-    crowd = [(10_000_000 + i, Container(id=f"{i:064x}", runtime="docker", image="crowd:1"))
-             for i in range(20_000)]
     sensor = Sensor(SensorConfig(cache_dir=tmp_path / "cache"), lambda _d: None)
     sensor.start()
     try:
         policy = KernelPolicy(sensor, enforce_in_kernel=True, fold_window_ns=0,
-                              containers=lambda: crowd, known_cgroups=tuple)
+                              containers=list, known_cgroups=tuple)
         policy.apply_rules(rules.current)
         snap = policy.snapshot()
+        assert snap["hold_unknown"] is False
         assert snap["map_write_errors_by_writer"].get("set_exec_kills", 0) >= 1
-        assert snap["exec_kill_entries"] == 20_000  # what the policy wanted
-        # the maps after it were still written: the connect tries, the hold switch
-        assert snap["hold_unknown"] is True
+        assert snap["exec_kill_entries"] == 17_000  # what the policy wanted
     finally:
         sensor.close()

@@ -574,3 +574,17 @@ def test_containers_carry_their_risk_and_risk_show_lists_the_reasons(api: Any) -
     assert "privileged" in shown.stdout and "host_mount_rw" in shown.stdout
     missing = roxctl("--socket", path, "risk", "show", "nosuch")
     assert missing.returncode == 1
+
+
+def test_an_api_failure_raised_inside_a_with_block_stays_itself() -> None:
+    """A frozen dataclass exception cannot take its __traceback__: raised inside `with
+    ApiClient(...)` (or any context manager) it turned into FrozenInstanceError."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def session() -> Any:
+        yield
+
+    with pytest.raises(ApiFailure) as caught, session():
+        raise ApiFailure(422, "nothing learned yet")
+    assert caught.value.status == 422 and str(caught.value) == "422: nothing learned yet"
