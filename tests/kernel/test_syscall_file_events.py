@@ -154,8 +154,8 @@ def test_memfd_exec_is_flagged_fileless(shared_roxd: RoxdProcess, run_container:
 
 # Every numeric-argument probe of bpf/syscalls.bpf.c, driven by a child process (the sensor
 # skips its own tgid) with the whole watchlist on: what each captured, decoded.
-# It acts only on what it creates: its own sleeper (killed whatever happens, so it is never left
-# ptrace-stopped) and a scratch file of the test for fchmod (it once fchmod'ed /dev/null to
+# It acts only on what it creates: its own sleeper (killed by pid and reaped whatever happens,
+# so it is never left ptrace-stopped) and a scratch file of the test for fchmod (it once fchmod'ed /dev/null to
 # 04644, which broke every non-root write to /dev/null on the host afterwards).
 SYSCALL_DRIVER = r'''
 import ctypes, os, subprocess, sys
@@ -174,7 +174,13 @@ try:
     fd = os.open(sys.argv[1], os.O_RDONLY | os.O_CREAT, 0o644)
     libc.syscall(91, fd, 0o4644)                    # fchmod with setuid, of the test's file
 finally:
-    p.kill(); p.wait()
+    # not p.kill(): Popen.poll() takes the ptrace-stop for an exit (returncode -19), so
+    # kill() did nothing and the sleeper stayed stopped under init after this driver exited
+    os.kill(p.pid, 9)
+    while True:
+        _, status = os.waitpid(p.pid, 0)
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            break
 '''
 
 
