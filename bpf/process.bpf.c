@@ -36,7 +36,11 @@ BPF_HASH(exec_kill, struct kill_key, u32, 16384);
  * known_cgroups) is stopped with SIGSTOP before its first instruction; roxd classifies the
  * cgroup, then kills or continues the process. */
 BPF_HASH(known_cgroups, u64, u8, 65536);
-BPF_ARRAY(hold_unknown, u32, 1);
+/* hold_unknown[0] is a lease, not a switch: the bpf_ktime_get_ns() until which holding is on.
+ * roxd renews it every second while it needs the hold; a roxd that hangs, is stopped or dies
+ * stops renewing, and within seconds no new exec is held (a held exec waits for a roxd that
+ * will never answer). */
+BPF_ARRAY(hold_unknown, u64, 1);
 
 /* Process baselines in enforce mode (roxd/baselines, written by roxd/policy): the cgroups of
  * enforcing workloads -> {workload number, verdict}; {workload number, hash of the exe path as
@@ -256,8 +260,8 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
         bpf_send_signal(9);
         stat_add(STAT_EXEC_KILLED, 1);
     } else {
-        u32 *hold = hold_unknown.lookup(&zero);
-        if (hold && *hold && !known_cgroups.lookup(&cg)) {
+        u64 *hold = hold_unknown.lookup(&zero);
+        if (hold && *hold > r->h.ktime_ns && !known_cgroups.lookup(&cg)) {
             bpf_send_signal(19); /* SIGSTOP: delivered before the first user instruction */
             r->held = 1;
             stat_add(STAT_EXEC_HELD, 1);

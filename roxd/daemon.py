@@ -281,6 +281,8 @@ class Daemon:
             # container changes reach the kernel at the next event; this is the safety net
             # for a quiet host (a container started, no event yet)
             Housekeeping("policy refresh", 1.0, parts.policy.refresh),
+            # the exec hold is a lease: a stalled loop stops holding new cgroups' execs
+            Housekeeping("hold lease", 1.0, parts.policy.renew_hold),
             Housekeeping("seccomp poll", self.config.seccomp.poll_interval_s,
                          lambda: self._poll_seccomp(parts)),
             # lock baselines whose window ended, persist what changed

@@ -61,7 +61,7 @@ class KernelMaps(Protocol):
     def set_container_cgroups(self, cgroup_ids: Iterable[int]) -> None: ...
     def set_known_cgroups(self, cgroup_ids: Iterable[int]) -> None: ...
     def add_known_cgroup(self, cgroup_id: int) -> None: ...
-    def set_hold_unknown(self, enabled: bool) -> None: ...
+    def set_hold_unknown(self, until_ns: int) -> None: ...  # a lease; 0: off
     def set_exec_kills(self, entries: ExecKillEntries) -> None: ...
     def set_connect_kills(self, by_port: LpmEntries, any_port: LpmEntries) -> None: ...
     def set_file_watches(self, entries: FileWatchEntries) -> None: ...
@@ -141,6 +141,7 @@ def _send(pid: int, sig: int) -> KillOutcome:
 
 class KernelPolicy:
     HISTORY = 16  # rule-set generations whose verdicts are still named (reloads in flight)
+    HOLD_LEASE_S = 5.0  # renewed every second; a loop stalled this long stops holding
 
     def __init__(self, maps: KernelMaps, *, enforce_in_kernel: bool, fold_window_ns: int,
                  containers: Callable[[], ContainerList],
@@ -157,6 +158,7 @@ class KernelPolicy:
         protected_comms / protected_exes: added to the built-in protected processes.
         baselines: the workloads whose locked process baselines the kernel enforces."""
         self.counters = PolicyCounters()
+        self._monotonic_ns = time.monotonic_ns  # CLOCK_MONOTONIC, as bpf_ktime_get_ns
         self._guarded = GuardedMaps(maps, self.counters)
         self._maps: KernelMaps = self._guarded  # type: ignore[assignment]
         self._enforce = enforce_in_kernel
@@ -224,6 +226,14 @@ class KernelPolicy:
         self.counters.quiet_marks += 1
         return True
 
+    def renew_hold(self) -> None:
+        """Extend the hold lease (housekeeping, every second): the kernel holds execs of
+        unclassified cgroups only while the lease runs, so a roxd that hangs, is stopped or
+        dies stops holding within HOLD_LEASE_S instead of stopping every new cgroup's execs
+        for good."""
+        until = self._monotonic_ns() + int(self.HOLD_LEASE_S * 1e9) if self._hold else 0
+        self._maps.set_hold_unknown(until)
+
     def refresh(self) -> None:
         """Apply pending container changes (also called by housekeeping)."""
         if self._containers_dirty and self._rules is not None:
@@ -270,7 +280,7 @@ class KernelPolicy:
         if not self._enforce:
             self._exec_table = ExecKillTable({})
             self._baseline_table = BaselineTable({}, set())
-            self._maps.set_hold_unknown(False)
+            self._maps.set_hold_unknown(0)
             self._maps.set_exec_kills({})
             self._maps.set_connect_kills({}, {})
             self._maps.set_baselines({}, set())
@@ -301,8 +311,8 @@ class KernelPolicy:
             for s in exec_specs)
         if hold:
             self._maps.set_known_cgroups(set(self._known_cgroups()) | self._container_cgroups)
-        self._maps.set_hold_unknown(hold)
         self._hold = hold
+        self.renew_hold()
         connect = build_connect_kill_table(self._rules.connect_kill_specs(), containers, slots,
                                            host=self._host_kills)
         self._maps.set_connect_kills(connect.by_port, connect.any_port)

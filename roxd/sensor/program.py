@@ -196,9 +196,11 @@ class Sensor:
         table = self._require()["known_cgroups"]
         table[table.Key(cgroup_id)] = ct.c_uint8(1)
 
-    def set_hold_unknown(self, enabled: bool) -> None:
+    def set_hold_unknown(self, until_ns: int) -> None:
+        """Hold execs in unclassified cgroups until `until_ns` (CLOCK_MONOTONIC, as
+        bpf_ktime_get_ns; 0: off). A lease: the policy renews it while it needs the hold."""
         table = self._require()["hold_unknown"]
-        table[ct.c_int(0)] = ct.c_uint32(1 if enabled else 0)
+        table[ct.c_int(0)] = ct.c_uint64(max(0, until_ns))
 
     def set_exec_kills(self, entries: ExecKillEntries) -> None:
         """Replace the in-kernel exec kill table: {(cgroup id or scope, exe hash): verdict}."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -379,3 +381,27 @@ def test_kill_targets(roxd_factory: Any, run_container: Any, tmp_path: Path,
     c.reload()
     assert c.status == "running"
     assert any("sleep 600" in x for x in commands())
+
+
+def test_a_stopped_roxd_stops_holding_new_containers_execs(
+        roxd_factory: Any, run_container: Any, tmp_path: Path) -> None:
+    """The exec hold is a lease roxd renews every second: while roxd is SIGSTOPped (a hung
+    loop), new containers' execs are held for at most the lease, then run; before the lease,
+    they waited for roxd (for good, had it died)."""
+    import os
+    import signal
+
+    roxd: RoxdProcess = roxd_factory(rules=[_rules(tmp_path, KILL_RULE)])  # image-scoped
+    status = json.loads(subprocess.run(
+        [sys.executable, "-m", "roxd.ctl", "--socket",
+         str(roxd.stderr_path.parent / "roxd.sock"), "--json", "status"],
+        capture_output=True, text=True, check=True).stdout)
+    assert status["policy"]["hold_unknown"] is True
+    os.kill(roxd.proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(6.5)  # past the 5 s lease, no renewal
+        c = run_container("echo ran; sleep 600")
+        wait_until(lambda: b"ran" in c.logs(), 15, 0.2,
+                   message="a new container's exec to run while roxd is stopped")
+    finally:
+        os.kill(roxd.proc.pid, signal.SIGCONT)

@@ -155,8 +155,8 @@ def test_memfd_exec_is_flagged_fileless(shared_roxd: RoxdProcess, run_container:
 # Every numeric-argument probe of bpf/syscalls.bpf.c, driven by a child process (the sensor
 # skips its own tgid) with the whole watchlist on: what each captured, decoded.
 # It acts only on what it creates: its own sleeper (killed by pid and reaped whatever happens,
-# so it is never left ptrace-stopped) and a scratch file of the test for fchmod (it once fchmod'ed /dev/null to
-# 04644, which broke every non-root write to /dev/null on the host afterwards).
+# so it is never left ptrace-stopped) and a scratch file of the test for fchmod (it once
+# fchmod'ed /dev/null to 04644, which broke every non-root write to /dev/null on the host).
 SYSCALL_DRIVER = r'''
 import ctypes, os, subprocess, sys
 libc = ctypes.CDLL(None, use_errno=True)

@@ -119,7 +119,7 @@ class FakeMaps:
 
     container_cgroups: set[int] = field(default_factory=set)
     known_cgroups: set[int] = field(default_factory=set)
-    hold_unknown: bool = False
+    hold_unknown: int = 0  # the lease: CLOCK_MONOTONIC ns until which the kernel holds
     exec_kills: dict[tuple[int, int], int] = field(default_factory=dict)
     connect_kills: tuple[dict[Any, int], dict[Any, int]] = ({}, {})
     file_watches: FileWatchEntries | None = None
@@ -139,8 +139,8 @@ class FakeMaps:
     def add_known_cgroup(self, cgroup_id: int) -> None:
         self.known_cgroups.add(cgroup_id)
 
-    def set_hold_unknown(self, enabled: bool) -> None:
-        self.hold_unknown = enabled
+    def set_hold_unknown(self, until_ns: int) -> None:
+        self.hold_unknown = until_ns
 
     def set_exec_kills(self, entries: dict[tuple[int, int], int]) -> None:
         self.exec_kills = dict(entries)
@@ -597,3 +597,19 @@ def test_host_kills_never_build_an_entry_for_a_protected_exe(tmp_path: Path) -> 
     for name in ("sshd", "containerd-shim-runc-v2", "/opt/agent/bin/agent"):
         assert _fnv(name) not in host, name
         assert _fnv(name) in anywhere, name
+
+
+def test_the_exec_hold_is_a_lease_roxd_must_renew(rig: Rig) -> None:
+    """A hung or dead roxd must not hold new cgroups' execs for good: the kernel holds only
+    until the lease it was given, and the policy renews it (housekeeping, every second)."""
+    now = [1_000 * 10**9]
+    rig.policy._monotonic_ns = lambda: now[0]  # the clock bpf_ktime_get_ns shares
+    rig.policy.renew_hold()
+    lease = rig.policy.HOLD_LEASE_S
+    assert rig.maps.hold_unknown == now[0] + int(lease * 1e9)
+    now[0] += 10**9
+    rig.policy.renew_hold()
+    assert rig.maps.hold_unknown == now[0] + int(lease * 1e9)
+    rig.rule_file.write_text(RULES.replace('host = false\nimage = ["web"]', ''))
+    rig.rules.reload()  # no rule needs the hold any more: the lease is 0, off
+    assert rig.maps.hold_unknown == 0
