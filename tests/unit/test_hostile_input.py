@@ -119,8 +119,11 @@ def test_journald_fields_are_escaped_and_the_next_alert_still_goes_out() -> None
 
 
 def test_journal_fields_of_a_hostile_alert_encode() -> None:
-    for f in journal_fields(hostile_alert()):
-        f.encode("utf-8")
+    fields = journal_fields(hostile_alert())
+    assert fields
+    for f in fields:
+        assert "\n" not in f.partition("=")[2]  # one field, one line: nothing forged
+        assert f.encode("utf-8").decode("utf-8") == f  # no lone surrogate: sendv takes it
 
 
 def test_rfc5424_carries_hostile_values_in_sd_params_and_msg() -> None:
