@@ -111,6 +111,15 @@ class AlertSubscription:
         self._owner._unsubscribe(self)
 
 
+def connect_wal(path: Path) -> sqlite3.Connection:
+    """A connection to a WAL-mode SQLite file, autocommit, usable from the writer thread and
+    the readers (the alert and incident stores share this)."""
+    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=10.0)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
 class AlertStore:
     def __init__(self, state_dir: Path, settings: StoreSettings | None = None, *,
                  clock: Callable[[], int] = time.time_ns) -> None:
@@ -135,11 +144,7 @@ class AlertStore:
         self._thread.start()
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
-                             timeout=10.0)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        return db
+        return connect_wal(self.path)
 
     # ------------------------------------------------------------------ sink
 

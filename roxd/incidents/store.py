@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from roxd.alerts.store import connect_wal
 from roxd.alerts.worker import SinkCounters
 from roxd.incidents.tracker import IncidentChange, IncidentQuery
 from roxd.text import json_dumps
@@ -77,11 +78,7 @@ class IncidentStore:
         self._thread.start()
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
-                             timeout=10.0)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        return db
+        return connect_wal(self.path)
 
     # ------------------------------------------------------------------ sink
 
