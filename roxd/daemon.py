@@ -285,14 +285,13 @@ class Daemon:
             Housekeeping("hold lease", 1.0, parts.policy.renew_hold),
             Housekeeping("seccomp poll", self.config.seccomp.poll_interval_s,
                          lambda: self._poll_seccomp(parts)),
-            # lock baselines whose window ended, persist what changed
-            Housekeeping("baselines", 1.0,
-                         parts.baselines.tick if parts.baselines is not None else _nothing),
             Housekeeping("quarantine reconcile", self.config.enforce.reconcile_interval_s,
                          self._reconcile_quarantine),
             Housekeeping("stats", self.config.daemon.stats_interval_s,
                          lambda: self._log_stats(parts)),
         ]
+        if parts.baselines is not None:  # lock baselines whose window ended, persist changes
+            jobs.append(Housekeeping("baselines", 1.0, parts.baselines.tick))
         for job in jobs:
             job.due = now + job.every_s
         return jobs
@@ -563,10 +562,6 @@ class DaemonPort:
     def set_rules_enabled(self, rule_ids: Sequence[str], enabled: bool) -> RuleSet:
         """On the loop thread; kept across reloads until roxd restarts."""
         return self._daemon.rules.set_enabled(rule_ids, enabled)
-
-
-def _nothing() -> None:
-    pass
 
 
 def _fmt_counters(counters: Mapping[str, int]) -> str:
