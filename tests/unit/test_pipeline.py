@@ -24,7 +24,7 @@ from roxd.alerts.settings import AlertsSettings, JournaldSettings, NoiseSettings
 from roxd.alerts.store import AlertQuery, AlertStore
 from roxd.containers.cgroups import CgroupIndex
 from roxd.containers.enricher import Enricher
-from roxd.containers.metadata import ContainerMetadata, MetadataListener
+from roxd.containers.metadata import ContainerMetadata
 from roxd.containers.process_table import ProcessTable
 from roxd.containers.resolver import ContainerResolver
 from roxd.enforce.kill import KillOutcome
@@ -37,6 +37,7 @@ from roxd.pubsub import Topic
 from roxd.rules.active import ActiveRules
 from roxd.sensor.maps import FileWatchEntries
 from roxd.sensor.records import Decoded
+from tests.unit.test_containers_resolver import FakeSource
 
 pytestmark = pytest.mark.unit
 
@@ -165,20 +166,6 @@ class FakeMaps:
     def mark_quiet(self, decoded: Decoded, window_ns: int) -> None:
         assert decoded.fold_key is not None and window_ns > 0
         self.quiet.append(decoded.fold_key)
-
-
-class FakeSource:
-    runtime = "docker"
-
-    def __init__(self) -> None:
-        self.meta: dict[str, ContainerMetadata] = {}
-        self.listeners: list[MetadataListener] = []
-
-    def get(self, container_id: str) -> ContainerMetadata | None:
-        return self.meta.get(container_id)
-
-    def add_listener(self, listener: MetadataListener) -> None:
-        self.listeners.append(listener)
 
 
 class Signals:
