@@ -30,6 +30,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 from roxd import __version__, features
 from roxd.alerts.delivery import AlertDelivery
 from roxd.alerts.dispatch import AlertDispatcher, LogSink, StreamSink, TopicSink
+from roxd.alerts.node import NodeIdentity
 from roxd.api.port import Activity, DaemonFacts, KernelStats, Programs
 from roxd.api.server import ApiServer
 from roxd.baselines.engine import BaselineEngine
@@ -165,8 +166,13 @@ class Daemon:
         raw_taps = ([StreamSink(self.lines, kind="alert")]
                     if self.options.print_alerts and self.lines is not None else [])
         # incidents see every alert as raised: folding never hides one from correlation
-        incidents = start_incidents(self.config.incidents, Path(self.config.daemon.state_dir),
-                                    journald=self.config.alerts.journald.enabled)
+        incidents = start_incidents(
+            self.config.incidents, Path(self.config.daemon.state_dir),
+            journald=self.config.alerts.journald.enabled,
+            webhooks=self.config.alerts.webhooks,
+            node=NodeIdentity.detect(self.config.alerts.node),
+            isolate=self.quarantine.isolate if self.quarantine is not None else None,
+            monitor=self.config.rules.monitor)
         raw_taps.append(incidents)
         alerts = AlertDispatcher(delivery, raw_taps)
         pipeline: Pipeline | None = None

@@ -86,6 +86,8 @@ class WebhookSettings:
     backoff_s: float = 1.0  # first retry delay, doubled each retry
     routing_key: str = ""  # pagerduty: the integration's routing key
     queue_max: int = 1_000
+    # one message per incident change (opened, phase added, spread, action, closed) too
+    incidents: bool = True
 
     @property
     def min_severity_level(self) -> Severity:

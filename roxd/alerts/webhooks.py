@@ -134,6 +134,33 @@ def urllib_post(url: str, body: bytes, timeout: float) -> int:
         return int(exc.code)
 
 
+def post_with_retries(s: WebhookSettings, body: bytes, post: Poster, stop: threading.Event,
+                      counters: SinkCounters) -> bool:
+    """POST `body` to the webhook: retried with exponential backoff on transport errors, 5xx
+    and 429; other 4xx answers are final (the payload or the key is wrong). `stop` cuts a
+    backoff short at shutdown. True when the endpoint took it."""
+    delay = s.backoff_s
+    for attempt in range(s.retries + 1):
+        if attempt:
+            counters.add("retried")
+            if stop.wait(delay):
+                return False
+            delay = min(delay * 2, BACKOFF_MAX_S)
+        try:
+            status = post(s.url, body, s.timeout_s)
+        except (OSError, ValueError) as exc:
+            log.warning("webhook %s: %s (attempt %d of %d)", _host(s.url), exc,
+                        attempt + 1, s.retries + 1)
+            continue
+        if 200 <= status < 300:
+            return True
+        log.warning("webhook %s: HTTP %d (attempt %d of %d)", _host(s.url), status,
+                    attempt + 1, s.retries + 1)
+        if status != 429 and 400 <= status < 500:
+            return False
+    return False
+
+
 class WebhookSink:
     def __init__(self, settings: WebhookSettings, *, source: str | None = None,
                  post: Poster = urllib_post, node: NodeIdentity | None = None) -> None:
@@ -162,28 +189,8 @@ class WebhookSink:
         self._worker.put(alert)
 
     def _deliver(self, alert: Alert) -> bool:
-        s = self.settings
         body = json_dumps(self.payload(alert), separators=(",", ":")).encode()
-        delay = s.backoff_s
-        for attempt in range(s.retries + 1):
-            if attempt:
-                self._counters.add("retried")
-                if self._stop.wait(delay):
-                    return False
-                delay = min(delay * 2, BACKOFF_MAX_S)
-            try:
-                status = self._post(s.url, body, s.timeout_s)
-            except (OSError, ValueError) as exc:
-                log.warning("webhook %s: %s (attempt %d of %d)", _host(s.url), exc,
-                            attempt + 1, s.retries + 1)
-                continue
-            if 200 <= status < 300:
-                return True
-            log.warning("webhook %s: HTTP %d (attempt %d of %d)", _host(s.url), status,
-                        attempt + 1, s.retries + 1)
-            if status != 429 and 400 <= status < 500:
-                return False
-        return False
+        return post_with_retries(self.settings, body, self._post, self._stop, self._counters)
 
     def flush(self, timeout: float = 10.0) -> bool:
         return self._worker.wait_idle(timeout)

@@ -8,7 +8,9 @@ one journal entry per incident change. `start_incidents` builds the three from t
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from roxd.incidents.settings import IncidentsSettings
 from roxd.incidents.tracker import IncidentQuery, IncidentSink, IncidentTracker
@@ -19,9 +21,14 @@ __all__ = ["IncidentQuery", "IncidentTracker", "IncidentsSettings", "start_incid
 
 
 def start_incidents(settings: IncidentsSettings, state_dir: Path | str, *,
-                    journald: bool = True, timer: bool = True) -> IncidentTracker:
+                    journald: bool = True, timer: bool = True, webhooks: Sequence[Any] = (),
+                    node: Any = None, isolate: Any = None,
+                    monitor: bool = False) -> IncidentTracker:
     """The tracker with its sinks. A sink that cannot start is logged and left out (an
-    unwritable state dir: incidents live in memory only until restart)."""
+    unwritable state dir: incidents live in memory only until restart). `webhooks`: the
+    alert webhooks' settings (those with `incidents = true` get incident changes); `isolate`:
+    the quarantine's isolate(container id, name, reason) for the incident response policy,
+    None where the host has no quarantine."""
     sinks: list[IncidentSink] = []
     store = None
     if settings.store:
@@ -39,4 +46,16 @@ def start_incidents(settings: IncidentsSettings, state_dir: Path | str, *,
             sinks.append(IncidentJournal())
         except Exception as exc:
             log.warning("incident journal entries disabled: %s", exc)
-    return IncidentTracker(settings, sinks, store=store, timer=timer)
+    from roxd.incidents.webhooks import IncidentWebhook
+
+    sinks.extend(IncidentWebhook(w, node=node) for w in webhooks if w.incidents)
+    responder = None
+    if settings.response != "off":
+        from roxd.incidents.response import IncidentResponder
+
+        responder = IncidentResponder(settings, isolate, monitor=monitor)
+        sinks.append(responder)
+    tracker = IncidentTracker(settings, sinks, store=store, timer=timer)
+    if responder is not None:
+        responder.bind(tracker.record_action)
+    return tracker

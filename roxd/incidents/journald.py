@@ -24,7 +24,7 @@ from roxd.vocabulary import SEVERITIES
 log = logging.getLogger("roxd.incidents.journald")
 
 MESSAGE_ID = "7c1f3b0e9d4a4f6b8a52e61d0c9b7a44"
-JOURNALED = ("opened", "phase_added", "container_added", "closed")
+JOURNALED = ("opened", "phase_added", "container_added", "action", "closed")
 
 
 def incident_summary(change: IncidentChange) -> str:
@@ -33,9 +33,17 @@ def incident_summary(change: IncidentChange) -> str:
     phases = " > ".join(p["phase"] for p in d["phases"])
     what = {"opened": "opened", "phase_added": f"reached {change.phase}",
             "container_added": f"spread to {change.container and change.container[:12]}",
-            "closed": "closed (quiet)"}.get(change.kind, change.kind)
+            "closed": "closed (quiet)",
+            "action": _action_text(change.action)}.get(change.kind, change.kind)
     return printable(f"incident {d['id'][:12]} {what} in {where}: {d['severity']}, phases "
                      f"{phases}, {d['alerts']} alerts")
+
+
+def _action_text(action: dict[str, Any] | None) -> str:
+    if not action:
+        return "action"
+    target = action.get("container_name") or str(action.get("container") or "")[:12]
+    return f"{action.get('action')} {target}: {action.get('outcome')}"
 
 
 def incident_fields(change: IncidentChange) -> list[str]:
@@ -59,6 +67,9 @@ def incident_fields(change: IncidentChange) -> list[str]:
         fields["ROXD_INCIDENT_PHASE"] = change.phase
     if change.alert_id:
         fields["ROXD_INCIDENT_ALERT_ID"] = change.alert_id
+    if change.action:
+        fields["ROXD_INCIDENT_ACTION"] = change.action.get("action")
+        fields["ROXD_INCIDENT_ACTION_OUTCOME"] = change.action.get("outcome")
     out = [f"{k}={_clip(v)}" for k, v in fields.items()]
     for c in d["containers"]:  # repeated, once per container
         out.append(f"ROXD_INCIDENT_CONTAINER_ID={_clip(c['id'])}")

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from roxd.vocabulary import PHASES
+
+RESPONSES = ("off", "isolate")
+
 
 @dataclass(frozen=True)
 class IncidentsSettings:
@@ -18,6 +22,12 @@ class IncidentsSettings:
     max_age_days: float = 90.0
     # One journal entry per incident change (opened, phase added, closed).
     journald: bool = True
+    # Response by incident policy (off by default): "off" or "isolate" (network quarantine of
+    # every container the incident touches, once each). It acts when the incident has reached
+    # `response_min_phases` distinct phases, or any phase in `response_on_phases`.
+    response: str = "off"
+    response_min_phases: int = 3
+    response_on_phases: tuple[str, ...] = ("objectives",)
 
     def check(self) -> list[str]:
         problems = []
@@ -27,4 +37,13 @@ class IncidentsSettings:
             problems.append("max_timeline must be >= 1")
         if self.max_age_days < 0:
             problems.append("max_age_days must be >= 0")
+        if self.response not in RESPONSES:
+            problems.append(f"response must be one of {', '.join(RESPONSES)}, not "
+                            f"{self.response!r}")
+        if not 0 <= self.response_min_phases <= len(PHASES):
+            problems.append(f"response_min_phases must be 0..{len(PHASES)} (0 = not by count)")
+        unknown = [p for p in self.response_on_phases if p not in PHASES]
+        if unknown:
+            problems.append(f"response_on_phases: unknown phase(s) {', '.join(unknown)}; "
+                            f"phases are {', '.join(PHASES)}")
         return problems

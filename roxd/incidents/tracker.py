@@ -56,7 +56,7 @@ BOUNDARY = frozenset({
 })
 # the most severe an incident can be: emergency means "the system is unusable"
 MAX_SEVERITY_CODE = SEVERITIES.index("alert")
-CHANGE_KINDS = ("opened", "phase_added", "container_added", "updated", "closed")
+CHANGE_KINDS = ("opened", "phase_added", "container_added", "action", "updated", "closed")
 
 
 class IncidentSink(Protocol):
@@ -71,6 +71,7 @@ class IncidentChange:
     phase: str | None = None  # phase_added: the phase reached
     container: str | None = None  # container_added: its id
     alert_id: str | None = None  # the alert that caused it (None for closed)
+    action: dict[str, Any] | None = None  # action: what the incident policy did, its outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +277,20 @@ class IncidentTracker:
             self._counts["alerts"] += 1
             self._close_quiet(now)
             self._correlate(alert, now)
+
+    def record_action(self, incident_id: str, action: dict[str, Any]) -> bool:
+        """An action taken because of the incident as a whole (the incident response policy),
+        with its outcome: kept in the incident's actions and published as an `action` change.
+        False when the incident is unknown (closed and evicted meanwhile)."""
+        now = self._clock()
+        with self._lock:
+            inc = self._open.get(incident_id) or self._closed.get(incident_id)
+            if inc is None:
+                return False
+            entry = {"alert_id": None, "time": rfc3339(now), "by": "incident-policy", **action}
+            inc.actions.append(entry)
+            self._publish(IncidentChange("action", now, inc.to_dict(), action=entry))
+            return True
 
     def tick(self) -> None:
         now = self._clock()
