@@ -33,6 +33,7 @@ from roxd.alerts.dispatch import AlertDispatcher, LogSink, StreamSink, TopicSink
 from roxd.alerts.node import NodeIdentity
 from roxd.api.port import Activity, DaemonFacts, KernelStats, Programs
 from roxd.api.server import ApiServer
+from roxd.baselines.drift import DriftDetector
 from roxd.baselines.engine import BaselineEngine
 from roxd.config import Config
 from roxd.containers.attribution import ContainerAttribution
@@ -205,7 +206,8 @@ class Daemon:
             responder=responder, alerts=alerts,
             taps=EventTaps(self.events_topic,
                            self.lines if self.options.print_events else None),
-            counters=self.counters, baselines=baselines)
+            counters=self.counters, baselines=baselines,
+            drift=DriftDetector() if self.config.baselines.drift else None)
         seccomp = self._make_seccomp(attribution)
         responder.seccomp = seccomp
         return Parts(attribution, sensor, policy, pipeline, delivery, seccomp, baselines,

@@ -295,6 +295,7 @@ class EnrichedEvent:
     container: Container | None
     process: Process
     baseline: BaselineFacts | None = None  # execs in containers with baselines on
+    drift: str | None = None  # execs in containers: new | modified | none (roxd/baselines/drift)
 
     @property
     def kind(self) -> str:
@@ -340,6 +341,8 @@ class EnrichedEvent:
             out["seccomp"] = {"syscall": ev.syscall, "verdict": ev.verdict, "count": ev.count}
         if self.baseline is not None:
             out["baseline"] = self.baseline.to_dict()
+        if self.drift is not None:
+            out["drift"] = self.drift
         return out
 
 

@@ -18,6 +18,7 @@ maps, the runtime); the daemon only assembles the parts and drives the loop.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -56,6 +57,12 @@ class Baselines(Protocol):
     """What the pipeline asks of roxd.baselines.BaselineEngine."""
 
     def observe(self, event: EnrichedEvent) -> BaselineFacts | None: ...
+
+
+class Drift(Protocol):
+    """What the pipeline asks of roxd.baselines.drift.DriftDetector."""
+
+    def check(self, enriched: EnrichedEvent) -> str | None: ...
 
 
 class Responder(Protocol):
@@ -107,9 +114,11 @@ class EventTaps:
 class Pipeline:
     def __init__(self, *, enricher: Enricher, rules: Callable[[], RuleSet], policy: Policy,
                  responder: Responder, alerts: AlertDispatcher, taps: EventTaps,
-                 counters: Counters | None = None, baselines: Baselines | None = None) -> None:
+                 counters: Counters | None = None, baselines: Baselines | None = None,
+                 drift: Drift | None = None) -> None:
         self._enricher = enricher
         self._baselines = baselines
+        self._drift = drift
         self._rules = rules
         self._policy = policy
         self._responder = responder
@@ -124,8 +133,11 @@ class Pipeline:
         if self._baselines is not None and enriched.container is not None:
             facts = self._baselines.observe(enriched)
             if facts is not None:  # the rules see it as the `baseline` field
-                enriched = EnrichedEvent(enriched.event, enriched.container, enriched.process,
-                                         facts)
+                enriched = dataclasses.replace(enriched, baseline=facts)
+        if self._drift is not None and enriched.container is not None:
+            drifted = self._drift.check(enriched)
+            if drifted is not None:  # the rules see it as the `drift` field
+                enriched = dataclasses.replace(enriched, drift=drifted)
         self._taps.publish(enriched)
         if isinstance(decoded.event, ExitEvent):
             return Handled(enriched, killed_by)

@@ -27,6 +27,10 @@ class BaselineSettings:
     # Workloads and learned paths kept, at most (the oldest workload is forgotten first).
     max_workloads: int = 4096
     max_processes: int = 512
+    # Drift: an exec in a container of a binary its image does not have (written or changed
+    # after the container started) is checked and seen by rules as `drift`; needs no
+    # learning and works with enabled = false too.
+    drift: bool = True
 
     def problems(self) -> list[str]:
         out = []

@@ -100,15 +100,18 @@ class EventView:
         process: Process | None,
         container: Container | None,
         baseline: BaselineFacts | None = None,
+        drift: str | None = None,
     ) -> None:
         self.event = event
         self.process = process
         self.container = container
         self.baseline = baseline
+        self.drift = drift
 
     @classmethod
     def of(cls, enriched: EnrichedEvent) -> EventView:
-        return cls(enriched.event, enriched.process, enriched.container, enriched.baseline)
+        return cls(enriched.event, enriched.process, enriched.container, enriched.baseline,
+                   enriched.drift)
 
     @classmethod
     def for_container(cls, container: Container | None) -> EventView:
@@ -320,6 +323,12 @@ FIELDS: dict[str, FieldSpec] = {
         _spec("baseline", S, _EXEC, lambda v: v.baseline.verdict if v.baseline else None,
               "the workload's process baseline: learning, learned or anomaly (none on the "
               "host or with baselines off)"),
+        _spec("baseline_mode", S, _EXEC, lambda v: v.baseline.mode if v.baseline else None,
+              "the workload's baseline mode: learn, monitor or enforce (none on the host or "
+              "with baselines off)"),
+        _spec("drift", S, _EXEC, lambda v: v.drift,
+              "new (written after the container started), modified (an image file changed) "
+              "or none (the image's own); unknown on the host and off overlay root filesystems"),
         _spec("result", S, _RESULTS, lambda v: v.result, "ok, refused, denied, error, ..."),
         _spec("errno", S, _RESULTS, lambda v: v.errno_name, "EPERM, ENOENT, ...; none on success"),
         _spec("syscall", S, _SYSCALL | _SECCOMP, lambda v: v.event.syscall,

@@ -1,0 +1,149 @@
+"""Drift: an exec of a binary that is not part of the container's image (docs/baselines.md).
+
+A container's root filesystem is an overlay: the image's read-only layers (`lowerdir`) under
+one writable layer (`upperdir`). A file the container created after it started, or an image
+file it modified (overlayfs copies it up first), lives in the upper layer; nothing the image
+shipped does until it is changed. So for an exec in a container, the program's path inside the
+container, looked up in the upper layer on the host, says:
+
+- `new`: in the upper layer and in no image layer: written after the container started (a
+  downloaded or compiled tool, a copy of a system binary under a new name);
+- `modified`: in the upper layer and in an image layer: an image binary replaced or changed;
+- `none`: not in the upper layer: the image's own file, or a file on a volume or tmpfs (which
+  are not the image's either: see "what it cannot see" in docs/baselines.md);
+- unknown (None): the host, a root filesystem that is not an overlay, or no process of the
+  container left to read its mounts from.
+
+Drift needs no learning. Cost per exec in a container: one readlink of /proc/<pid>/exe and one
+lstat in the upper layer (plus one per image layer when the file is there); the layers are read
+once per container from /proc/<pid>/mountinfo (the overlay mount's `upperdir=`/`lowerdir=`
+options, host paths whatever the runtime: Docker, containerd, podman and CRI-O alike).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from roxd.model import EnrichedEvent, ExecEvent
+
+log = logging.getLogger("roxd.baselines.drift")
+
+MAX_CONTAINERS = 4096
+VERDICTS = ("new", "modified", "none")
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
+@dataclass(frozen=True, slots=True)
+class Layers:
+    upper: str
+    lowers: tuple[str, ...]
+
+
+def _unescape(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
+    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
+
+
+def parse_overlay_root(mountinfo: str) -> Layers | None:
+    """The layers of the overlay mounted at / in this mountinfo text, or None."""
+    for line in mountinfo.splitlines():
+        left, sep, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if not sep or len(fields) < 5 or len(tail) < 3:
+            continue
+        if _unescape(fields[4]) != "/" or tail[0] != "overlay":
+            continue
+        options: dict[str, str] = {}
+        for option in tail[2].split(","):
+            key, _, value = option.partition("=")
+            options[key] = _unescape(value)
+        upper = options.get("upperdir")
+        if not upper:
+            return None  # a read-only overlay: nothing can drift
+        lowers = tuple(p for p in options.get("lowerdir", "").split(":") if p)
+        return Layers(upper, lowers)
+    return None
+
+
+def _exists(layer: str, path: str) -> bool:
+    try:
+        st = os.lstat(layer + path)
+    except OSError:
+        return False
+    # a whiteout (character device 0/0) marks a file deleted from the layers below
+    return not (stat.S_ISCHR(st.st_mode) and st.st_rdev == 0)
+
+
+class DriftDetector:
+    def __init__(self, proc: str = "/proc", max_containers: int = MAX_CONTAINERS) -> None:
+        self._proc = proc
+        self._layers: OrderedDict[str, Layers | None] = OrderedDict()
+        self._max = max_containers
+        self.counters = {"checked": 0, "new": 0, "modified": 0, "unknown": 0}
+
+    def check(self, enriched: EnrichedEvent) -> str | None:
+        """new | modified | none for an exec in a container, None when it cannot be told."""
+        if enriched.container is None or not isinstance(enriched.event, ExecEvent):
+            return None
+        self.counters["checked"] += 1
+        proc = enriched.process
+        pids = [proc.pid, *(a.pid for a in proc.ancestors)]
+        layers = self._layers_of(enriched.container.id, pids)
+        found = self._program_path(proc.pid, proc.exe)
+        if layers is None or found is None:
+            self.counters["unknown"] += 1
+            return None
+        path, deleted = found
+        if not _exists(layers.upper, path):
+            # a program deleted since it started (malware removes itself) that no image
+            # layer has either was written after the container started
+            if deleted and not any(_exists(low, path) for low in layers.lowers):
+                self.counters["new"] += 1
+                return "new"
+            return "none"
+        verdict = "modified" if any(_exists(low, path) for low in layers.lowers) else "new"
+        self.counters[verdict] += 1
+        return verdict
+
+    def forget(self, container_id: str) -> None:
+        self._layers.pop(container_id, None)
+
+    def _layers_of(self, container_id: str, pids: list[int]) -> Layers | None:
+        if container_id in self._layers:
+            self._layers.move_to_end(container_id)
+            return self._layers[container_id]
+        for pid in pids:
+            try:
+                with open(f"{self._proc}/{pid}/mountinfo", encoding="utf-8",
+                          errors="surrogateescape") as f:
+                    text = f.read()
+            except OSError:
+                continue  # that process is gone: try its parent
+            layers = parse_overlay_root(text)
+            self._layers[container_id] = layers
+            while len(self._layers) > self._max:
+                self._layers.popitem(last=False)
+            return layers
+        return None  # not cached: a later exec may find a live process
+
+    def _program_path(self, pid: int, exe: str) -> tuple[str, bool] | None:
+        """The program's path inside the container with every symlink resolved: the kernel's
+        own /proc/<pid>/exe while the process lives (read from the host it names the path in
+        the container's mount namespace), else the exe as the enricher knew it. With whether
+        the file has been deleted since."""
+        deleted = False
+        try:
+            path = os.readlink(f"{self._proc}/{pid}/exe")
+            if path.endswith(" (deleted)"):
+                path, deleted = path[: -len(" (deleted)")], True
+        except OSError:
+            path = exe
+        if not path.startswith("/"):
+            return None
+        return str(PurePosixPath(path)), deleted

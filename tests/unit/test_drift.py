@@ -1,0 +1,84 @@
+"""Drift (issue 15): the overlay's layers from mountinfo, and the verdict for an exec from
+real files in a temporary upper and lower layer (the /proc tree is a directory the test made:
+mountinfo, and exe as a real symlink)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from roxd.baselines.drift import DriftDetector, Layers, parse_overlay_root
+from roxd.model import Container, EnrichedEvent, ExecEvent, Process
+
+pytestmark = pytest.mark.unit
+
+DOCKER_ROOT = (
+    "1234 1200 0:321 / / rw,relatime master:1 - overlay overlay rw,lowerdir=/var/lib/docker/"
+    "overlay2/l/AAA:/var/lib/docker/overlay2/l/BBB,upperdir=/var/lib/docker/overlay2/abc/diff,"
+    "workdir=/var/lib/docker/overlay2/abc/work\n"
+    "1235 1234 0:322 / /proc rw,nosuid - proc proc rw\n")
+
+
+def test_the_root_overlay_and_its_layers() -> None:
+    assert parse_overlay_root(DOCKER_ROOT) == Layers(
+        "/var/lib/docker/overlay2/abc/diff",
+        ("/var/lib/docker/overlay2/l/AAA", "/var/lib/docker/overlay2/l/BBB"))
+    # escaped spaces in a path; a read-only overlay (no upperdir) cannot drift; no overlay at /
+    spaced = DOCKER_ROOT.replace("abc/diff", "a\\040b/diff")
+    assert parse_overlay_root(spaced).upper == "/var/lib/docker/overlay2/a b/diff"  # type: ignore[union-attr]
+    assert parse_overlay_root(DOCKER_ROOT.replace(",upperdir=/var/lib/docker/overlay2/abc/"
+                                                  "diff", "")) is None
+    assert parse_overlay_root("1 0 8:1 / / rw - ext4 /dev/sda1 rw\n") is None
+    assert parse_overlay_root("garbage\n\n") is None
+
+
+def _exec(pid: int, exe: str) -> EnrichedEvent:
+    ev = ExecEvent(time_ns=1, pid=pid, ppid=1, uid=0, gid=0, cgroup_id=7, comm="x",
+                   filename=exe, args=(exe,), args_truncated=False)
+    return EnrichedEvent(ev, Container("c" * 64, "docker", "web", "img"),
+                         Process(pid=pid, ppid=1, uid=0, exe=exe, comm="x", args=(exe,),
+                                 cgroup_id=7))
+
+
+@pytest.fixture
+def layered(tmp_path: Path) -> tuple[Path, Path, Path]:
+    proc, upper, lower = tmp_path / "proc", tmp_path / "upper", tmp_path / "lower"
+    for d in (upper / "usr/local/bin", upper / "bin", lower / "bin"):
+        d.mkdir(parents=True)
+    (lower / "bin/ls").write_bytes(b"image ls")
+    (lower / "bin/cat").write_bytes(b"image cat")
+    (upper / "bin/ls").write_bytes(b"trojaned ls")  # copied up and changed
+    (upper / "usr/local/bin/miner").write_bytes(b"dropped")
+    os.mknod(upper / "bin/cat", 0o600 | 0o020000, os.makedev(0, 0))  # whiteout: cat deleted
+    for pid in (100, 101, 102, 103):
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "mountinfo").write_text(
+            f"1 0 0:1 / / rw - overlay overlay rw,lowerdir={lower},upperdir={upper},"
+            f"workdir=/w\n")
+    os.symlink("/usr/local/bin/miner", proc / "100/exe")
+    os.symlink("/bin/ls", proc / "101/exe")
+    os.symlink("/bin/sh", proc / "102/exe")
+    os.symlink("/tmp/gone (deleted)", proc / "103/exe")
+    return proc, upper, lower
+
+
+def test_new_modified_none_and_deleted(layered: tuple[Path, Path, Path]) -> None:
+    proc, _, _ = layered
+    drift = DriftDetector(proc=str(proc))
+    assert drift.check(_exec(100, "/usr/local/bin/miner")) == "new"
+    assert drift.check(_exec(101, "/bin/ls")) == "modified"
+    assert drift.check(_exec(102, "/bin/sh")) == "none"  # the image's own
+    assert drift.check(_exec(103, "/tmp/gone")) == "new"  # deleted itself, in no image layer
+    # the process is gone: its exe as the enricher knew it, the layers from the cache
+    assert drift.check(_exec(999, "/usr/local/bin/miner")) == "new"
+    assert drift.counters["new"] == 3 and drift.counters["modified"] == 1
+
+
+def test_unknown_on_the_host_and_without_a_live_process(tmp_path: Path) -> None:
+    drift = DriftDetector(proc=str(tmp_path))
+    event = _exec(5, "/bin/x")
+    assert drift.check(EnrichedEvent(event.event, None, event.process)) is None
+    assert drift.check(event) is None  # no mountinfo to read: unknown, not cached
+    assert drift.counters["unknown"] == 1
