@@ -134,7 +134,8 @@ struct connect_record {
     u16 dport;
     u8 daddr[16];
     u32 kill_rule;
-    u32 pad;
+    u16 sock_type; /* SOCK_STREAM, SOCK_DGRAM, ...; 0 = could not be read */
+    u16 pad;
 };
 
 /* argv captured at sys_enter_execve*, waiting for sched_process_exec to join it */

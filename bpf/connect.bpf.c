@@ -8,7 +8,49 @@ struct connect_args {
     u16 dport; /* host byte order */
     u8 daddr[16];
     u32 kill_rule; /* nonzero: SIGKILL sent at entry by this rule slot */
+    u16 sock_type;
+    u16 pad;
 };
+
+/* Socket types by (tgid, fd), recorded when socket() returns: the connect record says
+ * whether it was TCP (SOCK_STREAM) or UDP (SOCK_DGRAM) without reading kernel structs (their
+ * layout is not known here: no headers for the running kernel). Sockets made before roxd
+ * started, or received from another process, read as 0 (unknown). */
+BPF_TABLE("lru_hash", u32, u16, inflight_socket, 1024);
+BPF_TABLE("lru_hash", u64, u16, socket_types, 16384);
+
+TRACEPOINT_PROBE(syscalls, sys_enter_socket)
+{
+    if (args->family != AF_INET && args->family != AF_INET6)
+        return 0;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u16 type = (u16)(args->type & 0xf); /* without SOCK_NONBLOCK / SOCK_CLOEXEC */
+    inflight_socket.update(&tid, &type);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_socket)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = (u32)id;
+    u16 *type = inflight_socket.lookup(&tid);
+    if (!type)
+        return 0;
+    if (args->ret >= 0) {
+        u64 key = (id & 0xffffffff00000000ULL) | (u32)args->ret;
+        socket_types.update(&key, type);
+    }
+    inflight_socket.delete(&tid);
+    return 0;
+}
+
+static __always_inline u16 socket_type_of(int fd)
+{
+    u64 key = (bpf_get_current_pid_tgid() & 0xffffffff00000000ULL) | (u32)fd;
+    u16 *type = socket_types.lookup(&key);
+    return type ? *type : 0;
+}
+
 
 /* In-kernel kill at connect() entry. Userspace fills two LPM tries from the rule set:
  *   connect_kill_port: {scope, port, address prefix}   (rules naming a port)
@@ -86,6 +128,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_connect)
         stat_add(STAT_CONNECT_KILLED, 1);
     }
     c.kill_rule = rule;
+    c.sock_type = socket_type_of(args->fd);
     u32 tid = (u32)bpf_get_current_pid_tgid();
     inflight_connect.update(&tid, &c);
     return 0;
@@ -105,6 +148,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
     r.dport = c->dport;
     __builtin_memcpy(r.daddr, c->daddr, 16);
     r.kill_rule = c->kill_rule;
+    r.sock_type = c->sock_type;
     inflight_connect.delete(&tid);
 
     u64 *gen = exec_gen.lookup(&r.h.pid);

@@ -85,6 +85,7 @@ class ConnectEvent:
     dport: int
     errno: int  # 0 on success, positive errno otherwise
     folded: int = 0  # identical connects folded in the kernel since the last report
+    protocol: str = ""  # "tcp" | "udp" (the socket's type); "" when it could not be read
 
     @property
     def result(self) -> ConnectResult:
@@ -318,6 +319,7 @@ class EnrichedEvent:
                 "family": ev.family,
                 "daddr": ev.daddr,
                 "dport": ev.dport,
+                "protocol": ev.protocol or None,
                 "result": ev.result.value,
                 "errno": ev.errno,
             }

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 from roxd.incidents.settings import IncidentsSettings
 from roxd.model import Alert, ConnectEvent, Outcome, Severity, rfc3339
+from roxd.netmap.addresses import container_addresses
 from roxd.vocabulary import PHASES, SEVERITIES
 
 log = logging.getLogger("roxd.incidents")
@@ -122,43 +123,6 @@ def _connect_target(alert: Alert) -> str | None:
     if addr.is_loopback or addr.is_unspecified or addr.is_multicast:
         return None
     return str(addr)
-
-
-def container_addresses(pids: Iterable[int], proc: str = "/proc") -> frozenset[str]:
-    """The local addresses of the network namespace of the first of `pids` that still lives:
-    IPv4 from net/fib_trie ("/32 host LOCAL"), IPv6 from net/if_inet6; loopback left out.
-    Empty when none of them can be read."""
-    for pid in pids:
-        out: set[str] = set()
-        try:
-            with open(f"{proc}/{pid}/net/fib_trie", encoding="ascii", errors="replace") as f:
-                last = None
-                for line in f:
-                    text = line.strip()
-                    if text.startswith("|--"):
-                        last = text[3:].strip()
-                    elif "/32 host LOCAL" in text and last:
-                        out.add(last)
-        except OSError:
-            continue
-        try:
-            with open(f"{proc}/{pid}/net/if_inet6", encoding="ascii", errors="replace") as f:
-                for line in f:
-                    raw = line.split()[0] if line.split() else ""
-                    if len(raw) == 32:
-                        out.add(str(ipaddress.IPv6Address(int(raw, 16))))
-        except (OSError, ValueError):
-            pass
-        return frozenset(a for a in out if _routable(a))
-    return frozenset()
-
-
-def _routable(addr: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(addr)
-    except ValueError:
-        return False
-    return not (ip.is_loopback or ip.is_unspecified or ip.is_link_local)
 
 
 @dataclass

@@ -319,6 +319,8 @@ FIELDS: dict[str, FieldSpec] = {
         _spec("daddr", IP, _CONNECT, lambda v: v.daddr, "destination address"),
         _spec("dport", N, _CONNECT, lambda v: v.event.dport, "destination port"),
         _spec("family", S, _CONNECT, lambda v: v.event.family, "ipv4 | ipv6"),
+        _spec("protocol", S, _CONNECT, lambda v: v.event.protocol or None,
+              "tcp | udp (the socket's type); none when it could not be read"),
         _spec("fileless", B, _EXEC, lambda v: v.event.fileless, "exec'd from an fd (memfd)"),
         _spec("baseline", S, _EXEC, lambda v: v.baseline.verdict if v.baseline else None,
               "the workload's process baseline: learning, learned or anomaly (none on the "

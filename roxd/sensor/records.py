@@ -218,7 +218,8 @@ class ConnectRecord(ct.Structure):
         ("dport", ct.c_uint16),
         ("daddr", ct.c_uint8 * 16),
         ("kill_rule", ct.c_uint32),
-        ("pad", ct.c_uint32),
+        ("sock_type", ct.c_uint16),
+        ("pad", ct.c_uint16),
     )
 
 
@@ -392,6 +393,10 @@ def _decode_exit(raw: bytes, clock_offset_ns: int) -> Decoded:
     return Decoded(event)
 
 
+# socket types as the kernel numbers them on x86 and arm (SOCK_STREAM 1, SOCK_DGRAM 2)
+SOCKET_PROTOCOLS = {int(socket.SOCK_STREAM): "tcp", int(socket.SOCK_DGRAM): "udp"}
+
+
 def _decode_connect(raw: bytes, clock_offset_ns: int) -> Decoded:
     rec = _padded(raw, ConnectRecord)
     h = rec.h
@@ -414,6 +419,7 @@ def _decode_connect(raw: bytes, clock_offset_ns: int) -> Decoded:
         dport=rec.dport,
         errno=-rec.ret if rec.ret < 0 else 0,
         folded=rec.folded,
+        protocol=SOCKET_PROTOCOLS.get(rec.sock_type, ""),
     )
     return Decoded(event, bytes(rec.key), rec.kill_rule)
 

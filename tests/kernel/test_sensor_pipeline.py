@@ -112,7 +112,7 @@ def test_connects_from_container_ok_and_refused(
     finally:
         listener.close()
     assert ok["connect"] == {"family": "ipv4", "daddr": "127.0.0.1", "dport": open_port,
-                             "result": "ok", "errno": 0}
+                             "protocol": "tcp", "result": "ok", "errno": 0}
     assert refused["connect"]["result"] == "refused"
     assert refused["connect"]["errno"] == 111
     # busybox sh runs applets by re-exec'ing /proc/self/exe: the real image is busybox
@@ -127,6 +127,7 @@ def test_ipv6_connect_and_unix_ignored(shared_roxd: RoxdProcess) -> None:
         "import socket,sys\n"
         "s=socket.socket(socket.AF_INET6); s.connect_ex(('::1', int(sys.argv[1])))\n"
         "u=socket.socket(socket.AF_UNIX); u.connect_ex('/nonexistent-roxd-test')\n"
+        "d=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); d.connect(('::1', 53))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code, str(port)], check=True)
     assert proc.returncode == 0
@@ -136,7 +137,14 @@ def test_ipv6_connect_and_unix_ignored(shared_roxd: RoxdProcess) -> None:
     assert event["connect"]["family"] == "ipv6"
     assert event["connect"]["daddr"] == "::1"
     assert event["connect"]["result"] == "refused"
+    assert event["connect"]["protocol"] == "tcp"
     assert event["container"] is None
+    # a UDP socket's connect (DNS resolvers do this) says so
+    udp = shared_roxd.wait_for(
+        lambda o: o.get("type") == "connect" and o["connect"]["dport"] == 53
+        and o["connect"]["daddr"] == "::1" and str(port) in o["process"]["args"],
+        message="udp connect")
+    assert udp["connect"]["protocol"] == "udp"
 
 
 def test_container_started_before_roxd_is_attributed(
