@@ -18,6 +18,7 @@ from roxd.baselines.settings import BaselineSettings
 from roxd.config_tables import parse_table
 from roxd.errors import ConfigError
 from roxd.incidents.settings import IncidentsSettings
+from roxd.netmap.flows import NetmapSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/roxd/roxd.toml")
 
@@ -119,6 +120,7 @@ class Config:
     api: ApiSettings = field(default_factory=ApiSettings)
     alerts: AlertsSettings = field(default_factory=AlertsSettings)
     incidents: IncidentsSettings = field(default_factory=IncidentsSettings)
+    netmap: NetmapSettings = field(default_factory=NetmapSettings)
     source: str = "built-in defaults"
 
     def rule_paths(self) -> list[Path]:
@@ -142,6 +144,7 @@ _SECTIONS: dict[str, type] = {
     "posture": PostureSection,
     "api": ApiSettings,
     "incidents": IncidentsSettings,
+    "netmap": NetmapSettings,
 }
 
 
@@ -204,6 +207,8 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(source, problem)
     for problem in config.incidents.check():
         raise ConfigError(source, f"incidents.{problem}")
+    for problem in config.netmap.check():
+        raise ConfigError(source, f"netmap.{problem}")
     if config.sensor.ringbuf_pages <= 0 or config.sensor.ringbuf_pages & (
             config.sensor.ringbuf_pages - 1):
         raise ConfigError(source, "sensor.ringbuf_pages must be a power of two")

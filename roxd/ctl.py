@@ -10,6 +10,7 @@
     roxctl kill PID                        SIGKILL by pidfd
     roxctl isolate CONTAINER               network quarantine; release CONTAINER lifts it
     roxctl posture [--refresh] [--format docker-bench]   CIS Docker Benchmark results
+    roxctl netmap [--since 1h] [--format table|json|dot] who talks to whom
     roxctl inventory [containers|images] [--all]         what runs and what it is made of
     roxctl --json ...                      JSON for scripts
 
@@ -34,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from roxd import __version__
+from roxd import __version__, ctl_netmap
 from roxd.api.client import ApiClient, ApiFailure, Unreachable, default_socket, path_of
 from roxd.text import printable
 from roxd.vocabulary import EVENT_KINDS, PHASES, SEVERITIES
@@ -752,6 +753,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON output")
     s.set_defaults(func=cmd_inventory)
 
+    ctl_netmap.add_parser(sub)
     sub.add_parser("version", help="roxctl's and roxd's versions").set_defaults(
         func=cmd_version)
     s = sub.add_parser("completion", help="print a shell completion script")

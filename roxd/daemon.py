@@ -45,6 +45,8 @@ from roxd.incidents.risk import ContainerRisk
 from roxd.inventory import ContainerRecord, ImageRecord, container_inventory, image_inventory
 from roxd.jsonlines import JsonLines
 from roxd.model import Container, SeccompEvent, rfc3339
+from roxd.netmap.addresses import container_addresses, first_pid
+from roxd.netmap.flows import FlowMap
 from roxd.pipeline import Counters, EventTaps, Pipeline
 from roxd.policy.capacity import capacity_problems, map_capacities
 from roxd.policy.kernel import KernelPolicy
@@ -97,6 +99,7 @@ class Parts:
     api: ApiServer | None = None
     posture: PostureService | None = None  # None: posture.enabled = false
     incidents: IncidentTracker | None = None  # a raw tap of the dispatcher: every alert
+    netmap: FlowMap | None = None  # None: netmap.enabled = false
 
 
 class Daemon:
@@ -118,6 +121,7 @@ class Daemon:
         self._stop = threading.Event()
         self._stop_signalled = False  # set by signal handlers, which must not take locks
         self._reload_signalled = False
+        self._netmap_version, self._netmap_refreshed = -1, 0.0
         self._reload = threading.Event()
         self._notifier = Notifier()
         # Work handed to the event-loop thread by other threads (the API): rule reloads,
@@ -201,17 +205,18 @@ class Daemon:
         if baselines is not None:  # a lock, unlock or mode change rewrites the allow-lists
             baselines.add_listener(policy.containers_changed)
         responder.guard = policy.kill_guard
+        netmap = FlowMap(self.config.netmap) if self.config.netmap.enabled else None
         pipeline = Pipeline(
             enricher=attribution.enricher, rules=lambda: self.rules.current, policy=policy,
             responder=responder, alerts=alerts,
             taps=EventTaps(self.events_topic,
                            self.lines if self.options.print_events else None),
             counters=self.counters, baselines=baselines,
-            drift=DriftDetector() if self.config.baselines.drift else None)
+            drift=DriftDetector() if self.config.baselines.drift else None, netmap=netmap)
         seccomp = self._make_seccomp(attribution)
         responder.seccomp = seccomp
         return Parts(attribution, sensor, policy, pipeline, delivery, seccomp, baselines,
-                     incidents=incidents)
+                     incidents=incidents, netmap=netmap)
 
     def _start(self, parts: Parts) -> None:
         parts.attribution.start()
@@ -222,6 +227,11 @@ class Daemon:
         parts.policy.apply_rules(self.rules.current)
         self.rules.add_listener(parts.policy.apply_rules)
         parts.attribution.resolver.add_change_listener(parts.policy.containers_changed)
+        if parts.netmap is not None:
+            try:
+                self._refresh_netmap(parts, force=True)
+            except Exception:  # the map is visibility: never a reason not to start
+                log.exception("netmap: reading container addresses failed")
         self._install_signal_handlers()
         parts.posture = self._make_posture(parts)
         parts.api = ApiServer(DaemonPort(self, parts), self.config.daemon.socket)
@@ -300,9 +310,36 @@ class Daemon:
         ]
         if parts.baselines is not None:  # lock baselines whose window ended, persist changes
             jobs.append(Housekeeping("baselines", 1.0, parts.baselines.tick))
+        if parts.netmap is not None:  # who owns which address: at once when containers change
+            jobs.append(Housekeeping("netmap addresses", 1.0,
+                                     lambda: self._refresh_netmap(parts)))
         for job in jobs:
             job.due = now + job.every_s
         return jobs
+
+    def _refresh_netmap(self, parts: Parts, force: bool = False) -> None:
+        """Re-read container and host addresses for the communication map when the containers
+        or their names changed, and every netmap.refresh_s (an address can change)."""
+        assert parts.netmap is not None
+        known: dict[str, Container] = {}
+        cgroups: dict[str, list[str]] = {}
+        for _cgroup_id, container in parts.attribution.resolver.containers():
+            if container.id not in known or (container.name and not known[container.id].name):
+                known[container.id] = container
+            cgroups.setdefault(container.id, []).append(container.cgroup_path)
+        signature = hash(frozenset((c.id, c.name) for c in known.values()))
+        now = time.monotonic()
+        if not force and signature == self._netmap_version and (
+                now - self._netmap_refreshed < self.config.netmap.refresh_s):
+            return
+        self._netmap_version, self._netmap_refreshed = signature, now
+        root = parts.attribution.index.root
+        live = []
+        for cid, container in known.items():
+            pid = next((p for p in (first_pid(f"{root}/{path.strip('/')}")
+                                    for path in cgroups[cid]) if p is not None), None)
+            live.append((container, pid))
+        parts.netmap.refresh(live, container_addresses)
 
     def _loop(self, parts: Parts) -> None:
         poll_ms = self.config.sensor.poll_timeout_ms
@@ -557,6 +594,9 @@ class DaemonPort:
 
     def incidents(self) -> IncidentTracker | None:
         return self._parts.incidents
+
+    def netmap(self) -> FlowMap | None:
+        return self._parts.netmap
 
     def risk(self, container_id: str) -> Mapping[str, Any]:
         return self._risk.of(container_id)

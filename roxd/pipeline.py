@@ -33,6 +33,7 @@ from roxd.model import (
     ActionResult,
     Alert,
     BaselineFacts,
+    ConnectEvent,
     EnrichedEvent,
     ExitEvent,
     Outcome,
@@ -63,6 +64,12 @@ class Drift(Protocol):
     """What the pipeline asks of roxd.baselines.drift.DriftDetector."""
 
     def check(self, enriched: EnrichedEvent) -> str | None: ...
+
+
+class FlowObserver(Protocol):
+    """What the pipeline asks of roxd.netmap.FlowMap: connects, aggregated."""
+
+    def observe(self, enriched: EnrichedEvent) -> None: ...
 
 
 class Responder(Protocol):
@@ -115,8 +122,9 @@ class Pipeline:
     def __init__(self, *, enricher: Enricher, rules: Callable[[], RuleSet], policy: Policy,
                  responder: Responder, alerts: AlertDispatcher, taps: EventTaps,
                  counters: Counters | None = None, baselines: Baselines | None = None,
-                 drift: Drift | None = None) -> None:
+                 drift: Drift | None = None, netmap: FlowObserver | None = None) -> None:
         self._enricher = enricher
+        self._netmap = netmap
         self._baselines = baselines
         self._drift = drift
         self._rules = rules
@@ -139,6 +147,8 @@ class Pipeline:
             if drifted is not None:  # the rules see it as the `drift` field
                 enriched = dataclasses.replace(enriched, drift=drifted)
         self._taps.publish(enriched)
+        if self._netmap is not None and isinstance(decoded.event, ConnectEvent):
+            self._netmap.observe(enriched)
         if isinstance(decoded.event, ExitEvent):
             return Handled(enriched, killed_by)
         matches = self._rules().match(enriched)

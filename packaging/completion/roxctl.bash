@@ -30,6 +30,7 @@ _roxctl() {
             "inventory") key="inventory" ;;
             "isolate") key="isolate" ;;
             "kill") key="kill" ;;
+            "netmap") key="netmap" ;;
             "posture") key="posture" ;;
             "release") key="release" ;;
             "risk") key="risk" ;;
@@ -54,7 +55,7 @@ _roxctl() {
         esac
     done
     case "$key" in
-        "") opts="--help --socket --json status containers risk events alerts incidents rules kill isolate release seccomp baselines posture inventory version completion" ;;
+        "") opts="--help --socket --json status containers risk events alerts incidents rules kill isolate release seccomp baselines posture inventory netmap version completion" ;;
         "alerts") opts="--help list show follow" ;;
         "alerts follow") opts="--help --container --rule --phase --severity --count --seconds" ;;
         "alerts list") opts="--help --container --rule --phase --severity --since --until --limit" ;;
@@ -75,6 +76,7 @@ _roxctl() {
         "inventory") opts="--help containers images --all --json" ;;
         "isolate") opts="--help --reason" ;;
         "kill") opts="--help" ;;
+        "netmap") opts="--help --since --container --limit --format" ;;
         "posture") opts="--help --refresh --format --verbose --json" ;;
         "release") opts="--help" ;;
         "risk") opts="--help show" ;;

@@ -64,6 +64,7 @@ class Endpoints:
             "streamAlerts": self.stream_alerts,
             "listIncidents": self.list_incidents,
             "getIncident": self.get_incident,
+            "listFlows": self.list_flows,
             "getContainerRisk": lambda _r, p, _b: dict(self.daemon.risk(
                 self.directory.resolve(p["ref"]).id)),
             "listRules": self.rules.list,
@@ -165,6 +166,14 @@ class Endpoints:
             since_ns=parse_time_ns(p["since"], "query.since") if "since" in p else None,
             limit=p.get("limit", 100))
         return {"items": self._incidents().query(q)}
+
+    def list_flows(self, _req: Request, p: dict[str, Any], _body: Any) -> Any:
+        view = self.daemon.netmap()
+        if view is None:
+            raise ApiError(501, "the communication map is off ([netmap] enabled = false)")
+        since = parse_time_ns(p["since"], "query.since") if "since" in p else None
+        return {"items": view.flows(since, p.get("container"), p.get("limit", 1000)),
+                "stats": view.stats()}
 
     def get_incident(self, _req: Request, p: dict[str, Any], _body: Any) -> Any:
         incident = self._incidents().get(p["id"])

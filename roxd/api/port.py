@@ -109,6 +109,14 @@ class IncidentsView(Protocol):
     def get(self, incident_id: str) -> dict[str, Any] | None: ...
 
 
+class NetmapView(Protocol):
+    """roxd.netmap.FlowMap, as the API reads it (thread-safe)."""
+
+    def flows(self, since_ns: int | None = None, container: str | None = None,
+              limit: int | None = None) -> list[dict[str, Any]]: ...
+    def stats(self) -> dict[str, int]: ...
+
+
 class DaemonPort(Protocol):
     facts: DaemonFacts
     events_topic: Topic  # enriched events, as `--print-events` shows them
@@ -135,6 +143,7 @@ class DaemonPort(Protocol):
     def inventory_images(self) -> Sequence[ImageRecord]: ...
     def incidents(self) -> IncidentsView | None: ...  # None: not tracked in this daemon
     def risk(self, container_id: str) -> Mapping[str, Any]: ...  # score, reasons (incidents/risk)
+    def netmap(self) -> NetmapView | None: ...  # None: [netmap] enabled = false
 
     # ---- commands
     def call_in_loop(self, fn: Callable[[], T], timeout: float = 30.0) -> T: ...

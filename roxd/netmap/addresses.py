@@ -46,3 +46,15 @@ def _routable(addr: str) -> bool:
     except ValueError:
         return False
     return not (ip.is_loopback or ip.is_unspecified or ip.is_link_local)
+
+
+def first_pid(cgroup_dir: str) -> int | None:
+    """A process of a cgroup (cgroup v2 `cgroup.procs`), or None when it has none now."""
+    try:
+        with open(f"{cgroup_dir}/cgroup.procs", encoding="ascii") as f:
+            for line in f:
+                if line.strip().isdigit():
+                    return int(line)
+    except OSError:
+        return None
+    return None

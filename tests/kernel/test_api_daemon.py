@@ -127,6 +127,7 @@ def test_every_operation_through_a_raw_http_client(api_roxd: Any, run_container:
         ("listIncidents", "GET", f"/v1/incidents?container={name}&state=open", None, 200),
         ("getIncident", "GET", f"/v1/incidents/{incident['id']}", None, 200),
         ("getContainerRisk", "GET", f"/v1/containers/{name}/risk", None, 200),
+        ("listFlows", "GET", f"/v1/netmap?container={name}&since=1h&limit=10", None, 200),
     ]
     seen = set()
     for op_id, method, path, body, expected in cases:

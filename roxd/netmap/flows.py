@@ -1,0 +1,231 @@
+"""The container communication map: who talks to whom on this host (docs/netmap.md).
+
+Every outbound connect (IPv4/IPv6, TCP or UDP, with its result) is aggregated into a flow:
+
+    (source, destination, port, protocol) -> count, succeeded, failed, first/last seen
+
+The source is the container that connected (its id, name and workload key) or `host`. The
+destination is classified from the address:
+
+- `container`: an address of a container on this host (its network namespace's own
+  addresses, read from /proc through one of its processes: any runtime);
+- `host`: an address of the host itself (the host's network namespace);
+- `loopback`: 127.0.0.0/8 or ::1 (inside a container that is the container itself);
+- `external`: anything else, aggregated to a prefix (/24 for IPv4, /64 for IPv6 by default)
+  so a client of a CDN is one edge, not a thousand.
+
+Memory is bounded: at most `max_flows` flows; the least recently seen is evicted first and
+counted. Counts include the connects the kernel folded (`folded`). Accepted inbound
+connections are not traced yet: an edge from outside into a container appears only when the
+client is a container or a process of this host.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from roxd.model import ConnectEvent, ConnectResult, Container, EnrichedEvent, rfc3339
+
+HOST = "host"
+LOOPBACK = "loopback"
+
+
+@dataclass(frozen=True, slots=True)
+class NetmapSettings:
+    enabled: bool = True
+    max_flows: int = 20_000  # beyond: the least recently seen flow is evicted (counted)
+    external_prefix_v4: int = 24
+    external_prefix_v6: int = 64
+    refresh_s: float = 10.0  # how often container and host addresses are re-read
+
+    def check(self) -> list[str]:
+        problems = []
+        if self.max_flows < 1:
+            problems.append("max_flows must be >= 1")
+        if not 8 <= self.external_prefix_v4 <= 32:
+            problems.append("external_prefix_v4 must be 8..32")
+        if not 16 <= self.external_prefix_v6 <= 128:
+            problems.append("external_prefix_v6 must be 16..128")
+        if self.refresh_s <= 0:
+            problems.append("refresh_s must be > 0")
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    kind: str  # container | host | loopback | external
+    id: str  # container id, "host", "loopback" or a prefix such as 203.0.113.0/24
+    name: str | None = None  # container name
+    workload: str | None = None  # the container's workload key (roxd/baselines/workload.py)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "id": self.id, "name": self.name, "workload": self.workload}
+
+
+@dataclass(slots=True)
+class Flow:
+    source: Endpoint
+    destination: Endpoint
+    port: int
+    protocol: str  # tcp | udp | "" (unknown)
+    first_ns: int
+    last_ns: int
+    count: int = 0
+    succeeded: int = 0  # connect() returned 0
+    pending: int = 0  # non-blocking connect() in progress (EINPROGRESS): outcome not seen
+    failed: int = 0
+    addresses: set[str] = field(default_factory=set)  # destination addresses seen (max 16)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source.to_dict(), "destination": self.destination.to_dict(),
+                "port": self.port, "protocol": self.protocol or None, "count": self.count,
+                "succeeded": self.succeeded, "pending": self.pending, "failed": self.failed,
+                "first_seen": rfc3339(self.first_ns), "last_seen": rfc3339(self.last_ns),
+                "first_ns": self.first_ns, "last_ns": self.last_ns,
+                "addresses": sorted(self.addresses)}
+
+
+FlowKey = tuple[str, str, str, int, str]  # source id, destination kind, id, port, protocol
+MAX_ADDRESSES = 16
+
+
+class AddressBook:
+    """Address -> container (or the host), rebuilt by refresh() from a list of live
+    containers; lookups from the event loop, refreshes from housekeeping, one lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owners: dict[str, Endpoint] = {}
+
+    def replace(self, owners: dict[str, Endpoint]) -> None:
+        with self._lock:
+            self._owners = owners
+
+    def owner(self, address: str) -> Endpoint | None:
+        with self._lock:
+            return self._owners.get(address)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._owners)
+
+
+def container_endpoint(container: Container, workload: Callable[[Container], str]) -> Endpoint:
+    return Endpoint("container", container.id, container.name, workload(container))
+
+
+class FlowMap:
+    def __init__(self, settings: NetmapSettings | None = None,
+                 workload: Callable[[Container], str] | None = None) -> None:
+        from roxd.baselines.workload import workload_key
+
+        self.settings = settings or NetmapSettings()
+        self.addresses = AddressBook()
+        self._workload = workload or workload_key
+        self._flows: OrderedDict[FlowKey, Flow] = OrderedDict()
+        self._lock = threading.Lock()
+        self.counters = {"connects": 0, "flows_evicted": 0}
+
+    # ------------------------------------------------------------------ pipeline
+
+    def observe(self, enriched: EnrichedEvent) -> None:
+        ev = enriched.event
+        if not isinstance(ev, ConnectEvent):
+            return
+        if enriched.container is not None:
+            source = container_endpoint(enriched.container, self._workload)
+        else:
+            source = Endpoint(HOST, HOST)
+        destination = self.classify(ev.daddr)
+        n = 1 + ev.folded
+        key = (source.id, destination.kind, destination.id, ev.dport, ev.protocol)
+        with self._lock:
+            self.counters["connects"] += n
+            flow = self._flows.get(key)
+            if flow is None:
+                flow = self._flows[key] = Flow(source, destination, ev.dport, ev.protocol,
+                                               ev.time_ns, ev.time_ns)
+                while len(self._flows) > self.settings.max_flows:
+                    self._flows.popitem(last=False)
+                    self.counters["flows_evicted"] += 1
+            else:
+                self._flows.move_to_end(key)
+                # a container's name can arrive after its first event
+                flow.source, flow.destination = source, destination
+            flow.count += n
+            if ev.result is ConnectResult.OK:
+                flow.succeeded += n
+            elif ev.result is ConnectResult.IN_PROGRESS:
+                flow.pending += n
+            else:
+                flow.failed += n
+            flow.first_ns = min(flow.first_ns, ev.time_ns)
+            flow.last_ns = max(flow.last_ns, ev.time_ns)
+            if len(flow.addresses) < MAX_ADDRESSES:
+                flow.addresses.add(ev.daddr)
+
+    def classify(self, address: str) -> Endpoint:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return Endpoint("external", address)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if ip.is_loopback:
+            return Endpoint(LOOPBACK, LOOPBACK)
+        owner = self.addresses.owner(str(ip))
+        if owner is not None:
+            return owner
+        bits = (self.settings.external_prefix_v4 if ip.version == 4
+                else self.settings.external_prefix_v6)
+        return Endpoint("external", str(ipaddress.ip_network(f"{ip}/{bits}", strict=False)))
+
+    # ------------------------------------------------------------------ addresses
+
+    def refresh(self, containers: Iterable[tuple[Container, int | None]],
+                addresses_of: Callable[[list[int]], frozenset[str]],
+                host_pid: int = 1) -> None:
+        """Re-read who owns which address: each live container through one of its pids, the
+        host through `host_pid`'s network namespace. Host-network containers share the host's
+        addresses, which stay the host's."""
+        owners: dict[str, Endpoint] = {}
+        for container, pid in containers:
+            if pid is None:
+                continue
+            for addr in addresses_of([pid]):
+                owners[addr] = container_endpoint(container, self._workload)
+        for addr in addresses_of([host_pid]):
+            owners[addr] = Endpoint(HOST, HOST)
+        self.addresses.replace(owners)
+
+    # ------------------------------------------------------------------ reads
+
+    def flows(self, since_ns: int | None = None, container: str | None = None,
+              limit: int | None = None) -> list[dict[str, Any]]:
+        """Most recently seen first. `container`: flows from or to it (id, id prefix of 6+,
+        or name)."""
+        with self._lock:
+            items = [f.to_dict() for f in reversed(self._flows.values())
+                     if (since_ns is None or f.last_ns >= since_ns)
+                     and (container is None or _touches(f, container))]
+        return items[:limit] if limit is not None else items
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {**self.counters, "flows": len(self._flows),
+                    "addresses": len(self.addresses)}
+
+
+def _touches(flow: Flow, ref: str) -> bool:
+    for ep in (flow.source, flow.destination):
+        if ep.kind == "container" and (ep.name == ref or ep.id == ref
+                                       or (len(ref) >= 6 and ep.id.startswith(ref))):
+            return True
+        if ep.kind == HOST and ref == HOST:
+            return True
+    return False
