@@ -167,6 +167,8 @@ class Daemon:
         # incidents see every alert as raised: folding never hides one from correlation
         incidents = start_incidents(self.config.incidents, Path(self.config.daemon.state_dir),
                                     journald=self.config.alerts.journald.enabled)
+        for feed in delivery.incident_feeds():  # NATS and OTLP carry incident changes too
+            incidents.add_sink(feed)
         raw_taps.append(incidents)
         alerts = AlertDispatcher(delivery, raw_taps)
         pipeline: Pipeline | None = None

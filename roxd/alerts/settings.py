@@ -150,6 +150,7 @@ class NatsSettings:
 class OtlpSettings:
     endpoint: str = "http://127.0.0.1:4318/v1/logs"  # the collector's OTLP/HTTP logs URL
     headers: tuple[str, ...] = ()  # extra request headers, "Name: value" (e.g. authorization)
+    compression: str = "gzip"  # gzip | none (request bodies)
     incidents: bool = True  # incident changes as log records too
     ca: str = ""  # https: CA bundle for the collector's certificate ("" = system store)
     cert: str = ""  # https: client certificate (PEM), optional
@@ -305,6 +306,9 @@ def _validate_exporters(settings: AlertsSettings, source: str) -> None:
                 raise ConfigError(source, f"{key}.headers: {h!r} is not \"Name: value\"")
         if bool(o.cert) != bool(o.key):
             raise ConfigError(source, f"{key}: cert and key go together")
+        if o.compression not in ("gzip", "none"):
+            raise ConfigError(source, f"{key}.compression must be gzip or none, not "
+                                      f"{o.compression!r}")
         if o.queue_max < 1 or o.batch_max < 1:
             raise ConfigError(source, f"{key}: queue_max and batch_max must be at least 1")
         if o.timeout_s <= 0:
