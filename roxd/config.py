@@ -107,6 +107,13 @@ class PostureSection:
 
 
 @dataclass(frozen=True)
+class MetricsSection:
+    # A TCP listener for Prometheus (GET /metrics). "" = off: /v1/metrics on the control socket
+    # only. "9560" = 127.0.0.1:9560; "host:port" or "[v6]:port" to choose the interface.
+    listen: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     sensor: SensorSection = field(default_factory=SensorSection)
@@ -119,6 +126,7 @@ class Config:
     api: ApiSettings = field(default_factory=ApiSettings)
     alerts: AlertsSettings = field(default_factory=AlertsSettings)
     incidents: IncidentsSettings = field(default_factory=IncidentsSettings)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
     source: str = "built-in defaults"
 
     def rule_paths(self) -> list[Path]:
@@ -142,6 +150,7 @@ _SECTIONS: dict[str, type] = {
     "posture": PostureSection,
     "api": ApiSettings,
     "incidents": IncidentsSettings,
+    "metrics": MetricsSection,
 }
 
 
@@ -204,6 +213,12 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(source, problem)
     for problem in config.incidents.check():
         raise ConfigError(source, f"incidents.{problem}")
+    from roxd.api.metrics_http import parse_listen
+
+    try:
+        parse_listen(config.metrics.listen)
+    except ValueError as exc:
+        raise ConfigError(source, f"metrics.listen {exc}") from exc
     if config.sensor.ringbuf_pages <= 0 or config.sensor.ringbuf_pages & (
             config.sensor.ringbuf_pages - 1):
         raise ConfigError(source, "sensor.ringbuf_pages must be a power of two")

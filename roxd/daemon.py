@@ -30,6 +30,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 from roxd import __version__, features
 from roxd.alerts.delivery import AlertDelivery
 from roxd.alerts.dispatch import AlertDispatcher, LogSink, StreamSink, TopicSink
+from roxd.api.metrics_http import MetricsListener, NoMetricsListener, start_metrics_listener
 from roxd.api.port import Activity, DaemonFacts, KernelStats, Programs
 from roxd.api.server import ApiServer
 from roxd.baselines.engine import BaselineEngine
@@ -95,6 +96,7 @@ class Parts:
     api: ApiServer | None = None
     posture: PostureService | None = None  # None: posture.enabled = false
     incidents: IncidentTracker | None = None  # a raw tap of the dispatcher: every alert
+    metrics: MetricsListener | NoMetricsListener = field(default_factory=NoMetricsListener)
 
 
 class Daemon:
@@ -220,6 +222,9 @@ class Daemon:
         parts.posture = self._make_posture(parts)
         parts.api = ApiServer(DaemonPort(self, parts), self.config.daemon.socket)
         parts.api.start()
+        # [metrics] listen: the same text as /v1/metrics, on TCP for a Prometheus server
+        parts.metrics = start_metrics_listener(self.config.metrics.listen,
+                                               parts.api.metrics_text)
 
     def stop(self) -> None:
         self._stop.set()
@@ -229,6 +234,8 @@ class Daemon:
 
     def _shutdown(self, delivery: AlertDelivery) -> None:
         parts = self.parts
+        if parts is not None:
+            parts.metrics.close()
         if parts is not None and parts.api is not None:
             parts.api.close()
         if parts is not None and parts.sensor.started:
