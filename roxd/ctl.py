@@ -36,6 +36,7 @@ from typing import Any
 
 from roxd import __version__
 from roxd.api.client import ApiClient, ApiFailure, Unreachable, default_socket, path_of
+from roxd.ctl_fleet import add_fleet_parser
 from roxd.text import printable
 from roxd.vocabulary import EVENT_KINDS, PHASES, SEVERITIES
 
@@ -752,6 +753,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON output")
     s.set_defaults(func=cmd_inventory)
 
+    add_fleet_parser(sub)  # roxctl fleet: reads NATS JetStream, not the socket (ctl_fleet.py)
     sub.add_parser("version", help="roxctl's and roxd's versions").set_defaults(
         func=cmd_version)
     s = sub.add_parser("completion", help="print a shell completion script")
