@@ -37,6 +37,9 @@ other 4xx says the request itself is bad: its records are counted as `rejected` 
 dropped with an error line, as the OTLP specification asks (never retried). A 2xx with
 `partial_success.rejected_log_records` counts those as `rejected` too.
 
+At start, one empty export request checks the endpoint, the token and the certificate: a
+problem is one warning line then, even on a quiet node.
+
 Delivery is at-least-once: a collector that stored a batch and died before answering gets it
 again (log.record.uid tells the copies apart). What the collector does next (its own queue,
 exporters) is its business.
@@ -127,6 +130,7 @@ class OtlpSink(QueuedExporter):
         self._conn: http.client.HTTPConnection | None = None
         self._resource = self._make_resource()
         self._rejection_logged = False
+        self._probed = False
         super().__init__(
             queue_path=Path(state_dir) / "alerts" / f"otlp-{settings.queue_name}.db",
             queue_max=settings.queue_max, queue_max_bytes=settings.queue_max_bytes,
@@ -257,13 +261,28 @@ class OtlpSink(QueuedExporter):
 
     # ------------------------------------------------------------------ HTTP
 
+    async def _idle(self) -> None:
+        """Once, at start: an empty export request (valid OTLP, answered 200 by a collector),
+        so a wrong URL, token or certificate is one line at start, not at the first alert."""
+        if self._probed:
+            return
+        self._probed = True
+        if len(self._disk):
+            return  # the backlog's first request says it
+        try:
+            status, _, answer = self._post(self._body(()))
+        except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
+            self._close_conn()
+            self._failed(exc)
+            return
+        if not 200 <= status < 300:
+            self._failed(f"HTTP {status} {_first_line(answer)}".strip())
+
     async def _send_window(self) -> bool:
         rows = self._disk.peek(self.settings.batch_max)
         if not rows:
             return True
-        body = self.request(blob for _, blob in rows)
-        if self.settings.compression == "gzip":
-            body = gzip.compress(body, compresslevel=6)
+        body = self._body(blob for _, blob in rows)
         try:
             status, headers, answer = self._post(body)
         except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
@@ -290,6 +309,12 @@ class OtlpSink(QueuedExporter):
                   self.target, len(rows), reason)
         self._forget(last)
         return True
+
+    def _body(self, records: Iterable[bytes]) -> bytes:
+        body = self.request(records)
+        if self.settings.compression == "gzip":
+            body = gzip.compress(body, compresslevel=6)
+        return body
 
     def _accepted(self, count: int, answer: bytes) -> None:
         self._counters.add("sent", count)

@@ -146,28 +146,30 @@ def test_outage_and_restart_under_a_steady_stream_lose_and_repeat_nothing(
 
 def test_retry_after_is_honoured_and_nothing_is_lost(
         otlp_receiver: OtlpReceiver, tmp_path: Path) -> None:
-    otlp_receiver.failures = [(503, "3"), (429, "1")]
     sink = OtlpSink(settings(otlp_receiver, backoff_max_s=0.1), tmp_path / "state", NODE)
     a = make_alert()
     try:
+        wait_until(lambda: otlp_receiver.requests == 1, 20, message="the start-up check")
+        otlp_receiver.failures = [(503, "3"), (429, "1")]
         sink.emit(a)
-        wait_until(lambda: otlp_receiver.requests >= 1, 20, message="the first request")
+        wait_until(lambda: otlp_receiver.requests >= 2, 20, message="the first export")
         time.sleep(1.0)  # the backoff alone (0.25 s, at most 0.1 s) would have retried by now
-        assert otlp_receiver.requests == 1
+        assert otlp_receiver.requests == 2
         assert sink.flush(20), sink.stats()
     finally:
         sink.close(5)
     assert otlp_receiver.uids() == [a.id]
-    assert otlp_receiver.requests == 3 and sink.stats()["failed"] == 2
+    assert otlp_receiver.requests == 4 and sink.stats()["failed"] == 2
 
 
 def test_a_refused_request_is_dropped_and_counted_and_partial_rejections_counted(
         otlp_receiver: OtlpReceiver, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="roxd.alerts.otlp")
-    otlp_receiver.failures = [(400, "")]
     sink = OtlpSink(settings(otlp_receiver), tmp_path / "state", NODE)
     bad, good = make_alert(), make_alert()
     try:
+        wait_until(lambda: otlp_receiver.requests == 1, 20, message="the start-up check")
+        otlp_receiver.failures = [(400, "")]
         sink.emit(bad)
         wait_until(lambda: sink.stats()["rejected"] == 1, 20, message="the refused request")
         otlp_receiver.partial_reject = 1
@@ -257,3 +259,19 @@ def test_tls_with_a_checked_server_name(tmp_path: Path, tls_files: TlsFiles,
         assert receiver.uids() == [a.id]
     finally:
         receiver.stop()
+
+
+def test_a_bad_endpoint_is_one_warning_at_start_before_any_alert(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    receiver = start_receiver()
+    caplog.set_level(logging.INFO, logger="roxd.alerts.otlp")
+    bad = OtlpSettings(endpoint=receiver.url.replace("/v1/logs", "/v1/wrong"), name="bad")
+    sink = OtlpSink(bad, tmp_path / "state", NODE)
+    try:
+        wait_until(lambda: sink.stats()["failed"] == 1, 20, message="the start-up check")
+    finally:
+        sink.close(0.5)
+        receiver.stop()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "HTTP 404" in warnings[0], warnings
+    assert receiver.records == [] and sink.stats()["queued"] == 0
