@@ -47,6 +47,7 @@ exporters) is its business.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import gzip
 import http.client
@@ -270,7 +271,7 @@ class OtlpSink(QueuedExporter):
         if len(self._disk):
             return  # the backlog's first request says it
         try:
-            status, _, answer = self._post(self._body(()))
+            status, _, answer = await self._post_off_loop(self._body(()))
         except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
             self._close_conn()
             self._failed(exc)
@@ -284,7 +285,7 @@ class OtlpSink(QueuedExporter):
             return True
         body = self._body(blob for _, blob in rows)
         try:
-            status, headers, answer = self._post(body)
+            status, headers, answer = await self._post_off_loop(body)
         except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
             self._close_conn()
             self._failed(exc)
@@ -329,6 +330,11 @@ class OtlpSink(QueuedExporter):
             self._rejection_logged = True
             log.log(level, "otlp %s: the collector rejected %d of %d records: %s", self.target,
                     rejected, count, resp.partial_success.error_message or "no reason given")
+
+    async def _post_off_loop(self, body: bytes) -> tuple[int, http.client.HTTPMessage, bytes]:
+        """The blocking request on an executor thread: meanwhile the loop keeps moving the
+        inbox to disk. One request at a time (the sender awaits it)."""
+        return await asyncio.get_running_loop().run_in_executor(None, self._post, body)
 
     def _post(self, body: bytes) -> tuple[int, http.client.HTTPMessage, bytes]:
         for attempt in (1, 2):

@@ -41,7 +41,8 @@ from roxd.alerts.diskqueue import DiskQueue
 from roxd.alerts.worker import SinkCounters
 
 BACKOFF_START_S = 0.25
-RETRY_AFTER_MAX_S = 600.0  # a receiver asking for more is still retried after 10 minutes
+RETRY_AFTER_MAX_S = 600.0
+INBOX_WARN_EVERY_S = 10.0  # a receiver asking for more is still retried after 10 minutes
 
 
 class QueuedExporter(abc.ABC):
@@ -61,6 +62,8 @@ class QueuedExporter(abc.ABC):
         self._disk = DiskQueue(queue_path, queue_max, queue_max_bytes)
         self._inbox: collections.deque[Any] = collections.deque()
         self._inbox_max = inbox_max
+        self._inbox_drops = 0  # since the last warning (the sender thread logs them)
+        self._inbox_warned = 0.0
         self._moving = 0  # taken from the inbox, not yet on disk
         self._cond = threading.Condition()
         self._stop_deadline: float | None = None
@@ -68,6 +71,7 @@ class QueuedExporter(abc.ABC):
         self._sync_queued()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
+        self._send_wake = asyncio.Event()  # replaced on the sender thread's loop
         self._down_since: float | None = None
         self._retry_after: float | None = None
         self._ready = threading.Event()
@@ -109,6 +113,7 @@ class QueuedExporter(abc.ABC):
     def emit(self, item: Any) -> None:
         with self._cond:
             if self._stop_deadline is not None or len(self._inbox) >= self._inbox_max:
+                self._inbox_drops += 1
                 self._counters.add("dropped")
                 return
             self._inbox.append(item)
@@ -167,47 +172,93 @@ class QueuedExporter(abc.ABC):
             self._ready.set()
 
     async def _main(self) -> None:
+        """Two tasks on this thread's loop: this one moves the inbox to disk whenever emit()
+        wakes it, the sender sends from the disk queue. While the sender waits on the network
+        the inbox keeps moving to disk, so a burst is bounded by the disk queue, not by the
+        in-memory inbox."""
         self._wake = asyncio.Event()
+        self._send_wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._ready.set()
-        backoff = BACKOFF_START_S
-        next_try = 0.0
+        sender = asyncio.create_task(self._sender())
         try:
             while True:
                 self._wake.clear()
-                with self._cond:
-                    batch = list(self._inbox)
-                    self._inbox.clear()
-                    self._moving = len(batch)
-                    stop_deadline = self._stop_deadline
-                self._persist(batch)
-                with self._cond:
-                    self._moving = 0
+                stop_deadline = self._persist_inbox()
                 if stop_deadline is not None:
-                    await self._drain_until(stop_deadline)
-                    return
-                if len(self._disk) and time.monotonic() >= next_try:
-                    self._retry_after = None
-                    if await self._send_window():
-                        backoff = BACKOFF_START_S
-                        continue
-                    delay = backoff
-                    if self._retry_after is not None:  # the receiver said when
-                        delay = min(max(self._retry_after, 0.0), RETRY_AFTER_MAX_S)
-                    next_try = time.monotonic() + delay
-                    backoff = min(backoff * 2, max(self._backoff_max_s, 0.1))
-                await self._idle()
-                with self._cond:
-                    if self._inbox or self._stop_deadline is not None:
-                        continue
-                wait = max(0.0, next_try - time.monotonic()) if len(self._disk) else None
-                idle = self._idle_every_s()
-                if idle is not None:
-                    wait = idle if wait is None else min(wait, idle)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                    break
+                self._send_wake.set()
+                if sender.done():  # it failed: say so once, then keep queueing on disk
+                    sender.result()
+                await self._wake.wait()
+            self._send_wake.set()
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(sender),
+                                       max(0.05, stop_deadline - time.monotonic()))
+            if not sender.done():
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
+            self._persist_inbox()
+            await self._drain_until(stop_deadline)
         finally:
+            if not sender.done():
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sender
             await self._disconnect()
+            with contextlib.suppress(Exception):
+                await asyncio.get_running_loop().shutdown_default_executor()
+
+    def _persist_inbox(self) -> float | None:
+        """Move the inbox to disk; the stop deadline when close() was called."""
+        with self._cond:
+            batch = list(self._inbox)
+            self._inbox.clear()
+            self._moving = len(batch)
+            stop_deadline = self._stop_deadline
+            drops = self._inbox_drops
+            if drops and time.monotonic() - self._inbox_warned >= INBOX_WARN_EVERY_S:
+                self._inbox_drops = 0
+                self._inbox_warned = time.monotonic()
+            else:
+                drops = 0
+        if drops:  # emit() cannot log (it runs on roxd's event loop): said here, at most
+            # once per INBOX_WARN_EVERY_S
+            self._log.warning("%s %s: %d records dropped: more arrived than the disk queue "
+                              "took (in-memory inbox of %d full)", self.kind, self.target,
+                              drops, self._inbox_max)
+        try:
+            self._persist(batch)
+        finally:
+            with self._cond:
+                self._moving = 0
+        return stop_deadline
+
+    async def _sender(self) -> None:
+        backoff = BACKOFF_START_S
+        next_try = 0.0
+        while self._stop_deadline is None:
+            self._send_wake.clear()
+            if len(self._disk) and time.monotonic() >= next_try:
+                self._retry_after = None
+                if await self._send_window():
+                    backoff = BACKOFF_START_S
+                    continue
+                delay = backoff
+                if self._retry_after is not None:  # the receiver said when
+                    delay = min(max(self._retry_after, 0.0), RETRY_AFTER_MAX_S)
+                next_try = time.monotonic() + delay
+                backoff = min(backoff * 2, max(self._backoff_max_s, 0.1))
+            await self._idle()
+            if self._stop_deadline is not None:
+                return
+            wait = max(0.0, next_try - time.monotonic()) if len(self._disk) else None
+            idle = self._idle_every_s()
+            if idle is not None:
+                wait = idle if wait is None else min(wait, idle)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._send_wake.wait(), wait)
 
     def _persist(self, items: list[Any]) -> None:
         if not items:
