@@ -54,6 +54,7 @@ import http.client
 import json
 import logging
 import ssl
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterable
@@ -129,6 +130,9 @@ class OtlpSink(QueuedExporter):
             self._headers["Content-Encoding"] = "gzip"
         self._ssl = self._tls_context() if self._https else None
         self._conn: http.client.HTTPConnection | None = None
+        # one request on the connection at a time, also when close() gave up waiting on one
+        # (its executor thread still holds the connection) and the final drain sends again
+        self._post_lock = threading.Lock()
         self._resource = self._make_resource()
         self._rejection_logged = False
         self._probed = False
@@ -337,6 +341,10 @@ class OtlpSink(QueuedExporter):
         return await asyncio.get_running_loop().run_in_executor(None, self._post, body)
 
     def _post(self, body: bytes) -> tuple[int, http.client.HTTPMessage, bytes]:
+        with self._post_lock:
+            return self._post_locked(body)
+
+    def _post_locked(self, body: bytes) -> tuple[int, http.client.HTTPMessage, bytes]:
         for attempt in (1, 2):
             conn = self._connection()
             try:
@@ -345,12 +353,15 @@ class OtlpSink(QueuedExporter):
                 answer = resp.read()
             except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
                 # a kept-alive connection the collector closed meanwhile: once more, fresh
-                self._close_conn()
+                self._drop_conn()
                 if attempt == 2:
                     raise
                 continue
+            except BaseException:
+                self._drop_conn()
+                raise
             if resp.getheader("Connection", "").lower() == "close":
-                self._close_conn()
+                self._drop_conn()
             return resp.status, resp.headers, answer
         raise AssertionError("unreachable")
 
@@ -365,8 +376,19 @@ class OtlpSink(QueuedExporter):
                 self._conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
         return self._conn
 
-    def _close_conn(self) -> None:
+    def _drop_conn(self) -> None:
+        """With _post_lock held."""
         conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _close_conn(self) -> None:
+        if not self._post_lock.acquire(timeout=self.settings.timeout_s):
+            return  # a request still runs on it: it closes the connection on failure itself
+        try:
+            conn, self._conn = self._conn, None
+        finally:
+            self._post_lock.release()
         if conn is not None:
             conn.close()
 
