@@ -406,8 +406,8 @@ def test_roxctl_imports_nothing_of_the_engine() -> None:
             "if m.startswith('roxd')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
-    assert eval(out) == ["roxd", "roxd.api", "roxd.api.client", "roxd.ctl", "roxd.text",
-                         "roxd.vocabulary"]
+    assert eval(out) == ["roxd", "roxd.api", "roxd.api.client", "roxd.ctl", "roxd.ctl_fleet",
+                         "roxd.text", "roxd.vocabulary"]
 
 
 def test_completion_script_is_current_and_valid(tmp_path: Path) -> None:
