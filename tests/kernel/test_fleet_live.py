@@ -23,9 +23,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import REPO, RoxdProcess, wait_until
 from tests.system.conftest import free_port
 from tests.system.natsd import NatsServer, nats_server
+from tests.system.otlp_receiver import OtlpReceiver, otlp_receiver
 
 pytestmark = pytest.mark.kernel
-__all__ = ["nats_server"]  # the fixture, imported for pytest
+__all__ = ["nats_server", "otlp_receiver"]  # the fixtures, imported for pytest
 
 RULE = """
 [[rule]]
@@ -58,6 +59,12 @@ heartbeat_s = 1.0
 backoff_max_s = 0.5
 connect_timeout_s = 2.0
 ack_timeout_s = 2.0
+{otlp}"""
+
+OTLP = """
+[[alerts.otlp]]
+endpoint = "{url}"
+backoff_max_s = 0.5
 """
 
 
@@ -78,14 +85,17 @@ def table(url: str, *args: str) -> str:
 
 def test_two_nodes_one_stream_a_server_restart_and_nothing_lost(
         roxd_factory: Callable[..., RoxdProcess], nats_server: NatsServer,
-        tmp_path: Path) -> None:
+        otlp_receiver: OtlpReceiver, tmp_path: Path) -> None:
     marker = f"fleet-marker-{uuid.uuid4().hex[:12]}"
     rules = tmp_path / "fleet.toml"
     rules.write_text(RULE.format(marker=marker))
     metrics_port = free_port()
     nodes = {"fleet-node-a": f"127.0.0.1:{metrics_port}", "fleet-node-b": ""}
+    # node a also exports to an OTLP receiver
+    otlp = {"fleet-node-a": OTLP.format(url=otlp_receiver.url), "fleet-node-b": ""}
     roxds = {name: roxd_factory(rules=[rules], config=CONFIG.format(
-        node=name, url=nats_server.url, metrics=listen)) for name, listen in nodes.items()}
+        node=name, url=nats_server.url, metrics=listen, otlp=otlp[name]))
+        for name, listen in nodes.items()}
 
     def marker_alerts(rp: RoxdProcess) -> list[dict[str, Any]]:
         return rp.matching(lambda o: o.get("type") == "alert"
@@ -144,3 +154,15 @@ def test_two_nodes_one_stream_a_server_restart_and_nothing_lost(
     assert sent["sent"] >= 15 and sent["failed"] >= 1 and sent["dropped"] == 0
     assert sent["heartbeats"] >= 1
     assert fams["roxd_alerts_by_rule"].samples
+
+    # node a's OTLP export: the same alerts, once each, in order, and its incident changes
+    printed = [a["id"] for a in marker_alerts(roxds["fleet-node-a"])]
+    wait_until(lambda: len([u for u in otlp_receiver.uids() if u in printed]) >= 15, 30,
+               message="node a's alerts at the OTLP receiver")
+    alerts = [r for r in otlp_receiver.records if r.record.event_name == "roxd.alert"
+              and r.attrs.get("roxd.rule.id") == "test.fleet-marker"]
+    assert [r.uid for r in alerts] == printed
+    assert alerts[0].resource["host.name"] == "fleet-node-a"
+    assert alerts[0].resource["service.name"] == "roxd"
+    assert any(r.record.event_name == "roxd.incident" for r in otlp_receiver.records)
+
