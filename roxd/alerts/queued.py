@@ -188,7 +188,7 @@ class QueuedExporter(abc.ABC):
                 if stop_deadline is not None:
                     break
                 self._send_wake.set()
-                if sender.done():  # it failed: say so once, then keep queueing on disk
+                if sender.done():  # a bug in the sender: re-raised, logged by _run
                     sender.result()
                 await self._wake.wait()
             self._send_wake.set()
