@@ -108,6 +108,13 @@ class PostureSection:
 
 
 @dataclass(frozen=True)
+class MetricsSection:
+    # A TCP listener for Prometheus (GET /metrics). "" = off: /v1/metrics on the control socket
+    # only. "9560" = 127.0.0.1:9560; "host:port" or "[v6]:port" to choose the interface.
+    listen: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     sensor: SensorSection = field(default_factory=SensorSection)
@@ -121,6 +128,7 @@ class Config:
     alerts: AlertsSettings = field(default_factory=AlertsSettings)
     incidents: IncidentsSettings = field(default_factory=IncidentsSettings)
     netmap: NetmapSettings = field(default_factory=NetmapSettings)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
     source: str = "built-in defaults"
 
     def rule_paths(self) -> list[Path]:
@@ -145,6 +153,7 @@ _SECTIONS: dict[str, type] = {
     "api": ApiSettings,
     "incidents": IncidentsSettings,
     "netmap": NetmapSettings,
+    "metrics": MetricsSection,
 }
 
 
@@ -209,6 +218,12 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(source, f"incidents.{problem}")
     for problem in config.netmap.check():
         raise ConfigError(source, f"netmap.{problem}")
+    from roxd.api.metrics_http import parse_listen
+
+    try:
+        parse_listen(config.metrics.listen)
+    except ValueError as exc:
+        raise ConfigError(source, f"metrics.listen {exc}") from exc
     if config.sensor.ringbuf_pages <= 0 or config.sensor.ringbuf_pages & (
             config.sensor.ringbuf_pages - 1):
         raise ConfigError(source, "sensor.ringbuf_pages must be a power of two")

@@ -37,6 +37,7 @@ from typing import Any
 
 from roxd import __version__, ctl_netmap
 from roxd.api.client import ApiClient, ApiFailure, Unreachable, default_socket, path_of
+from roxd.ctl_fleet import add_fleet_parser
 from roxd.text import printable
 from roxd.vocabulary import EVENT_KINDS, PHASES, SEVERITIES
 
@@ -754,6 +755,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_inventory)
 
     ctl_netmap.add_parser(sub)
+    add_fleet_parser(sub)  # roxctl fleet: reads NATS JetStream, not the socket (ctl_fleet.py)
     sub.add_parser("version", help="roxctl's and roxd's versions").set_defaults(
         func=cmd_version)
     s = sub.add_parser("completion", help="print a shell completion script")

@@ -31,6 +31,7 @@ from roxd import __version__, features
 from roxd.alerts.delivery import AlertDelivery
 from roxd.alerts.dispatch import AlertDispatcher, LogSink, StreamSink, TopicSink
 from roxd.alerts.node import NodeIdentity
+from roxd.api.metrics_http import MetricsListener, NoMetricsListener, start_metrics_listener
 from roxd.api.port import Activity, DaemonFacts, KernelStats, Programs
 from roxd.api.server import ApiServer
 from roxd.baselines.drift import DriftDetector
@@ -100,6 +101,7 @@ class Parts:
     posture: PostureService | None = None  # None: posture.enabled = false
     incidents: IncidentTracker | None = None  # a raw tap of the dispatcher: every alert
     netmap: FlowMap | None = None  # None: netmap.enabled = false
+    metrics: MetricsListener | NoMetricsListener = field(default_factory=NoMetricsListener)
 
 
 class Daemon:
@@ -178,6 +180,8 @@ class Daemon:
             node=NodeIdentity.detect(self.config.alerts.node),
             isolate=self.quarantine.isolate if self.quarantine is not None else None,
             monitor=self.config.rules.monitor)
+        for feed in delivery.incident_feeds():  # NATS and OTLP carry incident changes too
+            incidents.add_sink(feed)
         raw_taps.append(incidents)
         alerts = AlertDispatcher(delivery, raw_taps)
         pipeline: Pipeline | None = None
@@ -236,6 +240,9 @@ class Daemon:
         parts.posture = self._make_posture(parts)
         parts.api = ApiServer(DaemonPort(self, parts), self.config.daemon.socket)
         parts.api.start()
+        # [metrics] listen: the same text as /v1/metrics, on TCP for a Prometheus server
+        parts.metrics = start_metrics_listener(self.config.metrics.listen,
+                                               parts.api.metrics_text)
 
     def stop(self) -> None:
         self._stop.set()
@@ -245,6 +252,8 @@ class Daemon:
 
     def _shutdown(self, delivery: AlertDelivery) -> None:
         parts = self.parts
+        if parts is not None:
+            parts.metrics.close()
         if parts is not None and parts.api is not None:
             parts.api.close()
         if parts is not None and parts.sensor.started:

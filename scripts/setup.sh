@@ -51,7 +51,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements-dev.tx
     .venv/bin/pip install -q --disable-pip-version-check --no-build-isolation -e .
     touch "$stamp"
 fi
-.venv/bin/python -c 'import bcc, docker, pyroute2, psutil, toml, seccomp, nftables, nats, roxd' || {
+.venv/bin/python -c 'import bcc, docker, pyroute2, psutil, toml, seccomp, nftables, nats, roxd, prometheus_client, opentelemetry.proto.logs.v1.logs_pb2' || {
     log "the venv cannot import roxd's dependencies"; exit 1; }
 
 # --- kernel headers: roxd resolves them itself; fail here, early, when there are none -------

@@ -24,6 +24,10 @@ _roxctl() {
             "completion") key="completion" ;;
             "containers") key="containers" ;;
             "events") key="events" ;;
+            "fleet") key="fleet" ;;
+            "fleet alerts") key="fleet alerts" ;;
+            "fleet incidents") key="fleet incidents" ;;
+            "fleet nodes") key="fleet nodes" ;;
             "incidents") key="incidents" ;;
             "incidents list") key="incidents list" ;;
             "incidents show") key="incidents show" ;;
@@ -55,7 +59,7 @@ _roxctl() {
         esac
     done
     case "$key" in
-        "") opts="--help --socket --json status containers risk events alerts incidents rules kill isolate release seccomp baselines posture inventory netmap version completion" ;;
+        "") opts="--help --socket --json status containers risk events alerts incidents rules kill isolate release seccomp baselines posture inventory netmap fleet version completion" ;;
         "alerts") opts="--help list show follow" ;;
         "alerts follow") opts="--help --container --rule --phase --severity --count --seconds" ;;
         "alerts list") opts="--help --container --rule --phase --severity --since --until --limit" ;;
@@ -70,6 +74,10 @@ _roxctl() {
         "completion") opts="--help bash" ;;
         "containers") opts="--help" ;;
         "events") opts="--help --type --container --pid --follow --count --seconds" ;;
+        "fleet") opts="--help alerts incidents nodes" ;;
+        "fleet alerts") opts="--help --since --limit --node --server --stream --bucket --subject-prefix --user --password --token --ca --cert --key --server-name --timeout --json" ;;
+        "fleet incidents") opts="--help --since --state --limit --node --server --stream --bucket --subject-prefix --user --password --token --ca --cert --key --server-name --timeout --json" ;;
+        "fleet nodes") opts="--help --server --stream --bucket --subject-prefix --user --password --token --ca --cert --key --server-name --timeout --json" ;;
         "incidents") opts="--help list show" ;;
         "incidents list") opts="--help --state --container --since --limit" ;;
         "incidents show") opts="--help" ;;

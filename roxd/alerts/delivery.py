@@ -9,8 +9,9 @@
 
 Order of stages: NoiseControl (fold, rate limit) → the log line (when given), the taps (the
 API's live stream and ring), journald, syslog collectors, store, webhooks, JSON lines files,
-NATS JetStream: every consumer sees the same alerts. The exporters (files, NATS) put the node's
-identity (`NodeIdentity`, detected once here) on every record.
+NATS JetStream, OTLP collectors: every consumer sees the same alerts. The exporters (files,
+NATS, OTLP) put the node's identity (`NodeIdentity`, detected once here) on every record; NATS
+and OTLP also carry incident changes (`incident_feeds()`, handed to the incident tracker).
 A sink that cannot start (no journald socket is fine; an unwritable state dir is not) is logged
 and left out, never fatal: alerts still reach the others.
 """
@@ -28,6 +29,7 @@ from roxd.alerts.journald import JournaldSink
 from roxd.alerts.jsonfile import JsonFileSink
 from roxd.alerts.node import NodeIdentity
 from roxd.alerts.noise import NoiseControl
+from roxd.alerts.otlp import OtlpSink
 from roxd.alerts.settings import AlertsSettings
 from roxd.alerts.store import AlertStore
 from roxd.alerts.syslog import SyslogForwarder
@@ -75,8 +77,16 @@ class AlertDelivery:
             _start(sinks, f"file{i}", lambda f=f: JsonFileSink(f, node))
         for n in settings.nats:
             _start(sinks, f"nats.{n.queue_name}", lambda n=n: JetStreamSink(n, state, node))
+        for o in settings.otlp:
+            _start(sinks, f"otlp.{o.queue_name}", lambda o=o: OtlpSink(o, state, node))
         noise = NoiseControl(list(sinks.values()), settings.noise)
         return cls(sinks, noise, store)
+
+    def incident_feeds(self) -> list[IncidentFeed]:
+        """The exporters that also carry incident changes (NATS, OTLP), for the incident
+        tracker's sinks."""
+        return [IncidentFeed(s) for s in self.sinks.values()
+                if isinstance(s, JetStreamSink | OtlpSink)]
 
     def emit(self, alert: Alert) -> None:
         self.noise.emit(alert)
@@ -98,6 +108,18 @@ class AlertDelivery:
                 sink.close(max(0.2, deadline - time.monotonic()))
             except Exception:
                 log.exception("alert sink %s did not close cleanly", name)
+
+
+class IncidentFeed:
+    """An exporter as an incident sink: incident_changed only. The tracker closes its sinks
+    before the last alerts (fold summaries) are flushed; the exporter itself is closed by
+    AlertDelivery, after them."""
+
+    def __init__(self, exporter: JetStreamSink | OtlpSink) -> None:
+        self._exporter = exporter
+
+    def incident_changed(self, change: object) -> None:
+        self._exporter.incident_changed(change)
 
 
 def _start(sinks: dict[str, DeliverySink], name: str, make: Callable[[], S]) -> S | None:

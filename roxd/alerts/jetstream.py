@@ -1,15 +1,17 @@
-"""NATS JetStream exporter: every alert to `<subject_prefix>.<node>.alerts`, acknowledged,
-de-duplicated, queued on disk, in order.
+"""NATS JetStream exporter: every alert to `<subject_prefix>.<node>.alerts`, every incident
+change to `<subject_prefix>.<node>.incidents`, acknowledged, de-duplicated, queued on disk, in
+order; and a heartbeat of the node every `heartbeat_s` into a key-value bucket.
 
     sink = JetStreamSink(NatsSettings(servers=("nats://10.0.0.5:4222",)), state_dir, node)
-    sink.emit(alert)        # appends to an in-memory inbox and returns
-    sink.stats()            # sent, failed, queued, dropped, reconnects, duplicates
+    sink.emit(alert)                # appends to an in-memory inbox and returns
+    sink.incident_changed(change)   # the same, for an incident opened, grown or closed
+    sink.stats()            # sent, failed, queued, dropped, reconnects, duplicates, heartbeats
     sink.close(timeout)     # persists the inbox, tries to publish the backlog, stops
 
-emit() never waits on the network. The sink's own thread runs its own asyncio loop for nats-py
-(roxd's event loop never sees it). That thread moves the inbox into an SQLite queue in the
-state dir (`DiskQueue`, the syslog forwarders' queue), publishes from the queue's head with
-the header `Nats-Msg-Id: <alert id>`, and deletes a message only after JetStream acknowledged
+The inbox, the disk queue, the sender thread and its backoff are QueuedExporter's (queued.py).
+The sender thread runs its own asyncio loop for nats-py (roxd's event loop never sees it),
+publishes from the queue's head with the header `Nats-Msg-Id: <alert id>` (incident changes:
+`<incident id>-<change>-<time ns>`), and deletes a message only after JetStream acknowledged
 it (a PubAck: the message is stored, in memory or on disk as the stream's storage says).
 Up to `max_inflight` publishes are awaiting their acknowledgement at once; the queue moves
 forward only over an unbroken run of acknowledgements, so what follows a failure is sent
@@ -22,7 +24,13 @@ That keeps the stream free of duplicates even when the outage outlasted the stre
 duplicate window, as long as this node is the only publisher on its subject.
 
 Delivery is at-least-once from the queue's point of view and exactly-once in the stream.
-Order per node is kept: one thread, one connection, one subject, the queue's order.
+Order per node is kept: one thread, one connection, the queue's order.
+
+Heartbeats (`roxctl fleet nodes` reads them): key = the node's subject token in the bucket
+`heartbeat_bucket` (created with history 1 when absent), value = JSON with the node identity,
+roxd's version, the start time, the alerts this exporter was given by severity and its
+counters. The first is sent at start, so a bad server, credentials or certificate shows up at
+start even on a quiet node.
 A server that cannot be reached, refuses the credentials or has no stream for the subject is
 one warning line (then one line when delivery works again) and counters, never an exception
 out of emit() or a blocked caller.
@@ -32,24 +40,24 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from roxd.alerts.diskqueue import DiskQueue
+from roxd import __version__
 from roxd.alerts.node import NodeIdentity
+from roxd.alerts.queued import QueuedExporter, describe
 from roxd.alerts.record import encode_record, export_record
 from roxd.alerts.settings import NatsSettings
-from roxd.alerts.worker import SinkCounters
-from roxd.model import Alert
+from roxd.model import Alert, rfc3339
 
 log = logging.getLogger("roxd.alerts.nats")
 
-BACKOFF_START_S = 0.25
+HEARTBEAT_KEEP_S = 7 * 86400.0  # a node silent for a week leaves the bucket
 MSG_ID = "Nats-Msg-Id"
 # How far into the queue the post-connect check looks for the stream's last message id.
 RECONCILE_ROWS_MIN = 1024
@@ -69,173 +77,77 @@ def _nats() -> Any:
     return nats
 
 
-class JetStreamSink:
+class JetStreamSink(QueuedExporter):
+    kind = "nats"
+
     def __init__(self, settings: NatsSettings, state_dir: Path | str, node: NodeIdentity, *,
-                 inbox_max: int = 10_000) -> None:
+                 inbox_max: int = 10_000, clock: Callable[[], int] = time.time_ns) -> None:
         self._nats = _nats()
         self.settings = settings
         self.node = node
         self.subject = f"{settings.subject_prefix}.{node.token}.alerts"
-        self.queue_path = Path(state_dir) / "alerts" / f"nats-{settings.queue_name}.db"
-        self._disk = DiskQueue(self.queue_path, settings.queue_max)
-        self._inbox: collections.deque[Alert] = collections.deque()
-        self._inbox_max = inbox_max
-        self._moving = 0  # taken from the inbox, not yet on disk
-        self._cond = threading.Condition()
-        self._stop_deadline: float | None = None
-        self._counters = SinkCounters("reconnects", "duplicates")
-        self._counters.set("queued", len(self._disk))
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake: asyncio.Event | None = None
+        self.incidents_subject = f"{settings.subject_prefix}.{node.token}.incidents"
+        super().__init__(
+            queue_path=Path(state_dir) / "alerts" / f"nats-{settings.queue_name}.db",
+            queue_max=settings.queue_max, queue_max_bytes=settings.queue_max_bytes,
+            backoff_max_s=settings.backoff_max_s, log=log,
+            thread_name=f"roxd-nats-{settings.stream}", inbox_max=inbox_max,
+            extra_counters=("reconnects", "duplicates", "heartbeats", "heartbeat_failed"))
+        self._clock = clock
+        self._started_ns = clock()
         self._nc: Any = None
         self._js: Any = None
+        self._kv: Any = None
         self._connections = 0
-        self._down_since: float | None = None
         self._stream_checked = False
         self._last_error: BaseException | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"roxd-nats-{settings.stream}",
-                                        daemon=True)
-        self._thread.start()
-        self._ready.wait(5.0)
+        self._next_heartbeat = 0.0  # monotonic; the first one right after start
+        self._counts_lock = threading.Lock()
+        self._alert_counts: collections.Counter[str] = collections.Counter()
+        self._incident_changes = 0
+        self._start_thread()
 
     @property
     def target(self) -> str:
         return ",".join(self.settings.servers)
 
-    # ------------------------------------------------------------------ caller side
+    def incident_changed(self, change: Any) -> None:
+        if self.settings.incidents:
+            self.emit(change)
 
-    def emit(self, alert: Alert) -> None:
-        with self._cond:
-            if self._stop_deadline is not None or len(self._inbox) >= self._inbox_max:
-                self._counters.add("dropped")
-                return
-            self._inbox.append(alert)
-        self._poke()
+    # ------------------------------------------------------------------ records
 
-    def stats(self) -> dict[str, int]:
-        out = self._counters.snapshot()
-        with self._cond:
-            out["queued"] += len(self._inbox) + self._moving
-        return out
-
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until nothing is left to publish (for tests and orderly shutdown)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.stats()["queued"] == 0:
-                return True
-            self._poke()
-            time.sleep(0.02)
-        return False
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Persist what is in memory, try to publish the backlog until `timeout`, stop."""
-        with self._cond:
-            self._stop_deadline = time.monotonic() + timeout
-        self._poke()
-        self._thread.join(timeout + 2.0)
-        if self._thread.is_alive():
-            log.warning("nats %s: sender did not stop within %.1fs", self.target, timeout)
-
-    def _poke(self) -> None:
-        loop, wake = self._loop, self._wake
-        if loop is None or wake is None:
-            return
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the thread is gone
-            loop.call_soon_threadsafe(wake.set)
-
-    # ------------------------------------------------------------------ sender thread
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(self._main())
-        except Exception:
-            log.exception("nats %s: sender thread failed", self.target)
-        finally:
-            self._loop = None
-            loop.close()
-            self._disk.close()
-            self._ready.set()
-
-    async def _main(self) -> None:
-        self._wake = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
-        self._ready.set()
-        backoff = BACKOFF_START_S
-        next_try = 0.0
-        try:
-            while True:
-                self._wake.clear()
-                with self._cond:
-                    batch = list(self._inbox)
-                    self._inbox.clear()
-                    self._moving = len(batch)
-                    stop_deadline = self._stop_deadline
-                self._persist(batch)
-                with self._cond:
-                    self._moving = 0
-                if stop_deadline is not None:
-                    await self._drain_until(stop_deadline)
-                    return
-                if len(self._disk) and time.monotonic() >= next_try:
-                    if await self._publish_window():
-                        backoff = BACKOFF_START_S
-                        continue
-                    next_try = time.monotonic() + backoff
-                    backoff = min(backoff * 2, max(self.settings.backoff_max_s, 0.1))
-                with self._cond:
-                    if self._inbox or self._stop_deadline is not None:
-                        continue
-                wait = max(0.0, next_try - time.monotonic()) if len(self._disk) else None
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
-        finally:
-            await self._disconnect()
-
-    def _persist(self, alerts: list[Alert]) -> None:
-        if not alerts:
-            return
-        items = []
-        for alert in alerts:
-            try:
-                payload = encode_record(export_record(alert, self.node))
-            except Exception:
-                log.exception("nats %s: cannot encode alert %s", self.target, alert.id)
-                self._counters.add("failed")
-                continue
+    def _encode(self, item: Any) -> bytes | None:
+        if isinstance(item, Alert):
+            with self._counts_lock:
+                self._alert_counts[item.rule.severity.value] += 1
             # alert ids are hex or "folded-<hex>": never a newline, so one blob holds both
-            items.append((alert.time_ns, alert.id.encode("ascii", "replace") + b"\n" + payload))
-        dropped = self._disk.push(items)
-        if dropped:
-            self._counters.add("dropped", dropped)
-            log.warning("nats %s: disk queue full (%d), dropped the %d oldest alerts",
-                        self.target, self.settings.queue_max, dropped)
-        self._counters.set("queued", len(self._disk))
+            return (item.id.encode("ascii", "replace") + b"\n"
+                    + encode_record(export_record(item, self.node)))
+        with self._counts_lock:
+            self._incident_changes += 1
+        record = incident_record(item, self.node)
+        msg_id = f"{item.incident['id']}-{item.kind}-{item.time_ns}"
+        return b"incidents " + msg_id.encode("ascii", "replace") + b"\n" + encode_record(record)
 
-    async def _drain_until(self, deadline: float) -> None:
-        while len(self._disk) and time.monotonic() < deadline:
-            try:
-                ok = await asyncio.wait_for(self._publish_window(),
-                                            max(0.05, deadline - time.monotonic()))
-            except TimeoutError:
-                ok = False
-            if not ok:
-                break
-        if len(self._disk):
-            log.info("nats %s: %d alerts stay queued on disk for the next start",
-                     self.target, len(self._disk))
+    def _unpack(self, blob: bytes) -> tuple[str, str, bytes]:
+        """(subject, msg id, payload) of a queued blob; a blob without a kind is an alert
+        (what an older roxd queued)."""
+        head, _, payload = blob.partition(b"\n")
+        kind, sep, msg_id = head.partition(b" ")
+        if not sep:
+            return self.subject, head.decode("ascii", "replace"), payload
+        return self.incidents_subject, msg_id.decode("ascii", "replace"), payload
 
     # ------------------------------------------------------------------ NATS
 
-    async def _publish_window(self) -> bool:
+    async def _send_window(self) -> bool:
         """Publish up to max_inflight queued messages; forget the acknowledged run. False when
         nothing could be published (then the caller backs off)."""
         try:
             await self._ensure_connected()
         except Exception as exc:
-            self._failed(exc)
+            self._failed(exc, self.subject)
             return False
         rows = self._disk.peek(self.settings.max_inflight)
         if not rows:
@@ -244,10 +156,9 @@ class JetStreamSink:
         last_acked: int | None = None
         try:
             for seq, blob in rows:
-                msg_id, _, payload = blob.partition(b"\n")
+                subject, msg_id, payload = self._unpack(blob)
                 fut = await self._js.publish_async(
-                    self.subject, payload, stream=self.settings.stream,
-                    headers={MSG_ID: msg_id.decode("ascii", "replace")})
+                    subject, payload, stream=self.settings.stream, headers={MSG_ID: msg_id})
                 pending.append((seq, fut))
             deadline = time.monotonic() + self.settings.ack_timeout_s
             for seq, fut in pending:
@@ -260,17 +171,14 @@ class JetStreamSink:
             for _, fut in pending:
                 fut.cancel()
             self._forget(last_acked)
-            self._failed(exc)
+            self._failed(exc, self.subject)
             # start over on a fresh connection: the stream is checked again (a server that lost
             # its store gets it re-created) and the last-message check runs before resending
             self._stream_checked = False
             await self._disconnect()
             return last_acked is not None
         self._forget(last_acked)
-        if self._down_since is not None:
-            log.info("nats %s: delivering again after %.0fs, %d alerts queued", self.target,
-                     time.monotonic() - self._down_since, len(self._disk))
-            self._down_since = None
+        self._delivered()
         return True
 
     async def _ensure_connected(self) -> None:
@@ -302,10 +210,11 @@ class JetStreamSink:
             # "no servers available" hides why: the error callback saw the real reason
             cause = self._last_error
             if cause is not None and cause is not exc:
-                raise ConnectionError(f"{_describe(exc)}; last error: {_describe(cause)}") \
+                raise ConnectionError(f"{describe(exc)}; last error: {describe(cause)}") \
                     from exc
             raise
         self._nc = nc
+        self._kv = None
         self._js = nc.jetstream(timeout=s.ack_timeout_s,
                                 publish_async_max_pending=max(s.max_inflight, 1))
         self._connections += 1
@@ -335,43 +244,123 @@ class JetStreamSink:
         from nats.js.errors import NotFoundError
 
         s = self.settings
+        wanted = [f"{s.subject_prefix}.*.alerts"]
+        if s.incidents:
+            wanted.append(f"{s.subject_prefix}.*.incidents")
         try:
-            await self._js.stream_info(s.stream)
-            return
+            info = await self._js.stream_info(s.stream)
         except NotFoundError:
             if not s.create_stream:
                 raise RuntimeError(f"stream {s.stream} does not exist and create_stream is "
                                    "false") from None
+        else:
+            held = list(info.config.subjects or [])
+            missing = [w for w in wanted if not any(subject_covers(h, w) for h in held)]
+            if not missing:
+                return
+            if not s.create_stream:
+                raise RuntimeError(f"stream {s.stream} does not take {', '.join(missing)} "
+                                   "and create_stream is false")
+            info.config.subjects = held + missing
+            await self._js.update_stream(info.config)
+            log.info("nats %s: stream %s now also takes %s", self.target, s.stream,
+                     ", ".join(missing))
+            return
         config = StreamConfig(
-            name=s.stream, subjects=[f"{s.subject_prefix}.*.alerts"],
+            name=s.stream, subjects=wanted,
             storage=StorageType.FILE, num_replicas=s.stream_replicas,
             duplicate_window=s.duplicate_window_s,
             max_age=s.stream_max_age_days * 86400.0 if s.stream_max_age_days else None)
         await self._js.add_stream(config)
-        log.info("nats %s: created stream %s for %s.*.alerts", self.target, s.stream,
-                 s.subject_prefix)
+        log.info("nats %s: created stream %s for %s", self.target, s.stream, ", ".join(wanted))
 
     async def _reconcile(self) -> None:
-        """Forget queued messages the stream already holds (acknowledgement lost)."""
+        """Forget queued messages the stream already holds (acknowledgement lost): the last
+        message of each of this node's subjects, found in the queue, marks what was stored."""
         from nats.js.errors import NotFoundError
 
         if not len(self._disk):
             return
-        try:
-            last = await self._js.get_last_msg(self.settings.stream, self.subject)
-        except NotFoundError:
-            return
-        last_id = (last.headers or {}).get(MSG_ID, "").encode("ascii", "replace")
-        if not last_id:
+        last_ids: set[str] = set()
+        subjects = [self.subject] + ([self.incidents_subject] if self.settings.incidents
+                                     else [])
+        for subject in subjects:
+            try:
+                last = await self._js.get_last_msg(self.settings.stream, subject)
+            except NotFoundError:
+                continue
+            msg_id = (last.headers or {}).get(MSG_ID, "")
+            if msg_id:
+                last_ids.add(msg_id)
+        if not last_ids:
             return
         rows = self._disk.peek(max(RECONCILE_ROWS_MIN, 2 * self.settings.max_inflight))
+        found: tuple[int, int] | None = None
         for i, (seq, blob) in enumerate(rows):
-            if blob.partition(b"\n")[0] == last_id:
-                self._forget(seq)
-                self._counters.add("sent", i + 1)
-                log.info("nats %s: the stream already held %d queued alerts (acknowledgement "
-                         "lost); not sending them again", self.target, i + 1)
-                return
+            if self._unpack(blob)[1] in last_ids:
+                found = (i, seq)
+        if found is not None:
+            self._forget(found[1])
+            self._counters.add("sent", found[0] + 1)
+            log.info("nats %s: the stream already held %d queued records (acknowledgement "
+                     "lost); not sending them again", self.target, found[0] + 1)
+
+    # ------------------------------------------------------------------ heartbeats
+
+    def _idle_every_s(self) -> float | None:
+        return self.settings.heartbeat_s if self.settings.heartbeat_bucket else None
+
+    async def _idle(self) -> None:
+        s = self.settings
+        if not s.heartbeat_bucket or time.monotonic() < self._next_heartbeat:
+            return
+        self._next_heartbeat = time.monotonic() + s.heartbeat_s
+        try:
+            await self._ensure_connected()
+            if self._kv is None:
+                self._kv = await self._heartbeat_bucket()
+            await asyncio.wait_for(self._kv.put(self.node.token, self.heartbeat()),
+                                   s.ack_timeout_s)
+        except Exception as exc:
+            self._counters.add("heartbeat_failed")
+            self._failed(exc, f"heartbeats in {s.heartbeat_bucket}")
+            await self._disconnect()
+            return
+        self._counters.add("heartbeats")
+        if not len(self._disk):
+            self._delivered()
+
+    async def _heartbeat_bucket(self) -> Any:
+        from nats.js.api import KeyValueConfig, StorageType
+        from nats.js.errors import BucketNotFoundError, NotFoundError
+
+        s = self.settings
+        try:
+            return await self._js.key_value(s.heartbeat_bucket)
+        except (BucketNotFoundError, NotFoundError):
+            if not s.create_stream:
+                raise RuntimeError(f"key-value bucket {s.heartbeat_bucket} does not exist and "
+                                   "create_stream is false") from None
+        kv = await self._js.create_key_value(KeyValueConfig(
+            bucket=s.heartbeat_bucket, history=1, ttl=HEARTBEAT_KEEP_S,
+            storage=StorageType.FILE, replicas=s.stream_replicas))
+        log.info("nats %s: created key-value bucket %s for node heartbeats", self.target,
+                 s.heartbeat_bucket)
+        return kv
+
+    def heartbeat(self) -> bytes:
+        """This node's heartbeat: identity, version, what it exported, when it started."""
+        now = self._clock()
+        with self._counts_lock:
+            by_severity = dict(self._alert_counts)
+            incident_changes = self._incident_changes
+        return encode_record({
+            "type": "heartbeat", "name": self.node.name, "node": self.node.to_dict(),
+            "version": __version__, "time": rfc3339(now), "time_ns": now,
+            "started": rfc3339(self._started_ns), "interval_s": self.settings.heartbeat_s,
+            "subjects": {"alerts": self.subject, "incidents": self.incidents_subject},
+            "alerts": {"total": sum(by_severity.values()), "by_severity": by_severity},
+            "incident_changes": incident_changes, "exporter": self.stats()})
 
     async def _disconnect(self) -> None:
         nc, self._nc, self._js = self._nc, None, None
@@ -386,19 +375,21 @@ class JetStreamSink:
         self._last_error = exc
         log.debug("nats %s: %s", self.target, exc)
 
-    def _failed(self, exc: BaseException) -> None:
-        self._counters.add("failed")
-        if self._down_since is None:
-            self._down_since = time.monotonic()
-            log.warning("nats %s: cannot publish to %s (%s); alerts queue on disk at %s",
-                        self.target, self.subject, _describe(exc), self.queue_path)
 
-    def _forget(self, last: int | None) -> None:
-        if last is not None:
-            self._disk.remove_through(last)
-        self._counters.set("queued", len(self._disk))
+def incident_record(change: Any, node: NodeIdentity) -> dict[str, Any]:
+    """The exported record of an IncidentChange (the incident as the API shows it)."""
+    return {"type": "incident", "change": change.kind, "time": rfc3339(change.time_ns),
+            "time_ns": change.time_ns, "phase": change.phase, "container": change.container,
+            "alert_id": change.alert_id, "node": node.to_dict(), "incident": change.incident}
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+def subject_covers(pattern: str, subject: str) -> bool:
+    """Whether a stream subject (with * and > wildcards) takes every subject `subject`
+    (itself possibly with *) names."""
+    p, t = pattern.split("."), subject.split(".")
+    for i, tok in enumerate(p):
+        if tok == ">":
+            return len(t) > i
+        if i >= len(t) or (tok != "*" and tok != t[i]):
+            return False
+    return len(p) == len(t)

@@ -12,6 +12,7 @@ takes the raw `[alerts]` table from tomllib and raises ConfigError naming the ke
     [alerts.node]               hostname, kubernetes_node: the identity on exported records
     [[alerts.file]]             one table per JSON lines file (for a log shipper to tail)
     [[alerts.nats]]             one table per NATS JetStream stream
+    [[alerts.otlp]]             one table per OpenTelemetry collector (OTLP/HTTP logs)
 
 docs/alerts.md documents every key with its default.
 """
@@ -131,6 +132,10 @@ class NatsSettings:
     key: str = ""  # TLS: client private key (PEM), optional
     server_name: str = ""  # TLS: name checked against the server's certificate ("" = URL host)
     queue_max: int = 100_000  # alerts kept on disk while the server is unreachable
+    queue_max_bytes: int = 268_435_456  # and at most this many bytes of them (256 MiB)
+    incidents: bool = True  # incident changes to <subject_prefix>.<node>.incidents
+    heartbeat_bucket: str = "ROXD_NODES"  # key-value bucket for node heartbeats; "" = none
+    heartbeat_s: float = 10.0  # seconds between heartbeats
     max_inflight: int = 256  # publishes awaiting their acknowledgement at once
     connect_timeout_s: float = 5.0
     ack_timeout_s: float = 5.0
@@ -144,6 +149,29 @@ class NatsSettings:
 
 
 @dataclass(frozen=True)
+class OtlpSettings:
+    endpoint: str = "http://127.0.0.1:4318/v1/logs"  # the collector's OTLP/HTTP logs URL
+    headers: tuple[str, ...] = ()  # extra request headers, "Name: value" (e.g. authorization)
+    compression: str = "gzip"  # gzip | none (request bodies)
+    incidents: bool = True  # incident changes as log records too
+    ca: str = ""  # https: CA bundle for the collector's certificate ("" = system store)
+    cert: str = ""  # https: client certificate (PEM), optional
+    key: str = ""  # https: client private key (PEM), optional
+    server_name: str = ""  # https: name checked against the certificate ("" = URL host)
+    timeout_s: float = 10.0  # connect + request + response
+    batch_max: int = 512  # log records per request
+    queue_max: int = 100_000  # records kept on disk while the collector is unreachable
+    queue_max_bytes: int = 268_435_456  # and at most this many bytes of them (256 MiB)
+    backoff_max_s: float = 30.0  # retry backoff ceiling (a Retry-After is honoured)
+    name: str = ""  # queue file name; "" = host-port of the endpoint
+
+    @property
+    def queue_name(self) -> str:
+        raw = self.name or self.endpoint.split("://", 1)[-1].split("/", 1)[0].replace(":", "-")
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in raw)
+
+
+@dataclass(frozen=True)
 class AlertsSettings:
     journald: JournaldSettings = field(default_factory=JournaldSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
@@ -153,13 +181,15 @@ class AlertsSettings:
     node: NodeSettings = field(default_factory=NodeSettings)
     file: tuple[JsonFileSettings, ...] = ()
     nats: tuple[NatsSettings, ...] = ()
+    otlp: tuple[OtlpSettings, ...] = ()
 
 
 _TABLES: dict[str, type] = {
     "journald": JournaldSettings, "store": StoreSettings, "noise": NoiseSettings,
     "node": NodeSettings}
 _LISTS: dict[str, type] = {"syslog": SyslogCollector, "webhooks": WebhookSettings,
-                           "file": JsonFileSettings, "nats": NatsSettings}
+                           "file": JsonFileSettings, "nats": NatsSettings,
+                           "otlp": OtlpSettings}
 
 
 def parse_alerts_settings(raw: Mapping[str, Any], source: str) -> AlertsSettings:
@@ -258,8 +288,33 @@ def _validate_exporters(settings: AlertsSettings, source: str) -> None:
         if n.queue_max < 1 or n.max_inflight < 1 or n.stream_replicas < 1:
             raise ConfigError(source, f"{key}: queue_max, max_inflight and stream_replicas "
                                       "must be at least 1")
-        if n.ack_timeout_s <= 0 or n.connect_timeout_s <= 0:
-            raise ConfigError(source, f"{key}: ack_timeout_s and connect_timeout_s must be > 0")
+        if n.ack_timeout_s <= 0 or n.connect_timeout_s <= 0 or n.heartbeat_s <= 0:
+            raise ConfigError(source, f"{key}: ack_timeout_s, connect_timeout_s and "
+                                      "heartbeat_s must be > 0")
+        if n.heartbeat_bucket and not _STREAM_NAME.match(n.heartbeat_bucket):
+            raise ConfigError(source, f"{key}.heartbeat_bucket {n.heartbeat_bucket!r}: "
+                                      "letters, digits, _ and -")
     names = [n.queue_name for n in settings.nats]
     if len(set(names)) != len(names):
         raise ConfigError(source, "alerts.nats: two tables share a queue; give them names")
+    for i, o in enumerate(settings.otlp):
+        key = f"alerts.otlp[{i}]"
+        if not o.endpoint.startswith(("http://", "https://")):
+            raise ConfigError(source, f"{key}.endpoint must be an http:// or https:// URL, "
+                                      f"not {o.endpoint!r}")
+        for h in o.headers:
+            name, sep, _ = h.partition(":")
+            if not sep or not name.strip() or any(c in h for c in "\r\n"):
+                raise ConfigError(source, f"{key}.headers: {h!r} is not \"Name: value\"")
+        if bool(o.cert) != bool(o.key):
+            raise ConfigError(source, f"{key}: cert and key go together")
+        if o.compression not in ("gzip", "none"):
+            raise ConfigError(source, f"{key}.compression must be gzip or none, not "
+                                      f"{o.compression!r}")
+        if o.queue_max < 1 or o.batch_max < 1:
+            raise ConfigError(source, f"{key}: queue_max and batch_max must be at least 1")
+        if o.timeout_s <= 0:
+            raise ConfigError(source, f"{key}.timeout_s must be > 0")
+    names = [o.queue_name for o in settings.otlp]
+    if len(set(names)) != len(names):
+        raise ConfigError(source, "alerts.otlp: two tables share a queue; give them names")

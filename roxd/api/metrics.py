@@ -1,17 +1,37 @@
-"""Prometheus text exposition (format 0.0.4) of roxd's counters."""
+"""Prometheus text exposition (format 0.0.4) of roxd's counters: GET /v1/metrics on the control
+socket, and GET /metrics on the opt-in TCP listener ([metrics] listen, metrics_http.py).
+
+Names follow Prometheus' conventions: the `roxd_` prefix, base units in the name (`_seconds`,
+`_bytes`), `_total` on counters only, `_info` for a constant 1 with labels; gauges (queued,
+stored, running) never end in `_total`. Label values and HELP texts are escaped as the format
+says (backslash, double quote, newline). tests/unit/test_metrics_http.py parses a real scrape
+with prometheus_client's own parser.
+"""
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _FAMILY = re.compile(r"(exec|connect)_(seen|emitted|folded|dropped)\Z")
+_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
+# alert sink statistics that are levels, not counts: exposed as gauges
+SINK_GAUGES = {"queued": ("roxd_alert_sink_queued", "records waiting in a sink's queue "
+                          "(memory and disk)"),
+               "queued_bytes": ("roxd_alert_sink_queued_bytes", "bytes of the records in a "
+                                "sink's disk queue"),
+               "stored": ("roxd_alert_sink_stored", "alerts held by the alert store")}
 
 
 def _esc(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _help(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n")
 
 
 def _labels(labels: Mapping[str, Any]) -> str:
@@ -26,7 +46,7 @@ class Exposition:
 
     def metric(self, name: str, kind: str, help_text: str,
                samples: Iterable[tuple[Mapping[str, Any], float]]) -> None:
-        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# HELP {name} {_help(help_text)}")
         self.lines.append(f"# TYPE {name} {kind}")
         for labels, value in samples:
             self.lines.append(f"{name}{_labels(labels)} {_num(value)}")
@@ -45,6 +65,8 @@ def render(status: Mapping[str, Any], alert_counts: Mapping[tuple[str, str, str]
     out.metric("roxd_build_info", "gauge", "roxd version", [({"version": status["version"]}, 1)])
     out.metric("roxd_uptime_seconds", "gauge", "seconds since roxd started",
                [({}, status["uptime_s"])])
+    out.metric("roxd_start_time_seconds", "gauge", "when roxd started, seconds since the epoch",
+               [({}, round(time.time() - status["uptime_s"], 3))])
     kernel: Mapping[str, int] = status["kernel"]
     out.metric("roxd_kernel_events_total", "counter",
                "events the kernel saw, emitted to userspace, folded in the kernel, or dropped "
@@ -53,7 +75,8 @@ def render(status: Mapping[str, Any], alert_counts: Mapping[tuple[str, str, str]
                 for k, v in sorted(kernel.items()) if (m := _FAMILY.match(k))])
     for name, value in sorted(kernel.items()):
         if not _FAMILY.match(name):
-            out.metric(f"roxd_kernel_{name}_total", "counter", f"kernel counter {name}",
+            out.metric(f"roxd_kernel_{_NAME_UNSAFE.sub('_', name)}_total", "counter",
+                       f"kernel counter {name}",
                        [({}, value)])
     drops = status["drops"]
     out.metric("roxd_drops_total", "counter", "events lost before roxd matched them, by cause",
@@ -86,10 +109,16 @@ def render(status: Mapping[str, Any], alert_counts: Mapping[tuple[str, str, str]
                [({}, status["containers"]["running"])])
     out.metric("roxd_quarantined_containers", "gauge", "containers under network quarantine",
                [({}, status["containers"]["quarantined"])])
+    sinks = [(*k.rpartition(".")[::2], v)  # "syslog.tcp-10.0.0.1-514.sent": sink, counter
+             for k, v in sorted(status.get("alert_sinks", {}).items())]
     out.metric("roxd_alert_sink_total", "counter",
-               "alert delivery counters per sink (noise control, journald, syslog, store, ...)",
-               [({"sink": k.partition(".")[0], "counter": k.partition(".")[2]}, v)
-                for k, v in sorted(status.get("alert_sinks", {}).items())])
+               "alert delivery counters per sink (noise control, journald, syslog, store, "
+               "webhooks, files, nats, otlp): sent, failed, dropped, ...",
+               [({"sink": sink, "counter": c}, v) for sink, c, v in sinks
+                if c not in SINK_GAUGES])
+    for key, (name, help_text) in SINK_GAUGES.items():
+        out.metric(name, "gauge", help_text,
+                   [({"sink": sink}, v) for sink, c, v in sinks if c == key])
     out.metric("roxd_api_requests_total", "counter", "API responses by status code",
                [({"code": code}, n) for code, n in sorted(api_status.items())])
     return out.text()

@@ -100,6 +100,11 @@ class ApiServer:
         self._spawn("roxd-api-sampler", self._sample)
         log.info("control API listening on %s", path)
 
+    def metrics_text(self) -> str:
+        """What GET /v1/metrics answers (for the TCP metrics listener)."""
+        assert self.endpoints is not None, "start() first"
+        return self.endpoints.get_metrics(None, {}, None).body.decode()  # type: ignore[arg-type]
+
     def _spawn(self, name: str, target: Any) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
         thread.start()

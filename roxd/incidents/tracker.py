@@ -233,6 +233,11 @@ class IncidentTracker:
                                            daemon=True)
             self._timer.start()
 
+    def add_sink(self, sink: IncidentSink) -> None:
+        """One more consumer of incident changes (an exporter), before alerts flow."""
+        with self._lock:
+            self._sinks.append(sink)
+
     # ------------------------------------------------------------------ sink
 
     def emit(self, alert: Alert) -> None:

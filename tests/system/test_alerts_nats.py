@@ -237,3 +237,49 @@ def test_tls_with_client_certificates_and_a_checked_server_name(
         assert [m.msg_id for m in stored] == [a.id]
     finally:
         server.stop()
+
+
+def test_an_unreachable_server_is_one_warning_at_start_before_any_alert(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    server = start_nats_server(tmp_path / "nats")
+    server.stop()
+    caplog.set_level(logging.INFO, logger="roxd.alerts.nats")
+    sink = JetStreamSink(settings(server, heartbeat_s=0.2), tmp_path / "state", NODE)
+    try:  # no alert at all: the first heartbeat finds out
+        wait_until(lambda: sink.stats()["heartbeat_failed"] >= 2, 20,
+                   message="failed heartbeats")
+    finally:
+        sink.close(0.5)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "ConnectionRefusedError" in warnings[0], warnings
+    assert sink.stats()["queued"] == 0
+
+
+def test_heartbeats_carry_the_node_and_what_it_exported(
+        nats_server: NatsServer, tmp_path: Path) -> None:
+    import asyncio
+    import json
+
+    import nats
+
+    sink = JetStreamSink(settings(nats_server, heartbeat_s=0.2), tmp_path / "state", NODE)
+    try:
+        sink.emit(make_alert())
+        assert sink.flush(20)
+        wait_until(lambda: sink.stats()["heartbeats"] >= 3, 20, message="heartbeats")
+    finally:
+        sink.close(5)
+
+    async def read() -> dict[str, object]:
+        nc = await nats.connect(servers=[nats_server.url])
+        try:
+            kv = await nc.jetstream().key_value("ROXD_NODES")
+            return json.loads((await kv.get("node-1_example_org")).value)
+        finally:
+            await nc.close()
+
+    beat = asyncio.run(read())
+    assert beat["node"] == NODE.to_dict() and beat["name"] == "node-1.example.org"
+    assert beat["alerts"] == {"total": 1, "by_severity": {"warning": 1}}
+    assert beat["subjects"] == {"alerts": SUBJECT,
+                                "incidents": "roxd.node-1_example_org.incidents"}
