@@ -505,6 +505,11 @@ def cmd_baselines(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
         out.table(["EXECUTABLE", "COUNT", "FIRST", "LAST", "PARENTS"],
                   [(path, p["count"], _when(p["first_ns"]), _when(p["last_ns"]),
                     ", ".join(p["parents"])) for path, p in b["processes"].items()])
+        if b.get("peers"):
+            out.print()
+            out.table(["NETWORK", "COUNT", "FIRST", "LAST"],
+                      [(peer, p["count"], _when(p["first_ns"]), _when(p["last_ns"]))
+                       for peer, p in b["peers"].items()])
         return EXIT_OK
     body: dict[str, Any] = {}
     if verb == "lock" and args.all:

@@ -47,7 +47,7 @@ from roxd.inventory import ContainerRecord, ImageRecord, container_inventory, im
 from roxd.jsonlines import JsonLines
 from roxd.model import Container, SeccompEvent, rfc3339
 from roxd.netmap.addresses import container_addresses, first_pid
-from roxd.netmap.flows import FlowMap
+from roxd.netmap.flows import FlowMap, peer_name
 from roxd.pipeline import Counters, EventTaps, Pipeline
 from roxd.policy.capacity import capacity_problems, map_capacities
 from roxd.policy.kernel import KernelPolicy
@@ -193,8 +193,11 @@ class Daemon:
 
         # one guard for every kill: the kernel tables (no host entries unless host_kills) and
         # the responder's userspace kills (protected processes, host kills)
-        baselines = (BaselineEngine(self.config.baselines, Path(self.config.daemon.state_dir))
-                     if self.config.baselines.enabled else None)
+        netmap = FlowMap(self.config.netmap) if self.config.netmap.enabled else None
+        baselines = (BaselineEngine(
+            self.config.baselines, Path(self.config.daemon.state_dir),
+            peer_of=(lambda addr: peer_name(netmap.classify(addr))) if netmap else None)
+            if self.config.baselines.enabled else None)
         policy = KernelPolicy(
             sensor,
             enforce_in_kernel=not self.config.rules.monitor
@@ -209,7 +212,6 @@ class Daemon:
         if baselines is not None:  # a lock, unlock or mode change rewrites the allow-lists
             baselines.add_listener(policy.containers_changed)
         responder.guard = policy.kill_guard
-        netmap = FlowMap(self.config.netmap) if self.config.netmap.enabled else None
         pipeline = Pipeline(
             enricher=attribution.enricher, rules=lambda: self.rules.current, policy=policy,
             responder=responder, alerts=alerts,

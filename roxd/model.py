@@ -281,11 +281,15 @@ class BaselineFacts:
     locked_at_ns: int | None  # None while learning
     learned: int  # paths in the baseline
     first_seen_ns: int  # the workload's first exec
+    element: str | None = None  # connects: the network element judged (`outbound tcp/5432 ...`)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"workload": self.workload, "mode": self.mode, "verdict": self.verdict,
-                "locked_at": rfc3339(self.locked_at_ns) if self.locked_at_ns else None,
-                "learned": self.learned, "learning_since": rfc3339(self.first_seen_ns)}
+        out = {"workload": self.workload, "mode": self.mode, "verdict": self.verdict,
+               "locked_at": rfc3339(self.locked_at_ns) if self.locked_at_ns else None,
+               "learned": self.learned, "learning_since": rfc3339(self.first_seen_ns)}
+        if self.element is not None:
+            out["element"] = self.element
+        return out
 
 
 @dataclass(frozen=True, slots=True)

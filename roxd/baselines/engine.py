@@ -29,13 +29,21 @@ from typing import Any
 
 from roxd.baselines.settings import MODES, BaselineSettings
 from roxd.baselines.workload import workload_key
-from roxd.model import BaselineFacts, Container, EnrichedEvent, ExecEvent
+from roxd.model import BaselineFacts, ConnectEvent, Container, EnrichedEvent, ExecEvent
 
 log = logging.getLogger(__name__)
 
 FILE_NAME = "baselines.json"
 FORMAT = 1
 Listener = Callable[[], None]
+# where a connect went, as a baseline element names it: "workload:<key>", "host", "loopback"
+# or an external prefix ("203.0.113.0/24"); see peer_element()
+PeerOf = Callable[[str], str]
+
+
+def peer_element(protocol: str, port: int, peer: str) -> str:
+    """One learned network element: `outbound tcp/5432 workload:shop/db`."""
+    return f"outbound {protocol or 'ip'}/{port} {peer}"
 
 
 class BaselineError(ValueError):
@@ -62,6 +70,7 @@ class Baseline:
     locked_at_ns: int | None = None
     image: str | None = None
     processes: dict[str, LearnedProcess] = field(default_factory=dict)
+    peers: dict[str, LearnedProcess] = field(default_factory=dict)  # peer_element() -> seen
     anomalies: int = 0
 
     @property
@@ -74,14 +83,17 @@ class Baseline:
                 "state": "locked" if self.locked else "learning",
                 "locked_at_ns": self.locked_at_ns, "image": self.image,
                 "anomalies": self.anomalies,
-                "processes": {p: r.to_dict() for p, r in sorted(self.processes.items())}}
+                "processes": {p: r.to_dict() for p, r in sorted(self.processes.items())},
+                "peers": {p: r.to_dict() for p, r in sorted(self.peers.items())}}
 
 
 class BaselineEngine:
     def __init__(self, settings: BaselineSettings, state_dir: Path | str | None, *,
                  clock: Callable[[], int] = time.time_ns,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 peer_of: PeerOf | None = None) -> None:
         self.settings = settings
+        self._peer_of = peer_of  # None: network baselines off (no communication map)
         self._path = Path(state_dir) / FILE_NAME if state_dir is not None else None
         self._clock = clock
         self._monotonic = monotonic
@@ -100,7 +112,11 @@ class BaselineEngine:
         events, or with baselines off); learning execs are added."""
         ev = event.event
         container = event.container
-        if not self.settings.enabled or container is None or not isinstance(ev, ExecEvent):
+        if not self.settings.enabled or container is None:
+            return None
+        if isinstance(ev, ConnectEvent):
+            return self._observe_connect(event, ev, container)
+        if not isinstance(ev, ExecEvent):
             return None
         self.counters["observed"] += 1
         key = workload_key(container, self.settings.key_label)
@@ -127,6 +143,42 @@ class BaselineEngine:
         return BaselineFacts(workload=key, mode=mode, verdict=verdict,
                              locked_at_ns=base.locked_at_ns, learned=len(base.processes),
                              first_seen_ns=base.first_seen_ns)
+
+    def _observe_connect(self, event: EnrichedEvent, ev: ConnectEvent,
+                         container: Container) -> BaselineFacts | None:
+        """The same lifecycle for outbound connects: learned while learning (and in the
+        startup grace), an anomaly once locked when the (protocol, port, peer) is new.
+        Loopback is the container talking to itself: learned, never an anomaly."""
+        if self._peer_of is None or not self.settings.network:
+            return None
+        self.counters["observed"] += 1
+        key = workload_key(container, self.settings.key_label)
+        now = self._clock()
+        base = self._baselines.get(key)
+        if base is None:
+            base = self._new(key, container, now)
+        peer = self._peer_of(ev.daddr)
+        element = peer_element(ev.protocol, ev.dport, peer)
+        mode = self.mode_of(base)
+        in_grace = self._in_grace(ev.cgroup_id)  # first sight of a cgroup starts its grace
+        known = base.peers.get(element)
+        if known is not None:
+            known.last_ns = now
+            known.count += 1
+            verdict = "learned" if base.locked else "learning"
+        elif not base.locked or mode == "learn" or peer == "loopback" or in_grace:
+            if len(base.peers) < self.settings.max_peers:
+                base.peers[element] = LearnedProcess(now, now)
+                self.counters["learned"] += 1
+                self._dirty = True
+            verdict = "learning"
+        else:
+            base.anomalies += 1
+            self.counters["anomalies"] += 1
+            verdict = "anomaly"
+        return BaselineFacts(workload=key, mode=mode, verdict=verdict,
+                             locked_at_ns=base.locked_at_ns, learned=len(base.peers),
+                             first_seen_ns=base.first_seen_ns, element=element)
 
     def tick(self) -> None:
         """Lock the baselines whose window ended, persist what changed (housekeeping)."""
@@ -188,8 +240,15 @@ class BaselineEngine:
         return self.get(key)
 
     def accept(self, key: str, path: str) -> dict[str, Any]:
-        """An operator accepts an anomaly: `path` joins the workload's baseline."""
+        """An operator accepts an anomaly: `path` (an executable, or a network element as
+        `show` lists it: `outbound tcp/5432 workload:shop/db`) joins the workload's baseline."""
         base = self._require(key)
+        if path.startswith("outbound "):
+            if path not in base.peers:
+                now = self._clock()
+                base.peers[path] = LearnedProcess(now, now, 0)
+                self._dirty = True
+            return self.get(key)
         if path not in base.processes:
             now = self._clock()
             base.processes[path] = LearnedProcess(now, now, 0)
@@ -315,4 +374,6 @@ def _baseline_from(d: Mapping[str, Any]) -> Baseline:
         image=d.get("image"), anomalies=int(d.get("anomalies", 0)),
         processes={str(p): LearnedProcess(int(r["first_ns"]), int(r["last_ns"]),
                                           int(r["count"]), set(map(str, r.get("parents", ()))))
-                   for p, r in dict(d.get("processes", {})).items()})
+                   for p, r in dict(d.get("processes", {})).items()},
+        peers={str(p): LearnedProcess(int(r["first_ns"]), int(r["last_ns"]), int(r["count"]))
+               for p, r in dict(d.get("peers", {})).items()})

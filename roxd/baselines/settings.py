@@ -27,6 +27,11 @@ class BaselineSettings:
     # Workloads and learned paths kept, at most (the oldest workload is forgotten first).
     max_workloads: int = 4096
     max_processes: int = 512
+    # Network baselines: outbound connects learned per workload as (protocol, port, peer);
+    # a new one after the lock is an anomaly (alerted; never blocked). Peers are other
+    # workloads by key, the host, loopback, or external prefixes ([netmap] prefixes).
+    network: bool = True
+    max_peers: int = 512
     # Drift: an exec in a container of a binary its image does not have (written or changed
     # after the container started) is checked and seen by rules as `drift`; needs no
     # learning and works with enabled = false too.

@@ -115,6 +115,14 @@ class AddressBook:
             return len(self._owners)
 
 
+def peer_name(ep: Endpoint) -> str:
+    """How a baseline names a destination: `workload:<key>` for a container on this host (so
+    replicas are one peer), `host`, `loopback`, or the external prefix."""
+    if ep.kind == "container":
+        return f"workload:{ep.workload or ep.id}"
+    return ep.id
+
+
 def container_endpoint(container: Container, workload: Callable[[Container], str]) -> Endpoint:
     return Endpoint("container", container.id, container.name, workload(container))
 
