@@ -18,6 +18,7 @@ from roxd.baselines.settings import BaselineSettings
 from roxd.config_tables import parse_table
 from roxd.errors import ConfigError
 from roxd.incidents.settings import IncidentsSettings
+from roxd.ui.settings import DashboardSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/roxd/roxd.toml")
 
@@ -119,6 +120,7 @@ class Config:
     api: ApiSettings = field(default_factory=ApiSettings)
     alerts: AlertsSettings = field(default_factory=AlertsSettings)
     incidents: IncidentsSettings = field(default_factory=IncidentsSettings)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
     source: str = "built-in defaults"
 
     def rule_paths(self) -> list[Path]:
@@ -142,6 +144,7 @@ _SECTIONS: dict[str, type] = {
     "posture": PostureSection,
     "api": ApiSettings,
     "incidents": IncidentsSettings,
+    "dashboard": DashboardSettings,
 }
 
 
@@ -201,6 +204,8 @@ def _check(config: Config, source: str) -> None:
     for problem in config.api.check():
         raise ConfigError(source, f"api: {problem}")
     for problem in config.baselines.problems():
+        raise ConfigError(source, problem)
+    for problem in config.dashboard.check():
         raise ConfigError(source, problem)
     for problem in config.incidents.check():
         raise ConfigError(source, f"incidents.{problem}")

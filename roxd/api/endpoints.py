@@ -20,6 +20,7 @@ from roxd.api.settings import ApiSettings
 from roxd.api.status import StatusReporter
 from roxd.api.timeparse import parse_time_ns
 from roxd.errors import ApiError
+from roxd.ui.off import DashboardOff, DashboardPart
 
 Handler = Callable[[Request, dict[str, Any], Any], Any]
 
@@ -44,6 +45,7 @@ class Endpoints:
         self.seccomp = SeccompEndpoints(daemon)
         self.baselines = BaselineEndpoints(daemon)
         self.stream_drops: dict[str, int] = {"events": 0, "alerts": 0}
+        self.dashboard: DashboardPart = DashboardOff()  # set by the server when it runs one
 
     def handlers(self) -> dict[str, Handler]:
         return {
@@ -75,6 +77,7 @@ class Endpoints:
             **self.seccomp.handlers(),
             **self.baselines.handlers(),
             **PostureEndpoints(self.daemon).handlers(),
+            "createDashboardLogin": lambda r, _p, _b: self.dashboard.login(r.peer),
         }
 
     # ------------------------------------------------------------------ status
