@@ -252,7 +252,7 @@ def test_dashboard_pages_actions_and_auth(docker_engine: Any, run_container: Any
         assert pages.find("#alert-rule").text == "privilege_escalation.read-shadow"
         ancestry = pages.find("ol.ancestry").find_elements(pages.By.TAG_NAME, "li")
         assert len(ancestry) >= 2 and "/etc/shadow" in ancestry[-1].text
-        assert pages.find('button[data-action="kill"]').is_enabled()
+        assert pages.find('button[data-action="isolate"]').is_enabled()  # admin
         pages.shot("alert-detail")
 
         # containers: quarantine (cancel first: nothing happens), then release

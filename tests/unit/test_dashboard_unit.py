@@ -190,3 +190,14 @@ def test_settings_keep_the_dashboard_on_loopback(listen: str, remote: bool,
         assert problems == []
     else:
         assert len(problems) == 1 and problem in problems[0]
+
+
+def test_roxctl_ui_prints_the_link(dash: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from roxd import ctl
+
+    _d, sock, port = dash
+    assert ctl.main(["--socket", sock, "ui"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"http://127.0.0.1:{port}/login?ticket=ticket.admin.")
+    assert "valid 60 s and once" in err
+    assert call(port, "GET", out.strip().split(str(port), 1)[1])[0] == 303

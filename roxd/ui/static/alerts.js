@@ -4,6 +4,7 @@ import { PHASES, SEVERITIES, actionButton, api, argv, badge, card, cname, el, fm
   liveAlerts, note, phaseBadge, qs, sevBadge, shortId, table } from "./core.js";
 
 const FILTERS = ["container", "rule", "phase", "severity", "since"];
+const KILL_FRESH_MS = 60e3;
 
 function filterForm(params) {
   const input = (name, placeholder) => el("input", { name, placeholder,
@@ -75,12 +76,20 @@ async function detail(id) {
   ]);
   const incident = incidents.items.find((i) => i.timeline.some((e) => e.alert_id === a.id));
   const p = a.process;
-  const buttons = [
-    actionButton("Kill process", { action: "kill", title: `Kill pid ${p.pid}?`,
-      message: `SIGKILL ${p.exe} (pid ${p.pid}) by pidfd, if it still runs. Protected ` +
-        "processes are refused.", run: () => api("/v1/actions/kill", { method: "POST",
-        body: { pid: p.pid } }) }),
-  ];
+  // The API kills whichever process holds the pid now: after a minute the alerted process
+  // may be gone and its pid reused, so the button is only offered for fresh alerts.
+  const fresh = Date.now() - Date.parse(a.last_time || a.time) < KILL_FRESH_MS;
+  const kill = actionButton("Kill process", { action: "kill", title: `Kill pid ${p.pid}?`,
+    message: `SIGKILL pid ${p.pid} (${p.exe}) by pidfd. The alert is ` +
+      `${Math.round((Date.now() - Date.parse(a.time)) / 1000)} s old: if that process has ` +
+      "exited, whatever process holds the pid now is killed. Protected processes are refused.",
+    run: () => api("/v1/actions/kill", { method: "POST", body: { pid: p.pid } }) });
+  if (!fresh) {
+    kill.disabled = true;
+    kill.title = "the alert is over a minute old: its pid may belong to another process " +
+      "now (check, then roxctl kill PID)";
+  }
+  const buttons = [kill];
   if (a.container) {
     buttons.push(actionButton("Quarantine container", { action: "isolate",
       title: `Quarantine ${cname(a.container)}?`,
