@@ -140,11 +140,20 @@ class Pages:
     def text(self) -> str:
         return str(self.d.find_element(self.By.ID, "page").text)
 
+    def click(self, element: Any) -> None:
+        """Click as a user would, with the element in mid-screen (not under the sticky
+        header or a toast)."""
+        self.d.execute_script("document.getElementById('toasts').replaceChildren();"
+                              "arguments[0].scrollIntoView({block: 'center'});", element)
+        element.click()
+
     def confirm(self, button: Any, accept: bool = True) -> None:
-        button.click()
+        self.click(button)
         dialog = self.find("dialog#confirm[open]", 5)
         assert dialog.find_element(self.By.ID, "confirm-title").text  # says what will happen
         self.d.find_element(self.By.ID, "confirm-ok" if accept else "confirm-cancel").click()
+        self.Wait(self.d, 5).until(lambda d: not d.find_elements(self.By.CSS_SELECTOR,
+                                                                 "dialog#confirm[open]"))
 
     def shot(self, name: str) -> None:
         self.d.execute_script("document.getElementById('toasts').replaceChildren()")
@@ -247,7 +256,7 @@ def test_dashboard_pages_actions_and_auth(docker_engine: Any, run_container: Any
         row = pages.find('#alert-list tr[data-rule="privilege_escalation.read-shadow"]')
         assert victim_name in row.text and "/etc/shadow" in row.text
         pages.shot("alerts")
-        row.click()
+        pages.click(row)
         pages.ready("alerts")
         assert pages.find("#alert-rule").text == "privilege_escalation.read-shadow"
         ancestry = pages.find("ol.ancestry").find_elements(pages.By.TAG_NAME, "li")
@@ -300,7 +309,7 @@ def test_dashboard_pages_actions_and_auth(docker_engine: Any, run_container: Any
         with ApiClient(sock) as c:
             assert c.get(f"/v1/rules/{rule}")["enabled"] is False
         pages.shot("rules")
-        pages.find(f'tr[data-rule="{rule}"] button[data-action="enable-rule"]').click()
+        pages.click(pages.find(f'tr[data-rule="{rule}"] button[data-action="enable-rule"]'))
         pages.find(f'tr[data-rule="{rule}"][data-enabled="true"]')
         with ApiClient(sock) as c:
             assert c.get(f"/v1/rules/{rule}")["enabled"] is True
