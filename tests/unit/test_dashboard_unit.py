@@ -201,3 +201,17 @@ def test_roxctl_ui_prints_the_link(dash: Any, capsys: pytest.CaptureFixture[str]
     assert out.startswith(f"http://127.0.0.1:{port}/login?ticket=ticket.admin.")
     assert "valid 60 s and once" in err
     assert call(port, "GET", out.strip().split(str(port), 1)[1])[0] == 303
+
+
+def test_roxd_toml_refuses_a_remote_dashboard_unless_asked() -> None:
+    from roxd.config import parse_config
+    from roxd.errors import ConfigError
+
+    assert parse_config({}, "t.toml").dashboard.enabled is False  # off by default
+    with pytest.raises(ConfigError, match="not a loopback address"):
+        parse_config({"dashboard": {"enabled": True, "listen": "0.0.0.0:7466"}}, "t.toml")
+    with pytest.raises(ConfigError, match="unknown key dashboard.port"):
+        parse_config({"dashboard": {"port": 1}}, "t.toml")
+    remote = parse_config({"dashboard": {"listen": "0.0.0.0:7466", "allow_remote": True}},
+                          "t.toml")
+    assert remote.dashboard.address() == ("0.0.0.0", 7466)
