@@ -288,6 +288,11 @@ def test_dashboard_pages_actions_and_auth(docker_engine: Any, run_container: Any
         pages.find(f'tr[data-container="{victim_name}"][data-mode="enforce"]', 30)
         with ApiClient(sock) as c:
             assert c.get(f"/v1/containers/{victim_name}")["mode"] == "enforce"
+        # its page: facts from the engine's inventory, every reason of its risk score
+        pages.open(f"containers/{victim_name}")
+        detail = pages.find(f'#container-detail[data-container="{victim_name}"]')
+        assert "sleep 600" in detail.text and "root_user" in detail.text
+        pages.shot("container-detail")
 
         # network: the attack's connect from the alert history, the talker's live
         pages.open("network")

@@ -146,8 +146,19 @@ export async function render(root, arg, params) {
   const body = tbl.querySelector("tbody");
   if (page.items.length) body.replaceChildren(...page.items.map(row));
   tbl.id = "alert-list";
-  root.append(card(null, tbl, note(`${page.items.length} shown (newest first, from the ` +
-    `${page.source}); ${params.get("since") ? "time-filtered: not live" : "live"}.`)));
+  // older pages: the API's cursor, appended below
+  let cursor = page.next_cursor;
+  const more = el("button", { hidden: !cursor, id: "alerts-older" }, "Older alerts");
+  more.addEventListener("click", async () => {
+    more.disabled = true;
+    const next = await api("/v1/alerts" + qs({ ...filters, limit: 200, cursor }));
+    body.append(...next.items.map(row));
+    cursor = next.next_cursor;
+    more.hidden = !cursor;
+    more.disabled = false;
+  });
+  root.append(card(null, tbl, el("p", {}, more), note(`Newest first, from the ` +
+    `${page.source}; ${params.get("since") ? "time-filtered: not live" : "live"}.`)));
   if (params.get("since")) return null;
   // live: the stream takes the same filters (not the time ones)
   const live = { container: filters.container, rule: filters.rule, phase: filters.phase,

@@ -85,7 +85,8 @@ export async function render(root, arg) {
     { title: "baseline", cell: (c) => baselineCell(blByKey.get(c.workload)) },
     { title: "privileges", cell: (c) => privileges(invById.get(c.id)) },
     { title: "", cell: (c) => actions(c, reload) },
-  ], rows, { rowAttrs: (c) => ({ "data-container": cname(c), "data-mode": c.mode }),
+  ], rows, { rowAttrs: (c) => ({ "data-container": cname(c), "data-mode": c.mode,
+    class: arg && (c.id === arg || cname(c) === arg) ? "sel" : "" }),
     empty: "no containers" });
   root.append(el("h1", {}, "Containers"), card(null, grid,
     note("Mode: enforce (rules act), monitor (roxd in dry run: alerts only), quarantined " +
