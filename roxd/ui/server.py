@@ -90,8 +90,9 @@ class SessionAuthorizer(Authorizer):
 
 
 class TcpHttpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
-    """The control API's request handler on TCP: a connection's "client address" is an
-    anonymous SessionPeer until its cookie says who it is."""
+    """The control API's request handler (roxd.api.http's, reused rather than copied: the same
+    body limits, JSON errors and chunked streams) on TCP: a connection's "client address" is
+    an anonymous SessionPeer until its cookie says who it is."""
 
     daemon_threads = True
     block_on_close = False
@@ -152,6 +153,9 @@ class Dashboard:
         self.router: Router | None = None
         self._server: TcpHttpServer | None = None
         self._thread: threading.Thread | None = None
+        if not (STATIC_DIR / "index.html").is_file():
+            raise RoxdError(f"dashboard: its page is missing from {STATIC_DIR} (a broken "
+                            "install: reinstall roxd, or set [dashboard] enabled = false)")
         self._static = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file()}
         self._hosts = ({f"{h}:{self.port}" for h in ("127.0.0.1", "localhost", "[::1]",
                                                      _url_host(self.host))}
