@@ -327,6 +327,10 @@ def test_dashboard_pages_actions_and_auth(docker_engine: Any, run_container: Any
         with ApiClient(sock) as c:
             assert c.get(f"/v1/rules/{rule}")["enabled"] is True
 
+        # no script error, no failed request on any page (CSP violations would show here too)
+        severe = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not severe, severe
+
         # a member of the socket's group gets a read-only session: it sees, it cannot act
         gid = os.stat(sock).st_gid
         read_url = roxctl_ui(sock, user=65534, group=65534, extra_groups=[gid])
