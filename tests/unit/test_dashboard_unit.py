@@ -215,3 +215,12 @@ def test_roxd_toml_refuses_a_remote_dashboard_unless_asked() -> None:
     remote = parse_config({"dashboard": {"listen": "0.0.0.0:7466", "allow_remote": True}},
                           "t.toml")
     assert remote.dashboard.address() == ("0.0.0.0", 7466)
+
+
+def test_log_out_clears_the_cookie(dash: Any) -> None:
+    _d, sock, port = dash
+    cookie = login(port, sock)
+    assert call(port, "POST", "/logout", cookie=cookie)[0] == 403  # without CSRF: refused
+    status, resp, _ = call(port, "POST", "/logout", cookie=cookie, headers=_csrf(port, cookie))
+    assert status == 200
+    assert resp.getheader("Set-Cookie").startswith("roxd_session=; Path=/; Max-Age=0;")
