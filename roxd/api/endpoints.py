@@ -101,6 +101,7 @@ class Endpoints:
         status["drops"]["stream_overflow"] = self._stream_drops()
         status["alert_sinks"] = dict(self.daemon.alert_sink_stats())
         status["policy"] = dict(self.daemon.policy())
+        status["dashboard"] = self.dashboard.describe()
         return status
 
     def _stream_drops(self) -> dict[str, int]:

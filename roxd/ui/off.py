@@ -17,6 +17,7 @@ class DashboardPart(Protocol):
     def start(self, endpoints: Endpoints, authorizer: Authorizer,
               api: ApiSettings) -> None: ...
     def login(self, peer: PeerCred) -> dict[str, Any]: ...
+    def describe(self) -> dict[str, Any]: ...  # for GET /v1/status
     def close(self) -> None: ...
 
 
@@ -27,6 +28,9 @@ class DashboardOff:
     def login(self, peer: PeerCred) -> dict[str, Any]:
         raise ApiError(501, "the dashboard is off in this daemon: set [dashboard] enabled = "
                             "true in roxd.toml and restart roxd (docs/dashboard.md)")
+
+    def describe(self) -> dict[str, Any]:
+        return {"enabled": False}
 
     def close(self) -> None:
         pass

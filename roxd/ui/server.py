@@ -190,6 +190,14 @@ class Dashboard:
         if self._thread is not None:
             self._thread.join(2.0)
 
+    def describe(self) -> dict[str, Any]:
+        server = self._server
+        stats = server.stats if server is not None else None
+        return {"enabled": True, "url": f"{self.base_url}/",
+                "connections": {"open": stats.open, "accepted": stats.accepted,
+                                "refused": stats.refused} if stats else {},
+                "requests": stats.requests if stats else 0}
+
     # ------------------------------------------------------------------ socket side
 
     def login(self, peer: PeerCred) -> dict[str, Any]:

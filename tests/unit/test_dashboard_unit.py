@@ -89,6 +89,9 @@ def test_a_ticket_logs_in_once_and_the_api_is_the_sockets(dash: Any) -> None:
     assert call(port, "GET", path)[0] == 401  # used
     status, _r, body = call(port, "GET", "/api/v1/containers", cookie=cookie)
     assert status == 200 and json.loads(body) == over_socket
+    with ApiClient(sock) as c:
+        dashboard = c.get("/v1/status")["dashboard"]
+    assert dashboard["url"] == f"http://127.0.0.1:{port}/" and dashboard["requests"] >= 3
     status, resp, body = call(port, "GET", "/", cookie=cookie)
     assert status == 200 and b"/static/app.js" in body
     assert "script-src 'self'" in resp.getheader("Content-Security-Policy")
@@ -148,6 +151,8 @@ def test_the_socket_says_how_to_turn_it_on_when_off(tmp_path: Path) -> None:
         with ApiClient(str(tmp_path / "s.sock")) as c, pytest.raises(ApiFailure) as err:
             c.post("/v1/dashboard/login")
         assert err.value.status == 501 and "[dashboard] enabled = true" in err.value.reason
+        with ApiClient(str(tmp_path / "s.sock")) as c:
+            assert c.get("/v1/status")["dashboard"] == {"enabled": False}
     finally:
         server.close()
 
