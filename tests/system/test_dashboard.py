@@ -257,10 +257,12 @@ def test_dashboard_pages_actions_and_auth(docker_engine: Any, run_container: Any
         row = pages.find('#alert-list tr[data-rule="privilege_escalation.read-shadow"]')
         assert victim_name in row.text and "/etc/shadow" in row.text
         # live: a new alert arrives over the API's event stream without a reload (another
-        # argv, so noise control does not fold it into the first)
-        victim.exec_run(["/bin/cat", "/etc/shadow", "/etc/hostname"])
-        pages.Wait(browser, 20).until(lambda _d: "/etc/hostname" in pages.find(
-            "#alert-list tbody tr").text)  # prepended: the newest first
+        # argv, so noise control does not fold it into the first). Its argv holds an ESC
+        # sequence and a right-to-left override: shown as \xNN, as roxctl shows them
+        victim.exec_run(["/bin/cat", "/etc/shadow", "/x\x1b[2J\u202eexe.txt"])
+        shown = "/x\\x1b[2J\\xe2\\x80\\xaeexe.txt"
+        pages.Wait(browser, 20).until(
+            lambda _d: shown in pages.find("#alert-list tbody tr").text)  # newest first
         pages.shot("alerts")
         pages.click(row)
         pages.ready("alerts")

@@ -56,6 +56,17 @@ export function qs(params) {
 
 // ------------------------------------------------------------------ DOM
 
+// As roxd.text.printable: control characters, line separators and bidi controls as \xNN
+// (their UTF-8 bytes), so argv cannot reorder what the page shows ("Trojan source") or hide
+// text behind a line break. Applied to every text this page puts in the document.
+const UNSAFE = /[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+const UTF8 = new TextEncoder();
+
+export function printable(text) {
+  return String(text).replace(UNSAFE, (c) => [...UTF8.encode(c)]
+    .map((b) => "\\x" + b.toString(16).padStart(2, "0")).join(""));
+}
+
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   setAttrs(node, attrs);
@@ -76,7 +87,7 @@ function setAttrs(node, attrs) {
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === undefined || v === null || v === false) continue;
     if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else if (k === "text") node.textContent = String(v);
+    else if (k === "text") node.textContent = printable(v);
     else node.setAttribute(k, v === true ? "" : String(v));
   }
 }
@@ -84,7 +95,7 @@ function setAttrs(node, attrs) {
 function append(node, children) {
   for (const c of children.flat(Infinity)) {
     if (c === undefined || c === null || c === false) continue;
-    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    node.append(c instanceof Node ? c : document.createTextNode(printable(c)));
   }
 }
 
@@ -158,8 +169,8 @@ export function argv(args) { return (args || []).join(" "); }
 // so it can say what will happen). Resolves true only on the confirm button.
 export function confirmAction(title, message, confirmLabel) {
   const dlg = document.getElementById("confirm");
-  document.getElementById("confirm-title").textContent = title;
-  document.getElementById("confirm-message").textContent = message;
+  document.getElementById("confirm-title").textContent = printable(title);
+  document.getElementById("confirm-message").textContent = printable(message);
   const ok = document.getElementById("confirm-ok");
   ok.textContent = confirmLabel;
   return new Promise((resolve) => {
