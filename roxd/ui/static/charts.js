@@ -47,6 +47,7 @@ export function legend() {
 
 // The kill chain: one lane per phase, a dot per timeline entry at its time.
 export function killChain(timeline, { width = 1200, onPick } = {}) {
+  if (!timeline.length) return el("p", { class: "note" }, "No alert kept in the timeline.");
   const lane = 30, left = 190, right = 20, top = 10;
   const height = top + lane * PHASES.length + 26;
   const times = timeline.map((e) => e.time_ns / 1e6);
@@ -96,12 +97,20 @@ export function processTree(nodes, ruleOf) {
     const parent = n.parent !== null && n.parent !== n.pid ? byPid.get(n.parent) : null;
     if (parent) parent.children.push(n); else roots.push(n);
   }
-  const item = (n) => el("li", {},
-    el("span", { class: "pid" }, String(n.pid)), " ", el("code", {}, n.exe || "?"),
-    n.alerts.length ? el("span", { class: "raised" }, " ← ",
-      [...new Set(n.alerts.map(ruleOf))].join(", ")) : null,
-    n.children.length ? el("ul", {}, n.children.sort((a, b) => a.pid - b.pid).map(item)) : null);
-  return el("ul", { class: "tree" }, roots.map(item));
+  // pids are reused: a parent loop must not recurse forever, nor hide its nodes
+  const drawn = new Set();
+  const item = (n) => {
+    drawn.add(n.pid);
+    const kids = n.children.filter((c) => !drawn.has(c.pid)).sort((a, b) => a.pid - b.pid);
+    return el("li", {},
+      el("span", { class: "pid" }, String(n.pid)), " ", el("code", {}, n.exe || "?"),
+      n.alerts.length ? el("span", { class: "raised" }, " ← ",
+        [...new Set(n.alerts.map(ruleOf))].join(", ")) : null,
+      kids.length ? el("ul", {}, kids.map(item)) : null);
+  };
+  const top = roots.map(item);
+  for (const n of byPid.values()) if (!drawn.has(n.pid)) top.push(item(n));
+  return el("ul", { class: "tree" }, top);
 }
 
 // Who talks to whom: sources (left) to destinations (right), edge width by count.
