@@ -258,7 +258,8 @@ class Dashboard:
     def _check_change(self, request: Request, cookie: str) -> None:
         assert self.signer is not None
         origin = request.headers.get("Origin")
-        if origin is not None and origin != f"http://{request.headers.get('Host')}":
+        host = request.headers.get("Host")
+        if origin is not None and origin not in (f"http://{host}", f"https://{host}"):
             raise ApiError(403, f"cross-origin change refused (Origin {origin!r})")
         if not self.signer.check_csrf(cookie, request.headers.get(CSRF_HEADER)):
             raise ApiError(403, f"a change needs the session's {CSRF_HEADER} header "
