@@ -19,6 +19,7 @@ from roxd.config_tables import parse_table
 from roxd.errors import ConfigError
 from roxd.incidents.settings import IncidentsSettings
 from roxd.netmap.flows import NetmapSettings
+from roxd.ui.settings import DashboardSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/roxd/roxd.toml")
 
@@ -129,6 +130,7 @@ class Config:
     incidents: IncidentsSettings = field(default_factory=IncidentsSettings)
     netmap: NetmapSettings = field(default_factory=NetmapSettings)
     metrics: MetricsSection = field(default_factory=MetricsSection)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
     source: str = "built-in defaults"
 
     def rule_paths(self) -> list[Path]:
@@ -154,6 +156,7 @@ _SECTIONS: dict[str, type] = {
     "incidents": IncidentsSettings,
     "netmap": NetmapSettings,
     "metrics": MetricsSection,
+    "dashboard": DashboardSettings,
 }
 
 
@@ -213,6 +216,8 @@ def _check(config: Config, source: str) -> None:
     for problem in config.api.check():
         raise ConfigError(source, f"api: {problem}")
     for problem in config.baselines.problems():
+        raise ConfigError(source, problem)
+    for problem in config.dashboard.check():
         raise ConfigError(source, problem)
     for problem in config.incidents.check():
         raise ConfigError(source, f"incidents.{problem}")

@@ -766,6 +766,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("completion", help="print a shell completion script")
     s.add_argument("shell", choices=("bash",))
     s.set_defaults(func=cmd_completion)
+    from roxd.ui.ctl_ui import add_ui_command  # the dashboard's login link (roxd/ui)
+    add_ui_command(sub)
     return p
 
 

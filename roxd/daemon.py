@@ -60,6 +60,7 @@ from roxd.runtime import ContainerRuntime, EngineInventory, NoRuntime, connect_r
 from roxd.sensor.program import Sensor, SensorConfig, SensorStats
 from roxd.sensor.records import Decoded
 from roxd.systemd_notify import Notifier
+from roxd.ui.server import make_dashboard
 
 if TYPE_CHECKING:  # imported when seccomp is set up: libseccomp may be missing
     from roxd.seccomp.service import SeccompService
@@ -240,7 +241,9 @@ class Daemon:
                 log.exception("netmap: reading container addresses failed")
         self._install_signal_handlers()
         parts.posture = self._make_posture(parts)
-        parts.api = ApiServer(DaemonPort(self, parts), self.config.daemon.socket)
+        parts.api = ApiServer(DaemonPort(self, parts), self.config.daemon.socket,
+                              dashboard=make_dashboard(self.config.dashboard,
+                                                       Path(self.config.daemon.state_dir)))
         parts.api.start()
         # [metrics] listen: the same text as /v1/metrics, on TCP for a Prometheus server
         parts.metrics = start_metrics_listener(self.config.metrics.listen,

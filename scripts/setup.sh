@@ -11,12 +11,13 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 # bcc, libseccomp, libnftables and systemd bindings come from Debian (not PyPI): the installed
 # package runs on these same modules. nats-server: the NATS exporter's tests start one.
 # graphviz: `roxctl netmap --format dot` output is rendered by the netmap tests.
+# chromium, chromium-driver, python3-selenium: the dashboard's browser test.
 PACKAGES="python3-bpfcc python3-pyroute2 python3-psutil python3-systemd python3-seccomp
 python3-toml python3-docker python3-nftables python3-venv nftables docker.io iproute2
 libcap2-bin busybox-static linux-headers-amd64 curl gcc libc6-dev systemd rsyslog
 rsyslog-gnutls openssl util-linux systemd-container debootstrap rpm lintian debhelper dh-python
 pybuild-plugin-pyproject python3-all python3-setuptools python3-wheel python3-pip fakeroot
-bpftool nats-server graphviz"
+bpftool nats-server graphviz chromium chromium-driver python3-selenium"
 # the benchmark compares roxd with auditd and bpftrace: only `make bench` needs them
 if [ "${ROXD_SETUP_BENCH:-0}" = 1 ]; then
     PACKAGES="$PACKAGES auditd bpftrace"

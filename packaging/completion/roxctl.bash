@@ -55,11 +55,12 @@ _roxctl() {
             "seccomp status") key="seccomp status" ;;
             "seccomp stop") key="seccomp stop" ;;
             "status") key="status" ;;
+            "ui") key="ui" ;;
             "version") key="version" ;;
         esac
     done
     case "$key" in
-        "") opts="--help --socket --json status containers risk events alerts incidents rules kill isolate release seccomp baselines posture inventory netmap fleet version completion" ;;
+        "") opts="--help --socket --json status containers risk events alerts incidents rules kill isolate release seccomp baselines posture inventory netmap fleet version completion ui" ;;
         "alerts") opts="--help list show follow" ;;
         "alerts follow") opts="--help --container --rule --phase --severity --count --seconds" ;;
         "alerts list") opts="--help --container --rule --phase --severity --since --until --limit" ;;
@@ -105,6 +106,7 @@ _roxctl() {
         "seccomp status") opts="--help" ;;
         "seccomp stop") opts="--help" ;;
         "status") opts="--help --verbose" ;;
+        "ui") opts="--help --open" ;;
         "version") opts="--help" ;;
     esac
     COMPREPLY=($(compgen -W "$opts" -- "$cur"))

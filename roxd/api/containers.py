@@ -9,6 +9,7 @@ from typing import Any
 
 from roxd.api.port import DaemonPort
 from roxd.errors import ApiError
+from roxd.model import Container
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class ContainerDirectory:
             record = next((r for r in quarantine.records() if r.container_id == c.id), None)
         monitor = self.daemon.facts.monitor
         seccomp = self.daemon.seccomp()
+        baselines = self.daemon.baselines()
         return {
             "id": c.id, "name": c.name, "image": c.image, "runtime": c.runtime,
             "labels": c.labels, "cgroup_ids": list(c.cgroup_ids), "running": c.running,
@@ -83,4 +85,7 @@ class ContainerDirectory:
             "quarantine": None if record is None else {
                 "since": record.since, "reason": record.reason, "allow": list(record.allow)},
             "seccomp": None if seccomp is None else {"available": True},
+            # the key of its process baseline (workload_of reads only the settings: no loop)
+            "workload": None if baselines is None else baselines.workload_of(
+                Container(c.id, c.runtime, c.name, c.image, labels=c.labels)),
         }

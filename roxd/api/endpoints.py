@@ -20,6 +20,7 @@ from roxd.api.settings import ApiSettings
 from roxd.api.status import StatusReporter
 from roxd.api.timeparse import parse_time_ns
 from roxd.errors import ApiError
+from roxd.ui.off import DashboardOff, DashboardPart
 
 Handler = Callable[[Request, dict[str, Any], Any], Any]
 
@@ -44,6 +45,7 @@ class Endpoints:
         self.seccomp = SeccompEndpoints(daemon)
         self.baselines = BaselineEndpoints(daemon)
         self.stream_drops: dict[str, int] = {"events": 0, "alerts": 0}
+        self.dashboard: DashboardPart = DashboardOff()  # set by the server when it runs one
 
     def handlers(self) -> dict[str, Handler]:
         return {
@@ -76,6 +78,7 @@ class Endpoints:
             **self.seccomp.handlers(),
             **self.baselines.handlers(),
             **PostureEndpoints(self.daemon).handlers(),
+            "createDashboardLogin": lambda r, _p, _b: self.dashboard.login(r.peer),
         }
 
     # ------------------------------------------------------------------ status
@@ -99,6 +102,7 @@ class Endpoints:
         status["drops"]["stream_overflow"] = self._stream_drops()
         status["alert_sinks"] = dict(self.daemon.alert_sink_stats())
         status["policy"] = dict(self.daemon.policy())
+        status["dashboard"] = self.dashboard.describe()
         return status
 
     def _stream_drops(self) -> dict[str, int]:

@@ -57,6 +57,7 @@ class Response:
     status: int
     body: bytes
     content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()  # more headers (the dashboard: cookies, CSP)
 
     @classmethod
     def json(cls, obj: Any, status: int = 200) -> Response:
@@ -232,6 +233,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_response(response.status)
             self.send_header("Content-Type", response.content_type)
             self.send_header("Content-Length", str(len(response.body)))
+            for name, value in response.headers:
+                self.send_header(name, value)
             if self.close_connection:
                 self.send_header("Connection", "close")
             self.end_headers()

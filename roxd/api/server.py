@@ -25,6 +25,7 @@ from roxd.api.port import DaemonPort
 from roxd.api.routes import Router
 from roxd.api.settings import ApiSettings
 from roxd.errors import RoxdError
+from roxd.ui.off import DashboardOff, DashboardPart
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,11 @@ def prepare_socket_path(path: Path) -> None:
 
 class ApiServer:
     def __init__(self, daemon: DaemonPort, socket_path: str,
-                 settings: ApiSettings | None = None) -> None:
+                 settings: ApiSettings | None = None,
+                 dashboard: DashboardPart | None = None) -> None:
         self.daemon = daemon
+        # the web dashboard's listener (roxd/ui): serves these same endpoints; off by default
+        self.dashboard: DashboardPart = dashboard or DashboardOff()
         self.socket_path = socket_path
         self.settings = settings or daemon.facts.api
         self.closing = threading.Event()
@@ -77,7 +81,9 @@ class ApiServer:
             log.warning("api.admin_group %r does not exist: only root may change state",
                         self.settings.admin_group)
         endpoints = Endpoints(self.daemon, self.settings, self.closing, str(path))
-        router = Router(endpoints.handlers(), Authorizer(read_gid, admin_gid))
+        endpoints.dashboard = self.dashboard
+        authorizer = Authorizer(read_gid, admin_gid)
+        router = Router(endpoints.handlers(), authorizer)
         server = UnixHttpServer(str(path), router, self.settings)
         endpoints.connections = server.stats
         try:
@@ -99,6 +105,11 @@ class ApiServer:
         self._spawn("roxd-api", lambda: server.serve_forever(poll_interval=0.25))
         self._spawn("roxd-api-sampler", self._sample)
         log.info("control API listening on %s", path)
+        try:
+            self.dashboard.start(endpoints, authorizer, self.settings)
+        except RoxdError:
+            self.close()
+            raise
 
     def metrics_text(self) -> str:
         """What GET /v1/metrics answers (for the TCP metrics listener)."""
@@ -117,6 +128,7 @@ class ApiServer:
 
     def close(self) -> None:
         self.closing.set()
+        self.dashboard.close()
         server = self._server
         if server is None:
             return
