@@ -1,64 +1,77 @@
-// Network: who talks to whom. roxd has no communication-map API yet, so this page aggregates
-// connect events: those of stored alerts (history) and the live connect events it receives
-// while it is open (GET /v1/events/stream?type=connect), by source container and destination.
-import { api, card, cname, el, liveConnects, note, qs, table } from "./core.js";
+// Network: the container communication map (GET /v1/netmap, docs/netmap.md): flows from
+// containers and the host to other containers, the host, loopback and external prefixes, with
+// ports, protocols and results. Reloaded every 5 s and shortly after live connect events.
+import { ApiError, api, card, el, liveConnects, note, qs, table } from "./core.js";
 import { flowGraph } from "./charts.js";
 
-const FAMILY_LOOPBACK = /^(127\.|::1$|0\.0\.0\.0$|::$)/;
+const label = (ep) => (ep.kind === "container" ? (ep.name || ep.id.slice(0, 12)) : ep.id);
+
+function edgesOf(items) {
+  const rows = items.map((f) => {
+    const src = label(f.source);
+    // loopback is the source's own network namespace, not one node shared by all
+    const dst = f.destination.kind === "loopback" ? `loopback in ${src}` : label(f.destination);
+    return { src, dst, kind: f.destination.kind, port: `${f.protocol || "?"}/${f.port}`,
+      count: f.count, ok: f.succeeded, pending: f.pending, failed: f.failed,
+      last: f.last_seen };
+  });
+  const merged = new Map();  // the graph: one edge per source and destination
+  for (const r of rows) {
+    const key = `${r.src}\u0000${r.dst}`;
+    const e = merged.get(key) || { src: r.src, dst: r.dst, count: 0, ports: new Set(),
+      refused: true };
+    e.count += r.count;
+    e.ports.add(r.port);
+    if (r.ok || r.pending) e.refused = false;
+    merged.set(key, e);
+  }
+  return { rows, edges: [...merged.values()].sort((a, b) => b.count - a.count) };
+}
 
 export async function render(root) {
-  const edges = new Map();
-  let liveCount = 0;
-  const add = (record, fromAlert) => {
-    const c = record.connect;
-    if (!c) return;
-    const src = cname(record.container);
-    // a loopback address is the source's own (its network namespace's), not a shared node
-    const dst = FAMILY_LOOPBACK.test(c.daddr) ? `${c.daddr} in ${src}` : c.daddr;
-    const key = `${src}\u0000${dst}`;
-    const e = edges.get(key) || { src, dst, count: 0, ports: new Set(), refused: true,
-      alerts: 0, live: 0 };
-    e.count += 1 + (record.folded || 0);
-    e.ports.add(`${c.dport}`);
-    if (c.result === "ok" || c.result === "in_progress") e.refused = false;
-    if (fromAlert) e.alerts += 1; else e.live += 1;
-    edges.set(key, e);
-  };
-  const history = await api("/v1/alerts" + qs({ since: "24h", limit: 1000 }));
-  for (const a of history.items) if (a.event && a.event.connect) add(a.event, true);
-
   const graphBox = el("div", { id: "flow-graph" });
   const listBox = el("div", {});
-  const counter = el("span", { id: "live-connects" }, "0");
-  const draw = () => {
-    const list = [...edges.values()].sort((a, b) => b.count - a.count);
-    graphBox.replaceChildren(list.length ? flowGraph(list.slice(0, 40))
+  const stats = el("span", { id: "netmap-stats" }, "");
+  const draw = (answer) => {
+    const { rows, edges } = edgesOf(answer.items);
+    graphBox.replaceChildren(edges.length ? flowGraph(edges.slice(0, 40))
       : note("No connections seen yet: they appear here as containers connect."));
     listBox.replaceChildren(table([
-      { title: "from", cell: (e) => e.src }, { title: "to", cell: (e) => e.dst },
-      { title: "ports", cell: (e) => [...e.ports].sort().join(", ") },
-      { title: "connects", cls: "num", cell: (e) => String(e.count) },
-      { title: "of them alerts", cls: "num", cell: (e) => String(e.alerts) },
-      { title: "result", cell: (e) => (e.refused ? "refused or failed" : "connected") },
-    ], list, { rowAttrs: (e) => ({ "data-src": e.src, "data-dst": e.dst }),
-      empty: "no connections yet" }));
+      { title: "from", cell: (r) => r.src }, { title: "to", cell: (r) => r.dst },
+      { title: "kind", cell: (r) => r.kind }, { title: "port", cell: (r) => r.port },
+      { title: "connects", cls: "num", cell: (r) => String(r.count) },
+      { title: "ok", cls: "num", cell: (r) => String(r.ok) },
+      { title: "pending", cls: "num", cell: (r) => String(r.pending) },
+      { title: "failed", cls: "num", cell: (r) => String(r.failed) },
+      { title: "last seen", cell: (r) => r.last.slice(0, 19).replace("T", " ") },
+    ], rows, { rowAttrs: (r) => ({ "data-src": r.src, "data-dst": r.dst }),
+      empty: "no flows yet" }));
+    const s = answer.stats;
+    stats.textContent = `${s.flows} flows from ${s.connects} connects` +
+      (s.flows_evicted ? `, ${s.flows_evicted} evicted` : "");
   };
-  draw();
+  let answer;
+  try {
+    answer = await api("/v1/netmap" + qs({ limit: 2000 }));
+  } catch (err) {
+    if (!(err instanceof ApiError) || err.status !== 501) throw err;
+    root.append(el("h1", {}, "Network"), note(err.message));
+    return null;
+  }
+  draw(answer);
   root.append(el("h1", {}, "Network"),
-    note("roxd has no container communication map yet (issue 17). This graph aggregates " +
-      "connect events: those that raised an alert in the last 24 h, and every connect " +
-      "event seen live since this page was opened (it starts empty on each visit). " +
-      "Destinations are addresses: roxd does not yet know which container owns an address. " +
-      "Accepted connections (the server side) are not seen."),
-    card(el("span", {}, "Connections (live: ", counter, " connect events since opened)"),
-      graphBox),
-    card("Edges", listBox));
+    note("Who talks to whom on this host: every outbound connect, aggregated by source, " +
+      "destination (a container, the host, loopback or an external prefix), port and " +
+      "protocol (roxctl netmap shows the same). Accepted connections from outside the " +
+      "host are not traced."),
+    card(el("span", {}, "Connections (", stats, ")"), graphBox),
+    card("Flows", listBox));
+  const reload = () => api("/v1/netmap" + qs({ limit: 2000 })).then(draw, () => {});
+  const timer = setInterval(reload, 5000);
   let pending = null;
-  return liveConnects.subscribe((ev) => {
-    if (ev.type !== "connect") return;
-    liveCount += 1;
-    counter.textContent = String(liveCount);
-    add(ev, false);
-    if (!pending) pending = setTimeout(() => { pending = null; draw(); }, 500);
+  const unsubscribe = liveConnects.subscribe((ev) => {
+    if (ev.type !== "connect" || pending) return;
+    pending = setTimeout(() => { pending = null; reload(); }, 1000);
   });
+  return () => { clearInterval(timer); if (pending) clearTimeout(pending); unsubscribe(); };
 }
