@@ -289,6 +289,8 @@ class Daemon:
                          self._reconcile_quarantine),
             Housekeeping("stats", self.config.daemon.stats_interval_s,
                          lambda: self._log_stats(parts)),
+            Housekeeping("event counts", 60.0, lambda: self.counters.forget_containers(
+                {c.id for _, c in parts.attribution.resolver.containers()})),
         ]
         if parts.baselines is not None:  # lock baselines whose window ended, persist changes
             jobs.append(Housekeeping("baselines", 1.0, parts.baselines.tick))
@@ -492,6 +494,11 @@ class DaemonPort:
     def activity(self) -> Activity:
         c = self._daemon.counters
         return Activity(c.events, c.alerts, c.quiet_marks)
+
+    def container_events(self) -> Mapping[str, int]:
+        # a copy: dict() of a str-keyed dict is one C call under the GIL, safe against the
+        # loop thread's increments
+        return dict(self._daemon.counters.by_container)
 
     def stopping(self) -> bool:
         return self._daemon.stopping

@@ -64,15 +64,29 @@ class RuleEndpoints:
         return rule_dict(rule, host_kills=self._host_kills())
 
     def validate(self, _req: Request, _params: dict[str, Any], body: dict[str, Any]) -> Any:
+        """One file (`content`, `name`) or several (`files`: validated together, in order, so
+        one may use the lists and macros of another, as a directory of rules files is)."""
         from roxd.rules.loader import validate_paths
 
-        name = body.get("name") or "posted.toml"
+        posted = list(body.get("files") or [])
+        if "content" in body:
+            posted.insert(0, {"content": body["content"], "name": body.get("name")})
+        if not posted:
+            raise ApiError(422, "give `content` (one rules file) or `files` (several)")
         with tempfile.TemporaryDirectory(prefix="roxd-validate-") as tmp:
-            path = Path(tmp) / (name if name.endswith(".toml") else name + ".toml")
-            path.write_text(body["content"])
-            paths = [path] if body.get("standalone") else [*self.daemon.rule_paths(), path]
+            rename: dict[str, str] = {}
+            paths: list[Path] = []
+            for i, f in enumerate(posted):
+                name = f.get("name") or "posted.toml"
+                # one directory per file: two files may share a name (from two directories)
+                path = Path(tmp) / str(i) / (name if name.endswith(".toml") else name + ".toml")
+                path.parent.mkdir()
+                path.write_text(f["content"])
+                paths.append(path)
+                rename[str(path)] = name
+            if not body.get("standalone"):
+                paths = [*self.daemon.rule_paths(), *paths]
             errors = validate_paths(paths)
-            rename = {str(path): name}
         return {"valid": not errors, "errors": [error_dict(e, rename) for e in errors]}
 
     def reload(self, _req: Request, _params: dict[str, Any], _body: Any) -> Any:
