@@ -25,7 +25,7 @@ FORMATS = ("table", "wide", "json", "yaml")
 
 EXIT_OK = 0            # done
 EXIT_ERROR = 1         # roxd refused or failed (the reason is printed); a check found errors
-EXIT_USAGE = 2         # bad arguments, an unreadable input file
+EXIT_USAGE = 2         # bad arguments (roxctl's, or roxd's HTTP 400), an unreadable file
 EXIT_UNREACHABLE = 3   # no roxd answers on the socket (how to start it is printed)
 EXIT_NOT_FOUND = 4     # no such container, alert, rule, incident or workload (HTTP 404)
 EXIT_DENIED = 5        # the socket's permissions or roxd refused this user (HTTP 403)
@@ -35,7 +35,8 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (streams end with 0: stopping them is how they 
 EXIT_CODES = (
     (EXIT_OK, "ok"),
     (EXIT_ERROR, "roxd refused or failed the request, or a check found errors"),
-    (EXIT_USAGE, "usage: bad arguments or an unreadable input file"),
+    (EXIT_USAGE, "usage: bad arguments (also those roxd rejects, HTTP 400) or an unreadable "
+                 "input file"),
     (EXIT_UNREACHABLE, "roxd is not reachable on its socket"),
     (EXIT_NOT_FOUND, "not found: no such container, alert, rule, incident or workload"),
     (EXIT_DENIED, "permission denied: the socket or roxd refused this user"),
@@ -48,6 +49,8 @@ __doc__ += "\n" + "\n".join(f"    {code:<3} {text}" for code, text in EXIT_CODES
 
 def exit_code_for_status(status: int) -> int:
     """The exit code of an HTTP error from roxd."""
+    if status == 400:  # roxd could not parse an argument (an id, a time, a filter)
+        return EXIT_USAGE
     if status == 404:
         return EXIT_NOT_FOUND
     if status == 403:

@@ -20,6 +20,8 @@ bpftool nats-server"
 if [ "${ROXD_SETUP_BENCH:-0}" = 1 ]; then
     PACKAGES="$PACKAGES auditd bpftrace"
 fi
+# roxctl -o yaml (PyYAML); zsh runs the zsh completion's test
+PACKAGES="$PACKAGES python3-yaml zsh"
 missing=""
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -11,7 +11,7 @@ _roxctl() {
     for ((i = 1; i < COMP_CWORD; i++)); do
         word="${COMP_WORDS[i]}"
         case "$word" in
-            --socket|-o|--output|-d|--delay|-n|--iterations|-s|--sort) ((i++)); continue ;;
+            --socket|-o|--output|-d|--delay|-n|--iterations|-s|--sort|--container|--rule|--phase|--severity|--since|--until|--limit|--type|--pid|--count|--seconds|--state|--tag|--reason|--format) ((i++)); continue ;;
             -*) continue ;;
         esac
         case "$key${key:+ }$word" in
