@@ -54,6 +54,7 @@ from roxd.rules.ruleset import RuleSet
 from roxd.runtime import ContainerRuntime, EngineInventory, NoRuntime, connect_runtime
 from roxd.sensor.program import Sensor, SensorConfig, SensorStats
 from roxd.sensor.records import Decoded
+from roxd.startup_line import ReadyFacts, ready_line
 from roxd.systemd_notify import Notifier
 
 if TYPE_CHECKING:  # imported when seccomp is set up: libseccomp may be missing
@@ -144,11 +145,11 @@ class Daemon:
             self.parts = self._build(attribution, delivery)
             self._start(self.parts)
             containers = len(attribution.resolver.containers())
-            log.info(
-                "roxd is watching: %d eBPF programs attached, %d rules (%s), %d containers",
-                len(self.parts.sensor.attached), len(rules.rules), rules.version[:12],
-                containers,
-            )
+            log.info("%s", ready_line(ReadyFacts(
+                tuple(self.parts.sensor.attached), rules,
+                kills_in_kernel=self.features.send_signal.available,
+                monitor=self.config.rules.monitor, runtime=self.runtime.name,
+                containers=containers, api_socket=self.config.daemon.socket)))
             self._notifier.ready(f"watching {containers} containers, {len(rules.rules)} rules")
             self._loop(self.parts)
         finally:
