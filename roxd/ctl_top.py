@@ -186,32 +186,45 @@ def fit(text: str, width: int) -> str:
 
 
 def layout(rows: Sequence[Row], width: int | None) -> list[tuple[Column, int]]:
-    """The columns that fit in `width` cells and their widths (None: all, unshrunk)."""
-    wanted = [(col, min(col.max_width, max([len(col.title), *(len(term(col.cell(r)))
-                                                           for r in rows)])))
-              for col in COLUMNS]
+    """The columns that fit in `width` cells and their widths (None: all, nothing cut).
+
+    Each column gets its minimum, then the room left goes to the most useful columns first
+    (NAME before BASELINE before IMAGE). When a column is cut while a less useful one is
+    shown, the least useful one is dropped to make room: at 80 columns ID goes before a
+    container's name is cut."""
     if width is None:  # batch output for scripts: nothing cut
         return [(col, max([len(col.title), *(len(term(col.cell(r))) for r in rows)]))
                 for col in COLUMNS]
-    cols = list(wanted)
-    while cols:
-        total = sum(w for _c, w in cols) + 2 * (len(cols) - 1)
-        if total <= width:
-            return cols
-        # narrow the widest shrinkable column by one, else drop the least useful column
-        shrinkable = [(w - c.min_width, i) for i, (c, w) in enumerate(cols) if w > c.min_width]
-        if shrinkable:
-            _slack, i = max(shrinkable)
-            c, w = cols[i]
-            cols[i] = (c, w - 1)
+    cols = [(col, min(col.max_width, max([len(col.title), *(len(term(col.cell(r)))
+                                                          for r in rows)])))
+            for col in COLUMNS]
+    while True:
+        got = _allot(cols, width)
+        least_useful = max(range(len(cols)), key=lambda i: (cols[i][0].drop_order, i))
+        if got is None:
+            if len(cols) == 1:
+                return [(cols[0][0], max(0, width))]
+            del cols[least_useful]
             continue
-        drop = max(range(len(cols)), key=lambda i: cols[i][0].drop_order)
-        if cols[drop][0].drop_order == 0:
-            # only NAME and RISK left and still too wide: cut NAME to what remains
-            name, _ = cols[0]
-            return [(name, max(1, width - 6)), *cols[1:2]] if width >= 7 else [(name, width)]
-        del cols[drop]
-    return cols
+        cut = [c.drop_order for (c, w), g in zip(cols, got, strict=True) if g < w]
+        if cut and min(cut) < cols[least_useful][0].drop_order:
+            del cols[least_useful]
+            continue
+        return [(c, g) for (c, _w), g in zip(cols, got, strict=True)]
+
+
+def _allot(cols: list[tuple[Column, int]], width: int) -> list[int] | None:
+    """Widths within `width` (two cells between columns): minimums first, then the rest by
+    usefulness; None when even the minimums do not fit."""
+    got = [min(c.min_width, w) for c, w in cols]
+    room = width - sum(got) - 2 * (len(cols) - 1)
+    if room < 0:
+        return None
+    for i in sorted(range(len(cols)), key=lambda i: (cols[i][0].drop_order, i)):
+        more = min(room, cols[i][1] - got[i])
+        got[i] += more
+        room -= more
+    return got
 
 
 def render_rows(rows: Sequence[Row], width: int | None) -> list[str]:

@@ -224,6 +224,16 @@ def test_top_lines_fit_any_width(width: int) -> None:
     assert len(render_rows(rows, None)[0].split()) == len(COLUMNS)  # batch: nothing dropped
 
 
+def test_top_at_80_columns_keeps_names_whole() -> None:
+    rows = [Row(id="f" * 64, name="roxd-top-abcdef", image="roxd-test/busybox:latest",
+                risk=13, events_per_s=3.8, events=40, alerts=1, drops=0,
+                baseline="learning/monitor", quarantine="", running=True)]
+    lines = render_rows(rows, 79)
+    assert lines[1].split()[:6] == ["roxd-top-abcdef", "13", "3.8", "1", "0",
+                                    "learning/monitor"]
+    assert "ID" not in lines[0].split()  # dropped before a name is cut
+
+
 def test_top_batch_mode(api: Any) -> None:  # noqa: F811
     _daemon, path = api
     text = roxctl("top", "-b", "-d", "0.2", "--socket", path)
