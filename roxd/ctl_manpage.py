@@ -137,7 +137,7 @@ def manpage(parser: argparse.ArgumentParser) -> str:
         out += [".TP", f"\\fB{name}\\fR", esc(text)]
     out += [".SH EXIT STATUS"]
     for code, text in EXIT_CODES:
-        out += [".TP", f"\\fB{code}\\fR", esc(text[0].upper() + text[1:]) + "."]
+        out += [".TP", f"\\fB{code}\\fR", esc(text) + "."]
     out += [
         ".SH ENVIRONMENT",
         ".TP", ".B ROXD_SOCKET", "The socket when \\fB\\-\\-socket\\fR is not given.",
