@@ -335,3 +335,11 @@ def test_man_page_is_current_and_renders_cleanly() -> None:
     for path, _p in leaf_commands():  # every command has its section
         assert "roxctl " + " ".join(path) in text
     assert "EXIT STATUS" in text and "not found" in text and "yaml" in text
+
+
+def test_yaml_output_escapes_what_a_container_controls() -> None:
+    from roxd.ctl_output import yaml_text
+
+    text = yaml_text({"exe": "/tmp/\x1b[31mred\x07\nx", "name": "caf\u00e9 \u202e"})
+    assert text.isascii() and "\x1b" not in text and "\x07" not in text
+    assert yaml.safe_load(text) == {"exe": "/tmp/\x1b[31mred\x07\nx", "name": "caf\u00e9 \u202e"}
