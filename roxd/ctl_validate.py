@@ -58,7 +58,8 @@ def validate_with_daemon(api: ApiClient, files: list[Path], standalone: bool
             content = f.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise _Unreadable(f"cannot read {f}: {exc}") from None
-        posted.append({"name": f.name, "content": content})
+        # the path lets roxd put an edited copy of a loaded file in that file's place
+        posted.append({"name": f.name, "content": content, "path": str(f.resolve())})
         names.setdefault(f.name, []).append(str(f))
     result = api.post("/v1/rules/validate", {"files": posted, "standalone": standalone})
     errors: list[dict[str, Any]] = result["errors"]

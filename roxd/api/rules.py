@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,11 @@ class RuleEndpoints:
 
     def validate(self, _req: Request, _params: dict[str, Any], body: dict[str, Any]) -> Any:
         """One file (`content`, `name`) or several (`files`: validated together, in order, so
-        one may use the lists and macros of another, as a directory of rules files is)."""
-        from roxd.rules.loader import validate_paths
+        one may use the lists and macros of another, as a directory of rules files is).
+        A posted file whose `path` is one of the loaded rule files takes that file's place
+        (an edited /etc/roxd/rules.d/x.toml is checked as the reload would see it, not as a
+        second copy of every rule in it)."""
+        from roxd.rules.loader import rule_files, validate_paths
 
         posted = list(body.get("files") or [])
         if "content" in body:
@@ -76,16 +80,23 @@ class RuleEndpoints:
         with tempfile.TemporaryDirectory(prefix="roxd-validate-") as tmp:
             rename: dict[str, str] = {}
             paths: list[Path] = []
+            replaces: dict[str, Path] = {}  # a loaded file's real path -> the posted copy
             for i, f in enumerate(posted):
                 name = f.get("name") or "posted.toml"
                 # one directory per file: two files may share a name (from two directories)
                 path = Path(tmp) / str(i) / (name if name.endswith(".toml") else name + ".toml")
                 path.parent.mkdir()
                 path.write_text(f["content"])
-                paths.append(path)
                 rename[str(path)] = name
+                if f.get("path"):
+                    replaces[os.path.realpath(f["path"])] = path
+                else:
+                    paths.append(path)
             if not body.get("standalone"):
-                paths = [*self.daemon.rule_paths(), *paths]
+                loaded = rule_files(self.daemon.rule_paths(), [])
+                in_place = [replaces.pop(os.path.realpath(p), p) for p in loaded]
+                paths = [*in_place, *paths]
+            paths += replaces.values()  # posted with a path that is not loaded: added
             errors = validate_paths(paths)
         return {"valid": not errors, "errors": [error_dict(e, rename) for e in errors]}
 

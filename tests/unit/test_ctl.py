@@ -343,3 +343,29 @@ def test_yaml_output_escapes_what_a_container_controls() -> None:
     text = yaml_text({"exe": "/tmp/\x1b[31mred\x07\nx", "name": "caf\u00e9 \u202e"})
     assert text.isascii() and "\x1b" not in text and "\x07" not in text
     assert yaml.safe_load(text) == {"exe": "/tmp/\x1b[31mred\x07\nx", "name": "caf\u00e9 \u202e"}
+
+
+def test_validating_a_loaded_file_checks_it_in_its_place(tmp_path: Path) -> None:
+    """An edited copy of one of roxd's loaded files is checked as the reload would see it:
+    in the loaded file's place, not as a second copy of each of its rules."""
+    from roxd.api.server import ApiServer
+    from roxd.api.settings import ApiSettings
+    from tests.unit.test_api_unit import FakePort
+
+    path = str(tmp_path / "roxd.sock")
+    server = ApiServer(FakePort(), path, ApiSettings())  # the default body limit (1 MiB)
+    server.start()
+    try:
+        check_in_place(path, tmp_path)
+    finally:
+        server.close()
+
+
+def check_in_place(path: str, tmp_path: Path) -> None:
+    loaded = REPO / "rules/10-foothold.toml"  # the fake daemon loads rules/
+    ok = roxctl("rules", "validate", str(loaded), "--socket", path)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    copy = tmp_path / loaded.name  # the same rules at another path: beside the loaded ones
+    copy.write_text(loaded.read_text())
+    twice = roxctl("rules", "validate", str(copy), "--socket", path)
+    assert twice.returncode == 1 and "duplicate" in twice.stdout.lower(), twice.stdout
