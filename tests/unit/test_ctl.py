@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -369,3 +370,42 @@ def check_in_place(path: str, tmp_path: Path) -> None:
     copy.write_text(loaded.read_text())
     twice = roxctl("rules", "validate", str(copy), "--socket", path)
     assert twice.returncode == 1 and "duplicate" in twice.stdout.lower(), twice.stdout
+
+
+FAKE_ROXD = """
+import sys, threading
+from roxd.api.server import ApiServer
+from roxd.api.settings import ApiSettings
+from tests.unit.test_api_unit import FakePort
+ApiServer(FakePort(), sys.argv[1], ApiSettings()).start()
+print("ready", flush=True)
+threading.Event().wait()
+"""
+
+
+def test_top_survives_roxd_going_away_and_ctrl_c_restores_the_terminal(tmp_path: Path
+                                                                        ) -> None:
+    """roxd (here the API on the fake port, in a process of its own) dies under the live
+    view: the view says so and keeps the last frame; Ctrl-C then ends it with 0 and gives
+    the terminal back."""
+    path = str(tmp_path / "roxd.sock")
+    roxd = subprocess.Popen([sys.executable, "-c", FAKE_ROXD, path], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    argv = [sys.executable, "-m", "roxd.ctl", "top", "-d", "0.5", "--socket", path]
+    try:
+        assert roxd.stdout is not None and roxd.stdout.readline().strip() == "ready"
+        with Terminal(argv, cols=80, rows=24, env={"PYTHONPATH": str(REPO), "TERM": "xterm"},
+                      cwd=str(REPO)) as t:
+            t.wait_for(lambda s: "web" in s and "q:quit" in s, message="the first frame")
+            roxd.kill()
+            roxd.wait()
+            screen = t.wait_for(lambda s: "roxd: " in s, message="the note that roxd is gone")
+            assert "web" in screen  # the last frame stays
+            t.keys("C-c")
+            assert t.wait_exit() == 0
+            assert not t.alternate_screen()
+    finally:
+        if roxd.poll() is None:
+            roxd.kill()
+            roxd.wait()
