@@ -6,22 +6,25 @@
     roxctl events --type exec              live events (Ctrl-C to stop; --count N)
     roxctl alerts list --since 1h          recent alerts; alerts show ID; alerts follow
     roxctl incidents list | show ID        alerts of one attack: phases, timeline, process tree
-    roxctl rules list | show ID | validate FILE | reload | enable ID... | disable --tag T
+    roxctl rules list | show ID | validate PATH... | reload | enable ID... | disable --tag T
     roxctl kill PID                        SIGKILL by pidfd
     roxctl isolate CONTAINER               network quarantine; release CONTAINER lifts it
     roxctl posture [--refresh] [--format docker-bench]   CIS Docker Benchmark results
     roxctl inventory [containers|images] [--all]         what runs and what it is made of
-    roxctl --json ...                      JSON for scripts
+    roxctl top [-b] [-d S] [-s KEY]        live view of the containers (roxd/ctl_top.py)
+    roxctl ... -o table|wide|json|yaml     output formats (--json = -o json), before or after
+                                           the command, as --socket
 
-Exit codes: 0 ok, 1 the daemon refused or failed, 2 usage, 3 roxd not reachable.
+Exit codes (roxd/ctl_output.py): 0 ok, 1 refused or failed, 2 usage, 3 roxd not reachable,
+4 not found, 5 permission denied, 6 not available here, 130 interrupted.
 roxctl never imports the engine: only the standard library, roxd.api.client,
 roxd.vocabulary (the words it shares with the engine) and roxd.text (how untrusted text is
-shown).
+shown); `rules validate` with no daemon is the one exception (roxd/ctl_validate.py).
 
 Everything roxctl prints that came from roxd goes through `term()` (roxd/text.py's
 printable()): a container's argv, exe path or comm can hold ESC sequences, newlines and
-non-UTF-8 bytes, and they are shown as \\xNN, never interpreted by the terminal. --json is
-JSON (ASCII, control characters as \\u00NN).
+non-UTF-8 bytes, and they are shown as \\xNN, never interpreted by the terminal. JSON is
+ASCII (control characters as \\u00NN), YAML escapes them too.
 """
 
 from __future__ import annotations
