@@ -187,12 +187,16 @@ def _alert_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _alert_rows(out: Out, alerts: list[dict[str, Any]]) -> None:
-    out.table(["TIME", "SEVERITY", "PHASE", "RULE", "CONTAINER", "PID", "ACTIONS", "ID"],
+    wide = ["IMAGE", "MITRE", "EXE"] if out.wide else []  # -o wide: what and where it ran
+    out.table(["TIME", "SEVERITY", "PHASE", "RULE", "CONTAINER", "PID", "ACTIONS", *wide, "ID"],
               [(a["time"][:19].replace("T", " "), a["rule"]["severity"], a["rule"]["phase"],
                 a["rule"]["id"], (a["container"] or {}).get("name") or
                 ((a["container"] or {}).get("id", "")[:12] or "host"),
                 a["process"]["pid"],
-                ",".join(f"{x['action']}:{x['outcome']}" for x in a["actions"]), a["id"])
+                ",".join(f"{x['action']}:{x['outcome']}" for x in a["actions"]),
+                *([(a["container"] or {}).get("image") or "-",
+                   ",".join(a["rule"].get("mitre") or []) or "-", a["process"].get("exe")]
+                  if out.wide else []), a["id"])
                for a in alerts],
               [None, lambda v: out.paint(v, SEVERITY_COLORS.get(v.strip(), ""))])
 

@@ -24,7 +24,8 @@ DESCRIPTION = (
 FORMATS_TEXT = [
     ("table", "aligned columns for people (the default); coloured on a terminal unless "
               "NO_COLOR is set"),
-    ("wide", "the table with more columns (full ids, runtime, events, baseline)"),
+    ("wide", "the table with more columns (containers: full ids, runtime, events, baseline; "
+             "alerts: image, MITRE ids, exe)"),
     ("json", "the API's JSON; streams print one object per line. --json is an alias"),
     ("yaml", "the same data as YAML; streams print one document each"),
 ]

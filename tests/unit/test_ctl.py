@@ -94,6 +94,8 @@ def test_output_formats(api: Any) -> None:  # noqa: F811
     assert as_json[0]["id"] in wide.stdout  # full ids in wide
     table = roxctl("containers", "--socket", path).stdout
     assert as_json[0]["id"] not in table and "EVENTS" not in table
+    alerts = roxctl("alerts", "list", "-o", "wide", "--socket", path)
+    assert alerts.returncode == 0 and "MITRE" in alerts.stdout.splitlines()[0]
     bad = roxctl("containers", "-o", "xml", "--socket", path)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
 
