@@ -10,9 +10,11 @@ text after tmux interpreted every escape sequence, keys sent as a user types the
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -41,9 +43,19 @@ class Terminal:
 
     def __enter__(self) -> Terminal:
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
-        command = f"env {env} {shlex.join(self.argv)}"
+        # the exit status through a file: tmux 3.3 sometimes leaves a dead pane's process
+        # unreaped (a zombie, no #{pane_dead_status}). The shell traps SIGINT with a handler
+        # (not an ignore, which the program would inherit) so Ctrl-C reaches the program
+        # and the shell still writes its status.
+        self._dir = tempfile.mkdtemp(prefix="roxd-term-")
+        self._status = os.path.join(self._dir, "status")
+        inner = (f"trap : INT; env {env} {shlex.join(self.argv)}; "
+                 f"echo $? > {shlex.quote(self._status)}.tmp; "
+                 f"mv {shlex.quote(self._status)}.tmp {shlex.quote(self._status)}")
+        command = f"sh -c {shlex.quote(inner)}"
         # -f /dev/null: no user configuration; the options are set before the program starts:
-        # remain-on-exit keeps its exit status readable, no status line (every row is its)
+        # remain-on-exit keeps the pane (and its screen state) after the program exits, no
+        # status line (every row is the program's)
         self._run("-f", "/dev/null", "start-server", ";",
                   "set-option", "-g", "remain-on-exit", "on", ";",
                   "set-option", "-g", "status", "off", ";",
@@ -53,6 +65,7 @@ class Terminal:
 
     def __exit__(self, *exc: Any) -> None:
         self._run("kill-server", check=False)
+        shutil.rmtree(self._dir, ignore_errors=True)
 
     def screen(self) -> str:
         return self._run("capture-pane", "-p")
@@ -89,14 +102,15 @@ class Terminal:
             time.sleep(0.1)
 
     def wait_exit(self, timeout: float = 20.0) -> int:
+        """The program's exit status (128 + N for a signal, as the shell reports it)."""
         deadline = time.monotonic() + timeout
-        while True:
-            # the pane is dead a moment before tmux has its status: wait for both
-            dead, status, signal = self._format(
-                "#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}").split(":")
-            if dead == "1" and (status or signal):
-                return int(status) if status else -int(signal)
+        while not os.path.exists(self._status):
             if time.monotonic() > deadline:
-                raise AssertionError(f"the program did not exit; the screen:\n{self.screen()}")
+                pid = self._format("#{pane_pid}")
+                ps = subprocess.run(["ps", "-o", "pid,stat,wchan:30,etime,args", "--ppid", pid,
+                                     "-p", pid], capture_output=True, text=True).stdout
+                raise AssertionError(f"the program did not exit; its processes:\n{ps}\n"
+                                     f"the screen:\n{self.screen()}")
             time.sleep(0.1)
-
+        with open(self._status) as f:
+            return int(f.read().strip())
