@@ -10,6 +10,7 @@ text after tmux interpreted every escape sequence, keys sent as a user types the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -61,10 +62,13 @@ class Terminal:
                   "set-option", "-g", "status", "off", ";",
                   "new-session", "-d", "-x", str(self.cols), "-y", str(self.rows),
                   *(["-c", self.cwd] if self.cwd else []), command)
+        self._socket_path = self._format("#{socket_path}")
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self._run("kill-server", check=False)
+        with contextlib.suppress(OSError):  # tmux leaves its socket file behind
+            os.unlink(self._socket_path)
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def screen(self) -> str:
