@@ -6,85 +6,55 @@
     roxctl events --type exec              live events (Ctrl-C to stop; --count N)
     roxctl alerts list --since 1h          recent alerts; alerts show ID; alerts follow
     roxctl incidents list | show ID        alerts of one attack: phases, timeline, process tree
-    roxctl rules list | show ID | validate FILE | reload | enable ID... | disable --tag T
+    roxctl rules list | show ID | validate PATH... | reload | enable ID... | disable --tag T
     roxctl kill PID                        SIGKILL by pidfd
     roxctl isolate CONTAINER               network quarantine; release CONTAINER lifts it
     roxctl posture [--refresh] [--format docker-bench]   CIS Docker Benchmark results
     roxctl netmap [--since 1h] [--format table|json|dot] who talks to whom
     roxctl inventory [containers|images] [--all]         what runs and what it is made of
-    roxctl --json ...                      JSON for scripts
+    roxctl top [-b] [-d S] [-s KEY]        live view of the containers (roxd/ctl_top.py)
+    roxctl ... -o table|wide|json|yaml     output formats (--json = -o json), before or after
+                                           the command, as --socket
 
-Exit codes: 0 ok, 1 the daemon refused or failed, 2 usage, 3 roxd not reachable.
+Exit codes (roxd/ctl_output.py): 0 ok, 1 refused or failed, 2 usage, 3 roxd not reachable,
+4 not found, 5 permission denied, 6 not available here, 130 interrupted.
 roxctl never imports the engine: only the standard library, roxd.api.client,
 roxd.vocabulary (the words it shares with the engine) and roxd.text (how untrusted text is
-shown).
+shown); `rules validate` with no daemon is the one exception (roxd/ctl_validate.py).
 
 Everything roxctl prints that came from roxd goes through `term()` (roxd/text.py's
 printable()): a container's argv, exe path or comm can hold ESC sequences, newlines and
-non-UTF-8 bytes, and they are shown as \\xNN, never interpreted by the terminal. --json is
-JSON (ASCII, control characters as \\u00NN).
+non-UTF-8 bytes, and they are shown as \\xNN, never interpreted by the terminal. JSON is
+ASCII (control characters as \\u00NN), YAML escapes them too.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from roxd import __version__, ctl_netmap
 from roxd.api.client import ApiClient, ApiFailure, Unreachable, default_socket, path_of
 from roxd.ctl_fleet import add_fleet_parser
-from roxd.text import printable
+from roxd.ctl_output import (
+    EXIT_DENIED,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    Out,
+    OutputError,
+    add_global_flags_everywhere,
+    exit_code_for_status,
+    exit_codes_text,
+    output_format,
+    term,
+)
 from roxd.vocabulary import EVENT_KINDS, PHASES, SEVERITIES
-
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
-
-
-def term(value: Any) -> str:
-    """A value from roxd, safe on a terminal: one line, control characters as \\xNN."""
-    return printable("-" if value is None else str(value))
-
-
-# ---------------------------------------------------------------------------- output
-
-
-class Out:
-    def __init__(self, as_json: bool, stream: Any = None) -> None:
-        self.json = as_json
-        self.stream = stream or sys.stdout
-        self.color = (not as_json and hasattr(self.stream, "isatty") and self.stream.isatty()
-                      and "NO_COLOR" not in os.environ)
-
-    def paint(self, text: str, code: str) -> str:
-        return f"\033[{code}m{text}\033[0m" if self.color and code else text
-
-    def print(self, text: str = "") -> None:
-        print(text, file=self.stream, flush=True)
-
-    def dump(self, obj: Any) -> None:
-        self.print(json.dumps(obj, indent=2))
-
-    def line(self, obj: Any) -> None:
-        self.print(json.dumps(obj, separators=(",", ":")))
-
-    def table(self, headers: Sequence[str], rows: Iterable[Sequence[Any]],
-              colors: Sequence[Callable[[str], str] | None] = ()) -> None:
-        rows = [[term(v) for v in row] for row in rows]
-        widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-        self.print(self.paint("  ".join(h.ljust(w) for h, w in zip(headers, widths,
-                                                                    strict=True)).rstrip(), "1"))
-        for row in rows:
-            cells = []
-            for i, (value, width) in enumerate(zip(row, widths, strict=True)):
-                padded = value if i == len(row) - 1 else value.ljust(width)
-                paint = colors[i] if i < len(colors) else None
-                cells.append(paint(padded) if paint else padded)
-            self.print("  ".join(cells).rstrip())
-
 
 SEVERITY_COLORS = {"emergency": "1;31", "alert": "1;31", "critical": "31", "error": "31",
                    "warning": "33", "notice": "36", "info": "", "debug": "2"}
@@ -143,6 +113,16 @@ def cmd_containers(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
         out.dump(items)
         return EXIT_OK
     items.sort(key=lambda c: -(c.get("risk") or 0))  # most at risk first (stable: by name)
+    if out.wide:
+        out.table(["NAME", "ID", "IMAGE", "RUNTIME", "MODE", "ALERTS", "RISK", "EVENTS",
+                   "BASELINE", "QUARANTINE"],
+                  [(c["name"], c["id"], c["image"], c["runtime"], c["mode"], c["alerts"],
+                    c.get("risk"), c.get("events"),
+                    "/".join((c.get("baseline") or {}).get(k, "") for k in ("state", "mode"))
+                    or "-", (c["quarantine"] or {}).get("reason")) for c in items],
+                  [None, None, None, None, lambda v: out.paint(v, MODE_COLORS.get(v.strip(),
+                                                                                  ""))])
+        return EXIT_OK
     out.table(["NAME", "ID", "IMAGE", "MODE", "ALERTS", "RISK", "QUARANTINE"],
               [(c["name"], c["id"][:12], c["image"], c["mode"], c["alerts"], c.get("risk"),
                 (c["quarantine"] or {}).get("reason")) for c in items],
@@ -209,12 +189,16 @@ def _alert_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _alert_rows(out: Out, alerts: list[dict[str, Any]]) -> None:
-    out.table(["TIME", "SEVERITY", "PHASE", "RULE", "CONTAINER", "PID", "ACTIONS", "ID"],
+    wide = ["IMAGE", "MITRE", "EXE"] if out.wide else []  # -o wide: what and where it ran
+    out.table(["TIME", "SEVERITY", "PHASE", "RULE", "CONTAINER", "PID", "ACTIONS", *wide, "ID"],
               [(a["time"][:19].replace("T", " "), a["rule"]["severity"], a["rule"]["phase"],
                 a["rule"]["id"], (a["container"] or {}).get("name") or
                 ((a["container"] or {}).get("id", "")[:12] or "host"),
                 a["process"]["pid"],
-                ",".join(f"{x['action']}:{x['outcome']}" for x in a["actions"]), a["id"])
+                ",".join(f"{x['action']}:{x['outcome']}" for x in a["actions"]),
+                *([(a["container"] or {}).get("image") or "-",
+                   ",".join(a["rule"].get("mitre") or []) or "-", a["process"].get("exe")]
+                  if out.wide else []), a["id"])
                for a in alerts],
               [None, lambda v: out.paint(v, SEVERITY_COLORS.get(v.strip(), ""))])
 
@@ -378,25 +362,9 @@ def cmd_rules(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
                 out.print(f"{key:<12}{term(r.get(key))}")
         return EXIT_OK
     if sub == "validate":
-        try:
-            with open(args.file, encoding="utf-8") as f:
-                content = f.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            print(f"roxctl: cannot read {args.file}: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        result = api.post("/v1/rules/validate", {"content": content,
-                                                 "name": os.path.basename(args.file),
-                                                 "standalone": args.standalone})
-        if out.json:
-            out.dump(result)
-        else:
-            for e in result["errors"]:
-                where = f"{e['file']}:{e['line']}" if e["line"] else e["file"]
-                rule = f" rule {e['rule_id']!r}:" if e["rule_id"] else ""
-                out.print(term(f"error: {where}:{rule} {e['message']}"))
-            if result["valid"]:
-                out.print(f"ok: {args.file}")
-        return EXIT_OK if result["valid"] else EXIT_ERROR
+        from roxd.ctl_validate import cmd_validate
+
+        return cmd_validate(api, out, args)
     if sub == "reload":
         try:
             result = api.post("/v1/rules/reload")
@@ -466,6 +434,16 @@ def cmd_seccomp(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
         result = api.get("/v1/seccomp")
     elif args.seccomp_cmd == "profile":
         result = api.get("/v1/seccomp/profile", {"target": args.target, "kill": args.kill})
+        if not args.report:
+            # exactly the profile document: `> p.json` is what `docker run --security-opt
+            # seccomp=p.json` takes; what would only be commentary goes to stderr
+            for warning in result.get("warnings") or []:
+                print(term(f"roxctl: warning: {warning}"), file=sys.stderr)
+            if out.format == "yaml":
+                out.dump(result["profile"])
+            else:
+                out.print(json.dumps(result["profile"], indent=2))
+            return EXIT_OK
     else:
         body: dict[str, Any] = {"target": args.target}
         if args.seccomp_cmd == "apply" and args.kill:
@@ -607,8 +585,26 @@ def cmd_version(api: ApiClient, out: Out, _args: argparse.Namespace) -> int:
 
 
 def cmd_completion(_api: ApiClient, out: Out, args: argparse.Namespace) -> int:
-    out.print(bash_completion(build_parser()))
+    if args.shell == "zsh":
+        from roxd.ctl_completion import zsh_completion
+
+        out.print(zsh_completion(build_parser()))
+    else:
+        out.print(bash_completion(build_parser()))
     return EXIT_OK
+
+
+def cmd_man(_api: ApiClient, out: Out, _args: argparse.Namespace) -> int:
+    from roxd.ctl_manpage import manpage
+
+    out.stream.write(manpage(build_parser()))
+    return EXIT_OK
+
+
+def cmd_top(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
+    from roxd.ctl_top import run_top
+
+    return run_top(api, out, args)
 
 
 # ---------------------------------------------------------------------------- parser
@@ -628,12 +624,10 @@ def _stream_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="roxctl", description="Drive roxd through its control "
-                                "socket.", formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="exit codes: 0 ok, 1 error, 2 usage, 3 roxd not "
-                                       "reachable")
-    p.add_argument("--socket", default=None,
-                   help=f"roxd's socket (default $ROXD_SOCKET or {default_socket()})")
-    p.add_argument("--json", action="store_true", help="JSON output for scripts")
+                                "socket. --socket, -o/--output and --json may also follow "
+                                "the subcommand.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=exit_codes_text())
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("status", help="version, uptime, programs, events/s, drops, rules")
@@ -692,9 +686,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--state", choices=("enabled", "disabled"))
     r = rsub.add_parser("show", help="one rule")
     r.add_argument("id")
-    r = rsub.add_parser("validate", help="check a rules file against the loaded pack")
-    r.add_argument("file")
-    r.add_argument("--standalone", action="store_true", help="check the file alone")
+    r = rsub.add_parser("validate", help="check rules files and directories (by roxd, merged "
+                                         "with its loaded rules; locally when it is not running)")
+    r.add_argument("paths", nargs="+", metavar="PATH", help="a rules file or a directory of "
+                                                             "*.toml files")
+    r.add_argument("--standalone", action="store_true",
+                   help="check the files alone, not merged with roxd's loaded rules")
+    r.add_argument("--offline", action="store_true",
+                   help="never ask roxd: check with the local rule loader (the files alone)")
     rsub.add_parser("reload", help="reload the rule files (a bad file keeps the running set)")
     for verb in ("enable", "disable"):
         r = rsub.add_parser(verb, help=f"{verb} rules by id or --tag (until roxd restarts)")
@@ -725,6 +724,10 @@ def build_parser() -> argparse.ArgumentParser:
         x.add_argument("target", help="container (or image for learn/profile)")
         if verb in ("profile", "apply"):
             x.add_argument("--kill", action="store_true", help="kill instead of EPERM")
+        if verb == "profile":
+            x.add_argument("--report", action="store_true",
+                           help="the whole report (profile, validation, comparison with "
+                                "Docker's default, what was learned) instead of the profile")
     s.set_defaults(func=cmd_seccomp)
 
     s = sub.add_parser("baselines", help="process baselines: what each workload runs")
@@ -763,11 +766,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_fleet_parser(sub)  # roxctl fleet: reads NATS JetStream, not the socket (ctl_fleet.py)
     sub.add_parser("version", help="roxctl's and roxd's versions").set_defaults(
         func=cmd_version)
-    s = sub.add_parser("completion", help="print a shell completion script")
-    s.add_argument("shell", choices=("bash",))
+    s = sub.add_parser("completion", help="print a shell completion script (bash, zsh)")
+    s.add_argument("shell", choices=("bash", "zsh"))
     s.set_defaults(func=cmd_completion)
     from roxd.ui.ctl_ui import add_ui_command  # the dashboard's login link (roxd/ui)
     add_ui_command(sub)
+    s = sub.add_parser("man", help="print roxctl's manual page (roff), made from this parser")
+    s.set_defaults(func=cmd_man)
+    s = sub.add_parser("top", help="live view of containers: risk, events/s, alerts, drops, "
+                                   "baseline, quarantine (q quits)")
+    s.add_argument("-d", "--delay", type=float, default=2.0, metavar="SECONDS",
+                   help="seconds between refreshes (default 2)")
+    s.add_argument("-b", "--batch", "--once", dest="batch", action="store_true",
+                   help="print frames as plain text instead of the live view (for scripts)")
+    s.add_argument("-n", "--iterations", type=int, default=None, metavar="N",
+                   help="stop after N frames (batch mode default: 1)")
+    s.add_argument("-s", "--sort", default="risk", metavar="KEY",
+                   help="risk (default), events, alerts, drops, name, baseline, quarantine")
+    s.set_defaults(func=cmd_top)
+    add_global_flags_everywhere(p, f"roxd's socket (default $ROXD_SOCKET or "
+                                   f"{default_socket()})")
     return p
 
 
@@ -788,16 +806,24 @@ def bash_completion(parser: argparse.ArgumentParser) -> str:
         words[key] = opts
 
     walk(parser, "")
+    from roxd.ctl_completion import VALUE_OPTIONS
+
+    value_options = "|".join(VALUE_OPTIONS)
     cases = "\n".join(f'        "{k}") opts="{" ".join(v)}" ;;' for k, v in sorted(words.items()))
     return f"""# bash completion for roxctl (generated by `roxctl completion bash`)
 _roxctl() {{
-    local cur key opts word i
+    local cur prev key opts word i
     cur="${{COMP_WORDS[COMP_CWORD]}}"
+    prev="${{COMP_WORDS[COMP_CWORD-1]}}"
+    case "$prev" in
+        -o|--output) COMPREPLY=($(compgen -W "table wide json yaml" -- "$cur")); return ;;
+        --socket) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    esac
     key=""
     for ((i = 1; i < COMP_CWORD; i++)); do
         word="${{COMP_WORDS[i]}}"
         case "$word" in
-            --socket) ((i++)); continue ;;
+            {value_options}) ((i++)); continue ;;
             -*) continue ;;
         esac
         case "$key${{key:+ }}$word" in
@@ -818,21 +844,28 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
-    out = Out(args.json)
+    try:
+        out = Out(output_format(args))
+    except OutputError as exc:
+        print(f"roxctl: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     api = ApiClient(args.socket)
     try:
         return int(args.func(api, out, args))
     except Unreachable as exc:
         print(f"roxctl: {exc.message()}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return EXIT_DENIED if isinstance(exc.cause, PermissionError) else EXIT_UNREACHABLE
     except ApiFailure as exc:
         print(f"roxctl: {term(exc.reason)} (HTTP {exc.status})", file=sys.stderr)
         body = exc.body if isinstance(exc.body, dict) else {}
         for c in body.get("candidates", []):
             print(term(f"  {c.get('id')}  {c.get('name') or ''}"), file=sys.stderr)
-        return EXIT_ERROR
+        return exit_code_for_status(exc.status)
+    except OutputError as exc:
+        print(f"roxctl: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
-        return EXIT_OK if args.command in ("events", "alerts") else 130
+        return EXIT_OK if args.command in ("events", "alerts", "top") else EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
     finally:

@@ -59,6 +59,7 @@ from roxd.rules.ruleset import RuleSet
 from roxd.runtime import ContainerRuntime, EngineInventory, NoRuntime, connect_runtime
 from roxd.sensor.program import Sensor, SensorConfig, SensorStats
 from roxd.sensor.records import Decoded
+from roxd.startup_line import ReadyFacts, ready_line
 from roxd.systemd_notify import Notifier
 from roxd.ui.server import make_dashboard
 
@@ -153,11 +154,11 @@ class Daemon:
             self.parts = self._build(attribution, delivery)
             self._start(self.parts)
             containers = len(attribution.resolver.containers())
-            log.info(
-                "roxd is watching: %d eBPF programs attached, %d rules (%s), %d containers",
-                len(self.parts.sensor.attached), len(rules.rules), rules.version[:12],
-                containers,
-            )
+            log.info("%s", ready_line(ReadyFacts(
+                tuple(self.parts.sensor.attached), rules,
+                kills_in_kernel=self.features.send_signal.available,
+                monitor=self.config.rules.monitor, runtime=self.runtime.name,
+                containers=containers, api_socket=self.config.daemon.socket)))
             self._notifier.ready(f"watching {containers} containers, {len(rules.rules)} rules")
             self._loop(self.parts)
         finally:
@@ -321,6 +322,8 @@ class Daemon:
                          self._reconcile_quarantine),
             Housekeeping("stats", self.config.daemon.stats_interval_s,
                          lambda: self._log_stats(parts)),
+            Housekeeping("event counts", 60.0, lambda: self.counters.forget_containers(
+                {c.id for _, c in parts.attribution.resolver.containers()})),
         ]
         if parts.baselines is not None:  # lock baselines whose window ended, persist changes
             jobs.append(Housekeeping("baselines", 1.0, parts.baselines.tick))
@@ -551,6 +554,11 @@ class DaemonPort:
     def activity(self) -> Activity:
         c = self._daemon.counters
         return Activity(c.events, c.alerts, c.quiet_marks)
+
+    def container_events(self) -> Mapping[str, int]:
+        # a copy: dict() of a str-keyed dict is one C call under the GIL, safe against the
+        # loop thread's increments
+        return dict(self._daemon.counters.by_container)
 
     def stopping(self) -> bool:
         return self._daemon.stopping

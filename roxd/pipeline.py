@@ -83,6 +83,14 @@ class Counters:
     alerts: int = 0
     quiet_marks: int = 0
     started_monotonic: float = field(default_factory=time.monotonic)
+    # events per container id (roxctl top's events/s); ids of gone containers are pruned by
+    # the daemon's housekeeping (forget_containers)
+    by_container: dict[str, int] = field(default_factory=dict)
+
+    def forget_containers(self, keep: set[str]) -> None:
+        """Drop the counts of containers not in `keep` (on the loop thread, which counts)."""
+        for cid in [c for c in self.by_container if c not in keep]:
+            del self.by_container[cid]
 
 
 @dataclass(slots=True)
@@ -137,6 +145,9 @@ class Pipeline:
     def handle(self, decoded: Decoded) -> Handled:
         enriched = self._enricher.enrich(decoded.event)
         self.counters.events += 1
+        if enriched.container is not None:
+            by_container = self.counters.by_container
+            by_container[enriched.container.id] = by_container.get(enriched.container.id, 0) + 1
         killed_by = self._policy.on_event(decoded, enriched.container)
         if self._baselines is not None and enriched.container is not None:
             facts = self._baselines.observe(enriched)

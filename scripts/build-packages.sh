@@ -50,8 +50,9 @@ for v in "$deb_version" "$rpm_version"; do
 done
 mv "$SRC" "$WORK/roxd-$VERSION"
 SRC=$WORK/roxd-$VERSION
-# the manual pages, for both formats
-cp "$SRC/packaging/deb/debian/roxd.8" "$SRC/packaging/deb/debian/roxctl.1" "$SRC/packaging/"
+# the manual pages, for both formats (roxctl.1 is generated from roxctl's parser:
+# packaging/man/roxctl.1, used from there by both)
+cp "$SRC/packaging/deb/debian/roxd.8" "$SRC/packaging/"
 # the rpm's Source0, taken before the deb build leaves its build tree behind
 tar -czf "$WORK/roxd-$VERSION.tar.gz" -C "$WORK" "roxd-$VERSION"
 

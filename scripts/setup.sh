@@ -22,6 +22,9 @@ bpftool nats-server graphviz chromium chromium-driver python3-selenium"
 if [ "${ROXD_SETUP_BENCH:-0}" = 1 ]; then
     PACKAGES="$PACKAGES auditd bpftrace"
 fi
+# roxctl -o yaml (PyYAML); the tests of the zsh completion, of `roxctl top` in a terminal
+# (tmux) and of the man page (groff)
+PACKAGES="$PACKAGES python3-yaml zsh tmux groff-base"
 missing=""
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

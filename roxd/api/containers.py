@@ -3,13 +3,16 @@ full id or a unique id prefix. Ambiguity is a 409 that lists the candidates."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from roxd.api.port import DaemonPort
 from roxd.errors import ApiError
 from roxd.model import Container
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,14 +71,43 @@ class ContainerDirectory:
         raise ApiConflict(f"{ref!r} matches {len(prefixed)} containers: give more of the id",
                           [{"id": c.id, "name": c.name} for c in prefixed[:20]])
 
-    def describe(self, c: ContainerInfo) -> dict[str, Any]:
+    def describe_all(self, containers: list[ContainerInfo]) -> list[dict[str, Any]]:
+        """Many containers with one read of the baselines and the event counts."""
+        baselines, events = self._baselines(), self.daemon.container_events()
+        return [self.describe(c, baselines, events) for c in containers]
+
+    def _baselines(self) -> Callable[[ContainerInfo], dict[str, Any] | None]:
+        """container -> its workload's baseline (workload, state, mode), or None: baselines
+        off, or the workload has not executed anything since roxd started learning it."""
+        engine = self.daemon.baselines()
+        if engine is None:
+            return lambda _c: None
+        try:
+            rows = {b["workload"]: b for b in self.daemon.call_in_loop(engine.list, timeout=5.0)}
+        except Exception as exc:  # a stopping or stalled loop: the list still answers
+            log.warning("container list without baselines: %s", exc or type(exc).__name__)
+            return lambda _c: None
+
+        def of(c: ContainerInfo) -> dict[str, Any] | None:
+            key = engine.workload_of(Container(id=c.id, runtime=c.runtime, name=c.name,
+                                               image=c.image, labels=c.labels))
+            b = rows.get(key)
+            return None if b is None else {"workload": key, "state": b["state"],
+                                           "mode": b["mode"], "anomalies": b["anomalies"]}
+        return of
+
+    def describe(self, c: ContainerInfo,
+                 baselines: Callable[[ContainerInfo], dict[str, Any] | None] | None = None,
+                 events: Mapping[str, int] | None = None) -> dict[str, Any]:
+        baselines = baselines or self._baselines()
+        events = self.daemon.container_events() if events is None else events
         quarantine = self.daemon.quarantine()
         record = None
         if quarantine is not None:
             record = next((r for r in quarantine.records() if r.container_id == c.id), None)
         monitor = self.daemon.facts.monitor
         seccomp = self.daemon.seccomp()
-        baselines = self.daemon.baselines()
+        engine = self.daemon.baselines()
         return {
             "id": c.id, "name": c.name, "image": c.image, "runtime": c.runtime,
             "labels": c.labels, "cgroup_ids": list(c.cgroup_ids), "running": c.running,
@@ -86,6 +118,8 @@ class ContainerDirectory:
                 "since": record.since, "reason": record.reason, "allow": list(record.allow)},
             "seccomp": None if seccomp is None else {"available": True},
             # the key of its process baseline (workload_of reads only the settings: no loop)
-            "workload": None if baselines is None else baselines.workload_of(
+            "workload": None if engine is None else engine.workload_of(
                 Container(c.id, c.runtime, c.name, c.image, labels=c.labels)),
+            "events": events.get(c.id, 0),
+            "baseline": baselines(c),
         }

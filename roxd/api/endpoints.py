@@ -53,8 +53,8 @@ class Endpoints:
             "getHealth": self.get_health,
             "getOpenApi": lambda _r, _p, _b: Response(200, schemas.document_bytes()),
             "getMetrics": self.get_metrics,
-            "listContainers": lambda _r, _p, _b: [self.directory.describe(c)
-                                                  for c in self.directory.snapshot()],
+            "listContainers": lambda _r, _p, _b: self.directory.describe_all(
+                self.directory.snapshot()),
             "getContainer": lambda _r, p, _b: self.directory.describe(
                 self.directory.resolve(p["ref"])),
             "isolateContainer": self.actions.isolate,

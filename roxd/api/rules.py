@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -64,15 +65,39 @@ class RuleEndpoints:
         return rule_dict(rule, host_kills=self._host_kills())
 
     def validate(self, _req: Request, _params: dict[str, Any], body: dict[str, Any]) -> Any:
-        from roxd.rules.loader import validate_paths
+        """One file (`content`, `name`) or several (`files`: validated together, in order, so
+        one may use the lists and macros of another, as a directory of rules files is).
+        A posted file whose `path` is one of the loaded rule files takes that file's place
+        (an edited /etc/roxd/rules.d/x.toml is checked as the reload would see it, not as a
+        second copy of every rule in it)."""
+        from roxd.rules.loader import rule_files, validate_paths
 
-        name = body.get("name") or "posted.toml"
+        posted = list(body.get("files") or [])
+        if "content" in body:
+            posted.insert(0, {"content": body["content"], "name": body.get("name")})
+        if not posted:
+            raise ApiError(422, "give `content` (one rules file) or `files` (several)")
         with tempfile.TemporaryDirectory(prefix="roxd-validate-") as tmp:
-            path = Path(tmp) / (name if name.endswith(".toml") else name + ".toml")
-            path.write_text(body["content"])
-            paths = [path] if body.get("standalone") else [*self.daemon.rule_paths(), path]
+            rename: dict[str, str] = {}
+            paths: list[Path] = []
+            replaces: dict[str, Path] = {}  # a loaded file's real path -> the posted copy
+            for i, f in enumerate(posted):
+                name = f.get("name") or "posted.toml"
+                # one directory per file: two files may share a name (from two directories)
+                path = Path(tmp) / str(i) / (name if name.endswith(".toml") else name + ".toml")
+                path.parent.mkdir()
+                path.write_text(f["content"])
+                rename[str(path)] = name
+                if f.get("path"):
+                    replaces[os.path.realpath(f["path"])] = path
+                else:
+                    paths.append(path)
+            if not body.get("standalone"):
+                loaded = rule_files(self.daemon.rule_paths(), [])
+                in_place = [replaces.pop(os.path.realpath(p), p) for p in loaded]
+                paths = [*in_place, *paths]
+            paths += replaces.values()  # posted with a path that is not loaded: added
             errors = validate_paths(paths)
-            rename = {str(path): name}
         return {"valid": not errors, "errors": [error_dict(e, rename) for e in errors]}
 
     def reload(self, _req: Request, _params: dict[str, Any], _body: Any) -> Any:

@@ -100,8 +100,9 @@ class Sensor:
             or self._tracepoints_in(source)
         self._resync_clock()
         self._bpf["events"].open_ring_buffer(self._ring_callback)
-        log.info("eBPF programs attached in %.2fs: %s", self.load_seconds,
-                 ", ".join(self.attached))
+        log.info("eBPF programs attached in %.2fs (%d tracepoints)", self.load_seconds,
+                 len(self.attached))
+        log.debug("eBPF programs attached: %s", ", ".join(self.attached))
 
     @property
     def started(self) -> bool:

@@ -262,7 +262,7 @@ def test_every_command_through_roxctl(api_roxd: Any, run_container: Any,
     seccomp = roxctl(sock, "seccomp", "status")
     assert seccomp.returncode == 0 or "HTTP 501" in seccomp.stderr
     ambiguous = roxctl(sock, "isolate", "zz-no-such-container")
-    assert ambiguous.returncode == 1 and "no container" in ambiguous.stderr
+    assert ambiguous.returncode == 4 and "no container" in ambiguous.stderr  # not found
 
 
 # ---------------------------------------------------------------------------- permissions
@@ -275,12 +275,12 @@ def test_a_group_member_can_read_but_not_change(api_roxd: Any) -> None:
     status = roxctl(sock, "--json", "status", **as_reader)
     assert status.returncode == 0, status.stderr
     reload = roxctl(sock, "rules", "reload", **as_reader)
-    assert reload.returncode == 1 and "HTTP 403" in reload.stderr
+    assert reload.returncode == 5 and "HTTP 403" in reload.stderr  # permission denied
     assert "may only read" in reload.stderr
     kill = roxctl(sock, "kill", str(os.getpid()), **as_reader)
-    assert kill.returncode == 1 and "HTTP 403" in kill.stderr
+    assert kill.returncode == 5 and "HTTP 403" in kill.stderr
     stranger = roxctl(sock, "status", user=65534, group=65534, extra_groups=[])
-    assert stranger.returncode == 3 and "permission denied" in stranger.stderr
+    assert stranger.returncode == 5 and "permission denied" in stranger.stderr
     assert "API denied POST /v1/rules/reload to uid=65534" in _rp.stderr()
 
 

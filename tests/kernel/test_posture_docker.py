@@ -206,7 +206,7 @@ def test_the_api_and_roxctl_of_a_real_roxd(run_container: Callable[..., Any],
     bench = json.loads(roxctl("posture", "--format", "docker-bench").stdout)
     assert bench["dockerbenchsecurity"] and len(bench["tests"]) == 4
     bad = roxctl("posture", "--format", "yaml")
-    assert bad.returncode == 1 and "query.format" in bad.stderr
+    assert bad.returncode == 2 and "query.format" in bad.stderr  # HTTP 400: usage
     inv = roxctl("inventory", "containers")
     assert inv.returncode == 0 and late.name in inv.stdout
     assert roxctl("inventory", "images", "--json").returncode == 0

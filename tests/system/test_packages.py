@@ -142,7 +142,9 @@ class TestDebInMachine:
         for path in ("/usr/bin/roxd", "/usr/bin/roxctl", "/usr/share/roxd/bpf/roxd.bpf.c",
                      "/usr/share/roxd/rules/10-foothold.toml", "/etc/roxd/rules.d",
                      "/lib/systemd/system/roxd.service", "/usr/lib/sysusers.d/roxd.conf",
-                     "/usr/share/man/man8/roxd.8.gz"):
+                     "/usr/share/man/man8/roxd.8.gz", "/usr/share/man/man1/roxctl.1.gz",
+                     "/usr/share/bash-completion/completions/roxctl",
+                     "/usr/share/zsh/vendor-completions/_roxctl"):
             assert path in files, path
         # the installed daemon runs on Debian's modules, not on a venv
         versions = machine.run("python3", "-c", "import bcc, docker, pyroute2, psutil, roxd; "
@@ -212,16 +214,19 @@ def test_rpm_metadata(packages: dict[str, Path]) -> None:
     requires = _rpm_query(rpm, "--requires").split("\n")
     for dep in ("python3-bcc", "python3-pyroute2", "python3-psutil", "python3-systemd",
                 "python3-libseccomp", "python3-toml", "python3-docker", "nftables",
-                "python3-nftables"):
+                "python3-nftables", "python3-pyyaml"):
         assert dep in requires, dep
     assert "kernel-devel" in _rpm_query(rpm, "--recommends")
     files = _rpm_query(rpm, "-l").split()
     for path in ("/usr/bin/roxd", "/usr/bin/roxctl", "/usr/lib/systemd/system/roxd.service",
                  "/usr/lib/sysusers.d/roxd.conf", "/etc/roxd/roxd.toml", "/etc/roxd/rules.d",
                  "/usr/share/roxd/bpf/roxd.bpf.c", "/usr/share/roxd/rules/10-foothold.toml",
-                 "/var/lib/roxd", "/var/cache/roxd"):
+                 "/var/lib/roxd", "/var/cache/roxd",
+                 "/usr/share/bash-completion/completions/roxctl",
+                 "/usr/share/zsh/site-functions/_roxctl"):
         assert path in files, path
     assert any(f.endswith("/site-packages/roxd/daemon.py") for f in files)
+    assert any(f.startswith("/usr/share/man/man1/roxctl.1") for f in files)  # gzipped or not
     flags = dict(line.split(" ", 1) for line in _rpm_query(
         rpm, "--qf", "[%{FILENAMES} %{FILEFLAGS:fflags}\n]").splitlines())
     assert flags["/etc/roxd/roxd.toml"] == "cn"  # %config(noreplace)

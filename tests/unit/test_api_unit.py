@@ -59,6 +59,9 @@ class FakePort:
     def activity(self) -> Activity:
         return Activity(events=5, alerts=0, quiet_marks=0)
 
+    def container_events(self) -> dict[str, int]:
+        return {self.items[0][1].id: 4, self.items[1][1].id: 1}
+
     def stopping(self) -> bool:
         return False
 
@@ -407,7 +410,7 @@ def test_roxctl_exit_codes(api: Any, tmp_path: Path) -> None:
     assert roxctl("status", env={"ROXD_SOCKET": path}).returncode == 0
     assert roxctl("--socket", path, "no-such-command").returncode == 2
     missing = roxctl("--socket", path, "rules", "show", "no.such.rule")
-    assert missing.returncode == 1 and "no rule" in missing.stderr
+    assert missing.returncode == 4 and "no rule" in missing.stderr  # not found
     listed = roxctl("--socket", path, "--json", "alerts", "list")
     assert listed.returncode == 0 and isinstance(json.loads(listed.stdout), list)
 
@@ -562,9 +565,9 @@ def test_roxctl_incidents_list_and_timeline(api: Any) -> None:
     as_json = roxctl("--socket", path, "--json", "incidents", "show", web["id"])
     assert json.loads(as_json.stdout)["id"] == web["id"]
     missing = roxctl("--socket", path, "incidents", "show", "0" * 32)
-    assert missing.returncode == 1 and "no incident" in missing.stderr
+    assert missing.returncode == 4 and "no incident" in missing.stderr
     unknown = roxctl("--socket", path, "incidents", "show", "ffffffff")
-    assert unknown.returncode == 1 and "no incident" in unknown.stderr
+    assert unknown.returncode == 4 and "no incident" in unknown.stderr
 
 
 def test_containers_carry_their_risk_and_risk_show_lists_the_reasons(api: Any) -> None:
@@ -585,7 +588,7 @@ def test_containers_carry_their_risk_and_risk_show_lists_the_reasons(api: Any) -
     assert shown.returncode == 0, shown.stderr
     assert "privileged" in shown.stdout and "host_mount_rw" in shown.stdout
     missing = roxctl("--socket", path, "risk", "show", "nosuch")
-    assert missing.returncode == 1
+    assert missing.returncode == 4
 
 
 def test_an_api_failure_raised_inside_a_with_block_stays_itself() -> None:

@@ -134,7 +134,7 @@ def test_roxctl_posture_and_inventory(api: Any) -> None:
     bench = roxctl("--socket", path, "posture", "--format", "docker-bench")
     assert bench.returncode == 0 and "dockerbenchsecurity" in json.loads(bench.stdout)
     bad = roxctl("--socket", path, "posture", "--format", "xml")
-    assert bad.returncode == 1 and "query.format" in bad.stderr and "HTTP 400" in bad.stderr
+    assert bad.returncode == 2 and "query.format" in bad.stderr and "HTTP 400" in bad.stderr
     inv = roxctl("--socket", path, "inventory")
     assert inv.returncode == 0 and "posture-rec-socket" in inv.stdout
     assert "/var/run/docker.sock" in inv.stdout  # the writable host mount, flagged
