@@ -346,9 +346,12 @@ class Daemon:
             cgroups.setdefault(container.id, []).append(container.cgroup_path)
         signature = hash(frozenset((c.id, c.name) for c in known.values()))
         now = time.monotonic()
-        if not force and signature == self._netmap_version and (
-                now - self._netmap_refreshed < self.config.netmap.refresh_s):
+        since = now - self._netmap_refreshed
+        unknown = parts.netmap.unknown_private_seen and since >= 2.0  # at most every 2 s
+        if not force and not unknown and signature == self._netmap_version and (
+                since < self.config.netmap.refresh_s):
             return
+        parts.netmap.unknown_private_seen = False
         self._netmap_version, self._netmap_refreshed = signature, now
         root = parts.attribution.index.root
         live = []

@@ -138,6 +138,10 @@ class FlowMap:
         self._flows: OrderedDict[FlowKey, Flow] = OrderedDict()
         self._lock = threading.Lock()
         self.counters = {"connects": 0, "flows_evicted": 0}
+        # a connect went to a private address nobody on this host owns (yet): a container
+        # whose network was not set up when its addresses were last read; housekeeping
+        # re-reads sooner (no I/O here: this runs per event)
+        self.unknown_private_seen = False
 
     # ------------------------------------------------------------------ pipeline
 
@@ -189,6 +193,8 @@ class FlowMap:
         owner = self.addresses.owner(str(ip))
         if owner is not None:
             return owner
+        if ip.is_private and not ip.is_link_local:
+            self.unknown_private_seen = True
         bits = (self.settings.external_prefix_v4 if ip.version == 4
                 else self.settings.external_prefix_v6)
         return Endpoint("external", str(ipaddress.ip_network(f"{ip}/{bits}", strict=False)))

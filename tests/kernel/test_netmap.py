@@ -42,13 +42,13 @@ def test_roxctl_netmap_shows_who_talks_to_whom(run_container: Any) -> None:
             return b"hello" in out
 
         wait_until(talk, 20, message="the client reaches the server")
-        client.exec_run(["sh", "-c", f"nc -w 1 {ip} 9 </dev/null; "
-                                     "nc -w 1 127.0.0.1 1 </dev/null; true"])
 
         def edges() -> dict[tuple[str, str, int], dict[str, Any]] | None:
             # roxd learns a new container's address within a second of seeing it: connects
             # before that count as external; the next ones land on the container's edge
             talk()
+            client.exec_run(["sh", "-c", f"nc -w 1 {ip} 9 </dev/null; "
+                                         "nc -w 1 127.0.0.1 1 </dev/null; true"])
             shown = _roxctl(sock, "netmap", "--container", client.name, "--format", "json")
             assert shown.returncode == 0, shown.stderr
             items = json.loads(shown.stdout)["items"]
@@ -80,6 +80,6 @@ def test_roxctl_netmap_shows_who_talks_to_whom(run_container: Any) -> None:
                                text=True, check=True).stdout
         assert server.name in plain and client.name in plain
         bad = _roxctl(sock, "netmap", "--since", "yesterday-ish")
-        assert bad.returncode == 1 and "since" in bad.stderr
+        assert bad.returncode == 2 and "since" in bad.stderr  # HTTP 400: a usage error
     finally:
         rp.stop()
