@@ -347,3 +347,35 @@ def test_late_event_of_a_removed_cgroup_is_answered_but_not_listed(tree: Path) -
     late = resolver.resolve(cg)
     assert late is not None and late.id == ID
     assert resolver.containers() == []
+
+
+def test_churn_past_capacity_never_evicts_running_containers(tree: Path) -> None:
+    """Issue 23 item 11: cgroup churn (short-lived host cgroups, containers that come and go)
+    past the cache size must not drop a running, idle container from containers() (which
+    `roxctl containers`, isolation targets and the kernel's container set are built from)."""
+    source = FakeSource()
+    source.meta[ID] = WEB
+    index = CgroupIndex(str(tree), min_refresh_interval=0.0)  # every new cgroup is found
+    resolver = ContainerResolver(index, [source], capacity=4)
+    web = ino(tree / "docker" / ID)
+    assert resolver.resolve(web) is not None
+    for i in range(50):  # churn: new cgroups, each seen once, the container stays idle
+        d = tree / "user.slice" / f"session-{i}.scope"
+        d.mkdir()
+        assert resolver.resolve(ino(d)) is None and ino(d) in dict(index.snapshot())
+    listed = dict(resolver.containers())
+    assert web in listed and listed[web].name == "web"
+    assert web in resolver.cgroup_ids_of(ID)
+    assert len(resolver) <= 4 + 1  # the churn itself stays bounded
+
+
+def test_a_running_container_whose_cgroup_vanished_is_swept(tree: Path) -> None:
+    """Pinned entries are not a leak: a container cgroup removed without the runtime saying so
+    (no metadata source for its runtime) leaves the listing once the resolver sweeps."""
+    resolver = ContainerResolver(CgroupIndex(str(tree)), [], capacity=4)
+    crio = tree / "system.slice" / f"crio-{ID2}.scope"
+    crio_id = ino(crio)
+    assert resolver.resolve(crio_id) is not None
+    crio.rmdir()
+    resolver.sweep()
+    assert crio_id not in dict(resolver.containers())
