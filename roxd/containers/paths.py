@@ -83,3 +83,15 @@ def parse_cgroup_path(path: str) -> ContainerRef | None:
         if pod_uid is not None and _ID.fullmatch(name):
             return ContainerRef(CONTAINERD, name, pod_uid)
     return None
+
+
+_HEX_RUN = re.compile(rf"(?<![0-9a-f]){_HEX64}(?![0-9a-f])")
+
+
+def looks_like_container(path: str) -> bool:
+    """A path `parse_cgroup_path` does not recognise, but that names a 64-hex id the way
+    container runtimes do ("/default/<id>" from `ctr run` with a hex id, an unknown runtime's
+    "<prefix>-<id>.scope"): counted as unattributed when no runtime claims it. The runtimes'
+    monitor processes (conmon) are not containers."""
+    return any(_HEX_RUN.search(part) and "conmon" not in part
+               for part in path.split("/") if part)

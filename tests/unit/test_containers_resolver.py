@@ -105,7 +105,7 @@ def test_other_runtimes_from_path_alone(tree: Path) -> None:
     crio = resolver.resolve(ino(tree / "system.slice" / f"crio-{ID2}.scope"))
     assert crio == Container(id=ID2, runtime="cri-o", cgroup_path=f"/system.slice/crio-{ID2}.scope")
     kube = resolver.resolve(ino(tree / "kubepods" / "burstable" / f"pod{POD}" / ID2))
-    assert kube is not None and (kube.runtime, kube.pod) == ("containerd", POD)
+    assert kube is not None and (kube.runtime, kube.pod_uid) == ("containerd", POD)
 
 
 def test_results_are_cached_per_cgroup_id(tree: Path) -> None:
@@ -180,10 +180,14 @@ def test_pid_hint_finds_a_new_cgroup_without_a_walk(tree: Path, tmp_path: Path) 
 
 
 def test_capacity_bounds_the_cache(tree: Path) -> None:
+    (tree / "system.slice" / "cron.service").mkdir()
     resolver = ContainerResolver(CgroupIndex(str(tree)), [], capacity=2)
-    for d in (tree, tree / "user.slice", tree / "docker" / ID, tree / "docker" / ID / "init.scope"):
+    for d in (tree, tree / "user.slice", tree / "docker" / ID, tree / "docker" / ID / "init.scope",
+              tree / "system.slice", tree / "system.slice" / "cron.service"):
         resolver.resolve(ino(d))
-    assert len(resolver) == 2
+    # the four host cgroups are bounded to 2; the container's two cgroups are pinned
+    assert len(resolver) == 2 + 2
+    assert resolver.stats()["running_cgroups"] == 2
 
 
 def test_concurrent_updates_and_reads(tree: Path) -> None:
