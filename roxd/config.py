@@ -55,6 +55,9 @@ class SensorSection:
 class ContainersSection:
     docker_url: str = "unix:///var/run/docker.sock"
     docker_timeout_s: float = 5.0
+    # More runtimes to name containers from (docs/runtimes.md); empty = not asked.
+    containerd_address: str = "/run/containerd/containerd.sock"
+    podman_url: str = "unix:///run/podman/podman.sock"
 
 
 @dataclass(frozen=True)

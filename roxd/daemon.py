@@ -51,7 +51,13 @@ from roxd.posture.service import PostureService
 from roxd.pubsub import Topic
 from roxd.rules.active import ActiveRules
 from roxd.rules.ruleset import RuleSet
-from roxd.runtime import ContainerRuntime, EngineInventory, NoRuntime, connect_runtime
+from roxd.runtime import (
+    ContainerRuntime,
+    EngineInventory,
+    NoRuntime,
+    connect_attribution_runtimes,
+    connect_runtime,
+)
 from roxd.sensor.program import Sensor, SensorConfig, SensorStats
 from roxd.sensor.records import Decoded
 from roxd.systemd_notify import Notifier
@@ -137,7 +143,9 @@ class Daemon:
         delivery = self._make_delivery()
         try:
             try:
-                attribution = ContainerAttribution.from_host(runtime=self.runtime)
+                attribution = ContainerAttribution.from_host(
+                    runtime=self.runtime,
+                    others=connect_attribution_runtimes(self.config.containers))
             except CgroupError as exc:
                 log.error("%s", exc)
                 return 1

@@ -283,8 +283,14 @@ class ContainerResolver:
                         continue
                     self._put(cgroup_id, _Entry(entry.path, entry.ref, container))
                 self._changed()
-            if new_cgroup is not None and self._get(new_cgroup) is not None:
-                new_cgroup = None
+            if new_cgroup is not None:
+                known = self._get(new_cgroup)
+                if known is not None and known.ref is None:
+                    # answered "host" before its runtime reported it (a path that names no
+                    # runtime, claimed only now): forget that answer and resolve again
+                    self._cache.pop(new_cgroup, None)
+                elif known is not None:
+                    new_cgroup = None
         if new_cgroup is not None:
             self.resolve(new_cgroup)
         if ids:

@@ -50,6 +50,9 @@ except ImportError:  # pragma: no cover - depends on the installation
 log = logging.getLogger(__name__)
 
 DEFAULT_CONTAINERD_ADDRESS = "/run/containerd/containerd.sock"
+# Docker's own containers live in containerd's "moby" namespace (when dockerd uses the system
+# containerd): they are Docker's to attribute, with Docker's names.
+SKIPPED_NAMESPACES = frozenset({"moby"})
 _NS_HEADER = "containerd-namespace"
 
 # Task status (containerd.v1.types.Status)
@@ -72,7 +75,7 @@ def systemd_cgroup_path(spec_path: str) -> str:
     cri-containerd-ab.scope"); a cgroupfs path is returned as is."""
     if ":" not in spec_path or spec_path.startswith("/"):
         return spec_path
-    slice_name, prefix, name = (spec_path.split(":") + ["", ""])[:3]
+    slice_name, prefix, name = [*spec_path.split(":"), "", ""][:3]
     parts: list[str] = []
     if slice_name and slice_name != "-.slice":
         stem = slice_name.removesuffix(".slice")
@@ -141,6 +144,8 @@ class _ContainerdEvents:
                 if action is None:
                     continue
                 namespace = envelope.str(2)
+                if namespace in SKIPPED_NAMESPACES:
+                    continue
                 body = Message(envelope.message(4).bytes(2))
                 cid = body.str(1)  # TaskStart/TaskExit/TaskDelete/ContainerDelete: id = 1
                 if not cid:
@@ -171,6 +176,7 @@ class ContainerdRuntime:
         self._lock = threading.Lock()
         self._channel: Any = None
         self._ns_of: dict[str, str] = {}  # container id -> the containerd namespace it is in
+        self._known_ns: frozenset[str] = frozenset()
 
     # ------------------------------------------------------------------ transport
 
@@ -221,8 +227,22 @@ class ContainerdRuntime:
         return reply.str(1) or "?"
 
     def namespaces(self) -> list[str]:
+        """containerd's namespaces, Docker's own ("moby") left out."""
         reply = self._rpc("/containerd.services.namespaces.v1.Namespaces/List", b"")
-        return [ns.str(1) for ns in reply.messages(1)]
+        names = [ns.str(1) for ns in reply.messages(1) if ns.str(1) not in SKIPPED_NAMESPACES]
+        with self._lock:
+            self._known_ns = frozenset(names)
+        return names
+
+    def id_for_cgroup(self, path: str) -> str | None:
+        """The container id a cgroup path would have when `ctr`/containerd's default spec
+        made it ("/<namespace>/<id>"), for a namespace seen before; None otherwise."""
+        parts = [p for p in path.split("/") if p]
+        with self._lock:
+            known = self._known_ns
+        if len(parts) >= 2 and parts[0] in known:
+            return parts[1]
+        return None
 
     def _learn_namespace(self, cid: str, namespace: str, forget: bool = False) -> None:
         with self._lock:
