@@ -499,7 +499,8 @@ class DaemonPort:
 
     def activity(self) -> Activity:
         c = self._daemon.counters
-        return Activity(c.events, c.alerts, c.quiet_marks)
+        return Activity(c.events, c.alerts, c.quiet_marks,
+                        self._parts.attribution.resolver.unattributed)
 
     def stopping(self) -> bool:
         return self._daemon.stopping

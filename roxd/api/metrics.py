@@ -86,6 +86,10 @@ def render(status: Mapping[str, Any], alert_counts: Mapping[tuple[str, str, str]
                [({}, status["containers"]["running"])])
     out.metric("roxd_quarantined_containers", "gauge", "containers under network quarantine",
                [({}, status["containers"]["quarantined"])])
+    out.metric("roxd_unattributed_events_total", "counter",
+               "events from cgroups that look like containers but no runtime attributed "
+               "(docs/runtimes.md)",
+               [({}, status["containers"].get("unattributed_events", 0))])
     out.metric("roxd_alert_sink_total", "counter",
                "alert delivery counters per sink (noise control, journald, syslog, store, ...)",
                [({"sink": k.partition(".")[0], "counter": k.partition(".")[2]}, v)
