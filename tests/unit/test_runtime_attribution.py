@@ -193,7 +193,7 @@ def test_container_without_runtime_metadata_is_unattributed(tmp_path: Path) -> N
 
 @pytest.mark.parametrize(("path", "looks"), [
     (f"/default/{ID}", True),
-    (f"/nerdctl.slice/nerdctl-{ID}.scope", True),
+    (f"/nerdctl.slice/mystery-{ID}.scope", True),
     (f"/machine.slice/libpod-conmon-{ID}.scope", False),  # the monitor, not a container
     ("/system.slice/cron.service", False),
     ("/process_api/e21bbe4b3a1d49b723d1599f2998410a", False),  # 32 hex: not a runtime id
