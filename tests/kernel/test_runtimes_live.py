@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import IMAGE, RoxdProcess
+from tests.conftest import IMAGE, RoxdProcess, wait_until
 from tests.kernel.runtimes_fixtures import (
     CTR_IMAGE,
     PODMAN,
@@ -234,4 +234,29 @@ def test_podman_containers_and_pods_are_attributed(
     finally:
         subprocess.run([*PODMAN, "rm", "-f", "-t", "0", name], capture_output=True, timeout=60)
         subprocess.run([*PODMAN, "pod", "rm", "-f", pod], capture_output=True, timeout=60)
+        dirs.remove()
+
+
+def test_containerd_adapter_finds_pid_and_kills_through_the_task_api(
+        containerd: PrivateContainerd) -> None:
+    """The adapter's control half (for enforcement without Docker): pid_of, exists, kill."""
+    from roxd.runtime import ContainerdRuntime, RuntimeControlError
+
+    rt = ContainerdRuntime(containerd.socket)
+    cid = f"kill-{TAG}"
+    dirs = CgroupDirs(["/default"])
+    try:
+        containerd.ctr("default", "run", "-d", CTR_IMAGE, cid, "sleep", "600")
+        pid = rt.pid_of(cid)
+        assert pid and Path(f"/proc/{pid}").exists() and rt.exists(cid)
+        assert cid in rt.running_ids()
+        rt.kill(cid)
+        wait_until(lambda: rt.pid_of(cid) is None, 15, message="the task to die")
+        assert rt.exists(cid)  # the container record stays until it is removed
+        assert rt.pid_of("no-such-container") is None and not rt.exists("no-such-container")
+        with pytest.raises(RuntimeControlError, match="no longer exists"):
+            rt.kill("no-such-container")
+    finally:
+        rt.close()
+        containerd.remove_all()
         dirs.remove()
