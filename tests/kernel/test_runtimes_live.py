@@ -260,3 +260,31 @@ def test_containerd_adapter_finds_pid_and_kills_through_the_task_api(
         rt.close()
         containerd.remove_all()
         dirs.remove()
+
+
+def test_a_runtime_that_cannot_be_asked_leaves_unattributed_events_counted(
+        podman: str, roxd_with: Callable[..., RoxdProcess]) -> None:
+    """podman's containers with its API not configured: attributed by cgroup path only
+    (runtime podman, the id, no name) and counted in status and metrics."""
+    from roxd.api.client import ApiClient
+
+    roxd = roxd_with(podman_url="")
+    name = f"roxd-test-u-{TAG}"
+    dirs = CgroupDirs(["/libpod_parent"])
+    try:
+        cid = subprocess.run([*PODMAN, "run", "-d", *PODMAN_RUN_LIMITS, "--name", name,
+                              PODMAN_IMAGE, "sleep", "600"], check=True, capture_output=True,
+                             text=True, timeout=60).stdout.strip()
+        subprocess.run([*PODMAN, "exec", name, "/bin/echo", f"{MARKER}-unattributed"],
+                       check=True, capture_output=True, timeout=60)
+        event = _exec_of(roxd, f"{MARKER}-unattributed", id=cid)
+        assert (event["container"]["runtime"], event["container"]["name"]) == ("podman", None)
+        with ApiClient(str(roxd.stderr_path.parent / "roxd.sock")) as api:
+            assert api.get("/v1/status")["containers"]["unattributed_events"] >= 1
+            metrics = api.get("/v1/metrics")
+        line = next(x for x in metrics.splitlines()
+                    if x.startswith("roxd_unattributed_events_total "))
+        assert int(float(line.split()[1])) >= 1
+    finally:
+        subprocess.run([*PODMAN, "rm", "-f", "-t", "0", name], capture_output=True, timeout=60)
+        dirs.remove()
