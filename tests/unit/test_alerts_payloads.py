@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from roxd.alerts.dispatch import summary
 from roxd.alerts.journald import journal_fields
 from roxd.alerts.kinds import MESSAGE_IDS
 from roxd.alerts.rfc5424 import format_message
@@ -104,6 +105,7 @@ def test_every_sink_carries_the_pod_and_its_namespace() -> None:
     assert (c["namespace"], c["pod"], c["pod_labels"], c["runtime_namespace"]) == (
         "shop", "web-7d9f", {"app": "web"}, "k8s.io")
     assert "shop/web-7d9f nginx" in json.dumps(slack_payload(a))
+    assert "container nginx (nginx:1.25) of pod shop/web-7d9f" in summary(a)  # log, MESSAGE
     # outside pods: no pod fields anywhere but the JSON's explicit nulls
     docker = make_alert()
     assert not any(f.startswith(("ROXD_POD", "ROXD_NAMESPACE")) for f in journal_fields(docker))
