@@ -201,3 +201,29 @@ def test_container_without_runtime_metadata_is_unattributed(tmp_path: Path) -> N
 ])
 def test_looks_like_container(path: str, looks: bool) -> None:
     assert looks_like_container(path) is looks
+
+
+def test_attribution_runtimes_follow_the_config_and_implement_the_port() -> None:
+    from roxd.config import ContainersSection
+    from roxd.runtime import (
+        ContainerdRuntime,
+        ContainerRuntime,
+        PodmanRuntime,
+        RuntimeUnavailableError,
+        connect_attribution_runtimes,
+    )
+
+    default = connect_attribution_runtimes(ContainersSection())
+    assert [type(r) for r in default] == [ContainerdRuntime, PodmanRuntime]
+    assert all(isinstance(r, ContainerRuntime) for r in default)
+    assert default[0].url == "unix:///run/containerd/containerd.sock"
+    assert connect_attribution_runtimes(ContainersSection(containerd_address="",
+                                                          podman_url="")) == []
+    # nothing there: "not reachable", with the reason, never a hang or a traceback
+    gone = ContainerdRuntime("/nonexistent/containerd.sock", timeout=2)
+    with pytest.raises(RuntimeUnavailableError, match="not reachable"):
+        gone.ping()
+    assert gone.exists("x") is True and gone.pid_of("x") is None  # cannot tell
+    with pytest.raises(Exception, match="not supported on containerd"):
+        gone.apply_seccomp("x", "{}")
+    gone.close()
