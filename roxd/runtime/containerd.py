@@ -207,8 +207,10 @@ class ContainerdRuntime:
         code = exc.code() if hasattr(exc, "code") else None
         detail = exc.details() if hasattr(exc, "details") else str(exc)
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            return RuntimeUnavailableError(
-                f"containerd not reachable at {self.address}: {detail}")
+            # grpc's "failed to connect to all addresses; last error: UNKNOWN: unix:/x: No
+            # such file or directory": the cause is the last part
+            cause = detail.rsplit(": ", 1)[-1] if "last error" in detail else detail
+            return RuntimeUnavailableError(f"containerd not reachable at {self.address}: {cause}")
         return RuntimeControlError(f"containerd {method.rsplit('/', 1)[-1]}: {detail}")
 
     @staticmethod
