@@ -291,6 +291,9 @@ class Daemon:
             Housekeeping("policy refresh", 1.0, parts.policy.refresh),
             # the exec hold is a lease: a stalled loop stops holding new cgroups' execs
             Housekeeping("hold lease", 1.0, parts.policy.renew_hold),
+            # running containers are pinned in the resolver; one whose runtime never said it
+            # is gone (CRI-O, a lost event) leaves when its cgroup directory is gone
+            Housekeeping("container sweep", 10.0, parts.attribution.resolver.sweep_vanished),
             Housekeeping("seccomp poll", self.config.seccomp.poll_interval_s,
                          lambda: self._poll_seccomp(parts)),
             Housekeeping("quarantine reconcile", self.config.enforce.reconcile_interval_s,

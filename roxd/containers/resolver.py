@@ -194,7 +194,7 @@ class ContainerResolver:
         """Mark gone the pinned cgroups whose directory no longer exists (a container removed
         without its runtime saying so: no metadata source for it, or an event lost). One stat
         each, outside the lock. Returns how many were marked. Runs by itself whenever the
-        pinned set doubled since the last sweep; the daemon may also call it periodically."""
+        pinned set doubled since the last sweep; and from the daemon's housekeeping."""
         with self._lock:
             pinned = [(cid, e.path) for cid, e in self._pinned.items()]
         vanished = [cid for cid, path in pinned if self.index.lookup_path(path) != cid]
@@ -232,6 +232,10 @@ class ContainerResolver:
             if parse_cgroup_path(path) is not None and self.resolve(cgroup_id) is not None:
                 found += 1
         return found
+
+    def sweep_vanished(self) -> None:
+        """`sweep()` as a periodic job (nothing to return)."""
+        self.sweep()
 
     def stats(self) -> dict[str, int]:
         """For status and metrics: pinned (running) cgroups, cached others, unattributed."""
