@@ -160,9 +160,10 @@ def test_cri_pods_are_attributed_and_a_namespace_scoped_rule_fires_only_there(
         assert c["pod_labels"] == {"app": "web", "tier": "front"}
         assert c["runtime_namespace"] == "k8s.io" and c["image"] == CTR_IMAGE
         assert c["labels"]["io.kubernetes.container.name"] == "nginx"
-        # The rule names argv0, not exe_basename: the exe of a busybox applet exec'd by a
-        # forked sh is sometimes reported as /bin/sh instead of /bin/busybox (an enricher race
-        # outside attribution, reported separately), which would make this test flaky.
+        # The rule names argv0, not exe_basename: busybox sh runs cat by re-exec'ing
+        # /proc/self/exe, and when cat and its sh are both gone before roxd reads /proc, the
+        # process table knows only the path sh was started by (/bin/sh), so exe_basename is
+        # "sh" (a race of the process table, not of attribution; see the final report).
         alert = roxd.wait_for(lambda o: o.get("type") == "alert"
                               and o["rule"]["id"] == "test.cat-in-shop", timeout=20,
                               message="the namespace-scoped alert")
