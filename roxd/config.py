@@ -57,6 +57,9 @@ class SensorSection:
 class ContainersSection:
     docker_url: str = "unix:///var/run/docker.sock"
     docker_timeout_s: float = 5.0
+    # More runtimes to name containers from (docs/runtimes.md); empty = not asked.
+    containerd_address: str = "/run/containerd/containerd.sock"
+    podman_url: str = "unix:///run/podman/podman.sock"
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,15 @@ def _check(config: Config, source: str) -> None:
             ipaddress.ip_network(cidr, strict=False)
         except ValueError as exc:
             raise ConfigError(source, f"enforce.isolate_allow: {exc}") from exc
+    address = config.containers.containerd_address.removeprefix("unix://")
+    if address and not address.startswith("/"):
+        raise ConfigError(source, "containers.containerd_address must be the absolute path of "
+                                  f"containerd's socket (or empty), not {address!r}")
+    podman = config.containers.podman_url
+    if podman and not (podman.startswith("unix:///") or podman.startswith(("tcp://",
+                                                                            "http://"))):
+        raise ConfigError(source, "containers.podman_url must be unix:///<socket path> or "
+                                  f"tcp://host:port (or empty), not {podman!r}")
     if config.posture.interval_s <= 0:
         raise ConfigError(source, "posture.interval_s must be more than 0")
     for problem in config.api.check():

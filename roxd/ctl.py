@@ -88,7 +88,9 @@ def cmd_status(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
         ("rules", f"{s['rules']['enabled']}/{s['rules']['count']} enabled, version "
                   f"{(s['rules']['version'] or '-')[:12]}"),
         ("containers", f"{s['containers']['running']} running, "
-                       f"{s['containers']['quarantined']} quarantined"),
+                       f"{s['containers']['quarantined']} quarantined"
+                       + (f", {s['containers']['unattributed_events']} unattributed events"
+                          if s["containers"].get("unattributed_events") else "")),
         ("socket", s["api"].get("socket", "")),
     ]
     width = max(len(k) for k, _ in rows)
@@ -114,19 +116,24 @@ def cmd_containers(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
         return EXIT_OK
     items.sort(key=lambda c: -(c.get("risk") or 0))  # most at risk first (stable: by name)
     if out.wide:
-        out.table(["NAME", "ID", "IMAGE", "RUNTIME", "MODE", "ALERTS", "RISK", "EVENTS",
-                   "BASELINE", "QUARANTINE"],
-                  [(c["name"], c["id"], c["image"], c["runtime"], c["mode"], c["alerts"],
-                    c.get("risk"), c.get("events"),
+        out.table(["NAME", "ID", "IMAGE", "RUNTIME", "NAMESPACE", "POD", "MODE", "ALERTS",
+                   "RISK", "EVENTS", "BASELINE", "QUARANTINE"],
+                  [(c["name"], c["id"], c["image"], c["runtime"], c.get("namespace"),
+                    c.get("pod"), c["mode"], c["alerts"], c.get("risk"), c.get("events"),
                     "/".join((c.get("baseline") or {}).get(k, "") for k in ("state", "mode"))
                     or "-", (c["quarantine"] or {}).get("reason")) for c in items],
-                  [None, None, None, None, lambda v: out.paint(v, MODE_COLORS.get(v.strip(),
-                                                                                  ""))])
+                  [None, None, None, None, None, None,
+                   lambda v: out.paint(v, MODE_COLORS.get(v.strip(), ""))])
         return EXIT_OK
-    out.table(["NAME", "ID", "IMAGE", "MODE", "ALERTS", "RISK", "QUARANTINE"],
-              [(c["name"], c["id"][:12], c["image"], c["mode"], c["alerts"], c.get("risk"),
-                (c["quarantine"] or {}).get("reason")) for c in items],
-              [None, None, None, lambda v: out.paint(v, MODE_COLORS.get(v.strip(), ""))])
+    # pods only where some container is in one (a Docker-only host keeps its narrow table)
+    pods = any(c.get("pod") or c.get("namespace") for c in items)
+    head = ["NAMESPACE", "POD"] if pods else []
+    out.table([*head, "NAME", "ID", "IMAGE", "MODE", "ALERTS", "RISK", "QUARANTINE"],
+              [((c.get("namespace"), c.get("pod")) if pods else ())
+               + (c["name"], c["id"][:12], c["image"], c["mode"], c["alerts"], c.get("risk"),
+                  (c["quarantine"] or {}).get("reason")) for c in items],
+              [*([None, None] if pods else []), None, None, None,
+               lambda v: out.paint(v, MODE_COLORS.get(v.strip(), ""))])
     return EXIT_OK
 
 
@@ -145,6 +152,13 @@ def cmd_risk(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
 def _show_container(out: Out, c: dict[str, Any]) -> None:
     for key in ("id", "name", "image", "runtime", "mode", "alerts", "running"):
         out.print(f"{key:<10} {term(c[key])}")
+    for key in ("namespace", "pod", "pod_uid", "runtime_namespace"):
+        if c.get(key):  # only what the runtime said (pods, containerd namespaces)
+            out.print(f"{key:<10} {term(c[key])}")
+    for key in ("labels", "pod_labels"):
+        if c.get(key):
+            pairs = ", ".join(f"{k}={v}" for k, v in sorted(c[key].items()))
+            out.print(f"{key:<10} {term(pairs)}")
     if c["quarantine"]:
         out.print(f"{'quarantine':<10} since {c['quarantine']['since']:.0f}: "
                   f"{term(c['quarantine']['reason'])}")

@@ -56,7 +56,13 @@ from roxd.posture.service import PostureService
 from roxd.pubsub import Topic
 from roxd.rules.active import ActiveRules
 from roxd.rules.ruleset import RuleSet
-from roxd.runtime import ContainerRuntime, EngineInventory, NoRuntime, connect_runtime
+from roxd.runtime import (
+    ContainerRuntime,
+    EngineInventory,
+    NoRuntime,
+    connect_attribution_runtimes,
+    connect_runtime,
+)
 from roxd.sensor.program import Sensor, SensorConfig, SensorStats
 from roxd.sensor.records import Decoded
 from roxd.startup_line import ReadyFacts, ready_line
@@ -147,7 +153,9 @@ class Daemon:
         delivery = self._make_delivery()
         try:
             try:
-                attribution = ContainerAttribution.from_host(runtime=self.runtime)
+                attribution = ContainerAttribution.from_host(
+                    runtime=self.runtime,
+                    others=connect_attribution_runtimes(self.config.containers))
             except CgroupError as exc:
                 log.error("%s", exc)
                 return 1
@@ -316,6 +324,9 @@ class Daemon:
             Housekeeping("policy refresh", 1.0, parts.policy.refresh),
             # the exec hold is a lease: a stalled loop stops holding new cgroups' execs
             Housekeeping("hold lease", 1.0, parts.policy.renew_hold),
+            # running containers are pinned in the resolver; one whose runtime never said it
+            # is gone (CRI-O, a lost event) leaves when its cgroup directory is gone
+            Housekeeping("container sweep", 10.0, parts.attribution.resolver.sweep_vanished),
             Housekeeping("seccomp poll", self.config.seccomp.poll_interval_s,
                          lambda: self._poll_seccomp(parts)),
             Housekeeping("quarantine reconcile", self.config.enforce.reconcile_interval_s,
@@ -556,7 +567,8 @@ class DaemonPort:
 
     def activity(self) -> Activity:
         c = self._daemon.counters
-        return Activity(c.events, c.alerts, c.quiet_marks)
+        return Activity(c.events, c.alerts, c.quiet_marks,
+                        self._parts.attribution.resolver.unattributed)
 
     def container_events(self) -> Mapping[str, int]:
         # a copy: dict() of a str-keyed dict is one C call under the GIL, safe against the

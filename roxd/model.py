@@ -212,16 +212,33 @@ class Container:
     image_id: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     cgroup_path: str = ""
-    pod: str | None = None  # Kubernetes pod uid when the cgroup path says so
+    # Kubernetes (from the CRI labels and annotations) or a podman pod; None outside pods.
+    pod: str | None = None  # pod name
+    pod_uid: str | None = None  # from the runtime, else from the kubelet's cgroup path
+    namespace: str | None = None  # the pod's Kubernetes namespace
+    pod_labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    # containerd's own namespace ("k8s.io", "default"); None for other runtimes
+    runtime_namespace: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
             "name": self.name,
             "image": self.image,
             "runtime": self.runtime,
             "labels": dict(self.labels),
+            "pod": self.pod,
+            "namespace": self.namespace,
         }
+        # the rest only where a runtime said it, so host-only and docker records stay short
+        if self.pod_uid:
+            out["pod_uid"] = self.pod_uid
+        if self.pod_labels:
+            out["pod_labels"] = dict(self.pod_labels)
+        if self.runtime_namespace:
+            out["runtime_namespace"] = self.runtime_namespace
+        return out
 
 
 @dataclass(frozen=True, slots=True)

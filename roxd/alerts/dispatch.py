@@ -43,6 +43,9 @@ def summary(alert: Alert) -> str:
     ev = alert.event
     where = (f"container {ev.container.name or ev.container.id[:12]} "
              f"({ev.container.image or 'image unknown'})" if ev.container else "host")
+    if ev.container is not None and ev.container.pod:  # Kubernetes (or podman) pods
+        where += (f" of pod {ev.container.namespace}/{ev.container.pod}"
+                  if ev.container.namespace else f" of pod {ev.container.pod}")
     proc = ev.process
     cmd = printable(" ".join(proc.args) if proc.args else proc.exe or proc.comm, 160)
     done = ", ".join(f"{a.action.value}:{a.outcome.value}" for a in alert.actions) or "none"

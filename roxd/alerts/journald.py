@@ -64,6 +64,15 @@ def journal_fields(alert: Alert) -> list[str]:
             fields["ROXD_CONTAINER_NAME"] = c.name
         if c.image:
             fields["ROXD_CONTAINER_IMAGE"] = c.image
+        if c.namespace:
+            fields["ROXD_NAMESPACE"] = c.namespace
+        if c.pod:
+            fields["ROXD_POD"] = c.pod
+        if c.pod_uid:
+            fields["ROXD_POD_UID"] = c.pod_uid
+        if c.labels:  # label keys are not journal field names: one field, key=value pairs
+            fields["ROXD_CONTAINER_LABELS"] = ",".join(
+                f"{k}={v}" for k, v in sorted(c.labels.items()))
     else:
         fields["ROXD_CONTAINER_ID"] = "host"
     for a in alert.actions:

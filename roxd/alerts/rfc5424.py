@@ -6,7 +6,8 @@ SD-IDs use the private enterprise number 32473 (RFC 5612's documentation number)
 
     [roxd@32473 alert= kind= count= first= last= actions=]
     [rule@32473 id= name= phase= severity= mitre= (repeated, one per technique)]
-    [container@32473 id= name= image= runtime=]        (absent for host processes)
+    [container@32473 id= name= image= runtime= namespace= pod=]  (absent for host processes;
+                                                         namespace and pod only in pods)
     [process@32473 pid= ppid= uid= exe= args= parent_exe=]
     [connect@32473 daddr= dport= result=]               (connect events only)
 
@@ -68,7 +69,8 @@ def structured_data(alert: Alert) -> str:
     if ev.container is not None:
         c = ev.container
         parts.append(sd_element("container", [("id", c.id), ("name", c.name),
-                                              ("image", c.image), ("runtime", c.runtime)]))
+                                              ("image", c.image), ("runtime", c.runtime),
+                                              ("namespace", c.namespace), ("pod", c.pod)]))
     parts.append(sd_element("process", [
         ("pid", proc.pid), ("ppid", proc.ppid), ("uid", proc.uid), ("exe", proc.exe),
         ("args", " ".join(proc.args)), ("parent_exe", proc.parent_exe)]))

@@ -69,6 +69,8 @@ def slack_payload(alert: Alert) -> dict[str, Any]:
     ev = alert.event
     where = (f"{ev.container.name or ev.container.id[:12]} ({ev.container.image or '?'})"
              if ev.container else "host")
+    if ev.container is not None and (ev.container.namespace or ev.container.pod):
+        where = f"{ev.container.namespace or '-'}/{ev.container.pod or '-'} {where}"
     proc = ev.process
     cmd = " ".join(proc.args) or proc.exe
     actions = ", ".join(f"{a.action.value}: {a.outcome.value}" for a in alert.actions) or "none"

@@ -24,6 +24,11 @@ class ContainerInfo:
     labels: dict[str, str] = field(default_factory=dict)
     cgroup_ids: tuple[int, ...] = ()
     running: bool = True
+    pod: str | None = None
+    namespace: str | None = None
+    pod_uid: str | None = None
+    pod_labels: dict[str, str] = field(default_factory=dict)
+    runtime_namespace: str | None = None
 
 
 class ApiConflict(ApiError):
@@ -47,7 +52,10 @@ class ContainerDirectory:
             known = by_id.get(c.id)
             cgroups = (*known.cgroup_ids, cgroup_id) if known else (cgroup_id,)
             by_id[c.id] = ContainerInfo(c.id, c.name, c.image, c.runtime, dict(c.labels),
-                                        tuple(sorted(cgroups)))
+                                        tuple(sorted(cgroups)), pod=c.pod,
+                                        namespace=c.namespace, pod_uid=c.pod_uid,
+                                        pod_labels=dict(c.pod_labels),
+                                        runtime_namespace=c.runtime_namespace)
         quarantine = self.daemon.quarantine()
         for record in quarantine.records() if quarantine is not None else []:
             if record.container_id not in by_id:
@@ -111,6 +119,8 @@ class ContainerDirectory:
         return {
             "id": c.id, "name": c.name, "image": c.image, "runtime": c.runtime,
             "labels": c.labels, "cgroup_ids": list(c.cgroup_ids), "running": c.running,
+            "pod": c.pod, "namespace": c.namespace, "pod_uid": c.pod_uid,
+            "pod_labels": c.pod_labels, "runtime_namespace": c.runtime_namespace,
             "mode": "quarantined" if record else ("monitor" if monitor else "enforce"),
             "alerts": self.alert_counts().get(c.id, 0),
             "risk": self.daemon.risk(c.id)["score"],

@@ -109,6 +109,10 @@ def render(status: Mapping[str, Any], alert_counts: Mapping[tuple[str, str, str]
                [({}, status["containers"]["running"])])
     out.metric("roxd_quarantined_containers", "gauge", "containers under network quarantine",
                [({}, status["containers"]["quarantined"])])
+    out.metric("roxd_unattributed_events_total", "counter",
+               "events from cgroups that look like containers but no runtime attributed "
+               "(docs/runtimes.md)",
+               [({}, status["containers"].get("unattributed_events", 0))])
     sinks = [(*k.rpartition(".")[::2], v)  # "syslog.tcp-10.0.0.1-514.sent": sink, counter
              for k, v in sorted(status.get("alert_sinks", {}).items())]
     out.metric("roxd_alert_sink_total", "counter",

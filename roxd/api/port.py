@@ -53,6 +53,8 @@ class Activity:
     events: int
     alerts: int
     quiet_marks: int
+    # events from cgroups that look like containers but no runtime could attribute
+    unattributed: int = 0
 
 
 class QuarantineRecordView(Protocol):

@@ -112,7 +112,8 @@ class StatusReporter:
                 "effective_actions": rules.effective_action_notes(
                     host_kills=bool(d.policy().get("host_kills", False))) if rules else {},
             },
-            "containers": {"running": containers, "quarantined": quarantined},
+            "containers": {"running": containers, "quarantined": quarantined,
+                           "unattributed_events": activity.unattributed},
             "api": api,
         }
 

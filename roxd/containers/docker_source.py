@@ -13,6 +13,7 @@ Images are never pulled: this module only reads (ping, list, inspect, events).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
@@ -28,15 +29,21 @@ from roxd.runtime import (
 from roxd.runtime.docker_engine import error_reason as _reason
 from roxd.runtime.docker_engine import metadata_from_inspect
 
-__all__ = ["DEFAULT_DOCKER_URL", "DockerMetadataSource", "metadata_from_inspect"]
+__all__ = ["DEFAULT_DOCKER_URL", "DockerMetadataSource", "RuntimeMetadataSource",
+           "metadata_from_inspect"]
 
 log = logging.getLogger(__name__)
 
 _EVENTS = ("start", "die", "destroy", "rename")
 
 
+def _under(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
 class DockerMetadataSource:
-    """Metadata of a runtime's containers, kept current from its event stream.
+    """Metadata of a runtime's containers, kept current from its event stream. Any
+    ContainerRuntime (Docker, podman's compatible service, containerd), despite the name.
 
     `runtime` is the shared ContainerRuntime (the source never closes it); the old form
     `DockerMetadataSource(base_url=...)` builds a DockerRuntime of its own, closed by `stop()`.
@@ -58,10 +65,11 @@ class DockerMetadataSource:
         backoff_max: float = 30.0,
         inspect_on_miss: bool = True,
         miss_ttl: float = 30.0,
+        owns_runtime: bool = False,
     ) -> None:
         if isinstance(runtime, str):  # the old positional base_url
             runtime, base_url = None, runtime
-        self._owns_runtime = runtime is None
+        self._owns_runtime = runtime is None or owns_runtime
         self._runtime: ContainerRuntime = (
             runtime if runtime is not None
             else DockerRuntime(base_url or DEFAULT_DOCKER_URL, timeout=timeout))
@@ -95,7 +103,7 @@ class DockerMetadataSource:
             return
         self._stopping.clear()
         self._thread = threading.Thread(
-            target=self._run, name="roxd-docker-events", daemon=True
+            target=self._run, name=f"roxd-{self.runtime}-events", daemon=True
         )
         self._thread.start()
 
@@ -115,6 +123,12 @@ class DockerMetadataSource:
             self._thread = None
         if self._owns_runtime:
             self._runtime.close()
+
+    @property
+    def client_runtime(self) -> ContainerRuntime:
+        """The runtime this source reads (shared; never closed by the source unless it
+        built it)."""
+        return self._runtime
 
     @property
     def connected(self) -> bool:
@@ -148,6 +162,25 @@ class DockerMetadataSource:
     def containers(self) -> list[ContainerMetadata]:
         with self._lock:
             return list(self._meta.values())
+
+    def claim(self, path: str) -> str | None:
+        """The id of the container whose cgroup (as its runtime reported it) is `path` or an
+        ancestor of it: cgroup paths that name no runtime ("/default/web" from `ctr run`).
+        A path the runtime may know but has not reported yet (the container's first exec
+        raced its start event) is asked once, when the runtime can guess an id from it."""
+        path = "/" + path.strip("/")
+        with self._lock:
+            for meta in self._meta.values():
+                if meta.cgroup_path and _under(path, meta.cgroup_path):
+                    return meta.id
+        guess = getattr(self._runtime, "id_for_cgroup", None)
+        candidate = guess(path) if guess is not None else None
+        if not candidate:
+            return None
+        meta = self.get(candidate)
+        if meta is not None and meta.cgroup_path and _under(path, meta.cgroup_path):
+            return meta.id
+        return None
 
     # ------------------------------------------------------------------ the thread
 
@@ -210,7 +243,7 @@ class DockerMetadataSource:
             self._meta = found
             self._misses.clear()
         log.info(
-            "docker: %d running containers at %s", len(found), self.base_url,
+            "%s: %d running containers at %s", self.runtime, len(found), self.base_url,
             extra={"docker_url": self.base_url, "containers": len(found)},
         )
         for cid in [*changed, *gone]:
@@ -258,8 +291,8 @@ class DockerMetadataSource:
     def _set_connected(self) -> None:
         if self._warned:
             log.info(
-                "docker reachable again at %s: container names, images and labels are back",
-                self.base_url, extra={"docker_url": self.base_url},
+                "%s reachable again at %s: container names, images and labels are back",
+                self._runtime.label, self.base_url, extra={"docker_url": self.base_url},
             )
         self._warned = False
         self._connected.set()
@@ -269,12 +302,20 @@ class DockerMetadataSource:
         reason = _reason(exc)
         if not self._warned:
             self._warned = True
-            log.warning(
-                "docker not reachable at %s (%s): container attribution falls back to the "
-                "cgroup path only (runtime and id; no name, image or labels); retrying in the "
+            # a runtime that is simply not installed here (no socket) is not worth a warning
+            absent = self.base_url.startswith("unix://") and not os.path.exists(
+                self.base_url.removeprefix("unix://"))
+            log.log(
+                logging.INFO if absent and self.runtime != "docker" else logging.WARNING,
+                "%s not reachable at %s (%s): container attribution falls back to the cgroup "
+                "path only (runtime and id; no name, image or labels); retrying in the "
                 "background",
-                self.base_url, reason,
-                extra={"docker_url": self.base_url, "reason": reason},
+                self._runtime.label, self.base_url, reason,
+                extra={"runtime": self.runtime, "docker_url": self.base_url, "reason": reason},
             )
         else:
-            log.debug("docker still not reachable at %s: %s", self.base_url, reason)
+            log.debug("%s still not reachable at %s: %s", self.runtime, self.base_url, reason)
+
+
+# The name says what it is: a metadata source for any ContainerRuntime.
+RuntimeMetadataSource = DockerMetadataSource

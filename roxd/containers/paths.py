@@ -5,6 +5,9 @@ Pure: no file system, no runtime. The shapes the container runtimes create:
     docker, cgroupfs driver     /docker/<id>                     (+ sub-cgroups below it)
     docker, systemd driver      /system.slice/docker-<id>.scope
     containerd (CRI), systemd   .../cri-containerd-<id>.scope
+    nerdctl, systemd            /system.slice/nerdctl-<id>.scope
+    containerd (ctr), cgroupfs  /<namespace>/<id>                (names no runtime: the
+                                                                  resolver asks containerd)
     kubelet, cgroupfs driver    /kubepods/burstable/pod<uid>/<id>
     kubelet, systemd driver     /kubepods.slice/kubepods-burstable.slice/
                                     kubepods-burstable-pod<uid_with_underscores>.slice/
@@ -36,6 +39,7 @@ _ID = re.compile(_HEX64)
 _SCOPES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(rf"docker-(?P<id>{_HEX64})\.scope"), DOCKER),
     (re.compile(rf"cri-containerd-(?P<id>{_HEX64})(?:\.scope)?"), CONTAINERD),
+    (re.compile(rf"nerdctl-(?P<id>{_HEX64})\.scope"), CONTAINERD),
     (re.compile(rf"crio-(?P<id>{_HEX64})(?:\.scope)?"), CRIO),
     (re.compile(rf"libpod-(?P<id>{_HEX64})(?:\.scope)?"), PODMAN),
 )
@@ -83,3 +87,15 @@ def parse_cgroup_path(path: str) -> ContainerRef | None:
         if pod_uid is not None and _ID.fullmatch(name):
             return ContainerRef(CONTAINERD, name, pod_uid)
     return None
+
+
+_HEX_RUN = re.compile(rf"(?<![0-9a-f]){_HEX64}(?![0-9a-f])")
+
+
+def looks_like_container(path: str) -> bool:
+    """A path `parse_cgroup_path` does not recognise, but that names a 64-hex id the way
+    container runtimes do ("/default/<id>" from `ctr run` with a hex id, an unknown runtime's
+    "<prefix>-<id>.scope"): counted as unattributed when no runtime claims it. The runtimes'
+    monitor processes (conmon) are not containers."""
+    return any(_HEX_RUN.search(part) and "conmon" not in part
+               for part in path.split("/") if part)

@@ -146,11 +146,19 @@ class ProcessTable:
 
     def _inherited_exe(self, event: ExecEvent, fallback: str) -> str:
         """/proc/self/exe re-exec of a process gone before we looked: its image was the one
-        it inherited at fork, its parent's."""
+        it inherited at fork, its parent's. The parent's own kernel link first (busybox sh
+        started as /bin/sh runs the image /bin/busybox: the applet's name comes from argv[0]
+        only with the image's), then the path the parent was started by."""
         if event.filename == "/proc/self/exe" and event.ppid:
             parent = self._table.get(event.ppid)
             if parent is not None and parent.exe:
-                return parent.exe
+                # the parent's image now is the one it forked with unless it exec'd since:
+                # an exec of the parent after this one would be a later event
+                # (and an exited parent's pid may already be someone else's)
+                unchanged = parent.exited_at is None and (
+                    parent.exec_time_ns is None or parent.exec_time_ns <= event.time_ns)
+                live = self._proc.exe(event.ppid) if unchanged else None
+                return live or parent.exe
         return fallback
 
     def on_exec(self, event: ExecEvent) -> ProcessInfo:

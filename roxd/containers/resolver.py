@@ -1,9 +1,19 @@
 """cgroup id -> Container: the cgroup index, the path parser and runtime metadata, combined.
 
-Answers are cached per cgroup id (bounded, least recently used out first). Metadata that
-arrives after an answer was cached (the container's first events raced its start event) replaces
-the cached Container, so later events carry the name, image and labels. Thread-safe: the
-runtime's event thread writes, the event loop reads.
+Answers are cached per cgroup id. Running containers' cgroups are pinned: cgroup churn (short
+lived host cgroups, containers that come and go) never pushes a running container out of
+`containers()`, which `roxctl containers`, isolation and the kernel's container set are built
+from. Everything else (host cgroups, removed containers kept for late events) is bounded,
+least recently used out first; pinned entries leave when the runtime says the container is
+gone, or when a sweep finds their cgroup directory removed. Metadata that arrives after an
+answer was cached (the container's first events raced its start event) replaces the cached
+Container, so later events carry the name, image and labels. Thread-safe: the runtime's event
+thread writes, the event loop reads.
+
+Cgroup paths that name no runtime ("/default/web", the path `ctr run` gives a container of
+containerd's `default` namespace) are offered to the metadata sources, which claim the ones
+their runtime reported. Events from cgroups that look like containers but could not be
+attributed (no runtime knows them) are counted: `unattributed`.
 """
 
 from __future__ import annotations
@@ -17,7 +27,7 @@ from dataclasses import dataclass
 
 from roxd.containers.cgroups import CgroupIndex
 from roxd.containers.metadata import ContainerMetadata, MetadataSource
-from roxd.containers.paths import ContainerRef, parse_cgroup_path
+from roxd.containers.paths import ContainerRef, looks_like_container, parse_cgroup_path
 from roxd.model import Container
 
 log = logging.getLogger(__name__)
@@ -29,6 +39,12 @@ class _Entry:
     ref: ContainerRef | None
     container: Container | None
     gone_at: float | None = None  # when the runtime said the container was removed
+    unresolved: bool = False  # looks like a container, but no runtime could attribute it
+
+    @property
+    def live(self) -> bool:
+        """A container not known to be gone: pinned, never evicted by churn."""
+        return self.container is not None and self.gone_at is None
 
 
 def build_container(
@@ -36,7 +52,7 @@ def build_container(
 ) -> Container:
     if meta is None:
         return Container(id=ref.container_id, runtime=ref.runtime, cgroup_path=path,
-                         pod=ref.pod_uid)
+                         pod_uid=ref.pod_uid)
     return Container(
         id=ref.container_id,
         runtime=ref.runtime,
@@ -45,8 +61,29 @@ def build_container(
         image_id=meta.image_id,
         labels=dict(meta.labels),
         cgroup_path=path,
-        pod=ref.pod_uid,
+        pod=meta.pod,
+        pod_uid=meta.pod_uid or ref.pod_uid,
+        namespace=meta.namespace,
+        pod_labels=dict(meta.pod_labels),
+        annotations=dict(meta.annotations),
+        runtime_namespace=meta.runtime_namespace,
     )
+
+
+def _claim(sources: Iterable[MetadataSource], path: str) -> ContainerRef | None:
+    """The container a source says owns this cgroup path (one that names no runtime)."""
+    for source in sources:
+        claim = getattr(source, "claim", None)
+        if claim is None:
+            continue
+        try:
+            container_id = claim(path)
+        except Exception as exc:  # a source must never break attribution
+            log.debug("%s claim of %s failed: %s", source.runtime, path, exc)
+            continue
+        if container_id:
+            return ContainerRef(source.runtime, container_id)
+    return None
 
 
 class ContainerResolver:
@@ -65,7 +102,12 @@ class ContainerResolver:
         self.gone_grace = gone_grace
         self._clock = clock
         self._lock = threading.Lock()
+        # host cgroups and removed containers: bounded by `capacity`, LRU out first
         self._cache: OrderedDict[int, _Entry] = OrderedDict()
+        # running containers' cgroups: never evicted by churn (issue 23 item 11)
+        self._pinned: dict[int, _Entry] = {}
+        self._sweep_at = 64  # sweep pinned cgroups whose directory vanished past this many
+        self.unattributed = 0  # events of container-looking cgroups no runtime attributed
         self._by_container: dict[str, set[int]] = {}
         self._updates = 0  # counts metadata_changed calls, to catch one racing a resolve
         self._version = 0  # bumped whenever containers() would answer differently
@@ -82,13 +124,16 @@ class ContainerResolver:
         cgroup by one stat instead of a walk of the whole hierarchy.
         """
         with self._lock:
-            entry = self._cache.get(cgroup_id)
+            entry = self._get(cgroup_id)
             if entry is not None:
                 if entry.gone_at is not None and self._clock() - entry.gone_at > self.gone_grace:
                     self._cache.pop(cgroup_id, None)
                     self._unlink(cgroup_id, entry)
                 else:
-                    self._cache.move_to_end(cgroup_id)
+                    if cgroup_id in self._cache:
+                        self._cache.move_to_end(cgroup_id)
+                    if entry.unresolved:
+                        self.unattributed += 1
                     return entry.container
         path = self.index.known_path_of(cgroup_id)
         if (
@@ -103,26 +148,34 @@ class ContainerResolver:
             # Not (yet) in the hierarchy: answer "host" without caching it, so the next event
             # of this cgroup gets another chance once the index knows the id.
             return None
-        ref = parse_cgroup_path(path)
+        ref = parse_cgroup_path(path) or _claim(self._sources.values(), path)
         with self._lock:
             updates_before = self._updates
         meta = self._metadata(ref) if ref is not None else None
         container = build_container(ref, path, meta) if ref is not None else None
+        # a container whose runtime did not name it, or a path shaped like one nobody claims
+        unresolved = (meta is None and ref is not None) or (ref is None
+                                                            and looks_like_container(path))
         # A late event of a cgroup already removed (the index learns of removals only at its
         # next walk): answer it, but as gone, so containers() does not list a dead cgroup.
         alive = ref is None or self.index.lookup_path(path) == cgroup_id
         with self._lock:
-            current = self._cache.get(cgroup_id)
+            if unresolved:
+                self.unattributed += 1
+            current = self._get(cgroup_id)
             if current is not None:  # another thread got there first; keep its answer
                 return current.container
             gone_at = None if alive else self._clock()
-            self._store(cgroup_id, _Entry(path, ref, container, gone_at))
+            self._store(cgroup_id, _Entry(path, ref, container, gone_at, unresolved))
             raced = self._updates != updates_before
+            sweep = len(self._pinned) > self._sweep_at
+        if sweep:
+            self.sweep()
         if raced and ref is not None:
             # Metadata changed while we looked it up: apply the newest to what we just stored.
             self.metadata_changed(ref.runtime, ref.container_id)
             with self._lock:
-                entry = self._cache.get(cgroup_id)
+                entry = self._get(cgroup_id)
                 return entry.container if entry is not None else container
         return container
 
@@ -133,9 +186,31 @@ class ContainerResolver:
         with self._lock:
             return [
                 (cgroup_id, entry.container)
-                for cgroup_id, entry in self._cache.items()
-                if entry.container is not None and entry.gone_at is None
+                for cgroup_id, entry in self._pinned.items()
+                if entry.container is not None
             ]
+
+    def sweep(self) -> int:
+        """Mark gone the pinned cgroups whose directory no longer exists (a container removed
+        without its runtime saying so: no metadata source for it, or an event lost). One stat
+        each, outside the lock. Returns how many were marked. Runs by itself whenever the
+        pinned set doubled since the last sweep; and from the daemon's housekeeping."""
+        with self._lock:
+            pinned = [(cid, e.path) for cid, e in self._pinned.items()]
+        vanished = [cid for cid, path in pinned if self.index.lookup_path(path) != cid]
+        now = self._clock()
+        with self._lock:
+            marked = 0
+            for cgroup_id in vanished:
+                entry = self._pinned.get(cgroup_id)
+                if entry is None:
+                    continue
+                self._put(cgroup_id, _Entry(entry.path, entry.ref, entry.container, now,
+                                            entry.unresolved))
+                self._changed()
+                marked += 1
+            self._sweep_at = max(64, 2 * len(self._pinned))
+        return marked
 
     def add_change_listener(self, listener: Callable[[], None]) -> None:
         """Call `listener()` whenever `containers()` would answer differently. It runs on the
@@ -158,6 +233,16 @@ class ContainerResolver:
                 found += 1
         return found
 
+    def sweep_vanished(self) -> None:
+        """`sweep()` as a periodic job (nothing to return)."""
+        self.sweep()
+
+    def stats(self) -> dict[str, int]:
+        """For status and metrics: pinned (running) cgroups, cached others, unattributed."""
+        with self._lock:
+            return {"running_cgroups": len(self._pinned), "cached_cgroups": len(self._cache),
+                    "unattributed": self.unattributed}
+
     def cgroup_ids_of(self, container_id: str) -> set[int]:
         """The cgroup ids cached for a container (its own, and any sub-cgroups seen)."""
         with self._lock:
@@ -165,7 +250,7 @@ class ContainerResolver:
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._cache)
+            return len(self._cache) + len(self._pinned)
 
     # ------------------------------------------------------------------ metadata updates
 
@@ -184,7 +269,7 @@ class ContainerResolver:
             ids = list(self._by_container.get(container_id, ()))
             now = self._clock()
             for cgroup_id in ids:
-                entry = self._cache.get(cgroup_id)
+                entry = self._get(cgroup_id)
                 if entry is None or entry.ref is None or entry.ref.runtime != runtime:
                     continue
                 stale = new_path is not None and entry.path == new_path and cgroup_id != new_cgroup
@@ -194,15 +279,22 @@ class ContainerResolver:
                     if entry.gone_at is not None:
                         continue
                     # Removed: keep the last known answer for late events, for a grace period.
-                    self._cache[cgroup_id] = _Entry(entry.path, entry.ref, entry.container, now)
+                    self._put(cgroup_id, _Entry(entry.path, entry.ref, entry.container, now,
+                                                entry.unresolved))
                 else:
                     container = build_container(entry.ref, entry.path, meta)
                     if container == entry.container and entry.gone_at is None:
                         continue
-                    self._cache[cgroup_id] = _Entry(entry.path, entry.ref, container)
+                    self._put(cgroup_id, _Entry(entry.path, entry.ref, container))
                 self._changed()
-            if new_cgroup is not None and new_cgroup in self._cache:
-                new_cgroup = None
+            if new_cgroup is not None:
+                known = self._get(new_cgroup)
+                if known is not None and known.ref is None:
+                    # answered "host" before its runtime reported it (a path that names no
+                    # runtime, claimed only now): forget that answer and resolve again
+                    self._cache.pop(new_cgroup, None)
+                elif known is not None:
+                    new_cgroup = None
         if new_cgroup is not None:
             self.resolve(new_cgroup)
         if ids:
@@ -228,12 +320,29 @@ class ContainerResolver:
 
     # ------------------------------------------------------------------ cache (lock held)
 
+    def _get(self, cgroup_id: int) -> _Entry | None:
+        entry = self._pinned.get(cgroup_id)
+        return entry if entry is not None else self._cache.get(cgroup_id)
+
+    def _put(self, cgroup_id: int, entry: _Entry) -> None:
+        """Place an entry where it belongs: pinned while live, else in the bounded LRU."""
+        if entry.live:
+            self._cache.pop(cgroup_id, None)
+            self._pinned[cgroup_id] = entry
+        else:
+            self._pinned.pop(cgroup_id, None)
+            self._cache[cgroup_id] = entry
+            self._cache.move_to_end(cgroup_id)
+            self._evict()
+
     def _store(self, cgroup_id: int, entry: _Entry) -> None:
-        self._cache[cgroup_id] = entry
+        self._put(cgroup_id, entry)
         if entry.ref is not None:
             self._by_container.setdefault(entry.ref.container_id, set()).add(cgroup_id)
-        if entry.container is not None and entry.gone_at is None:
+        if entry.live:
             self._changed()
+
+    def _evict(self) -> None:
         while len(self._cache) > self.capacity:
             old_id, old = self._cache.popitem(last=False)
             self._unlink(old_id, old)
@@ -247,7 +356,7 @@ class ContainerResolver:
                 log.exception("container change listener failed")
 
     def _unlink(self, cgroup_id: int, entry: _Entry) -> None:
-        if entry.container is not None and entry.gone_at is None:
+        if entry.live:
             self._changed()
         if entry.ref is None:
             return

@@ -142,7 +142,7 @@ class Resolver:
         if spec is None:
             raise CompileError(f"unknown field {field!r}{via}")
         if event is not None and event not in spec.events:
-            available = ", ".join([*fields_for_event(event), "label.<key>"])
+            available = ", ".join([*fields_for_event(event), "label.<key>", "pod_label.<key>"])
             raise CompileError(
                 f"field {field!r} is not available on {event} events{via} (available: {available})"
             )
@@ -421,6 +421,9 @@ def compile_scope(resolver: Resolver, raw: RawScope) -> ContainerScope:
             names=strings(raw.name, "name"),
             runtimes=strings(raw.runtime, "runtime"),
             labels=list(raw.labels),
+            namespaces=strings(raw.namespace, "namespace"),
+            pods=strings(raw.pod, "pod"),
+            pod_labels=list(raw.pod_labels),
         )
     except CompileError as exc:
         raise CompileError(exc.message, "scope") from None

@@ -315,6 +315,22 @@ FIELDS: dict[str, FieldSpec] = {
             "docker | containerd | cri-o | podman",
             container_only=True,
         ),
+        _spec(
+            "namespace",
+            S,
+            PROCESS_EVENTS,
+            lambda v: v.container.namespace if v.container else None,
+            "the pod's Kubernetes namespace (unset outside pods)",
+            container_only=True,
+        ),
+        _spec(
+            "pod",
+            S,
+            PROCESS_EVENTS,
+            lambda v: v.container.pod if v.container else None,
+            "pod name (Kubernetes, or a podman pod; unset outside pods)",
+            container_only=True,
+        ),
         _spec("filename", S, _EXEC, lambda v: v.filename, "path given to execve, unresolved"),
         _spec("daddr", IP, _CONNECT, lambda v: v.daddr, "destination address"),
         _spec("dport", N, _CONNECT, lambda v: v.event.dport, "destination port"),
@@ -351,6 +367,7 @@ FIELDS: dict[str, FieldSpec] = {
 }
 
 LABEL_PREFIX = "label."
+POD_LABEL_PREFIX = "pod_label."
 
 
 def field_spec(name: str) -> FieldSpec | None:
@@ -367,6 +384,16 @@ def field_spec(name: str) -> FieldSpec | None:
             read=lambda v: v.label(key),
             container_only=True,
             doc="a container label's value",
+        )
+    if name.startswith(POD_LABEL_PREFIX) and len(name) > len(POD_LABEL_PREFIX):
+        pod_key = name[len(POD_LABEL_PREFIX) :]
+        return FieldSpec(
+            name=name,
+            kind=ValueKind.STR,
+            events=PROCESS_EVENTS,
+            read=lambda v: v.container.pod_labels.get(pod_key) if v.container else None,
+            container_only=True,
+            doc="a label of the container's pod",
         )
     return None
 

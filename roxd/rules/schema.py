@@ -135,6 +135,9 @@ class RawScope:
     name: tuple[Item, ...] | None = None
     runtime: tuple[Item, ...] | None = None
     labels: tuple[tuple[str, str | bool], ...] = ()
+    namespace: tuple[Item, ...] | None = None
+    pod: tuple[Item, ...] | None = None
+    pod_labels: tuple[tuple[str, str | bool], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -335,7 +338,7 @@ def parse_condition(table: object, key: str, depth: int = 0) -> Condition:
 
 def _field_test(name: str, value: object, key: str) -> Condition:
     if field_spec(name) is None:
-        known = ", ".join([*sorted(FIELDS), "label.<key>"])
+        known = ", ".join([*sorted(FIELDS), "label.<key>", "pod_label.<key>"])
         raise Invalid(f"unknown field {name!r} (known fields: {known})", key)
     if isinstance(value, dict):
         if not value:
@@ -420,15 +423,22 @@ def _parse_rule_exception(table: object) -> RawException:
 def _parse_scope(table: object) -> RawScope:
     if not isinstance(table, dict):
         raise Invalid("'scope' must be a table", "scope")
-    _check_keys(table, ("host", "containers", "image", "name", "runtime", "labels"), (), "scope")
-    labels: list[tuple[str, str | bool]] = []
-    raw_labels = table.get("labels", {})
-    if not isinstance(raw_labels, dict):
-        raise Invalid("'scope.labels' must be a table of label = value (or true/false)", "labels")
-    for label, wanted in raw_labels.items():
-        if not isinstance(wanted, str | bool):
-            raise Invalid(f"label {label!r} must be a string glob, true or false", "labels")
-        labels.append((label, wanted))
+    _check_keys(table, ("host", "containers", "image", "name", "runtime", "labels", "namespace",
+                        "pod", "pod_labels"), (), "scope")
+
+    def label_tests(key: str) -> tuple[tuple[str, str | bool], ...]:
+        out: list[tuple[str, str | bool]] = []
+        raw_labels = table.get(key, {})
+        if not isinstance(raw_labels, dict):
+            raise Invalid(f"'scope.{key}' must be a table of label = value (or true/false)", key)
+        for label, wanted in raw_labels.items():
+            if not isinstance(wanted, str | bool):
+                raise Invalid(f"label {label!r} must be a string glob, true or false", key)
+            out.append((label, wanted))
+        return tuple(out)
+
+    labels = label_tests("labels")
+    pod_labels = label_tests("pod_labels")
 
     def patterns(key: str) -> tuple[Item, ...] | None:
         if key not in table:
@@ -444,7 +454,10 @@ def _parse_scope(table: object) -> RawScope:
         image=patterns("image"),
         name=patterns("name"),
         runtime=patterns("runtime"),
-        labels=tuple(labels),
+        labels=labels,
+        namespace=patterns("namespace"),
+        pod=patterns("pod"),
+        pod_labels=pod_labels,
     )
 
 

@@ -1,6 +1,6 @@
-"""Which processes a rule applies to: host processes, and containers by image, name, labels and
-runtime. A scope reads only the Container, so the in-kernel fast path can evaluate it once per
-container instead of once per event."""
+"""Which processes a rule applies to: host processes, and containers by image, name, labels,
+runtime, Kubernetes namespace, pod name and pod labels. A scope reads only the Container, so
+the in-kernel fast path can evaluate it once per container instead of once per event."""
 
 from __future__ import annotations
 
@@ -32,6 +32,9 @@ class ContainerScope:
     names: re.Pattern[str] | None = None
     runtimes: frozenset[str] | None = None
     labels: tuple[LabelTest, ...] = ()
+    namespaces: re.Pattern[str] | None = None  # Kubernetes namespace glob(s)
+    pods: re.Pattern[str] | None = None  # pod name glob(s)
+    pod_labels: tuple[LabelTest, ...] = ()
 
     @classmethod
     def build(
@@ -42,20 +45,29 @@ class ContainerScope:
         names: list[str] | None,
         runtimes: list[str] | None,
         labels: list[tuple[str, str | bool]],
+        namespaces: list[str] | None = None,
+        pods: list[str] | None = None,
+        pod_labels: list[tuple[str, str | bool]] | None = None,
     ) -> ContainerScope:
-        tests = []
-        for key, wanted in labels:
-            if isinstance(wanted, bool):
-                tests.append(LabelTest(key, wanted, None))
-            else:
-                tests.append(LabelTest(key, True, glob_regex([wanted])))
+        def tests_of(pairs) -> tuple[LabelTest, ...]:
+            tests = []
+            for key, wanted in pairs:
+                if isinstance(wanted, bool):
+                    tests.append(LabelTest(key, wanted, None))
+                else:
+                    tests.append(LabelTest(key, True, glob_regex([wanted])))
+            return tuple(tests)
+
         return cls(
             host=host,
             containers=containers,
             images=tuple(ImagePattern.compile(p) for p in images) if images is not None else None,
             names=glob_regex([n.lstrip("/") for n in names]) if names is not None else None,
             runtimes=frozenset(runtimes) if runtimes is not None else None,
-            labels=tuple(tests),
+            labels=tests_of(labels),
+            namespaces=glob_regex(namespaces) if namespaces is not None else None,
+            pods=glob_regex(pods) if pods is not None else None,
+            pod_labels=tests_of(pod_labels or ()),
         )
 
     @property
@@ -64,6 +76,7 @@ class ContainerScope:
         images_filter = self.images is not None and not any(p.any_image for p in self.images)
         return bool(
             images_filter or self.names is not None or self.runtimes is not None or self.labels
+            or self.namespaces is not None or self.pods is not None or self.pod_labels
         )
 
     def matches_container(self, container: Container | None) -> bool:
@@ -80,8 +93,13 @@ class ContainerScope:
                 return False
         if self.runtimes is not None and container.runtime not in self.runtimes:
             return False
-        if not self.labels:
-            return True
+        # a container outside any pod has no namespace: a namespace or pod filter excludes it
+        if self.namespaces is not None and not self.namespaces.match(container.namespace or ""):
+            return False
+        if self.pods is not None and not self.pods.match(container.pod or ""):
+            return False
+        if not all(test.holds(container.pod_labels) for test in self.pod_labels):
+            return False
         return all(test.holds(container.labels) for test in self.labels)
 
     def describe(self) -> str:
@@ -98,4 +116,10 @@ class ContainerScope:
             parts.append("name filter")
         if self.labels:
             parts.append("labels " + ",".join(t.key for t in self.labels))
+        if self.namespaces is not None:
+            parts.append("namespace filter")
+        if self.pods is not None:
+            parts.append("pod filter")
+        if self.pod_labels:
+            parts.append("pod labels " + ",".join(t.key for t in self.pod_labels))
         return "; ".join(parts) or "host and all containers"

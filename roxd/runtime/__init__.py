@@ -20,23 +20,30 @@ from roxd.runtime.base import (
     RuntimeUnavailableError,
     container_action,
 )
+from roxd.runtime.containerd import DEFAULT_CONTAINERD_ADDRESS, ContainerdRuntime
 from roxd.runtime.docker_engine import DEFAULT_DOCKER_URL, DockerRuntime
 from roxd.runtime.null import NOT_CONFIGURED, NoRuntime
+from roxd.runtime.podman import DEFAULT_PODMAN_URL, PodmanRuntime
 
 __all__ = [
     "CONTAINER_ACTIONS",
+    "DEFAULT_CONTAINERD_ADDRESS",
     "DEFAULT_DOCKER_URL",
+    "DEFAULT_PODMAN_URL",
     "NOT_CONFIGURED",
     "ContainerMetadata",
     "ContainerRuntime",
+    "ContainerdRuntime",
     "DockerRuntime",
     "EngineInventory",
     "EventStream",
     "NoRuntime",
+    "PodmanRuntime",
     "RuntimeControlError",
     "RuntimeEvent",
     "RuntimeUnavailableError",
     "as_runtime",
+    "connect_attribution_runtimes",
     "connect_runtime",
     "container_action",
 ]
@@ -56,6 +63,22 @@ def connect_runtime(containers: RuntimeSettings) -> ContainerRuntime:
     if not containers.docker_url:
         return NoRuntime()
     return DockerRuntime(containers.docker_url, timeout=containers.docker_timeout_s)
+
+
+def connect_attribution_runtimes(containers: object) -> list[ContainerRuntime]:
+    """The runtimes roxd attributes containers from besides the main one: containerd at
+    `containers.containerd_address` and podman's service at `containers.podman_url` (each
+    left out when empty). Never connects here: each metadata source connects, and reconnects,
+    in its own thread, so a runtime that starts after roxd is picked up."""
+    out: list[ContainerRuntime] = []
+    timeout = float(getattr(containers, "docker_timeout_s", 5.0))
+    address = getattr(containers, "containerd_address", DEFAULT_CONTAINERD_ADDRESS)
+    if address:
+        out.append(ContainerdRuntime(address, timeout=timeout))
+    podman = getattr(containers, "podman_url", DEFAULT_PODMAN_URL)
+    if podman:
+        out.append(PodmanRuntime(podman, timeout=timeout))
+    return out
 
 
 def as_runtime(runtime_or_client: ContainerRuntime | Any) -> ContainerRuntime:

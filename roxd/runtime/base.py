@@ -41,6 +41,18 @@ class ContainerMetadata:
     image_id: str | None = None  # "sha256:..."
     labels: Mapping[str, str] = field(default_factory=dict)
     pid: int | None = None  # host pid of the container's init process while it runs
+    # Kubernetes, from the labels and annotations the CRI plugin sets (roxd.runtime.kubernetes),
+    # or a podman pod (pod name only): None when the container is not in a pod.
+    pod: str | None = None  # pod name
+    pod_uid: str | None = None
+    namespace: str | None = None  # the Kubernetes namespace of the pod
+    pod_labels: Mapping[str, str] = field(default_factory=dict)  # the pod's own labels
+    annotations: Mapping[str, str] = field(default_factory=dict)  # OCI annotations
+    # The runtime's own namespace: containerd's ("k8s.io", "default", "moby"); None elsewhere.
+    runtime_namespace: str | None = None
+    # Where the runtime put the container's cgroup (relative to the cgroup2 root), when it says:
+    # lets the resolver claim cgroup paths that do not name a runtime ("/default/web").
+    cgroup_path: str | None = None
 
     @property
     def running(self) -> bool:

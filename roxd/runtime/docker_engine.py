@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from roxd.runtime import kubernetes
 from roxd.runtime.base import (
     ContainerMetadata,
     RuntimeControlError,
@@ -45,13 +46,19 @@ def metadata_from_inspect(attrs: Mapping[str, Any]) -> ContainerMetadata:
     state = attrs.get("State") or {}
     name = attrs.get("Name") or None
     pid = state.get("Pid") or None
+    labels = dict(config.get("Labels") or {})
+    # Kubernetes through cri-dockerd: the kubelet's io.kubernetes.* labels name the pod
+    pod = kubernetes.pod_facts(labels, {})
     return ContainerMetadata(
         id=attrs["Id"],
         name=name.lstrip("/") if name else None,
         image=config.get("Image") or None,
         image_id=attrs.get("Image") or None,
-        labels=dict(config.get("Labels") or {}),
+        labels=labels,
         pid=pid if state.get("Running") else None,
+        pod=pod.pod,
+        pod_uid=pod.pod_uid,
+        namespace=pod.namespace,
     )
 
 

@@ -6,12 +6,15 @@ import json
 
 import pytest
 
+from roxd.alerts.dispatch import summary
 from roxd.alerts.journald import journal_fields
 from roxd.alerts.kinds import MESSAGE_IDS
+from roxd.alerts.rfc5424 import format_message
 from roxd.alerts.settings import WebhookSettings
-from roxd.alerts.webhooks import WebhookSink, pagerduty_payload, slack_payload
-from roxd.model import Alert, Severity
+from roxd.alerts.webhooks import WebhookSink, generic_payload, pagerduty_payload, slack_payload
+from roxd.model import Alert, Container, Severity
 from tests.system.alerts_factory import make_alert, rule
+from tests.system.rfc5424_parse import parse_5424
 
 pytestmark = pytest.mark.unit
 
@@ -78,3 +81,33 @@ def test_journal_fields() -> None:
         "ROXD_MITRE=T1053.003", "ROXD_MITRE=T1059"]
     host = dict(f.split("=", 1) for f in journal_fields(make_alert(container=None)))
     assert host["ROXD_CONTAINER_ID"] == "host" and "ROXD_CONTAINER_NAME" not in host
+
+
+POD_CONTAINER = Container(
+    id="c" * 64, runtime="containerd", name="nginx", image="nginx:1.25",
+    labels={"io.kubernetes.container.name": "nginx", "team": "blue"}, pod="web-7d9f",
+    pod_uid="0d5f2b4e-7c1a-4f8e-9b3d-2a6c8e1f4b7d", namespace="shop",
+    pod_labels={"app": "web"}, runtime_namespace="k8s.io")
+
+
+def test_every_sink_carries_the_pod_and_its_namespace() -> None:
+    """Issue 18: journald, syslog, webhooks (generic JSON and Slack) name the pod."""
+    a = make_alert(container=POD_CONTAINER)
+    journal = dict(f.split("=", 1) for f in journal_fields(a) if not f.startswith("ROXD_MITRE"))
+    assert (journal["ROXD_NAMESPACE"], journal["ROXD_POD"], journal["ROXD_POD_UID"]) == (
+        "shop", "web-7d9f", POD_CONTAINER.pod_uid)
+    assert journal["ROXD_CONTAINER_LABELS"] == "io.kubernetes.container.name=nginx,team=blue"
+    m = parse_5424(format_message(a, hostname="h"))
+    assert (m.param("container@32473", "namespace"), m.param("container@32473", "pod")) == (
+        "shop", "web-7d9f")
+    generic = json.loads(json.dumps(generic_payload(a)))
+    c = generic["event"]["container"] if "event" in generic else generic["container"]
+    assert (c["namespace"], c["pod"], c["pod_labels"], c["runtime_namespace"]) == (
+        "shop", "web-7d9f", {"app": "web"}, "k8s.io")
+    assert "shop/web-7d9f nginx" in json.dumps(slack_payload(a))
+    assert "container nginx (nginx:1.25) of pod shop/web-7d9f" in summary(a)  # log, MESSAGE
+    # outside pods: no pod fields anywhere but the JSON's explicit nulls
+    docker = make_alert()
+    assert not any(f.startswith(("ROXD_POD", "ROXD_NAMESPACE")) for f in journal_fields(docker))
+    assert "namespace" not in dict(parse_5424(format_message(docker, hostname="h")).sd[
+        "container@32473"])

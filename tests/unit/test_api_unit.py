@@ -603,3 +603,39 @@ def test_an_api_failure_raised_inside_a_with_block_stays_itself() -> None:
     with pytest.raises(ApiFailure) as caught, session():
         raise ApiFailure(422, "nothing learned yet")
     assert caught.value.status == 422 and str(caught.value) == "422: nothing learned yet"
+
+
+def test_containers_in_pods_show_namespace_pod_and_labels(tmp_path: Path) -> None:
+    """Issue 18: the API and `roxctl containers` carry pod, namespace and labels where known;
+    the unattributed counter reaches status and metrics."""
+    daemon = FakePort()
+    daemon.items.append((99, Container(
+        id="cd" * 32, runtime="containerd", name="nginx", image="nginx:1.25",
+        labels={"io.kubernetes.container.name": "nginx"}, pod="web-7d9f", namespace="shop",
+        pod_uid="0d5f2b4e-7c1a-4f8e-9b3d-2a6c8e1f4b7d", pod_labels={"app": "web"},
+        runtime_namespace="k8s.io")))
+    daemon.activity = lambda: Activity(events=5, alerts=0, quiet_marks=0,  # type: ignore
+                                       unattributed=3)
+    path = str(tmp_path / "roxd.sock")
+    server = ApiServer(daemon, path, ApiSettings(idle_timeout_s=0.5, max_connections=4))
+    server.start()
+    try:
+        with ApiClient(path) as c:
+            pod = c.get("/v1/containers/nginx")
+            schemas.check({"$ref": "#/components/schemas/Container"}, pod)
+            assert (pod["namespace"], pod["pod"], pod["pod_labels"], pod["runtime_namespace"]) \
+                == ("shop", "web-7d9f", {"app": "web"}, "k8s.io")
+            web = c.get("/v1/containers/web")
+            assert web["pod"] is None and web["namespace"] is None
+            assert c.get("/v1/status")["containers"]["unattributed_events"] == 3
+            assert "roxd_unattributed_events_total 3" in c.get("/v1/metrics")
+        table = roxctl("--socket", path, "containers").stdout.splitlines()
+        assert table[0].split()[:3] == ["NAMESPACE", "POD", "NAME"]
+        rows = [line.split() for line in table[1:]]
+        assert ["shop", "web-7d9f", "nginx"] in [r[:3] for r in rows]
+        assert ["-", "-", "web"] in [r[:3] for r in rows]  # outside pods
+        shown = roxctl("--socket", path, "containers", "nginx").stdout
+        assert "namespace  shop" in shown and "pod_labels app=web" in shown
+        assert "unattributed events" in roxctl("--socket", path, "status").stdout
+    finally:
+        server.close()

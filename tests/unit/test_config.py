@@ -42,6 +42,8 @@ def test_shipped_config_shows_every_key() -> None:
     ("[enforce]\nisolate_allow = ['10.0.0.0/33']\n", "isolate_allow"),
     ("[rules]\npaths = 'rules'\n", "rules.paths must be a list of strings"),
     ("[daemon\n", "config"),
+    ("[containers]\ncontainerd_address = 'containerd.sock'\n", "containerd_address must be"),
+    ("[containers]\npodman_url = '/run/podman/podman.sock'\n", "podman_url must be"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path: Path, text: str, needle: str) -> None:
     path = tmp_path / "roxd.toml"

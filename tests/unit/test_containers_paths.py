@@ -55,6 +55,12 @@ CASES: list[tuple[str, str, ContainerRef | None]] = [
      f"docker-{ID}.scope", ContainerRef("docker", ID, POD)),
     ("kind/k3s node: kubepods under a docker container", f"/docker/{ID2}/kubepods/pod{POD}/{ID}",
      ContainerRef("docker", ID2)),
+    ("nerdctl systemd", f"/system.slice/nerdctl-{ID}.scope", ContainerRef("containerd", ID)),
+    ("kubepods systemd cri-containerd, hybrid host (same path under unified)",
+     f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{POD_US}.slice/"
+     f"cri-containerd-{ID}.scope/", ContainerRef("containerd", ID, POD)),
+    ("k3s cgroupfs under kubepods with the burstable class",
+     f"/kubepods/burstable/pod{POD}/{ID}/", ContainerRef("containerd", ID, POD)),
     # --- CRI-O
     ("crio scope", f"/system.slice/crio-{ID}.scope", ContainerRef("cri-o", ID)),
     ("crio kubepods systemd",
@@ -95,6 +101,8 @@ CASES: list[tuple[str, str, ContainerRef | None]] = [
     ("pod slice without a container",
      f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{POD_US}.slice", None),
     ("bare id outside kubepods (ctr default namespace) is ambiguous", f"/default/{ID}", None),
+    ("ctr with a name as id: claimed by containerd, not parsed", "/default/web", None),
+    ("nerdctl scope with a short id", "/system.slice/nerdctl-3c79270d7013.scope", None),
     ("libvirt machine", "/machine.slice/machine-qemu\\x2d1\\x2dvm.scope", None),
     ("lxc", "/lxc.payload.web", None),
     ("this sandbox's own cgroup", "/process_api/e21bbe4b3a1d49b723d1599f2998410a", None),

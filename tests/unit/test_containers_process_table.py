@@ -235,3 +235,23 @@ def test_vpid_is_the_last_nspid_field(proc: FakeProc, clock: FakeClock) -> None:
     assert table(proc, clock).vpid(70) == 1
     proc.add(71, 1, "/bin/sh", ["sh"])  # no NSpid line (an old kernel): unknown, not an error
     assert table(proc, clock).vpid(71) is None
+
+
+def test_busybox_applet_reexec_of_a_gone_process_has_the_parents_image(
+        proc: FakeProc, clock: FakeClock) -> None:
+    """busybox sh runs `cat` by re-exec'ing /proc/self/exe; cat may be gone before roxd reads
+    its /proc/<pid>/exe. Its image is its parent's *image* (/bin/busybox, the kernel's link of
+    the live parent), not the path the parent was started by (/bin/sh, a symlink): with the
+    path, exe_basename said "sh" for cat and rules on `cat` missed it now and then (seen in
+    tests/kernel/test_runtimes_live.py)."""
+    t = table(proc, clock)
+    proc.add(20, 1, "/bin/busybox", ["sh", "-c", "cat /etc/hostname"])  # the live parent
+    t.on_exec(exec_ev(20, 1, "/bin/sh", "-c", "cat /etc/hostname"))
+    cat = ExecEvent(time_ns=2, pid=21, ppid=20, uid=0, gid=0, cgroup_id=7, comm="exe",
+                    filename="/proc/self/exe", args=("cat", "/etc/hostname"),
+                    args_truncated=False)  # pid 21 already gone: no /proc/21
+    assert t.on_exec(cat).exe == "/bin/busybox"
+    # the parent gone too: the path it was started by is the best left
+    proc.remove(20)
+    t.on_exec(exec_ev(20, 1, "/bin/sh", "-c", "x"))
+    assert t.on_exec(cat).exe == "/bin/sh"

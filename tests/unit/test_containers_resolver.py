@@ -105,7 +105,7 @@ def test_other_runtimes_from_path_alone(tree: Path) -> None:
     crio = resolver.resolve(ino(tree / "system.slice" / f"crio-{ID2}.scope"))
     assert crio == Container(id=ID2, runtime="cri-o", cgroup_path=f"/system.slice/crio-{ID2}.scope")
     kube = resolver.resolve(ino(tree / "kubepods" / "burstable" / f"pod{POD}" / ID2))
-    assert kube is not None and (kube.runtime, kube.pod) == ("containerd", POD)
+    assert kube is not None and (kube.runtime, kube.pod_uid) == ("containerd", POD)
 
 
 def test_results_are_cached_per_cgroup_id(tree: Path) -> None:
@@ -180,10 +180,14 @@ def test_pid_hint_finds_a_new_cgroup_without_a_walk(tree: Path, tmp_path: Path) 
 
 
 def test_capacity_bounds_the_cache(tree: Path) -> None:
+    (tree / "system.slice" / "cron.service").mkdir()
     resolver = ContainerResolver(CgroupIndex(str(tree)), [], capacity=2)
-    for d in (tree, tree / "user.slice", tree / "docker" / ID, tree / "docker" / ID / "init.scope"):
+    for d in (tree, tree / "user.slice", tree / "docker" / ID, tree / "docker" / ID / "init.scope",
+              tree / "system.slice", tree / "system.slice" / "cron.service"):
         resolver.resolve(ino(d))
-    assert len(resolver) == 2
+    # the four host cgroups are bounded to 2; the container's two cgroups are pinned
+    assert len(resolver) == 2 + 2
+    assert resolver.stats()["running_cgroups"] == 2
 
 
 def test_concurrent_updates_and_reads(tree: Path) -> None:
@@ -347,3 +351,35 @@ def test_late_event_of_a_removed_cgroup_is_answered_but_not_listed(tree: Path) -
     late = resolver.resolve(cg)
     assert late is not None and late.id == ID
     assert resolver.containers() == []
+
+
+def test_churn_past_capacity_never_evicts_running_containers(tree: Path) -> None:
+    """Issue 23 item 11: cgroup churn (short-lived host cgroups, containers that come and go)
+    past the cache size must not drop a running, idle container from containers() (which
+    `roxctl containers`, isolation targets and the kernel's container set are built from)."""
+    source = FakeSource()
+    source.meta[ID] = WEB
+    index = CgroupIndex(str(tree), min_refresh_interval=0.0)  # every new cgroup is found
+    resolver = ContainerResolver(index, [source], capacity=4)
+    web = ino(tree / "docker" / ID)
+    assert resolver.resolve(web) is not None
+    for i in range(50):  # churn: new cgroups, each seen once, the container stays idle
+        d = tree / "user.slice" / f"session-{i}.scope"
+        d.mkdir()
+        assert resolver.resolve(ino(d)) is None and ino(d) in dict(index.snapshot())
+    listed = dict(resolver.containers())
+    assert web in listed and listed[web].name == "web"
+    assert web in resolver.cgroup_ids_of(ID)
+    assert len(resolver) <= 4 + 1  # the churn itself stays bounded
+
+
+def test_a_running_container_whose_cgroup_vanished_is_swept(tree: Path) -> None:
+    """Pinned entries are not a leak: a container cgroup removed without the runtime saying so
+    (no metadata source for its runtime) leaves the listing once the resolver sweeps."""
+    resolver = ContainerResolver(CgroupIndex(str(tree)), [], capacity=4)
+    crio = tree / "system.slice" / f"crio-{ID2}.scope"
+    crio_id = ino(crio)
+    assert resolver.resolve(crio_id) is not None
+    crio.rmdir()
+    resolver.sweep()
+    assert crio_id not in dict(resolver.containers())

@@ -57,6 +57,14 @@ def box(
     return Container(id="a" * 64, runtime=runtime, name=name, image=image, labels=labels or {})
 
 
+def pod_box(namespace: str = "shop", pod: str = "web-7d9f", name: str = "nginx",
+            pod_labels=None) -> Container:
+    return Container(id="b" * 64, runtime="containerd", name=name, image="nginx:1.25",
+                     pod=pod, namespace=namespace, pod_uid="0d5f2b4e-7c1a-4f8e-9b3d-2a6c8e1f4b7d",
+                     pod_labels={"app": "web"} if pod_labels is None else pod_labels,
+                     runtime_namespace="k8s.io")
+
+
 def exe_event(
     args: tuple[str, ...],
     exe: str | None = None,
@@ -319,6 +327,20 @@ SCOPE_CASES = [
     ("labels = { debug = true }", box(), False),
     ("labels = { debug = false }", box(labels={"debug": "1"}), False),
     ("labels = { debug = false }", box(), True),
+    # Kubernetes: namespace, pod name and pod labels (issue 18)
+    ('namespace = "shop"', pod_box(), True),
+    ('namespace = ["shop", "blog"]', pod_box(namespace="blog"), True),
+    ('namespace = "shop"', pod_box(namespace="kube-system"), False),
+    ('namespace = "shop"', box(), False),  # outside any pod: no namespace to match
+    ('namespace = "*"', box(), True),
+    ('namespace = "shop"', None, True),  # the host follows `host`
+    ('pod = "web-*"', pod_box(), True),
+    ('pod = "db-*"', pod_box(), False),
+    ('pod_labels = { app = "web" }', pod_box(), True),
+    ('pod_labels = { app = "web" }', pod_box(pod_labels={"app": "db"}), False),
+    ("pod_labels = { tier = false }", pod_box(), True),
+    ('name = "nginx"\nnamespace = "shop"', pod_box(), True),
+    ('name = "nginx"\nnamespace = "shop"', pod_box(name="sidecar"), False),
 ]
 
 
@@ -375,6 +397,29 @@ values = [[[1000, 1001], "^sh -c healthcheck"]]
 def test_exceptions(tmp_path: Path, event: EnrichedEvent, excepted: bool) -> None:
     rule_set = load(tmp_path, rule(body=EXCEPTION_RULE))
     assert (hits(rule_set, event) == []) is excepted
+
+
+def test_exceptions_name_namespaces_pod_labels_and_container_names(tmp_path: Path) -> None:
+    body = """
+    [rule.when]
+    exe_basename = "sh"
+    [[rule.exception]]
+    name = "ns_container"
+    fields = ["namespace", "container_name"]
+    values = [["kube-system", "*"], ["shop", "debug-*"]]
+    [[rule.exception]]
+    name = "pod_label"
+    fields = ["pod_label.role", "pod"]
+    values = [["ops-shell", "toolbox-*"]]
+    """
+    rule_set = load(tmp_path, rule(body=body))
+    assert hits(rule_set, exe_event(SH, container=pod_box(namespace="kube-system"))) == []
+    assert hits(rule_set, exe_event(SH, container=pod_box(name="debug-1"))) == []
+    assert hits(rule_set, exe_event(SH, container=pod_box())) == ["t.rule"]
+    toolbox = pod_box(pod="toolbox-1", pod_labels={"role": "ops-shell"})
+    assert hits(rule_set, exe_event(SH, container=toolbox)) == []
+    assert hits(rule_set, exe_event(SH, container=pod_box(pod="toolbox-1"))) == ["t.rule"]
+    assert hits(rule_set, exe_event(SH)) == ["t.rule"]  # the host: no pod, no exception
 
 
 def test_user_file_adds_exception_values_without_editing_the_pack(tmp_path: Path) -> None:
