@@ -531,6 +531,9 @@ class DaemonPort:
     def alert_sink_stats(self) -> Mapping[str, int]:
         return self._parts.delivery.stats()
 
+    def alert_sink_problems(self) -> Sequence[str]:
+        return self._parts.delivery.problems()
+
     def policy(self) -> Mapping[str, object]:
         return self._parts.policy.snapshot()
 

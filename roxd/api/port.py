@@ -127,6 +127,7 @@ class DaemonPort(Protocol):
     def seccomp(self) -> SeccompApi | None: ...
     def alert_store(self) -> Any: ...  # AlertStore or None (alerts.store disabled)
     def alert_sink_stats(self) -> Mapping[str, int]: ...
+    def alert_sink_problems(self) -> Sequence[str]: ...  # configured sinks not delivering: why
     def policy(self) -> Mapping[str, object]: ...  # what the kernel was told (KernelPolicy)
     def baselines(self) -> BaselinesApi | None: ...  # None: [baselines] enabled = false
     # slow I/O on the caller's thread (the API's), never the loop's; RuntimeControlError
