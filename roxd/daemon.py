@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -30,7 +31,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 from roxd import __version__, features
 from roxd.alerts.delivery import AlertDelivery
 from roxd.alerts.dispatch import AlertDispatcher, LogSink, StreamSink, TopicSink
-from roxd.api.port import Activity, DaemonFacts, KernelStats, Programs
+from roxd.api.port import Activity, CallTimeout, DaemonFacts, KernelStats, Programs
 from roxd.api.server import ApiServer
 from roxd.baselines.engine import BaselineEngine
 from roxd.config import Config
@@ -69,6 +70,45 @@ class RunOptions:
     print_alerts: bool = False
     rule_paths: tuple[Path, ...] = ()  # overrides the config when given
     events_out: IO[str] = field(default=sys.stdout)
+
+
+class LoopCalls:
+    """Calls handed to the event-loop thread by other threads (the API), run between polls."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
+
+    def call(self, fn: Callable[[], T], timeout: float) -> T:
+        """Queue fn for the loop and wait for its result (or its error). On a timeout, a call
+        not yet started is withdrawn and never runs (CallTimeout, started=False: nothing
+        changed); one already running is reported as such (started=True: it may still
+        apply). It used to surface as "408 request body not received in time" while the
+        queued change ran later."""
+        future: Future[T] = Future()
+        self._queue.put((fn, future))
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            withdrawn = future.cancel()  # only succeeds while it is still queued
+            if not withdrawn and future.done():  # it finished just now
+                return future.result()
+            name = getattr(fn, "__name__", "")
+            what = f"{name}()" if name and not name.startswith("<") else "the request"
+            raise CallTimeout(what, timeout, started=not withdrawn) from None
+
+    def run_pending(self) -> None:
+        """On the loop thread: run what is queued (withdrawn calls are skipped)."""
+        while True:
+            try:
+                fn, future = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed back to the caller's thread
+                future.set_exception(exc)
 
 
 @dataclass
@@ -120,7 +160,7 @@ class Daemon:
         self._notifier = Notifier()
         # Work handed to the event-loop thread by other threads (the API): rule reloads,
         # enable/disable, seccomp calls. Run between two polls, so no stage needs locks.
-        self._loop_tasks: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
+        self._loop_tasks = LoopCalls()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -317,25 +357,14 @@ class Daemon:
         self._flush_output()
 
     def call_in_loop(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
-        """Run fn on the event-loop thread and return its result (or raise its error)."""
+        """Run fn on the event-loop thread and return its result (or raise its error);
+        LoopCalls.call says what a timeout means."""
         if threading.current_thread() is threading.main_thread() and not self._stop.is_set():
             return fn()
-        future: Future[T] = Future()
-        self._loop_tasks.put((fn, future))
-        return future.result(timeout)
+        return self._loop_tasks.call(fn, timeout)
 
     def _run_loop_tasks(self) -> None:
-        while True:
-            try:
-                fn, future = self._loop_tasks.get_nowait()
-            except queue.Empty:
-                return
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn())
-            except BaseException as exc:  # handed back to the caller's thread
-                future.set_exception(exc)
+        self._loop_tasks.run_pending()
 
     def _flush_output(self) -> None:
         if self.lines is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,13 @@ from roxd.errors import ApiError, RuleError
 from roxd.rules.ruleset import CompiledRule, RuleSet
 
 log = logging.getLogger(__name__)
+
+# A validation reports at most this many errors (and how many there were): the response,
+# and the work of rendering it, stay bounded whatever a client posts.
+MAX_REPORTED_ERRORS = 100
+# Rule files are parsed by one request at a time (validate, reload); others wait this long,
+# then get 429: a reader cannot run many megabyte parses at once against the daemon's CPU.
+PARSE_WAIT_S = 5.0
 
 
 def rule_tags(rule: CompiledRule) -> set[str]:
@@ -36,6 +44,12 @@ def error_dict(err: RuleError, rename: dict[str, str] | None = None) -> dict[str
 class RuleEndpoints:
     def __init__(self, daemon: DaemonPort) -> None:
         self.daemon = daemon
+        self._parsing = threading.BoundedSemaphore(1)
+
+    def _parse_slot(self) -> threading.BoundedSemaphore:
+        if not self._parsing.acquire(timeout=PARSE_WAIT_S):
+            raise ApiError(429, "another rule validation or reload is running; try again")
+        return self._parsing
 
     def _rules(self) -> RuleSet:
         rules = self.daemon.rules()
@@ -67,23 +81,34 @@ class RuleEndpoints:
         from roxd.rules.loader import validate_paths
 
         name = body.get("name") or "posted.toml"
-        with tempfile.TemporaryDirectory(prefix="roxd-validate-") as tmp:
-            path = Path(tmp) / (name if name.endswith(".toml") else name + ".toml")
-            path.write_text(body["content"])
-            paths = [path] if body.get("standalone") else [*self.daemon.rule_paths(), path]
-            errors = validate_paths(paths)
-            rename = {str(path): name}
-        return {"valid": not errors, "errors": [error_dict(e, rename) for e in errors]}
+        slot = self._parse_slot()
+        try:
+            with tempfile.TemporaryDirectory(prefix="roxd-validate-") as tmp:
+                path = Path(tmp) / (name if name.endswith(".toml") else name + ".toml")
+                path.write_text(body["content"])
+                paths = [path] if body.get("standalone") else [*self.daemon.rule_paths(), path]
+                errors = validate_paths(paths)
+                rename = {str(path): name}
+        finally:
+            slot.release()
+        shown = errors[:MAX_REPORTED_ERRORS]
+        return {"valid": not errors, "errors": [error_dict(e, rename) for e in shown],
+                "error_count": len(errors), "errors_truncated": len(errors) > len(shown)}
 
     def reload(self, _req: Request, _params: dict[str, Any], _body: Any) -> Any:
         from roxd.rules.loader import validate_paths
 
         previous = self._rules().version
-        errors = validate_paths(self.daemon.rule_paths())
+        slot = self._parse_slot()
+        try:
+            errors = validate_paths(self.daemon.rule_paths())
+        finally:
+            slot.release()
         ok = not errors and self.daemon.call_in_loop(self.daemon.reload_rules)
         rules = self._rules()
         result = {"reloaded": bool(ok), "version": rules.version, "previous_version": previous,
-                  "rules": len(rules.rules), "errors": [error_dict(e) for e in errors]}
+                  "rules": len(rules.rules),
+                  "errors": [error_dict(e) for e in errors[:MAX_REPORTED_ERRORS]]}
         if not ok:
             if not errors:
                 result["errors"] = [{"file": "", "line": None, "rule_id": None,
