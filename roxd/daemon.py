@@ -44,7 +44,7 @@ from roxd.incidents.risk import ContainerRisk
 from roxd.inventory import ContainerRecord, ImageRecord, container_inventory, image_inventory
 from roxd.jsonlines import JsonLines
 from roxd.model import Container, SeccompEvent, rfc3339
-from roxd.pipeline import Counters, EventTaps, Pipeline
+from roxd.pipeline import Counters, EventTaps, Pipeline, SlowActions
 from roxd.policy.capacity import capacity_problems, map_capacities
 from roxd.policy.kernel import KernelPolicy
 from roxd.posture.model import Report
@@ -135,6 +135,8 @@ class Parts:
     api: ApiServer | None = None
     posture: PostureService | None = None  # None: posture.enabled = false
     incidents: IncidentTracker | None = None  # a raw tap of the dispatcher: every alert
+    # the worker for isolate, container kills, seccomp and quarantine checks: off the loop
+    slow: SlowActions | None = None
 
 
 class Daemon:
@@ -161,6 +163,7 @@ class Daemon:
         # Work handed to the event-loop thread by other threads (the API): rule reloads,
         # enable/disable, seccomp calls. Run between two polls, so no stage needs locks.
         self._loop_tasks = LoopCalls()
+        self._reconciling = False  # a quarantine check is on the slow-actions worker
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -234,16 +237,17 @@ class Daemon:
         if baselines is not None:  # a lock, unlock or mode change rewrites the allow-lists
             baselines.add_listener(policy.containers_changed)
         responder.guard = policy.kill_guard
+        slow = SlowActions()
         pipeline = Pipeline(
             enricher=attribution.enricher, rules=lambda: self.rules.current, policy=policy,
             responder=responder, alerts=alerts,
             taps=EventTaps(self.events_topic,
                            self.lines if self.options.print_events else None),
-            counters=self.counters, baselines=baselines)
+            counters=self.counters, baselines=baselines, slow=slow)
         seccomp = self._make_seccomp(attribution)
         responder.seccomp = seccomp
         return Parts(attribution, sensor, policy, pipeline, delivery, seccomp, baselines,
-                     incidents=incidents)
+                     incidents=incidents, slow=slow)
 
     def _start(self, parts: Parts) -> None:
         parts.attribution.start()
@@ -280,6 +284,8 @@ class Daemon:
                 self._flush_output()
             parts.sensor.close()
             log.info("roxd stopped; kernel counters: %s", _fmt_counters(stats.counters))
+        if parts is not None and parts.slow is not None:  # their alerts, before delivery closes
+            parts.slow.close(10.0)
         if parts is not None and parts.seccomp is not None:
             parts.seccomp.close()
         if parts is not None and parts.baselines is not None:
@@ -325,8 +331,9 @@ class Daemon:
             Housekeeping("hold lease", 1.0, parts.policy.renew_hold),
             Housekeeping("seccomp poll", self.config.seccomp.poll_interval_s,
                          lambda: self._poll_seccomp(parts)),
+            # Docker and nft calls (seconds with dockerd hung): on the slow-actions worker
             Housekeeping("quarantine reconcile", self.config.enforce.reconcile_interval_s,
-                         self._reconcile_quarantine),
+                         lambda: self._reconcile_off_loop(parts)),
             Housekeeping("stats", self.config.daemon.stats_interval_s,
                          lambda: self._log_stats(parts)),
         ]
@@ -341,6 +348,8 @@ class Daemon:
         jobs = self._housekeeping(parts)
         while not self.stopping:
             parts.sensor.poll(poll_ms)
+            if parts.slow is not None:  # alerts of isolates etc. that finished meanwhile
+                parts.slow.finish_pending()
             self._run_loop_tasks()
             self._flush_output()
             self._notifier.watchdog()
@@ -415,6 +424,18 @@ class Daemon:
             return None
         return Quarantine.for_runtime(Path(self.config.daemon.state_dir), self.runtime,
                                       allow=self.config.enforce.isolate_allow)
+
+    def _reconcile_off_loop(self, parts: Parts) -> None:
+        if self.quarantine is None or self._reconciling:
+            return  # the last check is still running (dockerd slow): never pile them up
+        self._reconciling = True
+
+        def done(_: object) -> None:
+            self._reconciling = False
+
+        if parts.slow is None or not parts.slow.submit(self._reconcile_quarantine, done):
+            self._reconcile_quarantine()
+            self._reconciling = False
 
     def _reconcile_quarantine(self) -> None:
         if self.quarantine is None:
