@@ -39,6 +39,7 @@ from roxd.containers.attribution import ContainerAttribution
 from roxd.enforce.quarantine import Quarantine
 from roxd.enforce.response import Responder
 from roxd.errors import CgroupError, RoxdError, RuleError
+from roxd.holdguard import HoldGuard, release_exec_stops
 from roxd.incidents import IncidentTracker, start_incidents
 from roxd.incidents.risk import ContainerRisk
 from roxd.inventory import ContainerRecord, ImageRecord, container_inventory, image_inventory
@@ -164,6 +165,7 @@ class Daemon:
         # enable/disable, seccomp calls. Run between two polls, so no stage needs locks.
         self._loop_tasks = LoopCalls()
         self._reconciling = False  # a quarantine check is on the slow-actions worker
+        self._holdguard = HoldGuard()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -252,6 +254,10 @@ class Daemon:
     def _start(self, parts: Parts) -> None:
         parts.attribution.start()
         self._reconcile_quarantine()
+        # execs a dead roxd's hold left stopped (its guardian was killed too), then a guardian
+        # for this roxd's own holds should it die (roxd/holdguard.py)
+        release_exec_stops()
+        self._holdguard.start()
         parts.sensor.start()
         # from here on the policy alone writes the kernel's maps: rules now, then every new
         # rule set and every container change
@@ -284,6 +290,7 @@ class Daemon:
                 self._flush_output()
             parts.sensor.close()
             log.info("roxd stopped; kernel counters: %s", _fmt_counters(stats.counters))
+        self._holdguard.close()  # programs detached: it releases any hold now and exits
         if parts is not None and parts.slow is not None:  # their alerts, before delivery closes
             parts.slow.close(10.0)
         if parts is not None and parts.seccomp is not None:
