@@ -114,7 +114,7 @@ def test_an_engine_socket_with_nothing_behind_it(tmp_path: Path, run_container: 
             subprocess.run(["/bin/sh", "-c", f": roxd-engine-mark-{i}"], check=True)
         c = run_container("sh -c ': roxd-engine-mark-in-container'; sleep 30")
         wait_until(lambda: len(marks(roxd)) >= 11, 30, message="11 alerts")
-        inside = [a for a in marks(roxd) if "in-container" in json.dumps(a)][0]
+        inside = next(a for a in marks(roxd) if "in-container" in json.dumps(a))
         container = inside["event"]["container"]
         assert container["id"] == c.id and container["runtime"] == "docker"
         assert container.get("name") in (None, "")  # no engine: id by cgroup path only
