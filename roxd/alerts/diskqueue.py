@@ -155,7 +155,18 @@ class DiskQueue:
 
     def push(self, items: Sequence[tuple[int, bytes]]) -> int:
         """Append (created_ns, msg) items; returns how many of the oldest were dropped (over
-        the count or the byte bound). All or nothing: on an error nothing was added."""
+        the count or the byte bound). All or nothing: on an error nothing was added. A file
+        found corrupt is replaced and the push tried once more on the fresh one (every user
+        of the queue gets this: the syslog forwarders and the NATS exporter)."""
+        try:
+            return self._push(items)
+        except sqlite3.DatabaseError as exc:
+            if not is_corrupt(exc):
+                raise
+            self.reopen_fresh(str(exc))
+            return self._push(items)
+
+    def _push(self, items: Sequence[tuple[int, bytes]]) -> int:
         if not items:
             return 0
         count = self._count + len(items)

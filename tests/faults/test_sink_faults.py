@@ -321,3 +321,24 @@ def test_delivery_reports_every_failing_sink(rsyslog: Rsyslog, tmp_path: Path) -
         assert any("database or disk is full" in p for p in problems), problems
     finally:
         delivery.close(2)
+
+
+def test_queue_pages_damaged_on_disk_while_open_are_replaced(tmp_path: Path) -> None:
+    """Real damage, no injection: pages overwritten under an open queue (a disk error, a
+    stray write). The next push finds SQLITE_CORRUPT, moves the file aside and succeeds on a
+    fresh one: every user of DiskQueue (syslog, NATS) gets this."""
+    path = tmp_path / "q.db"
+    q = DiskQueue(path, 100)
+    q.push([(1, b"a" * 5000) for _ in range(20)])
+    q.close()
+    q = DiskQueue(path, 100)
+    with path.open("r+b") as f:
+        f.seek(4096 * 2)
+        f.write(b"\xff" * 4096 * 3)
+    try:
+        assert q.push([(2, b"after")]) == 0
+        assert len(q) == 1 and q.quarantined == 1
+        assert [m for _, m in q.peek(10)] == [b"after"]
+        assert list(tmp_path.glob("q.db.corrupt-*"))
+    finally:
+        q.close()
