@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -32,7 +33,7 @@ from roxd.alerts.delivery import AlertDelivery
 from roxd.alerts.dispatch import AlertDispatcher, LogSink, StreamSink, TopicSink
 from roxd.alerts.node import NodeIdentity
 from roxd.api.metrics_http import MetricsListener, NoMetricsListener, start_metrics_listener
-from roxd.api.port import Activity, DaemonFacts, KernelStats, Programs
+from roxd.api.port import Activity, CallTimeout, DaemonFacts, KernelStats, Programs
 from roxd.api.server import ApiServer
 from roxd.baselines.drift import DriftDetector
 from roxd.baselines.engine import BaselineEngine
@@ -41,6 +42,7 @@ from roxd.containers.attribution import ContainerAttribution
 from roxd.enforce.quarantine import Quarantine
 from roxd.enforce.response import Responder
 from roxd.errors import CgroupError, RoxdError, RuleError
+from roxd.holdguard import HoldGuard, release_exec_stops
 from roxd.incidents import IncidentTracker, start_incidents
 from roxd.incidents.risk import ContainerRisk
 from roxd.inventory import ContainerRecord, ImageRecord, container_inventory, image_inventory
@@ -48,7 +50,7 @@ from roxd.jsonlines import JsonLines
 from roxd.model import Container, SeccompEvent, rfc3339
 from roxd.netmap.addresses import container_addresses, first_pid
 from roxd.netmap.flows import FlowMap, peer_name
-from roxd.pipeline import Counters, EventTaps, Pipeline
+from roxd.pipeline import Counters, EventTaps, Pipeline, SlowActions
 from roxd.policy.capacity import capacity_problems, map_capacities
 from roxd.policy.kernel import KernelPolicy
 from roxd.posture.model import Report
@@ -84,6 +86,45 @@ class RunOptions:
     events_out: IO[str] = field(default=sys.stdout)
 
 
+class LoopCalls:
+    """Calls handed to the event-loop thread by other threads (the API), run between polls."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
+
+    def call(self, fn: Callable[[], T], timeout: float) -> T:
+        """Queue fn for the loop and wait for its result (or its error). On a timeout, a call
+        not yet started is withdrawn and never runs (CallTimeout, started=False: nothing
+        changed); one already running is reported as such (started=True: it may still
+        apply). It used to surface as "408 request body not received in time" while the
+        queued change ran later."""
+        future: Future[T] = Future()
+        self._queue.put((fn, future))
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            withdrawn = future.cancel()  # only succeeds while it is still queued
+            if not withdrawn and future.done():  # it finished just now
+                return future.result()
+            name = getattr(fn, "__name__", "")
+            what = f"{name}()" if name and not name.startswith("<") else "the request"
+            raise CallTimeout(what, timeout, started=not withdrawn) from None
+
+    def run_pending(self) -> None:
+        """On the loop thread: run what is queued (withdrawn calls are skipped)."""
+        while True:
+            try:
+                fn, future = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed back to the caller's thread
+                future.set_exception(exc)
+
+
 @dataclass
 class Housekeeping:
     """Periodic work of the loop: one named job, its period, when it runs next."""
@@ -110,6 +151,8 @@ class Parts:
     incidents: IncidentTracker | None = None  # a raw tap of the dispatcher: every alert
     netmap: FlowMap | None = None  # None: netmap.enabled = false
     metrics: MetricsListener | NoMetricsListener = field(default_factory=NoMetricsListener)
+    # the worker for isolate, container kills, seccomp and quarantine checks: off the loop
+    slow: SlowActions | None = None
 
 
 class Daemon:
@@ -136,7 +179,9 @@ class Daemon:
         self._notifier = Notifier()
         # Work handed to the event-loop thread by other threads (the API): rule reloads,
         # enable/disable, seccomp calls. Run between two polls, so no stage needs locks.
-        self._loop_tasks: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
+        self._loop_tasks = LoopCalls()
+        self._reconciling = False  # a quarantine check is on the slow-actions worker
+        self._holdguard = HoldGuard()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -222,21 +267,27 @@ class Daemon:
         if baselines is not None:  # a lock, unlock or mode change rewrites the allow-lists
             baselines.add_listener(policy.containers_changed)
         responder.guard = policy.kill_guard
+        slow = SlowActions()
         pipeline = Pipeline(
             enricher=attribution.enricher, rules=lambda: self.rules.current, policy=policy,
             responder=responder, alerts=alerts,
             taps=EventTaps(self.events_topic,
                            self.lines if self.options.print_events else None),
             counters=self.counters, baselines=baselines,
-            drift=DriftDetector() if self.config.baselines.drift else None, netmap=netmap)
+            drift=DriftDetector() if self.config.baselines.drift else None, netmap=netmap,
+            slow=slow)
         seccomp = self._make_seccomp(attribution)
         responder.seccomp = seccomp
         return Parts(attribution, sensor, policy, pipeline, delivery, seccomp, baselines,
-                     incidents=incidents, netmap=netmap)
+                     incidents=incidents, netmap=netmap, slow=slow)
 
     def _start(self, parts: Parts) -> None:
         parts.attribution.start()
         self._reconcile_quarantine()
+        # execs a dead roxd's hold left stopped (its guardian was killed too), then a guardian
+        # for this roxd's own holds should it die (roxd/holdguard.py)
+        release_exec_stops()
+        self._holdguard.start()
         parts.sensor.start()
         # from here on the policy alone writes the kernel's maps: rules now, then every new
         # rule set and every container change
@@ -281,6 +332,9 @@ class Daemon:
                 self._flush_output()
             parts.sensor.close()
             log.info("roxd stopped; kernel counters: %s", _fmt_counters(stats.counters))
+        self._holdguard.close()  # programs detached: it releases any hold now and exits
+        if parts is not None and parts.slow is not None:  # their alerts, before delivery closes
+            parts.slow.close(10.0)
         if parts is not None and parts.seccomp is not None:
             parts.seccomp.close()
         if parts is not None and parts.baselines is not None:
@@ -329,8 +383,9 @@ class Daemon:
             Housekeeping("container sweep", 10.0, parts.attribution.resolver.sweep_vanished),
             Housekeeping("seccomp poll", self.config.seccomp.poll_interval_s,
                          lambda: self._poll_seccomp(parts)),
+            # Docker and nft calls (seconds with dockerd hung): on the slow-actions worker
             Housekeeping("quarantine reconcile", self.config.enforce.reconcile_interval_s,
-                         self._reconcile_quarantine),
+                         lambda: self._reconcile_off_loop(parts)),
             Housekeeping("stats", self.config.daemon.stats_interval_s,
                          lambda: self._log_stats(parts)),
             Housekeeping("event counts", 60.0, lambda: self.counters.forget_containers(
@@ -377,6 +432,8 @@ class Daemon:
         jobs = self._housekeeping(parts)
         while not self.stopping:
             parts.sensor.poll(poll_ms)
+            if parts.slow is not None:  # alerts of isolates etc. that finished meanwhile
+                parts.slow.finish_pending()
             self._run_loop_tasks()
             self._flush_output()
             self._notifier.watchdog()
@@ -393,25 +450,14 @@ class Daemon:
         self._flush_output()
 
     def call_in_loop(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
-        """Run fn on the event-loop thread and return its result (or raise its error)."""
+        """Run fn on the event-loop thread and return its result (or raise its error);
+        LoopCalls.call says what a timeout means."""
         if threading.current_thread() is threading.main_thread() and not self._stop.is_set():
             return fn()
-        future: Future[T] = Future()
-        self._loop_tasks.put((fn, future))
-        return future.result(timeout)
+        return self._loop_tasks.call(fn, timeout)
 
     def _run_loop_tasks(self) -> None:
-        while True:
-            try:
-                fn, future = self._loop_tasks.get_nowait()
-            except queue.Empty:
-                return
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn())
-            except BaseException as exc:  # handed back to the caller's thread
-                future.set_exception(exc)
+        self._loop_tasks.run_pending()
 
     def _flush_output(self) -> None:
         if self.lines is not None:
@@ -462,6 +508,18 @@ class Daemon:
             return None
         return Quarantine.for_runtime(Path(self.config.daemon.state_dir), self.runtime,
                                       allow=self.config.enforce.isolate_allow)
+
+    def _reconcile_off_loop(self, parts: Parts) -> None:
+        if self.quarantine is None or self._reconciling:
+            return  # the last check is still running (dockerd slow): never pile them up
+        self._reconciling = True
+
+        def done(_: object) -> None:
+            self._reconciling = False
+
+        if parts.slow is None or not parts.slow.submit(self._reconcile_quarantine, done):
+            self._reconcile_quarantine()
+            self._reconciling = False
 
     def _reconcile_quarantine(self) -> None:
         if self.quarantine is None:
@@ -612,6 +670,9 @@ class DaemonPort:
 
     def alert_sink_stats(self) -> Mapping[str, int]:
         return self._parts.delivery.stats()
+
+    def alert_sink_problems(self) -> Sequence[str]:
+        return self._parts.delivery.problems()
 
     def policy(self) -> Mapping[str, object]:
         return self._parts.policy.snapshot()

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from roxd.alerts.dispatch import AlertDispatcher
 from roxd.containers.enricher import Enricher
@@ -103,6 +105,99 @@ class Handled:
     matches: tuple[RuleMatch, ...] = ()
     alerts: tuple[Alert, ...] = ()
     quiet: bool = False  # folded in the kernel from now on: no rule cared
+    deferred: int = 0  # matches whose alert comes once their slow actions finish (SlowActions)
+
+
+# Actions that wait on the container runtime or nftables (seconds when dockerd is slow or
+# hung): run by SlowActions, off the event loop. A process kill (pidfd, microseconds) and a
+# process-tree kill stay inline: they must land before the process does more.
+SLOW_ACTIONS = frozenset({ActionKind.ISOLATE, ActionKind.SECCOMP})
+
+
+def slow_part(match: RuleMatch) -> tuple[ActionKind, ...]:
+    kill_container = ActionKind.KILL in match.actions and match.kill_target == "container"
+    return tuple(a for a in match.actions
+                 if a in SLOW_ACTIONS or (a is ActionKind.KILL and kill_container))
+
+
+class SlowActions:
+    """One worker thread for responses that wait on the container runtime or nftables
+    (isolate, a container kill, seccomp), and for other slow housekeeping (quarantine
+    reconciliation): the event loop hands them over and goes on polling the ring buffer.
+    Results come back through `finish_pending()`, which the loop calls every iteration, so
+    alerts are still raised on the loop thread. A full queue (max_pending) runs the work
+    inline rather than lose it."""
+
+    def __init__(self, max_pending: int = 256) -> None:
+        self._todo: queue.Queue[tuple[Callable[[], Any], Callable[[Any], None]] | None] = (
+            queue.Queue(max_pending))
+        self._done: queue.Queue[tuple[Callable[[Any], None], Any]] = queue.Queue()
+        self._busy = 0
+        self._closed = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="roxd-actions", daemon=True)
+        self._thread.start()
+
+    def submit(self, work: Callable[[], Any], then: Callable[[Any], None]) -> bool:
+        """Run work() on the worker, then then(result) on the loop; False: queue full or
+        closed (the caller runs it inline)."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._busy += 1
+        try:
+            self._todo.put_nowait((work, then))
+        except queue.Full:
+            with self._lock:
+                self._busy -= 1
+            return False
+        return True
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return self._busy
+
+    def finish_pending(self) -> int:
+        """On the loop: the continuations of finished work, in order; how many ran."""
+        ran = 0
+        while True:
+            try:
+                then, result = self._done.get_nowait()
+            except queue.Empty:
+                return ran
+            try:
+                then(result)
+            except Exception:
+                log.exception("finishing a slow action failed")
+            with self._lock:
+                self._busy -= 1
+            ran += 1
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Let queued work finish (up to timeout), then run its continuations."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            waiting = self._busy
+            self._closed = True
+        if waiting:
+            log.info("waiting up to %.0fs for %d slow actions to finish", timeout, waiting)
+        self._todo.put(None)
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        self.finish_pending()
+
+    def _run(self) -> None:
+        while True:
+            item = self._todo.get()
+            if item is None:
+                return
+            work, then = item
+            try:
+                result = work()
+            except Exception:  # work wraps its own errors; this is a bug, logged
+                log.exception("slow action failed")
+                result = None
+            self._done.put((then, result))
 
 
 class EventTaps:
@@ -130,9 +225,11 @@ class Pipeline:
     def __init__(self, *, enricher: Enricher, rules: Callable[[], RuleSet], policy: Policy,
                  responder: Responder, alerts: AlertDispatcher, taps: EventTaps,
                  counters: Counters | None = None, baselines: Baselines | None = None,
-                 drift: Drift | None = None, netmap: FlowObserver | None = None) -> None:
+                 drift: Drift | None = None, netmap: FlowObserver | None = None,
+                 slow: SlowActions | None = None) -> None:
         self._enricher = enricher
         self._netmap = netmap
+        self._slow = slow
         self._baselines = baselines
         self._drift = drift
         self._rules = rules
@@ -168,18 +265,57 @@ class Pipeline:
             self.counters.quiet_marks += quiet
             return Handled(enriched, killed_by, quiet=quiet)
         alerts = []
+        deferred = 0
         for match in matches:
-            try:
-                results = self._responder.respond(match, enriched,
-                                                  killed_in_kernel=killed_by == match.rule.id,
-                                                  held=decoded.held)
-            except Exception as exc:  # the alert is raised whatever enforcement did
-                log.exception("responding to %s failed", match.rule.id)
-                results = responder_failed(match, exc)
-            results += kernel_actions(enriched, results, killed_by, match)
-            alerts.append(self._alerts.raise_alert(match.rule, enriched, results))
-        self.counters.alerts += len(alerts)
-        return Handled(enriched, killed_by, tuple(matches), tuple(alerts))
+            slow = slow_part(match) if self._slow is not None else ()
+            if not slow:
+                results = self._respond(match, enriched, killed_by, decoded.held)
+                alerts.append(self._raise(match, enriched, results, killed_by))
+                continue
+            # the fast actions now (a kill must land at once), the slow ones on the worker;
+            # one alert with every outcome once they are done
+            fast = self._respond(dataclasses.replace(
+                match, actions=tuple(a for a in match.actions if a not in slow)),
+                enriched, killed_by, decoded.held)
+            slow_match = dataclasses.replace(match, actions=slow)
+
+            def work(m: RuleMatch = slow_match) -> list[ActionResult]:
+                return self._respond(m, enriched, killed_by, decoded.held)
+
+            def then(later: list[ActionResult], m: RuleMatch = match,
+                     now: list[ActionResult] = fast) -> None:
+                self._raise(m, enriched, in_order(m, now + later), killed_by)
+
+            assert self._slow is not None
+            if self._slow.submit(work, then):
+                deferred += 1
+            else:  # the worker is swamped: inline, never a lost alert
+                alerts.append(self._raise(match, enriched, in_order(match, fast + work()),
+                                          killed_by))
+        return Handled(enriched, killed_by, tuple(matches), tuple(alerts), deferred=deferred)
+
+    def _respond(self, match: RuleMatch, enriched: EnrichedEvent, killed_by: str | None,
+                 held: bool) -> list[ActionResult]:
+        try:
+            return self._responder.respond(match, enriched,
+                                           killed_in_kernel=killed_by == match.rule.id,
+                                           held=held)
+        except Exception as exc:  # the alert is raised whatever enforcement did
+            log.exception("responding to %s failed", match.rule.id)
+            return responder_failed(match, exc)
+
+    def _raise(self, match: RuleMatch, enriched: EnrichedEvent, results: list[ActionResult],
+               killed_by: str | None) -> Alert:
+        results = results + list(kernel_actions(enriched, results, killed_by, match))
+        alert = self._alerts.raise_alert(match.rule, enriched, results)
+        self.counters.alerts += 1
+        return alert
+
+
+def in_order(match: RuleMatch, results: list[ActionResult]) -> list[ActionResult]:
+    """Results in the order the rule lists its actions (the split put the slow ones last)."""
+    rank = {a: i for i, a in enumerate(match.actions)}
+    return sorted(results, key=lambda r: rank.get(r.action, len(rank)))
 
 
 def responder_failed(match: RuleMatch, exc: BaseException) -> list[ActionResult]:

@@ -13,7 +13,10 @@ NATS JetStream, OTLP collectors: every consumer sees the same alerts. The export
 NATS, OTLP) put the node's identity (`NodeIdentity`, detected once here) on every record; NATS
 and OTLP also carry incident changes (`incident_feeds()`, handed to the incident tracker).
 A sink that cannot start (no journald socket is fine; an unwritable state dir is not) is logged
-and left out, never fatal: alerts still reach the others.
+and left out, never fatal: alerts still reach the others; `problems()` names it, and every
+sink that reports a problem of its own (a failing queue file), for /v1/health. A corrupt queue
+or store file does not disable its sink: it is moved aside and a fresh one made
+(roxd/alerts/diskqueue.py).
 """
 
 from __future__ import annotations
@@ -48,10 +51,12 @@ class DeliverySink(Protocol):
 
 class AlertDelivery:
     def __init__(self, sinks: dict[str, DeliverySink], noise: NoiseControl,
-                 store: AlertStore | None = None) -> None:
+                 store: AlertStore | None = None,
+                 disabled: dict[str, str] | None = None) -> None:
         self.sinks = sinks
         self.noise = noise
         self.store = store
+        self.disabled = dict(disabled or {})  # configured sinks that could not start: why
 
     @classmethod
     def from_settings(cls, settings: AlertsSettings, state_dir: Path | str,
@@ -59,28 +64,30 @@ class AlertDelivery:
                       taps: dict[str, DeliverySink] | None = None) -> AlertDelivery:
         state = Path(state_dir)
         sinks: dict[str, DeliverySink] = {}
+        disabled: dict[str, str] = {}
         store: AlertStore | None = None
         if log_sink is not None:
             sinks["log"] = log_sink
         sinks.update(taps or {})
         if settings.journald.enabled:
-            _start(sinks, "journald", lambda: JournaldSink(settings.journald))
+            _start(sinks, disabled, "journald", lambda: JournaldSink(settings.journald))
         for c in settings.syslog:
-            _start(sinks, f"syslog.{c.queue_name}",
+            _start(sinks, disabled, f"syslog.{c.queue_name}",
                    lambda c=c: SyslogForwarder(c, state))
         if settings.store.enabled:
-            store = _start(sinks, "store", lambda: AlertStore(state, settings.store))
+            store = _start(sinks, disabled, "store", lambda: AlertStore(state, settings.store))
         node = NodeIdentity.detect(settings.node)
         for i, w in enumerate(settings.webhooks):
-            _start(sinks, f"webhook{i}.{w.kind}", lambda w=w: WebhookSink(w, node=node))
+            _start(sinks, disabled, f"webhook{i}.{w.kind}", lambda w=w: WebhookSink(w, node=node))
         for i, f in enumerate(settings.file):
-            _start(sinks, f"file{i}", lambda f=f: JsonFileSink(f, node))
+            _start(sinks, disabled, f"file{i}", lambda f=f: JsonFileSink(f, node))
         for n in settings.nats:
-            _start(sinks, f"nats.{n.queue_name}", lambda n=n: JetStreamSink(n, state, node))
+            _start(sinks, disabled, f"nats.{n.queue_name}",
+                   lambda n=n: JetStreamSink(n, state, node))
         for o in settings.otlp:
-            _start(sinks, f"otlp.{o.queue_name}", lambda o=o: OtlpSink(o, state, node))
+            _start(sinks, disabled, f"otlp.{o.queue_name}", lambda o=o: OtlpSink(o, state, node))
         noise = NoiseControl(list(sinks.values()), settings.noise)
-        return cls(sinks, noise, store)
+        return cls(sinks, noise, store, disabled)
 
     def incident_feeds(self) -> list[IncidentFeed]:
         """The exporters that also carry incident changes (NATS, OTLP), for the incident
@@ -98,6 +105,20 @@ class AlertDelivery:
         out = {f"noise.{k}": v for k, v in self.noise.stats().items()}
         for name, sink in self.sinks.items():
             out.update({f"{name}.{k}": v for k, v in sink.stats().items()})
+        return out
+
+    def problems(self) -> list[str]:
+        """Every configured sink that is not delivering, with why: disabled at start, or its
+        own report (a failing queue or store file, a stopped thread). /v1/health lists them."""
+        out = [f"alert sink {name} is disabled: {why}" for name, why in self.disabled.items()]
+        for name, sink in self.sinks.items():
+            report = getattr(sink, "problems", None)
+            if report is None:
+                continue
+            try:
+                out.extend(f"alert sink {name}: {p}" for p in report())
+            except Exception as exc:  # a report must never fail health itself
+                out.append(f"alert sink {name}: cannot report its state: {exc}")
         return out
 
     def close(self, timeout: float = 5.0) -> None:
@@ -122,11 +143,13 @@ class IncidentFeed:
         self._exporter.incident_changed(change)
 
 
-def _start(sinks: dict[str, DeliverySink], name: str, make: Callable[[], S]) -> S | None:
+def _start(sinks: dict[str, DeliverySink], disabled: dict[str, str], name: str,
+           make: Callable[[], S]) -> S | None:
     try:
         sink = make()
     except Exception as exc:
         log.error("alert sink %s disabled: %s", name, exc)
+        disabled[name] = f"{type(exc).__name__}: {exc}"
         return None
     sinks[name] = sink
     return sink

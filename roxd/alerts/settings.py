@@ -5,7 +5,7 @@ collectors, several webhooks), so this module parses its own section. `parse_ale
 takes the raw `[alerts]` table from tomllib and raises ConfigError naming the key.
 
     [alerts.journald]           enabled
-    [alerts.store]              enabled, max_age_days, max_count
+    [alerts.store]              enabled, max_age_days, max_count, max_bytes
     [alerts.noise]              fold_window_s, per_container_per_minute
     [[alerts.syslog]]           one table per collector
     [[alerts.webhooks]]         one table per webhook
@@ -56,6 +56,7 @@ class SyslogCollector:
     key: str = ""  # tls: client private key (PEM), optional
     server_name: str = ""  # tls: name checked against the certificate ("" = address)
     queue_max: int = 100_000  # alerts kept on disk while the collector is unreachable
+    queue_max_bytes: int = 268_435_456  # and at most this many bytes of them; 0 = no limit
     app_name: str = "roxd"
     hostname: str = ""  # "" = this host's name
     facility: str = "auth"
@@ -74,6 +75,8 @@ class StoreSettings:
     enabled: bool = True
     max_age_days: float = 30.0  # 0 = keep regardless of age
     max_count: int = 100_000  # 0 = no count limit
+    # bytes of stored alert bodies; the oldest are evicted (counted) beyond it. 0 = no limit
+    max_bytes: int = 1_073_741_824
     queue_max: int = 10_000  # alerts waiting for the store's writer thread
 
 
@@ -234,6 +237,10 @@ def _validate(settings: AlertsSettings, source: str) -> None:
             raise ConfigError(source, f"{key}: cert and key go together")
         if c.queue_max < 1:
             raise ConfigError(source, f"{key}.queue_max must be at least 1")
+        if c.queue_max_bytes < 0:
+            raise ConfigError(source, f"{key}.queue_max_bytes must be 0 (no limit) or more")
+    if settings.store.max_bytes < 0:
+        raise ConfigError(source, "alerts.store.max_bytes must be 0 (no limit) or more")
     names = [c.queue_name for c in settings.syslog]
     if len(set(names)) != len(names):
         raise ConfigError(source, "alerts.syslog: two collectors share a queue; give them names")

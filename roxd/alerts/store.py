@@ -15,6 +15,7 @@ stays correct while new alerts arrive (offsets shift, cursors do not).
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import queue
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from roxd.alerts.diskqueue import is_corrupt, open_wal, quarantine_file
 from roxd.alerts.kinds import alert_kind
 from roxd.alerts.settings import StoreSettings
 from roxd.alerts.worker import SinkCounters
@@ -36,6 +38,9 @@ log = logging.getLogger("roxd.alerts.store")
 
 MAX_LIMIT = 1000
 PRUNE_INTERVAL_S = 60.0
+# a failing store file (disk full, I/O error) is tried again after this, doubling up to the max
+FAULT_BACKOFF_START_S = 0.5
+FAULT_BACKOFF_MAX_S = 5.0
 DAY_NS = 86_400 * 1_000_000_000
 
 _SCHEMA = """
@@ -113,11 +118,13 @@ class AlertSubscription:
 
 def connect_wal(path: Path) -> sqlite3.Connection:
     """A connection to a WAL-mode SQLite file, autocommit, usable from the writer thread and
-    the readers (the alert and incident stores share this)."""
-    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=10.0)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    return db
+    the readers (the alert and incident stores share this). A file that is not a database or
+    is damaged is moved aside and a fresh one made (roxd/alerts/diskqueue.py)."""
+    return open_wal(path, _read_schema)
+
+
+def _read_schema(db: sqlite3.Connection) -> None:
+    db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # NOTADB, CORRUPT show here
 
 
 class AlertStore:
@@ -127,21 +134,43 @@ class AlertStore:
         self.path = Path(state_dir) / "alerts" / "alerts.db"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock
-        self._writer = self._connect()
-        self._writer.executescript(_SCHEMA)
-        self._reader = self._connect()
+        self._counters = SinkCounters("pruned", "evicted", "errors", "quarantined")
         self._read_lock = threading.Lock()
-        self._counters = SinkCounters("pruned")
-        self._count = int(self._writer.execute("SELECT COUNT(*) FROM alerts").fetchone()[0])
+        self._count = 0
+        self._bytes = 0
+        self._open()
         self._subs: list[AlertSubscription] = []
         self._inbox: collections.deque[Alert] = collections.deque()
         self._busy = 0
         self._cond = threading.Condition()
         self._stopping = False
+        self._problem: str | None = None  # why alerts are not being stored, for /v1/health
         self._last_prune = 0.0
         self._prune()
         self._thread = threading.Thread(target=self._run, name="roxd-alert-store", daemon=True)
         self._thread.start()
+
+    def _open(self) -> None:
+        """The writer and reader connections; a corrupt file is moved aside (counted)."""
+        self._writer = open_wal(self.path, self._setup,
+                                lambda _to: self._counters.add("quarantined"))
+        self._reader = self._connect()
+
+    def _setup(self, db: sqlite3.Connection) -> None:
+        db.executescript(_SCHEMA)
+        count, size = db.execute("SELECT COUNT(*), TOTAL(length(body)) FROM alerts").fetchone()
+        self._count, self._bytes = int(count), int(size)
+
+    def _reopen_fresh(self, reason: str) -> None:
+        """The file went bad while running: move it aside, start an empty store."""
+        with self._read_lock:
+            for db in (self._writer, self._reader):
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
+            if self.path.exists():
+                quarantine_file(self.path, reason)
+                self._counters.add("quarantined")
+            self._open()
 
     def _connect(self) -> sqlite3.Connection:
         return connect_wal(self.path)
@@ -171,6 +200,15 @@ class AlertStore:
         with self._cond:
             out["queued"] = len(self._inbox) + self._busy
             out["stored"] = self._count
+            out["stored_bytes"] = self._bytes
+        return out
+
+    def problems(self) -> list[str]:
+        """Why alerts are not being stored right now (empty when they are)."""
+        with self._cond:
+            out = [self._problem] if self._problem else []
+        if not self._thread.is_alive() and not self._stopping:
+            out.append("alert store: its writer thread has stopped (see roxd's log)")
         return out
 
     def close(self, timeout: float = 5.0) -> None:
@@ -245,6 +283,10 @@ class AlertStore:
     # ------------------------------------------------------------------ writer thread
 
     def _run(self) -> None:
+        """The writer's loop. Nothing ends it but close(): a batch that cannot be written
+        (disk full, I/O error) goes back to the head of the queue and is retried with backoff
+        (new alerts wait behind it, up to queue_max); a corrupt file is replaced."""
+        backoff = FAULT_BACKOFF_START_S
         try:
             while True:
                 with self._cond:
@@ -260,29 +302,85 @@ class AlertStore:
                 try:
                     stored = self._insert(batch)
                     self._prune(force=False)
-                except sqlite3.Error:
-                    log.exception("alert store: cannot write %d alerts", len(batch))
-                    self._counters.add("failed", len(batch))
+                except Exception as exc:
                     stored = []
+                    if not self._write_failed(exc, batch):
+                        batch = []
+                else:
+                    batch = []
+                    backoff = FAULT_BACKOFF_START_S
+                    if self._problem is not None:
+                        log.info("alert store: %s works again", self.path)
+                        with self._cond:
+                            self._problem = None
                 with self._cond:
                     self._busy = 0
+                    if batch:  # keep them, oldest first; the newest beyond queue_max go
+                        self._inbox.extendleft(reversed(batch))
+                        over = len(self._inbox) - self.settings.queue_max
+                        for _ in range(max(0, over)):
+                            self._inbox.pop()
+                        if over > 0:
+                            self._counters.add("dropped", over)
                     subs = list(self._subs)
                     self._cond.notify_all()
+                    if batch and not self._stopping:  # new alerts do not cut the wait short
+                        retry_at = time.monotonic() + backoff
+                        while not self._stopping and (left := retry_at - time.monotonic()) > 0:
+                            self._cond.wait(left)
+                        backoff = min(backoff * 2, FAULT_BACKOFF_MAX_S)
+                    elif batch:  # stopping with a failing file: what is left is lost
+                        self._counters.add("failed", len(self._inbox))
+                        self._inbox.clear()
+                        return
                 for item in stored:
                     for sub in subs:
                         sub._offer(item)
         finally:
-            self._writer.close()
+            with contextlib.suppress(sqlite3.Error):
+                self._writer.close()
+
+    def _write_failed(self, exc: BaseException, batch: list[Alert]) -> bool:
+        """Handle a failed write; True when the batch is to be retried."""
+        self._counters.add("errors")
+        if is_corrupt(exc):
+            try:
+                self._reopen_fresh(str(exc))
+                return True
+            except Exception as again:
+                exc = again
+        if not isinstance(exc, sqlite3.Error):  # not the file's fault: these alerts' own
+            log.exception("alert store: cannot store %d alerts", len(batch))
+            self._counters.add("failed", len(batch))
+            return False
+        first = self._problem is None
+        with self._cond:
+            self._problem = (f"alert store: {self.path} cannot be written "
+                             f"({type(exc).__name__}: {exc}); alerts wait in memory (up to "
+                             f"{self.settings.queue_max}) and are retried")
+        if first:
+            log.error("%s", self._problem)
+        return True
 
     def _insert(self, batch: list[Alert]) -> list[StoredAlert]:
         if not batch:
             return []
+        rows = []
+        for alert in batch:  # one alert that cannot be serialised fails alone
+            try:
+                data = {"kind": alert_kind(alert), **alert.to_dict()}
+                body = json_dumps(data, separators=(",", ":"))
+            except Exception:
+                log.exception("alert store: cannot serialise alert %s", alert.id)
+                self._counters.add("failed")
+                continue
+            rows.append((alert, data, body))
         out: list[StoredAlert] = []
+        added = 0
         db = self._writer
         db.execute("BEGIN IMMEDIATE")
         try:
-            for alert in batch:
-                data = {"kind": alert_kind(alert), **alert.to_dict()}
+            for alert, data, body in rows:
                 c = alert.event.container
                 cur = db.execute(
                     "INSERT OR IGNORE INTO alerts (id, time_ns, kind, rule_id, phase, severity,"
@@ -290,35 +388,60 @@ class AlertStore:
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (alert.id, alert.time_ns, data["kind"], alert.rule.id,
                      alert.rule.phase.value, alert.rule.severity.code,
-                     c.id if c else "host", c.name if c else None, alert.count,
-                     json_dumps(data, separators=(",", ":"))))
+                     c.id if c else "host", c.name if c else None, alert.count, body))
                 if cur.rowcount:
                     out.append(StoredAlert(int(cur.lastrowid or 0), alert.id, alert.time_ns, data))
+                    added += len(body)  # ASCII JSON: characters are bytes
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
             raise
-        self._count += len(out)
+        with self._cond:
+            self._count += len(out)
+            self._bytes += added
         self._counters.add("sent", len(out))
         return out
 
     def _prune(self, force: bool = True) -> None:
         s = self.settings
         db = self._writer
-        removed = 0
+        removed = evicted = freed = 0
         if s.max_count and self._count > s.max_count:
-            cur = db.execute("DELETE FROM alerts WHERE seq IN (SELECT seq FROM alerts "
-                             "ORDER BY seq LIMIT ?)", (self._count - s.max_count,))
-            removed += cur.rowcount
+            n, size = db.execute("SELECT COUNT(*), TOTAL(length(body)) FROM (SELECT body FROM "
+                                 "alerts ORDER BY seq LIMIT ?)",
+                                 (self._count - s.max_count,)).fetchone()
+            db.execute("DELETE FROM alerts WHERE seq IN (SELECT seq FROM alerts "
+                       "ORDER BY seq LIMIT ?)", (self._count - s.max_count,))
+            removed, freed = int(n), int(size)
+        if s.max_bytes and self._bytes - freed > s.max_bytes:
+            # the oldest go until the bodies fit: bounded in bytes, not only in rows
+            excess, last, n = self._bytes - freed - s.max_bytes, None, 0
+            got = 0
+            for seq, size in db.execute("SELECT seq, length(body) FROM alerts ORDER BY seq"):
+                if got >= excess:
+                    break
+                got, last, n = got + int(size), seq, n + 1
+            if last is not None:
+                db.execute("DELETE FROM alerts WHERE seq <= ?", (last,))
+                evicted, freed = n, freed + got
         if s.max_age_days and (force or
                                time.monotonic() - self._last_prune >= PRUNE_INTERVAL_S):
             horizon = self._clock() - int(s.max_age_days * DAY_NS)
-            cur = db.execute("DELETE FROM alerts WHERE time_ns < ?", (horizon,))
-            removed += cur.rowcount
+            n, size = db.execute("SELECT COUNT(*), TOTAL(length(body)) FROM alerts "
+                                 "WHERE time_ns < ?", (horizon,)).fetchone()
+            if n:
+                db.execute("DELETE FROM alerts WHERE time_ns < ?", (horizon,))
+            removed, freed = removed + int(n), freed + int(size)
             self._last_prune = time.monotonic()
-        if removed:
-            self._count -= removed
+        if removed or evicted:
+            self._count -= removed + evicted
+            self._bytes -= freed
             self._counters.add("pruned", removed)
+            if evicted:
+                self._counters.add("evicted", evicted)
+                log.warning("alert store: over max_bytes (%d): evicted the %d oldest alerts",
+                            s.max_bytes, evicted)
 
 
 def _stored(row: tuple[Any, ...]) -> StoredAlert:

@@ -101,6 +101,7 @@ class Endpoints:
                                     quarantined)
         status["drops"]["stream_overflow"] = self._stream_drops()
         status["alert_sinks"] = dict(self.daemon.alert_sink_stats())
+        status["degraded"] = list(self.daemon.alert_sink_problems())
         status["policy"] = dict(self.daemon.policy())
         status["dashboard"] = self.dashboard.describe()
         return status
@@ -112,8 +113,10 @@ class Endpoints:
         return self._status()
 
     def get_health(self, _req: Request, _params: dict[str, Any], _body: Any) -> Any:
-        ok, problems = self.status.health()
-        return Response.json({"ok": ok, "problems": problems}, 200 if ok else 503)
+        ok, problems, degraded = self.status.health()
+        state = "failing" if not ok else "degraded" if degraded else "ok"
+        return Response.json({"ok": ok, "status": state, "problems": problems,
+                              "degraded": degraded}, 200 if ok else 503)
 
     def get_metrics(self, _req: Request, _params: dict[str, Any], _body: Any) -> Any:
         status = self._status()

@@ -23,6 +23,21 @@ from roxd.rules.ruleset import RuleSet
 T = TypeVar("T")
 
 
+class CallTimeout(TimeoutError):
+    """call_in_loop gave up waiting. `started`: the loop had begun the call, so its change may
+    still apply (504); otherwise it was withdrawn before it ran and nothing changed (503)."""
+
+    def __init__(self, what: str, timeout: float, started: bool) -> None:
+        self.started = started
+        if started:
+            text = (f"{what} did not finish within {timeout:g}s: the change was queued and "
+                    "may still apply; check the state before retrying")
+        else:
+            text = (f"{what} was not started within {timeout:g}s (roxd's event loop is busy): "
+                    "it was withdrawn, nothing changed; try again")
+        super().__init__(text)
+
+
 @dataclass(frozen=True)
 class KernelStats:
     counters: Mapping[str, int]  # the sensor's STAT_NAMES -> total over CPUs
@@ -139,6 +154,7 @@ class DaemonPort(Protocol):
     def seccomp(self) -> SeccompApi | None: ...
     def alert_store(self) -> Any: ...  # AlertStore or None (alerts.store disabled)
     def alert_sink_stats(self) -> Mapping[str, int]: ...
+    def alert_sink_problems(self) -> Sequence[str]: ...  # configured sinks not delivering: why
     def policy(self) -> Mapping[str, object]: ...  # what the kernel was told (KernelPolicy)
     def baselines(self) -> BaselinesApi | None: ...  # None: [baselines] enabled = false
     # slow I/O on the caller's thread (the API's), never the loop's; RuntimeControlError

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,13 @@ from roxd.errors import ApiError, RuleError
 from roxd.rules.ruleset import CompiledRule, RuleSet
 
 log = logging.getLogger(__name__)
+
+# A validation reports at most this many errors (and how many there were): the response,
+# and the work of rendering it, stay bounded whatever a client posts.
+MAX_REPORTED_ERRORS = 100
+# Rule files are parsed by one request at a time (validate, reload); others wait this long,
+# then get 429: a reader cannot run many megabyte parses at once against the daemon's CPU.
+PARSE_WAIT_S = 5.0
 
 
 def rule_tags(rule: CompiledRule) -> set[str]:
@@ -37,6 +45,12 @@ def error_dict(err: RuleError, rename: dict[str, str] | None = None) -> dict[str
 class RuleEndpoints:
     def __init__(self, daemon: DaemonPort) -> None:
         self.daemon = daemon
+        self._parsing = threading.BoundedSemaphore(1)
+
+    def _parse_slot(self) -> threading.BoundedSemaphore:
+        if not self._parsing.acquire(timeout=PARSE_WAIT_S):
+            raise ApiError(429, "another rule validation or reload is running; try again")
+        return self._parsing
 
     def _rules(self) -> RuleSet:
         rules = self.daemon.rules()
@@ -77,38 +91,50 @@ class RuleEndpoints:
             posted.insert(0, {"content": body["content"], "name": body.get("name")})
         if not posted:
             raise ApiError(422, "give `content` (one rules file) or `files` (several)")
-        with tempfile.TemporaryDirectory(prefix="roxd-validate-") as tmp:
-            rename: dict[str, str] = {}
-            paths: list[Path] = []
-            replaces: dict[str, Path] = {}  # a loaded file's real path -> the posted copy
-            for i, f in enumerate(posted):
-                name = f.get("name") or "posted.toml"
-                # one directory per file: two files may share a name (from two directories)
-                path = Path(tmp) / str(i) / (name if name.endswith(".toml") else name + ".toml")
-                path.parent.mkdir()
-                path.write_text(f["content"])
-                rename[str(path)] = name
-                if f.get("path"):
-                    replaces[os.path.realpath(f["path"])] = path
-                else:
-                    paths.append(path)
-            if not body.get("standalone"):
-                loaded = rule_files(self.daemon.rule_paths(), [])
-                in_place = [replaces.pop(os.path.realpath(p), p) for p in loaded]
-                paths = [*in_place, *paths]
-            paths += replaces.values()  # posted with a path that is not loaded: added
-            errors = validate_paths(paths)
-        return {"valid": not errors, "errors": [error_dict(e, rename) for e in errors]}
+        slot = self._parse_slot()
+        try:
+            with tempfile.TemporaryDirectory(prefix="roxd-validate-") as tmp:
+                rename: dict[str, str] = {}
+                paths: list[Path] = []
+                replaces: dict[str, Path] = {}  # a loaded file's real path -> the posted copy
+                for i, f in enumerate(posted):
+                    name = f.get("name") or "posted.toml"
+                    # one directory per file: two files may share a name (two directories)
+                    path = Path(tmp) / str(i) / (name if name.endswith(".toml")
+                                                 else name + ".toml")
+                    path.parent.mkdir()
+                    path.write_text(f["content"])
+                    rename[str(path)] = name
+                    if f.get("path"):
+                        replaces[os.path.realpath(f["path"])] = path
+                    else:
+                        paths.append(path)
+                if not body.get("standalone"):
+                    loaded = rule_files(self.daemon.rule_paths(), [])
+                    in_place = [replaces.pop(os.path.realpath(p), p) for p in loaded]
+                    paths = [*in_place, *paths]
+                paths += replaces.values()  # posted with a path that is not loaded: added
+                errors = validate_paths(paths)
+        finally:
+            slot.release()
+        shown = errors[:MAX_REPORTED_ERRORS]
+        return {"valid": not errors, "errors": [error_dict(e, rename) for e in shown],
+                "error_count": len(errors), "errors_truncated": len(errors) > len(shown)}
 
     def reload(self, _req: Request, _params: dict[str, Any], _body: Any) -> Any:
         from roxd.rules.loader import validate_paths
 
         previous = self._rules().version
-        errors = validate_paths(self.daemon.rule_paths())
+        slot = self._parse_slot()
+        try:
+            errors = validate_paths(self.daemon.rule_paths())
+        finally:
+            slot.release()
         ok = not errors and self.daemon.call_in_loop(self.daemon.reload_rules)
         rules = self._rules()
         result = {"reloaded": bool(ok), "version": rules.version, "previous_version": previous,
-                  "rules": len(rules.rules), "errors": [error_dict(e) for e in errors]}
+                  "rules": len(rules.rules),
+                  "errors": [error_dict(e) for e in errors[:MAX_REPORTED_ERRORS]]}
         if not ok:
             if not errors:
                 result["errors"] = [{"file": "", "line": None, "rule_id": None,

@@ -16,9 +16,16 @@ class ApiSettings:
     max_body_bytes: int = 1_048_576
     # A connection that sends nothing (or reads nothing) for this long is closed.
     idle_timeout_s: float = 10.0
+    # A whole request (its line, headers and body) must arrive within this many seconds of
+    # the connection being ready for it, or it is answered 408 and closed: a client dripping
+    # a byte at a time cannot hold a connection.
+    request_timeout_s: float = 10.0
     # Concurrent connections, streams included; more are answered 503 and closed. Root has a
     # few reserved slots on top, so unprivileged readers cannot lock an operator out.
     max_connections: int = 64
+    # Concurrent connections of one non-root user (SO_PEERCRED uid); more are answered 429,
+    # so one user cannot take every slot from the others.
+    max_connections_per_uid: int = 16
     # Items a live stream may queue for a slow reader before it starts missing some (and is
     # told how many).
     stream_queue: int = 10_000
@@ -32,8 +39,12 @@ class ApiSettings:
             problems.append("api.max_body_bytes must be at least 1024")
         if self.idle_timeout_s <= 0:
             problems.append("api.idle_timeout_s must be positive")
+        if self.request_timeout_s <= 0:
+            problems.append("api.request_timeout_s must be positive")
         if self.max_connections < 1:
             problems.append("api.max_connections must be at least 1")
+        if self.max_connections_per_uid < 1:
+            problems.append("api.max_connections_per_uid must be at least 1")
         if self.stream_queue < 1 or self.recent_alerts < 1:
             problems.append("api.stream_queue and api.recent_alerts must be at least 1")
         return problems

@@ -117,7 +117,10 @@ class StatusReporter:
             "api": api,
         }
 
-    def health(self) -> tuple[bool, list[str]]:
+    def health(self) -> tuple[bool, list[str], list[str]]:
+        """(ok, problems, degraded). Problems make roxd unhealthy (503: it is not watching);
+        degraded parts are reported but roxd still watches (200): an alert sink that cannot
+        deliver, named with why."""
         d = self.daemon
         problems = []
         if not d.programs().attached:
@@ -126,4 +129,8 @@ class StatusReporter:
             problems.append("no rules loaded")
         if d.stopping():
             problems.append("stopping")
-        return not problems, problems
+        try:
+            degraded = list(d.alert_sink_problems())
+        except Exception as exc:
+            degraded = [f"alert sinks cannot report their state: {exc}"]
+        return not problems, problems, degraded

@@ -30,7 +30,9 @@ def parse_time_ns(text: str, where: str, now_ns: int | None = None) -> int:
     m = _AGE.fullmatch(text)
     if m:
         now_ns = time.time_ns() if now_ns is None else now_ns
-        return now_ns - int(m.group(1)) * _UNIT[m.group(2)] * 1_000_000_000
+        # an age older than the epoch means "from the beginning": 0, never a negative number
+        # too big for SQLite's 64-bit integers (999999999d was a 500)
+        return max(0, now_ns - int(m.group(1)) * _UNIT[m.group(2)] * 1_000_000_000)
     value = parse_rfc3339_ns(text)
     if value is None:
         raise ApiError(400, f"{where} must be an RFC 3339 time (2026-11-22T16:40:02Z) or an "

@@ -60,18 +60,37 @@ def validate_paths(paths: Sequence[Path | str]) -> list[RuleError]:
 def rule_files(paths: Iterable[Path | str], errors: list[RuleError]) -> list[Path]:
     files: list[Path] = []
     for entry in map(Path, paths):
-        if entry.is_dir():
-            files.extend(sorted(p for p in entry.iterdir() if p.suffix == ".toml" and p.is_file()))
-        elif entry.is_file():
-            files.append(entry)
-        else:
-            errors.append(RuleError(str(entry), None, None, "no such rules file or directory"))
+        try:
+            if entry.is_dir():
+                files.extend(sorted(p for p in entry.iterdir()
+                                    if p.suffix == ".toml" and p.is_file()))
+            elif entry.is_file():
+                files.append(entry)
+            else:
+                errors.append(RuleError(str(entry), None, None,
+                                        "no such rules file or directory"))
+        except OSError as exc:  # a directory removed or unreadable while it is listed
+            errors.append(RuleError(str(entry), None, None,
+                                    f"cannot list: {exc.strerror or exc}"))
     return files
+
+
+def _read(path: Path, errors: list[RuleError]) -> RawFile | None:
+    """read_file, with what tomllib lets escape turned into an error naming the file: an
+    integer of more than 4300 digits raises ValueError (Python's int conversion limit), which
+    crashed a reload (SIGHUP ended roxd) and every start after it."""
+    try:
+        return read_file(path, errors)
+    except ValueError as exc:
+        errors.append(RuleError(str(path), None, None, f"TOML: {exc}"))
+    except RecursionError:
+        errors.append(RuleError(str(path), None, None, "TOML: nested too deeply"))
+    return None
 
 
 def _build(paths: Sequence[Path | str], errors: list[RuleError]) -> RuleSet | None:
     files = rule_files(paths, errors)
-    raw_files = [raw for raw in (read_file(path, errors) for path in files) if raw is not None]
+    raw_files = [raw for raw in (_read(path, errors) for path in files) if raw is not None]
     if errors:
         return None
     pack = _Merge(errors)

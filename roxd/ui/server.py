@@ -31,7 +31,14 @@ from typing import Any
 
 from roxd.api.auth import Authorizer, PeerCred
 from roxd.api.endpoints import Endpoints
-from roxd.api.http import ConnectionStats, Request, Response, StreamResponse, _Handler
+from roxd.api.http import (
+    ConnectionStats,
+    Request,
+    RequestDeadlines,
+    Response,
+    StreamResponse,
+    _Handler,
+)
 from roxd.api.routes import Router
 from roxd.api.settings import ApiSettings
 from roxd.errors import ApiError, RoxdError
@@ -89,7 +96,7 @@ class SessionAuthorizer(Authorizer):
         return None if self.may_read(peer) else "not logged in: run `roxctl ui`"
 
 
-class TcpHttpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+class TcpHttpServer(RequestDeadlines, socketserver.ThreadingMixIn, socketserver.TCPServer):
     """The control API's request handler (roxd.api.http's, reused rather than copied: the same
     body limits, JSON errors and chunked streams) on TCP: a connection's "client address" is
     an anonymous SessionPeer until its cookie says who it is."""
@@ -107,6 +114,7 @@ class TcpHttpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self.closing = threading.Event()
         handler = type("_DashboardHandler", (_Handler,), {"timeout": settings.idle_timeout_s})
         super().__init__(address, handler)
+        self.start_deadlines("roxd-dashboard-reaper")
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self.stats.lock:

@@ -96,6 +96,9 @@ class FakePort:
     def alert_sink_stats(self) -> dict[str, int]:
         return {}
 
+    def alert_sink_problems(self) -> list[str]:
+        return list(getattr(self, "sink_problems", []))
+
     def baselines(self) -> None:
         return None
 

@@ -1,0 +1,155 @@
+"""roxd with its container engine absent or hung, on the real kernel: a Docker socket path with
+nothing behind it, and a tiny Docker API stand-in on a Unix socket that the test SIGSTOPs (a
+hung dockerd, as `kill -STOP $(pidof dockerd)` would make it; the shared dockerd is never
+touched). roxd keeps watching: every host alert arrives, containers' events are still
+attributed by cgroup (id, runtime), and /v1/health answers throughout."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import DEFAULT_TEST_CONFIG, RoxdProcess, wait_until
+
+pytestmark = [pytest.mark.faults, pytest.mark.kernel]
+
+MARK_RULE = """
+[[rule]]
+id = "test.engine-mark"
+name = "Engine fault marker"
+description = "Test rule: a command line with the marker, on the host or in a container."
+phase = "foothold"
+severity = "warning"
+mitre = ["T1059"]
+event = "exec"
+actions = ["alert"]
+[rule.when]
+cmdline = { contains = ["roxd-engine-mark-"] }
+"""
+
+# A Docker Engine API stand-in: enough for roxd to connect (ping, version, list, events),
+# then whatever the test does to it (SIGSTOP) is what roxd sees.
+FAKE_DOCKER = r"""
+import http.server, json, socketserver, sys, time
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def _json(self, obj, status=200):
+        body = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_HEAD(self): self.do_GET()
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        if path.endswith("/_ping"):
+            body = b"OK"
+            self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers()
+            self.wfile.write(body)
+        elif path.endswith("/version"):
+            self._json({"ApiVersion": "1.41", "Version": "20.10.0", "MinAPIVersion": "1.12"})
+        elif path.endswith("/containers/json"):
+            self._json([])
+        elif path.endswith("/events"):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.flush()
+            while True:
+                time.sleep(3600)
+        else:
+            self._json({"message": "No such container"}, 404)
+class S(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+S(sys.argv[1], H).serve_forever()
+"""
+
+
+def start(workdir: Path, docker_url: str, rules: Path) -> RoxdProcess:
+    from tests.conftest import start_roxd
+
+    config = DEFAULT_TEST_CONFIG + (f'[containers]\ndocker_url = "{docker_url}"\n'
+                                    'docker_timeout_s = 2.0\n'
+                                    "[alerts.noise]\nfold_window_s = 0.0\n"
+                                    "per_container_per_minute = 0\n")
+    roxd = start_roxd(workdir, config=config, rules=[rules])
+    roxd.wait_ready()
+    return roxd
+
+
+def health(sock: Path) -> dict[str, Any]:
+    out = subprocess.run(["curl", "-s", "--max-time", "10", "--unix-socket", str(sock),
+                          "http://roxd/v1/health"], capture_output=True, text=True, timeout=20)
+    return json.loads(out.stdout) if out.stdout else {"ok": False, "error": out.stderr}
+
+
+def marks(roxd: RoxdProcess) -> list[dict[str, Any]]:
+    return roxd.matching(lambda o: o.get("type") == "alert"
+                         and o.get("rule", {}).get("id") == "test.engine-mark")
+
+
+def rules_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "rules"
+    d.mkdir()
+    (d / "mark.toml").write_text(MARK_RULE)
+    return d
+
+
+def test_an_engine_socket_with_nothing_behind_it(tmp_path: Path, run_container: Any) -> None:
+    workdir = tmp_path / "roxd"
+    workdir.mkdir()
+    roxd = start(workdir, "unix:///nonexistent/roxd-faults/docker.sock", rules_dir(tmp_path))
+    try:
+        for i in range(10):
+            subprocess.run(["/bin/sh", "-c", f": roxd-engine-mark-{i}"], check=True)
+        c = run_container("sh -c ': roxd-engine-mark-in-container'; sleep 30")
+        wait_until(lambda: len(marks(roxd)) >= 11, 30, message="11 alerts")
+        inside = next(a for a in marks(roxd) if "in-container" in json.dumps(a))
+        container = inside["event"]["container"]
+        assert container["id"] == c.id and container["runtime"] == "docker"
+        assert container.get("name") in (None, "")  # no engine: id by cgroup path only
+        assert health(workdir / "roxd.sock")["ok"] is True
+    finally:
+        assert roxd.stop() == 0
+
+
+def test_a_hung_engine_never_stops_the_watch(tmp_path: Path, run_container: Any) -> None:
+    sock = tmp_path / "fake-docker.sock"
+    fake = subprocess.Popen([sys.executable, "-c", FAKE_DOCKER, str(sock)])
+    workdir = tmp_path / "roxd"
+    workdir.mkdir()
+    roxd = None
+    try:
+        wait_until(sock.exists, 10, message="the fake engine's socket")
+        roxd = start(workdir, f"unix://{sock}", rules_dir(tmp_path))
+        os.kill(fake.pid, signal.SIGSTOP)  # the engine hangs: connects queue, reads block
+        answers = []
+        for i in range(10):
+            subprocess.run(["/bin/sh", "-c", f": roxd-engine-mark-{i}"], check=True)
+            answers.append(health(workdir / "roxd.sock"))
+        # a real container (the shared dockerd) whose metadata roxd asks the hung engine for
+        c = run_container("sh -c ': roxd-engine-mark-in-container'; sleep 30")
+        answers.append(health(workdir / "roxd.sock"))
+        wait_until(lambda: len(marks(roxd)) >= 11, 60, message="11 alerts with the engine hung")
+        inside = [a for a in marks(roxd) if "in-container" in json.dumps(a)]
+        assert {a["event"]["container"]["id"] for a in inside} == {c.id}
+        assert all(a.get("ok") is True for a in answers), answers
+        os.kill(fake.pid, signal.SIGCONT)
+        subprocess.run(["/bin/sh", "-c", ": roxd-engine-mark-after"], check=True)
+        wait_until(lambda: len(marks(roxd)) >= 12, 30, message="the alert after SIGCONT")
+    finally:
+        os.kill(fake.pid, signal.SIGCONT)
+        if roxd is not None:
+            roxd.stop()
+        fake.kill()
+        fake.wait()
