@@ -340,26 +340,22 @@ class Quarantine:
             return True
 
     def release_all(self) -> list[str]:
-        """Delete every quarantine table roxd made: the recorded ones, and any table named
-        roxd_quarantine in a container's namespace (a state file lost). For package removal,
-        while the daemon is stopped. Returns what it did."""
+        """Delete every recorded quarantine table and empty the state. For package removal,
+        while the daemon is stopped. Returns what it did, a line per namespace."""
         done: list[str] = []
         with self._lock:
             seen: set[int] = set()
-            targets = [(cid, self._pid(cid)) for cid in self._records]
-            if self.cgroups is not None:
-                targets += [(cid, self.cgroups.init_pid(cid))
-                            for cid in sorted(self.cgroups.containers())]
-            for cid, pid in targets:
+            for cid in list(self._records):
+                pid = self._pid(cid)
                 if not pid:
-                    continue
+                    continue  # not running: its namespace, and the table with it, is gone
                 try:
                     inode = netns_inode(pid)
-                    if inode in seen or shares_host_netns(pid):
+                    if inode in seen:
                         continue
                     seen.add(inode)
-                    if run_in_netns(pid, _delete_table):
-                        done.append(f"released {cid[:12]}")
+                    run_in_netns(pid, _delete_table)
+                    done.append(f"released {cid[:12]}")
                 except (OSError, QuarantineError) as exc:
                     done.append(f"could not release {cid[:12]}: {exc}")
             self._records.clear()

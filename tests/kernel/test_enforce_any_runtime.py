@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -446,3 +447,45 @@ def test_net_admin_container_that_tampers_is_requarantined_and_alerted(
                   timeout=20, message="three more stats lines (two more quarantine checks)")
     assert len(roxd.matching(lambda o: o.get("type") == "alert"
                              and o["rule"]["id"] == "roxd.quarantine-tampered")) == 1
+
+
+# ---------------------------------------------------------------------------- package removal
+
+
+def test_package_removal_lifts_every_quarantine(run_container: Any, tmp_path: Path) -> None:
+    """The deb's prerm runs `roxd --release-quarantines` on removal (not on upgrade): the
+    tables live in the containers' namespaces and would outlive the package."""
+    server = run_container("while true; do nc -l -p 8080 -e /bin/echo hello; done")
+    a = run_container("sleep 600")
+    b = run_container("sleep 600")
+    server.reload()
+    ip = server.attrs["NetworkSettings"]["IPAddress"]
+    wait_until(lambda: _reach(a, ip) and _reach(b, ip), 20, message="server reachable")
+    state = tmp_path / "state"
+    q = Quarantine(state, pid_of=lambda _cid: None, exists=lambda _cid: True,
+                   cgroups=ContainerCgroups.from_host())
+    q.isolate(a.id, a.name, "test")
+    q.isolate(b.id, b.name, "test")
+    assert not _reach(a, ip) and not _reach(b, ip)
+    config = tmp_path / "roxd.toml"
+    config.write_text("[daemon]\nlog_level = \"info\"\n")
+    wrapper = tmp_path / "roxd"  # the installed /usr/bin/roxd, for the tree under test
+    wrapper.write_text(f"#!/bin/sh\nexec env PYTHONPATH={REPO} {sys.executable} -m roxd "
+                       f"--config {config} --state-dir {state} \"$@\"\n")
+    wrapper.chmod(0o755)
+    prerm = REPO / "packaging/deb/debian/roxd.prerm"
+    env = {**os.environ, "ROXD": str(wrapper)}
+    upgrade = subprocess.run(["sh", str(prerm), "upgrade", "1.0"], env=env, capture_output=True,
+                             text=True, timeout=60)
+    assert upgrade.returncode == 0, upgrade.stderr
+    assert not _reach(a, ip), "an upgrade lifted the quarantine"
+    remove = subprocess.run(["sh", str(prerm), "remove"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert remove.returncode == 0, remove.stderr
+    assert "2 quarantine table(s) released" in remove.stderr, remove.stderr
+    wait_until(lambda: _reach(a, ip) and _reach(b, ip), 20, message="both free after removal")
+    assert json.loads((state / "quarantine.json").read_text())["quarantined"] == []
+    # the rpm runs the same command in %preun on removal ($1 = 0)
+    spec = (REPO / "packaging/rpm/roxd.spec").read_text()
+    preun = spec[spec.index("\n%preun"):spec.index("\n%postun")]
+    assert "if [ $1 -eq 0 ]" in preun and "--release-quarantines" in preun
