@@ -63,6 +63,9 @@ class RulesSection:
     paths: tuple[str, ...] = ()
     # Global dry run: every kill/isolate is reported as "would", nothing is enforced.
     monitor: bool = False
+    # Seconds between checks of the rule files on disk; a change reloads them like SIGHUP
+    # (a Kubernetes ConfigMap update included). 0 turns the check off.
+    watch_interval_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,8 @@ def _check(config: Config, source: str) -> None:
             ipaddress.ip_network(cidr, strict=False)
         except ValueError as exc:
             raise ConfigError(source, f"enforce.isolate_allow: {exc}") from exc
+    if config.rules.watch_interval_s < 0:
+        raise ConfigError(source, "rules.watch_interval_s must be 0 (off) or more")
     if config.posture.interval_s <= 0:
         raise ConfigError(source, "posture.interval_s must be more than 0")
     for problem in config.api.check():

@@ -53,6 +53,7 @@ from roxd.posture.service import PostureService
 from roxd.pubsub import Topic
 from roxd.rules.active import ActiveRules
 from roxd.rules.ruleset import RuleSet
+from roxd.rules.watch import RuleFilesWatch
 from roxd.runtime import ContainerRuntime, EngineInventory, NoRuntime, connect_runtime
 from roxd.sensor.program import Sensor, SensorConfig, SensorStats
 from roxd.sensor.records import Decoded
@@ -299,6 +300,17 @@ class Daemon:
             Housekeeping("stats", self.config.daemon.stats_interval_s,
                          lambda: self._log_stats(parts)),
         ]
+        if self.config.rules.watch_interval_s > 0:  # rule files changed on disk: reload
+            watch = RuleFilesWatch(self.rules.paths)
+            watch.mark()
+
+            def reload_if_changed() -> None:
+                if watch.changed():
+                    log.info("rule files changed on disk: reloading")
+                    self.reload_rules()
+
+            jobs.append(Housekeeping("rule files watch", self.config.rules.watch_interval_s,
+                                     reload_if_changed))
         if parts.baselines is not None:  # lock baselines whose window ended, persist changes
             jobs.append(Housekeeping("baselines", 1.0, parts.baselines.tick))
         for job in jobs:

@@ -24,6 +24,7 @@ _roxctl() {
             "completion") key="completion" ;;
             "containers") key="containers" ;;
             "events") key="events" ;;
+            "health") key="health" ;;
             "incidents") key="incidents" ;;
             "incidents list") key="incidents list" ;;
             "incidents show") key="incidents show" ;;
@@ -54,7 +55,7 @@ _roxctl() {
         esac
     done
     case "$key" in
-        "") opts="--help --socket --json status containers risk events alerts incidents rules kill isolate release seccomp baselines posture inventory version completion" ;;
+        "") opts="--help --socket --json status health containers risk events alerts incidents rules kill isolate release seccomp baselines posture inventory version completion" ;;
         "alerts") opts="--help list show follow" ;;
         "alerts follow") opts="--help --container --rule --phase --severity --count --seconds" ;;
         "alerts list") opts="--help --container --rule --phase --severity --since --until --limit" ;;
@@ -69,6 +70,7 @@ _roxctl() {
         "completion") opts="--help bash" ;;
         "containers") opts="--help" ;;
         "events") opts="--help --type --container --pid --follow --count --seconds" ;;
+        "health") opts="--help" ;;
         "incidents") opts="--help list show" ;;
         "incidents list") opts="--help --state --container --since --limit" ;;
         "incidents show") opts="--help" ;;
