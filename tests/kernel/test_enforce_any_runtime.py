@@ -11,11 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,10 +26,9 @@ from roxd.containers.cgroups import find_cgroup2_mount
 from roxd.enforce.cgroups import ContainerCgroups
 from roxd.enforce.quarantine import Quarantine
 from tests.conftest import IMAGE, REPO, RoxdProcess, wait_until
+from tests.containerd_private import PrivateContainerd, private_containerd
 
 pytestmark = pytest.mark.kernel
-
-NS = "roxdtest"  # containerd namespace of these tests
 
 ISOLATE_RULE = """
 [[rule]]
@@ -88,67 +85,11 @@ def _roxctl(roxd: RoxdProcess, *args: str) -> subprocess.CompletedProcess[str]:
 # ---------------------------------------------------------------------------- containerd
 
 
-@dataclass
-class PrivateContainerd:
-    base: Path
-    proc: subprocess.Popen[bytes]
-
-    @property
-    def sock(self) -> str:
-        return str(self.base / "c.sock")
-
-    def ctr(self, *args: str, check: bool = True,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["ctr", "-a", self.sock, "-n", NS, *args], capture_output=True,
-                              text=True, check=check, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def containerd(docker_engine: Any) -> Iterator[PrivateContainerd]:
-    if shutil.which("containerd") is None or shutil.which("ctr") is None:
-        pytest.fail("containerd missing (scripts/setup.sh installs the containerd package)")
-    base = Path(tempfile.mkdtemp(prefix="roxd-ctrd-", dir="/tmp"))
-    (base / "config.toml").write_text(f"""version = 2
-root = "{base}/root"
-state = "{base}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{base}/c.sock"
-[ttrpc]
-  address = "{base}/c.sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-""")
-    log = (base / "containerd.log").open("wb")
-    proc = subprocess.Popen(["containerd", "--config", str(base / "config.toml")],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    ctrd = PrivateContainerd(base, proc)
-    try:
-        wait_until(lambda: ctrd.ctr("version", check=False).returncode == 0, 30,
-                   message="private containerd to answer")
-        saved = subprocess.run(["docker", "save", IMAGE], capture_output=True, check=True)
-        subprocess.run(["ctr", "-a", ctrd.sock, "-n", NS, "images", "import", "-"],
-                       input=saved.stdout, capture_output=True, check=True, timeout=120)
+    with private_containerd() as ctrd:
+        ctrd.import_docker_image(IMAGE)
         yield ctrd
-    finally:
-        listed = ctrd.ctr("containers", "ls", "-q", check=False).stdout.split()
-        for cid in listed:
-            ctrd.ctr("task", "kill", "-s", "SIGKILL", cid, check=False)
-            ctrd.ctr("task", "rm", "-f", cid, check=False)
-            ctrd.ctr("containers", "rm", cid, check=False)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
-                  if line.split()[1].startswith(str(base))]
-        for m in sorted(mounts, reverse=True):
-            subprocess.run(["umount", "-l", m], check=False)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @dataclass
@@ -163,10 +104,7 @@ class CtrContainer:
                              "/bin/sh", "-c", command, check=False, timeout=timeout)
 
     def status(self) -> str:
-        for line in self.ctrd.ctr("task", "ls", check=False).stdout.splitlines():
-            if line.startswith(self.id):
-                return line.split()[-1]
-        return "GONE"
+        return self.ctrd.task_status(self.id)
 
 
 def _cgroup_dirs_of_pod(pod_uid: str) -> list[Path]:
@@ -186,10 +124,7 @@ def ctr_container(containerd: PrivateContainerd) -> Iterator[Any]:
         containerd.ctr("run", "-d", "--null-io", "--cgroup",
                        f"/kubepods/besteffort/pod{pod}/{cid}",
                        f"docker.io/{IMAGE}", cid, "/bin/sh", "-c", command)
-        pid = 0
-        for line in containerd.ctr("task", "ls").stdout.splitlines():
-            if line.startswith(cid):
-                pid = int(line.split()[1])
+        pid = containerd.task_pid(cid)
         assert pid > 0
         c = CtrContainer(cid, pod, pid, containerd)
         made.append(c)
@@ -197,11 +132,7 @@ def ctr_container(containerd: PrivateContainerd) -> Iterator[Any]:
 
     yield run
     for c in made:
-        containerd.ctr("task", "kill", "-s", "SIGKILL", c.id, check=False)
-        with contextlib.suppress(AssertionError):
-            wait_until(lambda c=c: c.status() in ("STOPPED", "GONE"), 10)
-        containerd.ctr("task", "rm", "-f", c.id, check=False)
-        containerd.ctr("containers", "rm", c.id, check=False)
+        containerd.remove(c.id)
         for pod_dir in _cgroup_dirs_of_pod(c.pod_uid):
             for d in (pod_dir, pod_dir.parent, pod_dir.parent.parent):
                 with contextlib.suppress(OSError):
