@@ -236,7 +236,14 @@ class Quarantine:
                     cgroups: ContainerCgroups | None = None) -> Quarantine:
         """Quarantine whose namespaces come from the cgroup hierarchy first, then from the
         shared runtime (which may be NoRuntime: the cgroups alone then)."""
-        return cls(state_dir, pid_of=runtime.pid_of, exists=runtime.exists, allow=allow,
+        exists = runtime.exists
+        if not runtime.configured and cgroups is not None:
+            # no runtime to ask: a container without a cgroup is gone (on Kubernetes a
+            # restarted container is a new one; its pod's sandbox keeps the namespace and
+            # its own record)
+            def exists(_container_id: str) -> bool:
+                return False
+        return cls(state_dir, pid_of=runtime.pid_of, exists=exists, allow=allow,
                    cgroups=cgroups)
 
     def __post_init__(self) -> None:
