@@ -432,13 +432,19 @@ class Quarantine:
                     continue
                 checked[inode] = True
                 batch = table_commands(record.allow)
-                if inode != record.netns_inode:
-                    # a new namespace (the container restarted): not tampering
-                    run_in_netns(pid, lambda batch=batch: _apply_batch(batch))
-                    self._records[cid] = _moved(record, inode)
-                    done.append(f"re-applied quarantine to {label}")
+                try:
+                    if inode != record.netns_inode:
+                        # a new namespace (the container restarted): not tampering
+                        run_in_netns(pid, lambda batch=batch: _apply_batch(batch))
+                        self._records[cid] = _moved(record, inode)
+                        done.append(f"re-applied quarantine to {label}")
+                        continue
+                    problem = self.check_table(pid, record.allow)
+                except (OSError, QuarantineError) as exc:
+                    # this container exited mid-check, or nftables refused: the others are
+                    # still checked, and the next round tries this one again
+                    done.append(f"could not check {label}: {exc}")
                     continue
-                problem = self.check_table(pid, record.allow)
                 if problem is None:
                     continue
                 error = None
