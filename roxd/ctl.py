@@ -467,7 +467,11 @@ def cmd_isolate(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
     body = {"reason": args.reason} if args.reason else {}
     result = api.post(path_of("/v1/containers", args.container, "isolate"), body)
     c = result["container"]
-    out.dump(result) if out.json else out.print(f"isolated {term(c['name'] or c['id'][:12])}")
+    others = result.get("quarantined_with") or []
+    with_others = (f" with {len(others)} container(s) sharing its network namespace: "
+                   + ", ".join(o[:12] for o in others)) if others else ""
+    out.dump(result) if out.json else out.print(
+        f"isolated {term(c['name'] or c['id'][:12])}{term(with_others)}")
     return EXIT_OK
 
 

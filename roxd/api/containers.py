@@ -81,6 +81,7 @@ class ContainerDirectory:
             "alerts": self.alert_counts().get(c.id, 0),
             "risk": self.daemon.risk(c.id)["score"],
             "quarantine": None if record is None else {
-                "since": record.since, "reason": record.reason, "allow": list(record.allow)},
+                "since": record.since, "reason": record.reason, "allow": list(record.allow),
+                "shared_with": list(record.shared_with)},
             "seccomp": None if seccomp is None else {"available": True},
         }

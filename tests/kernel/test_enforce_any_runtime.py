@@ -306,6 +306,15 @@ def test_containers_sharing_a_netns_are_quarantined_together(
     wait_until(lambda: _reach(sidecar, ip), 20, message="both reachable after release")
     assert _reach(holder, ip)
     assert json.loads((state_dir / "quarantine.json").read_text())["quarantined"] == []
+    # the operator's isolate says so too, and `roxctl containers` shows both quarantined
+    again = _roxctl(roxd, "--json", "isolate", sidecar.name)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["quarantined_with"] == [holder.id]
+    shown = json.loads(_roxctl(roxd, "--json", "containers", holder.name).stdout)
+    assert shown["mode"] == "quarantined" and shown["quarantine"]["shared_with"] == [sidecar.id]
+    assert not _reach(holder, ip)
+    assert _roxctl(roxd, "release", sidecar.name).returncode == 0
+    wait_until(lambda: _reach(holder, ip), 20, message="holder reachable after release")
 
 
 def test_quarantine_finds_the_namespace_from_cgroups_when_the_runtime_has_no_answer(
