@@ -15,7 +15,7 @@ python3-toml python3-docker python3-nftables python3-venv nftables docker.io ipr
 libcap2-bin busybox-static linux-headers-amd64 curl gcc libc6-dev systemd rsyslog
 rsyslog-gnutls openssl util-linux systemd-container debootstrap rpm lintian debhelper dh-python
 pybuild-plugin-pyproject python3-all python3-setuptools python3-wheel python3-pip fakeroot
-bpftool nats-server"
+bpftool nats-server containerd"
 # the benchmark compares roxd with auditd and bpftrace: only `make bench` needs them
 if [ "${ROXD_SETUP_BENCH:-0}" = 1 ]; then
     PACKAGES="$PACKAGES auditd bpftrace"
