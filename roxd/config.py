@@ -68,6 +68,9 @@ class RulesSection:
     paths: tuple[str, ...] = ()
     # Global dry run: every kill/isolate is reported as "would", nothing is enforced.
     monitor: bool = False
+    # Seconds between checks of the rule files on disk; a change reloads them like SIGHUP
+    # (a Kubernetes ConfigMap update included). 0 turns the check off.
+    watch_interval_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -223,6 +226,8 @@ def _check(config: Config, source: str) -> None:
                                                                             "http://"))):
         raise ConfigError(source, "containers.podman_url must be unix:///<socket path> or "
                                   f"tcp://host:port (or empty), not {podman!r}")
+    if config.rules.watch_interval_s < 0:
+        raise ConfigError(source, "rules.watch_interval_s must be 0 (off) or more")
     if config.posture.interval_s <= 0:
         raise ConfigError(source, "posture.interval_s must be more than 0")
     for problem in config.api.check():

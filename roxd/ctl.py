@@ -1,6 +1,7 @@
 """`roxctl`: drive a running roxd through its control socket.
 
     roxctl status                          version, uptime, programs, events/s, drops, rules
+    roxctl health                          exit 0 when healthy (Kubernetes exec probes)
     roxctl containers                      containers with mode, alerts, risk, quarantine
     roxctl risk show CONTAINER             the risk score and every reason for it
     roxctl events --type exec              live events (Ctrl-C to stop; --count N)
@@ -62,6 +63,24 @@ MODE_COLORS = {"quarantined": "1;31", "monitor": "33", "enforce": "32"}
 
 
 # ---------------------------------------------------------------------------- commands
+
+
+def cmd_health(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
+    """Exit 0 when roxd is healthy (programs attached, rules loaded), 1 with the problems
+    otherwise, 3 when it does not answer: an exec probe for Kubernetes (docs/kubernetes.md)."""
+    try:
+        h = api.get("/v1/health")
+    except ApiFailure as exc:
+        if exc.status != 503 or not isinstance(exc.body, dict):
+            raise
+        h = exc.body
+    if out.json:
+        out.dump(h)
+    elif h.get("ok"):
+        out.print("ok")
+    else:
+        out.print("unhealthy: " + term("; ".join(map(str, h.get("problems", [])))))
+    return EXIT_OK if h.get("ok") else EXIT_ERROR
 
 
 def cmd_status(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
@@ -432,7 +451,11 @@ def cmd_isolate(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
     body = {"reason": args.reason} if args.reason else {}
     result = api.post(path_of("/v1/containers", args.container, "isolate"), body)
     c = result["container"]
-    out.dump(result) if out.json else out.print(f"isolated {term(c['name'] or c['id'][:12])}")
+    others = result.get("quarantined_with") or []
+    with_others = (f" with {len(others)} container(s) sharing its network namespace: "
+                   + ", ".join(o[:12] for o in others)) if others else ""
+    out.dump(result) if out.json else out.print(
+        f"isolated {term(c['name'] or c['id'][:12])}{term(with_others)}")
     return EXIT_OK
 
 
@@ -647,6 +670,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="version, uptime, programs, events/s, drops, rules")
     s.add_argument("-v", "--verbose", action="store_true", help="also each rule's effect")
     s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("health", help="exit 0 when roxd is healthy (a probe for Kubernetes)")
+    s.set_defaults(func=cmd_health)
 
     s = sub.add_parser("containers", help="containers with mode, alerts and quarantine")
     s.add_argument("container", nargs="?", help="show one container")

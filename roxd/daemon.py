@@ -39,8 +39,10 @@ from roxd.baselines.drift import DriftDetector
 from roxd.baselines.engine import BaselineEngine
 from roxd.config import Config
 from roxd.containers.attribution import ContainerAttribution
+from roxd.enforce.cgroups import ContainerCgroups
 from roxd.enforce.quarantine import Quarantine
 from roxd.enforce.response import Responder
+from roxd.enforce.tamper import TamperAlerts
 from roxd.errors import CgroupError, RoxdError, RuleError
 from roxd.holdguard import HoldGuard, release_exec_stops
 from roxd.incidents import IncidentTracker, start_incidents
@@ -58,6 +60,7 @@ from roxd.posture.service import PostureService
 from roxd.pubsub import Topic
 from roxd.rules.active import ActiveRules
 from roxd.rules.ruleset import RuleSet
+from roxd.rules.watch import RuleFilesWatch
 from roxd.runtime import (
     ContainerRuntime,
     EngineInventory,
@@ -168,6 +171,8 @@ class Daemon:
                       if options.print_events or options.print_alerts else None)
         self.events_topic = Topic("events")
         self.alerts_topic = Topic("alerts")
+        # containers' processes and namespaces from their cgroups: enforcement of any runtime
+        self.cgroups = ContainerCgroups.from_host()
         self.quarantine = self._make_quarantine()
         self.started_at = time.time()
         self.parts: Parts | None = None  # set by run(), complete or not at all
@@ -224,7 +229,7 @@ class Daemon:
                               runtime=self.runtime,
                               isolate_fallback=self.config.enforce.isolate_fallback,
                               container_kill=self.config.enforce.container_kill,
-                              cgroup2_root=attribution.index.root)
+                              cgroup2_root=attribution.index.root, cgroups=self.cgroups)
         raw_taps = ([StreamSink(self.lines, kind="alert")]
                     if self.options.print_alerts and self.lines is not None else [])
         # incidents see every alert as raised: folding never hides one from correlation
@@ -239,6 +244,11 @@ class Daemon:
             incidents.add_sink(feed)
         raw_taps.append(incidents)
         alerts = AlertDispatcher(delivery, raw_taps)
+        if self.quarantine is not None:  # a table changed from inside: re-applied, alerted
+            self.quarantine.on_tamper = TamperAlerts(
+                alerts.raise_alert,
+                lambda cid: next((c for _, c in attribution.resolver.containers()
+                                  if c.id == cid), None))
         pipeline: Pipeline | None = None
         sensor = Sensor(self._sensor_config(), lambda decoded: pipeline_of().handle(decoded))
 
@@ -391,6 +401,17 @@ class Daemon:
             Housekeeping("event counts", 60.0, lambda: self.counters.forget_containers(
                 {c.id for _, c in parts.attribution.resolver.containers()})),
         ]
+        if self.config.rules.watch_interval_s > 0:  # rule files changed on disk: reload
+            watch = RuleFilesWatch(self.rules.paths)
+            watch.mark()
+
+            def reload_if_changed() -> None:
+                if watch.changed():
+                    log.info("rule files changed on disk: reloading")
+                    self.reload_rules()
+
+            jobs.append(Housekeeping("rule files watch", self.config.rules.watch_interval_s,
+                                     reload_if_changed))
         if parts.baselines is not None:  # lock baselines whose window ended, persist changes
             jobs.append(Housekeeping("baselines", 1.0, parts.baselines.tick))
         if parts.netmap is not None:  # who owns which address: at once when containers change
@@ -499,15 +520,18 @@ class Daemon:
                                            taps={"api": TopicSink(self.alerts_topic)})
 
     def _make_quarantine(self) -> Quarantine | None:
-        if not self.runtime.configured:
-            log.warning("no container runtime configured: isolate actions cannot be enforced")
+        # no runtime needed: namespaces are found from the containers' cgroups
+        if self.cgroups is None and not self.runtime.configured:
+            log.warning("no cgroup2 hierarchy and no container runtime: isolate actions "
+                        "cannot be enforced")
             return None
         if not self.features.nftables.available:
             log.warning("nftables unavailable (%s): isolate actions cannot be enforced",
                         self.features.nftables.detail)
             return None
         return Quarantine.for_runtime(Path(self.config.daemon.state_dir), self.runtime,
-                                      allow=self.config.enforce.isolate_allow)
+                                      allow=self.config.enforce.isolate_allow,
+                                      cgroups=self.cgroups)
 
     def _reconcile_off_loop(self, parts: Parts) -> None:
         if self.quarantine is None or self._reconciling:

@@ -4,6 +4,7 @@
     roxd --config /etc/roxd/roxd.toml      explicit config
     roxd --print-events                    every event as one JSON line on stdout
     roxd --validate-rules rules/ my.toml   check rule files offline; exit 0 when valid
+    roxd --release-quarantines             lift every quarantine (package removal) and exit
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", help="debug, info, warning, error (overrides config)")
     p.add_argument("--validate-rules", nargs="+", type=Path, metavar="PATH",
                    help="validate rule files/directories and exit (0 when all are valid)")
+    p.add_argument("--release-quarantines", action="store_true",
+                   help="delete every network quarantine table recorded in the state dir and "
+                   "exit; for package removal, with the daemon stopped")
     p.add_argument("--version", action="version", version=f"roxd {__version__}")
     return p
 
@@ -98,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             return validate(args.validate_rules)
         config = apply_overrides(load_config(args.config), args)
         setup_logging(config.daemon.log_level)
+        if args.release_quarantines:
+            from roxd.enforce.release import release_quarantines
+
+            return release_quarantines(config)
         if os.geteuid() != 0:
             raise RoxdError("roxd needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN) to load "
                             "eBPF programs; run it with sudo or as the roxd systemd service")

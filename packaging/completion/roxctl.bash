@@ -33,6 +33,7 @@ _roxctl() {
             "fleet alerts") key="fleet alerts" ;;
             "fleet incidents") key="fleet incidents" ;;
             "fleet nodes") key="fleet nodes" ;;
+            "health") key="health" ;;
             "incidents") key="incidents" ;;
             "incidents list") key="incidents list" ;;
             "incidents show") key="incidents show" ;;
@@ -67,7 +68,7 @@ _roxctl() {
         esac
     done
     case "$key" in
-        "") opts="--help status containers risk events alerts incidents rules kill isolate release seccomp baselines posture inventory netmap fleet version completion ui man top --socket --output --json" ;;
+        "") opts="--help status health containers risk events alerts incidents rules kill isolate release seccomp baselines posture inventory netmap fleet version completion ui man top --socket --output --json" ;;
         "alerts") opts="--help list show follow --socket --output --json" ;;
         "alerts follow") opts="--help --container --rule --phase --severity --count --seconds --socket --output --json" ;;
         "alerts list") opts="--help --container --rule --phase --severity --since --until --limit --socket --output --json" ;;
@@ -86,6 +87,7 @@ _roxctl() {
         "fleet alerts") opts="--help --since --limit --node --server --stream --bucket --subject-prefix --user --password --token --ca --cert --key --server-name --timeout --json --socket --output" ;;
         "fleet incidents") opts="--help --since --state --limit --node --server --stream --bucket --subject-prefix --user --password --token --ca --cert --key --server-name --timeout --json --socket --output" ;;
         "fleet nodes") opts="--help --server --stream --bucket --subject-prefix --user --password --token --ca --cert --key --server-name --timeout --json --socket --output" ;;
+        "health") opts="--help --socket --output --json" ;;
         "incidents") opts="--help list show --socket --output --json" ;;
         "incidents list") opts="--help --state --container --since --limit --socket --output --json" ;;
         "incidents show") opts="--help --socket --output --json" ;;

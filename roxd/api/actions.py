@@ -76,10 +76,12 @@ class ActionEndpoints:
         c = self.directory.resolve(params["ref"])
         reason = (body or {}).get("reason") or f"roxctl isolate by {req.peer.describe()}"
         try:
-            q.isolate(c.id, c.name, reason)
+            record = q.isolate(c.id, c.name, reason)
         except QuarantineError as exc:
             raise ApiError(422, str(exc)) from None
-        return {"container": self.directory.describe(c), "quarantined": True}
+        # one table serves a whole network namespace: the others in it are quarantined too
+        return {"container": self.directory.describe(c), "quarantined": True,
+                "quarantined_with": list(record.shared_with)}
 
     def release(self, req: Request, params: dict[str, Any], _body: Any) -> Any:
         from roxd.enforce.quarantine import QuarantineError

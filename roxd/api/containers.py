@@ -125,7 +125,8 @@ class ContainerDirectory:
             "alerts": self.alert_counts().get(c.id, 0),
             "risk": self.daemon.risk(c.id)["score"],
             "quarantine": None if record is None else {
-                "since": record.since, "reason": record.reason, "allow": list(record.allow)},
+                "since": record.since, "reason": record.reason, "allow": list(record.allow),
+                "shared_with": list(record.shared_with)},
             "seccomp": None if seccomp is None else {"available": True},
             # the key of its process baseline (workload_of reads only the settings: no loop)
             "workload": None if engine is None else engine.workload_of(

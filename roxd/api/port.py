@@ -78,13 +78,15 @@ class QuarantineRecordView(Protocol):
     since: str
     reason: str
     allow: Sequence[str]
+    shared_with: Sequence[str]  # containers in the same network namespace, quarantined with it
 
 
 class QuarantineControl(Protocol):
     """roxd.enforce.quarantine.Quarantine: thread-safe, slow (nft in the container's netns)."""
 
     def records(self) -> Sequence[QuarantineRecordView]: ...
-    def isolate(self, container_id: str, name: str | None, reason: str) -> object: ...
+    def isolate(self, container_id: str, name: str | None,
+                reason: str) -> QuarantineRecordView: ...
     def release(self, container_id: str) -> bool: ...
 
 

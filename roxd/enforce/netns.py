@@ -27,9 +27,54 @@ def netns_inode(pid: int) -> int:
     return os.stat(f"/proc/{pid}/ns/net").st_ino
 
 
+def host_netns_inodes() -> set[int]:
+    """The host's network namespace: roxd's own, and pid 1's (roxd deployed as a Kubernetes
+    pod without hostNetwork has a namespace of its own, but sees the host's init with
+    hostPID)."""
+    found = set()
+    for path in ("/proc/self/ns/net", "/proc/1/ns/net"):
+        try:
+            found.add(os.stat(path).st_ino)
+        except OSError:
+            continue
+    return found
+
+
 def shares_host_netns(pid: int) -> bool:
-    """True when pid's network namespace is the host's (roxd's own), e.g. --network host."""
-    return netns_inode(pid) == os.stat("/proc/self/ns/net").st_ino
+    """True when pid's network namespace is the host's, e.g. --network host, hostNetwork."""
+    return netns_inode(pid) in host_netns_inodes()
+
+
+def run_in_scratch_netns(fn: Callable[[], T], timeout: float = 10.0) -> T:
+    """Run fn in a new, empty network namespace of its own thread: gone when fn returns."""
+    return _run_on_thread("netns-scratch", lambda: _unshare_net(), fn, timeout)
+
+
+def _unshare_net() -> None:
+    if _libc.unshare(CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise NetnsError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")
+
+
+def _run_on_thread(name: str, enter: Callable[[], None], fn: Callable[[], T],
+                   timeout: float) -> T:
+    result: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            enter()
+            result["value"] = fn()
+        except BaseException as exc:  # handed to the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise NetnsError(0, f"{name}: did not finish in {timeout}s")
+    if "error" in result:
+        raise result["error"]  # type: ignore[misc]
+    return result["value"]  # type: ignore[return-value]
 
 
 def run_in_netns(pid: int, fn: Callable[[], T], timeout: float = 10.0) -> T:

@@ -15,6 +15,7 @@ import logging
 import signal
 from dataclasses import dataclass, field
 
+from roxd.enforce.cgroups import CgroupKillError, ContainerCgroups
 from roxd.enforce.kill import kill_pid, start_ticks
 from roxd.enforce.protect import HOST_KILLS_OFF, KillGuard
 from roxd.enforce.quarantine import Quarantine, QuarantineError
@@ -44,6 +45,9 @@ class Responder:
     # What kills may hit: protected processes, host kills on or off (the daemon gives it the
     # kernel policy's, built from [enforce]; this default is the built-in one, host kills off)
     guard: KillGuard = field(default_factory=KillGuard)
+    # The container's cgroup: container kills through cgroup.kill, whatever the runtime
+    # (None: through the runtime's API only)
+    cgroups: ContainerCgroups | None = None
 
     def __post_init__(self) -> None:
         if self.runtime is None:
@@ -76,7 +80,7 @@ class Responder:
             if killed_in_kernel or monitor or match.kill_target == "process":
                 return [self._kill(event, monitor, killed_in_kernel, held, guard)]
             if match.kill_target == "container":
-                return [self._kill_container(event)]
+                return [self._kill_container(event, guard)]
             if event.container is None and not guard.host_kills:
                 return [ActionResult(ActionKind.KILL, Outcome.NOT_SUPPORTED, HOST_KILLS_OFF)]
             return [self._kill_tree(event, guard)]
@@ -169,23 +173,47 @@ class Responder:
                             f"process tree: {killed} of {1 + len(stopped)} processes "
                             f"stopped, then killed by pidfd{note}")
 
-    def _kill_container(self, event: EnrichedEvent) -> ActionResult:
-        if event.container is None:
+    def _kill_container(self, event: EnrichedEvent, guard: KillGuard) -> ActionResult:
+        """Every process of the container: cgroup.kill (cgroup v2, any runtime, refused when
+        a protected process sits in the cgroup), else the runtime's API. The configured
+        `container_kill = "stop"` asks for a graceful stop: the runtime's API only."""
+        container = event.container
+        if container is None:
             return ActionResult(ActionKind.KILL, Outcome.NOT_SUPPORTED,
                                 "kill_target container: the process runs on the host")
-        runtime = self.runtime
-        if not runtime.configured:
-            return ActionResult(ActionKind.KILL, Outcome.NOT_SUPPORTED,
-                                "kill_target container: no container runtime configured")
+        label = container.name or container.id[:12]
         verb = self.container_kill
+        why_not_cgroup = ""  # set when cgroup.kill was tried and could not be used
+        if self.cgroups is not None and verb == "kill":
+            try:
+                done = self.cgroups.kill(container.id, guard.protected)
+            except CgroupKillError as exc:
+                why_not_cgroup = str(exc)
+                if exc.args and str(exc).startswith("protected"):
+                    return ActionResult(ActionKind.KILL, Outcome.FAILED, why_not_cgroup)
+            else:
+                left = "" if done.emptied else "; processes still exiting after 2 s"
+                return ActionResult(ActionKind.KILL, Outcome.DONE,
+                                    f"container {label}: SIGKILL to its {done.processes} "
+                                    f"processes through cgroup.kill{left}")
+        runtime = self.runtime
+        note = f" (cgroup.kill: {why_not_cgroup})" if why_not_cgroup and verb == "kill" else ""
+        outcome = Outcome.FAILED if note else Outcome.NOT_SUPPORTED
+        if not runtime.configured:
+            return ActionResult(ActionKind.KILL, outcome, "kill_target container: no container "
+                                                          f"runtime configured{note}")
+        if container.runtime != runtime.name:
+            return ActionResult(ActionKind.KILL, outcome,
+                                f"kill_target container: a {container.runtime} container, and "
+                                f"the configured runtime is {runtime.label}{note}")
         try:
-            container_action(runtime, verb, event.container.id)
+            container_action(runtime, verb, container.id)
         except RuntimeControlError as exc:
-            return ActionResult(ActionKind.KILL, Outcome.FAILED, str(exc))
+            return ActionResult(ActionKind.KILL, Outcome.FAILED, f"{exc}{note}")
         return ActionResult(ActionKind.KILL, Outcome.DONE,
-                            f"container {event.container.name or event.container.id[:12]} "
+                            f"container {label} "
                             f"{'stopped' if verb == 'stop' else 'killed'} through the "
-                            f"{runtime.label} API")
+                            f"{runtime.label} API{note}")
 
     def _isolate(self, event: EnrichedEvent, match: RuleMatch,
                  monitor: bool) -> list[ActionResult]:
@@ -197,13 +225,20 @@ class Responder:
             return [ActionResult(ActionKind.ISOLATE, Outcome.WOULD, "monitor mode")]
         if self.quarantine is None:
             return [ActionResult(ActionKind.ISOLATE, Outcome.NOT_SUPPORTED,
-                                 "quarantine unavailable (no nftables or no container runtime)")]
+                                 "quarantine unavailable (no nftables: see the start-up log)")]
         if self.quarantine.is_quarantined(container.id):
             return [ActionResult(ActionKind.ISOLATE, Outcome.DONE, "already quarantined")]
         try:
-            self.quarantine.isolate(container.id, container.name, f"rule {match.rule.id}")
+            record = self.quarantine.isolate(container.id, container.name,
+                                             f"rule {match.rule.id}")
+            shared = ""
+            if record.shared_with:
+                shared = (f"; quarantined together with {len(record.shared_with)} other "
+                          "container(s) sharing that network namespace: "
+                          + ", ".join(c[:12] for c in record.shared_with))
             return [ActionResult(ActionKind.ISOLATE, Outcome.DONE,
-                                 "nftables table roxd_quarantine in the container's netns")]
+                                 "nftables table roxd_quarantine in the container's netns"
+                                 + shared)]
         except QuarantineError as exc:
             failed = ActionResult(ActionKind.ISOLATE, Outcome.FAILED, str(exc))
             if "host's network" not in str(exc) or self.isolate_fallback == "none":
@@ -218,6 +253,13 @@ class Responder:
             return ActionResult(action, Outcome.NOT_SUPPORTED, "host process: no container")
         if monitor:
             return ActionResult(action, Outcome.WOULD, "monitor mode")
+        if self.runtime.configured and event.container.runtime != self.runtime.name:
+            # learned sets and profiles follow the runtime's images and containers (its API)
+            return ActionResult(action, Outcome.NOT_SUPPORTED,
+                                f"seccomp is not supported on runtime "
+                                f"{event.container.runtime}: roxd learns and applies seccomp "
+                                f"through the configured runtime's API "
+                                f"({self.runtime.label})")
         if self.seccomp is None:
             return ActionResult(action, Outcome.NOT_SUPPORTED, "seccomp service unavailable")
         try:
