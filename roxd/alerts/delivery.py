@@ -90,10 +90,10 @@ class AlertDelivery:
         return cls(sinks, noise, store, disabled)
 
     def incident_feeds(self) -> list[IncidentFeed]:
-        """The exporters that also carry incident changes (NATS, OTLP), for the incident
-        tracker's sinks."""
+        """The exporters that also carry incident changes (NATS, OTLP, syslog collectors),
+        for the incident tracker's sinks."""
         return [IncidentFeed(s) for s in self.sinks.values()
-                if isinstance(s, JetStreamSink | OtlpSink)]
+                if isinstance(s, JetStreamSink | OtlpSink | SyslogForwarder)]
 
     def emit(self, alert: Alert) -> None:
         self.noise.emit(alert)
@@ -136,7 +136,7 @@ class IncidentFeed:
     before the last alerts (fold summaries) are flushed; the exporter itself is closed by
     AlertDelivery, after them."""
 
-    def __init__(self, exporter: JetStreamSink | OtlpSink) -> None:
+    def __init__(self, exporter: JetStreamSink | OtlpSink | SyslogForwarder) -> None:
         self._exporter = exporter
 
     def incident_changed(self, change: object) -> None:

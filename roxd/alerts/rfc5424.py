@@ -19,12 +19,14 @@ bytes as \\xNN, so one message is one line); PARAM-VALUEs are cut at MAX_VALUE c
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from roxd.alerts.dispatch import summary
 from roxd.alerts.kinds import MSGIDS, alert_kind
 from roxd.alerts.settings import FACILITIES
 from roxd.model import Alert, ConnectEvent, rfc3339
 from roxd.text import printable
+from roxd.vocabulary import SEVERITIES
 
 PEN = 32473
 MAX_VALUE = 1024
@@ -95,3 +97,39 @@ def format_message(alert: Alert, *, hostname: str, app_name: str = "roxd",
     msg = summary(alert)  # one line, control characters escaped
     # every part is printable() text already; backslashreplace only as a last defence
     return f"{header} {structured_data(alert)} {BOM}{msg}".encode("utf-8", "backslashreplace")
+
+
+INCIDENT_MSGID = "incident"
+
+
+def format_incident_message(change: Any, *, hostname: str, app_name: str = "roxd",
+                            facility: str = "auth", procid: int | None = None) -> bytes:
+    """One message per incident change (roxd/incidents: opened, phase_added,
+    container_added, action, closed), MSGID `incident`, PRI from the incident's severity:
+
+        [incident@32473 id= change= state= severity= phases= phase= alerts= first= last=
+                        alert= action= outcome=]
+        [container@32473 id= name= image=]  (repeated, one per container it touches)
+    """
+    from roxd.incidents.journald import incident_summary  # the same one-line summary
+
+    d = change.incident
+    pri = FACILITIES[facility] * 8 + SEVERITIES.index(d["severity"])
+    header = " ".join([
+        f"<{pri}>1", rfc3339(change.time_ns), _header_field(hostname, 255),
+        _header_field(app_name, 48),
+        _header_field(str(procid if procid is not None else os.getpid()), 128),
+        INCIDENT_MSGID,
+    ])
+    action = change.action or {}
+    sd = sd_element("incident", [
+        ("id", d["id"]), ("change", change.kind), ("state", d["state"]),
+        ("severity", d["severity"]), ("phases", ",".join(p["phase"] for p in d["phases"])),
+        ("phase", change.phase), ("alerts", d["alerts"]), ("first", d["first_seen"]),
+        ("last", d["last_seen"]), ("alert", change.alert_id),
+        ("action", action.get("action")), ("outcome", action.get("outcome"))])
+    sd += "".join(sd_element("container", [("id", c["id"]), ("name", c.get("name")),
+                                           ("image", c.get("image"))])
+                  for c in d["containers"])
+    msg = incident_summary(change)
+    return f"{header} {sd} {BOM}{msg}".encode("utf-8", "backslashreplace")

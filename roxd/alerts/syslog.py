@@ -25,10 +25,12 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from roxd.alerts.diskqueue import DiskQueue, is_corrupt
-from roxd.alerts.rfc5424 import format_message
+from roxd.alerts.rfc5424 import format_incident_message, format_message
 from roxd.alerts.settings import SyslogCollector
 from roxd.alerts.transport import SyslogConnection
 from roxd.alerts.worker import SinkCounters
@@ -43,6 +45,19 @@ FAULT_BACKOFF_START_S = 0.5
 FAULT_BACKOFF_MAX_S = 5.0
 
 
+INCIDENT_CHANGES = ("opened", "phase_added", "container_added", "action", "closed")
+
+
+@dataclass(frozen=True, slots=True)
+class Preformatted:
+    """A message formatted before it is queued (an incident change): the inbox's other
+    kind of item beside Alert; `id` names it in logs."""
+
+    time_ns: int
+    id: str
+    msg: bytes
+
+
 class SyslogForwarder:
     def __init__(self, collector: SyslogCollector, state_dir: Path, *,
                  inbox_max: int = 10_000,
@@ -52,8 +67,11 @@ class SyslogForwarder:
         self._disk = DiskQueue(self.queue_path, collector.queue_max,  # corrupt: moved aside
                                collector.queue_max_bytes)
         hostname = collector.hostname or socket.gethostname()
-        self._format = formatter or (lambda a: format_message(
+        format_alert = formatter or (lambda a: format_message(
             a, hostname=hostname, app_name=collector.app_name, facility=collector.facility))
+        # the inbox carries alerts and incident changes already formatted (Preformatted)
+        self._format = lambda a: a.msg if isinstance(a, Preformatted) else format_alert(a)
+        self._hostname = hostname
         self._conn = SyslogConnection(collector)
         self._inbox: collections.deque[Alert] = collections.deque()
         self._inbox_max = inbox_max
@@ -85,6 +103,22 @@ class SyslogForwarder:
                 return
             self._inbox.append(alert)
             self._cond.notify()
+
+    def incident_changed(self, change: Any) -> None:
+        """An incident change (roxd/incidents) as one RFC 5424 message, MSGID `incident`,
+        through the same inbox, disk queue and connection as the alerts; plain `updated`
+        changes (one more alert in a phase already reached) send nothing."""
+        if change.kind not in INCIDENT_CHANGES:
+            return
+        c = self.collector
+        try:
+            msg = format_incident_message(change, hostname=self._hostname,
+                                          app_name=c.app_name, facility=c.facility)
+        except Exception:
+            log.exception("syslog %s: cannot format incident change", self.target)
+            self._counters.add("failed")
+            return
+        self.emit(Preformatted(change.time_ns, f"incident-{change.incident['id']}", msg))  # type: ignore[arg-type]
 
     def stats(self) -> dict[str, int]:
         out = self._counters.snapshot()

@@ -171,3 +171,45 @@ def test_hostile_bytes_reach_rsyslog_escaped_one_line_each(
     assert "\\x1b[2J" in msg and "\x1b" not in msg
     assert dict(parse_sd(child_sd)[0]["process@32473"])["parent_exe"] == \
         "/tmp/\\xff\\xfe/parent\\x0a"
+
+
+def test_incident_changes_reach_rsyslog_one_message_per_change(
+        rsyslog: Rsyslog, tls_files: TlsFiles, tmp_path: Path) -> None:
+    """Issue 16: incident changes go to syslog collectors like alerts (MSGID `incident`, PRI
+    from the incident's severity): one message per change, none for plain updates."""
+    from roxd.alerts.delivery import IncidentFeed
+    from roxd.incidents.settings import IncidentsSettings
+    from roxd.incidents.tracker import IncidentTracker
+    from tests.unit.test_incidents import Clock, attack
+
+    fwd = SyslogForwarder(collector(rsyslog, tls_files, "tcp"), tmp_path / "state")
+    clock = Clock()
+    tracker = IncidentTracker(IncidentsSettings(quiet_window_s=60), [IncidentFeed(fwd)],
+                              clock=clock, timer=False)
+    try:
+        steps = attack()  # foothold, privilege escalation, persistence, objectives
+        repeat = steps[1]  # the same phase again: an update, no message
+        for a in (*steps[:2], repeat, *steps[2:]):
+            clock.now = max(clock.now, a.time_ns)
+            tracker.emit(a)
+        clock.now += 120 * 1_000_000_000
+        tracker.tick()  # quiet: closed
+        assert fwd.flush(20), fwd.stats()
+        lines = wait_until(lambda: rsyslog.lines() if len(rsyslog.lines()) >= 5 else None, 20,
+                           message="five incident messages at rsyslog")
+    finally:
+        fwd.close(5)
+    changes = []
+    for _inputname, version, app, msgid, pri, sd_text, msg in lines:
+        assert (version, app, msgid) == ("1", "roxd", "incident")
+        sd, rest = parse_sd(sd_text)
+        assert rest == ""
+        inc = dict(sd["incident@32473"])
+        changes.append((inc["change"], inc.get("phase")))
+        assert dict(sd["container@32473"])["name"] == "web"
+        assert inc["id"][:12] in msg
+    assert changes == [("opened", None), ("phase_added", "privilege_escalation"),
+                       ("phase_added", "persistence"), ("phase_added", "objectives"),
+                       ("closed", None)]
+    last_pri = int(lines[-1][4])
+    assert last_pri % 8 <= 2  # four phases reached: critical or more severe
