@@ -200,7 +200,7 @@ def test_incident_changes_reach_rsyslog_one_message_per_change(
     finally:
         fwd.close(5)
     changes = []
-    for _inputname, version, app, msgid, pri, sd_text, msg in lines:
+    for _inputname, version, app, msgid, _pri, sd_text, msg in lines:
         assert (version, app, msgid) == ("1", "roxd", "incident")
         sd, rest = parse_sd(sd_text)
         assert rest == ""
