@@ -1,6 +1,6 @@
 """A risk score per container, with its reasons (docs/incidents.md, "Risk").
 
-    score = sum of the factors' points, each factor capped; 0..100
+    score = sum of the factors' points, each factor capped; 0..113 (the caps' sum)
 
 | factor | points | cap |
 |---|---|---|
@@ -11,6 +11,12 @@
 | host_mount_rw | 10 when a host path is bind-mounted writable | 10 |
 | host_network / host_pid | 5 each when it shares the host's network / pid namespace | 5 |
 | root_user | 5 when its configured user is root (none given, 0 or root) | 5 |
+| added_capabilities | 5 when capabilities are added beyond the runtime's default set | 5 |
+| no_seccomp / no_apparmor | 3 / 2 when its seccomp / AppArmor profile is turned off | 3 / 2 |
+| published_ports | 3 when a port is published on the host (reachable from outside) | 3 |
+
+Privileged counts once: it already means every capability and no profiles, so the three
+factors above are not added to it.
 
 Severity points per alert: critical or worse 16, error 9, warning 4, notice 1, info/debug 0.
 Additive, so every reason shown sums to the score; the reasons are ordered by points, then by
@@ -32,7 +38,8 @@ SEVERITY_POINTS = {"emergency": 16, "alert": 16, "critical": 16, "error": 9, "wa
 ALERTS_CAP = 25
 PHASE_POINTS, PHASES_CAP = 4, 20
 CONFIG_POINTS = {"privileged": 15, "docker_socket": 15, "host_mount_rw": 10, "host_network": 5,
-                 "host_pid": 5, "root_user": 5}
+                 "host_pid": 5, "root_user": 5, "added_capabilities": 5, "no_seccomp": 3,
+                 "no_apparmor": 2, "published_ports": 3}
 RUNTIME_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock",
                    "/var/run/containerd/containerd.sock", "/run/crio/crio.sock",
                    "/run/podman/podman.sock")
@@ -43,6 +50,10 @@ CONFIG_DETAILS = {
     "host_network": "shares the host's network namespace",
     "host_pid": "shares the host's pid namespace: sees and signals host processes",
     "root_user": "runs as root (no user configured, or 0/root)",
+    "added_capabilities": "capabilities added beyond the runtime's default set",
+    "no_seccomp": "runs without a seccomp profile (seccomp=unconfined)",
+    "no_apparmor": "runs without an AppArmor profile (apparmor=unconfined)",
+    "published_ports": "publishes a port on the host: reachable from outside",
 }
 
 
@@ -54,6 +65,10 @@ class ConfigFacts:
     host_network: bool = False
     host_pid: bool = False
     root_user: bool = False
+    added_capabilities: bool = False
+    no_seccomp: bool = False
+    no_apparmor: bool = False
+    published_ports: bool = False
 
     def present(self) -> list[str]:
         return [name for name in CONFIG_POINTS if getattr(self, name)]
@@ -69,8 +84,19 @@ def facts_from_inspect(attrs: Mapping[str, Any]) -> ConfigFacts:
     writable = [str(m.get("Source", "")) for m in mounts
                 if m.get("Type") == "bind" and m.get("RW", True)]
     user = str(config.get("User") or "").split(":", 1)[0]
+    privileged = bool(host.get("Privileged"))
+    options = [str(o).replace(":", "=", 1) for o in host.get("SecurityOpt") or []]
+    ports = dict(host.get("PortBindings") or {})
+    ports.update((attrs.get("NetworkSettings") or {}).get("Ports") or {})
+    published = any(any(b.get("HostPort") for b in bindings if isinstance(b, Mapping))
+                    for bindings in ports.values() if bindings)
     return ConfigFacts(
-        privileged=bool(host.get("Privileged")),
+        privileged=privileged,
+        # privileged already means all of these: counted once
+        added_capabilities=not privileged and bool(host.get("CapAdd")),
+        no_seccomp=not privileged and "seccomp=unconfined" in options,
+        no_apparmor=not privileged and "apparmor=unconfined" in options,
+        published_ports=published,
         docker_socket=any(s in RUNTIME_SOCKETS for s in sources),
         host_mount_rw=any(s not in RUNTIME_SOCKETS for s in writable),
         host_network=host.get("NetworkMode") == "host",

@@ -396,3 +396,24 @@ def test_the_trackers_own_timer_closes_a_quiet_incident() -> None:
         assert changes.kinds() == [("opened", None), ("closed", None)]
     finally:
         t.close()
+
+
+def test_risk_counts_added_capabilities_profiles_off_and_published_ports_once() -> None:
+    from roxd.incidents.risk import facts_from_inspect, risk_of
+
+    loose = {"HostConfig": {"CapAdd": ["NET_ADMIN"], "SecurityOpt": [
+        "seccomp=unconfined", "apparmor:unconfined"], "PortBindings": {
+        "80/tcp": [{"HostIp": "", "HostPort": "8080"}]}}, "Config": {"User": "app"}}
+    facts = facts_from_inspect(loose)
+    result = risk_of("c1", [], facts)
+    assert {r["factor"]: r["points"] for r in result["reasons"]} == {
+        "added_capabilities": 5, "no_seccomp": 3, "no_apparmor": 2, "published_ports": 3}
+    assert result["score"] == 13
+    # privileged already means every capability and no profiles: counted once
+    privileged = {"HostConfig": {**loose["HostConfig"], "Privileged": True},
+                  "Config": {"User": "app"}}
+    factors = {r["factor"] for r in risk_of("c1", [], facts_from_inspect(privileged))["reasons"]}
+    assert factors == {"privileged", "published_ports"}
+    # an exposed port only when bound on the host
+    unbound = {"NetworkSettings": {"Ports": {"80/tcp": None}}, "Config": {"User": "app"}}
+    assert risk_of("c1", [], facts_from_inspect(unbound))["reasons"] == []
