@@ -35,16 +35,18 @@ SESSION = uuid.uuid4().hex[:12]  # labels this test session's containers
 @pytest.fixture(scope="module", autouse=True)
 def host_untouched() -> Iterator[None]:
     """Every test module must leave the host as it found it (tests/hostguard.py): device node
-    modes, no stopped orphans, no roxd nft table in the host's own netns. Checked per module,
-    so a failure names the module that did it."""
-    before = read_host_state()
+    modes, no stopped orphans, no roxd nft table in the host's own netns, the sysctls a test
+    could flip, audit state, no mount left behind (outside the runtimes' own trees), none of
+    this session's test containers left. Checked per module, so a failure names the module
+    that did it."""
+    before = read_host_state(SESSION)
     yield
-    after = read_host_state()
+    after = read_host_state(SESSION)
     for _ in range(20):  # a process being reaped or a table being deleted: give it a moment
         if not after.changes_since(before):
             return
         time.sleep(0.25)
-        after = read_host_state()
+        after = read_host_state(SESSION)
     problems = after.changes_since(before)
     assert not problems, "the test session changed the host: " + "; ".join(problems)
 
