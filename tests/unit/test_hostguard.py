@@ -48,3 +48,22 @@ def test_a_stopped_orphan_is_reported() -> None:
         assert any(str(orphan) in p for p in problems), problems
     finally:
         os.kill(orphan, signal.SIGKILL)
+
+
+def test_a_mount_left_behind_and_a_changed_sysctl_are_reported(tmp_path: object) -> None:
+    before = read_host_state()
+    target = f"{tmp_path}/mnt"
+    os.mkdir(target)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "roxd-guard-test", target],
+                   check=True)
+    try:
+        assert any(target in p for p in read_host_state().changes_since(before))
+    finally:
+        subprocess.run(["umount", target], check=True)
+    assert read_host_state().changes_since(before) == []
+    flipped = dataclasses.replace(before, sysctls=tuple(
+        (k, "1" if k == "kernel/kptr_restrict" and v != "1" else v) for k, v in before.sysctls))
+    if flipped.sysctls != before.sysctls:
+        assert any("sysctls" in p for p in flipped.changes_since(before))
+    gone = dataclasses.replace(before, containers=frozenset({"roxd-test-leftover"}))
+    assert any("roxd-test-leftover" in p for p in gone.changes_since(before))
