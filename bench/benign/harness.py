@@ -130,9 +130,7 @@ class Ctx:
         def done() -> bool:
             h = self.health(container)
             log = h.get("Log") or []
-            return h.get("Status") == "healthy" and (len(log) >= count or
-                                                     h.get("FailingStreak", 1) == 0
-                                                     and len(log) >= min(count, 5))
+            return h.get("Status") == "healthy" and len(log) >= count
         self.wait_until(f"{count} passing health checks of {container}", done, timeout)
         self.notes.append(f"{len(self.health(container).get('Log') or [])} health checks ran")
 
@@ -159,7 +157,7 @@ def _build_containers(tag: str, since: int, until: int) -> set[str]:
     for line in out.stdout.splitlines():
         cid, _, image = line.partition(" ")
         image = image.removeprefix("sha256:")
-        if image in layers or image == BASE_IMAGE or image == tag:
+        if image in layers or image in (BASE_IMAGE, tag):
             ids.add(cid)
     return ids
 

@@ -31,6 +31,7 @@ HOST_PACKAGES = (
     "dash", "bash", "coreutils", "findutils", "grep", "sed", "mawk", "diffutils", "tar",
     "gzip", "xz-utils", "procps", "libc-bin", "dpkg", "curl", "sqlite3", "tini", "make",
     "gcc-12", "binutils", "libc6-dev", "python3.11", "python3-minimal", "python3-pkg-resources",
+    "libpam-modules", "libpam-runtime",
 )
 # Not installed on the host (or not wanted there, like a web server): fetched as archives.
 DEB_PACKAGES = (
@@ -67,6 +68,21 @@ redis:x:101:
 app:x:1000:
 nogroup:x:65534:
 """
+
+
+# What Debian's pam-auth-update writes at install (not in any package's file list): cron opens
+# a PAM session for every job.
+PAM = {
+    "common-auth": "auth [success=1 default=ignore] pam_unix.so nullok\n"
+                   "auth requisite pam_deny.so\nauth required pam_permit.so\n",
+    "common-account": "account [success=1 new_authtok_reqd=done default=ignore] pam_unix.so\n"
+                      "account requisite pam_deny.so\naccount required pam_permit.so\n",
+    "common-password": "password [success=1 default=ignore] pam_unix.so obscure yescrypt\n"
+                       "password requisite pam_deny.so\npassword required pam_permit.so\n",
+    "common-session": "session [default=1] pam_permit.so\nsession requisite pam_deny.so\n"
+                      "session required pam_permit.so\nsession required pam_unix.so\n",
+}
+PAM["common-session-noninteractive"] = PAM["common-session"]
 
 
 @dataclass
@@ -207,6 +223,15 @@ def build_rootfs(root: Path, inv: Inventory) -> tuple[set[str], set[str]]:
               "run", "etc/cron.d", "var/cache/apt/archives"):
         (root / d).mkdir(parents=True, exist_ok=True)
     (root / "etc/passwd").write_text(PASSWD)
+    # locked accounts, as a Debian image has them (pam_unix reads it for cron's account check)
+    shadow = root / "etc/shadow"
+    shadow.write_text("".join(f"{line.split(':')[0]}:*:19000:0:99999:7:::\n"
+                              for line in PASSWD.splitlines()))
+    shadow.chmod(0o640)
+    (root / "etc/pam.d").mkdir(parents=True, exist_ok=True)
+    for name, text in PAM.items():
+        (root / "etc/pam.d" / name).write_text(text)
+    os.chown(root / "var/lib/redis", 100, 101)
     (root / "etc/group").write_text(GROUP)
     (root / "etc/hostname").write_text("bench\n")
     (root / "etc/nsswitch.conf").write_text("passwd: files\ngroup: files\nhosts: files\n")
@@ -246,8 +271,8 @@ def build(force: bool = False) -> str:
         host, debs = build_rootfs(root, inv)
         tarball = Path(tmp) / "root.tar"
         subprocess.run(["tar", "-C", str(root), "-cf", str(tarball), "."], check=True)
-        subprocess.run(["docker", "import", "-c", 'CMD ["/bin/sh"]',
-                        "-c", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        subprocess.run(["docker", "import", "-c", 'CMD ["/bin/sh"]', "-c", f"ENV PATH={path}",
                         str(tarball), BASE_IMAGE], check=True, capture_output=True)
     print(f"bench.benign.image: built {BASE_IMAGE} from {len(host)} host packages and "
           f"{len(debs)} archives", file=sys.stderr)

@@ -120,6 +120,9 @@ class Result:
             "alerts": len(self.alerts), "rules": dict(sorted(rules.items())),
             "notes": self.notes,
             "samples": [{"rule": a["rule"]["id"], "exe": a["process"]["exe"],
+                         "comm": a["process"].get("comm"),
+                         "event": {k: v for k, v in (a.get("event") or {}).items()
+                                   if k in ("type", "file", "syscall", "connect")},
                          "args": a["process"]["args"][:8],
                          "parent": (a["process"]["ancestors"][0]["exe"]
                                     if a["process"].get("ancestors") else None),

@@ -124,7 +124,7 @@ def nginx_prestop_hook(ctx: Ctx) -> None:
                       {"nginx.conf": NGINX_CONF, "index.html": "x\n"})
     c = ctx.run(image)
     ctx.wait_until("nginx answering", lambda: ctx.exec(c, "curl", "-fs", "http://localhost/"))
-    ctx.exec(c, "/bin/sh", "-c", "nginx -s quit; sleep 1")
+    ctx.exec(c, "/bin/sh", "-c", "nginx -s quit")
     ctx.wait_exit(c, 20)
 
 # ------------------------------------------------------------------ databases
@@ -149,7 +149,8 @@ import sqlite3, os
 os.makedirs("/var/lib/app", exist_ok=True)
 db = sqlite3.connect("/var/lib/app/app.db")
 db.execute("create table if not exists orders (id integer primary key, item text, qty int)")
-db.executemany("insert into orders (item, qty) values (?, ?)", [(f"item{i}", i) for i in range(500)])
+rows = [(f"item{i}", i) for i in range(500)]
+db.executemany("insert into orders (item, qty) values (?, ?)", rows)
 db.commit()
 assert db.execute("select count(*) from orders").fetchone()[0] >= 500
 print("orders", db.execute("select sum(qty) from orders").fetchone()[0])
@@ -181,7 +182,8 @@ def _local_deb() -> bytes:
         root = Path(tmp) / "pkg"
         (root / "DEBIAN").mkdir(parents=True)
         (root / "DEBIAN/control").write_text(
-            "Package: shop-api\nVersion: 1.4.2\nArchitecture: all\nMaintainer: ops <ops@example.invalid>\n"
+            "Package: shop-api\nVersion: 1.4.2\nArchitecture: all\n"
+            "Maintainer: ops <ops@example.invalid>\n"
             "Depends: python3\nDescription: the shop's API server\n")
         post = root / "DEBIAN/postinst"
         post.write_text("#!/bin/sh\nset -e\nmkdir -p /var/log/shop /var/lib/shop\n"
@@ -216,10 +218,13 @@ CMD ["shop-api"]
 
 
 C_PROJECT = {
-    "src/calc.c": "int add(int a, int b) { return a + b; }\nint mul(int a, int b) { return a * b; }\n",
+    "src/calc.c": ("int add(int a, int b) { return a + b; }\n"
+                   "int mul(int a, int b) { return a * b; }\n"),
     "src/calc.h": "int add(int a, int b);\nint mul(int a, int b);\n",
-    "src/main.c": '#include <stdio.h>\n#include "calc.h"\nint main(void){printf("%d\\n", add(2, mul(3, 4)));return 0;}\n',
-    "tests/test_calc.c": '#include <assert.h>\n#include "../src/calc.h"\nint main(void){assert(add(1,2)==3);assert(mul(3,4)==12);return 0;}\n',
+    "src/main.c": ('#include <stdio.h>\n#include "calc.h"\n'
+                   'int main(void){printf("%d\\n", add(2, mul(3, 4)));return 0;}\n'),
+    "tests/test_calc.c": ('#include <assert.h>\n#include "../src/calc.h"\n'
+                          'int main(void){assert(add(1,2)==3);assert(mul(3,4)==12);return 0;}\n'),
     "Makefile": (
         "CFLAGS=-O2 -Wall -Werror\nall: calc\n"
         "calc: src/main.o src/calc.o\n\t$(CC) -o $@ $^\n"
@@ -236,7 +241,7 @@ def build_compile_step(ctx: Ctx) -> None:
     image = ctx.build("""FROM @BASE@
 COPY . /src
 WORKDIR /src
-RUN make -j2 && make test && make install && make clean
+RUN make && make test && make install && make clean
 CMD ["calc"]
 """, C_PROJECT)
     if ctx.run_to_end(image).strip() != "14":
@@ -325,7 +330,8 @@ ts=$(date +%Y%m%d%H%M%S)
 tar -czf /var/backups/data-$ts.tar.gz -C /srv data
 find /var/backups -name 'data-*.tar.gz' -mtime +7 -delete
 echo "backup done $ts"
-""", "crontab": "SHELL=/bin/sh\n* * * * * root /usr/local/bin/backup.sh >> /var/log/backup.log 2>&1\n"})
+""", "crontab": ("SHELL=/bin/sh\n"
+                 "* * * * * root /usr/local/bin/backup.sh >> /var/log/backup.log 2>&1\n")})
     ctx.run(image)
 
 

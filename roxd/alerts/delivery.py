@@ -75,7 +75,7 @@ class AlertDelivery:
             _start(sinks, f"file{i}", lambda f=f: JsonFileSink(f, node))
         for n in settings.nats:
             _start(sinks, f"nats.{n.queue_name}", lambda n=n: JetStreamSink(n, state, node))
-        noise = NoiseControl(list(sinks.values()), settings.noise)
+        noise = NoiseControl(list(sinks.values()), settings.noise, state_dir=state)
         return cls(sinks, noise, store)
 
     def emit(self, alert: Alert) -> None:

@@ -46,6 +46,8 @@ def build_container(
         labels=dict(meta.labels),
         cgroup_path=path,
         pod=ref.pod_uid,
+        healthcheck=tuple(meta.healthcheck),
+        build_step=meta.build_step,
     )
 
 

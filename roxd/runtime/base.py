@@ -41,6 +41,8 @@ class ContainerMetadata:
     image_id: str | None = None  # "sha256:..."
     labels: Mapping[str, str] = field(default_factory=dict)
     pid: int | None = None  # host pid of the container's init process while it runs
+    healthcheck: tuple[str, ...] = ()  # the argv of its health check as the runtime runs it
+    build_step: bool = False  # made by an image builder for one build step
 
     @property
     def running(self) -> bool:

@@ -1,0 +1,154 @@
+"""Which session a container process belongs to: its entrypoint, a health check, or an exec
+session (interactive with a terminal, or not). Decided once, at the exec of the session's first
+process, and inherited by everything that process starts.
+
+A container process's tree starts either at the container's init (pid 1 in its namespace: the
+entrypoint and all it runs) or at a process the runtime started beside it (`docker exec`,
+`kubectl exec`, a Docker HEALTHCHECK, a kubelet exec probe): the first process of a session is
+the one whose parent is outside the container (runc, the shim) or unknown. That first process
+is classified:
+
+- `healthcheck`: its argv is the container's HEALTHCHECK command as the runtime runs it
+  (`CMD-SHELL x` → `/bin/sh -c x`, or the image's SHELL; `CMD a b` → `a b`);
+- `interactive`: its stdin is a terminal (`docker exec -it`, `kubectl exec -it`): a person;
+- `exec`: its stdin is not a terminal: a script, an orchestrator's probe, an operator's
+  one-off command;
+- `unknown`: it exited before roxd could look at its stdin.
+
+Every process of a container that Docker's classic builder made for a RUN instruction (the
+runtime reports it: created from an image id, health check forced off) is `build`.
+
+Its descendants inherit the class through a pid → session map fed by exec events (a bounded
+LRU, like the process table). A process whose ancestors roxd never saw exec (the container
+started before roxd) is classified by walking its ancestry up to the runtime.
+
+What it cannot tell: an exec session that runs exactly the health check's command line is a
+health check (whatever it does next is still matched by every rule); Kubernetes exec probes
+are non-interactive exec sessions (roxd does not read pod specs); a session whose first process
+exits within about a millisecond of its start is `unknown`, and rules treat `unknown` as
+strictly as `interactive`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+
+from roxd.model import Container, Process
+from roxd.vocabulary import SESSION_KINDS
+
+ENTRYPOINT, HEALTHCHECK, INTERACTIVE, EXEC, UNKNOWN, BUILD = SESSION_KINDS
+
+# The runtime's own processes: a parent among these means the child is a session's first.
+RUNTIME_PARENTS = frozenset({
+    "runc", "crun", "youki", "runsc", "conmon", "containerd-shim", "containerd-shim-runc-v1",
+    "containerd-shim-runc-v2", "docker-containerd-shim", "containerd", "dockerd",
+})
+_TERMINALS = ("/dev/pts/", "/dev/tty", "/dev/console")
+
+
+def stdin_is_terminal(pid: int, proc: str = "/proc") -> bool | None:
+    """True/False when /proc/<pid>/fd/0 can be read; None once the process is gone."""
+    try:
+        target = os.readlink(f"{proc}/{pid}/fd/0")
+    except FileNotFoundError:
+        return False if os.path.exists(f"{proc}/{pid}") else None  # no stdin at all
+    except OSError:
+        return None
+    return target.startswith(_TERMINALS)
+
+
+def _basename(path: str) -> str:
+    return path.rpartition("/")[2]
+
+
+def _matches(args: tuple[str, ...], expected: tuple[str, ...], truncated: bool) -> bool:
+    if not expected or not args:
+        return False
+    if args == expected:
+        return True
+    # argv captured in the kernel may be cut short: a prefix of the command still matches
+    return truncated and len(args) <= len(expected) and expected[: len(args)] == args
+
+
+class SessionClassifier:
+    """pid → session kind for container processes; classify() is called once per exec."""
+
+    def __init__(self, *, capacity: int = 32768, proc: str = "/proc",
+                 is_terminal: Callable[[int], bool | None] | None = None,
+                 vpid_of: Callable[[int], int | None] | None = None) -> None:
+        self.capacity = capacity
+        self._is_terminal = is_terminal or (lambda pid: stdin_is_terminal(pid, proc))
+        self._vpid_of = vpid_of or (lambda pid: None)
+        self._lock = threading.Lock()
+        self._by_pid: OrderedDict[int, str] = OrderedDict()
+
+    def classify(self, process: Process, container: Container | None) -> str | None:
+        """The session of a process that just exec'd (None on the host); remembered for its
+        descendants."""
+        if container is None:
+            return None
+        session = self._decide(process, container)
+        self._remember(process.pid, session)
+        return session
+
+    def session_of(self, process: Process, container: Container | None) -> str | None:
+        """The session of a process seen in a non-exec event: what its exec said, else decided
+        from its ancestry now (not remembered)."""
+        if container is None:
+            return None
+        return self.of(process.pid) or self._decide(process, container)
+
+    def of(self, pid: int) -> str | None:
+        """The session a pid was classified into at its last exec, if any."""
+        with self._lock:
+            return self._by_pid.get(pid)
+
+    def forget(self, pid: int) -> None:
+        with self._lock:
+            self._by_pid.pop(pid, None)
+
+    def _decide(self, process: Process, container: Container) -> str:
+        if container.build_step:
+            return BUILD
+        if process.vpid == 1:
+            return ENTRYPOINT
+        # the nearest ancestor in the container whose session is known; a parent that never
+        # exec'd in roxd's sight (a forked subshell, a worker) is skipped
+        below = None
+        for anc in process.ancestors:
+            if _basename(anc.exe) in RUNTIME_PARENTS:
+                break
+            inherited = self.of(anc.pid)
+            if inherited is not None:
+                return inherited
+            below = anc
+        if below is None:  # the runtime (or nobody roxd knows) started it: a session's first
+            return self._first_of_session(process.pid, process.args, process.args_truncated,
+                                          container)
+        # every ancestor up to the runtime predates roxd: the topmost is the session's first
+        if self._vpid_of(below.pid) == 1:
+            session = ENTRYPOINT
+        else:
+            session = self._first_of_session(below.pid, below.args, False, container)
+        self._remember(below.pid, session)
+        return session
+
+    def _remember(self, pid: int, session: str) -> None:
+        with self._lock:
+            self._by_pid[pid] = session
+            self._by_pid.move_to_end(pid)
+            while len(self._by_pid) > self.capacity:
+                self._by_pid.popitem(last=False)
+
+    def _first_of_session(self, pid: int, args: tuple[str, ...], truncated: bool,
+                          container: Container) -> str:
+        expected = container.healthcheck
+        if expected and _matches(args, expected, truncated):
+            return HEALTHCHECK
+        tty = self._is_terminal(pid)
+        if tty is None:
+            return UNKNOWN
+        return INTERACTIVE if tty else EXEC
