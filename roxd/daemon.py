@@ -531,6 +531,9 @@ class DaemonPort:
     def alert_sink_stats(self) -> Mapping[str, int]:
         return self._parts.delivery.stats()
 
+    def rule_counts(self, since_ns: int) -> Sequence[Mapping[str, Any]]:
+        return self._parts.delivery.noise.rule_counts(since_ns)
+
     def policy(self) -> Mapping[str, object]:
         return self._parts.policy.snapshot()
 

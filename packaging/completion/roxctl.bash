@@ -40,6 +40,7 @@ _roxctl() {
             "rules list") key="rules list" ;;
             "rules reload") key="rules reload" ;;
             "rules show") key="rules show" ;;
+            "rules top") key="rules top" ;;
             "rules validate") key="rules validate" ;;
             "seccomp") key="seccomp" ;;
             "seccomp apply") key="seccomp apply" ;;
@@ -79,12 +80,13 @@ _roxctl() {
         "release") opts="--help" ;;
         "risk") opts="--help show" ;;
         "risk show") opts="--help" ;;
-        "rules") opts="--help list show validate reload enable disable" ;;
+        "rules") opts="--help list show validate reload top enable disable" ;;
         "rules disable") opts="--help --tag" ;;
         "rules enable") opts="--help --tag" ;;
         "rules list") opts="--help --phase --tag --state" ;;
         "rules reload") opts="--help" ;;
         "rules show") opts="--help" ;;
+        "rules top") opts="--help --since --limit" ;;
         "rules validate") opts="--help --standalone" ;;
         "seccomp") opts="--help status learn stop profile apply enforce release" ;;
         "seccomp apply") opts="--help --kill" ;;
