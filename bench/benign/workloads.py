@@ -230,7 +230,7 @@ C_PROJECT = {
         "calc: src/main.o src/calc.o\n\t$(CC) -o $@ $^\n"
         "test_calc: tests/test_calc.c src/calc.o\n\t$(CC) $(CFLAGS) -o $@ $^\n"
         "test: test_calc\n\t./test_calc && echo tests passed\n"
-        "install: calc\n\tinstall -m 0755 calc /usr/local/bin/calc\n"
+        "install: calc\n\tinstall -D -m 0755 calc /usr/local/bin/calc\n"
         "clean:\n\trm -f calc test_calc src/*.o\n"),
 }
 

@@ -29,8 +29,12 @@ class Enricher:
                  sessions: SessionClassifier | None = None) -> None:
         self.resolver = resolver
         self.processes = processes
-        self.sessions = sessions or SessionClassifier(proc=processes.proc_root,
-                                                      vpid_of=processes.vpid)
+        self.sessions = sessions or SessionClassifier(
+            proc=processes.proc_root, vpid_of=processes.vpid, cgroup_of=self._cgroup_of)
+
+    def _cgroup_of(self, pid: int) -> int | None:
+        info = self.processes.get(pid)
+        return info.cgroup_id if info is not None else None
 
     def enrich(self, event: SensorEvent) -> EnrichedEvent:
         if isinstance(event, FileEvent):

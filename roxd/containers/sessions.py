@@ -15,6 +15,9 @@ is classified:
   one-off command;
 - `unknown`: it exited before roxd could look at its stdin.
 
+Whether the session has a terminal is read from the runtime's own command line when roxd saw
+it (`runc exec --console-socket ...` is `docker exec -t`), else from /proc/<pid>/fd/0.
+
 Every process of a container that Docker's classic builder made for a RUN instruction (the
 runtime reports it: created from an image id, health check forced off) is `build`.
 
@@ -46,7 +49,21 @@ RUNTIME_PARENTS = frozenset({
     "runc", "crun", "youki", "runsc", "conmon", "containerd-shim", "containerd-shim-runc-v1",
     "containerd-shim-runc-v2", "docker-containerd-shim", "containerd", "dockerd",
 })
+RUNC_LIKE = frozenset({"runc", "crun", "youki", "runsc"})
 _TERMINALS = ("/dev/pts/", "/dev/tty", "/dev/console")
+_VERBS = ("exec", "create", "run", "init")
+
+
+def runtime_verb(args: tuple[str, ...]) -> str | None:
+    """runc's subcommand (global flags come first: `runc --root R --log L exec ...`)."""
+    return next((a for a in args[1:] if a in _VERBS), None)
+
+
+def has_console(args: tuple[str, ...]) -> bool:
+    """`runc exec` gives the process a terminal exactly when it is handed a console socket
+    (`docker exec -t`, `kubectl exec -t`), or -t/--tty when run by hand."""
+    return any(a in ("-t", "--tty", "--console-socket") or a.startswith("--console-socket=")
+               for a in args)
 
 
 def stdin_is_terminal(pid: int, proc: str = "/proc") -> bool | None:
@@ -78,8 +95,10 @@ class SessionClassifier:
 
     def __init__(self, *, capacity: int = 32768, proc: str = "/proc",
                  is_terminal: Callable[[int], bool | None] | None = None,
-                 vpid_of: Callable[[int], int | None] | None = None) -> None:
+                 vpid_of: Callable[[int], int | None] | None = None,
+                 cgroup_of: Callable[[int], int | None] | None = None) -> None:
         self.capacity = capacity
+        self._cgroup_of = cgroup_of
         self._is_terminal = is_terminal or (lambda pid: stdin_is_terminal(pid, proc))
         self._vpid_of = vpid_of or (lambda pid: None)
         self._lock = threading.Lock()
@@ -115,26 +134,40 @@ class SessionClassifier:
             return BUILD
         if process.vpid == 1:
             return ENTRYPOINT
-        # the nearest ancestor in the container whose session is known; a parent that never
-        # exec'd in roxd's sight (a forked subshell, a worker) is skipped
-        below = None
+        # Up the ancestry: the nearest ancestor whose session is known is inherited; a process
+        # that never exec'd in roxd's sight (a forked subshell, a worker, runc init's stages,
+        # unreadable) is skipped; the runtime ends the walk. Only a runtime process outside the
+        # container's cgroup counts: a program named runc inside it is no runtime.
+        first = (process.pid, process.args, process.args_truncated)
         for anc in process.ancestors:
-            if _basename(anc.exe) in RUNTIME_PARENTS:
+            name = _basename(anc.exe)
+            if name in RUNTIME_PARENTS and self._outside(anc.pid, process.cgroup_id):
+                verb = runtime_verb(anc.args) if name in RUNC_LIKE else None
+                if verb in ("create", "run"):  # runc started the container's init: pid 1's tree
+                    return ENTRYPOINT
+                if verb == "exec":  # runc's own arguments say whether it gave a terminal
+                    return self._first_of_session(*first, container, tty=has_console(anc.args))
+                if verb == "init":
+                    continue
                 break
             inherited = self.of(anc.pid)
             if inherited is not None:
                 return inherited
-            below = anc
-        if below is None:  # the runtime (or nobody roxd knows) started it: a session's first
-            return self._first_of_session(process.pid, process.args, process.args_truncated,
-                                          container)
-        # every ancestor up to the runtime predates roxd: the topmost is the session's first
-        if self._vpid_of(below.pid) == 1:
-            session = ENTRYPOINT
-        else:
-            session = self._first_of_session(below.pid, below.args, False, container)
-        self._remember(below.pid, session)
-        return session
+            if anc.exe and anc.exe != "/" and "memfd:" not in anc.exe:
+                first = (anc.pid, anc.args, False)
+        if first[0] != process.pid and self._vpid_of(first[0]) == 1:
+            # every ancestor up to the runtime predates roxd; the topmost is pid 1
+            self._remember(first[0], ENTRYPOINT)
+            return ENTRYPOINT
+        return self._first_of_session(*first, container)
+
+    def _outside(self, pid: int, cgroup_id: int) -> bool:
+        """A process in another cgroup than the container's (the runtime on the host); True
+        when roxd cannot tell (no cgroup reader: unit tests, or the pid is gone)."""
+        if self._cgroup_of is None:
+            return True
+        theirs = self._cgroup_of(pid)
+        return not theirs or theirs != cgroup_id
 
     def _remember(self, pid: int, session: str) -> None:
         with self._lock:
@@ -144,11 +177,12 @@ class SessionClassifier:
                 self._by_pid.popitem(last=False)
 
     def _first_of_session(self, pid: int, args: tuple[str, ...], truncated: bool,
-                          container: Container) -> str:
+                          container: Container, tty: bool | None = None) -> str:
         expected = container.healthcheck
         if expected and _matches(args, expected, truncated):
             return HEALTHCHECK
-        tty = self._is_terminal(pid)
+        if tty is None:
+            tty = self._is_terminal(pid)
         if tty is None:
             return UNKNOWN
         return INTERACTIVE if tty else EXEC

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.unit
 HC = ("/bin/sh", "-c", "curl -fsS http://localhost/ || exit 1")
 WEB = Container(id="c" * 64, runtime="docker", name="web", image="nginx:1.25", healthcheck=HC)
 SHIM = Ancestor(pid=50, exe="/usr/bin/containerd-shim-runc-v2", args=("containerd-shim",))
-RUNC = Ancestor(pid=60, exe="/usr/sbin/runc", args=("runc", "exec"))
+RUNC = Ancestor(pid=60, exe="/usr/sbin/runc", args=("runc",))  # its argv not seen
 
 
 def proc(pid: int, exe: str, args: tuple[str, ...], ancestors: tuple[Ancestor, ...] = (),
@@ -71,6 +71,41 @@ def test_exec_sessions_with_and_without_terminal() -> None:
     sub = Ancestor(310, "/bin/bash", ("bash",))  # forked, never exec'd
     kid = proc(311, "/usr/bin/id", ("id",), (sub, Ancestor(300, "/bin/bash", ("bash",)), RUNC))
     assert s.classify(kid, WEB) == "interactive"
+
+
+def runc(*args: str) -> Ancestor:
+    return Ancestor(pid=61, exe="/usr/sbin/runc",
+                    args=("runc", "--root", "/var/run/docker/runtime-runc/moby", *args))
+
+
+def test_runcs_own_arguments_say_exec_terminal_or_init_even_when_the_process_is_gone() -> None:
+    s = classifier(tty={})  # /proc knows nothing: every process already exited
+    gone = {p: None for p in range(1000, 1010)}
+    s = classifier(tty=gone)
+    stage = Ancestor(pid=62, exe="/", args=("runc", "init"))  # runc init's stage: skipped
+    tty = runc("exec", "--process", "/tmp/p.json", "--console-socket", "/tmp/c.sock", "--detach")
+    plain = runc("exec", "--process", "/tmp/p.json", "--detach", "c" * 64)
+    create = runc("create", "--bundle", "/run/x", "c" * 64)
+    assert s.classify(proc(1000, "/bin/sh", ("sh",), (stage, tty, SHIM)), WEB) == "interactive"
+    assert s.classify(proc(1001, "/bin/sh", ("sh", "-c", "curl -f localhost"),
+                           (stage, plain, SHIM)), WEB) == "exec"
+    assert s.classify(proc(1002, "/bin/sh", ("sh", "-c", "echo built"), (stage, create, SHIM)),
+                      WEB) == "entrypoint"
+    assert s.classify(proc(1003, "/bin/sh", HC, (stage, plain, SHIM)), WEB) == "healthcheck"
+    assert s.classify(proc(1004, "/bin/sh", ("sh",), (RUNC, SHIM)), WEB) == "unknown"
+
+
+def test_a_program_named_runc_inside_the_container_is_no_runtime() -> None:
+    cgroups = {70: 5, 61: 999}  # 70: /tmp/runc in the container's cgroup 5; 61: the host's
+    s = SessionClassifier(is_terminal=lambda pid: None, vpid_of=lambda pid: None,
+                          cgroup_of=cgroups.get)
+    s.classify(proc(100, "/usr/bin/python3", ("python3", "app.py"), (SHIM,), vpid=1), WEB)
+    fake = Ancestor(pid=70, exe="/tmp/runc", args=("runc", "exec", "-x"))
+    app = Ancestor(pid=100, exe="/usr/bin/python3", args=("python3", "app.py"))
+    shell = proc(71, "/bin/sh", ("sh", "-i"), (fake, app, SHIM))
+    assert s.classify(shell, WEB) == "entrypoint"  # inherited from the app, not "exec"
+    real = proc(72, "/bin/sh", ("sh",), (runc("exec", "--detach"), SHIM))
+    assert s.classify(real, WEB) == "exec"
 
 
 def test_processes_older_than_roxd_are_classified_from_their_ancestry() -> None:
