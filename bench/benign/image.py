@@ -196,7 +196,8 @@ def _dpkg_status(host: set[str], inv: Inventory) -> str:
 
 
 def build_rootfs(root: Path, inv: Inventory) -> tuple[set[str], set[str]]:
-    host, debs = inv.closure(HOST_PACKAGES + tuple(p for p in DEB_PACKAGES if p in inv.debs))
+    host, debs = inv.closure(HOST_PACKAGES + tuple(
+        p for p in DEB_PACKAGES if p in inv.debs or p in inv.installed))
     for d in ("usr/bin", "usr/sbin", "usr/lib", "usr/lib64"):
         (root / d).mkdir(parents=True, exist_ok=True)
     for link, target in (("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"),
