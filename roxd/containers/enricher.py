@@ -49,6 +49,8 @@ class Enricher:
                 process = replace(process, vpid=self.processes.vpid(event.pid))
                 # once per exec: a session's first process is classified, the rest inherit
                 process = replace(process, session=self.sessions.classify(process, container))
+            else:
+                self.sessions.runtime_exec(process)  # `runc exec` on the host: a session soon
         elif isinstance(event, ExitEvent):
             info_or_none = self.processes.get(event.pid)
             process = (

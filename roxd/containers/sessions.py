@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 
 from roxd.model import Container, Process
@@ -52,6 +53,8 @@ RUNTIME_PARENTS = frozenset({
 RUNC_LIKE = frozenset({"runc", "crun", "youki", "runsc"})
 _TERMINALS = ("/dev/pts/", "/dev/tty", "/dev/console")
 _VERBS = ("exec", "create", "run", "init")
+# how long a `runc exec` seen on the host waits for its process in the container
+PENDING_EXEC_S = 5.0
 
 
 def runtime_verb(args: tuple[str, ...]) -> str | None:
@@ -99,6 +102,9 @@ class SessionClassifier:
                  cgroup_of: Callable[[int], int | None] | None = None) -> None:
         self.capacity = capacity
         self._cgroup_of = cgroup_of
+        self._clock = time.monotonic
+        # container id -> (when, terminal?) of `runc exec`s whose process roxd has not seen
+        self._pending: dict[str, deque[tuple[float, bool]]] = {}
         self._is_terminal = is_terminal or (lambda pid: stdin_is_terminal(pid, proc))
         self._vpid_of = vpid_of or (lambda pid: None)
         self._lock = threading.Lock()
@@ -112,6 +118,41 @@ class SessionClassifier:
         session = self._decide(process, container)
         self._remember(process.pid, session)
         return session
+
+    def runtime_exec(self, process: Process) -> None:
+        """A host process: when it is `runc exec ... <container id>`, remember that an exec
+        session (with a terminal or not) is about to start there. A busy roxd may see the
+        session's process only after runc and its init stages are gone (no ancestry left);
+        runc's word still classifies it. Only host processes come here: nothing inside a
+        container can add one."""
+        if _basename(process.exe) not in RUNC_LIKE or runtime_verb(process.args) != "exec":
+            return
+        target = process.args[-1] if process.args else ""
+        if len(target) < 12 or target.startswith("-"):
+            return
+        now = self._clock()
+        with self._lock:
+            queue = self._pending.setdefault(target, deque())
+            queue.append((now, has_console(process.args)))
+            while queue and now - queue[0][0] > PENDING_EXEC_S:
+                queue.popleft()
+            if len(self._pending) > 1024:  # containers that never ran their exec
+                for cid in [c for c, q in self._pending.items()
+                            if not q or now - q[-1][0] > PENDING_EXEC_S]:
+                    del self._pending[cid]
+
+    def _take_pending(self, container_id: str) -> bool | None:
+        """The terminal flag of the oldest recent `runc exec` into the container, consumed;
+        None when there is none."""
+        now = self._clock()
+        with self._lock:
+            queue = self._pending.get(container_id)
+            while queue:
+                when, tty = queue.popleft()
+                if now - when <= PENDING_EXEC_S:
+                    return tty
+            self._pending.pop(container_id, None)
+        return None
 
     def session_of(self, process: Process, container: Container | None) -> str | None:
         """The session of a process seen in a non-exec event: what its exec said, else decided
@@ -146,6 +187,7 @@ class SessionClassifier:
                 if verb in ("create", "run"):  # runc started the container's init: pid 1's tree
                     return ENTRYPOINT
                 if verb == "exec":  # runc's own arguments say whether it gave a terminal
+                    self._take_pending(container.id)
                     return self._first_of_session(*first, container, tty=has_console(anc.args))
                 if verb == "init":
                     continue
@@ -159,6 +201,12 @@ class SessionClassifier:
             # every ancestor up to the runtime predates roxd; the topmost is pid 1
             self._remember(first[0], ENTRYPOINT)
             return ENTRYPOINT
+        if first[0] == process.pid:
+            # nothing known above it: the runtime started it. A `runc exec` into this
+            # container seen a moment ago says whether with a terminal, when /proc no longer
+            # can (a busy roxd reads it after the process is gone)
+            pending = self._take_pending(container.id)
+            return self._first_of_session(*first, container, fallback=pending)
         return self._first_of_session(*first, container)
 
     def _outside(self, pid: int, cgroup_id: int) -> bool:
@@ -177,12 +225,15 @@ class SessionClassifier:
                 self._by_pid.popitem(last=False)
 
     def _first_of_session(self, pid: int, args: tuple[str, ...], truncated: bool,
-                          container: Container, tty: bool | None = None) -> str:
+                          container: Container, tty: bool | None = None,
+                          fallback: bool | None = None) -> str:
         expected = container.healthcheck
         if expected and _matches(args, expected, truncated):
             return HEALTHCHECK
         if tty is None:
             tty = self._is_terminal(pid)
+        if tty is None:
+            tty = fallback
         if tty is None:
             return UNKNOWN
         return INTERACTIVE if tty else EXEC

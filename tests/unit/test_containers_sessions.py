@@ -214,3 +214,19 @@ def test_build_steps_may_install_and_compile_running_containers_may_not(rules) -
                    (Ancestor(899, "/usr/bin/make", ("make",)),), vpid=3)
     assert "foothold.compiler-in-container" not in hits(rules, replace(
         by_make, session="entrypoint"))
+
+
+def test_a_runc_exec_seen_on_the_host_classifies_a_process_whose_ancestry_is_gone() -> None:
+    s = classifier(tty={1100: None, 1101: None, 1102: None, 1103: None})
+    host_runc = proc(90, "/usr/sbin/runc", ("runc", "--root", "/r", "exec", "--process",
+                                            "/tmp/p", "--console-socket", "/tmp/s",
+                                            "--detach", WEB.id))
+    s.runtime_exec(host_runc)
+    s.runtime_exec(replace(host_runc, args=("runc", "exec", "--detach", WEB.id)))
+    s.runtime_exec(replace(host_runc, exe="/usr/bin/python3"))  # not runc: ignored
+    assert s.classify(proc(1100, "/bin/sh", ("sh",), ()), WEB) == "interactive"
+    assert s.classify(proc(1101, "/bin/sh", ("sh", "-c", "ls"), ()), WEB) == "exec"
+    assert s.classify(proc(1102, "/bin/sh", ("sh",), ()), WEB) == "unknown"  # all consumed
+    other = replace(WEB, id="d" * 64)
+    s.runtime_exec(replace(host_runc, args=("runc", "exec", "--detach", other.id)))
+    assert s.classify(proc(1103, "/bin/sh", ("sh",), ()), WEB) == "unknown"  # not this one
