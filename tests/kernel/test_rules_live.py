@@ -31,7 +31,8 @@ def test_shell_from_non_shell_parent_in_container(shared_roxd: RoxdProcess,
     session has a terminal (a non-interactive exec session is tests/kernel/test_benign_quiet)."""
     container = run_container("sleep 600")
     marker = f"marker-{uuid.uuid4().hex}"
-    container.exec_run(["sh", "-c", f"echo {marker}"], tty=True)
+    # alive a second: roxd reads its vpid from /proc at the exec
+    container.exec_run(["sh", "-c", f"echo {marker}; sleep 1"], tty=True)
     alert = shared_roxd.wait_for(
         alert_of("foothold.shell-in-container",
                  mine=lambda o: marker in " ".join(o["process"]["args"])),
