@@ -25,9 +25,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rebuild-image", action="store_true", help="rebuild the base image")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results",
                    help="results directory (default bench/results)")
+    p.add_argument("--roxd-from", type=Path, default=REPO, metavar="DIR",
+                   help="run roxd (with its shipped config and rules) from this checkout, "
+                   "e.g. an older one to compare with (default: this one)")
     p.add_argument("--fail-on-alerts", action="store_true",
                    help="exit 1 when any workload alerted or did not run")
     return p.parse_args(argv)
+
+
+def _commit(tree: Path) -> str:
+    out = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(tree), "status", "--porcelain", "--",
+                            "roxd", "rules", "config"], capture_output=True, text=True).stdout
+    return out.stdout.strip() + ("+dirty" if dirty.strip() else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     image.build(force=args.rebuild_image)
     work = tempdir()
     started = time.time()
-    roxd = Roxd.start(work)
+    tree = args.roxd_from.resolve()
+    if not (tree / "roxd" / "__main__.py").exists():
+        print(f"--roxd-from {tree}: not a roxd checkout (no roxd/__main__.py)", file=sys.stderr)
+        return 2
+    roxd = Roxd.start(work, tree=tree)
     try:
         results = run_workloads(chosen, roxd)
         host = host_alerts(roxd)
@@ -68,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         "suite": "benign", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": round(time.time() - started, 1), "kernel": platform.release(),
         "roxd_config": "config/roxd.toml (shipped), shipped rule pack", "rules": rules_version,
+        "roxd_from": str(tree), "roxd_commit": _commit(tree),
         "alert_source": "--print-alerts (raw, before noise control)",
         "workloads": [r.to_dict() for r in results],
         "totals": {"workloads": len(results), "ran": sum(r.ok for r in results),

@@ -42,15 +42,18 @@ class Roxd:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def start(cls, workdir: Path, python: str = sys.executable) -> Roxd:
+    def start(cls, workdir: Path, python: str = sys.executable,
+              tree: Path = REPO) -> Roxd:
+        """roxd from `tree` (a checkout: this one, or another to compare with), with that
+        tree's shipped config and rules."""
         cfg = workdir / "roxd.toml"
-        shutil.copy(REPO / "config" / "roxd.toml", cfg)
+        shutil.copy(tree / "config" / "roxd.toml", cfg)
         err = (workdir / "stderr.log").open("w")
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "PYTHONPATH": str(tree)}
         proc = subprocess.Popen(
             [python, "-m", "roxd", "--config", str(cfg), "--state-dir", str(workdir / "state"),
              "--socket", str(workdir / "roxd.sock"), "--print-alerts"],
-            stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO, env=env)
+            stdout=subprocess.PIPE, stderr=err, text=True, cwd=tree, env=env)
         rx = cls(workdir, proc)
         threading.Thread(target=rx._read, daemon=True).start()
         deadline = time.monotonic() + 120
