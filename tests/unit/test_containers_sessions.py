@@ -235,16 +235,17 @@ def test_a_runc_exec_seen_on_the_host_classifies_a_process_whose_ancestry_is_gon
 def test_runc_inits_scratch_unmount_is_quiet_a_mount_there_is_not(rules) -> None:
     from roxd.model import SyscallEvent
 
-    def syscall(name: str, path: str) -> set[str]:
+    def syscall(name: str, path: str, flags: str = "MNT_DETACH") -> set[str]:
         p = replace(proc(1200, "/", ("runc", "init"), (Ancestor(1199, "/usr/sbin/runc",
                                                                 ("runc", "exec")),)),
                     comm="exe", session="exec")
         ev = SyscallEvent(time_ns=1, pid=1200, uid=0, cgroup_id=5, comm="exe",
-                          syscall=name, errno=0, args={"path": path, "flags": "MNT_DETACH"})
+                          syscall=name, errno=0, args={"path": path, "flags": flags})
         return {m.rule.id for m in rules.match(EnrichedEvent(ev, WEB, p))}
 
     scratch = "/var/run/docker/runtime-runc/moby/" + "c" * 64 + "/runc.IfBIsz"
     mount_rule = "privilege_escalation.mount-syscall-in-container"
     assert mount_rule not in syscall("umount2", scratch)
-    assert mount_rule in syscall("mount", scratch)
+    assert mount_rule not in syscall("mount", scratch, "MS_RDONLY|MS_REMOUNT|MS_BIND")
+    assert mount_rule in syscall("mount", scratch, "MS_BIND")
     assert mount_rule in syscall("umount2", "/mnt/host")
