@@ -69,7 +69,7 @@ class Ctx:
             since = _docker_now()
             docker("build", "--network", "none", "--rm", "--force-rm", "--no-cache", "-q",
                    "-t", tag, str(ctx), timeout=300, env={"DOCKER_BUILDKIT": "0"})
-            until = _docker_now() + 1
+            until = f"{float(_docker_now()) + 0.5:.3f}"
         self.images.append(tag)
         self.container_ids |= _build_containers(tag, since, until)
         return tag
@@ -144,23 +144,25 @@ class Ctx:
             docker("rmi", "-f", tag, check=False)
 
 
-def _docker_now() -> int:
-    return int(time.time())
+def _docker_now() -> str:
+    return f"{time.time():.3f}"  # docker events takes fractional seconds
 
 
-def _build_containers(tag: str, since: int, until: int) -> set[str]:
+def _build_containers(tag: str, since: str, until: str) -> set[str]:
     """Containers the classic builder created for `tag`'s RUN steps: each was created from
     one of the image's intermediate layers (its history), between since and until."""
     hist = docker("history", "-q", "--no-trunc", tag, check=False).stdout.split()
     layers = {h.removeprefix("sha256:") for h in hist if h and h != "<missing>"}
-    out = docker("events", "--since", str(since), "--until", str(until), "--filter",
+    out = docker("events", "--since", since, "--until", until, "--filter",
                  "type=container", "--filter", "event=create", "--format",
                  '{{.Actor.ID}} {{index .Actor.Attributes "image"}}', check=False, timeout=30)
     ids = set()
     for line in out.stdout.splitlines():
         cid, _, image = line.partition(" ")
         image = image.removeprefix("sha256:")
-        if image in layers or image in (BASE_IMAGE, tag):
+        # a RUN step's container is created from the previous step's image *id*; a container
+        # of another workload run by name from the same base in the same window is not one
+        if image in layers:
             ids.add(cid)
     return ids
 

@@ -169,7 +169,11 @@ def run_workloads(workloads: list[Workload], roxd: Roxd,
             ctx.cleanup()
     roxd.settle()
     alerts = roxd.snapshot()
+    claimed: set[str] = set()
     for res, ctx in ctxs:
+        # a container belongs to one workload: the first that recorded it
+        ctx.container_ids -= claimed
+        claimed |= ctx.container_ids
         res.container_ids = ctx.container_ids
         res.notes = ctx.notes
         res.alerts = [a for a in alerts if (a.get("container") or {}).get("id")
