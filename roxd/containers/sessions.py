@@ -159,7 +159,7 @@ class SessionClassifier:
         from its ancestry now (not remembered)."""
         if container is None:
             return None
-        return self.of(process.pid) or self._decide(process, container)
+        return self.of(process.pid) or self._decide(process, container, at_exec=False)
 
     def of(self, pid: int) -> str | None:
         """The session a pid was classified into at its last exec, if any."""
@@ -170,7 +170,7 @@ class SessionClassifier:
         with self._lock:
             self._by_pid.pop(pid, None)
 
-    def _decide(self, process: Process, container: Container) -> str:
+    def _decide(self, process: Process, container: Container, at_exec: bool = True) -> str:
         if container.build_step:
             return BUILD
         if process.vpid == 1:
@@ -187,7 +187,8 @@ class SessionClassifier:
                 if verb in ("create", "run"):  # runc started the container's init: pid 1's tree
                     return ENTRYPOINT
                 if verb == "exec":  # runc's own arguments say whether it gave a terminal
-                    self._take_pending(container.id)
+                    if at_exec:
+                        self._take_pending(container.id)
                     return self._first_of_session(*first, container, tty=has_console(anc.args))
                 if verb == "init":
                     continue
@@ -205,7 +206,7 @@ class SessionClassifier:
             # nothing known above it: the runtime started it. A `runc exec` into this
             # container seen a moment ago says whether with a terminal, when /proc no longer
             # can (a busy roxd reads it after the process is gone)
-            pending = self._take_pending(container.id)
+            pending = self._take_pending(container.id) if at_exec else None
             return self._first_of_session(*first, container, fallback=pending)
         return self._first_of_session(*first, container)
 

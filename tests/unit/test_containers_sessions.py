@@ -217,13 +217,15 @@ def test_build_steps_may_install_and_compile_running_containers_may_not(rules) -
 
 
 def test_a_runc_exec_seen_on_the_host_classifies_a_process_whose_ancestry_is_gone() -> None:
-    s = classifier(tty={1100: None, 1101: None, 1102: None, 1103: None})
+    s = classifier(tty={1099: None, 1100: None, 1101: None, 1102: None, 1103: None})
     host_runc = proc(90, "/usr/sbin/runc", ("runc", "--root", "/r", "exec", "--process",
                                             "/tmp/p", "--console-socket", "/tmp/s",
                                             "--detach", WEB.id))
     s.runtime_exec(host_runc)
     s.runtime_exec(replace(host_runc, args=("runc", "exec", "--detach", WEB.id)))
     s.runtime_exec(replace(host_runc, exe="/usr/bin/python3"))  # not runc: ignored
+    # a file or connect event of a process roxd never saw exec does not use them up
+    assert s.session_of(proc(1099, "/bin/cat", ("cat",), ()), WEB) == "unknown"
     assert s.classify(proc(1100, "/bin/sh", ("sh",), ()), WEB) == "interactive"
     assert s.classify(proc(1101, "/bin/sh", ("sh", "-c", "ls"), ()), WEB) == "exec"
     assert s.classify(proc(1102, "/bin/sh", ("sh",), ()), WEB) == "unknown"  # all consumed
