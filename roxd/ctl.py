@@ -418,6 +418,17 @@ def cmd_rules(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
             out.print(term(f"reloaded: {result['rules']} rules, version "
                            f"{result['version'][:12]}"))
         return EXIT_OK
+    if sub == "top":
+        result = api.get("/v1/rules/top", {"since": args.since, "limit": args.limit})
+        if out.json:
+            out.dump(result)
+            return EXIT_OK
+        out.print(term(f"since {result['since']}"))
+        out.table(["RULE", "RAISED", "EMITTED", "FOLDED", "THROTTLED", "LAST"],
+                  [(r["rule"], str(r["raised"]), str(r["emitted"]), str(r["folded"]),
+                    str(r["throttled"]), r["last_minute"][:16].replace("T", " "))
+                   for r in result["rules"]])
+        return EXIT_OK
     if sub in ("enable", "disable"):
         result = api.post(f"/v1/rules/{sub}", {"ids": args.ids, "tags": args.tag})
         if out.json:
@@ -718,7 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("id", help="incident id or a unique prefix of it")
     s.set_defaults(func=cmd_incidents)
 
-    s = sub.add_parser("rules", help="list, show, validate, reload, enable, disable rules")
+    s = sub.add_parser("rules", help="list, show, top, validate, reload, enable, disable rules")
     rsub = s.add_subparsers(dest="rules_cmd", required=True, metavar="SUBCOMMAND")
     r = rsub.add_parser("list", help="loaded rules and their effective action")
     r.add_argument("--phase", choices=PHASES)
@@ -735,6 +746,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--offline", action="store_true",
                    help="never ask roxd: check with the local rule loader (the files alone)")
     rsub.add_parser("reload", help="reload the rule files (a bad file keeps the running set)")
+    r = rsub.add_parser("top", help="alerts per rule: raised, emitted, folded, throttled")
+    r.add_argument("--since", default="1h", help="RFC 3339 time or an age: 30m, 2h, 1d "
+                   "(default 1h; minute resolution, at most a day back)")
+    r.add_argument("--limit", type=int, default=20, help="at most this many rules (default 20)")
     for verb in ("enable", "disable"):
         r = rsub.add_parser(verb, help=f"{verb} rules by id or --tag (until roxd restarts)")
         r.add_argument("ids", nargs="*", metavar="ID")

@@ -697,6 +697,8 @@ class DaemonPort:
 
     def alert_sink_problems(self) -> Sequence[str]:
         return self._parts.delivery.problems()
+    def rule_counts(self, since_ns: int) -> Sequence[Mapping[str, Any]]:
+        return self._parts.delivery.noise.rule_counts(since_ns)
 
     def policy(self) -> Mapping[str, object]:
         return self._parts.policy.snapshot()

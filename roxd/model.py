@@ -220,6 +220,10 @@ class Container:
     annotations: Mapping[str, str] = field(default_factory=dict)
     # containerd's own namespace ("k8s.io", "default"); None for other runtimes
     runtime_namespace: str | None = None
+    # the argv its runtime runs as the health check (Docker HEALTHCHECK); () = none
+    healthcheck: tuple[str, ...] = ()
+    # made by an image builder for one build step (Docker's classic builder: RUN)
+    build_step: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -266,6 +270,9 @@ class Process:
     # pid inside the process's own pid namespace, read for container processes at exec
     # (1 = the container's init/entrypoint); None when unknown or on the host.
     vpid: int | None = None
+    # container processes: entrypoint | healthcheck | interactive | exec | unknown
+    # (roxd.vocabulary.SESSION_KINDS); None on the host
+    session: str | None = None
 
     @property
     def parent_exe(self) -> str | None:
@@ -283,6 +290,7 @@ class Process:
             "cgroup_id": self.cgroup_id,
             "ancestors": [a.to_dict() for a in self.ancestors],
             "vpid": self.vpid,
+            "session": self.session,
         }
 
 

@@ -48,3 +48,12 @@ FILE_ACCESS_KINDS: tuple[str, ...] = (
     "link",
 )
 
+
+# The session a container process belongs to (the `session` field of processes and rules),
+# decided at the exec of the session's first process (roxd/containers/sessions.py): the
+# container's entrypoint tree, a HEALTHCHECK the runtime runs, an exec session with a terminal
+# (a person), an exec session without one (a script, a probe, an operator's one-off command),
+# unknown (its first process was gone before roxd could look), or an image build step (a
+# container Docker's builder made for a RUN instruction).
+SESSION_KINDS: tuple[str, ...] = (
+    "entrypoint", "healthcheck", "interactive", "exec", "unknown", "build")

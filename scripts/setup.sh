@@ -83,6 +83,20 @@ fetch_docker_default(Path("/var/cache/roxd/docker-default-seccomp.json"))
 ' || log "warning: Docker default seccomp profile not fetched; comparisons will say so"
 fi
 
+# --- archives for the benign suite's image (bench/benign/image.py builds it offline) -------
+# Software production containers run that this host does not install (a web server, redis,
+# cron, supervisord, ...): downloaded once as .deb archives, never installed on the host.
+BENIGN_DEBS=/var/cache/roxd/benign-debs
+if [ ! -f "$BENIGN_DEBS/.complete" ]; then
+    log "downloading the benign suite's archives into $BENIGN_DEBS"
+    mkdir -p "$BENIGN_DEBS/partial"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install --download-only -y -qq --no-install-recommends \
+        -o Dir::Cache::archives="$BENIGN_DEBS" rsync logrotate cron redis-server dumb-init \
+        supervisor gunicorn nginx-light python3-pytest >/dev/null
+    touch "$BENIGN_DEBS/.complete"
+fi
+
 # --- Docker engine and the offline test images ------------------------------------------
 scripts/dockerd.sh start
 scripts/test-images.sh

@@ -52,6 +52,7 @@ _roxctl() {
             "rules list") key="rules list" ;;
             "rules reload") key="rules reload" ;;
             "rules show") key="rules show" ;;
+            "rules top") key="rules top" ;;
             "rules validate") key="rules validate" ;;
             "seccomp") key="seccomp" ;;
             "seccomp apply") key="seccomp apply" ;;
@@ -100,12 +101,13 @@ _roxctl() {
         "release") opts="--help --socket --output --json" ;;
         "risk") opts="--help show --socket --output --json" ;;
         "risk show") opts="--help --socket --output --json" ;;
-        "rules") opts="--help list show validate reload enable disable --socket --output --json" ;;
+        "rules") opts="--help list show validate reload top enable disable --socket --output --json" ;;
         "rules disable") opts="--help --tag --socket --output --json" ;;
         "rules enable") opts="--help --tag --socket --output --json" ;;
         "rules list") opts="--help --phase --tag --state --socket --output --json" ;;
         "rules reload") opts="--help --socket --output --json" ;;
         "rules show") opts="--help --socket --output --json" ;;
+        "rules top") opts="--help --since --limit --socket --output --json" ;;
         "rules validate") opts="--help --standalone --offline --socket --output --json" ;;
         "seccomp") opts="--help status learn stop profile apply enforce release --socket --output --json" ;;
         "seccomp apply") opts="--help --kill --socket --output --json" ;;

@@ -86,7 +86,7 @@ class AlertDelivery:
                    lambda n=n: JetStreamSink(n, state, node))
         for o in settings.otlp:
             _start(sinks, disabled, f"otlp.{o.queue_name}", lambda o=o: OtlpSink(o, state, node))
-        noise = NoiseControl(list(sinks.values()), settings.noise)
+        noise = NoiseControl(list(sinks.values()), settings.noise, state_dir=state)
         return cls(sinks, noise, store, disabled)
 
     def incident_feeds(self) -> list[IncidentFeed]:

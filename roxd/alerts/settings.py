@@ -6,7 +6,8 @@ takes the raw `[alerts]` table from tomllib and raises ConfigError naming the ke
 
     [alerts.journald]           enabled
     [alerts.store]              enabled, max_age_days, max_count, max_bytes
-    [alerts.noise]              fold_window_s, per_container_per_minute
+    [alerts.noise]              fold_window_s, per_container_per_minute,
+                                per_rule_per_minute, rule_limits
     [[alerts.syslog]]           one table per collector
     [[alerts.webhooks]]         one table per webhook
     [alerts.node]               hostname, kubernetes_node: the identity on exported records
@@ -102,6 +103,20 @@ class WebhookSettings:
 class NoiseSettings:
     fold_window_s: float = 60.0  # 0 = no folding
     per_container_per_minute: int = 120  # 0 = no rate limit
+    # alerts of one rule per container per minute; 0 = no per-rule limit
+    per_rule_per_minute: int = 30
+    # per-rule exceptions to per_rule_per_minute: "rule.id=N" (N = 0: no limit for that rule)
+    rule_limits: tuple[str, ...] = ()
+
+    def rule_limit_map(self) -> dict[str, int]:
+        """rule_limits as {rule id: limit}; ValueError naming the bad entry."""
+        out: dict[str, int] = {}
+        for entry in self.rule_limits:
+            rule_id, sep, n = entry.partition("=")
+            if not sep or not rule_id.strip() or not n.strip().isdigit():
+                raise ValueError(f"{entry!r} is not \"rule.id=N\" (N a whole number)")
+            out[rule_id.strip()] = int(n)
+        return out
 
 
 @dataclass(frozen=True)
@@ -224,6 +239,10 @@ def _table(cls: type, name: str, values: Mapping[str, Any], source: str) -> Any:
 
 def _validate(settings: AlertsSettings, source: str) -> None:
     severities = [s.value for s in Severity]
+    try:
+        settings.noise.rule_limit_map()
+    except ValueError as exc:
+        raise ConfigError(source, f"alerts.noise.rule_limits: {exc}") from None
     for i, c in enumerate(settings.syslog):
         key = f"alerts.syslog[{i}]"
         if c.protocol not in SYSLOG_PROTOCOLS:

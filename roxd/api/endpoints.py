@@ -71,6 +71,7 @@ class Endpoints:
                 self.directory.resolve(p["ref"]).id)),
             "listRules": self.rules.list,
             "getRule": self.rules.get,
+            "topRules": self.rules.top,
             "validateRules": self.rules.validate,
             "reloadRules": self.rules.reload,
             "enableRules": self.rules.toggle(True),

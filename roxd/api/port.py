@@ -157,6 +157,8 @@ class DaemonPort(Protocol):
     def alert_store(self) -> Any: ...  # AlertStore or None (alerts.store disabled)
     def alert_sink_stats(self) -> Mapping[str, int]: ...
     def alert_sink_problems(self) -> Sequence[str]: ...  # configured sinks not delivering: why
+    # per rule since since_ns: rule, raised, emitted, folded, throttled, last_minute_ns
+    def rule_counts(self, since_ns: int) -> Sequence[Mapping[str, Any]]: ...
     def policy(self) -> Mapping[str, object]: ...  # what the kernel was told (KernelPolicy)
     def baselines(self) -> BaselinesApi | None: ...  # None: [baselines] enabled = false
     # slow I/O on the caller's thread (the API's), never the loop's; RuntimeControlError

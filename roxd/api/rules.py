@@ -11,7 +11,9 @@ from typing import Any
 
 from roxd.api.http import Request, Response
 from roxd.api.port import DaemonPort
+from roxd.api.timeparse import parse_time_ns
 from roxd.errors import ApiError, RuleError
+from roxd.model import rfc3339
 from roxd.rules.ruleset import CompiledRule, RuleSet
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,17 @@ class RuleEndpoints:
         ]
         return {"version": rules.version, "files": list(rules.files),
                 "rules": [rule_dict(r, host_kills=self._host_kills()) for r in selected]}
+
+    def top(self, _req: Request, params: dict[str, Any], _body: Any) -> Any:
+        """Alerts per rule since a time, from noise control's per-minute counts."""
+        since_ns = parse_time_ns(params.get("since", "1h"), "query.since")
+        minute = 60 * 1_000_000_000
+        since_ns -= since_ns % minute  # the counts are per minute
+        rows = list(self.daemon.rule_counts(since_ns))[: params.get("limit", 20)]
+        return {"since": rfc3339(since_ns),
+                "rules": [{"rule": r["rule"], "raised": r["raised"], "emitted": r["emitted"],
+                           "folded": r["folded"], "throttled": r["throttled"],
+                           "last_minute": rfc3339(r["last_minute_ns"])} for r in rows]}
 
     def get(self, _req: Request, params: dict[str, Any], _body: Any) -> Any:
         rule = self._rules().get(params["id"])

@@ -8,6 +8,7 @@ from dataclasses import replace
 from roxd.containers.file_paths import resolve_file_event
 from roxd.containers.process_table import ProcessInfo, ProcessTable
 from roxd.containers.resolver import ContainerResolver
+from roxd.containers.sessions import SessionClassifier
 from roxd.model import (
     ConnectEvent,
     EnrichedEvent,
@@ -24,9 +25,16 @@ log = logging.getLogger(__name__)
 
 
 class Enricher:
-    def __init__(self, resolver: ContainerResolver, processes: ProcessTable) -> None:
+    def __init__(self, resolver: ContainerResolver, processes: ProcessTable,
+                 sessions: SessionClassifier | None = None) -> None:
         self.resolver = resolver
         self.processes = processes
+        self.sessions = sessions or SessionClassifier(
+            proc=processes.proc_root, vpid_of=processes.vpid, cgroup_of=self._cgroup_of)
+
+    def _cgroup_of(self, pid: int) -> int | None:
+        info = self.processes.get(pid)
+        return info.cgroup_id if info is not None else None
 
     def enrich(self, event: SensorEvent) -> EnrichedEvent:
         if isinstance(event, FileEvent):
@@ -39,6 +47,10 @@ class Enricher:
                 # a container's entrypoint is pid 1 of its namespace; rules tell it apart
                 # from a shell started later (docker exec, an exploited app)
                 process = replace(process, vpid=self.processes.vpid(event.pid))
+                # once per exec: a session's first process is classified, the rest inherit
+                process = replace(process, session=self.sessions.classify(process, container))
+            else:
+                self.sessions.runtime_exec(process)  # `runc exec` on the host: a session soon
         elif isinstance(event, ExitEvent):
             info_or_none = self.processes.get(event.pid)
             process = (
@@ -56,6 +68,8 @@ class Enricher:
             )
         else:
             raise TypeError(f"not a sensor event: {event!r}")
+        if container is not None and process.session is None:
+            process = replace(process, session=self.sessions.session_of(process, container))
         return EnrichedEvent(event=event, container=container, process=process)
 
     def _process(

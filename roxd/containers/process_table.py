@@ -216,6 +216,10 @@ class ProcessTable:
 
     # ------------------------------------------------------------------ reading
 
+    @property
+    def proc_root(self) -> str:
+        return self._proc.proc
+
     def vpid(self, pid: int) -> int | None:
         """pid inside the process's pid namespace (1: a container's init), from /proc."""
         return self._proc.vpid(pid)

@@ -67,6 +67,8 @@ def build_container(
         pod_labels=dict(meta.pod_labels),
         annotations=dict(meta.annotations),
         runtime_namespace=meta.runtime_namespace,
+        healthcheck=tuple(meta.healthcheck),
+        build_step=meta.build_step,
     )
 
 

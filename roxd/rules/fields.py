@@ -269,6 +269,9 @@ FIELDS: dict[str, FieldSpec] = {
         _spec("uid", N, PROCESS_EVENTS, lambda v: v.process.uid if v.process else None, "uid"),
         _spec("vpid", N, PROCESS_EVENTS, lambda v: v.process.vpid if v.process else None,
               "pid in the container's pid namespace (1: the container's entrypoint)"),
+        _spec("session", S, PROCESS_EVENTS, lambda v: v.process.session if v.process else None,
+              "container processes: entrypoint | healthcheck | interactive | exec | unknown "
+              "(the exec session it belongs to, docs/events.md); unset on the host"),
         _spec("parent_exe", S, PROCESS_EVENTS, lambda v: v.parent_exe, "the parent's exe"),
         _spec("parent_basename", S, PROCESS_EVENTS, lambda v: v.parent_basename, "its basename"),
         _spec("parent_cmdline", S, PROCESS_EVENTS, lambda v: v.parent_cmdline, "parent argv"),

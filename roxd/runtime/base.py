@@ -53,6 +53,8 @@ class ContainerMetadata:
     # Where the runtime put the container's cgroup (relative to the cgroup2 root), when it says:
     # lets the resolver claim cgroup paths that do not name a runtime ("/default/web").
     cgroup_path: str | None = None
+    healthcheck: tuple[str, ...] = ()  # the argv of its health check as the runtime runs it
+    build_step: bool = False  # made by an image builder for one build step
 
     @property
     def running(self) -> bool:

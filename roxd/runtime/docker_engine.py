@@ -40,6 +40,18 @@ log = logging.getLogger(__name__)
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
 
 
+def healthcheck_argv(test: tuple[str, ...], shell: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The argv dockerd runs for a HEALTHCHECK `Test` list (docker inspect's
+    Config.Healthcheck.Test): CMD-SHELL through the image's shell, CMD as given."""
+    if not test or test[0] == "NONE":
+        return ()
+    if test[0] == "CMD-SHELL":
+        return (*(shell or ("/bin/sh", "-c")), *test[1:])
+    if test[0] == "CMD":
+        return tuple(test[1:])
+    return ()
+
+
 def metadata_from_inspect(attrs: Mapping[str, Any]) -> ContainerMetadata:
     """ContainerMetadata from `docker inspect` output (GET /containers/<id>/json)."""
     config = attrs.get("Config") or {}
@@ -49,6 +61,7 @@ def metadata_from_inspect(attrs: Mapping[str, Any]) -> ContainerMetadata:
     labels = dict(config.get("Labels") or {})
     # Kubernetes through cri-dockerd: the kubelet's io.kubernetes.* labels name the pod
     pod = kubernetes.pod_facts(labels, {})
+    test = tuple((config.get("Healthcheck") or {}).get("Test") or ())
     return ContainerMetadata(
         id=attrs["Id"],
         name=name.lstrip("/") if name else None,
@@ -59,7 +72,19 @@ def metadata_from_inspect(attrs: Mapping[str, Any]) -> ContainerMetadata:
         pod=pod.pod,
         pod_uid=pod.pod_uid,
         namespace=pod.namespace,
+        healthcheck=healthcheck_argv(test, tuple(config.get("Shell") or ())),
+        build_step=is_build_step(config),
     )
+
+
+def is_build_step(config: Mapping[str, Any]) -> bool:
+    """Docker's classic builder runs each RUN instruction in a container created from the
+    previous step's image id, with the image's health check switched off (daemon/builder:
+    Healthcheck.Test = ["NONE"]). Someone with the Docker API could start such a container
+    by hand; they would already own the host."""
+    test = tuple((config.get("Healthcheck") or {}).get("Test") or ())
+    image = str(config.get("Image") or "")
+    return test == ("NONE",) and image.startswith("sha256:")
 
 
 def error_reason(exc: BaseException) -> str:

@@ -84,7 +84,8 @@ def container_pid(rp: RoxdProcess, name: str, args: list[str]) -> int:
 
 def _exec_quietly(container: Any) -> None:
     with contextlib.suppress(Exception):  # the test may be over and the container gone
-        container.exec_run(["/bin/sh", "-c", "/bin/true x"])
+        # with a terminal: an interactive shell is a foothold alert for the alert stream
+        container.exec_run(["/bin/sh", "-c", "/bin/true x"], tty=True)
 
 
 # ---------------------------------------------------------------------------- every operation
@@ -95,8 +96,9 @@ def test_every_operation_through_a_raw_http_client(api_roxd: Any, run_container:
     name = f"roxd-api-{uuid.uuid4().hex[:6]}"
     container = run_container("sleep 300 & sleep 301 & wait", name=name)
     victim = container_pid(rp, name, ["sleep", "300"])
-    # a shell docker-exec'd into the container: a foothold alert (its entrypoint is not one)
-    container.exec_run(["sh", "-c", "echo foothold"])
+    # a shell docker-exec'd into the container with a terminal: a foothold alert (its
+    # entrypoint is not one; nor is a non-interactive exec session)
+    container.exec_run(["sh", "-c", "echo foothold"], tty=True)
     wait_until(lambda: call(sock, "GET", "/v1/alerts?container=" + name)[1]["items"], 15,
                message="an alert of the container (shell in container)")
     alert = call(sock, "GET", "/v1/alerts?container=" + name)[1]["items"][0]
@@ -115,6 +117,7 @@ def test_every_operation_through_a_raw_http_client(api_roxd: Any, run_container:
         ("getAlert", "GET", f"/v1/alerts/{alert['id']}", None, 200),
         ("listRules", "GET", "/v1/rules?phase=foothold", None, 200),
         ("getRule", "GET", f"/v1/rules/{rule_id}", None, 200),
+        ("topRules", "GET", "/v1/rules/top?since=1h&limit=5", None, 200),
         ("validateRules", "POST", "/v1/rules/validate", {"content": "[[rule]]\n"}, 200),
         ("reloadRules", "POST", "/v1/rules/reload", None, 200),
         ("disableRules", "POST", "/v1/rules/disable", {"ids": [rule_id]}, 200),
@@ -143,6 +146,8 @@ def test_every_operation_through_a_raw_http_client(api_roxd: Any, run_container:
             assert answer["programs"]["count"] >= 10
             assert answer["rules"]["effective_actions"][rule_id]
             assert answer["drops"]["total"] == 0
+        if op_id == "topRules":
+            assert rule_id in [r["rule"] for r in answer["rules"]], answer
         if op_id == "getContainer":
             assert answer["name"] == name and answer["alerts"] >= 1
         if op_id == "isolateContainer":
@@ -207,7 +212,7 @@ def test_every_command_through_roxctl(api_roxd: Any, run_container: Any,
     name = f"roxd-ctl-{uuid.uuid4().hex[:6]}"
     container = run_container("sleep 300 & wait", name=name)
     victim = container_pid(rp, name, ["sleep", "300"])
-    container.exec_run(["sh", "-c", "echo foothold"])  # raises the foothold alert
+    container.exec_run(["sh", "-c", "echo foothold"], tty=True)  # raises the foothold alert
 
     def ok(*args: str) -> str:
         result = roxctl(sock, *args)
@@ -237,6 +242,7 @@ def test_every_command_through_roxctl(api_roxd: Any, run_container: Any,
     rule_id = first["rule"]["id"]
     assert rule_id in ok("rules", "list")
     assert rule_id in ok("rules", "show", rule_id)
+    assert rule_id in ok("rules", "top", "--since", "1h")
     good = tmp_path / "good.toml"
     good.write_text("")
     bad = tmp_path / "bad.toml"

@@ -27,10 +27,12 @@ def alert_of(rule_id: str, **where: Any) -> Any:
 
 def test_shell_from_non_shell_parent_in_container(shared_roxd: RoxdProcess,
                                                   run_container: Any) -> None:
-    """`docker exec c sh -c ...`: the shell's parent is the runtime, not a shell."""
+    """`docker exec -t c sh -c ...`: the shell's parent is the runtime, not a shell, and the
+    session has a terminal (a non-interactive exec session is tests/kernel/test_benign_quiet)."""
     container = run_container("sleep 600")
     marker = f"marker-{uuid.uuid4().hex}"
-    container.exec_run(["sh", "-c", f"echo {marker}"])
+    # alive a second: roxd reads its vpid from /proc at the exec
+    container.exec_run(["sh", "-c", f"echo {marker}; sleep 1"], tty=True)
     alert = shared_roxd.wait_for(
         alert_of("foothold.shell-in-container",
                  mine=lambda o: marker in " ".join(o["process"]["args"])),

@@ -36,7 +36,8 @@ class Recorder:
 
 def control(fold_s: float = 1.0, per_min: int = 0) -> tuple[NoiseControl, Recorder, Clock]:
     clock, out = Clock(), Recorder()
-    nc = NoiseControl([out], NoiseSettings(fold_window_s=fold_s, per_container_per_minute=per_min),
+    nc = NoiseControl([out], NoiseSettings(fold_window_s=fold_s, per_container_per_minute=per_min,
+                                    per_rule_per_minute=0),
                       clock=clock, timer=False)
     return nc, out, clock
 
@@ -155,3 +156,117 @@ def test_counts_of_emitted_alerts_add_up_to_alerts_raised(
                            time_ns=clock.now))
     nc.close()
     assert sum(a.count for a in out.alerts) == len(steps)
+
+
+# ---------------------------------------------------------------- issue 23 item 2, issue 21
+
+
+def limited(tmp_path=None, per_min: int = 120, per_rule: int = 0,
+            rule_limits: tuple[str, ...] = (), at: int = T0,
+            ) -> tuple[NoiseControl, Recorder, Clock]:
+    clock, out = Clock(), Recorder()
+    clock.now = at
+    nc = NoiseControl([out], NoiseSettings(fold_window_s=0, per_container_per_minute=per_min,
+                                           per_rule_per_minute=per_rule,
+                                           rule_limits=rule_limits),
+                      clock=clock, timer=False, state_dir=tmp_path)
+    return nc, out, clock
+
+
+def flood(nc: NoiseControl, clock: Clock, n: int, rule_ref=None, container=WEB) -> None:
+    for i in range(n):
+        clock.now += 1_000_000
+        nc.emit(make_alert(args=("x", str(i)), time_ns=clock.now, container=container,
+                           rule_ref=rule_ref or rule("cheap.rule", severity=Severity.NOTICE)))
+
+
+def test_a_flood_of_cheap_alerts_never_hides_the_first_alert_of_another_rule() -> None:
+    nc, out, clock = limited(per_min=120)
+    flood(nc, clock, 500)
+    assert nc.stats()["throttled"] == 380
+    shell = make_alert(args=("sh", "-i"), rule_ref=rule("foothold.reverse-shell-pipe",
+                                                        severity=Severity.NOTICE))
+    nc.emit(shell)
+    assert out.alerts[-1] is shell  # the first of its rule in this container: emitted at once
+    nc.emit(make_alert(args=("sh", "-i", "again"),
+                       rule_ref=rule("foothold.reverse-shell-pipe", severity=Severity.NOTICE)))
+    assert out.alerts[-1] is shell  # the second of the same rule and severity is throttled
+    assert nc.stats()["throttled"] == 381
+
+
+def test_a_higher_severity_than_any_emitted_in_the_window_is_never_throttled() -> None:
+    nc, out, clock = limited(per_min=10)
+    flood(nc, clock, 50)
+    worse = make_alert(args=("cat", "/etc/shadow"),
+                       rule_ref=rule("cheap.rule", severity=Severity.CRITICAL))
+    nc.emit(worse)
+    assert out.alerts[-1] is worse
+    again = make_alert(args=("cat", "/etc/shadow", "2"),
+                       rule_ref=rule("cheap.rule", severity=Severity.CRITICAL))
+    nc.emit(again)
+    assert out.alerts[-1] is worse  # not more severe than what was emitted: throttled
+
+
+def test_per_rule_limit_throttles_one_rule_and_leaves_others_alone() -> None:
+    nc, out, clock = limited(per_min=0, per_rule=3)
+    flood(nc, clock, 10)
+    flood(nc, clock, 2, rule_ref=rule("other.rule", severity=Severity.NOTICE))
+    assert [a.rule.id for a in out.alerts] == ["cheap.rule"] * 3 + ["other.rule"] * 2
+    clock.now += 61 * SECOND
+    nc.tick()
+    marker = out.alerts[-1]
+    assert alert_kind(marker) == "throttled" and marker.count == 7
+    assert sum(a.count for a in out.alerts) == 12
+
+
+def test_a_rule_limit_overrides_the_per_rule_default() -> None:
+    nc, out, clock = limited(per_min=0, per_rule=100, rule_limits=("cheap.rule=2",))
+    flood(nc, clock, 10)
+    assert len(out.alerts) == 2
+
+
+def test_throttle_state_survives_a_restart(tmp_path) -> None:
+    nc, out, clock = limited(tmp_path, per_min=5)
+    flood(nc, clock, 20)
+    nc.close()
+    assert sum(a.count for a in out.alerts) == 20  # the marker was flushed at close
+    assert len([a for a in out.alerts if alert_kind(a) == "match"]) == 5
+    # a new roxd a few seconds later: the window and its budget go on
+    nc2, out2, clock2 = limited(tmp_path, per_min=5, at=clock.now + 2 * SECOND)
+    flood(nc2, clock2, 10)
+    assert out2.alerts == []
+    assert nc2.stats()["throttled"] == 10
+    # ... and still never hides the first alert of another rule
+    nc2.emit(make_alert(rule_ref=rule("new.rule", severity=Severity.NOTICE)))
+    assert [a.rule.id for a in out2.alerts] == ["new.rule"]
+    # once the window is over, a fresh budget
+    clock2.now = clock.now + 61 * SECOND
+    nc2.tick()
+    flood(nc2, clock2, 1)
+    assert out2.alerts[-1].rule.id == "cheap.rule"
+
+
+def test_a_corrupt_throttle_file_is_set_aside_not_fatal(tmp_path) -> None:
+    (tmp_path / "noise").mkdir()
+    (tmp_path / "noise" / "throttle.json").write_text("{not json")
+    nc, out, clock = limited(tmp_path, per_min=5)
+    flood(nc, clock, 3)
+    assert len(out.alerts) == 3
+    assert list((tmp_path / "noise").glob("throttle.json.corrupt*"))
+
+
+def test_rule_counts_show_emitted_folded_and_throttled_per_rule() -> None:
+    clock, out = Clock(), Recorder()
+    nc = NoiseControl([out], NoiseSettings(fold_window_s=10.0, per_container_per_minute=3),
+                      clock=clock, timer=False)
+    for _ in range(5):  # one emitted, four folded
+        clock.now += SECOND
+        nc.emit(make_alert(rule_ref=rule("fold.me")))
+    flood(nc, clock, 6)  # two of its budget left... then throttled
+    top = {r["rule"]: r for r in nc.rule_counts(since_ns=T0)}
+    assert top["fold.me"]["raised"] == 5 and top["fold.me"]["folded"] == 4
+    assert top["fold.me"]["emitted"] == 1
+    assert top["cheap.rule"]["raised"] == 6
+    assert top["cheap.rule"]["emitted"] + top["cheap.rule"]["throttled"] == 6
+    assert top["cheap.rule"]["throttled"] >= 4
+    assert nc.rule_counts(since_ns=clock.now + 61 * SECOND) == []  # minute resolution

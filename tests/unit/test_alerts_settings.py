@@ -76,3 +76,14 @@ def test_errors_name_the_key(text: str, needle: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse(text)
     assert needle in str(err.value)
+
+
+def test_noise_rule_limits_must_name_a_rule_and_a_number() -> None:
+    from roxd.alerts.settings import parse_alerts_settings
+    from roxd.errors import ConfigError
+    ok = parse_alerts_settings({"noise": {"rule_limits": ["foothold.shell-in-container=5"]}},
+                               "roxd.toml")
+    assert ok.noise.rule_limit_map() == {"foothold.shell-in-container": 5}
+    for bad in (["foothold.shell-in-container"], ["=5"], ["x=five"], ["x=-1"]):
+        with pytest.raises(ConfigError, match="rule_limits"):
+            parse_alerts_settings({"noise": {"rule_limits": bad}}, "roxd.toml")

@@ -98,6 +98,10 @@ class FakePort:
 
     def alert_sink_problems(self) -> list[str]:
         return list(getattr(self, "sink_problems", []))
+    def rule_counts(self, since_ns: int) -> list[dict[str, Any]]:
+        rows = [{"rule": "foothold.shell-in-container", "raised": 7, "emitted": 2, "folded": 5,
+                 "throttled": 0, "last_minute_ns": 1_800_000_000 * 10**9}]
+        return [r for r in rows if r["last_minute_ns"] >= since_ns]
 
     def baselines(self) -> None:
         return None
@@ -642,3 +646,19 @@ def test_containers_in_pods_show_namespace_pod_and_labels(tmp_path: Path) -> Non
         assert "unattributed events" in roxctl("--socket", path, "status").stdout
     finally:
         server.close()
+def test_rules_top_counts_per_rule_since_a_time(api: Any) -> None:
+    _daemon, path = api
+    with ApiClient(path) as c:
+        top = c.get("/v1/rules/top", {"since": "2027-01-15T08:00:00Z", "limit": 5})
+        assert top["since"] == "2027-01-15T08:00:00.000000Z"
+        assert top["rules"] == [{"rule": "foothold.shell-in-container", "raised": 7,
+                                 "emitted": 2, "folded": 5, "throttled": 0,
+                                 "last_minute": "2027-01-15T08:00:00.000000Z"}]
+        assert c.get("/v1/rules/top", {"since": "2027-01-15T08:01:00Z"})["rules"] == []
+        for bad in ({"since": "yesterday"}, {"limit": "0"}):
+            try:
+                c.get("/v1/rules/top", bad)
+            except ApiFailure as exc:
+                assert exc.status == 400 and exc.body["error"]
+            else:
+                raise AssertionError(f"{bad} accepted")
