@@ -194,6 +194,7 @@ def _sink_counter(node: Node, counter: str) -> int:
 
 @pytest.fixture
 def nats(tmp_path: Path) -> Iterator[NatsServer]:
+    _require_host()
     server = start_nats_server(tmp_path / "nats")
     try:
         yield server
@@ -203,7 +204,6 @@ def nats(tmp_path: Path) -> Iterator[NatsServer]:
 
 @pytest.fixture
 def nodes(tmp_path: Path, nats: NatsServer) -> Iterator[list[Node]]:
-    _require_host()
     deb = _build_deb(tmp_path / "dist")
     base = base_root(depends_of(deb))  # test_packages' cached root
     config = _shipped_config(deb) + NATS_TABLE.format(url=nats.url)
