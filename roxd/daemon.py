@@ -239,7 +239,7 @@ class Daemon:
             webhooks=self.config.alerts.webhooks,
             node=NodeIdentity.detect(self.config.alerts.node),
             isolate=self.quarantine.isolate if self.quarantine is not None else None,
-            monitor=self.config.rules.monitor)
+            monitor=self.config.rules.monitor, cgroup_root=attribution.index.root)
         for feed in delivery.incident_feeds():  # NATS and OTLP carry incident changes too
             incidents.add_sink(feed)
         raw_taps.append(incidents)
@@ -284,7 +284,8 @@ class Daemon:
             taps=EventTaps(self.events_topic,
                            self.lines if self.options.print_events else None),
             counters=self.counters, baselines=baselines,
-            drift=DriftDetector() if self.config.baselines.drift else None, netmap=netmap,
+            drift=(DriftDetector(cgroup_root=attribution.index.root)
+                   if self.config.baselines.drift else None), netmap=netmap,
             slow=slow)
         seccomp = self._make_seccomp(attribution)
         responder.seccomp = seccomp

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from roxd.model import EnrichedEvent, ExecEvent
+from roxd.netmap.addresses import first_pid
 
 log = logging.getLogger("roxd.baselines.drift")
 
@@ -81,8 +82,12 @@ def _exists(layer: str, path: str) -> bool:
 
 
 class DriftDetector:
-    def __init__(self, proc: str = "/proc", max_containers: int = MAX_CONTAINERS) -> None:
+    def __init__(self, proc: str = "/proc", max_containers: int = MAX_CONTAINERS,
+                 cgroup_root: str | None = None) -> None:
         self._proc = proc
+        # where the container's cgroup lives: its long-lived processes (the entrypoint) hold
+        # the same mounts when the short-lived exec and its parents are already gone
+        self._cgroup_root = cgroup_root
         self._layers: OrderedDict[str, Layers | None] = OrderedDict()
         self._max = max_containers
         self.counters = {"checked": 0, "new": 0, "modified": 0, "unknown": 0}
@@ -94,6 +99,12 @@ class DriftDetector:
         self.counters["checked"] += 1
         proc = enriched.process
         pids = [proc.pid, *(a.pid for a in proc.ancestors)]
+        container = enriched.container
+        if (container.id not in self._layers and self._cgroup_root
+                and container.cgroup_path):  # once per container, until its layers are known
+            member = first_pid(f"{self._cgroup_root}/{container.cgroup_path.strip('/')}")
+            if member is not None:
+                pids.append(member)
         layers = self._layers_of(enriched.container.id, pids)
         found = self._program_path(proc.pid, proc.exe)
         if layers is None or found is None:

@@ -23,7 +23,7 @@ __all__ = ["IncidentQuery", "IncidentTracker", "IncidentsSettings", "start_incid
 def start_incidents(settings: IncidentsSettings, state_dir: Path | str, *,
                     journald: bool = True, timer: bool = True, webhooks: Sequence[Any] = (),
                     node: Any = None, isolate: Any = None,
-                    monitor: bool = False) -> IncidentTracker:
+                    monitor: bool = False, cgroup_root: str | None = None) -> IncidentTracker:
     """The tracker with its sinks. A sink that cannot start is logged and left out (an
     unwritable state dir: incidents live in memory only until restart). `webhooks`: the
     alert webhooks' settings (those with `incidents = true` get incident changes); `isolate`:
@@ -55,7 +55,8 @@ def start_incidents(settings: IncidentsSettings, state_dir: Path | str, *,
 
         responder = IncidentResponder(settings, isolate, monitor=monitor)
         sinks.append(responder)
-    tracker = IncidentTracker(settings, sinks, store=store, timer=timer)
+    tracker = IncidentTracker(settings, sinks, store=store, timer=timer,
+                              cgroup_root=cgroup_root)
     if responder is not None:
         responder.bind(tracker.record_action)
     return tracker

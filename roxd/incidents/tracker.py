@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 from roxd.incidents.settings import IncidentsSettings
 from roxd.model import Alert, ConnectEvent, Outcome, Severity, rfc3339
-from roxd.netmap.addresses import container_addresses
+from roxd.netmap.addresses import container_addresses, first_pid
 from roxd.vocabulary import PHASES, SEVERITIES
 
 log = logging.getLogger("roxd.incidents")
@@ -209,8 +209,9 @@ class IncidentTracker:
                  sinks: Sequence[IncidentSink] = (), *, store: Any = None,
                  clock: Callable[[], int] = time.time_ns,
                  addresses: Callable[[Iterable[int]], frozenset[str]] = container_addresses,
-                 timer: bool = True) -> None:
+                 timer: bool = True, cgroup_root: str | None = None) -> None:
         self.settings = settings or IncidentsSettings()
+        self._cgroup_root = cgroup_root
         self._sinks = list(sinks)
         self._store = store  # IncidentStore or None: reads of what is no longer in memory
         self._clock = clock
@@ -344,7 +345,15 @@ class IncidentTracker:
             return None
         addrs = self._address_cache.get(cid)
         if addrs is None and cid != HOST:
-            addrs = self._addresses(pid for pid, _ in chain)
+            pids = [pid for pid, _ in chain]
+            container = alert.event.container
+            if self._cgroup_root and container is not None and container.cgroup_path:
+                # the alert's processes may be gone already: any live process of the
+                # container (its entrypoint) shares its network namespace
+                member = first_pid(f"{self._cgroup_root}/{container.cgroup_path.strip('/')}")
+                if member is not None:
+                    pids.append(member)
+            addrs = self._addresses(pids)
             if addrs:  # the alert's processes may all be gone: try again next time
                 self._address_cache[cid] = addrs
         if not addrs:

@@ -82,3 +82,18 @@ def test_unknown_on_the_host_and_without_a_live_process(tmp_path: Path) -> None:
     assert drift.check(EnrichedEvent(event.event, None, event.process)) is None
     assert drift.check(event) is None  # no mountinfo to read: unknown, not cached
     assert drift.counters["unknown"] == 1
+
+
+def test_layers_through_the_containers_cgroup_when_the_exec_is_gone(
+        layered: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    proc, _, _ = layered
+    cgroup = tmp_path / "cgroup" / "docker" / ("c" * 64)
+    cgroup.mkdir(parents=True)
+    (cgroup / "cgroup.procs").write_text("102\n")  # the entrypoint, still running
+    event = _exec(999, "/usr/local/bin/miner")  # exec and parents already exited
+    event = EnrichedEvent(event.event, Container("c" * 64, "docker", "web", "img",
+                                                 cgroup_path="/docker/" + "c" * 64),
+                          event.process)
+    assert DriftDetector(proc=str(proc)).check(event) is None  # no live process: unknown
+    drift = DriftDetector(proc=str(proc), cgroup_root=str(tmp_path / "cgroup"))
+    assert drift.check(event) == "new"
