@@ -232,7 +232,7 @@ class Responder:
             record = self.quarantine.isolate(container.id, container.name,
                                              f"rule {match.rule.id}")
             shared = ""
-            if record.shared_with:
+            if getattr(record, "shared_with", None):  # a stand-in may return no record
                 shared = (f"; quarantined together with {len(record.shared_with)} other "
                           "container(s) sharing that network namespace: "
                           + ", ".join(c[:12] for c in record.shared_with))
