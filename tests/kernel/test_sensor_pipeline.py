@@ -174,8 +174,14 @@ def _final_stats(roxd: RoxdProcess) -> dict[str, Any]:
                          message="final stats line")
 
 
+# RSS after start-up is mostly bcc's compiler (LLVM keeps what it allocated: about 175 MB
+# here, whatever the rules); a storm must not grow it by more than this
+STORM_RSS_GROWTH_MB = 40
+
+
 def test_exec_storm_in_container(roxd_factory: Any, run_container: Any) -> None:
     roxd = roxd_factory()
+    rss_before = psutil.Process(roxd.proc.pid).memory_info().rss / 2**20
     n = 20_000
     container = run_container(
         f"i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done; echo done-storm")
@@ -196,11 +202,13 @@ def test_exec_storm_in_container(roxd_factory: Any, run_container: Any) -> None:
                           and o["container"] and o["container"]["id"] == container.id
                           and o["process"]["exe"] == "/bin/true")
     assert len(storm) < n / 10
-    assert rss_mb < 150, f"roxd RSS {rss_mb:.0f} MiB after the storm"
+    assert rss_mb - rss_before < STORM_RSS_GROWTH_MB, (
+        f"roxd RSS grew from {rss_before:.0f} to {rss_mb:.0f} MiB during the storm")
 
 
 def test_connect_storm(roxd_factory: Any) -> None:
     roxd = roxd_factory()
+    rss_before = psutil.Process(roxd.proc.pid).memory_info().rss / 2**20
     n = 20_000
     port = free_port()
     code = (
@@ -222,7 +230,7 @@ def test_connect_storm(roxd_factory: Any) -> None:
     # into printed lines never exceeds what happened
     assert 1 <= len(printed) < n / 10
     assert sum(1 + p["folded"] for p in printed) <= n
-    assert rss_mb < 150
+    assert rss_mb - rss_before < STORM_RSS_GROWTH_MB
 
 
 def test_no_docker_falls_back_to_cgroup_path(roxd_factory: Any, run_container: Any) -> None:
