@@ -35,6 +35,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from roxd import __version__, ctl_netmap
@@ -509,6 +510,22 @@ def _when(ns: int | None) -> str:
 
 def cmd_baselines(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
     verb = args.baselines_cmd
+    if verb == "export":
+        doc = api.get("/v1/baselines/export",
+                      {"workload": args.workload} if args.workload else None)
+        out.print(json.dumps(doc, indent=2))  # always JSON: it is the import format
+        return EXIT_OK
+    if verb == "import":
+        try:
+            text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+            doc = json.loads(text)
+        except (OSError, ValueError) as exc:
+            print(f"roxctl: cannot read {args.file}: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        result = api.post("/v1/baselines/import", doc)
+        out.dump(result) if out.json else out.print(
+            f"imported {len(result['imported'])} baseline(s): " + ", ".join(result["imported"]))
+        return EXIT_OK
     if verb == "list":
         result = api.get("/v1/baselines")
         if out.json:
@@ -800,7 +817,13 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("mode", choices=("learn", "monitor", "enforce"))
     x = bsub.add_parser("accept", help="add an executable to a workload's baseline")
     x.add_argument("workload", help="a workload key")
-    x.add_argument("path", help="the executable path, as executed")
+    x.add_argument("path", help="the executable path, as executed, or a network element as "
+                                "`show` lists it ('outbound tcp/443 198.51.100.0/24')")
+    x = bsub.add_parser("export", help="baselines as JSON (one workload, or all) on stdout")
+    x.add_argument("workload", nargs="?", help="a workload key (default: every workload)")
+    x = bsub.add_parser("import", help="replace workloads' baselines from an export file "
+                                       "(all or nothing)")
+    x.add_argument("file", help="a file written by `baselines export` (- for stdin)")
     s.set_defaults(func=cmd_baselines)
     s = sub.add_parser("posture", help="CIS Docker Benchmark posture (the last scan)")
     s.add_argument("--refresh", action="store_true", help="scan now")

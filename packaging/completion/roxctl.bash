@@ -21,6 +21,8 @@ _roxctl() {
             "alerts show") key="alerts show" ;;
             "baselines") key="baselines" ;;
             "baselines accept") key="baselines accept" ;;
+            "baselines export") key="baselines export" ;;
+            "baselines import") key="baselines import" ;;
             "baselines list") key="baselines list" ;;
             "baselines lock") key="baselines lock" ;;
             "baselines mode") key="baselines mode" ;;
@@ -74,8 +76,10 @@ _roxctl() {
         "alerts follow") opts="--help --container --rule --phase --severity --count --seconds --socket --output --json" ;;
         "alerts list") opts="--help --container --rule --phase --severity --since --until --limit --socket --output --json" ;;
         "alerts show") opts="--help --socket --output --json" ;;
-        "baselines") opts="--help list show lock unlock mode accept --socket --output --json" ;;
+        "baselines") opts="--help list show lock unlock mode accept export import --socket --output --json" ;;
         "baselines accept") opts="--help --socket --output --json" ;;
+        "baselines export") opts="--help --socket --output --json" ;;
+        "baselines import") opts="--help --socket --output --json" ;;
         "baselines list") opts="--help --socket --output --json" ;;
         "baselines lock") opts="--help --all --socket --output --json" ;;
         "baselines mode") opts="--help learn monitor enforce --socket --output --json" ;;

@@ -1,6 +1,6 @@
-"""Baseline endpoints: list, show, lock, unlock, mode, accept. The engine belongs to the event
-loop: every call runs there (call_in_loop); its refusals (unknown workload, bad mode) are 404 /
-422 with the reason; with baselines off, 501."""
+"""Baseline endpoints: list, show, lock, unlock, mode, accept, export, import. The engine
+belongs to the event loop: every call runs there (call_in_loop); its refusals (unknown
+workload, bad mode, a bad import) are 404 / 422 with the reason; with baselines off, 501."""
 
 from __future__ import annotations
 
@@ -62,4 +62,7 @@ class BaselineEndpoints:
                 lambda e: e.unlock(self._workload(b))),
             "setBaselineMode": mode,
             "acceptBaselineProcess": accept,
+            "exportBaselines": lambda _r, p, _b: self._call(
+                lambda e: e.export(p.get("workload"))),
+            "importBaselines": lambda _r, _p, b: self._call(lambda e: e.import_(b)),
         }

@@ -255,6 +255,36 @@ class BaselineEngine:
             self._changed(kernel=True)
         return self.get(key)
 
+    def export(self, key: str | None = None) -> dict[str, Any]:
+        """Baselines as a JSON document (`roxctl baselines export`): one workload, or all.
+        The same format the state file uses; import() takes it back."""
+        bases = [self._require(key)] if key else list(self._baselines.values())
+        return {"format": FORMAT, "baselines": [b.to_dict(self.mode_of(b)) for b in bases]}
+
+    def import_(self, doc: Any) -> dict[str, Any]:
+        """Replace the named workloads' baselines with the document's (others untouched).
+        All or nothing: the whole document is checked first, and a bad one changes nothing
+        and names what is wrong (BaselineError)."""
+        if not isinstance(doc, Mapping) or not isinstance(doc.get("baselines"), list):
+            raise BaselineError("an import is a JSON object with a `baselines` list (the "
+                                "output of `roxctl baselines export`)")
+        if doc.get("format", FORMAT) != FORMAT:
+            raise BaselineError(f"format {doc.get('format')!r} is not {FORMAT}")
+        parsed = []
+        for i, d in enumerate(doc["baselines"]):
+            try:
+                if not isinstance(d, Mapping):
+                    raise TypeError("not an object")
+                parsed.append(_baseline_from(d))
+            except (KeyError, TypeError, ValueError) as exc:
+                what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+                raise BaselineError(f"baselines[{i}]: {what}") from None
+        for base in parsed:
+            self._baselines[base.workload] = base
+        if parsed:
+            self._changed(kernel=True)  # locked ones in enforce mode reach the kernel
+        return {"imported": [b.workload for b in parsed]}
+
     def mode_of(self, base: Baseline) -> str:
         return base.mode or self.settings.mode_for_image(base.image)
 

@@ -187,6 +187,8 @@ def test_every_operation_through_a_raw_http_client(api_roxd: Any, run_container:
         ("acceptBaselineProcess", "POST", "/v1/baselines/accept",
          {"workload": workload, "path": "/bin/true"}, 200),
         ("unlockBaseline", "POST", "/v1/baselines/unlock", {"workload": workload}, 200),
+        ("exportBaselines", "GET", f"/v1/baselines/export?workload={workload}", None, 200),
+        ("importBaselines", "POST", "/v1/baselines/import", {"baselines": [{"x": 1}]}, 422),
     ]
     baseline_cases += [  # posture and inventory: reads of the real engine
         ("getPosture", "GET", "/v1/posture", None, 200),

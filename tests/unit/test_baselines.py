@@ -285,3 +285,36 @@ def test_enforce_mode_writes_the_allow_list_and_names_the_kernel_kill(tmp_path: 
     pipeline.handle(record(cg, "/usr/sbin/nginx"))
     assert (workload, fnv1a(b"/tmp/xmrig")) in maps.baselines[1]
     assert json.loads(json.dumps(policy.snapshot()))["baseline_cgroups"] == 1
+
+
+def test_export_then_import_round_trips_and_a_bad_import_changes_nothing(
+        tmp_path: Path) -> None:
+    from roxd.baselines.engine import BaselineError
+
+    clock = Clock()
+    eng = engine(tmp_path / "a", clock)
+    c = web()
+    eng.observe(exec_in(c, "/usr/sbin/nginx"))
+    key = eng.workload_of(c)
+    eng.lock(key)
+    doc = eng.export()
+    assert [b["workload"] for b in doc["baselines"]] == [key]
+    assert eng.export(key) == doc
+    other = engine(tmp_path / "b", clock)
+    assert other.import_(doc) == {"imported": [key]}
+    assert other.get(key)["state"] == "locked"
+    assert set(other.get(key)["processes"]) == {"/usr/sbin/nginx"}
+    clock.advance(10)
+    assert other.observe(exec_in(c, "/bin/sh", cgroup_id=300)).verdict in (
+        "anomaly", "learning")  # the startup grace of a new cgroup may still apply
+    before = other.export()
+    for bad, said in ((["not", "an", "object"], "`baselines` list"),
+                      ({"baselines": [{"workload": "x"}]},
+                       r"baselines\[0\]: missing .first_seen_ns."),
+                      ({"baselines": [{**doc["baselines"][0], "mode": "yolo"}]}, "mode"),
+                      ({"format": 9, "baselines": []}, "format 9")):
+        with pytest.raises(BaselineError, match=said):
+            other.import_(bad)
+    assert other.export() == before
+    with pytest.raises(BaselineError, match="no baseline for workload"):
+        eng.export("nope")
