@@ -81,7 +81,7 @@ def start(workdir: Path, docker_url: str, rules: Path) -> RoxdProcess:
     config = DEFAULT_TEST_CONFIG + (f'[containers]\ndocker_url = "{docker_url}"\n'
                                     'docker_timeout_s = 2.0\n'
                                     "[alerts.noise]\nfold_window_s = 0.0\n"
-                                    "per_container_per_minute = 0\n")
+                                    "per_container_per_minute = 0\nper_rule_per_minute = 0\n")
     roxd = start_roxd(workdir, config=config, rules=[rules])
     roxd.wait_ready()
     return roxd

@@ -56,6 +56,7 @@ CONFIG = DEFAULT_TEST_CONFIG + """
 [alerts.noise]
 fold_window_s = 0.0
 per_container_per_minute = 0
+per_rule_per_minute = 0
 """
 
 
