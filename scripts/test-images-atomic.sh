@@ -16,7 +16,7 @@ if have "$IMAGE" && [ "${ROXD_REBUILD_ATOMIC:-0}" != 1 ]; then exit 0; fi
 BASE="bash coreutils dash findutils grep sed mawk tar gzip bzip2 xz-utils procps util-linux
 python3 perl-base passwd login openssl iproute2 net-tools openssh-client zip unzip psmisc file
 less xxd hostname debianutils ncurses-bin libc-bin curl wget diffutils ed gcc libc6-dev make
-sqlite3 lsof strace gdb binutils iptables nftables gnupg vim-common vim lsb-release"
+sqlite3 lsof strace gdb binutils iptables nftables gnupg vim-common vim lsb-release systemd"
 EXTRA="cron sudo netcat-openbsd at kmod libkmod2 socat libwrap0 sensible-utils iputils-ping
 rsync libpopt0 tcpdump libpcap0.8 telnet inetutils-telnet nmap nmap-common liblinear4 liblua5.3-0
 libpcre3 libssh2-1 libblas3 cpio p7zip p7zip-full screen libutempter0 expect tcl8.6 libtcl8.6
@@ -77,10 +77,10 @@ for d in bin sbin lib lib64; do
     fi
 done
 cp -a "$tmp/debs/." "$root/"
-mkdir -p "$root/tmp" "$root/proc" "$root/sys" "$root/dev" "$root/root" "$root/home/user" \
+mkdir -p "$root/tmp" "$root/var/tmp" "$root/proc" "$root/sys" "$root/dev" "$root/root" "$root/home/user" \
     "$root/etc/cron.d" "$root/var/spool/cron/crontabs" "$root/var/spool/cron/atjobs" \
     "$root/var/log" "$root/run" "$root/etc/sudoers.d" "$root/etc/ssh" "$root/root/.ssh"
-chmod 1777 "$root/tmp"
+chmod 1777 "$root/tmp" "$root/var/tmp"
 chmod 700 "$root/root/.ssh"
 cat > "$root/etc/passwd" <<'EOF'
 root:x:0:0:root:/root:/bin/bash
@@ -112,6 +112,8 @@ printf 'SHELL=/bin/sh\nPATH=/usr/local/sbin:/usr/local/bin:/sbin:/bin:/usr/sbin:
 printf 'PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"\n' \
     > "$root/etc/environment"
 : > "$root/root/.bash_history"
+: > "$root/root/.ssh/authorized_keys"
+chmod 600 "$root/root/.ssh/authorized_keys"
 : > "$root/var/log/auth.log"
 : > "$root/var/log/syslog"
 echo atomic > "$root/etc/hostname"

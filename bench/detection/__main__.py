@@ -19,7 +19,7 @@ from typing import Any
 from bench.detection import atomics as art
 from bench.detection.misses import miss_reason
 from bench.detection.roxd import REPO, Roxd
-from bench.detection.runner import IMAGE, LABEL, Result, Runner, new_result
+from bench.detection.runner import IMAGE, LABEL, Result, Runner, attribute, new_result
 from bench.detection.score import score, table
 from bench.detection.tactics import UnknownTechnique
 
@@ -96,11 +96,17 @@ def run_all(tests: list[art.AtomicTest], args: argparse.Namespace,
         with ThreadPoolExecutor(max_workers=args.parallel) as pool:
             for i, r in enumerate(pool.map(runner.run, tests), start=1):
                 results.append(r)
+                attribute(r, roxd)  # provisional: the final count is made at the end
                 mark = ("ALERT+PHASE" if r.in_phase else "alert" if r.any_alert else "-") \
                     if r.status == "executed" else f"skip ({r.skip_reason[:60]})"
                 log(f"[{i}/{len(tests)}] {r.key} {r.name[:50]}: {mark}")
+                r.alerts, r.any_alert, r.in_phase = [], False, False
                 if not roxd.alive():
                     raise RuntimeError("roxd died during the run:\n" + roxd.stderr()[-3000:])
+        # events still queued in roxd (a loaded machine): give them time before attributing
+        time.sleep(3.0)
+        for r in results:
+            attribute(r, roxd)
     finally:
         roxd.stop()
         for c in client.containers.list(all=True, filters={"label": f"{LABEL}={run_id}"}):

@@ -89,14 +89,24 @@ class AtomicTest:
         return "PathToAtomicsFolder" in text or "$PathToAtomicsFolder" in text
 
 
+def _url_host(m: re.Match[str]) -> str:
+    """A URL's host -> loopback, except a link-local address (the metadata service)."""
+    try:
+        if ipaddress.ip_address(m.group(2)).is_link_local:
+            return m.group(0)
+    except ValueError:
+        pass
+    return f"{m.group(1)}://{LOOPBACK}"
+
+
 def _loopback_value(name: str, value: str, arg_type: str) -> str:
     """An argument's default with any remote address replaced by loopback."""
-    value = _URL.sub(lambda m: f"{m.group(1)}://{LOOPBACK}", value)
+    value = _URL.sub(_url_host, value)
     if arg_type.lower() == "url" or _REMOTE_ARG.search(name):
         v = value.strip()
         try:
             addr = ipaddress.ip_address(v)
-            if not addr.is_loopback and not addr.is_unspecified:
+            if not (addr.is_loopback or addr.is_unspecified or addr.is_link_local):
                 return LOOPBACK
             return value
         except ValueError:
@@ -109,7 +119,7 @@ def _loopback_value(name: str, value: str, arg_type: str) -> str:
 
 def rewrite_addresses(text: str) -> str:
     """Literal public/private IPv4 addresses and URL hosts in a command -> loopback."""
-    text = _URL.sub(lambda m: f"{m.group(1)}://{LOOPBACK}", text)
+    text = _URL.sub(_url_host, text)
 
     def ip(m: re.Match[str]) -> str:
         try:
@@ -118,6 +128,8 @@ def rewrite_addresses(text: str) -> str:
             return m.group(1)  # a version number like 1.2.3.400
         if addr.is_loopback or addr.is_unspecified or addr.is_multicast:
             return m.group(1)
+        if addr.is_link_local:
+            return m.group(1)  # 169.254.169.254: the metadata service is on the node, not remote
         if str(addr).endswith(".255") or str(addr).startswith("255."):
             return m.group(1)  # netmasks and broadcast: not an address to contact
         return LOOPBACK

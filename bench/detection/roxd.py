@@ -95,10 +95,6 @@ class Roxd:
             mine = list(self.alerts.get(container_id, ()))
         return [a for a in mine if start_ns <= alert_time_ns(a) <= end_ns]
 
-    def forget(self, container_id: str) -> None:
-        with self._lock:
-            self.alerts.pop(container_id, None)
-
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 

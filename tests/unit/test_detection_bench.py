@@ -91,8 +91,11 @@ def test_parse_select_and_fill(tmp_path: Path) -> None:
 
 
 def test_rewrite_leaves_loopback_netmasks_and_versions() -> None:
-    text = "nc 127.0.0.1 80; ip addr add 10.0.0.1/24; mask 255.255.255.0; ver 1.2.3.4000; 0.0.0.0"
+    text = ("nc 127.0.0.1 80; ip addr add 10.0.0.1/24; mask 255.255.255.0; ver 1.2.3.4000; "
+            "0.0.0.0; curl http://169.254.169.254/latest/meta-data/ http://example.org/x")
     out = art.rewrite_addresses(text)
+    # the metadata service is link-local, on the node: kept, so the rules can see it
+    assert "http://169.254.169.254/latest/meta-data/" in out and "http://127.0.0.1/x" in out
     assert "127.0.0.1 80" in out and "add 127.0.0.1/24" in out
     assert "255.255.255.0" in out and "1.2.3.4000" in out and "0.0.0.0" in out
 
