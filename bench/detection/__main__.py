@@ -53,10 +53,13 @@ def log(text: str) -> None:
     print(f"detection: {text}", file=sys.stderr, flush=True)
 
 
-def ensure_engine_and_image() -> None:
-    if subprocess.run([REPO / "scripts/dockerd.sh", "status"]).returncode != 0:
+def ensure_engine_and_image() -> bool:
+    """An engine that answers and the atomic image; True when the engine was started here."""
+    started = subprocess.run([REPO / "scripts/dockerd.sh", "status"]).returncode != 0
+    if started:
         subprocess.run([REPO / "scripts/dockerd.sh", "start"], check=True)
     subprocess.run([REPO / "scripts/test-images-atomic.sh"], check=True)
+    return started
 
 
 def select(tests: list[art.AtomicTest], only: str | None) -> tuple[list[art.AtomicTest],
@@ -79,7 +82,7 @@ def run_all(tests: list[art.AtomicTest], args: argparse.Namespace,
             folder: Path) -> tuple[list[Result], dict[str, Any]]:
     import docker
 
-    ensure_engine_and_image()
+    engine_started = ensure_engine_and_image()
     client = docker.DockerClient(base_url="unix:///var/run/docker.sock", timeout=60)
     for c in client.containers.list(all=True, filters={"label": LABEL}):
         c.remove(force=True)  # a killed earlier run's leftovers
@@ -112,6 +115,8 @@ def run_all(tests: list[art.AtomicTest], args: argparse.Namespace,
         for c in client.containers.list(all=True, filters={"label": f"{LABEL}={run_id}"}):
             c.remove(force=True)
         client.close()
+        if engine_started:  # leave the machine as it was
+            subprocess.run([REPO / "scripts/dockerd.sh", "stop"])
     meta = {"seconds": round(time.monotonic() - began, 1), "host_alerts": roxd.host_alerts,
             "roxd_log": str(roxd.stderr_path)}
     return results, meta

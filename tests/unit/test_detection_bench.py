@@ -171,3 +171,20 @@ def test_score_counts_and_keeps_pure_discovery_apart() -> None:
     assert s["per_tactic"]["execution"]["executed"] == 2
     assert s["skipped"] == {"tool missing in the image": 1}
     assert "OVERALL" in table(s)
+
+
+def test_report_renders_tables_and_every_test(tmp_path: Path) -> None:
+    from bench.detection.report import coverage_page, main, tactic_table
+
+    results = [_result("T1059.004-1", "T1059.004", "executed", True, True),
+               _result("T1082-1", "T1082", "skipped", False, False)]
+    doc = {"kind": "detection-bench", "time": "20261129T000000Z", "roxd_rev": "abc",
+           "image": "roxd-test/atomic:latest", "timeout_s": 20.0,
+           "summary": score(results), "results": [r.to_dict() for r in results]}
+    page = coverage_page(doc)
+    assert "| T1059.004-1 |" in page and "**in phase**" in page
+    assert "| T1082-1 |" in page and "tool missing in the image: x" in page
+    assert "| execution | 1 | 1 (100.0 %) | 1 (100.0 %) |" in tactic_table(doc["summary"])
+    path = tmp_path / "r.json"
+    path.write_text("{}")
+    assert main([str(path)]) == 2  # not a detection-bench result: refused, said why
