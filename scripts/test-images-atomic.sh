@@ -16,13 +16,14 @@ if have "$IMAGE" && [ "${ROXD_REBUILD_ATOMIC:-0}" != 1 ]; then exit 0; fi
 BASE="bash coreutils dash findutils grep sed mawk tar gzip bzip2 xz-utils procps util-linux
 python3 perl-base passwd login openssl iproute2 net-tools openssh-client zip unzip psmisc file
 less xxd hostname debianutils ncurses-bin libc-bin curl wget diffutils ed gcc libc6-dev make
-sqlite3 lsof strace gdb binutils iptables nftables gnupg vim-common vim lsb-release systemd"
+sqlite3 lsof strace gdb libboost-regex1.74.0 binutils iptables nftables gnupg vim-common vim
+lsb-release systemd libdbus-1-3"
 EXTRA="cron sudo netcat-openbsd at kmod libkmod2 socat libwrap0 sensible-utils iputils-ping
 rsync libpopt0 tcpdump libpcap0.8 telnet inetutils-telnet nmap nmap-common liblinear4 liblua5.3-0
 libpcre3 libssh2-1 libblas3 cpio p7zip p7zip-full screen libutempter0 expect tcl8.6 libtcl8.6
 tcl-expect bind9-dnsutils bind9-libs libuv1 libjson-c5 liblmdb0 libmaxminddb0 libfstrm0
 libprotobuf-c1 libxml2 libicu72 libedit2 sshpass whois libidn12 openssh-server
-openssh-sftp-server libwrap0 procps"
+openssh-sftp-server libwrap0 procps libjemalloc2 lua-lpeg"
 DEBS=/var/cache/roxd/atomic-debs
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
@@ -120,6 +121,7 @@ echo atomic > "$root/etc/hostname"
 # what the packages' maintainer scripts would have set up: the nc alternative, PAM stacks
 ln -sf nc.openbsd "$root/usr/bin/nc"
 ln -sf which.debianutils "$root/usr/bin/which"
+ln -sf blas/libblas.so.3 "$root/usr/lib/x86_64-linux-gnu/libblas.so.3"
 ln -sf mawk "$root/usr/bin/awk"
 ln -sf mawk "$root/usr/bin/nawk"
 [ -e "$root/usr/bin/vi" ] || ln -sf vim.basic "$root/usr/bin/vi"
