@@ -17,7 +17,7 @@ BASE="bash coreutils dash findutils grep sed mawk tar gzip bzip2 xz-utils procps
 python3 perl-base passwd login openssl iproute2 net-tools openssh-client zip unzip psmisc file
 less xxd hostname debianutils ncurses-bin libc-bin curl wget diffutils ed gcc libc6-dev make
 sqlite3 lsof strace gdb libboost-regex1.74.0 binutils iptables nftables gnupg vim-common vim
-lsb-release systemd libdbus-1-3"
+lsb-release systemd libdbus-1-3 e2fsprogs"
 EXTRA="cron sudo netcat-openbsd at kmod libkmod2 socat libwrap0 sensible-utils iputils-ping
 rsync libpopt0 tcpdump libpcap0.8 telnet inetutils-telnet nmap nmap-common liblinear4 liblua5.3-0
 libpcre3 libssh2-1 libblas3 cpio p7zip p7zip-full screen libutempter0 expect tcl8.6 libtcl8.6

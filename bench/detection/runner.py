@@ -52,6 +52,8 @@ echo "ATOMIC_END $rc $EPOCHREALTIME"
 exec sleep 600
 """
 
+_MISSING_ART_FILE = re.compile(
+    re.escape(ATOMICS_IN_CONTAINER) + r"/([^\s:'\"]+)['\"]?: No such file or directory")
 _NOT_FOUND = re.compile(r"(?:^|\s|:)([\w.+\-/]+): (?:command )?not found")
 
 
@@ -190,9 +192,15 @@ class Runner:
         if start_ns == 0:
             res.status, res.skip_reason = "skipped", "prerequisites did not finish in time"
             return
+        lacking = sorted(set(_MISSING_ART_FILE.findall(err)))
         if res.rc == 127 and res.missing_tools:
             res.status = "skipped"
             res.skip_reason = "tool missing in the image: " + ", ".join(res.missing_tools)
+        elif lacking:
+            # the test's own payload is not in the checkout (binaries and images that ART
+            # keeps out of the repository): nothing of the technique ran
+            res.status = "skipped"
+            res.skip_reason = "needs files the atomics checkout lacks: " + ", ".join(lacking)[:200]
         else:
             res.status = "executed"
         res.container_id, res.window_ns = container.id, (start_ns, cleanup_ns)

