@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -78,6 +80,11 @@ def select(tests: list[art.AtomicTest], only: str | None) -> tuple[list[art.Atom
     return run, skipped
 
 
+def _interrupt(_signum: int, _frame: Any) -> None:
+    """SIGTERM unwinds like Ctrl-C: run_all's finally stops roxd and removes the containers."""
+    raise KeyboardInterrupt
+
+
 def run_all(tests: list[art.AtomicTest], args: argparse.Namespace,
             folder: Path) -> tuple[list[Result], dict[str, Any]]:
     import docker
@@ -87,15 +94,16 @@ def run_all(tests: list[art.AtomicTest], args: argparse.Namespace,
     for c in client.containers.list(all=True, filters={"label": LABEL}):
         c.remove(force=True)  # a killed earlier run's leftovers
     workdir = Path(tempfile.mkdtemp(prefix="roxd-detection-"))
+    signal.signal(signal.SIGTERM, _interrupt)
     rules = args.rules or [REPO / "rules"]
     roxd = Roxd(workdir, args.config, rules, monitor=not args.enforce)
-    log(f"starting roxd ({args.config}, rules {', '.join(map(str, rules))})")
-    roxd.start()
     run_id = uuid.uuid4().hex[:6]
     runner = Runner(client, roxd, folder, run_id, timeout_s=args.timeout)
     results: list[Result] = []
     began = time.monotonic()
     try:
+        log(f"starting roxd ({args.config}, rules {', '.join(map(str, rules))})")
+        roxd.start()
         with ThreadPoolExecutor(max_workers=args.parallel) as pool:
             for i, r in enumerate(pool.map(runner.run, tests), start=1):
                 results.append(r)
@@ -110,15 +118,16 @@ def run_all(tests: list[art.AtomicTest], args: argparse.Namespace,
         time.sleep(3.0)
         for r in results:
             attribute(r, roxd)
+        meta = {"seconds": round(time.monotonic() - began, 1), "host_alerts": roxd.host_alerts,
+                "roxd_log_tail": roxd.stderr()[-2000:]}
     finally:
         roxd.stop()
+        shutil.rmtree(workdir, ignore_errors=True)  # roxd's state, socket and log of this run
         for c in client.containers.list(all=True, filters={"label": f"{LABEL}={run_id}"}):
             c.remove(force=True)
         client.close()
         if engine_started:  # leave the machine as it was
             subprocess.run([REPO / "scripts/dockerd.sh", "stop"])
-    meta = {"seconds": round(time.monotonic() - began, 1), "host_alerts": roxd.host_alerts,
-            "roxd_log": str(roxd.stderr_path)}
     return results, meta
 
 
