@@ -471,7 +471,8 @@ CASES: dict[str, tuple[EnrichedEvent, EnrichedEvent]] = {
     ),
     "objectives.ad-hoc-file-server": (
         run("python3 -m http.server 9090"),
-        run("python3 -m pip --version"),
+        run("python3 -m http.server 8081 --bind 127.0.0.1", parent="/usr/bin/python3",
+            parent_cmd="/usr/bin/python3 /usr/bin/supervisord -n -c /etc/supervisord.conf"),
     ),
     "objectives.service-stopped-in-container": (
         run("systemctl stop cron"),
