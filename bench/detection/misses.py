@@ -42,6 +42,9 @@ MISS_REASONS: dict[str, str] = {
     "T1059.004-13": _HARNESS_SHELL, "T1059.004-16": _HARNESS_SHELL,
     "T1059.004-10": "useradd and chsh: alerted as persistence (account created and modified); "
                     "the test's tactic is execution",
+    "T1059.006-1": "the python -c code is 400 bytes: the kernel keeps 255 bytes of an argument "
+                   "and python exits at once (the module it imports, requests, is absent), "
+                   "before roxd can read the rest from /proc",
     "T1059.006-2": "the code is in a .py file written with shell redirection: exec shows only "
                    "`python3 T1059.006.py`, and the module it imports (requests) is absent, so "
                    "nothing further runs",
@@ -67,9 +70,6 @@ MISS_REASONS: dict[str, str] = {
     "T1140-3": _DECODE, "T1140-4": _DECODE, "T1140-8": _DECODE,
     "T1222.002-1": _CHMOD, "T1222.002-2": _CHMOD, "T1222.002-3": _CHMOD, "T1222.002-4": _CHMOD,
     "T1222.002-5": _CHMOD, "T1222.002-6": _CHMOD, "T1222.002-7": _CHMOD, "T1222.002-8": _CHMOD,
-    "T1489-5": "sudo is reported (privilege escalation); killall of cron by name is reported "
-               "by objectives.service-process-killed only when killall runs (here sudo fails "
-               "to find a TTY-less password prompt's target)",
     "T1496-1": "`yes > /dev/null`: CPU load without a miner's name, arguments or pool "
                "connection; needs resource-usage monitoring",
     "T1497.003-1": "ping -c 250 127.0.0.1 as a delay: an everyday command",

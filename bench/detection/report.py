@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.detection.misses import miss_reason
+
 
 def pct(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f} %"
@@ -56,7 +58,9 @@ def coverage_page(doc: dict[str, Any]) -> str:
                 result += " (timed out)"
             elif r.get("rc"):
                 result += f" (rc {r['rc']})"
-            why = r.get("miss_reason", "") if not r["in_phase"] else ""
+            # the reasons as they stand now (bench/detection/misses.py), else as recorded
+            why = (miss_reason(r["key"], r["technique"]) or r.get("miss_reason", "")
+                   if not r["in_phase"] else "")
         else:
             result, why = "skipped", r["skip_reason"]
         rules = ", ".join(sorted({a["rule"] for a in r["alerts"]}))
