@@ -11,12 +11,11 @@ _HARNESS_SHELL = (
     "foothold rules rightly leave alone. An attacker's shell has a non-shell parent (an "
     "exploited service, docker exec) and raises foothold.shell-in-container")
 _LOCAL_TABLES = (
-    "reads this host's neighbour, route or TCP tables (arp, ip neigh/route/tcp_metrics, "
-    "netstat -r): the commands an operator troubleshoots with; nothing tells them apart at exec")
+    "reads the route table (ip route, netstat -r): entrypoints look up the default gateway this "
+    "way; the neighbour tables (arp, ip neigh, tcp_metrics) are reported")
 _CHMOD = (
     "chmod/chown of a directory: entrypoints do this on every start (chown -R app /data); only "
-    "setuid/setgid bits, file capabilities and chattr are reported (the directory does not "
-    "exist in the container either: rc 1)")
+    "setuid/setgid bits, file capabilities and chattr are reported")
 _ARCHIVE = (
     "archiving ordinary files (zip, gzip, tar of a home directory): what backups do; reported "
     "when the archive holds account, login-record or key files, is encrypted, or is streamed to "
@@ -32,8 +31,7 @@ _SSH_COPY = (
 MISS_REASONS: dict[str, str] = {
     "T1003.008-3": "reads /etc/passwd, which any program does to look up a user name; alerting "
                    "on it would fire on production workloads",
-    "T1018-6": _LOCAL_TABLES, "T1018-12": _LOCAL_TABLES, "T1018-13": _LOCAL_TABLES,
-    "T1018-14": _LOCAL_TABLES, "T1018-15": _LOCAL_TABLES,
+    "T1018-13": _LOCAL_TABLES, "T1018-14": _LOCAL_TABLES,
     "T1027.001": "appends a byte to a file (dd >>, truncate -s +1): a plain write; the change "
                  "shows only as a different hash, which needs file integrity monitoring",
     "T1030-1": "split(1) of a file into chunks: everyday; the transfer that would follow is "
@@ -42,9 +40,6 @@ MISS_REASONS: dict[str, str] = {
     "T1059.004-13": _HARNESS_SHELL, "T1059.004-16": _HARNESS_SHELL,
     "T1059.004-10": "useradd and chsh: alerted as persistence (account created and modified); "
                     "the test's tactic is execution",
-    "T1059.006-1": "the python -c code is 400 bytes: the kernel keeps 255 bytes of an argument "
-                   "and python exits at once (the module it imports, requests, is absent), "
-                   "before roxd can read the rest from /proc",
     "T1059.006-2": "the code is in a .py file written with shell redirection: exec shows only "
                    "`python3 T1059.006.py`, and the module it imports (requests) is absent, so "
                    "nothing further runs",
@@ -57,6 +52,9 @@ MISS_REASONS: dict[str, str] = {
     "T1070.004-2": "rm -rf of a folder in /tmp: everyday",
     "T1071.001-3": "curl with a browser User-Agent to a web server: a header value; telling "
                    "C2 from API calls needs the destination's reputation, which roxd lacks",
+    "T1074.001-2": "alerted as foothold.download-piped-to-shell (curl | sh: the discovery script "
+                   "fetched and run); writing its output to /tmp, the staging itself, is "
+                   "everyday",
     "T1090.001-1": "the proxy is set in the environment (http_proxy), which exec events do not "
                    "carry; the curl that follows is a plain request",
     "T1048.002-4": "wget --post-data with a short literal string: indistinguishable from API "

@@ -592,8 +592,8 @@ CASES: dict[str, tuple[EnrichedEvent, EnrichedEvent]] = {
         run("passwd -S alice"),
     ),
     "foothold.hidden-file-in-temp": (
-        file_access("/var/tmp/.cache/kworker", ("create", "write")),
-        file_access("/tmp/.s.PGSQL.5432.lock", ("create", "write")),
+        run("mkdir -p /tmp/.X25-unix/.rsync"),
+        run("mkdir -p /tmp/.X11-unix"),
     ),
     "persistence.shell-trap": (
         run("/bin/bash -c 'trap \"echo $BASH_COMMAND >> /tmp/k\" DEBUG; id'"),
