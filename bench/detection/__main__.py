@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     doc = {"kind": "detection-bench", "time": stamp, "roxd_rev": git_rev(),
            "atomics": str(folder), "image": IMAGE, "only": args.only,
+           "rules": [str(r) for r in (args.rules or [REPO / "rules"])],
            "timeout_s": args.timeout, "monitor": not args.enforce, **meta,
            "summary": summary, "results": [r.to_dict() for r in all_results]}
     args.out.mkdir(parents=True, exist_ok=True)
