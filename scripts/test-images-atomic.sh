@@ -117,6 +117,9 @@ printf 'PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"\n' \
 chmod 600 "$root/root/.ssh/authorized_keys"
 : > "$root/var/log/auth.log"
 : > "$root/var/log/syslog"
+# a Debian host's logging configuration, which tests that tamper with it look for
+printf '*.*;auth,authpriv.none\t-/var/log/syslog\nauth,authpriv.*\t/var/log/auth.log\n' \
+    > "$root/etc/rsyslog.conf"
 echo atomic > "$root/etc/hostname"
 # what the packages' maintainer scripts would have set up: the nc alternative, PAM stacks
 ln -sf nc.openbsd "$root/usr/bin/nc"

@@ -52,6 +52,10 @@ MISS_REASONS: dict[str, str] = {
     "T1070.004-2": "rm -rf of a folder in /tmp: everyday",
     "T1071.001-3": "curl with a browser User-Agent to a web server: a header value; telling "
                    "C2 from API calls needs the destination's reputation, which roxd lacks",
+    "T1059.006-1": "racy: the python -c code is 400 bytes, the kernel keeps 255 bytes of an "
+                   "argument, and python exits at once (its import of requests fails); roxd "
+                   "completes the argument from /proc only when it reads it before the exit "
+                   "(foothold.interpreter-download-exec fired in one of the last two runs)",
     "T1074.001-2": "alerted as foothold.download-piped-to-shell (curl | sh: the discovery script "
                    "fetched and run); writing its output to /tmp, the staging itself, is "
                    "everyday",
@@ -88,10 +92,8 @@ MISS_REASONS: dict[str, str] = {
     "T1685-6": "a CentOS-only test whose if-statement is not valid shell (rc 2): nothing runs",
     "T1685-50": "sudo is reported (privilege escalation); mdatp is absent, so the tampering "
                 "command never runs",
-    "T1685-65": "the image has no syslog configuration; every write is behind an `if [ -f ]` "
-                "that is false",
-    "T1685-66": "the image has no syslog configuration; every write is behind an `if [ -f ]` "
-                "that is false",
+    "T1685-66": "FreeBSD's /etc/syslog.conf does not exist on Debian: the write is behind an "
+                "`if [ -f ]` that is false, and nothing happens",
     "T1005-2": "the files it searches are downloaded first (offline: they never arrive); the "
                "find over $HOME is everyday",
 }
