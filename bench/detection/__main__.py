@@ -4,6 +4,7 @@ roxd; JSON under bench/results/detection-<timestamp>.json, a table on stdout."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -80,6 +81,18 @@ def select(tests: list[art.AtomicTest], only: str | None) -> tuple[list[art.Atom
     return run, skipped
 
 
+def remove_leftovers(client: Any, older_than_s: float = 900.0) -> None:
+    """Containers of an earlier run that was killed hard. Only old ones: a test's container
+    lives under a minute, and another run going on now (a smoke test beside a full run) must
+    keep its own."""
+    now = datetime.now(UTC)
+    for c in client.containers.list(all=True, filters={"label": LABEL}):
+        created = datetime.fromisoformat(c.attrs["Created"][:26].rstrip("Z") + "+00:00")
+        if (now - created).total_seconds() > older_than_s:
+            with contextlib.suppress(Exception):  # gone meanwhile
+                c.remove(force=True)
+
+
 def _interrupt(_signum: int, _frame: Any) -> None:
     """SIGTERM unwinds like Ctrl-C: run_all's finally stops roxd and removes the containers."""
     raise KeyboardInterrupt
@@ -91,8 +104,7 @@ def run_all(tests: list[art.AtomicTest], args: argparse.Namespace,
 
     engine_started = ensure_engine_and_image()
     client = docker.DockerClient(base_url="unix:///var/run/docker.sock", timeout=60)
-    for c in client.containers.list(all=True, filters={"label": LABEL}):
-        c.remove(force=True)  # a killed earlier run's leftovers
+    remove_leftovers(client)
     workdir = Path(tempfile.mkdtemp(prefix="roxd-detection-"))
     signal.signal(signal.SIGTERM, _interrupt)
     rules = args.rules or [REPO / "rules"]
