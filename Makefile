@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STATE := $(CURDIR)/.state
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint bench clean packages
+.PHONY: setup run test lint bench detection-bench clean packages
 
 setup:
 	@scripts/setup.sh
@@ -21,6 +21,12 @@ test: setup
 bench:
 	@ROXD_SETUP_BENCH=1 scripts/setup.sh
 	$(PY) -m bench $(BENCH_ARGS)
+
+# detection coverage (docs/detection.md): Atomic Red Team's Linux tests against the shipped rules,
+# then the benign suite when present; JSON under bench/results/, tables on stdout
+detection-bench: setup
+	$(PY) -m bench.detection $(DETECTION_ARGS)
+	if [ -d bench/benign ]; then $(PY) -m bench.benign; fi
 
 lint: setup
 	$(VENV)/bin/ruff check roxd tests

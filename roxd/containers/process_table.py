@@ -23,6 +23,7 @@ from roxd.text import from_bytes
 log = logging.getLogger(__name__)
 
 MAX_ANCESTORS = 8
+_ARG_CUT_LEN = 255  # bpf/common.h ARG_CHUNK - 1: an argument this long was cut in the kernel
 _CMDLINE_LIMIT = 4096  # bytes of /proc/<pid>/cmdline read for a process seen only in /proc
 # /proc start times count clock ticks (10 ms at USER_HZ 100): closer than this is "the same"
 _START_SLACK_NS = 10_000_000
@@ -186,6 +187,15 @@ class ProcessTable:
             from_proc = self._proc.cmdline(event.pid)
             if from_proc is not None:
                 args, truncated = from_proc
+        elif truncated and any(len(a) >= _ARG_CUT_LEN for a in args):
+            # the kernel keeps 255 bytes of each argument: a `sh -c` script padded past that
+            # hid its end from every command-line rule. /proc has the rest while the process
+            # lives; it is taken only when it extends what the kernel saw at exec (a process
+            # may rewrite its argv later, and that must not replace the truth). Only for an
+            # argument cut short: argv past 32 arguments or 2048 bytes stays bounded
+            from_proc = self._proc.cmdline(event.pid)
+            if from_proc is not None and _extends(args, from_proc[0]):
+                args, truncated = from_proc
         info = ProcessInfo(
             pid=event.pid,
             ppid=ppid,
@@ -338,3 +348,11 @@ class ProcessTable:
 
 def _is_indirect(path: str) -> bool:
     return path.startswith(("/proc/", "/dev/fd/"))
+
+
+def _extends(captured: tuple[str, ...], full: tuple[str, ...]) -> bool:
+    """True when `full` holds every captured argument, each one as a prefix (the kernel may
+    have cut the last one it read), and is longer somewhere."""
+    if len(full) < len(captured) or full == captured:
+        return False
+    return all(f.startswith(c) for c, f in zip(captured, full, strict=False))

