@@ -9,6 +9,9 @@ container, looked up in the upper layer on the host, says:
 - `new`: in the upper layer and in no image layer: written after the container started (a
   downloaded or compiled tool, a copy of a system binary under a new name);
 - `modified`: in the upper layer and in an image layer: an image binary replaced or changed;
+- `built`: `new`, in a container that ran a compiler or linker earlier (a CI job that compiles
+  and then runs its tests): a build environment's own products; no shipped rule alerts on it
+  (the compiler itself is judged by foothold.compiler-in-container);
 - `none`: not in the upper layer: the image's own file, or a file on a volume or tmpfs (which
   are not the image's either: see "what it cannot see" in docs/baselines.md);
 - unknown (None): the host, a root filesystem that is not an overlay, or no process of the
@@ -36,7 +39,11 @@ from roxd.netmap.addresses import first_pid
 log = logging.getLogger("roxd.baselines.drift")
 
 MAX_CONTAINERS = 4096
-VERDICTS = ("new", "modified", "none")
+VERDICTS = ("new", "built", "modified", "none")
+# programs that write executables: a container that ran one is building code
+BUILDERS = frozenset({"cc", "gcc", "g++", "c++", "clang", "clang++", "tcc", "cc1", "cc1plus",
+                      "collect2", "ld", "ld.bfd", "ld.gold", "ld.lld", "lld", "as", "go",
+                      "rustc", "javac", "gccgo", "zig"})
 _OCTAL = re.compile(r"\\([0-7]{3})")
 
 
@@ -89,8 +96,9 @@ class DriftDetector:
         # the same mounts when the short-lived exec and its parents are already gone
         self._cgroup_root = cgroup_root
         self._layers: OrderedDict[str, Layers | None] = OrderedDict()
+        self._builders: OrderedDict[str, None] = OrderedDict()  # containers that compiled
         self._max = max_containers
-        self.counters = {"checked": 0, "new": 0, "modified": 0, "unknown": 0}
+        self.counters = {"checked": 0, "new": 0, "built": 0, "modified": 0, "unknown": 0}
 
     def check(self, enriched: EnrichedEvent) -> str | None:
         """new | modified | none for an exec in a container, None when it cannot be told."""
@@ -98,6 +106,11 @@ class DriftDetector:
             return None
         self.counters["checked"] += 1
         proc = enriched.process
+        if PurePosixPath(proc.exe).name in BUILDERS or (
+                proc.args and PurePosixPath(proc.args[0]).name in BUILDERS):
+            self._builders[enriched.container.id] = None
+            while len(self._builders) > self._max:
+                self._builders.popitem(last=False)
         pids = [proc.pid, *(a.pid for a in proc.ancestors)]
         container = enriched.container
         if (container.id not in self._layers and self._cgroup_root
@@ -119,6 +132,8 @@ class DriftDetector:
                 return "new"
             return "none"
         verdict = "modified" if any(_exists(low, path) for low in layers.lowers) else "new"
+        if verdict == "new" and enriched.container.id in self._builders:
+            verdict = "built"
         self.counters[verdict] += 1
         return verdict
 

@@ -350,8 +350,9 @@ FIELDS: dict[str, FieldSpec] = {
               "the workload's baseline mode: learn, monitor or enforce (none on the host or "
               "with baselines off)"),
         _spec("drift", S, _EXEC, lambda v: v.drift,
-              "new (written after the container started), modified (an image file changed) "
-              "or none (the image's own); unknown on the host and off overlay root filesystems"),
+              "new (written after the container started), built (new, in a container that "
+              "compiled code), modified (an image file changed) or none (the image's own); "
+              "unknown on the host and off overlay root filesystems"),
         _spec("result", S, _RESULTS, lambda v: v.result, "ok, refused, denied, error, ..."),
         _spec("errno", S, _RESULTS, lambda v: v.errno_name, "EPERM, ENOENT, ...; none on success"),
         _spec("syscall", S, _SYSCALL | _SECCOMP, lambda v: v.event.syscall,

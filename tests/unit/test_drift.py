@@ -97,3 +97,13 @@ def test_layers_through_the_containers_cgroup_when_the_exec_is_gone(
     assert DriftDetector(proc=str(proc)).check(event) is None  # no live process: unknown
     drift = DriftDetector(proc=str(proc), cgroup_root=str(tmp_path / "cgroup"))
     assert drift.check(event) == "new"
+
+
+def test_a_new_binary_in_a_container_that_compiled_is_built(
+        layered: tuple[Path, Path, Path]) -> None:
+    proc, _, _ = layered
+    drift = DriftDetector(proc=str(proc))
+    assert drift.check(_exec(100, "/usr/local/bin/miner")) == "new"
+    drift.check(_exec(102, "/usr/bin/gcc"))  # a compiler ran in this container
+    assert drift.check(_exec(100, "/usr/local/bin/miner")) == "built"
+    assert drift.check(_exec(101, "/bin/ls")) == "modified"  # a replaced image binary stays
