@@ -244,6 +244,9 @@ class QueuedExporter(abc.ABC):
                 self._retry_after = None
                 if await self._send_window():
                     backoff = BACKOFF_START_S
+                    # a steady stream keeps the queue busy: the heartbeat (when due) must not
+                    # wait for a quiet moment, or a busy node looks dead to the fleet
+                    await self._idle()
                     continue
                 delay = backoff
                 if self._retry_after is not None:  # the receiver said when
