@@ -869,22 +869,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def bash_completion(parser: argparse.ArgumentParser) -> str:
     """A bash completion script for the parser's commands, subcommands and options."""
-    words: dict[str, list[str]] = {}
+    from roxd.ctl_completion import VALUE_OPTIONS, completion_words
 
-    def walk(p: argparse.ArgumentParser, key: str) -> None:
-        opts: list[str] = []
-        for action in p._actions:
-            opts += [o for o in action.option_strings if o.startswith("--")]
-            if isinstance(action, argparse._SubParsersAction):
-                opts += list(action.choices)
-                for name, child in action.choices.items():
-                    walk(child, f"{key} {name}".strip())
-            elif action.choices and not action.option_strings:
-                opts += [str(c) for c in action.choices]
-        words[key] = opts
-
-    walk(parser, "")
-    from roxd.ctl_completion import VALUE_OPTIONS
+    words = completion_words(parser)
 
     value_options = "|".join(VALUE_OPTIONS)
     cases = "\n".join(f'        "{k}") opts="{" ".join(v)}" ;;' for k, v in sorted(words.items()))
