@@ -118,6 +118,12 @@ def base_root(packages: list[str]) -> Path:
             (tmp / "etc/hostname").write_text("roxd-test\n")
             # nspawn gives each boot a transient machine id; an empty file lets systemd do so
             (tmp / "etc/machine-id").write_text("")
+            # dbus keeps its own copy when debootstrap installs it; two machines booted from
+            # this root would then share one D-Bus machine id. Without the file dbus reads
+            # /etc/machine-id, the per-boot id.
+            dbus_id = tmp / "var/lib/dbus/machine-id"
+            if dbus_id.is_file() and not dbus_id.is_symlink():
+                dbus_id.unlink()
             (tmp / ".roxd-test-complete").write_text(json.dumps(
                 {"suite": SUITE, "mirror": mirror, "packages": wanted}, indent=1) + "\n")
             if root.exists():
