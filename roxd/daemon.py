@@ -697,7 +697,9 @@ class DaemonPort:
         return self._parts.delivery.stats()
 
     def alert_sink_problems(self) -> Sequence[str]:
-        return self._parts.delivery.problems()
+        incidents = self._parts.incidents  # the incident store fails like an alert sink
+        return [*self._parts.delivery.problems(),
+                *(incidents.problems() if incidents is not None else [])]
     def rule_counts(self, since_ns: int) -> Sequence[Mapping[str, Any]]:
         return self._parts.delivery.noise.rule_counts(since_ns)
 

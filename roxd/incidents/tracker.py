@@ -271,6 +271,23 @@ class IncidentTracker:
         with self._lock:
             return {**self._counts, "open": len(self._open)}
 
+    def problems(self) -> list[str]:
+        """Every incident sink that reports a problem of its own (the store's file failing),
+        for /v1/health beside the alert sinks'."""
+        with self._lock:
+            sinks = list(self._sinks)
+        out: list[str] = []
+        for sink in sinks:
+            report = getattr(sink, "problems", None)
+            if report is None:
+                continue
+            try:
+                out.extend(f"incident sink: {p}" for p in report())
+            except Exception as exc:  # a report must never fail health itself
+                out.append(f"incident sink {type(sink).__name__}: cannot report its state: "
+                           f"{exc}")
+        return out
+
     def close(self, timeout: float = 1.0) -> None:
         """Stop the timer, then flush and close the sinks (after the last alert). Open
         incidents stay open: the store has them for the next start."""
