@@ -27,10 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from roxd.alerts.diskqueue import open_wal, quarantine_file
 from roxd.alerts.kinds import alert_kind
 from roxd.alerts.settings import StoreSettings
-from roxd.alerts.storewriter import FifoPending, StoreWriter
+from roxd.alerts.storewriter import FifoPending, StoreFile, StoreWriter
 from roxd.alerts.worker import SinkCounters
 from roxd.model import Alert, Phase, Severity
 from roxd.text import json_dumps
@@ -114,18 +113,7 @@ class AlertSubscription:
         self._owner._unsubscribe(self)
 
 
-def connect_wal(path: Path) -> sqlite3.Connection:
-    """A connection to a WAL-mode SQLite file, autocommit, usable from the writer thread and
-    the readers (the alert and incident stores share this). A file that is not a database or
-    is damaged is moved aside and a fresh one made (roxd/alerts/diskqueue.py)."""
-    return open_wal(path, _read_schema)
-
-
-def _read_schema(db: sqlite3.Connection) -> None:
-    db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # NOTADB, CORRUPT show here
-
-
-class AlertStore:
+class AlertStore(StoreFile):
     def __init__(self, state_dir: Path, settings: StoreSettings | None = None, *,
                  clock: Callable[[], int] = time.time_ns) -> None:
         self.settings = settings or StoreSettings()
@@ -152,38 +140,15 @@ class AlertStore:
             counters=self._counters, idle_s=PRUNE_INTERVAL_S, logger=log,
             thread_name="roxd-alert-store", items="alerts")
 
-    def _open(self) -> None:
-        """The writer and reader connections; a corrupt file is moved aside (counted)."""
-        self._writer = open_wal(self.path, self._setup,
-                                lambda _to: self._counters.add("quarantined"))
-        self._reader = self._connect()
-
     def _setup(self, db: sqlite3.Connection) -> None:
         db.executescript(_SCHEMA)
         count, size = db.execute("SELECT COUNT(*), TOTAL(length(body)) FROM alerts").fetchone()
         self._count, self._bytes = int(count), int(size)
 
-    def _reopen_fresh(self, reason: str) -> None:
-        """The file went bad while running: move it aside, start an empty store."""
-        with self._read_lock:
-            for db in (self._writer, self._reader):
-                with contextlib.suppress(sqlite3.Error):
-                    db.close()
-            if self.path.exists():
-                quarantine_file(self.path, reason)
-                self._counters.add("quarantined")
-            self._open()
-
-    def _connect(self) -> sqlite3.Connection:
-        return connect_wal(self.path)
-
     # ------------------------------------------------------------------ sink
 
     def emit(self, alert: Alert) -> None:
         self._writer_thread.add(alert)
-
-    def flush(self, timeout: float = 5.0) -> bool:
-        return self._writer_thread.flush(timeout)
 
     def stats(self) -> dict[str, int]:
         out = self._counters.snapshot()
@@ -192,15 +157,6 @@ class AlertStore:
             out["stored"] = self._count
             out["stored_bytes"] = self._bytes
         return out
-
-    def problems(self) -> list[str]:
-        """Why alerts are not being stored right now (empty when they are)."""
-        return self._writer_thread.problems()
-
-    def close(self, timeout: float = 5.0) -> None:
-        self._writer_thread.close(timeout)
-        with self._read_lock:
-            self._reader.close()
 
     # ------------------------------------------------------------------ queries
 

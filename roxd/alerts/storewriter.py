@@ -27,9 +27,9 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from roxd.alerts.diskqueue import is_corrupt
+from roxd.alerts.diskqueue import is_corrupt, open_wal, quarantine_file
 from roxd.alerts.worker import SinkCounters
 
 T = TypeVar("T")
@@ -101,6 +101,64 @@ class LatestPending(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def connect_wal(path: Path) -> sqlite3.Connection:
+    """A connection to a WAL-mode SQLite file, autocommit, usable from the writer thread and
+    the readers. A file that is not a database or is damaged is moved aside and a fresh one
+    made (roxd/alerts/diskqueue.py)."""
+    return open_wal(path, _read_schema)
+
+
+def _read_schema(db: sqlite3.Connection) -> None:
+    db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # NOTADB, CORRUPT show here
+
+
+class StoreFile:
+    """A store's SQLite file and its writer thread (`_writer_thread`, a StoreWriter): the
+    writer's connection (its thread's) and the readers' (under `_read_lock`). A corrupt file
+    is moved aside at open and, found while running, by `_reopen_fresh` (the writer's
+    `reopen`); both counted `quarantined`. The subclass sets
+    `path`, `_counters` (with "quarantined") and `_read_lock`, and says how a fresh or opened
+    file is set up (`_setup`: its schema)."""
+
+    path: Path
+    _counters: SinkCounters
+    _read_lock: threading.Lock
+    _writer: sqlite3.Connection
+    _reader: sqlite3.Connection
+    _writer_thread: StoreWriter[Any, Any]
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        return self._writer_thread.flush(timeout)
+
+    def problems(self) -> list[str]:
+        """Why items are not being stored right now (empty when they are): /v1/health."""
+        return self._writer_thread.problems()
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._writer_thread.close(timeout)
+        with self._read_lock:
+            self._reader.close()
+
+    def _setup(self, db: sqlite3.Connection) -> None:
+        raise NotImplementedError
+
+    def _open(self) -> None:
+        self._writer = open_wal(self.path, self._setup,
+                                lambda _to: self._counters.add("quarantined"))
+        self._reader = connect_wal(self.path)
+
+    def _reopen_fresh(self, reason: str) -> None:
+        """The file went bad while running: move it aside, start an empty one."""
+        with self._read_lock:
+            for db in (self._writer, self._reader):
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
+            if self.path.exists():
+                quarantine_file(self.path, reason)
+                self._counters.add("quarantined")
+            self._open()
 
 
 class StoreWriter(Generic[T, R]):

@@ -24,9 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from roxd.alerts.diskqueue import open_wal, quarantine_file
-from roxd.alerts.store import connect_wal
-from roxd.alerts.storewriter import LatestPending, StoreWriter
+from roxd.alerts.storewriter import LatestPending, StoreFile, StoreWriter
 from roxd.alerts.worker import SinkCounters
 from roxd.incidents.tracker import IncidentChange, IncidentQuery
 from roxd.text import json_dumps
@@ -61,7 +59,7 @@ CREATE INDEX IF NOT EXISTS incident_containers_name ON incident_containers (cont
 """
 
 
-class IncidentStore:
+class IncidentStore(StoreFile):
     def __init__(self, state_dir: Path | str, *, max_age_days: float = 90.0,
                  clock: Callable[[], int] = time.time_ns) -> None:
         self.path = Path(state_dir) / "incidents" / "incidents.db"
@@ -82,48 +80,18 @@ class IncidentStore:
             idle_s=PRUNE_INTERVAL_S, logger=log, thread_name="roxd-incident-store",
             items="incident changes")
 
-    def _open(self) -> None:
-        """The writer and reader connections; a corrupt file is moved aside (counted)."""
-        self._writer = open_wal(self.path, lambda db: db.executescript(_SCHEMA),
-                                lambda _to: self._counters.add("quarantined"))
-        self._reader = self._connect()
-
-    def _reopen_fresh(self, reason: str) -> None:
-        """The file went bad while running: move it aside, start an empty store (the open
-        incidents are still in the tracker's memory and are written again as they change)."""
-        with self._read_lock:
-            for db in (self._writer, self._reader):
-                with contextlib.suppress(sqlite3.Error):
-                    db.close()
-            if self.path.exists():
-                quarantine_file(self.path, reason)
-                self._counters.add("quarantined")
-            self._open()
-
-    def _connect(self) -> sqlite3.Connection:
-        return connect_wal(self.path)
+    def _setup(self, db: sqlite3.Connection) -> None:
+        db.executescript(_SCHEMA)
 
     # ------------------------------------------------------------------ sink
 
     def incident_changed(self, change: IncidentChange) -> None:
         self._writer_thread.add(change.incident)
 
-    def flush(self, timeout: float = 5.0) -> bool:
-        return self._writer_thread.flush(timeout)
-
     def stats(self) -> dict[str, int]:
         out = self._counters.snapshot()
         out["queued"] = self._writer_thread.queued()
         return out
-
-    def problems(self) -> list[str]:
-        """Why incident changes are not being stored right now (empty when they are)."""
-        return self._writer_thread.problems()
-
-    def close(self, timeout: float = 5.0) -> None:
-        self._writer_thread.close(timeout)
-        with self._read_lock:
-            self._reader.close()
 
     # ------------------------------------------------------------------ queries
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Protocol
 
+from roxd.alerts.worker import sink_problems
 from roxd.incidents.settings import IncidentsSettings
 from roxd.model import Alert, ConnectEvent, Outcome, Severity, rfc3339
 from roxd.netmap.addresses import container_addresses, first_pid
@@ -276,17 +277,7 @@ class IncidentTracker:
         for /v1/health beside the alert sinks'."""
         with self._lock:
             sinks = list(self._sinks)
-        out: list[str] = []
-        for sink in sinks:
-            report = getattr(sink, "problems", None)
-            if report is None:
-                continue
-            try:
-                out.extend(f"incident sink: {p}" for p in report())
-            except Exception as exc:  # a report must never fail health itself
-                out.append(f"incident sink {type(sink).__name__}: cannot report its state: "
-                           f"{exc}")
-        return out
+        return sink_problems(("incident sink", s) for s in sinks)
 
     def close(self, timeout: float = 1.0) -> None:
         """Stop the timer, then flush and close the sinks (after the last alert). Open

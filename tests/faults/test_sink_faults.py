@@ -325,6 +325,23 @@ def test_a_full_disk_under_the_incident_store_loses_no_incident(small_fs: Path) 
         store.close()
 
 
+def test_an_incident_store_corrupted_while_running_is_replaced(tmp_path: Path) -> None:
+    store = IncidentStore(tmp_path)
+    try:
+        fault = Faulty(store, "_write", sqlite3.DatabaseError("database disk image is malformed"),
+                       times=1)
+        changes = [incident_change(i) for i in range(1, 11)]
+        for c in changes:
+            store.incident_changed(c)
+        assert store.flush(20)
+        assert fault.raised == 1
+        assert stored_incidents(store) == {c.incident["id"] for c in changes}
+        assert store.stats()["quarantined"] == 1
+        assert list(store.path.parent.glob("incidents.db.corrupt-*"))
+    finally:
+        store.close()
+
+
 def test_the_store_is_bounded_in_bytes_and_counts_evictions(tmp_path: Path) -> None:
     store = AlertStore(tmp_path, StoreSettings(max_bytes=200_000, max_count=0))
     try:

@@ -437,5 +437,5 @@ def test_the_tracker_reports_its_sinks_problems_for_health(tmp_path: Path) -> No
     t = IncidentTracker(IncidentsSettings(), [Failing(), Broken()], timer=False)
     assert t.problems() == [
         "incident sink: incident store: /x/incidents.db cannot be written (disk full)",
-        "incident sink Broken: cannot report its state: boom"]
+        "incident sink: cannot report its state: boom"]
     assert IncidentTracker(IncidentsSettings(), [], timer=False).problems() == []
