@@ -146,7 +146,12 @@ def test_a_hung_engine_never_stops_the_watch(tmp_path: Path, run_container: Any)
         # a real container (the shared dockerd) whose metadata roxd asks the hung engine for
         c = run_container("sh -c ': roxd-engine-mark-in-container'; sleep 30")
         answers.append(health(workdir / "roxd.sock"))
-        wait_until(lambda: len(marks(roxd)) >= 11, 60, message="11 alerts with the engine hung")
+        try:
+            wait_until(lambda: len(marks(roxd)) >= 11, 60,
+                       message="11 alerts with the engine hung")
+        except AssertionError as exc:
+            got = [a["event"]["process"]["args"] for a in marks(roxd)]
+            raise AssertionError(f"{exc}; got {got}; {roxd.diagnosis()}") from None
         inside = [a for a in marks(roxd) if "in-container" in json.dumps(a)]
         assert {(a["event"]["container"] or {}).get("id") for a in inside} == {c.id}, (
             inside, roxd.diagnosis())
