@@ -24,9 +24,10 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 from roxd.containers.metadata import ContainerMetadata, MetadataListener
+from roxd.offloop import DaemonWorker
 from roxd.runtime import (
     DEFAULT_DOCKER_URL,
     ContainerRuntime,
@@ -103,7 +104,7 @@ class DockerMetadataSource:
         # client is shared with the event thread, whose inspects take `_inspect_lock` too)
         self._pending: dict[str, Future[ContainerMetadata | None]] = {}
         self._given_up: set[str] = set()  # ids whose get() stopped waiting: announce later
-        self._worker: ThreadPoolExecutor | None = None
+        self._worker: DaemonWorker | None = None
         self._engine_slow = False  # the last miss inspect took longer than miss_wait
         self.miss_stats = {"inspects": 0, "gave_up": 0, "not_waited": 0, "skipped": 0}
         self._listeners: list[MetadataListener] = []
@@ -146,7 +147,7 @@ class DockerMetadataSource:
         with self._lock:
             worker, self._worker = self._worker, None
         if worker is not None:
-            worker.shutdown(wait=False, cancel_futures=True)  # a hung inspect ends by timeout
+            worker.shutdown()  # a hung inspect ends by the engine's timeout, unwaited
         if self._owns_runtime:
             self._runtime.close()
 
@@ -182,8 +183,7 @@ class DockerMetadataSource:
                     self.miss_stats["skipped"] += 1
                     return None
                 if self._worker is None:
-                    self._worker = ThreadPoolExecutor(
-                        max_workers=1, thread_name_prefix=f"roxd-{self.runtime}-inspect")
+                    self._worker = DaemonWorker(f"roxd-{self.runtime}-inspect")
                 future = self._worker.submit(self._inspect_miss, client, container_id)
                 self._pending[container_id] = future
             wait = 0.0 if self._engine_slow else self.miss_wait

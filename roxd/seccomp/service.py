@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import Any, TypeVar, cast
 
 from roxd.containers.cgroups import CgroupIndex, find_cgroup2_mount
 from roxd.containers.paths import parse_cgroup_path
+from roxd.offloop import DaemonWorker
 from roxd.runtime import ContainerMetadata, ContainerRuntime, as_runtime
 from roxd.seccomp import profile as profiles
 from roxd.seccomp import store as stores
@@ -123,7 +124,7 @@ class SeccompService:
         # worker) and the responder's enforce (the slow-actions worker) never interleave
         self._lock = threading.RLock()
         self._events_lock = threading.Lock()  # _pending_events: poll() must never wait on
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roxd-seccomp")
+        self._worker = DaemonWorker("roxd-seccomp")
         self._refreshing: Future[None] | None = None
         self.poll_wait = poll_wait
         self.store = stores.LearnedStore(state_dir)
@@ -360,7 +361,7 @@ class SeccompService:
         }
 
     def close(self) -> None:
-        self._worker.shutdown(wait=False, cancel_futures=True)
+        self._worker.shutdown()
         # a call held by a hung engine ends by the engine's timeout; do not wait for ever
         if not self._lock.acquire(timeout=30.0):
             log.warning("seccomp: a call still waits for the container engine; learned sets "
