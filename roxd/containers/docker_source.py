@@ -206,7 +206,11 @@ class DockerMetadataSource:
                       container_id: str) -> ContainerMetadata | None:
         """On the worker: one inspect, its answer kept; listeners told when get() gave up."""
         started = time.monotonic()
-        meta = self._inspect(client, container_id)
+        try:
+            meta = self._inspect(client, container_id)
+        except Exception as exc:  # any runtime's surprise: a miss, never a stuck pending id
+            log.debug("%s inspect %s failed: %r", self.runtime, container_id[:12], exc)
+            meta = None
         took = time.monotonic() - started
         with self._lock:
             self.miss_stats["inspects"] += 1

@@ -236,3 +236,25 @@ def test_stop_is_prompt_while_following_events(engine: FakeEngine) -> None:
     src.stop()
     assert time.monotonic() - t0 < 2
     assert not any(t.name == "roxd-docker-events" for t in threading.enumerate())
+
+
+def test_an_inspect_that_raises_on_a_miss_is_a_miss_not_a_stuck_id(
+        engine: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A runtime raising something unexpected from the worker: the id is not left pending
+    (a stuck id would never be asked again, and enough of them would stop every inspect)."""
+    src = DockerMetadataSource(backoff_initial=0.01, miss_wait=1.0, miss_ttl=0.0)
+    src.start()
+    try:
+        assert src.wait_connected(5)
+        calls: list[str] = []
+
+        def broken(self: FakeRuntime, cid: str) -> ContainerMetadata | None:
+            calls.append(cid)
+            raise OSError("the engine's socket went away mid-answer")
+
+        monkeypatch.setattr(FakeRuntime, "inspect", broken)
+        assert src.get(ID) is None
+        assert src.get(ID) is None  # asked again (miss_ttl 0): it was not stuck pending
+        assert calls == [ID, ID] and src._pending == {}
+    finally:
+        src.stop()
