@@ -31,7 +31,6 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 from roxd import __version__, features
 from roxd.alerts.delivery import AlertDelivery
 from roxd.alerts.dispatch import AlertDispatcher, LogSink, StreamSink, TopicSink
-from roxd.alerts.node import NodeIdentity
 from roxd.api.metrics_http import MetricsListener, NoMetricsListener, start_metrics_listener
 from roxd.api.port import Activity, CallTimeout, DaemonFacts, KernelStats, Programs
 from roxd.api.server import ApiServer
@@ -236,11 +235,10 @@ class Daemon:
         incidents = start_incidents(
             self.config.incidents, Path(self.config.daemon.state_dir),
             journald=self.config.alerts.journald.enabled,
-            webhooks=self.config.alerts.webhooks,
-            node=NodeIdentity.detect(self.config.alerts.node),
             isolate=self.quarantine.isolate if self.quarantine is not None else None,
             monitor=self.config.rules.monitor, cgroup_root=attribution.index.root)
-        for feed in delivery.incident_feeds():  # NATS and OTLP carry incident changes too
+        # NATS, OTLP, syslog and webhooks carry incident changes too
+        for feed in delivery.incident_feeds():
             incidents.add_sink(feed)
         raw_taps.append(incidents)
         alerts = AlertDispatcher(delivery, raw_taps)
@@ -697,7 +695,9 @@ class DaemonPort:
         return self._parts.delivery.stats()
 
     def alert_sink_problems(self) -> Sequence[str]:
-        return self._parts.delivery.problems()
+        incidents = self._parts.incidents  # the incident store fails like an alert sink
+        return [*self._parts.delivery.problems(),
+                *(incidents.problems() if incidents is not None else [])]
     def rule_counts(self, since_ns: int) -> Sequence[Mapping[str, Any]]:
         return self._parts.delivery.noise.rule_counts(since_ns)
 

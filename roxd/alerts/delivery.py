@@ -10,8 +10,9 @@
 Order of stages: NoiseControl (fold, rate limit) → the log line (when given), the taps (the
 API's live stream and ring), journald, syslog collectors, store, webhooks, JSON lines files,
 NATS JetStream, OTLP collectors: every consumer sees the same alerts. The exporters (files,
-NATS, OTLP) put the node's identity (`NodeIdentity`, detected once here) on every record; NATS
-and OTLP also carry incident changes (`incident_feeds()`, handed to the incident tracker).
+NATS, OTLP) put the node's identity (`NodeIdentity`, detected once here) on every record; NATS,
+OTLP, syslog and the webhooks also carry incident changes (`incident_feeds()`, handed to the
+incident tracker).
 A sink that cannot start (no journald socket is fine; an unwritable state dir is not) is logged
 and left out, never fatal: alerts still reach the others; `problems()` names it, and every
 sink that reports a problem of its own (a failing queue file), for /v1/health. A corrupt queue
@@ -37,6 +38,7 @@ from roxd.alerts.settings import AlertsSettings
 from roxd.alerts.store import AlertStore
 from roxd.alerts.syslog import SyslogForwarder
 from roxd.alerts.webhooks import WebhookSink
+from roxd.alerts.worker import sink_problems
 from roxd.model import Alert
 
 log = logging.getLogger("roxd.alerts")
@@ -90,10 +92,11 @@ class AlertDelivery:
         return cls(sinks, noise, store, disabled)
 
     def incident_feeds(self) -> list[IncidentFeed]:
-        """The exporters that also carry incident changes (NATS, OTLP, syslog collectors),
-        for the incident tracker's sinks."""
+        """The exporters that also carry incident changes (NATS, OTLP, syslog collectors,
+        webhooks with `incidents = true`), for the incident tracker's sinks."""
         return [IncidentFeed(s) for s in self.sinks.values()
-                if isinstance(s, JetStreamSink | OtlpSink | SyslogForwarder)]
+                if isinstance(s, JetStreamSink | OtlpSink | SyslogForwarder)
+                or (isinstance(s, WebhookSink) and s.settings.incidents)]
 
     def emit(self, alert: Alert) -> None:
         self.noise.emit(alert)
@@ -111,15 +114,7 @@ class AlertDelivery:
         """Every configured sink that is not delivering, with why: disabled at start, or its
         own report (a failing queue or store file, a stopped thread). /v1/health lists them."""
         out = [f"alert sink {name} is disabled: {why}" for name, why in self.disabled.items()]
-        for name, sink in self.sinks.items():
-            report = getattr(sink, "problems", None)
-            if report is None:
-                continue
-            try:
-                out.extend(f"alert sink {name}: {p}" for p in report())
-            except Exception as exc:  # a report must never fail health itself
-                out.append(f"alert sink {name}: cannot report its state: {exc}")
-        return out
+        return out + sink_problems((f"alert sink {name}", s) for name, s in self.sinks.items())
 
     def close(self, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
@@ -136,7 +131,8 @@ class IncidentFeed:
     before the last alerts (fold summaries) are flushed; the exporter itself is closed by
     AlertDelivery, after them."""
 
-    def __init__(self, exporter: JetStreamSink | OtlpSink | SyslogForwarder) -> None:
+    def __init__(self,
+                 exporter: JetStreamSink | OtlpSink | SyslogForwarder | WebhookSink) -> None:
         self._exporter = exporter
 
     def incident_changed(self, change: object) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from roxd.alerts.dispatch import summary
 from roxd.alerts.kinds import MESSAGE_IDS, alert_kind
@@ -21,6 +22,7 @@ from roxd.model import Alert, ConnectEvent, ExecEvent
 from roxd.text import clip, printable
 
 log = logging.getLogger("roxd.alerts.journald")
+T = TypeVar("T")
 
 # journald takes more; long argv is cut so one alert stays one small entry, and under 4096
 # bytes with its name, or `journalctl -o json` shows the field as null (without --all)
@@ -82,12 +84,12 @@ def journal_fields(alert: Alert) -> list[str]:
                       ROXD_CONNECT_RESULT=ev.event.result.value)
     elif isinstance(ev.event, ExecEvent):
         fields["ROXD_FILENAME"] = ev.event.filename
-    out = [f"{k}={_clip(v)}" for k, v in fields.items()]
-    out.extend(f"ROXD_MITRE={_clip(m)}" for m in rule.mitre)
+    out = [f"{k}={journal_value(v)}" for k, v in fields.items()]
+    out.extend(f"ROXD_MITRE={journal_value(m)}" for m in rule.mitre)
     return out
 
 
-def _clip(value: object) -> str:
+def journal_value(value: object) -> str:
     """journald stores any bytes, but `journalctl` prints fields to terminals and log
     shippers split lines: control characters as \\xNN, one line (roxd/text.py)."""
     text = printable(str(value), MAX_FIELD)
@@ -102,25 +104,34 @@ def _default_sendv() -> Callable[..., object]:
     return journal.sendv
 
 
-class JournaldSink:
-    def __init__(self, settings: JournaldSettings | None = None,
-                 sendv: Callable[..., object] | None = None) -> None:
-        settings = settings or JournaldSettings()
+class JournalQueue(Generic[T]):
+    """Journal entries sent from a thread of their own (QueueWorker): `put(item)` only queues;
+    the thread sends `fields(item)` with sendv. A refusal (no journald socket, a datagram
+    refused) is counted as failed, with one warning until journald takes entries again. The
+    alert sink and the incident journal (roxd/incidents/journald.py) are this, with their
+    own fields."""
+
+    def __init__(self, name: str, fields: Callable[[T], list[str]], what: str,
+                 queue_max: int, sendv: Callable[..., object] | None = None) -> None:
         self._sendv = sendv or _default_sendv()
+        self._fields = fields
+        self._what = what  # "alerts", "incidents": for the warning
         self._counters = SinkCounters()
-        self._worker = QueueWorker("roxd-journald", self._deliver, settings.queue_max,
+        # QueueWorker is written for alerts; it only queues and hands items back
+        self._worker = QueueWorker(name, self._deliver, queue_max,  # type: ignore[arg-type]
                                    self._counters)
         self._warned = False
 
-    def emit(self, alert: Alert) -> None:
-        self._worker.put(alert)
+    def put(self, item: T) -> None:
+        self._worker.put(item)  # type: ignore[arg-type]
 
-    def _deliver(self, alert: Alert) -> bool:
+    def _deliver(self, item: T) -> bool:
         try:
-            self._sendv(*journal_fields(alert))
+            self._sendv(*self._fields(item))
         except OSError as exc:  # no journald socket, or it refused the datagram
             if not self._warned:
-                log.warning("journald: cannot write alerts: %s (counted as failed)", exc)
+                log.warning("journald: cannot write %s: %s (counted as failed)", self._what,
+                            exc)
                 self._warned = True
             return False
         self._warned = False
@@ -134,3 +145,13 @@ class JournaldSink:
 
     def close(self, timeout: float = 5.0) -> None:
         self._worker.close(timeout)
+
+
+class JournaldSink(JournalQueue[Alert]):
+    def __init__(self, settings: JournaldSettings | None = None,
+                 sendv: Callable[..., object] | None = None) -> None:
+        settings = settings or JournaldSettings()
+        super().__init__("roxd-journald", journal_fields, "alerts", settings.queue_max, sendv)
+
+    def emit(self, alert: Alert) -> None:
+        self.put(alert)

@@ -1,6 +1,7 @@
 """Local alert store: SQLite (WAL) in the state dir, with retention, queries and a live feed.
 
-Writes happen on the store's own thread (emit() only queues), reads on the caller's thread
+Writes happen on the store's own thread (emit() only queues; roxd/alerts/storewriter.py, shared
+with the incident store: a batch the file refuses is kept and retried), reads on the caller's thread
 through a separate connection, which WAL lets run beside the writer. This is the API's source
 for `roxctl alerts` and its streaming endpoint:
 
@@ -14,7 +15,6 @@ stays correct while new alerts arrive (offsets shift, cursors do not).
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import json
 import logging
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from roxd.alerts.diskqueue import is_corrupt, open_wal, quarantine_file
 from roxd.alerts.kinds import alert_kind
 from roxd.alerts.settings import StoreSettings
+from roxd.alerts.storewriter import FifoPending, StoreFile, StoreWriter
 from roxd.alerts.worker import SinkCounters
 from roxd.model import Alert, Phase, Severity
 from roxd.text import json_dumps
@@ -38,9 +38,6 @@ log = logging.getLogger("roxd.alerts.store")
 
 MAX_LIMIT = 1000
 PRUNE_INTERVAL_S = 60.0
-# a failing store file (disk full, I/O error) is tried again after this, doubling up to the max
-FAULT_BACKOFF_START_S = 0.5
-FAULT_BACKOFF_MAX_S = 5.0
 DAY_NS = 86_400 * 1_000_000_000
 
 _SCHEMA = """
@@ -116,18 +113,7 @@ class AlertSubscription:
         self._owner._unsubscribe(self)
 
 
-def connect_wal(path: Path) -> sqlite3.Connection:
-    """A connection to a WAL-mode SQLite file, autocommit, usable from the writer thread and
-    the readers (the alert and incident stores share this). A file that is not a database or
-    is damaged is moved aside and a fresh one made (roxd/alerts/diskqueue.py)."""
-    return open_wal(path, _read_schema)
-
-
-def _read_schema(db: sqlite3.Connection) -> None:
-    db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # NOTADB, CORRUPT show here
-
-
-class AlertStore:
+class AlertStore(StoreFile):
     def __init__(self, state_dir: Path, settings: StoreSettings | None = None, *,
                  clock: Callable[[], int] = time.time_ns) -> None:
         self.settings = settings or StoreSettings()
@@ -140,85 +126,37 @@ class AlertStore:
         self._bytes = 0
         self._open()
         self._subs: list[AlertSubscription] = []
-        self._inbox: collections.deque[Alert] = collections.deque()
-        self._busy = 0
-        self._cond = threading.Condition()
-        self._stopping = False
-        self._problem: str | None = None  # why alerts are not being stored, for /v1/health
+        self._lock = threading.Lock()  # _subs, _count, _bytes
         self._last_prune = 0.0
         self._prune()
-        self._thread = threading.Thread(target=self._run, name="roxd-alert-store", daemon=True)
-        self._thread.start()
-
-    def _open(self) -> None:
-        """The writer and reader connections; a corrupt file is moved aside (counted)."""
-        self._writer = open_wal(self.path, self._setup,
-                                lambda _to: self._counters.add("quarantined"))
-        self._reader = self._connect()
+        # the writer thread: queue, write, retry a batch the file refuses (roxd/alerts/
+        # storewriter.py, shared with the incident store)
+        self._writer_thread: StoreWriter[Alert, list[StoredAlert]] = StoreWriter(
+            label="alert store", path=self.path,
+            pending=FifoPending(self.settings.queue_max),
+            write=lambda batch: self._insert(batch),  # looked up per call: tests wrap it
+            written=self._offer, maintain=lambda: self._prune(force=False),
+            reopen=self._reopen_fresh, close_db=lambda: self._writer.close(),
+            counters=self._counters, idle_s=PRUNE_INTERVAL_S, logger=log,
+            thread_name="roxd-alert-store", items="alerts")
 
     def _setup(self, db: sqlite3.Connection) -> None:
         db.executescript(_SCHEMA)
         count, size = db.execute("SELECT COUNT(*), TOTAL(length(body)) FROM alerts").fetchone()
         self._count, self._bytes = int(count), int(size)
 
-    def _reopen_fresh(self, reason: str) -> None:
-        """The file went bad while running: move it aside, start an empty store."""
-        with self._read_lock:
-            for db in (self._writer, self._reader):
-                with contextlib.suppress(sqlite3.Error):
-                    db.close()
-            if self.path.exists():
-                quarantine_file(self.path, reason)
-                self._counters.add("quarantined")
-            self._open()
-
-    def _connect(self) -> sqlite3.Connection:
-        return connect_wal(self.path)
-
     # ------------------------------------------------------------------ sink
 
     def emit(self, alert: Alert) -> None:
-        with self._cond:
-            if self._stopping or len(self._inbox) >= self.settings.queue_max:
-                self._counters.add("dropped")
-                return
-            self._inbox.append(alert)
-            self._cond.notify()
-
-    def flush(self, timeout: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._inbox or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
+        self._writer_thread.add(alert)
 
     def stats(self) -> dict[str, int]:
         out = self._counters.snapshot()
-        with self._cond:
-            out["queued"] = len(self._inbox) + self._busy
+        out["queued"] = self._writer_thread.queued()
+        with self._lock:
             out["stored"] = self._count
             out["stored_bytes"] = self._bytes
         return out
-
-    def problems(self) -> list[str]:
-        """Why alerts are not being stored right now (empty when they are)."""
-        with self._cond:
-            out = [self._problem] if self._problem else []
-        if not self._thread.is_alive() and not self._stopping:
-            out.append("alert store: its writer thread has stopped (see roxd's log)")
-        return out
-
-    def close(self, timeout: float = 5.0) -> None:
-        self.flush(timeout)
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        self._thread.join(timeout)
-        with self._read_lock:
-            self._reader.close()
 
     # ------------------------------------------------------------------ queries
 
@@ -271,96 +209,24 @@ class AlertStore:
     def subscribe(self, maxsize: int = 1000) -> AlertSubscription:
         """Alerts stored from now on, in order, until close()."""
         sub = AlertSubscription(self, maxsize)
-        with self._cond:
+        with self._lock:
             self._subs.append(sub)
         return sub
 
     def _unsubscribe(self, sub: AlertSubscription) -> None:
-        with self._cond:
+        with self._lock:
             if sub in self._subs:
                 self._subs.remove(sub)
 
+    def _offer(self, stored: list[StoredAlert]) -> None:
+        """On the writer thread, after a write: the live subscribers get the new alerts."""
+        with self._lock:
+            subs = list(self._subs)
+        for item in stored:
+            for sub in subs:
+                sub._offer(item)
+
     # ------------------------------------------------------------------ writer thread
-
-    def _run(self) -> None:
-        """The writer's loop. Nothing ends it but close(): a batch that cannot be written
-        (disk full, I/O error) goes back to the head of the queue and is retried with backoff
-        (new alerts wait behind it, up to queue_max); a corrupt file is replaced."""
-        backoff = FAULT_BACKOFF_START_S
-        try:
-            while True:
-                with self._cond:
-                    while not self._inbox and not self._stopping:
-                        self._cond.wait(PRUNE_INTERVAL_S)
-                        if time.monotonic() - self._last_prune >= PRUNE_INTERVAL_S:
-                            break
-                    if self._stopping and not self._inbox:
-                        return
-                    batch = list(self._inbox)
-                    self._inbox.clear()
-                    self._busy = len(batch)
-                try:
-                    stored = self._insert(batch)
-                    self._prune(force=False)
-                except Exception as exc:
-                    stored = []
-                    if not self._write_failed(exc, batch):
-                        batch = []
-                else:
-                    batch = []
-                    backoff = FAULT_BACKOFF_START_S
-                    if self._problem is not None:
-                        log.info("alert store: %s works again", self.path)
-                        with self._cond:
-                            self._problem = None
-                with self._cond:
-                    self._busy = 0
-                    if batch:  # keep them, oldest first; the newest beyond queue_max go
-                        self._inbox.extendleft(reversed(batch))
-                        over = len(self._inbox) - self.settings.queue_max
-                        for _ in range(max(0, over)):
-                            self._inbox.pop()
-                        if over > 0:
-                            self._counters.add("dropped", over)
-                    subs = list(self._subs)
-                    self._cond.notify_all()
-                    if batch and not self._stopping:  # new alerts do not cut the wait short
-                        retry_at = time.monotonic() + backoff
-                        while not self._stopping and (left := retry_at - time.monotonic()) > 0:
-                            self._cond.wait(left)
-                        backoff = min(backoff * 2, FAULT_BACKOFF_MAX_S)
-                    elif batch:  # stopping with a failing file: what is left is lost
-                        self._counters.add("failed", len(self._inbox))
-                        self._inbox.clear()
-                        return
-                for item in stored:
-                    for sub in subs:
-                        sub._offer(item)
-        finally:
-            with contextlib.suppress(sqlite3.Error):
-                self._writer.close()
-
-    def _write_failed(self, exc: BaseException, batch: list[Alert]) -> bool:
-        """Handle a failed write; True when the batch is to be retried."""
-        self._counters.add("errors")
-        if is_corrupt(exc):
-            try:
-                self._reopen_fresh(str(exc))
-                return True
-            except Exception as again:
-                exc = again
-        if not isinstance(exc, sqlite3.Error):  # not the file's fault: these alerts' own
-            log.exception("alert store: cannot store %d alerts", len(batch))
-            self._counters.add("failed", len(batch))
-            return False
-        first = self._problem is None
-        with self._cond:
-            self._problem = (f"alert store: {self.path} cannot be written "
-                             f"({type(exc).__name__}: {exc}); alerts wait in memory (up to "
-                             f"{self.settings.queue_max}) and are retried")
-        if first:
-            log.error("%s", self._problem)
-        return True
 
     def _insert(self, batch: list[Alert]) -> list[StoredAlert]:
         if not batch:
@@ -397,7 +263,7 @@ class AlertStore:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             raise
-        with self._cond:
+        with self._lock:
             self._count += len(out)
             self._bytes += added
         self._counters.add("sent", len(out))
@@ -435,8 +301,9 @@ class AlertStore:
             removed, freed = removed + int(n), freed + int(size)
             self._last_prune = time.monotonic()
         if removed or evicted:
-            self._count -= removed + evicted
-            self._bytes -= freed
+            with self._lock:
+                self._count -= removed + evicted
+                self._bytes -= freed
             self._counters.add("pruned", removed)
             if evicted:
                 self._counters.add("evicted", evicted)

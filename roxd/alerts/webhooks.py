@@ -4,6 +4,12 @@ Each webhook has its own thread and bounded queue (overflow is dropped and count
 severity, a timeout per request, and retries with exponential backoff on connection errors,
 HTTP 5xx and 429. Other 4xx answers are not retried (the payload or the key is wrong).
 Standard library only (urllib.request); proxies come from the usual *_proxy variables.
+
+A webhook with `incidents = true` (the default) also takes incident changes
+(`incident_changed`, fed by the incident tracker through `AlertDelivery.incident_feeds()`,
+like the NATS, OTLP and syslog exporters): they wait in the same queue, behind the alerts
+raised before them, and go out from the same thread with the same retries. Their payloads
+(generic, Slack, PagerDuty) are built in roxd/incidents/webhooks.py.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from roxd.alerts.settings import WebhookSettings
 from roxd.alerts.worker import QueueWorker, SinkCounters
 from roxd.model import Alert, Severity, rfc3339
 from roxd.text import clip, json_dumps, json_safe, printable
+from roxd.vocabulary import SEVERITIES
 
 log = logging.getLogger("roxd.alerts.webhooks")
 
@@ -164,6 +171,8 @@ def post_with_retries(s: WebhookSettings, body: bytes, post: Poster, stop: threa
 
 
 class WebhookSink:
+    """Alerts and (with `incidents`) incident changes to one webhook, from one thread."""
+
     def __init__(self, settings: WebhookSettings, *, source: str | None = None,
                  post: Poster = urllib_post, node: NodeIdentity | None = None) -> None:
         self.settings = settings
@@ -176,13 +185,19 @@ class WebhookSink:
         self._worker = QueueWorker(f"roxd-webhook-{settings.kind}", self._deliver,
                                    settings.queue_max, self._counters)
 
-    def payload(self, alert: Alert) -> dict[str, Any]:
+    def payload(self, item: Any) -> dict[str, Any]:
+        """The body for an Alert or an incident change, by the webhook's kind."""
         kind = self.settings.kind
+        if not isinstance(item, Alert):
+            from roxd.incidents.webhooks import incident_payload  # incidents import alerts
+
+            return incident_payload(kind, item, routing_key=self.settings.routing_key,
+                                    source=self._source, node=self._node)
         if kind == "slack":
-            return slack_payload(alert)
+            return slack_payload(item)
         if kind == "pagerduty":
-            return pagerduty_payload(alert, self.settings.routing_key, self._source)
-        return generic_payload(alert, self._node)
+            return pagerduty_payload(item, self.settings.routing_key, self._source)
+        return generic_payload(item, self._node)
 
     def emit(self, alert: Alert) -> None:
         if alert.rule.severity.code > self._min_code:
@@ -190,8 +205,23 @@ class WebhookSink:
             return
         self._worker.put(alert)
 
-    def _deliver(self, alert: Alert) -> bool:
-        body = json_dumps(self.payload(alert), separators=(",", ":")).encode()
+    def incident_changed(self, change: Any) -> None:
+        """An incident change: opened, phase added, spread, an incident-policy action, closed
+        (a plain `updated` sends nothing: its alert went out as an alert), when the
+        incident's severity reaches min_severity. Queued behind the alerts; never blocks."""
+        if not self.settings.incidents:
+            return
+        from roxd.incidents.webhooks import SENT_CHANGES  # incidents import alerts
+
+        if change.kind not in SENT_CHANGES:
+            return
+        if SEVERITIES.index(change.incident["severity"]) > self._min_code:
+            self._counters.add("filtered")
+            return
+        self._worker.put(change)
+
+    def _deliver(self, item: Any) -> bool:
+        body = json_dumps(self.payload(item), separators=(",", ":")).encode()
         return post_with_retries(self.settings, body, self._post, self._stop, self._counters)
 
     def flush(self, timeout: float = 10.0) -> bool:

@@ -10,7 +10,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from roxd.model import Alert
 
@@ -35,6 +35,22 @@ class SinkCounters:
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self._values)
+
+
+def sink_problems(sinks: Iterable[tuple[str, object]]) -> list[str]:
+    """"<name>: <problem>" for every sink that reports a problem of its own (`problems()`: a
+    failing queue or store file, a stopped thread), for /v1/health. A report that fails is
+    itself a problem: it never fails health."""
+    out: list[str] = []
+    for name, sink in sinks:
+        report = getattr(sink, "problems", None)
+        if report is None:
+            continue
+        try:
+            out.extend(f"{name}: {p}" for p in report())
+        except Exception as exc:
+            out.append(f"{name}: cannot report its state: {exc}")
+    return out
 
 
 class QueueWorker:

@@ -91,7 +91,10 @@ class QuarantineControl(Protocol):
 
 
 class SeccompApi(Protocol):
-    """roxd.seccomp.service.SeccompService: not thread-safe, call it on the loop thread."""
+    """roxd.seccomp.service.SeccompService: thread-safe; the API runs each request through
+    `call`, on the service's own worker (never the event loop), with a timeout."""
+
+    def call(self, fn: Callable[[Any], T], timeout: float = 30.0) -> T: ...
 
     def status(self) -> Any: ...
     def profile(self, target: str, *, kill: bool = False) -> Any: ...

@@ -1,5 +1,7 @@
-"""Seccomp endpoints: they call the seccomp service on the event-loop thread (it is not
-thread-safe); where the host has none (no container runtime, no libseccomp), 501 and why."""
+"""Seccomp endpoints: they call the seccomp service on its own worker thread (`call`), never
+on the event loop: its container-engine calls can take the engine's whole timeout, or longer
+(apply recreates a container). Where the host has none (no container runtime, no libseccomp),
+501 and why."""
 
 from __future__ import annotations
 
@@ -8,8 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 from roxd.api.http import Request
-from roxd.api.port import DaemonPort, SeccompApi
+from roxd.api.port import CallTimeout, DaemonPort, SeccompApi
 from roxd.errors import ApiError, RoxdError
+from roxd.seccomp.errors import SeccompBusy
+
+CALL_TIMEOUT_S = 30.0
 
 NOT_AVAILABLE = ("seccomp is not available on this host: it needs a container runtime and "
                  "libseccomp (see roxd's start-up log for which one is missing)")
@@ -39,7 +44,9 @@ class SeccompEndpoints:
         if service is None:
             raise ApiError(501, NOT_AVAILABLE)
         try:
-            return jsonable(self.daemon.call_in_loop(lambda: fn(service)))
+            return jsonable(service.call(fn, timeout=CALL_TIMEOUT_S))
+        except SeccompBusy as exc:  # 504 "may still apply" or 503 "withdrawn, nothing changed"
+            raise CallTimeout("the seccomp call", exc.timeout, exc.started) from None
         except RoxdError as exc:
             raise ApiError(422, str(exc)) from None
 

@@ -8,6 +8,14 @@ exponential backoff. It talks to the runtime only through `roxd.runtime.Containe
 roxd/runtime/docker_engine.py.
 
 Images are never pulled: this module only reads (ping, list, inspect, events).
+
+The inspect of a container never seen before (a resolver cache miss: the first event of a new
+container can precede the engine's start event) is asked from the event loop's `get()`, but
+runs on a worker thread of this source (one at a time, at most `max_pending` queued): the
+caller waits at most `miss_wait` for it, and not at all while the engine is known to be slow
+(the last inspect outlived `miss_wait`). An answer that comes after the caller gave up is kept
+and announced to the listeners like a runtime event, so the resolver attributes the
+container's later events with name, image and labels ("attributed later"; issue 23 item 12).
 """
 
 from __future__ import annotations
@@ -16,8 +24,10 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import Future
 
 from roxd.containers.metadata import ContainerMetadata, MetadataListener
+from roxd.offloop import DaemonWorker
 from roxd.runtime import (
     DEFAULT_DOCKER_URL,
     ContainerRuntime,
@@ -48,9 +58,11 @@ class DockerMetadataSource:
     `runtime` is the shared ContainerRuntime (the source never closes it); the old form
     `DockerMetadataSource(base_url=...)` builds a DockerRuntime of its own, closed by `stop()`.
     `start()` launches the background thread and returns at once; `stop()` ends it.
-    `get()` answers from memory, and asks the engine synchronously (once, bounded by
-    `timeout`) for an id it has never seen while the engine is reachable: the first exec in a
-    new container happens before dockerd even reports the start.
+    `get()` answers from memory, and asks the engine (once per `miss_ttl`) for an id it has
+    never seen while the engine is reachable: the first exec in a new container happens before
+    dockerd even reports the start. That inspect runs on the source's own worker thread; `get()`
+    waits for it at most `miss_wait` seconds (0 while the engine is slow), so a hung engine
+    never holds the caller (the event loop) for the engine's `timeout`.
     """
 
     runtime = "docker"  # MetadataSource: which runtime's ids (set from the runtime's name)
@@ -65,6 +77,8 @@ class DockerMetadataSource:
         backoff_max: float = 30.0,
         inspect_on_miss: bool = True,
         miss_ttl: float = 30.0,
+        miss_wait: float = 1.0,
+        max_pending: int = 64,
         owns_runtime: bool = False,
     ) -> None:
         if isinstance(runtime, str):  # the old positional base_url
@@ -80,10 +94,19 @@ class DockerMetadataSource:
         self.backoff_max = backoff_max
         self.inspect_on_miss = inspect_on_miss
         self.miss_ttl = miss_ttl
+        self.miss_wait = miss_wait  # the longest a get() waits for an inspect on a miss
+        self.max_pending = max_pending  # inspects queued for the worker, at most
         self._lock = threading.Lock()
         self._inspect_lock = threading.Lock()
         self._meta: dict[str, ContainerMetadata] = {}
         self._misses: dict[str, float] = {}  # id -> monotonic time the engine didn't know it
+        # inspects on a miss, queued or running on the worker (one at a time: the engine's
+        # client is shared with the event thread, whose inspects take `_inspect_lock` too)
+        self._pending: dict[str, Future[ContainerMetadata | None]] = {}
+        self._given_up: set[str] = set()  # ids whose get() stopped waiting: announce later
+        self._worker: DaemonWorker | None = None
+        self._engine_slow = False  # the last miss inspect took longer than miss_wait
+        self.miss_stats = {"inspects": 0, "gave_up": 0, "not_waited": 0, "skipped": 0}
         self._listeners: list[MetadataListener] = []
         self._client: ContainerRuntime | None = None  # set while connected
         self._stream: EventStream | None = None
@@ -121,6 +144,10 @@ class DockerMetadataSource:
             if self._thread.is_alive():
                 log.warning("docker event thread did not stop within %.1f s", timeout)
             self._thread = None
+        with self._lock:
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.shutdown()  # a hung inspect ends by the engine's timeout, unwaited
         if self._owns_runtime:
             self._runtime.close()
 
@@ -147,16 +174,58 @@ class DockerMetadataSource:
             if missed is not None and time.monotonic() - missed < self.miss_ttl:
                 return None
             client = self._client
-        if client is None:
-            return None
-        meta = self._inspect(client, container_id)
+            if client is None or self._stopping.is_set():
+                return None
+            future = self._pending.get(container_id)
+            if future is None:
+                if len(self._pending) >= self.max_pending:
+                    # the engine is far behind: attribute by cgroup only; a later event asks
+                    self.miss_stats["skipped"] += 1
+                    return None
+                if self._worker is None:
+                    self._worker = DaemonWorker(f"roxd-{self.runtime}-inspect")
+                future = self._worker.submit(self._inspect_miss, client, container_id)
+                self._pending[container_id] = future
+            wait = 0.0 if self._engine_slow else self.miss_wait
+        if wait > 0:
+            try:
+                return future.result(timeout=wait)
+            except TimeoutError:
+                pass
         with self._lock:
+            if container_id in self._pending:
+                self._given_up.add(container_id)  # the worker announces the answer
+                # the engine is slow (or hung): the next misses do not wait at all, until an
+                # inspect answers within miss_wait again
+                self._engine_slow = True
+                self.miss_stats["not_waited" if wait == 0 else "gave_up"] += 1
+                return None
+            return self._meta.get(container_id)  # answered just now
+
+    def _inspect_miss(self, client: ContainerRuntime,
+                      container_id: str) -> ContainerMetadata | None:
+        """On the worker: one inspect, its answer kept; listeners told when get() gave up."""
+        started = time.monotonic()
+        try:
+            meta = self._inspect(client, container_id)
+        except Exception as exc:  # any runtime's surprise: a miss, never a stuck pending id
+            log.debug("%s inspect %s failed: %r", self.runtime, container_id[:12], exc)
+            meta = None
+        took = time.monotonic() - started
+        with self._lock:
+            self.miss_stats["inspects"] += 1
+            self._engine_slow = took > self.miss_wait
+            self._pending.pop(container_id, None)
+            announce = container_id in self._given_up
+            self._given_up.discard(container_id)
             if meta is None:
                 self._misses[container_id] = time.monotonic()
                 if len(self._misses) > 4096:
                     self._misses.clear()
             else:
                 self._meta.setdefault(container_id, meta)
+        if announce and meta is not None:
+            self._notify(container_id)  # the resolver rebuilds what it cached meanwhile
         return meta
 
     def containers(self) -> list[ContainerMetadata]:

@@ -8,7 +8,6 @@ one journal entry per incident change. `start_incidents` builds the three from t
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,12 @@ __all__ = ["IncidentQuery", "IncidentTracker", "IncidentsSettings", "start_incid
 
 
 def start_incidents(settings: IncidentsSettings, state_dir: Path | str, *,
-                    journald: bool = True, timer: bool = True, webhooks: Sequence[Any] = (),
-                    node: Any = None, isolate: Any = None,
+                    journald: bool = True, timer: bool = True, isolate: Any = None,
                     monitor: bool = False, cgroup_root: str | None = None) -> IncidentTracker:
     """The tracker with its sinks. A sink that cannot start is logged and left out (an
-    unwritable state dir: incidents live in memory only until restart). `webhooks`: the
-    alert webhooks' settings (those with `incidents = true` get incident changes); `isolate`:
+    unwritable state dir: incidents live in memory only until restart). The exporters that
+    carry incident changes (NATS, OTLP, syslog, webhooks) are the alert sinks themselves, added
+    with `add_sink` (`AlertDelivery.incident_feeds()`). `isolate`:
     the quarantine's isolate(container id, name, reason) for the incident response policy,
     None where the host has no quarantine."""
     sinks: list[IncidentSink] = []
@@ -46,9 +45,6 @@ def start_incidents(settings: IncidentsSettings, state_dir: Path | str, *,
             sinks.append(IncidentJournal())
         except Exception as exc:
             log.warning("incident journal entries disabled: %s", exc)
-    from roxd.incidents.webhooks import IncidentWebhook
-
-    sinks.extend(IncidentWebhook(w, node=node) for w in webhooks if w.incidents)
     responder = None
     if settings.response != "off":
         from roxd.incidents.response import IncidentResponder

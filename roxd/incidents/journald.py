@@ -5,8 +5,8 @@
     journalctl ROXD_INCIDENT_ID=<id> -o json
     journalctl ROXD_INCIDENT_CHANGE=phase_added ROXD_INCIDENT_PHASE=persistence
 
-Sent with python-systemd from the sink's own thread (roxd/alerts/worker.py's QueueWorker), the
-way roxd/alerts/journald.py sends alerts; values are escaped and cut the same way.
+Sent with python-systemd from the sink's own thread by roxd/alerts/journald.py's JournalQueue,
+the mechanism that sends alerts; values are escaped and cut the same way.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from roxd.alerts.journald import MAX_FIELD
-from roxd.alerts.worker import QueueWorker, SinkCounters
+from roxd.alerts.journald import JournalQueue, journal_value
 from roxd.incidents.tracker import IncidentChange
-from roxd.text import clip, printable
+from roxd.text import printable
 from roxd.vocabulary import SEVERITIES
 
 log = logging.getLogger("roxd.incidents.journald")
@@ -70,57 +69,22 @@ def incident_fields(change: IncidentChange) -> list[str]:
     if change.action:
         fields["ROXD_INCIDENT_ACTION"] = change.action.get("action")
         fields["ROXD_INCIDENT_ACTION_OUTCOME"] = change.action.get("outcome")
-    out = [f"{k}={_clip(v)}" for k, v in fields.items()]
+    out = [f"{k}={journal_value(v)}" for k, v in fields.items()]
     for c in d["containers"]:  # repeated, once per container
-        out.append(f"ROXD_INCIDENT_CONTAINER_ID={_clip(c['id'])}")
+        out.append(f"ROXD_INCIDENT_CONTAINER_ID={journal_value(c['id'])}")
         if c.get("name"):
-            out.append(f"ROXD_INCIDENT_CONTAINER_NAME={_clip(c['name'])}")
+            out.append(f"ROXD_INCIDENT_CONTAINER_NAME={journal_value(c['name'])}")
     return out
 
 
-def _clip(value: object) -> str:
-    text = printable(str(value), MAX_FIELD)
-    while (excess := len(text.encode()) - MAX_FIELD) > 0:
-        text = clip(text, len(text) - excess // 4 - 1)
-    return text
+class IncidentJournal(JournalQueue[IncidentChange]):
+    """Incident changes worth an entry (JOURNALED), sent like the alert entries."""
 
-
-def _default_sendv() -> Callable[..., object]:
-    from systemd import journal  # Debian python3-systemd
-
-    return journal.sendv
-
-
-class IncidentJournal:
     def __init__(self, sendv: Callable[..., object] | None = None,
                  queue_max: int = 10000) -> None:
-        self._sendv = sendv or _default_sendv()
-        self._counters = SinkCounters()
-        # QueueWorker is written for alerts; it only queues and hands items back
-        self._worker = QueueWorker("roxd-incident-journald", self._deliver,  # type: ignore[arg-type]
-                                   queue_max, self._counters)
-        self._warned = False
+        super().__init__("roxd-incident-journald", incident_fields, "incidents", queue_max,
+                         sendv)
 
     def incident_changed(self, change: IncidentChange) -> None:
         if change.kind in JOURNALED:
-            self._worker.put(change)  # type: ignore[arg-type]
-
-    def _deliver(self, change: IncidentChange) -> bool:
-        try:
-            self._sendv(*incident_fields(change))
-        except OSError as exc:
-            if not self._warned:
-                log.warning("journald: cannot write incidents: %s (counted as failed)", exc)
-                self._warned = True
-            return False
-        self._warned = False
-        return True
-
-    def flush(self, timeout: float = 5.0) -> bool:
-        return self._worker.wait_idle(timeout)
-
-    def stats(self) -> dict[str, int]:
-        return self._counters.snapshot()
-
-    def close(self, timeout: float = 5.0) -> None:
-        self._worker.close(timeout)
+            self.put(change)

@@ -1,9 +1,12 @@
 """Incident store: SQLite (WAL) in <state_dir>/incidents/incidents.db, surviving restarts.
 
-The patterns of roxd/alerts/store.py: writes on the store's own thread (incident_changed()
-only queues), reads on the caller's thread through a second connection. Writes coalesce: an
-incident that changed ten times before the writer woke up is written once, as it is now, so
-an alert storm in one incident costs a few rows written, not one per alert.
+The alert store's mechanism (roxd/alerts/storewriter.py, shared): writes on the store's own
+thread (incident_changed() only queues), reads on the caller's thread through a second
+connection. Writes coalesce: an incident that changed ten times before the writer woke up is
+written once, as it is now, so an alert storm in one incident costs a few rows written, not
+one per alert. A batch the file refuses (disk full, I/O error) is kept and retried (a newer
+state of an incident replaces the one that failed), counted in `errors`, and `problems()`
+says why until a write works again (/v1/health); a file found corrupt is moved aside.
 
     store.get(incident_id); store.query(IncidentQuery(state="open", container="web"))
     store.open_incidents()      # what the tracker carries on with after a restart
@@ -11,6 +14,7 @@ an alert storm in one incident costs a few rows written, not one per alert.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -20,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from roxd.alerts.store import connect_wal
+from roxd.alerts.storewriter import LatestPending, StoreFile, StoreWriter
 from roxd.alerts.worker import SinkCounters
 from roxd.incidents.tracker import IncidentChange, IncidentQuery
 from roxd.text import json_dumps
@@ -55,63 +59,39 @@ CREATE INDEX IF NOT EXISTS incident_containers_name ON incident_containers (cont
 """
 
 
-class IncidentStore:
+class IncidentStore(StoreFile):
     def __init__(self, state_dir: Path | str, *, max_age_days: float = 90.0,
                  clock: Callable[[], int] = time.time_ns) -> None:
         self.path = Path(state_dir) / "incidents" / "incidents.db"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_age_days = max_age_days
         self._clock = clock
-        self._writer = self._connect()
-        self._writer.executescript(_SCHEMA)
-        self._reader = self._connect()
+        self._counters = SinkCounters("pruned", "errors", "quarantined")
         self._read_lock = threading.Lock()
-        self._counters = SinkCounters("pruned")
-        self._pending: dict[str, dict[str, Any]] = {}  # id -> latest snapshot
-        self._busy = False
-        self._cond = threading.Condition()
-        self._stopping = False
+        self._open()
         self._last_prune = time.monotonic()
         self._prune()
-        self._thread = threading.Thread(target=self._run, name="roxd-incident-store",
-                                        daemon=True)
-        self._thread.start()
+        self._writer_thread: StoreWriter[dict[str, Any], None] = StoreWriter(
+            label="incident store", path=self.path,
+            pending=LatestPending(lambda d: d["id"]),
+            write=lambda batch: self._write(batch),  # looked up per call: tests wrap it
+            maintain=self._prune_due, reopen=self._reopen_fresh,
+            close_db=lambda: self._writer.close(), counters=self._counters,
+            idle_s=PRUNE_INTERVAL_S, logger=log, thread_name="roxd-incident-store",
+            items="incident changes")
 
-    def _connect(self) -> sqlite3.Connection:
-        return connect_wal(self.path)
+    def _setup(self, db: sqlite3.Connection) -> None:
+        db.executescript(_SCHEMA)
 
     # ------------------------------------------------------------------ sink
 
     def incident_changed(self, change: IncidentChange) -> None:
-        with self._cond:
-            if self._stopping:
-                self._counters.add("dropped")
-                return
-            self._pending[change.incident["id"]] = change.incident
-            self._counters.set("queued", len(self._pending))
-            self._cond.notify()
-
-    def flush(self, timeout: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._pending or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
+        self._writer_thread.add(change.incident)
 
     def stats(self) -> dict[str, int]:
-        return self._counters.snapshot()
-
-    def close(self, timeout: float = 5.0) -> None:
-        self.flush(timeout)
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        self._thread.join(timeout)
-        with self._read_lock:
-            self._reader.close()
+        out = self._counters.snapshot()
+        out["queued"] = self._writer_thread.queued()
+        return out
 
     # ------------------------------------------------------------------ queries
 
@@ -149,32 +129,6 @@ class IncidentStore:
 
     # ------------------------------------------------------------------ writer thread
 
-    def _run(self) -> None:
-        try:
-            while True:
-                with self._cond:
-                    while not self._pending and not self._stopping:
-                        self._cond.wait(60.0)
-                    if self._stopping and not self._pending:
-                        return
-                    batch = list(self._pending.values())
-                    self._pending.clear()
-                    self._busy = True
-                    self._counters.set("queued", 0)
-                try:
-                    self._write(batch)
-                    self._counters.add("sent", len(batch))
-                    if time.monotonic() - self._last_prune >= PRUNE_INTERVAL_S:
-                        self._prune()
-                except sqlite3.Error:
-                    log.exception("incident store: cannot write %d incidents", len(batch))
-                    self._counters.add("failed", len(batch))
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
-        finally:
-            self._writer.close()
-
     def _write(self, batch: list[dict[str, Any]]) -> None:
         db = self._writer
         db.execute("BEGIN IMMEDIATE")
@@ -191,8 +145,14 @@ class IncidentStore:
                                (d["id"], c["id"], c.get("name")))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):  # a full disk may have ended it already
+                db.execute("ROLLBACK")
             raise
+        self._counters.add("sent", len(batch))
+
+    def _prune_due(self) -> None:
+        if time.monotonic() - self._last_prune >= PRUNE_INTERVAL_S:
+            self._prune()
 
     def _prune(self) -> None:
         self._last_prune = time.monotonic()

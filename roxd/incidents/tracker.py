@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Protocol
 
+from roxd.alerts.worker import sink_problems
 from roxd.incidents.settings import IncidentsSettings
 from roxd.model import Alert, ConnectEvent, Outcome, Severity, rfc3339
 from roxd.netmap.addresses import container_addresses, first_pid
@@ -270,6 +271,13 @@ class IncidentTracker:
     def stats(self) -> dict[str, int]:
         with self._lock:
             return {**self._counts, "open": len(self._open)}
+
+    def problems(self) -> list[str]:
+        """Every incident sink that reports a problem of its own (the store's file failing),
+        for /v1/health beside the alert sinks'."""
+        with self._lock:
+            sinks = list(self._sinks)
+        return sink_problems(("incident sink", s) for s in sinks)
 
     def close(self, timeout: float = 1.0) -> None:
         """Stop the timer, then flush and close the sinks (after the last alert). Open

@@ -1,5 +1,8 @@
 """Incident changes to the alert webhooks: one message per change, not per alert.
 
+The payloads only: the alert webhooks' own sink (roxd/alerts/webhooks.py's WebhookSink) takes
+incident changes and posts them from its queue, beside its alerts.
+
 Every `[[alerts.webhooks]]` with `incidents = true` (the default) also receives the changes
 of incidents whose severity reaches its `min_severity`: opened, phase added, spread to another
 container, an incident-policy action, closed. Plain `updated` changes (one more alert in the
@@ -14,25 +17,14 @@ alerts); PagerDuty Events v2, one PagerDuty alert per incident (`dedup_key` the 
 from __future__ import annotations
 
 import logging
-import socket
-import threading
 from typing import Any
 
 from roxd.alerts.node import NodeIdentity
-from roxd.alerts.settings import WebhookSettings
-from roxd.alerts.webhooks import (
-    PAGERDUTY_SEVERITY,
-    Poster,
-    post_with_retries,
-    slack_code,
-    urllib_post,
-)
-from roxd.alerts.worker import QueueWorker, SinkCounters
+from roxd.alerts.webhooks import PAGERDUTY_SEVERITY, slack_code
 from roxd.incidents.journald import incident_summary
 from roxd.incidents.tracker import IncidentChange
 from roxd.model import Severity, rfc3339
-from roxd.text import clip, json_dumps, json_safe, printable
-from roxd.vocabulary import SEVERITIES
+from roxd.text import clip, json_safe, printable
 
 log = logging.getLogger("roxd.incidents.webhooks")
 
@@ -97,49 +89,11 @@ def pagerduty_incident(change: IncidentChange, routing_key: str, source: str,
     return payload
 
 
-class IncidentWebhook:
-    """An IncidentSink: decides and queues under the tracker's lock; its own thread posts."""
-
-    def __init__(self, settings: WebhookSettings, *, node: NodeIdentity | None = None,
-                 post: Poster = urllib_post) -> None:
-        self.settings = settings
-        self._node = node
-        self._source = node.hostname if node is not None else socket.gethostname()
-        self._post = post
-        self._min_code = settings.min_severity_level.code
-        self._counters = SinkCounters("retried", "filtered")
-        self._stop = threading.Event()
-        self._worker = QueueWorker(f"roxd-incident-webhook-{settings.kind}", self._deliver,
-                                   settings.queue_max, self._counters)
-
-    def payload(self, change: IncidentChange) -> dict[str, Any]:
-        kind = self.settings.kind
-        if kind == "slack":
-            return slack_incident(change)
-        if kind == "pagerduty":
-            return pagerduty_incident(change, self.settings.routing_key, self._source,
-                                      self._node)
-        return incident_record(change, self._node)
-
-    def incident_changed(self, change: IncidentChange) -> None:
-        if change.kind not in SENT_CHANGES:
-            return
-        if SEVERITIES.index(change.incident["severity"]) > self._min_code:
-            self._counters.add("filtered")
-            return
-        self._worker.put(change)  # type: ignore[arg-type]
-
-    def _deliver(self, change: Any) -> bool:
-        body = json_dumps(self.payload(change), separators=(",", ":")).encode()
-        return post_with_retries(self.settings, body, self._post, self._stop, self._counters)
-
-    def flush(self, timeout: float = 10.0) -> bool:
-        return self._worker.wait_idle(timeout)
-
-    def stats(self) -> dict[str, int]:
-        return self._counters.snapshot()
-
-    def close(self, timeout: float = 5.0) -> None:
-        self._worker.wait_idle(timeout)
-        self._stop.set()
-        self._worker.close(0.5)
+def incident_payload(kind: str, change: IncidentChange, *, routing_key: str, source: str,
+                     node: NodeIdentity | None) -> dict[str, Any]:
+    """The body for a webhook of this kind (generic, slack, pagerduty)."""
+    if kind == "slack":
+        return slack_incident(change)
+    if kind == "pagerduty":
+        return pagerduty_incident(change, routing_key, source, node)
+    return incident_record(change, node)

@@ -45,3 +45,17 @@ class ApplyError(RoxdError):
 
 class SeccompUnavailable(RoxdError):
     """libseccomp's Python binding is missing."""
+
+
+class SeccompBusy(TimeoutError):
+    """A seccomp call did not finish in time on the service's worker (the container engine
+    is slow or hung). `started`: the worker had begun it, so it may still complete; otherwise
+    it was withdrawn before it ran and nothing changed."""
+
+    def __init__(self, timeout: float, started: bool) -> None:
+        self.timeout = timeout
+        self.started = started
+        super().__init__(
+            f"the seccomp call did not finish within {timeout:g}s (the container engine is "
+            + ("slow or hung): it may still complete" if started
+               else "slow or hung, an earlier call still runs): withdrawn, nothing changed"))

@@ -1,8 +1,14 @@
 """SeccompService: the one object the daemon and the API use for seccomp.
 
 learn → (kernel bitmaps, read by poll) → store → profile → validate → apply / exec; enforce
-(in-kernel kill) and watch (denials under an applied profile). Not thread-safe: the daemon's
-loop owns it and calls poll() between sensor polls.
+(in-kernel kill) and watch (denials under an applied profile).
+
+Thread-safe, and nothing of it runs long on the daemon's event loop (issue 23 item 12): every
+public method holds the service's lock; what talks to the container engine (the refresh behind
+poll(), the API's calls) runs on the service's own worker thread. `poll()` (the loop) queues a
+refresh there and waits at most `poll_wait` for it: with the engine hung, poll() returns the
+events queued so far and the rest come with a later poll(). `call()` (the API) waits at most
+its timeout and says whether the call was withdrawn or may still complete.
 
 It owns no client and no cgroup index of its own: containers are inspected, and recreated
 with a profile, through the shared `ContainerRuntime`; cgroup ids become paths (and running
@@ -11,21 +17,26 @@ containers' pids become cgroup ids) through the shared `CgroupIndex` of the attr
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from roxd.containers.cgroups import CgroupIndex, find_cgroup2_mount
 from roxd.containers.paths import parse_cgroup_path
+from roxd.offloop import DaemonWorker
 from roxd.runtime import ContainerMetadata, ContainerRuntime, as_runtime
 from roxd.seccomp import profile as profiles
 from roxd.seccomp import store as stores
 from roxd.seccomp.apply import ApplyResult
 from roxd.seccomp.control import SeccompEnforcement
-from roxd.seccomp.errors import SeccompTargetError
+from roxd.seccomp.errors import SeccompBusy, SeccompTargetError
 from roxd.seccomp.learner import (
     CG_ENFORCE,
     CG_LEARN,
@@ -39,6 +50,20 @@ from roxd.seccomp.validate import Comparison, Validation, compare, find_docker_d
 from roxd.seccomp.wrapper import exec_with_profile
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _locked(method: F) -> F:
+    """Hold the service's lock for the whole call (reentrant: reads call refresh())."""
+
+    @functools.wraps(method)
+    def wrapper(self: SeccompService, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return cast(F, wrapper)
 
 LEARN_LABEL = "roxd.learn"
 
@@ -94,7 +119,14 @@ class SeccompService:
 
     def __init__(self, state_dir: Path, runtime: ContainerRuntime, *, honor_label: bool = False,
                  tracer: SyscallTracer | None = None, index: CgroupIndex | None = None,
-                 cgroup_root: str | None = None) -> None:
+                 cgroup_root: str | None = None, poll_wait: float = 0.5) -> None:
+        # public methods hold it: the loop's poll (through the worker), the API's calls (the
+        # worker) and the responder's enforce (the slow-actions worker) never interleave
+        self._lock = threading.RLock()
+        self._events_lock = threading.Lock()  # _pending_events: poll() must never wait on
+        self._worker = DaemonWorker("roxd-seccomp")
+        self._refreshing: Future[None] | None = None
+        self.poll_wait = poll_wait
         self.store = stores.LearnedStore(state_dir)
         self._runtime = as_runtime(runtime)
         self._honor_label = honor_label
@@ -115,6 +147,7 @@ class SeccompService:
 
     # ------------------------------------------------------------------ learning
 
+    @_locked
     def learn(self, target: str) -> dict[str, Any]:
         """Start learning a container (id/name) or every new container of an image."""
         container = self._find_container(target)
@@ -138,6 +171,7 @@ class SeccompService:
         self._sync()
         return {"image": image_id, "ref": target, "window": stores.WINDOW_FILTER}
 
+    @_locked
     def stop_learning(self, target: str) -> None:
         sel = self.store.selection()
         container = self._find_container(target)
@@ -153,6 +187,7 @@ class SeccompService:
         self.store.save_selection(sel)
         self._sync()
 
+    @_locked
     def learned(self, target: str) -> stores.LearnedSet:
         """The learned set of a container (id/name) or an image (ref/id), merged. A read:
         it refreshes the learned sets but leaves new kill/deny events queued for poll()."""
@@ -166,11 +201,13 @@ class SeccompService:
             raise SeccompTargetError(target, "nothing learned yet")
         return found
 
+    @_locked
     def diff(self, a: str, b: str) -> stores.Diff:
         return stores.diff(self.learned(a), self.learned(b), a, b)
 
     # ------------------------------------------------------------------ profiles
 
+    @_locked
     def profile(self, target: str, *, kill: bool = False) -> ProfileReport:
         learned = self.learned(target)
         warnings = []
@@ -192,12 +229,14 @@ class SeccompService:
             self._docker_default = find_docker_default()
         return self._docker_default
 
+    @_locked
     def check(self, target: str, profile: profiles.Profile) -> list[str]:
         """Syscalls the container made (as learned) that the profile would deny."""
         learned = self.learned(target)
         allowed = profile.allowed_names() | profile.conditional_names()
         return sorted(learned.names - allowed)
 
+    @_locked
     def apply(self, target: str, profile: profiles.Profile, *, settle_s: float = 1.0,
               watch: bool = True) -> ApplyResult:
         validate(profile)  # never hand Docker a profile libseccomp refuses
@@ -211,6 +250,7 @@ class SeccompService:
 
     # ------------------------------------------------------------------ enforce and watch
 
+    @_locked
     def enforce(self, target: str,
                 profile: profiles.Profile | None = None) -> SeccompEnforcement:
         """Kill (SIGKILL at sys_enter) any process of the container that makes a syscall
@@ -227,6 +267,7 @@ class SeccompService:
         return SeccompEnforcement(container=cid, cgroup_id=tracked.cgroup_id, denied=len(deny),
                                   allowed=len(allowed))
 
+    @_locked
     def release(self, target: str) -> None:
         cid = self._require_container(target).id
         self._enforced.pop(cid, None)
@@ -236,6 +277,7 @@ class SeccompService:
                 self._set_flags(t, t.flags & ~(CG_ENFORCE | CG_WATCH))
         self._sync()
 
+    @_locked
     def watch(self, target: str, profile: profiles.Profile) -> None:
         """Report syscalls the applied profile denies (EPERM at sys_exit) in this container."""
         container = self._require_container(target)
@@ -249,26 +291,61 @@ class SeccompService:
     def poll(self) -> list[SeccompEvent]:
         """Classify new cgroups, save learned sets, retire dead cgroups, report kills and
         denials. The daemon's loop alone calls it: it hands out every event queued since the
-        last call, once. Cheap when nothing is selected."""
-        self.refresh()
-        events, self._pending_events = self._pending_events, []
+        last call, once. The work (a container inspect per new cgroup) runs on the worker;
+        poll() waits for it at most `poll_wait`, so a hung engine never holds the loop: what a
+        refresh still running finds comes with a later poll(). Cheap when nothing is
+        selected."""
+        if self._refreshing is None or self._refreshing.done():
+            try:
+                self._refreshing = self._worker.submit(self.refresh)
+            except RuntimeError:  # closed: nothing more to learn
+                self._refreshing = None
+        refreshing = self._refreshing
+        if refreshing is not None:
+            try:
+                refreshing.result(timeout=self.poll_wait)
+            except FutureTimeout:
+                log.debug("seccomp refresh still running (container engine slow)")
+            except Exception:  # refresh's own error: logged here, the next poll retries
+                log.exception("seccomp refresh failed")
+                self._refreshing = None
+        with self._events_lock:
+            events, self._pending_events = self._pending_events, []
         return events
+
+    def call(self, fn: Callable[[SeccompService], T], timeout: float = 30.0) -> T:
+        """Run fn(self) on the service's worker, never on the caller's thread, and wait at
+        most `timeout`: SeccompBusy then (withdrawn if it had not started)."""
+        future = self._worker.submit(fn, self)
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            withdrawn = future.cancel()
+            if not withdrawn and future.done():
+                return future.result()
+            raise SeccompBusy(timeout, started=not withdrawn) from None
 
     def refresh(self) -> None:
         """poll() without handing out events: new kills and denials are queued for the
         daemon's next poll(). What reads (profile, check, diff, enforce) call: a read never
         consumes the events whose alerts the daemon raises."""
-        if not self._tracer.loaded:
-            return
-        states = self._classify_pending()
-        for cg, tracked in list(self._tracked.items()):
-            st = states.get(cg)
-            if tracked.flags & CG_LEARN and st is not None:
-                self._save(tracked, st.learned)
-            if not os.path.isdir(self._abs(tracked.path)):
-                self._retire(tracked)
-        self._pending_events.extend(self._events())
+        with self._lock:
+            if not self._tracer.loaded:
+                return
+            states = self._classify_pending()
+            for cg, tracked in list(self._tracked.items()):
+                st = states.get(cg)
+                if tracked.flags & CG_LEARN and st is not None:
+                    self._save(tracked, st.learned)
+                if not os.path.isdir(self._abs(tracked.path)):
+                    self._retire(tracked)
+            self._queue_events(self._events())
 
+    def _queue_events(self, events: list[SeccompEvent]) -> None:
+        with self._events_lock:
+            self._pending_events.extend(events)
+
+    @_locked
     def status(self) -> dict[str, Any]:
         sel = self.store.selection()
         return {
@@ -284,12 +361,21 @@ class SeccompService:
         }
 
     def close(self) -> None:
-        for t in list(self._tracked.values()):
-            if t.flags & CG_LEARN:
-                st = self._tracer.state(t.cgroup_id)
-                if st is not None:
-                    self._save(t, st.learned)
-        self._tracer.close()
+        self._worker.shutdown()
+        # a call held by a hung engine ends by the engine's timeout; do not wait for ever
+        if not self._lock.acquire(timeout=30.0):
+            log.warning("seccomp: a call still waits for the container engine; learned sets "
+                        "of this run since the last poll are not saved")
+            return
+        try:
+            for t in list(self._tracked.values()):
+                if t.flags & CG_LEARN:
+                    st = self._tracer.state(t.cgroup_id)
+                    if st is not None:
+                        self._save(t, st.learned)
+            self._tracer.close()
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> SeccompService:
         return self
@@ -391,7 +477,7 @@ class SeccompService:
     def _retire(self, t: _Tracked) -> None:
         if t.flags & CG_LEARN:
             self._read_learned(t)
-        self._pending_events.extend(self._events())
+        self._queue_events(self._events())
         self._tracer.drop_state(t.cgroup_id)
         self._tracked.pop(t.cgroup_id, None)
         self._gone[t.cgroup_id] = t

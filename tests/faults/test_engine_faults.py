@@ -75,11 +75,12 @@ S(sys.argv[1], H).serve_forever()
 """
 
 
-def start(workdir: Path, docker_url: str, rules: Path) -> RoxdProcess:
+def start(workdir: Path, docker_url: str, rules: Path,
+          docker_timeout_s: float = 2.0) -> RoxdProcess:
     from tests.conftest import start_roxd
 
     config = DEFAULT_TEST_CONFIG + (f'[containers]\ndocker_url = "{docker_url}"\n'
-                                    'docker_timeout_s = 2.0\n'
+                                    f'docker_timeout_s = {docker_timeout_s}\n'
                                     "[alerts.noise]\nfold_window_s = 0.0\n"
                                     "per_container_per_minute = 0\nper_rule_per_minute = 0\n")
     roxd = start_roxd(workdir, config=config, rules=[rules])
@@ -91,6 +92,11 @@ def health(sock: Path) -> dict[str, Any]:
     out = subprocess.run(["curl", "-s", "--max-time", "10", "--unix-socket", str(sock),
                           "http://roxd/v1/health"], capture_output=True, text=True, timeout=20)
     return json.loads(out.stdout) if out.stdout else {"ok": False, "error": out.stderr}
+
+
+def roxctl(sock: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "roxd.ctl", "--socket", str(sock), "--json",
+                           *args], capture_output=True, text=True, timeout=60)
 
 
 def marks(roxd: RoxdProcess) -> list[dict[str, Any]]:
@@ -140,9 +146,15 @@ def test_a_hung_engine_never_stops_the_watch(tmp_path: Path, run_container: Any)
         # a real container (the shared dockerd) whose metadata roxd asks the hung engine for
         c = run_container("sh -c ': roxd-engine-mark-in-container'; sleep 30")
         answers.append(health(workdir / "roxd.sock"))
-        wait_until(lambda: len(marks(roxd)) >= 11, 60, message="11 alerts with the engine hung")
+        try:
+            wait_until(lambda: len(marks(roxd)) >= 11, 60,
+                       message="11 alerts with the engine hung")
+        except AssertionError as exc:
+            got = [a["event"]["process"]["args"] for a in marks(roxd)]
+            raise AssertionError(f"{exc}; got {got}; {roxd.diagnosis()}") from None
         inside = [a for a in marks(roxd) if "in-container" in json.dumps(a)]
-        assert {a["event"]["container"]["id"] for a in inside} == {c.id}
+        assert {(a["event"]["container"] or {}).get("id") for a in inside} == {c.id}, (
+            inside, roxd.diagnosis())
         assert all(a.get("ok") is True for a in answers), answers
         os.kill(fake.pid, signal.SIGCONT)
         subprocess.run(["/bin/sh", "-c", ": roxd-engine-mark-after"], check=True)
@@ -151,5 +163,92 @@ def test_a_hung_engine_never_stops_the_watch(tmp_path: Path, run_container: Any)
         os.kill(fake.pid, signal.SIGCONT)
         if roxd is not None:
             roxd.stop()
+        fake.kill()
+        fake.wait()
+
+
+# A hung engine must cost the event loop nothing: with a one-minute Docker timeout, what the
+# loop used to wait for (an inspect on a resolver cache miss, a seccomp call's inspect) would
+# hold every event and every `roxctl status` for that minute. The waits below are liveness
+# bounds (a third of the hang), not measurements.
+HUNG_TIMEOUT_S = 60.0
+LIVE_S = 20.0
+
+
+def hung_engine_roxd(tmp_path: Path) -> tuple[subprocess.Popen[bytes], RoxdProcess]:
+    sock = tmp_path / "fake-docker.sock"
+    fake = subprocess.Popen([sys.executable, "-c", FAKE_DOCKER, str(sock)])
+    workdir = tmp_path / "roxd"
+    workdir.mkdir()
+    try:
+        wait_until(sock.exists, 10, message="the fake engine's socket")
+        roxd = start(workdir, f"unix://{sock}", rules_dir(tmp_path),
+                     docker_timeout_s=HUNG_TIMEOUT_S)
+    except BaseException:
+        fake.kill()
+        fake.wait()
+        raise
+    os.kill(fake.pid, signal.SIGSTOP)  # the engine hangs: connects queue, reads block
+    return fake, roxd
+
+
+def host_marks_and_status(roxd: RoxdProcess, sock: Path, tag: str, n: int) -> list[int]:
+    """n host marker execs, a `roxctl status` after each; waits for the n alerts."""
+    codes = []
+    for i in range(n):
+        subprocess.run(["/bin/sh", "-c", f": roxd-engine-mark-{tag}-{i}"], check=True)
+        codes.append(roxctl(sock, "status").returncode)
+    wait_until(lambda: len([a for a in marks(roxd) if f"-{tag}-" in json.dumps(a)]) >= n,
+               LIVE_S, message=f"{n} host alerts while the engine hangs")
+    return codes
+
+
+def test_a_hung_engine_never_stalls_events_or_status_on_a_new_container(
+        tmp_path: Path, run_container: Any) -> None:
+    fake, roxd = hung_engine_roxd(tmp_path)
+    sock = tmp_path / "roxd" / "roxd.sock"
+    try:
+        # a container roxd has never seen: its first event is a resolver cache miss, and the
+        # inspect goes to the hung engine
+        c = run_container("sh -c ': roxd-engine-mark-in-container'; sleep 60")
+        wait_until(lambda: any("in-container" in json.dumps(a) for a in marks(roxd)), LIVE_S,
+                   message="the new container's alert while the engine hangs")
+        inside = next(a for a in marks(roxd) if "in-container" in json.dumps(a))
+        # attributed at once by its cgroup (id, runtime); name and image come later, if ever
+        assert inside["event"]["container"]["id"] == c.id
+        assert inside["event"]["container"]["runtime"] == "docker"
+        codes = host_marks_and_status(roxd, sock, "host", 5)
+        assert codes == [0] * 5, roxd.diagnosis()
+    finally:
+        os.kill(fake.pid, signal.SIGCONT)
+        roxd.stop()
+        fake.kill()
+        fake.wait()
+
+
+def test_a_seccomp_call_to_a_hung_engine_never_stalls_the_loop(tmp_path: Path) -> None:
+    fake, roxd = hung_engine_roxd(tmp_path)
+    sock = tmp_path / "roxd" / "roxd.sock"
+    learn = None
+    try:
+        assert roxctl(sock, "seccomp", "status").returncode == 0, "seccomp must be available"
+        # the seccomp service inspects the target: the hung engine never answers
+        learn = subprocess.Popen(
+            [sys.executable, "-m", "roxd.ctl", "--socket", str(sock), "--json", "seccomp",
+             "learn", "roxd-no-such-container"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        codes = host_marks_and_status(roxd, sock, "seccomp", 5)
+        assert learn.poll() is None, "the learn call should still wait for the engine"
+        assert codes == [0] * 5, roxd.diagnosis()
+        os.kill(fake.pid, signal.SIGCONT)  # the engine answers: no such container
+        out, err = learn.communicate(timeout=LIVE_S)
+        assert learn.returncode != 0
+        assert "roxd-no-such-container" in out + err
+    finally:
+        if learn is not None and learn.poll() is None:
+            learn.kill()
+            learn.wait()
+        os.kill(fake.pid, signal.SIGCONT)
+        roxd.stop()
         fake.kill()
         fake.wait()

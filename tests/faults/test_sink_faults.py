@@ -17,6 +17,7 @@ from roxd.alerts.settings import AlertsSettings, JournaldSettings, StoreSettings
 from roxd.alerts.store import AlertQuery, AlertStore
 from roxd.alerts.syslog import SyslogForwarder
 from roxd.incidents.store import IncidentStore
+from roxd.incidents.tracker import IncidentChange, IncidentQuery
 from tests.conftest import wait_until
 from tests.faults.conftest import fill
 from tests.system.alerts_factory import make_alert
@@ -263,6 +264,80 @@ def test_a_corrupt_incident_store_at_start_is_moved_aside(tmp_path: Path) -> Non
     try:
         assert list(path.parent.glob("incidents.db.corrupt-*"))
         assert store.open_incidents() == []
+    finally:
+        store.close()
+
+
+def incident_change(i: int, filler: str = "") -> IncidentChange:
+    """An incident as the tracker publishes it (the keys the store indexes, and a body)."""
+    doc = {"id": f"{i:032x}", "state": "open", "first_ns": i, "last_ns": i,
+           "severity": "warning", "phases": ["foothold"], "alerts": 1,
+           "containers": [{"id": f"{i:064x}", "name": f"web-{i}"}], "note": filler}
+    return IncidentChange("opened", i, doc)
+
+
+def stored_incidents(store: IncidentStore) -> set[str]:
+    return {d["id"] for d in store.query(IncidentQuery(limit=1000))}
+
+
+def test_incident_store_write_errors_keep_every_incident_and_health_says_why(
+        tmp_path: Path) -> None:
+    store = IncidentStore(tmp_path)
+    try:
+        fault = Faulty(store, "_write", sqlite3.OperationalError("database or disk is full"))
+        changes = [incident_change(i) for i in range(1, 41)]
+        for c in changes:
+            store.incident_changed(c)
+        # was: the batch was dropped (counted "failed") and never tried again
+        wait_until(lambda: fault.raised >= 2, 10, message="the incident store to retry")
+        [problem] = store.problems()
+        assert "database or disk is full" in problem and str(store.path) in problem
+        fault.on = False
+        assert store.flush(20)
+        assert stored_incidents(store) == {c.incident["id"] for c in changes}
+        assert store.problems() == []
+        assert store.stats()["failed"] == 0 and store.stats()["errors"] == fault.raised
+    finally:
+        store.close()
+
+
+def test_a_full_disk_under_the_incident_store_loses_no_incident(small_fs: Path) -> None:
+    store = IncidentStore(small_fs / "state")
+    try:
+        store.incident_changed(incident_change(1))
+        assert store.flush(10)
+        filler = fill(small_fs)
+        # ~18 KiB a body; 30 fit once space is back. An update of an incident already pending
+        # replaces it (the store keeps the latest state), so incident 2 is stored as changed.
+        changes = [incident_change(i, "z" * 18_000) for i in range(2, 32)]
+        for c in changes:
+            store.incident_changed(c)
+        wait_until(store.problems, 20, message="the incident store to report the full disk")
+        later = incident_change(2, "updated while the disk was full")
+        later.incident["alerts"] = 7
+        store.incident_changed(later)
+        filler.unlink()
+        assert store.flush(30)
+        assert stored_incidents(store) == {f"{i:032x}" for i in range(1, 32)}
+        assert store.get(f"{2:032x}")["alerts"] == 7  # type: ignore[index]
+        assert store.problems() == []
+    finally:
+        store.close()
+
+
+def test_an_incident_store_corrupted_while_running_is_replaced(tmp_path: Path) -> None:
+    store = IncidentStore(tmp_path)
+    try:
+        fault = Faulty(store, "_write", sqlite3.DatabaseError("database disk image is malformed"),
+                       times=1)
+        changes = [incident_change(i) for i in range(1, 11)]
+        for c in changes:
+            store.incident_changed(c)
+        assert store.flush(20)
+        assert fault.raised == 1
+        assert stored_incidents(store) == {c.incident["id"] for c in changes}
+        assert store.stats()["quarantined"] == 1
+        assert list(store.path.parent.glob("incidents.db.corrupt-*"))
     finally:
         store.close()
 

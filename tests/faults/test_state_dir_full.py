@@ -4,7 +4,9 @@ store and why, every alert raised meanwhile is stored once space is back, health
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -66,6 +68,11 @@ def stored(sock: Path) -> set[str]:
     return {a["id"] for a in (doc["items"] if isinstance(doc, dict) else doc)}
 
 
+def stored_incident_alerts(db: Path) -> int:
+    with contextlib.closing(sqlite3.connect(db, timeout=5)) as conn:
+        return int(conn.execute("SELECT TOTAL(alerts) FROM incidents").fetchone()[0])
+
+
 def test_a_full_state_dir_degrades_health_and_loses_no_alert(tmp_path: Path,
                                                             state_fs: Path) -> None:
     workdir = tmp_path / "roxd"
@@ -85,14 +92,23 @@ def test_a_full_state_dir_degrades_health_and_loses_no_alert(tmp_path: Path,
             subprocess.run(["/bin/sh", "-c", f": roxd-disk-mark-{i} {big}"], check=True)
         wait_until(lambda: len(roxd.matching(lambda o: o.get("type") == "alert")) >= 20, 30,
                    message="the alerts raised while the disk is full")
-        health = wait_until(lambda: (h := get(sock, "/v1/health"))["status"] == "degraded"
-                            and h, 30, message="health to say degraded")
+        health = wait_until(
+            lambda: (h := get(sock, "/v1/health"))["status"] == "degraded"
+            and any(p.startswith("incident sink: incident store:") for p in h["degraded"])
+            and h, 30, message="health to say degraded, naming the alert and incident stores")
         assert health["ok"] is True  # still watching: 200, not 503
         assert any(p.startswith("alert sink store:") and "full" in p
+                   for p in health["degraded"]), health
+        # the incidents of these alerts wait in memory too (was: the batch dropped, unsaid)
+        assert any(p.startswith("incident sink: incident store:") and "full" in p
                    for p in health["degraded"]), health
         assert get(sock, "/v1/status")["degraded"] == health["degraded"]
         filler.unlink()
         wait_until(lambda: len(stored(sock)) == 20, 30, message="all 20 alerts stored")
+        # the incident store's file (not the tracker's memory) holds every alert's incident
+        db = state_fs / "state" / "incidents" / "incidents.db"
+        wait_until(lambda: stored_incident_alerts(db) == 20, 30,
+                   message="the incidents of all 20 alerts in the incident store")
         wait_until(lambda: get(sock, "/v1/health")["status"] == "ok", 30,
                    message="health ok again")
     finally:

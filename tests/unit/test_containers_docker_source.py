@@ -76,6 +76,7 @@ class FakeRuntime:
         return list(self.engine.running)
 
     def inspect(self, cid: str) -> ContainerMetadata | None:
+        self.engine.answering.wait()  # cleared: a hung engine (SIGSTOPped dockerd)
         if cid not in self.engine.running:
             return None
         return metadata_from_inspect(self.engine.running[cid])
@@ -92,6 +93,8 @@ class FakeEngine:
         self.streams: list[FakeStream] = []
         self.down = False
         self.connects = 0
+        self.answering = threading.Event()
+        self.answering.set()
 
     def connect(self) -> Any:
         self.connects += 1
@@ -153,6 +156,49 @@ def test_get_asks_the_engine_once_for_an_unseen_id(engine: FakeEngine) -> None:
         src.stop()
 
 
+def returns(call: Callable[[], Any]) -> list[Any]:
+    """Run `call` on a thread; [its result] once it returned, [] while it is still held
+    (the engine below hangs until the test releases it: a held caller never returns)."""
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(call()), daemon=True)
+    t.start()
+    t.join(10)
+    return out
+
+
+def test_a_hung_engine_never_holds_a_get_on_a_miss(engine: FakeEngine) -> None:
+    ID3 = "1" * 64
+    src = DockerMetadataSource(backoff_initial=0.01, miss_wait=0.05)
+    changed: list[str] = []
+    src.add_listener(changed.append)
+    src.start()
+    try:
+        assert src.wait_connected(5)
+        engine.running[ID] = inspect_doc(ID, "first")
+        engine.running[ID2] = inspect_doc(ID2, "second")
+        engine.answering.clear()  # the engine hangs: every inspect blocks until released
+        # the event loop's resolve of a new container: answered (None: by cgroup only) while
+        # the inspect is still held by the engine
+        assert returns(lambda: src.get(ID)) == [None]
+        assert returns(lambda: src.get(ID2)) == [None]
+        assert returns(lambda: src.get(ID)) == [None]  # still pending: not asked twice
+        assert src.miss_stats["gave_up"] == 1  # the first waited miss_wait, then gave up
+        assert src.miss_stats["not_waited"] == 2  # the engine is known slow: no wait at all
+        assert changed == []
+        engine.answering.set()
+        # the answers, late: announced like runtime events, so the resolver re-attributes
+        assert wait_for(lambda: ID in changed and ID2 in changed)
+        assert src.get(ID).name == "first"  # type: ignore[union-attr]
+        assert src.get(ID2).name == "second"  # type: ignore[union-attr]
+        # the engine answers quickly again: a miss is answered inline, nobody is told twice
+        engine.running[ID3] = inspect_doc(ID3, "third")
+        assert src.get(ID3).name == "third"  # type: ignore[union-attr]
+        assert ID3 not in changed
+    finally:
+        engine.answering.set()
+        src.stop()
+
+
 def test_reconnects_with_one_warning(engine: FakeEngine, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="roxd.containers.docker_source")
     engine.down = True
@@ -190,3 +236,25 @@ def test_stop_is_prompt_while_following_events(engine: FakeEngine) -> None:
     src.stop()
     assert time.monotonic() - t0 < 2
     assert not any(t.name == "roxd-docker-events" for t in threading.enumerate())
+
+
+def test_an_inspect_that_raises_on_a_miss_is_a_miss_not_a_stuck_id(
+        engine: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A runtime raising something unexpected from the worker: the id is not left pending
+    (a stuck id would never be asked again, and enough of them would stop every inspect)."""
+    src = DockerMetadataSource(backoff_initial=0.01, miss_wait=1.0, miss_ttl=0.0)
+    src.start()
+    try:
+        assert src.wait_connected(5)
+        calls: list[str] = []
+
+        def broken(self: FakeRuntime, cid: str) -> ContainerMetadata | None:
+            calls.append(cid)
+            raise OSError("the engine's socket went away mid-answer")
+
+        monkeypatch.setattr(FakeRuntime, "inspect", broken)
+        assert src.get(ID) is None
+        assert src.get(ID) is None  # asked again (miss_ttl 0): it was not stuck pending
+        assert calls == [ID, ID] and src._pending == {}
+    finally:
+        src.stop()

@@ -359,19 +359,23 @@ def test_validating_a_loaded_file_checks_it_in_its_place(tmp_path: Path) -> None
     server = ApiServer(FakePort(), path, ApiSettings())  # the default body limit (1 MiB)
     server.start()
     try:
-        check_in_place(path, tmp_path)
+        alone, beside = check_in_place(path, tmp_path)
     finally:
         server.close()
+    # the loaded file itself, edited or not: checked in its place, no duplicate
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    # the same rules at another path are checked beside the loaded ones: duplicates
+    assert beside.returncode == 1 and "duplicate" in beside.stdout.lower(), beside.stdout
 
 
-def check_in_place(path: str, tmp_path: Path) -> None:
+def check_in_place(path: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess[str],
+                                                         subprocess.CompletedProcess[str]]:
+    """`roxctl rules validate` of a loaded rule file, then of a copy of it elsewhere."""
     loaded = REPO / "rules/10-foothold.toml"  # the fake daemon loads rules/
-    ok = roxctl("rules", "validate", str(loaded), "--socket", path)
-    assert ok.returncode == 0, ok.stdout + ok.stderr
+    alone = roxctl("rules", "validate", str(loaded), "--socket", path)
     copy = tmp_path / loaded.name  # the same rules at another path: beside the loaded ones
     copy.write_text(loaded.read_text())
-    twice = roxctl("rules", "validate", str(copy), "--socket", path)
-    assert twice.returncode == 1 and "duplicate" in twice.stdout.lower(), twice.stdout
+    return alone, roxctl("rules", "validate", str(copy), "--socket", path)
 
 
 FAKE_ROXD = """

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 
 from roxd.alerts.settings import WebhookSettings
+from roxd.alerts.webhooks import WebhookSink
 from roxd.errors import ConfigError
 from roxd.incidents import start_incidents
 from roxd.incidents.response import IncidentResponder, trigger_reason
 from roxd.incidents.settings import IncidentsSettings
 from roxd.incidents.tracker import IncidentTracker
-from roxd.incidents.webhooks import IncidentWebhook
 from roxd.model import Container
 from tests.unit.test_incidents import DB, SHIM, WEB, Clock, alert, attack, feed
 
@@ -161,7 +161,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 def test_one_webhook_message_per_incident_change_not_per_alert(receiver: Receiver) -> None:
-    hook = IncidentWebhook(WebhookSettings(url=receiver.url, min_severity="debug"))
+    hook = WebhookSink(WebhookSettings(url=receiver.url, min_severity="debug"))
     clock = Clock()
     tracker = IncidentTracker(IncidentsSettings(quiet_window_s=60), [hook], clock=clock,
                               timer=False)
@@ -182,7 +182,7 @@ def test_one_webhook_message_per_incident_change_not_per_alert(receiver: Receive
 
 
 def test_pagerduty_one_alert_per_incident_resolved_when_it_closes(receiver: Receiver) -> None:
-    hook = IncidentWebhook(WebhookSettings(url=receiver.url, kind="pagerduty",
+    hook = WebhookSink(WebhookSettings(url=receiver.url, kind="pagerduty",
                                            routing_key="k" * 32, min_severity="debug"))
     clock = Clock()
     tracker = IncidentTracker(IncidentsSettings(quiet_window_s=60), [hook], clock=clock,
@@ -199,7 +199,7 @@ def test_pagerduty_one_alert_per_incident_resolved_when_it_closes(receiver: Rece
 
 
 def test_slack_incident_keeps_hostile_names_inside_code(receiver: Receiver) -> None:
-    hook = IncidentWebhook(WebhookSettings(url=receiver.url, kind="slack",
+    hook = WebhookSink(WebhookSettings(url=receiver.url, kind="slack",
                                            min_severity="debug"))
     evil = Container("c3" * 32, "docker", "x`<!channel>\n*bold*", "img")
     clock = Clock()
@@ -213,16 +213,28 @@ def test_slack_incident_keeps_hostile_names_inside_code(receiver: Receiver) -> N
     hook.close()
 
 
-def test_min_severity_filters_incidents_and_start_incidents_wires_the_sinks(
+def test_min_severity_filters_incidents_and_the_alert_webhooks_carry_them(
         receiver: Receiver, tmp_path: Any) -> None:
+    """One sink per webhook: the alert webhooks themselves take incident changes, through
+    AlertDelivery.incident_feeds() like NATS, OTLP and syslog (no second sink per webhook)."""
+    from roxd.alerts.delivery import AlertDelivery
+    from roxd.alerts.settings import AlertsSettings, JournaldSettings, StoreSettings
+
     hooks = (WebhookSettings(url=receiver.url, min_severity="critical"),
              WebhookSettings(url=receiver.url, incidents=False))
+    delivery = AlertDelivery.from_settings(
+        AlertsSettings(journald=JournaldSettings(enabled=False),
+                       store=StoreSettings(enabled=False), webhooks=hooks), tmp_path)
     tracker = start_incidents(IncidentsSettings(store=False, response="isolate"), tmp_path,
-                              journald=False, timer=False, webhooks=hooks, isolate=None)
-    kinds = sorted(type(s).__name__ for s in tracker._sinks)
-    assert kinds == ["IncidentResponder", "IncidentWebhook"]  # incidents=False: none
+                              journald=False, timer=False, isolate=None)
+    assert [type(s).__name__ for s in tracker._sinks] == ["IncidentResponder"]
+    feeds = delivery.incident_feeds()
+    assert [f._exporter for f in feeds] == [delivery.sinks["webhook0.generic"]]  # not webhook1
+    for incident_feed in feeds:
+        tracker.add_sink(incident_feed)
     feed(tracker, Clock(), attack()[0])  # a notice foothold: below critical
-    [hook] = [s for s in tracker._sinks if isinstance(s, IncidentWebhook)]
-    assert hook.flush(5) and receiver.bodies == []
-    assert hook.stats()["filtered"] == 1
+    hook = delivery.sinks["webhook0.generic"]
+    assert hook.flush(5) and receiver.bodies == []  # type: ignore[attr-defined]
+    assert hook.stats()["filtered"] == 1  # the incident's opening (the tracker alone is fed)
     tracker.close(2)
+    delivery.close(2)

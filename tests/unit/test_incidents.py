@@ -417,3 +417,25 @@ def test_risk_counts_added_capabilities_profiles_off_and_published_ports_once() 
     # an exposed port only when bound on the host
     unbound = {"NetworkSettings": {"Ports": {"80/tcp": None}}, "Config": {"User": "app"}}
     assert risk_of("c1", [], facts_from_inspect(unbound))["reasons"] == []
+
+
+def test_the_tracker_reports_its_sinks_problems_for_health(tmp_path: Path) -> None:
+    """The incident store's failing file reaches /v1/health through the tracker (the daemon
+    lists `tracker.problems()` beside the alert sinks')."""
+
+    class Failing:
+        def incident_changed(self, change: IncidentChange) -> None:
+            pass
+
+        def problems(self) -> list[str]:
+            return ["incident store: /x/incidents.db cannot be written (disk full)"]
+
+    class Broken(Failing):
+        def problems(self) -> list[str]:
+            raise RuntimeError("boom")
+
+    t = IncidentTracker(IncidentsSettings(), [Failing(), Broken()], timer=False)
+    assert t.problems() == [
+        "incident sink: incident store: /x/incidents.db cannot be written (disk full)",
+        "incident sink: cannot report its state: boom"]
+    assert IncidentTracker(IncidentsSettings(), [], timer=False).problems() == []

@@ -467,3 +467,66 @@ def test_reading_a_profile_never_consumes_pending_seccomp_events(
     assert [(e.kind, e.syscall, e.count, e.pid) for e in events] == [
         ("killed", "unshare", 1, 4242), ("killed", "unshare", 2, 4243)]
     assert service.poll() == []  # each kill is reported once
+
+
+def test_a_hung_engine_never_holds_the_seccomp_poll_or_its_api_calls(
+        tmp_path: Path, client: FakeClient) -> None:
+    """Issue 23, item 12: the seccomp service's engine calls (the inspect of each new cgroup's
+    container in poll(), the API's learn/apply/...) ran on the event loop; a hung dockerd held
+    every event for the engine's timeout. They run on the service's worker now."""
+    import threading
+
+    from roxd.seccomp.errors import SeccompBusy
+    from roxd.seccomp.service import SeccompService
+    from tests.conftest import wait_until
+
+    root = tmp_path / "cgroup"
+    (root / "docker" / CID).mkdir(parents=True)
+    container_cg = os.stat(root / "docker" / CID).st_ino
+    client.api.containers_[CID]["Config"]["Labels"] = {"roxd.learn": "true"}
+    answering = threading.Event()  # cleared: the engine hangs (a SIGSTOPped dockerd)
+    inspect = client.api.inspect_container
+
+    def hung_inspect(cid: str) -> dict[str, Any]:
+        answering.wait()
+        return inspect(cid)
+
+    client.api.inspect_container = hung_inspect  # type: ignore[method-assign]
+    tracer = FakeTracer()
+    service = SeccompService(tmp_path / "state", DockerRuntime.from_client(client),
+                             honor_label=True, tracer=tracer,  # type: ignore[arg-type]
+                             index=CgroupIndex(str(root)), poll_wait=0.05)
+
+    def returns(call: Any) -> list[Any]:
+        """[result] once call returned; [] while it is held (the engine never answers)."""
+        out: list[Any] = []
+        t = threading.Thread(target=lambda: out.append(call()), daemon=True)
+        t.start()
+        t.join(10)
+        return out
+
+    try:
+        tracer.flags = {container_cg: CG_PROVISIONAL}
+        # the daemon's poll: the new cgroup's inspect waits on the worker, not in poll()
+        assert returns(service.poll) == [[]]
+        assert tracer.flags == {container_cg: CG_PROVISIONAL}  # not classified yet
+        # an API call queued behind it: given up after its timeout, withdrawn, never runs
+        with pytest.raises(SeccompBusy) as withdrawn:
+            service.call(lambda s: s.learn("web"), timeout=0.2)
+        assert withdrawn.value.started is False
+        assert "withdrawn, nothing changed" in str(withdrawn.value)
+        answering.set()  # the engine answers: the next polls finish the classification
+        wait_until(lambda: service.poll() == [] and tracer.flags == {container_cg: CG_LEARN},
+                   5, message="the cgroup classified once the engine answered")
+        assert service.store.selection().containers == frozenset()  # the withdrawn learn
+        # a call the worker had started when its caller gave up: "may still complete"
+        answering.clear()
+        with pytest.raises(SeccompBusy) as started:
+            service.call(lambda s: s.learn("web"), timeout=0.2)
+        assert started.value.started is True
+        answering.set()
+        wait_until(lambda: CID in service.store.selection().containers, 5,
+                   message="the started learn completing")
+    finally:
+        answering.set()
+        service.close()
