@@ -70,6 +70,13 @@ def stat_file(path: str) -> FileFact:
                     stat.S_ISDIR(st.st_mode))
 
 
+# How the audit rules were read (AuditRules.kind): each gives the checks a different answer.
+AUDIT_LOADED = "loaded"        # `auditctl -l`: the rules the kernel has now
+AUDIT_FILES = "files"          # rule files, auditctl absent: written, not known to be loaded
+AUDIT_NONE = "none"            # no auditctl and no rule files: nothing audits anything
+AUDIT_UNREADABLE = "unreadable"  # auditctl is there but `auditctl -l` failed
+
+
 @dataclass(frozen=True)
 class AuditRules:
     """The loaded audit rules (`auditctl -l`), or the rule files when auditctl is absent;
@@ -78,6 +85,15 @@ class AuditRules:
     lines: tuple[str, ...] | None
     source: str
     reason: str = ""
+    kind: str = ""  # AUDIT_*; "" derives it: lines None -> none, auditctl -> loaded, files
+
+    @property
+    def state(self) -> str:
+        if self.kind:
+            return self.kind
+        if self.lines is None:
+            return AUDIT_NONE
+        return AUDIT_LOADED if self.source.startswith("auditctl") else AUDIT_FILES
 
     def watches(self, path: str) -> bool:
         """Is there a rule that watches `path` (-w PATH, or a path=/dir= field)?"""
@@ -99,19 +115,21 @@ def read_audit_rules() -> AuditRules:
             done = subprocess.run([auditctl, "-l"], capture_output=True, text=True,
                                   timeout=10, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            return AuditRules(None, "auditctl -l", f"auditctl -l failed: {exc}")
+            return AuditRules(None, "auditctl -l", f"auditctl -l failed: {exc}",
+                              AUDIT_UNREADABLE)
         if done.returncode == 0:
             lines = tuple(line for line in done.stdout.splitlines() if line.strip())
-            return AuditRules(lines, "auditctl -l")
+            return AuditRules(lines, "auditctl -l", kind=AUDIT_LOADED)
         return AuditRules(None, "auditctl -l", f"auditctl -l exited {done.returncode}: "
-                                                f"{done.stderr.strip()[:200]}")
+                                                f"{done.stderr.strip()[:200]}",
+                          AUDIT_UNREADABLE)
     files = sorted(Path("/etc/audit/rules.d").glob("*.rules")) if Path(
         "/etc/audit/rules.d").is_dir() else []
     if Path("/etc/audit/audit.rules").is_file():
         files.append(Path("/etc/audit/audit.rules"))
     if not files:
-        return AuditRules(None, "", "auditd is not installed: no auditctl and no rule files "
-                                    "under /etc/audit, so nothing audits Docker's files")
+        return AuditRules(None, "", "auditd is not installed (no auditctl, no rule files "
+                                    "under /etc/audit)", AUDIT_NONE)
     lines: list[str] = []
     for f in files:
         try:
@@ -119,7 +137,8 @@ def read_audit_rules() -> AuditRules:
                       if x.strip() and not x.lstrip().startswith("#")]
         except OSError as exc:
             log.debug("audit rules %s: %s", f, exc)
-    return AuditRules(tuple(lines), "rule files (auditctl absent: loaded state unknown)")
+    return AuditRules(tuple(lines), "rule files (auditctl absent: loaded state unknown)",
+                      kind=AUDIT_FILES)
 
 
 @dataclass(frozen=True)
@@ -245,6 +264,7 @@ class PostureFacts:
 
 BENCH_FILES = ("/etc/docker", DAEMON_JSON, "/etc/default/docker", "/etc/sysconfig/docker",
                "/var/run/docker.sock", "/run/containerd/containerd.sock",
+               "/run/docker/containerd/containerd.sock",
                "/etc/containerd/config.toml", "/var/lib/docker", "/run/containerd",
                "/usr/bin/containerd", "/usr/bin/containerd-shim",
                "/usr/bin/containerd-shim-runc-v1", "/usr/bin/containerd-shim-runc-v2",
