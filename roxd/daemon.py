@@ -55,6 +55,7 @@ from roxd.netmap.flows import FlowMap, peer_name
 from roxd.pipeline import Counters, EventTaps, Pipeline, SlowActions
 from roxd.policy.capacity import capacity_problems, map_capacities
 from roxd.policy.kernel import KernelPolicy
+from roxd.posture.alerts import PostureAlerts
 from roxd.posture.model import Report
 from roxd.posture.service import PostureService
 from roxd.pubsub import Topic
@@ -152,6 +153,7 @@ class Parts:
     api: ApiServer | None = None
     posture: PostureService | None = None  # None: posture.enabled = false
     incidents: IncidentTracker | None = None  # a raw tap of the dispatcher: every alert
+    alerts: AlertDispatcher | None = None  # the one alert fan-out (posture regressions)
     netmap: FlowMap | None = None  # None: netmap.enabled = false
     metrics: MetricsListener | NoMetricsListener = field(default_factory=NoMetricsListener)
     # the worker for isolate, container kills, seccomp and quarantine checks: off the loop
@@ -290,7 +292,7 @@ class Daemon:
         seccomp = self._make_seccomp(attribution)
         responder.seccomp = seccomp
         return Parts(attribution, sensor, policy, pipeline, delivery, seccomp, baselines,
-                     incidents=incidents, netmap=netmap, slow=slow)
+                     incidents=incidents, netmap=netmap, slow=slow, alerts=alerts)
 
     def _start(self, parts: Parts) -> None:
         parts.attribution.start()
@@ -582,6 +584,12 @@ class Daemon:
         service = PostureService(self.engine_inventory(), self.config.posture.interval_s)
         # a container started or stopped: rescan soon (the listener only takes note)
         parts.attribution.resolver.add_change_listener(service.containers_changed)
+        if parts.alerts is not None:  # PASS -> WARN: an alert, raised on the loop
+            resolver = parts.attribution.resolver
+            raise_regressions = PostureAlerts(parts.alerts.raise_alert, lambda cid: next(
+                (c for _, c in resolver.containers() if c.id == cid), None))
+            service.on_regressions = lambda found: self.call_in_loop(
+                lambda: raise_regressions(found))
         service.start()  # the first scan runs on its own thread, never on the loop
         return service
 

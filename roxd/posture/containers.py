@@ -129,11 +129,13 @@ def c_5_7(f: PostureFacts) -> Outcome:
     unseen = [c.name for c in f.containers if c.processes is None]
 
     def bad(c: ContainerFacts) -> str | None:
-        return "runs sshd" if c.processes and any(p.startswith("sshd") for p in c.processes) \
-            else None
-    result = per_container(f, bad, what="run sshd")
+        return "observed running sshd" if c.processes and any(
+            p.startswith("sshd") for p in c.processes) else None
+    # observed, not configured: the processes roxd reads in each pid namespace at the scan
+    result = per_container(f, bad, what="run sshd (observed: a process named sshd* in the "
+                                        "container's pid namespace, read from /proc)")
     if result.result is Result.PASS and unseen:
-        return outcome(Result.NOTE, f"no sshd seen, but the processes of {', '.join(unseen)} "
+        return outcome(Result.NOTE, f"no sshd observed, but the processes of {', '.join(unseen)} "
                                     "could not be read (host pid namespace or not running)",
                        unseen)
     return result
@@ -290,7 +292,8 @@ def _exec_problem(c: ContainerFacts, test: str) -> str | None:
        "container the one capability the task needs, or use a separate debug container.")
 def c_5_23(f: PostureFacts) -> Outcome:
     return per_container(f, lambda c: _exec_problem(c, "privileged"),
-                         what="had privileged exec sessions (engine's exec records)")
+                         what="had privileged exec sessions (observed: the exec instances "
+                              "the engine records at the scan)")
 
 
 @check("5.24", "Ensure that docker exec commands are not used with the user=root option",
@@ -298,7 +301,8 @@ def c_5_23(f: PostureFacts) -> Outcome:
        "container's own user; keep `--user root` for audited break-glass work.")
 def c_5_24(f: PostureFacts) -> Outcome:
     return per_container(f, lambda c: _exec_problem(c, "root"),
-                         what="had exec sessions with --user root", warn=Result.INFO)
+                         what="had exec sessions with --user root (observed: the exec "
+                              "instances the engine records at the scan)", warn=Result.INFO)
 
 
 @check("5.25", "Ensure that cgroup usage is confirmed", concerns="containers",

@@ -16,6 +16,7 @@ from roxd.posture.facts import (
 from roxd.posture.model import Check, Outcome, Result
 
 CHECKS: list[Check] = []
+NO_CONTAINERS = "no running containers to check"
 
 Decide = Callable[[PostureFacts], Outcome]
 
@@ -104,7 +105,7 @@ def per_container(facts: PostureFacts, bad: Callable[[ContainerFacts], str | Non
     if facts.info is None:
         return outcome(Result.NOTE, f"the engine could not be read: {facts.engine_error}")
     if not facts.containers:
-        return outcome(Result.INFO, "no running containers to check")
+        return outcome(Result.INFO, NO_CONTAINERS)
     hits = []
     for c in facts.containers:
         reason = bad(c)

@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -176,6 +177,39 @@ def test_inventory_shows_each_containers_facts(scene: Scene, engine: DockerRunti
     assert busybox.containers >= 4 and busybox.created
 
 
+def static_program(tmp: Path, name: str) -> bytes:
+    """A tar holding one static program `name` that only waits (compiled here with gcc)."""
+    src = tmp / "wait.c"
+    src.write_text("#include <unistd.h>\nint main(void) { for (;;) pause(); }\n")
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(tmp / name), str(src)], check=True)
+    out = tmp / f"{name}.tar"
+    with tarfile.open(out, "w") as tar:
+        tar.add(tmp / name, arcname=name)
+    return out.read_bytes()
+
+
+def test_sshd_running_in_a_container_is_observed(run_container: Callable[..., Any],
+                                                 engine: DockerRuntime,
+                                                 tmp_path: Path) -> None:
+    """5.7 from runtime data: a process named sshd that roxd sees in the container's pid
+    namespace (read from /proc), not the image's configuration."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed (scripts/setup.sh installs it)")
+    box = run_container("sleep 300")
+    quiet = run_container("sleep 300")
+    wait_until(lambda: engine.inspect_raw(box.id)["State"]["Running"], 15, message="running")
+    box.put_archive("/tmp", static_program(tmp_path, "sshd"))
+    box.exec_run(["/tmp/sshd"], detach=True)
+
+    def observed() -> Any:
+        r = findings(ours(gather(engine)))["5.7"]
+        return r if box.name in r.items else None
+
+    r = wait_until(observed, 15, interval=0.3, message="sshd observed in the container")
+    assert r.result is Result.WARN and "observed" in r.reason and "/proc" in r.reason
+    assert quiet.name not in r.items
+
+
 # ---------------------------------------------------------------------------- through roxd
 
 
@@ -196,6 +230,19 @@ def test_the_api_and_roxctl_of_a_real_roxd(run_container: Callable[..., Any],
             return late.name in checks["5.32"]["items"]
 
         wait_until(scanned, 30, interval=0.5, message="a rescan that sees the new container")
+        # PASS -> WARN for the new container: a posture alert naming it (through the alert
+        # fan-out, so the API's alert list has it)
+
+        def regression_alert() -> Any:
+            items = api.get("/v1/alerts", {"rule": "roxd.posture-regression",
+                                           "limit": 100})["items"]
+            return next((a for a in items if (a.get("container") or {}).get("id") == late.id
+                         and "5.32" in a["rule"]["name"]), None)
+
+        alert = wait_until(regression_alert, 30, interval=0.5,
+                           message="a posture-regression alert for the new container")
+        assert alert["rule"]["severity"] == "warning"
+        assert alert["event"]["syscall"]["args"]["cis_id"] == "5.32"
         inv = api.get("/v1/inventory/containers")
         assert late.name in {c["name"] for c in inv}
     env = {**os.environ, "ROXD_SOCKET": sock}
