@@ -47,6 +47,7 @@ from roxd.errors import CgroupError, RoxdError, RuleError
 from roxd.holdguard import HoldGuard, release_exec_stops
 from roxd.incidents import IncidentTracker, start_incidents
 from roxd.incidents.risk import ContainerRisk
+from roxd.incidents.risk_workload import make_risk_view
 from roxd.inventory import ContainerRecord, ImageRecord, container_inventory, image_inventory
 from roxd.jsonlines import JsonLines
 from roxd.model import Container, SeccompEvent, rfc3339
@@ -655,6 +656,10 @@ class DaemonPort:
         self.alerts_topic = daemon.alerts_topic
         # risk per container: incidents, and configuration facts where the runtime inspects
         self._risk = ContainerRisk(parts.incidents, getattr(daemon.runtime, "inspect_raw", None))
+        # ... plus image facts (cached per image) and per workload (incidents/risk_workload.py)
+        self._risk_view = make_risk_view(self._risk, daemon.runtime,
+                                         lambda: [c for _, c in self.containers()],
+                                         daemon.config.baselines.key_label)
 
     def activity(self) -> Activity:
         c = self._daemon.counters
@@ -732,7 +737,10 @@ class DaemonPort:
         return self._parts.netmap
 
     def risk(self, container_id: str) -> Mapping[str, Any]:
-        return self._risk.of(container_id)
+        return self._risk_view.of(container_id)
+
+    def workload_risk(self, key: str | None = None) -> Any:
+        return self._risk_view.workloads() if key is None else self._risk_view.workload(key)
 
     def call_in_loop(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
         return self._daemon.call_in_loop(fn, timeout)
