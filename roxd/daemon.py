@@ -154,7 +154,8 @@ class Parts:
     api: ApiServer | None = None
     posture: PostureService | None = None  # None: posture.enabled = false
     incidents: IncidentTracker | None = None  # a raw tap of the dispatcher: every alert
-    alerts: AlertDispatcher | None = None  # the one alert fan-out (posture regressions)
+    # the alert fan-out without the incident tracker, for posture regressions
+    posture_alerts: AlertDispatcher | None = None
     netmap: FlowMap | None = None  # None: netmap.enabled = false
     metrics: MetricsListener | NoMetricsListener = field(default_factory=NoMetricsListener)
     # the worker for isolate, container kills, seccomp and quarantine checks: off the loop
@@ -245,6 +246,8 @@ class Daemon:
             monitor=self.config.rules.monitor, cgroup_root=attribution.index.root)
         for feed in delivery.incident_feeds():  # NATS and OTLP carry incident changes too
             incidents.add_sink(feed)
+        # posture regressions go to every sink but not to incidents (docs/posture.md)
+        posture_alerts = AlertDispatcher(delivery, list(raw_taps))
         raw_taps.append(incidents)
         alerts = AlertDispatcher(delivery, raw_taps)
         if self.quarantine is not None:  # a table changed from inside: re-applied, alerted
@@ -293,7 +296,8 @@ class Daemon:
         seccomp = self._make_seccomp(attribution)
         responder.seccomp = seccomp
         return Parts(attribution, sensor, policy, pipeline, delivery, seccomp, baselines,
-                     incidents=incidents, netmap=netmap, slow=slow, alerts=alerts)
+                     incidents=incidents, netmap=netmap, slow=slow,
+                     posture_alerts=posture_alerts)
 
     def _start(self, parts: Parts) -> None:
         parts.attribution.start()
@@ -585,9 +589,9 @@ class Daemon:
         service = PostureService(self.engine_inventory(), self.config.posture.interval_s)
         # a container started or stopped: rescan soon (the listener only takes note)
         parts.attribution.resolver.add_change_listener(service.containers_changed)
-        if parts.alerts is not None:  # PASS -> WARN: an alert, raised on the loop
+        if parts.posture_alerts is not None:  # PASS -> WARN: an alert, raised on the loop
             resolver = parts.attribution.resolver
-            raise_regressions = PostureAlerts(parts.alerts.raise_alert, lambda cid: next(
+            raise_regressions = PostureAlerts(parts.posture_alerts.raise_alert, lambda cid: next(
                 (c for _, c in resolver.containers() if c.id == cid), None))
             service.on_regressions = lambda found: self.call_in_loop(
                 lambda: raise_regressions(found))
@@ -657,9 +661,10 @@ class DaemonPort:
         # risk per container: incidents, and configuration facts where the runtime inspects
         self._risk = ContainerRisk(parts.incidents, getattr(daemon.runtime, "inspect_raw", None))
         # ... plus image facts (cached per image) and per workload (incidents/risk_workload.py)
-        self._risk_view = make_risk_view(self._risk, daemon.runtime,
-                                         lambda: [c for _, c in self.containers()],
-                                         daemon.config.baselines.key_label)
+        self._risk_view = make_risk_view(
+            self._risk, daemon.runtime, lambda: [c for _, c in self.containers()],
+            daemon.config.baselines.key_label,
+            posture_of=parts.posture.regressed_checks if parts.posture is not None else None)
 
     def activity(self) -> Activity:
         c = self._daemon.counters

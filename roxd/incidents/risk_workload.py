@@ -23,15 +23,30 @@ same way.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from roxd.incidents.risk_image import ImageScanner, image_reasons
+from roxd.incidents.risk_image import ImageFacts, ImageScanner, image_reasons
 from roxd.model import Container
 
 SPREAD_POINTS, SPREAD_CAP = 3, 9
+IMAGE_TTL_S = 60.0
+POSTURE_POINTS, POSTURE_CAP = 4, 8  # as a warning alert each, like the alerts factor
 ALERT_FACTORS = ("alerts", "phases")
+
+
+def posture_reasons(cis_ids: list[str]) -> list[dict[str, Any]]:
+    """The posture_regressions factor: checks that went from PASS to WARN naming the
+    container (roxd.posture-regression alerts, which stay out of incidents) and still do."""
+    if not cis_ids:
+        return []
+    raw = POSTURE_POINTS * len(cis_ids)
+    return [{"factor": "posture_regressions", "points": min(POSTURE_CAP, raw),
+             "cap": POSTURE_CAP,
+             "detail": f"CIS {', '.join(cis_ids)} went from PASS to WARN with this container "
+                       f"({raw} before the cap)"}]
 
 
 def with_image(risk: Mapping[str, Any], reasons: Iterable[Mapping[str, Any]],
@@ -73,7 +88,11 @@ class RiskView:
                  inspect_raw: Callable[[str], Any] | None,
                  containers: Callable[[], Iterable[Container]],
                  workload_of: Callable[[Container], str],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 posture_of: Callable[[str], list[str]] | None = None) -> None:
+        self._posture_of = posture_of
+        self._images: dict[str, tuple[float, ImageFacts | None]] = {}
+        self._lock = threading.Lock()
         self._risk = container_risk
         self._scanner = scanner
         self._inspect = inspect_raw
@@ -83,15 +102,30 @@ class RiskView:
 
     def of(self, container_id: str) -> dict[str, Any]:
         risk = self._risk.of(container_id)
+        extra = posture_reasons(self._posture_of(container_id) if self._posture_of else [])
         if self._scanner is None or self._inspect is None:
-            return {**risk, "image": None}
-        try:
-            attrs = self._inspect(container_id)
-        except Exception:  # the engine down: the configuration note already says so
-            attrs = None
-        facts = self._scanner.of(attrs) if attrs else None
-        return with_image(risk, image_reasons(facts, self._clock()),
+            return with_image(risk, extra, None)
+        facts = self._image_of(container_id)
+        return with_image(risk, [*extra, *image_reasons(facts, self._clock())],
                           facts.to_dict() if facts is not None else None)
+
+    def _image_of(self, container_id: str) -> ImageFacts | None:
+        """The container's image facts, its inspect cached IMAGE_TTL_S per container (the
+        container list asks for every container's risk on every call)."""
+        now = time.monotonic()
+        cached = self._images.get(container_id)
+        if cached is not None and now - cached[0] < IMAGE_TTL_S:
+            return cached[1]
+        try:
+            attrs = self._inspect(container_id) if self._inspect is not None else None
+        except Exception:  # the engine down: the configuration note already says so
+            return None
+        facts = self._scanner.of(attrs) if attrs and self._scanner is not None else None
+        with self._lock:  # the API answers on several threads
+            if len(self._images) >= 4096:
+                self._images.pop(next(iter(self._images)))
+            self._images[container_id] = (now, facts)
+        return facts
 
     def _by_workload(self) -> dict[str, list[Container]]:
         out: dict[str, list[Container]] = {}
@@ -115,7 +149,8 @@ class RiskView:
 
 def make_risk_view(container_risk: Any, runtime: Any,
                    containers: Callable[[], Iterable[Container]],
-                   key_label: str = "") -> RiskView:
+                   key_label: str = "",
+                   posture_of: Callable[[str], list[str]] | None = None) -> RiskView:
     """The daemon's RiskView: image facts where the runtime inspects images, workload keys as
     the baselines make them (`[baselines] key_label`)."""
     from roxd.baselines.workload import workload_key
@@ -124,4 +159,4 @@ def make_risk_view(container_risk: Any, runtime: Any,
     scanner = ImageScanner(getattr(runtime, "inspect_image_raw", None)) \
         if inspect_raw is not None else None
     return RiskView(container_risk, scanner, inspect_raw, containers,
-                    lambda c: workload_key(c, key_label))
+                    lambda c: workload_key(c, key_label), posture_of=posture_of)

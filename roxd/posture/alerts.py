@@ -1,11 +1,14 @@
 """A posture regression as an alert: `roxd.posture-regression`.
 
-Between two scans, a check that went from PASS to WARN is a regression, and so is a check
-that was already WARN and now names a container it did not name before (a container started
-with the Docker socket mounted while another one already had it: the check went from PASS to
-WARN *for that container*). Each regression is one alert per container it names (or one for
-the host when the check concerns the host, the daemon or files), through the one alert
-fan-out, so it reaches every sink, the incident tracker and the risk score like any alert.
+Between two scans, a check whose result went from PASS to WARN is a regression. It is one
+alert per container the check names now (or one for the host when the check concerns the
+host, the daemon or files). A check that was already WARN and now names one more container
+raises nothing: on most hosts several container checks are WARN for every default container
+(no memory limit, no health check), and an alert per container start would be noise.
+
+The alert goes to every alert sink, but not to the incident tracker: an incident is an
+attack's story, and a configuration change is not one. It counts in the container's risk
+score through its own factor, `posture_regressions` (docs/incidents.md).
 
 Nothing the sensor saw names the change, so, as for a tampered quarantine, the alert's event is
 a synthetic `syscall` event, syscall `posture-scan`, source `posture-scan`, on the container's
@@ -19,7 +22,7 @@ The first scan after roxd starts has nothing to compare with: it raises nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from roxd.model import (
@@ -35,7 +38,6 @@ from roxd.model import (
     SyscallEvent,
 )
 from roxd.posture.model import Finding, Report, Result
-from roxd.posture.registry import NO_CONTAINERS
 
 RULE_ID = "roxd.posture-regression"
 
@@ -69,30 +71,22 @@ class ContainerRef:
 
 def regressions(before: Report | None, after: Report,
                 containers: Mapping[str, ContainerRef]) -> list[Regression]:
-    """Every PASS -> WARN between two scans, one per container named (`containers`: the
-    running containers by name, from the scan's facts), or one for the host."""
+    """Every check that went from PASS to WARN between two scans, one per container it names
+    (`containers`: the running containers by name, from the scan's facts), or one for the
+    host."""
     if before is None:
         return []
-    old = {f.check.id: f for f in before.findings}
+    old = before.results()
     out: list[Regression] = []
     for f in after.findings:
-        prev = old.get(f.check.id)
-        if prev is None or f.outcome.result is not Result.WARN:
+        if old.get(f.check.id) != str(Result.PASS) or f.outcome.result is not Result.WARN:
             continue
-        if prev.outcome.result is Result.PASS:
-            new_items: Iterable[str] = f.outcome.items
-        elif f.check.concerns == "containers" and (
-                prev.outcome.result is Result.WARN or prev.outcome.reason == NO_CONTAINERS):
-            new_items = [i for i in f.outcome.items if i not in prev.outcome.items]
-        else:
-            continue
-        was = "PASS"  # for the check, or for each container it names now and did not before
         if f.check.concerns != "containers":
-            out.append(Regression(f, was))
+            out.append(Regression(f, "PASS"))
             continue
-        for name in new_items:
+        for name in f.outcome.items:
             ref = containers.get(name)
-            out.append(Regression(f, was, ref.id if ref else "", name,
+            out.append(Regression(f, "PASS", ref.id if ref else "", name,
                                   ref.init_pid if ref else 0))
     return out
 

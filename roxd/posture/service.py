@@ -16,12 +16,12 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from roxd.posture.alerts import ContainerRef, Regression, regressions
 from roxd.posture.checks import run_checks
 from roxd.posture.facts import PostureFacts, gather
-from roxd.posture.model import Report
+from roxd.posture.model import Report, Result
 from roxd.runtime.base import EngineInventory
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class PostureService:
         self.regressions = 0  # PASS -> WARN transitions seen (per check and container)
         # told of the regressions of every scan after the first (on the scan's thread)
         self.on_regressions: Callable[[list[Regression]], None] | None = None
+        self._regressed: dict[str, frozenset[str]] = {}  # container id -> CIS ids (_remember)
 
     # ------------------------------------------------------------------ scanning
 
@@ -65,12 +66,38 @@ class PostureService:
             self._log_changes(self._last, report, found)
             self._last = report
             self.scans += 1
+            self._remember(found, report, refs)
         if found and self.on_regressions is not None:
             try:
                 self.on_regressions(found)
             except Exception:  # the alert path failing must not stop the scans
                 log.exception("posture regression alerts failed")
         return report
+
+    def _remember(self, found: list[Regression], report: Report,
+                  refs: Mapping[str, ContainerRef]) -> None:
+        """Keep, per container, the checks that regressed for it and still name it (the
+        risk score's posture_regressions factor); forget the ones that no longer do. A new
+        dict each time: the API's threads read it without the scan's lock."""
+        regressed = {cid: set(ids) for cid, ids in self._regressed.items()}
+        for r in found:
+            if r.container_id:
+                regressed.setdefault(r.container_id, set()).add(r.finding.check.id)
+        warned = {f.check.id: set(f.outcome.items) for f in report.findings
+                  if f.outcome.result is Result.WARN}
+        names = {ref.id: name for name, ref in refs.items()}
+        kept: dict[str, frozenset[str]] = {}
+        for cid, ids in regressed.items():
+            name = names.get(cid)
+            still = frozenset(c for c in ids if name and name in warned.get(c, ()))
+            if still:
+                kept[cid] = still
+        self._regressed = kept
+
+    def regressed_checks(self, container_id: str) -> list[str]:
+        """The CIS ids that went from PASS to WARN naming this container since roxd started,
+        and still name it in the last scan."""
+        return sorted(self._regressed.get(container_id, ()))
 
     def last(self) -> Report | None:
         return self._last

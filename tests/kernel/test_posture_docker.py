@@ -177,6 +177,40 @@ def test_inventory_shows_each_containers_facts(scene: Scene, engine: DockerRunti
     assert busybox.containers >= 4 and busybox.created
 
 
+def test_a_regression_on_real_containers_raises_an_alert(run_container: Callable[..., Any],
+                                                        engine: DockerRuntime) -> None:
+    """PASS -> WARN on this session's real containers (the scan restricted to them, as the
+    docker-bench comparison is): an alert through a real AlertDispatcher, naming the
+    container, remembered for its risk score."""
+    from roxd.alerts.dispatch import AlertDispatcher
+    from roxd.posture.alerts import RULE_ID, PostureAlerts
+    from roxd.posture.service import PostureService
+
+    class Collect:
+        def __init__(self) -> None:
+            self.alerts: list[Any] = []
+
+        def emit(self, alert: Any) -> None:
+            self.alerts.append(alert)
+
+    plain = run_container("sleep 300")
+    wait_until(lambda: engine.inspect_raw(plain.id)["State"]["Running"], 15, message="running")
+    sink = Collect()
+    service = PostureService(engine, gather_facts=lambda e: ours(gather(e)))
+    service.on_regressions = PostureAlerts(AlertDispatcher(sink).raise_alert)
+    assert service.report().results()["5.32"] == "PASS"
+    sock = run_container("sleep 300", volumes={
+        "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "ro"}})
+    wait_until(lambda: engine.inspect_raw(sock.id)["State"]["Running"], 15, message="running")
+    assert service.report(refresh=True).results()["5.32"] == "WARN"
+    hits = [a for a in sink.alerts if a.event.event.args["cis_id"] == "5.32"]
+    assert len(hits) == 1 and hits[0].rule.id == RULE_ID
+    assert hits[0].event.container is not None and hits[0].event.container.id == sock.id
+    assert hits[0].event.process.pid == engine.inspect_raw(sock.id)["State"]["Pid"]
+    assert service.regressed_checks(sock.id) == ["5.32"]
+    assert service.regressed_checks(plain.id) == []
+
+
 def static_program(tmp: Path, name: str) -> bytes:
     """A tar holding one static program `name` that only waits (compiled here with gcc)."""
     src = tmp / "wait.c"
@@ -230,19 +264,29 @@ def test_the_api_and_roxctl_of_a_real_roxd(run_container: Callable[..., Any],
             return late.name in checks["5.32"]["items"]
 
         wait_until(scanned, 30, interval=0.5, message="a rescan that sees the new container")
-        # PASS -> WARN for the new container: a posture alert naming it (through the alert
-        # fan-out, so the API's alert list has it)
+        # 5.32 PASS -> WARN: a posture alert naming the new container, through the alert
+        # sinks (the API's alert list has it). The engine is shared: when another container
+        # on this host already mounted the socket, 5.32 was WARN before and nothing is raised
 
-        def regression_alert() -> Any:
+        def regression_alerts() -> list[Any]:
             items = api.get("/v1/alerts", {"rule": "roxd.posture-regression",
                                            "limit": 100})["items"]
-            return next((a for a in items if (a.get("container") or {}).get("id") == late.id
-                         and "5.32" in a["rule"]["name"]), None)
+            return [a for a in items if (a.get("container") or {}).get("id") == late.id
+                    and "5.32" in a["rule"]["name"]]
 
-        alert = wait_until(regression_alert, 30, interval=0.5,
-                           message="a posture-regression alert for the new container")
-        assert alert["rule"]["severity"] == "warning"
-        assert alert["event"]["syscall"]["args"]["cis_id"] == "5.32"
+        was = {c["id"]: c["result"] for c in first["checks"]}["5.32"]
+        if was == "PASS":
+            alert = wait_until(regression_alerts, 30, interval=0.5,
+                               message="a posture-regression alert for the new container")[0]
+            assert alert["rule"]["severity"] == "warning"
+            assert alert["event"]["syscall"]["args"]["cis_id"] == "5.32"
+            risk = api.get(f"/v1/containers/{late.id}/risk")
+            assert "posture_regressions" in {r["factor"] for r in risk["reasons"]}
+            # not an incident: a configuration change is not an attack's story
+            assert not api.get("/v1/incidents", {"container": late.id})["items"]
+        else:
+            print(f"5.32 was {was} before the container started: no regression to raise")
+            assert regression_alerts() == []
         inv = api.get("/v1/inventory/containers")
         assert late.name in {c["name"] for c in inv}
     env = {**os.environ, "ROXD_SOCKET": sock}

@@ -21,7 +21,13 @@ from roxd.incidents.risk_image import (
     parse_created,
     scan_roots,
 )
-from roxd.incidents.risk_workload import SPREAD_CAP, RiskView, workload_risk
+from roxd.incidents.risk_workload import (
+    POSTURE_CAP,
+    SPREAD_CAP,
+    RiskView,
+    posture_reasons,
+    workload_risk,
+)
 from roxd.model import Container
 
 pytestmark = pytest.mark.unit
@@ -127,3 +133,15 @@ def test_workload_spread_counts_other_attacked_containers_capped() -> None:
     assert spread["points"] == SPREAD_CAP and many["score"] == 4 + SPREAD_CAP
     same = workload_risk("k", [risk("c2", 0, 5), risk("c1", 0, 5)])
     assert same["riskiest"] == "c1" and same["score"] == 5  # replicas add nothing; ties: id
+
+
+def test_posture_regressions_count_in_the_container_score(tmp_path: Path) -> None:
+    docs = {"c" * 64: {"Image": "sha256:3", "GraphDriver": {"Data": {"LowerDir": str(tmp_path)}},
+                       "Config": {"User": "1000"}}}
+    view = RiskView(ContainerRisk(None, docs.get), ImageScanner(), docs.get, lambda: [],
+                    lambda c: "k", posture_of=lambda cid: ["5.32", "5.5", "5.7"])
+    r = view.of("c" * 64)
+    (p,) = [x for x in r["reasons"] if x["factor"] == "posture_regressions"]
+    assert p["points"] == POSTURE_CAP and "5.32" in p["detail"]  # 12 before the cap
+    assert r["score"] == sum(x["points"] for x in r["reasons"]) == POSTURE_CAP
+    assert posture_reasons([]) == []
