@@ -226,10 +226,24 @@ def read_daemon_options() -> DaemonOptions:
 
 
 @dataclass(frozen=True)
+class ObservedSession:
+    """A process that entered the container from outside and runs now, read from /proc: in
+    the container's pid namespace, not its init, its parent outside the namespace (`docker
+    exec`, `runc exec`, `nsenter`: whatever started it, recorded by the engine or not)."""
+
+    pid: int
+    comm: str
+    uid: int  # effective uid
+    cap_bnd: int  # its capability bounding set (CapBnd)
+    init_cap_bnd: int  # the container init's: a privileged exec has more
+
+
+@dataclass(frozen=True)
 class ContainerFacts:
     inspect: Mapping[str, Any]  # the engine's inspect document
     execs: tuple[Mapping[str, Any], ...] = ()  # inspect documents of its exec instances
     processes: tuple[str, ...] | None = None  # comms in its pid namespace; None: not seen
+    sessions: tuple[ObservedSession, ...] = ()  # exec sessions observed in /proc now
 
     @property
     def name(self) -> str:
@@ -304,9 +318,12 @@ def _docker_group() -> tuple[str, ...] | None:
     return tuple(sorted(members))
 
 
-def pid_namespaces() -> dict[str, list[str]]:
-    """pid namespace link ("pid:[4026531836]") -> comms of its processes, from /proc."""
-    out: dict[str, list[str]] = {}
+MAX_PROCESSES_PER_CONTAINER = 4096
+
+
+def pid_namespaces() -> dict[str, list[tuple[int, str]]]:
+    """pid namespace link ("pid:[4026531836]") -> (pid, comm) of its processes, from /proc."""
+    out: dict[str, list[tuple[int, str]]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -316,12 +333,42 @@ def pid_namespaces() -> dict[str, list[str]]:
                 comm = f.read().strip()
         except OSError:
             continue
-        out.setdefault(ns, []).append(comm)
+        out.setdefault(ns, []).append((int(entry.name), comm))
     return out
 
 
+def _status(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    except OSError:
+        return {}
+
+
+def observed_sessions(init_pid: int, members: Sequence[tuple[int, str]]
+                      ) -> tuple[ObservedSession, ...]:
+    """The exec sessions among a container's processes: not its init, parent outside."""
+    pids = {p for p, _ in members}
+    init_bnd = int(_status(init_pid).get("CapBnd", "0") or "0", 16)
+    out = []
+    for pid, comm in members[:MAX_PROCESSES_PER_CONTAINER]:
+        if pid == init_pid:
+            continue
+        st = _status(pid)
+        try:
+            ppid = int(st.get("PPid", "0"))
+            euid = int(st.get("Uid", "0").split()[1])
+            bnd = int(st.get("CapBnd", "0"), 16)
+        except (ValueError, IndexError):
+            continue  # gone while read
+        if ppid and ppid not in pids:
+            out.append(ObservedSession(pid, comm, euid, bnd, init_bnd))
+    return tuple(out)
+
+
 def _container_facts(engine: EngineInventory, cid: str,
-                     namespaces: Mapping[str, Sequence[str]]) -> ContainerFacts | None:
+                     namespaces: Mapping[str, Sequence[tuple[int, str]]]
+                     ) -> ContainerFacts | None:
     attrs = engine.inspect_raw(cid)
     if attrs is None:
         return None  # gone between list and inspect
@@ -334,14 +381,17 @@ def _container_facts(engine: EngineInventory, cid: str,
         if doc is not None:
             execs.append(doc)
     processes: tuple[str, ...] | None = None
+    sessions: tuple[ObservedSession, ...] = ()
     pid = (attrs.get("State") or {}).get("Pid") or 0
     mode = (attrs.get("HostConfig") or {}).get("PidMode") or ""
     if pid and mode != "host":
         try:
-            processes = tuple(namespaces.get(os.readlink(f"/proc/{pid}/ns/pid"), ()))
+            members = list(namespaces.get(os.readlink(f"/proc/{pid}/ns/pid"), ()))
+            processes = tuple(comm for _, comm in members)
+            sessions = observed_sessions(int(pid), members)
         except OSError:
             processes = None
-    return ContainerFacts(attrs, tuple(execs), processes)
+    return ContainerFacts(attrs, tuple(execs), processes, sessions)
 
 
 def gather(engine: EngineInventory) -> PostureFacts:

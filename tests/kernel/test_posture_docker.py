@@ -211,6 +211,32 @@ def test_a_regression_on_real_containers_raises_an_alert(run_container: Callable
     assert service.regressed_checks(plain.id) == []
 
 
+def test_a_root_session_entered_from_outside_is_observed(run_container: Callable[..., Any],
+                                                         engine: DockerRuntime) -> None:
+    """5.23 / 5.24 from runtime data: a root process that entered a container configured as
+    user 1000 with nsenter (no exec record in the engine) is seen in /proc, with the host's
+    bounding set, larger than the container's."""
+    if shutil.which("nsenter") is None:
+        pytest.skip("nsenter (util-linux) is not installed")
+    box = run_container("sleep 300", user="1000")
+    wait_until(lambda: engine.inspect_raw(box.id)["State"]["Running"], 15, message="running")
+    pid = engine.inspect_raw(box.id)["State"]["Pid"]
+    intruder = subprocess.Popen(["nsenter", "-t", str(pid), "-p", "-m", "--",
+                                 "/bin/sleep", "120"])
+    try:
+        def seen() -> Any:
+            r = findings(ours(gather(engine)))
+            return r if box.name in r["5.24"].items and box.name in r["5.23"].items else None
+
+        r = wait_until(seen, 15, interval=0.3, message="the session observed in /proc")
+        assert "observed: session pid" in r["5.24"].reason and "/proc" in r["5.24"].reason
+        assert "beyond the container's bounding set" in r["5.23"].reason
+        assert engine.inspect_raw(box.id).get("ExecIDs") in (None, [])  # not the engine's
+    finally:
+        intruder.kill()
+        intruder.wait(10)
+
+
 def static_program(tmp: Path, name: str) -> bytes:
     """A tar holding one static program `name` that only waits (compiled here with gcc)."""
     src = tmp / "wait.c"

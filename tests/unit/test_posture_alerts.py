@@ -6,6 +6,7 @@ schedule."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -122,3 +123,27 @@ def test_rescans_on_a_schedule() -> None:
         assert any("5.32" in a.rule.name for a in sink.alerts)
     finally:
         service.close()
+
+
+def test_exec_sessions_observed_in_proc() -> None:
+    """5.23 / 5.24 from sessions roxd observes in /proc, beside the engine's records."""
+    from roxd.posture.checks import run_checks
+    from roxd.posture.facts import ObservedSession
+
+    def with_sessions(user: str, *sessions: ObservedSession) -> Any:
+        c = container("plain")
+        c.inspect["Config"]["User"] = user  # type: ignore[index]
+        return facts(dataclasses.replace(c, sessions=sessions, execs=()))
+
+    default_bnd = 0xA80425FB
+    root_in_app = ObservedSession(4242, "sh", 0, default_bnd, default_bnd)
+    r = {f.check.id: f.outcome for f in run_checks(with_sessions("1000", root_in_app)).findings}
+    assert r["5.24"].result.value == "INFO" and "observed: session pid 4242" in r["5.24"].reason
+    assert r["5.23"].result.value == "PASS"
+    # a root container: every exec is root, not an exec "with user=root"
+    r = {f.check.id: f.outcome for f in run_checks(with_sessions("", root_in_app)).findings}
+    assert r["5.24"].result.value == "PASS"
+    privileged = ObservedSession(4343, "sh", 0, 0x1FFFFFFFFFF, default_bnd)
+    r = {f.check.id: f.outcome for f in run_checks(with_sessions("", privileged)).findings}
+    assert r["5.23"].result.value == "WARN" and "beyond the container's bounding set" in \
+        r["5.23"].reason
