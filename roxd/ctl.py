@@ -3,7 +3,8 @@
     roxctl status                          version, uptime, programs, events/s, drops, rules
     roxctl health                          exit 0 when healthy (Kubernetes exec probes)
     roxctl containers                      containers with mode, alerts, risk, quarantine
-    roxctl risk show CONTAINER             the risk score and every reason for it
+    roxctl risk show CONTAINER|WORKLOAD    the risk score and every reason for it
+    roxctl risk list                       every workload's risk, most at risk first
     roxctl events --type exec              live events (Ctrl-C to stop; --count N)
     roxctl alerts list --since 1h          recent alerts; alerts show ID; alerts follow
     roxctl incidents list | show ID        alerts of one attack: phases, timeline, process tree
@@ -158,12 +159,35 @@ def cmd_containers(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
 
 
 def cmd_risk(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
-    r = api.get(path_of("/v1/containers", args.container, "risk"))
+    if args.risk_cmd == "list":
+        rows = api.get("/v1/risk/workloads")
+        if out.json:
+            out.dump(rows)
+            return EXIT_OK
+        out.table(["WORKLOAD", "RISK", "CONTAINERS", "RISKIEST"],
+                  [(w["workload"], w["score"], len(w["containers"]),
+                    (w["riskiest"] or "")[:12]) for w in rows])
+        return EXIT_OK
+    # a workload key always has a kind prefix (image:, k8s:, compose:, label:) and container
+    # names never hold a colon: the argument says which it is
+    if ":" in args.target:
+        r = api.get("/v1/risk/workload", {"workload": args.target})
+        if out.json:
+            out.dump(r)
+            return EXIT_OK
+        out.print(f"{out.paint('risk', '1')}  {term(r['score'])}  (workload "
+                  f"{term(r['workload'])}: riskiest container "
+                  f"{term((r['riskiest'] or '')[:12])} of {len(r['containers'])})")
+        out.table(["FACTOR", "POINTS", "CAP", "CONTAINER", "WHY"],
+                  [(x["factor"], x["points"], x["cap"], x.get("container", "")[:12],
+                    x["detail"]) for x in r["reasons"]])
+        return EXIT_OK
+    r = api.get(path_of("/v1/containers", args.target, "risk"))
     if out.json:
         out.dump(r)
         return EXIT_OK
-    out.print(f"{out.paint('risk', '1')}  {term(r['score'])} of 100  "
-              f"({term(r['container'][:12])}; configuration: {term(r['config'])})")
+    out.print(f"{out.paint('risk', '1')}  {term(r['score'])}  (the sum of the factors below; "
+              f"{term(r['container'][:12])}; configuration: {term(r['config'])})")
     out.table(["FACTOR", "POINTS", "CAP", "WHY"],
               [(x["factor"], x["points"], x["cap"], x["detail"]) for x in r["reasons"]])
     return EXIT_OK
@@ -706,10 +730,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("container", nargs="?", help="show one container")
     s.set_defaults(func=cmd_containers)
 
-    s = sub.add_parser("risk", help="a container's risk score and its reasons")
+    s = sub.add_parser("risk", help="risk scores of containers and workloads, with reasons")
     rksub = s.add_subparsers(dest="risk_cmd", required=True, metavar="SUBCOMMAND")
     r = rksub.add_parser("show", help="every factor and its points (they sum to the score)")
-    r.add_argument("container", help="name, id or unique id prefix")
+    r.add_argument("target", metavar="CONTAINER|WORKLOAD",
+                   help="container name, id or unique id prefix; or a workload key "
+                        "(image:REPO/NAME, k8s:NS/OWNER/CONTAINER, compose:PROJECT/SERVICE, "
+                        "label:VALUE)")
+    rksub.add_parser("list", help="every workload's risk, most at risk first")
     s.set_defaults(func=cmd_risk)
 
     s = sub.add_parser("events", help="live events (Ctrl-C to stop)")

@@ -46,6 +46,7 @@ from roxd.errors import CgroupError, RoxdError, RuleError
 from roxd.holdguard import HoldGuard, release_exec_stops
 from roxd.incidents import IncidentTracker, start_incidents
 from roxd.incidents.risk import ContainerRisk
+from roxd.incidents.risk_workload import make_risk_view
 from roxd.inventory import ContainerRecord, ImageRecord, container_inventory, image_inventory
 from roxd.jsonlines import JsonLines
 from roxd.model import Container, SeccompEvent, rfc3339
@@ -54,6 +55,7 @@ from roxd.netmap.flows import FlowMap, peer_name
 from roxd.pipeline import Counters, EventTaps, Pipeline, SlowActions
 from roxd.policy.capacity import capacity_problems, map_capacities
 from roxd.policy.kernel import KernelPolicy
+from roxd.posture.alerts import PostureAlerts
 from roxd.posture.model import Report
 from roxd.posture.service import PostureService
 from roxd.pubsub import Topic
@@ -151,6 +153,8 @@ class Parts:
     api: ApiServer | None = None
     posture: PostureService | None = None  # None: posture.enabled = false
     incidents: IncidentTracker | None = None  # a raw tap of the dispatcher: every alert
+    # the alert fan-out without the incident tracker, for posture regressions
+    posture_alerts: AlertDispatcher | None = None
     netmap: FlowMap | None = None  # None: netmap.enabled = false
     metrics: MetricsListener | NoMetricsListener = field(default_factory=NoMetricsListener)
     # the worker for isolate, container kills, seccomp and quarantine checks: off the loop
@@ -240,6 +244,8 @@ class Daemon:
         # NATS, OTLP, syslog and webhooks carry incident changes too
         for feed in delivery.incident_feeds():
             incidents.add_sink(feed)
+        # posture regressions go to every sink but not to incidents (docs/posture.md)
+        posture_alerts = AlertDispatcher(delivery, list(raw_taps))
         raw_taps.append(incidents)
         alerts = AlertDispatcher(delivery, raw_taps)
         if self.quarantine is not None:  # a table changed from inside: re-applied, alerted
@@ -288,7 +294,8 @@ class Daemon:
         seccomp = self._make_seccomp(attribution)
         responder.seccomp = seccomp
         return Parts(attribution, sensor, policy, pipeline, delivery, seccomp, baselines,
-                     incidents=incidents, netmap=netmap, slow=slow)
+                     incidents=incidents, netmap=netmap, slow=slow,
+                     posture_alerts=posture_alerts)
 
     def _start(self, parts: Parts) -> None:
         parts.attribution.start()
@@ -580,6 +587,12 @@ class Daemon:
         service = PostureService(self.engine_inventory(), self.config.posture.interval_s)
         # a container started or stopped: rescan soon (the listener only takes note)
         parts.attribution.resolver.add_change_listener(service.containers_changed)
+        if parts.posture_alerts is not None:  # PASS -> WARN: an alert, raised on the loop
+            resolver = parts.attribution.resolver
+            raise_regressions = PostureAlerts(parts.posture_alerts.raise_alert, lambda cid: next(
+                (c for _, c in resolver.containers() if c.id == cid), None))
+            service.on_regressions = lambda found: self.call_in_loop(
+                lambda: raise_regressions(found))
         service.start()  # the first scan runs on its own thread, never on the loop
         return service
 
@@ -645,6 +658,11 @@ class DaemonPort:
         self.alerts_topic = daemon.alerts_topic
         # risk per container: incidents, and configuration facts where the runtime inspects
         self._risk = ContainerRisk(parts.incidents, getattr(daemon.runtime, "inspect_raw", None))
+        # ... plus image facts (cached per image) and per workload (incidents/risk_workload.py)
+        self._risk_view = make_risk_view(
+            self._risk, daemon.runtime, lambda: [c for _, c in self.containers()],
+            daemon.config.baselines.key_label,
+            posture_of=parts.posture.regressed_checks if parts.posture is not None else None)
 
     def activity(self) -> Activity:
         c = self._daemon.counters
@@ -724,7 +742,10 @@ class DaemonPort:
         return self._parts.netmap
 
     def risk(self, container_id: str) -> Mapping[str, Any]:
-        return self._risk.of(container_id)
+        return self._risk_view.of(container_id)
+
+    def workload_risk(self, key: str | None = None) -> Any:
+        return self._risk_view.workloads() if key is None else self._risk_view.workload(key)
 
     def call_in_loop(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
         return self._daemon.call_in_loop(fn, timeout)

@@ -47,6 +47,7 @@ _roxctl() {
             "posture") key="posture" ;;
             "release") key="release" ;;
             "risk") key="risk" ;;
+            "risk list") key="risk list" ;;
             "risk show") key="risk show" ;;
             "rules") key="rules" ;;
             "rules disable") key="rules disable" ;;
@@ -103,7 +104,8 @@ _roxctl() {
         "netmap") opts="--help --since --container --limit --format --socket --output --json" ;;
         "posture") opts="--help --refresh --format --verbose --json --socket --output" ;;
         "release") opts="--help --socket --output --json" ;;
-        "risk") opts="--help show --socket --output --json" ;;
+        "risk") opts="--help show list --socket --output --json" ;;
+        "risk list") opts="--help --socket --output --json" ;;
         "risk show") opts="--help --socket --output --json" ;;
         "rules") opts="--help list show validate reload top enable disable --socket --output --json" ;;
         "rules disable") opts="--help --tag --socket --output --json" ;;

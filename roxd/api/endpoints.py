@@ -69,6 +69,8 @@ class Endpoints:
             "listFlows": self.list_flows,
             "getContainerRisk": lambda _r, p, _b: dict(self.daemon.risk(
                 self.directory.resolve(p["ref"]).id)),
+            "listWorkloadRisk": lambda _r, _p, _b: list(self.daemon.workload_risk(None)),
+            "getWorkloadRisk": self.get_workload_risk,
             "listRules": self.rules.list,
             "getRule": self.rules.get,
             "topRules": self.rules.top,
@@ -127,6 +129,13 @@ class Endpoints:
         return Response(200, text.encode(), metrics.CONTENT_TYPE)
 
     # ------------------------------------------------------------------ alerts and events
+
+    def get_workload_risk(self, _req: Request, p: dict[str, Any], _body: Any) -> Any:
+        risk = self.daemon.workload_risk(p["workload"])
+        if risk is None:
+            raise ApiError(404, f"no running container has the workload key {p['workload']!r} "
+                                "(GET /v1/risk/workloads lists them)")
+        return risk
 
     def list_alerts(self, _req: Request, p: dict[str, Any], _body: Any) -> Any:
         f = AlertFilter(

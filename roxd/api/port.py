@@ -172,6 +172,8 @@ class DaemonPort(Protocol):
     def inventory_images(self) -> Sequence[ImageRecord]: ...
     def incidents(self) -> IncidentsView | None: ...  # None: not tracked in this daemon
     def risk(self, container_id: str) -> Mapping[str, Any]: ...  # score, reasons (incidents/risk)
+    # None: every workload (a list, most at risk first); a key: that one, None when unknown
+    def workload_risk(self, key: str | None = None) -> Any: ...
     def netmap(self) -> NetmapView | None: ...  # None: [netmap] enabled = false
 
     # ---- commands

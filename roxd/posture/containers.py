@@ -129,11 +129,13 @@ def c_5_7(f: PostureFacts) -> Outcome:
     unseen = [c.name for c in f.containers if c.processes is None]
 
     def bad(c: ContainerFacts) -> str | None:
-        return "runs sshd" if c.processes and any(p.startswith("sshd") for p in c.processes) \
-            else None
-    result = per_container(f, bad, what="run sshd")
+        return "observed running sshd" if c.processes and any(
+            p.startswith("sshd") for p in c.processes) else None
+    # observed, not configured: the processes roxd reads in each pid namespace at the scan
+    result = per_container(f, bad, what="run sshd (observed: a process named sshd* in the "
+                                        "container's pid namespace, read from /proc)")
     if result.result is Result.PASS and unseen:
-        return outcome(Result.NOTE, f"no sshd seen, but the processes of {', '.join(unseen)} "
+        return outcome(Result.NOTE, f"no sshd observed, but the processes of {', '.join(unseen)} "
                                     "could not be read (host pid namespace or not running)",
                        unseen)
     return result
@@ -273,15 +275,31 @@ def c_5_22(f: PostureFacts) -> Outcome:
     return per_container(f, bad, what="disable seccomp")
 
 
+def _configured_user(c: ContainerFacts) -> str:
+    return str((c.inspect.get("Config") or {}).get("User") or "").split(":", 1)[0]
+
+
 def _exec_problem(c: ContainerFacts, test: str) -> str | None:
+    """From the engine's exec records, and from the sessions observed in /proc now (which
+    also sees sessions the engine never recorded: `runc exec`, `nsenter`)."""
     hits = []
     for e in c.execs:
         pc = e.get("ProcessConfig") or {}
         argv = " ".join([str(pc.get("entrypoint") or ""), *map(str, pc.get("arguments") or [])])
         if test == "privileged" and (pc.get("privileged") or e.get("Privileged")):
-            hits.append(f"privileged exec `{argv.strip()[:60]}`")
+            hits.append(f"privileged exec `{argv.strip()[:60]}` (engine's exec record)")
         if test == "root" and str(pc.get("user") or "") in ("root", "0", "0:0"):
-            hits.append(f"exec as {pc.get('user')} `{argv.strip()[:60]}`")
+            hits.append(f"exec as {pc.get('user')} `{argv.strip()[:60]}` (engine's exec record)")
+    user = _configured_user(c)
+    for s in c.sessions:
+        if test == "privileged" and s.cap_bnd & ~s.init_cap_bnd:
+            hits.append(f"observed: session pid {s.pid} `{s.comm}` holds capabilities beyond "
+                        "the container's bounding set (read from /proc)")
+        # in a root container every exec is root: only a session that became root where the
+        # container runs as another user is an exec "with user=root"
+        if test == "root" and s.uid == 0 and user not in ("", "0", "root"):
+            hits.append(f"observed: session pid {s.pid} `{s.comm}` runs as root in a container "
+                        f"configured as user {user} (read from /proc)")
     return "; ".join(hits) if hits else None
 
 
@@ -290,7 +308,8 @@ def _exec_problem(c: ContainerFacts, test: str) -> str | None:
        "container the one capability the task needs, or use a separate debug container.")
 def c_5_23(f: PostureFacts) -> Outcome:
     return per_container(f, lambda c: _exec_problem(c, "privileged"),
-                         what="had privileged exec sessions (engine's exec records)")
+                         what="had privileged exec sessions (observed: the engine's exec "
+                              "records and the sessions running now, from /proc)")
 
 
 @check("5.24", "Ensure that docker exec commands are not used with the user=root option",
@@ -298,7 +317,8 @@ def c_5_23(f: PostureFacts) -> Outcome:
        "container's own user; keep `--user root` for audited break-glass work.")
 def c_5_24(f: PostureFacts) -> Outcome:
     return per_container(f, lambda c: _exec_problem(c, "root"),
-                         what="had exec sessions with --user root", warn=Result.INFO)
+                         what="had exec sessions as root (observed: the engine's exec records "
+                              "and the sessions running now, from /proc)", warn=Result.INFO)
 
 
 @check("5.25", "Ensure that cgroup usage is confirmed", concerns="containers",

@@ -70,6 +70,13 @@ def stat_file(path: str) -> FileFact:
                     stat.S_ISDIR(st.st_mode))
 
 
+# How the audit rules were read (AuditRules.kind): each gives the checks a different answer.
+AUDIT_LOADED = "loaded"        # `auditctl -l`: the rules the kernel has now
+AUDIT_FILES = "files"          # rule files, auditctl absent: written, not known to be loaded
+AUDIT_NONE = "none"            # no auditctl and no rule files: nothing audits anything
+AUDIT_UNREADABLE = "unreadable"  # auditctl is there but `auditctl -l` failed
+
+
 @dataclass(frozen=True)
 class AuditRules:
     """The loaded audit rules (`auditctl -l`), or the rule files when auditctl is absent;
@@ -78,6 +85,15 @@ class AuditRules:
     lines: tuple[str, ...] | None
     source: str
     reason: str = ""
+    kind: str = ""  # AUDIT_*; "" derives it: lines None -> none, auditctl -> loaded, files
+
+    @property
+    def state(self) -> str:
+        if self.kind:
+            return self.kind
+        if self.lines is None:
+            return AUDIT_NONE
+        return AUDIT_LOADED if self.source.startswith("auditctl") else AUDIT_FILES
 
     def watches(self, path: str) -> bool:
         """Is there a rule that watches `path` (-w PATH, or a path=/dir= field)?"""
@@ -99,19 +115,21 @@ def read_audit_rules() -> AuditRules:
             done = subprocess.run([auditctl, "-l"], capture_output=True, text=True,
                                   timeout=10, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            return AuditRules(None, "auditctl -l", f"auditctl -l failed: {exc}")
+            return AuditRules(None, "auditctl -l", f"auditctl -l failed: {exc}",
+                              AUDIT_UNREADABLE)
         if done.returncode == 0:
             lines = tuple(line for line in done.stdout.splitlines() if line.strip())
-            return AuditRules(lines, "auditctl -l")
+            return AuditRules(lines, "auditctl -l", kind=AUDIT_LOADED)
         return AuditRules(None, "auditctl -l", f"auditctl -l exited {done.returncode}: "
-                                                f"{done.stderr.strip()[:200]}")
+                                                f"{done.stderr.strip()[:200]}",
+                          AUDIT_UNREADABLE)
     files = sorted(Path("/etc/audit/rules.d").glob("*.rules")) if Path(
         "/etc/audit/rules.d").is_dir() else []
     if Path("/etc/audit/audit.rules").is_file():
         files.append(Path("/etc/audit/audit.rules"))
     if not files:
-        return AuditRules(None, "", "auditd is not installed: no auditctl and no rule files "
-                                    "under /etc/audit, so nothing audits Docker's files")
+        return AuditRules(None, "", "auditd is not installed (no auditctl, no rule files "
+                                    "under /etc/audit)", AUDIT_NONE)
     lines: list[str] = []
     for f in files:
         try:
@@ -119,7 +137,8 @@ def read_audit_rules() -> AuditRules:
                       if x.strip() and not x.lstrip().startswith("#")]
         except OSError as exc:
             log.debug("audit rules %s: %s", f, exc)
-    return AuditRules(tuple(lines), "rule files (auditctl absent: loaded state unknown)")
+    return AuditRules(tuple(lines), "rule files (auditctl absent: loaded state unknown)",
+                      kind=AUDIT_FILES)
 
 
 @dataclass(frozen=True)
@@ -207,10 +226,24 @@ def read_daemon_options() -> DaemonOptions:
 
 
 @dataclass(frozen=True)
+class ObservedSession:
+    """A process that entered the container from outside and runs now, read from /proc: in
+    the container's pid namespace, not its init, its parent outside the namespace (`docker
+    exec`, `runc exec`, `nsenter`: whatever started it, recorded by the engine or not)."""
+
+    pid: int
+    comm: str
+    uid: int  # effective uid
+    cap_bnd: int  # its capability bounding set (CapBnd)
+    init_cap_bnd: int  # the container init's: a privileged exec has more
+
+
+@dataclass(frozen=True)
 class ContainerFacts:
     inspect: Mapping[str, Any]  # the engine's inspect document
     execs: tuple[Mapping[str, Any], ...] = ()  # inspect documents of its exec instances
     processes: tuple[str, ...] | None = None  # comms in its pid namespace; None: not seen
+    sessions: tuple[ObservedSession, ...] = ()  # exec sessions observed in /proc now
 
     @property
     def name(self) -> str:
@@ -245,6 +278,7 @@ class PostureFacts:
 
 BENCH_FILES = ("/etc/docker", DAEMON_JSON, "/etc/default/docker", "/etc/sysconfig/docker",
                "/var/run/docker.sock", "/run/containerd/containerd.sock",
+               "/run/docker/containerd/containerd.sock",
                "/etc/containerd/config.toml", "/var/lib/docker", "/run/containerd",
                "/usr/bin/containerd", "/usr/bin/containerd-shim",
                "/usr/bin/containerd-shim-runc-v1", "/usr/bin/containerd-shim-runc-v2",
@@ -284,9 +318,12 @@ def _docker_group() -> tuple[str, ...] | None:
     return tuple(sorted(members))
 
 
-def pid_namespaces() -> dict[str, list[str]]:
-    """pid namespace link ("pid:[4026531836]") -> comms of its processes, from /proc."""
-    out: dict[str, list[str]] = {}
+MAX_PROCESSES_PER_CONTAINER = 4096
+
+
+def pid_namespaces() -> dict[str, list[tuple[int, str]]]:
+    """pid namespace link ("pid:[4026531836]") -> (pid, comm) of its processes, from /proc."""
+    out: dict[str, list[tuple[int, str]]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -296,12 +333,42 @@ def pid_namespaces() -> dict[str, list[str]]:
                 comm = f.read().strip()
         except OSError:
             continue
-        out.setdefault(ns, []).append(comm)
+        out.setdefault(ns, []).append((int(entry.name), comm))
     return out
 
 
+def _status(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    except OSError:
+        return {}
+
+
+def observed_sessions(init_pid: int, members: Sequence[tuple[int, str]]
+                      ) -> tuple[ObservedSession, ...]:
+    """The exec sessions among a container's processes: not its init, parent outside."""
+    pids = {p for p, _ in members}
+    init_bnd = int(_status(init_pid).get("CapBnd", "0") or "0", 16)
+    out = []
+    for pid, comm in members[:MAX_PROCESSES_PER_CONTAINER]:
+        if pid == init_pid:
+            continue
+        st = _status(pid)
+        try:
+            ppid = int(st.get("PPid", "0"))
+            euid = int(st.get("Uid", "0").split()[1])
+            bnd = int(st.get("CapBnd", "0"), 16)
+        except (ValueError, IndexError):
+            continue  # gone while read
+        if ppid and ppid not in pids:
+            out.append(ObservedSession(pid, comm, euid, bnd, init_bnd))
+    return tuple(out)
+
+
 def _container_facts(engine: EngineInventory, cid: str,
-                     namespaces: Mapping[str, Sequence[str]]) -> ContainerFacts | None:
+                     namespaces: Mapping[str, Sequence[tuple[int, str]]]
+                     ) -> ContainerFacts | None:
     attrs = engine.inspect_raw(cid)
     if attrs is None:
         return None  # gone between list and inspect
@@ -314,14 +381,17 @@ def _container_facts(engine: EngineInventory, cid: str,
         if doc is not None:
             execs.append(doc)
     processes: tuple[str, ...] | None = None
+    sessions: tuple[ObservedSession, ...] = ()
     pid = (attrs.get("State") or {}).get("Pid") or 0
     mode = (attrs.get("HostConfig") or {}).get("PidMode") or ""
     if pid and mode != "host":
         try:
-            processes = tuple(namespaces.get(os.readlink(f"/proc/{pid}/ns/pid"), ()))
+            members = list(namespaces.get(os.readlink(f"/proc/{pid}/ns/pid"), ()))
+            processes = tuple(comm for _, comm in members)
+            sessions = observed_sessions(int(pid), members)
         except OSError:
             processes = None
-    return ContainerFacts(attrs, tuple(execs), processes)
+    return ContainerFacts(attrs, tuple(execs), processes, sessions)
 
 
 def gather(engine: EngineInventory) -> PostureFacts:

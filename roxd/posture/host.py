@@ -48,12 +48,9 @@ def _audit(cis_id: str, path: str, label: str, *, dynamic: str = "") -> None:
 @check("1.1.3", "Ensure auditing is configured for the Docker daemon", concerns="files",
        remediation=AUDIT_FIX.format(path="/usr/bin/dockerd"))
 def c_1_1_3(f: PostureFacts) -> Outcome:
-    binary = f.daemon.binary or "/usr/bin/dockerd"
-    if f.audit.lines is None:
-        return outcome(Result.NOTE, f.audit.reason, [binary])
     if f.daemon.argv is None:
         return outcome(Result.NOTE, "no dockerd process on this host: its binary is unknown")
-    return audit_watch(f, binary, need_file=False)
+    return audit_watch(f, f.daemon.binary or "/usr/bin/dockerd", need_file=False)
 
 
 _audit("1.1.4", "/run/containerd", "Docker files and directories - /run/containerd")
@@ -71,8 +68,19 @@ def c_1_1_7(f: PostureFacts) -> Outcome:
     return audit_watch(f, unit)
 
 
-_audit("1.1.8", "/run/containerd/containerd.sock",
-       "Docker files and directories - containerd.sock")
+# the containerd socket dockerd talks to: a system containerd's, or the one dockerd starts
+# itself (docker.io without containerd.service keeps it under /run/docker/containerd)
+CONTAINERD_SOCKETS = ("/run/containerd/containerd.sock", "/run/docker/containerd/containerd.sock")
+
+
+@check("1.1.8", "Ensure auditing is configured for Docker files and directories - "
+       "containerd.sock", concerns="files",
+       remediation=AUDIT_FIX.format(path="<path of containerd.sock>"))
+def c_1_1_8(f: PostureFacts) -> Outcome:
+    for path in CONTAINERD_SOCKETS:
+        if f.file(path).exists:
+            return audit_watch(f, path)
+    return audit_watch(f, CONTAINERD_SOCKETS[0])
 
 
 @check("1.1.9", "Ensure auditing is configured for Docker files and directories - "

@@ -5,10 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from roxd.posture.facts import ContainerFacts, FileFact, PostureFacts
+from roxd.posture.facts import (
+    AUDIT_FILES,
+    AUDIT_NONE,
+    AUDIT_UNREADABLE,
+    ContainerFacts,
+    FileFact,
+    PostureFacts,
+)
 from roxd.posture.model import Check, Outcome, Result
 
 CHECKS: list[Check] = []
+NO_CONTAINERS = "no running containers to check"
 
 Decide = Callable[[PostureFacts], Outcome]
 
@@ -61,16 +69,31 @@ def permissions(ff: FileFact, most: int) -> Outcome:
 
 
 def audit_watch(facts: PostureFacts, path: str, *, need_file: bool = True) -> Outcome:
-    """PASS when an audit rule watches `path`; NOTE when the rules cannot be read or the path
-    is not on this host."""
+    """Is `path` audited? From what the audit rules say (facts.AUDIT_* states):
+
+    - loaded (`auditctl -l`): PASS with a watch on the path, else WARN;
+    - none (no auditctl, no rule files): WARN: with no audit system nothing is audited;
+    - files (rule files, auditctl absent): WARN when no file has a rule for the path (not
+      even written down); NOTE when one has: written, but whether it is loaded cannot be read;
+    - unreadable (`auditctl -l` failed): NOTE with the error.
+
+    A path the benchmark names that is not on this host is a NOTE ("not on this host"),
+    whatever the rules say (`need_file=False`: the path is known to exist, dockerd's binary)."""
     audit = facts.audit
-    if audit.lines is None:
+    state = audit.state
+    if state == AUDIT_UNREADABLE:
         return outcome(Result.NOTE, audit.reason, [path])
     ff = facts.file(path)
     if need_file and not ff.exists:
         return outcome(Result.NOTE, f"{path} is not on this host: no audit rule needed",
                        [path])
+    if state == AUDIT_NONE:
+        return outcome(Result.WARN, f"nothing audits {path}: {audit.reason}", [path])
     if audit.watches(path):
+        if state == AUDIT_FILES:
+            return outcome(Result.NOTE, f"a rule in the audit rule files watches {path}, but "
+                                        "auditctl is absent: whether it is loaded cannot be "
+                                        "read", [path])
         return outcome(Result.PASS, f"an audit rule watches {path} ({audit.source})", [path])
     return outcome(Result.WARN, f"no audit rule watches {path} ({audit.source})", [path])
 
@@ -82,7 +105,7 @@ def per_container(facts: PostureFacts, bad: Callable[[ContainerFacts], str | Non
     if facts.info is None:
         return outcome(Result.NOTE, f"the engine could not be read: {facts.engine_error}")
     if not facts.containers:
-        return outcome(Result.INFO, "no running containers to check")
+        return outcome(Result.INFO, NO_CONTAINERS)
     hits = []
     for c in facts.containers:
         reason = bad(c)

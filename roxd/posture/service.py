@@ -1,6 +1,8 @@
 """The posture scan as a service of the daemon: one scan at a time on a worker thread (it is
 slow I/O: the engine, /proc, stat, auditctl), the last report kept, rescans on a schedule and
-when the running containers change, and every check that goes from PASS to WARN logged.
+when the running containers change, and every check that goes from PASS to WARN logged and
+handed to `on_regressions` (the daemon raises a `roxd.posture-regression` alert for each:
+roxd/posture/alerts.py).
 
     service = PostureService(runtime, interval_s=3600)
     service.start()
@@ -14,8 +16,9 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+from roxd.posture.alerts import ContainerRef, Regression, regressions
 from roxd.posture.checks import run_checks
 from roxd.posture.facts import PostureFacts, gather
 from roxd.posture.model import Report, Result
@@ -39,7 +42,10 @@ class PostureService:
         self._due_change: float | None = None
         self._thread: threading.Thread | None = None
         self.scans = 0
-        self.regressions = 0  # PASS -> WARN transitions seen
+        self.regressions = 0  # PASS -> WARN transitions seen (per check and container)
+        # told of the regressions of every scan after the first (on the scan's thread)
+        self.on_regressions: Callable[[list[Regression]], None] | None = None
+        self._regressed: dict[str, frozenset[str]] = {}  # container id -> CIS ids (_remember)
 
     # ------------------------------------------------------------------ scanning
 
@@ -53,10 +59,45 @@ class PostureService:
                 "hostname": socket.gethostname(), "engine_version": version,
                 "engine_error": facts.engine_error or None,
                 "containers": len(facts.containers)})
-            self._log_changes(self._last, report)
+            refs = {c.name: ContainerRef(str(c.inspect.get("Id") or ""), c.name,
+                                         int((c.inspect.get("State") or {}).get("Pid") or 0))
+                    for c in facts.containers}
+            found = regressions(self._last, report, refs)
+            self._log_changes(self._last, report, found)
             self._last = report
             self.scans += 1
-            return report
+            self._remember(found, report, refs)
+        if found and self.on_regressions is not None:
+            try:
+                self.on_regressions(found)
+            except Exception:  # the alert path failing must not stop the scans
+                log.exception("posture regression alerts failed")
+        return report
+
+    def _remember(self, found: list[Regression], report: Report,
+                  refs: Mapping[str, ContainerRef]) -> None:
+        """Keep, per container, the checks that regressed for it and still name it (the
+        risk score's posture_regressions factor); forget the ones that no longer do. A new
+        dict each time: the API's threads read it without the scan's lock."""
+        regressed = {cid: set(ids) for cid, ids in self._regressed.items()}
+        for r in found:
+            if r.container_id:
+                regressed.setdefault(r.container_id, set()).add(r.finding.check.id)
+        warned = {f.check.id: set(f.outcome.items) for f in report.findings
+                  if f.outcome.result is Result.WARN}
+        names = {ref.id: name for name, ref in refs.items()}
+        kept: dict[str, frozenset[str]] = {}
+        for cid, ids in regressed.items():
+            name = names.get(cid)
+            still = frozenset(c for c in ids if name and name in warned.get(c, ()))
+            if still:
+                kept[cid] = still
+        self._regressed = kept
+
+    def regressed_checks(self, container_id: str) -> list[str]:
+        """The CIS ids that went from PASS to WARN naming this container since roxd started,
+        and still name it in the last scan."""
+        return sorted(self._regressed.get(container_id, ()))
 
     def last(self) -> Report | None:
         return self._last
@@ -73,19 +114,20 @@ class PostureService:
                     return self._last
         return self.scan()
 
-    def _log_changes(self, before: Report | None, after: Report) -> None:
+    def _log_changes(self, before: Report | None, after: Report,
+                     found: list[Regression]) -> None:
         if before is None:
             c = after.counts()
             log.info("posture scan: %d checks, %d PASS, %d WARN, %d INFO, %d NOTE",
                      len(after.findings), c["PASS"], c["WARN"], c["INFO"], c["NOTE"])
             return
-        old = before.results()
-        for f in after.findings:
-            if old.get(f.check.id) == str(Result.PASS) and f.outcome.result is Result.WARN:
-                self.regressions += 1
-                log.warning("posture regression: CIS %s %s went from PASS to WARN: %s",
-                            f.check.id, f.check.title, f.outcome.reason,
-                            extra={"cis_id": f.check.id, "items": list(f.outcome.items)})
+        for r in found:
+            f = r.finding
+            self.regressions += 1
+            where = f" for container {r.container_name}" if r.container_name else ""
+            log.warning("posture regression: CIS %s %s went from PASS to WARN%s: %s",
+                        f.check.id, f.check.title, where, f.outcome.reason,
+                        extra={"cis_id": f.check.id, "items": list(f.outcome.items)})
 
     # ------------------------------------------------------------------ schedule
 

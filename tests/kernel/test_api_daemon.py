@@ -130,6 +130,8 @@ def test_every_operation_through_a_raw_http_client(api_roxd: Any, run_container:
         ("listIncidents", "GET", f"/v1/incidents?container={name}&state=open", None, 200),
         ("getIncident", "GET", f"/v1/incidents/{incident['id']}", None, 200),
         ("getContainerRisk", "GET", f"/v1/containers/{name}/risk", None, 200),
+        ("listWorkloadRisk", "GET", "/v1/risk/workloads", None, 200),
+        ("getWorkloadRisk", "GET", "/v1/risk/workload?workload=image:nothing/here", None, 404),
         ("listFlows", "GET", f"/v1/netmap?container={name}&since=1h&limit=10", None, 200),
         # this daemon runs no dashboard: the socket says how to turn it on
         ("createDashboardLogin", "POST", "/v1/dashboard/login", None, 501),

@@ -15,9 +15,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -141,7 +143,9 @@ def test_host_and_daemon_checks_answer_with_a_reason(engine: DockerRuntime) -> N
     expected = Result.PASS if (sock.st_mode & 0o7777) & ~0o660 == 0 else Result.WARN
     assert r["3.16"].result is expected
     if shutil.which("auditctl") is None and not Path("/etc/audit").exists():
-        assert r["1.1.6"].result is Result.NOTE and "auditd" in r["1.1.6"].reason
+        # no audit system at all: nothing audits /etc/docker (WARN, as docker-bench says)
+        want = Result.WARN if Path("/etc/docker").exists() else Result.NOTE
+        assert r["1.1.6"].result is want, r["1.1.6"]
     if not Path("/etc/docker/daemon.json").exists():
         assert r["3.17"].result is Result.NOTE and "not on this host" in r["3.17"].reason
     doc = docker_bench_document(report)
@@ -173,6 +177,99 @@ def test_inventory_shows_each_containers_facts(scene: Scene, engine: DockerRunti
     assert busybox.containers >= 4 and busybox.created
 
 
+def test_a_regression_on_real_containers_raises_an_alert(run_container: Callable[..., Any],
+                                                        engine: DockerRuntime) -> None:
+    """PASS -> WARN on this session's real containers (the scan restricted to them, as the
+    docker-bench comparison is): an alert through a real AlertDispatcher, naming the
+    container, remembered for its risk score."""
+    from roxd.alerts.dispatch import AlertDispatcher
+    from roxd.posture.alerts import RULE_ID, PostureAlerts
+    from roxd.posture.service import PostureService
+
+    class Collect:
+        def __init__(self) -> None:
+            self.alerts: list[Any] = []
+
+        def emit(self, alert: Any) -> None:
+            self.alerts.append(alert)
+
+    plain = run_container("sleep 300")
+    wait_until(lambda: engine.inspect_raw(plain.id)["State"]["Running"], 15, message="running")
+    sink = Collect()
+    service = PostureService(engine, gather_facts=lambda e: ours(gather(e)))
+    service.on_regressions = PostureAlerts(AlertDispatcher(sink).raise_alert)
+    assert service.report().results()["5.32"] == "PASS"
+    sock = run_container("sleep 300", volumes={
+        "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "ro"}})
+    wait_until(lambda: engine.inspect_raw(sock.id)["State"]["Running"], 15, message="running")
+    assert service.report(refresh=True).results()["5.32"] == "WARN"
+    hits = [a for a in sink.alerts if a.event.event.args["cis_id"] == "5.32"]
+    assert len(hits) == 1 and hits[0].rule.id == RULE_ID
+    assert hits[0].event.container is not None and hits[0].event.container.id == sock.id
+    assert hits[0].event.process.pid == engine.inspect_raw(sock.id)["State"]["Pid"]
+    assert service.regressed_checks(sock.id) == ["5.32"]
+    assert service.regressed_checks(plain.id) == []
+
+
+def test_a_root_session_entered_from_outside_is_observed(run_container: Callable[..., Any],
+                                                         engine: DockerRuntime) -> None:
+    """5.23 / 5.24 from runtime data: a root process that entered a container configured as
+    user 1000 with nsenter (no exec record in the engine) is seen in /proc, with the host's
+    bounding set, larger than the container's."""
+    if shutil.which("nsenter") is None:
+        pytest.skip("nsenter (util-linux) is not installed")
+    box = run_container("sleep 300", user="1000")
+    wait_until(lambda: engine.inspect_raw(box.id)["State"]["Running"], 15, message="running")
+    pid = engine.inspect_raw(box.id)["State"]["Pid"]
+    intruder = subprocess.Popen(["nsenter", "-t", str(pid), "-p", "-m", "--",
+                                 "/bin/sleep", "120"])
+    try:
+        def seen() -> Any:
+            r = findings(ours(gather(engine)))
+            return r if box.name in r["5.24"].items and box.name in r["5.23"].items else None
+
+        r = wait_until(seen, 15, interval=0.3, message="the session observed in /proc")
+        assert "observed: session pid" in r["5.24"].reason and "/proc" in r["5.24"].reason
+        assert "beyond the container's bounding set" in r["5.23"].reason
+        assert engine.inspect_raw(box.id).get("ExecIDs") in (None, [])  # not the engine's
+    finally:
+        intruder.kill()
+        intruder.wait(10)
+
+
+def static_program(tmp: Path, name: str) -> bytes:
+    """A tar holding one static program `name` that only waits (compiled here with gcc)."""
+    src = tmp / "wait.c"
+    src.write_text("#include <unistd.h>\nint main(void) { for (;;) pause(); }\n")
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(tmp / name), str(src)], check=True)
+    out = tmp / f"{name}.tar"
+    with tarfile.open(out, "w") as tar:
+        tar.add(tmp / name, arcname=name)
+    return out.read_bytes()
+
+
+def test_sshd_running_in_a_container_is_observed(run_container: Callable[..., Any],
+                                                 engine: DockerRuntime,
+                                                 tmp_path: Path) -> None:
+    """5.7 from runtime data: a process named sshd that roxd sees in the container's pid
+    namespace (read from /proc), not the image's configuration."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed (scripts/setup.sh installs it)")
+    box = run_container("sleep 300")
+    quiet = run_container("sleep 300")
+    wait_until(lambda: engine.inspect_raw(box.id)["State"]["Running"], 15, message="running")
+    box.put_archive("/tmp", static_program(tmp_path, "sshd"))
+    box.exec_run(["/tmp/sshd"], detach=True)
+
+    def observed() -> Any:
+        r = findings(ours(gather(engine)))["5.7"]
+        return r if box.name in r.items else None
+
+    r = wait_until(observed, 15, interval=0.3, message="sshd observed in the container")
+    assert r.result is Result.WARN and "observed" in r.reason and "/proc" in r.reason
+    assert quiet.name not in r.items
+
+
 # ---------------------------------------------------------------------------- through roxd
 
 
@@ -193,6 +290,29 @@ def test_the_api_and_roxctl_of_a_real_roxd(run_container: Callable[..., Any],
             return late.name in checks["5.32"]["items"]
 
         wait_until(scanned, 30, interval=0.5, message="a rescan that sees the new container")
+        # 5.32 PASS -> WARN: a posture alert naming the new container, through the alert
+        # sinks (the API's alert list has it). The engine is shared: when another container
+        # on this host already mounted the socket, 5.32 was WARN before and nothing is raised
+
+        def regression_alerts() -> list[Any]:
+            items = api.get("/v1/alerts", {"rule": "roxd.posture-regression",
+                                           "limit": 100})["items"]
+            return [a for a in items if (a.get("container") or {}).get("id") == late.id
+                    and "5.32" in a["rule"]["name"]]
+
+        was = {c["id"]: c["result"] for c in first["checks"]}["5.32"]
+        if was == "PASS":
+            alert = wait_until(regression_alerts, 30, interval=0.5,
+                               message="a posture-regression alert for the new container")[0]
+            assert alert["rule"]["severity"] == "warning"
+            assert alert["event"]["syscall"]["args"]["cis_id"] == "5.32"
+            risk = api.get(f"/v1/containers/{late.id}/risk")
+            assert "posture_regressions" in {r["factor"] for r in risk["reasons"]}
+            # not an incident: a configuration change is not an attack's story
+            assert not api.get("/v1/incidents", {"container": late.id})["items"]
+        else:
+            print(f"5.32 was {was} before the container started: no regression to raise")
+            assert regression_alerts() == []
         inv = api.get("/v1/inventory/containers")
         assert late.name in {c["name"] for c in inv}
     env = {**os.environ, "ROXD_SOCKET": sock}
@@ -218,17 +338,50 @@ def test_the_api_and_roxctl_of_a_real_roxd(run_container: Callable[..., Any],
 # Checks where roxd decides differently from docker-bench-security 1.6.0 on purpose
 # (docs/posture.md, "Comparison with docker-bench-security", says why for each).
 EXPLAINED = {
-    **{f"1.1.{n}": "no auditd: roxd says NOTE (cannot tell), docker-bench says WARN"
-       for n in range(3, 19)},
-    "2.18": "deprecated in v1.6.0: docker-bench says INFO, roxd still decides PASS/WARN",
     "5.2": "AppArmor inactive in the engine: roxd says INFO (not applicable)",
     "5.3": "SELinux not enabled in the engine: roxd says INFO (not applicable)",
     "5.6": "roxd also flags read-only and sub-path mounts of sensitive directories",
     "5.9": "a manual check: roxd lists published ports as INFO, docker-bench WARNs on any",
     "5.15": "roxd also flags always/unless-stopped and on-failure without a bound",
-    "5.23": "docker-bench cannot see exec sessions (NOTE); roxd reads the engine's records",
-    "5.24": "as 5.23",
 }
+
+
+def explained_by_reason(cis_id: str, reason: str, theirs: str) -> str | None:
+    """Differences that depend on the host, explained by roxd's own reason (docs/posture.md)."""
+    if not cis_id.startswith("1.1."):
+        return None
+    if "whether it is loaded cannot be read" in reason and theirs == "PASS":
+        return "a rule in the audit rule files, auditctl absent: roxd NOTE, docker-bench PASS"
+    if "not on this host" in reason and theirs == "WARN" and cis_id in ("1.1.3", "1.1.4"):
+        return "docker-bench does not check that the path exists before it WARNs"
+    return None
+
+
+CHECK_FUNCTION = re.compile(r"^check_(\d+(?:_\d+)+)\(\) \{\n(.*?)^\}", re.S | re.M)
+CONTAINERS_GUARD = re.compile(r'if \[ -z "\$containers" \]; then\s*return\s*fi')
+DECIDES = re.compile(r"^\s*(if|for|while|case)\b|\$\(", re.M)
+
+
+def not_implemented_by_reference(src: Path, doc: dict[str, Any],
+                                 text_log: str) -> dict[str, str]:
+    """The checks docker-bench-security answers without reading the host, from its own source
+    and log: a check function with no condition and no command substitution (only a fixed
+    INFO or NOTE: 1.2.1, 2.1, 5.23, 5.24, 5.28 in 1.6.0), and a check its log marks
+    "(Deprecated)" (2.18 on engines newer than 19.03). These are not "checks both implement"
+    and are left out of the agreement (docs/posture.md)."""
+    out: dict[str, str] = {}
+    for script in sorted((src / "tests").glob("[1235]_*.sh")):
+        for m in CHECK_FUNCTION.finditer(script.read_text()):
+            body = CONTAINERS_GUARD.sub("", m.group(2))
+            body = "\n".join(line for line in body.splitlines()
+                              if not line.strip().startswith("local "))
+            if "logcheckresult" in body and not DECIDES.search(body):
+                out[m.group(1).replace("_", ".")] = "a fixed answer, nothing read"
+    for r in (r for t in doc["tests"] for r in t["results"]):
+        # its log prints the title with "(Deprecated)" (and no id) where it skips the check
+        if f"{r['desc']} (Deprecated)" in text_log:
+            out[r["id"]] = "deprecated: a fixed INFO"
+    return out
 
 
 def docker_bench_source(tmp: Path) -> Path | None:
@@ -260,20 +413,30 @@ def test_agreement_with_docker_bench_security(scene: Scene, engine: DockerRuntim
             cwd=src, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         theirs_doc = json.loads(Path(f"{log}.json").read_text())
-    roxd = run_checks(ours(gather(engine))).results()
+        skipped = not_implemented_by_reference(src, theirs_doc, log.read_text())
+    report = run_checks(ours(gather(engine)))
+    roxd = report.results()
+    reasons = {f.check.id: f.outcome.reason for f in report.findings}
     theirs = {r["id"]: r["result"] for t in theirs_doc["tests"] for r in t["results"]}
 
     def kind(result: str) -> str:  # INFO and NOTE both say "neither a pass nor a warning"
         return "INFO" if result in ("INFO", "NOTE") else result
 
-    both = sorted(set(roxd) & set(theirs))
+    # the checks both implement: both answer, and docker-bench decides it from the host
+    assert {"5.23", "5.24"} <= set(skipped), skipped  # 1.6.0: a fixed NOTE
+    both = sorted(i for i in set(roxd) & set(theirs) if i not in skipped)
     assert len(both) >= 60
     differ = {i: (roxd[i], theirs[i]) for i in both if kind(roxd[i]) != kind(theirs[i])}
-    unexplained = {i: v for i, v in differ.items() if i not in EXPLAINED}
+    why = {i: EXPLAINED.get(i) or explained_by_reason(i, reasons[i], theirs[i])
+           for i in differ}
+    unexplained = {i: (*differ[i], reasons[i]) for i, w in why.items() if not w}
     assert not unexplained, f"disagreements not explained in docs/posture.md: {unexplained}"
     same_rule = [i for i in both if i not in EXPLAINED]
-    agree = sum(kind(roxd[i]) == kind(theirs[i]) for i in same_rule) / len(same_rule)
-    assert agree >= 0.95
+    agree_same_rule = sum(kind(roxd[i]) == kind(theirs[i]) for i in same_rule) / len(same_rule)
     overall = 1 - len(differ) / len(both)
-    print(f"agreement with docker-bench-security: {overall:.0%} of {len(both)} checks; "
-          f"{len(differ)} explained differences: {sorted(differ)}")
+    print(f"agreement with docker-bench-security: {len(both) - len(differ)} of {len(both)} "
+          f"checks both implement ({overall:.1%}); left out, docker-bench answers without "
+          f"reading the host: {sorted(skipped.items())}; {len(differ)} explained "
+          f"differences: {differ}")
+    assert agree_same_rule >= 0.95
+    assert overall >= 0.95  # issue 17's acceptance: 95 % of the checks both implement

@@ -149,6 +149,18 @@ class FakePort:
                    self.items[1][1].id: {"Config": {"User": "999"}}}
         return ContainerRisk(self.incidents(), inspect.get).of(container_id)
 
+    def workload_risk(self, key: str | None = None) -> Any:
+        from roxd.baselines.workload import workload_key
+        from roxd.incidents.risk_workload import workload_risk
+
+        groups: dict[str, list[Any]] = {}
+        for _, c in self.items:
+            groups.setdefault(workload_key(c), []).append(self.risk(c.id))
+        every = sorted((workload_risk(k, rs) for k, rs in groups.items()),
+                       key=lambda w: (-w["score"], w["workload"]))
+        return every if key is None else next((w for w in every if w["workload"] == key),
+                                              None)
+
     def call_in_loop(self, fn: Any, timeout: float = 30.0) -> Any:
         return fn()
 

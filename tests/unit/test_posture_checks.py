@@ -16,6 +16,8 @@ import pytest
 from roxd.inventory import container_record
 from roxd.posture import CHECKS, Result, run_checks
 from roxd.posture.facts import (
+    AUDIT_FILES,
+    AUDIT_UNREADABLE,
     BENCH_FILES,
     AuditRules,
     ContainerFacts,
@@ -259,8 +261,22 @@ def test_file_owner_and_mode() -> None:
 
 def test_audit_rules() -> None:
     etc = {"/etc/docker": FileFact("/etc/docker", **ROOT_FILE, mode=0o755, is_dir=True)}
+    # no audit system at all: certainly not audited (as docker-bench-security says)
     r, reason, _ = result(facts(files=etc), "1.1.6")
-    assert r is Result.NOTE and "auditd is not installed" in reason
+    assert r is Result.WARN and "auditd is not installed" in reason
+    assert result(facts(), "1.1.6")[0] is Result.NOTE  # /etc/docker not on the host
+    # rules written in files but auditctl absent: loaded or not cannot be read
+    written = AuditRules(("-w /etc/docker -k docker",), "rule files", kind=AUDIT_FILES)
+    r, reason, _ = result(facts(files=etc, audit=written), "1.1.6")
+    assert r is Result.NOTE and "whether it is loaded cannot be read" in reason
+    other = AuditRules(("-w /var/lib/docker -k docker",), "rule files", kind=AUDIT_FILES)
+    assert result(facts(files=etc, audit=other), "1.1.6")[0] is Result.WARN
+    broken = AuditRules(None, "auditctl -l", "auditctl -l exited 1: denied",
+                        kind=AUDIT_UNREADABLE)
+    r, reason, _ = result(facts(files=etc, audit=broken), "1.1.6")
+    assert r is Result.NOTE and "denied" in reason
+    assert result(facts(), "1.1.3")[0] is Result.WARN  # dockerd runs, nothing audits it
+    assert result(facts(argv=None), "1.1.3")[0] is Result.NOTE
     rules = AuditRules(("-w /etc/docker -p rwxa -k docker",), "auditctl -l")
     assert result(facts(files=etc, audit=rules), "1.1.6")[0] is Result.PASS
     assert result(facts(files=etc, audit=AuditRules((), "auditctl -l")), "1.1.6")[0] \
