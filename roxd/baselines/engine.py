@@ -257,6 +257,7 @@ class BaselineEngine:
     def list(self) -> list[dict[str, Any]]:
         return [{"workload": k, "state": "locked" if b.locked else "learning",
                  "mode": self.mode_of(b), "learned": len(b.processes),
+                 "file_dirs": len(b.file_dirs),
                  "anomalies": b.anomalies, "first_seen_ns": b.first_seen_ns,
                  "locked_at_ns": b.locked_at_ns, "image": b.image}
                 for k, b in self._baselines.items()]
@@ -350,6 +351,7 @@ class BaselineEngine:
     def stats(self) -> dict[str, int]:
         locked = sum(1 for b in self._baselines.values() if b.locked)
         return {**self.counters, "workloads": len(self._baselines),
+                "file_dirs": sum(len(b.file_dirs) for b in self._baselines.values()),
                 "workloads_locked": locked, "workloads_enforcing": len(self.enforcing())}
 
     # ------------------------------------------------------------------ persistence

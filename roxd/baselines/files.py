@@ -19,6 +19,7 @@ kernel refuses a write.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -62,8 +63,14 @@ def tree_problems(trees: Iterable[str]) -> list[str]:
     return out
 
 
-def _trees(trees: Iterable[str]) -> tuple[str, ...]:
+@functools.lru_cache(maxsize=8)
+def _normalized(trees: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(posixpath.normpath(t) for t in trees)
+
+
+def _trees(trees: Iterable[str]) -> tuple[str, ...]:
+    """The trees normalized; the config's tuple is normalized once (this runs per event)."""
+    return _normalized(trees if isinstance(trees, tuple) else tuple(trees))
 
 
 def watch_set(trees: Iterable[str]) -> FileWatchSet:
@@ -84,8 +91,15 @@ def merged(a: FileWatchSet, b: FileWatchSet) -> FileWatchSet:
                         everything=a.everything | b.everything)
 
 
+@functools.lru_cache(maxsize=8)
+def _slashed(trees: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(t.rstrip("/") + "/" for t in trees)
+
+
 def under(directory: str, trees: Iterable[str]) -> bool:
-    return any(directory == t or directory.startswith(t + "/") for t in trees)
+    """`directory` is one of `trees` or below one (one C-level startswith: runs per event)."""
+    slashed = _slashed(trees if isinstance(trees, tuple) else tuple(trees))
+    return (directory + "/").startswith(slashed)
 
 
 def written_dir(ev: FileEvent, trees: Iterable[str]) -> str | None:
@@ -93,10 +107,12 @@ def written_dir(ev: FileEvent, trees: Iterable[str]) -> str | None:
     None otherwise (a read, an unlink, a failure, a relative path roxd could not resolve)."""
     if ev.errno or not WRITE_KINDS.intersection(ev.access):
         return None
-    path = ev.resolved or ev.path
+    path = ev.resolved or ev.path  # resolved is normalized already (containers/file_paths)
     if not path.startswith("/"):
         return None
-    directory = posixpath.dirname(posixpath.normpath(path))
+    if ev.resolved is None and ("//" in path or "/." in path or path.endswith("/")):
+        path = "/" + posixpath.normpath(path).lstrip("/")  # normpath keeps a leading //
+    directory = path.rpartition("/")[0] or "/"
     return directory if under(directory, _trees(trees)) else None
 
 
