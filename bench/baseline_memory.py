@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import tempfile
 import time
@@ -155,7 +156,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--out", type=Path, default=RESULTS / "baseline-memory.json")
     args = p.parse_args(argv)
-    result = {"machine": {"python": platform.python_version(), "kernel": platform.release()},
+    load = Path("/proc/loadavg").read_text().split()[:3]  # timings mean little under load
+    result = {"machine": {"python": platform.python_version(), "kernel": platform.release(),
+                          "cpus": os.cpu_count(), "loadavg_at_start": load},
               **run(args.workloads, args.processes, args.peers, args.dirs, args.reps)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
