@@ -214,3 +214,21 @@ def test_built_in_rules_choose_the_phase_from_the_file(tmp_path: Path) -> None:
         if rule.id.startswith("baseline.new-file-write-dir"):
             assert rule.path_watches == frozenset()
             assert [str(getattr(a, "value", a)) for a in rule.actions] == ["alert"]
+
+
+def test_the_policy_writes_the_trees_beside_the_rules_watches() -> None:
+    from roxd.policy.kernel import KernelPolicy
+    from tests.unit.test_pipeline import FakeMaps
+
+    rules = ActiveRules([])
+    rules.load()  # the built-in rules: no file watch of their own
+    for trees, expect in ((BaselineSettings().file_trees, True), ((), False)):
+        maps = FakeMaps()
+        policy = KernelPolicy(maps, enforce_in_kernel=False, fold_window_ns=0,
+                              containers=list, file_watches=files.watch_set(trees))
+        policy.apply_rules(rules.current)
+        assert maps.file_watches is not None
+        assert (b"/var/log/" in maps.file_watches.paths) is expect
+        if expect:  # writes only: a read below /usr stops at the kernel's mask
+            mask = maps.file_watches.paths[b"/usr/"]
+            assert mask & records.ACCESS_BITS["write"] and not mask & records.ACCESS_BITS["read"]
