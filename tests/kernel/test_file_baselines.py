@@ -9,6 +9,7 @@ changes nothing."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,7 +69,14 @@ def dir_alerts(rp: RoxdProcess, cid: str, element: str) -> list[dict[str, Any]]:
 
 
 def test_written_directories_learned_locked_judged_and_kept(run_container: Any) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="roxd-filebase-"))
+    workdir = Path(tempfile.mkdtemp(prefix="roxd-filebase-"))  # short: the socket's path
+    try:
+        scenario(workdir, run_container)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def scenario(workdir: Path, run_container: Any) -> None:
     sock = str(workdir / "roxd.sock")
     rp = start_roxd(workdir, config=CONFIG)
     try:
