@@ -577,6 +577,11 @@ def cmd_baselines(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
             out.table(["NETWORK", "COUNT", "FIRST", "LAST"],
                       [(peer, p["count"], _when(p["first_ns"]), _when(p["last_ns"]))
                        for peer, p in b["peers"].items()])
+        if b.get("file_dirs"):
+            out.print()
+            out.table(["WRITTEN DIRECTORY", "COUNT", "FIRST", "LAST"],
+                      [(f"write {d}", p["count"], _when(p["first_ns"]), _when(p["last_ns"]))
+                       for d, p in b["file_dirs"].items()])
         return EXIT_OK
     body: dict[str, Any] = {}
     if verb == "lock" and args.all:
@@ -843,10 +848,12 @@ def build_parser() -> argparse.ArgumentParser:
     x = bsub.add_parser("mode", help="learn, monitor or enforce (kill in the kernel)")
     x.add_argument("workload", help="a workload key")
     x.add_argument("mode", choices=("learn", "monitor", "enforce"))
-    x = bsub.add_parser("accept", help="add an executable to a workload's baseline")
+    x = bsub.add_parser("accept", help="add an executable, a network element or a written "
+                                       "directory to a workload's baseline")
     x.add_argument("workload", help="a workload key")
-    x.add_argument("path", help="the executable path, as executed, or a network element as "
-                                "`show` lists it ('outbound tcp/443 198.51.100.0/24')")
+    x.add_argument("path", help="the executable path, as executed, or a network element or "
+                                "written directory as `show` lists it ('outbound tcp/443 "
+                                "198.51.100.0/24', 'write /var/lib/app')")
     x = bsub.add_parser("export", help="baselines as JSON (one workload, or all) on stdout")
     x.add_argument("workload", nargs="?", help="a workload key (default: every workload)")
     x = bsub.add_parser("import", help="replace workloads' baselines from an export file "

@@ -36,6 +36,7 @@ from roxd.api.port import Activity, CallTimeout, DaemonFacts, KernelStats, Progr
 from roxd.api.server import ApiServer
 from roxd.baselines.drift import DriftDetector
 from roxd.baselines.engine import BaselineEngine
+from roxd.baselines.files import watch_set as baseline_file_watches
 from roxd.config import Config
 from roxd.containers.attribution import ContainerAttribution
 from roxd.enforce.cgroups import ContainerCgroups
@@ -277,7 +278,9 @@ class Daemon:
             host_kills=self.config.enforce.host_kills,
             protected_comms=self.config.enforce.protected_comms,
             protected_exes=self.config.enforce.protected_exes,
-            baselines=baselines)
+            baselines=baselines,
+            file_watches=(baseline_file_watches(self.config.baselines.file_trees)
+                          if baselines is not None and self.config.baselines.files else None))
         if baselines is not None:  # a lock, unlock or mode change rewrites the allow-lists
             baselines.add_listener(policy.containers_changed)
         responder.guard = policy.kill_guard

@@ -307,6 +307,8 @@ class BaselineFacts:
     learned: int  # paths in the baseline
     first_seen_ns: int  # the workload's first exec
     element: str | None = None  # connects: the network element judged (`outbound tcp/5432 ...`)
+    # file writes, an anomaly: the learned directories of the same tree (the evidence)
+    nearby: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         out = {"workload": self.workload, "mode": self.mode, "verdict": self.verdict,
@@ -314,6 +316,8 @@ class BaselineFacts:
                "learned": self.learned, "learning_since": rfc3339(self.first_seen_ns)}
         if self.element is not None:
             out["element"] = self.element
+        if self.nearby:
+            out["learned_nearby"] = list(self.nearby)
         return out
 
 

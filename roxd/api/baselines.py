@@ -50,7 +50,8 @@ class BaselineEndpoints:
 
         def accept(_r: Request, _p: dict[str, Any], b: dict[str, Any]) -> Any:
             if not b.get("path"):
-                raise ApiError(422, "give the executable path to accept")
+                raise ApiError(422, "give the executable path (or the element: 'outbound "
+                                    "tcp/443 198.51.100.0/24', 'write /var/lib/app') to accept")
             return self._call(lambda e: e.accept(self._workload(b), b["path"]))
 
         return {

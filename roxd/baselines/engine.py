@@ -27,9 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from roxd.baselines import files
 from roxd.baselines.settings import MODES, BaselineSettings
 from roxd.baselines.workload import workload_key
-from roxd.model import BaselineFacts, ConnectEvent, Container, EnrichedEvent, ExecEvent
+from roxd.model import (
+    BaselineFacts,
+    ConnectEvent,
+    Container,
+    EnrichedEvent,
+    ExecEvent,
+    FileEvent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +79,7 @@ class Baseline:
     image: str | None = None
     processes: dict[str, LearnedProcess] = field(default_factory=dict)
     peers: dict[str, LearnedProcess] = field(default_factory=dict)  # peer_element() -> seen
+    file_dirs: dict[str, files.SeenDir] = field(default_factory=dict)  # written directories
     anomalies: int = 0
 
     @property
@@ -84,7 +93,8 @@ class Baseline:
                 "locked_at_ns": self.locked_at_ns, "image": self.image,
                 "anomalies": self.anomalies,
                 "processes": {p: r.to_dict() for p, r in sorted(self.processes.items())},
-                "peers": {p: r.to_dict() for p, r in sorted(self.peers.items())}}
+                "peers": {p: r.to_dict() for p, r in sorted(self.peers.items())},
+                "file_dirs": {d: r.to_dict() for d, r in sorted(self.file_dirs.items())}}
 
 
 class BaselineEngine:
@@ -116,6 +126,8 @@ class BaselineEngine:
             return None
         if isinstance(ev, ConnectEvent):
             return self._observe_connect(event, ev, container)
+        if isinstance(ev, FileEvent):
+            return self._observe_file(ev, container)
         if not isinstance(ev, ExecEvent):
             return None
         self.counters["observed"] += 1
@@ -180,6 +192,42 @@ class BaselineEngine:
                              locked_at_ns=base.locked_at_ns, learned=len(base.peers),
                              first_seen_ns=base.first_seen_ns, element=element)
 
+    def _observe_file(self, ev: FileEvent, container: Container) -> BaselineFacts | None:
+        """The same lifecycle for the directories written below the watched trees
+        (roxd/baselines/files.py): learned while learning and in the startup grace, an
+        anomaly once locked when the directory is new."""
+        trees = self.settings.file_trees
+        directory = files.written_dir(ev, trees) if self.settings.files else None
+        if directory is None:
+            return None
+        self.counters["observed"] += 1
+        key = workload_key(container, self.settings.key_label)
+        now = self._clock()
+        base = self._baselines.get(key) or self._new(key, container, now)
+        mode = self.mode_of(base)
+        in_grace = self._in_grace(ev.cgroup_id)
+        known = base.file_dirs.get(directory)
+        nearby: tuple[str, ...] = ()
+        if known is not None:
+            known.last_ns = now
+            known.count += 1 + ev.folded
+            verdict = "learned" if base.locked else "learning"
+        elif not base.locked or mode == "learn" or in_grace:
+            if len(base.file_dirs) < self.settings.max_file_dirs:
+                base.file_dirs[directory] = files.SeenDir(now, now, 1 + ev.folded)
+                self.counters["learned"] += 1
+                self._dirty = True
+            verdict = "learning"
+        else:
+            base.anomalies += 1
+            self.counters["anomalies"] += 1
+            verdict = "anomaly"
+            nearby = files.nearby(base.file_dirs, directory, trees)
+        return BaselineFacts(workload=key, mode=mode, verdict=verdict,
+                             locked_at_ns=base.locked_at_ns, learned=len(base.file_dirs),
+                             first_seen_ns=base.first_seen_ns,
+                             element=files.element(directory), nearby=nearby)
+
     def tick(self) -> None:
         """Lock the baselines whose window ended, persist what changed (housekeeping)."""
         if self.settings.auto_lock:
@@ -209,6 +257,7 @@ class BaselineEngine:
     def list(self) -> list[dict[str, Any]]:
         return [{"workload": k, "state": "locked" if b.locked else "learning",
                  "mode": self.mode_of(b), "learned": len(b.processes),
+                 "file_dirs": len(b.file_dirs),
                  "anomalies": b.anomalies, "first_seen_ns": b.first_seen_ns,
                  "locked_at_ns": b.locked_at_ns, "image": b.image}
                 for k, b in self._baselines.items()]
@@ -240,9 +289,20 @@ class BaselineEngine:
         return self.get(key)
 
     def accept(self, key: str, path: str) -> dict[str, Any]:
-        """An operator accepts an anomaly: `path` (an executable, or a network element as
-        `show` lists it: `outbound tcp/5432 workload:shop/db`) joins the workload's baseline."""
+        """An operator accepts an anomaly: `path` (an executable, a network element as
+        `show` lists it: `outbound tcp/5432 workload:shop/db`, or a written directory:
+        `write /var/lib/app`) joins the workload's baseline."""
         base = self._require(key)
+        if path.startswith(files.ELEMENT_PREFIX):  # a written directory: `write /etc/app`
+            try:
+                directory = files.directory_of(path)
+            except ValueError as exc:
+                raise BaselineError(f"cannot accept {path!r}: {exc}") from None
+            if directory not in base.file_dirs:
+                now = self._clock()
+                base.file_dirs[directory] = files.SeenDir(now, now, 0)
+                self._dirty = True
+            return self.get(key)
         if path.startswith("outbound "):
             if path not in base.peers:
                 now = self._clock()
@@ -291,6 +351,7 @@ class BaselineEngine:
     def stats(self) -> dict[str, int]:
         locked = sum(1 for b in self._baselines.values() if b.locked)
         return {**self.counters, "workloads": len(self._baselines),
+                "file_dirs": sum(len(b.file_dirs) for b in self._baselines.values()),
                 "workloads_locked": locked, "workloads_enforcing": len(self.enforcing())}
 
     # ------------------------------------------------------------------ persistence
@@ -406,4 +467,5 @@ def _baseline_from(d: Mapping[str, Any]) -> Baseline:
                                           int(r["count"]), set(map(str, r.get("parents", ()))))
                    for p, r in dict(d.get("processes", {})).items()},
         peers={str(p): LearnedProcess(int(r["first_ns"]), int(r["last_ns"]), int(r["count"]))
-               for p, r in dict(d.get("peers", {})).items()})
+               for p, r in dict(d.get("peers", {})).items()},
+        file_dirs=files.dirs_from(d.get("file_dirs")))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
+from roxd.baselines.files import tree_problems
+
 MODES = ("learn", "monitor", "enforce")
 
 
@@ -36,9 +38,18 @@ class BaselineSettings:
     # after the container started) is checked and seen by rules as `drift`; needs no
     # learning and works with enabled = false too.
     drift: bool = True
+    # File baselines (roxd/baselines/files.py): the directories each workload writes below
+    # these trees are learned; a write into a new one after the lock is an anomaly (alerted,
+    # never blocked). The kernel watches writes below them (bpf/file.bpf.c); the trees cover
+    # every directory the shipped file rules watch for writes.
+    files: bool = True
+    file_trees: tuple[str, ...] = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64",
+                                   "/root", "/home", "/var/spool/cron", "/var/log")
+    max_file_dirs: int = 256
 
     def problems(self) -> list[str]:
         out = []
+        out.extend(tree_problems(self.file_trees))
         if self.default_mode not in MODES:
             out.append(f"baselines.default_mode must be one of {', '.join(MODES)}, not "
                        f"{self.default_mode!r}")

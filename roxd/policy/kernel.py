@@ -25,9 +25,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from roxd.baselines.files import merged as merged_watches
 from roxd.enforce.kill import KillOutcome, kill_pid
 from roxd.enforce.protect import KillGuard, ProtectedProcesses
-from roxd.model import Container, ExecEvent
+from roxd.model import Container, ExecEvent, FileWatchSet
 from roxd.policy.file_watch import file_watch_entries
 from roxd.policy.kill_tables import (
     BASELINE_VERDICT,
@@ -149,14 +150,16 @@ class KernelPolicy:
                  signal_pid: Signaller = _send, host_kills: bool = False,
                  protected_comms: Sequence[str] = (),
                  protected_exes: Sequence[str] = (),
-                 baselines: Baselines | None = None) -> None:
+                 baselines: Baselines | None = None,
+                 file_watches: FileWatchSet | None = None) -> None:
         """enforce_in_kernel: False in monitor mode or where bpf_send_signal is missing (the
         kill tables then stay empty). containers: the attributed containers now (the
         resolver). known_cgroups: every cgroup id classified so far (the cgroup index).
         host_kills ([enforce] host_kills, off by default): kill host processes too; off, no
         SCOPE_HOST kill entry is written and userspace kills spare the host.
         protected_comms / protected_exes: added to the built-in protected processes.
-        baselines: the workloads whose locked process baselines the kernel enforces."""
+        baselines: the workloads whose locked process baselines the kernel enforces.
+        file_watches: watched beside the rules' file watches (the file baselines' trees)."""
         self.counters = PolicyCounters()
         self._monotonic_ns = time.monotonic_ns  # CLOCK_MONOTONIC, as bpf_ktime_get_ns
         self._guarded = GuardedMaps(maps, self.counters)
@@ -177,6 +180,7 @@ class KernelPolicy:
         self._hold = False
         self._containers_dirty = True  # set from any thread; read by the loop
         self._baselines: Baselines = baselines or NoBaselines()
+        self._file_watches = file_watches or FileWatchSet()
         self._baseline_table = BaselineTable({}, set())
         self._workload_numbers: dict[str, int] = {}
 
@@ -195,7 +199,8 @@ class KernelPolicy:
         self._slots[slots.generation] = slots
         while len(self._slots) > self.HISTORY:
             self._slots.popitem(last=False)
-        self._maps.set_file_watches(file_watch_entries(rules.file_watch_set()))
+        self._maps.set_file_watches(file_watch_entries(
+            merged_watches(rules.file_watch_set(), self._file_watches)))
         self._maps.set_syscall_watches(rules.syscall_watch_set())
         self._maps.clear_folds()  # old "no rule cares" verdicts may no longer hold
         self.counters.rule_applies += 1

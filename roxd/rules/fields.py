@@ -341,11 +341,12 @@ FIELDS: dict[str, FieldSpec] = {
         _spec("protocol", S, _CONNECT, lambda v: v.event.protocol or None,
               "tcp | udp (the socket's type); none when it could not be read"),
         _spec("fileless", B, _EXEC, lambda v: v.event.fileless, "exec'd from an fd (memfd)"),
-        _spec("baseline", S, _EXEC | _CONNECT,
+        _spec("baseline", S, _EXEC | _CONNECT | _FILE,
               lambda v: v.baseline.verdict if v.baseline else None,
-              "the workload's baseline (process for execs, network for connects): learning, "
-              "learned or anomaly (none on the host or with baselines off)"),
-        _spec("baseline_mode", S, _EXEC | _CONNECT,
+              "the workload's baseline (process for execs, network for connects, written "
+              "directories for writes below [baselines] file_trees): learning, learned or "
+              "anomaly (none on the host, for other file accesses, or with baselines off)"),
+        _spec("baseline_mode", S, _EXEC | _CONNECT | _FILE,
               lambda v: v.baseline.mode if v.baseline else None,
               "the workload's baseline mode: learn, monitor or enforce (none on the host or "
               "with baselines off)"),

@@ -49,7 +49,9 @@ def stats_after(roxd: RoxdProcess, index: int) -> dict[str, Any]:
 
 def test_cron_write_by_shell_redirection(shared_roxd: RoxdProcess, run_container: Any) -> None:
     """`echo x >> /etc/cron.d/y` is the shell's own open(): no exec names the file."""
-    unwatched = f"/etc/roxd-unwatched-{uuid.uuid4().hex[:8]}"
+    # not below /etc: the file baselines watch writes below their trees ([baselines]
+    # file_trees); /var itself is none (its head bytes pass the gate, the trie misses)
+    unwatched = f"/var/roxd-unwatched-{uuid.uuid4().hex[:8]}"
     # 1. 200 appends to a path no rule watches: filtered in the kernel, no ring-buffer record
     before = stats_after(shared_roxd, len(shared_roxd.lines))
     mark = len(shared_roxd.lines)
