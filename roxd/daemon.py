@@ -15,6 +15,7 @@ runs the loop; the Docker event stream, noise control and the API have threads o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import queue
 import signal
@@ -55,6 +56,7 @@ from roxd.netmap.flows import FlowMap, peer_name
 from roxd.pipeline import Counters, EventTaps, Pipeline, SlowActions
 from roxd.policy.capacity import capacity_problems, map_capacities
 from roxd.policy.kernel import KernelPolicy
+from roxd.policy.netenf_kernel import NetworkHook, Probe
 from roxd.posture.model import Report
 from roxd.posture.service import PostureService
 from roxd.pubsub import Topic
@@ -273,7 +275,9 @@ class Daemon:
             host_kills=self.config.enforce.host_kills,
             protected_comms=self.config.enforce.protected_comms,
             protected_exes=self.config.enforce.protected_exes,
-            baselines=baselines)
+            baselines=baselines,
+            peer_owners=(lambda: {a: peer_name(ep) for a, ep in
+                                  netmap.addresses.owners().items()}) if netmap else dict)
         if baselines is not None:  # a lock, unlock or mode change rewrites the allow-lists
             baselines.add_listener(policy.containers_changed)
         responder.guard = policy.kill_guard
@@ -300,6 +304,7 @@ class Daemon:
         release_exec_stops()
         self._holdguard.start()
         parts.sensor.start()
+        self._attach_network_hook(parts)
         # from here on the policy alone writes the kernel's maps: rules now, then every new
         # rule set and every container change
         parts.policy.apply_rules(self.rules.current)
@@ -320,6 +325,27 @@ class Daemon:
         parts.metrics = start_metrics_listener(self.config.metrics.listen,
                                                parts.api.metrics_text)
 
+    def _attach_network_hook(self, parts: Parts) -> None:
+        """Load and link the cgroup connect hook (network baselines refused in the kernel),
+        or say why not: features.cgroup_connect and status policy.network_enforcement."""
+        cfg = self.config
+        if self.config.rules.monitor:
+            probe = Probe(False, "not loaded: roxd runs in monitor mode")
+        elif not (cfg.baselines.enabled and cfg.baselines.network and parts.netmap):
+            probe = Probe(False, "not loaded: network baselines are off")
+        else:
+            hook, probe = NetworkHook.attach(parts.sensor.bcc, parts.attribution.index.root)
+            if hook is not None:
+                parts.policy.set_network_hook(hook, probe)
+        if probe.available:
+            log.info("network baselines in enforce mode are refused in the kernel: %s",
+                     probe.detail)
+        else:
+            log.warning("network baselines in enforce mode are alerted only: %s", probe.detail)
+            parts.policy.set_network_hook(None, probe)
+        self.features = dataclasses.replace(
+            self.features, cgroup_connect=features.Feature(probe.available, probe.detail))
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -332,6 +358,8 @@ class Daemon:
             parts.metrics.close()
         if parts is not None and parts.api is not None:
             parts.api.close()
+        if parts is not None:  # connects are no longer refused once roxd stops watching
+            parts.policy.close_network_hook()
         if parts is not None and parts.sensor.started:
             # detach, then drain, then count: the final counters match what was delivered
             parts.sensor.detach()
@@ -447,7 +475,10 @@ class Daemon:
             pid = next((p for p in (first_pid(f"{root}/{path.strip('/')}")
                                     for path in cgroups[cid]) if p is not None), None)
             live.append((container, pid))
+        before = parts.netmap.addresses.owners()
         parts.netmap.refresh(live, container_addresses)
+        if parts.netmap.addresses.owners() != before:  # learned peers moved: new allow-lists
+            parts.policy.containers_changed()
 
     def _loop(self, parts: Parts) -> None:
         poll_ms = self.config.sensor.poll_timeout_ms

@@ -197,6 +197,14 @@ class BaselineEngine:
         return {k: frozenset(b.processes) for k, b in self._baselines.items()
                 if b.locked and self.mode_of(b) == "enforce"}
 
+    def enforcing_network(self) -> dict[str, frozenset[str]]:
+        """Locked workloads in enforce mode and their learned network elements: the cgroup
+        connect hook's allow-lists (roxd/policy/netenf.py)."""
+        if self._peer_of is None or not self.settings.network:
+            return {}
+        return {k: frozenset(b.peers) for k, b in self._baselines.items()
+                if b.locked and self.mode_of(b) == "enforce"}
+
     def add_listener(self, listener: Listener) -> None:
         """Called when `enforcing()` would answer differently (lock, unlock, mode, accept)."""
         self._listeners.append(listener)
@@ -247,7 +255,7 @@ class BaselineEngine:
             if path not in base.peers:
                 now = self._clock()
                 base.peers[path] = LearnedProcess(now, now, 0)
-                self._dirty = True
+                self._changed(kernel=True)  # an enforced workload's hook allows it at once
             return self.get(key)
         if path not in base.processes:
             now = self._clock()

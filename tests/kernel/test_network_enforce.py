@@ -1,0 +1,168 @@
+"""Network baselines enforced in the kernel (issue 15), on real parts: a client container learns
+that it talks to a server container on port 8080; its baseline locks and is put in enforce
+mode; then the cgroup connect hook (bpf/netenf.bpf.c) refuses its connect to the server's
+port 9000 (EPERM) and its UDP to the same port, so no byte reaches the listener the test put
+there, while 8080 keeps working and loopback is untouched. The alert says the kernel refused
+it. Traffic only between the test's own containers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from roxd.api.client import ApiClient
+from tests.conftest import start_roxd, wait_until
+
+pytestmark = pytest.mark.kernel
+
+CONFIG = """
+[daemon]
+stats_interval_s = 1.0
+[baselines]
+window_s = 8.0
+startup_grace_s = 1.0
+"""
+
+# a learned service on 8080; a listener on 9000 that records whatever reaches it (and stays
+# up until something connects: `nc -l` takes one connection); a UDP listener on 9001
+SERVER = ("nc -l -p 9000 > /tmp/got9000 2>&1 & "
+          "while true; do nc -l -p 8080 -e /bin/echo hello; done")
+# busybox has no UDP client nor listener: both are a Python process of the host in the
+# containers' network namespace (the sender also in the client's cgroup, so it is the
+# client's workload), which execs nothing once there
+UDP_LISTEN = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 9001))
+print("ready", flush=True)
+s.settimeout(float(sys.argv[1]))
+try:
+    print("got", s.recv(100), flush=True)
+except TimeoutError:
+    print("nothing", flush=True)
+"""
+UDP_SEND = """
+import socket, sys
+open(sys.argv[1] + "/cgroup.procs", "w").write("0")  # join the client's cgroup
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    s.sendto(b"PAYLOAD-UDP", (sys.argv[2], 9001))  # unconnected: the sendmsg hook
+    print("sent")
+except OSError as exc:
+    print("refused", exc.errno)
+"""
+
+
+def _netns_python(pid: int, code: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(["nsenter", "-t", str(pid), "-n", sys.executable, "-c", code,
+                             *args], stdout=subprocess.PIPE, text=True)
+
+
+def _cgroup_dir(pid: int) -> str:
+    text = Path(f"/proc/{pid}/cgroup").read_text()
+    path = next(line.split("::", 1)[1] for line in text.splitlines() if line.startswith("0::"))
+    root = "/sys/fs/cgroup/unified" if Path("/sys/fs/cgroup/unified").is_dir() \
+        else "/sys/fs/cgroup"
+    return f"{root}{path}"
+
+
+def test_an_unlearned_peer_is_refused_in_the_kernel(run_container: Any) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="roxd-netenf-"))
+    sock = str(workdir / "roxd.sock")
+    rp = start_roxd(workdir, "--print-alerts", config=CONFIG)
+    try:
+        rp.wait_ready()
+        with ApiClient(sock) as api:
+            status = api.get("/v1/status")
+        assert status["features"]["cgroup_connect"]["available"], \
+            status["features"]["cgroup_connect"]
+        assert status["policy"]["network_enforcement"]["effective"] == \
+            "refuse in kernel (EPERM)"
+        server = run_container(SERVER)
+        server.reload()
+        ip = server.attrs["NetworkSettings"]["IPAddress"]
+        client = run_container("sleep 600")
+        client.reload()
+
+        def run(cmd: str) -> tuple[int, bytes]:
+            res = client.exec_run(["sh", "-c", cmd])
+            return res.exit_code, res.output
+
+        def talk(port: int) -> bytes:
+            return run(f"nc -w 1 {ip} {port} </dev/null")[1]
+
+        time.sleep(1.5)  # past the client's startup grace
+        wait_until(lambda: b"hello" in talk(8080), 20, message="the server answers")
+        # the loopback probe run later, learned too (the process baseline is enforced in
+        # the same mode)
+        run("nc -w 1 127.0.0.1 1 </dev/null")
+        learned = rp.wait_for(lambda o: o.get("type") == "connect"
+                              and (o.get("container") or {}).get("id") == client.id
+                              and (o.get("baseline") or {}).get("element", "").startswith(
+                                  "outbound tcp/8080 workload:"), timeout=20,
+                              message="the 8080 connect learned against the server's workload")
+        workload = learned["baseline"]["workload"]
+
+        def locked() -> bool:
+            with ApiClient(sock) as api:
+                return api.get("/v1/baselines/show", {"workload": workload})["state"] == "locked"
+
+        wait_until(locked, 30, message="the client's baseline locked by its window")
+        with ApiClient(sock) as api:
+            api.post("/v1/baselines/mode", {"workload": workload, "mode": "enforce"})
+
+        def enforced() -> bool:
+            with ApiClient(sock) as api:
+                return api.get("/v1/status")["policy"]["network_cgroups"] >= 1
+
+        wait_until(enforced, 20, message="the client's cgroup in the hook's map")
+
+        # the learned peer keeps working
+        assert b"hello" in talk(8080)
+        # an unlearned port on the same peer: refused before any packet leaves
+        code, out = run(f"echo PAYLOAD-TCP | nc -w 2 {ip} 9000")
+        assert code != 0 and b"not permitted" in out.lower(), (code, out)
+        server_pid, client_pid = server.attrs["State"]["Pid"], client.attrs["State"]["Pid"]
+        listener = _netns_python(server_pid, UDP_LISTEN, "4")
+        assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
+        sender = _netns_python(client_pid, UDP_SEND, _cgroup_dir(client_pid), ip)
+        sent, _ = sender.communicate(timeout=20)
+        heard, _ = listener.communicate(timeout=20)
+        assert sent.strip() == "refused 1", sent  # EPERM from sendto
+        assert heard.strip() == "nothing", heard
+        # loopback is the container itself: never refused (nothing listens: ECONNREFUSED)
+        code, out = run("nc -w 1 127.0.0.1 1 </dev/null")
+        assert b"not permitted" not in out.lower(), out
+
+        alert = rp.wait_for(lambda o: o.get("type") == "alert"
+                            and o["rule"]["id"] == "baseline.new-network-peer"
+                            and (o.get("container") or {}).get("id") == client.id
+                            and "tcp/9000" in o["event"]["baseline"]["element"],
+                            timeout=20, message="the network anomaly, blocked")
+        block = [a for a in alert["actions"] if a["action"] == "block"]
+        assert block and block[0]["outcome"] == "done" and block[0]["in_kernel"], \
+            alert["actions"]
+        assert alert["event"]["connect"]["errno"] == 1  # EPERM, as the client saw it
+
+        # nothing reached the listeners: both still wait for their first peer, files empty
+        time.sleep(1.0)
+        got = server.exec_run(["sh", "-c", "cat /tmp/got9000; echo END"]).output
+        assert got.strip() == b"END", got
+        procs = server.exec_run(["ps"]).output.decode()
+        assert "nc -l -p 9000" in procs, procs
+
+        with ApiClient(sock) as api:
+            kernel = api.get("/v1/status")["policy"]["network_kernel"]
+        assert kernel["refused_connect"] >= 1 and kernel["refused_sendmsg"] >= 1, kernel
+        assert kernel["allowed"] >= 1, kernel
+    finally:
+        rp.stop()
+    # stopped: the hook is gone with roxd, the same connect goes through again
+    code, out = client.exec_run(["sh", "-c", f"nc -w 1 {ip} 8080 </dev/null"])
+    assert b"hello" in out
