@@ -36,6 +36,12 @@ from roxd.alerts.node import NodeIdentity
 from roxd.api.metrics_http import MetricsListener, NoMetricsListener, start_metrics_listener
 from roxd.api.port import Activity, CallTimeout, DaemonFacts, KernelStats, Programs
 from roxd.api.server import ApiServer
+from roxd.baselines.breakglass import (
+    BREAKGLASS_RULE,
+    BreakglassChange,
+    breakglass_actions,
+    breakglass_event,
+)
 from roxd.baselines.drift import DriftDetector
 from roxd.baselines.engine import BaselineEngine
 from roxd.config import Config
@@ -280,6 +286,15 @@ class Daemon:
                                   netmap.addresses.owners().items()}) if netmap else dict)
         if baselines is not None:  # a lock, unlock or mode change rewrites the allow-lists
             baselines.add_listener(policy.containers_changed)
+            engine = baselines
+
+            def audit_breakglass(change: BreakglassChange) -> None:
+                container = next((c for _, c in attribution.resolver.containers()
+                                  if engine.workload_of(c) == change.workload), None)
+                alerts.raise_alert(BREAKGLASS_RULE, breakglass_event(change, container),
+                                   breakglass_actions(change))
+
+            baselines.add_audit(audit_breakglass)
         responder.guard = policy.kill_guard
         slow = SlowActions()
         pipeline = Pipeline(

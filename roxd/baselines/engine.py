@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from roxd.baselines.breakglass import MAX_S as BREAKGLASS_MAX_S
+from roxd.baselines.breakglass import BreakglassChange
 from roxd.baselines.settings import MODES, BaselineSettings
 from roxd.baselines.workload import workload_key
 from roxd.model import BaselineFacts, ConnectEvent, Container, EnrichedEvent, ExecEvent
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 FILE_NAME = "baselines.json"
 FORMAT = 1
 Listener = Callable[[], None]
+Audit = Callable[[BreakglassChange], None]
 # where a connect went, as a baseline element names it: "workload:<key>", "host", "loopback"
 # or an external prefix ("203.0.113.0/24"); see peer_element()
 PeerOf = Callable[[str], str]
@@ -72,6 +75,10 @@ class Baseline:
     processes: dict[str, LearnedProcess] = field(default_factory=dict)
     peers: dict[str, LearnedProcess] = field(default_factory=dict)  # peer_element() -> seen
     anomalies: int = 0
+    # break-glass: enforce acts as monitor until this wall-clock time (roxd/baselines/
+    # breakglass.py); persisted, so a restart neither loses nor extends it
+    breakglass_until_ns: int | None = None
+    breakglass_reason: str = ""
 
     @property
     def locked(self) -> bool:
@@ -83,6 +90,8 @@ class Baseline:
                 "state": "locked" if self.locked else "learning",
                 "locked_at_ns": self.locked_at_ns, "image": self.image,
                 "anomalies": self.anomalies,
+                "breakglass_until_ns": self.breakglass_until_ns,
+                "breakglass_reason": self.breakglass_reason,
                 "processes": {p: r.to_dict() for p, r in sorted(self.processes.items())},
                 "peers": {p: r.to_dict() for p, r in sorted(self.peers.items())}}
 
@@ -100,9 +109,10 @@ class BaselineEngine:
         self._baselines: OrderedDict[str, Baseline] = OrderedDict()
         self._cgroup_seen: dict[int, float] = {}  # container cgroup -> first seen (monotonic)
         self._listeners: list[Listener] = []
+        self._audits: list[Audit] = []
         self._dirty = False
         self.counters = {"observed": 0, "learned": 0, "anomalies": 0, "locked": 0,
-                         "evicted": 0, "saves": 0, "save_errors": 0}
+                         "evicted": 0, "saves": 0, "save_errors": 0, "breakglass": 0}
         self._load()
 
     # ------------------------------------------------------------------ per event
@@ -125,7 +135,7 @@ class BaselineEngine:
         if base is None:
             base = self._new(key, container, now)
         path = ev.filename
-        mode = self.mode_of(base)
+        mode = self.enforced_mode(base)
         in_grace = self._in_grace(ev.cgroup_id)
         known = base.processes.get(path)
         if known is not None:
@@ -159,7 +169,7 @@ class BaselineEngine:
             base = self._new(key, container, now)
         peer = self._peer_of(ev.daddr)
         element = peer_element(ev.protocol, ev.dport, peer)
-        mode = self.mode_of(base)
+        mode = self.enforced_mode(base)
         in_grace = self._in_grace(ev.cgroup_id)  # first sight of a cgroup starts its grace
         known = base.peers.get(element)
         if known is not None:
@@ -181,7 +191,12 @@ class BaselineEngine:
                              first_seen_ns=base.first_seen_ns, element=element)
 
     def tick(self) -> None:
-        """Lock the baselines whose window ended, persist what changed (housekeeping)."""
+        """Lock the baselines whose window ended, end break-glass exemptions whose time is up,
+        persist what changed (housekeeping)."""
+        now_wall = self._clock()
+        for base in self._baselines.values():
+            if base.breakglass_until_ns is not None and now_wall >= base.breakglass_until_ns:
+                self._end_breakglass(base, "expired")
         if self.settings.auto_lock:
             now = self._clock()
             window_ns = int(self.settings.window_s * 1e9)
@@ -195,7 +210,7 @@ class BaselineEngine:
     def enforcing(self) -> dict[str, frozenset[str]]:
         """Locked workloads in enforce mode and their learned paths: the kernel's allow-lists."""
         return {k: frozenset(b.processes) for k, b in self._baselines.items()
-                if b.locked and self.mode_of(b) == "enforce"}
+                if b.locked and self.enforced_mode(b) == "enforce"}
 
     def enforcing_network(self) -> dict[str, frozenset[str]]:
         """Locked workloads in enforce mode and their learned network elements: the cgroup
@@ -203,7 +218,11 @@ class BaselineEngine:
         if self._peer_of is None or not self.settings.network:
             return {}
         return {k: frozenset(b.peers) for k, b in self._baselines.items()
-                if b.locked and self.mode_of(b) == "enforce"}
+                if b.locked and self.enforced_mode(b) == "enforce"}
+
+    def add_audit(self, audit: Audit) -> None:
+        """Called for every break-glass grant, end and expiry (the daemon raises an alert)."""
+        self._audits.append(audit)
 
     def add_listener(self, listener: Listener) -> None:
         """Called when `enforcing()` would answer differently (lock, unlock, mode, accept)."""
@@ -216,14 +235,42 @@ class BaselineEngine:
 
     def list(self) -> list[dict[str, Any]]:
         return [{"workload": k, "state": "locked" if b.locked else "learning",
-                 "mode": self.mode_of(b), "learned": len(b.processes),
+                 "mode": self.mode_of(b), "enforced_mode": self.enforced_mode(b),
+                 "breakglass_until_ns": self._breakglass_until(b),
+                 "learned": len(b.processes),
                  "anomalies": b.anomalies, "first_seen_ns": b.first_seen_ns,
                  "locked_at_ns": b.locked_at_ns, "image": b.image}
                 for k, b in self._baselines.items()]
 
     def get(self, key: str) -> dict[str, Any]:
         base = self._require(key)
-        return base.to_dict(self.mode_of(base))
+        return {**base.to_dict(self.mode_of(base)), "enforced_mode": self.enforced_mode(base),
+                "breakglass_until_ns": self._breakglass_until(base)}
+
+    def breakglass(self, key: str, duration_s: float, reason: str = "") -> dict[str, Any]:
+        """Exempt a workload from enforce mode for `duration_s` (0: end an exemption now).
+        Audited: every grant and end reaches the audit listeners (an alert)."""
+        if not 0 <= duration_s <= BREAKGLASS_MAX_S:
+            raise BaselineError(f"break-glass duration must be between 0 (end it now) and "
+                                f"{int(BREAKGLASS_MAX_S)} s, not {duration_s:g}; for longer, "
+                                f"set the mode to monitor")
+        if len(reason) > 512:
+            raise BaselineError("break-glass reason: at most 512 characters")
+        base = self._require(key)
+        if duration_s == 0:
+            if base.breakglass_until_ns is not None:
+                self._end_breakglass(base, "ended")
+            return self.get(key)
+        base.breakglass_until_ns = self._clock() + int(duration_s * 1e9)
+        base.breakglass_reason = reason
+        self.counters["breakglass"] += 1
+        log.warning("break-glass for %s until %s: %s", key,
+                    time.strftime("%Y-%m-%d %H:%M:%S",
+                                  time.localtime(base.breakglass_until_ns / 1e9)),
+                    reason or "(no reason given)")
+        self._changed(kernel=True)
+        self._audit(BreakglassChange(key, "granted", base.breakglass_until_ns, reason))
+        return self.get(key)
 
     def lock(self, key: str) -> dict[str, Any]:
         base = self._require(key)
@@ -295,6 +342,34 @@ class BaselineEngine:
 
     def mode_of(self, base: Baseline) -> str:
         return base.mode or self.settings.mode_for_image(base.image)
+
+    def enforced_mode(self, base: Baseline) -> str:
+        """The mode in force now: enforce acts as monitor while a break-glass runs (checked
+        against the clock, so one that ended is never honoured, even before tick() ran)."""
+        mode = self.mode_of(base)
+        if mode == "enforce" and self._breakglass_until(base) is not None:
+            return "monitor"
+        return mode
+
+    def _breakglass_until(self, base: Baseline) -> int | None:
+        until = base.breakglass_until_ns
+        return until if until is not None and self._clock() < until else None
+
+    def _end_breakglass(self, base: Baseline, what: str) -> None:
+        change = BreakglassChange(base.workload, what, base.breakglass_until_ns or 0,
+                                  base.breakglass_reason)
+        base.breakglass_until_ns = None
+        base.breakglass_reason = ""
+        log.warning("break-glass for %s %s: enforce mode applies again", base.workload, what)
+        self._changed(kernel=True)
+        self._audit(change)
+
+    def _audit(self, change: BreakglassChange) -> None:
+        for audit in self._audits:
+            try:
+                audit(change)
+            except Exception:  # the exemption itself stands; the failure is logged
+                log.exception("break-glass audit of %s failed", change.workload)
 
     def stats(self) -> dict[str, int]:
         locked = sum(1 for b in self._baselines.values() if b.locked)
@@ -410,6 +485,9 @@ def _baseline_from(d: Mapping[str, Any]) -> Baseline:
         workload=str(d["workload"]), first_seen_ns=int(d["first_seen_ns"]), mode=mode,
         locked_at_ns=None if d.get("locked_at_ns") is None else int(d["locked_at_ns"]),
         image=d.get("image"), anomalies=int(d.get("anomalies", 0)),
+        breakglass_until_ns=(None if d.get("breakglass_until_ns") is None
+                             else int(d["breakglass_until_ns"])),
+        breakglass_reason=str(d.get("breakglass_reason") or ""),
         processes={str(p): LearnedProcess(int(r["first_ns"]), int(r["last_ns"]),
                                           int(r["count"]), set(map(str, r.get("parents", ()))))
                    for p, r in dict(d.get("processes", {})).items()},
