@@ -20,6 +20,7 @@ from roxd.api.client import ApiClient
 from tests.conftest import start_roxd, wait_until
 
 pytestmark = pytest.mark.kernel
+REPO = Path(__file__).resolve().parents[2]
 
 CONFIG = """
 [daemon]
@@ -105,7 +106,7 @@ def test_an_unlearned_peer_is_refused_in_the_kernel(run_container: Any) -> None:
         learned = rp.wait_for(lambda o: o.get("type") == "connect"
                               and (o.get("container") or {}).get("id") == client.id
                               and (o.get("baseline") or {}).get("element", "").startswith(
-                                  "outbound tcp/8080 workload:"), timeout=20,
+                                  "outbound tcp/8080 workload:"), timeout=60,
                               message="the 8080 connect learned against the server's workload")
         workload = learned["baseline"]["workload"]
 
@@ -161,6 +162,35 @@ def test_an_unlearned_peer_is_refused_in_the_kernel(run_container: Any) -> None:
             kernel = api.get("/v1/status")["policy"]["network_kernel"]
         assert kernel["refused_connect"] >= 1 and kernel["refused_sendmsg"] >= 1, kernel
         assert kernel["allowed"] >= 1, kernel
+
+        # break-glass: the workload is exempt (alerted, not refused) until it is ended
+        def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "roxd.ctl", "--socket", sock, *args],
+                                  capture_output=True, text=True, timeout=30, cwd=REPO)
+
+        granted = ctl("baselines", "breakglass", workload, "--for", "10m", "--reason",
+                      "incident 42")
+        assert granted.returncode == 0, granted.stderr
+        wait_until(lambda: not enforced(), 20, message="the client's cgroup out of the hook")
+        code, out = run("nc -w 1 127.0.0.2 1 </dev/null; nc -w 1 " + ip + " 9002 </dev/null")
+        assert b"not permitted" not in out.lower(), out  # refused by nobody but the peer
+        audit = rp.wait_for(lambda o: o.get("type") == "alert"
+                            and o["rule"]["id"] == "baseline.breakglass"
+                            and o["event"]["syscall"]["args"]["change"] == "granted",
+                            timeout=20, message="the break-glass audit alert")
+        assert audit["event"]["syscall"]["args"]["workload"] == workload
+        assert audit["event"]["syscall"]["args"]["reason"] == "incident 42"
+        shown = ctl("baselines", "show", workload)
+        assert "break-glass" in shown.stdout and "incident 42" in shown.stdout, shown.stdout
+        missing = ctl("baselines", "breakglass", workload)
+        assert missing.returncode == 1 and "--for" in missing.stderr
+        assert ctl("baselines", "breakglass", workload, "--for", "0s").returncode == 0
+        wait_until(enforced, 20, message="enforced again once the break-glass ended")
+        code, out = run(f"nc -w 1 {ip} 9002 </dev/null")
+        assert b"not permitted" in out.lower(), out
+        rp.wait_for(lambda o: o.get("type") == "alert" and o["rule"]["id"] ==
+                    "baseline.breakglass" and o["event"]["syscall"]["args"]["change"] == "ended",
+                    timeout=20, message="the end of the break-glass audited")
     finally:
         rp.stop()
     # stopped: the hook is gone with roxd, the same connect goes through again
