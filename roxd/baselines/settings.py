@@ -28,7 +28,8 @@ class BaselineSettings:
     max_workloads: int = 4096
     max_processes: int = 512
     # Network baselines: outbound connects learned per workload as (protocol, port, peer);
-    # a new one after the lock is an anomaly (alerted; never blocked). Peers are other
+    # a new one after the lock is an anomaly (alerted; in enforce mode also refused in the
+    # kernel by the cgroup connect hook, where it loads). Peers are other
     # workloads by key, the host, loopback, or external prefixes ([netmap] prefixes).
     network: bool = True
     max_peers: int = 512
