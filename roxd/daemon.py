@@ -37,7 +37,6 @@ from roxd.api.metrics_http import MetricsListener, NoMetricsListener, start_metr
 from roxd.api.port import Activity, CallTimeout, DaemonFacts, KernelStats, Programs
 from roxd.api.server import ApiServer
 from roxd.baselines.breakglass import (
-    BREAKGLASS_RULE,
     BreakglassChange,
     breakglass_actions,
     breakglass_event,
@@ -291,7 +290,7 @@ class Daemon:
             def audit_breakglass(change: BreakglassChange) -> None:
                 container = next((c for _, c in attribution.resolver.containers()
                                   if engine.workload_of(c) == change.workload), None)
-                alerts.raise_alert(BREAKGLASS_RULE, breakglass_event(change, container),
+                alerts.raise_alert(change.rule, breakglass_event(change, container),
                                    breakglass_actions(change))
 
             baselines.add_audit(audit_breakglass)

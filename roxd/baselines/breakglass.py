@@ -44,12 +44,31 @@ BREAKGLASS_RULE = RuleRef(
 )
 
 
+REOPEN_RULE = RuleRef(
+    id="baseline.reopened",
+    name="Baseline learning reopened: a new image digest for the workload",
+    phase=Phase.FOOTHOLD,
+    severity=Severity.NOTICE,
+    mitre=(),
+    description="A container of the workload runs an image digest its baseline had not seen "
+                "([baselines] reopen_on_new_digest = true): the baseline learns again for a "
+                "new window, then locks. What it learns in that window is trusted.",
+)
+
+
 @dataclass(frozen=True)
 class BreakglassChange:
+    """A change of a workload's baseline that is audited as an alert: a break-glass granted,
+    ended or expired, or learning reopened for a new image digest."""
+
     workload: str
-    what: str  # granted | ended | expired
+    what: str  # granted | ended | expired | reopened
     until_ns: int
     reason: str
+
+    @property
+    def rule(self) -> RuleRef:
+        return REOPEN_RULE if self.what == "reopened" else BREAKGLASS_RULE
 
 
 RaiseAlert = Callable[[RuleRef, EnrichedEvent, Sequence[ActionResult]], object]
@@ -71,9 +90,11 @@ def breakglass_event(change: BreakglassChange, container: Container | None) -> E
 
 def breakglass_actions(change: BreakglassChange) -> list[ActionResult]:
     return [ActionResult(ActionKind.ALERT, Outcome.DONE,
-                         f"break-glass {change.what} for {change.workload}"
+                         (f"learning reopened for {change.workload}"
+                          if change.what == "reopened"
+                          else f"break-glass {change.what} for {change.workload}")
                          + (f": {change.reason}" if change.reason else ""))]
 
 
-__all__ = ["BREAKGLASS_RULE", "MAX_S", "BreakglassChange", "breakglass_actions",
+__all__ = ["BREAKGLASS_RULE", "MAX_S", "REOPEN_RULE", "BreakglassChange", "breakglass_actions",
            "breakglass_event"]

@@ -79,6 +79,9 @@ class Baseline:
     # breakglass.py); persisted, so a restart neither loses nor extends it
     breakglass_until_ns: int | None = None
     breakglass_reason: str = ""
+    # image digests (the runtime's image id) its containers ran, oldest first (at most 16):
+    # one never seen reopens learning when [baselines] reopen_on_new_digest
+    image_ids: list[str] = field(default_factory=list)
 
     @property
     def locked(self) -> bool:
@@ -92,6 +95,7 @@ class Baseline:
                 "anomalies": self.anomalies,
                 "breakglass_until_ns": self.breakglass_until_ns,
                 "breakglass_reason": self.breakglass_reason,
+                "image_ids": list(self.image_ids),
                 "processes": {p: r.to_dict() for p, r in sorted(self.processes.items())},
                 "peers": {p: r.to_dict() for p, r in sorted(self.peers.items())}}
 
@@ -112,7 +116,8 @@ class BaselineEngine:
         self._audits: list[Audit] = []
         self._dirty = False
         self.counters = {"observed": 0, "learned": 0, "anomalies": 0, "locked": 0,
-                         "evicted": 0, "saves": 0, "save_errors": 0, "breakglass": 0}
+                         "evicted": 0, "saves": 0, "save_errors": 0, "breakglass": 0,
+                         "reopened": 0}
         self._load()
 
     # ------------------------------------------------------------------ per event
@@ -134,6 +139,7 @@ class BaselineEngine:
         base = self._baselines.get(key)
         if base is None:
             base = self._new(key, container, now)
+        self._check_digest(base, container, now)
         path = ev.filename
         mode = self.enforced_mode(base)
         in_grace = self._in_grace(ev.cgroup_id)
@@ -167,6 +173,7 @@ class BaselineEngine:
         base = self._baselines.get(key)
         if base is None:
             base = self._new(key, container, now)
+        self._check_digest(base, container, now)
         peer = self._peer_of(ev.daddr)
         element = peer_element(ev.protocol, ev.dport, peer)
         mode = self.enforced_mode(base)
@@ -420,7 +427,8 @@ class BaselineEngine:
     # ------------------------------------------------------------------ internals
 
     def _new(self, key: str, container: Container, now: int) -> Baseline:
-        base = Baseline(workload=key, first_seen_ns=now, image=container.image)
+        base = Baseline(workload=key, first_seen_ns=now, image=container.image,
+                        image_ids=[container.image_id] if container.image_id else [])
         self._baselines[key] = base
         while len(self._baselines) > self.settings.max_workloads:
             old_key, old = self._baselines.popitem(last=False)
@@ -431,6 +439,31 @@ class BaselineEngine:
                 self._changed(kernel=True)
         self._dirty = True
         return base
+
+    def _check_digest(self, base: Baseline, container: Container, now: int) -> None:
+        """A digest the baseline has not seen: remembered, and learning reopens when
+        configured. Digests seen before (an old replica still running during a rolling
+        update) change nothing, so two versions side by side never reopen it twice."""
+        digest = container.image_id
+        if not digest or digest in base.image_ids:
+            return
+        first = not base.image_ids
+        base.image_ids.append(digest)
+        del base.image_ids[:-16]
+        self._dirty = True
+        if first:
+            return  # the workload's first digest (or one from before digests were kept)
+        base.image = container.image or base.image
+        if not self.settings.reopen_on_new_digest or not base.locked:
+            return
+        base.locked_at_ns = None
+        base.first_seen_ns = now  # a new window
+        self.counters["reopened"] += 1
+        log.warning("baseline of %s reopened: new image digest %s (%s)", base.workload,
+                    digest, container.image)
+        self._changed(kernel=True)
+        self._audit(BreakglassChange(base.workload, "reopened", 0,
+                                     f"new image digest {digest} ({container.image})"))
 
     def _learn(self, base: Baseline, path: str, event: EnrichedEvent, now: int) -> None:
         if len(base.processes) >= self.settings.max_processes:
@@ -488,6 +521,7 @@ def _baseline_from(d: Mapping[str, Any]) -> Baseline:
         breakglass_until_ns=(None if d.get("breakglass_until_ns") is None
                              else int(d["breakglass_until_ns"])),
         breakglass_reason=str(d.get("breakglass_reason") or ""),
+        image_ids=[str(x) for x in d.get("image_ids") or []],
         processes={str(p): LearnedProcess(int(r["first_ns"]), int(r["last_ns"]),
                                           int(r["count"]), set(map(str, r.get("parents", ()))))
                    for p, r in dict(d.get("processes", {})).items()},

@@ -33,6 +33,10 @@ class BaselineSettings:
     # workloads by key, the host, loopback, or external prefixes ([netmap] prefixes).
     network: bool = True
     max_peers: int = 512
+    # A container of a workload runs an image digest (image id) the baseline has not seen:
+    # learning starts again for the workload (a new window, said by a baseline.reopened
+    # alert). Off: the locked baseline stays, the new version's new behaviour is anomalous.
+    reopen_on_new_digest: bool = False
     # Drift: an exec in a container of a binary its image does not have (written or changed
     # after the container started) is checked and seen by rules as `drift`; needs no
     # learning and works with enabled = false too.

@@ -3,6 +3,7 @@ expiring on its own, surviving a restart (or expiring safely across it), shown i
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +108,54 @@ def test_the_audit_alert_names_the_workload_and_the_change() -> None:
     actions = breakglass_actions(change)
     assert actions[0].outcome is Outcome.DONE and "incident 42" in actions[0].reason
     assert BREAKGLASS_RULE.id.startswith("baseline.")
+
+
+# ---------------------------------------------------------------------------- new digests
+
+
+def _versioned(digest: str, image: str = "nginx:1.25") -> Any:
+    return dataclasses.replace(web(), image_id=digest, image=image)
+
+
+def test_a_new_digest_reopens_learning_when_configured(tmp_path: Path) -> None:
+    clock = Clock()
+    eng = BaselineEngine(BaselineSettings(window_s=60.0, startup_grace_s=0.0,
+                                          default_mode="enforce", reopen_on_new_digest=True),
+                         tmp_path, clock=clock.wall, monotonic=clock.monotonic)
+    audits: list[BreakglassChange] = []
+    eng.add_audit(audits.append)
+    eng.observe(exec_in(_versioned("sha256:v1"), "/usr/sbin/nginx"))
+    eng.lock(KEY)
+    assert eng.observe(exec_in(_versioned("sha256:v1"), "/bin/new")).verdict == "anomaly"  # type: ignore[union-attr]
+    clock.advance(5)
+    facts = eng.observe(exec_in(_versioned("sha256:v2", "nginx:1.26"), "/bin/new"))
+    assert facts is not None and facts.verdict == "learning"  # learning again
+    assert KEY not in eng.enforcing()
+    assert [(a.what, a.rule.id) for a in audits] == [("reopened", "baseline.reopened")]
+    assert "sha256:v2" in audits[0].reason
+    shown = eng.get(KEY)
+    assert shown["state"] == "learning" and shown["image_ids"] == ["sha256:v1", "sha256:v2"]
+    assert shown["image"] == "nginx:1.26"
+    # an old replica still running the old digest does not reopen it again
+    clock.advance(61)
+    eng.tick()
+    assert eng.get(KEY)["state"] == "locked"
+    eng.observe(exec_in(_versioned("sha256:v1"), "/usr/sbin/nginx"))
+    assert eng.get(KEY)["state"] == "locked" and len(audits) == 1
+
+
+def test_off_a_new_digest_changes_nothing_but_is_remembered(tmp_path: Path) -> None:
+    clock = Clock()
+    eng = BaselineEngine(BaselineSettings(window_s=60.0, startup_grace_s=0.0,
+                                          default_mode="enforce"),
+                         tmp_path, clock=clock.wall, monotonic=clock.monotonic)
+    audits: list[BreakglassChange] = []
+    eng.add_audit(audits.append)
+    eng.observe(exec_in(_versioned("sha256:v1"), "/usr/sbin/nginx"))
+    eng.lock(KEY)
+    facts = eng.observe(exec_in(_versioned("sha256:v2"), "/bin/new"))
+    assert facts is not None and facts.verdict == "anomaly" and audits == []
+    assert eng.get(KEY)["image_ids"] == ["sha256:v1", "sha256:v2"]
+    eng.save_if_changed()
+    again = BaselineEngine(eng.settings, tmp_path, clock=clock.wall, monotonic=clock.monotonic)
+    assert again.get(KEY)["image_ids"] == ["sha256:v1", "sha256:v2"]
