@@ -3,9 +3,10 @@
 1. BPF time per connect of the cgroup connect hook (bpf/netenf.bpf.c) with a full network
    allow-list loaded: 1,000 workloads x 50 peers = 50,000 LPM entries. Measured with
    kernel.bpf_stats_enabled=1 (restored afterwards) as the program's own run_time_ns/run_cnt,
-   for three callers: a process in a cgroup that is not enforced (what every connect on the
-   host pays), one in an enforced cgroup connecting to a learned peer, and one connecting to
-   an unlearned peer (refused). The connects are UDP connect() calls to TEST-NET-1
+   for four callers: a process in a cgroup that is not enforced (what every connect on the
+   host pays), one in an enforced cgroup connecting to a learned address (another workload,
+   the host), one to a learned external prefix, and one to an unlearned peer (refused: every
+   lookup misses). The connects are UDP connect() calls to TEST-NET-1
    (192.0.2.0/24): a UDP connect sends nothing, so no packet leaves the host.
 2. Memory for 1,000 workloads x 50 processes x 50 peers: roxd's userspace (the BaselineEngine
    holding them, and the policy's kernel tables built from them, by tracemalloc) and the
@@ -111,16 +112,20 @@ print(json.dumps({{"ok": ok, "refused": refused}}))
 
 
 def bpf_time(n: int) -> dict[str, Any]:
-    from roxd.policy.netenf import allow_key
-    from roxd.policy.netenf_kernel import BPF_PROG_TYPE_CGROUP_SOCK_ADDR, _link_create
+    from roxd.policy.netenf import FULL_BITS, allow_key
+    from roxd.policy.netenf_kernel import (
+        BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+        NetworkHook,
+        _link_create,
+    )
 
     bpf = _load()
     root = Path("/sys/fs/cgroup/unified")
     if not root.is_dir():
         root = Path("/sys/fs/cgroup")
     base = root / f"roxd-bench-netenf-{os.getpid()}"
-    plain, enforced = base / "plain", base / "enforced"
-    for d in (base, plain, enforced):
+    plain, first, second = base / "plain", base / "workload1", base / "workload2"
+    for d in (base, plain, first, second):
         d.mkdir()
     fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
     links: list[int] = []
@@ -129,25 +134,36 @@ def bpf_time(n: int) -> dict[str, Any]:
         fn = bpf.load_func(b"netenf_connect4", BPF_PROG_TYPE_CGROUP_SOCK_ADDR, None, 10)
         links.append(_link_create(fn.fd, fd, 10))
         prog = _prog_id(fn.fd)
-        # 1,000 workloads x 50 peers; workload 1 is the enforced cgroup's, and its peers
-        # include udp/9 to 192.0.2.0/28 (the learned peer); 192.0.2.200 is not learned
-        allow = bpf["netenf_allow"]
+        # 1,000 workloads x 50 peers, as the policy writes them: 45 addresses (other
+        # workloads, the host) and 5 external prefixes each. Workload 1 learned udp/9 to the
+        # address 192.0.2.1, workload 2 udp/9 to the prefix 192.0.2.0/28.
+        exact: set[bytes] = set()
+        prefixes: set[tuple[int, bytes]] = set()
         for w in range(1, WORKLOADS + 1):
             for p in range(PEERS):
-                net = (ipaddress.ip_network("192.0.2.0/28") if (w, p) == (1, 0) else
-                       ipaddress.ip_network(f"10.{w // 256}.{w % 256}.{p}/32"))
+                if (w, p) == (1, 0):
+                    net = ipaddress.ip_network("192.0.2.1/32")
+                elif (w, p) == (2, 0):
+                    net = ipaddress.ip_network("192.0.2.0/28")
+                elif p < 45:
+                    net = ipaddress.ip_network(f"10.{w // 256}.{w % 256}.{p}/32")
+                else:
+                    net = ipaddress.ip_network(f"100.{w // 256}.{w % 256}.{p}/32"
+                                               ).supernet(new_prefix=24 - p % 4)
                 bits, data = allow_key(w, socket.IPPROTO_UDP, 9 if p == 0 else 1000 + p, net)
-                key = allow.Key()
-                key.prefixlen = bits
-                ct.memmove(ct.addressof(key) + type(key).data.offset, data, len(data))
-                allow[key] = ct.c_uint8(1)
-        cgroups = bpf["netenf_cgroups"]
-        cgroups[cgroups.Key(os.stat(enforced).st_ino)] = ct.c_uint32(1)
+                if bits == FULL_BITS:
+                    exact.add(data)
+                else:
+                    prefixes.add((bits, data))
+        cgroups = {os.stat(first).st_ino: (1, True), os.stat(second).st_ino: (2, True)}
+        NetworkHook(bpf, []).set_network(cgroups, exact, prefixes)
         SYSCTL.write_text("1")
-        results: dict[str, Any] = {"allow_entries": len(list(allow.keys()))}
+        results: dict[str, Any] = {"exact_entries": len(exact),
+                                   "prefix_entries": len(prefixes)}
         for name, cg, address in (("not_enforced", plain, "192.0.2.200"),
-                                  ("enforced_learned_peer", enforced, "192.0.2.1"),
-                                  ("enforced_refused", enforced, "192.0.2.200")):
+                                  ("learned_address", first, "192.0.2.1"),
+                                  ("learned_prefix", second, "192.0.2.1"),
+                                  ("refused", first, "192.0.2.200")):
             ns0, cnt0 = _prog_stats(prog)
             outcome = _connect_loop(str(cg), address, n)
             ns1, cnt1 = _prog_stats(prog)
@@ -160,7 +176,7 @@ def bpf_time(n: int) -> dict[str, Any]:
         for link in links:
             os.close(link)
         os.close(fd)
-        for d in (plain, enforced, base):
+        for d in (plain, first, second, base):
             for _ in range(50):  # the child's cgroup empties a moment after it exits
                 try:
                     d.rmdir()
@@ -180,7 +196,9 @@ def memory() -> dict[str, Any]:
     gc.collect()
     tracemalloc.start()
     t0 = tracemalloc.take_snapshot()
-    engine = BaselineEngine(BaselineSettings(max_workloads=WORKLOADS * 2), None)
+    # peer_of: network baselines on (the elements are made below, not classified)
+    engine = BaselineEngine(BaselineSettings(max_workloads=WORKLOADS * 2), None,
+                            peer_of=lambda addr: addr)
     now = time.time_ns()
     containers = []
     owners: dict[str, str] = {}
@@ -216,13 +234,14 @@ def memory() -> dict[str, Any]:
     bpf = _load()
     try:
         fill_process(bpf, proc.cgroups, proc.allow)
-        fill_network(bpf, net.cgroups, net.allow)
+        fill_network(bpf, net)
         maps = _map_bytes(bpf, ["baseline_cgroups", "baseline_allow", "netenf_cgroups",
-                                "netenf_allow"])
+                                "netenf_exact", "netenf_allow"])
     finally:
         bpf.cleanup()
     return {"workloads": WORKLOADS, "processes_each": PROCESSES, "peers_each": PEERS,
-            "process_allow_entries": len(proc.allow), "network_allow_entries": len(net.allow),
+            "process_allow_entries": len(proc.allow),
+            "network_allow_entries": len(net.exact) + len(net.allow),
             "userspace_engine_bytes": engine_bytes, "userspace_kernel_tables_bytes":
             table_bytes, "kernel_map_bytes": maps,
             "total_bytes": engine_bytes + table_bytes + sum(maps.values())}
@@ -242,10 +261,10 @@ def fill_process(bpf: Any, cgroups: dict[int, tuple[int, int]], allow: set[tuple
         cg_table[cg_table.Key(cg)] = leaf
 
 
-def fill_network(bpf: Any, cgroups: dict[int, int], allow: set[tuple[int, bytes]]) -> None:
+def fill_network(bpf: Any, table: Any) -> None:
     from roxd.policy.netenf_kernel import NetworkHook
 
-    NetworkHook(bpf, []).set_network(cgroups, allow)
+    NetworkHook(bpf, []).set_network(table.cgroups, table.exact, table.allow)
 
 
 def main(argv: list[str] | None = None) -> int:

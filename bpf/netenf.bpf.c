@@ -5,10 +5,15 @@
  * (TCP and UDP) and every unconnected UDP sendmsg() of every process below it, in the
  * caller's context, before the kernel does anything with the address.
  *
- *   netenf_cgroups: cgroup id -> workload number, for the cgroups of locked workloads in
- *                   enforce mode (the only map a connect elsewhere touches: one hash lookup)
- *   netenf_allow:   LPM trie {workload, protocol, port, address prefix} -> 1: the learned
- *                   peers (protocol 0: any; IPv4 as ::ffff:a.b.c.d)
+ *   netenf_cgroups: cgroup id -> {workload number, has prefixes}, for the cgroups of locked
+ *                   workloads in enforce mode (the only map a connect elsewhere touches: one
+ *                   hash lookup)
+ *   netenf_exact:   hash {workload, protocol, port, address} -> 1: learned peers that are
+ *                   addresses (other workloads, the host): most of them, and a hash lookup
+ *                   costs far less than a walk of a 50,000-entry trie (bench/netenf.py)
+ *   netenf_allow:   LPM trie {workload, protocol, port, address prefix} -> 1: learned peers
+ *                   that are prefixes (external), looked up only for workloads that have any
+ * (protocol 0: any; IPv4 as ::ffff:a.b.c.d)
  *
  * A destination in no entry is refused: returning 0 makes connect()/sendmsg() fail with
  * EPERM, before any packet leaves. Loopback (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104) always
@@ -28,12 +33,20 @@
 #define NETENF_CGROUPS 8192
 #endif
 #ifndef NETENF_ALLOW
-#define NETENF_ALLOW 65536
+#define NETENF_ALLOW 16384
+#endif
+#ifndef NETENF_EXACT
+#define NETENF_EXACT 65536
 #endif
 
 struct netenf_key {
     u32 prefixlen;
     u8 data[4 + 1 + 2 + 16]; /* workload (host order), protocol, port (network order), addr */
+};
+
+struct netenf_cgroup {
+    u32 workload;
+    u32 has_prefixes; /* nonzero: some learned peer is a prefix, look in netenf_allow too */
 };
 
 struct netenf_verdict {
@@ -55,8 +68,13 @@ enum {
     NETENF_MAX,
 };
 
-BPF_HASH(netenf_cgroups, u64, u32, NETENF_CGROUPS);
+BPF_HASH(netenf_cgroups, u64, struct netenf_cgroup, NETENF_CGROUPS);
 BPF_LPM_TRIE(netenf_allow, struct netenf_key, u8, NETENF_ALLOW);
+/* the key bytes of netenf_key without the prefix length: one layout for both maps */
+struct netenf_exact_key {
+    u8 data[4 + 1 + 2 + 16];
+};
+BPF_HASH(netenf_exact, struct netenf_exact_key, u8, NETENF_EXACT);
 BPF_TABLE("lru_hash", u32, struct netenf_verdict, netenf_verdicts, 4096);
 BPF_PERCPU_ARRAY(netenf_stats, u64, NETENF_MAX);
 
@@ -69,15 +87,25 @@ static __always_inline void netenf_count(u32 index)
 
 /* The caller's cgroup is enforced: find the destination (already in k) in its allow-list,
  * or refuse it. */
-static __always_inline int netenf_decide(struct netenf_key *k, u64 cg, u32 w, u8 op)
+static __always_inline int netenf_allowed(struct netenf_key *k, u32 has_prefixes)
 {
-    if (netenf_allow.lookup(k)) {
+    if (netenf_exact.lookup((struct netenf_exact_key *)k->data))
+        return 1;
+    return has_prefixes && netenf_allow.lookup(k);
+}
+
+static __always_inline int netenf_decide(struct netenf_key *k, u64 cg,
+                                         struct netenf_cgroup *c, u8 op)
+{
+    u32 w = c->workload;
+    u32 has_prefixes = c->has_prefixes;
+    if (netenf_allowed(k, has_prefixes)) {
         netenf_count(NETENF_ALLOWED);
         return 1;
     }
     u8 protocol = k->data[4];
     k->data[4] = 0; /* learned with an unknown protocol: any */
-    if (netenf_allow.lookup(k)) {
+    if (netenf_allowed(k, has_prefixes)) {
         netenf_count(NETENF_ALLOWED);
         return 1;
     }
@@ -96,14 +124,14 @@ static __always_inline int netenf_decide(struct netenf_key *k, u64 cg, u32 w, u8
 }
 
 /* workload, protocol and port into k; 0 when the caller's cgroup is not enforced */
-static __always_inline u32 *netenf_start(struct bpf_sock_addr *ctx, struct netenf_key *k,
-                                         u64 cg)
+static __always_inline struct netenf_cgroup *netenf_start(struct bpf_sock_addr *ctx,
+                                                          struct netenf_key *k, u64 cg)
 {
-    u32 *workload = netenf_cgroups.lookup(&cg);
+    struct netenf_cgroup *workload = netenf_cgroups.lookup(&cg);
     if (!workload)
         return 0; /* not enforced: the one lookup everyone pays */
     netenf_count(NETENF_CHECKED);
-    u32 w = *workload;
+    u32 w = workload->workload;
     __builtin_memcpy(k->data, &w, 4);
     u8 protocol = ctx->protocol;
     if (protocol == 0) /* some callers leave it 0: the socket type says which */
@@ -121,7 +149,7 @@ static __always_inline int netenf_check4(struct bpf_sock_addr *ctx, u8 op)
 {
     u64 cg = bpf_get_current_cgroup_id();
     struct netenf_key k = {.prefixlen = sizeof(k.data) * 8};
-    u32 *workload = netenf_start(ctx, &k, cg);
+    struct netenf_cgroup *workload = netenf_start(ctx, &k, cg);
     if (!workload)
         return 1;
     u32 ip4 = ctx->user_ip4; /* network order */
@@ -132,14 +160,14 @@ static __always_inline int netenf_check4(struct bpf_sock_addr *ctx, u8 op)
     k.data[7 + 10] = 0xff;
     k.data[7 + 11] = 0xff;
     __builtin_memcpy(&k.data[7 + 12], &ip4, 4);
-    return netenf_decide(&k, cg, *workload, op);
+    return netenf_decide(&k, cg, workload, op);
 }
 
 static __always_inline int netenf_check6(struct bpf_sock_addr *ctx, u8 op)
 {
     u64 cg = bpf_get_current_cgroup_id();
     struct netenf_key k = {.prefixlen = sizeof(k.data) * 8};
-    u32 *workload = netenf_start(ctx, &k, cg);
+    struct netenf_cgroup *workload = netenf_start(ctx, &k, cg);
     if (!workload)
         return 1;
     u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1], a2 = ctx->user_ip6[2],
@@ -153,7 +181,7 @@ static __always_inline int netenf_check6(struct bpf_sock_addr *ctx, u8 op)
     __builtin_memcpy(&k.data[7 + 4], &a1, 4);
     __builtin_memcpy(&k.data[7 + 8], &a2, 4);
     __builtin_memcpy(&k.data[7 + 12], &a3, 4);
-    return netenf_decide(&k, cg, *workload, op);
+    return netenf_decide(&k, cg, workload, op);
 }
 
 int netenf_connect4(struct bpf_sock_addr *ctx) { return netenf_check4(ctx, 1); }

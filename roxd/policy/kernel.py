@@ -314,7 +314,8 @@ class KernelPolicy:
                 "container_cgroups": len(self._container_cgroups),
                 "network_enforcement": dict(self.network_enforcement),
                 "network_cgroups": len(self._net_table.cgroups),
-                "network_allow_entries": len(self._net_table.allow),
+                "network_allow_entries": len(self._net_table.exact)
+                + len(self._net_table.allow),
                 "network_workloads": self._net_table.workloads,
                 "network_left_out": list(self._net_table.left_out),
                 "network_unresolved_peers": self._net_table.unresolved,
@@ -384,20 +385,21 @@ class KernelPolicy:
         anomaly is still alerted)."""
         for key in set(table.left_out) - self._net_logged:
             log.error("network baseline of %s not enforced in the kernel: the hook's maps are "
-                      "full (%d allow entries, %d cgroups at most); its anomalies are alerted "
-                      "only", key, len(table.allow), len(table.cgroups))
+                      "full (%d addresses, %d prefixes, %d cgroups written); its anomalies are "
+                      "alerted only", key, len(table.exact), len(table.allow),
+                      len(table.cgroups))
         self._net_logged = set(table.left_out)
         if self._net_hook is None:
             self._net_table = table
             return
         try:
-            self._net_hook.set_network(table.cgroups, table.allow)
+            self._net_hook.set_network(table.cgroups, table.exact, table.allow)
         except Exception as exc:  # bcc raises bare Exception for a full map
             self.counters.network_table_errors += 1
             log.error("network baseline maps not written (%s): enforced cgroups removed, "
                       "anomalies are alerted only", exc)
             try:  # never leave a cgroup enforced with a partial allow-list
-                self._net_hook.set_network({}, set())
+                self._net_hook.set_network({}, set(), set())
             except Exception as exc2:
                 log.error("could not clear the enforced cgroups either: %s", exc2)
             table = NetworkTable()

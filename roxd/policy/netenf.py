@@ -1,9 +1,11 @@
 """Network baselines -> the cgroup connect hook's maps (bpf/netenf.bpf.c).
 
-For every locked workload in enforce mode: its containers' cgroups -> its number
-(`netenf_cgroups`), and each learned network element (`outbound tcp/5432 workload:shop/db`)
--> LPM entries {workload, protocol, port, address prefix} (`netenf_allow`). Peers are resolved
-to addresses the way the communication map names them, backwards:
+For every locked workload in enforce mode: its containers' cgroups -> its number and whether
+it has prefix entries (`netenf_cgroups`), and each learned network element (`outbound tcp/5432
+workload:shop/db`) -> entries {workload, protocol, port, address}: whole addresses in a hash
+(`netenf_exact`), prefixes in an LPM trie (`netenf_allow`, looked up only for workloads that
+have any). Peers are resolved to addresses the way the communication map names them,
+backwards:
 
 - `workload:<key>`: the addresses of that workload's containers on this host now (/32, /128);
 - `host`: the host's own addresses;
@@ -35,14 +37,17 @@ NETWORK_VERDICT = "baseline.network-enforce"
 
 # bpf/netenf.bpf.c: NETENF_CGROUPS, NETENF_ALLOW
 CGROUP_CAPACITY = 8192
-ALLOW_CAPACITY = 65536
+ALLOW_CAPACITY = 16384  # prefixes
+EXACT_CAPACITY = 65536  # whole addresses
 KEY_HEAD_BITS = (4 + 1 + 2) * 8  # workload, protocol, port: always matched exactly
+FULL_BITS = KEY_HEAD_BITS + 128  # a whole address: netenf_exact
 
 PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "ip": 0, "": 0}
 _ELEMENT = re.compile(r"^outbound (\w*)/(\d{1,5}) (\S+)$")
 
-NetworkCgroups = dict[int, int]  # cgroup id -> workload number
+NetworkCgroups = dict[int, tuple[int, bool]]  # cgroup id -> (workload number, has prefixes)
 NetworkAllow = set[tuple[int, bytes]]  # (prefix bits, key bytes) of netenf_allow
+NetworkExact = set[bytes]  # key bytes of netenf_exact
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,7 @@ def allow_key(workload: int, protocol: int, port: int,
 class NetworkTable:
     cgroups: NetworkCgroups = field(default_factory=dict)
     allow: NetworkAllow = field(default_factory=set)
+    exact: NetworkExact = field(default_factory=set)
     workloads: int = 0  # enforced in the kernel
     left_out: list[str] = field(default_factory=list)  # over capacity: alert only
     unresolved: int = 0  # learned peers with no address now (no entry)
@@ -101,7 +107,8 @@ def build_network_table(enforcing: Mapping[str, frozenset[str]],
                         containers: Iterable[tuple[int, Container]],
                         numbers: dict[str, int], owners: Mapping[str, str], *,
                         cgroup_capacity: int = CGROUP_CAPACITY,
-                        allow_capacity: int = ALLOW_CAPACITY) -> NetworkTable:
+                        allow_capacity: int = ALLOW_CAPACITY,
+                        exact_capacity: int = EXACT_CAPACITY) -> NetworkTable:
     """The hook's maps for the enforcing workloads' network baselines. `numbers` keeps each
     workload's number stable for roxd's lifetime (shared with the process baselines)."""
     table = NetworkTable()
@@ -126,16 +133,21 @@ def build_network_table(enforcing: Mapping[str, frozenset[str]],
                 table.unresolved += 1
             entries.update(allow_key(number, element.protocol, element.port, n) for n in nets)
         cgs = cgroups_of[key]
-        if (len(table.allow) + len(entries) > allow_capacity
+        exact = {data for bits, data in entries if bits == FULL_BITS}
+        prefixes = {e for e in entries if e[0] != FULL_BITS}
+        if (len(table.allow) + len(prefixes) > allow_capacity
+                or len(table.exact) + len(exact) > exact_capacity
                 or len(table.cgroups) + len(cgs) > cgroup_capacity):
             table.left_out.append(key)
             continue
-        table.allow |= entries
-        table.cgroups.update((cg, number) for cg in cgs)
+        table.allow |= prefixes
+        table.exact |= exact
+        table.cgroups.update((cg, (number, bool(prefixes))) for cg in cgs)
         table.workloads += 1
     return table
 
 
-__all__ = ["ALLOW_CAPACITY", "CGROUP_CAPACITY", "NETWORK_VERDICT", "Element", "NetworkAllow",
-           "NetworkCgroups", "NetworkTable", "allow_key", "build_network_table",
-           "parse_element", "peer_networks"]
+__all__ = ["ALLOW_CAPACITY", "CGROUP_CAPACITY", "EXACT_CAPACITY", "FULL_BITS",
+           "NETWORK_VERDICT", "Element", "NetworkAllow", "NetworkCgroups", "NetworkExact",
+           "NetworkTable", "allow_key", "build_network_table", "parse_element",
+           "peer_networks"]

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from roxd.policy.netenf import NetworkAllow, NetworkCgroups
+from roxd.policy.netenf import NetworkAllow, NetworkCgroups, NetworkExact
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,8 @@ class NetworkHook:
 
     # ------------------------------------------------------------------ maps
 
-    def set_network(self, cgroups: NetworkCgroups, allow: NetworkAllow) -> None:
+    def set_network(self, cgroups: NetworkCgroups, exact: NetworkExact,
+                    allow: NetworkAllow) -> None:
         """Make the maps hold exactly these, touching only what changed: allow entries first
         (a cgroup enforced before its allow-list exists would refuse learned peers), cgroups
         after; on removal, cgroups first."""
@@ -116,17 +117,32 @@ class NetworkHook:
         size = ct.sizeof(allow_table.Key) - offset
         current_allow = {(int(k.prefixlen), ct.string_at(ct.addressof(k) + offset, size))
                          for k in allow_table}
+        exact_table = self._bpf["netenf_exact"]
+        current_exact = {bytes(k.data) for k in exact_table}
+        for data in exact - current_exact:
+            exact_table[self._exact_key(exact_table, data)] = ct.c_uint8(1)
         for prefixlen, data in allow - current_allow:
             allow_table[self._key(allow_table, prefixlen, data)] = ct.c_uint8(1)
         table = self._bpf["netenf_cgroups"]
-        current = {int(k.value): int(v.value) for k, v in table.items()}
+        current = {int(k.value): (int(v.workload), bool(v.has_prefixes))
+                   for k, v in table.items()}
         for cg in set(current) - set(cgroups):
             del table[table.Key(cg)]
-        for cg, number in cgroups.items():
-            if current.get(cg) != number:
-                table[table.Key(cg)] = ct.c_uint32(number)
+        for cg, (number, has_prefixes) in cgroups.items():
+            if current.get(cg) != (number, has_prefixes):
+                leaf = table.Leaf()
+                leaf.workload, leaf.has_prefixes = number, int(has_prefixes)
+                table[table.Key(cg)] = leaf
         for prefixlen, data in current_allow - allow:
             del allow_table[self._key(allow_table, prefixlen, data)]
+        for data in current_exact - exact:
+            del exact_table[self._exact_key(exact_table, data)]
+
+    @staticmethod
+    def _exact_key(table: Any, data: bytes) -> Any:
+        key = table.Key()
+        ct.memmove(ct.addressof(key), data, len(data))
+        return key
 
     @staticmethod
     def _key(table: Any, prefixlen: int, data: bytes) -> Any:

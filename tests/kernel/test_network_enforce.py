@@ -166,7 +166,7 @@ def test_an_unlearned_peer_is_refused_in_the_kernel(run_container: Any) -> None:
         # break-glass: the workload is exempt (alerted, not refused) until it is ended
         def ctl(*args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run([sys.executable, "-m", "roxd.ctl", "--socket", sock, *args],
-                                  capture_output=True, text=True, timeout=30, cwd=REPO)
+                                  capture_output=True, text=True, timeout=90, cwd=REPO)
 
         granted = ctl("baselines", "breakglass", workload, "--for", "10m", "--reason",
                       "incident 42")

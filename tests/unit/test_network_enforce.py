@@ -87,18 +87,20 @@ def test_enforcing_workloads_get_their_cgroups_and_peers() -> None:
         "outbound tcp/9000 workload:gone"})}
     table = build_network_table(enforcing, _key, _containers(), numbers, OWNERS)
     n = numbers["image:nginx/web"]
-    assert table.cgroups == {101: n, 102: n}  # both replicas, not the api
+    assert table.cgroups == {101: (n, True), 102: (n, True)}  # both replicas, not the api
     assert table.workloads == 1 and table.unresolved == 1 and table.left_out == []
-    # 2 db addresses + 2 host addresses + 1 prefix; loopback needs no entry
-    assert len(table.allow) == 5
-    assert allow_key(n, socket.IPPROTO_TCP, 5432, ipaddress.ip_network("172.17.0.4/32")) \
+    # 2 db addresses + 2 host addresses in the hash, 1 prefix in the trie; loopback: none
+    assert len(table.exact) == 4 and len(table.allow) == 1
+    assert allow_key(n, socket.IPPROTO_TCP, 5432, ipaddress.ip_network("172.17.0.4/32"))[1] \
+        in table.exact
+    assert allow_key(n, socket.IPPROTO_TCP, 443, ipaddress.ip_network("203.0.113.0/24")) \
         in table.allow
 
 
 def test_a_workload_without_a_container_or_not_enforcing_gets_nothing() -> None:
     table = build_network_table({"image:nginx/gone": frozenset({"outbound udp/53 host"})},
                                 _key, _containers(), {}, OWNERS)
-    assert table.cgroups == {} and table.allow == set()
+    assert table.cgroups == {} and table.exact == set()
     assert build_network_table({}, _key, _containers(), {}, OWNERS).cgroups == {}
 
 
@@ -107,28 +109,30 @@ def test_over_capacity_a_workload_is_left_out_whole_never_partly() -> None:
                  "image:nginx/api": frozenset({"outbound tcp/1 host", "outbound tcp/2 host"})}
     numbers: dict[str, int] = {}
     table = build_network_table(enforcing, _key, _containers(), numbers, OWNERS,
-                                allow_capacity=3)
+                                exact_capacity=3)
     # api needs 4 entries (two ports x two host addresses): left out whole, alert only;
     # web needs 2: enforced with all of them
     assert table.left_out == ["image:nginx/api"]
     web_number = numbers["image:nginx/web"]
-    assert table.cgroups == {101: web_number, 102: web_number}
-    assert len(table.allow) == 2
-    assert all(k[1][:4] == web_number.to_bytes(4, "little") for k in table.allow)
+    assert table.cgroups == {101: (web_number, False), 102: (web_number, False)}
+    assert len(table.exact) == 2
+    assert all(k[:4] == web_number.to_bytes(4, "little") for k in table.exact)
 
 
 class FakeHook:
     def __init__(self, fail: bool = False) -> None:
-        self.cgroups: dict[int, int] = {}
+        self.cgroups: dict[int, tuple[int, bool]] = {}
+        self.exact: set[bytes] = set()
         self.allow: set[tuple[int, bytes]] = set()
         self.refusals: dict[int, Refusal] = {}
         self.fail = fail
         self.closed = False
 
-    def set_network(self, cgroups: dict[int, int], allow: set[tuple[int, bytes]]) -> None:
+    def set_network(self, cgroups: dict[int, tuple[int, bool]], exact: set[bytes],
+                    allow: set[tuple[int, bytes]]) -> None:
         if self.fail and cgroups:
             raise Exception("Could not update table: [Errno 7] Argument list too long")
-        self.cgroups, self.allow = dict(cgroups), set(allow)
+        self.cgroups, self.exact, self.allow = dict(cgroups), set(exact), set(allow)
 
     def take_refusal(self, tid: int) -> Refusal | None:
         return self.refusals.pop(tid, None)
@@ -173,7 +177,8 @@ def _refused(errno: int, tid: int = 10, port: int = 22) -> Decoded:
 def test_the_policy_writes_the_hook_and_names_its_refusals() -> None:
     hook = FakeHook()
     policy = _policy(hook)
-    assert set(hook.cgroups) == {101, 102} and len(hook.allow) == 2
+    assert set(hook.cgroups) == {101, 102} and len(hook.exact) == 2 and hook.allow == set()
+    assert hook.cgroups[101][1] is False  # no prefixes: the trie is never walked
     snap = policy.snapshot()
     assert snap["network_cgroups"] == 2 and snap["network_allow_entries"] == 2
     assert snap["network_enforcement"]["effective"] == "refuse in kernel (EPERM)"  # type: ignore
@@ -193,7 +198,7 @@ def test_the_policy_writes_the_hook_and_names_its_refusals() -> None:
 def test_monitor_mode_and_a_refused_hook_enforce_nothing() -> None:
     hook = FakeHook()
     policy = _policy(hook, enforce=False)
-    assert hook.cgroups == {} and hook.allow == set()
+    assert hook.cgroups == {} and hook.exact == set() and hook.allow == set()
     assert policy.snapshot()["network_enforcement"]["effective"] == "alert only"  # type: ignore
     none = KernelPolicy(FakeMaps(), enforce_in_kernel=True, fold_window_ns=0,
                         containers=_containers)
