@@ -49,6 +49,8 @@ struct bench_kill_key { u64 cgroup_id; u64 hash; };
 struct bench_baseline_cgroup { u32 workload; u32 verdict; };
 BPF_HASH(baseline_cgroups, u64, struct bench_baseline_cgroup, 16384);
 BPF_HASH(baseline_allow, struct bench_kill_key, u8, 131072);
+/* the floor: a sock_addr program that does nothing, measured the same way */
+int bench_empty(struct bpf_sock_addr *ctx) { return 1; }
 """
 
 
@@ -131,6 +133,17 @@ def bpf_time(n: int) -> dict[str, Any]:
     links: list[int] = []
     old = SYSCTL.read_text().strip()
     try:
+        results: dict[str, Any] = {}
+        # the floor first: what running any sock_addr program costs with bpf_stats on
+        empty = bpf.load_func(b"bench_empty", BPF_PROG_TYPE_CGROUP_SOCK_ADDR, None, 10)
+        link = _link_create(empty.fd, fd, 10)
+        SYSCTL.write_text("1")
+        ns0, cnt0 = _prog_stats(_prog_id(empty.fd))
+        _connect_loop(str(plain), "192.0.2.200", n)
+        ns1, cnt1 = _prog_stats(_prog_id(empty.fd))
+        os.close(link)
+        results["empty_program"] = {"runs": cnt1 - cnt0, "ns_per_connect":
+                                    round((ns1 - ns0) / max(1, cnt1 - cnt0), 1)}
         fn = bpf.load_func(b"netenf_connect4", BPF_PROG_TYPE_CGROUP_SOCK_ADDR, None, 10)
         links.append(_link_create(fn.fd, fd, 10))
         prog = _prog_id(fn.fd)
@@ -157,9 +170,7 @@ def bpf_time(n: int) -> dict[str, Any]:
                     prefixes.add((bits, data))
         cgroups = {os.stat(first).st_ino: (1, True), os.stat(second).st_ino: (2, True)}
         NetworkHook(bpf, []).set_network(cgroups, exact, prefixes)
-        SYSCTL.write_text("1")
-        results: dict[str, Any] = {"exact_entries": len(exact),
-                                   "prefix_entries": len(prefixes)}
+        results.update({"exact_entries": len(exact), "prefix_entries": len(prefixes)})
         for name, cg, address in (("not_enforced", plain, "192.0.2.200"),
                                   ("learned_address", first, "192.0.2.1"),
                                   ("learned_prefix", second, "192.0.2.1"),

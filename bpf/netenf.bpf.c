@@ -74,7 +74,8 @@ BPF_LPM_TRIE(netenf_allow, struct netenf_key, u8, NETENF_ALLOW);
 struct netenf_exact_key {
     u8 data[4 + 1 + 2 + 16];
 };
-BPF_HASH(netenf_exact, struct netenf_exact_key, u8, NETENF_EXACT);
+/* not preallocated: its memory follows what is learned (50,000 addresses: bench/netenf.py) */
+BPF_F_TABLE("hash", struct netenf_exact_key, u8, netenf_exact, NETENF_EXACT, BPF_F_NO_PREALLOC);
 BPF_TABLE("lru_hash", u32, struct netenf_verdict, netenf_verdicts, 4096);
 BPF_PERCPU_ARRAY(netenf_stats, u64, NETENF_MAX);
 
