@@ -159,9 +159,14 @@ def test_an_unlearned_peer_is_refused_in_the_kernel(run_container: Any) -> None:
         assert "nc -l -p 9000" in procs, procs
 
         with ApiClient(sock) as api:
-            kernel = api.get("/v1/status")["policy"]["network_kernel"]
+            status = api.get("/v1/status")
+            metrics = api.get("/v1/metrics")  # text: returned as str
+        kernel = status["policy"]["network_kernel"]
         assert kernel["refused_connect"] >= 1 and kernel["refused_sendmsg"] >= 1, kernel
         assert kernel["allowed"] >= 1, kernel
+        assert "block: in-kernel" in \
+            status["rules"]["effective_actions"]["baseline.new-network-peer"]
+        assert 'roxd_network_baseline_refused_total{op="sendmsg"}' in metrics
 
         # break-glass: the workload is exempt (alerted, not refused) until it is ended
         def ctl(*args: str) -> subprocess.CompletedProcess[str]:
