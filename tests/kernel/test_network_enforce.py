@@ -7,6 +7,8 @@ it. Traffic only between the test's own containers."""
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -201,3 +203,42 @@ def test_an_unlearned_peer_is_refused_in_the_kernel(run_container: Any) -> None:
     # stopped: the hook is gone with roxd, the same connect goes through again
     code, out = client.exec_run(["sh", "-c", f"nc -w 1 {ip} 8080 </dev/null"])
     assert b"hello" in out
+
+
+def _hook_programs(pid: int) -> set[int]:
+    """Ids of the cgroup connect hook's programs that process `pid` holds (its fds' fdinfo:
+    program fds and link fds both name a prog_id)."""
+    held = set()
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            text = info.read_text()
+        except OSError:
+            continue
+        held |= {int(line.split()[1]) for line in text.splitlines()
+                 if line.startswith("prog_id:")}
+    out = subprocess.run(["bpftool", "--json", "prog", "show"], capture_output=True,
+                         text=True, check=True).stdout
+    return {p["id"] for p in json.loads(out)
+            if p.get("name", "").startswith("netenf_") and p["id"] in held}
+
+
+def test_the_hook_goes_away_with_a_killed_roxd() -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="roxd-netenf-kill-"))
+    rp = start_roxd(workdir, config=CONFIG)
+    try:
+        rp.wait_ready()
+        programs = _hook_programs(rp.proc.pid)
+        assert len(programs) == 4, programs  # connect4/6, sendmsg4/6
+        linked = subprocess.run(["bpftool", "--json", "link", "show"], capture_output=True,
+                                text=True, check=True).stdout
+        assert programs <= {x.get("prog_id") for x in json.loads(linked)}
+    finally:
+        rp.proc.send_signal(signal.SIGKILL)  # no chance to detach: the links die with it
+        rp.proc.wait(timeout=30)
+
+    def gone() -> bool:
+        out = subprocess.run(["bpftool", "--json", "prog", "show"], capture_output=True,
+                             text=True, check=True).stdout
+        return not programs & {p["id"] for p in json.loads(out)}
+
+    wait_until(gone, 20, message="the hook's programs freed after SIGKILL")
