@@ -113,6 +113,13 @@ def cmd_status(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
                           if s["containers"].get("unattributed_events") else "")),
         ("socket", s["api"].get("socket", "")),
     ]
+    policy = s.get("policy") or {}
+    if policy.get("network_enforcement"):  # network baselines in enforce mode on this host
+        kernel = policy.get("network_kernel") or {}
+        rows.insert(-1, ("net baselines", (
+            f"{policy['network_enforcement']['effective']}, "
+            f"{policy.get('network_cgroups', 0)} cgroups enforced, "
+            f"{kernel.get('refused_connect', 0) + kernel.get('refused_sendmsg', 0)} refused")))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         text = term(value)
@@ -532,7 +539,10 @@ def cmd_baselines(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
             out.dump(result)
             return EXIT_OK
         out.table(["WORKLOAD", "STATE", "MODE", "LEARNED", "ANOMALIES", "LOCKED"],
-                  [(b["workload"], b["state"], b["mode"], b["learned"], b["anomalies"],
+                  [(b["workload"], b["state"],
+                    b["mode"] if b.get("enforced_mode", b["mode"]) == b["mode"]
+                    else f"{b['mode']} (break-glass: {b['enforced_mode']})",
+                    b["learned"], b["anomalies"],
                     _when(b["locked_at_ns"])) for b in result["baselines"]],
                   [None, None, lambda v: out.paint(v, MODE_COLORS.get(v.strip(), ""))])
         return EXIT_OK
