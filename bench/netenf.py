@@ -198,7 +198,7 @@ def bpf_time(n: int) -> dict[str, Any]:
 
 
 def memory() -> dict[str, Any]:
-    from roxd.baselines.engine import Baseline, BaselineEngine, LearnedProcess
+    from roxd.baselines.engine import Baseline, BaselineEngine, LearnedProcess, intern_parents
     from roxd.baselines.settings import BaselineSettings
     from roxd.model import Container
     from roxd.policy.kill_tables import build_baseline_table
@@ -217,13 +217,15 @@ def memory() -> dict[str, Any]:
         key = f"image:registry.example/app{w}/app{w}"
         base = Baseline(workload=key, first_seen_ns=now, mode="enforce", locked_at_ns=now,
                         image=f"registry.example/app{w}:1.0", image_ids=[f"sha256:{w:064x}"])
+        # distinct times and counts, as real ones are (a shared int would hide their size)
         for p in range(PROCESSES):
             base.processes[f"/usr/local/bin/app{w}-tool{p}"] = LearnedProcess(
-                now, now, 3, {"/bin/sh"})
+                now + w * 1000 + p, now + 10**12 + p, 1000 + p, intern_parents(("/bin/sh",)))
         for p in range(PEERS):
             j = (w + p + 1) % WORKLOADS
             peer = f"workload:image:registry.example/app{j}/app{j}"
-            base.peers[f"outbound tcp/{1000 + p} {peer}"] = LearnedProcess(now, now, 3)
+            base.peers[f"outbound tcp/{1000 + p} {peer}"] = LearnedProcess(
+                now + w * 1000 + p, now + 10**12 + p, 1000 + p)
         engine._baselines[key] = base
         containers.append((10_000 + w, Container(id=f"{w:064x}", runtime="docker",
                                                  name=f"app{w}", labels={"k": key})))

@@ -44,6 +44,17 @@ Audit = Callable[[BreakglassChange], None]
 PeerOf = Callable[[str], str]
 
 
+_PARENTS: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def intern_parents(parents: tuple[str, ...]) -> tuple[str, ...]:
+    """One shared tuple per distinct set of parents: most executables of most workloads have
+    the same one or two (a shell, the entrypoint), so 100,000 elements share a few tuples."""
+    if len(_PARENTS) >= 16384:  # bounded: start over (the old tuples stay valid)
+        _PARENTS.clear()
+    return _PARENTS.setdefault(parents, parents)
+
+
 def peer_element(protocol: str, port: int, peer: str) -> str:
     """One learned network element: `outbound tcp/5432 workload:shop/db`."""
     return f"outbound {protocol or 'ip'}/{port} {peer}"
@@ -485,7 +496,7 @@ class BaselineEngine:
         ancestors = event.process.ancestors
         parent = ancestors[0].exe if ancestors else ""
         if parent and parent not in record.parents and len(record.parents) < 16:
-            record.parents = (*record.parents, parent)
+            record.parents = intern_parents((*record.parents, parent))
 
     def _in_grace(self, cgroup_id: int) -> bool:
         now = self._monotonic()
@@ -529,7 +540,7 @@ def _baseline_from(d: Mapping[str, Any]) -> Baseline:
         image_ids=[str(x) for x in d.get("image_ids") or []],
         processes={str(p): LearnedProcess(
             int(r["first_ns"]), int(r["last_ns"]), int(r["count"]),
-            tuple(dict.fromkeys(map(str, r.get("parents", ()))))[:16])
+            intern_parents(tuple(dict.fromkeys(map(str, r.get("parents", ()))))[:16]))
                    for p, r in dict(d.get("processes", {})).items()},
         peers={str(p): LearnedProcess(int(r["first_ns"]), int(r["last_ns"]), int(r["count"]))
                for p, r in dict(d.get("peers", {})).items()})
