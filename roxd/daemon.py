@@ -55,7 +55,7 @@ from roxd.incidents import IncidentTracker, start_incidents
 from roxd.incidents.risk import ContainerRisk
 from roxd.inventory import ContainerRecord, ImageRecord, container_inventory, image_inventory
 from roxd.jsonlines import JsonLines
-from roxd.model import Container, SeccompEvent, rfc3339
+from roxd.model import ConnectEvent, Container, SeccompEvent, rfc3339
 from roxd.netmap.addresses import container_addresses, first_pid
 from roxd.netmap.flows import FlowMap, peer_name
 from roxd.pipeline import Counters, EventTaps, Pipeline, SlowActions
@@ -457,12 +457,25 @@ class Daemon:
                                      reload_if_changed))
         if parts.baselines is not None:  # lock baselines whose window ended, persist changes
             jobs.append(Housekeeping("baselines", 1.0, parts.baselines.tick))
+            # UDP sends the cgroup connect hook refused: no tracepoint saw them; as events
+            jobs.append(Housekeeping("refused sends", 1.0,
+                                     lambda: self._report_refused_sends(parts)))
         if parts.netmap is not None:  # who owns which address: at once when containers change
             jobs.append(Housekeeping("netmap addresses", 1.0,
                                      lambda: self._refresh_netmap(parts)))
         for job in jobs:
             job.due = now + job.every_s
         return jobs
+
+    def _report_refused_sends(self, parts: Parts) -> None:
+        offset = time.time_ns() - time.monotonic_ns()  # CLOCK_MONOTONIC -> wall, as sensor
+        for decoded in parts.policy.refused_sends(offset):
+            assert isinstance(decoded.event, ConnectEvent)
+            try:
+                parts.pipeline.handle(decoded)
+            except Exception:  # one bad event must not stop housekeeping
+                log.exception("reporting a refused UDP send failed")
+            parts.policy.forget_refusal(decoded.event.tid)
 
     def _refresh_netmap(self, parts: Parts, force: bool = False) -> None:
         """Re-read container and host addresses for the communication map when the containers

@@ -344,7 +344,8 @@ def kernel_actions(event: EnrichedEvent, results: Sequence[ActionResult],
             and match.rule.id.startswith("baseline.") and event.baseline is not None
             and isinstance(ev, ConnectEvent)):
         return (ActionResult(ActionKind.BLOCK, Outcome.DONE,
-                             f"connect to {ev.daddr} port {ev.dport} refused (EPERM) by the "
+                             f"{'UDP send or connect' if ev.protocol == 'udp' else 'connect'}"
+                             f" to {ev.daddr} port {ev.dport} refused (EPERM) by the "
                              "cgroup connect hook before any packet left: not in the locked "
                              f"network baseline of {event.baseline.workload}",
                              in_kernel=True),)

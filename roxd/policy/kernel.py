@@ -226,6 +226,28 @@ class KernelPolicy:
         self._net_probe = probe
         self._containers_dirty = True
 
+    def refused_sends(self, boot_to_wall_ns: int) -> list[Decoded]:
+        """UDP sends the hook refused since the last call, as connect events (protocol udp,
+        EPERM) for the pipeline: unconnected sendto/sendmsg has no tracepoint of roxd's, so
+        without this a refused send would be counted and never alerted. Each is claimed by
+        on_event (take_refusal) like a refused connect; one that is not is dropped here."""
+        if self._net_hook is None:
+            return []
+        out = []
+        for tid, refusal, ktime_ns in self._net_hook.sendmsg_refusals():
+            family = "ipv6" if ":" in refusal.address else "ipv4"
+            event = ConnectEvent(time_ns=boot_to_wall_ns + ktime_ns, pid=tid, tid=tid, uid=0,
+                                 cgroup_id=refusal.cgroup_id, comm="", family=family,
+                                 daddr=refusal.address, dport=refusal.port, errno=EPERM,
+                                 protocol="udp")
+            out.append(Decoded(event))
+        return out
+
+    def forget_refusal(self, tid: int) -> None:
+        """Drop a refusal no event claimed (its handling failed): never reported twice."""
+        if self._net_hook is not None:
+            self._net_hook.take_refusal(tid)
+
     def close_network_hook(self) -> None:
         """Detach the hook (stop): connects are no longer refused."""
         if self._net_hook is not None:

@@ -166,6 +166,21 @@ class NetworkHook:
             del table[key]
         return refusal
 
+    def sendmsg_refusals(self, limit: int = 256) -> list[tuple[int, Refusal, int]]:
+        """(thread id, refusal, ktime ns) of UDP sends the hook refused: no tracepoint reports
+        them, so roxd turns each into an event (left in the map: take_refusal claims it)."""
+        table = self._bpf["netenf_verdicts"]
+        found = []
+        for k, v in table.items():
+            if v.op != 2:
+                continue
+            found.append((int(k.value), Refusal(int(v.cgroup_id), int(v.workload), int(v.port),
+                                                int(v.protocol), "sendmsg",
+                                                _address(bytes(v.addr))), int(v.ktime_ns)))
+            if len(found) >= limit:
+                break
+        return found
+
     def stats(self) -> dict[str, int]:
         table = self._bpf["netenf_stats"]
         return {name: sum(int(x) for x in table[ct.c_int(i)])

@@ -152,6 +152,14 @@ def test_an_unlearned_peer_is_refused_in_the_kernel(run_container: Any) -> None:
         assert block and block[0]["outcome"] == "done" and block[0]["in_kernel"], \
             alert["actions"]
         assert alert["event"]["connect"]["errno"] == 1  # EPERM, as the client saw it
+        # the refused UDP sendto: no tracepoint saw it, the hook's verdict becomes the event
+        udp = rp.wait_for(lambda o: o.get("type") == "alert"
+                          and o["rule"]["id"] == "baseline.new-network-peer"
+                          and (o.get("container") or {}).get("id") == client.id
+                          and "udp/9001" in o["event"]["baseline"]["element"],
+                          timeout=20, message="the refused UDP send, alerted")
+        assert any(a["action"] == "block" and a["outcome"] == "done" and a["in_kernel"]
+                   for a in udp["actions"]), udp["actions"]
 
         # nothing reached the listeners: both still wait for their first peer, files empty
         time.sleep(1.0)

@@ -137,6 +137,9 @@ class FakeHook:
     def take_refusal(self, tid: int) -> Refusal | None:
         return self.refusals.pop(tid, None)
 
+    def sendmsg_refusals(self, limit: int = 256) -> list[tuple[int, Refusal, int]]:
+        return [(tid, r, 5) for tid, r in self.refusals.items() if r.op == "sendmsg"]
+
     def stats(self) -> dict[str, int]:
         return {"refused_connect": len(self.refusals)}
 
@@ -235,3 +238,19 @@ def test_the_alert_says_block_in_kernel_only_for_the_hooks_refusal() -> None:
 def test_block_is_not_an_action_a_rule_can_ask_for() -> None:
     with pytest.raises(Invalid, match="unknown action 'block'"):
         _actions({"actions": ["alert", "block"]}, "actions")
+
+
+def test_a_refused_udp_send_becomes_an_event_claimed_once() -> None:
+    hook = FakeHook()
+    policy = _policy(hook)
+    hook.refusals[77] = Refusal(101, 1, 9001, 17, "sendmsg", "172.17.0.3")
+    hook.refusals[78] = Refusal(101, 1, 22, 6, "connect", "172.17.0.3")  # its tracepoint's
+    sends = policy.refused_sends(1_000)
+    assert len(sends) == 1
+    ev = sends[0].event
+    assert isinstance(ev, ConnectEvent)
+    assert (ev.tid, ev.protocol, ev.dport, ev.daddr, ev.errno, ev.cgroup_id, ev.time_ns) == (
+        77, "udp", 9001, "172.17.0.3", 1, 101, 1_005)
+    assert policy.on_event(sends[0], web()) == NETWORK_VERDICT
+    policy.forget_refusal(77)
+    assert policy.refused_sends(1_000) == [] and 78 in hook.refusals
