@@ -4,6 +4,7 @@
  *   connect.bpf.c  outbound IPv4/IPv6 connect with its result
  *   syscalls.bpf.c sensitive system calls (ptrace, namespaces, mounts, bpf, setuid, ...)
  *   file.bpf.c     file access on the paths the rules watch
+ *   netenf.bpf.c   cgroup connect hooks: locked network baselines in enforce mode
  * Compiled once (about a second) instead of once per concern, so maps are shared for free. */
 #include <uapi/linux/ptrace.h>
 #include <linux/socket.h>
@@ -47,3 +48,4 @@ static __always_inline void cgroup_drop(u64 cgroup_id)
 #include "connect.bpf.c"
 #include "syscalls.bpf.c"
 #include "file.bpf.c"
+#include "netenf.bpf.c"

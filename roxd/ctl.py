@@ -41,7 +41,7 @@ from typing import Any
 
 from roxd import __version__, ctl_netmap
 from roxd.api.client import ApiClient, ApiFailure, Unreachable, default_socket, path_of
-from roxd.ctl_fleet import add_fleet_parser
+from roxd.ctl_fleet import add_fleet_parser, duration
 from roxd.ctl_output import (
     EXIT_DENIED,
     EXIT_ERROR,
@@ -114,6 +114,13 @@ def cmd_status(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
                           if s["containers"].get("unattributed_events") else "")),
         ("socket", s["api"].get("socket", "")),
     ]
+    policy = s.get("policy") or {}
+    if policy.get("network_enforcement"):  # network baselines in enforce mode on this host
+        kernel = policy.get("network_kernel") or {}
+        rows.insert(-1, ("net baselines", (
+            f"{policy['network_enforcement']['effective']}, "
+            f"{policy.get('network_cgroups', 0)} cgroups enforced, "
+            f"{kernel.get('refused_connect', 0) + kernel.get('refused_sendmsg', 0)} refused")))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         text = term(value)
@@ -556,7 +563,10 @@ def cmd_baselines(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
             out.dump(result)
             return EXIT_OK
         out.table(["WORKLOAD", "STATE", "MODE", "LEARNED", "ANOMALIES", "LOCKED"],
-                  [(b["workload"], b["state"], b["mode"], b["learned"], b["anomalies"],
+                  [(b["workload"], b["state"],
+                    b["mode"] if b.get("enforced_mode", b["mode"]) == b["mode"]
+                    else f"{b['mode']} (break-glass: {b['enforced_mode']})",
+                    b["learned"], b["anomalies"],
                     _when(b["locked_at_ns"])) for b in result["baselines"]],
                   [None, None, lambda v: out.paint(v, MODE_COLORS.get(v.strip(), ""))])
         return EXIT_OK
@@ -567,6 +577,9 @@ def cmd_baselines(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
             return EXIT_OK
         for key in ("workload", "state", "effective_mode", "image", "anomalies"):
             out.print(f"{key:<15} {term(b[key])}")
+        if b.get("breakglass_until_ns"):
+            out.print(f"{'break-glass':<15} until {_when(b['breakglass_until_ns'])}: enforce "
+                      f"acts as monitor ({term(b.get('breakglass_reason') or 'no reason')})")
         out.print(f"{'learning since':<15} {_when(b['first_seen_ns'])}")
         out.print(f"{'locked':<15} {_when(b['locked_at_ns'])}")
         out.table(["EXECUTABLE", "COUNT", "FIRST", "LAST", "PARENTS"],
@@ -592,6 +605,14 @@ def cmd_baselines(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
         body["mode"] = args.mode
     if verb == "accept":
         body["path"] = args.path
+    if verb == "breakglass":
+        if args.duration is None:
+            print("roxctl: baselines breakglass needs --for DURATION (90s, 30m, 2h; 0s ends "
+                  "an exemption)", file=sys.stderr)
+            return EXIT_ERROR
+        body["duration_s"] = args.duration
+        if args.reason:
+            body["reason"] = args.reason
     out.dump(api.post(f"/v1/baselines/{verb}", body))
     return EXIT_OK
 
@@ -854,6 +875,15 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("path", help="the executable path, as executed, or a network element or "
                                 "written directory as `show` lists it ('outbound tcp/443 "
                                 "198.51.100.0/24', 'write /var/lib/app')")
+    x = bsub.add_parser("breakglass", help="exempt a workload from enforce mode for a while "
+                                           "(audited as an alert)")
+    x.add_argument("workload", help="a workload key")
+    # not required=True for argparse: every command must parse with its positionals alone
+    # (tests/unit/test_ctl.py); cmd_baselines says what is missing
+    x.add_argument("--for", dest="duration", type=duration, metavar="DURATION",
+                   help="how long (required): 90s, 30m, 2h (at most 7d); 0s ends an "
+                        "exemption now")
+    x.add_argument("--reason", default="", help="why (kept with the exemption and its alert)")
     x = bsub.add_parser("export", help="baselines as JSON (one workload, or all) on stdout")
     x.add_argument("workload", nargs="?", help="a workload key (default: every workload)")
     x = bsub.add_parser("import", help="replace workloads' baselines from an export file "

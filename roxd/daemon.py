@@ -15,6 +15,7 @@ runs the loop; the Docker event stream, noise control and the API have threads o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import queue
 import signal
@@ -34,6 +35,11 @@ from roxd.alerts.dispatch import AlertDispatcher, LogSink, StreamSink, TopicSink
 from roxd.api.metrics_http import MetricsListener, NoMetricsListener, start_metrics_listener
 from roxd.api.port import Activity, CallTimeout, DaemonFacts, KernelStats, Programs
 from roxd.api.server import ApiServer
+from roxd.baselines.breakglass import (
+    BreakglassChange,
+    breakglass_actions,
+    breakglass_event,
+)
 from roxd.baselines.drift import DriftDetector
 from roxd.baselines.engine import BaselineEngine
 from roxd.baselines.files import watch_set as baseline_file_watches
@@ -50,12 +56,13 @@ from roxd.incidents.risk import ContainerRisk
 from roxd.incidents.risk_workload import make_risk_view
 from roxd.inventory import ContainerRecord, ImageRecord, container_inventory, image_inventory
 from roxd.jsonlines import JsonLines
-from roxd.model import Container, SeccompEvent, rfc3339
+from roxd.model import ConnectEvent, Container, SeccompEvent, rfc3339
 from roxd.netmap.addresses import container_addresses, first_pid
 from roxd.netmap.flows import FlowMap, peer_name
 from roxd.pipeline import Counters, EventTaps, Pipeline, SlowActions
 from roxd.policy.capacity import capacity_problems, map_capacities
 from roxd.policy.kernel import KernelPolicy
+from roxd.policy.netenf_kernel import NetworkHook, Probe
 from roxd.posture.alerts import PostureAlerts
 from roxd.posture.model import Report
 from roxd.posture.service import PostureService
@@ -280,9 +287,20 @@ class Daemon:
             protected_exes=self.config.enforce.protected_exes,
             baselines=baselines,
             file_watches=(baseline_file_watches(self.config.baselines.file_trees)
-                          if baselines is not None and self.config.baselines.files else None))
+                          if baselines is not None and self.config.baselines.files else None),
+            peer_owners=(lambda: {a: peer_name(ep) for a, ep in
+                                  netmap.addresses.owners().items()}) if netmap else dict)
         if baselines is not None:  # a lock, unlock or mode change rewrites the allow-lists
             baselines.add_listener(policy.containers_changed)
+            engine = baselines
+
+            def audit_breakglass(change: BreakglassChange) -> None:
+                container = next((c for _, c in attribution.resolver.containers()
+                                  if engine.workload_of(c) == change.workload), None)
+                alerts.raise_alert(change.rule, breakglass_event(change, container),
+                                   breakglass_actions(change))
+
+            baselines.add_audit(audit_breakglass)
         responder.guard = policy.kill_guard
         slow = SlowActions()
         pipeline = Pipeline(
@@ -308,6 +326,7 @@ class Daemon:
         release_exec_stops()
         self._holdguard.start()
         parts.sensor.start()
+        self._attach_network_hook(parts)
         # from here on the policy alone writes the kernel's maps: rules now, then every new
         # rule set and every container change
         parts.policy.apply_rules(self.rules.current)
@@ -328,6 +347,27 @@ class Daemon:
         parts.metrics = start_metrics_listener(self.config.metrics.listen,
                                                parts.api.metrics_text)
 
+    def _attach_network_hook(self, parts: Parts) -> None:
+        """Load and link the cgroup connect hook (network baselines refused in the kernel),
+        or say why not: features.cgroup_connect and status policy.network_enforcement."""
+        cfg = self.config
+        if self.config.rules.monitor:
+            probe = Probe(False, "not loaded: roxd runs in monitor mode")
+        elif not (cfg.baselines.enabled and cfg.baselines.network and parts.netmap):
+            probe = Probe(False, "not loaded: network baselines are off")
+        else:
+            hook, probe = NetworkHook.attach(parts.sensor.bcc, parts.attribution.index.root)
+            if hook is not None:
+                parts.policy.set_network_hook(hook, probe)
+        if probe.available:
+            log.info("network baselines in enforce mode are refused in the kernel: %s",
+                     probe.detail)
+        else:
+            log.warning("network baselines in enforce mode are alerted only: %s", probe.detail)
+            parts.policy.set_network_hook(None, probe)
+        self.features = dataclasses.replace(
+            self.features, cgroup_connect=features.Feature(probe.available, probe.detail))
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -340,6 +380,8 @@ class Daemon:
             parts.metrics.close()
         if parts is not None and parts.api is not None:
             parts.api.close()
+        if parts is not None:  # connects are no longer refused once roxd stops watching
+            parts.policy.close_network_hook()
         if parts is not None and parts.sensor.started:
             # detach, then drain, then count: the final counters match what was delivered
             parts.sensor.detach()
@@ -423,12 +465,25 @@ class Daemon:
                                      reload_if_changed))
         if parts.baselines is not None:  # lock baselines whose window ended, persist changes
             jobs.append(Housekeeping("baselines", 1.0, parts.baselines.tick))
+            # UDP sends the cgroup connect hook refused: no tracepoint saw them; as events
+            jobs.append(Housekeeping("refused sends", 1.0,
+                                     lambda: self._report_refused_sends(parts)))
         if parts.netmap is not None:  # who owns which address: at once when containers change
             jobs.append(Housekeeping("netmap addresses", 1.0,
                                      lambda: self._refresh_netmap(parts)))
         for job in jobs:
             job.due = now + job.every_s
         return jobs
+
+    def _report_refused_sends(self, parts: Parts) -> None:
+        offset = time.time_ns() - time.monotonic_ns()  # CLOCK_MONOTONIC -> wall, as sensor
+        for decoded in parts.policy.refused_sends(offset):
+            assert isinstance(decoded.event, ConnectEvent)
+            try:
+                parts.pipeline.handle(decoded)
+            except Exception:  # one bad event must not stop housekeeping
+                log.exception("reporting a refused UDP send failed")
+            parts.policy.forget_refusal(decoded.event.tid)
 
     def _refresh_netmap(self, parts: Parts, force: bool = False) -> None:
         """Re-read container and host addresses for the communication map when the containers
@@ -455,7 +510,10 @@ class Daemon:
             pid = next((p for p in (first_pid(f"{root}/{path.strip('/')}")
                                     for path in cgroups[cid]) if p is not None), None)
             live.append((container, pid))
+        before = parts.netmap.addresses.owners()
         parts.netmap.refresh(live, container_addresses)
+        if parts.netmap.addresses.owners() != before:  # learned peers moved: new allow-lists
+            parts.policy.containers_changed()
 
     def _loop(self, parts: Parts) -> None:
         poll_ms = self.config.sensor.poll_timeout_ms

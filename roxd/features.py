@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import platform
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +36,10 @@ class Features:
     nftables: Feature
     cgroup2: Feature
     docker: Feature
+    # the cgroup connect hook (bpf/netenf.bpf.c): probed by loading and linking it once the
+    # sensor is up (roxd/policy/netenf_kernel.py); until then, and when refused, alert only
+    cgroup_connect: Feature = field(default_factory=lambda: Feature(
+        False, "not probed (the sensor has not started)"))
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -447,6 +447,9 @@ class ActionKind(str, Enum):
     KILL = "kill"
     ISOLATE = "isolate"
     SECCOMP = "seccomp"
+    # reported, never listed by a rule: the kernel refused the operation itself (a connect
+    # outside an enforced network baseline, refused by the cgroup connect hook)
+    BLOCK = "block"
 
 
 class Outcome(str, Enum):

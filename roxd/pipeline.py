@@ -43,6 +43,7 @@ from roxd.model import (
     SeccompEvent,
 )
 from roxd.policy.kill_tables import BASELINE_VERDICT
+from roxd.policy.netenf import NETWORK_VERDICT
 from roxd.pubsub import Topic
 from roxd.rules.ruleset import RuleSet
 from roxd.sensor.records import Decoded
@@ -339,6 +340,15 @@ def kernel_actions(event: EnrichedEvent, results: Sequence[ActionResult],
         return (ActionResult(ActionKind.KILL, Outcome.DONE,
                              f"SIGKILL at sys_enter of {ev.syscall}: outside the enforced "
                              "seccomp profile", in_kernel=True),)
+    if (killed_by == NETWORK_VERDICT and match is not None
+            and match.rule.id.startswith("baseline.") and event.baseline is not None
+            and isinstance(ev, ConnectEvent)):
+        return (ActionResult(ActionKind.BLOCK, Outcome.DONE,
+                             f"{'UDP send or connect' if ev.protocol == 'udp' else 'connect'}"
+                             f" to {ev.daddr} port {ev.dport} refused (EPERM) by the "
+                             "cgroup connect hook before any packet left: not in the locked "
+                             f"network baseline of {event.baseline.workload}",
+                             in_kernel=True),)
     if (killed_by == BASELINE_VERDICT and match is not None
             and match.rule.id.startswith("baseline.") and event.baseline is not None):
         workload = event.baseline.workload

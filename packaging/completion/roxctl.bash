@@ -21,6 +21,7 @@ _roxctl() {
             "alerts show") key="alerts show" ;;
             "baselines") key="baselines" ;;
             "baselines accept") key="baselines accept" ;;
+            "baselines breakglass") key="baselines breakglass" ;;
             "baselines export") key="baselines export" ;;
             "baselines import") key="baselines import" ;;
             "baselines list") key="baselines list" ;;
@@ -77,8 +78,9 @@ _roxctl() {
         "alerts follow") opts="--help --container --rule --phase --severity --count --seconds --socket --output --json" ;;
         "alerts list") opts="--help --container --rule --phase --severity --since --until --limit --socket --output --json" ;;
         "alerts show") opts="--help --socket --output --json" ;;
-        "baselines") opts="--help list show lock unlock mode accept export import --socket --output --json" ;;
+        "baselines") opts="--help list show lock unlock mode accept breakglass export import --socket --output --json" ;;
         "baselines accept") opts="--help --socket --output --json" ;;
+        "baselines breakglass") opts="--help --for --reason --socket --output --json" ;;
         "baselines export") opts="--help --socket --output --json" ;;
         "baselines import") opts="--help --socket --output --json" ;;
         "baselines list") opts="--help --socket --output --json" ;;

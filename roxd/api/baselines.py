@@ -1,6 +1,7 @@
-"""Baseline endpoints: list, show, lock, unlock, mode, accept, export, import. The engine
-belongs to the event loop: every call runs there (call_in_loop); its refusals (unknown
-workload, bad mode, a bad import) are 404 / 422 with the reason; with baselines off, 501."""
+"""Baseline endpoints: list, show, lock, unlock, mode, accept, breakglass, export, import.
+The engine belongs to the event loop: every call runs there (call_in_loop); its refusals
+(unknown workload, bad mode, a bad import, a bad break-glass duration) are 404 / 422 with the
+reason; with baselines off, 501."""
 
 from __future__ import annotations
 
@@ -54,7 +55,15 @@ class BaselineEndpoints:
                                     "tcp/443 198.51.100.0/24', 'write /var/lib/app') to accept")
             return self._call(lambda e: e.accept(self._workload(b), b["path"]))
 
+        def breakglass(_r: Request, _p: dict[str, Any], b: dict[str, Any]) -> Any:
+            if "duration_s" not in b:
+                raise ApiError(422, "give duration_s: how long the workload is exempt from "
+                                    "enforce mode (0 ends an exemption now)")
+            return self._call(lambda e: e.breakglass(self._workload(b), float(b["duration_s"]),
+                                                     str(b.get("reason") or "")))
+
         return {
+            "breakglassBaseline": breakglass,
             "listBaselines": lambda _r, _p, _b: self._call(
                 lambda e: {"baselines": e.list(), "stats": e.stats()}),
             "getBaseline": lambda _r, p, _b: self._call(lambda e: e.get(p["workload"])),

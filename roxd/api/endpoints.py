@@ -106,6 +106,12 @@ class Endpoints:
         status["alert_sinks"] = dict(self.daemon.alert_sink_stats())
         status["degraded"] = list(self.daemon.alert_sink_problems())
         status["policy"] = dict(self.daemon.policy())
+        # what the cgroup connect hook adds to the network baseline rule on this host
+        enforcement = status["policy"].get("network_enforcement") or {}
+        effective = status["rules"].get("effective_actions") or {}
+        rule = "baseline.new-network-peer"
+        if rule in effective and enforcement.get("effective", "").startswith("refuse"):
+            effective[rule] += "; block: in-kernel (enforce-mode workloads, cgroup connect hook)"
         status["dashboard"] = self.dashboard.describe()
         return status
 

@@ -123,6 +123,14 @@ def render(status: Mapping[str, Any], alert_counts: Mapping[tuple[str, str, str]
     for key, (name, help_text) in SINK_GAUGES.items():
         out.metric(name, "gauge", help_text,
                    [({"sink": sink}, v) for sink, c, v in sinks if c == key])
+    network = (status.get("policy") or {}).get("network_kernel") or {}
+    out.metric("roxd_network_baseline_refused_total", "counter",
+               "connects and UDP sends the cgroup connect hook refused (network baselines in "
+               "enforce mode)",
+               [({"op": op}, network.get(f"refused_{op}", 0)) for op in ("connect", "sendmsg")])
+    out.metric("roxd_network_baseline_enforced_cgroups", "gauge",
+               "cgroups whose connects the cgroup connect hook checks",
+               [({}, (status.get("policy") or {}).get("network_cgroups", 0))])
     out.metric("roxd_api_requests_total", "counter", "API responses by status code",
                [({"code": code}, n) for code, n in sorted(api_status.items())])
     return out.text()

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from roxd.baselines import files
+from roxd.baselines.breakglass import MAX_S as BREAKGLASS_MAX_S
+from roxd.baselines.breakglass import BreakglassChange
 from roxd.baselines.settings import MODES, BaselineSettings
 from roxd.baselines.workload import workload_key
 from roxd.model import (
@@ -44,9 +46,21 @@ log = logging.getLogger(__name__)
 FILE_NAME = "baselines.json"
 FORMAT = 1
 Listener = Callable[[], None]
+Audit = Callable[[BreakglassChange], None]
 # where a connect went, as a baseline element names it: "workload:<key>", "host", "loopback"
 # or an external prefix ("203.0.113.0/24"); see peer_element()
 PeerOf = Callable[[str], str]
+
+
+_PARENTS: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def intern_parents(parents: tuple[str, ...]) -> tuple[str, ...]:
+    """One shared tuple per distinct set of parents: most executables of most workloads have
+    the same one or two (a shell, the entrypoint), so 100,000 elements share a few tuples."""
+    if len(_PARENTS) >= 16384:  # bounded: start over (the old tuples stay valid)
+        _PARENTS.clear()
+    return _PARENTS.setdefault(parents, parents)
 
 
 def peer_element(protocol: str, port: int, peer: str) -> str:
@@ -58,12 +72,16 @@ class BaselineError(ValueError):
     """A request the engine refuses: unknown workload, bad mode, bad import."""
 
 
-@dataclass
+@dataclass(slots=True)
 class LearnedProcess:
+    """One learned executable or network element. Slots and a tuple of parents: 1,000
+    workloads x 100 elements are 100,000 of these (a dict and an empty set each would be
+    330 bytes apiece, measured; bench/netenf.py)."""
+
     first_ns: int
     last_ns: int
     count: int = 1
-    parents: set[str] = field(default_factory=set)
+    parents: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"first_ns": self.first_ns, "last_ns": self.last_ns, "count": self.count,
@@ -81,6 +99,13 @@ class Baseline:
     peers: dict[str, LearnedProcess] = field(default_factory=dict)  # peer_element() -> seen
     file_dirs: dict[str, files.SeenDir] = field(default_factory=dict)  # written directories
     anomalies: int = 0
+    # break-glass: enforce acts as monitor until this wall-clock time (roxd/baselines/
+    # breakglass.py); persisted, so a restart neither loses nor extends it
+    breakglass_until_ns: int | None = None
+    breakglass_reason: str = ""
+    # image digests (the runtime's image id) its containers ran, oldest first (at most 16):
+    # one never seen reopens learning when [baselines] reopen_on_new_digest
+    image_ids: list[str] = field(default_factory=list)
 
     @property
     def locked(self) -> bool:
@@ -92,6 +117,9 @@ class Baseline:
                 "state": "locked" if self.locked else "learning",
                 "locked_at_ns": self.locked_at_ns, "image": self.image,
                 "anomalies": self.anomalies,
+                "breakglass_until_ns": self.breakglass_until_ns,
+                "breakglass_reason": self.breakglass_reason,
+                "image_ids": list(self.image_ids),
                 "processes": {p: r.to_dict() for p, r in sorted(self.processes.items())},
                 "peers": {p: r.to_dict() for p, r in sorted(self.peers.items())},
                 "file_dirs": {d: r.to_dict() for d, r in sorted(self.file_dirs.items())}}
@@ -110,9 +138,11 @@ class BaselineEngine:
         self._baselines: OrderedDict[str, Baseline] = OrderedDict()
         self._cgroup_seen: dict[int, float] = {}  # container cgroup -> first seen (monotonic)
         self._listeners: list[Listener] = []
+        self._audits: list[Audit] = []
         self._dirty = False
         self.counters = {"observed": 0, "learned": 0, "anomalies": 0, "locked": 0,
-                         "evicted": 0, "saves": 0, "save_errors": 0}
+                         "evicted": 0, "saves": 0, "save_errors": 0, "breakglass": 0,
+                         "reopened": 0}
         self._load()
 
     # ------------------------------------------------------------------ per event
@@ -136,8 +166,9 @@ class BaselineEngine:
         base = self._baselines.get(key)
         if base is None:
             base = self._new(key, container, now)
+        self._check_digest(base, container, now)
         path = ev.filename
-        mode = self.mode_of(base)
+        mode = self.enforced_mode(base)
         in_grace = self._in_grace(ev.cgroup_id)
         known = base.processes.get(path)
         if known is not None:
@@ -169,9 +200,10 @@ class BaselineEngine:
         base = self._baselines.get(key)
         if base is None:
             base = self._new(key, container, now)
+        self._check_digest(base, container, now)
         peer = self._peer_of(ev.daddr)
         element = peer_element(ev.protocol, ev.dport, peer)
-        mode = self.mode_of(base)
+        mode = self.enforced_mode(base)
         in_grace = self._in_grace(ev.cgroup_id)  # first sight of a cgroup starts its grace
         known = base.peers.get(element)
         if known is not None:
@@ -229,7 +261,12 @@ class BaselineEngine:
                              element=files.element(directory), nearby=nearby)
 
     def tick(self) -> None:
-        """Lock the baselines whose window ended, persist what changed (housekeeping)."""
+        """Lock the baselines whose window ended, end break-glass exemptions whose time is up,
+        persist what changed (housekeeping)."""
+        now_wall = self._clock()
+        for base in self._baselines.values():
+            if base.breakglass_until_ns is not None and now_wall >= base.breakglass_until_ns:
+                self._end_breakglass(base, "expired")
         if self.settings.auto_lock:
             now = self._clock()
             window_ns = int(self.settings.window_s * 1e9)
@@ -243,7 +280,19 @@ class BaselineEngine:
     def enforcing(self) -> dict[str, frozenset[str]]:
         """Locked workloads in enforce mode and their learned paths: the kernel's allow-lists."""
         return {k: frozenset(b.processes) for k, b in self._baselines.items()
-                if b.locked and self.mode_of(b) == "enforce"}
+                if b.locked and self.enforced_mode(b) == "enforce"}
+
+    def enforcing_network(self) -> dict[str, frozenset[str]]:
+        """Locked workloads in enforce mode and their learned network elements: the cgroup
+        connect hook's allow-lists (roxd/policy/netenf.py)."""
+        if self._peer_of is None or not self.settings.network:
+            return {}
+        return {k: frozenset(b.peers) for k, b in self._baselines.items()
+                if b.locked and self.enforced_mode(b) == "enforce"}
+
+    def add_audit(self, audit: Audit) -> None:
+        """Called for every break-glass grant, end and expiry (the daemon raises an alert)."""
+        self._audits.append(audit)
 
     def add_listener(self, listener: Listener) -> None:
         """Called when `enforcing()` would answer differently (lock, unlock, mode, accept)."""
@@ -256,7 +305,9 @@ class BaselineEngine:
 
     def list(self) -> list[dict[str, Any]]:
         return [{"workload": k, "state": "locked" if b.locked else "learning",
-                 "mode": self.mode_of(b), "learned": len(b.processes),
+                 "mode": self.mode_of(b), "enforced_mode": self.enforced_mode(b),
+                 "breakglass_until_ns": self._breakglass_until(b),
+                 "learned": len(b.processes),
                  "file_dirs": len(b.file_dirs),
                  "anomalies": b.anomalies, "first_seen_ns": b.first_seen_ns,
                  "locked_at_ns": b.locked_at_ns, "image": b.image}
@@ -264,7 +315,33 @@ class BaselineEngine:
 
     def get(self, key: str) -> dict[str, Any]:
         base = self._require(key)
-        return base.to_dict(self.mode_of(base))
+        return {**base.to_dict(self.mode_of(base)), "enforced_mode": self.enforced_mode(base),
+                "breakglass_until_ns": self._breakglass_until(base)}
+
+    def breakglass(self, key: str, duration_s: float, reason: str = "") -> dict[str, Any]:
+        """Exempt a workload from enforce mode for `duration_s` (0: end an exemption now).
+        Audited: every grant and end reaches the audit listeners (an alert)."""
+        if not 0 <= duration_s <= BREAKGLASS_MAX_S:
+            raise BaselineError(f"break-glass duration must be between 0 (end it now) and "
+                                f"{int(BREAKGLASS_MAX_S)} s, not {duration_s:g}; for longer, "
+                                f"set the mode to monitor")
+        if len(reason) > 512:
+            raise BaselineError("break-glass reason: at most 512 characters")
+        base = self._require(key)
+        if duration_s == 0:
+            if base.breakglass_until_ns is not None:
+                self._end_breakglass(base, "ended")
+            return self.get(key)
+        base.breakglass_until_ns = self._clock() + int(duration_s * 1e9)
+        base.breakglass_reason = reason
+        self.counters["breakglass"] += 1
+        log.warning("break-glass for %s until %s: %s", key,
+                    time.strftime("%Y-%m-%d %H:%M:%S",
+                                  time.localtime(base.breakglass_until_ns / 1e9)),
+                    reason or "(no reason given)")
+        self._changed(kernel=True)
+        self._audit(BreakglassChange(key, "granted", base.breakglass_until_ns, reason))
+        return self.get(key)
 
     def lock(self, key: str) -> dict[str, Any]:
         base = self._require(key)
@@ -307,7 +384,7 @@ class BaselineEngine:
             if path not in base.peers:
                 now = self._clock()
                 base.peers[path] = LearnedProcess(now, now, 0)
-                self._dirty = True
+                self._changed(kernel=True)  # an enforced workload's hook allows it at once
             return self.get(key)
         if path not in base.processes:
             now = self._clock()
@@ -347,6 +424,34 @@ class BaselineEngine:
 
     def mode_of(self, base: Baseline) -> str:
         return base.mode or self.settings.mode_for_image(base.image)
+
+    def enforced_mode(self, base: Baseline) -> str:
+        """The mode in force now: enforce acts as monitor while a break-glass runs (checked
+        against the clock, so one that ended is never honoured, even before tick() ran)."""
+        mode = self.mode_of(base)
+        if mode == "enforce" and self._breakglass_until(base) is not None:
+            return "monitor"
+        return mode
+
+    def _breakglass_until(self, base: Baseline) -> int | None:
+        until = base.breakglass_until_ns
+        return until if until is not None and self._clock() < until else None
+
+    def _end_breakglass(self, base: Baseline, what: str) -> None:
+        change = BreakglassChange(base.workload, what, base.breakglass_until_ns or 0,
+                                  base.breakglass_reason)
+        base.breakglass_until_ns = None
+        base.breakglass_reason = ""
+        log.warning("break-glass for %s %s: enforce mode applies again", base.workload, what)
+        self._changed(kernel=True)
+        self._audit(change)
+
+    def _audit(self, change: BreakglassChange) -> None:
+        for audit in self._audits:
+            try:
+                audit(change)
+            except Exception:  # the exemption itself stands; the failure is logged
+                log.exception("break-glass audit of %s failed", change.workload)
 
     def stats(self) -> dict[str, int]:
         locked = sum(1 for b in self._baselines.values() if b.locked)
@@ -398,7 +503,8 @@ class BaselineEngine:
     # ------------------------------------------------------------------ internals
 
     def _new(self, key: str, container: Container, now: int) -> Baseline:
-        base = Baseline(workload=key, first_seen_ns=now, image=container.image)
+        base = Baseline(workload=key, first_seen_ns=now, image=container.image,
+                        image_ids=[container.image_id] if container.image_id else [])
         self._baselines[key] = base
         while len(self._baselines) > self.settings.max_workloads:
             old_key, old = self._baselines.popitem(last=False)
@@ -409,6 +515,31 @@ class BaselineEngine:
                 self._changed(kernel=True)
         self._dirty = True
         return base
+
+    def _check_digest(self, base: Baseline, container: Container, now: int) -> None:
+        """A digest the baseline has not seen: remembered, and learning reopens when
+        configured. Digests seen before (an old replica still running during a rolling
+        update) change nothing, so two versions side by side never reopen it twice."""
+        digest = container.image_id
+        if not digest or digest in base.image_ids:
+            return
+        first = not base.image_ids
+        base.image_ids.append(digest)
+        del base.image_ids[:-16]
+        self._dirty = True
+        if first:
+            return  # the workload's first digest (or one from before digests were kept)
+        base.image = container.image or base.image
+        if not self.settings.reopen_on_new_digest or not base.locked:
+            return
+        base.locked_at_ns = None
+        base.first_seen_ns = now  # a new window
+        self.counters["reopened"] += 1
+        log.warning("baseline of %s reopened: new image digest %s (%s)", base.workload,
+                    digest, container.image)
+        self._changed(kernel=True)
+        self._audit(BreakglassChange(base.workload, "reopened", 0,
+                                     f"new image digest {digest} ({container.image})"))
 
     def _learn(self, base: Baseline, path: str, event: EnrichedEvent, now: int) -> None:
         if len(base.processes) >= self.settings.max_processes:
@@ -424,8 +555,9 @@ class BaselineEngine:
     @staticmethod
     def _add_parent(record: LearnedProcess, event: EnrichedEvent) -> None:
         ancestors = event.process.ancestors
-        if ancestors and ancestors[0].exe and len(record.parents) < 16:
-            record.parents.add(ancestors[0].exe)
+        parent = ancestors[0].exe if ancestors else ""
+        if parent and parent not in record.parents and len(record.parents) < 16:
+            record.parents = intern_parents((*record.parents, parent))
 
     def _in_grace(self, cgroup_id: int) -> bool:
         now = self._monotonic()
@@ -463,8 +595,13 @@ def _baseline_from(d: Mapping[str, Any]) -> Baseline:
         workload=str(d["workload"]), first_seen_ns=int(d["first_seen_ns"]), mode=mode,
         locked_at_ns=None if d.get("locked_at_ns") is None else int(d["locked_at_ns"]),
         image=d.get("image"), anomalies=int(d.get("anomalies", 0)),
-        processes={str(p): LearnedProcess(int(r["first_ns"]), int(r["last_ns"]),
-                                          int(r["count"]), set(map(str, r.get("parents", ()))))
+        breakglass_until_ns=(None if d.get("breakglass_until_ns") is None
+                             else int(d["breakglass_until_ns"])),
+        breakglass_reason=str(d.get("breakglass_reason") or ""),
+        image_ids=[str(x) for x in d.get("image_ids") or []],
+        processes={str(p): LearnedProcess(
+            int(r["first_ns"]), int(r["last_ns"]), int(r["count"]),
+            intern_parents(tuple(dict.fromkeys(map(str, r.get("parents", ()))))[:16]))
                    for p, r in dict(d.get("processes", {})).items()},
         peers={str(p): LearnedProcess(int(r["first_ns"]), int(r["last_ns"]), int(r["count"]))
                for p, r in dict(d.get("peers", {})).items()},

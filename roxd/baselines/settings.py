@@ -30,10 +30,15 @@ class BaselineSettings:
     max_workloads: int = 4096
     max_processes: int = 512
     # Network baselines: outbound connects learned per workload as (protocol, port, peer);
-    # a new one after the lock is an anomaly (alerted; never blocked). Peers are other
+    # a new one after the lock is an anomaly (alerted; in enforce mode also refused in the
+    # kernel by the cgroup connect hook, where it loads). Peers are other
     # workloads by key, the host, loopback, or external prefixes ([netmap] prefixes).
     network: bool = True
     max_peers: int = 512
+    # A container of a workload runs an image digest (image id) the baseline has not seen:
+    # learning starts again for the workload (a new window, said by a baseline.reopened
+    # alert). Off: the locked baseline stays, the new version's new behaviour is anomalous.
+    reopen_on_new_digest: bool = False
     # Drift: an exec in a container of a binary its image does not have (written or changed
     # after the container started) is checked and seen by rules as `drift`; needs no
     # learning and works with enabled = false too.

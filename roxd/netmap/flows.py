@@ -106,6 +106,11 @@ class AddressBook:
         with self._lock:
             self._owners = owners
 
+    def owners(self) -> dict[str, Endpoint]:
+        """Every address and its owner now (a copy)."""
+        with self._lock:
+            return dict(self._owners)
+
     def owner(self, address: str) -> Endpoint | None:
         with self._lock:
             return self._owners.get(address)

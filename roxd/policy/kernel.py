@@ -28,7 +28,7 @@ from typing import Protocol
 from roxd.baselines.files import merged as merged_watches
 from roxd.enforce.kill import KillOutcome, kill_pid
 from roxd.enforce.protect import KillGuard, ProtectedProcesses
-from roxd.model import Container, ExecEvent, FileWatchSet
+from roxd.model import ConnectEvent, Container, ExecEvent, FileWatchSet
 from roxd.policy.file_watch import file_watch_entries
 from roxd.policy.kill_tables import (
     BASELINE_VERDICT,
@@ -40,6 +40,8 @@ from roxd.policy.kill_tables import (
     build_exec_kill_table,
     split_verdict,
 )
+from roxd.policy.netenf import NETWORK_VERDICT, NetworkTable, build_network_table
+from roxd.policy.netenf_kernel import NetworkHook, Probe
 from roxd.rules.ruleset import RuleSet
 from roxd.sensor.maps import (
     BaselineAllow,
@@ -51,6 +53,8 @@ from roxd.sensor.maps import (
 from roxd.sensor.records import Decoded
 
 log = logging.getLogger(__name__)
+
+EPERM = 1
 
 ContainerList = list[tuple[int, Container]]
 Signaller = Callable[[int, int], KillOutcome]  # (pid, signal) -> outcome, by pidfd
@@ -76,6 +80,7 @@ class Baselines(Protocol):
     """What the policy needs of roxd.baselines.BaselineEngine."""
 
     def enforcing(self) -> Mapping[str, frozenset[str]]: ...
+    def enforcing_network(self) -> Mapping[str, frozenset[str]]: ...
     def workload_of(self, container: Container) -> str: ...
 
 
@@ -83,6 +88,9 @@ class NoBaselines:
     """Baselines off: nothing enforced."""
 
     def enforcing(self) -> Mapping[str, frozenset[str]]:
+        return {}
+
+    def enforcing_network(self) -> Mapping[str, frozenset[str]]:
         return {}
 
     def workload_of(self, container: Container) -> str:
@@ -98,6 +106,8 @@ class PolicyCounters:
     held_continued: int = 0
     quiet_marks: int = 0
     unknown_verdicts: int = 0  # a verdict whose generation is no longer remembered
+    network_refused: int = 0  # connects the cgroup hook refused that roxd saw fail (EPERM)
+    network_table_errors: int = 0  # the hook's maps refused a write (counted, never fatal)
 
 
 class GuardedMaps:
@@ -151,15 +161,18 @@ class KernelPolicy:
                  protected_comms: Sequence[str] = (),
                  protected_exes: Sequence[str] = (),
                  baselines: Baselines | None = None,
-                 file_watches: FileWatchSet | None = None) -> None:
+                 file_watches: FileWatchSet | None = None,
+                 peer_owners: Callable[[], Mapping[str, str]] = dict) -> None:
         """enforce_in_kernel: False in monitor mode or where bpf_send_signal is missing (the
         kill tables then stay empty). containers: the attributed containers now (the
         resolver). known_cgroups: every cgroup id classified so far (the cgroup index).
         host_kills ([enforce] host_kills, off by default): kill host processes too; off, no
         SCOPE_HOST kill entry is written and userspace kills spare the host.
         protected_comms / protected_exes: added to the built-in protected processes.
-        baselines: the workloads whose locked process baselines the kernel enforces.
-        file_watches: watched beside the rules' file watches (the file baselines' trees)."""
+        baselines: the workloads whose locked process (and network) baselines the kernel
+        enforces. file_watches: watched beside the rules' file watches (the file baselines'
+        trees). peer_owners: address -> peer name (`workload:<key>`, `host`) now, the
+        communication map's address book, to resolve learned peers to addresses."""
         self.counters = PolicyCounters()
         self._monotonic_ns = time.monotonic_ns  # CLOCK_MONOTONIC, as bpf_ktime_get_ns
         self._guarded = GuardedMaps(maps, self.counters)
@@ -183,6 +196,11 @@ class KernelPolicy:
         self._file_watches = file_watches or FileWatchSet()
         self._baseline_table = BaselineTable({}, set())
         self._workload_numbers: dict[str, int] = {}
+        self._peer_owners = peer_owners
+        self._net_hook: NetworkHook | None = None
+        self._net_probe = Probe(False, "not probed (the sensor has not started)")
+        self._net_table = NetworkTable()
+        self._net_logged: set[str] = set()
 
     # ------------------------------------------------------------------ inputs
 
@@ -206,6 +224,50 @@ class KernelPolicy:
         self.counters.rule_applies += 1
         self._sync(self._containers())
 
+    def set_network_hook(self, hook: NetworkHook | None, probe: Probe) -> None:
+        """The cgroup connect hook, attached (or None and why not): network baselines in
+        enforce mode are refused in the kernel only with it."""
+        self._net_hook = hook
+        self._net_probe = probe
+        self._containers_dirty = True
+
+    def refused_sends(self, boot_to_wall_ns: int) -> list[Decoded]:
+        """UDP sends the hook refused since the last call, as connect events (protocol udp,
+        EPERM) for the pipeline: unconnected sendto/sendmsg has no tracepoint of roxd's, so
+        without this a refused send would be counted and never alerted. Each is claimed by
+        on_event (take_refusal) like a refused connect; one that is not is dropped here."""
+        if self._net_hook is None:
+            return []
+        out = []
+        for tid, refusal, ktime_ns in self._net_hook.sendmsg_refusals():
+            family = "ipv6" if ":" in refusal.address else "ipv4"
+            event = ConnectEvent(time_ns=boot_to_wall_ns + ktime_ns, pid=tid, tid=tid, uid=0,
+                                 cgroup_id=refusal.cgroup_id, comm="", family=family,
+                                 daddr=refusal.address, dport=refusal.port, errno=EPERM,
+                                 protocol="udp")
+            out.append(Decoded(event))
+        return out
+
+    def forget_refusal(self, tid: int) -> None:
+        """Drop a refusal no event claimed (its handling failed): never reported twice."""
+        if self._net_hook is not None:
+            self._net_hook.take_refusal(tid)
+
+    def close_network_hook(self) -> None:
+        """Detach the hook (stop): connects are no longer refused."""
+        if self._net_hook is not None:
+            self._net_hook.close()
+
+    @property
+    def network_enforcement(self) -> Mapping[str, object]:
+        """What enforce mode does to a connect outside the network baseline on this host."""
+        effective = self._net_hook is not None and self._enforce
+        reason = self._net_probe.detail if self._enforce else (
+            "monitor mode or no bpf_send_signal: nothing is enforced in the kernel")
+        return {"available": self._net_probe.available, "detail": self._net_probe.detail,
+                "effective": "refuse in kernel (EPERM)" if effective else "alert only",
+                "reason": reason}
+
     def containers_changed(self) -> None:
         """A container appeared, changed or went, or a baseline was locked, unlocked or
         changed mode (any thread): the kernel learns of it before the next event is handled,
@@ -221,6 +283,15 @@ class KernelPolicy:
         self.refresh()
         if decoded.held and isinstance(decoded.event, ExecEvent):
             return self._release_held(decoded.event, container)
+        event = decoded.event
+        if (isinstance(event, ConnectEvent) and event.errno == EPERM
+                and self._net_hook is not None):
+            # the hook left a verdict for this thread only if it was the one that refused
+            refusal = self._net_hook.take_refusal(event.tid)
+            if refusal is not None and refusal.cgroup_id == event.cgroup_id \
+                    and refusal.port == event.dport:
+                self.counters.network_refused += 1
+                return NETWORK_VERDICT
         return self.rule_of_verdict(decoded.kill_slot) if decoded.kill_slot else None
 
     def quiet(self, decoded: Decoded) -> bool:
@@ -268,6 +339,15 @@ class KernelPolicy:
                 "baseline_cgroups": len(self._baseline_table.cgroups),
                 "baseline_allow_entries": len(self._baseline_table.allow),
                 "container_cgroups": len(self._container_cgroups),
+                "network_enforcement": dict(self.network_enforcement),
+                "network_cgroups": len(self._net_table.cgroups),
+                "network_allow_entries": len(self._net_table.exact)
+                + len(self._net_table.allow),
+                "network_workloads": self._net_table.workloads,
+                "network_left_out": list(self._net_table.left_out),
+                "network_unresolved_peers": self._net_table.unresolved,
+                "network_kernel": self._net_hook.stats() if self._net_hook is not None
+                else {},
                 "map_write_errors_by_writer": dict(self._guarded.errors_by_writer),
                 **vars(self.counters)}
 
@@ -289,6 +369,7 @@ class KernelPolicy:
             self._maps.set_exec_kills({})
             self._maps.set_connect_kills({}, {})
             self._maps.set_baselines({}, set())
+            self._write_network(NetworkTable())
             self._hold = False
             return
         slots = self._slots[next(reversed(self._slots))]
@@ -309,6 +390,10 @@ class KernelPolicy:
             enforcing, self._baselines.workload_of, containers, self._workload_numbers,
             slots.verdict_of(BASELINE_VERDICT))
         self._maps.set_baselines(self._baseline_table.cgroups, self._baseline_table.allow)
+        if self._net_hook is not None:
+            self._write_network(build_network_table(
+                self._baselines.enforcing_network(), self._baselines.workload_of,
+                containers, self._workload_numbers, self._peer_owners()))
         # A replica of an enforcing workload is enforced from its first exec: held like
         # container-scoped kill rules until roxd has classified its cgroup.
         hold = bool(enforcing) or any(
@@ -321,6 +406,31 @@ class KernelPolicy:
         connect = build_connect_kill_table(self._rules.connect_kill_specs(), containers, slots,
                                            host=self._host_kills)
         self._maps.set_connect_kills(connect.by_port, connect.any_port)
+
+    def _write_network(self, table: NetworkTable) -> None:
+        """Hand the hook its maps; a refused write is counted and logged, never fatal (the
+        anomaly is still alerted)."""
+        for key in set(table.left_out) - self._net_logged:
+            log.error("network baseline of %s not enforced in the kernel: the hook's maps are "
+                      "full (%d addresses, %d prefixes, %d cgroups written); its anomalies are "
+                      "alerted only", key, len(table.exact), len(table.allow),
+                      len(table.cgroups))
+        self._net_logged = set(table.left_out)
+        if self._net_hook is None:
+            self._net_table = table
+            return
+        try:
+            self._net_hook.set_network(table.cgroups, table.exact, table.allow)
+        except Exception as exc:  # bcc raises bare Exception for a full map
+            self.counters.network_table_errors += 1
+            log.error("network baseline maps not written (%s): enforced cgroups removed, "
+                      "anomalies are alerted only", exc)
+            try:  # never leave a cgroup enforced with a partial allow-list
+                self._net_hook.set_network({}, set(), set())
+            except Exception as exc2:
+                log.error("could not clear the enforced cgroups either: %s", exc2)
+            table = NetworkTable()
+        self._net_table = table
 
     def _release_held(self, event: ExecEvent, container: Container | None) -> str | None:
         """An exec the kernel stopped because its cgroup was new to roxd. Its cgroup is now
@@ -347,4 +457,4 @@ class KernelPolicy:
         return None
 
 
-__all__ = ["KernelMaps", "KernelPolicy", "PolicyCounters"]
+__all__ = ["NETWORK_VERDICT", "KernelMaps", "KernelPolicy", "PolicyCounters"]

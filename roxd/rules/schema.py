@@ -271,8 +271,10 @@ def _actions(table: dict, key: str) -> tuple[ActionKind, ...]:
     for name in names:
         try:
             action = ActionKind(name)
+            if action is ActionKind.BLOCK:  # only the kernel reports it (network baselines)
+                raise ValueError(name)
         except ValueError:
-            choices = ", ".join(a.value for a in ActionKind)
+            choices = ", ".join(a.value for a in ActionKind if a is not ActionKind.BLOCK)
             raise Invalid(f"unknown action {name!r} (expected: {choices})", key) from None
         if action in actions:
             raise Invalid(f"action {name!r} is listed twice", key)

@@ -108,6 +108,12 @@ class Sensor:
     def started(self) -> bool:
         return self._bpf is not None
 
+    @property
+    def bcc(self):
+        """The loaded bcc object (None before start), for programs loaded apart from the
+        tracepoints: the cgroup connect hook (roxd/policy/netenf_kernel.py)."""
+        return self._bpf
+
     def detach(self) -> None:
         """Stop tracing (maps stay readable): after this, counters and ring buffer are final."""
         bpf = self._require()

@@ -189,6 +189,8 @@ def test_every_operation_through_a_raw_http_client(api_roxd: Any, run_container:
         ("acceptBaselineProcess", "POST", "/v1/baselines/accept",
          {"workload": workload, "path": "/bin/true"}, 200),
         ("unlockBaseline", "POST", "/v1/baselines/unlock", {"workload": workload}, 200),
+        ("breakglassBaseline", "POST", "/v1/baselines/breakglass",
+         {"workload": workload, "duration_s": 60, "reason": "api test"}, 200),
         ("exportBaselines", "GET", f"/v1/baselines/export?workload={workload}", None, 200),
         ("importBaselines", "POST", "/v1/baselines/import", {"baselines": [{"x": 1}]}, 422),
     ]
@@ -206,6 +208,11 @@ def test_every_operation_through_a_raw_http_client(api_roxd: Any, run_container:
     status, answer = call(sock, "POST", "/v1/baselines/mode",
                           {"workload": workload, "mode": "enforcing"})
     assert status == 400, answer  # not in the document's enum: refused before the engine
+    status, answer = call(sock, "POST", "/v1/baselines/breakglass",
+                          {"workload": workload, "duration_s": 60 * 86400})
+    assert status == 400, answer  # over the document's maximum (a week)
+    status, answer = call(sock, "POST", "/v1/baselines/breakglass", {"workload": workload})
+    assert status == 422 and "duration_s" in answer["error"], answer
     assert seen == {op.operation_id for op in schemas.operations()}
     assert "roxd_kernel_events_total" in call(sock, "GET", "/v1/metrics")[1]
 
