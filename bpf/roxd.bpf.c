@@ -4,6 +4,8 @@
  *   connect.bpf.c  outbound IPv4/IPv6 connect with its result
  *   syscalls.bpf.c sensitive system calls (ptrace, namespaces, mounts, bpf, setuid, ...)
  *   file.bpf.c     file access on the paths the rules watch
+ *   inbound.bpf.c  accepted TCP connections and listening sockets (cgroup sock programs,
+ *                  loaded and attached by roxd/sensor/inbound.py, not tracepoints)
  * Compiled once (about a second) instead of once per concern, so maps are shared for free. */
 #include <uapi/linux/ptrace.h>
 #include <linux/socket.h>
@@ -47,3 +49,4 @@ static __always_inline void cgroup_drop(u64 cgroup_id)
 #include "connect.bpf.c"
 #include "syscalls.bpf.c"
 #include "file.bpf.c"
+#include "inbound.bpf.c"

@@ -21,6 +21,7 @@ from roxd.model import ConnectEvent, FileEvent, SyscallEvent
 from roxd.sensor import records
 from roxd.sensor.bitwords import merged, read_words, write_words
 from roxd.sensor.headers import HeaderTree
+from roxd.sensor.inbound import InboundProbe
 from roxd.sensor.loader import default_bpf_dir, load_bcc, optional_tracepoints
 from roxd.sensor.loader import (  # re-exported from their old home
     release_compiler_memory as release_compiler_memory,
@@ -45,6 +46,7 @@ class SensorConfig:
     cache_dir: Path = Path("/var/cache/roxd")
     ringbuf_pages: int = 1024  # power of two; 4 MiB with 4 KiB pages
     max_args: int = 32
+    cgroup_root: str = ""  # cgroup v2 root for the inbound programs; "" = find it
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class Sensor:
         self.headers: HeaderTree | None = None
         self.attached: tuple[str, ...] = ()
         self.load_seconds = 0.0
+        self.inbound = InboundProbe()  # accepted connections, listeners (inbound.py)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -100,6 +103,7 @@ class Sensor:
             or self._tracepoints_in(source)
         self._resync_clock()
         self._bpf["events"].open_ring_buffer(self._ring_callback)
+        self.inbound.attach(self._bpf, self._config.cgroup_root or _cgroup2_root())
         log.info("eBPF programs attached in %.2fs (%d tracepoints)", self.load_seconds,
                  len(self.attached))
         log.debug("eBPF programs attached: %s", ", ".join(self.attached))
@@ -111,6 +115,7 @@ class Sensor:
     def detach(self) -> None:
         """Stop tracing (maps stay readable): after this, counters and ring buffer are final."""
         bpf = self._require()
+        self.inbound.detach()
         for tp in self.attached:
             try:
                 bpf.detach_tracepoint(tp=tp.encode())
@@ -119,6 +124,7 @@ class Sensor:
 
     def close(self) -> None:
         if self._bpf is not None:
+            self.inbound.detach()
             self._bpf.cleanup()
             self._bpf = None
 
@@ -357,6 +363,16 @@ class Sensor:
     def _tracepoints_in(source: str) -> tuple[str, ...]:
         return tuple(f"{c}:{e}" for c, e in re.findall(r"TRACEPOINT_PROBE\((\w+),\s*(\w+)\)",
                                                          source))
+
+
+def _cgroup2_root() -> str:
+    from roxd.containers.cgroups import find_cgroup2_mount
+    from roxd.errors import CgroupError
+
+    try:
+        return find_cgroup2_mount().mount_point
+    except CgroupError as exc:
+        return f"(none: {exc})"
 
 
 def _is_power_of_two(n: int) -> bool:
