@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import signal
 import sys
@@ -52,6 +53,8 @@ from roxd.jsonlines import JsonLines
 from roxd.model import Container, SeccompEvent, rfc3339
 from roxd.netmap.addresses import container_addresses, first_pid
 from roxd.netmap.flows import FlowMap, peer_name
+from roxd.netmap.inbound import InboundObserver
+from roxd.netmap.listeners import ListenerTable, from_proc
 from roxd.pipeline import Counters, EventTaps, Pipeline, SlowActions
 from roxd.policy.capacity import capacity_problems, map_capacities
 from roxd.policy.kernel import KernelPolicy
@@ -68,6 +71,7 @@ from roxd.runtime import (
     connect_attribution_runtimes,
     connect_runtime,
 )
+from roxd.sensor.inbound import AcceptEvent, ListenEvent
 from roxd.sensor.program import Sensor, SensorConfig, SensorStats
 from roxd.sensor.records import Decoded
 from roxd.startup_line import ReadyFacts, ready_line
@@ -153,6 +157,8 @@ class Parts:
     posture: PostureService | None = None  # None: posture.enabled = false
     incidents: IncidentTracker | None = None  # a raw tap of the dispatcher: every alert
     netmap: FlowMap | None = None  # None: netmap.enabled = false
+    # accepted connections and listening sockets (bpf/inbound.bpf.c, roxd/netmap/inbound.py)
+    inbound: InboundObserver | None = None
     metrics: MetricsListener | NoMetricsListener = field(default_factory=NoMetricsListener)
     # the worker for isolate, container kills, seccomp and quarantine checks: off the loop
     slow: SlowActions | None = None
@@ -250,7 +256,11 @@ class Daemon:
                 lambda cid: next((c for _, c in attribution.resolver.containers()
                                   if c.id == cid), None))
         pipeline: Pipeline | None = None
-        sensor = Sensor(self._sensor_config(), lambda decoded: pipeline_of().handle(decoded))
+        # inbound events (accepts, listeners) have no process of their own: not for the rules
+        sensor = Sensor(self._sensor_config(), lambda decoded: (
+            inbound.observe(decoded.event)  # type: ignore[arg-type]
+            if isinstance(decoded.event, AcceptEvent | ListenEvent)
+            else pipeline_of().handle(decoded)))
 
         def pipeline_of() -> Pipeline:
             assert pipeline is not None  # the sensor delivers nothing before start()
@@ -276,6 +286,10 @@ class Daemon:
             baselines=baselines)
         if baselines is not None:  # a lock, unlock or mode change rewrites the allow-lists
             baselines.add_listener(policy.containers_changed)
+        inbound = InboundObserver(
+            attribution.resolver.resolve, netmap, ListenerTable(), baselines, alerts.raise_alert,
+            lambda cid: next((c for _, c in attribution.resolver.containers() if c.id == cid),
+                             None))
         responder.guard = policy.kill_guard
         slow = SlowActions()
         pipeline = Pipeline(
@@ -290,7 +304,7 @@ class Daemon:
         seccomp = self._make_seccomp(attribution)
         responder.seccomp = seccomp
         return Parts(attribution, sensor, policy, pipeline, delivery, seccomp, baselines,
-                     incidents=incidents, netmap=netmap, slow=slow)
+                     incidents=incidents, netmap=netmap, slow=slow, inbound=inbound)
 
     def _start(self, parts: Parts) -> None:
         parts.attribution.start()
@@ -306,6 +320,7 @@ class Daemon:
         self.rules.add_listener(parts.policy.apply_rules)
         parts.attribution.resolver.add_change_listener(parts.policy.containers_changed)
         if parts.netmap is not None:
+            parts.netmap.inbound = parts.sensor.inbound.status.to_dict()
             try:
                 self._refresh_netmap(parts, force=True)
             except Exception:  # the map is visibility: never a reason not to start
@@ -448,6 +463,25 @@ class Daemon:
                                     for path in cgroups[cid]) if p is not None), None)
             live.append((container, pid))
         parts.netmap.refresh(live, container_addresses)
+        self._sync_listeners(parts, live, force)
+
+    @staticmethod
+    def _sync_listeners(parts: Parts, live: list[tuple[Container, int | None]],
+                        force: bool) -> None:
+        """Listening sockets: forget gone containers; read /proc for those that predate roxd
+        (at start) and, where the kernel programs are not attached, at every refresh."""
+        if parts.inbound is None:
+            return
+        table = parts.inbound.listeners
+        table.forget({c.id for c, _ in live})
+        if not force and parts.sensor.inbound.status.state == "kernel":
+            return
+        now = time.time_ns()
+        host_netns = _netns(1)
+        for container, pid in live:
+            # a host-network container's sockets are the host's: not its own to list
+            if pid is not None and _netns(pid) not in (None, host_netns):
+                table.seed(container.id, from_proc(pid), now)
 
     def _loop(self, parts: Parts) -> None:
         poll_ms = self.config.sensor.poll_timeout_ms
@@ -646,7 +680,9 @@ class DaemonPort:
         self.events_topic = daemon.events_topic
         self.alerts_topic = daemon.alerts_topic
         # risk per container: incidents, and configuration facts where the runtime inspects
-        self._risk = ContainerRisk(parts.incidents, getattr(daemon.runtime, "inspect_raw", None))
+        self._risk = ContainerRisk(parts.incidents, getattr(daemon.runtime, "inspect_raw", None),
+                                   listening_of=(parts.inbound.listeners.of
+                                                 if parts.inbound is not None else None))
 
     def activity(self) -> Activity:
         c = self._daemon.counters
@@ -712,7 +748,14 @@ class DaemonPort:
         return service.report(refresh) if service is not None else None
 
     def inventory_containers(self, all_states: bool = False) -> Sequence[ContainerRecord]:
-        return container_inventory(self._daemon.engine_inventory(), all_states)
+        inbound = self._parts.inbound
+        if inbound is None:
+            return container_inventory(self._daemon.engine_inventory(), all_states)
+        status = self._parts.sensor.inbound.status
+        observed = ("kernel: listen() and UDP bind() as they happen" if status.state == "kernel"
+                    else f"/proc every netmap refresh ({status.reason or status.state})")
+        return container_inventory(self._daemon.engine_inventory(), all_states,
+                                   inbound.listeners.of, observed)
 
     def inventory_images(self) -> Sequence[ImageRecord]:
         return image_inventory(self._daemon.engine_inventory())
@@ -739,3 +782,10 @@ class DaemonPort:
 
 def _fmt_counters(counters: Mapping[str, int]) -> str:
     return " ".join(f"{k}={v}" for k, v in counters.items() if v)
+
+
+def _netns(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return None

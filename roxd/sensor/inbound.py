@@ -13,6 +13,7 @@ What the kernel refuses is reported, never hidden: `status` says "kernel" or why
 
 from __future__ import annotations
 
+import contextlib
 import ctypes as ct
 import errno
 import logging
@@ -240,16 +241,14 @@ class InboundProbe:
 
     def detach(self) -> None:
         for link in self._links:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(link)  # the last reference to a bpf link: the kernel detaches it
-            except OSError:
-                pass
         self._links = []
         if self.status.state == "kernel":
             self.status = InboundStatus("off", "detached", self.status.cgroup_root)
 
     def stats(self) -> Mapping[str, int]:
-        if self._bpf is None:
+        if self._bpf is None or self.status.state != "kernel":
             return {}
         try:
             table = self._bpf["inbound_stats"]

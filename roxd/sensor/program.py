@@ -324,6 +324,7 @@ class Sensor:
         counters: dict[str, int] = {}
         for index, name in enumerate(records.STAT_NAMES):
             counters[name] = sum(int(v) for v in table[ct.c_int(index)])
+        counters.update(self.inbound.stats())  # accept_*, listen_* (inbound.bpf.c)
         drops = {int(k.value): int(v.value) for k, v in bpf["cgroup_drops"].items()}
         return SensorStats(counters, drops, self._decode_errors, self._callback_errors)
 
