@@ -100,4 +100,9 @@ def cmd_netmap(api: ApiClient, out: Any, args: argparse.Namespace) -> int:
         out.print(to_dot(flows).rstrip("\n"))
     else:
         out.table(TABLE_HEADERS, table_rows(flows))
+        inbound = (answer.get("stats") or {}).get("inbound") or {}
+        if inbound and inbound.get("state") != "kernel":  # say it: no accept is not no traffic
+            out.print(printable(f"inbound connections are not traced here ({inbound.get('state')}"
+                                f": {inbound.get('reason') or 'no reason given'}): edges come "
+                                "from connects only"))
     return 0

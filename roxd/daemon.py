@@ -543,6 +543,7 @@ class Daemon:
             cache_dir=Path(self.config.daemon.cache_dir),
             ringbuf_pages=self.config.sensor.ringbuf_pages,
             max_args=self.config.sensor.max_args,
+            inbound=self.config.netmap.enabled and self.config.netmap.inbound,
             **({"bpf_dir": Path(self.config.sensor.bpf_dir)} if self.config.sensor.bpf_dir
                else {}),
         )

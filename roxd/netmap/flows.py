@@ -49,6 +49,9 @@ class NetmapSettings:
     external_prefix_v4: int = 24
     external_prefix_v6: int = 64
     refresh_s: float = 10.0  # how often container and host addresses are re-read
+    # accepted connections and listening sockets from the kernel (bpf/inbound.bpf.c); false:
+    # no inbound edges, listeners read from /proc every refresh_s
+    inbound: bool = True
 
     def check(self) -> list[str]:
         problems = []

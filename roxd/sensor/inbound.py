@@ -239,6 +239,11 @@ class InboundProbe:
         log.info("inbound: %s attached to %s (bpf links)", ", ".join(attached), cgroup_root)
         return self.status
 
+    def off(self, reason: str) -> None:
+        """Not attached on purpose (the configuration): said, like a refusal."""
+        self.status = InboundStatus("off", reason)
+        log.info("inbound connections and listening sockets are not traced: %s", reason)
+
     def detach(self) -> None:
         for link in self._links:
             with contextlib.suppress(OSError):

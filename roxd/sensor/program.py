@@ -47,6 +47,7 @@ class SensorConfig:
     ringbuf_pages: int = 1024  # power of two; 4 MiB with 4 KiB pages
     max_args: int = 32
     cgroup_root: str = ""  # cgroup v2 root for the inbound programs; "" = find it
+    inbound: bool = True  # attach the inbound programs (inbound.bpf.c)
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,10 @@ class Sensor:
             or self._tracepoints_in(source)
         self._resync_clock()
         self._bpf["events"].open_ring_buffer(self._ring_callback)
-        self.inbound.attach(self._bpf, self._config.cgroup_root or _cgroup2_root())
+        if self._config.inbound:
+            self.inbound.attach(self._bpf, self._config.cgroup_root or _cgroup2_root())
+        else:
+            self.inbound.off("turned off ([netmap] inbound = false, or the map is off)")
         log.info("eBPF programs attached in %.2fs (%d tracepoints)", self.load_seconds,
                  len(self.attached))
         log.debug("eBPF programs attached: %s", ", ".join(self.attached))

@@ -221,3 +221,37 @@ def test_a_new_inbound_peer_after_lock_alerts(run_container: Any, network: str) 
         assert element_judged in accepted.stdout
     finally:
         rp.stop()
+
+
+def test_with_inbound_off_listeners_come_from_proc(run_container: Any, network: str) -> None:
+    """The fallback, as a host whose kernel refuses the programs gets it: no inbound edges
+    (the map says why) and listeners read from /proc at every refresh."""
+    workdir = Path(tempfile.mkdtemp(prefix="roxd-inbound-off-"))
+    sock = str(workdir / "roxd.sock")
+    before = _attached()
+    rp = start_roxd(workdir, config="[daemon]\nstats_interval_s = 1.0\n"
+                                    "[netmap]\ninbound = false\nrefresh_s = 1.0\n")
+    try:
+        rp.wait_ready()
+        assert _attached() == before
+        server = run_container(SERVE, network=network, name=_name("server"))
+        client = run_container("sleep 600", network=network, name=_name("client"))
+        ip = _ip(server, network)
+        wait_until(lambda: _fetch(client, ip), 20, message="A fetches from B")
+        with ApiClient(sock) as api:
+            def listening() -> list[dict[str, Any]]:
+                for c in api.get("/v1/inventory/containers"):
+                    if c["id"] == server.id:
+                        return [s for s in c["listening"] if s["port"] == 8080]
+                return []
+
+            [found] = wait_until(listening, 20, message="B's listener read from /proc")
+            assert found["source"] == "proc" and found["process"] is None
+            answer = api.get("/v1/netmap", {"container": server.name})
+            assert answer["stats"]["inbound"]["state"] == "off"
+            assert answer["stats"]["accepts"] == 0
+            assert all(f["observed"] == ["connect"] for f in answer["items"])
+        table = _roxctl(sock, "netmap")
+        assert table.returncode == 0 and "inbound connections are not traced here" in table.stdout
+    finally:
+        rp.stop()
