@@ -31,6 +31,10 @@ from tests.conftest import start_roxd, wait_until
 pytestmark = pytest.mark.kernel
 
 SERVE = "mkdir -p /www && echo hello > /www/index.html && exec httpd -f -p 8080 -h /www"
+# a UDP server of busybox's: udhcpd binds 0.0.0.0:67 (its range is never handed out here)
+UDP_SERVE = ("printf 'interface eth0\\nstart 10.99.0.10\\nend 10.99.0.20\\n"
+             "lease_file /tmp/leases\\n' > /tmp/u.conf && touch /tmp/leases && "
+             "exec udhcpd -f /tmp/u.conf")
 CONFIG = """
 [daemon]
 stats_interval_s = 1.0
@@ -102,6 +106,7 @@ def test_accepts_and_listeners_of_real_containers(run_container: Any, network: s
         server = run_container(SERVE, network=network, name=_name("server"))
         client = run_container("sleep 600", network=network, name=_name("client"))
         silent = run_container("sleep 600", network=network, name=_name("silent"))
+        dhcp = run_container(UDP_SERVE, network=network, name=_name("dhcp"))
         ip = _ip(server, network)
         wait_until(lambda: _fetch(client, ip), 20, message="A fetches from B")
 
@@ -148,6 +153,10 @@ def test_accepts_and_listeners_of_real_containers(run_container: Any, network: s
             old = [s for s in listening(early) if s["port"] == 9090]
             assert old and old[0]["source"] == "proc" and old[0]["process"] is None
             assert listening(silent) == [] and listening(client) == []
+            udp = wait_until(lambda: [s for s in listening(dhcp) if s["protocol"] == "udp"],
+                             10, message="the UDP server's bound port")
+            assert (udp[0]["port"], udp[0]["process"], udp[0]["source"]) == (
+                67, "udhcpd", "kernel")
             risk = api.get(f"/v1/containers/{server.id}/risk")
             factors = {r["factor"]: r for r in risk["reasons"]}
             assert factors["listening_sockets"]["points"] == 2

@@ -270,3 +270,19 @@ def test_listening_sockets_factor_is_capped_and_ignores_loopback() -> None:
     assert [r["factor"] for r in risk["reasons"]] == ["root_user", "listening_sockets"]
     assert with_listening(base, []) is base
 
+
+
+def test_the_table_shows_direction_and_which_ends_saw_an_edge() -> None:
+    from roxd.ctl_netmap import TABLE_HEADERS, table_rows, to_dot
+
+    fm = flow_map({"172.17.0.2": WEB, "172.17.0.3": DB})
+    fm.observe(connect_of(WEB, "172.17.0.3", 5432))
+    fm.observe_accept(DB, accept("172.17.0.2", 5432))
+    fm.observe_accept(DB, accept("203.0.113.9", 5432))
+    rows = [dict(zip(TABLE_HEADERS, r, strict=True)) for r in table_rows(fm.flows(container="db"))]
+    by_source = {r["SOURCE"]: r for r in rows}
+    assert by_source["web"]["DIR"] == "in" and by_source["web"]["SEEN"] == "connect+accept"
+    assert (by_source["web"]["COUNT"], by_source["web"]["ACCEPTED"]) == (1, 1)
+    assert by_source["203.0.113.0/24"]["SEEN"] == "accept"
+    assert {r[1] for r in table_rows(fm.flows())} == {"->"}  # no container: no side
+    assert "tcp/5432 x1 (accepts)" in to_dot(fm.flows())
