@@ -17,6 +17,7 @@
  * A listener opened before roxd started has no storage: its accepts carry cgroup 0 and
  * userspace attributes them by the local address (roxd/sensor/inbound.py). */
 
+#ifndef ROXD_NO_INBOUND /* [netmap] inbound = false, or a kernel that refused these maps */
 #include <uapi/linux/bpf.h>
 
 #define REC_ACCEPT 16
@@ -258,3 +259,4 @@ int roxd_inbound_bind6(struct bpf_sock *ctx)
 {
     return inbound_udp_bind(ctx, AF_INET6);
 }
+#endif /* ROXD_NO_INBOUND */

@@ -240,8 +240,10 @@ class InboundProbe:
         return self.status
 
     def off(self, reason: str) -> None:
-        """Not attached on purpose (the configuration): said, like a refusal."""
-        self.status = InboundStatus("off", reason)
+        """Not attached: turned off by the configuration, or refused at compile/load time
+        (then the state is `unavailable`); said either way."""
+        state = "unavailable" if reason.startswith("refused") else "off"
+        self.status = InboundStatus(state, reason)
         log.info("inbound connections and listening sockets are not traced: %s", reason)
 
     def detach(self) -> None:

@@ -8,6 +8,7 @@ rule engine.
 from __future__ import annotations
 
 import ctypes as ct
+import dataclasses
 import logging
 import os
 import re
@@ -92,9 +93,23 @@ class Sensor:
             "-Wno-unused-function",
         ]
         # the shared bcc loader: tracefs, headers, source, bcc import, timed compile, memory
-        loaded = load_bcc(self._config.bpf_dir, "roxd.bpf.c", cache_dir=self._config.cache_dir,
-                          what="the eBPF programs", cflags=cflags,
-                          source_flags=self._optional_tracepoints)
+        try:
+            loaded = load_bcc(self._config.bpf_dir, "roxd.bpf.c",
+                              cache_dir=self._config.cache_dir, what="the eBPF programs",
+                              cflags=[*cflags, *([] if self._config.inbound
+                                                 else ["-DROXD_NO_INBOUND"])],
+                              source_flags=self._optional_tracepoints)
+        except SensorError as exc:
+            if not self._config.inbound:
+                raise
+            # a kernel without sk_storage (before 5.2) refuses the inbound maps, and with
+            # them the whole object: load the rest without them and say so
+            loaded = load_bcc(self._config.bpf_dir, "roxd.bpf.c",
+                              cache_dir=self._config.cache_dir, what="the eBPF programs",
+                              cflags=[*cflags, "-DROXD_NO_INBOUND"],
+                              source_flags=self._optional_tracepoints)
+            self._config = dataclasses.replace(self._config, inbound=False)
+            self.inbound.off(f"refused with the rest of the programs: {exc}")
         self.headers = loaded.headers
         log.info("kernel headers: %s", self.headers.describe())
         self._bpf = loaded.bpf
@@ -106,7 +121,7 @@ class Sensor:
         self._bpf["events"].open_ring_buffer(self._ring_callback)
         if self._config.inbound:
             self.inbound.attach(self._bpf, self._config.cgroup_root or _cgroup2_root())
-        else:
+        elif self.inbound.status.state == "off" and self.inbound.status.reason == "not attached":
             self.inbound.off("turned off ([netmap] inbound = false, or the map is off)")
         log.info("eBPF programs attached in %.2fs (%d tracepoints)", self.load_seconds,
                  len(self.attached))
