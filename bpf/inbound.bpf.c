@@ -186,6 +186,7 @@ int roxd_inbound_ops(struct bpf_sock_ops *skops)
          * PASSIVE_ESTABLISHED cleared it: anything but LISTEN -> x is ignored */
         if (skops->args[0] != TCP_STATE_LISTEN)
             return 1;
+        in_stat(IN_LISTEN_SEEN); /* seen = emitted + dropped, opens and closes alike */
         owner_header(&r, REC_LISTEN, o);
         r.op = LISTEN_CLOSE;
         r.key.cgroup_id = r.h.cgroup_id;
