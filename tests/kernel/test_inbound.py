@@ -120,7 +120,7 @@ def test_accepts_and_listeners_of_real_containers(run_container: Any, network: s
 
         # roxd learns a new container's address within a second: until then A's side of the
         # edge is an external prefix; the next fetches land on the one edge A -> B
-        flow = wait_until(edge, 30, message="one edge A -> B seen by both ends")
+        flow = wait_until(edge, 90, interval=1.0, message="one edge A -> B seen by both ends")
         assert flow["direction"] == "inbound"  # seen from B
         assert flow["destination"]["id"] == server.id and flow["protocol"] == "tcp"
         assert flow["accepted"] >= 1 and flow["count"] >= 1 and flow["succeeded"] >= 1
@@ -164,6 +164,13 @@ def test_accepts_and_listeners_of_real_containers(run_container: Any, network: s
             assert risk["score"] == sum(r["points"] for r in risk["reasons"])
             assert "listening_sockets" not in {
                 r["factor"] for r in api.get(f"/v1/containers/{silent.id}/risk")["reasons"]}
+
+        # the kernel's counters ride the stats records like every family's
+        kernel = rp.wait_for(lambda o: o.get("type") == "stats"
+                             and o["kernel"].get("accept_emitted", 0) >= 1, timeout=15,
+                             message="accept counters in the stats")["kernel"]
+        assert kernel["accept_seen"] >= kernel["accept_emitted"] >= 1
+        assert kernel["listen_emitted"] >= 2 and kernel["accept_dropped"] == 0
 
         inventory = _roxctl(sock, "inventory")
         assert inventory.returncode == 0, inventory.stderr
