@@ -194,12 +194,10 @@ class FlowMap:
         predates roxd, whose local address then tells who accepted)."""
         if container is not None:
             destination = container_endpoint(container, self._workload)
-        elif ev.cgroup_id == 0:  # listener opened before roxd: its owner is not known
+        else:  # the host's, or a listener older than roxd (cgroup 0): its local address says
             destination = self.classify(ev.laddr)
             if destination.kind not in ("container", HOST):
                 destination = Endpoint(HOST, HOST)
-        else:
-            destination = Endpoint(HOST, HOST)
         source = self.classify(ev.saddr)
         if source.kind == LOOPBACK:  # itself: the edge of its own connect to loopback
             source, destination = destination, source

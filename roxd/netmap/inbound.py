@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from roxd.model import (
     ActionKind,
@@ -51,7 +52,7 @@ Resolve = Callable[[int, "int | None"], "Container | None"]
 RaiseAlert = Callable[[RuleRef, EnrichedEvent, Sequence[ActionResult]], object]
 
 
-class InboundBaselines:
+class InboundBaselines(Protocol):
     """What the observer asks of roxd.baselines.BaselineEngine."""
 
     def observe_inbound(self, workload: str, container: Container | None, cgroup_id: int,
