@@ -130,6 +130,20 @@ def test_accepts_and_listeners_of_real_containers(run_container: Any, network: s
         assert len(from_a) == 1 and from_a[0]["direction"] == "outbound"
         assert _flows(sock, silent.name) == []  # C talked to nobody: no edge
 
+        # the listener older than roxd has no owner in the kernel: its accepts are attributed
+        # by the local address they reached (the early container's own)
+        early_ip = _ip(early, network)
+
+        def old_listener_edge() -> dict[str, Any] | None:
+            client.exec_run(["sh", "-c", f"echo | nc -w 1 {early_ip} 9090"])
+            return next((f for f in _flows(sock, early.name)
+                         if f["port"] == 9090 and "accept" in f["observed"]
+                         and f["source"].get("name") == client.name), None)
+
+        old_edge = wait_until(old_listener_edge, 60, interval=1.0,
+                              message="the accept on the older listener, by its address")
+        assert old_edge["destination"]["id"] == early.id and old_edge["direction"] == "inbound"
+
         table = _roxctl(sock, "netmap", "--container", server.name)
         assert table.returncode == 0, table.stderr
         row = next(line for line in table.stdout.splitlines() if client.name in line)
@@ -165,9 +179,11 @@ def test_accepts_and_listeners_of_real_containers(run_container: Any, network: s
             assert "listening_sockets" not in {
                 r["factor"] for r in api.get(f"/v1/containers/{silent.id}/risk")["reasons"]}
 
-        # the kernel's counters ride the stats records like every family's
+        # the kernel's counters ride the stats records like every family's (accept_no_owner:
+        # the older listener's accepts)
         kernel = rp.wait_for(lambda o: o.get("type") == "stats"
-                             and o["kernel"].get("accept_emitted", 0) >= 1, timeout=15,
+                             and o["kernel"].get("accept_emitted", 0) >= 1
+                             and o["kernel"].get("accept_no_owner", 0) >= 1, timeout=15,
                              message="accept counters in the stats")["kernel"]
         assert kernel["accept_seen"] >= kernel["accept_emitted"] >= 1
         assert kernel["listen_emitted"] >= 2 and kernel["accept_dropped"] == 0
