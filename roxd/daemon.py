@@ -71,7 +71,7 @@ from roxd.runtime import (
     connect_attribution_runtimes,
     connect_runtime,
 )
-from roxd.sensor.inbound import AcceptEvent, ListenEvent
+from roxd.sensor.inbound import INBOUND_TYPES
 from roxd.sensor.program import Sensor, SensorConfig, SensorStats
 from roxd.sensor.records import Decoded
 from roxd.startup_line import ReadyFacts, ready_line
@@ -259,7 +259,7 @@ class Daemon:
         # inbound events (accepts, listeners) have no process of their own: not for the rules
         sensor = Sensor(self._sensor_config(), lambda decoded: (
             inbound.observe(decoded.event)  # type: ignore[arg-type]
-            if isinstance(decoded.event, AcceptEvent | ListenEvent)
+            if type(decoded.event) in INBOUND_TYPES  # one set lookup per event
             else pipeline_of().handle(decoded)))
 
         def pipeline_of() -> Pipeline:

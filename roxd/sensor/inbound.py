@@ -88,6 +88,7 @@ class ListenEvent:
 
 
 InboundEvent = AcceptEvent | ListenEvent
+INBOUND_TYPES = frozenset({AcceptEvent, ListenEvent})  # `type(e) in`: one set lookup per event
 
 
 class _Header(ct.Structure):  # struct event_header (common.h); records.EventHeader's twin
