@@ -5,6 +5,8 @@
  *   syscalls.bpf.c sensitive system calls (ptrace, namespaces, mounts, bpf, setuid, ...)
  *   file.bpf.c     file access on the paths the rules watch
  *   netenf.bpf.c   cgroup connect hooks: locked network baselines in enforce mode
+ *   inbound.bpf.c  accepted TCP connections and listening sockets (cgroup sock programs,
+ *                  loaded and attached by roxd/sensor/inbound.py, not tracepoints)
  * Compiled once (about a second) instead of once per concern, so maps are shared for free. */
 #include <uapi/linux/ptrace.h>
 #include <linux/socket.h>
@@ -49,3 +51,4 @@ static __always_inline void cgroup_drop(u64 cgroup_id)
 #include "syscalls.bpf.c"
 #include "file.bpf.c"
 #include "netenf.bpf.c"
+#include "inbound.bpf.c"

@@ -659,7 +659,7 @@ def cmd_inventory(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
         out.dump(items)
         return EXIT_OK
     out.table(["NAME", "ID", "IMAGE", "USER", "PRIVILEGED", "HOST NS", "CAPS", "PORTS",
-               "WRITABLE HOST MOUNTS", "SECCOMP", "STARTED"],
+               "WRITABLE HOST MOUNTS", "SECCOMP", "LISTENING", "STARTED"],
               [(c["name"], c["id"][:12], c["image"], c["user"] or "(image)",
                 "yes" if c["privileged"] else "no",
                 ",".join(k for k, v in c["host_namespaces"].items() if v) or "-",
@@ -668,11 +668,21 @@ def cmd_inventory(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
                 ",".join(f"{p['host_ip'] or '*'}:{p['host_port']}->{p['container_port']}/"
                          f"{p['protocol']}" for p in c["ports"] if p["host_port"]) or "-",
                 ",".join(m["source"] for m in c["mounts"] if m["writable_host_path"]) or "-",
-                c["seccomp"], c["started_at"] or c["state"])
+                c["seccomp"], _listening(c), c["started_at"] or c["state"])
                for c in items],
               [None, None, None, None,
                lambda v: out.paint(v, "1;31" if v.strip() == "yes" else "")])
     return EXIT_OK
+
+
+def _listening(c: dict[str, Any]) -> str:
+    """Observed listening sockets: tcp/8080(nc) udp/[::]:53 ... (address unless any)."""
+    shown = []
+    for s in c.get("listening") or ():
+        where = "" if s["address"] in ("0.0.0.0", "::") else f"{s['address']}:"
+        who = f"({s['process']})" if s.get("process") else ""
+        shown.append(f"{s['protocol']}/{where}{s['port']}{who}")
+    return " ".join(shown) or "-"
 
 
 def _size(n: int) -> str:

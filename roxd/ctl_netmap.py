@@ -42,7 +42,10 @@ def to_dot(flows: Iterable[dict[str, Any]]) -> str:
             if nid not in nodes or (ep.get("name") and not nodes[nid].get("name")):
                 nodes[nid] = ep  # a container's name may be known only on some flows
         proto = f.get("protocol") or "?"
-        label = f"{proto}/{f['port']} x{f['count']}"
+        accepted = f.get("accepted", 0)
+        label = f"{proto}/{f['port']} x{f['count'] or accepted}"
+        if f["count"] == 0 and accepted:
+            label += " (accepts)"  # seen only at the destination: a client roxd cannot trace
         style = ' style="dashed" color="red"' if f["succeeded"] == 0 and f["failed"] else ""
         edges.append(f"  {_quoted(sid)} -> {_quoted(did)} [label={_quoted(label)}{style}];")
     lines = ["digraph roxd_netmap {", "  rankdir=LR;", '  node [fontname="sans-serif"];',
@@ -53,15 +56,24 @@ def to_dot(flows: Iterable[dict[str, Any]]) -> str:
     return "\n".join([*lines, *edges, "}"]) + "\n"
 
 
+# direction seen from the container asked for (--container); "->" without one
+DIRECTIONS = {"outbound": "out", "inbound": "in", "loopback": "self"}
+
+
 def table_rows(flows: Iterable[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    return [(endpoint_label(f["source"]), endpoint_label(f["destination"]),
+    return [(endpoint_label(f["source"]), DIRECTIONS.get(f.get("direction", ""), "->"),
+             endpoint_label(f["destination"]),
              f["destination"]["kind"], f"{f.get('protocol') or '?'}/{f['port']}", f["count"],
-             f["succeeded"], f["pending"], f["failed"], f["last_seen"][:19].replace("T", " "))
+             f["succeeded"], f["pending"], f["failed"], f.get("accepted", 0),
+             "+".join(f.get("observed") or ()) or "-",
+             f["last_seen"][:19].replace("T", " "))
             for f in flows]
 
 
-TABLE_HEADERS = ("SOURCE", "DESTINATION", "KIND", "PORT", "COUNT", "OK", "PENDING", "FAILED",
-                 "LAST SEEN")
+# COUNT/OK/PENDING/FAILED: the source's connects; ACCEPTED: the destination's accepts;
+# SEEN: which ends saw the edge (connect, accept or both)
+TABLE_HEADERS = ("SOURCE", "DIR", "DESTINATION", "KIND", "PORT", "COUNT", "OK", "PENDING",
+                 "FAILED", "ACCEPTED", "SEEN", "LAST SEEN")
 
 FORMATS = ("table", "json", "dot")
 
@@ -88,4 +100,9 @@ def cmd_netmap(api: ApiClient, out: Any, args: argparse.Namespace) -> int:
         out.print(to_dot(flows).rstrip("\n"))
     else:
         out.table(TABLE_HEADERS, table_rows(flows))
+        inbound = (answer.get("stats") or {}).get("inbound") or {}
+        if inbound and inbound.get("state") != "kernel":  # say it: no accept is not no traffic
+            out.print(printable(f"inbound connections are not traced here ({inbound.get('state')}"
+                                f": {inbound.get('reason') or 'no reason given'}): edges come "
+                                "from connects only"))
     return 0

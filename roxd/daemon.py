@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import queue
 import signal
 import sys
@@ -59,6 +60,8 @@ from roxd.jsonlines import JsonLines
 from roxd.model import ConnectEvent, Container, SeccompEvent, rfc3339
 from roxd.netmap.addresses import container_addresses, first_pid
 from roxd.netmap.flows import FlowMap, peer_name
+from roxd.netmap.inbound import InboundObserver
+from roxd.netmap.listeners import ListenerTable, from_proc
 from roxd.pipeline import Counters, EventTaps, Pipeline, SlowActions
 from roxd.policy.capacity import capacity_problems, map_capacities
 from roxd.policy.kernel import KernelPolicy
@@ -77,6 +80,7 @@ from roxd.runtime import (
     connect_attribution_runtimes,
     connect_runtime,
 )
+from roxd.sensor.inbound import INBOUND_TYPES
 from roxd.sensor.program import Sensor, SensorConfig, SensorStats
 from roxd.sensor.records import Decoded
 from roxd.startup_line import ReadyFacts, ready_line
@@ -164,6 +168,8 @@ class Parts:
     # the alert fan-out without the incident tracker, for posture regressions
     posture_alerts: AlertDispatcher | None = None
     netmap: FlowMap | None = None  # None: netmap.enabled = false
+    # accepted connections and listening sockets (bpf/inbound.bpf.c, roxd/netmap/inbound.py)
+    inbound: InboundObserver | None = None
     metrics: MetricsListener | NoMetricsListener = field(default_factory=NoMetricsListener)
     # the worker for isolate, container kills, seccomp and quarantine checks: off the loop
     slow: SlowActions | None = None
@@ -262,7 +268,11 @@ class Daemon:
                 lambda cid: next((c for _, c in attribution.resolver.containers()
                                   if c.id == cid), None))
         pipeline: Pipeline | None = None
-        sensor = Sensor(self._sensor_config(), lambda decoded: pipeline_of().handle(decoded))
+        # inbound events (accepts, listeners) have no process of their own: not for the rules
+        sensor = Sensor(self._sensor_config(), lambda decoded: (
+            inbound.observe(decoded.event)  # type: ignore[arg-type]
+            if type(decoded.event) in INBOUND_TYPES  # one set lookup per event
+            else pipeline_of().handle(decoded)))
 
         def pipeline_of() -> Pipeline:
             assert pipeline is not None  # the sensor delivers nothing before start()
@@ -301,6 +311,10 @@ class Daemon:
                                    breakglass_actions(change))
 
             baselines.add_audit(audit_breakglass)
+        inbound = InboundObserver(
+            attribution.resolver.resolve, netmap, ListenerTable(), baselines, alerts.raise_alert,
+            lambda cid: next((c for _, c in attribution.resolver.containers() if c.id == cid),
+                             None))
         responder.guard = policy.kill_guard
         slow = SlowActions()
         pipeline = Pipeline(
@@ -316,7 +330,7 @@ class Daemon:
         responder.seccomp = seccomp
         return Parts(attribution, sensor, policy, pipeline, delivery, seccomp, baselines,
                      incidents=incidents, netmap=netmap, slow=slow,
-                     posture_alerts=posture_alerts)
+                     posture_alerts=posture_alerts, inbound=inbound)
 
     def _start(self, parts: Parts) -> None:
         parts.attribution.start()
@@ -333,6 +347,7 @@ class Daemon:
         self.rules.add_listener(parts.policy.apply_rules)
         parts.attribution.resolver.add_change_listener(parts.policy.containers_changed)
         if parts.netmap is not None:
+            parts.netmap.inbound = parts.sensor.inbound.status.to_dict()
             try:
                 self._refresh_netmap(parts, force=True)
             except Exception:  # the map is visibility: never a reason not to start
@@ -514,6 +529,25 @@ class Daemon:
         parts.netmap.refresh(live, container_addresses)
         if parts.netmap.addresses.owners() != before:  # learned peers moved: new allow-lists
             parts.policy.containers_changed()
+        self._sync_listeners(parts, live, force)
+
+    @staticmethod
+    def _sync_listeners(parts: Parts, live: list[tuple[Container, int | None]],
+                        force: bool) -> None:
+        """Listening sockets: forget gone containers; read /proc for those that predate roxd
+        (at start) and, where the kernel programs are not attached, at every refresh."""
+        if parts.inbound is None:
+            return
+        table = parts.inbound.listeners
+        table.forget({c.id for c, _ in live})
+        if not force and parts.sensor.inbound.status.state == "kernel":
+            return
+        now = time.time_ns()
+        host_netns = _netns(1)
+        for container, pid in live:
+            # a host-network container's sockets are the host's: not its own to list
+            if pid is not None and _netns(pid) not in (None, host_netns):
+                table.seed(container.id, from_proc(pid), now)
 
     def _loop(self, parts: Parts) -> None:
         poll_ms = self.config.sensor.poll_timeout_ms
@@ -575,6 +609,7 @@ class Daemon:
             cache_dir=Path(self.config.daemon.cache_dir),
             ringbuf_pages=self.config.sensor.ringbuf_pages,
             max_args=self.config.sensor.max_args,
+            inbound=self.config.netmap.enabled and self.config.netmap.inbound,
             **({"bpf_dir": Path(self.config.sensor.bpf_dir)} if self.config.sensor.bpf_dir
                else {}),
         )
@@ -718,7 +753,9 @@ class DaemonPort:
         self.events_topic = daemon.events_topic
         self.alerts_topic = daemon.alerts_topic
         # risk per container: incidents, and configuration facts where the runtime inspects
-        self._risk = ContainerRisk(parts.incidents, getattr(daemon.runtime, "inspect_raw", None))
+        self._risk = ContainerRisk(parts.incidents, getattr(daemon.runtime, "inspect_raw", None),
+                                   listening_of=(parts.inbound.listeners.of
+                                                 if parts.inbound is not None else None))
         # ... plus image facts (cached per image) and per workload (incidents/risk_workload.py)
         self._risk_view = make_risk_view(
             self._risk, daemon.runtime, lambda: [c for _, c in self.containers()],
@@ -791,7 +828,14 @@ class DaemonPort:
         return service.report(refresh) if service is not None else None
 
     def inventory_containers(self, all_states: bool = False) -> Sequence[ContainerRecord]:
-        return container_inventory(self._daemon.engine_inventory(), all_states)
+        inbound = self._parts.inbound
+        if inbound is None:
+            return container_inventory(self._daemon.engine_inventory(), all_states)
+        status = self._parts.sensor.inbound.status
+        observed = ("kernel: listen() and UDP bind() as they happen" if status.state == "kernel"
+                    else f"/proc every netmap refresh ({status.reason or status.state})")
+        return container_inventory(self._daemon.engine_inventory(), all_states,
+                                   inbound.listeners.of, observed)
 
     def inventory_images(self) -> Sequence[ImageRecord]:
         return image_inventory(self._daemon.engine_inventory())
@@ -821,3 +865,10 @@ class DaemonPort:
 
 def _fmt_counters(counters: Mapping[str, int]) -> str:
     return " ".join(f"{k}={v}" for k, v in counters.items() if v)
+
+
+def _netns(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return None

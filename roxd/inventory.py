@@ -10,8 +10,8 @@ Slow (one inspect per container and image): call it off the event loop.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from roxd.runtime.base import EngineInventory
@@ -63,6 +63,10 @@ class ContainerRecord:
     pid: int | None
     restart_policy: str
     warnings: list[str] = field(default_factory=list)  # short flags for tables
+    # listening sockets observed (roxd/netmap/listeners.py): protocol, address, port, pid,
+    # process, since, source (kernel | proc); `listening_observed` says how they were seen
+    listening: list[dict[str, Any]] = field(default_factory=list)
+    listening_observed: str = "not observed"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -159,8 +163,15 @@ def container_record(attrs: Mapping[str, Any],
         restart_policy=str(restart.get("Name") or "no"), warnings=warnings)
 
 
-def container_inventory(engine: EngineInventory, all_states: bool = False
+# container id -> its listening sockets as ListenerTable.of() gives them
+ListeningOf = Callable[[str], list[dict[str, Any]]]
+
+
+def container_inventory(engine: EngineInventory, all_states: bool = False,
+                        listening_of: ListeningOf | None = None, observed: str = "not observed"
                         ) -> list[ContainerRecord]:
+    """`listening_of`: the observed listening sockets of a running container; `observed`
+    says how (kernel programs, /proc fallback) for every record."""
     created: dict[str, str | None] = {}
     out = []
     for cid in engine.container_ids(all_states):
@@ -171,7 +182,11 @@ def container_inventory(engine: EngineInventory, all_states: bool = False
         if image_id not in created:
             image = engine.inspect_image_raw(image_id) if image_id else None
             created[image_id] = _time((image or {}).get("Created"))
-        out.append(container_record(attrs, created[image_id]))
+        record = container_record(attrs, created[image_id])
+        if listening_of is not None and record.state == "running":
+            record = replace(record, listening=listening_of(record.id),
+                             listening_observed=observed)
+        out.append(record)
     out.sort(key=lambda r: (r.state != "running", r.name))
     return out
 

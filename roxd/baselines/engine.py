@@ -63,9 +63,11 @@ def intern_parents(parents: tuple[str, ...]) -> tuple[str, ...]:
     return _PARENTS.setdefault(parents, parents)
 
 
-def peer_element(protocol: str, port: int, peer: str) -> str:
-    """One learned network element: `outbound tcp/5432 workload:shop/db`."""
-    return f"outbound {protocol or 'ip'}/{port} {peer}"
+def peer_element(protocol: str, port: int, peer: str, direction: str = "outbound") -> str:
+    """One learned network element: `outbound tcp/5432 workload:shop/db` (a connect to the
+    peer's port), `inbound tcp/8080 workload:shop/web` (an accept from the peer on the
+    workload's own port 8080)."""
+    return f"{direction} {protocol or 'ip'}/{port} {peer}"
 
 
 class BaselineError(ValueError):
@@ -260,6 +262,45 @@ class BaselineEngine:
                              first_seen_ns=base.first_seen_ns,
                              element=files.element(directory), nearby=nearby)
 
+    def observe_inbound(self, workload: str, container: Container | None, cgroup_id: int,
+                        peer: str, port: int, protocol: str) -> BaselineFacts | None:
+        """An accepted inbound connection of a workload (bpf/inbound.bpf.c), with the same
+        lifecycle as outbound connects: `inbound <protocol>/<port> <peer>` is learned while
+        learning (and in the startup grace), an anomaly once locked. Loopback is learned,
+        never an anomaly. `container` None: the listener predates roxd and the workload came
+        from the local address; then only an existing baseline is judged. Alert only: an
+        accept has happened by the time the kernel reports it."""
+        if self._peer_of is None or not self.settings.network or not self.settings.enabled:
+            return None
+        base = self._baselines.get(workload)
+        now = self._clock()
+        if base is None:
+            if container is None:
+                return None
+            base = self._new(workload, container, now)
+        self.counters["observed"] += 1
+        element = peer_element(protocol, port, peer, "inbound")
+        mode = self.mode_of(base)
+        in_grace = cgroup_id != 0 and self._in_grace(cgroup_id)
+        known = base.peers.get(element)
+        if known is not None:
+            known.last_ns = now
+            known.count += 1
+            verdict = "learned" if base.locked else "learning"
+        elif not base.locked or mode == "learn" or peer == "loopback" or in_grace:
+            if len(base.peers) < self.settings.max_peers:
+                base.peers[element] = LearnedProcess(now, now)
+                self.counters["learned"] += 1
+                self._dirty = True
+            verdict = "learning"
+        else:
+            base.anomalies += 1
+            self.counters["anomalies"] += 1
+            verdict = "anomaly"
+        return BaselineFacts(workload=workload, mode=mode, verdict=verdict,
+                             locked_at_ns=base.locked_at_ns, learned=len(base.peers),
+                             first_seen_ns=base.first_seen_ns, element=element)
+
     def tick(self) -> None:
         """Lock the baselines whose window ended, end break-glass exemptions whose time is up,
         persist what changed (housekeeping)."""
@@ -380,7 +421,7 @@ class BaselineEngine:
                 base.file_dirs[directory] = files.SeenDir(now, now, 0)
                 self._dirty = True
             return self.get(key)
-        if path.startswith("outbound "):
+        if path.startswith(("outbound ", "inbound ")):
             if path not in base.peers:
                 now = self._clock()
                 base.peers[path] = LearnedProcess(now, now, 0)

@@ -1,6 +1,8 @@
 """A risk score per container, with its reasons (docs/incidents.md, "Risk").
 
-    score = sum of the factors' points, each factor capped; 0..113 (the caps' sum)
+    score = sum of the factors' points, each factor capped; 0..117 (the caps' sum) for
+    the factors here; the image facts and posture regressions added around it (risk_image.py)
+    bring the whole to 0..139
 
 | factor | points | cap |
 |---|---|---|
@@ -14,6 +16,7 @@
 | added_capabilities | 5 when capabilities are added beyond the runtime's default set | 5 |
 | no_seccomp / no_apparmor | 3 / 2 when its seccomp / AppArmor profile is turned off | 3 / 2 |
 | published_ports | 3 when a port is published on the host (reachable from outside) | 3 |
+| listening_sockets | 2 per (protocol, port) observed listening beyond loopback | 4 |
 
 Privileged counts once: it already means every capability and no profiles, so the three
 factors above are not added to it.
@@ -134,12 +137,44 @@ def risk_of(container_id: str, incidents: Iterable[Mapping[str, Any]],
             "config": "known" if facts is not None else (facts_note or "unknown")}
 
 
+# exposure: listening sockets observed (roxd/netmap/listeners.py), loopback ones left out
+LISTENING_POINTS, LISTENING_CAP = 2, 4
+LOOPBACK_ADDRESSES = ("127.", "::1")
+
+
+def listening_reason(listening: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The `listening_sockets` factor: 2 points per distinct (protocol, port) listening on a
+    non-loopback address, capped at 4; None when there is none."""
+    ports = sorted({(str(s["protocol"]), int(s["port"])) for s in listening
+                    if not str(s["address"]).startswith(LOOPBACK_ADDRESSES)})
+    if not ports:
+        return None
+    raw = LISTENING_POINTS * len(ports)
+    shown = ", ".join(f"{p}/{n}" for p, n in ports[:8]) + (" ..." if len(ports) > 8 else "")
+    return {"factor": "listening_sockets", "points": min(LISTENING_CAP, raw),
+            "cap": LISTENING_CAP,
+            "detail": f"listening beyond loopback (observed): {shown} ({raw} before the cap)"}
+
+
+def with_listening(risk: dict[str, Any], listening: Iterable[Mapping[str, Any]]
+                   ) -> dict[str, Any]:
+    """`risk` (risk_of's answer) with the listening_sockets factor added, reasons re-sorted."""
+    reason = listening_reason(listening)
+    if reason is None:
+        return risk
+    reasons = sorted([*risk["reasons"], reason], key=lambda r: (-r["points"], r["factor"]))
+    return {**risk, "score": sum(r["points"] for r in reasons), "reasons": reasons}
+
+
 class ContainerRisk:
     """Risk per container for the API: incidents from the tracker, configuration facts from
-    the runtime's inspect (cached `ttl_s` per container; None: not offered by this runtime)."""
+    the runtime's inspect (cached `ttl_s` per container; None: not offered by this runtime),
+    listening sockets observed (`listening_of`, None: not observed)."""
 
     def __init__(self, incidents: Any, inspect_raw: Callable[[str], Any] | None,
-                 ttl_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 ttl_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 listening_of: Callable[[str], list[dict[str, Any]]] | None = None) -> None:
+        self._listening_of = listening_of
         self._incidents = incidents
         self._inspect = inspect_raw
         self._ttl = ttl_s
@@ -173,4 +208,7 @@ class ContainerRisk:
         incidents = (self._incidents.query(IncidentQuery(container=container_id, limit=1000))
                      if self._incidents is not None else [])
         facts, note = self.facts(container_id)
-        return risk_of(container_id, incidents, facts, note)
+        risk = risk_of(container_id, incidents, facts, note)
+        if self._listening_of is not None:
+            risk = with_listening(risk, self._listening_of(container_id))
+        return risk

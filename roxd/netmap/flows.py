@@ -15,9 +15,15 @@ destination is classified from the address:
   so a client of a CDN is one edge, not a thousand.
 
 Memory is bounded: at most `max_flows` flows; the least recently seen is evicted first and
-counted. Counts include the connects the kernel folded (`folded`). Accepted inbound
-connections are not traced yet: an edge from outside into a container appears only when the
-client is a container or a process of this host.
+counted. Counts include the connects the kernel folded (`folded`).
+
+Accepted inbound connections (bpf/inbound.bpf.c) land on the same edges, seen from the other
+end: the accepting container is the destination, the peer address is classified like a
+destination (another container, the host, an external prefix) and becomes the source. So
+container A connecting to container B is one edge A -> B whose `observed` says which ends
+saw it (`connect`: A's connect, `accept`: B's accept) with a count for each; a client outside
+the host is an edge from its prefix with `accept` only. An accept from loopback is the
+container talking to itself: the same edge as its own connect to loopback.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from roxd.model import ConnectEvent, ConnectResult, Container, EnrichedEvent, rfc3339
+from roxd.sensor.inbound import AcceptEvent
 
 HOST = "host"
 LOOPBACK = "loopback"
@@ -42,6 +49,9 @@ class NetmapSettings:
     external_prefix_v4: int = 24
     external_prefix_v6: int = 64
     refresh_s: float = 10.0  # how often container and host addresses are re-read
+    # accepted connections and listening sockets from the kernel (bpf/inbound.bpf.c); false:
+    # no inbound edges, listeners read from /proc every refresh_s
+    inbound: bool = True
 
     def check(self) -> list[str]:
         problems = []
@@ -80,14 +90,22 @@ class Flow:
     pending: int = 0  # non-blocking connect() in progress (EINPROGRESS): outcome not seen
     failed: int = 0
     addresses: set[str] = field(default_factory=set)  # destination addresses seen (max 16)
+    accepted: int = 0  # accepts seen at the destination (inbound side)
+    peers: set[str] = field(default_factory=set)  # source addresses of the accepts (max 16)
+
+    @property
+    def observed(self) -> list[str]:
+        """Which ends saw the edge: the source's connect, the destination's accept."""
+        return [name for name, n in (("connect", self.count), ("accept", self.accepted)) if n]
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source.to_dict(), "destination": self.destination.to_dict(),
                 "port": self.port, "protocol": self.protocol or None, "count": self.count,
                 "succeeded": self.succeeded, "pending": self.pending, "failed": self.failed,
+                "accepted": self.accepted, "observed": self.observed,
                 "first_seen": rfc3339(self.first_ns), "last_seen": rfc3339(self.last_ns),
                 "first_ns": self.first_ns, "last_ns": self.last_ns,
-                "addresses": sorted(self.addresses)}
+                "addresses": sorted(self.addresses), "peer_addresses": sorted(self.peers)}
 
 
 FlowKey = tuple[str, str, str, int, str]  # source id, destination kind, id, port, protocol
@@ -142,11 +160,12 @@ class FlowMap:
         self._workload = workload or workload_key
         self._flows: OrderedDict[FlowKey, Flow] = OrderedDict()
         self._lock = threading.Lock()
-        self.counters = {"connects": 0, "flows_evicted": 0}
+        self.counters = {"connects": 0, "accepts": 0, "flows_evicted": 0}
         # a connect went to a private address nobody on this host owns (yet): a container
         # whose network was not set up when its addresses were last read; housekeeping
         # re-reads sooner (no I/O here: this runs per event)
         self.unknown_private_seen = False
+        self.inbound: dict[str, Any] = {"state": "off", "reason": "the sensor has not started"}
 
     # ------------------------------------------------------------------ pipeline
 
@@ -160,20 +179,9 @@ class FlowMap:
             source = Endpoint(HOST, HOST)
         destination = self.classify(ev.daddr)
         n = 1 + ev.folded
-        key = (source.id, destination.kind, destination.id, ev.dport, ev.protocol)
         with self._lock:
             self.counters["connects"] += n
-            flow = self._flows.get(key)
-            if flow is None:
-                flow = self._flows[key] = Flow(source, destination, ev.dport, ev.protocol,
-                                               ev.time_ns, ev.time_ns)
-                while len(self._flows) > self.settings.max_flows:
-                    self._flows.popitem(last=False)
-                    self.counters["flows_evicted"] += 1
-            else:
-                self._flows.move_to_end(key)
-                # a container's name can arrive after its first event
-                flow.source, flow.destination = source, destination
+            flow = self._flow(source, destination, ev.dport, ev.protocol, ev.time_ns)
             flow.count += n
             if ev.result is ConnectResult.OK:
                 flow.succeeded += n
@@ -185,6 +193,45 @@ class FlowMap:
             flow.last_ns = max(flow.last_ns, ev.time_ns)
             if len(flow.addresses) < MAX_ADDRESSES:
                 flow.addresses.add(ev.daddr)
+
+    def observe_accept(self, container: Container | None, ev: AcceptEvent) -> Flow:
+        """An accepted inbound connection of `container` (None: the host, or a listener that
+        predates roxd, whose local address then tells who accepted)."""
+        if container is not None:
+            destination = container_endpoint(container, self._workload)
+        else:  # the host's, or a listener older than roxd (cgroup 0): its local address says
+            destination = self.classify(ev.laddr)
+            if destination.kind not in ("container", HOST):
+                destination = Endpoint(HOST, HOST)
+        source = self.classify(ev.saddr)
+        if source.kind == LOOPBACK:  # itself: the edge of its own connect to loopback
+            source, destination = destination, source
+        n = 1 + ev.folded
+        with self._lock:
+            self.counters["accepts"] += n
+            flow = self._flow(source, destination, ev.lport, ev.protocol, ev.time_ns)
+            flow.accepted += n
+            flow.first_ns = min(flow.first_ns, ev.time_ns)
+            flow.last_ns = max(flow.last_ns, ev.time_ns)
+            if len(flow.peers) < MAX_ADDRESSES:
+                flow.peers.add(_plain(ev.saddr))
+            return flow
+
+    def _flow(self, source: Endpoint, destination: Endpoint, port: int, protocol: str,
+              time_ns: int) -> Flow:
+        """The flow of this edge, new or moved to the most recent end (under the lock)."""
+        key = (source.id, destination.kind, destination.id, port, protocol)
+        flow = self._flows.get(key)
+        if flow is None:
+            flow = self._flows[key] = Flow(source, destination, port, protocol, time_ns, time_ns)
+            while len(self._flows) > self.settings.max_flows:
+                self._flows.popitem(last=False)
+                self.counters["flows_evicted"] += 1
+        else:
+            self._flows.move_to_end(key)
+            # a container's name can arrive after its first event
+            flow.source, flow.destination = source, destination
+        return flow
 
     def classify(self, address: str) -> Endpoint:
         try:
@@ -227,24 +274,50 @@ class FlowMap:
     def flows(self, since_ns: int | None = None, container: str | None = None,
               limit: int | None = None) -> list[dict[str, Any]]:
         """Most recently seen first. `container`: flows from or to it (id, id prefix of 6+,
-        or name)."""
+        or name), each with its `direction` seen from that container: outbound (it is the
+        source), inbound (the destination) or loopback (itself)."""
         with self._lock:
-            items = [f.to_dict() for f in reversed(self._flows.values())
-                     if (since_ns is None or f.last_ns >= since_ns)
-                     and (container is None or _touches(f, container))]
+            items = []
+            for f in reversed(self._flows.values()):
+                if since_ns is not None and f.last_ns < since_ns:
+                    continue
+                if container is None:
+                    items.append(f.to_dict())
+                    continue
+                direction = _direction(f, container)
+                if direction is not None:
+                    items.append({**f.to_dict(), "direction": direction})
         return items[:limit] if limit is not None else items
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
+        """Counters, and `inbound`: whether accepted connections are traced on this host
+        (roxd/sensor/inbound.py InboundStatus; set by the daemon once the sensor started)."""
         with self._lock:
             return {**self.counters, "flows": len(self._flows),
-                    "addresses": len(self.addresses)}
+                    "addresses": len(self.addresses), "inbound": dict(self.inbound)}
 
 
-def _touches(flow: Flow, ref: str) -> bool:
-    for ep in (flow.source, flow.destination):
-        if ep.kind == "container" and (ep.name == ref or ep.id == ref
-                                       or (len(ref) >= 6 and ep.id.startswith(ref))):
-            return True
-        if ep.kind == HOST and ref == HOST:
-            return True
-    return False
+def _is(ep: Endpoint, ref: str) -> bool:
+    if ep.kind == "container" and (ep.name == ref or ep.id == ref
+                                   or (len(ref) >= 6 and ep.id.startswith(ref))):
+        return True
+    return ep.kind == HOST and ref == HOST
+
+
+def _direction(flow: Flow, ref: str) -> str | None:
+    if _is(flow.source, ref):
+        return LOOPBACK if flow.destination.kind == LOOPBACK else "outbound"
+    if _is(flow.destination, ref):
+        return "inbound"
+    return None
+
+
+def _plain(address: str) -> str:
+    """::ffff:a.b.c.d (an IPv4 peer of an IPv6 listener) as a.b.c.d."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)

@@ -8,6 +8,7 @@ rule engine.
 from __future__ import annotations
 
 import ctypes as ct
+import dataclasses
 import logging
 import os
 import re
@@ -21,6 +22,7 @@ from roxd.model import ConnectEvent, FileEvent, SyscallEvent
 from roxd.sensor import records
 from roxd.sensor.bitwords import merged, read_words, write_words
 from roxd.sensor.headers import HeaderTree
+from roxd.sensor.inbound import InboundProbe
 from roxd.sensor.loader import default_bpf_dir, load_bcc, optional_tracepoints
 from roxd.sensor.loader import (  # re-exported from their old home
     release_compiler_memory as release_compiler_memory,
@@ -45,6 +47,8 @@ class SensorConfig:
     cache_dir: Path = Path("/var/cache/roxd")
     ringbuf_pages: int = 1024  # power of two; 4 MiB with 4 KiB pages
     max_args: int = 32
+    cgroup_root: str = ""  # cgroup v2 root for the inbound programs; "" = find it
+    inbound: bool = True  # attach the inbound programs (inbound.bpf.c)
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ class Sensor:
         self.headers: HeaderTree | None = None
         self.attached: tuple[str, ...] = ()
         self.load_seconds = 0.0
+        self.inbound = InboundProbe()  # accepted connections, listeners (inbound.py)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -88,9 +93,23 @@ class Sensor:
             "-Wno-unused-function",
         ]
         # the shared bcc loader: tracefs, headers, source, bcc import, timed compile, memory
-        loaded = load_bcc(self._config.bpf_dir, "roxd.bpf.c", cache_dir=self._config.cache_dir,
-                          what="the eBPF programs", cflags=cflags,
-                          source_flags=self._optional_tracepoints)
+        try:
+            loaded = load_bcc(self._config.bpf_dir, "roxd.bpf.c",
+                              cache_dir=self._config.cache_dir, what="the eBPF programs",
+                              cflags=[*cflags, *([] if self._config.inbound
+                                                 else ["-DROXD_NO_INBOUND"])],
+                              source_flags=self._optional_tracepoints)
+        except SensorError as exc:
+            if not self._config.inbound:
+                raise
+            # a kernel without sk_storage (before 5.2) refuses the inbound maps, and with
+            # them the whole object: load the rest without them and say so
+            loaded = load_bcc(self._config.bpf_dir, "roxd.bpf.c",
+                              cache_dir=self._config.cache_dir, what="the eBPF programs",
+                              cflags=[*cflags, "-DROXD_NO_INBOUND"],
+                              source_flags=self._optional_tracepoints)
+            self._config = dataclasses.replace(self._config, inbound=False)
+            self.inbound.off(f"refused with the rest of the programs: {exc}")
         self.headers = loaded.headers
         log.info("kernel headers: %s", self.headers.describe())
         self._bpf = loaded.bpf
@@ -100,6 +119,10 @@ class Sensor:
             or self._tracepoints_in(source)
         self._resync_clock()
         self._bpf["events"].open_ring_buffer(self._ring_callback)
+        if self._config.inbound:
+            self.inbound.attach(self._bpf, self._config.cgroup_root or _cgroup2_root())
+        elif self.inbound.status.state == "off" and self.inbound.status.reason == "not attached":
+            self.inbound.off("turned off ([netmap] inbound = false, or the map is off)")
         log.info("eBPF programs attached in %.2fs (%d tracepoints)", self.load_seconds,
                  len(self.attached))
         log.debug("eBPF programs attached: %s", ", ".join(self.attached))
@@ -117,6 +140,7 @@ class Sensor:
     def detach(self) -> None:
         """Stop tracing (maps stay readable): after this, counters and ring buffer are final."""
         bpf = self._require()
+        self.inbound.detach()
         for tp in self.attached:
             try:
                 bpf.detach_tracepoint(tp=tp.encode())
@@ -125,6 +149,7 @@ class Sensor:
 
     def close(self) -> None:
         if self._bpf is not None:
+            self.inbound.detach()
             self._bpf.cleanup()
             self._bpf = None
 
@@ -324,6 +349,7 @@ class Sensor:
         counters: dict[str, int] = {}
         for index, name in enumerate(records.STAT_NAMES):
             counters[name] = sum(int(v) for v in table[ct.c_int(index)])
+        counters.update(self.inbound.stats())  # accept_*, listen_* (inbound.bpf.c)
         drops = {int(k.value): int(v.value) for k, v in bpf["cgroup_drops"].items()}
         return SensorStats(counters, drops, self._decode_errors, self._callback_errors)
 
@@ -363,6 +389,16 @@ class Sensor:
     def _tracepoints_in(source: str) -> tuple[str, ...]:
         return tuple(f"{c}:{e}" for c, e in re.findall(r"TRACEPOINT_PROBE\((\w+),\s*(\w+)\)",
                                                          source))
+
+
+def _cgroup2_root() -> str:
+    from roxd.containers.cgroups import find_cgroup2_mount
+    from roxd.errors import CgroupError
+
+    try:
+        return find_cgroup2_mount().mount_point
+    except CgroupError as exc:
+        return f"(none: {exc})"
 
 
 def _is_power_of_two(n: int) -> bool:

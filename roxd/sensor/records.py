@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from roxd.model import ConnectEvent, ExecEvent, ExitEvent, FileEvent, SensorEvent, SyscallEvent
 from roxd.sensor.decoders import decode_file_flags, decode_syscall_args
+from roxd.sensor.inbound import REC_ACCEPT, REC_LISTEN, decode_inbound
 from roxd.text import from_bytes
 from roxd.vocabulary import FILE_ACCESS_KINDS
 
@@ -343,6 +344,11 @@ def decode(raw: bytes, clock_offset_ns: int) -> Decoded:
         return _decode_syscall(raw, clock_offset_ns)
     if rtype == REC_FILE:
         return _decode_file(raw, clock_offset_ns)
+    if rtype in (REC_ACCEPT, REC_LISTEN):  # bpf/inbound.bpf.c, mirrored in inbound.py
+        try:
+            return Decoded(decode_inbound(raw, clock_offset_ns))  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise DecodeError(str(exc)) from exc
     raise DecodeError(f"unknown record type {rtype}")
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from roxd.sensor import records
+from roxd.sensor import inbound, records
 from roxd.sensor.program import Sensor, SensorConfig
 
 pytestmark = pytest.mark.kernel
@@ -38,6 +38,8 @@ MAPPED: tuple[tuple[type[ct.Structure], str, str], ...] = (
     (records.SyscallFoldKey, "syscall_folds", "Key"),
     (records.FileFoldKey, "file_folds", "Key"),
     (records.PathKey, "file_watch_paths", "Key"),
+    (inbound.InboundRecord, "inbound_rec_layout", "Leaf"),  # bpf/inbound.bpf.c
+    (inbound.AcceptKey, "accept_folds", "Key"),
 )
 
 

@@ -117,7 +117,7 @@ def test_dot_escapes_hostile_names_and_renders_with_graphviz() -> None:
     assert 'x\\"];\\\\x0a evil [label=\\"pwn' in dot  # one quoted string
     assert 'style="dashed" color="red"' in dot  # only failures on that edge
     rows = table_rows(fm.flows())
-    assert {r[3] for r in rows} == {"tcp/5432", "tcp/6379", "tcp/8080"}
+    assert {r[4] for r in rows} == {"tcp/5432", "tcp/6379", "tcp/8080"}
     assert shutil.which("dot"), "graphviz (dot) is installed by scripts/setup.sh"
     svg = subprocess.run(["dot", "-Tsvg"], input=dot, capture_output=True, text=True,
                          check=True).stdout

@@ -21,7 +21,7 @@ BPF = Path(__file__).resolve().parents[2] / "bpf"
 # the files of the one compilation unit (roxd.bpf.c includes the others); seccomp.bpf.c is a
 # separate program with its own mirror (roxd/seccomp)
 UNIT = ("common.h", "roxd.bpf.c", "process.bpf.c", "connect.bpf.c", "syscalls.bpf.c",
-        "file.bpf.c")
+        "file.bpf.c", "inbound.bpf.c")
 
 
 def _without_comments(text: str) -> str:
