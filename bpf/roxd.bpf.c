@@ -4,6 +4,8 @@
  *   connect.bpf.c  outbound IPv4/IPv6 connect with its result
  *   syscalls.bpf.c sensitive system calls (ptrace, namespaces, mounts, bpf, setuid, ...)
  *   file.bpf.c     file access on the paths the rules watch
+ *   udp_send.bpf.c UDP datagrams sent to an address without connect (cgroup sock_addr hooks,
+ *                  loaded and attached by roxd/sensor/udp_send.py, not at compile time)
  * Compiled once (about a second) instead of once per concern, so maps are shared for free. */
 #include <uapi/linux/ptrace.h>
 #include <linux/socket.h>
@@ -47,3 +49,4 @@ static __always_inline void cgroup_drop(u64 cgroup_id)
 #include "connect.bpf.c"
 #include "syscalls.bpf.c"
 #include "file.bpf.c"
+#include "udp_send.bpf.c"

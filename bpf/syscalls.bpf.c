@@ -496,3 +496,26 @@ TRACEPOINT_PROBE(syscalls, sys_enter_fchmodat2)
 }
 SC_EXIT(fchmodat2)
 #endif
+
+/* ---- io_uring: a ring was set up
+ * Work submitted through an io_uring (reads, writes, connects, opens) bypasses the system call
+ * tracepoints above and connect.bpf.c / file.bpf.c: the kernel runs it from the ring, not from
+ * a syscall. So the setup of a ring is itself worth reporting. io_uring:io_uring_create runs
+ * once per successful io_uring_setup(2), in the caller's context, after the ring's fd exists:
+ * captured and reported at once (args: sq_entries, cq_entries, IORING_SETUP_* flags; the
+ * result is the ring's fd). A setup refused before the ring exists (seccomp, the
+ * kernel.io_uring_disabled sysctl) does not reach this tracepoint. Not a syscalls:*
+ * tracepoint, so it costs nothing to any other system call. */
+#ifdef HAVE_TP_io_uring__io_uring_create
+TRACEPOINT_PROBE(io_uring, io_uring_create)
+{
+    struct syscall_capture *c = sc_begin(SC_IO_URING_SETUP);
+    if (!c)
+        return 0;
+    c->args[0] = args->flags;
+    c->args[1] = args->sq_entries;
+    c->args[2] = args->cq_entries;
+    sc_commit(c);
+    return sc_exit(args->fd, 0);
+}
+#endif

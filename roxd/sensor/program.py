@@ -33,6 +33,7 @@ from roxd.sensor.maps import (
     LpmEntries,
 )
 from roxd.sensor.records import Decoded, DecodeError
+from roxd.sensor.udp_send import UdpSendHooks, attach_udp_send
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ class SensorConfig:
     cache_dir: Path = Path("/var/cache/roxd")
     ringbuf_pages: int = 1024  # power of two; 4 MiB with 4 KiB pages
     max_args: int = 32
+    # one report per (cgroup, peer, port) of UDP datagrams sent without connect, per interval
+    udp_send_interval_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ class Sensor:
         self.headers: HeaderTree | None = None
         self.attached: tuple[str, ...] = ()
         self.load_seconds = 0.0
+        self.udp_send: UdpSendHooks | None = None
+        self.udp_send_error = ""  # why the UDP send hooks are not attached, when they are not
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -100,9 +105,21 @@ class Sensor:
             or self._tracepoints_in(source)
         self._resync_clock()
         self._bpf["events"].open_ring_buffer(self._ring_callback)
+        self._attach_udp_send()
         log.info("eBPF programs attached in %.2fs (%d tracepoints)", self.load_seconds,
                  len(self.attached))
         log.debug("eBPF programs attached: %s", ", ".join(self.attached))
+
+    def _attach_udp_send(self) -> None:
+        """The cgroup hooks for UDP sends without connect (udp_send.py); a host where they
+        cannot attach keeps every other program, and says what it cannot see."""
+        try:
+            self.udp_send = attach_udp_send(self._bpf, self._config.udp_send_interval_s)
+        except SensorError as exc:
+            self.udp_send_error = str(exc)
+            log.warning("UDP datagrams sent without connect() are not seen: %s", exc)
+            return
+        self.attached = (*self.attached, *self.udp_send.attached)
 
     @property
     def started(self) -> bool:
@@ -111,13 +128,19 @@ class Sensor:
     def detach(self) -> None:
         """Stop tracing (maps stay readable): after this, counters and ring buffer are final."""
         bpf = self._require()
+        if self.udp_send is not None:
+            self.udp_send.close()
         for tp in self.attached:
+            if tp.startswith("cgroup:"):
+                continue
             try:
                 bpf.detach_tracepoint(tp=tp.encode())
             except Exception as exc:  # already detached
                 log.debug("detach %s: %s", tp, exc)
 
     def close(self) -> None:
+        if self.udp_send is not None:
+            self.udp_send.close()
         if self._bpf is not None:
             self._bpf.cleanup()
             self._bpf = None
