@@ -1,0 +1,150 @@
+"""Issue 21, evasion resistance on the real kernel: what an attacker does so that the connect,
+module and exec rules do not see it, done by a static program (tests/kernel/progs/evasion.c) in
+a real container without network (loopback only; nothing leaves the container's own netns):
+
+- UDP datagrams sent with sendto() and no connect() reach the port rules like a connect, once
+  per (container, peer, port) per interval, with the rest counted in the kernel;
+- an IPv6 socket aimed at ::ffff:a.b.c.d (TCP connect or UDP send) is matched as IPv4;
+- an io_uring ring set up in a container is reported.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, RoxdProcess, wait_until
+
+pytestmark = pytest.mark.kernel
+
+MINING_PORT = 3333  # in the shipped mining_pool_ports list
+DOCKER_API_PORT = 2375  # docker_api_ports
+
+
+@pytest.fixture(scope="module")
+def evasion_prog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    gcc = shutil.which("gcc")
+    assert gcc, "gcc missing (scripts/setup.sh installs gcc and libc6-dev)"
+    out = tmp_path_factory.mktemp("evasion") / "evasion"
+    subprocess.run([gcc, "-static", "-O2", "-o", str(out),
+                    str(REPO / "tests/kernel/progs/evasion.c")], check=True)
+    return out
+
+
+def run_evasion(run_container: Any, prog: Path, command: str) -> tuple[Any, str]:
+    """Run `evasion <command>` in a fresh busybox container with no network; its output."""
+    c = run_container(f"/bin/evasion {command}", network_mode="none",
+                      volumes={str(prog): {"bind": "/bin/evasion", "mode": "ro"}})
+    assert c.wait(timeout=60)["StatusCode"] == 0, c.logs().decode()
+    return c, c.logs().decode()
+
+
+def in_container(container: Any, kind: str) -> Any:
+    def predicate(obj: dict[str, Any]) -> bool:
+        return obj.get("type") == kind and (obj.get("container") or {}).get("id") == container.id
+    return predicate
+
+
+def alert_for(rule_id: str, container: Any) -> Any:
+    def predicate(obj: dict[str, Any]) -> bool:
+        return (obj.get("type") == "alert" and obj["rule"]["id"] == rule_id
+                and (obj.get("container") or {}).get("id") == container.id)
+    return predicate
+
+
+def stats_now(roxd: RoxdProcess) -> dict[str, Any]:
+    """The first stats line printed from now on (kernel counters read after this point)."""
+    start = len(roxd.lines)
+    def newer() -> dict[str, Any] | None:
+        found = [o for o in roxd.lines[start:] if o.get("type") == "stats"]
+        return found[0] if found else None
+    return wait_until(newer, timeout=20, message="a stats line")
+
+
+def test_udp_sendto_without_connect_reaches_the_port_rules_once_per_interval(
+        shared_roxd: RoxdProcess, run_container: Any, evasion_prog: Path) -> None:
+    """5,000 datagrams to a mining-pool port with sendto(): one alert, one event, all counted."""
+    before = stats_now(shared_roxd)["kernel"]
+    c, out = run_evasion(run_container, evasion_prog, f"udp4 127.0.0.1 {MINING_PORT} 5000")
+    assert "udp sent=5000 failed=0" in out, out
+    alert = shared_roxd.wait_for(alert_for("objectives.mining-pool-port-connect", c),
+                                 timeout=20, message="mining-pool alert for a UDP sendto")
+    conn = alert["event"]["connect"]
+    assert conn == {**conn, "via": "sendmsg", "protocol": "udp", "family": "ipv4",
+                    "daddr": "127.0.0.1", "dport": MINING_PORT}
+    after = stats_now(shared_roxd)["kernel"]
+    # every datagram was seen in the kernel, and (the interval being 10 s) all but the first
+    # were only counted there: host-wide counters, so other senders can only add to them
+    assert after["udp_send_seen"] - before["udp_send_seen"] >= 5000
+    assert after["udp_send_folded"] - before["udp_send_folded"] >= 4999
+    events = shared_roxd.matching(lambda o: in_container(c, "connect")(o)
+                                  and o["connect"]["dport"] == MINING_PORT)
+    assert len(events) == 1, events
+    assert events[0]["folded"] == 0  # the first datagram is reported at once
+
+
+def test_udp_flood_is_counted_into_the_next_report(
+        shared_roxd: RoxdProcess, run_container: Any, evasion_prog: Path) -> None:
+    """The datagrams counted during an interval arrive with the next report of the same peer."""
+    port = 45700  # another mining-pool port: its own (cgroup, peer, port) key
+    c = run_container("sleep 60", network_mode="none",
+                      volumes={str(evasion_prog): {"bind": "/bin/evasion", "mode": "ro"}})
+    first = c.exec_run(["/bin/evasion", "udp4", "127.0.0.1", str(port), "300"])
+    assert b"sent=300" in first.output, first.output
+    shared_roxd.wait_for(lambda o: in_container(c, "connect")(o)
+                         and o["connect"]["dport"] == port, timeout=20, message="first report")
+    time.sleep(10.5)  # the interval (10 s) ends: the next datagram is reported with the count
+    second = c.exec_run(["/bin/evasion", "udp4", "127.0.0.1", str(port), "1"])
+    assert b"sent=1" in second.output, second.output
+    report = shared_roxd.wait_for(lambda o: in_container(c, "connect")(o)
+                                  and o["connect"]["dport"] == port and o["folded"] > 0,
+                                  timeout=20, message="the second report with the count")
+    assert report["folded"] == 299  # 300 sent in the first burst, the first one reported
+    assert report["connect"]["via"] == "sendmsg"
+
+
+def test_ipv6_socket_to_ipv4_mapped_address_is_matched_as_ipv4(
+        shared_roxd: RoxdProcess, run_container: Any, evasion_prog: Path) -> None:
+    """::ffff:a.b.c.d from an AF_INET6 socket: a UDP send and TCP connects, matched as IPv4."""
+    udp, out = run_evasion(run_container, evasion_prog,
+                           f"udp6 ::ffff:127.0.0.1 {MINING_PORT} 3")
+    assert "udp sent=3" in out, out
+    alert = shared_roxd.wait_for(alert_for("objectives.mining-pool-port-connect", udp),
+                                 timeout=20, message="mining-pool alert for a mapped UDP send")
+    assert alert["event"]["connect"]["family"] == "ipv4"
+    assert alert["event"]["connect"]["daddr"] == "127.0.0.1"
+
+    api, out = run_evasion(run_container, evasion_prog,
+                           f"tcp6 ::ffff:127.0.0.1 {DOCKER_API_PORT}")
+    assert "errno=111" in out, out  # refused: nothing listens in the container's loopback
+    alert = shared_roxd.wait_for(alert_for("privilege_escalation.docker-api-connect", api),
+                                 timeout=20, message="docker-api alert for a mapped connect")
+    conn = alert["event"]["connect"]
+    assert (conn["family"], conn["daddr"], conn["via"]) == ("ipv4", "127.0.0.1", "connect")
+
+    # a rule on an IPv4 network (the metadata service's /32): no network in the container, so
+    # the connect fails with ENETUNREACH and no packet leaves; the attempt alerts
+    imds, out = run_evasion(run_container, evasion_prog, "tcp6 ::ffff:169.254.169.254 80")
+    assert "errno=101" in out, out
+    alert = shared_roxd.wait_for(alert_for("privilege_escalation.cloud-metadata-connect", imds),
+                                 timeout=20, message="metadata alert for a mapped connect")
+    assert alert["event"]["connect"]["daddr"] == "169.254.169.254"
+    assert alert["event"]["connect"]["result"] == "unreachable"
+
+
+def test_io_uring_setup_in_a_container_is_reported(
+        shared_roxd: RoxdProcess, run_container: Any, evasion_prog: Path) -> None:
+    c, out = run_evasion(run_container, evasion_prog, "uring")
+    assert "io_uring_setup rc=" in out and "errno=0" in out, out  # Docker 20.10 allows it
+    alert = shared_roxd.wait_for(alert_for("foothold.io-uring-in-container", c), timeout=20,
+                                 message="io_uring alert")
+    sc = alert["event"]["syscall"]
+    assert sc["name"] == "io_uring_setup"
+    assert sc["args"]["sq_entries"] == 4
+    assert sc["result"] == "ok"
+    assert alert["rule"]["severity"] == "notice"
