@@ -519,3 +519,63 @@ TRACEPOINT_PROBE(io_uring, io_uring_create)
     return sc_exit(args->fd, 0);
 }
 #endif
+
+/* ---- module syscalls on kernels without their tracepoints (opt-in: [sensor]
+ * module_syscalls_raw)
+ * Without CONFIG_MODULES (or without syscall tracepoints for them) init_module, finit_module
+ * and delete_module have no sys_enter/sys_exit tracepoints, yet a container can still try
+ * them: the attempt fails (seccomp's EPERM, or ENOSYS) and is the signal. The only hook that
+ * sees every such attempt is the raw sys_exit tracepoint, which runs for every system call on
+ * the host: it is compiled in only when roxd is told to (MODULE_SYSCALLS_RAW) and the kernel
+ * lacks the module tracepoints. Successful calls return 0 and are left to module:module_load
+ * where it exists; the program returns on a non-negative result first, before it reads the
+ * syscall number (measured cost in docs/detection.md, evasion). Arguments are read from the
+ * caller's registers (x86_64 syscall ABI: di, si, dx) and user memory, which the failed call
+ * left as they were. */
+#if defined(MODULE_SYSCALLS_RAW) && !defined(HAVE_TP_sys_enter_init_module) \
+    && !defined(HAVE_TP_sys_enter_finit_module) && !defined(HAVE_TP_sys_enter_delete_module)
+#define NR_INIT_MODULE 175
+#define NR_DELETE_MODULE 176
+#define NR_FINIT_MODULE 313
+RAW_TRACEPOINT_PROBE(sys_exit)
+{
+    long ret = (long)ctx->args[1];
+    if (ret >= 0)
+        return 0;
+    struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+    long nr = -1;
+    bpf_probe_read_kernel(&nr, sizeof(nr), &regs->orig_ax);
+    u32 sc;
+    if (nr == NR_INIT_MODULE)
+        sc = SC_INIT_MODULE;
+    else if (nr == NR_FINIT_MODULE)
+        sc = SC_FINIT_MODULE;
+    else if (nr == NR_DELETE_MODULE)
+        sc = SC_DELETE_MODULE;
+    else
+        return 0;
+    struct syscall_capture *c = sc_begin(sc);
+    if (!c)
+        return 0;
+    u64 di = 0, si = 0, dx = 0;
+    bpf_probe_read_kernel(&di, sizeof(di), &regs->di);
+    bpf_probe_read_kernel(&si, sizeof(si), &regs->si);
+    bpf_probe_read_kernel(&dx, sizeof(dx), &regs->dx);
+    if (sc == SC_INIT_MODULE) {
+        c->args[1] = si; /* len */
+        sc_str0(c, (const char *)dx); /* uargs */
+    } else if (sc == SC_FINIT_MODULE) {
+        c->args[0] = dx;      /* flags */
+        c->args[1] = (u32)di; /* fd */
+        sc_str0(c, (const char *)si); /* uargs */
+    } else {
+        c->args[0] = si; /* flags */
+        sc_str0(c, (const char *)di); /* name */
+    }
+    sc_commit(c);
+    sc_exit(ret, 0);
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    inflight_syscall.delete(&tid); /* sc_exit keeps nothing, but be sure no capture lingers */
+    return 0;
+}
+#endif

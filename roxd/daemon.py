@@ -509,6 +509,7 @@ class Daemon:
             cache_dir=Path(self.config.daemon.cache_dir),
             ringbuf_pages=self.config.sensor.ringbuf_pages,
             max_args=self.config.sensor.max_args,
+            module_syscalls_raw=self.config.sensor.module_syscalls_raw,
             **({"bpf_dir": Path(self.config.sensor.bpf_dir)} if self.config.sensor.bpf_dir
                else {}),
         )

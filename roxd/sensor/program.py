@@ -7,6 +7,7 @@ rule engine.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes as ct
 import logging
 import os
@@ -48,6 +49,9 @@ class SensorConfig:
     max_args: int = 32
     # one report per (cgroup, peer, port) of UDP datagrams sent without connect, per interval
     udp_send_interval_s: float = 10.0
+    # compile the raw sys_exit watch of module syscalls (only where their tracepoints are
+    # missing; syscalls.bpf.c): it costs every system call on the host
+    module_syscalls_raw: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ class Sensor:
             f"-DROXD_TGID={os.getpid()}",  # roxd's own syscalls (bpf() all day) are skipped
             "-Wno-macro-redefined",
             "-Wno-unused-function",
+            *(["-DMODULE_SYSCALLS_RAW"] if self._config.module_syscalls_raw else []),
         ]
         # the shared bcc loader: tracefs, headers, source, bcc import, timed compile, memory
         loaded = load_bcc(self._config.bpf_dir, "roxd.bpf.c", cache_dir=self._config.cache_dir,
@@ -103,6 +108,16 @@ class Sensor:
         source = loaded.source
         self.attached = tuple(tp.decode() for tp in getattr(self._bpf, "tracepoint_fds", {})) \
             or self._tracepoints_in(source)
+        # raw tracepoints bcc attached at load (the opt-in module syscall watch)
+        self.attached = (*self.attached, *(f"raw_tracepoint:{tp.decode()}" for tp in
+                                           getattr(self._bpf, "raw_tracepoint_fds", {})))
+        if self._config.module_syscalls_raw:
+            if "raw_tracepoint:sys_exit" in self.attached:
+                log.warning("module syscalls watched by a raw sys_exit program "
+                            "(sensor.module_syscalls_raw): every system call pays for it")
+            else:
+                log.info("sensor.module_syscalls_raw has no effect: this kernel has "
+                         "tracepoints for the module syscalls")
         self._resync_clock()
         self._bpf["events"].open_ring_buffer(self._ring_callback)
         self._attach_udp_send()
@@ -132,6 +147,10 @@ class Sensor:
             self.udp_send.close()
         for tp in self.attached:
             if tp.startswith("cgroup:"):
+                continue
+            if tp.startswith("raw_tracepoint:"):
+                with contextlib.suppress(Exception):  # already detached
+                    bpf.detach_raw_tracepoint(tp=tp.partition(":")[2].encode())
                 continue
             try:
                 bpf.detach_tracepoint(tp=tp.encode())

@@ -148,3 +148,42 @@ def test_io_uring_setup_in_a_container_is_reported(
     assert sc["args"]["sq_entries"] == 4
     assert sc["result"] == "ok"
     assert alert["rule"]["severity"] == "notice"
+
+
+RAW_MODULES_CONFIG = "[daemon]\nstats_interval_s = 1.0\n[sensor]\nmodule_syscalls_raw = true\n"
+
+
+def test_module_syscalls_without_tracepoints_alert_with_the_raw_watch(
+        roxd_factory: Any, run_container: Any, evasion_prog: Path) -> None:
+    """This kernel has no module syscall tracepoints (no CONFIG_MODULES). A container calling
+    init_module/finit_module/delete_module directly (Docker's seccomp profile answers EPERM
+    before any syscalls:* tracepoint) is seen by the opt-in raw sys_exit watch: the attempt,
+    with its arguments, alerts."""
+    roxd = roxd_factory(config=RAW_MODULES_CONFIG)
+    assert "every system call pays for it" in roxd.stderr()  # the cost is said, not hidden
+    c, out = run_evasion(run_container, evasion_prog, "module")
+    assert "init_module errno=1 finit_module errno=1 delete_module errno=1" in out, out
+    seen: dict[str, dict[str, Any]] = {}
+    for name in ("init_module", "finit_module", "delete_module"):
+        alert = roxd.wait_for(
+            lambda o, n=name: alert_for("privilege_escalation.kernel-module-syscall", c)(o)
+            and o["event"]["syscall"]["name"] == n, timeout=20, message=f"{name} alert")
+        seen[name] = alert["event"]["syscall"]
+    assert all(sc["result"] == "denied" and sc["errno"] == 1 for sc in seen.values()), seen
+    assert seen["delete_module"]["args"]["module"] == "roxd_test"
+    assert seen["finit_module"]["args"]["fd"] == 0
+
+
+def test_module_tool_exec_in_a_container_alerts_without_the_raw_watch(
+        shared_roxd: RoxdProcess, run_container: Any) -> None:
+    """The default: no program on every system call; `insmod` (a busybox applet here) run in a
+    container is the signal, and it alerts although the load itself fails. (Run by an exec
+    session: busybox's own shell runs insmod as a NOEXEC applet, fork without exec, which no
+    exec rule sees; docs/detection.md, evasion.)"""
+    c = run_container("sleep 60", network_mode="none")
+    result = c.exec_run(["insmod", "/tmp/rootkit.ko"])
+    assert result.exit_code != 0 and b"rootkit.ko" in result.output, result.output
+    alert = shared_roxd.wait_for(alert_for("privilege_escalation.kernel-module-in-container", c),
+                                 timeout=20, message="insmod alert")
+    assert alert["process"]["args"][:2] == ["insmod", "/tmp/rootkit.ko"]
+    assert "raw_tracepoint:sys_exit" not in shared_roxd.stderr()
