@@ -24,6 +24,7 @@ from roxd.errors import SensorError
 
 log = logging.getLogger(__name__)
 
+BPF_PROG_QUERY = 16
 BPF_LINK_CREATE = 28
 SYS_BPF = 321  # x86_64
 SYS_BPF_BY_MACHINE = {"x86_64": 321, "aarch64": 280}
@@ -104,3 +105,33 @@ def attach_udp_send(bpf: Any, interval_s: float = DEFAULT_INTERVAL_S,
     log.info("UDP sends without connect observed at %s (%s), one report per container, peer "
              "and port every %.0fs", root, ", ".join(hooks.attached), interval_s)
     return hooks
+
+
+def attached_program_ids(attach_name: str, root: Path | None = None) -> frozenset[int]:
+    """The ids of the programs of an attach type (e.g. "CGROUP_UDP4_SENDMSG") that the cgroup
+    `root` holds itself (BPF_PROG_QUERY), whoever attached them: tests check that a roxd,
+    however it ended, left none of its own behind."""
+    import platform
+
+    from bcc import BPFAttachType
+
+    root = root or cgroup2_root()
+    sys_bpf = SYS_BPF_BY_MACHINE.get(platform.machine(), SYS_BPF)
+    libc = ct.CDLL(None, use_errno=True)
+    ids = (ct.c_uint32 * 64)()
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        # union bpf_attr for BPF_PROG_QUERY: target_fd, attach_type, query_flags,
+        # attach_flags (out), prog_ids (u64 pointer), prog_cnt (in: room, out: count)
+        attr = (ct.c_uint32 * 16)()
+        attr[0], attr[1] = fd, int(getattr(BPFAttachType, attach_name))
+        ptr = ct.addressof(ids)
+        attr[4], attr[5] = ptr & 0xFFFFFFFF, ptr >> 32
+        attr[6] = len(ids)
+        if libc.syscall(sys_bpf, BPF_PROG_QUERY, ct.byref(attr), ct.sizeof(attr)) < 0:
+            err = ct.get_errno()
+            raise SensorError(f"querying {attach_name} programs at {root} failed: "
+                              f"{os.strerror(err)}")
+        return frozenset(ids[i] for i in range(min(int(attr[6]), len(ids))))
+    finally:
+        os.close(fd)

@@ -187,3 +187,23 @@ def test_module_tool_exec_in_a_container_alerts_without_the_raw_watch(
                                  timeout=20, message="insmod alert")
     assert alert["process"]["args"][:2] == ["insmod", "/tmp/rootkit.ko"]
     assert "raw_tracepoint:sys_exit" not in shared_roxd.stderr()
+
+
+def test_udp_send_hooks_are_links_that_vanish_with_roxd_even_on_sigkill(
+        roxd_factory: Any) -> None:
+    """The sendmsg hooks are attached at the host's cgroup v2 root, which every process on
+    the host runs: a roxd killed without any cleanup must leave none of them behind."""
+    import signal
+
+    from roxd.sensor.udp_send import attached_program_ids
+
+    kinds = ("CGROUP_UDP4_SENDMSG", "CGROUP_UDP6_SENDMSG")
+    before = {k: attached_program_ids(k) for k in kinds}
+    roxd = roxd_factory()
+    mine = {k: attached_program_ids(k) - before[k] for k in kinds}
+    assert all(len(ids) == 1 for ids in mine.values()), mine
+    assert "cgroup:udp4_sendmsg" in roxd.stderr() or "UDP sends without connect" in roxd.stderr()
+    roxd.proc.send_signal(signal.SIGKILL)
+    roxd.proc.wait(timeout=20)
+    wait_until(lambda: all(not (attached_program_ids(k) & mine[k]) for k in kinds), timeout=20,
+               message="roxd's sendmsg programs to be detached after SIGKILL")
