@@ -37,11 +37,14 @@ def evasion_prog(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_evasion(run_container: Any, prog: Path, command: str) -> tuple[Any, str]:
-    """Run `evasion <command>` in a fresh busybox container with no network; its output."""
-    c = run_container(f"/bin/evasion {command}", network_mode="none",
+    """Run `evasion <command>` in a fresh busybox container with no network; its output. The
+    container lives on (an attacker's does too): roxd names a container from its cgroup, and a
+    container gone before a loaded roxd reads its cgroup would be an unattributed host event."""
+    c = run_container("sleep 300", network_mode="none",
                       volumes={str(prog): {"bind": "/bin/evasion", "mode": "ro"}})
-    assert c.wait(timeout=60)["StatusCode"] == 0, c.logs().decode()
-    return c, c.logs().decode()
+    result = c.exec_run(["/bin/evasion", *command.split()])
+    assert result.exit_code == 0, result.output
+    return c, result.output.decode()
 
 
 def in_container(container: Any, kind: str) -> Any:
@@ -161,14 +164,26 @@ def test_module_syscalls_without_tracepoints_alert_with_the_raw_watch(
     with its arguments, alerts."""
     roxd = roxd_factory(config=RAW_MODULES_CONFIG)
     assert "every system call pays for it" in roxd.stderr()  # the cost is said, not hidden
-    c, out = run_evasion(run_container, evasion_prog, "module")
-    assert "init_module errno=1 finit_module errno=1 delete_module errno=1" in out, out
     seen: dict[str, dict[str, Any]] = {}
-    for name in ("init_module", "finit_module", "delete_module"):
-        alert = roxd.wait_for(
-            lambda o, n=name: alert_for("privilege_escalation.kernel-module-syscall", c)(o)
-            and o["event"]["syscall"]["name"] == n, timeout=20, message=f"{name} alert")
-        seen[name] = alert["event"]["syscall"]
+    # On this shared machine other suites' container storms can fill the ring buffer in
+    # roxd's first seconds (counted as syscall_dropped): an attempt made then may be lost,
+    # so up to three attempts, each in a fresh container; one must be seen whole.
+    for _ in range(3):
+        c, out = run_evasion(run_container, evasion_prog, "module")
+        assert "init_module errno=1 finit_module errno=1 delete_module errno=1" in out, out
+        try:
+            for name in ("init_module", "finit_module", "delete_module"):
+                alert = roxd.wait_for(
+                    lambda o, n=name, c=c: alert_for(
+                        "privilege_escalation.kernel-module-syscall", c)(o)
+                    and o["event"]["syscall"]["name"] == n, timeout=30, message=f"{name} alert")
+                seen[name] = alert["event"]["syscall"]
+            break
+        except AssertionError:
+            drops = stats_now(roxd)["kernel"].get("syscall_dropped", 0)
+            assert drops, "no alert, and nothing was dropped: the watch missed the attempt"
+            seen.clear()
+    assert len(seen) == 3, "no attempt of three was seen whole"
     assert all(sc["result"] == "denied" and sc["errno"] == 1 for sc in seen.values()), seen
     assert seen["delete_module"]["args"]["module"] == "roxd_test"
     assert seen["finit_module"]["args"]["fd"] == 0
