@@ -84,3 +84,39 @@ def test_cgroup2_root_is_found_on_hybrid_hosts_and_its_absence_is_named(tmp_path
     mi.write_text("31 30 0:27 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n")
     with pytest.raises(SensorError, match="no cgroup2 filesystem"):
         cgroup2_root(str(mi))
+
+
+VIA_RULE = """
+[[rule]]
+id = "objectives.test-udp-send-to-dns"
+name = "UDP datagram sent to port 53 without connect"
+description = "Test rule: the via field tells a datagram from a connect."
+phase = "objectives"
+severity = "notice"
+mitre = ["T1071.004"]
+event = "connect"
+actions = ["alert"]
+[rule.when]
+dport = 53
+via = "sendmsg"
+"""
+
+
+def test_rules_can_tell_a_datagram_from_a_connect_by_via(tmp_path: Path) -> None:
+    from roxd.model import EnrichedEvent, Process
+    from roxd.rules import load_rule_set
+
+    (tmp_path / "via.toml").write_text(VIA_RULE)
+    rule_set = load_rule_set([tmp_path])
+
+    def event(via: str) -> EnrichedEvent:
+        ev = ConnectEvent(1, 9, 9, 0, 7, "dig", "ipv4", "10.0.0.2", 53, 0, protocol="udp",
+                          via=via)
+        process = Process(pid=9, ppid=1, uid=0, exe="/usr/bin/dig", comm="dig", args=("dig",),
+                          cgroup_id=7)
+        return EnrichedEvent(ev, None, process)
+
+    assert [m.rule.id for m in rule_set.match(event("sendmsg"))] == [
+        "objectives.test-udp-send-to-dns"]
+    assert rule_set.match(event("connect")) == []
+    assert event("sendmsg").to_dict()["connect"]["via"] == "sendmsg"
