@@ -193,6 +193,7 @@ enum syscall_id {
     SC_FCHMODAT,
     SC_FCHMODAT2,
     SC_IO_URING_SETUP, /* from io_uring:io_uring_create (a ring was set up), not a syscall probe */
+    SC_IO_URING_SUBMIT, /* from io_uring:io_uring_submit_req, aggregated per opcode */
     SC_MAX_ID,
 };
 #define SC_WATCH_SLOTS 64

@@ -520,6 +520,62 @@ TRACEPOINT_PROBE(io_uring, io_uring_create)
 }
 #endif
 
+/* ---- io_uring: requests submitted through a ring, per opcode
+ * io_uring:io_uring_submit_req runs for every request a ring takes (in the submitter's
+ * context, or its SQPOLL thread's, which is a thread of the same process), so only while some
+ * rule names io_uring_submit, and aggregated like UDP sends: the first request of a
+ * (cgroup, process, opcode) at once, then at most one record per 10 s carrying in args[2] how
+ * many more were submitted since. A connect or an open done by the ring makes no connect(2) or
+ * openat(2) system call: this is the only trace of it. */
+#ifdef HAVE_TP_io_uring__io_uring_submit_req
+#define URING_OP_INTERVAL_NS (10ULL * 1000000000ULL)
+struct uring_op_key {
+    u64 cgroup_id;
+    u32 tgid;
+    u32 opcode;
+};
+struct uring_op_state {
+    u64 next_report_ns;
+    u64 count;
+};
+BPF_TABLE("lru_hash", struct uring_op_key, struct uring_op_state, uring_ops, 4096);
+
+TRACEPOINT_PROBE(io_uring, io_uring_submit_req)
+{
+    u32 slot = SC_IO_URING_SUBMIT;
+    u8 *on = syscall_watch.lookup(&slot);
+    if (!on || !*on)
+        return 0; /* the cost for io_uring users while no rule asks: one array read */
+    struct uring_op_key k = {};
+    k.cgroup_id = bpf_get_current_cgroup_id();
+    k.tgid = bpf_get_current_pid_tgid() >> 32;
+    k.opcode = args->opcode;
+    u64 now = bpf_ktime_get_ns();
+    u64 more = 0;
+    struct uring_op_state *s = uring_ops.lookup(&k);
+    if (s) {
+        if (now < s->next_report_ns) {
+            __sync_fetch_and_add(&s->count, 1);
+            return 0;
+        }
+        more = __sync_lock_test_and_set(&s->count, 0);
+        s->next_report_ns = now + URING_OP_INTERVAL_NS;
+    } else {
+        struct uring_op_state init = {.next_report_ns = now + URING_OP_INTERVAL_NS};
+        if (uring_ops.update(&k, &init) < 0)
+            stat_add(STAT_MAP_UPDATE_FAILED, 1);
+    }
+    struct syscall_capture *c = sc_begin(SC_IO_URING_SUBMIT);
+    if (!c)
+        return 0;
+    c->args[0] = args->opcode;
+    c->args[2] = more;            /* not args[1]: args[0..1] are part of the fold key */
+    c->args[3] = args->sq_thread; /* submitted by the ring's SQPOLL thread */
+    sc_commit(c);
+    return sc_exit(0, 0);
+}
+#endif
+
 /* ---- module syscalls on kernels without their tracepoints (opt-in: [sensor]
  * module_syscalls_raw)
  * Without CONFIG_MODULES (or without syscall tracepoints for them) init_module, finit_module

@@ -102,6 +102,7 @@ SYSCALL_NAMES: tuple[str, ...] = (
     "fchmodat",
     "fchmodat2",
     "io_uring_setup",
+    "io_uring_submit",
 )
 SYSCALL_IDS: dict[str, int] = {name: i for i, name in enumerate(SYSCALL_NAMES) if name}
 SC_WATCH_SLOTS = 64

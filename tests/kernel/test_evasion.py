@@ -222,3 +222,20 @@ def test_udp_send_hooks_are_links_that_vanish_with_roxd_even_on_sigkill(
     roxd.proc.wait(timeout=20)
     wait_until(lambda: all(not (attached_program_ids(k) & mine[k]) for k in kinds), timeout=20,
                message="roxd's sendmsg programs to be detached after SIGKILL")
+
+
+def test_connect_through_io_uring_is_reported_though_no_connect_syscall_is_made(
+        shared_roxd: RoxdProcess, run_container: Any, evasion_prog: Path) -> None:
+    """IORING_OP_CONNECT to the Docker API port: the connect tracepoints never see it (no
+    connect(2)), the ring's submission does, and the io_uring rule alerts."""
+    c, out = run_evasion(run_container, evasion_prog, f"uring-connect 127.0.0.1 {DOCKER_API_PORT}")
+    assert "uring connect submitted=1 res=-111" in out, out  # refused: nothing listens
+    alert = shared_roxd.wait_for(
+        alert_for("foothold.io-uring-connect-or-open-in-container", c), timeout=30,
+        message="io_uring connect alert")
+    sc = alert["event"]["syscall"]
+    assert (sc["name"], sc["args"]["opcode"], sc["args"]["requests"]) == (
+        "io_uring_submit", "IORING_OP_CONNECT", 1)
+    # the evasion is real: no connect event of this container reached the port rules
+    assert not shared_roxd.matching(lambda o: in_container(c, "connect")(o))
+    assert not shared_roxd.matching(alert_for("privilege_escalation.docker-api-connect", c))

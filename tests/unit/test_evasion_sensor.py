@@ -64,6 +64,14 @@ def test_io_uring_setup_arguments_are_named() -> None:
     assert isinstance(SyscallEvent(1, 1, 0, 7, "x", "io_uring_setup", 0, args).args, dict)
 
 
+def test_io_uring_submissions_name_their_opcode_and_count() -> None:
+    args = decode_syscall_args("io_uring_submit", (16, 0, 41, 1), ("", "", ""), 0)
+    assert args == {"opcode": "IORING_OP_CONNECT", "requests": 42, "sq_thread": True,
+                    "flags": "IORING_OP_CONNECT"}
+    assert decode_syscall_args("io_uring_submit", (250, 0, 0, 0), ("", "", ""), 0)[
+        "opcode"] == "IORING_OP_250"
+
+
 def test_optional_tracepoints_outside_syscalls_use_category_and_event(tmp_path: Path) -> None:
     (tmp_path / "events/io_uring/io_uring_create").mkdir(parents=True)
     (tmp_path / "events/syscalls/sys_enter_fchmodat2").mkdir(parents=True)

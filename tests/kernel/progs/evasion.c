@@ -4,6 +4,8 @@
  *   evasion udp6 ADDR PORT COUNT   the same on an AF_INET6 socket (ADDR may be ::ffff:a.b.c.d)
  *   evasion tcp6 ADDR PORT         connect() of an AF_INET6 TCP socket (::ffff:a.b.c.d)
  *   evasion uring                  io_uring_setup(2): a ring with 4 entries
+ *   evasion uring-connect ADDR PORT  a TCP connect submitted through an io_uring
+ *                                  (IORING_OP_CONNECT): no connect(2) system call is made
  *   evasion module                 init_module, finit_module, delete_module called directly */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -13,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -75,6 +78,66 @@ static int uring(void)
     return 0;
 }
 
+/* The uapi layouts used here (struct io_uring_params, io_sqring_offsets, io_uring_sqe) are
+ * fixed ABI; spelled out so the program builds without liburing or new kernel headers. */
+struct sqring_offsets { unsigned head, tail, ring_mask, ring_entries, flags, dropped, array,
+                        resv1; unsigned long long user_addr; };
+struct cqring_offsets { unsigned head, tail, ring_mask, ring_entries, overflow, cqes, flags,
+                        resv1; unsigned long long user_addr; };
+struct uring_params { unsigned sq_entries, cq_entries, flags, sq_thread_cpu, sq_thread_idle,
+                      features, wq_fd, resv[3]; struct sqring_offsets sq_off;
+                      struct cqring_offsets cq_off; };
+struct uring_sqe { unsigned char opcode, flags; unsigned short ioprio; int fd;
+                   unsigned long long off, addr; unsigned len, op_flags;
+                   unsigned long long user_data; unsigned long long pad[3]; };
+struct uring_cqe { unsigned long long user_data; int res; unsigned flags; };
+#define OP_CONNECT 16
+#define ENTER_GETEVENTS 1
+
+static int uring_connect(const char *addr, int port)
+{
+    struct uring_params p;
+    memset(&p, 0, sizeof(p));
+    int ring = syscall(425 /* io_uring_setup */, 4, &p);
+    if (ring < 0) {
+        printf("io_uring_setup rc=-1 errno=%d\n", errno);
+        return 0;
+    }
+    size_t sq_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+    size_t cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct uring_cqe);
+    char *sq = mmap(0, sq_len, PROT_READ | PROT_WRITE, MAP_SHARED, ring, 0);
+    struct uring_sqe *sqes = mmap(0, p.sq_entries * sizeof(struct uring_sqe),
+                                  PROT_READ | PROT_WRITE, MAP_SHARED, ring, 0x10000000ULL);
+    char *cq = mmap(0, cq_len, PROT_READ | PROT_WRITE, MAP_SHARED, ring, 0x8000000ULL);
+    if (sq == MAP_FAILED || sqes == MAP_FAILED || cq == MAP_FAILED) {
+        perror("mmap");
+        return 1;
+    }
+    struct sockaddr_in sin;
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons(port);
+    inet_pton(AF_INET, addr, &sin.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    unsigned tail = *(unsigned *)(sq + p.sq_off.tail);
+    unsigned mask = *(unsigned *)(sq + p.sq_off.ring_mask);
+    struct uring_sqe *sqe = &sqes[tail & mask];
+    memset(sqe, 0, sizeof(*sqe));
+    sqe->opcode = OP_CONNECT;
+    sqe->fd = fd;
+    sqe->addr = (unsigned long long)(unsigned long)&sin;
+    sqe->off = sizeof(sin); /* connect: addrlen goes in off */
+    sqe->user_data = 42;
+    ((unsigned *)(sq + p.sq_off.array))[tail & mask] = tail & mask;
+    __atomic_store_n((unsigned *)(sq + p.sq_off.tail), tail + 1, __ATOMIC_RELEASE);
+    long n = syscall(426 /* io_uring_enter */, ring, 1, 1, ENTER_GETEVENTS, 0, 0);
+    unsigned head = __atomic_load_n((unsigned *)(cq + p.cq_off.head), __ATOMIC_ACQUIRE);
+    unsigned cmask = *(unsigned *)(cq + p.cq_off.ring_mask);
+    struct uring_cqe *cqe = &((struct uring_cqe *)(cq + p.cq_off.cqes))[head & cmask];
+    printf("uring connect submitted=%ld res=%d\n", n, cqe->res);
+    return 0;
+}
+
 static int module(void)
 {
     long a = syscall(175 /* init_module */, "\x7f" "ELF", 4L, "");
@@ -95,6 +158,8 @@ int main(int argc, char **argv)
         return udp(AF_INET6, argv[2], atoi(argv[3]), atol(argv[4]));
     if (argc >= 4 && !strcmp(argv[1], "tcp6"))
         return tcp6(argv[2], atoi(argv[3]));
+    if (argc >= 4 && !strcmp(argv[1], "uring-connect"))
+        return uring_connect(argv[2], atoi(argv[3]));
     if (argc >= 2 && !strcmp(argv[1], "uring"))
         return uring();
     if (argc >= 2 && !strcmp(argv[1], "module"))
