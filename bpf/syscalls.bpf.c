@@ -522,13 +522,21 @@ TRACEPOINT_PROBE(io_uring, io_uring_create)
 
 /* ---- io_uring: requests submitted through a ring, per opcode
  * io_uring:io_uring_submit_req runs for every request a ring takes (in the submitter's
- * context, or its SQPOLL thread's, which is a thread of the same process), so only while some
- * rule names io_uring_submit, and aggregated like UDP sends: the first request of a
- * (cgroup, process, opcode) at once, then at most one record per 10 s carrying in args[2] how
- * many more were submitted since. A connect or an open done by the ring makes no connect(2) or
- * openat(2) system call: this is the only trace of it. */
+ * context, or its SQPOLL thread's, which is a thread of the same process). Only the opcodes
+ * that stand for a system call roxd traces are reported (URING_REPORTED_OPS: connect, socket,
+ * bind, listen, open, rename, unlink, mkdir, link, symlink); the data path (reads, writes,
+ * sends, polls, no-ops) returns after one bit test. Reported only while some rule names
+ * io_uring_submit, and aggregated like UDP sends: the first request of a (cgroup, process,
+ * opcode) at once, then at most one record per 10 s carrying in args[2] how many more were
+ * submitted since. A connect or an open done by the ring makes no connect(2) or openat(2)
+ * system call: this is the only trace of it. */
 #ifdef HAVE_TP_io_uring__io_uring_submit_req
 #define URING_OP_INTERVAL_NS (10ULL * 1000000000ULL)
+/* IORING_OP_ numbers: CONNECT 16, OPENAT 18, OPENAT2 28, RENAMEAT 35, UNLINKAT 36,
+ * MKDIRAT 37, SYMLINKAT 38, LINKAT 39, SOCKET 45, BIND 56, LISTEN 57 */
+#define URING_REPORTED_OPS ((1ULL << 16) | (1ULL << 18) | (1ULL << 28) | (1ULL << 35) | \
+                            (1ULL << 36) | (1ULL << 37) | (1ULL << 38) | (1ULL << 39) | \
+                            (1ULL << 45) | (1ULL << 56) | (1ULL << 57))
 struct uring_op_key {
     u64 cgroup_id;
     u32 tgid;
@@ -542,14 +550,17 @@ BPF_TABLE("lru_hash", struct uring_op_key, struct uring_op_state, uring_ops, 409
 
 TRACEPOINT_PROBE(io_uring, io_uring_submit_req)
 {
+    u32 opcode = args->opcode;
+    if (opcode >= 64 || !((URING_REPORTED_OPS >> opcode) & 1))
+        return 0; /* the data path: one bit test */
     u32 slot = SC_IO_URING_SUBMIT;
     u8 *on = syscall_watch.lookup(&slot);
     if (!on || !*on)
-        return 0; /* the cost for io_uring users while no rule asks: one array read */
+        return 0;
     struct uring_op_key k = {};
     k.cgroup_id = bpf_get_current_cgroup_id();
     k.tgid = bpf_get_current_pid_tgid() >> 32;
-    k.opcode = args->opcode;
+    k.opcode = opcode;
     u64 now = bpf_ktime_get_ns();
     u64 more = 0;
     struct uring_op_state *s = uring_ops.lookup(&k);
@@ -568,7 +579,7 @@ TRACEPOINT_PROBE(io_uring, io_uring_submit_req)
     struct syscall_capture *c = sc_begin(SC_IO_URING_SUBMIT);
     if (!c)
         return 0;
-    c->args[0] = args->opcode;
+    c->args[0] = opcode;
     c->args[2] = more;            /* not args[1]: args[0..1] are part of the fold key */
     c->args[3] = args->sq_thread; /* submitted by the ring's SQPOLL thread */
     sc_commit(c);

@@ -6,6 +6,8 @@
  *   evasion uring                  io_uring_setup(2): a ring with 4 entries
  *   evasion uring-connect ADDR PORT  a TCP connect submitted through an io_uring
  *                                  (IORING_OP_CONNECT): no connect(2) system call is made
+ *   evasion uring-nop COUNT        COUNT no-op requests through a ring, one per io_uring_enter;
+ *                                  prints the CPU time per request (for the cost figures)
  *   evasion module                 init_module, finit_module, delete_module called directly */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -16,6 +18,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -138,6 +141,39 @@ static int uring_connect(const char *addr, int port)
     return 0;
 }
 
+static int uring_nop(long count)
+{
+    struct uring_params p;
+    memset(&p, 0, sizeof(p));
+    int ring = syscall(425, 4, &p);
+    if (ring < 0)
+        return 1;
+    char *sq = mmap(0, p.sq_off.array + p.sq_entries * sizeof(unsigned), PROT_READ | PROT_WRITE,
+                    MAP_SHARED, ring, 0);
+    struct uring_sqe *sqes = mmap(0, p.sq_entries * sizeof(struct uring_sqe),
+                                  PROT_READ | PROT_WRITE, MAP_SHARED, ring, 0x10000000ULL);
+    char *cq = mmap(0, p.cq_off.cqes + p.cq_entries * sizeof(struct uring_cqe),
+                    PROT_READ | PROT_WRITE, MAP_SHARED, ring, 0x8000000ULL);
+    if (sq == MAP_FAILED || sqes == MAP_FAILED || cq == MAP_FAILED)
+        return 1;
+    unsigned mask = *(unsigned *)(sq + p.sq_off.ring_mask);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+    for (long i = 0; i < count; i++) {
+        unsigned tail = *(unsigned *)(sq + p.sq_off.tail);
+        struct uring_sqe *sqe = &sqes[tail & mask];
+        memset(sqe, 0, sizeof(*sqe)); /* opcode 0: IORING_OP_NOP */
+        ((unsigned *)(sq + p.sq_off.array))[tail & mask] = tail & mask;
+        __atomic_store_n((unsigned *)(sq + p.sq_off.tail), tail + 1, __ATOMIC_RELEASE);
+        syscall(426, ring, 1, 1, ENTER_GETEVENTS, 0, 0);
+        unsigned head = *(unsigned *)(cq + p.cq_off.head);
+        __atomic_store_n((unsigned *)(cq + p.cq_off.head), head + 1, __ATOMIC_RELEASE);
+    }
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+    printf("%.1f\n", ((t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec)) / count);
+    return 0;
+}
+
 static int module(void)
 {
     long a = syscall(175 /* init_module */, "\x7f" "ELF", 4L, "");
@@ -158,6 +194,8 @@ int main(int argc, char **argv)
         return udp(AF_INET6, argv[2], atoi(argv[3]), atol(argv[4]));
     if (argc >= 4 && !strcmp(argv[1], "tcp6"))
         return tcp6(argv[2], atoi(argv[3]));
+    if (argc >= 3 && !strcmp(argv[1], "uring-nop"))
+        return uring_nop(atol(argv[2]));
     if (argc >= 4 && !strcmp(argv[1], "uring-connect"))
         return uring_connect(argv[2], atoi(argv[3]));
     if (argc >= 2 && !strcmp(argv[1], "uring"))
