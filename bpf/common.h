@@ -60,6 +60,10 @@ enum stat_index {
     STAT_FILE_DROPPED,
     STAT_EXEC_FILELESS, /* exec of a file descriptor (/dev/fd/N, /proc/<pid>/fd/N) */
     STAT_EXEC_HELD, /* execs stopped at exec until roxd classified their new cgroup */
+    STAT_UDP_SEND_SEEN, /* UDP datagrams sent to an address without connect (udp_send.bpf.c) */
+    STAT_UDP_SEND_EMITTED,
+    STAT_UDP_SEND_FOLDED, /* ... counted into the next record of their (cgroup, peer, port) */
+    STAT_UDP_SEND_DROPPED,
     STAT_MAX,
 };
 
@@ -135,8 +139,12 @@ struct connect_record {
     u8 daddr[16];
     u32 kill_rule;
     u16 sock_type; /* SOCK_STREAM, SOCK_DGRAM, ...; 0 = could not be read */
-    u16 pad;
+    u16 via;       /* VIA_CONNECT: connect(); VIA_SENDMSG: a UDP datagram sent to an address */
 };
+
+/* connect_record.via */
+#define VIA_CONNECT 0
+#define VIA_SENDMSG 1
 
 /* argv captured at sys_enter_execve*, waiting for sched_process_exec to join it */
 struct exec_args {
@@ -184,6 +192,8 @@ enum syscall_id {
     SC_FCHMOD,
     SC_FCHMODAT,
     SC_FCHMODAT2,
+    SC_IO_URING_SETUP, /* from io_uring:io_uring_create (a ring was set up), not a syscall probe */
+    SC_IO_URING_SUBMIT, /* from io_uring:io_uring_submit_req, aggregated per opcode */
     SC_MAX_ID,
 };
 #define SC_WATCH_SLOTS 64

@@ -1,5 +1,6 @@
 /* roxd: outbound connect() on IPv4/IPv6 sockets, with its result (0, -EINPROGRESS,
- * -ECONNREFUSED, ...). The address is read from the caller's own sockaddr (user memory) at
+ * -ECONNREFUSED, ...); an IPv4-mapped IPv6 destination (::ffff:a.b.c.d) is reported as IPv4.
+ * The address is read from the caller's own sockaddr (user memory) at
  * sys_enter_connect and joined to the result at sys_exit_connect; unix and other families
  * are ignored at entry and cost one 2-byte read. */
 
@@ -111,6 +112,13 @@ TRACEPOINT_PROBE(syscalls, sys_enter_connect)
             return 0;
         c.dport = bpf_ntohs(sin6.sin6_port);
         __builtin_memcpy(c.daddr, &sin6.sin6_addr, 16);
+        /* ::ffff:a.b.c.d from an IPv6 socket is an IPv4 connect (the kernel sends it over
+         * IPv4): reported as IPv4, so rules on IPv4 networks and the kill tries (which store
+         * IPv4 in this same mapped form) match it */
+        u32 w[4];
+        __builtin_memcpy(w, c.daddr, 16);
+        if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff))
+            c.family = AF_INET;
     } else {
         return 0;
     }

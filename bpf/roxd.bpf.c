@@ -7,6 +7,8 @@
  *   netenf.bpf.c   cgroup connect hooks: locked network baselines in enforce mode
  *   inbound.bpf.c  accepted TCP connections and listening sockets (cgroup sock programs,
  *                  loaded and attached by roxd/sensor/inbound.py, not tracepoints)
+ *   udp_send.bpf.c UDP datagrams sent to an address without connect (cgroup sock_addr hooks,
+ *                  loaded and attached by roxd/sensor/udp_send.py, not at compile time)
  * Compiled once (about a second) instead of once per concern, so maps are shared for free. */
 #include <uapi/linux/ptrace.h>
 #include <linux/socket.h>
@@ -52,3 +54,4 @@ static __always_inline void cgroup_drop(u64 cgroup_id)
 #include "file.bpf.c"
 #include "netenf.bpf.c"
 #include "inbound.bpf.c"
+#include "udp_send.bpf.c"

@@ -496,3 +496,153 @@ TRACEPOINT_PROBE(syscalls, sys_enter_fchmodat2)
 }
 SC_EXIT(fchmodat2)
 #endif
+
+/* ---- io_uring: a ring was set up
+ * Work submitted through an io_uring (reads, writes, connects, opens) bypasses the system call
+ * tracepoints above and connect.bpf.c / file.bpf.c: the kernel runs it from the ring, not from
+ * a syscall. So the setup of a ring is itself worth reporting. io_uring:io_uring_create runs
+ * once per successful io_uring_setup(2), in the caller's context, after the ring's fd exists:
+ * captured and reported at once (args: sq_entries, cq_entries, IORING_SETUP_* flags; the
+ * result is the ring's fd). A setup refused before the ring exists (seccomp, the
+ * kernel.io_uring_disabled sysctl) does not reach this tracepoint. Not a syscalls:*
+ * tracepoint, so it costs nothing to any other system call. */
+#ifdef HAVE_TP_io_uring__io_uring_create
+TRACEPOINT_PROBE(io_uring, io_uring_create)
+{
+    struct syscall_capture *c = sc_begin(SC_IO_URING_SETUP);
+    if (!c)
+        return 0;
+    c->args[0] = args->flags;
+    c->args[1] = args->sq_entries;
+    c->args[2] = args->cq_entries;
+    sc_commit(c);
+    return sc_exit(args->fd, 0);
+}
+#endif
+
+/* ---- io_uring: requests submitted through a ring, per opcode
+ * io_uring:io_uring_submit_req runs for every request a ring takes (in the submitter's
+ * context, or its SQPOLL thread's, which is a thread of the same process). Only the opcodes
+ * that stand for a system call roxd traces are reported (URING_REPORTED_OPS: connect, socket,
+ * bind, listen, open, rename, unlink, mkdir, link, symlink); the data path (reads, writes,
+ * sends, polls, no-ops) returns after one bit test. Reported only while some rule names
+ * io_uring_submit, and aggregated like UDP sends: the first request of a (cgroup, process,
+ * opcode) at once, then at most one record per 10 s carrying in args[2] how many more were
+ * submitted since. A connect or an open done by the ring makes no connect(2) or openat(2)
+ * system call: this is the only trace of it. */
+#ifdef HAVE_TP_io_uring__io_uring_submit_req
+#define URING_OP_INTERVAL_NS (10ULL * 1000000000ULL)
+/* IORING_OP_ numbers: CONNECT 16, OPENAT 18, OPENAT2 28, RENAMEAT 35, UNLINKAT 36,
+ * MKDIRAT 37, SYMLINKAT 38, LINKAT 39, SOCKET 45, BIND 56, LISTEN 57 */
+#define URING_REPORTED_OPS ((1ULL << 16) | (1ULL << 18) | (1ULL << 28) | (1ULL << 35) | \
+                            (1ULL << 36) | (1ULL << 37) | (1ULL << 38) | (1ULL << 39) | \
+                            (1ULL << 45) | (1ULL << 56) | (1ULL << 57))
+struct uring_op_key {
+    u64 cgroup_id;
+    u32 tgid;
+    u32 opcode;
+};
+struct uring_op_state {
+    u64 next_report_ns;
+    u64 count;
+};
+BPF_TABLE("lru_hash", struct uring_op_key, struct uring_op_state, uring_ops, 4096);
+
+TRACEPOINT_PROBE(io_uring, io_uring_submit_req)
+{
+    u32 opcode = args->opcode;
+    if (opcode >= 64 || !((URING_REPORTED_OPS >> opcode) & 1))
+        return 0; /* the data path: one bit test */
+    u32 slot = SC_IO_URING_SUBMIT;
+    u8 *on = syscall_watch.lookup(&slot);
+    if (!on || !*on)
+        return 0;
+    struct uring_op_key k = {};
+    k.cgroup_id = bpf_get_current_cgroup_id();
+    k.tgid = bpf_get_current_pid_tgid() >> 32;
+    k.opcode = opcode;
+    u64 now = bpf_ktime_get_ns();
+    u64 more = 0;
+    struct uring_op_state *s = uring_ops.lookup(&k);
+    if (s) {
+        if (now < s->next_report_ns) {
+            __sync_fetch_and_add(&s->count, 1);
+            return 0;
+        }
+        more = __sync_lock_test_and_set(&s->count, 0);
+        s->next_report_ns = now + URING_OP_INTERVAL_NS;
+    } else {
+        struct uring_op_state init = {.next_report_ns = now + URING_OP_INTERVAL_NS};
+        if (uring_ops.update(&k, &init) < 0)
+            stat_add(STAT_MAP_UPDATE_FAILED, 1);
+    }
+    struct syscall_capture *c = sc_begin(SC_IO_URING_SUBMIT);
+    if (!c)
+        return 0;
+    c->args[0] = opcode;
+    c->args[2] = more;            /* not args[1]: args[0..1] are part of the fold key */
+    c->args[3] = args->sq_thread; /* submitted by the ring's SQPOLL thread */
+    sc_commit(c);
+    return sc_exit(0, 0);
+}
+#endif
+
+/* ---- module syscalls on kernels without their tracepoints (opt-in: [sensor]
+ * module_syscalls_raw)
+ * Without CONFIG_MODULES (or without syscall tracepoints for them) init_module, finit_module
+ * and delete_module have no sys_enter/sys_exit tracepoints, yet a container can still try
+ * them: the attempt fails (seccomp's EPERM, or ENOSYS) and is the signal. The only hook that
+ * sees every such attempt is the raw sys_exit tracepoint, which runs for every system call on
+ * the host: it is compiled in only when roxd is told to (MODULE_SYSCALLS_RAW) and the kernel
+ * lacks the module tracepoints. Successful calls return 0 and are left to module:module_load
+ * where it exists; the program returns on a non-negative result first, before it reads the
+ * syscall number (measured cost in docs/detection.md, evasion). Arguments are read from the
+ * caller's registers (x86_64 syscall ABI: di, si, dx) and user memory, which the failed call
+ * left as they were. */
+#if defined(MODULE_SYSCALLS_RAW) && !defined(HAVE_TP_sys_enter_init_module) \
+    && !defined(HAVE_TP_sys_enter_finit_module) && !defined(HAVE_TP_sys_enter_delete_module)
+#define NR_INIT_MODULE 175
+#define NR_DELETE_MODULE 176
+#define NR_FINIT_MODULE 313
+RAW_TRACEPOINT_PROBE(sys_exit)
+{
+    long ret = (long)ctx->args[1];
+    if (ret >= 0)
+        return 0;
+    struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+    long nr = -1;
+    bpf_probe_read_kernel(&nr, sizeof(nr), &regs->orig_ax);
+    u32 sc;
+    if (nr == NR_INIT_MODULE)
+        sc = SC_INIT_MODULE;
+    else if (nr == NR_FINIT_MODULE)
+        sc = SC_FINIT_MODULE;
+    else if (nr == NR_DELETE_MODULE)
+        sc = SC_DELETE_MODULE;
+    else
+        return 0;
+    struct syscall_capture *c = sc_begin(sc);
+    if (!c)
+        return 0;
+    u64 di = 0, si = 0, dx = 0;
+    bpf_probe_read_kernel(&di, sizeof(di), &regs->di);
+    bpf_probe_read_kernel(&si, sizeof(si), &regs->si);
+    bpf_probe_read_kernel(&dx, sizeof(dx), &regs->dx);
+    if (sc == SC_INIT_MODULE) {
+        c->args[1] = si; /* len */
+        sc_str0(c, (const char *)dx); /* uargs */
+    } else if (sc == SC_FINIT_MODULE) {
+        c->args[0] = dx;      /* flags */
+        c->args[1] = (u32)di; /* fd */
+        sc_str0(c, (const char *)si); /* uargs */
+    } else {
+        c->args[0] = si; /* flags */
+        sc_str0(c, (const char *)di); /* name */
+    }
+    sc_commit(c);
+    sc_exit(ret, 0);
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    inflight_syscall.delete(&tid); /* sc_exit keeps nothing, but be sure no capture lingers */
+    return 0;
+}
+#endif

@@ -51,6 +51,10 @@ class SensorSection:
     # 0 sends every event (costly under exec/connect storms).
     fold_window_s: float = 10.0
     poll_timeout_ms: int = 100
+    # Module load attempts (init_module, finit_module, delete_module) on kernels whose module
+    # syscalls have no tracepoints: seen only by a raw sys_exit program that runs for every
+    # system call on the host (docs/detection.md, evasion: measured cost). Off by default.
+    module_syscalls_raw: bool = False
 
 
 @dataclass(frozen=True)

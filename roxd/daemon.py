@@ -610,6 +610,7 @@ class Daemon:
             ringbuf_pages=self.config.sensor.ringbuf_pages,
             max_args=self.config.sensor.max_args,
             inbound=self.config.netmap.enabled and self.config.netmap.inbound,
+            module_syscalls_raw=self.config.sensor.module_syscalls_raw,
             **({"bpf_dir": Path(self.config.sensor.bpf_dir)} if self.config.sensor.bpf_dir
                else {}),
         )

@@ -86,6 +86,10 @@ class ConnectEvent:
     errno: int  # 0 on success, positive errno otherwise
     folded: int = 0  # identical connects folded in the kernel since the last report
     protocol: str = ""  # "tcp" | "udp" (the socket's type); "" when it could not be read
+    # "connect": connect(2); "sendmsg": a UDP datagram sent to an address without connect
+    # (sendto/sendmsg), seen by a cgroup hook before routing: errno is 0, `folded` counts the
+    # datagrams to the same peer and port since the previous report
+    via: str = "connect"
 
     @property
     def result(self) -> ConnectResult:
@@ -353,6 +357,7 @@ class EnrichedEvent:
                 "daddr": ev.daddr,
                 "dport": ev.dport,
                 "protocol": ev.protocol or None,
+                "via": ev.via,
                 "result": ev.result.value,
                 "errno": ev.errno,
             }

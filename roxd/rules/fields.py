@@ -340,6 +340,9 @@ FIELDS: dict[str, FieldSpec] = {
         _spec("family", S, _CONNECT, lambda v: v.event.family, "ipv4 | ipv6"),
         _spec("protocol", S, _CONNECT, lambda v: v.event.protocol or None,
               "tcp | udp (the socket's type); none when it could not be read"),
+        _spec("via", S, _CONNECT, lambda v: v.event.via,
+              "connect (connect(2)) | sendmsg (a UDP datagram sent to an address without "
+              "connect)"),
         _spec("fileless", B, _EXEC, lambda v: v.event.fileless, "exec'd from an fd (memfd)"),
         _spec("baseline", S, _EXEC | _CONNECT | _FILE,
               lambda v: v.baseline.verdict if v.baseline else None,

@@ -79,6 +79,27 @@ OPEN_FLAGS: dict[int, str] = {
     0o10000000: "O_PATH",
     0o20000000: "O_TMPFILE",  # with O_DIRECTORY
 }
+IORING_SETUP_FLAGS: dict[int, str] = {
+    1 << 0: "IORING_SETUP_IOPOLL", 1 << 1: "IORING_SETUP_SQPOLL", 1 << 2: "IORING_SETUP_SQ_AFF",
+    1 << 3: "IORING_SETUP_CQSIZE", 1 << 4: "IORING_SETUP_CLAMP",
+    1 << 5: "IORING_SETUP_ATTACH_WQ", 1 << 6: "IORING_SETUP_R_DISABLED",
+    1 << 7: "IORING_SETUP_SUBMIT_ALL", 1 << 8: "IORING_SETUP_COOP_TASKRUN",
+    1 << 9: "IORING_SETUP_TASKRUN_FLAG", 1 << 10: "IORING_SETUP_SQE128",
+    1 << 11: "IORING_SETUP_CQE32", 1 << 12: "IORING_SETUP_SINGLE_ISSUER",
+    1 << 13: "IORING_SETUP_DEFER_TASKRUN", 1 << 14: "IORING_SETUP_NO_MMAP",
+    1 << 15: "IORING_SETUP_REGISTERED_FD_ONLY", 1 << 16: "IORING_SETUP_NO_SQARRAY",
+}
+IORING_OPS: tuple[str, ...] = (
+    "NOP", "READV", "WRITEV", "FSYNC", "READ_FIXED", "WRITE_FIXED", "POLL_ADD", "POLL_REMOVE",
+    "SYNC_FILE_RANGE", "SENDMSG", "RECVMSG", "TIMEOUT", "TIMEOUT_REMOVE", "ACCEPT",
+    "ASYNC_CANCEL", "LINK_TIMEOUT", "CONNECT", "FALLOCATE", "OPENAT", "CLOSE", "FILES_UPDATE",
+    "STATX", "READ", "WRITE", "FADVISE", "MADVISE", "SEND", "RECV", "OPENAT2", "EPOLL_CTL",
+    "SPLICE", "PROVIDE_BUFFERS", "REMOVE_BUFFERS", "TEE", "SHUTDOWN", "RENAMEAT", "UNLINKAT",
+    "MKDIRAT", "SYMLINKAT", "LINKAT", "MSG_RING", "FSETXATTR", "SETXATTR", "FGETXATTR",
+    "GETXATTR", "SOCKET", "URING_CMD", "SEND_ZC", "SENDMSG_ZC", "READ_MULTISHOT", "WAITID",
+    "FUTEX_WAIT", "FUTEX_WAKE", "FUTEX_WAITV", "FIXED_FD_INSTALL", "FTRUNCATE", "BIND",
+    "LISTEN",
+)
 RENAME_FLAGS: dict[int, str] = {1: "RENAME_NOREPLACE", 2: "RENAME_EXCHANGE", 4: "RENAME_WHITEOUT"}
 UNLINK_FLAGS: dict[int, str] = {0x200: "AT_REMOVEDIR"}
 LINK_FLAGS: dict[int, str] = {0x400: "AT_SYMLINK_FOLLOW", 0x1000: "AT_EMPTY_PATH"}
@@ -159,6 +180,15 @@ def decode_syscall_args(
     elif name == "memfd_create":
         flags = flag_names(a0, MEMFD_FLAGS)
         out["name"] = s0
+    elif name == "io_uring_setup":
+        # from io_uring:io_uring_create: the ring exists, ret is its fd
+        flags = flag_names(a0, IORING_SETUP_FLAGS)
+        out.update(sq_entries=a1, cq_entries=a2)
+    elif name == "io_uring_submit":
+        # from io_uring:io_uring_submit_req, aggregated per (cgroup, process, opcode)
+        op = f"IORING_OP_{IORING_OPS[a0]}" if a0 < len(IORING_OPS) else f"IORING_OP_{a0}"
+        flags = (op,)
+        out.update(opcode=op, requests=1 + a2, sq_thread=bool(a3))
     elif name == "userfaultfd":
         out["uffd_flags"] = a0
     elif name in ("chmod", "fchmod", "fchmodat", "fchmodat2"):

@@ -72,15 +72,18 @@ def read_source(bpf_dir: Path, main: str) -> str:
 
 
 def optional_tracepoints(source: str, tracefs: Path | None) -> list[str]:
-    """-DHAVE_TP_<name> for each `#ifdef HAVE_TP_<name>` probe whose syscall tracepoint
-    this kernel has (no CONFIG_MODULES: no init_module; no kexec; older: no fchmodat2)."""
+    """-DHAVE_TP_<name> for each `#ifdef HAVE_TP_<name>` probe whose tracepoint this kernel
+    has (no CONFIG_MODULES: no init_module; no kexec; older: no fchmodat2). <name> is a
+    syscalls:<name> event, or <category>__<event> for another category
+    (HAVE_TP_io_uring__io_uring_create: no CONFIG_IO_URING, no ring setups reported)."""
     root = tracefs or tracefs_root()
     flags = []
     for name in sorted(set(re.findall(r"^#ifdef HAVE_TP_(\w+)$", source, re.MULTILINE))):
-        if root is not None and (root / "events" / "syscalls" / name).is_dir():
+        category, _, event = name.partition("__") if "__" in name else ("syscalls", "", name)
+        if root is not None and (root / "events" / category / event).is_dir():
             flags.append(f"-DHAVE_TP_{name}")
         else:
-            log.info("tracepoint syscalls:%s not in this kernel: not watched", name)
+            log.info("tracepoint %s:%s not in this kernel: not watched", category, event)
     return flags
 
 

@@ -7,6 +7,7 @@ rule engine.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes as ct
 import dataclasses
 import logging
@@ -35,6 +36,7 @@ from roxd.sensor.maps import (
     LpmEntries,
 )
 from roxd.sensor.records import Decoded, DecodeError
+from roxd.sensor.udp_send import UdpSendHooks, attach_udp_send
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,11 @@ class SensorConfig:
     max_args: int = 32
     cgroup_root: str = ""  # cgroup v2 root for the inbound programs; "" = find it
     inbound: bool = True  # attach the inbound programs (inbound.bpf.c)
+    # one report per (cgroup, peer, port) of UDP datagrams sent without connect, per interval
+    udp_send_interval_s: float = 10.0
+    # compile the raw sys_exit watch of module syscalls (only where their tracepoints are
+    # missing; syscalls.bpf.c): it costs every system call on the host
+    module_syscalls_raw: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,8 @@ class Sensor:
         self.attached: tuple[str, ...] = ()
         self.load_seconds = 0.0
         self.inbound = InboundProbe()  # accepted connections, listeners (inbound.py)
+        self.udp_send: UdpSendHooks | None = None
+        self.udp_send_error = ""  # why the UDP send hooks are not attached, when they are not
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -91,6 +100,7 @@ class Sensor:
             f"-DROXD_TGID={os.getpid()}",  # roxd's own syscalls (bpf() all day) are skipped
             "-Wno-macro-redefined",
             "-Wno-unused-function",
+            *(["-DMODULE_SYSCALLS_RAW"] if self._config.module_syscalls_raw else []),
         ]
         # the shared bcc loader: tracefs, headers, source, bcc import, timed compile, memory
         try:
@@ -117,15 +127,37 @@ class Sensor:
         source = loaded.source
         self.attached = tuple(tp.decode() for tp in getattr(self._bpf, "tracepoint_fds", {})) \
             or self._tracepoints_in(source)
+        # raw tracepoints bcc attached at load (the opt-in module syscall watch)
+        self.attached = (*self.attached, *(f"raw_tracepoint:{tp.decode()}" for tp in
+                                           getattr(self._bpf, "raw_tracepoint_fds", {})))
+        if self._config.module_syscalls_raw:
+            if "raw_tracepoint:sys_exit" in self.attached:
+                log.warning("module syscalls watched by a raw sys_exit program "
+                            "(sensor.module_syscalls_raw): every system call pays for it")
+            else:
+                log.info("sensor.module_syscalls_raw has no effect: this kernel has "
+                         "tracepoints for the module syscalls")
         self._resync_clock()
         self._bpf["events"].open_ring_buffer(self._ring_callback)
         if self._config.inbound:
             self.inbound.attach(self._bpf, self._config.cgroup_root or _cgroup2_root())
         elif self.inbound.status.state == "off" and self.inbound.status.reason == "not attached":
             self.inbound.off("turned off ([netmap] inbound = false, or the map is off)")
+        self._attach_udp_send()
         log.info("eBPF programs attached in %.2fs (%d tracepoints)", self.load_seconds,
                  len(self.attached))
         log.debug("eBPF programs attached: %s", ", ".join(self.attached))
+
+    def _attach_udp_send(self) -> None:
+        """The cgroup hooks for UDP sends without connect (udp_send.py); a host where they
+        cannot attach keeps every other program, and says what it cannot see."""
+        try:
+            self.udp_send = attach_udp_send(self._bpf, self._config.udp_send_interval_s)
+        except SensorError as exc:
+            self.udp_send_error = str(exc)
+            log.warning("UDP datagrams sent without connect() are not seen: %s", exc)
+            return
+        self.attached = (*self.attached, *self.udp_send.attached)
 
     @property
     def started(self) -> bool:
@@ -141,13 +173,23 @@ class Sensor:
         """Stop tracing (maps stay readable): after this, counters and ring buffer are final."""
         bpf = self._require()
         self.inbound.detach()
+        if self.udp_send is not None:
+            self.udp_send.close()
         for tp in self.attached:
+            if tp.startswith("cgroup:"):
+                continue
+            if tp.startswith("raw_tracepoint:"):
+                with contextlib.suppress(Exception):  # already detached
+                    bpf.detach_raw_tracepoint(tp=tp.partition(":")[2].encode())
+                continue
             try:
                 bpf.detach_tracepoint(tp=tp.encode())
             except Exception as exc:  # already detached
                 log.debug("detach %s: %s", tp, exc)
 
     def close(self) -> None:
+        if self.udp_send is not None:
+            self.udp_send.close()
         if self._bpf is not None:
             self.inbound.detach()
             self._bpf.cleanup()

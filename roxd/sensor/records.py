@@ -60,6 +60,10 @@ STAT_NAMES: tuple[str, ...] = (
     "file_dropped",
     "exec_fileless",
     "exec_held",
+    "udp_send_seen",
+    "udp_send_emitted",
+    "udp_send_folded",
+    "udp_send_dropped",
 )
 
 # enum syscall_id in common.h: index = roxd's syscall id (0 unused)
@@ -98,6 +102,8 @@ SYSCALL_NAMES: tuple[str, ...] = (
     "fchmod",
     "fchmodat",
     "fchmodat2",
+    "io_uring_setup",
+    "io_uring_submit",
 )
 SYSCALL_IDS: dict[str, int] = {name: i for i, name in enumerate(SYSCALL_NAMES) if name}
 SC_WATCH_SLOTS = 64
@@ -120,6 +126,11 @@ FOP_LINK = 6
 FOP_SYMLINK = 7
 TWO_PATH_OPS = frozenset({FOP_RENAME, FOP_LINK, FOP_SYMLINK})  # these fill k[1] (path2)
 # file_capture.matched bits: which name a watch matched
+# connect_record.via: how the destination was named (connect(), or a datagram's address)
+VIA_CONNECT = 0
+VIA_SENDMSG = 1
+VIA_NAMES = {VIA_CONNECT: "connect", VIA_SENDMSG: "sendmsg"}
+
 MATCHED_PATH = 1
 MATCHED_PATH2 = 2
 # file watch gates (file.bpf.c: file_gate_bits, file_watch_all)
@@ -220,7 +231,7 @@ class ConnectRecord(ct.Structure):
         ("daddr", ct.c_uint8 * 16),
         ("kill_rule", ct.c_uint32),
         ("sock_type", ct.c_uint16),
-        ("pad", ct.c_uint16),
+        ("via", ct.c_uint16),
     )
 
 
@@ -426,8 +437,12 @@ def _decode_connect(raw: bytes, clock_offset_ns: int) -> Decoded:
         errno=-rec.ret if rec.ret < 0 else 0,
         folded=rec.folded,
         protocol=SOCKET_PROTOCOLS.get(rec.sock_type, ""),
+        via=VIA_NAMES.get(rec.via, f"via{rec.via}"),
     )
-    return Decoded(event, bytes(rec.key), rec.kill_rule)
+    # a datagram record is folded by the kernel's own aggregation (udp_send.bpf.c): no quiet
+    # mark, its key is empty
+    fold_key = bytes(rec.key) if rec.via == VIA_CONNECT else None
+    return Decoded(event, fold_key, rec.kill_rule)
 
 
 def _cstr(raw: bytes) -> str:

@@ -112,7 +112,7 @@ def test_connects_from_container_ok_and_refused(
     finally:
         listener.close()
     assert ok["connect"] == {"family": "ipv4", "daddr": "127.0.0.1", "dport": open_port,
-                             "protocol": "tcp", "result": "ok", "errno": 0}
+                             "protocol": "tcp", "via": "connect", "result": "ok", "errno": 0}
     assert refused["connect"]["result"] == "refused"
     assert refused["connect"]["errno"] == 111
     # busybox sh runs applets by re-exec'ing /proc/self/exe: the real image is busybox

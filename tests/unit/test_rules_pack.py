@@ -391,6 +391,16 @@ CASES: dict[str, tuple[EnrichedEvent, EnrichedEvent]] = {
         syscall("finit_module", {"fd": 3}, image=HOST, exe="/tmp/loader"),
         syscall("finit_module", {"fd": 3}, image=HOST, exe="/usr/bin/kmod"),
     ),
+    "foothold.io-uring-in-container": (
+        syscall("io_uring_setup", {"sq_entries": 4, "cq_entries": 8}),
+        syscall("io_uring_setup", {"sq_entries": 4, "cq_entries": 8}, image=HOST),
+    ),
+    "foothold.io-uring-connect-or-open-in-container": (
+        syscall("io_uring_submit", {"flags": "IORING_OP_CONNECT", "opcode": "IORING_OP_CONNECT",
+                                    "requests": 1}),
+        syscall("io_uring_submit", {"flags": "IORING_OP_READ", "opcode": "IORING_OP_READ",
+                                    "requests": 1}),
+    ),
     "privilege_escalation.bpf-syscall-in-container": (
         syscall("bpf", {"flags": "BPF_PROG_LOAD", "cmd": "BPF_PROG_LOAD"}),
         syscall("bpf", {"flags": "BPF_PROG_LOAD", "cmd": "BPF_PROG_LOAD"}, image=HOST),

@@ -125,7 +125,8 @@ def test_every_constant_of_records_is_the_c_one() -> None:
         if name in HEADER.defines:
             assert value == HEADER.defines[name], name
     # and the other way round for the families records.py mirrors
-    for prefix in ("REC_", "FOP_", "MATCHED_", "ARGS_", "SC_STR", "SCOPE_", "GATE_", "FNV_"):
+    for prefix in ("REC_", "VIA_", "FOP_", "MATCHED_", "ARGS_", "SC_STR", "SCOPE_", "GATE_",
+                   "FNV_"):
         for name in _prefixed(prefix):
             assert name in mirrored, f"{name} of bpf/ is not mirrored in records.py"
 
