@@ -45,6 +45,12 @@ static __always_inline int udp_send_observe(u16 family, const u8 *addr16, u16 dp
     stat_add(STAT_UDP_SEND_SEEN, 1);
     struct udp_send_key k = {};
     k.cgroup_id = bpf_get_current_cgroup_id();
+    /* A cgroup whose network baseline is enforced (netenf.bpf.c, same object): its sends
+     * to unlearned peers are refused and reported by that hook with the verdict; reporting
+     * them here too would raise a second alert for the same send that could not say it was
+     * blocked. Its sends to learned peers are its baseline. */
+    if (netenf_cgroups.lookup(&k.cgroup_id))
+        return 1;
     __builtin_memcpy(k.daddr, addr16, 16);
     k.family = family;
     k.dport = dport;
