@@ -67,6 +67,7 @@ from roxd.policy.capacity import capacity_problems, map_capacities
 from roxd.policy.kernel import KernelPolicy
 from roxd.policy.netenf_kernel import NetworkHook, Probe
 from roxd.posture.alerts import PostureAlerts
+from roxd.posture.facts import ListeningSource
 from roxd.posture.model import Report
 from roxd.posture.service import PostureService
 from roxd.pubsub import Topic
@@ -682,6 +683,7 @@ class Daemon:
             log.info("posture scans are off (posture.enabled = false)")
             return None
         service = PostureService(self.engine_inventory(), self.config.posture.interval_s)
+        service.listening = self._posture_listening(parts)  # CIS 5.9, from observation
         # a container started or stopped: rescan soon (the listener only takes note)
         parts.attribution.resolver.add_change_listener(service.containers_changed)
         if parts.posture_alerts is not None:  # PASS -> WARN: an alert, raised on the loop
@@ -692,6 +694,18 @@ class Daemon:
                 lambda: raise_regressions(found))
         service.start()  # the first scan runs on its own thread, never on the loop
         return service
+
+    def _posture_listening(self, parts: Parts) -> ListeningSource:
+        """The listener table for the posture scan, or why there is none."""
+        if parts.inbound is None:
+            why = ("[netmap] enabled = false" if not self.config.netmap.enabled
+                   else "[netmap] inbound = false")
+            return ListeningSource(None, f"listening sockets are not observed: inbound "
+                                         f"tracing is off ({why})")
+        status = parts.sensor.inbound.status  # known by now: the sensor attached first
+        how = ("kernel: listen() and UDP bind() as they happen" if status.state == "kernel"
+               else f"/proc every netmap refresh, TCP only ({status.reason or status.state})")
+        return ListeningSource(parts.inbound.listeners.of, how)
 
     def _poll_seccomp(self, parts: Parts) -> None:
         if parts.seccomp is None:

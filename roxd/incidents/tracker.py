@@ -13,6 +13,9 @@ this order:
    that process ran in;
 2. network: an open incident made an outbound connect (an alert on a connect event) to one of
    C's addresses (read from /proc/<pid>/net of the alert's processes): the attack moved to C;
+   or an alerted accept in C (`baseline.new-inbound-peer`) came from an address of a
+   container of an open incident: the attack reached C from there; or an open incident
+   accepted such a connection from one of C's addresses: C is where it came from;
 3. time window: the alert's ancestry is incomplete (no ancestors, the chain cut at 8, or it
    ends before reaching a boundary process), and some incident touching C is still open: the
    most recent one;
@@ -38,7 +41,7 @@ from typing import Any, Protocol
 
 from roxd.alerts.worker import sink_problems
 from roxd.incidents.settings import IncidentsSettings
-from roxd.model import Alert, ConnectEvent, Outcome, Severity, rfc3339
+from roxd.model import Alert, ConnectEvent, Outcome, Severity, SyscallEvent, rfc3339
 from roxd.netmap.addresses import container_addresses, first_pid
 from roxd.vocabulary import PHASES, SEVERITIES
 
@@ -115,8 +118,23 @@ def _connect_target(alert: Alert) -> str | None:
     ev = alert.event.event
     if not isinstance(ev, ConnectEvent):
         return None
+    return _linkable(ev.daddr)
+
+
+def _inbound_peer(alert: Alert) -> str | None:
+    """The peer address of an alerted accept (roxd/netmap/inbound.py raises
+    `baseline.new-inbound-peer` on a synthetic `accept` event from `sock_ops`)."""
+    ev = alert.event.event
+    if not isinstance(ev, SyscallEvent) or ev.syscall != "accept" or ev.source != "sock_ops":
+        return None
+    return _linkable(str(ev.args.get("peer_address") or ""))
+
+
+def _linkable(address: str) -> str | None:
+    """The address in the form container_addresses() gives, or None for one that names no
+    container (loopback, unspecified, multicast, not an address)."""
     try:
-        addr = ipaddress.ip_address(ev.daddr)
+        addr = ipaddress.ip_address(address)
     except ValueError:
         return None
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
@@ -143,6 +161,8 @@ class Incident:
     tree: dict[int, dict[str, Any]] = field(default_factory=dict)  # pid -> node
     link_pids: set[int] = field(default_factory=set)
     targets: dict[str, int] = field(default_factory=dict)  # outbound address -> last ns
+    # peers whose connection into one of its containers raised an alert: address -> last ns
+    sources: dict[str, int] = field(default_factory=dict)
 
     @property
     def severity(self) -> str:
@@ -173,7 +193,8 @@ class Incident:
             "actions": list(self.actions),
             "process_tree": [{**n, "alerts": list(n["alerts"])} for n in self.tree.values()],
             "worst_alert_severity": SEVERITIES[self.worst_code],
-            "links": {"pids": sorted(self.link_pids), "targets": dict(self.targets)},
+            "links": {"pids": sorted(self.link_pids), "targets": dict(self.targets),
+                      "sources": dict(self.sources)},
         }
 
     @classmethod
@@ -191,7 +212,8 @@ class Incident:
             actions=list(d.get("actions", [])),
             tree={int(n["pid"]): dict(n) for n in d.get("process_tree", [])},
             link_pids={int(p) for p in links.get("pids", [])},
-            targets={str(k): int(v) for k, v in (links.get("targets") or {}).items()})
+            targets={str(k): int(v) for k, v in (links.get("targets") or {}).items()},
+            sources={str(k): int(v) for k, v in (links.get("sources") or {}).items()})
 
 
 def _container_of(alert: Alert) -> dict[str, Any]:
@@ -329,7 +351,7 @@ class IncidentTracker:
                 inc, how = i, "ancestry"
                 break
         if inc is None:
-            inc = self._network_link(cid, alert, chain)
+            inc = self._network_link(cid, alert, chain) or self._inbound_link(cid, alert)
             how = "network" if inc is not None else how
         if inc is None and candidates and not complete:
             inc, how = candidates[-1], "window"
@@ -348,28 +370,49 @@ class IncidentTracker:
 
     def _network_link(self, cid: str, alert: Alert,
                       chain: list[tuple[int, str]]) -> Incident | None:
-        others = [i for i in self._open.values() if i.targets and not i.touches(cid)]
+        """An open incident that connected to C, or that accepted a connection from C, both
+        alerted: C's addresses among its targets or sources."""
+        others = [i for i in self._open.values()
+                  if (i.targets or i.sources) and not i.touches(cid)]
         if not others:
             return None
-        addrs = self._address_cache.get(cid)
-        if addrs is None and cid != HOST:
-            pids = [pid for pid, _ in chain]
-            container = alert.event.container
-            if self._cgroup_root and container is not None and container.cgroup_path:
-                # the alert's processes may be gone already: any live process of the
-                # container (its entrypoint) shares its network namespace
-                member = first_pid(f"{self._cgroup_root}/{container.cgroup_path.strip('/')}")
-                if member is not None:
-                    pids.append(member)
-            addrs = self._addresses(pids)
-            if addrs:  # the alert's processes may all be gone: try again next time
-                self._address_cache[cid] = addrs
+        addrs = self._addresses_of(cid, alert, chain)
         if not addrs:
             return None
         for i in reversed(others):
-            if addrs & set(i.targets):
+            if addrs & (set(i.targets) | set(i.sources)):
                 return i
         return None
+
+    def _inbound_link(self, cid: str, alert: Alert) -> Incident | None:
+        """An alerted accept in C from an address of a container of an open incident (its
+        addresses were read when it joined the incident: _add)."""
+        peer = _inbound_peer(alert)
+        if peer is None:
+            return None
+        for i in reversed([i for i in self._open.values() if not i.touches(cid)]):
+            if any(peer in self._address_cache.get(c, frozenset()) for c in i.containers):
+                return i
+        return None
+
+    def _addresses_of(self, cid: str, alert: Alert,
+                      chain: list[tuple[int, str]]) -> frozenset[str]:
+        """C's own addresses (its network namespace's), cached per container once read."""
+        addrs = self._address_cache.get(cid)
+        if addrs is not None or cid == HOST:
+            return addrs or frozenset()
+        pids = [pid for pid, _ in chain]
+        container = alert.event.container
+        if self._cgroup_root and container is not None and container.cgroup_path:
+            # the alert's processes may be gone already: any live process of the
+            # container (its entrypoint) shares its network namespace
+            member = first_pid(f"{self._cgroup_root}/{container.cgroup_path.strip('/')}")
+            if member is not None:
+                pids.append(member)
+        addrs = self._addresses(pids)
+        if addrs:  # the alert's processes may all be gone: try again next time
+            self._address_cache[cid] = addrs
+        return addrs
 
     def _add(self, inc: Incident, alert: Alert, where: dict[str, Any],
              chain: list[tuple[int, str]], root: tuple[int, str] | None,
@@ -385,6 +428,9 @@ class IncidentTracker:
             if inc.containers:
                 changes.append(("container_added", {"container": where["id"]}))
             inc.containers[where["id"]] = where
+            # read now, while the alert's processes live: an alerted accept elsewhere from
+            # one of these addresses is this attack arriving there (_inbound_link)
+            self._addresses_of(where["id"], alert, chain)
         new_phase = rule.phase.value not in inc.phases
         if new_phase:
             inc.phases[rule.phase.value] = t
@@ -405,11 +451,12 @@ class IncidentTracker:
                 inc.actions.append({"alert_id": alert.id, "time": rfc3339(t), **a.to_dict()})
         inc.link_pids.update(pid for pid, _ in chain)
         self._grow_tree(inc, alert.id, chain, root)
-        target = _connect_target(alert)
-        if target is not None:
-            inc.targets[target] = t
-            while len(inc.targets) > MAX_TARGETS:
-                del inc.targets[next(iter(inc.targets))]
+        for address, known in ((_connect_target(alert), inc.targets),
+                               (_inbound_peer(alert), inc.sources)):
+            if address is not None:
+                known[address] = t
+                while len(known) > MAX_TARGETS:
+                    del known[next(iter(known))]
         return changes or [("updated", {})]
 
     @staticmethod

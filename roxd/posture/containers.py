@@ -4,12 +4,13 @@ pid namespace."""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
 from roxd.posture.facts import ContainerFacts, PostureFacts
 from roxd.posture.model import Outcome, Result
-from roxd.posture.registry import check, outcome, per_container
+from roxd.posture.registry import NO_CONTAINERS, check, outcome, per_container
 
 # the capabilities Docker grants by default (moby's oci/caps/defaults.go)
 DEFAULT_CAPS = frozenset({"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL",
@@ -150,15 +151,75 @@ def c_5_8(f: PostureFacts) -> Outcome:
     return per_container(f, bad, what="publish privileged host ports")
 
 
+def declared_ports(c: ContainerFacts) -> set[str]:
+    """"80/tcp" keys the container declares: its image's EXPOSE and --expose (the engine merges
+    both into Config.ExposedPorts) and its published ports (HostConfig.PortBindings and
+    NetworkSettings.Ports)."""
+    keys = set((c.inspect.get("Config") or {}).get("ExposedPorts") or {})
+    keys |= set(c.host_config.get("PortBindings") or {})
+    keys |= {cp for cp, _ip, _hp in published(c)}
+    return {k if "/" in k else f"{k}/tcp" for k in map(str, keys)}
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def undeclared_listeners(c: ContainerFacts) -> list[str]:
+    """"tcp/8081 on 0.0.0.0 (nc)" for every observed listener beyond loopback whose port the
+    container neither publishes nor declares."""
+    declared = declared_ports(c)
+    out = []
+    for row in c.listening or ():
+        protocol, port = str(row.get("protocol") or "tcp"), int(row.get("port") or 0)
+        address = str(row.get("address") or "")
+        if not port or _loopback(address) or f"{port}/{protocol}" in declared:
+            continue
+        who = f" ({row['process']})" if row.get("process") else ""
+        out.append(f"{protocol}/{port} on {address or '*'}{who}")
+    return sorted(set(out))
+
+
 @check("5.9", "Ensure that only needed ports are open on the container", concerns="containers",
-       automated=False, remediation="Publish only the ports the service needs (no -P); review "
-       "the list in `roxctl inventory containers`.")
+       automated=False, remediation="Stop the service listening on a port the container does "
+       "not declare, or declare it (EXPOSE in the image, --expose) and publish it only where "
+       "it is needed (no -P); `roxctl inventory` lists what each container listens on.")
 def c_5_9(f: PostureFacts) -> Outcome:
-    def info(c: ContainerFacts) -> str | None:
-        ports = [f"{ip or '*'}:{hp}->{cp}" for cp, ip, hp in published(c)]
-        return "publishes " + ", ".join(ports) if ports else None
-    return per_container(f, info, what="publish ports (review that each is needed)",
-                         warn=Result.INFO)
+    # Answered from observation: the listening sockets roxd saw each container open (issue
+    # 17: "containers listening on ports they do not need"). A port the image declares or
+    # the container publishes is taken as needed; anything else reachable beyond loopback is
+    # a service nobody declared (a backdoor, a debug port, a forgotten admin endpoint).
+    if f.info is None:
+        return outcome(Result.NOTE, f"the engine could not be read: {f.engine_error}")
+    if not f.containers:
+        return outcome(Result.INFO, NO_CONTAINERS)
+    if not f.listening_observed:
+        return outcome(Result.INFO, f"not decided: {f.listening}")
+    hits, unseen = [], []
+    for c in f.containers:
+        if c.listening is None:
+            unseen.append(c.name)
+            continue
+        if found := undeclared_listeners(c):
+            hits.append((c.name, found))
+    how = f"observed listening sockets ({f.listening})"
+    if hits:
+        detail = "; ".join(f"{n}: {', '.join(ports)}" for n, ports in hits[:20])
+        more = f" (+{len(hits) - 20} more)" if len(hits) > 20 else ""
+        return outcome(Result.WARN, f"{len(hits)} of {len(f.containers)} containers listen "
+                                    f"beyond loopback on ports neither published nor declared "
+                                    f"by the image: {detail}{more}; {how}",
+                       [n for n, _ in hits])
+    if len(unseen) == len(f.containers):
+        return outcome(Result.INFO, f"not decided: the listening sockets of no container "
+                                    f"could be read ({f.listening})")
+    missing = f" ({len(unseen)} could not be read: {', '.join(unseen[:20])})" if unseen else ""
+    return outcome(Result.PASS, f"none of {len(f.containers) - len(unseen)} running containers "
+                                f"listens beyond loopback on a port it neither publishes nor "
+                                f"declares{missing}; {how}")
 
 
 def _mode_check(cis_id: str, title: str, key: str, what: str, fix: str) -> None:

@@ -9,6 +9,7 @@ Every part that cannot be read records why, and the checks turn that reason into
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import json
 import logging
@@ -17,7 +18,7 @@ import pwd
 import shutil
 import stat
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ DAEMON_JSON = "/etc/docker/daemon.json"
 UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system",
              "/lib/systemd/system", "/usr/lib/systemd/system")
 MAX_EXECS_PER_CONTAINER = 64
+NOT_GIVEN_LISTENERS = ("listening sockets are not observed by this scan (it was given no "
+                       "listener table: roxd's inbound tracing, [netmap] inbound)")
 
 
 @dataclass(frozen=True)
@@ -244,6 +247,10 @@ class ContainerFacts:
     execs: tuple[Mapping[str, Any], ...] = ()  # inspect documents of its exec instances
     processes: tuple[str, ...] | None = None  # comms in its pid namespace; None: not seen
     sessions: tuple[ObservedSession, ...] = ()  # exec sessions observed in /proc now
+    # its listening sockets as roxd's inbound tracing observed them (ListenerTable.to_dict
+    # rows: protocol, address, port, process, source); None: not observed (see
+    # PostureFacts.listening)
+    listening: tuple[Mapping[str, Any], ...] | None = None
 
     @property
     def name(self) -> str:
@@ -266,6 +273,10 @@ class PostureFacts:
     containers: tuple[ContainerFacts, ...]
     unit_files: Mapping[str, str] = field(default_factory=dict)  # unit name -> path found
     registry_certs: tuple[str, ...] | None = None  # files under /etc/docker/certs.d
+    # how the containers' listening sockets were observed, or why they were not (then every
+    # ContainerFacts.listening is None and 5.9 says INFO with this reason)
+    listening: str = NOT_GIVEN_LISTENERS
+    listening_observed: bool = False
 
     def file(self, path: str) -> FileFact:
         return self.files.get(path) or FileFact(path, False, error="not gathered")
@@ -275,6 +286,35 @@ class PostureFacts:
 
 
 # ---------------------------------------------------------------------------- gathering
+
+
+@dataclass(frozen=True)
+class ListeningSource:
+    """Where a scan reads what each container listens on: the daemon's listener table
+    (roxd/netmap/listeners.py, fed by the kernel's listen()/bind() or by /proc), or nothing
+    and the reason (inbound tracing off or not attached). The posture scan never reads the
+    sockets itself: one owner of that truth, the one `roxctl inventory` shows."""
+
+    of: Callable[[str], Sequence[Mapping[str, Any]]] | None
+    how: str  # how they are observed ("kernel: listen() ..."), or why not
+
+
+def with_listening(facts: PostureFacts, source: ListeningSource | None) -> PostureFacts:
+    """The scan's facts with each container's observed listening sockets attached."""
+    if source is None:
+        return facts
+    if source.of is None:
+        return dataclasses.replace(facts, listening=source.how, listening_observed=False)
+    containers = []
+    for c in facts.containers:
+        try:
+            rows = tuple(source.of(str(c.inspect.get("Id") or "")))
+        except Exception as exc:  # a broken table must not fail the whole scan
+            log.warning("posture: listening sockets of %s could not be read: %s", c.name, exc)
+            rows = None
+        containers.append(dataclasses.replace(c, listening=rows))
+    return dataclasses.replace(facts, containers=tuple(containers), listening=source.how,
+                               listening_observed=True)
 
 BENCH_FILES = ("/etc/docker", DAEMON_JSON, "/etc/default/docker", "/etc/sysconfig/docker",
                "/var/run/docker.sock", "/run/containerd/containerd.sock",

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 
 from roxd.posture.alerts import ContainerRef, Regression, regressions
 from roxd.posture.checks import run_checks
-from roxd.posture.facts import PostureFacts, gather
+from roxd.posture.facts import ListeningSource, PostureFacts, gather, with_listening
 from roxd.posture.model import Report, Result
 from roxd.runtime.base import EngineInventory
 
@@ -46,6 +46,9 @@ class PostureService:
         # told of the regressions of every scan after the first (on the scan's thread)
         self.on_regressions: Callable[[list[Regression]], None] | None = None
         self._regressed: dict[str, frozenset[str]] = {}  # container id -> CIS ids (_remember)
+        # what each container listens on (the daemon's listener table), for 5.9; None: the
+        # scan says it was given none
+        self.listening: ListeningSource | None = None
 
     # ------------------------------------------------------------------ scanning
 
@@ -53,7 +56,7 @@ class PostureService:
         """Scan now (blocks for the scan) and keep the report."""
         with self._lock:
             started = time.time()
-            facts = self._gather(self.engine)
+            facts = with_listening(self._gather(self.engine), self.listening)
             version = (facts.info or {}).get("ServerVersion")
             report = run_checks(facts, started=started, host_facts={
                 "hostname": socket.gethostname(), "engine_version": version,

@@ -13,6 +13,7 @@ from roxd.incidents.journald import incident_fields
 from roxd.incidents.settings import IncidentsSettings
 from roxd.incidents.store import IncidentStore
 from roxd.incidents.tracker import (
+    Incident,
     IncidentChange,
     IncidentQuery,
     IncidentTracker,
@@ -24,6 +25,7 @@ from roxd.model import (
     ActionResult,
     Alert,
     Ancestor,
+    BaselineFacts,
     ConnectEvent,
     Container,
     EnrichedEvent,
@@ -34,6 +36,8 @@ from roxd.model import (
     RuleRef,
     Severity,
 )
+from roxd.netmap.inbound import NEW_INBOUND_PEER, InboundObserver
+from roxd.sensor.inbound import AcceptEvent
 
 pytestmark = pytest.mark.unit
 S = 1_000_000_000
@@ -439,3 +443,79 @@ def test_the_tracker_reports_its_sinks_problems_for_health(tmp_path: Path) -> No
         "incident sink: incident store: /x/incidents.db cannot be written (disk full)",
         "incident sink: cannot report its state: boom"]
     assert IncidentTracker(IncidentsSettings(), [], timer=False).problems() == []
+
+
+# ---------------------------------------------------------------------------- inbound links
+
+CACHE = Container("c3" * 32, "docker", "cache", "redis:7")
+ADDRESSES = {1000: frozenset({"172.17.0.2"}), 2000: frozenset({"172.17.0.3"}),
+             3000: frozenset({"172.17.0.4"})}
+
+
+def addresses_of(pids: Any) -> frozenset[str]:
+    return next((ADDRESSES[p] for p in pids if p in ADDRESSES), frozenset())
+
+
+def accept_alert(t: int, container: Container, listener_pid: int, peer: str) -> Alert:
+    """`baseline.new-inbound-peer` as roxd/netmap/inbound.py raises it: its synthetic accept
+    event on the listener's owner."""
+    ev = AcceptEvent(time_ns=t, pid=listener_pid, uid=0, cgroup_id=7, comm="httpd",
+                     family="ipv4", saddr=peer, sport=40000, laddr="0.0.0.0", lport=8080)
+    facts = BaselineFacts("db", "monitor", "anomaly", T0, 3, T0, element="inbound tcp/8080")
+    enriched = InboundObserver._event(ev, container, facts, "workload:web")
+    # the listener's owner, started by the runtime: a complete chain of its own
+    enriched = EnrichedEvent(enriched.event, container, Process(
+        pid=listener_pid, ppid=SHIM.pid, uid=0, exe="/bin/busybox", comm="httpd",
+        args=("httpd",), cgroup_id=7, ancestors=(SHIM,)), baseline=facts)
+    return Alert(id=uuid.uuid4().hex, time_ns=t, rule=NEW_INBOUND_PEER, event=enriched,
+                 actions=(ActionResult(ActionKind.ALERT, Outcome.DONE),))
+
+
+def test_an_alerted_accept_from_an_incidents_container_joins_that_incident() -> None:
+    """web is attacked; then db's locked baseline sees a new inbound peer, web's address: db
+    joins web's incident (the attack reached db from web), and db's next alert follows it."""
+    clock, changes = Clock(), Changes()
+    t = tracker(clock, changes, addresses=addresses_of)
+    feed(t, clock, alert("foothold.shell-in-container", T0, 1000, (SHIM,)),
+         accept_alert(T0 + S, DB, 2000, "172.17.0.2"))
+    [inc] = t.query()
+    assert [c["name"] for c in inc["containers"]] == ["web", "db"]
+    assert inc["timeline"][-1]["link"] == "network"
+    assert inc["timeline"][-1]["rule"] == "baseline.new-inbound-peer"
+    assert ("container_added", None) in changes.kinds()
+    assert t._open[inc["id"]].sources == {"172.17.0.2": T0 + S}  # internal: not in the API
+    # the same accept from an address no incident holds: its own incident
+    feed(t, clock, accept_alert(T0 + 2 * S, CACHE, 3000, "172.17.0.9"))
+    assert len(t.query()) == 2
+    # an IPv4-mapped peer is the same address
+    other = tracker(Clock(), addresses=addresses_of)
+    feed(other, Clock(), alert("foothold.shell-in-container", T0, 1000, (SHIM,)),
+         accept_alert(T0 + S, DB, 2000, "::ffff:172.17.0.2"))
+    assert len(other.query()) == 1
+
+
+def test_an_alert_in_the_peer_after_an_alerted_accept_joins_the_accepting_incident() -> None:
+    """db alerts first on a new inbound peer (web's address); web then alerts: web is where
+    the connection came from, one incident."""
+    clock = Clock()
+    t = tracker(clock, addresses=addresses_of)
+    feed(t, clock, accept_alert(T0, DB, 2000, "172.17.0.2"),
+         alert("foothold.shell-in-container", T0 + S, 1000, (SHIM,)))
+    [inc] = t.query()
+    assert [c["name"] for c in inc["containers"]] == ["db", "web"]
+    assert inc["timeline"][-1]["link"] == "network"
+
+
+def test_loopback_and_unrelated_accepts_link_nothing_and_sources_survive_a_restart() -> None:
+    clock = Clock()
+    t = tracker(clock, addresses=addresses_of)
+    feed(t, clock, alert("foothold.shell-in-container", T0, 1000, (SHIM,)),
+         accept_alert(T0 + S, DB, 2000, "127.0.0.1"))
+    assert len(t.query()) == 2  # loopback names no other container
+    [db] = t.query(IncidentQuery(container=DB.id))
+    assert t._open[db["id"]].sources == {}
+    # sources are in the record the store keeps (a restart carries the link on)
+    t2 = tracker(Clock(), addresses=addresses_of)
+    feed(t2, Clock(), accept_alert(T0, DB, 2000, "172.17.0.2"))
+    [inc] = t2._open.values()
+    assert Incident.from_dict(inc.to_dict()).sources == {"172.17.0.2": T0}

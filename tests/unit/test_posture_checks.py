@@ -19,11 +19,14 @@ from roxd.posture.facts import (
     AUDIT_FILES,
     AUDIT_UNREADABLE,
     BENCH_FILES,
+    NOT_GIVEN_LISTENERS,
     AuditRules,
     ContainerFacts,
     DaemonOptions,
     FileFact,
+    ListeningSource,
     PostureFacts,
+    with_listening,
 )
 from roxd.posture.formats import docker_bench_document
 from roxd.posture.model import CONCERNS
@@ -126,7 +129,9 @@ def test_container_check_details() -> None:
     assert "NET_ADMIN,SYS_ADMIN" in reason and items == ("posture-rec-risky",)
     assert "/etc (ro)" in result(f, "5.6")[1]
     assert "*:8080" in result(f, "5.14")[1] or "0.0.0.0:8080" in result(f, "5.14")[1]
-    assert result(f, "5.9")[0] is Result.INFO and "8080->80/tcp" in result(f, "5.9")[1]
+    # 5.9 is decided from observed listeners: given none, INFO saying why
+    r9, reason9, _ = result(f, "5.9")
+    assert r9 is Result.INFO and "not observed" in reason9
     assert result(f, "5.18")[0] is Result.INFO and "/dev/null" in result(f, "5.18")[1]
     # a published privileged port
     low = container("published", NetworkSettings__Ports={"80/tcp": [{"HostIp": "0.0.0.0",
@@ -383,3 +388,65 @@ def test_docs_describe_every_check() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "posture.md").read_text()
     for c in CHECKS:
         assert f"| {c.id} | {c.title} |" in doc, c.id
+
+
+# ---------------------------------------------------------------------------- 5.9 observed
+
+
+def listener(port: int, address: str = "0.0.0.0", protocol: str = "tcp",
+             process: str | None = "nc") -> dict[str, Any]:
+    return {"protocol": protocol, "address": address, "port": port, "pid": 7,
+            "process": process, "since": "2026-11-29T22:00:00Z", "source": "kernel"}
+
+
+def observed(*cs: ContainerFacts, table: dict[str, list[dict[str, Any]]]) -> PostureFacts:
+    source = ListeningSource(lambda cid: table.get(cid, []), "kernel: as they happen")
+    return with_listening(facts(*cs), source)
+
+
+def test_5_9_warns_on_a_listener_neither_published_nor_declared() -> None:
+    pub, plain = container("published"), container("plain")
+    pub_id, plain_id = pub.inspect["Id"], plain.inspect["Id"]
+    # published declares 80/tcp (EXPOSE) and publishes it; plain declares nothing
+    f = observed(pub, plain, table={
+        pub_id: [listener(80, "::"), listener(8081, process="httpd"),
+                 listener(9000, "127.0.0.1"), listener(9001, "::1")],
+        plain_id: [listener(53, protocol="udp", process=None), listener(80, protocol="udp")]})
+    r, reason, items = result(f, "5.9")
+    assert r is Result.WARN and set(items) == {"posture-rec-published", "posture-rec-plain"}
+    assert "posture-rec-published: tcp/8081 on 0.0.0.0 (httpd)" in reason
+    assert "udp/53 on 0.0.0.0" in reason and "udp/80" in reason  # 80/tcp is not 80/udp
+    assert "tcp/80 " not in reason and "9000" not in reason and "9001" not in reason
+    assert "observed" in reason and "kernel: as they happen" in reason
+
+
+def test_5_9_passes_on_declared_published_and_loopback_listeners() -> None:
+    pub, plain = container("published"), container("plain")
+    expose = container("plain", Config__ExposedPorts={"8080/tcp": {}})
+    expose.inspect["Id"] = "e" * 64
+    f = observed(pub, plain, expose, table={
+        pub.inspect["Id"]: [listener(80, "::")],
+        plain.inspect["Id"]: [listener(6060, "127.0.0.1")],
+        expose.inspect["Id"]: [listener(8080)]})
+    r, reason, items = result(f, "5.9")
+    assert r is Result.PASS and items == () and "observed" in reason, reason
+
+
+def test_5_9_is_info_with_the_reason_when_listeners_are_not_observed() -> None:
+    plain = container("plain")
+    assert result(facts(plain), "5.9")[:2] == (Result.INFO, f"not decided: {NOT_GIVEN_LISTENERS}")
+    off = with_listening(facts(plain), ListeningSource(
+        None, "listening sockets are not observed: inbound tracing is off ([netmap] "
+              "inbound = false)"))
+    r, reason, _ = result(off, "5.9")
+    assert r is Result.INFO and "[netmap] inbound = false" in reason
+    # a table that fails for every container: not decided, never a PASS
+    def broken(cid: str) -> list[dict[str, Any]]:
+        raise RuntimeError("table gone")
+    f = with_listening(facts(plain), ListeningSource(broken, "kernel"))
+    assert result(f, "5.9")[0] is Result.INFO
+    # the scan hands its facts through the source the daemon set
+    service = PostureService(engine=None, gather_facts=lambda _e: facts(plain))  # type: ignore[arg-type]
+    service.listening = ListeningSource(lambda cid: [listener(4444)], "kernel")
+    found = {x.check.id: x.outcome for x in service.scan().findings}
+    assert found["5.9"].result is Result.WARN and "tcp/4444" in found["5.9"].reason
