@@ -48,6 +48,11 @@ def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
                    help="run roxd from this git revision (exported with git archive into the "
                    "work dir) instead of the checkout as it is: uncommitted edits of others "
                    "cannot break or colour the run")
+    p.add_argument("--against", metavar="REV",
+                   help="profile phase: run roxd from this git revision side by side with the "
+                   "one under test (both attached at once, so both see the same events under "
+                   "the same load) and report both programs' costs: a paired comparison that "
+                   "holds on a busy machine")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results",
                    help="results directory (default bench/results)")
     args = p.parse_args(argv)
@@ -130,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
             results.setdefault("notes_start", []).append(env_note)
             log(f"note: {env_note}")
         env = Env(settings, cleanup, containers, workdir, workdir / "cache", source)
+        if args.against:
+            env.against_source = export_rev(args.against, workdir / "against")
+            results["against"] = {"rev": args.against, "commit": _commit(args.against)}
         env.idle = [containers.start(f"idle-{i}") for i in range(settings.idle_containers)]
         worker = containers.start("worker")
         for phase in settings.phases:

@@ -49,6 +49,9 @@ class ExecEvent:
     # The kernel could not read part of argv (a page the caller never touched): args is
     # incomplete, and the enricher reads /proc/<pid>/cmdline while the process lives.
     args_unreadable: bool = False
+    # The pid in the process's own pid namespace, read by the kernel at exec (BTF kernels);
+    # None: not read, the enricher asks /proc.
+    vpid: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from roxd.errors import SensorError
 from roxd.model import ConnectEvent, FileEvent, SyscallEvent
-from roxd.sensor import records
+from roxd.sensor import btf, records
 from roxd.sensor.bitwords import merged, read_words, write_words
 from roxd.sensor.headers import HeaderTree
 from roxd.sensor.loader import default_bpf_dir, load_bcc, optional_tracepoints
@@ -86,6 +86,7 @@ class Sensor:
             f"-DROXD_TGID={os.getpid()}",  # roxd's own syscalls (bpf() all day) are skipped
             "-Wno-macro-redefined",
             "-Wno-unused-function",
+            *self._btf_flags(),
         ]
         # the shared bcc loader: tracefs, headers, source, bcc import, timed compile, memory
         loaded = load_bcc(self._config.bpf_dir, "roxd.bpf.c", cache_dir=self._config.cache_dir,
@@ -98,6 +99,8 @@ class Sensor:
         source = loaded.source
         self.attached = tuple(tp.decode() for tp in getattr(self._bpf, "tracepoint_fds", {})) \
             or self._tracepoints_in(source)
+        seed = self._bpf["args_hash_seed"]
+        seed[ct.c_int(0)] = ct.c_uint64(int.from_bytes(os.urandom(8), "little"))
         self._resync_clock()
         self._bpf["events"].open_ring_buffer(self._ring_callback)
         log.info("eBPF programs attached in %.2fs (%d tracepoints)", self.load_seconds,
@@ -142,7 +145,7 @@ class Sensor:
     def _ring_callback(self, _ctx: object, data: int, size: int) -> int:
         raw = ct.string_at(data, size)
         try:
-            decoded = records.decode(raw, self._clock_offset_ns)
+            decoded = records.decode(raw, self._clock_offset_ns, self._config.max_args)
         except DecodeError as exc:
             self._decode_errors += 1
             log.warning("undecodable ring-buffer record: %s", exc)
@@ -205,8 +208,14 @@ class Sensor:
 
     def set_exec_kills(self, entries: ExecKillEntries) -> None:
         """Replace the in-kernel exec kill table: {(cgroup id or scope, exe hash): verdict}."""
-        table = self._require()["exec_kill"]
+        bpf = self._require()
+        table = bpf["exec_kill"]
+        kinds = bpf["exec_kill_kinds"]
         current = {(k.cgroup_id, k.hash) for k in table}
+        old_kinds, new_kinds = _kill_kinds(current), _kill_kinds(entries)
+        # the kernel skips lookups for kinds the gate does not name: the gate is a superset
+        # of what the table holds at every moment
+        kinds[ct.c_int(0)] = ct.c_uint32(old_kinds | new_kinds)
         for scope, h in current - set(entries):
             key = table.Key()
             key.cgroup_id, key.hash = scope, h
@@ -215,6 +224,7 @@ class Sensor:
             key = table.Key()
             key.cgroup_id, key.hash = scope, h
             table[key] = ct.c_uint32(slot)
+        kinds[ct.c_int(0)] = ct.c_uint32(new_kinds)
 
     def set_baselines(self, cgroups: BaselineCgroups, allow: BaselineAllow) -> None:
         """Replace the enforced process baselines: allow entries first (a cgroup enforced
@@ -349,6 +359,18 @@ class Sensor:
         return self._require()[name]
 
     @staticmethod
+    def _btf_flags() -> list[str]:
+        """-DTASK_MM_OFF=... from the running kernel's BTF: argv and exit codes are then read
+        where they are cheapest (process.bpf.c); without BTF the older programs run."""
+        try:
+            found = btf.offsets()
+        except btf.BtfError as exc:
+            log.info("no kernel BTF (%s): argv captured at sys_enter_execve, exit codes at "
+                     "exit_group", exc)
+            return []
+        return [f"-D{macro}={offset}" for macro, offset in sorted(found.items())]
+
+    @staticmethod
     def _optional_tracepoints(source: str, tracefs: Path | None) -> list[str]:
         """-DHAVE_TP_<name> for each optional probe this kernel has (loader.py)."""
         return optional_tracepoints(source, tracefs)
@@ -357,6 +379,18 @@ class Sensor:
     def _tracepoints_in(source: str) -> tuple[str, ...]:
         return tuple(f"{c}:{e}" for c, e in re.findall(r"TRACEPOINT_PROBE\((\w+),\s*(\w+)\)",
                                                          source))
+
+
+def _kill_kinds(keys: Iterable[tuple[int, int]]) -> int:
+    """exec_kill_kinds bits (process.bpf.c) for a set of (scope, hash) keys."""
+    bits = 0
+    for scope, _ in keys:
+        bits |= (KILL_HAS_HOST if scope == records.SCOPE_HOST else KILL_HAS_CONTAINER
+                 if scope == records.SCOPE_ANY_CONTAINER else KILL_HAS_CGROUP)
+    return bits
+
+
+KILL_HAS_CGROUP, KILL_HAS_CONTAINER, KILL_HAS_HOST = 1, 2, 4  # process.bpf.c
 
 
 def _is_power_of_two(n: int) -> bool:
