@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import capacity, latency, overhead, profile, report
+from bench import capacity, latency, overhead, profile, report, startup
 from bench.cleanup import Cleanup
 from bench.containers import Containers, ensure_engine_and_image
 from bench.env import Env, Settings, log
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 QUICK = Settings(reps=3, exec_iters=2000, connect_iters=20000, syscall_iters=3_000_000,
                  capacity_iters=1000, userspace_kills=50, ladder=(0.5, 0.25, 0.125))
 FULL = Settings()
-PHASES = ("overhead", "latency", "capacity", "profile")
+PHASES = ("overhead", "latency", "capacity", "profile", "startup")
 
 
 def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                 results["capacity"] = capacity.run(env)
             elif phase == "profile":
                 results["profile"] = profile.run(env, worker)
+            elif phase == "startup":
+                results["startup"] = startup.run(env)
             results.setdefault("phase_seconds", {})[phase] = round(time.monotonic() - t0, 1)
         results["notes"] = results.pop("notes_start", []) + env.notes
     except KeyboardInterrupt:

@@ -25,7 +25,7 @@ class Settings:
     kill_execs: int = 1000
     userspace_kills: int = 200
     agents: tuple[str, ...] = ("none", "roxd", "auditd", "bpftrace")
-    phases: tuple[str, ...] = ("overhead", "latency", "capacity", "profile")
+    phases: tuple[str, ...] = ("overhead", "latency", "capacity", "profile", "startup")
 
 
 @dataclass

@@ -120,6 +120,12 @@ def table(results: dict[str, Any]) -> str:
                     line += f", exec path {_mm(other['exec_path_bpf_ns_per_exec'])} ns/exec"
                 line += f", roxd CPU {_mm(other['roxd_cpu_us_per_event'])} us/event"
                 lines.append(line)
+    start = results.get("startup", {})
+    if start:
+        lines.append("")
+        for variant, v in start.items():
+            comp = f", eBPF compile+load {_mm(v['compile_s'])} s" if v.get("compile_s") else ""
+            lines.append(f"startup {variant}: READY {_mm(v['ready_s'])} s{comp}")
     for n in results.get("notes", []):
         lines.append(f"note: {n}")
     return "\n".join(lines)

@@ -11,6 +11,7 @@ import ctypes as ct
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from roxd.model import ConnectEvent, FileEvent, SyscallEvent
 from roxd.sensor import btf, records
 from roxd.sensor.bitwords import merged, read_words, write_words
 from roxd.sensor.headers import HeaderTree
-from roxd.sensor.loader import default_bpf_dir, load_bcc, optional_tracepoints
+from roxd.sensor.loader import BccObject, default_bpf_dir, load_bcc, optional_tracepoints
 from roxd.sensor.loader import (  # re-exported from their old home
     release_compiler_memory as release_compiler_memory,
 )
@@ -79,19 +80,14 @@ class Sensor:
         if not _is_power_of_two(self._config.ringbuf_pages):
             raise SensorError(
                 f"ring buffer pages must be a power of two, not {self._config.ringbuf_pages}")
-        cflags = [
-            f"-I{self._config.bpf_dir}",
-            f"-DRINGBUF_PAGES={self._config.ringbuf_pages}",
-            f"-DMAX_ARGS={self._config.max_args}",
-            f"-DROXD_TGID={os.getpid()}",  # roxd's own syscalls (bpf() all day) are skipped
-            "-Wno-macro-redefined",
-            "-Wno-unused-function",
-            *self._btf_flags(),
-        ]
+        cflags = sensor_cflags(self._config)
         # the shared bcc loader: tracefs, headers, source, bcc import, timed compile, memory
-        loaded = load_bcc(self._config.bpf_dir, "roxd.bpf.c", cache_dir=self._config.cache_dir,
-                          what="the eBPF programs", cflags=cflags,
-                          source_flags=self._optional_tracepoints)
+        loaded = _take_prewarmed(self._config, cflags)
+        if loaded is None:
+            loaded = _compile(self._config, cflags)
+        self._started_from(loaded)
+
+    def _started_from(self, loaded: BccObject) -> None:
         self.headers = loaded.headers
         log.info("kernel headers: %s", self.headers.describe())
         self._bpf = loaded.bpf
@@ -359,18 +355,6 @@ class Sensor:
         return self._require()[name]
 
     @staticmethod
-    def _btf_flags() -> list[str]:
-        """-DTASK_MM_OFF=... from the running kernel's BTF: argv and exit codes are then read
-        where they are cheapest (process.bpf.c); without BTF the older programs run."""
-        try:
-            found = btf.offsets()
-        except btf.BtfError as exc:
-            log.info("no kernel BTF (%s): argv captured at sys_enter_execve, exit codes at "
-                     "exit_group", exc)
-            return []
-        return [f"-D{macro}={offset}" for macro, offset in sorted(found.items())]
-
-    @staticmethod
     def _optional_tracepoints(source: str, tracefs: Path | None) -> list[str]:
         """-DHAVE_TP_<name> for each optional probe this kernel has (loader.py)."""
         return optional_tracepoints(source, tracefs)
@@ -379,6 +363,107 @@ class Sensor:
     def _tracepoints_in(source: str) -> tuple[str, ...]:
         return tuple(f"{c}:{e}" for c, e in re.findall(r"TRACEPOINT_PROBE\((\w+),\s*(\w+)\)",
                                                          source))
+
+
+def _btf_flags() -> list[str]:
+    """-DTASK_MM_OFF=... from the running kernel's BTF: argv, exit codes and the namespace
+    pid are then read where they are cheapest (process.bpf.c); without BTF the older
+    programs run."""
+    try:
+        found = btf.offsets()
+    except btf.BtfError as exc:
+        log.info("no kernel BTF (%s): argv captured at sys_enter_execve, exit codes at "
+                 "exit_group, namespace pids from /proc", exc)
+        return []
+    return [f"-D{macro}={offset}" for macro, offset in sorted(found.items())]
+
+
+def sensor_cflags(config: SensorConfig) -> list[str]:
+    return [
+        f"-I{config.bpf_dir}",
+        f"-DRINGBUF_PAGES={config.ringbuf_pages}",
+        f"-DMAX_ARGS={config.max_args}",
+        f"-DROXD_TGID={os.getpid()}",  # roxd's own syscalls (bpf() all day) are skipped
+        "-Wno-macro-redefined",
+        "-Wno-unused-function",
+        *_btf_flags(),
+    ]
+
+
+def _compile(config: SensorConfig, cflags: list[str]) -> BccObject:
+    return load_bcc(config.bpf_dir, "roxd.bpf.c", cache_dir=config.cache_dir,
+                    what="the eBPF programs", cflags=cflags,
+                    source_flags=optional_tracepoints)
+
+
+# ---------------------------------------------------------------------------- prewarm
+# bcc has no way to load a precompiled object (iovisor/bcc#2367): every start compiles
+# roxd.bpf.c with clang, most of roxd's time to READY. The compile runs in C with the GIL
+# released, so the daemon starts it on a thread first thing and reads rules, connects to the
+# container runtime and scans containers meanwhile; Sensor.start() takes the result when its
+# inputs (the config and cflags) are the same, and compiles itself otherwise. The programs
+# attach when the compile ends, as they would in start(); their events wait in the ring
+# buffer until start() opens it.
+
+@dataclass
+class _Prewarm:
+    config: SensorConfig
+    cflags: list[str]
+    thread: threading.Thread
+    result: BccObject | None = None
+    error: BaseException | None = None
+
+
+_prewarm: _Prewarm | None = None
+_prewarm_lock = threading.Lock()
+
+
+def prewarm(config: SensorConfig) -> None:
+    """Start compiling and loading the programs for `config` on a thread (see above)."""
+    global _prewarm
+    if not _is_power_of_two(config.ringbuf_pages):
+        return  # start() reports it
+    cflags = sensor_cflags(config)
+
+    def run() -> None:
+        assert job is not None
+        try:
+            job.result = _compile(config, cflags)
+        except BaseException as exc:  # handed to start(), which raises it
+            job.error = exc
+
+    job = _Prewarm(config, cflags, threading.Thread(target=run, name="bpf-compile",
+                                                    daemon=True))
+    with _prewarm_lock:
+        discard_prewarmed()
+        _prewarm = job
+    job.thread.start()
+
+
+def _take_prewarmed(config: SensorConfig, cflags: list[str]) -> BccObject | None:
+    global _prewarm
+    with _prewarm_lock:
+        job, _prewarm = _prewarm, None
+    if job is None:
+        return None
+    job.thread.join()
+    if job.config != config or job.cflags != cflags:
+        if job.result is not None:
+            job.result.bpf.cleanup()
+        return None
+    if job.error is not None:
+        raise job.error
+    return job.result
+
+
+def discard_prewarmed() -> None:
+    """Detach a prewarmed object nobody took (the daemon failed before its sensor started)."""
+    global _prewarm
+    job, _prewarm = _prewarm, None
+    if job is not None:
+        job.thread.join()
+        if job.result is not None:
+            job.result.bpf.cleanup()
 
 
 def _kill_kinds(keys: Iterable[tuple[int, int]]) -> int:
