@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import capacity, latency, overhead, profile, report, startup
+from bench import capacity, compare, latency, overhead, profile, report, startup
 from bench.cleanup import Cleanup
 from bench.containers import Containers, ensure_engine_and_image
 from bench.env import Env, Settings, log
@@ -162,8 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cleanup.run_all()
     results["total_seconds"] = round(time.monotonic() - started, 1)
+    before = compare.previous(args.out)
+    if before is not None:
+        guard = compare.compare(before, results)
+        results["regression_guard"] = {
+            "against": before.get("started"),
+            "moved": [c.key for c in guard if c.moved]}
     path = report.write(results, args.out)
     print(report.table(results))
+    if before is not None:
+        print(compare.table(before, results))
     print(f"bench: results in {path} (and {args.out / 'latest.json'}); "
           f"{results['total_seconds']:.0f} s")
     return 0

@@ -7,11 +7,14 @@ and the nanoseconds spent in it; roxd's own CPU time is summed from every thread
 changes them far less than it changes a ratio of run times (it still does somewhat: caches,
 and a program preempted in a VM is charged the steal).
 
-Per storm and repetition: BPF ns per event over all of roxd's programs, BPF ns per exec+exit
-over the exec path's programs only (bench.bpfstats.EXEC_PATH), roxd CPU µs per event after
-roxd's CPU time settled (it drains its ring buffer after the workload ended), minus what an
-idle roxd spends over the same time. Measured apart from phase 1 because BPF statistics
-themselves add two clock reads to every program run."""
+Per storm and repetition: BPF ns per event over all of roxd's programs (divided by the
+storm's events: other work on the host inflates it), BPF ns per exec+exit over the exec
+path's programs (bench.bpfstats.EXEC_PATH; the sum of each program's ns per run, which other
+execs on the host do not inflate), roxd CPU µs per event of the storm and per event roxd
+handled (its status counters; on a shared host it also handles others' events) and per
+alert, after roxd's CPU time settled (it drains its ring buffer after the workload ended),
+minus what an idle roxd spends over the same time. Measured apart from phase 1 because BPF
+statistics themselves add two clock reads to every program run."""
 
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import bpfstats
+from bench.agents import RoxdAgent
 from bench.containers import run_json
 from bench.env import Env, log
 from bench.stats import Summary
@@ -81,20 +85,16 @@ def run(env: Env, worker: Any) -> dict[str, Any]:
         worker.exec_run(["cp", "/bench/tiny", ALERT_BINARY])
         if env.against_source is None:
             with env.roxd("roxd") as roxd:
-                assert roxd.pid is not None
-                _measure(env, worker, {"roxd": roxd.pid}, env.settings.reps, acc)
+                _measure(env, worker, {"roxd": roxd}, env.settings.reps, acc)
         else:
             for rep in range(env.settings.reps):
                 order = [("roxd", None), ("against", env.against_source)]
                 if rep % 2:
                     order.reverse()
                 with contextlib.ExitStack() as stack:
-                    pids = {}
-                    for variant, source in order:
-                        agent = stack.enter_context(env.roxd(variant, source=source))
-                        assert agent.pid is not None
-                        pids[variant] = agent.pid
-                    _measure(env, worker, pids, 1, acc)
+                    agents = {variant: stack.enter_context(env.roxd(variant, source=source))
+                              for variant, source in order}
+                    _measure(env, worker, agents, 1, acc)
     finally:
         restore()
     results = acc.results()
@@ -131,7 +131,9 @@ class _Acc:
         return out
 
 
-def _measure(env: Env, worker: Any, pids: dict[str, int], reps: int, acc: _Acc) -> None:
+def _measure(env: Env, worker: Any, agents: dict[str, RoxdAgent], reps: int,
+             acc: _Acc) -> None:
+    pids = {k: a.pid for k, a in agents.items() if a.pid is not None}
     time.sleep(1.0)  # start-up work (container scan, first status) out of the way
     c0 = {k: cpu_ns(p) for k, p in pids.items()}
     t0 = time.monotonic()
@@ -143,6 +145,9 @@ def _measure(env: Env, worker: Any, pids: dict[str, int], reps: int, acc: _Acc) 
     for rep in range(reps):
         for name, argv in storms(env):
             log(f"profile: {name} (repetition {rep + 1}, {' then '.join(pids)})")
+            if SYSCTL.read_text().strip() != "1":  # someone else on the host turned it off
+                SYSCTL.write_text("1")
+            s0 = {k: a.status() for k, a in agents.items()}
             p0 = {k: bpfstats.read(p) for k, p in pids.items()}
             c0 = {k: cpu_ns(p) for k, p in pids.items()}
             t0 = time.monotonic()
@@ -150,19 +155,35 @@ def _measure(env: Env, worker: Any, pids: dict[str, int], reps: int, acc: _Acc) 
             c1 = {k: settled_cpu_ns(p, idle[k]) for k, p in pids.items()}
             p1 = {k: bpfstats.read(p) for k, p in pids.items()}
             t1 = time.monotonic()
+            s1 = {k: a.status() for k, a in agents.items()}
+            if SYSCTL.read_text().strip() != "1":
+                env.note(f"profile: kernel.bpf_stats_enabled was turned off during {name} "
+                         "by another process: that repetition is not counted")
+                continue
             n = out["n"]
             acc.events[name] = n
             for k in pids:
                 d = bpfstats.delta(p0[k], p1[k])
                 total = sum(x.ns for x in d.values())
-                exec_path = sum(x.ns for i, x in d.items()
+                # per run, not per event of this storm: other work on the host runs the same
+                # programs; one run of each exec-path program is one exec+exit
+                exec_path = sum(x.ns / x.runs for i, x in d.items()
                                 if bpfstats.on_exec_path(names.get(i, "")))
                 roxd_ns = max(0.0, c1[k] - c0[k] - idle[k] * (t1 - t0))
+                handled = s1[k]["events"]["total"] - s0[k]["events"]["total"]
+                alerts = s1[k]["alerts"]["total"] - s0[k]["alerts"]["total"]
                 s = acc.samples.setdefault(k, {}).setdefault(name, {})
                 s.setdefault("bpf_ns_per_event", []).append(total / n)
                 if name.startswith("exec"):
-                    s.setdefault("exec_path_bpf_ns_per_exec", []).append(exec_path / n)
+                    s.setdefault("exec_path_bpf_ns_per_exec", []).append(exec_path)
                 s.setdefault("roxd_cpu_us_per_event", []).append(roxd_ns / n / 1e3)
+                if handled:
+                    s.setdefault("roxd_cpu_us_per_handled_event", []).append(
+                        roxd_ns / handled / 1e3)
+                    s.setdefault("handled_events", []).append(handled)
+                if alerts:
+                    s.setdefault("roxd_cpu_us_per_alert", []).append(roxd_ns / alerts / 1e3)
+                    s.setdefault("alerts", []).append(alerts)
                 s.setdefault("workload_s", []).append(out["elapsed_ns"] / 1e9)
                 per = acc.programs.setdefault(k, {}).setdefault(name, {})
                 for i, x in d.items():

@@ -112,6 +112,10 @@ def table(results: dict[str, Any]) -> str:
             if "exec_path_bpf_ns_per_exec" in p:
                 line += f", exec path {_mm(p['exec_path_bpf_ns_per_exec'])} ns/exec"
             line += f", roxd CPU {_mm(p['roxd_cpu_us_per_event'])} us/event"
+            if "roxd_cpu_us_per_handled_event" in p:
+                line += f" ({_mm(p['roxd_cpu_us_per_handled_event'])} per handled event)"
+            if "roxd_cpu_us_per_alert" in p:
+                line += f", {_mm(p['roxd_cpu_us_per_alert'])} us/alert"
             lines.append(line)
             other = prof.get("against", {}).get(name)
             if other:
