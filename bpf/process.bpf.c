@@ -15,18 +15,29 @@
 #define FNV_OFFSET 0xcbf29ce484222325ULL
 #define FNV_PRIME 0x100000001b3ULL
 
-/* tgid -> parent tgid, filled at fork: the kernel's answer to "who is my parent" without
- * reading task_struct. Thread creations land here too (keyed by the new tid) and are removed
- * when that thread exits. */
-/* A plain hash, not an LRU: every entry is deleted at its task's exit, and an LRU insert takes
- * the map's global LRU lock on every fork (issue 22: ~40 % of the fork program's time). */
+#ifndef TASK_REAL_PARENT_OFF
+/* Without BTF: tgid -> parent tgid, filled at fork: the kernel's answer to "who is my parent"
+ * without reading task_struct. Thread creations land here too (keyed by the new tid) and are
+ * removed when that thread exits. A plain hash, not an LRU: every entry is deleted at its
+ * task's exit. With BTF the parent is read from task->real_parent instead (no fork program,
+ * no map: issue 22), which also knows the parent of a process forked before roxd started. */
 BPF_HASH(parents, u32, u32, 65536);
+#endif
 /* tgid -> exec generation (ktime of its last exec); part of the fold keys. Bit 0 says the
  * process had an exec reported (EXEC_GEN_REPORTED): only those exits are worth a record. One
  * map, one update per exec and one delete per exit, where a separate "reported" map cost an
  * update per reported exec and a lookup+delete per exit. */
 BPF_HASH(exec_gen, u32, u64, 65536); /* deleted at exit: no LRU lock needed (see parents) */
 #define EXEC_GEN_REPORTED 1ULL
+/* a process that exec'd before (a shell's exec, a wrapper) has its entry: written in place
+ * (bcc allows no map calls in macros: a function) */
+static __always_inline void store_gen(u64 *old, u32 pid, u64 gen)
+{
+    if (old)
+        *old = gen;
+    else
+        exec_gen.update(&pid, &gen);
+}
 #ifndef TASK_MM_OFF
 /* tid -> argv captured at sys_enter_execve*, consumed by sched_process_exec */
 BPF_TABLE("lru_hash", u32, struct exec_args, inflight_args, 1024);
@@ -97,10 +108,23 @@ static __always_inline void fill_header(struct event_header *h, u32 type)
     h->cgroup_id = bpf_get_current_cgroup_id();
     h->ktime_ns = bpf_ktime_get_ns();
     bpf_get_current_comm(&h->comm, sizeof(h->comm));
+#ifdef TASK_REAL_PARENT_OFF
+    /* the parent now (a process whose parent died has been re-parented to a subreaper or
+     * init, as getppid() says) */
+    u64 parent = 0;
+    u32 ppid = 0;
+    bpf_probe_read_kernel(&parent, sizeof(parent),
+                          (void *)(bpf_get_current_task() + TASK_REAL_PARENT_OFF));
+    if (parent)
+        bpf_probe_read_kernel(&ppid, sizeof(ppid), (void *)(parent + TASK_TGID_OFF));
+    h->ppid = ppid;
+#else
     u32 *ppid = parents.lookup(&h->pid);
     h->ppid = ppid ? *ppid : 0;
+#endif
 }
 
+#ifndef TASK_REAL_PARENT_OFF
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {
     u32 child = args->child_pid;
@@ -110,6 +134,13 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
     stat_add(STAT_FORK_SEEN, 1);
     return 0;
 }
+static __always_inline void forget_parent(u32 *tid)
+{
+    parents.delete(tid);
+}
+#else
+static __always_inline void forget_parent(u32 *tid) {}
+#endif
 
 #ifndef TASK_MM_OFF
 static __always_inline int capture_argv(const char *const *argv)
@@ -421,7 +452,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
             if (now < fs->quiet_until_ns) {
                 __sync_fetch_and_add(&fs->folded, 1);
                 stat_add(STAT_EXEC_FOLDED, 1);
-                exec_gen.update(&pid, &gen);
+                store_gen(old_gen, pid, gen);
                 return 0;
             }
             r->folded = __sync_lock_test_and_set(&fs->folded, 0);
@@ -437,12 +468,12 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
         cgroup_drop(cg);
         if (r->held)
             bpf_send_signal(18); /* SIGCONT: roxd will never hear of it, never leave it stopped */
-        exec_gen.update(&pid, &gen);
+        store_gen(old_gen, pid, gen);
         return 0;
     }
     stat_add(STAT_EXEC_EMITTED, 1);
     gen |= EXEC_GEN_REPORTED;
-    exec_gen.update(&pid, &gen);
+    store_gen(old_gen, pid, gen);
     return 0;
 }
 
@@ -462,7 +493,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     u32 tid = (u32)pid_tgid;
     u32 tgid = pid_tgid >> 32;
     if (!args->group_dead) {
-        parents.delete(&tid); /* a thread, not the process */
+        forget_parent(&tid); /* a thread, not the process */
         return 0;
     }
     stat_add(STAT_EXIT_SEEN, 1);
@@ -478,7 +509,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 #endif
     if (!report) {
         stat_add(STAT_EXIT_SKIPPED, 1);
-        parents.delete(&tid);
+        forget_parent(&tid);
         return 0;
     }
     struct exit_record r = {};
@@ -497,7 +528,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     r.has_exit_code = code ? 1 : 0;
 #endif
     fill_header(&r.h, REC_EXIT); /* reads the parent: delete it after */
-    parents.delete(&tid);
+    forget_parent(&tid);
     if (events.ringbuf_output(&r, sizeof(r), 0) < 0) {
         stat_add(STAT_EXIT_DROPPED, 1);
         cgroup_drop(r.h.cgroup_id);

@@ -30,6 +30,8 @@ _EXTRA = {KIND_INT: (4, 0), KIND_ARRAY: (12, 0), KIND_STRUCT: (0, 12), KIND_UNIO
 WANTED = (
     ("TASK_MM_OFF", "task_struct", "mm"),
     ("TASK_EXIT_CODE_OFF", "task_struct", "exit_code"),
+    ("TASK_REAL_PARENT_OFF", "task_struct", "real_parent"),
+    ("TASK_TGID_OFF", "task_struct", "tgid"),
     ("MM_ARG_START_OFF", "mm_struct", "arg_start"),
     ("MM_ARG_END_OFF", "mm_struct", "arg_end"),
     # the pid as the process's own namespace numbers it: thread_pid->numbers[level].nr
