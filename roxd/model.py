@@ -28,11 +28,14 @@ from roxd import vocabulary
 
 @dataclass(frozen=True, slots=True)
 class ExecEvent:
-    """A successful exec (sched:sched_process_exec), with argv joined from sys_enter_execve."""
+    """A successful exec (sched:sched_process_exec), with argv read from the new program's
+    stack (or joined from sys_enter_execve on kernels without BTF)."""
 
     time_ns: int  # wall clock, nanoseconds since the epoch
     pid: int  # thread-group id of the process that exec'd
-    ppid: int  # parent tgid as the kernel saw it at fork; 0 = unknown (forked before roxd)
+    # parent tgid: task->real_parent at the exec (BTF kernels: a re-parented process names its
+    # new parent, as getppid() does), else as the kernel saw it at fork; 0 = unknown
+    ppid: int
     uid: int
     gid: int
     cgroup_id: int

@@ -8,6 +8,7 @@ rule engine.
 from __future__ import annotations
 
 import ctypes as ct
+import dataclasses
 import logging
 import os
 import re
@@ -22,7 +23,13 @@ from roxd.model import ConnectEvent, FileEvent, SyscallEvent
 from roxd.sensor import btf, records
 from roxd.sensor.bitwords import merged, read_words, write_words
 from roxd.sensor.headers import HeaderTree
-from roxd.sensor.loader import BccObject, default_bpf_dir, load_bcc, optional_tracepoints
+from roxd.sensor.loader import (
+    BccObject,
+    attach_deferred,
+    default_bpf_dir,
+    load_bcc,
+    optional_tracepoints,
+)
 from roxd.sensor.loader import (  # re-exported from their old home
     release_compiler_memory as release_compiler_memory,
 )
@@ -85,6 +92,15 @@ class Sensor:
         loaded = _take_prewarmed(self._config, cflags)
         if loaded is None:
             loaded = _compile(self._config, cflags)
+        else:
+            started = time.monotonic()
+            try:
+                attach_deferred(loaded.bpf)
+            except Exception as exc:  # bcc raises bare Exception for attach failures
+                loaded.bpf.cleanup()
+                raise SensorError(f"attaching the eBPF programs failed: {exc}") from exc
+            loaded = dataclasses.replace(
+                loaded, load_seconds=loaded.load_seconds + time.monotonic() - started)
         self._started_from(loaded)
 
     def _started_from(self, loaded: BccObject) -> None:
@@ -390,10 +406,10 @@ def sensor_cflags(config: SensorConfig) -> list[str]:
     ]
 
 
-def _compile(config: SensorConfig, cflags: list[str]) -> BccObject:
+def _compile(config: SensorConfig, cflags: list[str], attach: bool = True) -> BccObject:
     return load_bcc(config.bpf_dir, "roxd.bpf.c", cache_dir=config.cache_dir,
                     what="the eBPF programs", cflags=cflags,
-                    source_flags=optional_tracepoints)
+                    source_flags=optional_tracepoints, attach=attach)
 
 
 # ---------------------------------------------------------------------------- prewarm
@@ -402,8 +418,9 @@ def _compile(config: SensorConfig, cflags: list[str]) -> BccObject:
 # released, so the daemon starts it on a thread first thing and reads rules, connects to the
 # container runtime and scans containers meanwhile; Sensor.start() takes the result when its
 # inputs (the config and cflags) are the same, and compiles itself otherwise. The programs
-# attach when the compile ends, as they would in start(); their events wait in the ring
-# buffer until start() opens it.
+# are loaded (verified) on that thread too, and attached by start(), as before: no event of
+# the start-up seconds queues up unread (a test's storm right after READY found roxd still
+# working off that backlog, and its folding came too late).
 
 @dataclass
 class _Prewarm:
@@ -428,7 +445,7 @@ def prewarm(config: SensorConfig) -> None:
     def run() -> None:
         assert job is not None
         try:
-            job.result = _compile(config, cflags)
+            job.result = _compile(config, cflags, attach=False)
         except BaseException as exc:  # handed to start(), which raises it
             job.error = exc
 
