@@ -176,6 +176,9 @@ def _measure(env: Env, worker: Any, agents: dict[str, RoxdAgent], reps: int,
                 s.setdefault("bpf_ns_per_event", []).append(total / n)
                 if name.startswith("exec"):
                     s.setdefault("exec_path_bpf_ns_per_exec", []).append(exec_path)
+                    s.setdefault("exit_group_bpf_ns_per_run", []).append(
+                        sum(x.ns / x.runs for i, x in d.items()
+                            if bpfstats.is_exit_group(names.get(i, ""))))
                 s.setdefault("roxd_cpu_us_per_event", []).append(roxd_ns / n / 1e3)
                 if handled:
                     s.setdefault("roxd_cpu_us_per_handled_event", []).append(
