@@ -121,3 +121,46 @@ def test_guard_flags_a_move_beyond_the_noise_only() -> None:
     assert "MOVED" in compare.table(_run(4200, 4100, 4300), _run(3000, 2900, 3100))
     # one repetition: no spread measured, never flagged
     assert not compare.compare(_run(1, 1, 1), _run(2, 2, 2))[0].moved
+
+
+class _FakeBpf:
+    def __init__(self) -> None:
+        self.cleaned = False
+
+    def cleanup(self) -> None:
+        self.cleaned = True
+
+
+def test_prewarmed_object_is_taken_only_for_the_same_inputs(monkeypatch: pytest.MonkeyPatch,
+                                                            tmp_path: Path) -> None:
+    from roxd.sensor import loader, program
+
+    made: list[tuple[list[str], bool]] = []
+
+    def fake_compile(config: program.SensorConfig, cflags: list[str],
+                     attach: bool = True) -> loader.BccObject:
+        made.append((cflags, attach))
+        return loader.BccObject(_FakeBpf(), "", None, None, 0.1)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(program, "_compile", fake_compile)
+    monkeypatch.setattr(program, "_btf_flags", lambda: ["-DTASK_MM_OFF=1"])
+    config = program.SensorConfig(cache_dir=tmp_path)
+    program.prewarm(config)
+    got = program._take_prewarmed(config, program.sensor_cflags(config))
+    assert got is not None and made == [(program.sensor_cflags(config), False)]
+    assert program._take_prewarmed(config, program.sensor_cflags(config)) is None  # taken once
+
+    # a different config (here: ring buffer size) compiles again; the stale object is detached
+    program.prewarm(config)
+    other = program.SensorConfig(cache_dir=tmp_path, ringbuf_pages=8)
+    stale = program._prewarm
+    assert stale is not None
+    assert program._take_prewarmed(other, program.sensor_cflags(other)) is None
+    assert stale.result is not None and stale.result.bpf.cleaned
+
+    # start-up failed before the sensor started: the prewarmed object is detached
+    program.prewarm(config)
+    pending = program._prewarm
+    program.discard_prewarmed()
+    assert pending is not None and pending.result is not None and pending.result.bpf.cleaned
+    assert program._prewarm is None
