@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import capacity, latency, overhead, profile, report
+from bench import capacity, compare, latency, overhead, profile, report, startup
 from bench.cleanup import Cleanup
 from bench.containers import Containers, ensure_engine_and_image
 from bench.env import Env, Settings, log
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 QUICK = Settings(reps=3, exec_iters=2000, connect_iters=20000, syscall_iters=3_000_000,
                  capacity_iters=1000, userspace_kills=50, ladder=(0.5, 0.25, 0.125))
 FULL = Settings()
-PHASES = ("overhead", "latency", "capacity", "profile")
+PHASES = ("overhead", "latency", "capacity", "profile", "startup")
 
 
 def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
@@ -48,6 +48,11 @@ def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
                    help="run roxd from this git revision (exported with git archive into the "
                    "work dir) instead of the checkout as it is: uncommitted edits of others "
                    "cannot break or colour the run")
+    p.add_argument("--against", metavar="REV",
+                   help="profile phase: run roxd from this git revision side by side with the "
+                   "one under test (both attached at once, so both see the same events under "
+                   "the same load) and report both programs' costs: a paired comparison that "
+                   "holds on a busy machine")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results",
                    help="results directory (default bench/results)")
     args = p.parse_args(argv)
@@ -130,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
             results.setdefault("notes_start", []).append(env_note)
             log(f"note: {env_note}")
         env = Env(settings, cleanup, containers, workdir, workdir / "cache", source)
+        if args.against:
+            env.against_source = export_rev(args.against, workdir / "against")
+            results["against"] = {"rev": args.against, "commit": _commit(args.against)}
         env.idle = [containers.start(f"idle-{i}") for i in range(settings.idle_containers)]
         worker = containers.start("worker")
         for phase in settings.phases:
@@ -143,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                 results["capacity"] = capacity.run(env)
             elif phase == "profile":
                 results["profile"] = profile.run(env, worker)
+            elif phase == "startup":
+                results["startup"] = startup.run(env)
             results.setdefault("phase_seconds", {})[phase] = round(time.monotonic() - t0, 1)
         results["notes"] = results.pop("notes_start", []) + env.notes
     except KeyboardInterrupt:
@@ -152,8 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cleanup.run_all()
     results["total_seconds"] = round(time.monotonic() - started, 1)
+    before = compare.previous(args.out)
+    if before is not None:
+        guard = compare.compare(before, results)
+        results["regression_guard"] = {
+            "against": before.get("started"),
+            "moved": [c.key for c in guard if c.moved]}
     path = report.write(results, args.out)
     print(report.table(results))
+    if before is not None:
+        print(compare.table(before, results))
     print(f"bench: results in {path} (and {args.out / 'latest.json'}); "
           f"{results['total_seconds']:.0f} s")
     return 0

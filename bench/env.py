@@ -25,7 +25,7 @@ class Settings:
     kill_execs: int = 1000
     userspace_kills: int = 200
     agents: tuple[str, ...] = ("none", "roxd", "auditd", "bpftrace")
-    phases: tuple[str, ...] = ("overhead", "latency", "capacity", "profile")
+    phases: tuple[str, ...] = ("overhead", "latency", "capacity", "profile", "startup")
 
 
 @dataclass
@@ -36,18 +36,19 @@ class Env:
     workdir: Path
     cache_dir: Path
     roxd_source: Path
+    against_source: Path | None = None  # --against REV: a second roxd, run side by side
     notes: list[str] = field(default_factory=list)
     idle: list[Any] = field(default_factory=list)
     _roxd_runs: int = 0
 
     def roxd(self, variant: str = "roxd", bench_rules: bool = False,
-             **sensor: Any) -> RoxdAgent:
+             source: Path | None = None, **sensor: Any) -> RoxdAgent:
         """A roxd agent (not started); sensor keys override [sensor] of the default config."""
         self._roxd_runs += 1
         return RoxdAgent(workdir=self.workdir / f"roxd-{self._roxd_runs}-{variant}",
                          cleanup=self.cleanup, cache_dir=self.cache_dir,
-                         source=self.roxd_source, bench_rules=bench_rules, sensor=sensor,
-                         name=variant)
+                         source=source or self.roxd_source, bench_rules=bench_rules,
+                         sensor=sensor, name=variant)
 
     def note(self, text: str) -> None:
         print(f"bench: note: {text}", flush=True)

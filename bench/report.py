@@ -103,9 +103,40 @@ def table(results: dict[str, Any]) -> str:
     prof = results.get("profile", {})
     if prof:
         lines.append("")
+        lines.append(f"profile (bpf_stats, roxd CPU from schedstat; median [min-max]); idle "
+                     f"roxd {prof.get('roxd_idle_cpu_pct', '?')} % CPU")
         for name, p in prof.items():
-            lines.append(f"profile {name}: BPF {p['bpf_ns_per_event']} ns/event, roxd CPU "
-                         f"{p['roxd_cpu_us_per_event']} us/event")
+            if not isinstance(p, dict) or "bpf_ns_per_event" not in p:
+                continue
+            line = f"  {name:26} BPF {_mm(p['bpf_ns_per_event'])} ns/event"
+            if "exec_path_bpf_ns_per_exec" in p:
+                line += f", exec path {_mm(p['exec_path_bpf_ns_per_exec'])} ns/exec"
+            line += f", roxd CPU {_mm(p['roxd_cpu_us_per_event'])} us/event"
+            if "roxd_cpu_us_per_handled_event" in p:
+                line += f" ({_mm(p['roxd_cpu_us_per_handled_event'])} per handled event)"
+            if "roxd_cpu_us_per_alert" in p:
+                line += f", {_mm(p['roxd_cpu_us_per_alert'])} us/alert"
+            lines.append(line)
+            other = prof.get("against", {}).get(name)
+            if other:
+                line = f"  {'  (against)':26} BPF {_mm(other['bpf_ns_per_event'])} ns/event"
+                if "exec_path_bpf_ns_per_exec" in other:
+                    line += f", exec path {_mm(other['exec_path_bpf_ns_per_exec'])} ns/exec"
+                line += f", roxd CPU {_mm(other['roxd_cpu_us_per_event'])} us/event"
+                lines.append(line)
+    start = results.get("startup", {})
+    if start:
+        lines.append("")
+        for variant, v in start.items():
+            comp = f", eBPF compile+load {_mm(v['compile_s'])} s" if v.get("compile_s") else ""
+            lines.append(f"startup {variant}: READY {_mm(v['ready_s'])} s{comp}")
     for n in results.get("notes", []):
         lines.append(f"note: {n}")
     return "\n".join(lines)
+
+
+def _mm(s: Any) -> str:
+    """A Summary dict as 'median [min-max]' (older results hold a bare number)."""
+    if isinstance(s, dict):
+        return f"{s['median']:g} [{s['min']:g}-{s['max']:g}]"
+    return str(s)

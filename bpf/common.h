@@ -118,7 +118,7 @@ struct exec_record {
     u8 args_captured;
     u8 fileless; /* exec'd through a file descriptor: memfd, deleted file, fexecve */
     u8 held;     /* SIGSTOPped at exec: its cgroup was not classified yet (see process.bpf.c) */
-    u8 pad[4];
+    u32 vpid;    /* pid in the process's own pid namespace; 0 = not read (no BTF) */
     char filename[FILENAME_LEN];
     char args[ARGS_BUF]; /* argc NUL-terminated strings, args_len bytes used */
 };

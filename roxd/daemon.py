@@ -82,7 +82,8 @@ from roxd.runtime import (
     connect_runtime,
 )
 from roxd.sensor.inbound import INBOUND_TYPES
-from roxd.sensor.program import Sensor, SensorConfig, SensorStats
+from roxd.sensor.program import Sensor, SensorConfig, SensorStats, discard_prewarmed
+from roxd.sensor.program import prewarm as prewarm_sensor
 from roxd.sensor.records import Decoded
 from roxd.startup_line import ReadyFacts, ready_line
 from roxd.systemd_notify import Notifier
@@ -211,12 +212,15 @@ class Daemon:
     def run(self) -> int:
         log.info("roxd %s starting (config: %s)", __version__, self.config.source)
         log.info("host features: %s", self.features.summary())
+        # the eBPF compile (most of the time to READY) overlaps what follows (issue 22)
+        prewarm_sensor(self._sensor_config())
         # a rule set whose fixed kernel entries cannot fit is refused like a broken file
         capacities = map_capacities(self._sensor_config().bpf_dir)
         self.rules.add_validator(lambda rule_set: capacity_problems(rule_set, capacities))
         try:
             rules = self.rules.load()
         except RuleError as exc:
+            discard_prewarmed()
             raise RoxdError(f"rules not loaded: {exc}") from exc
         delivery = self._make_delivery()
         try:
@@ -240,6 +244,7 @@ class Daemon:
         finally:
             self._notifier.stopping()
             self._shutdown(delivery)
+            discard_prewarmed()  # compiled but never started (start-up failed): detach
         return 0
 
     def _build(self, attribution: ContainerAttribution, delivery: AlertDelivery) -> Parts:

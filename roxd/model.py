@@ -28,11 +28,14 @@ from roxd import vocabulary
 
 @dataclass(frozen=True, slots=True)
 class ExecEvent:
-    """A successful exec (sched:sched_process_exec), with argv joined from sys_enter_execve."""
+    """A successful exec (sched:sched_process_exec), with argv read from the new program's
+    stack (or joined from sys_enter_execve on kernels without BTF)."""
 
     time_ns: int  # wall clock, nanoseconds since the epoch
     pid: int  # thread-group id of the process that exec'd
-    ppid: int  # parent tgid as the kernel saw it at fork; 0 = unknown (forked before roxd)
+    # parent tgid: task->real_parent at the exec (BTF kernels: a re-parented process names its
+    # new parent, as getppid() does), else as the kernel saw it at fork; 0 = unknown
+    ppid: int
     uid: int
     gid: int
     cgroup_id: int
@@ -49,6 +52,9 @@ class ExecEvent:
     # The kernel could not read part of argv (a page the caller never touched): args is
     # incomplete, and the enricher reads /proc/<pid>/cmdline while the process lives.
     args_unreadable: bool = False
+    # The pid in the process's own pid namespace, read by the kernel at exec (BTF kernels);
+    # None: not read, the enricher asks /proc.
+    vpid: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
+from roxd.ids import new_id
 from roxd.jsonlines import JsonLines
 from roxd.model import ActionResult, Alert, EnrichedEvent, RuleRef, Severity
 from roxd.pubsub import Topic
@@ -126,7 +126,7 @@ class AlertDispatcher:
         self, rule: RuleRef, event: EnrichedEvent, actions: Sequence[ActionResult]
     ) -> Alert:
         now = time.time_ns()
-        alert = Alert(id=uuid.uuid4().hex, time_ns=now, rule=rule, event=event,
+        alert = Alert(id=new_id(), time_ns=now, rule=rule, event=event,
                       actions=tuple(actions), first_ns=event.time_ns, last_ns=event.time_ns)
         self.raised += 1
         for sink in (*self._raw_taps, self._delivery):

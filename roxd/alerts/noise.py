@@ -46,6 +46,7 @@ from typing import Any
 from roxd.alerts.dispatch import AlertSink
 from roxd.alerts.kinds import FOLDED_MARK, THROTTLED_RULE_ID
 from roxd.alerts.settings import NoiseSettings
+from roxd.ids import new_id
 from roxd.model import Alert, RuleRef
 
 log = logging.getLogger("roxd.alerts.noise")
@@ -278,7 +279,7 @@ class NoiseControl:
             mitre=tuple(sorted(rate.mitre)),
             description=(f"{rate.suppressed} alerts from {where} went over the limit of "
                          f"{self._limit} per minute; the most severe was {worst.rule.id}"))
-        return Alert(id=uuid.uuid4().hex, time_ns=now, rule=rule, event=ev, actions=(),
+        return Alert(id=new_id(), time_ns=now, rule=rule, event=ev, actions=(),
                      count=rate.suppressed, first_ns=rate.first_ns, last_ns=rate.last_ns)
 
     def _flush_for_restart(self, now: int) -> None:

@@ -46,7 +46,7 @@ class Enricher:
             if container is not None:
                 # a container's entrypoint is pid 1 of its namespace; rules tell it apart
                 # from a shell started later (docker exec, an exploited app)
-                process = replace(process, vpid=self.processes.vpid(event.pid))
+                process = replace(process, vpid=event.vpid or self.processes.vpid(event.pid))
                 # once per exec: a session's first process is classified, the rest inherit
                 process = replace(process, session=self.sessions.classify(process, container))
             else:

@@ -33,13 +33,13 @@ import ipaddress
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Protocol
 
 from roxd.alerts.worker import sink_problems
+from roxd.ids import new_id
 from roxd.incidents.settings import IncidentsSettings
 from roxd.model import Alert, ConnectEvent, Outcome, Severity, SyscallEvent, rfc3339
 from roxd.netmap.addresses import container_addresses, first_pid
@@ -359,7 +359,7 @@ class IncidentTracker:
             self._counts[f"linked_{how}"] += 1
         opened = inc is None
         if inc is None:
-            inc = Incident(id=uuid.uuid4().hex, first_ns=alert.time_ns, last_ns=alert.time_ns)
+            inc = Incident(id=new_id(), first_ns=alert.time_ns, last_ns=alert.time_ns)
             self._open[inc.id] = inc
             self._counts["opened"] += 1
         changes = self._add(inc, alert, where, chain, root, how)

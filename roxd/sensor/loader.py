@@ -99,13 +99,19 @@ def import_bcc() -> Any:
 
 
 def load_bcc(bpf_dir: Path, main: str, *, cache_dir: Path, what: str,
-             cflags: Sequence[str] = (), source_flags: SourceFlags | None = None) -> BccObject:
-    """Compile and load `bpf_dir/main` (`what` names it in errors: "the eBPF programs")."""
+             cflags: Sequence[str] = (), source_flags: SourceFlags | None = None,
+             attach: bool = True) -> BccObject:
+    """Compile and load `bpf_dir/main` (`what` names it in errors: "the eBPF programs").
+    attach=False: compile and load (verify) every program but attach none; attach_deferred()
+    attaches them later (the daemon compiles early and attaches when it is ready to read
+    the ring buffer: events of the start-up seconds would otherwise queue up unread)."""
     tracefs = ensure_tracefs()
     headers = resolve_headers(cache_dir)
     os.environ.update(headers.env)
     source = read_source(bpf_dir, main)
     bpf_class = import_bcc()
+    if not attach:
+        bpf_class = _deferred_class(bpf_class)
     flags = [*cflags, *(source_flags(source, tracefs) if source_flags else ())]
     started = time.monotonic()
     try:
@@ -115,6 +121,33 @@ def load_bcc(bpf_dir: Path, main: str, *, cache_dir: Path, what: str,
     seconds = time.monotonic() - started
     release_compiler_memory()  # page LLVM back out: it is needed only for the compile
     return BccObject(bpf, source, headers, tracefs, seconds)
+
+
+def _deferred_class(bpf_class: Any) -> Any:
+    """A bcc.BPF whose automatic attach (done in its constructor) only loads the programs;
+    attach_deferred() runs bcc's own autoload, which reuses the loaded programs by name."""
+    from bcc.libbcc import lib
+
+    class Deferred(bpf_class):  # type: ignore[misc, valid-type]
+        def _trace_autoload(self) -> None:
+            for i in range(lib.bpf_num_functions(self.module)):
+                name = lib.bpf_function_name(self.module, i)
+                if name.startswith(b"tracepoint__"):
+                    self.load_func(name, bpf_class.TRACEPOINT)
+                elif name.startswith(b"raw_tracepoint__"):
+                    self.load_func(name, bpf_class.RAW_TRACEPOINT)
+
+        def attach_deferred(self) -> None:
+            bpf_class._trace_autoload(self)
+
+    return Deferred
+
+
+def attach_deferred(bpf: Any) -> None:
+    """Attach what load_bcc(attach=False) loaded; nothing for an object already attached."""
+    attach = getattr(bpf, "attach_deferred", None)
+    if attach is not None:
+        attach()
 
 
 def release_compiler_memory() -> None:

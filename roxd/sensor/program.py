@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -20,11 +21,17 @@ from pathlib import Path
 
 from roxd.errors import SensorError
 from roxd.model import ConnectEvent, FileEvent, SyscallEvent
-from roxd.sensor import records
+from roxd.sensor import btf, records
 from roxd.sensor.bitwords import merged, read_words, write_words
 from roxd.sensor.headers import HeaderTree
 from roxd.sensor.inbound import InboundProbe
-from roxd.sensor.loader import default_bpf_dir, load_bcc, optional_tracepoints
+from roxd.sensor.loader import (
+    BccObject,
+    attach_deferred,
+    default_bpf_dir,
+    load_bcc,
+    optional_tracepoints,
+)
 from roxd.sensor.loader import (  # re-exported from their old home
     release_compiler_memory as release_compiler_memory,
 )
@@ -93,33 +100,32 @@ class Sensor:
         if not _is_power_of_two(self._config.ringbuf_pages):
             raise SensorError(
                 f"ring buffer pages must be a power of two, not {self._config.ringbuf_pages}")
-        cflags = [
-            f"-I{self._config.bpf_dir}",
-            f"-DRINGBUF_PAGES={self._config.ringbuf_pages}",
-            f"-DMAX_ARGS={self._config.max_args}",
-            f"-DROXD_TGID={os.getpid()}",  # roxd's own syscalls (bpf() all day) are skipped
-            "-Wno-macro-redefined",
-            "-Wno-unused-function",
-            *(["-DMODULE_SYSCALLS_RAW"] if self._config.module_syscalls_raw else []),
-        ]
+        cflags = sensor_cflags(self._config)
         # the shared bcc loader: tracefs, headers, source, bcc import, timed compile, memory
         try:
-            loaded = load_bcc(self._config.bpf_dir, "roxd.bpf.c",
-                              cache_dir=self._config.cache_dir, what="the eBPF programs",
-                              cflags=[*cflags, *([] if self._config.inbound
-                                                 else ["-DROXD_NO_INBOUND"])],
-                              source_flags=self._optional_tracepoints)
+            loaded = _take_prewarmed(self._config, cflags)
+            if loaded is None:
+                loaded = _compile(self._config, cflags)
+            else:
+                started = time.monotonic()
+                try:
+                    attach_deferred(loaded.bpf)
+                except Exception as exc:  # bcc raises bare Exception for attach failures
+                    loaded.bpf.cleanup()
+                    raise SensorError(f"attaching the eBPF programs failed: {exc}") from exc
+                loaded = dataclasses.replace(
+                    loaded, load_seconds=loaded.load_seconds + time.monotonic() - started)
         except SensorError as exc:
             if not self._config.inbound:
                 raise
             # a kernel without sk_storage (before 5.2) refuses the inbound maps, and with
             # them the whole object: load the rest without them and say so
-            loaded = load_bcc(self._config.bpf_dir, "roxd.bpf.c",
-                              cache_dir=self._config.cache_dir, what="the eBPF programs",
-                              cflags=[*cflags, "-DROXD_NO_INBOUND"],
-                              source_flags=self._optional_tracepoints)
             self._config = dataclasses.replace(self._config, inbound=False)
+            loaded = _compile(self._config, sensor_cflags(self._config))
             self.inbound.off(f"refused with the rest of the programs: {exc}")
+        self._started_from(loaded)
+
+    def _started_from(self, loaded: BccObject) -> None:
         self.headers = loaded.headers
         log.info("kernel headers: %s", self.headers.describe())
         self._bpf = loaded.bpf
@@ -137,6 +143,8 @@ class Sensor:
             else:
                 log.info("sensor.module_syscalls_raw has no effect: this kernel has "
                          "tracepoints for the module syscalls")
+        seed = self._bpf["args_hash_seed"]
+        seed[ct.c_int(0)] = ct.c_uint64(int.from_bytes(os.urandom(8), "little"))
         self._resync_clock()
         self._bpf["events"].open_ring_buffer(self._ring_callback)
         if self._config.inbound:
@@ -215,7 +223,7 @@ class Sensor:
     def _ring_callback(self, _ctx: object, data: int, size: int) -> int:
         raw = ct.string_at(data, size)
         try:
-            decoded = records.decode(raw, self._clock_offset_ns)
+            decoded = records.decode(raw, self._clock_offset_ns, self._config.max_args)
         except DecodeError as exc:
             self._decode_errors += 1
             log.warning("undecodable ring-buffer record: %s", exc)
@@ -278,8 +286,14 @@ class Sensor:
 
     def set_exec_kills(self, entries: ExecKillEntries) -> None:
         """Replace the in-kernel exec kill table: {(cgroup id or scope, exe hash): verdict}."""
-        table = self._require()["exec_kill"]
+        bpf = self._require()
+        table = bpf["exec_kill"]
+        kinds = bpf["exec_kill_kinds"]
         current = {(k.cgroup_id, k.hash) for k in table}
+        old_kinds, new_kinds = _kill_kinds(current), _kill_kinds(entries)
+        # the kernel skips lookups for kinds the gate does not name: the gate is a superset
+        # of what the table holds at every moment
+        kinds[ct.c_int(0)] = ct.c_uint32(old_kinds | new_kinds)
         for scope, h in current - set(entries):
             key = table.Key()
             key.cgroup_id, key.hash = scope, h
@@ -288,6 +302,7 @@ class Sensor:
             key = table.Key()
             key.cgroup_id, key.hash = scope, h
             table[key] = ct.c_uint32(slot)
+        kinds[ct.c_int(0)] = ct.c_uint32(new_kinds)
 
     def set_baselines(self, cgroups: BaselineCgroups, allow: BaselineAllow) -> None:
         """Replace the enforced process baselines: allow entries first (a cgroup enforced
@@ -441,6 +456,120 @@ def _cgroup2_root() -> str:
         return find_cgroup2_mount().mount_point
     except CgroupError as exc:
         return f"(none: {exc})"
+def _btf_flags() -> list[str]:
+    """-DTASK_MM_OFF=... from the running kernel's BTF: argv, exit codes and the namespace
+    pid are then read where they are cheapest (process.bpf.c); without BTF the older
+    programs run."""
+    try:
+        found = btf.offsets()
+    except btf.BtfError as exc:
+        log.info("no kernel BTF (%s): argv captured at sys_enter_execve, exit codes at "
+                 "exit_group, namespace pids from /proc", exc)
+        return []
+    return [f"-D{macro}={offset}" for macro, offset in sorted(found.items())]
+
+
+def sensor_cflags(config: SensorConfig) -> list[str]:
+    return [
+        f"-I{config.bpf_dir}",
+        f"-DRINGBUF_PAGES={config.ringbuf_pages}",
+        f"-DMAX_ARGS={config.max_args}",
+        f"-DROXD_TGID={os.getpid()}",  # roxd's own syscalls (bpf() all day) are skipped
+        "-Wno-macro-redefined",
+        "-Wno-unused-function",
+        *(["-DMODULE_SYSCALLS_RAW"] if config.module_syscalls_raw else []),
+        *([] if config.inbound else ["-DROXD_NO_INBOUND"]),
+        *_btf_flags(),
+    ]
+
+
+def _compile(config: SensorConfig, cflags: list[str], attach: bool = True) -> BccObject:
+    return load_bcc(config.bpf_dir, "roxd.bpf.c", cache_dir=config.cache_dir,
+                    what="the eBPF programs", cflags=cflags,
+                    source_flags=optional_tracepoints, attach=attach)
+
+
+# ---------------------------------------------------------------------------- prewarm
+# bcc has no way to load a precompiled object (iovisor/bcc#2367): every start compiles
+# roxd.bpf.c with clang, most of roxd's time to READY. The compile runs in C with the GIL
+# released, so the daemon starts it on a thread first thing and reads rules, connects to the
+# container runtime and scans containers meanwhile; Sensor.start() takes the result when its
+# inputs (the config and cflags) are the same, and compiles itself otherwise. The programs
+# are loaded (verified) on that thread too, and attached by start(), as before: no event of
+# the start-up seconds queues up unread (a test's storm right after READY found roxd still
+# working off that backlog, and its folding came too late).
+
+@dataclass
+class _Prewarm:
+    config: SensorConfig
+    cflags: list[str]
+    thread: threading.Thread
+    result: BccObject | None = None
+    error: BaseException | None = None
+
+
+_prewarm: _Prewarm | None = None
+_prewarm_lock = threading.Lock()
+
+
+def prewarm(config: SensorConfig) -> None:
+    """Start compiling and loading the programs for `config` on a thread (see above)."""
+    global _prewarm
+    if not _is_power_of_two(config.ringbuf_pages):
+        return  # start() reports it
+    cflags = sensor_cflags(config)
+
+    def run() -> None:
+        assert job is not None
+        try:
+            job.result = _compile(config, cflags, attach=False)
+        except BaseException as exc:  # handed to start(), which raises it
+            job.error = exc
+
+    job = _Prewarm(config, cflags, threading.Thread(target=run, name="bpf-compile",
+                                                    daemon=True))
+    with _prewarm_lock:
+        discard_prewarmed()
+        _prewarm = job
+    job.thread.start()
+
+
+def _take_prewarmed(config: SensorConfig, cflags: list[str]) -> BccObject | None:
+    global _prewarm
+    with _prewarm_lock:
+        job, _prewarm = _prewarm, None
+    if job is None:
+        return None
+    job.thread.join()
+    if job.config != config or job.cflags != cflags:
+        if job.result is not None:
+            job.result.bpf.cleanup()
+        return None
+    if job.error is not None:
+        raise job.error
+    return job.result
+
+
+def discard_prewarmed() -> None:
+    """Detach a prewarmed object nobody took (the daemon failed before its sensor started)."""
+    global _prewarm
+    job, _prewarm = _prewarm, None
+    if job is not None:
+        job.thread.join()
+        if job.result is not None:
+            job.result.bpf.cleanup()
+
+
+def _kill_kinds(keys: Iterable[tuple[int, int]]) -> int:
+    """exec_kill_kinds bits (process.bpf.c) for a set of (scope, hash) keys."""
+    bits = 0
+    for scope, _ in keys:
+        bits |= (KILL_HAS_HOST if scope == records.SCOPE_HOST else KILL_HAS_CONTAINER
+                 if scope == records.SCOPE_ANY_CONTAINER else KILL_HAS_CGROUP)
+    return bits
+
+
+KILL_HAS_CGROUP, KILL_HAS_CONTAINER, KILL_HAS_HOST = 1, 2, 4  # process.bpf.c
 
 
 def _is_power_of_two(n: int) -> bool:

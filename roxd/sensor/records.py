@@ -206,10 +206,16 @@ class ExecRecord(ct.Structure):
         ("args_captured", ct.c_uint8),
         ("fileless", ct.c_uint8),
         ("held", ct.c_uint8),
-        ("pad", ct.c_uint8 * 4),
+        ("vpid", ct.c_uint32),
         ("filename", ct.c_char * FILENAME_LEN),
         ("args", ct.c_char * ARGS_BUF),
     )
+
+
+class ExecHead(ct.Structure):
+    """ExecRecord without its argv buffer: what every exec record carries in full."""
+
+    _fields_ = ExecRecord._fields_[:-1]
 
 
 class ExitRecord(ct.Structure):
@@ -340,13 +346,15 @@ def _text(raw: bytes) -> str:
     return from_bytes(raw)
 
 
-def decode(raw: bytes, clock_offset_ns: int) -> Decoded:
-    """Decode one ring-buffer record. clock_offset_ns turns CLOCK_MONOTONIC into wall time."""
+def decode(raw: bytes, clock_offset_ns: int, max_args: int | None = None) -> Decoded:
+    """Decode one ring-buffer record. clock_offset_ns turns CLOCK_MONOTONIC into wall time;
+    max_args bounds an exec's argument count (sensor.max_args: argv read from the new
+    program's stack is bounded by bytes only, the count is applied here)."""
     if len(raw) < ct.sizeof(EventHeader):
         raise DecodeError(f"record of {len(raw)} bytes is shorter than its header")
     rtype = int.from_bytes(raw[:4], "little")
     if rtype == REC_EXEC:
-        return _decode_exec(raw, clock_offset_ns)
+        return _decode_exec(raw, clock_offset_ns, max_args)
     if rtype == REC_CONNECT:
         return _decode_connect(raw, clock_offset_ns)
     if rtype == REC_EXIT:
@@ -370,14 +378,19 @@ def _padded(raw: bytes, cls: type[ct.Structure]) -> ct.Structure:
     return cls.from_buffer_copy(raw[:size])
 
 
-def _decode_exec(raw: bytes, clock_offset_ns: int) -> Decoded:
+def _decode_exec(raw: bytes, clock_offset_ns: int, max_args: int | None = None) -> Decoded:
     if len(raw) < ExecRecord.args.offset:
         raise DecodeError(f"exec record of {len(raw)} bytes is truncated")
-    rec = _padded(raw, ExecRecord)
+    # the fixed part only: padding every record to the full 2 KiB argv buffer and copying it
+    # was a tenth of roxd's time per exec (py-spy, issue 22)
+    rec = ExecHead.from_buffer_copy(raw, 0)
     h = rec.h
     args_len = min(rec.args_len, ARGS_BUF, len(raw) - ExecRecord.args.offset)
     args_raw = raw[ExecRecord.args.offset : ExecRecord.args.offset + args_len]
-    args = tuple(_text(a) for a in args_raw.split(b"\0")[: rec.argc])
+    args = split_args(args_raw)
+    truncated = bool(rec.args_truncated)
+    if max_args is not None and len(args) > max_args:
+        args, truncated = args[:max_args], True
     event = ExecEvent(
         time_ns=h.ktime_ns + clock_offset_ns,
         pid=h.pid,
@@ -388,13 +401,25 @@ def _decode_exec(raw: bytes, clock_offset_ns: int) -> Decoded:
         comm=_text(h.comm),
         filename=_text(rec.filename),
         args=args,
-        args_truncated=bool(rec.args_truncated),
+        args_truncated=truncated,
         folded=rec.folded,
         fileless=bool(rec.fileless),
         args_unreadable=bool(rec.args_truncated & ARGS_UNREADABLE),
+        vpid=rec.vpid or None,
     )
     return Decoded(event, bytes(rec.key), rec.kill_rule, bool(rec.args_captured),
                    held=bool(rec.held))
+
+
+def split_args(raw: bytes) -> tuple[str, ...]:
+    """NUL-separated strings, as the kernel lays argv out: each ends with a NUL, so the empty
+    piece after the last one is not an argument (an empty argument in the middle is). The
+    count comes from the strings, not from a count field: argv read from the new program's
+    stack (process.bpf.c) carries none."""
+    parts = raw.split(b"\0")
+    if parts and parts[-1] == b"":
+        parts.pop()
+    return tuple(_text(a) for a in parts)
 
 
 def _decode_exit(raw: bytes, clock_offset_ns: int) -> Decoded:
