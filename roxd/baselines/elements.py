@@ -1,0 +1,125 @@
+"""The learned elements of one baseline (executables or network elements), stored compactly.
+
+1,000 workloads x 100 elements are 100,000 elements. As one slotted object each, with its three
+integers as Python ints (first seen, last seen, count: 32-40 bytes apiece), they cost about 320
+bytes per element with the name and its dict slot (bench/netenf.py). Here an element is its
+name, a small int index in one dict, three 64-bit slots in an array, and (executables only) a
+pointer to a shared tuple of parents: about 170 bytes with the name.
+
+Elements are only ever added (an import replaces a whole baseline), so indexes never move.
+`LearnedProcess` is the value the engine hands out and persists: a snapshot, not a view.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+_PARENTS: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def intern_parents(parents: tuple[str, ...]) -> tuple[str, ...]:
+    """One shared tuple per distinct set of parents: most executables of most workloads have
+    the same one or two (a shell, the entrypoint), so 100,000 elements share a few tuples."""
+    if len(_PARENTS) >= 16384:  # bounded: start over (the old tuples stay valid)
+        _PARENTS.clear()
+    return _PARENTS.setdefault(parents, parents)
+
+
+@dataclass(slots=True)
+class LearnedProcess:
+    """One learned executable or network element, as handed out and persisted."""
+
+    first_ns: int
+    last_ns: int
+    count: int = 1
+    parents: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"first_ns": self.first_ns, "last_ns": self.last_ns, "count": self.count,
+                "parents": sorted(self.parents)}
+
+
+class Elements:
+    """name -> (first_ns, last_ns, count, parents), append-only. Iterates over the names."""
+
+    __slots__ = ("_index", "_nums", "_parents")
+
+    def __init__(self, records: Iterable[tuple[str, LearnedProcess]] = ()) -> None:
+        self._index: dict[str, int] = {}
+        self._nums = array("q")  # first_ns, last_ns, count of element i at 3i, 3i+1, 3i+2
+        self._parents: list[tuple[str, ...]] | None = None  # made by the first parent
+        for name, record in records:
+            self.add(name, record)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Elements):
+            return NotImplemented
+        return dict(self.items()) == dict(other.items())
+
+    def __repr__(self) -> str:
+        return f"Elements({dict(self.items())!r})"
+
+    def add(self, name: str, record: LearnedProcess) -> None:
+        """Learn `name` (replacing what was learned of it)."""
+        i = self._index.get(name)
+        values = (record.first_ns, record.last_ns, record.count)
+        if not all(-2**63 <= v < 2**63 for v in values):
+            raise ValueError(f"{name!r}: first_ns, last_ns and count must fit 64 bits")
+        if i is not None:
+            self._nums[3 * i:3 * i + 3] = array("q", values)
+        else:
+            i = len(self._index)
+            self._index[name] = i
+            self._nums.extend(values)
+        if record.parents or self._parents is not None:
+            if self._parents is None:
+                self._parents = [()] * len(self._index)
+            if i == len(self._parents):
+                self._parents.append(record.parents)
+            else:
+                self._parents[i] = record.parents
+
+    def seen(self, name: str, now: int, n: int = 1) -> bool:
+        """One more sighting of a learned element (last seen, count); False if not learned."""
+        i = self._index.get(name)
+        if i is None:
+            return False
+        nums = self._nums
+        nums[3 * i + 1] = now
+        nums[3 * i + 2] += n
+        return True
+
+    def parents(self, name: str) -> tuple[str, ...]:
+        i = self._index[name]
+        return self._parents[i] if self._parents is not None else ()
+
+    def set_parents(self, name: str, parents: tuple[str, ...]) -> None:
+        i = self._index[name]
+        if self._parents is None:
+            self._parents = [()] * len(self._index)
+        self._parents[i] = parents
+
+    def get(self, name: str) -> LearnedProcess | None:
+        i = self._index.get(name)
+        return None if i is None else self._record(i)
+
+    def items(self) -> Iterator[tuple[str, LearnedProcess]]:
+        for name, i in self._index.items():
+            yield name, self._record(i)
+
+    def _record(self, i: int) -> LearnedProcess:
+        nums = self._nums
+        return LearnedProcess(nums[3 * i], nums[3 * i + 1], nums[3 * i + 2],
+                              self._parents[i] if self._parents is not None else ())
