@@ -27,7 +27,7 @@ def test_elements_add_count_parents_and_snapshot() -> None:
     els.add("/bin/sh", LearnedProcess(NS, NS, 1))
     els.add("/usr/bin/env", LearnedProcess(NS + 1, NS + 2, 3, ("/bin/sh",)))
     assert len(els) == 2 and "/bin/sh" in els and "/bin/ls" not in els
-    assert list(els) == ["/bin/sh", "/usr/bin/env"]
+    assert list(els) == ["/bin/sh", "/usr/bin/env"]  # sorted by name
     assert els.seen("/bin/sh", NS + 50, 2) and not els.seen("/bin/ls", NS)
     assert els.get("/bin/sh") == LearnedProcess(NS, NS + 50, 3, ())
     assert els.parents("/usr/bin/env") == ("/bin/sh",)
@@ -43,6 +43,14 @@ def test_elements_add_count_parents_and_snapshot() -> None:
     els.add("/bin/sh", LearnedProcess(1, 2, 0))
     assert els.get("/bin/sh") == LearnedProcess(1, 2, 0, ()) and len(els) == 2
     assert els.get("/nope") is None
+    # an element added before the others keeps every element's values in step
+    els.add("/a", LearnedProcess(5, 6, 7))
+    assert list(els) == ["/a", "/bin/sh", "/usr/bin/env"]
+    assert els.get("/a") == LearnedProcess(5, 6, 7, ())
+    assert els.get("/usr/bin/env") == LearnedProcess(NS + 1, NS + 2, 3, ("/bin/sh",))
+    assert els.parents("/bin/sh") == ()  # replaced above, parents too
+    with pytest.raises(KeyError):
+        els.parents("/nope")
 
 
 def test_elements_refuse_what_does_not_fit_64_bits() -> None:
