@@ -99,15 +99,23 @@ class Elements:
         elif record.parents:
             self._parents_list()[i] = record.parents
 
-    def seen(self, name: str, now: int, n: int = 1) -> bool:
-        """One more sighting of a learned element (last seen, count); False if not learned."""
-        i = self._find(name)
-        if i is None:
-            return False
+    def seen(self, name: str, now: int, n: int = 1) -> int:
+        """One more sighting of a learned element (last seen, count): its index, for
+        parents_at(); -1 if it is not learned. One bisect: this is on every exec's path."""
+        names = self._names
+        i = bisect_left(names, name)
+        if i == len(names) or names[i] != name:
+            return -1
         nums = self._nums
         nums[3 * i + 1] = now
         nums[3 * i + 2] += n
-        return True
+        return i
+
+    def parents_at(self, i: int) -> tuple[str, ...]:
+        return self._parents[i] if self._parents is not None else ()
+
+    def set_parents_at(self, i: int, parents: tuple[str, ...]) -> None:
+        self._parents_list()[i] = parents
 
     def parents(self, name: str) -> tuple[str, ...]:
         i = self._find(name)

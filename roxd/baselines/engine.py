@@ -147,8 +147,9 @@ class BaselineEngine:
         path = ev.filename
         mode = self.enforced_mode(base)
         in_grace = self._in_grace(ev.cgroup_id)
-        if base.processes.seen(path, now):
-            self._add_parent(base.processes, path, event)
+        i = base.processes.seen(path, now)
+        if i >= 0:
+            self._add_parent(base.processes, i, event)
             verdict = "learned" if base.locked else "learning"
         elif not base.locked or mode == "learn" or in_grace:
             self._learn(base, path, event, now)
@@ -179,7 +180,7 @@ class BaselineEngine:
         element = peer_element(ev.protocol, ev.dport, peer)
         mode = self.enforced_mode(base)
         in_grace = self._in_grace(ev.cgroup_id)  # first sight of a cgroup starts its grace
-        if base.peers.seen(element, now):
+        if base.peers.seen(element, now) >= 0:
             verdict = "learned" if base.locked else "learning"
         elif not base.locked or mode == "learn" or peer == "loopback" or in_grace:
             if len(base.peers) < self.settings.max_peers:
@@ -251,7 +252,7 @@ class BaselineEngine:
         element = peer_element(protocol, port, peer, "inbound")
         mode = self.mode_of(base)
         in_grace = cgroup_id != 0 and self._in_grace(cgroup_id)
-        if base.peers.seen(element, now):
+        if base.peers.seen(element, now) >= 0:
             verdict = "learned" if base.locked else "learning"
         elif not base.locked or mode == "learn" or peer == "loopback" or in_grace:
             if len(base.peers) < self.settings.max_peers:
@@ -554,21 +555,22 @@ class BaselineEngine:
         # interned: workloads built on the same images learn the same paths (/bin/sh)
         path = sys.intern(path)
         base.processes.add(path, LearnedProcess(now, now))
-        self._add_parent(base.processes, path, event)
+        # its index (seen with n=0 changes nothing: it was learned at `now`)
+        self._add_parent(base.processes, base.processes.seen(path, now, 0), event)
         self.counters["learned"] += 1
         self._dirty = True
         if base.locked:  # learn mode after lock, or a grace exec: the kernel must allow it
             self._changed(kernel=True)
 
     @staticmethod
-    def _add_parent(processes: Elements, path: str, event: EnrichedEvent) -> None:
+    def _add_parent(processes: Elements, i: int, event: EnrichedEvent) -> None:
         ancestors = event.process.ancestors
         parent = ancestors[0].exe if ancestors else ""
         if not parent:
             return
-        parents = processes.parents(path)
+        parents = processes.parents_at(i)
         if parent not in parents and len(parents) < 16:
-            processes.set_parents(path, intern_parents((*parents, parent)))
+            processes.set_parents_at(i, intern_parents((*parents, parent)))
 
     def _in_grace(self, cgroup_id: int) -> bool:
         now = self._monotonic()

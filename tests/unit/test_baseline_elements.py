@@ -28,7 +28,8 @@ def test_elements_add_count_parents_and_snapshot() -> None:
     els.add("/usr/bin/env", LearnedProcess(NS + 1, NS + 2, 3, ("/bin/sh",)))
     assert len(els) == 2 and "/bin/sh" in els and "/bin/ls" not in els
     assert list(els) == ["/bin/sh", "/usr/bin/env"]  # sorted by name
-    assert els.seen("/bin/sh", NS + 50, 2) and not els.seen("/bin/ls", NS)
+    assert els.seen("/bin/sh", NS + 50, 2) == 0 and els.seen("/bin/ls", NS) == -1
+    assert els.parents_at(els.seen("/usr/bin/env", NS + 2, 0)) == ("/bin/sh",)
     assert els.get("/bin/sh") == LearnedProcess(NS, NS + 50, 3, ())
     assert els.parents("/usr/bin/env") == ("/bin/sh",)
     els.set_parents("/bin/sh", ("/sbin/init",))
