@@ -12,7 +12,7 @@ import pytest
 from roxd.baselines.elements import Elements, LearnedProcess
 from roxd.baselines.engine import BaselineEngine
 from roxd.baselines.settings import BaselineSettings
-from roxd.model import Container
+from roxd.model import Ancestor, Container, EnrichedEvent, ExecEvent, Process
 from roxd.policy.kill_tables import build_baseline_table
 from roxd.policy.netenf import NetworkTable
 from roxd.sensor.records import fnv1a
@@ -125,3 +125,34 @@ def test_the_policy_keeps_the_network_tables_counts_not_its_entries() -> None:
                          exact={b"a", b"b"}, workloads=1, left_out=["x"], unresolved=3)
     s = table.summary()
     assert (s.cgroups, s.entries, s.workloads, s.left_out, s.unresolved) == (2, 3, 1, ("x",), 3)
+
+
+def _exec(path: str, parent: str) -> EnrichedEvent:
+    ev = ExecEvent(time_ns=1, pid=7, ppid=1, uid=0, gid=0, cgroup_id=100, comm="x",
+                   filename=path, args=(path,), args_truncated=False)
+    return EnrichedEvent(ev, Container(id="c" * 64, runtime="docker", name="web-1",
+                                       image="nginx:1.25"),
+                         Process(pid=7, ppid=1, uid=0, exe=path, comm="x", args=(path,),
+                                 cgroup_id=100, ancestors=(Ancestor(1, parent),)))
+
+
+def test_live_learning_counts_sightings_and_parents_in_the_compact_store(tmp_path: Path
+                                                                         ) -> None:
+    now = [NS]
+    eng = BaselineEngine(BaselineSettings(), tmp_path, clock=lambda: now[0])
+    eng.observe(_exec("/usr/sbin/nginx", "/bin/sh"))
+    now[0] += 5
+    eng.observe(_exec("/usr/sbin/nginx", "/docker-entrypoint.sh"))
+    eng.observe(_exec("/usr/sbin/nginx", "/bin/sh"))  # a parent already known: once
+    now[0] += 5
+    eng.observe(_exec("/bin/ash", "/usr/sbin/nginx"))  # sorts before: nginx's record moves
+    key = eng.list()[0]["workload"]
+    got = eng.get(key)["processes"]
+    assert got == {
+        "/bin/ash": {"first_ns": NS + 10, "last_ns": NS + 10, "count": 1,
+                     "parents": ["/usr/sbin/nginx"]},
+        "/usr/sbin/nginx": {"first_ns": NS, "last_ns": NS + 5, "count": 3,
+                            "parents": ["/bin/sh", "/docker-entrypoint.sh"]}}
+    eng.tick()  # saved, and read back the same by a new engine
+    again = BaselineEngine(BaselineSettings(), tmp_path, clock=lambda: now[0])
+    assert again.get(key)["processes"] == got
