@@ -25,7 +25,7 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from roxd.baselines.engine import BaselineEngine, LearnedProcess, peer_element
+from roxd.baselines.engine import BaselineEngine, LearnedProcess, intern_parents, peer_element
 from roxd.baselines.files import SeenDir
 from roxd.baselines.settings import BaselineSettings
 from roxd.model import Container, EnrichedEvent, ExecEvent, FileEvent, Process
@@ -53,10 +53,11 @@ def fill(eng: BaselineEngine, workloads: int, processes: int, peers: int) -> lis
         key = eng.workload_of(c)
         base = eng._new(key, c, 1)  # the bench fills the engine directly
         for p in range(processes):
-            base.processes[f"/usr/bin/prog-{w}-{p}"] = LearnedProcess(1, 2, 3, {"/bin/sh"})
+            base.processes.add(f"/usr/bin/prog-{w}-{p}",
+                               LearnedProcess(1, 2, 3, intern_parents(("/bin/sh",))))
         for p in range(peers):
-            base.peers[peer_element("tcp", 1000 + p, f"10.{w % 250}.{p}.0/24")] = \
-                LearnedProcess(1, 2, 3)
+            base.peers.add(peer_element("tcp", 1000 + p, f"10.{w % 250}.{p}.0/24"),
+                           LearnedProcess(1, 2, 3))
         keys.append(key)
     return keys
 

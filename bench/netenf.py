@@ -9,8 +9,9 @@
    lookup misses). The connects are UDP connect() calls to TEST-NET-1
    (192.0.2.0/24): a UDP connect sends nothing, so no packet leaves the host.
 2. Memory for 1,000 workloads x 50 processes x 50 peers: roxd's userspace (the BaselineEngine
-   holding them, and the policy's kernel tables built from them, by tracemalloc) and the
-   kernel maps that hold them (bpftool's bytes_memlock of the loaded maps, filled).
+   holding them, and what the policy keeps of the kernel tables built from them, by
+   tracemalloc; the transient peak of building and writing them apart) and the kernel maps
+   that hold them (bpftool's bytes_memlock of the loaded maps, filled).
 
 Writes bench/results/netenf-<time>.json. Needs root, bcc and bpftool. Nothing it starts
 outlives it: the hook is linked to a cgroup it made (removed after), not the root.
@@ -47,8 +48,9 @@ MAIN = """
 #include "netenf.bpf.c"
 struct bench_kill_key { u64 cgroup_id; u64 hash; };
 struct bench_baseline_cgroup { u32 workload; u32 verdict; };
-BPF_HASH(baseline_cgroups, u64, struct bench_baseline_cgroup, 16384);
-BPF_HASH(baseline_allow, struct bench_kill_key, u8, 131072);
+BPF_F_TABLE("hash", u64, struct bench_baseline_cgroup, baseline_cgroups, 16384,
+            BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", struct bench_kill_key, u8, baseline_allow, 131072, BPF_F_NO_PREALLOC);
 /* the floor: a sock_addr program that does nothing, measured the same way */
 int bench_empty(struct bpf_sock_addr *ctx) { return 1; }
 """
@@ -219,13 +221,13 @@ def memory() -> dict[str, Any]:
                         image=f"registry.example/app{w}:1.0", image_ids=[f"sha256:{w:064x}"])
         # distinct times and counts, as real ones are (a shared int would hide their size)
         for p in range(PROCESSES):
-            base.processes[f"/usr/local/bin/app{w}-tool{p}"] = LearnedProcess(
-                now + w * 1000 + p, now + 10**12 + p, 1000 + p, intern_parents(("/bin/sh",)))
+            base.processes.add(f"/usr/local/bin/app{w}-tool{p}", LearnedProcess(
+                now + w * 1000 + p, now + 10**12 + p, 1000 + p, intern_parents(("/bin/sh",))))
         for p in range(PEERS):
             j = (w + p + 1) % WORKLOADS
             peer = f"workload:image:registry.example/app{j}/app{j}"
-            base.peers[f"outbound tcp/{1000 + p} {peer}"] = LearnedProcess(
-                now + w * 1000 + p, now + 10**12 + p, 1000 + p)
+            base.peers.add(f"outbound tcp/{1000 + p} {peer}", LearnedProcess(
+                now + w * 1000 + p, now + 10**12 + p, 1000 + p))
         engine._baselines[key] = base
         containers.append((10_000 + w, Container(id=f"{w:064x}", runtime="docker",
                                                  name=f"app{w}", labels={"k": key})))
@@ -236,27 +238,36 @@ def memory() -> dict[str, Any]:
     def workload_of(c: Container) -> str:
         return c.labels["k"]
 
+    # what the policy keeps between refreshes: the process table (compact, to decide held
+    # execs) and the network table's counts; the entries themselves exist only while written
     numbers: dict[str, int] = {}
+    tracemalloc.reset_peak()
+    at_t1 = tracemalloc.get_traced_memory()[0]
     proc = build_baseline_table(engine.enforcing(), workload_of, containers, numbers, 1)
-    net = build_network_table(engine.enforcing_network(), workload_of, containers, numbers,
-                              owners)
+    net_summary = build_network_table(engine.enforcing_network(), workload_of, containers,
+                                      numbers, owners).summary()
+    gc.collect()
     t2 = tracemalloc.take_snapshot()
     table_bytes = sum(s.size_diff for s in t2.compare_to(t1, "filename"))
+    build_peak = tracemalloc.get_traced_memory()[1] - at_t1
     tracemalloc.stop()
+    net = build_network_table(engine.enforcing_network(), workload_of, containers, numbers,
+                              owners)
 
     bpf = _load()
     try:
-        fill_process(bpf, proc.cgroups, proc.allow)
+        fill_process(bpf, proc.cgroups, proc.entries())
         fill_network(bpf, net)
         maps = _map_bytes(bpf, ["baseline_cgroups", "baseline_allow", "netenf_cgroups",
                                 "netenf_exact", "netenf_allow"])
     finally:
         bpf.cleanup()
     return {"workloads": WORKLOADS, "processes_each": PROCESSES, "peers_each": PEERS,
-            "process_allow_entries": len(proc.allow),
-            "network_allow_entries": len(net.exact) + len(net.allow),
+            "process_allow_entries": proc.allow_entries,
+            "network_allow_entries": net_summary.entries,
             "userspace_engine_bytes": engine_bytes, "userspace_kernel_tables_bytes":
-            table_bytes, "kernel_map_bytes": maps,
+            table_bytes, "userspace_tables_build_peak_bytes": build_peak,
+            "kernel_map_bytes": maps,
             "total_bytes": engine_bytes + table_bytes + sum(maps.values())}
 
 

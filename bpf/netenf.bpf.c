@@ -68,7 +68,7 @@ enum {
     NETENF_MAX,
 };
 
-BPF_HASH(netenf_cgroups, u64, struct netenf_cgroup, NETENF_CGROUPS);
+BPF_F_TABLE("hash", u64, struct netenf_cgroup, netenf_cgroups, NETENF_CGROUPS, BPF_F_NO_PREALLOC);
 BPF_LPM_TRIE(netenf_allow, struct netenf_key, u8, NETENF_ALLOW);
 /* the key bytes of netenf_key without the prefix length: one layout for both maps */
 struct netenf_exact_key {

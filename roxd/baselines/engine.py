@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -30,6 +31,7 @@ from typing import Any
 from roxd.baselines import files
 from roxd.baselines.breakglass import MAX_S as BREAKGLASS_MAX_S
 from roxd.baselines.breakglass import BreakglassChange
+from roxd.baselines.elements import Elements, LearnedProcess, intern_parents
 from roxd.baselines.settings import MODES, BaselineSettings
 from roxd.baselines.workload import workload_key
 from roxd.model import (
@@ -52,17 +54,6 @@ Audit = Callable[[BreakglassChange], None]
 PeerOf = Callable[[str], str]
 
 
-_PARENTS: dict[tuple[str, ...], tuple[str, ...]] = {}
-
-
-def intern_parents(parents: tuple[str, ...]) -> tuple[str, ...]:
-    """One shared tuple per distinct set of parents: most executables of most workloads have
-    the same one or two (a shell, the entrypoint), so 100,000 elements share a few tuples."""
-    if len(_PARENTS) >= 16384:  # bounded: start over (the old tuples stay valid)
-        _PARENTS.clear()
-    return _PARENTS.setdefault(parents, parents)
-
-
 def peer_element(protocol: str, port: int, peer: str, direction: str = "outbound") -> str:
     """One learned network element: `outbound tcp/5432 workload:shop/db` (a connect to the
     peer's port), `inbound tcp/8080 workload:shop/web` (an accept from the peer on the
@@ -74,22 +65,6 @@ class BaselineError(ValueError):
     """A request the engine refuses: unknown workload, bad mode, bad import."""
 
 
-@dataclass(slots=True)
-class LearnedProcess:
-    """One learned executable or network element. Slots and a tuple of parents: 1,000
-    workloads x 100 elements are 100,000 of these (a dict and an empty set each would be
-    330 bytes apiece, measured; bench/netenf.py)."""
-
-    first_ns: int
-    last_ns: int
-    count: int = 1
-    parents: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"first_ns": self.first_ns, "last_ns": self.last_ns, "count": self.count,
-                "parents": sorted(self.parents)}
-
-
 @dataclass
 class Baseline:
     workload: str
@@ -97,8 +72,8 @@ class Baseline:
     mode: str | None = None  # None: from the config (default_mode / image_modes)
     locked_at_ns: int | None = None
     image: str | None = None
-    processes: dict[str, LearnedProcess] = field(default_factory=dict)
-    peers: dict[str, LearnedProcess] = field(default_factory=dict)  # peer_element() -> seen
+    processes: Elements = field(default_factory=Elements)  # executable -> seen, parents
+    peers: Elements = field(default_factory=Elements)  # peer_element() -> seen
     file_dirs: dict[str, files.SeenDir] = field(default_factory=dict)  # written directories
     anomalies: int = 0
     # break-glass: enforce acts as monitor until this wall-clock time (roxd/baselines/
@@ -172,11 +147,9 @@ class BaselineEngine:
         path = ev.filename
         mode = self.enforced_mode(base)
         in_grace = self._in_grace(ev.cgroup_id)
-        known = base.processes.get(path)
-        if known is not None:
-            known.last_ns = now
-            known.count += 1
-            self._add_parent(known, event)
+        i = base.processes.seen(path, now)
+        if i >= 0:
+            self._add_parent(base.processes, i, event)
             verdict = "learned" if base.locked else "learning"
         elif not base.locked or mode == "learn" or in_grace:
             self._learn(base, path, event, now)
@@ -207,14 +180,11 @@ class BaselineEngine:
         element = peer_element(ev.protocol, ev.dport, peer)
         mode = self.enforced_mode(base)
         in_grace = self._in_grace(ev.cgroup_id)  # first sight of a cgroup starts its grace
-        known = base.peers.get(element)
-        if known is not None:
-            known.last_ns = now
-            known.count += 1
+        if base.peers.seen(element, now) >= 0:
             verdict = "learned" if base.locked else "learning"
         elif not base.locked or mode == "learn" or peer == "loopback" or in_grace:
             if len(base.peers) < self.settings.max_peers:
-                base.peers[element] = LearnedProcess(now, now)
+                base.peers.add(element, LearnedProcess(now, now))
                 self.counters["learned"] += 1
                 self._dirty = True
             verdict = "learning"
@@ -282,14 +252,11 @@ class BaselineEngine:
         element = peer_element(protocol, port, peer, "inbound")
         mode = self.mode_of(base)
         in_grace = cgroup_id != 0 and self._in_grace(cgroup_id)
-        known = base.peers.get(element)
-        if known is not None:
-            known.last_ns = now
-            known.count += 1
+        if base.peers.seen(element, now) >= 0:
             verdict = "learned" if base.locked else "learning"
         elif not base.locked or mode == "learn" or peer == "loopback" or in_grace:
             if len(base.peers) < self.settings.max_peers:
-                base.peers[element] = LearnedProcess(now, now)
+                base.peers.add(element, LearnedProcess(now, now))
                 self.counters["learned"] += 1
                 self._dirty = True
             verdict = "learning"
@@ -424,12 +391,12 @@ class BaselineEngine:
         if path.startswith(("outbound ", "inbound ")):
             if path not in base.peers:
                 now = self._clock()
-                base.peers[path] = LearnedProcess(now, now, 0)
+                base.peers.add(path, LearnedProcess(now, now, 0))
                 self._changed(kernel=True)  # an enforced workload's hook allows it at once
             return self.get(key)
         if path not in base.processes:
             now = self._clock()
-            base.processes[path] = LearnedProcess(now, now, 0)
+            base.processes.add(sys.intern(path), LearnedProcess(now, now, 0))
             self._changed(kernel=True)
         return self.get(key)
 
@@ -585,20 +552,25 @@ class BaselineEngine:
     def _learn(self, base: Baseline, path: str, event: EnrichedEvent, now: int) -> None:
         if len(base.processes) >= self.settings.max_processes:
             return
-        record = LearnedProcess(now, now)
-        self._add_parent(record, event)
-        base.processes[path] = record
+        # interned: workloads built on the same images learn the same paths (/bin/sh)
+        path = sys.intern(path)
+        base.processes.add(path, LearnedProcess(now, now))
+        # its index (seen with n=0 changes nothing: it was learned at `now`)
+        self._add_parent(base.processes, base.processes.seen(path, now, 0), event)
         self.counters["learned"] += 1
         self._dirty = True
         if base.locked:  # learn mode after lock, or a grace exec: the kernel must allow it
             self._changed(kernel=True)
 
     @staticmethod
-    def _add_parent(record: LearnedProcess, event: EnrichedEvent) -> None:
+    def _add_parent(processes: Elements, i: int, event: EnrichedEvent) -> None:
         ancestors = event.process.ancestors
         parent = ancestors[0].exe if ancestors else ""
-        if parent and parent not in record.parents and len(record.parents) < 16:
-            record.parents = intern_parents((*record.parents, parent))
+        if not parent:
+            return
+        parents = processes.parents_at(i)
+        if parent not in parents and len(parents) < 16:
+            processes.set_parents_at(i, intern_parents((*parents, parent)))
 
     def _in_grace(self, cgroup_id: int) -> bool:
         now = self._monotonic()
@@ -640,10 +612,11 @@ def _baseline_from(d: Mapping[str, Any]) -> Baseline:
                              else int(d["breakglass_until_ns"])),
         breakglass_reason=str(d.get("breakglass_reason") or ""),
         image_ids=[str(x) for x in d.get("image_ids") or []],
-        processes={str(p): LearnedProcess(
+        processes=Elements((str(p), LearnedProcess(
             int(r["first_ns"]), int(r["last_ns"]), int(r["count"]),
-            intern_parents(tuple(dict.fromkeys(map(str, r.get("parents", ()))))[:16]))
-                   for p, r in dict(d.get("processes", {})).items()},
-        peers={str(p): LearnedProcess(int(r["first_ns"]), int(r["last_ns"]), int(r["count"]))
-               for p, r in dict(d.get("peers", {})).items()},
+            intern_parents(tuple(dict.fromkeys(map(str, r.get("parents", ()))))[:16])))
+                           for p, r in dict(d.get("processes", {})).items()),
+        peers=Elements((str(p), LearnedProcess(int(r["first_ns"]), int(r["last_ns"]),
+                                               int(r["count"])))
+                       for p, r in dict(d.get("peers", {})).items()),
         file_dirs=files.dirs_from(d.get("file_dirs")))

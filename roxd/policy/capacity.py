@@ -24,13 +24,17 @@ POLICY_MAPS = ("exec_kill", "container_cgroups", "known_cgroups", "connect_kill_
                "baseline_cgroups", "baseline_allow")
 
 _DECL = re.compile(r"^BPF_(?:HASH|LPM_TRIE)\((\w+),[^;]*?,\s*(\d+)\);", re.MULTILINE)
+# maps declared with flags (BPF_F_NO_PREALLOC): BPF_F_TABLE("hash", key, value, name, N, flags)
+_FLAGGED = re.compile(r'^BPF_F_TABLE\("(?:hash|lpm_trie)",\s*[^,]+,\s*[^,]+,\s*(\w+),\s*(\d+),',
+                      re.MULTILINE)
 
 
 def map_capacities(bpf_dir: Path) -> dict[str, int]:
     """{map name: max entries} for every hash and LPM trie declared in bpf_dir/*.bpf.c."""
     found: dict[str, int] = {}
     for source in sorted(bpf_dir.glob("*.bpf.c")):
-        for name, size in _DECL.findall(source.read_text()):
+        text = source.read_text()
+        for name, size in _DECL.findall(text) + _FLAGGED.findall(text):
             found[name] = int(size)
     return found
 

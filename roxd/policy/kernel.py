@@ -40,7 +40,12 @@ from roxd.policy.kill_tables import (
     build_exec_kill_table,
     split_verdict,
 )
-from roxd.policy.netenf import NETWORK_VERDICT, NetworkTable, build_network_table
+from roxd.policy.netenf import (
+    NETWORK_VERDICT,
+    NetworkSummary,
+    NetworkTable,
+    build_network_table,
+)
 from roxd.policy.netenf_kernel import NetworkHook, Probe
 from roxd.rules.ruleset import RuleSet
 from roxd.sensor.maps import (
@@ -194,12 +199,12 @@ class KernelPolicy:
         self._containers_dirty = True  # set from any thread; read by the loop
         self._baselines: Baselines = baselines or NoBaselines()
         self._file_watches = file_watches or FileWatchSet()
-        self._baseline_table = BaselineTable({}, set())
+        self._baseline_table = BaselineTable({})
         self._workload_numbers: dict[str, int] = {}
         self._peer_owners = peer_owners
         self._net_hook: NetworkHook | None = None
         self._net_probe = Probe(False, "not probed (the sensor has not started)")
-        self._net_table = NetworkTable()
+        self._net_table = NetworkSummary()
         self._net_logged: set[str] = set()
 
     # ------------------------------------------------------------------ inputs
@@ -337,12 +342,11 @@ class KernelPolicy:
                 "protected_exes": list(protected.exes),
                 "exec_kill_entries": len(self._exec_table.entries),
                 "baseline_cgroups": len(self._baseline_table.cgroups),
-                "baseline_allow_entries": len(self._baseline_table.allow),
+                "baseline_allow_entries": self._baseline_table.allow_entries,
                 "container_cgroups": len(self._container_cgroups),
                 "network_enforcement": dict(self.network_enforcement),
-                "network_cgroups": len(self._net_table.cgroups),
-                "network_allow_entries": len(self._net_table.exact)
-                + len(self._net_table.allow),
+                "network_cgroups": self._net_table.cgroups,
+                "network_allow_entries": self._net_table.entries,
                 "network_workloads": self._net_table.workloads,
                 "network_left_out": list(self._net_table.left_out),
                 "network_unresolved_peers": self._net_table.unresolved,
@@ -364,7 +368,7 @@ class KernelPolicy:
         self._maps.set_container_cgroups(self._container_cgroups)
         if not self._enforce:
             self._exec_table = ExecKillTable({})
-            self._baseline_table = BaselineTable({}, set())
+            self._baseline_table = BaselineTable({})
             self._maps.set_hold_unknown(0)
             self._maps.set_exec_kills({})
             self._maps.set_connect_kills({}, {})
@@ -389,7 +393,7 @@ class KernelPolicy:
         self._baseline_table = build_baseline_table(
             enforcing, self._baselines.workload_of, containers, self._workload_numbers,
             slots.verdict_of(BASELINE_VERDICT))
-        self._maps.set_baselines(self._baseline_table.cgroups, self._baseline_table.allow)
+        self._maps.set_baselines(self._baseline_table.cgroups, self._baseline_table.entries())
         if self._net_hook is not None:
             self._write_network(build_network_table(
                 self._baselines.enforcing_network(), self._baselines.workload_of,
@@ -417,7 +421,7 @@ class KernelPolicy:
                       len(table.cgroups))
         self._net_logged = set(table.left_out)
         if self._net_hook is None:
-            self._net_table = table
+            self._net_table = table.summary()
             return
         try:
             self._net_hook.set_network(table.cgroups, table.exact, table.allow)
@@ -430,7 +434,7 @@ class KernelPolicy:
             except Exception as exc2:
                 log.error("could not clear the enforced cgroups either: %s", exc2)
             table = NetworkTable()
-        self._net_table = table
+        self._net_table = table.summary()
 
     def _release_held(self, event: ExecEvent, container: Container | None) -> str | None:
         """An exec the kernel stopped because its cgroup was new to roxd. Its cgroup is now

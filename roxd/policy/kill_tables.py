@@ -21,8 +21,10 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import struct
+from array import array
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from roxd.model import Container
 from roxd.rules.ruleset import ConnectKillSpec, ContainerGate, ExecKillSpec
@@ -171,8 +173,28 @@ BASELINE_VERDICT = "baseline.enforce"
 
 @dataclass(frozen=True)
 class BaselineTable:
+    """What the kernel's baseline maps hold, kept to decide held execs as the kernel would.
+    The allow-list is kept per workload number as a sorted array of 64-bit path hashes (8
+    bytes an entry; a set of (number, hash) tuples was about 130): the kernel's own map is
+    what `set_baselines` diffs against, `entries()` makes the set only while it writes."""
+
     cgroups: BaselineCgroups
-    allow: BaselineAllow
+    hashes: Mapping[int, array] = field(default_factory=dict)  # workload number -> hashes
+
+    @property
+    def allow_entries(self) -> int:
+        return sum(len(h) for h in self.hashes.values())
+
+    def entries(self) -> BaselineAllow:
+        """The allow-list as the kernel map's keys: {(workload number, path hash)}."""
+        return {(number, h) for number, hashes in self.hashes.items() for h in hashes}
+
+    def allows(self, workload: int, path_hash: int) -> bool:
+        hashes = self.hashes.get(workload)
+        if not hashes:
+            return False
+        i = bisect_left(hashes, path_hash)
+        return i < len(hashes) and hashes[i] == path_hash
 
     def lookup(self, cgroup_id: int, path: str) -> int:
         """The verdict the kernel would reach for an exec of `path` in `cgroup_id`: 0 unless
@@ -181,24 +203,24 @@ class BaselineTable:
         if entry is None:
             return 0
         workload, value = entry
-        return 0 if (workload, fnv1a(path.encode())) in self.allow else value
+        return 0 if self.allows(workload, fnv1a(path.encode())) else value
 
 
-def build_baseline_table(enforcing: Mapping[str, frozenset[str]],
+def build_baseline_table(enforcing: Mapping[str, Iterable[str]],
                          workload_of: Callable[[Container], str],
                          containers: Iterable[tuple[int, Container]],
                          numbers: dict[str, int], verdict_value: int) -> BaselineTable:
     """Allow entries for each enforcing workload's learned paths, and its containers' cgroups.
     `numbers` keeps each workload's number stable for roxd's lifetime (grown here)."""
     cgroups: BaselineCgroups = {}
-    allow: BaselineAllow = set()
+    hashes: dict[int, array] = {}
     if not enforcing or not verdict_value:
-        return BaselineTable(cgroups, allow)
+        return BaselineTable(cgroups, hashes)
     for key, paths in enforcing.items():
         number = numbers.setdefault(key, len(numbers) + 1)
-        allow.update((number, fnv1a(p.encode())) for p in paths)
+        hashes[number] = array("Q", sorted({fnv1a(p.encode()) for p in paths}))
     for cg, container in containers:
         key = workload_of(container)
         if key in enforcing:
             cgroups[cg] = (numbers[key], verdict_value)
-    return BaselineTable(cgroups, allow)
+    return BaselineTable(cgroups, hashes)

@@ -101,6 +101,22 @@ class NetworkTable:
     left_out: list[str] = field(default_factory=list)  # over capacity: alert only
     unresolved: int = 0  # learned peers with no address now (no entry)
 
+    def summary(self) -> NetworkSummary:
+        """What the policy keeps once the hook's maps are written: the counts its status
+        reports. Not the entries (45,000 addresses are 4.5 MB as a set of bytes): the next
+        write diffs against the kernel's maps themselves."""
+        return NetworkSummary(len(self.cgroups), len(self.exact) + len(self.allow),
+                              self.workloads, tuple(self.left_out), self.unresolved)
+
+
+@dataclass(frozen=True)
+class NetworkSummary:
+    cgroups: int = 0
+    entries: int = 0  # addresses + prefixes
+    workloads: int = 0
+    left_out: tuple[str, ...] = ()
+    unresolved: int = 0
+
 
 def build_network_table(enforcing: Mapping[str, frozenset[str]],
                         workload_of: Callable[[Container], str],
@@ -149,5 +165,5 @@ def build_network_table(enforcing: Mapping[str, frozenset[str]],
 
 __all__ = ["ALLOW_CAPACITY", "CGROUP_CAPACITY", "EXACT_CAPACITY", "FULL_BITS",
            "NETWORK_VERDICT", "Element", "NetworkAllow", "NetworkCgroups", "NetworkExact",
-           "NetworkTable", "allow_key", "build_network_table", "parse_element",
+           "NetworkSummary", "NetworkTable", "allow_key", "build_network_table", "parse_element",
            "peer_networks"]

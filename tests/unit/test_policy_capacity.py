@@ -39,6 +39,8 @@ exe_basename = [{listed}]
 def test_capacities_come_from_the_declarations() -> None:
     assert set(POLICY_MAPS) <= set(CAPACITIES)
     assert CAPACITIES["exec_kill"] == 16384 and CAPACITIES["file_watch_paths"] == 1024
+    # declared with flags (not preallocated): BPF_F_TABLE("hash", ...)
+    assert CAPACITIES["baseline_allow"] == 131072 and CAPACITIES["baseline_cgroups"] == 16384
 
 
 def test_the_shipped_pack_fits() -> None:
