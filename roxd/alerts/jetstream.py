@@ -149,7 +149,7 @@ class JetStreamSink(QueuedExporter):
         except Exception as exc:
             self._failed(exc, self.subject)
             return False
-        rows = self._disk.peek(self.settings.max_inflight)
+        rows = self._peek(self.settings.max_inflight)
         if not rows:
             return True
         pending: list[tuple[int, asyncio.Future[Any]]] = []
@@ -279,7 +279,7 @@ class JetStreamSink(QueuedExporter):
         message of each of this node's subjects, found in the queue, marks what was stored."""
         from nats.js.errors import NotFoundError
 
-        if not len(self._disk):
+        if not self._backlog():
             return
         last_ids: set[str] = set()
         subjects = [self.subject] + ([self.incidents_subject] if self.settings.incidents
@@ -294,7 +294,7 @@ class JetStreamSink(QueuedExporter):
                 last_ids.add(msg_id)
         if not last_ids:
             return
-        rows = self._disk.peek(max(RECONCILE_ROWS_MIN, 2 * self.settings.max_inflight))
+        rows = self._peek(max(RECONCILE_ROWS_MIN, 2 * self.settings.max_inflight))
         found: tuple[int, int] | None = None
         for i, (seq, blob) in enumerate(rows):
             if self._unpack(blob)[1] in last_ids:
@@ -327,7 +327,7 @@ class JetStreamSink(QueuedExporter):
             await self._disconnect()
             return
         self._counters.add("heartbeats")
-        if not len(self._disk):
+        if not self._backlog():
             self._delivered()
 
     async def _heartbeat_bucket(self) -> Any:

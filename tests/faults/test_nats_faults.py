@@ -1,0 +1,145 @@
+"""The NATS JetStream exporter under faults, against a real nats-server: its queue file on a
+real full filesystem (the 2 MiB tmpfs of tests/faults, filled to the last byte) and its
+sender's tasks crashing. It keeps what it has, counts, says why in health, delivers, and
+recovers when space is back; it never stops sending."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from roxd.alerts.jetstream import JetStreamSink
+from roxd.alerts.node import NodeIdentity
+from roxd.alerts.settings import NatsSettings
+from roxd.model import Alert
+from tests.conftest import wait_until
+from tests.faults.conftest import fill
+from tests.faults.test_sink_faults import Faulty
+from tests.system.alerts_factory import make_alert
+from tests.system.natsd import NatsServer, nats_server
+
+pytestmark = pytest.mark.faults
+__all__ = ["nats_server"]  # the fixture, imported for pytest
+
+NODE = NodeIdentity(hostname="node-f", machine_id="f" * 32, kubernetes_node="")
+
+
+def settings(server: NatsServer, **kw: object) -> NatsSettings:
+    base: dict[str, object] = {"backoff_max_s": 0.3, "connect_timeout_s": 2.0,
+                               "ack_timeout_s": 2.0, "heartbeat_s": 0.5}
+    return NatsSettings(servers=(server.url,), **{**base, **kw})  # type: ignore[arg-type]
+
+
+def stream_ids(server: NatsServer) -> list[str]:
+    return [m.msg_id for m in server.messages() if m.subject.endswith(".alerts")]
+
+
+def test_a_full_disk_under_the_queue_file_keeps_every_alert_and_recovers(
+        nats_server: NatsServer, small_fs: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="roxd.alerts.nats")
+    sink = JetStreamSink(settings(nats_server), small_fs / "state", NODE)
+    emitted: list[Alert] = []
+
+    def emit(alerts: list[Alert]) -> None:
+        for a in alerts:
+            emitted.append(a)
+            sink.emit(a)
+
+    try:
+        emit([make_alert()])
+        assert sink.flush(20), sink.stats()
+        nats_server.stop()  # what follows must wait in the queue file
+        emit([make_alert(args=("x", str(i))) for i in range(5)])
+        wait_until(lambda: sink.stats()["queued"] == 5 and sink.stats()["failed"] >= 1, 20,
+                   message="5 records in the queue file")
+        filler = fill(small_fs)
+        big = tuple("x" * 900 for _ in range(40))  # ~36 KiB a record: the file must grow
+        emit([make_alert(args=(*big, str(i))) for i in range(30)])
+        wait_until(lambda: sink.stats()["storage_errors"] >= 1, 20,
+                   message="the queue file refusing a write")
+        problems = sink.problems()
+        assert any("full" in p and str(sink.queue_path) in p for p in problems), problems
+        assert sink.stats()["queued"] == 35  # 5 in the file, 30 held in memory
+        assert sink._thread.is_alive()
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and "full" in errors[0], errors
+
+        nats_server.start()  # the disk is still full: the file's 5, then memory's 30
+        wait_until(lambda: len(stream_ids(nats_server)) == 36, 30,
+                   message="every alert in the stream while the disk is full")
+        assert sink.stats()["queued"] == 0
+
+        filler.unlink()  # space is back: the file works again
+        emit([make_alert() for _ in range(10)])
+        assert sink.flush(20), sink.stats()
+        wait_until(lambda: not sink.problems(), 20, message="the problem to clear")
+        assert any("works again" in r.getMessage() for r in caplog.records)
+    finally:
+        sink.close(5)
+    assert stream_ids(nats_server) == [a.id for a in emitted]  # each once, in order
+    stats = sink.stats()
+    assert stats["dropped"] == 0 and stats["restarts"] == 0 and stats["queued"] == 0
+
+
+def test_records_held_in_memory_stay_in_order_behind_the_file(
+        nats_server: NatsServer, tmp_path: Path) -> None:
+    """The queue file fails (injected: an I/O error) while the server is down and comes back
+    before the server: what memory held moves to the file behind what it had."""
+    nats_server.stop()
+    sink = JetStreamSink(settings(nats_server), tmp_path / "state", NODE)
+    emitted = [make_alert(args=("x", str(i))) for i in range(20)]
+    try:
+        for a in emitted[:5]:
+            sink.emit(a)
+        wait_until(lambda: len(sink._disk) == 5, 20, message="5 in the queue file")
+        import sqlite3
+        fault = Faulty(sink._disk, "push", sqlite3.OperationalError("disk I/O error"))
+        Faulty(sink._disk, "probe", sqlite3.OperationalError("disk I/O error"))
+        for a in emitted[5:]:
+            sink.emit(a)
+        wait_until(lambda: fault.raised >= 1 and sink.stats()["queued"] == 20, 20,
+                   message="15 held in memory")
+        assert "disk I/O error" in " ".join(sink.problems())
+        fault.on = False
+        sink._disk.probe.on = False  # type: ignore[attr-defined]
+        wait_until(lambda: not sink.problems() and len(sink._disk) == 20, 20,
+                   message="memory's records moved to the file")
+        nats_server.start()
+        assert sink.flush(30), sink.stats()
+    finally:
+        sink.close(5)
+    assert stream_ids(nats_server) == [a.id for a in emitted]
+
+
+@pytest.mark.parametrize("error", [RuntimeError("a bug"), asyncio.CancelledError()],
+                         ids=["exception", "stray-cancellation"])
+def test_a_crashed_sender_task_is_logged_once_counted_restarted_and_in_health(
+        nats_server: NatsServer, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        error: BaseException) -> None:
+    """An exception out of the sender task, or a CancelledError nobody asked for (what a
+    library future cancelled under an await raises): the task starts again, heartbeats and
+    alerts go on, one error line, a counter, a health problem."""
+    caplog.set_level(logging.INFO, logger="roxd.alerts.nats")
+    sink = JetStreamSink(settings(nats_server), tmp_path / "state", NODE)
+    try:
+        wait_until(lambda: sink.stats()["heartbeats"] >= 1, 20, message="a first heartbeat")
+        fault = Faulty(sink, "_idle", error, times=3)  # type: ignore[arg-type]
+        wait_until(lambda: fault.raised >= 3 and sink.stats()["restarts"] >= 3, 30,
+                   message="three crashes")
+        beats = sink.stats()["heartbeats"]
+        wait_until(lambda: sink.stats()["heartbeats"] >= beats + 2, 20,
+                   message="heartbeats after the restarts")
+        a = make_alert()
+        sink.emit(a)
+        assert sink.flush(20), sink.stats()
+        problems = sink.problems()
+        assert any("sender task crashed 3 times" in p for p in problems), problems
+    finally:
+        sink.close(5)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "sender task crashed" in errors[0].getMessage(), errors
+    assert errors[0].exc_info is not None  # with its traceback, once
+    assert stream_ids(nats_server) == [a.id]
