@@ -104,6 +104,8 @@ class QueuedExporter(abc.ABC):
         self._storage_backoff = STORAGE_RETRY_START_S
         self._problem_lock = threading.Lock()
         self._crashes: dict[str, tuple[int, float, str]] = {}  # task: count, when, why
+        self._tasks: dict[str, asyncio.Task[Any]] = {}  # _extra_tasks and their watchdog
+        self._unstick: set[str] = set()  # tasks the watchdog cancelled (restart, not stop)
         self._sync_queued()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -143,6 +145,16 @@ class QueuedExporter(abc.ABC):
     def _idle_every_s(self) -> float | None:
         """How often the loop wakes up for _idle() when nothing else happens (None: never)."""
         return None
+
+    def _extra_tasks(self) -> dict[str, Callable[[], Awaitable[None]]]:
+        """More tasks of their own on the sender thread's loop (NATS: heartbeats), supervised
+        like the sender, cancelled at close()."""
+        return {}
+
+    def _stalled(self) -> dict[str, float]:
+        """Tasks that should have made progress and did not: name -> seconds since they last
+        did (checked every second on the loop; a stalled task is cancelled and restarted)."""
+        return {}
 
     # ------------------------------------------------------------------ caller side
 
@@ -235,10 +247,16 @@ class QueuedExporter(abc.ABC):
         self._loop = asyncio.get_running_loop()
         self._ready.set()
         sender = asyncio.create_task(self._supervise("sender", self._sender))
+        self._tasks = {name: asyncio.create_task(self._supervise(name, body))
+                       for name, body in self._extra_tasks().items()}
+        if self._tasks:
+            self._tasks["watchdog"] = asyncio.create_task(
+                self._supervise("watchdog", self._watchdog))
         try:
             stop_deadline = await self._supervise("inbox", self._mover)
             if stop_deadline is None:  # crashed while stopping
                 stop_deadline = self._stop_deadline or time.monotonic()
+            await self._cancel_extra_tasks()
             self._send_wake.set()
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(sender),
@@ -254,6 +272,7 @@ class QueuedExporter(abc.ABC):
                 sender.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await sender
+            await self._cancel_extra_tasks()
             await self._disconnect()
             with contextlib.suppress(Exception):
                 await asyncio.get_running_loop().shutdown_default_executor()
@@ -269,6 +288,27 @@ class QueuedExporter(abc.ABC):
             self._send_wake.set()
             await self._wake.wait()
 
+    async def _cancel_extra_tasks(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        for task in self._tasks.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _watchdog(self) -> None:
+        """A task that stopped making progress (an await that never returns) is cancelled:
+        its supervisor counts it as a crash and starts it again."""
+        while True:
+            await asyncio.sleep(1.0)
+            for name, since in self._stalled().items():
+                task = self._tasks.get(name)
+                if task is None or task.done() or name in self._unstick:
+                    continue
+                self._unstick.add(name)
+                self._log.debug("%s %s: the %s task made no progress for %.0fs: restarting it",
+                                self.kind, self.target, name, since)
+                task.cancel()
+
     async def _supervise(self, task: str, body: Callable[[], Awaitable[Any]]) -> Any:
         """Run `body` until it returns (only close() makes it return); an exception out of it
         is logged once, counted, shown in health, and the body started again after a backoff.
@@ -280,9 +320,14 @@ class QueuedExporter(abc.ABC):
                 return await body()
             except asyncio.CancelledError as exc:
                 me = asyncio.current_task()
-                if me is None or me.cancelling() or self._stop_deadline is not None:
+                if task in self._unstick and me is not None and self._stop_deadline is None:
+                    self._unstick.discard(task)  # the watchdog's: stalled, start it again
+                    me.uncancel()
+                    self._crashed(task, TimeoutError(f"the {task} task made no progress"))
+                elif me is None or me.cancelling() or self._stop_deadline is not None:
                     raise
-                self._crashed(task, exc)
+                else:
+                    self._crashed(task, exc)
             except Exception as exc:
                 self._crashed(task, exc)
             end = time.monotonic() + delay

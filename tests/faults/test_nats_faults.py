@@ -6,6 +6,7 @@ recovers when space is back; it never stops sending."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 
@@ -120,21 +121,21 @@ def test_a_crashed_sender_task_is_logged_once_counted_restarted_and_in_health(
         nats_server: NatsServer, tmp_path: Path, caplog: pytest.LogCaptureFixture,
         error: BaseException) -> None:
     """An exception out of the sender task, or a CancelledError nobody asked for (what a
-    library future cancelled under an await raises): the task starts again, heartbeats and
-    alerts go on, one error line, a counter, a health problem."""
+    library future cancelled under an await raises): the task starts again and delivers,
+    heartbeats never stop, one error line, a counter, a health problem."""
     caplog.set_level(logging.INFO, logger="roxd.alerts.nats")
     sink = JetStreamSink(settings(nats_server), tmp_path / "state", NODE)
     try:
         wait_until(lambda: sink.stats()["heartbeats"] >= 1, 20, message="a first heartbeat")
-        fault = Faulty(sink, "_idle", error, times=3)  # type: ignore[arg-type]
+        fault = Faulty(sink, "_send_window", error, times=3)  # type: ignore[arg-type]
+        a = make_alert()
+        sink.emit(a)
         wait_until(lambda: fault.raised >= 3 and sink.stats()["restarts"] >= 3, 30,
                    message="three crashes")
         beats = sink.stats()["heartbeats"]
+        assert sink.flush(20), sink.stats()
         wait_until(lambda: sink.stats()["heartbeats"] >= beats + 2, 20,
                    message="heartbeats after the restarts")
-        a = make_alert()
-        sink.emit(a)
-        assert sink.flush(20), sink.stats()
         problems = sink.problems()
         assert any("sender task crashed 3 times" in p for p in problems), problems
     finally:
@@ -142,4 +143,55 @@ def test_a_crashed_sender_task_is_logged_once_counted_restarted_and_in_health(
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "sender task crashed" in errors[0].getMessage(), errors
     assert errors[0].exc_info is not None  # with its traceback, once
+    assert stream_ids(nats_server) == [a.id]
+
+
+class Stuck:
+    """The first call never returns and swallows every cancellation (as nats-py's
+    `_flush_pending` swallows CancelledError): an await no timeout can end. Later calls are
+    the real method."""
+
+    def __init__(self, target: object, name: str) -> None:
+        self.real = getattr(target, name)
+        self.calls = 0
+        setattr(target, name, self)
+
+    async def __call__(self, *args: object, **kw: object) -> object:
+        self.calls += 1
+        if self.calls == 1:
+            while True:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(3600)
+        return await self.real(*args, **kw)
+
+
+@pytest.mark.parametrize("fault", ["stray-cancellation", "stuck-await"])
+def test_heartbeats_go_on_after_their_task_died_or_got_stuck_while_idle(
+        nats_server: NatsServer, tmp_path: Path, fault: str) -> None:
+    """Issue 19's stale node: heartbeats that stop on an idle node while it still works. The
+    heartbeat path died (a CancelledError nobody asked for escaped it) or hung in an await
+    that swallows cancellation (so even a timeout around it never returns): before, either
+    took the whole sender with it, silently while idle. Now the heartbeat task is supervised
+    and watched: it is restarted, counted and shown in health, and alerts never wait for it."""
+    cfg = settings(nats_server, heartbeat_s=0.3, connect_timeout_s=0.5, ack_timeout_s=0.5)
+    state = tmp_path / "state"
+    if fault == "stray-cancellation":
+        sink = JetStreamSink(cfg, state, NODE)
+        wait_until(lambda: sink.stats()["heartbeats"] >= 1, 20, message="a first heartbeat")
+        Faulty(sink, "heartbeat", asyncio.CancelledError(), times=2)
+    else:  # stuck in the very first heartbeat's bucket lookup, from start
+        sink = JetStreamSink.__new__(JetStreamSink)
+        Stuck(sink, "_heartbeat_bucket")
+        sink.__init__(cfg, state, NODE)  # type: ignore[misc]
+    try:
+        a = make_alert()
+        sink.emit(a)
+        assert sink.flush(20), sink.stats()  # alerts never wait for heartbeats
+        beats = sink.stats()["heartbeats"]
+        wait_until(lambda: sink.stats()["heartbeats"] >= beats + 3, 30,
+                   message="heartbeats going on while idle")
+        assert sink.stats()["restarts"] >= 1
+        assert any("heartbeat task" in p for p in sink.problems()), sink.problems()
+    finally:
+        sink.close(5)
     assert stream_ids(nats_server) == [a.id]
