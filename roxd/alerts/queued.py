@@ -83,7 +83,6 @@ class QueuedExporter(abc.ABC):
         self._queue_max_bytes = queue_max_bytes
         self._backoff_max_s = backoff_max_s
         self._log = log
-        self._disk = DiskQueue(queue_path, queue_max, queue_max_bytes)
         self._inbox: collections.deque[Any] = collections.deque()
         self._inbox_max = inbox_max
         self._inbox_drops = 0  # since the last warning (the sender thread logs them)
@@ -106,6 +105,12 @@ class QueuedExporter(abc.ABC):
         self._crashes: dict[str, tuple[int, float, str]] = {}  # task: count, when, why
         self._tasks: dict[str, asyncio.Task[Any]] = {}  # _extra_tasks and their watchdog
         self._unstick: set[str] = set()  # tasks the watchdog cancelled (restart, not stop)
+        self._disk: DiskQueue | UnopenedQueue
+        try:
+            self._disk = DiskQueue(queue_path, queue_max, queue_max_bytes)
+        except (sqlite3.Error, OSError) as exc:  # a full disk at start: memory until it opens
+            self._disk = UnopenedQueue(queue_path)
+            self._storage_failed(exc)
         self._sync_queued()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -481,6 +486,8 @@ class QueuedExporter(abc.ABC):
         if self._storage_error is None or time.monotonic() < self._storage_retry_at:
             return
         try:
+            if isinstance(self._disk, UnopenedQueue):  # could not be opened at start
+                self._disk = DiskQueue(self.queue_path, self._queue_max, self._queue_max_bytes)
             self._disk.retry_delete()
             if self._held:
                 dropped = self._disk.push([(c, b) for _, c, b in self._held])
@@ -588,6 +595,39 @@ class QueuedExporter(abc.ABC):
     def _sync_queued(self) -> None:
         self._counters.set("queued", len(self._disk) + len(self._held))
         self._counters.set("queued_bytes", self._disk.size_bytes + self._held_bytes)
+
+
+class UnopenedQueue:
+    """Stands for a queue file that could not be opened at start (full disk, I/O error): it
+    holds nothing, and every write fails, so records are held in memory until
+    `_retry_storage` opens the real one."""
+
+    size_bytes = 0
+    delete_owed = False
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __len__(self) -> int:
+        return 0
+
+    def peek(self, limit: int) -> list[tuple[int, bytes]]:
+        return []
+
+    def push(self, items: Any) -> int:
+        raise sqlite3.OperationalError(f"{self.path} could not be opened")
+
+    def probe(self) -> None:
+        self.push(())
+
+    def remove_through(self, seq: int) -> None:
+        return
+
+    def retry_delete(self) -> None:
+        return
+
+    def close(self) -> None:
+        return
 
 
 def describe(exc: BaseException) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from roxd.alerts.diskqueue import DiskQueue
 from roxd.alerts.jetstream import JetStreamSink
 from roxd.alerts.node import NodeIdentity
 from roxd.alerts.settings import NatsSettings
@@ -83,6 +84,32 @@ def test_a_full_disk_under_the_queue_file_keeps_every_alert_and_recovers(
     assert stream_ids(nats_server) == [a.id for a in emitted]  # each once, in order
     stats = sink.stats()
     assert stats["dropped"] == 0 and stats["restarts"] == 0 and stats["queued"] == 0
+
+
+def test_a_sink_started_on_a_full_disk_delivers_and_opens_its_queue_file_later(
+        nats_server: NatsServer, small_fs: Path) -> None:
+    """roxd (re)started with the state dir full: the queue file cannot even be created. The
+    exporter starts anyway (it used to be left out until the next restart), delivers from
+    memory, says why in health, and makes the file once there is room."""
+    filler = fill(small_fs)
+    sink = JetStreamSink(settings(nats_server), small_fs / "state", NODE)
+    emitted = [make_alert() for _ in range(5)]
+    try:
+        assert any(str(sink.queue_path) in p for p in sink.problems()), sink.problems()
+        for a in emitted[:3]:
+            sink.emit(a)
+        assert sink.flush(20), sink.stats()
+        assert sink.stats()["storage_errors"] >= 1
+        filler.unlink()
+        wait_until(lambda: not sink.problems(), 30, message="the queue file opened")
+        assert isinstance(sink._disk, DiskQueue)
+        for a in emitted[3:]:
+            sink.emit(a)
+        assert sink.flush(20), sink.stats()
+    finally:
+        sink.close(5)
+    assert stream_ids(nats_server) == [a.id for a in emitted]
+    assert sink.stats()["dropped"] == 0
 
 
 def test_records_held_in_memory_stay_in_order_behind_the_file(
