@@ -407,7 +407,10 @@ class JetStreamSink(QueuedExporter):
             "started": rfc3339(self._started_ns), "interval_s": self.settings.heartbeat_s,
             "subjects": {"alerts": self.subject, "incidents": self.incidents_subject},
             "alerts": {"total": sum(by_severity.values()), "by_severity": by_severity},
-            "incident_changes": incident_changes, "exporter": self.stats()})
+            "incident_changes": incident_changes, "exporter": self.stats(),
+            # what /v1/health says about this exporter (a full disk, a crashed task), so the
+            # fleet view shows a node that is up but not well
+            "problems": self.problems()})
 
     async def _disconnect(self, only: Any = None) -> None:
         """Close the connection (`only`: if it is still that one; the other task may have

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +21,7 @@ from roxd.alerts.jetstream import JetStreamSink
 from roxd.alerts.node import NodeIdentity
 from roxd.alerts.settings import NatsSettings
 from roxd.model import Alert
-from tests.conftest import wait_until
+from tests.conftest import REPO, wait_until
 from tests.faults.conftest import fill
 from tests.faults.test_sink_faults import Faulty
 from tests.system.alerts_factory import make_alert
@@ -33,6 +37,19 @@ def settings(server: NatsServer, **kw: object) -> NatsSettings:
     base: dict[str, object] = {"backoff_max_s": 0.3, "connect_timeout_s": 2.0,
                                "ack_timeout_s": 2.0, "heartbeat_s": 0.5}
     return NatsSettings(servers=(server.url,), **{**base, **kw})  # type: ignore[arg-type]
+
+
+def roxctl_fleet_nodes(server: NatsServer, *args: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "roxd.ctl", *args, "fleet", "nodes",
+                          "--server", server.url], capture_output=True, text=True, timeout=60,
+                         cwd=REPO, check=False)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def fleet_node(server: NatsServer) -> dict[str, Any]:
+    nodes = json.loads(roxctl_fleet_nodes(server, "--json"))
+    return {n["name"]: n for n in nodes}["node-f"]
 
 
 def stream_ids(server: NatsServer) -> list[str]:
@@ -73,6 +90,11 @@ def test_a_full_disk_under_the_queue_file_keeps_every_alert_and_recovers(
         wait_until(lambda: len(stream_ids(nats_server)) == 36, 30,
                    message="every alert in the stream while the disk is full")
         assert sink.stats()["queued"] == 0
+        # the fleet view shows the node up, with its problem (from its heartbeat)
+        wait_until(lambda: any("full" in p for p in fleet_node(nats_server)["problems"]), 20,
+                   message="the problem in the node's heartbeat")
+        table = roxctl_fleet_nodes(nats_server)
+        assert "node-f: its queue file" in table and "PROBLEMS" in table, table
 
         filler.unlink()  # space is back: the file works again
         emit([make_alert() for _ in range(10)])
