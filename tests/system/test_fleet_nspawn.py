@@ -193,6 +193,17 @@ def _sink_counter(node: Node, counter: str) -> int:
     return int(status.get("alert_sinks", {}).get(f"{SINK}.{counter}", 0))
 
 
+def _diagnosis(nodes: list[Node]) -> str:
+    """What a failed wait needs: each node's exporter counters, health, and roxd's log."""
+    out = []
+    for n in nodes:
+        status = json.loads(n.machine.run("roxctl", "--json", "status").stdout)
+        sinks = {k: v for k, v in status.get("alert_sinks", {}).items() if k.startswith("nats")}
+        out.append(f"== {n.hostname}: {json.dumps(sinks)}\ndegraded: {status.get('degraded')}\n"
+                   + n.machine.journal("roxd")[-4000:])
+    return "\n".join(out)
+
+
 @pytest.fixture
 def nats(tmp_path: Path) -> Iterator[NatsServer]:
     _require_host()
@@ -278,8 +289,11 @@ def test_two_machines_one_server_a_server_restart_nothing_lost(
         return [a for a in _fleet(nats.url, "alerts", "--limit", "1000")
                 if a["rule"]["id"] == RULE_ID]
 
-    wait_until(lambda: len(stream()) >= 2 * total, 90, interval=0.5,
-               message=f"{2 * total} marker alerts in the stream")
+    try:
+        wait_until(lambda: len(stream()) >= 2 * total, 90, interval=0.5,
+                   message=f"{2 * total} marker alerts in the stream")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_diagnosis(nodes)}") from None
     stored = stream()
     machine_ids = set()
     for n in nodes:
@@ -314,12 +328,16 @@ def test_two_machines_one_server_a_server_restart_nothing_lost(
     def up() -> dict[str, Any]:
         return {x["name"]: x for x in _fleet(nats.url, "nodes") if x["state"] == "up"}
 
-    wait_until(lambda: set(up()) >= names, 30, interval=0.5, message="both nodes up")
-    beats = {n.hostname: _sink_counter(n, "heartbeats") for n in nodes}
-    wait_until(lambda: all(_sink_counter(n, "heartbeats") >= beats[n.hostname] + 3
-                           for n in nodes), 30, interval=0.5,
-               message="heartbeats going on on both idle nodes")
-    wait_until(lambda: set(up()) >= names, 30, interval=0.5, message="both nodes still up")
+    try:
+        wait_until(lambda: set(up()) >= names, 30, interval=0.5, message="both nodes up")
+        beats = {n.hostname: _sink_counter(n, "heartbeats") for n in nodes}
+        wait_until(lambda: all(_sink_counter(n, "heartbeats") >= beats[n.hostname] + 3
+                               for n in nodes), 30, interval=0.5,
+                   message="heartbeats going on on both idle nodes")
+        wait_until(lambda: set(up()) >= names, 30, interval=0.5,
+                   message="both nodes still up")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_diagnosis(nodes)}") from None
     fleet_nodes = {x["name"]: x for x in _fleet(nats.url, "nodes")}
     for n in nodes:
         info = fleet_nodes[n.hostname]
@@ -334,4 +352,4 @@ def test_two_machines_one_server_a_server_restart_nothing_lost(
     # nothing in either exporter crashed or failed its queue file (health would name it)
     for n in nodes:
         health = json.loads(n.machine.run("roxctl", "--json", "status").stdout)
-        assert not [p for p in health.get("degraded", []) if "nats" in p], health["degraded"]
+        assert not [p for p in health.get("degraded", []) if "nats" in p], _diagnosis(nodes)
