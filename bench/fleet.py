@@ -51,11 +51,14 @@ from roxd.model import (
 
 NODE = NodeIdentity(hostname="worker-17.prod.example.org",
                     machine_id="4f1c2d0e9b8a7f6e5d4c3b2a19081726", kubernetes_node="worker-17")
-# per-node alert rates after noise control: a quiet node, a busy one, and one container in an
-# alert storm at noise control's default cap (120 per container per minute)
-RATES = {"quiet (1/min)": 1 / 60, "busy (1/s)": 1.0, "storm cap, 1 container (2/s)": 2.0}
+# per-node alert rates: measured ones come from the newest benign and detection bench results
+# (bench/results/benign-*.json: real workloads, no attack; detection-*.json: an Atomic Red
+# Team run against a real roxd); the storm row is a bound, not a measurement: one container
+# at noise control's default cap (120 alerts per container per minute)
+STORM_CAP_PER_S = 2.0
 FLEET_SIZES = (1, 100, 10_000)
 HEARTBEAT_S = 10.0
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def sample_alert(i: int) -> Alert:
@@ -215,13 +218,49 @@ def otlp_throughput(count: int, work: Path, rate: float) -> dict[str, Any]:
         server.server_close()
 
 
-def fleet_table(size: dict[str, float], heartbeat_bytes: int) -> list[dict[str, Any]]:
+def measured_rates(results: Path = RESULTS) -> dict[str, Any]:
+    """Alerts per second one node raised in the newest benign and detection bench runs (real
+    roxd, real workloads): the per-node rates the fleet table multiplies."""
+    out: dict[str, Any] = {}
+    benign = sorted(results.glob("benign-*.json"))
+    if benign:
+        doc = json.loads(benign[-1].read_text())
+        alerts = int(doc["totals"]["alerts"]) + int(doc.get("host_alerts_during_run", 0))
+        out["benign"] = {"file": benign[-1].name, "alerts": alerts,
+                         "seconds": float(doc["seconds"]),
+                         "per_s": alerts / float(doc["seconds"])}
+    detection = sorted(results.glob("detection-*.json"))
+    if detection:
+        doc = json.loads(detection[-1].read_text())
+        alerts = sum(len(r.get("alerts", [])) for r in doc["results"])
+        out["attack"] = {"file": detection[-1].name, "alerts": alerts,
+                         "seconds": float(doc["seconds"]),
+                         "per_s": alerts / float(doc["seconds"]),
+                         "atomic_tests_executed": doc["summary"]["overall"]["executed"]}
+    return out
+
+
+def rate_rows(measured: dict[str, Any]) -> dict[str, float]:
+    rows = {}
+    if "benign" in measured:
+        b = measured["benign"]
+        rows[f"benign workloads (measured: {b['alerts']} in {b['seconds']:.0f} s)"] = b["per_s"]
+    if "attack" in measured:
+        a = measured["attack"]
+        rows[f"under attack (measured: {a['alerts']} in {a['seconds']:.0f} s)"] = a["per_s"]
+    rows["storm cap, 1 container (bound: 120/min)"] = STORM_CAP_PER_S
+    return rows
+
+
+def fleet_table(size: dict[str, float], heartbeat_bytes: int,
+                rates: dict[str, float]) -> list[dict[str, Any]]:
     rows = []
     for nodes in FLEET_SIZES:
-        for label, per_node in RATES.items():
+        for label, per_node in rates.items():
             alerts_s = nodes * per_node
             rows.append({
-                "nodes": nodes, "per_node": label, "alerts_per_s": round(alerts_s, 2),
+                "nodes": nodes, "per_node": label, "per_node_alerts_per_s": round(per_node, 4),
+                "alerts_per_s": round(alerts_s, 2),
                 "nats_bytes_per_s": round(alerts_s * size["json_record_bytes"]),
                 "nats_gb_per_day": round(alerts_s * size["json_record_bytes"] * 86400 / 1e9, 3),
                 "otlp_gzip_bytes_per_s": round(alerts_s
@@ -266,13 +305,14 @@ def main() -> None:
             "nats_unpaced": nats_throughput(args.alerts, work / "burst", 0)}
         # a heartbeat's JSON as measured (about 700 bytes when nats-server was missing)
         heartbeat = int(result["nats"].get("heartbeat_bytes", 700))
-        result["fleet"] = fleet_table(size, heartbeat)
+        result["measured_rates"] = measured_rates()
+        result["fleet"] = fleet_table(size, heartbeat, rate_rows(result["measured_rates"]))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("sizes", "nats", "otlp", "nats_unpaced")},
-                     indent=2))
+    print(json.dumps({k: result[k] for k in ("sizes", "nats", "otlp", "nats_unpaced",
+                                             "measured_rates")}, indent=2))
     print(f"written to {args.out}")
 
 

@@ -312,14 +312,19 @@ def show_nodes(out: Any, nodes: list[dict[str, Any]], as_json: bool) -> int:
         ident = n.get("node") or {}
         alerts = n.get("alerts") or {}
         exporter = n.get("exporter") or {}
+        problems = n.get("problems") or []
         rows.append([n.get("name") or n.get("key"), n.get("state"), ident.get("hostname"),
                      (ident.get("machine_id") or "")[:12] or "-", n.get("version"),
                      f"{n.get('age_s')}s ago", alerts.get("total", 0),
-                     exporter.get("queued", 0), n.get("started")])
+                     exporter.get("queued", 0), len(problems), n.get("started")])
     out.table(["NODE", "STATE", "HOSTNAME", "MACHINE ID", "VERSION", "LAST HEARTBEAT",
-               "ALERTS", "QUEUED", "STARTED"], rows, colors=[None, paint])
+               "ALERTS", "QUEUED", "PROBLEMS", "STARTED"], rows, colors=[None, paint])
     up = sum(1 for n in nodes if n.get("state") == "up")
     out.print(f"{len(nodes)} nodes, {up} up, {len(nodes) - up} stale")
+    for n in nodes:  # what each node's exporter reported in its last heartbeat
+        for problem in n.get("problems") or []:
+            out.print(f"{printable(str(n.get('name') or n.get('key')))}: "
+                      f"{_clip(str(problem), 300)}")
     return EXIT_OK
 
 

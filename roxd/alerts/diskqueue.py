@@ -135,6 +135,11 @@ class DiskQueue:
         self._max_bytes = max(0, max_bytes)
         self._count = 0
         self._bytes = 0
+        # Rows up to this seq were delivered; a DELETE the disk refused (full) is owed and
+        # retried (`retry_delete`, or the next remove_through): peek never returns them again
+        # and they are not counted, so a full disk does not mean sending them again and again.
+        self._gone_through = 0
+        self._delete_owed = False
         self.quarantined = 0  # corrupt files this queue moved aside
         self._db = open_wal(path, self._setup, self._moved)
 
@@ -145,6 +150,7 @@ class DiskQueue:
         db.executescript(_SCHEMA)
         count, size = db.execute("SELECT COUNT(*), TOTAL(length(msg)) FROM queue").fetchone()
         self._count, self._bytes = int(count), int(size)
+        self._gone_through, self._delete_owed = 0, False
 
     def __len__(self) -> int:
         return self._count
@@ -177,12 +183,13 @@ class DiskQueue:
         count = self._count + len(items)
         size = self._bytes + sum(len(m) for _, m in items)
         dropped = freed = 0
+        last: int | None = None
         with self._transaction():
             self._db.executemany("INSERT INTO queue (created_ns, msg) VALUES (?, ?)", items)
             if count > self._max or (self._max_bytes and size > self._max_bytes):
-                last = None
                 for seq, n in self._db.execute(
-                        "SELECT seq, length(msg) FROM queue ORDER BY seq").fetchall():
+                        "SELECT seq, length(msg) FROM queue WHERE seq > ? ORDER BY seq",
+                        (self._gone_through,)).fetchall():
                     if count - dropped <= self._max and (
                             not self._max_bytes or size - freed <= self._max_bytes):
                         break
@@ -192,6 +199,8 @@ class DiskQueue:
                 if last is not None:
                     self._db.execute("DELETE FROM queue WHERE seq <= ?", (last,))
         self._count, self._bytes = count - dropped, size - freed  # only once committed
+        if last is not None:
+            self._gone_through, self._delete_owed = max(self._gone_through, last), False
         return dropped
 
     def probe(self) -> None:
@@ -201,18 +210,37 @@ class DiskQueue:
             self._db.execute("DELETE FROM queue WHERE seq = ?", (cur.lastrowid,))
 
     def peek(self, limit: int) -> list[tuple[int, bytes]]:
-        rows = self._db.execute("SELECT seq, msg FROM queue ORDER BY seq LIMIT ?", (limit,))
+        rows = self._db.execute("SELECT seq, msg FROM queue WHERE seq > ? ORDER BY seq LIMIT ?",
+                                (self._gone_through, limit))
         return [(int(seq), bytes(msg)) for seq, msg in rows]
 
     def remove_through(self, seq: int) -> None:
-        """Forget every message up to and including seq (they were sent)."""
-        with self._transaction():
+        """Forget every message up to and including seq (they were sent). They are gone from
+        peek() and len() even when the disk refuses the DELETE (full: SQLite needs room in its
+        write-ahead log to delete); then this raises and the DELETE is owed (`retry_delete`)."""
+        if seq > self._gone_through:
             removed, freed = self._db.execute(
-                "SELECT COUNT(*), TOTAL(length(msg)) FROM queue WHERE seq <= ?",
-                (seq,)).fetchone()
-            self._db.execute("DELETE FROM queue WHERE seq <= ?", (seq,))
-        self._count -= int(removed)
-        self._bytes -= int(freed)
+                "SELECT COUNT(*), TOTAL(length(msg)) FROM queue WHERE seq > ? AND seq <= ?",
+                (self._gone_through, seq)).fetchone()
+            self._count -= int(removed)
+            self._bytes -= int(freed)
+            self._gone_through = seq
+        elif not self._delete_owed:
+            return
+        self._delete_owed = True
+        with self._transaction():
+            self._db.execute("DELETE FROM queue WHERE seq <= ?", (self._gone_through,))
+        self._delete_owed = False
+
+    @property
+    def delete_owed(self) -> bool:
+        """Delivered messages are still in the file (a DELETE failed); retry_delete() retries."""
+        return self._delete_owed
+
+    def retry_delete(self) -> None:
+        """The DELETE a full disk refused, again; raises while it still fails."""
+        if self._delete_owed:
+            self.remove_through(self._gone_through)
 
     def reopen_fresh(self, reason: str) -> Path:
         """The file went bad under us: move it aside and start an empty queue."""
@@ -221,6 +249,7 @@ class DiskQueue:
         moved = quarantine_file(self.path, reason) if self.path.exists() else self.path
         self.quarantined += 1
         self._count = self._bytes = 0
+        self._gone_through, self._delete_owed = 0, False
         self._db = open_wal(self.path, self._setup, self._moved)
         return moved
 

@@ -30,7 +30,12 @@ Heartbeats (`roxctl fleet nodes` reads them): key = the node's subject token in 
 `heartbeat_bucket` (created with history 1 when absent), value = JSON with the node identity,
 roxd's version, the start time, the alerts this exporter was given by severity and its
 counters. The first is sent at start, so a bad server, credentials or certificate shows up at
-start even on a quiet node.
+start even on a quiet node. They are a task of their own on the sender thread's loop, sharing
+the connection (one connects at a time): they used to ride on the sender's loop, where an
+exception or a CancelledError escaping them, or an await that never returned, ended them
+silently on an idle node (issue 19's stale node). Now the task is supervised like the others
+(logged once, `restarts`, health) and watched: when it has not attempted a heartbeat for an
+interval plus the longest one may take, it is cancelled and started again.
 A server that cannot be reached, refuses the credentials or has no stream for the subject is
 one warning line (then one line when delivery works again) and counters, never an exception
 out of emit() or a blocked caller.
@@ -101,7 +106,9 @@ class JetStreamSink(QueuedExporter):
         self._connections = 0
         self._stream_checked = False
         self._last_error: BaseException | None = None
-        self._next_heartbeat = 0.0  # monotonic; the first one right after start
+        self._conn_lock: asyncio.Lock | None = None  # made on the sender thread's loop
+        self._kv_nc: Any = None  # the connection self._kv was made on
+        self._beat_attempt = time.monotonic()  # when the heartbeat task last began one
         self._counts_lock = threading.Lock()
         self._alert_counts: collections.Counter[str] = collections.Counter()
         self._incident_changes = 0
@@ -145,11 +152,12 @@ class JetStreamSink(QueuedExporter):
         """Publish up to max_inflight queued messages; forget the acknowledged run. False when
         nothing could be published (then the caller backs off)."""
         try:
-            await self._ensure_connected()
+            nc = await self._ensure_connected()
         except Exception as exc:
             self._failed(exc, self.subject)
             return False
-        rows = self._disk.peek(self.settings.max_inflight)
+        js = self._js
+        rows = self._peek(self.settings.max_inflight)
         if not rows:
             return True
         pending: list[tuple[int, asyncio.Future[Any]]] = []
@@ -157,7 +165,7 @@ class JetStreamSink(QueuedExporter):
         try:
             for seq, blob in rows:
                 subject, msg_id, payload = self._unpack(blob)
-                fut = await self._js.publish_async(
+                fut = await js.publish_async(
                     subject, payload, stream=self.settings.stream, headers={MSG_ID: msg_id})
                 pending.append((seq, fut))
             deadline = time.monotonic() + self.settings.ack_timeout_s
@@ -175,15 +183,23 @@ class JetStreamSink(QueuedExporter):
             # start over on a fresh connection: the stream is checked again (a server that lost
             # its store gets it re-created) and the last-message check runs before resending
             self._stream_checked = False
-            await self._disconnect()
+            await self._disconnect(nc)
             return last_acked is not None
         self._forget(last_acked)
         self._delivered()
         return True
 
-    async def _ensure_connected(self) -> None:
-        if self._nc is not None and self._nc.is_connected:
-            return
+    async def _ensure_connected(self) -> Any:
+        """The connection, made when there is none: the sender and the heartbeat task share
+        it, so one of them connects (and checks the stream, and reconciles) at a time."""
+        if self._conn_lock is None:
+            self._conn_lock = asyncio.Lock()
+        async with self._conn_lock:
+            if self._nc is None or not self._nc.is_connected:
+                await self._connect()
+            return self._nc
+
+    async def _connect(self) -> None:
         await self._disconnect()
         s = self.settings
         opts: dict[str, Any] = {
@@ -214,7 +230,6 @@ class JetStreamSink(QueuedExporter):
                     from exc
             raise
         self._nc = nc
-        self._kv = None
         self._js = nc.jetstream(timeout=s.ack_timeout_s,
                                 publish_async_max_pending=max(s.max_inflight, 1))
         self._connections += 1
@@ -279,7 +294,7 @@ class JetStreamSink(QueuedExporter):
         message of each of this node's subjects, found in the queue, marks what was stored."""
         from nats.js.errors import NotFoundError
 
-        if not len(self._disk):
+        if not self._backlog():
             return
         last_ids: set[str] = set()
         subjects = [self.subject] + ([self.incidents_subject] if self.settings.incidents
@@ -294,7 +309,7 @@ class JetStreamSink(QueuedExporter):
                 last_ids.add(msg_id)
         if not last_ids:
             return
-        rows = self._disk.peek(max(RECONCILE_ROWS_MIN, 2 * self.settings.max_inflight))
+        rows = self._peek(max(RECONCILE_ROWS_MIN, 2 * self.settings.max_inflight))
         found: tuple[int, int] | None = None
         for i, (seq, blob) in enumerate(rows):
             if self._unpack(blob)[1] in last_ids:
@@ -307,41 +322,73 @@ class JetStreamSink(QueuedExporter):
 
     # ------------------------------------------------------------------ heartbeats
 
-    def _idle_every_s(self) -> float | None:
-        return self.settings.heartbeat_s if self.settings.heartbeat_bucket else None
+    def _extra_tasks(self) -> dict[str, Any]:
+        """Heartbeats are a task of their own: a sender busy with a backlog, waiting out a
+        backoff or stuck in an await never holds them back, and the watchdog restarts the
+        heartbeat task when it stops attempting them."""
+        return {"heartbeat": self._heartbeats} if self.settings.heartbeat_bucket else {}
 
-    async def _idle(self) -> None:
+    def _beat_bound_s(self) -> float:
+        """The longest one heartbeat may take: connecting (each server twice) and two
+        requests (the bucket lookup, the put)."""
         s = self.settings
-        if not s.heartbeat_bucket or time.monotonic() < self._next_heartbeat:
-            return
-        self._next_heartbeat = time.monotonic() + s.heartbeat_s
-        try:
-            await self._ensure_connected()
-            if self._kv is None:
-                self._kv = await self._heartbeat_bucket()
-            await asyncio.wait_for(self._kv.put(self.node.token, self.heartbeat()),
-                                   s.ack_timeout_s)
-        except Exception as exc:
-            self._counters.add("heartbeat_failed")
-            self._failed(exc, f"heartbeats in {s.heartbeat_bucket}")
-            await self._disconnect()
-            return
-        self._counters.add("heartbeats")
-        if not len(self._disk):
-            self._delivered()
+        return 2 * len(s.servers) * (s.connect_timeout_s + 0.2) + 1 + 2 * s.ack_timeout_s
 
-    async def _heartbeat_bucket(self) -> Any:
+    def _stalled(self) -> dict[str, float]:
+        if not self.settings.heartbeat_bucket:
+            return {}
+        since = time.monotonic() - self._beat_attempt
+        late = since > self.settings.heartbeat_s + self._beat_bound_s() + 1.0
+        return {"heartbeat": since} if late else {}
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        for name, since in self._stalled().items():
+            if self._stop_deadline is None:
+                out.append(f"its {name} task has not attempted a heartbeat for {since:.0f}s "
+                           f"(every {self.settings.heartbeat_s:g}s expected)")
+        return out
+
+    async def _heartbeats(self) -> None:
+        """One heartbeat every heartbeat_s, the first at start; each bounded in time."""
+        s = self.settings
+        while True:
+            self._beat_attempt = time.monotonic()
+            try:
+                await asyncio.wait_for(self._beat(), self._beat_bound_s())
+            except Exception as exc:
+                self._counters.add("heartbeat_failed")
+                self._failed(exc, f"heartbeats in {s.heartbeat_bucket}")
+            else:
+                self._counters.add("heartbeats")
+                if not self._backlog():
+                    self._delivered()
+            await asyncio.sleep(max(0.0, self._beat_attempt + s.heartbeat_s - time.monotonic()))
+
+    async def _beat(self) -> None:
+        nc = await self._ensure_connected()
+        try:
+            if self._kv is None or self._kv_nc is not nc:  # a key-value handle per connection
+                self._kv = await self._heartbeat_bucket(self._js)
+                self._kv_nc = nc
+            await asyncio.wait_for(self._kv.put(self.node.token, self.heartbeat()),
+                                   self.settings.ack_timeout_s)
+        except Exception:
+            await self._disconnect(nc)
+            raise
+
+    async def _heartbeat_bucket(self, js: Any) -> Any:
         from nats.js.api import KeyValueConfig, StorageType
         from nats.js.errors import BucketNotFoundError, NotFoundError
 
         s = self.settings
         try:
-            return await self._js.key_value(s.heartbeat_bucket)
+            return await js.key_value(s.heartbeat_bucket)
         except (BucketNotFoundError, NotFoundError):
             if not s.create_stream:
                 raise RuntimeError(f"key-value bucket {s.heartbeat_bucket} does not exist and "
                                    "create_stream is false") from None
-        kv = await self._js.create_key_value(KeyValueConfig(
+        kv = await js.create_key_value(KeyValueConfig(
             bucket=s.heartbeat_bucket, history=1, ttl=HEARTBEAT_KEEP_S,
             storage=StorageType.FILE, replicas=s.stream_replicas))
         log.info("nats %s: created key-value bucket %s for node heartbeats", self.target,
@@ -360,9 +407,16 @@ class JetStreamSink(QueuedExporter):
             "started": rfc3339(self._started_ns), "interval_s": self.settings.heartbeat_s,
             "subjects": {"alerts": self.subject, "incidents": self.incidents_subject},
             "alerts": {"total": sum(by_severity.values()), "by_severity": by_severity},
-            "incident_changes": incident_changes, "exporter": self.stats()})
+            "incident_changes": incident_changes, "exporter": self.stats(),
+            # what /v1/health says about this exporter (a full disk, a crashed task), so the
+            # fleet view shows a node that is up but not well
+            "problems": self.problems()})
 
-    async def _disconnect(self) -> None:
+    async def _disconnect(self, only: Any = None) -> None:
+        """Close the connection (`only`: if it is still that one; the other task may have
+        made a new one meanwhile)."""
+        if only is not None and self._nc is not only:
+            return
         nc, self._nc, self._js = self._nc, None, None
         if nc is None:
             return

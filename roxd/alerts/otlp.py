@@ -272,7 +272,7 @@ class OtlpSink(QueuedExporter):
         if self._probed:
             return
         self._probed = True
-        if len(self._disk):
+        if self._backlog():
             return  # the backlog's first request says it
         try:
             status, _, answer = await self._post_off_loop(self._body(()))
@@ -284,7 +284,7 @@ class OtlpSink(QueuedExporter):
             self._failed(f"HTTP {status} {_first_line(answer)}".strip())
 
     async def _send_window(self) -> bool:
-        rows = self._disk.peek(self.settings.batch_max)
+        rows = self._peek(self.settings.batch_max)
         if not rows:
             return True
         body = self._body(blob for _, blob in rows)

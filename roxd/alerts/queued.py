@@ -22,6 +22,19 @@ delivery works again (then one info line), a `failed` count, and a retry after a
 backoff, or after the receiver's Retry-After when it gave one. A roxd restart carries on from
 the queue on disk.
 
+A queue file the disk refuses (full, I/O error) never stops the exporter: what it already
+holds stays there and is sent, new records are held in memory behind it (at most `inbox_max`,
+beyond that the newest are dropped and counted), the failures are counted
+(`storage_errors`), health names the file and the error (`problems()`), and the file is
+tried again with backoff; once it takes writes, what memory held moves to it, in order.
+Records held in memory are sent from there too once the file's records are gone (SIGKILL loses
+them: they were never on disk).
+
+Both tasks of the sender thread are supervised: an exception out of one (a bug, or a library
+future cancelled under it) is logged once with its traceback, counted (`restarts`), shown in
+health for ten minutes, and the task is started again after a backoff. Nothing but close()
+ends sending, and a sender thread that is gone anyway is a health problem too.
+
 The syslog forwarder (syslog.py) has the same shape on a plain thread; it predates this class.
 """
 
@@ -31,9 +44,12 @@ import abc
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
+import sqlite3
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +59,14 @@ from roxd.alerts.worker import SinkCounters
 BACKOFF_START_S = 0.25
 RETRY_AFTER_MAX_S = 600.0
 INBOX_WARN_EVERY_S = 10.0  # a receiver asking for more is still retried after 10 minutes
+# Records the queue file refused are held in memory with sequence numbers from here on (the
+# file's own AUTOINCREMENT numbers stay far below), so one `_forget(seq)` covers both.
+HELD_SEQ_BASE = 1 << 62
+STORAGE_RETRY_START_S = 0.5
+STORAGE_RETRY_MAX_S = 30.0
+TASK_RESTART_START_S = 0.5
+TASK_RESTART_MAX_S = 30.0
+CRASH_SHOWN_S = 600.0  # a task crash stays in health this long after the last one
 
 
 class QueuedExporter(abc.ABC):
@@ -59,7 +83,6 @@ class QueuedExporter(abc.ABC):
         self._queue_max_bytes = queue_max_bytes
         self._backoff_max_s = backoff_max_s
         self._log = log
-        self._disk = DiskQueue(queue_path, queue_max, queue_max_bytes)
         self._inbox: collections.deque[Any] = collections.deque()
         self._inbox_max = inbox_max
         self._inbox_drops = 0  # since the last warning (the sender thread logs them)
@@ -67,7 +90,27 @@ class QueuedExporter(abc.ABC):
         self._moving = 0  # taken from the inbox, not yet on disk
         self._cond = threading.Condition()
         self._stop_deadline: float | None = None
-        self._counters = SinkCounters("queued_bytes", *extra_counters)
+        self._counters = SinkCounters("queued_bytes", "storage_errors", "restarts",
+                                      *extra_counters)
+        # records the queue file refused: (seq from HELD_SEQ_BASE, created_ns, blob), in order,
+        # all of them after the file's records; only the sender thread touches them
+        self._held: collections.deque[tuple[int, int, bytes]] = collections.deque()
+        self._held_seq = itertools.count(HELD_SEQ_BASE)
+        self._held_bytes = 0
+        self._held_drops = 0
+        self._storage_error: str | None = None  # why the queue file fails, while it does
+        self._storage_retry_at = 0.0
+        self._storage_backoff = STORAGE_RETRY_START_S
+        self._problem_lock = threading.Lock()
+        self._crashes: dict[str, tuple[int, float, str]] = {}  # task: count, when, why
+        self._tasks: dict[str, asyncio.Task[Any]] = {}  # _extra_tasks and their watchdog
+        self._unstick: set[str] = set()  # tasks the watchdog cancelled (restart, not stop)
+        self._disk: DiskQueue | UnopenedQueue
+        try:
+            self._disk = DiskQueue(queue_path, queue_max, queue_max_bytes)
+        except (sqlite3.Error, OSError) as exc:  # a full disk at start: memory until it opens
+            self._disk = UnopenedQueue(queue_path)
+            self._storage_failed(exc)
         self._sync_queued()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -108,6 +151,16 @@ class QueuedExporter(abc.ABC):
         """How often the loop wakes up for _idle() when nothing else happens (None: never)."""
         return None
 
+    def _extra_tasks(self) -> dict[str, Callable[[], Awaitable[None]]]:
+        """More tasks of their own on the sender thread's loop (NATS: heartbeats), supervised
+        like the sender, cancelled at close()."""
+        return {}
+
+    def _stalled(self) -> dict[str, float]:
+        """Tasks that should have made progress and did not: name -> seconds since they last
+        did (checked every second on the loop; a stalled task is cancelled and restarted)."""
+        return {}
+
     # ------------------------------------------------------------------ caller side
 
     def emit(self, item: Any) -> None:
@@ -139,6 +192,24 @@ class QueuedExporter(abc.ABC):
             time.sleep(0.02)
         return False
 
+    def problems(self) -> list[str]:
+        """Why this exporter is not working as it should (empty when it is): /v1/health."""
+        out = []
+        with self._problem_lock:
+            storage = self._storage_error
+            crashes = dict(self._crashes)
+        if storage is not None:
+            out.append(f"its queue file {self.queue_path} fails ({storage}); new records are "
+                       f"held in memory (at most {self._inbox_max}) and the file is retried")
+        now = time.monotonic()
+        for task, (count, when, why) in sorted(crashes.items()):
+            if now - when < CRASH_SHOWN_S:
+                out.append(f"its {task} task crashed {count} time{'s' if count > 1 else ''}, "
+                           f"last {now - when:.0f}s ago ({why}); restarted")
+        if not self._thread.is_alive() and self._stop_deadline is None:
+            out.append("its sender thread has stopped (see roxd's log)")
+        return out
+
     def close(self, timeout: float = 5.0) -> None:
         """Persist what is in memory, try to send the backlog until `timeout`, stop."""
         with self._cond:
@@ -163,7 +234,7 @@ class QueuedExporter(abc.ABC):
         loop = asyncio.new_event_loop()
         try:
             loop.run_until_complete(self._main())
-        except Exception:
+        except (Exception, asyncio.CancelledError):
             self._log.exception("%s %s: sender thread failed", self.kind, self.target)
         finally:
             self._loop = None
@@ -175,22 +246,22 @@ class QueuedExporter(abc.ABC):
         """Two tasks on this thread's loop: this one moves the inbox to disk whenever emit()
         wakes it, the sender sends from the disk queue. While the sender waits on the network
         the inbox keeps moving to disk, so a burst is bounded by the disk queue, not by the
-        in-memory inbox."""
+        in-memory inbox. Both are supervised (`_supervise`)."""
         self._wake = asyncio.Event()
         self._send_wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._ready.set()
-        sender = asyncio.create_task(self._sender())
+        sender = asyncio.create_task(self._supervise("sender", self._sender))
+        self._tasks = {name: asyncio.create_task(self._supervise(name, body))
+                       for name, body in self._extra_tasks().items()}
+        if self._tasks:
+            self._tasks["watchdog"] = asyncio.create_task(
+                self._supervise("watchdog", self._watchdog))
         try:
-            while True:
-                self._wake.clear()
-                stop_deadline = self._persist_inbox()
-                if stop_deadline is not None:
-                    break
-                self._send_wake.set()
-                if sender.done():  # a bug in the sender: re-raised, logged by _run
-                    sender.result()
-                await self._wake.wait()
+            stop_deadline = await self._supervise("inbox", self._mover)
+            if stop_deadline is None:  # crashed while stopping
+                stop_deadline = self._stop_deadline or time.monotonic()
+            await self._cancel_extra_tasks()
             self._send_wake.set()
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(sender),
@@ -206,9 +277,84 @@ class QueuedExporter(abc.ABC):
                 sender.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await sender
+            await self._cancel_extra_tasks()
             await self._disconnect()
             with contextlib.suppress(Exception):
                 await asyncio.get_running_loop().shutdown_default_executor()
+
+    async def _mover(self) -> float:
+        """Move the inbox to disk whenever emit() wakes us; the stop deadline at close()."""
+        assert self._wake is not None
+        while True:
+            self._wake.clear()
+            stop_deadline = self._persist_inbox()
+            if stop_deadline is not None:
+                return stop_deadline
+            self._send_wake.set()
+            await self._wake.wait()
+
+    async def _cancel_extra_tasks(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        for task in self._tasks.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _watchdog(self) -> None:
+        """A task that stopped making progress (an await that never returns) is cancelled:
+        its supervisor counts it as a crash and starts it again."""
+        while True:
+            await asyncio.sleep(1.0)
+            for name, since in self._stalled().items():
+                task = self._tasks.get(name)
+                if task is None or task.done() or name in self._unstick:
+                    continue
+                self._unstick.add(name)
+                self._log.debug("%s %s: the %s task made no progress for %.0fs: restarting it",
+                                self.kind, self.target, name, since)
+                task.cancel()
+
+    async def _supervise(self, task: str, body: Callable[[], Awaitable[Any]]) -> Any:
+        """Run `body` until it returns (only close() makes it return); an exception out of it
+        is logged once, counted, shown in health, and the body started again after a backoff.
+        A CancelledError nobody asked for (a library cancelled a future we were awaiting)
+        counts as a crash too: only cancelling this task itself stops it."""
+        delay = TASK_RESTART_START_S
+        while True:
+            try:
+                return await body()
+            except asyncio.CancelledError as exc:
+                me = asyncio.current_task()
+                if task in self._unstick and me is not None and self._stop_deadline is None:
+                    self._unstick.discard(task)  # the watchdog's: stalled, start it again
+                    me.uncancel()
+                    self._crashed(task, TimeoutError(f"the {task} task made no progress"))
+                elif me is None or me.cancelling() or self._stop_deadline is not None:
+                    raise
+                else:
+                    self._crashed(task, exc)
+            except Exception as exc:
+                self._crashed(task, exc)
+            end = time.monotonic() + delay
+            while self._stop_deadline is None and time.monotonic() < end:
+                await asyncio.sleep(min(0.2, end - time.monotonic()))  # close() cuts it short
+            if self._stop_deadline is not None:
+                return None
+            delay = min(delay * 2, TASK_RESTART_MAX_S)
+
+    def _crashed(self, task: str, exc: BaseException) -> None:
+        self._counters.add("restarts")
+        reason = describe(exc)
+        with self._problem_lock:
+            count = self._crashes.get(task, (0, 0.0, ""))[0] + 1
+            self._crashes[task] = (count, time.monotonic(), reason)
+        if count == 1:  # once with its traceback; the counter and health say the rest
+            self._log.error("%s %s: the %s task crashed (%s); restarting it, further crashes "
+                            "are counted (restarts) and shown in health", self.kind,
+                            self.target, task, reason, exc_info=exc)
+        else:
+            self._log.debug("%s %s: the %s task crashed again (%s)", self.kind, self.target,
+                            task, reason)
 
     def _persist_inbox(self) -> float | None:
         """Move the inbox to disk; the stop deadline when close() was called."""
@@ -230,6 +376,10 @@ class QueuedExporter(abc.ABC):
                               drops, self._inbox_max)
         try:
             self._persist(batch)
+        except BaseException:
+            with self._cond:  # a bug: nothing taken is lost, it is tried again
+                self._inbox.extendleft(reversed(batch))
+            raise
         finally:
             with self._cond:
                 self._moving = 0
@@ -240,9 +390,10 @@ class QueuedExporter(abc.ABC):
         next_try = 0.0
         while self._stop_deadline is None:
             self._send_wake.clear()
-            if len(self._disk) and time.monotonic() >= next_try:
+            self._retry_storage()
+            if self._backlog() and time.monotonic() >= next_try:
                 self._retry_after = None
-                if await self._send_window():
+                if await self._send_window_or_storage_error():
                     backoff = BACKOFF_START_S
                     # a steady stream keeps the queue busy: the heartbeat (when due) must not
                     # wait for a quiet moment, or a busy node looks dead to the fleet
@@ -256,12 +407,26 @@ class QueuedExporter(abc.ABC):
             await self._idle()
             if self._stop_deadline is not None:
                 return
-            wait = max(0.0, next_try - time.monotonic()) if len(self._disk) else None
+            waits = []
+            if self._backlog():
+                waits.append(next_try - time.monotonic())
+            if self._storage_error is not None:
+                waits.append(self._storage_retry_at - time.monotonic())
             idle = self._idle_every_s()
             if idle is not None:
-                wait = idle if wait is None else min(wait, idle)
+                waits.append(idle)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._send_wake.wait(), wait)
+                await asyncio.wait_for(self._send_wake.wait(),
+                                       max(0.0, min(waits)) if waits else None)
+
+    async def _send_window_or_storage_error(self) -> bool:
+        """_send_window; a queue file that cannot be read is a failed attempt (backoff), not
+        a crash."""
+        try:
+            return await self._send_window()
+        except sqlite3.Error as exc:
+            self._storage_failed(exc)
+            return False
 
     def _persist(self, items: list[Any]) -> None:
         if not items:
@@ -277,7 +442,22 @@ class QueuedExporter(abc.ABC):
                 continue
             if blob is not None:
                 rows.append((int(getattr(item, "time_ns", 0)), blob))
-        dropped = self._disk.push(rows)
+        self._store(rows)
+
+    def _store(self, rows: list[tuple[int, bytes]]) -> None:
+        """Rows to the queue file; to memory while the file fails or memory still holds some
+        (the order stays: the file's, then memory's, then these)."""
+        if not rows:
+            return
+        if self._held or self._storage_error is not None:
+            self._hold(rows)
+            return
+        try:
+            dropped = self._disk.push(rows)
+        except (sqlite3.Error, OSError) as exc:  # full, I/O error (a corrupt file is replaced)
+            self._storage_failed(exc)
+            self._hold(rows)
+            return
         if dropped:
             self._counters.add("dropped", dropped)
             self._log.warning("%s %s: disk queue full (%d messages or %d bytes), dropped the "
@@ -285,15 +465,96 @@ class QueuedExporter(abc.ABC):
                               self._queue_max_bytes, dropped)
         self._sync_queued()
 
+    def _hold(self, rows: list[tuple[int, bytes]]) -> None:
+        room = max(0, self._inbox_max - len(self._held))
+        for created_ns, blob in rows[:room]:
+            self._held.append((next(self._held_seq), created_ns, blob))
+            self._held_bytes += len(blob)
+        over = len(rows) - room
+        if over > 0:
+            self._counters.add("dropped", over)
+            if not self._held_drops:
+                self._log.warning("%s %s: %d records held in memory while the queue file "
+                                  "fails (at most %d): newer ones are dropped and counted",
+                                  self.kind, self.target, len(self._held), self._inbox_max)
+            self._held_drops += over
+        self._sync_queued()
+
+    def _retry_storage(self) -> None:
+        """While the queue file fails: try it again when due (the owed DELETE, then what
+        memory holds, or a probe write); it works again when that succeeds."""
+        if self._storage_error is None or time.monotonic() < self._storage_retry_at:
+            return
+        try:
+            if isinstance(self._disk, UnopenedQueue):  # could not be opened at start
+                self._disk = DiskQueue(self.queue_path, self._queue_max, self._queue_max_bytes)
+            self._disk.retry_delete()
+            if self._held:
+                dropped = self._disk.push([(c, b) for _, c, b in self._held])
+                if dropped:
+                    self._counters.add("dropped", dropped)
+                self._held.clear()
+                self._held_bytes = 0
+            else:
+                self._disk.probe()
+        except (sqlite3.Error, OSError) as exc:
+            self._storage_failed(exc)
+            return
+        self._log.info("%s %s: the queue file %s works again", self.kind, self.target,
+                       self.queue_path)
+        with self._problem_lock:
+            self._storage_error = None
+        self._storage_backoff = STORAGE_RETRY_START_S
+        self._held_drops = 0
+        self._sync_queued()
+
+    def _storage_failed(self, exc: BaseException) -> None:
+        """The queue file refused a write or read: count, say so once (and in health), and
+        retry it with backoff."""
+        self._counters.add("storage_errors")
+        first = self._storage_error is None
+        with self._problem_lock:
+            self._storage_error = describe(exc)
+        self._storage_retry_at = time.monotonic() + self._storage_backoff
+        self._storage_backoff = min(self._storage_backoff * 2, STORAGE_RETRY_MAX_S)
+        if first:
+            self._log.error("%s %s: the queue file %s fails (%s); records queued there stay, "
+                            "new ones are held in memory until it works again", self.kind,
+                            self.target, self.queue_path, describe(exc))
+
+    def _backlog(self) -> int:
+        """Records waiting to be sent: the queue file's and what memory holds."""
+        return len(self._disk) + len(self._held)
+
+    def _peek(self, limit: int) -> list[tuple[int, bytes]]:
+        """Up to `limit` (seq, blob) from the head: the file's records first, then the ones
+        memory holds (their seqs are from HELD_SEQ_BASE). May raise sqlite3.Error."""
+        rows = self._disk.peek(limit) if len(self._disk) else []
+        if len(rows) < limit and len(rows) == len(self._disk):
+            rows += [(seq, blob) for seq, _, blob in
+                     itertools.islice(self._held, limit - len(rows))]
+        return rows
+
     async def _drain_until(self, deadline: float) -> None:
-        while len(self._disk) and time.monotonic() < deadline:
+        while self._backlog() and time.monotonic() < deadline:
+            self._storage_retry_at = 0.0
+            self._retry_storage()
             try:
-                ok = await asyncio.wait_for(self._send_window(),
+                ok = await asyncio.wait_for(self._send_window_or_storage_error(),
                                             max(0.05, deadline - time.monotonic()))
             except TimeoutError:
                 ok = False
             if not ok:
                 break
+        self._storage_retry_at = 0.0
+        self._retry_storage()  # what memory still holds: to the file, for the next start
+        if self._held:
+            self._counters.add("dropped", len(self._held))
+            self._log.warning("%s %s: %d records held in memory (the queue file fails) are "
+                              "lost at shutdown", self.kind, self.target, len(self._held))
+            self._held.clear()
+            self._held_bytes = 0
+            self._sync_queued()
         if len(self._disk):
             self._log.info("%s %s: %d records stay queued on disk for the next start",
                            self.kind, self.target, len(self._disk))
@@ -317,13 +578,56 @@ class QueuedExporter(abc.ABC):
             self._down_since = None
 
     def _forget(self, last: int | None) -> None:
+        """Everything up to seq `last` was delivered (the file's and memory's records). A
+        DELETE the disk refuses is owed, not repeated sending (DiskQueue.remove_through)."""
         if last is not None:
-            self._disk.remove_through(last)
+            try:
+                if last < HELD_SEQ_BASE:
+                    self._disk.remove_through(last)
+                elif len(self._disk):  # the window took every record of the file first
+                    self._disk.remove_through(HELD_SEQ_BASE - 1)
+            except (sqlite3.Error, OSError) as exc:
+                self._storage_failed(exc)
+            while self._held and self._held[0][0] <= last:
+                self._held_bytes -= len(self._held.popleft()[2])
         self._sync_queued()
 
     def _sync_queued(self) -> None:
-        self._counters.set("queued", len(self._disk))
-        self._counters.set("queued_bytes", self._disk.size_bytes)
+        self._counters.set("queued", len(self._disk) + len(self._held))
+        self._counters.set("queued_bytes", self._disk.size_bytes + self._held_bytes)
+
+
+class UnopenedQueue:
+    """Stands for a queue file that could not be opened at start (full disk, I/O error): it
+    holds nothing, and every write fails, so records are held in memory until
+    `_retry_storage` opens the real one."""
+
+    size_bytes = 0
+    delete_owed = False
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __len__(self) -> int:
+        return 0
+
+    def peek(self, limit: int) -> list[tuple[int, bytes]]:
+        return []
+
+    def push(self, items: Any) -> int:
+        raise sqlite3.OperationalError(f"{self.path} could not be opened")
+
+    def probe(self) -> None:
+        self.push(())
+
+    def remove_through(self, seq: int) -> None:
+        return
+
+    def retry_delete(self) -> None:
+        return
+
+    def close(self) -> None:
+        return
 
 
 def describe(exc: BaseException) -> str:

@@ -283,3 +283,49 @@ def test_heartbeats_carry_the_node_and_what_it_exported(
     assert beat["alerts"] == {"total": 1, "by_severity": {"warning": 1}}
     assert beat["subjects"] == {"alerts": SUBJECT,
                                 "incidents": "roxd.node-1_example_org.incidents"}
+
+
+def test_a_sink_started_during_an_outage_heartbeats_while_idle_once_the_server_is_back(
+        nats_server: NatsServer, tmp_path: Path) -> None:
+    """Issue 19's stale node, as the two-machine test runs it: records queued, roxd restarted
+    while the server is down, the server back, then nothing to send. The heartbeats must go on
+    (a fresh one in the bucket every interval), not stop after the backlog went out."""
+    import asyncio
+    import json
+
+    import nats
+
+    state = tmp_path / "state"
+    cfg = settings(nats_server, heartbeat_s=0.5, backoff_max_s=0.3)
+    sink = JetStreamSink(cfg, state, NODE)
+    try:
+        sink.emit(make_alert())
+        assert sink.flush(20)
+        nats_server.stop()
+        for _ in range(3):
+            sink.emit(make_alert())
+        wait_until(lambda: sink.stats()["failed"] >= 1, 20, message="a failed publish")
+    finally:
+        sink.close(0.5)
+    sink = JetStreamSink(cfg, state, NODE)  # restarted during the outage
+    try:
+        wait_until(lambda: sink.stats()["heartbeat_failed"] >= 1, 20,
+                   message="a failed heartbeat during the outage")
+        nats_server.start()
+        assert sink.flush(30), sink.stats()
+
+        async def beat_time() -> int:
+            nc = await nats.connect(servers=[nats_server.url])
+            try:
+                kv = await nc.jetstream().key_value("ROXD_NODES")
+                return int(json.loads((await kv.get("node-1_example_org")).value)["time_ns"])
+            finally:
+                await nc.close()
+
+        seen = {asyncio.run(beat_time())}
+        wait_until(lambda: seen.add(asyncio.run(beat_time())) or len(seen) >= 5, 20,
+                   interval=0.2, message="fresh heartbeats in the bucket while idle")
+        assert sink.stats()["restarts"] == 0 and sink.problems() == []
+    finally:
+        sink.close(5)
+    assert len(nats_server.messages()) == 4
