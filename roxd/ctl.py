@@ -114,6 +114,12 @@ def cmd_status(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
                           if s["containers"].get("unattributed_events") else "")),
         ("socket", s["api"].get("socket", "")),
     ]
+    learned = s.get("baselines")
+    if learned:  # [baselines] enabled: how many workloads are learning, locked, enforcing
+        rows.insert(-1, ("baselines", (
+            f"{learned.get('workloads', 0)} workloads, {learned.get('workloads_locked', 0)} "
+            f"locked, {learned.get('workloads_enforcing', 0)} enforcing, "
+            f"{learned.get('anomalies', 0)} anomalies")))
     policy = s.get("policy") or {}
     if policy.get("network_enforcement"):  # network baselines in enforce mode on this host
         kernel = policy.get("network_kernel") or {}

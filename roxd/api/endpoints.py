@@ -112,6 +112,16 @@ class Endpoints:
         rule = "baseline.new-network-peer"
         if rule in effective and enforcement.get("effective", "").startswith("refuse"):
             effective[rule] += "; block: in-kernel (enforce-mode workloads, cgroup connect hook)"
+        baselines = self.daemon.baselines()
+        # learned workloads by state and the engine's counters (None: baselines are off)
+        # (the engine belongs to the event loop: read it there, as roxd/api/baselines.py does)
+        # (a status must answer while the loop is busy: after 2 s the block says so instead)
+        status["baselines"] = None
+        if baselines is not None:
+            try:
+                status["baselines"] = dict(self.daemon.call_in_loop(baselines.stats, 2.0))
+            except Exception:  # CallTimeout: the loop did not get to it
+                status["baselines"] = {"unavailable": 1}
         status["dashboard"] = self.dashboard.describe()
         return status
 

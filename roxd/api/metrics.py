@@ -123,6 +123,15 @@ def render(status: Mapping[str, Any], alert_counts: Mapping[tuple[str, str, str]
     for key, (name, help_text) in SINK_GAUGES.items():
         out.metric(name, "gauge", help_text,
                    [({"sink": sink}, v) for sink, c, v in sinks if c == key])
+    learned = status.get("baselines") or {}
+    out.metric("roxd_baseline_workloads", "gauge",
+               "workloads with a baseline, by state (docs/baselines.md)",
+               [({"state": state}, learned.get(key, 0)) for state, key in
+                (("known", "workloads"), ("locked", "workloads_locked"),
+                 ("enforcing", "workloads_enforcing"))])
+    out.metric("roxd_baseline_anomalies_total", "counter",
+               "executables, peers and written directories outside a locked baseline",
+               [({}, learned.get("anomalies", 0))])
     network = (status.get("policy") or {}).get("network_kernel") or {}
     out.metric("roxd_network_baseline_refused_total", "counter",
                "connects and UDP sends the cgroup connect hook refused (network baselines in "

@@ -177,11 +177,21 @@ def test_an_unlearned_peer_is_refused_in_the_kernel(run_container: Any) -> None:
         assert "block: in-kernel" in \
             status["rules"]["effective_actions"]["baseline.new-network-peer"]
         assert 'roxd_network_baseline_refused_total{op="sendmsg"}' in metrics
+        # the baselines' own counts: the client's workload is locked and enforcing
+        learned = status["baselines"]
+        assert learned["workloads_locked"] >= 1 and learned["workloads_enforcing"] >= 1, learned
+        assert learned["anomalies"] >= 1, learned
+        assert 'roxd_baseline_workloads{state="enforcing"}' in metrics
 
         # break-glass: the workload is exempt (alerted, not refused) until it is ended
         def ctl(*args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run([sys.executable, "-m", "roxd.ctl", "--socket", sock, *args],
                                   capture_output=True, text=True, timeout=90, cwd=REPO)
+
+        shown = ctl("status")
+        assert shown.returncode == 0 and "enforcing" in shown.stdout, shown.stdout
+        assert any(line.startswith("baselines") for line in shown.stdout.splitlines()), \
+            shown.stdout
 
         granted = ctl("baselines", "breakglass", workload, "--for", "10m", "--reason",
                       "incident 42")
