@@ -179,7 +179,9 @@ class DockerMetadataSource:
             future = self._pending.get(container_id)
             if future is None:
                 if len(self._pending) >= self.max_pending:
-                    # the engine is far behind: attribute by cgroup only; a later event asks
+                    # the engine is far behind: attribute by cgroup only (the resolver keeps
+                    # that answer; the engine's own event for the container, or the rescan
+                    # after its stream reconnects, brings the name, image and labels)
                     self.miss_stats["skipped"] += 1
                     return None
                 if self._worker is None:
