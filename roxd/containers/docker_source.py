@@ -179,7 +179,9 @@ class DockerMetadataSource:
             future = self._pending.get(container_id)
             if future is None:
                 if len(self._pending) >= self.max_pending:
-                    # the engine is far behind: attribute by cgroup only; a later event asks
+                    # the engine is far behind: attribute by cgroup only (the resolver keeps
+                    # that answer; the engine's own event for the container, or the rescan
+                    # after its stream reconnects, brings the name, image and labels)
                     self.miss_stats["skipped"] += 1
                     return None
                 if self._worker is None:
@@ -206,15 +208,24 @@ class DockerMetadataSource:
                       container_id: str) -> ContainerMetadata | None:
         """On the worker: one inspect, its answer kept; listeners told when get() gave up."""
         started = time.monotonic()
+        answered = False
         try:
-            meta = self._inspect(client, container_id)
+            with self._inspect_lock:
+                meta = client.inspect(container_id)
+            answered = True  # the engine answered (None: it does not know the id)
         except Exception as exc:  # any runtime's surprise: a miss, never a stuck pending id
-            log.debug("%s inspect %s failed: %r", self.runtime, container_id[:12], exc)
+            log.debug("%s inspect %s failed: %s", self.runtime, container_id[:12], _reason(exc))
             meta = None
         took = time.monotonic() - started
         with self._lock:
             self.miss_stats["inspects"] += 1
-            self._engine_slow = took > self.miss_wait
+            if answered:
+                self._engine_slow = took > self.miss_wait
+            elif took > self.miss_wait:
+                self._engine_slow = True
+            # else: a quick failure (connection refused: a hung engine's full accept queue,
+            # a socket gone) says nothing about how fast the engine answers: it never
+            # clears "known slow", or the next miss would wait again behind a hung inspect
             self._pending.pop(container_id, None)
             announce = container_id in self._given_up
             self._given_up.discard(container_id)

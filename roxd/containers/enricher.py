@@ -32,6 +32,12 @@ class Enricher:
         self.sessions = sessions or SessionClassifier(
             proc=processes.proc_root, vpid_of=processes.vpid, cgroup_of=self._cgroup_of)
 
+    @staticmethod
+    def _parent_of(event: SensorEvent) -> int | None:
+        """The resolver's second hint: an exec's parent, as the kernel reported it (free; no
+        /proc read on the hot path for other events)."""
+        return (event.ppid or None) if isinstance(event, ExecEvent) else None
+
     def _cgroup_of(self, pid: int) -> int | None:
         info = self.processes.get(pid)
         return info.cgroup_id if info is not None else None
@@ -39,7 +45,8 @@ class Enricher:
     def enrich(self, event: SensorEvent) -> EnrichedEvent:
         if isinstance(event, FileEvent):
             event = resolve_file_event(event)  # relative paths, while the process lives
-        container = self.resolver.resolve(event.cgroup_id, pid=event.pid)
+        container = self.resolver.resolve(event.cgroup_id, pid=event.pid,
+                                          ppid=self._parent_of(event))
         if isinstance(event, ExecEvent):
             info = self.processes.on_exec(event)
             process = self._process(info, event.cgroup_id, event.comm, uid=event.uid)

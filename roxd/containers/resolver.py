@@ -119,11 +119,16 @@ class ContainerResolver:
 
     # ------------------------------------------------------------------ public
 
-    def resolve(self, cgroup_id: int, pid: int | None = None) -> Container | None:
+    def resolve(self, cgroup_id: int, pid: int | None = None,
+                ppid: int | None = None) -> Container | None:
         """The container of a cgroup id, or None for the host (or an id not found).
 
         `pid`, when given, is a process seen in that cgroup: its /proc/<pid>/cgroup finds a new
-        cgroup by one stat instead of a walk of the whole hierarchy.
+        cgroup by one stat instead of a walk of the whole hierarchy. `ppid`, its parent, is
+        tried the same way when the process itself is already gone: a short-lived child (a
+        container's `sh -c` that exits at once) read late, while the walk is rate-limited,
+        would otherwise be answered "host" although its parent still runs in that cgroup.
+        Either answer counts only when the process is still in the event's cgroup.
         """
         with self._lock:
             entry = self._get(cgroup_id)
@@ -138,12 +143,13 @@ class ContainerResolver:
                         self.unattributed += 1
                     return entry.container
         path = self.index.known_path_of(cgroup_id)
-        if (
-            path is None
-            and pid
-            and self.index.lookup_pid(pid, expected_id=cgroup_id) is not None
-        ):
-            path = self.index.known_path_of(cgroup_id)
+        for hint in (pid, ppid):
+            if (
+                path is None
+                and hint
+                and self.index.lookup_pid(hint, expected_id=cgroup_id) is not None
+            ):
+                path = self.index.known_path_of(cgroup_id)
         if path is None:
             path = self.index.path_of(cgroup_id)  # a walk, rate-limited
         if path is None:

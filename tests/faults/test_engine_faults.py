@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,14 @@ from tests.conftest import DEFAULT_TEST_CONFIG, RoxdProcess, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.kernel]
 
-MARK_RULE = """
+# Every run marks its commands with a token of its own: the rule matches command lines on the
+# whole host, and other roxd test runs (other worktrees, a parallel suite) run this same file at
+# the same time. Without it, their host marks counted towards this run's total and their
+# containers' alerts came as this run's "in-container" alert, with another container's id.
+TOKEN = uuid.uuid4().hex[:10]
+MARK = f"roxd-engine-mark-{TOKEN}-"
+
+MARK_RULE = f"""
 [[rule]]
 id = "test.engine-mark"
 name = "Engine fault marker"
@@ -31,7 +39,7 @@ mitre = ["T1059"]
 event = "exec"
 actions = ["alert"]
 [rule.when]
-cmdline = { contains = ["roxd-engine-mark-"] }
+cmdline = {{ contains = ["{MARK}"] }}
 """
 
 # A Docker Engine API stand-in: enough for roxd to connect (ping, version, list, events),
@@ -117,8 +125,8 @@ def test_an_engine_socket_with_nothing_behind_it(tmp_path: Path, run_container: 
     roxd = start(workdir, "unix:///nonexistent/roxd-faults/docker.sock", rules_dir(tmp_path))
     try:
         for i in range(10):
-            subprocess.run(["/bin/sh", "-c", f": roxd-engine-mark-{i}"], check=True)
-        c = run_container("sh -c ': roxd-engine-mark-in-container'; sleep 30")
+            subprocess.run(["/bin/sh", "-c", f": {MARK}{i}"], check=True)
+        c = run_container(f"sh -c ': {MARK}in-container'; sleep 30")
         wait_until(lambda: len(marks(roxd)) >= 11, 30, message="11 alerts")
         inside = next(a for a in marks(roxd) if "in-container" in json.dumps(a))
         container = inside["event"]["container"]
@@ -141,10 +149,10 @@ def test_a_hung_engine_never_stops_the_watch(tmp_path: Path, run_container: Any)
         os.kill(fake.pid, signal.SIGSTOP)  # the engine hangs: connects queue, reads block
         answers = []
         for i in range(10):
-            subprocess.run(["/bin/sh", "-c", f": roxd-engine-mark-{i}"], check=True)
+            subprocess.run(["/bin/sh", "-c", f": {MARK}{i}"], check=True)
             answers.append(health(workdir / "roxd.sock"))
         # a real container (the shared dockerd) whose metadata roxd asks the hung engine for
-        c = run_container("sh -c ': roxd-engine-mark-in-container'; sleep 30")
+        c = run_container(f"sh -c ': {MARK}in-container'; sleep 30")
         answers.append(health(workdir / "roxd.sock"))
         try:
             wait_until(lambda: len(marks(roxd)) >= 11, 60,
@@ -157,7 +165,7 @@ def test_a_hung_engine_never_stops_the_watch(tmp_path: Path, run_container: Any)
             inside, roxd.diagnosis())
         assert all(a.get("ok") is True for a in answers), answers
         os.kill(fake.pid, signal.SIGCONT)
-        subprocess.run(["/bin/sh", "-c", ": roxd-engine-mark-after"], check=True)
+        subprocess.run(["/bin/sh", "-c", f": {MARK}after"], check=True)
         wait_until(lambda: len(marks(roxd)) >= 12, 30, message="the alert after SIGCONT")
     finally:
         os.kill(fake.pid, signal.SIGCONT)
@@ -196,7 +204,7 @@ def host_marks_and_status(roxd: RoxdProcess, sock: Path, tag: str, n: int) -> li
     """n host marker execs, a `roxctl status` after each; waits for the n alerts."""
     codes = []
     for i in range(n):
-        subprocess.run(["/bin/sh", "-c", f": roxd-engine-mark-{tag}-{i}"], check=True)
+        subprocess.run(["/bin/sh", "-c", f": {MARK}{tag}-{i}"], check=True)
         codes.append(roxctl(sock, "status").returncode)
     wait_until(lambda: len([a for a in marks(roxd) if f"-{tag}-" in json.dumps(a)]) >= n,
                LIVE_S, message=f"{n} host alerts while the engine hangs")
@@ -210,7 +218,7 @@ def test_a_hung_engine_never_stalls_events_or_status_on_a_new_container(
     try:
         # a container roxd has never seen: its first event is a resolver cache miss, and the
         # inspect goes to the hung engine
-        c = run_container("sh -c ': roxd-engine-mark-in-container'; sleep 60")
+        c = run_container(f"sh -c ': {MARK}in-container'; sleep 60")
         wait_until(lambda: any("in-container" in json.dumps(a) for a in marks(roxd)), LIVE_S,
                    message="the new container's alert while the engine hangs")
         inside = next(a for a in marks(roxd) if "in-container" in json.dumps(a))

@@ -258,3 +258,43 @@ def test_an_inspect_that_raises_on_a_miss_is_a_miss_not_a_stuck_id(
         assert calls == [ID, ID] and src._pending == {}
     finally:
         src.stop()
+
+
+def test_a_quick_refusal_never_clears_known_slow(
+        engine: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hung engine behind a Unix socket first takes connections into its accept queue (each
+    inspect then runs into the timeout), then refuses at once (the queue is full: EAGAIN).
+    A refusal is no answer: it must not clear "known slow", or the next new container's
+    event would wait `miss_wait` again on the loop behind an inspect that hangs."""
+    from roxd.runtime import RuntimeControlError
+
+    ID3 = "1" * 64
+    src = DockerMetadataSource(backoff_initial=0.01, miss_wait=0.05)
+    src.start()
+    try:
+        assert src.wait_connected(5)
+
+        def hung_then_refusing(self: FakeRuntime, cid: str) -> ContainerMetadata | None:
+            if cid == ID2:  # the accept queue is full: refused at once
+                raise RuntimeUnavailableError("docker not reachable: Resource temporarily "
+                                              "unavailable")
+            self.engine.answering.wait()  # taken into the queue, never answered
+            raise RuntimeControlError("docker inspect: Read timed out")
+
+        monkeypatch.setattr(FakeRuntime, "inspect", hung_then_refusing)
+        engine.answering.clear()
+        assert returns(lambda: src.get(ID)) == [None]
+        assert src.miss_stats["gave_up"] == 1  # waited miss_wait once: now known slow
+        time.sleep(0.1)  # the hung inspect outlives miss_wait (its timeout)
+        engine.answering.set()
+        assert wait_for(lambda: not src._pending)
+        assert returns(lambda: src.get(ID2)) == [None]  # known slow: not waited
+        assert wait_for(lambda: not src._pending and src.miss_stats["inspects"] == 2)
+        engine.answering.clear()  # hangs again
+        assert returns(lambda: src.get(ID3)) == [None]
+        # the quick refusal left "known slow" set: the new id was not waited for either
+        assert src.miss_stats["not_waited"] == 2
+        assert src.miss_stats["gave_up"] == 1
+    finally:
+        engine.answering.set()
+        src.stop()

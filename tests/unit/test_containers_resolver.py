@@ -383,3 +383,34 @@ def test_a_running_container_whose_cgroup_vanished_is_swept(tree: Path) -> None:
     crio.rmdir()
     resolver.sweep()
     assert crio_id not in dict(resolver.containers())
+
+
+def test_a_gone_process_is_placed_by_its_parent_while_the_walk_waits(
+        tree: Path, tmp_path: Path) -> None:
+    """A container's `sh -c ...` child that exited before roxd read its exec (the loop
+    behind), while the walk is rate-limited: its parent, still in the cgroup, places it.
+    A parent elsewhere (moved, or the pid reused) does not."""
+    proc = tmp_path / "proc"
+    (proc / "42").mkdir(parents=True)  # the parent; the child (43) is already gone
+    (proc / "42" / "cgroup").write_text(f"0::/docker/{'f' * 64}\n")
+    (proc / "44").mkdir(parents=True)  # a parent in another cgroup
+    (proc / "44" / "cgroup").write_text("0::/user.slice\n")
+    clock = FakeClock()
+    index = CgroupIndex(str(tree), min_refresh_interval=60.0, clock=clock, proc=str(proc))
+    index.refresh()
+    new = tree / "docker" / ("f" * 64)
+    new.mkdir()
+    resolver = ContainerResolver(index, [])
+    assert resolver.resolve(ino(new), pid=43, ppid=44) is None  # not placed: no walk yet
+    c = resolver.resolve(ino(new), pid=43, ppid=42)
+    assert c is not None and c.id == "f" * 64
+    assert index.walks == 1
+    (proc / "stat").write_text("btime 1700000000\n")
+    enricher = Enricher(ContainerResolver(index, []), ProcessTable(proc=str(proc)))
+    other = tree / "docker" / ("a" * 64)
+    other.mkdir()
+    (proc / "42" / "cgroup").write_text(f"0::/docker/{'a' * 64}\n")
+    sh = ExecEvent(time_ns=1, pid=43, ppid=42, uid=0, gid=0, cgroup_id=ino(other), comm="sh",
+                   filename="/bin/sh", args=("sh", "-c", ":"), args_truncated=False)
+    placed = enricher.enrich(sh).container  # the exec's ppid is the enricher's second hint
+    assert placed is not None and placed.id == "a" * 64
