@@ -147,3 +147,21 @@ def test_exec_sessions_observed_in_proc() -> None:
     r = {f.check.id: f.outcome for f in run_checks(with_sessions("", privileged)).findings}
     assert r["5.23"].result.value == "WARN" and "beyond the container's bounding set" in \
         r["5.23"].reason
+
+
+def test_a_manual_check_going_to_warn_raises_nothing() -> None:
+    """5.9 (Manual): a container listening on an undeclared port turns it WARN in the report,
+    and no alert is raised (the benign suite's web servers do this)."""
+    from roxd.posture.facts import ListeningSource
+    from tests.unit.test_posture_checks import listener
+
+    state: dict[str, Any] = {"containers": (container("plain"),)}
+    service, sink = service_with(state)
+    table: dict[str, list[dict[str, Any]]] = {}
+    service.listening = ListeningSource(lambda cid: table.get(cid, []), "kernel")
+    assert service.report().results()["5.9"] == "PASS"
+    table[container("plain").inspect["Id"]] = [listener(8081, process="httpd")]
+    report = service.report(refresh=True)
+    assert report.results()["5.9"] == "WARN"
+    assert [a for a in sink.alerts if "5.9" in a.rule.name] == []
+
