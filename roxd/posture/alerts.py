@@ -69,11 +69,31 @@ class ContainerRef:
     init_pid: int
 
 
+# Container checks whose WARN opens a way out of the container or onto the host: a container
+# started with one of these raises a regression alert from its first scan. Other container
+# checks (health check, memory or pids limits, read-only root, restart policy, ...) alert only
+# for a container that was already running at the previous scan and changed (its weakness is
+# new, not merely a new container's configuration, which the report and the risk score show):
+# the benign suite's production-like containers lack health checks and limits, and alerted.
+ESCAPE_CHECKS = frozenset({
+    "5.5",   # privileged
+    "5.6",   # sensitive host directories mounted
+    "5.7",   # sshd running in it
+    "5.10", "5.16", "5.17", "5.21", "5.31",  # the host's net / pid / ipc / uts / user ns
+    "5.20",  # shared mount propagation
+    "5.22",  # seccomp disabled
+    "5.23",  # privileged exec session
+    "5.32",  # the Docker socket mounted
+})
+
+
 def regressions(before: Report | None, after: Report,
-                containers: Mapping[str, ContainerRef]) -> list[Regression]:
+                containers: Mapping[str, ContainerRef],
+                seen_before: frozenset[str] | None = None) -> list[Regression]:
     """Every Automated check that went from PASS to WARN between two scans, one per container
     it names (`containers`: the running containers by name, from the scan's facts), or one for
-    the host. Manual checks (the benchmark's own word: a person decides) stay in the report
+    the host. A container not in `seen_before` (the previous scan's container ids) counts only
+    for ESCAPE_CHECKS. Manual checks (the benchmark's own word: a person decides) stay in the report
     and raise no alert: 5.9's undeclared listening port is what many production images do
     (no EXPOSE), and the benign suite's health-checked web server alerted on it."""
     if before is None:
@@ -90,6 +110,9 @@ def regressions(before: Report | None, after: Report,
             continue
         for name in f.outcome.items:
             ref = containers.get(name)
+            new_container = seen_before is not None and (ref is None or ref.id not in seen_before)
+            if new_container and f.check.id not in ESCAPE_CHECKS:
+                continue
             out.append(Regression(f, "PASS", ref.id if ref else "", name,
                                   ref.init_pid if ref else 0))
     return out

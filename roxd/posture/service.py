@@ -37,6 +37,7 @@ class PostureService:
         self._gather = gather_facts
         self._lock = threading.Lock()  # one scan at a time
         self._last: Report | None = None
+        self._last_ids: frozenset[str] = frozenset()  # the containers of that scan
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._due_change: float | None = None
@@ -65,7 +66,8 @@ class PostureService:
             refs = {c.name: ContainerRef(str(c.inspect.get("Id") or ""), c.name,
                                          int((c.inspect.get("State") or {}).get("Pid") or 0))
                     for c in facts.containers}
-            found = regressions(self._last, report, refs)
+            found = regressions(self._last, report, refs, seen_before=self._last_ids)
+            self._last_ids = frozenset(r.id for r in refs.values())
             self._log_changes(self._last, report, found)
             self._last = report
             self.scans += 1

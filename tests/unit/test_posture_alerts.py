@@ -165,3 +165,21 @@ def test_a_manual_check_going_to_warn_raises_nothing() -> None:
     assert report.results()["5.9"] == "WARN"
     assert [a for a in sink.alerts if "5.9" in a.rule.name] == []
 
+
+
+def test_a_new_container_alerts_only_for_a_way_out_of_it() -> None:
+    """A container started without a health check turns 5.27 WARN (report, risk) and raises
+    no alert: production containers often have none. One started with the Docker socket
+    mounted raises one (5.32), as the first test shows."""
+    healthy = container("plain", State__Health={"Status": "healthy"})
+    state: dict[str, Any] = {"containers": (healthy,)}
+    service, sink = service_with(state)
+    assert service.report().results()["5.27"] == "PASS"
+    bare = container("plain")
+    bare.inspect["State"].pop("Health", None)  # type: ignore[union-attr]
+    bare.inspect["Name"] = "/posture-rec-bare"  # type: ignore[index]
+    bare.inspect["Id"] = "b" * 64  # type: ignore[index]
+    state["containers"] = (healthy, bare)
+    report = service.report(refresh=True)
+    assert report.results()["5.27"] == "WARN"
+    assert [a for a in sink.alerts if "5.27" in a.rule.name] == []
