@@ -180,21 +180,7 @@ class BaselineEngine:
         element = peer_element(ev.protocol, ev.dport, peer)
         mode = self.enforced_mode(base)
         in_grace = self._in_grace(ev.cgroup_id)  # first sight of a cgroup starts its grace
-        if base.peers.seen(element, now) >= 0:
-            verdict = "learned" if base.locked else "learning"
-        elif not base.locked or mode == "learn" or peer == "loopback" or in_grace:
-            if len(base.peers) < self.settings.max_peers:
-                base.peers.add(element, LearnedProcess(now, now))
-                self.counters["learned"] += 1
-                self._dirty = True
-            verdict = "learning"
-        else:
-            base.anomalies += 1
-            self.counters["anomalies"] += 1
-            verdict = "anomaly"
-        return BaselineFacts(workload=key, mode=mode, verdict=verdict,
-                             locked_at_ns=base.locked_at_ns, learned=len(base.peers),
-                             first_seen_ns=base.first_seen_ns, element=element)
+        return self._judge_peer(base, key, element, peer, mode, in_grace, now)
 
     def _observe_file(self, ev: FileEvent, container: Container) -> BaselineFacts | None:
         """The same lifecycle for the directories written below the watched trees
@@ -252,6 +238,13 @@ class BaselineEngine:
         element = peer_element(protocol, port, peer, "inbound")
         mode = self.mode_of(base)
         in_grace = cgroup_id != 0 and self._in_grace(cgroup_id)
+        return self._judge_peer(base, workload, element, peer, mode, in_grace, now)
+
+    def _judge_peer(self, base: Baseline, key: str, element: str, peer: str, mode: str,
+                    in_grace: bool, now: int) -> BaselineFacts:
+        """The lifecycle of one network element, outbound or inbound: learned while learning
+        (and in the startup grace), an anomaly once locked; loopback is learned, never an
+        anomaly."""
         if base.peers.seen(element, now) >= 0:
             verdict = "learned" if base.locked else "learning"
         elif not base.locked or mode == "learn" or peer == "loopback" or in_grace:
@@ -264,7 +257,7 @@ class BaselineEngine:
             base.anomalies += 1
             self.counters["anomalies"] += 1
             verdict = "anomaly"
-        return BaselineFacts(workload=workload, mode=mode, verdict=verdict,
+        return BaselineFacts(workload=key, mode=mode, verdict=verdict,
                              locked_at_ns=base.locked_at_ns, learned=len(base.peers),
                              first_seen_ns=base.first_seen_ns, element=element)
 

@@ -71,12 +71,14 @@ def dir_alerts(rp: RoxdProcess, cid: str, element: str) -> list[dict[str, Any]]:
 def test_written_directories_learned_locked_judged_and_kept(run_container: Any) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="roxd-filebase-"))  # short: the socket's path
     try:
-        scenario(workdir, run_container)
+        final = scenario(workdir, run_container)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    # the scenario asserts at every step; what it leaves: the accepted directory is learned
+    assert "/etc/profile.d" in final["file_dirs"] and final["state"] == "locked"
 
 
-def scenario(workdir: Path, run_container: Any) -> None:
+def scenario(workdir: Path, run_container: Any) -> dict[str, Any]:
     sock = str(workdir / "roxd.sock")
     rp = start_roxd(workdir, config=CONFIG)
     try:
@@ -160,5 +162,6 @@ def scenario(workdir: Path, run_container: Any) -> None:
                       "write /etc/profile.d").returncode == 0
         sh(c, "echo 'echo hi' > /etc/profile.d/evil2.sh")
         file_event(rp, c.id, "write /etc/profile.d", "learned")
+        return show()
     finally:
         rp.stop()
