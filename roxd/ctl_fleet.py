@@ -65,12 +65,14 @@ def add_fleet_parser(sub: Any) -> None:
     a = fsub.add_parser("alerts", help="alerts of every node, oldest first")
     a.add_argument("--since", type=duration, default=3600.0, metavar="DURATION",
                    help="how far back (90s, 15m, 1h, 7d; default 1h)")
-    a.add_argument("--limit", type=int, default=100, metavar="N", help="the N newest (100)")
+    a.add_argument("--limit", type=int, default=100, metavar="N",
+                   help="the N newest (100; 0 = all)")
     i = fsub.add_parser("incidents", help="incidents of every node (their latest state)")
     i.add_argument("--since", type=duration, default=86400.0, metavar="DURATION",
                    help="changes this far back (default 24h)")
     i.add_argument("--state", choices=("open", "closed"))
-    i.add_argument("--limit", type=int, default=100, metavar="N", help="the N most recent")
+    i.add_argument("--limit", type=int, default=100, metavar="N",
+                   help="the N most recent (100; 0 = all)")
     n = fsub.add_parser("nodes", help="every node's last heartbeat: version, alerts, queue")
     for p in (a, i, n):
         if p is not n:
@@ -118,7 +120,9 @@ def cmd_fleet(_api: Any, out: Any, args: argparse.Namespace) -> int:
             nodes = asyncio.run(read_nodes(args))
             return show_nodes(out, nodes, as_json)
         if args.fleet_cmd == "alerts":
-            records = asyncio.run(read_subject(args, "alerts", keep=args.limit))
+            # 0 = every alert in the window, as for incidents (deque(maxlen=0) kept none)
+            records = asyncio.run(read_subject(args, "alerts",
+                                               keep=args.limit if args.limit > 0 else None))
             return show_alerts(out, records, as_json)
         records = asyncio.run(read_subject(args, "incidents", keep=None))
         return show_incidents(out, latest_incidents(records, args.state, args.limit), as_json)

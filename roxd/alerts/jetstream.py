@@ -66,6 +66,7 @@ HEARTBEAT_KEEP_S = 7 * 86400.0  # a node silent for a week leaves the bucket
 MSG_ID = "Nats-Msg-Id"
 # How far into the queue the post-connect check looks for the stream's last message id.
 RECONCILE_ROWS_MIN = 1024
+ACK_POLL_S = 0.25  # how often a wait for acknowledgements looks at the connection
 
 
 class JetStreamUnavailable(RuntimeError):
@@ -109,6 +110,7 @@ class JetStreamSink(QueuedExporter):
         self._conn_lock: asyncio.Lock | None = None  # made on the sender thread's loop
         self._kv_nc: Any = None  # the connection self._kv was made on
         self._beat_attempt = time.monotonic()  # when the heartbeat task last began one
+        self._beat_timeouts = 0  # heartbeats in a row that timed out
         self._counts_lock = threading.Lock()
         self._alert_counts: collections.Counter[str] = collections.Counter()
         self._incident_changes = 0
@@ -165,27 +167,36 @@ class JetStreamSink(QueuedExporter):
         try:
             for seq, blob in rows:
                 subject, msg_id, payload = self._unpack(blob)
+                # wait_stall: nats-py's own bound on publishes awaiting acknowledgement is a
+                # semaphore that, without it, is waited on for ever
                 fut = await js.publish_async(
-                    subject, payload, stream=self.settings.stream, headers={MSG_ID: msg_id})
+                    subject, payload, stream=self.settings.stream, headers={MSG_ID: msg_id},
+                    wait_stall=self.settings.ack_timeout_s)
                 pending.append((seq, fut))
             deadline = time.monotonic() + self.settings.ack_timeout_s
             for seq, fut in pending:
-                ack = await asyncio.wait_for(fut, max(0.01, deadline - time.monotonic()))
+                ack = await _acknowledgement(nc, fut, deadline)
                 last_acked = seq
                 self._counters.add("sent")
                 if ack.duplicate:
                     self._counters.add("duplicates")
         except Exception as exc:
-            for _, fut in pending:
-                fut.cancel()
-            self._forget(last_acked)
             self._failed(exc, self.subject)
             # start over on a fresh connection: the stream is checked again (a server that lost
             # its store gets it re-created) and the last-message check runs before resending
             self._stream_checked = False
             await self._disconnect(nc)
             return last_acked is not None
-        self._forget(last_acked)
+        finally:
+            # Whatever ended the window (a failure, or a CancelledError nats-py let loose
+            # under an await, which the supervisor restarts the sender after): a future left
+            # pending keeps one of nats-py's max_inflight publish slots on this connection
+            # for ever, and once all are taken the next publish waited for ever on a
+            # connection that stays up (heartbeats and all): the sender stalled for good.
+            for _, fut in pending:
+                if not fut.done():
+                    fut.cancel()
+            self._forget(last_acked)
         self._delivered()
         return True
 
@@ -363,6 +374,8 @@ class JetStreamSink(QueuedExporter):
                 self._counters.add("heartbeats")
                 if not self._backlog():
                     self._delivered()
+                else:  # the server takes writes again: the sender need not sleep out its
+                    self._reachable_again()  # backoff (30 s by default) to find out
             await asyncio.sleep(max(0.0, self._beat_attempt + s.heartbeat_s - time.monotonic()))
 
     async def _beat(self) -> None:
@@ -373,9 +386,19 @@ class JetStreamSink(QueuedExporter):
                 self._kv_nc = nc
             await asyncio.wait_for(self._kv.put(self.node.token, self.heartbeat()),
                                    self.settings.ack_timeout_s)
-        except Exception:
-            await self._disconnect(nc)
+        except Exception as exc:
+            # A heartbeat that only timed out on a connection still up (a loaded server or
+            # host) leaves it be: closing it would take the sender's window in flight with it
+            # (its acknowledgements lost, a reconnection, the stream and last-message checks
+            # again), and on a loaded host a heartbeat every interval could keep the sender
+            # from ever finishing a window. The second timeout in a row closes it (a
+            # connection that went silent without a reset).
+            timed_out = isinstance(exc, TimeoutError)
+            self._beat_timeouts = self._beat_timeouts + 1 if timed_out else 0
+            if not (timed_out and nc.is_connected and self._beat_timeouts < 2):
+                await self._disconnect(nc)
             raise
+        self._beat_timeouts = 0
 
     async def _heartbeat_bucket(self, js: Any) -> Any:
         from nats.js.api import KeyValueConfig, StorageType
@@ -428,6 +451,21 @@ class JetStreamSink(QueuedExporter):
     async def _on_error(self, exc: Exception) -> None:
         self._last_error = exc
         log.debug("nats %s: %s", self.target, exc)
+
+
+async def _acknowledgement(nc: Any, fut: asyncio.Future[Any], deadline: float) -> Any:
+    """The PubAck of one publish, waited for until `deadline` (monotonic). A connection
+    closed meanwhile (the heartbeat task found it broken, or the server went away) ends the
+    wait at once: nats-py leaves the futures of a closed connection pending, so the sender
+    used to sit out the whole ack timeout for acknowledgements that could no longer come."""
+    while not fut.done():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no acknowledgement within ack_timeout_s")
+        if nc.is_closed:
+            raise ConnectionError("the connection closed before the acknowledgement came")
+        await asyncio.wait({fut}, timeout=min(ACK_POLL_S, left))
+    return fut.result()
 
 
 def incident_record(change: Any, node: NodeIdentity) -> dict[str, Any]:

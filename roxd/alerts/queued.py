@@ -117,6 +117,7 @@ class QueuedExporter(abc.ABC):
         self._send_wake = asyncio.Event()  # replaced on the sender thread's loop
         self._down_since: float | None = None
         self._retry_after: float | None = None
+        self._next_try = 0.0  # the sender's next attempt (monotonic), after a failure
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
 
@@ -321,6 +322,7 @@ class QueuedExporter(abc.ABC):
         counts as a crash too: only cancelling this task itself stops it."""
         delay = TASK_RESTART_START_S
         while True:
+            began = time.monotonic()
             try:
                 return await body()
             except asyncio.CancelledError as exc:
@@ -335,6 +337,11 @@ class QueuedExporter(abc.ABC):
                     self._crashed(task, exc)
             except Exception as exc:
                 self._crashed(task, exc)
+            if time.monotonic() - began > TASK_RESTART_MAX_S:
+                # it ran well for a while: a crash now is not one of a series, so the restart
+                # is not delayed by the backoff of crashes long past (up to 30 s, during which
+                # a sender sends nothing)
+                delay = TASK_RESTART_START_S
             end = time.monotonic() + delay
             while self._stop_deadline is None and time.monotonic() < end:
                 await asyncio.sleep(min(0.2, end - time.monotonic()))  # close() cuts it short
@@ -385,13 +392,23 @@ class QueuedExporter(abc.ABC):
                 self._moving = 0
         return stop_deadline
 
+    def _reachable_again(self) -> None:
+        """Another task of this loop (NATS: the heartbeat) reached the receiver: the sender
+        tries now instead of sleeping out its backoff (up to backoff_max_s, 30 s by default,
+        after an outage). Its backoff itself is kept: when sending fails again it waits as
+        long as it would have, so a receiver that takes connections but refuses the records
+        is not hammered."""
+        if self._next_try > time.monotonic():
+            self._next_try = 0.0
+            self._send_wake.set()
+
     async def _sender(self) -> None:
         backoff = BACKOFF_START_S
-        next_try = 0.0
+        self._next_try = 0.0
         while self._stop_deadline is None:
             self._send_wake.clear()
             self._retry_storage()
-            if self._backlog() and time.monotonic() >= next_try:
+            if self._backlog() and time.monotonic() >= self._next_try:
                 self._retry_after = None
                 if await self._send_window_or_storage_error():
                     backoff = BACKOFF_START_S
@@ -402,14 +419,14 @@ class QueuedExporter(abc.ABC):
                 delay = backoff
                 if self._retry_after is not None:  # the receiver said when
                     delay = min(max(self._retry_after, 0.0), RETRY_AFTER_MAX_S)
-                next_try = time.monotonic() + delay
+                self._next_try = time.monotonic() + delay
                 backoff = min(backoff * 2, max(self._backoff_max_s, 0.1))
             await self._idle()
             if self._stop_deadline is not None:
                 return
             waits = []
             if self._backlog():
-                waits.append(next_try - time.monotonic())
+                waits.append(self._next_try - time.monotonic())
             if self._storage_error is not None:
                 waits.append(self._storage_retry_at - time.monotonic())
             idle = self._idle_every_s()

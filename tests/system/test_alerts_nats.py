@@ -329,3 +329,122 @@ def test_a_sink_started_during_an_outage_heartbeats_while_idle_once_the_server_i
     finally:
         sink.close(5)
     assert len(nats_server.messages()) == 4
+
+
+# ---------------------------------------------------------------------------- delivery stalls
+# Issue 19's two-machine delivery stall: the ways a queued record waited longer than needed
+# (docs/fleet.md "The delivery stall"). Each test failed before its change.
+
+
+def test_a_sender_in_backoff_sends_as_soon_as_a_heartbeat_reaches_the_server(
+        nats_server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a long outage the sender's backoff is at backoff_max_s (30 s by default): the
+    server back, the heartbeat task reconnects within its interval, and the sender must not
+    sleep out the rest of its backoff before sending the backlog."""
+    from roxd.alerts import queued
+
+    cfg = settings(nats_server, heartbeat_s=0.3, backoff_max_s=120.0)
+    sink = JetStreamSink(cfg, tmp_path / "state", NODE)
+    first = make_alert()
+    try:
+        sink.emit(first)
+        assert sink.flush(20)
+        # fault injection: the backoff an outage of several minutes leaves behind, at once
+        # (the sender reads the start value after each delivered window)
+        monkeypatch.setattr(queued, "BACKOFF_START_S", 60.0)
+        sink.emit(make_alert())
+        assert sink.flush(20)
+        nats_server.stop()
+        backlog = [make_alert(args=("x", str(i))) for i in range(3)]
+        for a in backlog:
+            sink.emit(a)
+        wait_until(lambda: sink.stats()["failed"] >= 1 and sink.stats()["queued"] == 3, 20,
+                   message="a failed publish, 3 queued")
+        nats_server.start()
+        # well under the 60 s backoff: only a sender woken by the heartbeat gets there
+        assert sink.flush(20), sink.stats()
+    finally:
+        sink.close(5)
+    assert [m.msg_id for m in nats_server.messages()][-3:] == [a.id for a in backlog]
+
+
+class _SlowEveryOtherPut:
+    """A key-value handle whose every other put outlasts the ack timeout (a loaded server):
+    fault injection around the real handle."""
+
+    def __init__(self, kv: object, delay_s: float) -> None:
+        self._kv = kv
+        self._delay_s = delay_s
+        self.puts = 0
+
+    async def put(self, key: str, value: bytes) -> int:
+        import asyncio
+
+        self.puts += 1
+        if self.puts % 2 == 0:
+            await asyncio.sleep(self._delay_s)
+        return await self._kv.put(key, value)  # type: ignore[attr-defined, no-any-return]
+
+
+def test_a_heartbeat_that_times_out_does_not_close_the_senders_connection(
+        nats_server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A heartbeat put that timed out on a connection still up used to close it, taking the
+    sender's publishes in flight with it (their acknowledgements lost, a reconnection, the
+    stream and last-message checks again) once per heartbeat on a loaded host."""
+    slow: list[_SlowEveryOtherPut] = []
+    real_bucket = JetStreamSink._heartbeat_bucket
+
+    async def bucket(self: JetStreamSink, js: object) -> object:
+        slow.append(_SlowEveryOtherPut(await real_bucket(self, js), delay_s=1.5))
+        return slow[-1]
+
+    monkeypatch.setattr(JetStreamSink, "_heartbeat_bucket", bucket)
+    cfg = settings(nats_server, heartbeat_s=0.2, ack_timeout_s=1.0)
+    sink = JetStreamSink(cfg, tmp_path / "state", NODE)
+    emitted = []
+    try:
+        end = time.monotonic() + 4.0
+        while time.monotonic() < end or sink.stats()["heartbeat_failed"] < 2:
+            a = make_alert(args=("x", str(len(emitted))))
+            emitted.append(a)
+            sink.emit(a)
+            time.sleep(0.01)
+        assert sink.flush(20), sink.stats()
+        stats = sink.stats()
+    finally:
+        sink.close(5)
+    assert stats["heartbeat_failed"] >= 2 and stats["heartbeats"] >= 2, stats
+    assert stats["reconnects"] == 0, stats  # the connection stayed up throughout
+    assert [m.msg_id for m in nats_server.messages()] == [a.id for a in emitted]
+
+
+def test_a_connection_closed_under_a_window_in_flight_is_left_at_once(
+        nats_server: NatsServer, tmp_path: Path) -> None:
+    """The server frozen (SIGSTOP) with publishes awaiting their acknowledgement, then killed:
+    the connection closes, and the sender must notice then, not after ack_timeout_s (nats-py
+    leaves the futures of a closed connection pending)."""
+    import signal
+
+    cfg = settings(nats_server, ack_timeout_s=60.0, heartbeat_s=0.3)
+    sink = JetStreamSink(cfg, tmp_path / "state", NODE)
+    emitted = []
+    try:
+        sink.emit(first := make_alert())
+        emitted.append(first)
+        assert sink.flush(20)
+        proc = nats_server.proc
+        assert proc is not None
+        proc.send_signal(signal.SIGSTOP)  # our own nats-server: acknowledgements stop
+        for i in range(5):
+            emitted.append(make_alert(args=("x", str(i))))
+            sink.emit(emitted[-1])
+        time.sleep(0.5)  # published, waiting for acknowledgements that do not come
+        proc.kill()  # the kernel resets the connection: nats-py closes it
+        proc.wait(10)
+        nats_server.start()
+        # well under the 60 s ack timeout the sender used to sit out
+        assert sink.flush(25), sink.stats()
+    finally:
+        sink.close(5)
+    ids = [m.msg_id for m in nats_server.messages()]
+    assert ids == [a.id for a in emitted], (len(ids), len(emitted))

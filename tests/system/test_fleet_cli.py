@@ -56,6 +56,14 @@ def test_nodes_alerts_and_incidents_of_two_nodes(nats_server: NatsServer,
         one = json.loads(roxctl("fleet", "alerts", "--node", "node-b_example_org", "--json",
                                 "--server", nats_server.url).stdout)
         assert {a["node"]["hostname"] for a in one} == {"node-b.example.org"} and len(one) == 2
+        # --limit N keeps the N newest; 0 is every alert in the window (it used to be none)
+        def ids(*limit: str) -> list[str]:
+            out = roxctl("--json", "fleet", "alerts", *limit, "--server", nats_server.url)
+            assert out.returncode == 0, out.stderr
+            return [a["id"] for a in json.loads(out.stdout)]
+
+        every = ids("--limit", "0")
+        assert len(every) == 4 and ids("--limit", "3") == every[1:]
         incidents = json.loads(roxctl("--json", "fleet", "incidents", "--state", "open",
                                       "--server", nats_server.url).stdout)
         assert sorted(i["node"] for i in incidents) == ["node-a", "node-a",

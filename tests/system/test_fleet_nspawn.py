@@ -193,14 +193,45 @@ def _sink_counter(node: Node, counter: str) -> int:
     return int(status.get("alert_sinks", {}).get(f"{SINK}.{counter}", 0))
 
 
-def _diagnosis(nodes: list[Node]) -> str:
-    """What a failed wait needs: each node's exporter counters, health, and roxd's log."""
+def _node_stream(url: str, node: Node) -> list[dict[str, Any]]:
+    """The node's marker alerts in the stream, in stream order: read per node and without a
+    limit, so alerts of other rules (both roxd see every exec of this busy host) can never
+    push a marker out of what is read."""
+    return [a for a in _fleet(url, "alerts", "--node", node.hostname, "--limit", "0")
+            if a["rule"]["id"] == RULE_ID]
+
+
+def _diagnosis(nodes: list[Node], nats: NatsServer | None = None) -> str:
+    """What a failed wait needs, decisively: per node, which of its markers the stream holds
+    and which of its stored alerts it lacks, the exporter's counters and health, and roxd's
+    log; what the stream holds per subject; the server's log."""
     out = []
     for n in nodes:
         status = json.loads(n.machine.run("roxctl", "--json", "status").stdout)
         sinks = {k: v for k, v in status.get("alert_sinks", {}).items() if k.startswith("nats")}
-        out.append(f"== {n.hostname}: {json.dumps(sinks)}\ndegraded: {status.get('degraded')}\n"
-                   + n.machine.journal("roxd")[-4000:])
+        out.append(f"== {n.hostname}: {json.dumps(sinks)}\ndegraded: {status.get('degraded')}")
+        if nats is not None and nats.proc is not None and nats.proc.poll() is None:
+            try:
+                mine = _node_stream(nats.url, n)
+                local = _local_alerts(n)
+                held = {a["id"] for a in mine}
+                out.append(f"markers in the stream: "
+                           f"{[a['process']['args'][-1].split()[-1] for a in mine]}; "
+                           f"stored here but not in the stream: "
+                           f"{[(a['id'], a['time']) for a in local if a['id'] not in held]}")
+            except (AssertionError, OSError, ValueError, KeyError) as exc:
+                out.append(f"the stream could not be read: {exc}")
+        out.append(n.machine.journal("roxd")[-6000:])
+    if nats is not None:
+        if nats.proc is not None and nats.proc.poll() is None:
+            try:
+                counts: dict[str, int] = {}
+                for m in nats.messages():
+                    counts[m.subject] = counts.get(m.subject, 0) + 1
+                out.append(f"== the stream per subject: {counts}")
+            except Exception as exc:  # a diagnosis never hides the failure it explains
+                out.append(f"== the stream could not be read: {exc!r}")
+        out.append("== nats-server log\n" + nats.log()[-3000:])
     return "\n".join(out)
 
 
@@ -286,15 +317,18 @@ def test_two_machines_one_server_a_server_restart_nothing_lost(
     total = 3 * PER_PHASE
 
     def stream() -> list[dict[str, Any]]:
-        return [a for a in _fleet(nats.url, "alerts", "--limit", "1000")
-                if a["rule"]["id"] == RULE_ID]
+        return [a for n in nodes for a in _node_stream(nats.url, n)]
 
     try:
         wait_until(lambda: len(stream()) >= 2 * total, 90, interval=0.5,
                    message=f"{2 * total} marker alerts in the stream")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{_diagnosis(nodes)}") from None
+        raise AssertionError(f"{exc}\n{_diagnosis(nodes, nats)}") from None
     stored = stream()
+    # the whole stream (every node, no --node) has them too, as an operator reads it
+    everything = [a for a in _fleet(nats.url, "alerts", "--limit", "0")
+                  if a["rule"]["id"] == RULE_ID]
+    assert sorted(a["id"] for a in everything) == sorted(a["id"] for a in stored)
     machine_ids = set()
     for n in nodes:
         local = _local_alerts(n)
@@ -316,10 +350,10 @@ def test_two_machines_one_server_a_server_restart_nothing_lost(
     assert all(marker_of[a["node"]["hostname"]] in a["process"]["args"][-1] for a in stored)
     assert len(machine_ids) == 2, "both machines reported the same machine id"
 
-    one = _fleet(nats.url, "alerts", "--node", nodes[1].hostname, "--limit", "1000")
+    one = _fleet(nats.url, "alerts", "--node", nodes[1].hostname, "--limit", "0")
     assert {a["node"]["hostname"] for a in one} == {nodes[1].hostname}
 
-    table = _fleet(nats.url, "alerts", "--limit", "1000", as_json=False)
+    table = _fleet(nats.url, "alerts", "--limit", "0", as_json=False)
     for n in nodes:
         assert table.count(f" {n.hostname} ") >= total, table[-3000:]
 
@@ -337,7 +371,7 @@ def test_two_machines_one_server_a_server_restart_nothing_lost(
         wait_until(lambda: set(up()) >= names, 30, interval=0.5,
                    message="both nodes still up")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{_diagnosis(nodes)}") from None
+        raise AssertionError(f"{exc}\n{_diagnosis(nodes, nats)}") from None
     fleet_nodes = {x["name"]: x for x in _fleet(nats.url, "nodes")}
     for n in nodes:
         info = fleet_nodes[n.hostname]
@@ -352,4 +386,5 @@ def test_two_machines_one_server_a_server_restart_nothing_lost(
     # nothing in either exporter crashed or failed its queue file (health would name it)
     for n in nodes:
         health = json.loads(n.machine.run("roxctl", "--json", "status").stdout)
-        assert not [p for p in health.get("degraded", []) if "nats" in p], _diagnosis(nodes)
+        assert not [p for p in health.get("degraded", []) if "nats" in p], _diagnosis(nodes,
+                                                                                  nats)
