@@ -324,7 +324,11 @@ class JetStreamSink(QueuedExporter):
         found: tuple[int, int] | None = None
         for i, (seq, blob) in enumerate(rows):
             if self._unpack(blob)[1] in last_ids:
+                # the first one: an id queued twice (the same record given twice) must not
+                # make what lies between its copies look stored (that was lost); the copy
+                # sent again is dropped by the stream's de-duplication
                 found = (i, seq)
+                break
         if found is not None:
             self._forget(found[1])
             self._counters.add("sent", found[0] + 1)
@@ -345,19 +349,38 @@ class JetStreamSink(QueuedExporter):
         s = self.settings
         return 2 * len(s.servers) * (s.connect_timeout_s + 0.2) + 1 + 2 * s.ack_timeout_s
 
+    def _window_bound_s(self) -> float:
+        """The longest one send window may take: waiting for the heartbeat task's connection
+        attempt (it holds the connection lock), connecting (each server twice), the stream
+        and last-message checks (three requests), the publishes and their acknowledgements
+        (two ack timeouts: nats-py's publish slots, then the PubAcks) and closing (2 s).
+        Longer, and the sender is stuck in an await that never returns (a nats-py flush or
+        future nobody completes): the watchdog restarts it, as it does the heartbeat task.
+        Without that, a stuck sender held every record back while the heartbeats kept the
+        node `up` in the fleet view."""
+        s = self.settings
+        return (self._beat_bound_s() + 2 * len(s.servers) * (s.connect_timeout_s + 0.2) + 1
+                + 5 * s.ack_timeout_s + 5)
+
     def _stalled(self) -> dict[str, float]:
-        if not self.settings.heartbeat_bucket:
-            return {}
-        since = time.monotonic() - self._beat_attempt
-        late = since > self.settings.heartbeat_s + self._beat_bound_s() + 1.0
-        return {"heartbeat": since} if late else {}
+        out = super()._stalled()
+        if self.settings.heartbeat_bucket:
+            since = time.monotonic() - self._beat_attempt
+            if since > self.settings.heartbeat_s + self._beat_bound_s() + 1.0:
+                out["heartbeat"] = since
+        return out
 
     def problems(self) -> list[str]:
         out = super().problems()
+        if self._stop_deadline is not None:
+            return out
         for name, since in self._stalled().items():
-            if self._stop_deadline is None:
-                out.append(f"its {name} task has not attempted a heartbeat for {since:.0f}s "
+            if name == "heartbeat":
+                out.append(f"its heartbeat task has not attempted a heartbeat for {since:.0f}s "
                            f"(every {self.settings.heartbeat_s:g}s expected)")
+            else:
+                out.append(f"its {name} task has been in one send attempt for {since:.0f}s "
+                           f"(at most {self._window_bound_s():.0f}s expected)")
         return out
 
     async def _heartbeats(self) -> None:

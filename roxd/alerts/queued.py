@@ -105,6 +105,8 @@ class QueuedExporter(abc.ABC):
         self._crashes: dict[str, tuple[int, float, str]] = {}  # task: count, when, why
         self._tasks: dict[str, asyncio.Task[Any]] = {}  # _extra_tasks and their watchdog
         self._unstick: set[str] = set()  # tasks the watchdog cancelled (restart, not stop)
+        self._sender_task: asyncio.Task[Any] | None = None
+        self._window_started: float | None = None  # when the running send attempt began
         self._disk: DiskQueue | UnopenedQueue
         try:
             self._disk = DiskQueue(queue_path, queue_max, queue_max_bytes)
@@ -159,8 +161,17 @@ class QueuedExporter(abc.ABC):
 
     def _stalled(self) -> dict[str, float]:
         """Tasks that should have made progress and did not: name -> seconds since they last
-        did (checked every second on the loop; a stalled task is cancelled and restarted)."""
-        return {}
+        did (checked every second on the loop; a stalled task is cancelled and restarted).
+        The sender is stalled when one send attempt has run longer than `_window_bound_s`."""
+        bound, started = self._window_bound_s(), self._window_started
+        if bound is None or started is None:
+            return {}
+        since = time.monotonic() - started
+        return {"sender": since} if since > bound else {}
+
+    def _window_bound_s(self) -> float | None:
+        """The longest one send attempt (connecting included) may take; None: not watched."""
+        return None
 
     # ------------------------------------------------------------------ caller side
 
@@ -253,9 +264,10 @@ class QueuedExporter(abc.ABC):
         self._loop = asyncio.get_running_loop()
         self._ready.set()
         sender = asyncio.create_task(self._supervise("sender", self._sender))
+        self._sender_task = sender
         self._tasks = {name: asyncio.create_task(self._supervise(name, body))
                        for name, body in self._extra_tasks().items()}
-        if self._tasks:
+        if self._tasks or self._window_bound_s() is not None:
             self._tasks["watchdog"] = asyncio.create_task(
                 self._supervise("watchdog", self._watchdog))
         try:
@@ -307,7 +319,7 @@ class QueuedExporter(abc.ABC):
         while True:
             await asyncio.sleep(1.0)
             for name, since in self._stalled().items():
-                task = self._tasks.get(name)
+                task = self._sender_task if name == "sender" else self._tasks.get(name)
                 if task is None or task.done() or name in self._unstick:
                     continue
                 self._unstick.add(name)
@@ -439,11 +451,14 @@ class QueuedExporter(abc.ABC):
     async def _send_window_or_storage_error(self) -> bool:
         """_send_window; a queue file that cannot be read is a failed attempt (backoff), not
         a crash."""
+        self._window_started = time.monotonic()
         try:
             return await self._send_window()
         except sqlite3.Error as exc:
             self._storage_failed(exc)
             return False
+        finally:
+            self._window_started = None
 
     def _persist(self, items: list[Any]) -> None:
         if not items:

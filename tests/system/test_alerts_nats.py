@@ -448,3 +448,67 @@ def test_a_connection_closed_under_a_window_in_flight_is_left_at_once(
         sink.close(5)
     ids = [m.msg_id for m in nats_server.messages()]
     assert ids == [a.id for a in emitted], (len(ids), len(emitted))
+
+
+def test_a_sender_stuck_in_an_await_that_never_returns_is_restarted(
+        nats_server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A publish that never returns (nats-py waits for ever on its publish slots or a flush
+    when nobody completes them) used to hold every record back for good while the heartbeats
+    kept the node `up`: the watchdog now restarts a sender stuck in one send attempt."""
+    import asyncio
+
+    from nats.js.client import JetStreamContext
+
+    real = JetStreamContext.publish_async
+    hung: list[int] = []
+
+    async def publish_async(self: JetStreamContext, *args: object, **kw: object) -> object:
+        if not hung:  # fault injection: the first publish never returns
+            hung.append(1)
+            await asyncio.Event().wait()
+        return await real(self, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(JetStreamContext, "publish_async", publish_async)
+    sink = JetStreamSink(settings(nats_server, heartbeat_s=0.5), tmp_path / "state", NODE)
+    alerts = [make_alert(args=("x", str(i))) for i in range(3)]
+    try:
+        for a in alerts:
+            sink.emit(a)
+        wait_until(lambda: any("send attempt" in p for p in sink.problems()), 60,
+                   message="health naming the stuck sender")
+        assert sink.flush(60), sink.stats()
+        assert sink.stats()["restarts"] == 1
+        assert any("sender task crashed" in p for p in sink.problems())
+    finally:
+        sink.close(5)
+    assert [m.msg_id for m in nats_server.messages()] == [a.id for a in alerts]
+
+
+def test_a_record_queued_twice_does_not_make_what_lies_between_look_stored(
+        nats_server: NatsServer, tmp_path: Path) -> None:
+    """The last-message check after a reconnection forgot everything up to the LAST queued
+    copy of the stream's last message id: with the same record queued twice, what lay
+    between the copies was never sent."""
+    state = tmp_path / "state"
+    cfg = settings(nats_server)
+    first, a, b = make_alert(), make_alert(), make_alert()
+    sink = JetStreamSink(cfg, state, NODE)
+    try:
+        sink.emit(first)  # the stream is made
+        assert sink.flush(20)
+        nats_server.stop()
+        for x in (a, b, a):
+            sink.emit(x)
+        wait_until(lambda: sink.stats()["queued"] == 3 and sink.stats()["failed"] >= 1, 20,
+                   message="3 queued")
+    finally:
+        sink.close(0.5)
+    nats_server.start()
+    # the stream got the first copy of a, its acknowledgement was lost (fault injection)
+    nats_server.publish(SUBJECT, encode_record(export_record(a, NODE)), a.id)
+    sink = JetStreamSink(cfg, state, NODE)
+    try:
+        assert sink.flush(20), sink.stats()
+    finally:
+        sink.close(5)
+    assert [m.msg_id for m in nats_server.messages()] == [first.id, a.id, b.id]

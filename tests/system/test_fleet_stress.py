@@ -33,6 +33,7 @@ pytestmark = pytest.mark.system
 
 PER_PHASE = 5
 DELIVERY_BOUND_S = 90.0  # what the two-machine test waits
+RESTART_GAP_S = float(os.environ.get("ROXD_FLEET_STRESS_RESTART_S", "1"))
 SETTINGS = {"heartbeat_s": 1.0, "backoff_max_s": 0.5, "connect_timeout_s": 2.0,
             "ack_timeout_s": 2.0,
             "gil_hog": float(os.environ.get("ROXD_FLEET_STRESS_GIL", "0.9"))}
@@ -126,6 +127,7 @@ def one_cycle(workdir: Path, cycle: int) -> dict[str, Any]:
         time.sleep(1.0)
         a = nodes[0]
         a.stop()
+        time.sleep(RESTART_GAP_S)  # roxd's start (BPF compile) takes a while on a busy host
         a.start()
         time.sleep(1.0)
         server.start()
