@@ -35,7 +35,10 @@ the connection (one connects at a time): they used to ride on the sender's loop,
 exception or a CancelledError escaping them, or an await that never returned, ended them
 silently on an idle node (issue 19's stale node). Now the task is supervised like the others
 (logged once, `restarts`, health) and watched: when it has not attempted a heartbeat for an
-interval plus the longest one may take, it is cancelled and started again.
+interval plus the longest one may take, it is cancelled and started again. The sender is
+watched the same way (one send attempt longer than `_window_bound_s`), and a heartbeat that
+reaches the server wakes a sender waiting out its backoff (docs/fleet.md, "The delivery
+stall").
 A server that cannot be reached, refuses the credentials or has no stream for the subject is
 one warning line (then one line when delivery works again) and counters, never an exception
 out of emit() or a blocked caller.
