@@ -285,9 +285,13 @@ def test_two_machines_one_server_a_server_restart_nothing_lost(
             for i in range(first, first + PER_PHASE):
                 n.machine.run("sh", "-c", f": {n.marker} {i}")
         for n in nodes:
-            wait_until(lambda n=n: len(_local_alerts(n)) >= first + PER_PHASE, 60,
-                       interval=0.5,
-                       message=f"{first + PER_PHASE} marker alerts in {n.hostname}'s store")
+            try:
+                wait_until(lambda n=n: len(_local_alerts(n)) >= first + PER_PHASE, 60,
+                           interval=0.5,
+                           message=f"{first + PER_PHASE} marker alerts in {n.hostname}'s "
+                                   "store")
+            except AssertionError as exc:  # the sensor side: roxd's log says why
+                raise AssertionError(f"{exc}\n{_diagnosis(nodes, nats)}") from None
 
     markers(0)
     names = {n.hostname for n in nodes}
