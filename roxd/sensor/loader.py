@@ -132,9 +132,10 @@ def load_bcc(bpf_dir: Path, main: str, *, cache_dir: Path, what: str,
             raise SensorError(f"loading {what} failed: {exc}") from exc
         ended, cpu_end = time.monotonic(), time.thread_time()
     compiled, compiled_cpu = getattr(bpf, "roxd_compiled_at", None) or (ended, cpu_end)
+    helper_cpu = getattr(bpf, "roxd_helper_cpu", 0.0)
     stages = (StageTime("bpf compile", compiled - started, compiled_cpu - cpu, label),
               StageTime("bpf load" if not attach else "bpf load and attach",
-                        ended - compiled, cpu_end - compiled_cpu, label))
+                        ended - compiled, cpu_end - compiled_cpu + helper_cpu, label))
     release_compiler_memory()  # page LLVM back out: it is needed only for the compile
     return BccObject(bpf, source, headers, tracefs, ended - started, stages)
 
@@ -158,13 +159,39 @@ def _deferred_class(bpf_class: Any) -> Any:
     from bcc.libbcc import lib
 
     class Deferred(bpf_class):  # type: ignore[misc, valid-type]
+        roxd_helper_cpu = 0.0  # CPU seconds of the second loading thread
+
         def _trace_autoload(self) -> None:
-            for i in range(lib.bpf_num_functions(self.module)):
-                name = lib.bpf_function_name(self.module, i)
-                if name.startswith(b"tracepoint__"):
-                    self.load_func(name, bpf_class.TRACEPOINT)
-                elif name.startswith(b"raw_tracepoint__"):
-                    self.load_func(name, bpf_class.RAW_TRACEPOINT)
+            names = [lib.bpf_function_name(self.module, i)
+                     for i in range(lib.bpf_num_functions(self.module))]
+            kinds = [(name, bpf_class.TRACEPOINT if name.startswith(b"tracepoint__")
+                      else bpf_class.RAW_TRACEPOINT) for name in names
+                     if name.startswith((b"tracepoint__", b"raw_tracepoint__"))]
+            # The kernel verifies each program in the bpf() call, with the GIL released:
+            # two threads verify two at a time (measured: 92 programs in 0.26 s against
+            # 0.43 s on one thread, quiet 2-core host). bcc's load_func only reads the
+            # compiled module and caches the fd under the GIL.
+            errors: list[BaseException] = []
+            cpu: list[float] = []
+
+            def load(part: list[tuple[bytes, int]], helper: bool) -> None:
+                start = time.thread_time()
+                try:
+                    for name, kind in part:
+                        self.load_func(name, kind)
+                except BaseException as exc:  # raised below, on the calling thread
+                    errors.append(exc)
+                if helper:
+                    cpu.append(time.thread_time() - start)
+
+            helper = threading.Thread(target=load, args=(kinds[1::2], True),
+                                      name="bpf-load", daemon=True)
+            helper.start()
+            load(kinds[0::2], False)
+            helper.join()
+            self.roxd_helper_cpu = sum(cpu)
+            if errors:
+                raise errors[0]
 
         def attach_deferred(self) -> None:
             bpf_class._trace_autoload(self)
