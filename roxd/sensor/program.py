@@ -464,12 +464,12 @@ def _cgroup2_root() -> str:
         return find_cgroup2_mount().mount_point
     except CgroupError as exc:
         return f"(none: {exc})"
-def _btf_flags() -> list[str]:
+def _btf_flags(cache_dir: Path | None = None) -> list[str]:
     """-DTASK_MM_OFF=... from the running kernel's BTF: argv, exit codes and the namespace
     pid are then read where they are cheapest (process.bpf.c); without BTF the older
     programs run."""
     try:
-        found = btf.offsets()
+        found = btf.offsets() if cache_dir is None else btf.cached_offsets(cache_dir)
     except btf.BtfError as exc:
         log.info("no kernel BTF (%s): argv captured at sys_enter_execve, exit codes at "
                  "exit_group, namespace pids from /proc", exc)
@@ -487,7 +487,7 @@ def sensor_cflags(config: SensorConfig) -> list[str]:
         "-Wno-unused-function",
         *(["-DMODULE_SYSCALLS_RAW"] if config.module_syscalls_raw else []),
         *([] if config.inbound else ["-DROXD_NO_INBOUND"]),
-        *_btf_flags(),
+        *_btf_flags(config.cache_dir),
     ]
 
 
