@@ -6,6 +6,8 @@ only: no figure is asserted (the host may be busy)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -54,5 +56,10 @@ def test_start_up_stages_are_logged_and_in_status(roxd_factory: Any) -> None:
     assert sum(s["wall_s"] for s in stages if s["thread"] == "main") <= (
         logged["ready_s"] + 0.001 * len(stages))
 
-    status = ApiClient(str(roxd.stderr_path.parent / "roxd.sock")).get("/v1/status")
+    sock = str(roxd.stderr_path.parent / "roxd.sock")
+    status = ApiClient(sock).get("/v1/status")
     assert status["startup"] == logged
+    text = subprocess.run([sys.executable, "-m", "roxd.ctl", "--socket", sock, "status"],
+                          capture_output=True, text=True, check=True).stdout
+    longest = max(stages, key=lambda s: s["wall_s"])
+    assert f"{logged['ready_s']} s to READY (longest: {longest['name']} " in text
