@@ -116,17 +116,16 @@ def _member_offset(types: dict[int, _Type], tid: int, member: str) -> int | None
     return None
 
 
-def offsets(path: Path = VMLINUX) -> dict[str, int]:
-    """{macro: byte offset} for WANTED; BtfError when the BTF is missing or lacks one."""
-    return _offsets_in(_read(path), path)
+def offsets(path: Path = VMLINUX, cache_dir: Path | None = None) -> dict[str, int]:
+    """{macro: byte offset} for WANTED; BtfError when the BTF is missing or lacks one.
 
-
-def cached_offsets(cache_dir: Path, path: Path = VMLINUX) -> dict[str, int]:
-    """offsets(), remembered in cache_dir/btf-offsets.json under the SHA-256 of the BTF and of
-    what is wanted: the hash costs about 10 ms, the walk about 120 ms, and the walk sits
+    With cache_dir, remembered in cache_dir/btf-offsets.json under the SHA-256 of the BTF and
+    of what is wanted: the hash costs about 10 ms, the walk about 120 ms, and the walk sits
     before the eBPF compile on the way to READY (issue 22). A new kernel has another BTF,
     hence another key; an unreadable or unwritable cache only costs the walk."""
     data = _read(path)
+    if cache_dir is None:
+        return _offsets_in(data, path)
     key = hashlib.sha256(data + repr((WANTED, SIZES)).encode()).hexdigest()
     file = cache_dir / "btf-offsets.json"
     try:

@@ -469,7 +469,7 @@ def _btf_flags(cache_dir: Path | None = None) -> list[str]:
     pid are then read where they are cheapest (process.bpf.c); without BTF the older
     programs run."""
     try:
-        found = btf.offsets() if cache_dir is None else btf.cached_offsets(cache_dir)
+        found = btf.offsets(cache_dir=cache_dir)
     except btf.BtfError as exc:
         log.info("no kernel BTF (%s): argv captured at sys_enter_execve, exit codes at "
                  "exit_group, namespace pids from /proc", exc)
