@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
@@ -124,9 +125,16 @@ def _run_daemon(config: Config, args: argparse.Namespace, clock: StartupClock) -
     """The eBPF compile (most of the time to READY, issue 22) starts first, on its own thread,
     before the daemon's modules are imported (about 0.4 CPU-s) and before it connects to the
     runtime, probes the host and reads rules: all of that overlaps the compile."""
+    from roxd.errors import SensorError
     from roxd.sensor.program import discard_prewarmed, prewarm
+    from roxd.sensor.tracefs import ensure_tracefs
     from roxd.sensor_config import sensor_config
 
+    # tracefs mounted (when roxd has to mount it) before the compile thread and the host
+    # probes both look at it: the probes then report what the sensor will use, whichever
+    # runs first. A failure is the sensor's to report, at its start, as before.
+    with contextlib.suppress(SensorError):
+        ensure_tracefs()
     prewarm(sensor_config(config))
     try:
         with clock.stage("import daemon"):
