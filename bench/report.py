@@ -128,8 +128,15 @@ def table(results: dict[str, Any]) -> str:
     if start:
         lines.append("")
         for variant, v in start.items():
+            if not isinstance(v, dict):  # loadavg_at_end
+                lines.append(f"startup load average at the end: {v}")
+                continue
             comp = f", eBPF compile+load {_mm(v['compile_s'])} s" if v.get("compile_s") else ""
-            lines.append(f"startup {variant}: READY {_mm(v['ready_s'])} s{comp}")
+            cpu = f", CPU at READY {_mm(v['cpu_at_ready_s'])} s" if v.get("cpu_at_ready_s") else ""
+            lines.append(f"startup {variant}: READY {_mm(v['ready_s'])} s{comp}{cpu}")
+            for name, st in ((v.get("stages") or {}).get("stages") or {}).items():
+                lines.append(f"  {name:32} {st['thread']:12} wall {_mm(st['wall_s'])} s, "
+                             f"cpu {_mm(st['cpu_s'])} s")
     for n in results.get("notes", []):
         lines.append(f"note: {n}")
     return "\n".join(lines)

@@ -207,7 +207,7 @@ def parse_config(raw: dict[str, Any], source: str) -> Config:
 def _check(config: Config, source: str) -> None:
     import ipaddress
 
-    from roxd.enforce.response import ISOLATE_FALLBACKS
+    from roxd.enforce.fallbacks import ISOLATE_FALLBACKS
 
     if config.enforce.isolate_fallback not in ISOLATE_FALLBACKS:
         raise ConfigError(source, f"enforce.isolate_fallback must be one of "

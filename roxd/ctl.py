@@ -127,6 +127,12 @@ def cmd_status(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
             f"{policy['network_enforcement']['effective']}, "
             f"{policy.get('network_cgroups', 0)} cgroups enforced, "
             f"{kernel.get('refused_connect', 0) + kernel.get('refused_sendmsg', 0)} refused")))
+    startup = s.get("startup") or {}
+    if startup.get("ready_s") is not None:  # where the start went: the longest stage
+        longest = max(startup.get("stages") or [{}], key=lambda st: st.get("wall_s", 0))
+        rows.insert(3, ("start-up", f"{startup['ready_s']} s to READY" + (
+            f" (longest: {longest['name']} {longest['wall_s']} s, cpu {longest['cpu_s']} s)"
+            if longest.get("name") else "")))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         text = term(value)

@@ -85,7 +85,9 @@ from roxd.sensor.inbound import INBOUND_TYPES
 from roxd.sensor.program import Sensor, SensorConfig, SensorStats, discard_prewarmed
 from roxd.sensor.program import prewarm as prewarm_sensor
 from roxd.sensor.records import Decoded
+from roxd.sensor_config import sensor_config
 from roxd.startup_line import ReadyFacts, ready_line
+from roxd.startup_timing import StartupClock
 from roxd.systemd_notify import Notifier
 from roxd.ui.server import make_dashboard
 
@@ -102,6 +104,9 @@ class RunOptions:
     print_alerts: bool = False
     rule_paths: tuple[Path, ...] = ()  # overrides the config when given
     events_out: IO[str] = field(default=sys.stdout)
+    # roxd.main's clock, with its stages (config, the daemon's import); a Daemon made
+    # elsewhere (tests) times from its own construction
+    clock: StartupClock | None = None
 
 
 class LoopCalls:
@@ -181,18 +186,25 @@ class Daemon:
     def __init__(self, config: Config, options: RunOptions) -> None:
         self.config = config
         self.options = options
+        # seconds per start-up stage: the READY line, status `startup` (issue 22)
+        self.clock = options.clock or StartupClock()
+        clock = self.clock
         self.counters = Counters()
         self.rules = ActiveRules(list(options.rule_paths) or config.rule_paths())
         # the one client of the container runtime: DockerRuntime, or NoRuntime with its reason
-        self.runtime: ContainerRuntime = connect_runtime(config.containers)
-        self.features = features.probe(runtime=self.runtime)
+        with clock.stage("runtime connect"):
+            self.runtime: ContainerRuntime = connect_runtime(config.containers)
+        with clock.stage("feature probes"):
+            self.features = features.probe(runtime=self.runtime)
         self.lines = (JsonLines(options.events_out)
                       if options.print_events or options.print_alerts else None)
         self.events_topic = Topic("events")
         self.alerts_topic = Topic("alerts")
         # containers' processes and namespaces from their cgroups: enforcement of any runtime
-        self.cgroups = ContainerCgroups.from_host()
-        self.quarantine = self._make_quarantine()
+        with clock.stage("cgroups"):
+            self.cgroups = ContainerCgroups.from_host()
+        with clock.stage("quarantine set-up"):
+            self.quarantine = self._make_quarantine()
         self.started_at = time.time()
         self.parts: Parts | None = None  # set by run(), complete or not at all
         self._stop = threading.Event()
@@ -212,33 +224,43 @@ class Daemon:
     def run(self) -> int:
         log.info("roxd %s starting (config: %s)", __version__, self.config.source)
         log.info("host features: %s", self.features.summary())
-        # the eBPF compile (most of the time to READY) overlaps what follows (issue 22)
+        clock = self.clock
+        # the eBPF compile (most of the time to READY) overlaps what follows (issue 22);
+        # roxd.main started it before importing this module: then it is kept as it is
         prewarm_sensor(self._sensor_config())
         # a rule set whose fixed kernel entries cannot fit is refused like a broken file
         capacities = map_capacities(self._sensor_config().bpf_dir)
         self.rules.add_validator(lambda rule_set: capacity_problems(rule_set, capacities))
         try:
-            rules = self.rules.load()
+            with clock.stage("rules"):
+                rules = self.rules.load()
         except RuleError as exc:
             discard_prewarmed()
             raise RoxdError(f"rules not loaded: {exc}") from exc
-        delivery = self._make_delivery()
+        with clock.stage("alert delivery"):
+            delivery = self._make_delivery()
         try:
             try:
-                attribution = ContainerAttribution.from_host(
-                    runtime=self.runtime,
-                    others=connect_attribution_runtimes(self.config.containers))
+                with clock.stage("container runtimes"):
+                    attribution = ContainerAttribution.from_host(
+                        runtime=self.runtime,
+                        others=connect_attribution_runtimes(self.config.containers))
             except CgroupError as exc:
                 log.error("%s", exc)
                 return 1
-            self.parts = self._build(attribution, delivery)
+            with clock.stage("build"):
+                self.parts = self._build(attribution, delivery)
             self._start(self.parts)
             containers = len(attribution.resolver.containers())
+            clock.add(*self.parts.sensor.stages)
+            clock.ready()
             log.info("%s", ready_line(ReadyFacts(
                 tuple(self.parts.sensor.attached), rules,
                 kills_in_kernel=self.features.send_signal.available,
                 monitor=self.config.rules.monitor, runtime=self.runtime.name,
-                containers=containers, api_socket=self.config.daemon.socket)))
+                containers=containers, api_socket=self.config.daemon.socket,
+                startup=clock.summary())))
+            log.info("start-up stages: %s", clock.to_json())
             self._notifier.ready(f"watching {containers} containers, {len(rules.rules)} rules")
             self._loop(self.parts)
         finally:
@@ -339,31 +361,40 @@ class Daemon:
                      posture_alerts=posture_alerts, inbound=inbound)
 
     def _start(self, parts: Parts) -> None:
-        parts.attribution.start()
-        self._reconcile_quarantine()
+        clock = self.clock
+        with clock.stage("container scan"):
+            parts.attribution.start()
+        with clock.stage("quarantine reconcile"):
+            self._reconcile_quarantine()
         # execs a dead roxd's hold left stopped (its guardian was killed too), then a guardian
         # for this roxd's own holds should it die (roxd/holdguard.py)
-        release_exec_stops()
-        self._holdguard.start()
-        parts.sensor.start()
-        self._attach_network_hook(parts)
+        with clock.stage("exec-hold guard"):
+            release_exec_stops()
+            self._holdguard.start()
+        parts.sensor.start()  # its stages (compile, load, wait, attach) are added at READY
+        with clock.stage("network hook"):
+            self._attach_network_hook(parts)
         # from here on the policy alone writes the kernel's maps: rules now, then every new
         # rule set and every container change
-        parts.policy.apply_rules(self.rules.current)
+        with clock.stage("rules to kernel"):
+            parts.policy.apply_rules(self.rules.current)
         self.rules.add_listener(parts.policy.apply_rules)
         parts.attribution.resolver.add_change_listener(parts.policy.containers_changed)
         if parts.netmap is not None:
-            parts.netmap.inbound = parts.sensor.inbound.status.to_dict()
-            try:
-                self._refresh_netmap(parts, force=True)
-            except Exception:  # the map is visibility: never a reason not to start
-                log.exception("netmap: reading container addresses failed")
+            with clock.stage("netmap"):
+                parts.netmap.inbound = parts.sensor.inbound.status.to_dict()
+                try:
+                    self._refresh_netmap(parts, force=True)
+                except Exception:  # the map is visibility: never a reason not to start
+                    log.exception("netmap: reading container addresses failed")
         self._install_signal_handlers()
-        parts.posture = self._make_posture(parts)
-        parts.api = ApiServer(DaemonPort(self, parts), self.config.daemon.socket,
-                              dashboard=make_dashboard(self.config.dashboard,
-                                                       Path(self.config.daemon.state_dir)))
-        parts.api.start()
+        with clock.stage("posture"):
+            parts.posture = self._make_posture(parts)
+        with clock.stage("api"):
+            parts.api = ApiServer(DaemonPort(self, parts), self.config.daemon.socket,
+                                  dashboard=make_dashboard(self.config.dashboard,
+                                                           Path(self.config.daemon.state_dir)))
+            parts.api.start()
         # [metrics] listen: the same text as /v1/metrics, on TCP for a Prometheus server
         parts.metrics = start_metrics_listener(self.config.metrics.listen,
                                                parts.api.metrics_text)
@@ -611,15 +642,7 @@ class Daemon:
     # ------------------------------------------------------------------ parts
 
     def _sensor_config(self) -> SensorConfig:
-        return SensorConfig(
-            cache_dir=Path(self.config.daemon.cache_dir),
-            ringbuf_pages=self.config.sensor.ringbuf_pages,
-            max_args=self.config.sensor.max_args,
-            inbound=self.config.netmap.enabled and self.config.netmap.inbound,
-            module_syscalls_raw=self.config.sensor.module_syscalls_raw,
-            **({"bpf_dir": Path(self.config.sensor.bpf_dir)} if self.config.sensor.bpf_dir
-               else {}),
-        )
+        return sensor_config(self.config)
 
     def _make_delivery(self) -> AlertDelivery:
         # noise control, then every consumer of alerts: the log line, the API's live stream
@@ -769,7 +792,8 @@ class DaemonPort:
         config = daemon.config
         self.facts = DaemonFacts(started_at=daemon.started_at, monitor=config.rules.monitor,
                                  config_source=str(config.source),
-                                 features=daemon.features.to_dict(), api=config.api)
+                                 features=daemon.features.to_dict(), api=config.api,
+                                 startup=daemon.clock.to_dict)
         self.events_topic = daemon.events_topic
         self.alerts_topic = daemon.alerts_topic
         # risk per container: incidents, and configuration facts where the runtime inspects

@@ -3,7 +3,8 @@ listens. An operator reading `journalctl -u roxd` sees the state of the host in 
 list of tracepoints is logged at debug level beside it.
 
     roxd is watching: 62 programs attached (process exec, exit, fork; 59 syscalls), 80 rules
-    (78 enabled, 12 kill in kernel), runtime docker, 3 containers, api /run/roxd/roxd.sock
+    (78 enabled, 12 kill in kernel), runtime docker, 3 containers, api /run/roxd/roxd.sock;
+    start-up 3.42s: bpf compile 2.31s (cpu 2.20s, overlapped), ...
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class ReadyFacts:
     runtime: str  # the runtime's name: docker, none
     containers: int
     api_socket: str
+    # "start-up 3.42s: bpf compile 2.31s (cpu 2.20s, overlapped), ..." (startup_timing.py)
+    startup: str = ""
 
 
 def ready_line(f: ReadyFacts) -> str:
@@ -56,4 +59,5 @@ def ready_line(f: ReadyFacts) -> str:
     return (f"roxd is watching: {n} program{'s' if n != 1 else ''} attached "
             f"({attached_summary(f.tracepoints)}), {len(f.rules.rules)} rules "
             f"({len(enabled)} enabled, {kills}; version {f.rules.version[:12]}), "
-            f"runtime {f.runtime}, {f.containers} containers, api {f.api_socket}")
+            f"runtime {f.runtime}, {f.containers} containers, api {f.api_socket}"
+            + (f"; {f.startup}" if f.startup else ""))

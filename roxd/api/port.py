@@ -61,6 +61,9 @@ class DaemonFacts:
     config_source: str
     features: Mapping[str, object]  # features.HostFeatures.to_dict()
     api: ApiSettings
+    # seconds per start-up stage (roxd/startup_timing.py StartupClock.to_dict), asked when
+    # the status is: the port is made before READY is marked
+    startup: Callable[[], Mapping[str, object]] | None = None
 
 
 @dataclass(frozen=True)

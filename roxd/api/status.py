@@ -83,6 +83,8 @@ class StatusReporter:
             "monitor": facts.monitor,
             "config": facts.config_source,
             "features": dict(facts.features),
+            # seconds per start-up stage, wall and CPU, and process start to READY
+            "startup": dict(facts.startup()) if facts.startup is not None else None,
             "programs": {
                 "attached": list(programs.attached),
                 "count": len(programs.attached),

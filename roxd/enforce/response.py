@@ -16,6 +16,7 @@ import signal
 from dataclasses import dataclass, field
 
 from roxd.enforce.cgroups import CgroupKillError, ContainerCgroups
+from roxd.enforce.fallbacks import ISOLATE_FALLBACKS as ISOLATE_FALLBACKS
 from roxd.enforce.kill import kill_pid, start_ticks
 from roxd.enforce.protect import HOST_KILLS_OFF, KillGuard
 from roxd.enforce.quarantine import Quarantine, QuarantineError
@@ -25,7 +26,6 @@ from roxd.seccomp.control import SeccompControl
 
 log = logging.getLogger(__name__)
 
-ISOLATE_FALLBACKS = ("none", "kill", "pause")
 TREE_WALKS = 16  # walks of a stopped tree for descendants forked while it was being stopped
 
 

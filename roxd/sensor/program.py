@@ -44,6 +44,7 @@ from roxd.sensor.maps import (
 )
 from roxd.sensor.records import Decoded, DecodeError
 from roxd.sensor.udp_send import UdpSendHooks, attach_udp_send
+from roxd.startup_timing import COMPILE_THREAD, StageTime, timed
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,8 @@ class Sensor:
         self.inbound = InboundProbe()  # accepted connections, listeners (inbound.py)
         self.udp_send: UdpSendHooks | None = None
         self.udp_send_error = ""  # why the UDP send hooks are not attached, when they are not
+        # compile and load (on the compile thread when prewarmed), the wait for it, attach
+        self.stages: tuple[StageTime, ...] = ()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -101,15 +104,18 @@ class Sensor:
             raise SensorError(
                 f"ring buffer pages must be a power of two, not {self._config.ringbuf_pages}")
         cflags = sensor_cflags(self._config)
+        main: list[StageTime] = []
         # the shared bcc loader: tracefs, headers, source, bcc import, timed compile, memory
         try:
-            loaded = _take_prewarmed(self._config, cflags)
+            with timed(main, "bpf compile wait"):  # the main thread waits for the compile
+                loaded = _take_prewarmed(self._config, cflags)
             if loaded is None:
                 loaded = _compile(self._config, cflags)
             else:
                 started = time.monotonic()
                 try:
-                    attach_deferred(loaded.bpf)
+                    with timed(main, "bpf attach"):
+                        attach_deferred(loaded.bpf)
                 except Exception as exc:  # bcc raises bare Exception for attach failures
                     loaded.bpf.cleanup()
                     raise SensorError(f"attaching the eBPF programs failed: {exc}") from exc
@@ -123,7 +129,9 @@ class Sensor:
             self._config = dataclasses.replace(self._config, inbound=False)
             loaded = _compile(self._config, sensor_cflags(self._config))
             self.inbound.off(f"refused with the rest of the programs: {exc}")
-        self._started_from(loaded)
+        with timed(main, "sensor rings and cgroup hooks"):
+            self._started_from(loaded)
+        self.stages = (*loaded.stages, *main)
 
     def _started_from(self, loaded: BccObject) -> None:
         self.headers = loaded.headers
@@ -456,12 +464,12 @@ def _cgroup2_root() -> str:
         return find_cgroup2_mount().mount_point
     except CgroupError as exc:
         return f"(none: {exc})"
-def _btf_flags() -> list[str]:
+def _btf_flags(cache_dir: Path | None = None) -> list[str]:
     """-DTASK_MM_OFF=... from the running kernel's BTF: argv, exit codes and the namespace
     pid are then read where they are cheapest (process.bpf.c); without BTF the older
     programs run."""
     try:
-        found = btf.offsets()
+        found = btf.offsets(cache_dir=cache_dir)
     except btf.BtfError as exc:
         log.info("no kernel BTF (%s): argv captured at sys_enter_execve, exit codes at "
                  "exit_group, namespace pids from /proc", exc)
@@ -479,7 +487,7 @@ def sensor_cflags(config: SensorConfig) -> list[str]:
         "-Wno-unused-function",
         *(["-DMODULE_SYSCALLS_RAW"] if config.module_syscalls_raw else []),
         *([] if config.inbound else ["-DROXD_NO_INBOUND"]),
-        *_btf_flags(),
+        *_btf_flags(config.cache_dir),
     ]
 
 
@@ -502,10 +510,11 @@ def _compile(config: SensorConfig, cflags: list[str], attach: bool = True) -> Bc
 @dataclass
 class _Prewarm:
     config: SensorConfig
-    cflags: list[str]
+    cflags: list[str]  # set by the thread, read after join()
     thread: threading.Thread
     result: BccObject | None = None
     error: BaseException | None = None
+    stages: list[StageTime] = field(default_factory=list)
 
 
 _prewarm: _Prewarm | None = None
@@ -513,21 +522,28 @@ _prewarm_lock = threading.Lock()
 
 
 def prewarm(config: SensorConfig) -> None:
-    """Start compiling and loading the programs for `config` on a thread (see above)."""
+    """Start compiling and loading the programs for `config` on a thread (see above). A
+    compile already under way for the same config is kept: roxd.main starts it before the
+    daemon is even imported, and Daemon.run() asks again (tests start a Daemon directly)."""
     global _prewarm
     if not _is_power_of_two(config.ringbuf_pages):
         return  # start() reports it
-    cflags = sensor_cflags(config)
+    with _prewarm_lock:
+        if _prewarm is not None and _prewarm.config == config:
+            return
 
     def run() -> None:
         assert job is not None
         try:
-            job.result = _compile(config, cflags, attach=False)
+            # the BTF walk for the -D offsets (about 0.1 s) is on this thread too
+            with timed(job.stages, "bpf flags (BTF)", COMPILE_THREAD):
+                job.cflags = sensor_cflags(config)
+            job.result = _compile(config, job.cflags, attach=False)
         except BaseException as exc:  # handed to start(), which raises it
             job.error = exc
 
-    job = _Prewarm(config, cflags, threading.Thread(target=run, name="bpf-compile",
-                                                    daemon=True))
+    job = _Prewarm(config, [], threading.Thread(target=run, name=COMPILE_THREAD,
+                                                daemon=True))
     with _prewarm_lock:
         discard_prewarmed()
         _prewarm = job
@@ -547,7 +563,9 @@ def _take_prewarmed(config: SensorConfig, cflags: list[str]) -> BccObject | None
         return None
     if job.error is not None:
         raise job.error
-    return job.result
+    if job.result is None:
+        return None
+    return dataclasses.replace(job.result, stages=(*job.stages, *job.result.stages))
 
 
 def discard_prewarmed() -> None:

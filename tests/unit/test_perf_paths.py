@@ -143,7 +143,7 @@ def test_prewarmed_object_is_taken_only_for_the_same_inputs(monkeypatch: pytest.
         return loader.BccObject(_FakeBpf(), "", None, None, 0.1)  # type: ignore[arg-type]
 
     monkeypatch.setattr(program, "_compile", fake_compile)
-    monkeypatch.setattr(program, "_btf_flags", lambda: ["-DTASK_MM_OFF=1"])
+    monkeypatch.setattr(program, "_btf_flags", lambda *_: ["-DTASK_MM_OFF=1"])
     config = program.SensorConfig(cache_dir=tmp_path)
     program.prewarm(config)
     got = program._take_prewarmed(config, program.sensor_cflags(config))
