@@ -17,6 +17,15 @@ container, looked up in the upper layer on the host, says:
 - unknown (None): the host, a root filesystem that is not an overlay, or no process of the
   container left to read its mounts from.
 
+Scripts (`check_script`): an interpreter's exe is the image's own, so `python3 x.py` or
+`bash atomic.sh` with a script written after the start shows no binary drift. For an exec of a
+shell or script interpreter with a script operand (not `-c`/`-e`/`-m` code), the script's path
+gets the same verdict (`new`, `modified`, `none`; never `built`): the `script_drift` field. A
+relative operand is resolved against the process's working directory, or its parent's when the
+process is already gone (a shell's child inherits it). Not seen: scripts read from stdin or a
+pipe, a path through a symlinked directory (looked up as given), a parent that changed
+directory between fork and exec.
+
 Drift needs no learning. Cost per exec in a container: one readlink of /proc/<pid>/exe and one
 lstat in the upper layer (plus one per image layer when the file is there); the layers are read
 once per container from /proc/<pid>/mountinfo (the overlay mount's `upperdir=`/`lowerdir=`
@@ -33,7 +42,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from roxd.model import EnrichedEvent, ExecEvent
+from roxd.model import EnrichedEvent, ExecEvent, Process
 from roxd.netmap.addresses import first_pid
 
 log = logging.getLogger("roxd.baselines.drift")
@@ -45,6 +54,73 @@ BUILDERS = frozenset({"cc", "gcc", "g++", "c++", "clang", "clang++", "tcc", "cc1
                       "collect2", "ld", "ld.bfd", "ld.gold", "ld.lld", "lld", "as", "go",
                       "rustc", "javac", "gccgo", "zig"})
 _OCTAL = re.compile(r"\\([0-7]{3})")
+
+# Script interpreters and how their command line names a script: flags (one letter each, may
+# be combined) whose presence means the code is inline or from a module/stdin, not a file; and
+# flags that take a value (attached, or the next argument). The first operand that is not an
+# option is the script. Options not listed are taken as plain flags.
+_SHELLS = frozenset({"sh", "bash", "dash", "ash", "zsh", "ksh", "ksh93", "mksh", "hush",
+                     "yash"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Syntax:
+    inline: str  # short flags that mean "no script file"
+    valued: str  # short flags that take a value
+    long_inline: frozenset[str] = frozenset()
+    long_valued: frozenset[str] = frozenset()
+
+
+_SHELL = _Syntax(inline="cis", valued="oO",
+                 long_valued=frozenset({"--rcfile", "--init-file"}))
+_SYNTAX: dict[str, _Syntax] = {
+    "python": _Syntax(inline="cm", valued="WXQ"),
+    "perl": _Syntax(inline="eE", valued=""),
+    "ruby": _Syntax(inline="e", valued="rIC", long_inline=frozenset({"--eval"})),
+    "node": _Syntax(inline="ep", valued="r",
+                    long_inline=frozenset({"--eval", "--print", "--interactive"}),
+                    long_valued=frozenset({"--require", "--import", "--loader"})),
+    "php": _Syntax(inline="ra", valued="dcz"),  # -f FILE is handled below
+    "lua": _Syntax(inline="ei", valued="l"),
+}
+_FAMILY = re.compile(r"^(python|perl|ruby|node|php|lua)[0-9.]*$|^nodejs$")
+
+
+def script_operand(program: str, params: tuple[str, ...] | list[str]) -> str | None:
+    """The script file an interpreter was asked to run, as given, or None (not a script
+    interpreter, inline code, a module, stdin)."""
+    if program in _SHELLS:
+        syntax = _SHELL
+    elif m := _FAMILY.match(program):
+        syntax = _SYNTAX[m.group(1) or "node"]
+    else:
+        return None
+    it = iter(params)
+    for arg in it:
+        if arg == "--":
+            return next(it, None)
+        if arg == "-":
+            return None  # stdin
+        if syntax is _SYNTAX["php"] and arg == "-f":
+            return next(it, None)
+        if arg.startswith("--"):
+            name = arg.split("=", 1)[0]
+            if name in syntax.long_inline:
+                return None
+            if name in syntax.long_valued and "=" not in arg:
+                next(it, None)
+            continue
+        if arg[:1] in "-+" and len(arg) > 1:
+            for i, flag in enumerate(arg[1:]):
+                if flag in syntax.inline:
+                    return None
+                if flag in syntax.valued:
+                    if i == len(arg) - 2:  # the value is the next argument
+                        next(it, None)
+                    break
+            continue
+        return arg
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +174,8 @@ class DriftDetector:
         self._layers: OrderedDict[str, Layers | None] = OrderedDict()
         self._builders: OrderedDict[str, None] = OrderedDict()  # containers that compiled
         self._max = max_containers
-        self.counters = {"checked": 0, "new": 0, "built": 0, "modified": 0, "unknown": 0}
+        self.counters = {"checked": 0, "new": 0, "built": 0, "modified": 0, "unknown": 0,
+                         "scripts": 0, "script_new": 0, "script_modified": 0}
 
     def check(self, enriched: EnrichedEvent) -> str | None:
         """new | modified | none for an exec in a container, None when it cannot be told."""
@@ -136,6 +213,49 @@ class DriftDetector:
             verdict = "built"
         self.counters[verdict] += 1
         return verdict
+
+    def check_script(self, enriched: EnrichedEvent) -> str | None:
+        """new | modified | none for the script an interpreter in a container was started
+        with, None when there is none or it cannot be told. Costs nothing for other execs."""
+        if enriched.container is None or not isinstance(enriched.event, ExecEvent):
+            return None
+        proc = enriched.process
+        if not proc.args:
+            return None
+        operand = script_operand(PurePosixPath(proc.exe).name, proc.args[1:])
+        if operand is None and proc.args[0] != proc.exe:  # argv[0] may name it (busybox sh)
+            operand = script_operand(PurePosixPath(proc.args[0]).name, proc.args[1:])
+        if not operand:
+            return None
+        self.counters["scripts"] += 1
+        layers = self._layers_of(enriched.container.id,
+                                 [proc.pid, *(a.pid for a in proc.ancestors)])
+        if layers is None:
+            return None
+        path = operand if operand.startswith("/") else self._relative(proc, operand)
+        if path is None:
+            return None
+        path = os.path.normpath(path)
+        if not _exists(layers.upper, path):
+            return "none"
+        if any(_exists(low, path) for low in layers.lowers):
+            self.counters["script_modified"] += 1
+            return "modified"
+        self.counters["script_new"] += 1
+        return "new"
+
+    def _relative(self, proc: Process, operand: str) -> str | None:
+        """operand against the working directory of the process, or of its parent when the
+        process has exited (the interpreter inherited it at fork)."""
+        pids = [proc.pid, *(a.pid for a in proc.ancestors[:1])]
+        for pid in pids:
+            try:
+                cwd = os.readlink(f"{self._proc}/{pid}/cwd")
+            except OSError:
+                continue
+            if cwd.startswith("/") and not cwd.endswith(" (deleted)"):
+                return f"{cwd.rstrip('/')}/{operand}"
+        return None
 
     def forget(self, container_id: str) -> None:
         self._layers.pop(container_id, None)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from roxd.baselines.drift import DriftDetector, Layers, parse_overlay_root
-from roxd.model import Container, EnrichedEvent, ExecEvent, Process
+from roxd.baselines.drift import DriftDetector, Layers, parse_overlay_root, script_operand
+from roxd.model import Ancestor, Container, EnrichedEvent, ExecEvent, Process
 
 pytestmark = pytest.mark.unit
 
@@ -107,3 +107,69 @@ def test_a_new_binary_in_a_container_that_compiled_is_built(
     drift.check(_exec(102, "/usr/bin/gcc"))  # a compiler ran in this container
     assert drift.check(_exec(100, "/usr/local/bin/miner")) == "built"
     assert drift.check(_exec(101, "/bin/ls")) == "modified"  # a replaced image binary stays
+
+
+@pytest.mark.parametrize(("program", "params", "script"), [
+    ("python3", ("x.py",), "x.py"),
+    ("python3.11", ("-u", "-W", "ignore", "/srv/job.py", "--flag"), "/srv/job.py"),
+    ("python3", ("-Wignore", "-B", "run.pyc"), "run.pyc"),
+    ("python3", ("-c", "print(1)"), None),
+    ("python3", ("-m", "http.server"), None),
+    ("python3", ("-Bc", "print(1)"), None),
+    ("python3", ("-",), None),
+    ("bash", ("atomic.sh",), "atomic.sh"),
+    ("bash", ("-x", "-o", "pipefail", "ci/release.sh", "a"), "ci/release.sh"),
+    ("sh", ("-c", "./x.sh"), None),
+    ("sh", ("-s",), None),
+    ("perl", ("-le", "print 1"), None),
+    ("perl", ("-w", "/tmp/p.pl"), "/tmp/p.pl"),
+    ("ruby", ("-r", "json", "tool.rb"), "tool.rb"),
+    ("node", ("--require", "x", "app.js"), "app.js"),
+    ("node", ("-e", "1"), None),
+    ("nodejs", ("--eval=1",), None),
+    ("php", ("-d", "a=b", "-f", "/var/www/x.php"), "/var/www/x.php"),
+    ("php", ("-r", "echo 1;"), None),
+    ("cat", ("x.py",), None),  # not an interpreter
+    ("python3", (), None),  # an interactive interpreter
+])
+def test_the_script_operand_of_an_interpreter(program: str, params: tuple[str, ...],
+                                              script: str | None) -> None:
+    assert script_operand(program, params) == script
+
+
+def _interp(pid: int, exe: str, *args: str, parent: int = 0) -> EnrichedEvent:
+    argv = (exe, *args)
+    ev = ExecEvent(time_ns=1, pid=pid, ppid=parent or 1, uid=0, gid=0, cgroup_id=7, comm="x",
+                   filename=exe, args=argv, args_truncated=False)
+    ancestors = (Ancestor(parent, "/bin/bash"),) if parent else ()
+    return EnrichedEvent(ev, Container("c" * 64, "docker", "web", "img"),
+                         Process(pid=pid, ppid=parent or 1, uid=0, exe=exe, comm="x",
+                                 args=argv, cgroup_id=7, ancestors=ancestors))
+
+
+def test_a_script_written_after_the_start_is_new(layered: tuple[Path, Path, Path]) -> None:
+    proc, upper, lower = layered
+    (upper / "root").mkdir()
+    (upper / "root/dropped.py").write_text("import os\n")
+    (lower / "app").mkdir()
+    (lower / "app/main.py").write_text("print(1)\n")
+    (upper / "app").mkdir()
+    (upper / "app/edited.sh").write_text("echo changed\n")
+    (lower / "app/edited.sh").write_text("echo image\n")
+    os.symlink("/root", proc / "102/cwd")  # the parent shell's working directory
+    drift = DriftDetector(proc=str(proc))
+    # the interpreter is the image's own: no binary drift; its script is new
+    event = _interp(101, "/usr/bin/python3", "/root/dropped.py")
+    assert drift.check_script(event) == "new"
+    # a relative operand: the process is gone (999), its parent's cwd resolves it
+    assert drift.check_script(_interp(999, "/usr/bin/python3", "dropped.py", parent=102)) == "new"
+    assert drift.check_script(_interp(101, "/bin/bash", "/app/main.py")) == "none"
+    assert drift.check_script(_interp(101, "/bin/bash", "/app/edited.sh")) == "modified"
+    assert drift.check_script(_interp(101, "/bin/bash", "/app/missing.sh")) == "none"
+    # inline code, no operand, and a relative operand with no cwd to read: no verdict
+    assert drift.check_script(_interp(101, "/usr/bin/python3", "-c", "1")) is None
+    assert drift.check_script(_interp(101, "/usr/bin/python3")) is None
+    assert drift.check_script(_interp(999, "/usr/bin/python3", "dropped.py")) is None
+    assert drift.counters["script_new"] == 2 and drift.counters["script_modified"] == 1
+    on_host = _interp(101, "/usr/bin/python3", "/root/dropped.py")
+    assert drift.check_script(EnrichedEvent(on_host.event, None, on_host.process)) is None
