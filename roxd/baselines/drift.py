@@ -48,6 +48,10 @@ from roxd.netmap.addresses import first_pid
 log = logging.getLogger("roxd.baselines.drift")
 
 MAX_CONTAINERS = 4096
+# execs of a container that saw no overlay at / before it counts as "not an overlay": the
+# runtime's own processes at the start (runc init, the shim, runc, libnetwork-setkey) see the
+# host's root; the container's first program sees its own
+MAX_ROOT_MISSES = 16
 VERDICTS = ("new", "built", "modified", "none")
 # programs that write executables: a container that ran one is building code
 BUILDERS = frozenset({"cc", "gcc", "g++", "c++", "clang", "clang++", "tcc", "cc1", "cc1plus",
@@ -173,6 +177,7 @@ class DriftDetector:
         self._cgroup_root = cgroup_root
         self._layers: OrderedDict[str, Layers | None] = OrderedDict()
         self._builders: OrderedDict[str, None] = OrderedDict()  # containers that compiled
+        self._misses: OrderedDict[str, int] = OrderedDict()  # execs that saw no overlay root
         self._max = max_containers
         self.counters = {"checked": 0, "new": 0, "built": 0, "modified": 0, "unknown": 0,
                          "scripts": 0, "script_new": 0, "script_modified": 0}
@@ -259,6 +264,7 @@ class DriftDetector:
 
     def forget(self, container_id: str) -> None:
         self._layers.pop(container_id, None)
+        self._misses.pop(container_id, None)
 
     def _layers_of(self, container_id: str, pids: list[int]) -> Layers | None:
         if container_id in self._layers:
@@ -272,7 +278,17 @@ class DriftDetector:
             except OSError:
                 continue  # that process is gone: try its parent
             layers = parse_overlay_root(text)
+            if layers is None and self._misses.get(container_id, 0) < MAX_ROOT_MISSES:
+                # the runtime's own programs (runc init before its pivot_root, the shim,
+                # libnetwork-setkey) are attributed to the container but see the host's root:
+                # not the container's answer, so only a run of misses is remembered (a
+                # container whose root is no overlay), never the first
+                self._misses[container_id] = self._misses.get(container_id, 0) + 1
+                while len(self._misses) > self._max:
+                    self._misses.popitem(last=False)
+                return None
             self._layers[container_id] = layers
+            self._misses.pop(container_id, None)
             while len(self._layers) > self._max:
                 self._layers.popitem(last=False)
             return layers

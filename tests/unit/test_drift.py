@@ -173,3 +173,22 @@ def test_a_script_written_after_the_start_is_new(layered: tuple[Path, Path, Path
     assert drift.counters["script_new"] == 2 and drift.counters["script_modified"] == 1
     on_host = _interp(101, "/usr/bin/python3", "/root/dropped.py")
     assert drift.check_script(EnrichedEvent(on_host.event, None, on_host.process)) is None
+
+
+def test_the_runtimes_own_processes_do_not_decide_the_containers_layers(
+        layered: tuple[Path, Path, Path]) -> None:
+    """runc init (before its pivot_root) and the shim are attributed to the container but see
+    the host's root: their answer must not stick, or no exec of the container gets a verdict."""
+    proc, _, _ = layered
+    (proc / "50").mkdir()
+    (proc / "50/mountinfo").write_text("1 0 8:1 / / rw - ext4 /dev/sda1 rw\n")  # the host's
+    os.symlink("/usr/bin/runc", proc / "50/exe")
+    drift = DriftDetector(proc=str(proc))
+    assert drift.check(_exec(50, "/usr/bin/runc")) is None
+    assert drift.check(_exec(100, "/usr/local/bin/miner")) == "new"
+    # a container whose root is no overlay at all: remembered after a run of misses
+    other = DriftDetector(proc=str(proc))
+    event = _exec(50, "/usr/bin/runc")
+    for _ in range(20):
+        assert other.check(event) is None
+    assert other._layers[event.container.id] is None  # type: ignore[union-attr]
