@@ -201,7 +201,7 @@ class DriftDetector:
             if member is not None:
                 pids.append(member)
         layers = self._layers_of(enriched.container.id, pids)
-        found = self._program_path(proc.pid, proc.exe)
+        found = self._program_path(proc.pid, proc.exe, enriched.event.comm)
         if layers is None or found is None:
             self.counters["unknown"] += 1
             return None
@@ -249,6 +249,13 @@ class DriftDetector:
         self.counters["script_new"] += 1
         return "new"
 
+    def _comm(self, pid: int) -> str | None:
+        try:
+            with open(f"{self._proc}/{pid}/comm", encoding="utf-8", errors="replace") as f:
+                return f.read().rstrip("\n")
+        except OSError:
+            return None
+
     def _relative(self, proc: Process, operand: str) -> str | None:
         """operand against the working directory of the process, or of its parent when the
         process has exited (the interpreter inherited it at fork)."""
@@ -294,7 +301,7 @@ class DriftDetector:
             return layers
         return None  # not cached: a later exec may find a live process
 
-    def _program_path(self, pid: int, exe: str) -> tuple[str, bool] | None:
+    def _program_path(self, pid: int, exe: str, comm: str = "") -> tuple[str, bool] | None:
         """The program's path inside the container with every symlink resolved: the kernel's
         own /proc/<pid>/exe while the process lives (read from the host it names the path in
         the container's mount namespace), else the exe as the enricher knew it. With whether
@@ -304,6 +311,10 @@ class DriftDetector:
             path = os.readlink(f"{self._proc}/{pid}/exe")
             if path.endswith(" (deleted)"):
                 path, deleted = path[: -len(" (deleted)")], True
+            if comm and self._comm(pid) not in (comm, None):
+                # the pid exec'd again since (a shell's last command replaces it: `sh -c
+                # "... && /bin/x"`): its exe is the next program's, not this event's
+                path, deleted = exe, False
         except OSError:
             path = exe
         if not path.startswith("/"):

@@ -4,6 +4,7 @@ mountinfo, and exe as a real symlink)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -192,3 +193,19 @@ def test_the_runtimes_own_processes_do_not_decide_the_containers_layers(
     for _ in range(20):
         assert other.check(event) is None
     assert other._layers[event.container.id] is None  # type: ignore[union-attr]
+
+
+def test_a_pid_that_exec_d_again_is_judged_by_the_events_own_program(
+        layered: tuple[Path, Path, Path]) -> None:
+    """`sh -c "... && /bin/ls"`: the shell's pid becomes ls before roxd reads /proc/<pid>/exe
+    for the shell's exec; the shell must not take ls's verdict."""
+    proc, _, _ = layered
+    (proc / "101/comm").write_text("ls\n")  # pid 101 is ls now (modified)
+    drift = DriftDetector(proc=str(proc))
+    shell = _exec(101, "/bin/sh")
+    shell = EnrichedEvent(dataclasses.replace(shell.event, comm="sh"),  # type: ignore[arg-type]
+                          shell.container, shell.process)
+    assert drift.check(shell) == "none"  # /bin/sh as the enricher knew it: the image's
+    ls = EnrichedEvent(dataclasses.replace(shell.event, comm="ls"),  # type: ignore[arg-type]
+                       shell.container, shell.process)
+    assert drift.check(ls) == "modified"
