@@ -52,6 +52,8 @@ MAX_CONTAINERS = 4096
 # runtime's own processes at the start (runc init, the shim, runc, libnetwork-setkey) see the
 # host's root; the container's first program sees its own
 MAX_ROOT_MISSES = 16
+# ancestors asked for the working directory of a relative script operand
+MAX_CWD_DEPTH = 4
 VERDICTS = ("new", "built", "modified", "none")
 # programs that write executables: a container that ran one is building code
 BUILDERS = frozenset({"cc", "gcc", "g++", "c++", "clang", "clang++", "tcc", "cc1", "cc1plus",
@@ -237,7 +239,7 @@ class DriftDetector:
                                  [proc.pid, *(a.pid for a in proc.ancestors)])
         if layers is None:
             return None
-        path = operand if operand.startswith("/") else self._relative(proc, operand)
+        path = operand if operand.startswith("/") else self._relative(proc, operand, layers)
         if path is None:
             return None
         path = os.path.normpath(path)
@@ -256,18 +258,31 @@ class DriftDetector:
         except OSError:
             return None
 
-    def _relative(self, proc: Process, operand: str) -> str | None:
-        """operand against the working directory of the process, or of its parent when the
-        process has exited (the interpreter inherited it at fork)."""
-        pids = [proc.pid, *(a.pid for a in proc.ancestors[:1])]
-        for pid in pids:
+    def _relative(self, proc: Process, operand: str, layers: Layers) -> str | None:
+        """operand against the working directory of the process, or, when it has exited, of
+        its nearest living ancestor in the same container (it inherited the cwd at fork: the
+        shell that ran `python3 x.py` may be gone too, the entrypoint that started it is not).
+        An ancestor counts only if its root is the container's overlay: the runtime's shim
+        above the container (the parent of a `docker exec`) has a host cwd."""
+        for depth, pid in enumerate([proc.pid, *(a.pid for a in proc.ancestors[:MAX_CWD_DEPTH])]):
             try:
                 cwd = os.readlink(f"{self._proc}/{pid}/cwd")
             except OSError:
                 continue
-            if cwd.startswith("/") and not cwd.endswith(" (deleted)"):
-                return f"{cwd.rstrip('/')}/{operand}"
+            if not cwd.startswith("/") or cwd.endswith(" (deleted)"):
+                continue
+            if depth > 0 and not self._in_container(pid, layers):
+                return None  # left the container: no further ancestor is in it
+            return f"{cwd.rstrip('/')}/{operand}"
         return None
+
+    def _in_container(self, pid: int, layers: Layers) -> bool:
+        try:
+            with open(f"{self._proc}/{pid}/mountinfo", encoding="utf-8",
+                      errors="surrogateescape") as f:
+                return parse_overlay_root(f.read()) == layers
+        except OSError:
+            return False
 
     def forget(self, container_id: str) -> None:
         self._layers.pop(container_id, None)

@@ -209,3 +209,31 @@ def test_a_pid_that_exec_d_again_is_judged_by_the_events_own_program(
     ls = EnrichedEvent(dataclasses.replace(shell.event, comm="ls"),  # type: ignore[arg-type]
                        shell.container, shell.process)
     assert drift.check(ls) == "modified"
+
+
+def test_a_relative_script_resolves_through_the_nearest_living_ancestor_in_the_container(
+        layered: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """`sh -c "python3 x.py"` where python and the sh have both exited: the entrypoint above
+    them (same overlay root) still has the working directory; a host process above it (the
+    shim, another root) is never asked."""
+    proc, upper, _ = layered
+    (upper / "root").mkdir()
+    (upper / "root/x.py").write_text("1\n")
+    os.symlink("/root", proc / "102/cwd")  # 102: the entrypoint, in the container
+    (proc / "60").mkdir()
+    (proc / "60/mountinfo").write_text("1 0 8:1 / / rw - ext4 /dev/sda1 rw\n")
+    os.symlink("/root", proc / "60/cwd")  # 60: a host process with a /root of its own
+    drift = DriftDetector(proc=str(proc))
+    ev = _exec(998, "/usr/bin/python3")
+
+    def run(*ancestors: int) -> EnrichedEvent:
+        argv = ("/usr/bin/python3", "x.py")
+        return EnrichedEvent(
+            dataclasses.replace(ev.event, args=argv),  # type: ignore[arg-type]
+            ev.container,
+            Process(pid=998, ppid=997, uid=0, exe="/usr/bin/python3", comm="python3",
+                    args=argv, cgroup_id=7,
+                    ancestors=tuple(Ancestor(p, "/bin/sh") for p in ancestors)))
+    assert drift.check(_exec(100, "/usr/local/bin/miner")) == "new"  # layers known
+    assert drift.check_script(run(997, 102)) == "new"  # 997 (the sh) is gone
+    assert drift.check_script(run(997, 996, 60)) is None  # only a host process is left
