@@ -42,6 +42,10 @@ MISS_REASONS: dict[str, str] = {
                    "login databases printed by a text tool); the test's tactic is execution",
     "T1059.004-10": "useradd and chsh: alerted as persistence (account created and modified); "
                     "the test's tactic is execution",
+    "T1059.006-2": "racy, fixed since: python and the shell that ran it had exited before roxd "
+                   "resolved `T1059.006.py` against a working directory (only the parent's was "
+                   "asked then); now the nearest living ancestor in the container is, and it is "
+                   "caught (foothold.script-not-in-image) alone and in partial runs",
     "T1070.003-8": "a leading space keeps `hostname` and `whoami` out of the history: nothing "
                    "but two benign commands happens",
     "T1070.004-1": "rm of one file in /tmp: everyday; shred is reported (objectives.secure-"
