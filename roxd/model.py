@@ -340,6 +340,8 @@ class EnrichedEvent:
     process: Process
     baseline: BaselineFacts | None = None  # execs in containers with baselines on
     drift: str | None = None  # execs in containers: new | modified | none (roxd/baselines/drift)
+    # interpreter execs in containers: the same verdict for the script file they run
+    script_drift: str | None = None
 
     @property
     def kind(self) -> str:
@@ -389,6 +391,8 @@ class EnrichedEvent:
             out["baseline"] = self.baseline.to_dict()
         if self.drift is not None:
             out["drift"] = self.drift
+        if self.script_drift is not None:
+            out["script_drift"] = self.script_drift
         return out
 
 

@@ -68,6 +68,8 @@ class Drift(Protocol):
 
     def check(self, enriched: EnrichedEvent) -> str | None: ...
 
+    def check_script(self, enriched: EnrichedEvent) -> str | None: ...
+
 
 class FlowObserver(Protocol):
     """What the pipeline asks of roxd.netmap.FlowMap: connects, aggregated."""
@@ -255,6 +257,9 @@ class Pipeline:
             drifted = self._drift.check(enriched)
             if drifted is not None:  # the rules see it as the `drift` field
                 enriched = dataclasses.replace(enriched, drift=drifted)
+            script = self._drift.check_script(enriched)
+            if script is not None:  # ... and `script_drift` for an interpreter's script
+                enriched = dataclasses.replace(enriched, script_drift=script)
         self._taps.publish(enriched)
         if self._netmap is not None and isinstance(decoded.event, ConnectEvent):
             self._netmap.observe(enriched)

@@ -5,8 +5,9 @@
 #   roxd-test/atomic:latest   files of Debian packages installed on this host (dpkg -L, with
 #                             their installed dependency closure) plus a few packages that a
 #                             runtime host need not have installed (cron, sudo, netcat, at,
-#                             kmod, socat): their .debs are fetched once with `apt-get download`
-#                             into /var/cache/roxd/atomic-debs and unpacked, never installed.
+#                             kmod, socat, busybox): their .debs are fetched once with
+#                             `apt-get download` into /var/cache/roxd/atomic-debs and unpacked,
+#                             never installed.
 # Idempotent: an existing image is left alone (ROXD_REBUILD_ATOMIC=1 rebuilds it).
 set -eu
 IMAGE=roxd-test/atomic:latest
@@ -23,7 +24,7 @@ rsync libpopt0 tcpdump libpcap0.8 telnet inetutils-telnet nmap nmap-common libli
 libpcre3 libssh2-1 libblas3 cpio p7zip p7zip-full screen libutempter0 expect tcl8.6 libtcl8.6
 tcl-expect bind9-dnsutils bind9-libs libuv1 libjson-c5 liblmdb0 libmaxminddb0 libfstrm0
 libprotobuf-c1 libxml2 libicu72 libedit2 sshpass whois libidn12 openssh-server
-openssh-sftp-server libwrap0 procps libjemalloc2 lua-lpeg"
+openssh-sftp-server libwrap0 procps libjemalloc2 lua-lpeg busybox"
 DEBS=/var/cache/roxd/atomic-debs
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }

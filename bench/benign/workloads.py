@@ -593,6 +593,30 @@ def exec_as_user(ctx: Ctx) -> None:
                  user="www-data")
 
 
+@workload("API client", "service-to-service calls: curl POSTing JSON with its own headers, "
+          "a status script from the image run by sh and python, the app's own environment "
+          "and users looked up through libc, as an app's sidecar and an operator do")
+def api_client(ctx: Ctx) -> None:
+    image = ctx.build("FROM @BASE@\nCOPY status.sh /usr/local/bin/status.sh\n"
+                      "COPY report.py /app/report.py\n", {
+                          "status.sh": "#!/bin/sh\necho status ok\n",
+                          "report.py": "import os\nprint(len(os.environ))\n"},
+                      tag="roxd-bench/api-client:latest")
+    c = ctx.run(image, "python3", "-m", "http.server", "8000", "--bind", "127.0.0.1")
+    ctx.wait_until("the API answering", lambda: ctx.exec(c, "curl", "-fs",
+                                                         "http://127.0.0.1:8000/"))
+    # http.server answers POST with 501: the call is made, curl -sS exits 0 without -f
+    ctx.exec(c, "curl", "-sS", "-o", "/dev/null", "-X", "POST", "-H",
+             "Content-Type: application/json", "-H", "Authorization: Bearer t0k3n",
+             "-d", '{"event":"deploy","ok":true}', "http://127.0.0.1:8000/hooks")
+    ctx.exec(c, "sh", "-c", "curl -fsS http://127.0.0.1:8000/ | wc -c")
+    ctx.exec(c, "sh", "/usr/local/bin/status.sh")
+    ctx.exec(c, "python3", "/app/report.py")
+    ctx.exec(c, "python3", "-c", "import base64; print(base64.b64encode(b'report'))")
+    ctx.exec(c, "sh", "-c", "getent passwd root >/dev/null && id -un && "
+                            "grep -q '^root:' /etc/passwd && cat /etc/os-release >/dev/null")
+
+
 def by_name() -> dict[str, Workload]:
     return {w.name: w for w in WORKLOADS}
 

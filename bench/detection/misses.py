@@ -21,37 +21,36 @@ _ARCHIVE = (
     "when the archive holds account, login-record or key files, is encrypted, or is streamed to "
     "a network tool")
 _DECODE = (
-    "decoding to stdout only (base64 -d, xxd -r, Python/Perl b64decode): decoding is everyday "
-    "(secrets, certificates); roxd alerts when decoded text is run (foothold.decoded-payload-"
-    "to-shell)")
+    "hex decoding to stdout with xxd -r -p: scripts do it every day (a digest turned into bytes "
+    "for base64, a hex key); roxd alerts when decoded text is run (foothold.decoded-payload-to-"
+    "shell) and when an interpreter one-liner decodes (foothold.interpreter-inline-decode)")
 _SSH_COPY = (
     "alerted in lateral_movement (remote copy and SSH client in a container) and, with the "
     "remote side named, objectives.remote-file-transfer")
 
 MISS_REASONS: dict[str, str] = {
-    "T1003.008-3": "reads /etc/passwd, which any program does to look up a user name; alerting "
-                   "on it would fire on production workloads",
     "T1018-13": _LOCAL_TABLES, "T1018-14": _LOCAL_TABLES,
-    "T1027.001": "appends a byte to a file (dd >>, truncate -s +1): a plain write; the change "
-                 "shows only as a different hash, which needs file integrity monitoring",
+    "T1027.001": "appends a byte with dd and shell redirection (`dd ... >> file`): a plain "
+                 "write that exec events cannot tell from any other; the change shows only as a "
+                 "different hash, which needs file integrity monitoring (truncate -s +1 is "
+                 "reported: foothold.file-padded)",
     "T1030-1": "split(1) of a file into chunks: everyday; the transfer that would follow is "
                "what the exfiltration rules see",
-    "T1059.004-6": _HARNESS_SHELL, "T1059.004-7": _HARNESS_SHELL, "T1059.004-8": _HARNESS_SHELL,
-    "T1059.004-13": _HARNESS_SHELL, "T1059.004-16": _HARNESS_SHELL,
+    "T1059.004-6": _HARNESS_SHELL, "T1059.004-8": _HARNESS_SHELL,
+    "T1059.004-13": _HARNESS_SHELL,
+    "T1059.004-7": "cat /etc/shells: alerted as privilege_escalation.account-file-read (the "
+                   "login databases printed by a text tool); the test's tactic is execution",
     "T1059.004-10": "useradd and chsh: alerted as persistence (account created and modified); "
                     "the test's tactic is execution",
-    "T1059.006-2": "the code is in a .py file written with shell redirection: exec shows only "
-                   "`python3 T1059.006.py`, and the module it imports (requests) is absent, so "
-                   "nothing further runs",
-    "T1059.006-3": "the code is in a .py/.pyc file: exec shows only the interpreter and the "
-                   "file name; the module it imports (requests) is absent",
+    "T1059.006-2": "racy, fixed since: python and the shell that ran it had exited before roxd "
+                   "resolved `T1059.006.py` against a working directory (only the parent's was "
+                   "asked then); now the nearest living ancestor in the container is, and it is "
+                   "caught (foothold.script-not-in-image) alone and in partial runs",
     "T1070.003-8": "a leading space keeps `hostname` and `whoami` out of the history: nothing "
                    "but two benign commands happens",
     "T1070.004-1": "rm of one file in /tmp: everyday; shred is reported (objectives.secure-"
                    "delete)",
     "T1070.004-2": "rm -rf of a folder in /tmp: everyday",
-    "T1071.001-3": "curl with a browser User-Agent to a web server: a header value; telling "
-                   "C2 from API calls needs the destination's reputation, which roxd lacks",
     "T1059.006-1": "racy: the python -c code is 400 bytes, the kernel keeps 255 bytes of an "
                    "argument, and python exits at once (its import of requests fails); roxd "
                    "completes the argument from /proc only when it reads it before the exit "
@@ -61,15 +60,13 @@ MISS_REASONS: dict[str, str] = {
                    "everyday",
     "T1090.001-1": "the proxy is set in the environment (http_proxy), which exec events do not "
                    "carry; the curl that follows is a plain request",
-    "T1048.002-4": "wget --post-data with a short literal string: indistinguishable from API "
-                   "calls; posting a file (--post-file) is reported",
     "T1105-1": _SSH_COPY, "T1105-2": _SSH_COPY, "T1105-3": _SSH_COPY, "T1105-4": _SSH_COPY,
     "T1105-5": _SSH_COPY, "T1105-6": _SSH_COPY,
     "T1105-14": "whois to a local port: a lookup tool; the file transfer it stands for needs "
                 "content inspection",
     "T1105-27": "curl -O into the working directory, then `bash atomic.sh` by relative path: "
                 "the download fails offline and the script never exists",
-    "T1140-3": _DECODE, "T1140-4": _DECODE, "T1140-8": _DECODE,
+    "T1140-8": _DECODE,
     "T1222.002-1": _CHMOD, "T1222.002-2": _CHMOD, "T1222.002-3": _CHMOD, "T1222.002-4": _CHMOD,
     "T1222.002-5": _CHMOD, "T1222.002-6": _CHMOD, "T1222.002-7": _CHMOD, "T1222.002-8": _CHMOD,
     "T1496-1": "`yes > /dev/null`: CPU load without a miner's name, arguments or pool "
@@ -84,11 +81,15 @@ MISS_REASONS: dict[str, str] = {
     "T1560.001-6": _ARCHIVE, "T1560.001-7": _ARCHIVE,
     "T1564.001-1": "creating dot-files in /var/tmp: lock files and sockets do it all the time; "
                    "running a program from a hidden directory is reported",
-    "T1568.002-1": "a domain-generation algorithm in a Python file: the generated names show "
+    "T1568.002-1": "the Python file copied into the running container is reported "
+                   "(foothold.script-not-in-image); the domain-generation algorithm itself shows "
                    "only as DNS queries, which roxd does not trace",
-    "T1569.003-6": "systemctl list-units: service discovery, everyday",
-    "T1571-2": "telnet to port 8081: a common application port; ports rules care about "
-               "(mining pools, Docker API, kubelet, etcd) are reported",
+    "T1569.003-6": "systemctl list-units: alerted as privilege_escalation.service-manager-"
+                   "queried-in-container (service discovery, a container reaching a service "
+                   "manager); the test's tactic is execution",
+    "T1571-2": "telnet is alerted as lateral_movement.cleartext-remote-client; the test's "
+               "tactic is command and control over a non-standard port, and 8081 is a common "
+               "application port (the port rules watch mining pools, Docker API, kubelet, etcd)",
     "T1685-6": "a CentOS-only test whose if-statement is not valid shell (rc 2): nothing runs",
     "T1685-50": "sudo is reported (privilege escalation); mdatp is absent, so the tampering "
                 "command never runs",

@@ -83,6 +83,7 @@ class Result:
     # where the test's alerts are taken from once the run is over (roxd may lag under load)
     container_id: str = ""
     window_ns: tuple[int, int] = (0, 0)
+    drained: bool = False  # roxd had handled the kernel's events before the cleanup ran
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -216,6 +217,9 @@ class Runner:
         else:
             res.status = "executed"
         res.container_id, res.window_ns = container.id, (start_ns, cleanup_ns)
+        # roxd judges an exec when it handles it, not when it happens: let it catch up before
+        # the cleanup deletes what the test dropped and the container is removed
+        res.drained = self.roxd.wait_drained()
         if test.cleanup.strip():
             with contextlib.suppress(Exception):
                 container.exec_run(["timeout", "10", f"/bin/{test.executor}", "-c",

@@ -17,6 +17,15 @@ container, looked up in the upper layer on the host, says:
 - unknown (None): the host, a root filesystem that is not an overlay, or no process of the
   container left to read its mounts from.
 
+Scripts (`check_script`): an interpreter's exe is the image's own, so `python3 x.py` or
+`bash atomic.sh` with a script written after the start shows no binary drift. For an exec of a
+shell or script interpreter with a script operand (not `-c`/`-e`/`-m` code), the script's path
+gets the same verdict (`new`, `modified`, `none`; never `built`): the `script_drift` field. A
+relative operand is resolved against the process's working directory, or its parent's when the
+process is already gone (a shell's child inherits it). Not seen: scripts read from stdin or a
+pipe, a path through a symlinked directory (looked up as given), a parent that changed
+directory between fork and exec.
+
 Drift needs no learning. Cost per exec in a container: one readlink of /proc/<pid>/exe and one
 lstat in the upper layer (plus one per image layer when the file is there); the layers are read
 once per container from /proc/<pid>/mountinfo (the overlay mount's `upperdir=`/`lowerdir=`
@@ -33,18 +42,91 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from roxd.model import EnrichedEvent, ExecEvent
+from roxd.model import EnrichedEvent, ExecEvent, Process
 from roxd.netmap.addresses import first_pid
 
 log = logging.getLogger("roxd.baselines.drift")
 
 MAX_CONTAINERS = 4096
+# execs of a container that saw no overlay at / before it counts as "not an overlay": the
+# runtime's own processes at the start (runc init, the shim, runc, libnetwork-setkey) see the
+# host's root; the container's first program sees its own
+MAX_ROOT_MISSES = 16
+# ancestors asked for the working directory of a relative script operand
+MAX_CWD_DEPTH = 4
 VERDICTS = ("new", "built", "modified", "none")
 # programs that write executables: a container that ran one is building code
 BUILDERS = frozenset({"cc", "gcc", "g++", "c++", "clang", "clang++", "tcc", "cc1", "cc1plus",
                       "collect2", "ld", "ld.bfd", "ld.gold", "ld.lld", "lld", "as", "go",
                       "rustc", "javac", "gccgo", "zig"})
 _OCTAL = re.compile(r"\\([0-7]{3})")
+
+# Script interpreters and how their command line names a script: flags (one letter each, may
+# be combined) whose presence means the code is inline or from a module/stdin, not a file; and
+# flags that take a value (attached, or the next argument). The first operand that is not an
+# option is the script. Options not listed are taken as plain flags.
+_SHELLS = frozenset({"sh", "bash", "dash", "ash", "zsh", "ksh", "ksh93", "mksh", "hush",
+                     "yash"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Syntax:
+    inline: str  # short flags that mean "no script file"
+    valued: str  # short flags that take a value
+    long_inline: frozenset[str] = frozenset()
+    long_valued: frozenset[str] = frozenset()
+
+
+_SHELL = _Syntax(inline="cis", valued="oO",
+                 long_valued=frozenset({"--rcfile", "--init-file"}))
+_SYNTAX: dict[str, _Syntax] = {
+    "python": _Syntax(inline="cm", valued="WXQ"),
+    "perl": _Syntax(inline="eE", valued=""),
+    "ruby": _Syntax(inline="e", valued="rIC", long_inline=frozenset({"--eval"})),
+    "node": _Syntax(inline="ep", valued="r",
+                    long_inline=frozenset({"--eval", "--print", "--interactive"}),
+                    long_valued=frozenset({"--require", "--import", "--loader"})),
+    "php": _Syntax(inline="ra", valued="dcz"),  # -f FILE is handled below
+    "lua": _Syntax(inline="ei", valued="l"),
+}
+_FAMILY = re.compile(r"^(python|perl|ruby|node|php|lua)[0-9.]*$|^nodejs$")
+
+
+def script_operand(program: str, params: tuple[str, ...] | list[str]) -> str | None:
+    """The script file an interpreter was asked to run, as given, or None (not a script
+    interpreter, inline code, a module, stdin)."""
+    if program in _SHELLS:
+        syntax = _SHELL
+    elif m := _FAMILY.match(program):
+        syntax = _SYNTAX[m.group(1) or "node"]
+    else:
+        return None
+    it = iter(params)
+    for arg in it:
+        if arg == "--":
+            return next(it, None)
+        if arg == "-":
+            return None  # stdin
+        if syntax is _SYNTAX["php"] and arg == "-f":
+            return next(it, None)
+        if arg.startswith("--"):
+            name = arg.split("=", 1)[0]
+            if name in syntax.long_inline:
+                return None
+            if name in syntax.long_valued and "=" not in arg:
+                next(it, None)
+            continue
+        if arg[:1] in "-+" and len(arg) > 1:
+            for i, flag in enumerate(arg[1:]):
+                if flag in syntax.inline:
+                    return None
+                if flag in syntax.valued:
+                    if i == len(arg) - 2:  # the value is the next argument
+                        next(it, None)
+                    break
+            continue
+        return arg
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +179,10 @@ class DriftDetector:
         self._cgroup_root = cgroup_root
         self._layers: OrderedDict[str, Layers | None] = OrderedDict()
         self._builders: OrderedDict[str, None] = OrderedDict()  # containers that compiled
+        self._misses: OrderedDict[str, int] = OrderedDict()  # execs that saw no overlay root
         self._max = max_containers
-        self.counters = {"checked": 0, "new": 0, "built": 0, "modified": 0, "unknown": 0}
+        self.counters = {"checked": 0, "new": 0, "built": 0, "modified": 0, "unknown": 0,
+                         "scripts": 0, "script_new": 0, "script_modified": 0}
 
     def check(self, enriched: EnrichedEvent) -> str | None:
         """new | modified | none for an exec in a container, None when it cannot be told."""
@@ -119,7 +203,7 @@ class DriftDetector:
             if member is not None:
                 pids.append(member)
         layers = self._layers_of(enriched.container.id, pids)
-        found = self._program_path(proc.pid, proc.exe)
+        found = self._program_path(proc.pid, proc.exe, enriched.event.comm)
         if layers is None or found is None:
             self.counters["unknown"] += 1
             return None
@@ -137,8 +221,72 @@ class DriftDetector:
         self.counters[verdict] += 1
         return verdict
 
+    def check_script(self, enriched: EnrichedEvent) -> str | None:
+        """new | modified | none for the script an interpreter in a container was started
+        with, None when there is none or it cannot be told. Costs nothing for other execs."""
+        if enriched.container is None or not isinstance(enriched.event, ExecEvent):
+            return None
+        proc = enriched.process
+        if not proc.args:
+            return None
+        operand = script_operand(PurePosixPath(proc.exe).name, proc.args[1:])
+        if operand is None and proc.args[0] != proc.exe:  # argv[0] may name it (busybox sh)
+            operand = script_operand(PurePosixPath(proc.args[0]).name, proc.args[1:])
+        if not operand:
+            return None
+        self.counters["scripts"] += 1
+        layers = self._layers_of(enriched.container.id,
+                                 [proc.pid, *(a.pid for a in proc.ancestors)])
+        if layers is None:
+            return None
+        path = operand if operand.startswith("/") else self._relative(proc, operand, layers)
+        if path is None:
+            return None
+        path = os.path.normpath(path)
+        if not _exists(layers.upper, path):
+            return "none"
+        if any(_exists(low, path) for low in layers.lowers):
+            self.counters["script_modified"] += 1
+            return "modified"
+        self.counters["script_new"] += 1
+        return "new"
+
+    def _comm(self, pid: int) -> str | None:
+        try:
+            with open(f"{self._proc}/{pid}/comm", encoding="utf-8", errors="replace") as f:
+                return f.read().rstrip("\n")
+        except OSError:
+            return None
+
+    def _relative(self, proc: Process, operand: str, layers: Layers) -> str | None:
+        """operand against the working directory of the process, or, when it has exited, of
+        its nearest living ancestor in the same container (it inherited the cwd at fork: the
+        shell that ran `python3 x.py` may be gone too, the entrypoint that started it is not).
+        An ancestor counts only if its root is the container's overlay: the runtime's shim
+        above the container (the parent of a `docker exec`) has a host cwd."""
+        for depth, pid in enumerate([proc.pid, *(a.pid for a in proc.ancestors[:MAX_CWD_DEPTH])]):
+            try:
+                cwd = os.readlink(f"{self._proc}/{pid}/cwd")
+            except OSError:
+                continue
+            if not cwd.startswith("/") or cwd.endswith(" (deleted)"):
+                continue
+            if depth > 0 and not self._in_container(pid, layers):
+                return None  # left the container: no further ancestor is in it
+            return f"{cwd.rstrip('/')}/{operand}"
+        return None
+
+    def _in_container(self, pid: int, layers: Layers) -> bool:
+        try:
+            with open(f"{self._proc}/{pid}/mountinfo", encoding="utf-8",
+                      errors="surrogateescape") as f:
+                return parse_overlay_root(f.read()) == layers
+        except OSError:
+            return False
+
     def forget(self, container_id: str) -> None:
         self._layers.pop(container_id, None)
+        self._misses.pop(container_id, None)
 
     def _layers_of(self, container_id: str, pids: list[int]) -> Layers | None:
         if container_id in self._layers:
@@ -152,13 +300,23 @@ class DriftDetector:
             except OSError:
                 continue  # that process is gone: try its parent
             layers = parse_overlay_root(text)
+            if layers is None and self._misses.get(container_id, 0) < MAX_ROOT_MISSES:
+                # the runtime's own programs (runc init before its pivot_root, the shim,
+                # libnetwork-setkey) are attributed to the container but see the host's root:
+                # not the container's answer, so only a run of misses is remembered (a
+                # container whose root is no overlay), never the first
+                self._misses[container_id] = self._misses.get(container_id, 0) + 1
+                while len(self._misses) > self._max:
+                    self._misses.popitem(last=False)
+                return None
             self._layers[container_id] = layers
+            self._misses.pop(container_id, None)
             while len(self._layers) > self._max:
                 self._layers.popitem(last=False)
             return layers
         return None  # not cached: a later exec may find a live process
 
-    def _program_path(self, pid: int, exe: str) -> tuple[str, bool] | None:
+    def _program_path(self, pid: int, exe: str, comm: str = "") -> tuple[str, bool] | None:
         """The program's path inside the container with every symlink resolved: the kernel's
         own /proc/<pid>/exe while the process lives (read from the host it names the path in
         the container's mount namespace), else the exe as the enricher knew it. With whether
@@ -168,6 +326,10 @@ class DriftDetector:
             path = os.readlink(f"{self._proc}/{pid}/exe")
             if path.endswith(" (deleted)"):
                 path, deleted = path[: -len(" (deleted)")], True
+            if comm and self._comm(pid) not in (comm, None):
+                # the pid exec'd again since (a shell's last command replaces it: `sh -c
+                # "... && /bin/x"`): its exe is the next program's, not this event's
+                path, deleted = exe, False
         except OSError:
             path = exe
         if not path.startswith("/"):

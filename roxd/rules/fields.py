@@ -101,17 +101,19 @@ class EventView:
         container: Container | None,
         baseline: BaselineFacts | None = None,
         drift: str | None = None,
+        script_drift: str | None = None,
     ) -> None:
         self.event = event
         self.process = process
         self.container = container
         self.baseline = baseline
         self.drift = drift
+        self.script_drift = script_drift
 
     @classmethod
     def of(cls, enriched: EnrichedEvent) -> EventView:
         return cls(enriched.event, enriched.process, enriched.container, enriched.baseline,
-                   enriched.drift)
+                   enriched.drift, enriched.script_drift)
 
     @classmethod
     def for_container(cls, container: Container | None) -> EventView:
@@ -357,6 +359,10 @@ FIELDS: dict[str, FieldSpec] = {
               "new (written after the container started), built (new, in a container that "
               "compiled code), modified (an image file changed) or none (the image's own); "
               "unknown on the host and off overlay root filesystems"),
+        _spec("script_drift", S, _EXEC, lambda v: v.script_drift,
+              "an interpreter's script file (`python3 x.py`, `bash x.sh`): new, modified or "
+              "none, as drift; unknown without a script operand, on the host and off overlay "
+              "root filesystems"),
         _spec("result", S, _RESULTS, lambda v: v.result, "ok, refused, denied, error, ..."),
         _spec("errno", S, _RESULTS, lambda v: v.errno_name, "EPERM, ENOENT, ...; none on success"),
         _spec("syscall", S, _SYSCALL | _SECCOMP, lambda v: v.event.syscall,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RoxdProcess, start_roxd
+from tests.conftest import REPO, RoxdProcess, start_roxd
 
 pytestmark = pytest.mark.kernel
 
@@ -56,5 +56,45 @@ def test_a_copied_in_binary_is_new_and_a_replaced_one_is_modified(run_container:
         assert modified["event"]["drift"] == "modified"
         assert {a["rule"]["id"] for a in _drift_alerts(rp, c.id)} == {
             "drift.binary-not-in-image", "drift.image-binary-modified"}
+    finally:
+        rp.stop()
+
+
+def test_a_script_dropped_after_the_start_and_run_by_an_interpreter_is_new(
+        run_container: Any) -> None:
+    """Issue 21: `sh x.sh` runs the image's own shell, so binary drift says none; the script
+    itself is new (script_drift), by absolute path and relative to the working directory, and
+    the shipped foothold.script-not-in-image alerts. Inline code (`sh -c`) gets no verdict."""
+    workdir = Path(tempfile.mkdtemp(prefix="roxd-drift-"))
+    rp = start_roxd(workdir, "--print-alerts", config=CONFIG, rules=[REPO / "rules"])
+    try:
+        rp.wait_ready()
+        c = run_container("sleep 600")
+        c.exec_run(["sh", "-c", "true; exit 0"])  # inline code: no operand
+        c.exec_run(["sh", "-c", "mkdir -p /opt/j && printf 'echo one\\n' > /opt/j/abs.sh && "
+                                "sh /opt/j/abs.sh; true"])
+        c.exec_run(["sh", "-c", "cd /root 2>/dev/null || cd /; printf 'sleep 1\\n' > rel.sh "
+                                "&& sh rel.sh; true"])
+
+        def script_exec(name: str) -> Any:
+            return rp.wait_for(
+                lambda o: o.get("type") == "exec"
+                and (o.get("container") or {}).get("id") == c.id
+                and o["process"]["args"][-1:] == [name],
+                timeout=20, message=f"the exec of sh {name}")
+
+        for name in ("/opt/j/abs.sh", "rel.sh"):
+            event = script_exec(name)
+            assert event["script_drift"] == "new", event
+            assert event.get("drift") == "none"  # the shell itself is the image's
+            rp.wait_for(lambda o, n=name: o.get("type") == "alert"
+                        and o["rule"]["id"] == "foothold.script-not-in-image"
+                        and o["process"]["args"][-1:] == [n]
+                        and (o.get("container") or {}).get("id") == c.id,
+                        timeout=20, message=f"foothold.script-not-in-image for {name}")
+        inline = [o for o in rp.lines if o.get("type") == "exec"
+                  and (o.get("container") or {}).get("id") == c.id
+                  and o["process"]["args"][:2] == ["sh", "-c"]]
+        assert inline and all("script_drift" not in o for o in inline)
     finally:
         rp.stop()

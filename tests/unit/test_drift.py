@@ -4,13 +4,14 @@ mountinfo, and exe as a real symlink)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 
-from roxd.baselines.drift import DriftDetector, Layers, parse_overlay_root
-from roxd.model import Container, EnrichedEvent, ExecEvent, Process
+from roxd.baselines.drift import DriftDetector, Layers, parse_overlay_root, script_operand
+from roxd.model import Ancestor, Container, EnrichedEvent, ExecEvent, Process
 
 pytestmark = pytest.mark.unit
 
@@ -107,3 +108,132 @@ def test_a_new_binary_in_a_container_that_compiled_is_built(
     drift.check(_exec(102, "/usr/bin/gcc"))  # a compiler ran in this container
     assert drift.check(_exec(100, "/usr/local/bin/miner")) == "built"
     assert drift.check(_exec(101, "/bin/ls")) == "modified"  # a replaced image binary stays
+
+
+@pytest.mark.parametrize(("program", "params", "script"), [
+    ("python3", ("x.py",), "x.py"),
+    ("python3.11", ("-u", "-W", "ignore", "/srv/job.py", "--flag"), "/srv/job.py"),
+    ("python3", ("-Wignore", "-B", "run.pyc"), "run.pyc"),
+    ("python3", ("-c", "print(1)"), None),
+    ("python3", ("-m", "http.server"), None),
+    ("python3", ("-Bc", "print(1)"), None),
+    ("python3", ("-",), None),
+    ("bash", ("atomic.sh",), "atomic.sh"),
+    ("bash", ("-x", "-o", "pipefail", "ci/release.sh", "a"), "ci/release.sh"),
+    ("sh", ("-c", "./x.sh"), None),
+    ("sh", ("-s",), None),
+    ("perl", ("-le", "print 1"), None),
+    ("perl", ("-w", "/tmp/p.pl"), "/tmp/p.pl"),
+    ("ruby", ("-r", "json", "tool.rb"), "tool.rb"),
+    ("node", ("--require", "x", "app.js"), "app.js"),
+    ("node", ("-e", "1"), None),
+    ("nodejs", ("--eval=1",), None),
+    ("php", ("-d", "a=b", "-f", "/var/www/x.php"), "/var/www/x.php"),
+    ("php", ("-r", "echo 1;"), None),
+    ("cat", ("x.py",), None),  # not an interpreter
+    ("python3", (), None),  # an interactive interpreter
+])
+def test_the_script_operand_of_an_interpreter(program: str, params: tuple[str, ...],
+                                              script: str | None) -> None:
+    assert script_operand(program, params) == script
+
+
+def _interp(pid: int, exe: str, *args: str, parent: int = 0) -> EnrichedEvent:
+    argv = (exe, *args)
+    ev = ExecEvent(time_ns=1, pid=pid, ppid=parent or 1, uid=0, gid=0, cgroup_id=7, comm="x",
+                   filename=exe, args=argv, args_truncated=False)
+    ancestors = (Ancestor(parent, "/bin/bash"),) if parent else ()
+    return EnrichedEvent(ev, Container("c" * 64, "docker", "web", "img"),
+                         Process(pid=pid, ppid=parent or 1, uid=0, exe=exe, comm="x",
+                                 args=argv, cgroup_id=7, ancestors=ancestors))
+
+
+def test_a_script_written_after_the_start_is_new(layered: tuple[Path, Path, Path]) -> None:
+    proc, upper, lower = layered
+    (upper / "root").mkdir()
+    (upper / "root/dropped.py").write_text("import os\n")
+    (lower / "app").mkdir()
+    (lower / "app/main.py").write_text("print(1)\n")
+    (upper / "app").mkdir()
+    (upper / "app/edited.sh").write_text("echo changed\n")
+    (lower / "app/edited.sh").write_text("echo image\n")
+    os.symlink("/root", proc / "102/cwd")  # the parent shell's working directory
+    drift = DriftDetector(proc=str(proc))
+    # the interpreter is the image's own: no binary drift; its script is new
+    event = _interp(101, "/usr/bin/python3", "/root/dropped.py")
+    assert drift.check_script(event) == "new"
+    # a relative operand: the process is gone (999), its parent's cwd resolves it
+    assert drift.check_script(_interp(999, "/usr/bin/python3", "dropped.py", parent=102)) == "new"
+    assert drift.check_script(_interp(101, "/bin/bash", "/app/main.py")) == "none"
+    assert drift.check_script(_interp(101, "/bin/bash", "/app/edited.sh")) == "modified"
+    assert drift.check_script(_interp(101, "/bin/bash", "/app/missing.sh")) == "none"
+    # inline code, no operand, and a relative operand with no cwd to read: no verdict
+    assert drift.check_script(_interp(101, "/usr/bin/python3", "-c", "1")) is None
+    assert drift.check_script(_interp(101, "/usr/bin/python3")) is None
+    assert drift.check_script(_interp(999, "/usr/bin/python3", "dropped.py")) is None
+    assert drift.counters["script_new"] == 2 and drift.counters["script_modified"] == 1
+    on_host = _interp(101, "/usr/bin/python3", "/root/dropped.py")
+    assert drift.check_script(EnrichedEvent(on_host.event, None, on_host.process)) is None
+
+
+def test_the_runtimes_own_processes_do_not_decide_the_containers_layers(
+        layered: tuple[Path, Path, Path]) -> None:
+    """runc init (before its pivot_root) and the shim are attributed to the container but see
+    the host's root: their answer must not stick, or no exec of the container gets a verdict."""
+    proc, _, _ = layered
+    (proc / "50").mkdir()
+    (proc / "50/mountinfo").write_text("1 0 8:1 / / rw - ext4 /dev/sda1 rw\n")  # the host's
+    os.symlink("/usr/bin/runc", proc / "50/exe")
+    drift = DriftDetector(proc=str(proc))
+    assert drift.check(_exec(50, "/usr/bin/runc")) is None
+    assert drift.check(_exec(100, "/usr/local/bin/miner")) == "new"
+    # a container whose root is no overlay at all: remembered after a run of misses
+    other = DriftDetector(proc=str(proc))
+    event = _exec(50, "/usr/bin/runc")
+    for _ in range(20):
+        assert other.check(event) is None
+    assert other._layers[event.container.id] is None  # type: ignore[union-attr]
+
+
+def test_a_pid_that_exec_d_again_is_judged_by_the_events_own_program(
+        layered: tuple[Path, Path, Path]) -> None:
+    """`sh -c "... && /bin/ls"`: the shell's pid becomes ls before roxd reads /proc/<pid>/exe
+    for the shell's exec; the shell must not take ls's verdict."""
+    proc, _, _ = layered
+    (proc / "101/comm").write_text("ls\n")  # pid 101 is ls now (modified)
+    drift = DriftDetector(proc=str(proc))
+    shell = _exec(101, "/bin/sh")
+    shell = EnrichedEvent(dataclasses.replace(shell.event, comm="sh"),  # type: ignore[arg-type]
+                          shell.container, shell.process)
+    assert drift.check(shell) == "none"  # /bin/sh as the enricher knew it: the image's
+    ls = EnrichedEvent(dataclasses.replace(shell.event, comm="ls"),  # type: ignore[arg-type]
+                       shell.container, shell.process)
+    assert drift.check(ls) == "modified"
+
+
+def test_a_relative_script_resolves_through_the_nearest_living_ancestor_in_the_container(
+        layered: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """`sh -c "python3 x.py"` where python and the sh have both exited: the entrypoint above
+    them (same overlay root) still has the working directory; a host process above it (the
+    shim, another root) is never asked."""
+    proc, upper, _ = layered
+    (upper / "root").mkdir()
+    (upper / "root/x.py").write_text("1\n")
+    os.symlink("/root", proc / "102/cwd")  # 102: the entrypoint, in the container
+    (proc / "60").mkdir()
+    (proc / "60/mountinfo").write_text("1 0 8:1 / / rw - ext4 /dev/sda1 rw\n")
+    os.symlink("/root", proc / "60/cwd")  # 60: a host process with a /root of its own
+    drift = DriftDetector(proc=str(proc))
+    ev = _exec(998, "/usr/bin/python3")
+
+    def run(*ancestors: int) -> EnrichedEvent:
+        argv = ("/usr/bin/python3", "x.py")
+        return EnrichedEvent(
+            dataclasses.replace(ev.event, args=argv),  # type: ignore[arg-type]
+            ev.container,
+            Process(pid=998, ppid=997, uid=0, exe="/usr/bin/python3", comm="python3",
+                    args=argv, cgroup_id=7,
+                    ancestors=tuple(Ancestor(p, "/bin/sh") for p in ancestors)))
+    assert drift.check(_exec(100, "/usr/local/bin/miner")) == "new"  # layers known
+    assert drift.check_script(run(997, 102)) == "new"  # 997 (the sh) is gone
+    assert drift.check_script(run(997, 996, 60)) is None  # only a host process is left

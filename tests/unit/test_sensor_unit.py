@@ -256,8 +256,12 @@ def test_file_gates_pass_everything_the_shipped_pack_watches() -> None:
 def test_file_gates_stop_ordinary_paths_before_any_lookup() -> None:
     _, entries = _pack_watch_entries()
     for path in (b"/usr/lib/x86_64-linux-gnu/libc.so.6", b"/tmp/build/out.o", b"/dev/null",
-                 b"/proc/self/status", b"/bench/openloop", b"data.json"):
+                 b"/proc/self/status", b"/bench/openloop", b"data.yaml"):
         assert gate_passes(entries, path) == (False, False), path
+    # a relative name ending like a watched basename passes the tail gate to the in-kernel
+    # hash lookup (no trip to userspace): `*.json` ends like `environ`
+    # (privilege_escalation.process-environment-read), a known, bounded cost
+    assert gate_passes(entries, b"data.json") == (False, True)
 
 
 def test_file_gates_switch_off_when_an_entry_is_too_short_to_gate_on() -> None:
