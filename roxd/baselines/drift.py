@@ -18,8 +18,9 @@ container, looked up in the upper layer on the host, says:
   container left to read its mounts from.
 
 Drift needs no learning. Cost per exec in a container: one readlink of /proc/<pid>/exe and one
-lstat in the upper layer (plus one per image layer when the file is there); the layers are read
-once per container from /proc/<pid>/mountinfo (the overlay mount's `upperdir=`/`lowerdir=`
+lstat in the upper layer (plus one per image layer the first time a path is found there: the
+image layers are read-only, so that answer is kept); the layers are read once per container
+from /proc/<pid>/mountinfo (the overlay mount's `upperdir=`/`lowerdir=`
 options, host paths whatever the runtime: Docker, containerd, podman and CRI-O alike).
 """
 
@@ -39,6 +40,7 @@ from roxd.netmap.addresses import first_pid
 log = logging.getLogger("roxd.baselines.drift")
 
 MAX_CONTAINERS = 4096
+MAX_IMAGE_PATHS = 16384
 VERDICTS = ("new", "built", "modified", "none")
 # programs that write executables: a container that ran one is building code
 BUILDERS = frozenset({"cc", "gcc", "g++", "c++", "clang", "clang++", "tcc", "cc1", "cc1plus",
@@ -79,6 +81,11 @@ def parse_overlay_root(mountinfo: str) -> Layers | None:
     return None
 
 
+def _name(path: str) -> str:
+    """The last part of a path (a builder's name), without building a PurePosixPath."""
+    return path.rpartition("/")[2]
+
+
 def _exists(layer: str, path: str) -> bool:
     try:
         st = os.lstat(layer + path)
@@ -97,6 +104,8 @@ class DriftDetector:
         self._cgroup_root = cgroup_root
         self._layers: OrderedDict[str, Layers | None] = OrderedDict()
         self._builders: OrderedDict[str, None] = OrderedDict()  # containers that compiled
+        # (layers, path in the container) -> some image layer has it (_in_image)
+        self._image_paths: OrderedDict[tuple[Layers, str], bool] = OrderedDict()
         self._max = max_containers
         self.counters = {"checked": 0, "new": 0, "built": 0, "modified": 0, "unknown": 0}
 
@@ -106,8 +115,7 @@ class DriftDetector:
             return None
         self.counters["checked"] += 1
         proc = enriched.process
-        if PurePosixPath(proc.exe).name in BUILDERS or (
-                proc.args and PurePosixPath(proc.args[0]).name in BUILDERS):
+        if _name(proc.exe) in BUILDERS or (proc.args and _name(proc.args[0]) in BUILDERS):
             self._builders[enriched.container.id] = None
             while len(self._builders) > self._max:
                 self._builders.popitem(last=False)
@@ -127,11 +135,11 @@ class DriftDetector:
         if not _exists(layers.upper, path):
             # a program deleted since it started (malware removes itself) that no image
             # layer has either was written after the container started
-            if deleted and not any(_exists(low, path) for low in layers.lowers):
+            if deleted and not self._in_image(layers, path):
                 self.counters["new"] += 1
                 return "new"
             return "none"
-        verdict = "modified" if any(_exists(low, path) for low in layers.lowers) else "new"
+        verdict = "modified" if self._in_image(layers, path) else "new"
         if verdict == "new" and enriched.container.id in self._builders:
             verdict = "built"
         self.counters[verdict] += 1
@@ -139,6 +147,19 @@ class DriftDetector:
 
     def forget(self, container_id: str) -> None:
         self._layers.pop(container_id, None)
+
+    def _in_image(self, layers: Layers, path: str) -> bool:
+        """Whether an image layer has the path. The image's layers never change under a
+        container (they are read-only; writes go to the upper layer, looked up afresh on
+        every exec), so the answer is kept: a storm of a dropped binary cost one lstat per
+        image layer per exec."""
+        key = (layers, path)
+        found = self._image_paths.get(key)
+        if found is None:
+            found = self._image_paths[key] = any(_exists(low, path) for low in layers.lowers)
+            while len(self._image_paths) > MAX_IMAGE_PATHS:
+                self._image_paths.popitem(last=False)
+        return found
 
     def _layers_of(self, container_id: str, pids: list[int]) -> Layers | None:
         if container_id in self._layers:
@@ -169,7 +190,9 @@ class DriftDetector:
             if path.endswith(" (deleted)"):
                 path, deleted = path[: -len(" (deleted)")], True
         except OSError:
-            path = exe
+            # the enricher's word may not be normal (`//x`, `./`): the kernel's always is,
+            # and normalising it again cost a PurePosixPath (µs) per exec
+            return (str(PurePosixPath(exe)), False) if exe.startswith("/") else None
         if not path.startswith("/"):
             return None
-        return str(PurePosixPath(path)), deleted
+        return path, deleted

@@ -107,3 +107,28 @@ def test_a_new_binary_in_a_container_that_compiled_is_built(
     drift.check(_exec(102, "/usr/bin/gcc"))  # a compiler ran in this container
     assert drift.check(_exec(100, "/usr/local/bin/miner")) == "built"
     assert drift.check(_exec(101, "/bin/ls")) == "modified"  # a replaced image binary stays
+
+
+def test_an_image_binary_modified_after_earlier_execs_is_caught_at_once(
+        layered: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """What drift keeps (whether an image layer has a path) cannot hide a change: the upper
+    layer, where every write in the container lands, is looked up on every exec."""
+    from roxd.baselines import drift as drift_mod
+
+    proc, upper, lower = layered
+    (lower / "bin/sh").write_bytes(b"image sh")
+    drift = DriftDetector(proc=str(proc))
+    for _ in range(3):
+        assert drift.check(_exec(102, "/bin/sh")) == "none"
+    (upper / "bin/sh").write_bytes(b"trojaned sh")  # overlayfs copies it up, then it changes
+    assert drift.check(_exec(102, "/bin/sh")) == "modified"
+    (upper / "bin/sh").unlink()
+    assert drift.check(_exec(102, "/bin/sh")) == "none"
+    # a dropped binary run again and again: the image layers are asked once for its path
+    looked: list[str] = []
+    real = drift_mod._exists
+    monkeypatch.setattr(drift_mod, "_exists",
+                        lambda layer, path: looked.append(layer) or real(layer, path))
+    for _ in range(5):
+        assert drift.check(_exec(100, "/usr/local/bin/miner")) == "new"
+    assert looked.count(str(lower)) == 1 and looked.count(str(upper)) == 5
