@@ -71,6 +71,9 @@ BOUNDARY = frozenset({
 MAX_SEVERITY_CODE = SEVERITIES.index("alert")
 # how often a plain `updated` change of one incident goes out at most (see the module doc)
 UPDATE_EVERY_NS = NS
+# Severity -> syslog code (a Severity is a str: its value finds it too); Severity(x).code
+# looked the word up in a tuple per alert
+_SEVERITY_CODE = {s: s.code for s in Severity}
 CHANGE_KINDS = ("opened", "phase_added", "container_added", "action", "updated", "closed")
 
 
@@ -457,7 +460,7 @@ class IncidentTracker:
         inc.alerts += 1
         inc.first_ns = min(inc.first_ns, t)
         inc.last_ns = max(inc.last_ns, t)
-        inc.worst_code = min(inc.worst_code, Severity(rule.severity).code)
+        inc.worst_code = min(inc.worst_code, _SEVERITY_CODE[rule.severity])
         if where["id"] not in inc.containers:
             if inc.containers:
                 changes.append(("container_added", {"container": where["id"]}))
