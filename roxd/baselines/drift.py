@@ -86,6 +86,13 @@ def _name(path: str) -> str:
     return path.rpartition("/")[2]
 
 
+def _normal(path: str) -> bool:
+    """Whether PurePosixPath would leave an absolute path as it is (no `//`, `.` or trailing
+    `/`): then it need not be built."""
+    return ("//" not in path and "/./" not in path and not path.endswith(("/", "/."))) or (
+        path == "/")
+
+
 def _exists(layer: str, path: str) -> bool:
     try:
         st = os.lstat(layer + path)
@@ -192,7 +199,10 @@ class DriftDetector:
         except OSError:
             # the enricher's word may not be normal (`//x`, `./`): the kernel's always is,
             # and normalising it again cost a PurePosixPath (µs) per exec
-            return (str(PurePosixPath(exe)), False) if exe.startswith("/") else None
+            # (the usual case in a storm: the process is gone before roxd looks)
+            if not exe.startswith("/"):
+                return None
+            return (exe if _normal(exe) else str(PurePosixPath(exe))), False
         if not path.startswith("/"):
             return None
         return path, deleted

@@ -301,3 +301,19 @@ def test_kept_ancestors_follow_a_parents_exec_and_exit(proc: FakeProc, clock: Fa
     t.on_exec(exec_ev(10, 1, "/bin/sh"))  # the pid reused after the exit
     child = t.on_exec(exec_ev(23, 10, "/bin/true"))
     assert t.ancestry_of(child)[0] == Ancestor(10, "/bin/sh", ("/bin/sh",))
+
+
+def test_an_exit_keeps_every_field_of_the_entry(proc: FakeProc, clock: FakeClock) -> None:
+    """on_exit copies the entry field by field (not dataclasses.replace, for speed): a field
+    added to ProcessInfo and forgotten there fails here."""
+    t = table(proc, clock)
+    info = t.on_exec(exec_ev(40, 1, "/bin/sleep", "5", uid=7))
+    info = dataclasses.replace(info, start_time_ns=123, args_truncated=True)
+    t._table[40] = info  # every field set to something not a default
+    t.on_exit(exit_ev(40))
+    gone = t._table[40]
+    assert gone == dataclasses.replace(info, exited_at=gone.exited_at)
+    assert gone.exited_at is not None
+    assert {f.name for f in dataclasses.fields(info)} == {
+        "pid", "ppid", "exe", "args", "uid", "cgroup_id", "comm", "start_time_ns",
+        "exec_time_ns", "args_truncated", "exited_at"}

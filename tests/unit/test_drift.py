@@ -132,3 +132,15 @@ def test_an_image_binary_modified_after_earlier_execs_is_caught_at_once(
     for _ in range(5):
         assert drift.check(_exec(100, "/usr/local/bin/miner")) == "new"
     assert looked.count(str(lower)) == 1 and looked.count(str(upper)) == 5
+
+
+def test_a_gone_process_is_judged_by_its_exe_normalised(
+        layered: tuple[Path, Path, Path]) -> None:
+    proc, _, _ = layered
+    drift = DriftDetector(proc=str(proc))
+    drift.check(_exec(100, "/usr/local/bin/miner"))  # the layers, from a live process
+    # pid 998 is gone: no /proc/998/exe; the enricher's path, normalised only when it must be
+    assert drift.check(_exec(998, "/usr/local//bin/./miner")) == "new"
+    assert drift.check(_exec(998, "/usr/local/bin/miner")) == "new"
+    assert drift.check(_exec(998, "/bin/sh/")) == "none"
+    assert drift.check(_exec(998, "bin/sh")) is None  # not absolute: cannot be told
