@@ -241,7 +241,8 @@ class Pipeline:
         self.counters = counters or Counters()
 
     def handle(self, decoded: Decoded) -> Handled:
-        enriched = self._enricher.enrich(decoded.event)
+        # an exit's ancestry and session are read by nobody but the taps (exits meet no rule)
+        enriched = self._enricher.enrich(decoded.event, exit_details=self._taps.active)
         self.counters.events += 1
         if enriched.container is not None:
             by_container = self.counters.by_container

@@ -41,7 +41,10 @@ class Enricher:
         info = self.processes.get(pid)
         return info.cgroup_id if info is not None else None
 
-    def enrich(self, event: SensorEvent) -> EnrichedEvent:
+    def enrich(self, event: SensorEvent, *, exit_details: bool = True) -> EnrichedEvent:
+        """exit_details=False: an exit's process without its ancestry and session (nothing
+        but the event taps reads them on an exit; the pipeline asks for them only when one
+        listens): the walk and the Process cost several µs per exit, one exit per exec."""
         if isinstance(event, FileEvent):
             event = resolve_file_event(event)  # relative paths, while the process lives
         container = self.resolver.resolve(event.cgroup_id, pid=event.pid,
@@ -60,12 +63,15 @@ class Enricher:
                 self.sessions.runtime_exec(process)  # `runc exec` on the host: a session soon
         elif isinstance(event, ExitEvent):
             info_or_none = self.processes.get(event.pid)
-            process = (
-                self._process(info_or_none, event.cgroup_id, event.comm)
-                if info_or_none is not None
-                else self._unknown(event.pid, -1, event.comm, event.cgroup_id)
-            )
+            if info_or_none is None:
+                process = self._unknown(event.pid, -1, event.comm, event.cgroup_id)
+            elif exit_details:
+                process = self._process(info_or_none, event.cgroup_id, event.comm)
+            else:
+                process = self._bare(info_or_none, event.cgroup_id, event.comm)
             self.processes.on_exit(event)
+            if not exit_details:
+                return EnrichedEvent(event=event, container=container, process=process)
         elif isinstance(event, ConnectEvent | SyscallEvent | FileEvent | SeccompEvent):
             info_or_none = self.processes.get(event.pid)
             process = (
@@ -95,6 +101,13 @@ class Enricher:
             ancestors=self.processes.ancestry_of(info),
             vpid=vpid,
         )
+
+    @staticmethod
+    def _bare(info: ProcessInfo, cgroup_id: int, comm: str) -> Process:
+        """The process of an exit nobody will look at closely: no ancestry, no session."""
+        return Process(pid=info.pid, ppid=info.ppid, uid=info.uid, exe=info.exe,
+                       comm=comm or info.comm, args=info.args, cgroup_id=cgroup_id,
+                       args_truncated=info.args_truncated)
 
     @staticmethod
     def _unknown(pid: int, uid: int, comm: str, cgroup_id: int) -> Process:
