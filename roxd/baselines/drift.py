@@ -126,14 +126,17 @@ class DriftDetector:
             self._builders[enriched.container.id] = None
             while len(self._builders) > self._max:
                 self._builders.popitem(last=False)
-        pids = [proc.pid, *(a.pid for a in proc.ancestors)]
         container = enriched.container
-        if (container.id not in self._layers and self._cgroup_root
-                and container.cgroup_path):  # once per container, until its layers are known
-            member = first_pid(f"{self._cgroup_root}/{container.cgroup_path.strip('/')}")
-            if member is not None:
-                pids.append(member)
-        layers = self._layers_of(enriched.container.id, pids)
+        if container.id in self._layers:  # known: no pids to try
+            self._layers.move_to_end(container.id)
+            layers = self._layers[container.id]
+        else:
+            pids = [proc.pid, *(a.pid for a in proc.ancestors)]
+            if self._cgroup_root and container.cgroup_path:  # until its layers are known
+                member = first_pid(f"{self._cgroup_root}/{container.cgroup_path.strip('/')}")
+                if member is not None:
+                    pids.append(member)
+            layers = self._layers_of(container.id, pids)
         found = self._program_path(proc.pid, proc.exe)
         if layers is None or found is None:
             self.counters["unknown"] += 1
