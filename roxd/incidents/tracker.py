@@ -43,7 +43,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any, Protocol
 
 from roxd.alerts.worker import sink_problems
@@ -121,10 +120,16 @@ def session_chain(alert: Alert) -> tuple[list[tuple[int, str]], bool, tuple[int,
 
 
 def _basename(exe: str, args: Sequence[str]) -> str:
-    name = PurePosixPath(exe).name if exe else ""
+    name = _last_part(exe)
     if name in ("busybox", "exe", "") and args:  # a multi-call binary or /proc/self/exe
-        return PurePosixPath(args[0]).name
+        return _last_part(args[0])
     return name
+
+
+def _last_part(path: str) -> str:
+    """PurePosixPath(path).name without building one (µs per ancestor, per alert), except
+    that a `.` part is not skipped: `runc/.` names no boundary process."""
+    return path.rstrip("/").rpartition("/")[2]
 
 
 def _connect_target(alert: Alert) -> str | None:
