@@ -138,8 +138,6 @@ class ProcessTable:
         self._lock = threading.RLock()
         self._table: OrderedDict[int, ProcessInfo] = OrderedDict()
         self._exited: deque[tuple[float, int]] = deque()
-        # pid -> (its table entry, the Ancestor made of it): _ancestor
-        self._ancestors: dict[int, tuple[ProcessInfo, Ancestor]] = {}
 
     def __len__(self) -> int:
         with self._lock:
@@ -294,36 +292,10 @@ class ProcessTable:
         return self.ancestry_of(child, limit)
 
     def ancestry_of(self, child: ProcessInfo, limit: int = MAX_ANCESTORS) -> tuple[Ancestor, ...]:
-        # one lock for the whole walk (reentrant: get() and _reparented() take it again)
-        with self._lock:
-            return self._ancestry_of(child, limit)
-
-    def _parent(self, pid: int) -> ProcessInfo | None:
-        """get() for the ancestry walk (lock held): a live entry of the table directly, the
-        rest (exited, unknown: expiry, the /proc read) through get()."""
-        info = self._table.get(pid)
-        if info is not None and info.exited_at is None:
-            self._table.move_to_end(pid)
-            return info
-        return self.get(pid)
-
-    def _ancestor(self, info: ProcessInfo) -> Ancestor:
-        """The Ancestor of a table entry, made once per entry (an exec or an exit makes a new
-        entry, so a kept one is never stale): a shell's children all name it."""
-        kept = self._ancestors.get(info.pid)
-        if kept is not None and kept[0] is info:
-            return kept[1]
-        made = Ancestor(info.pid, info.exe, info.args)
-        if len(self._ancestors) >= self.capacity:
-            self._ancestors.clear()  # pids long gone among them: start over
-        self._ancestors[info.pid] = (info, made)
-        return made
-
-    def _ancestry_of(self, child: ProcessInfo, limit: int) -> tuple[Ancestor, ...]:
         out: list[Ancestor] = []
         seen = {child.pid}
         while len(out) < limit and child.ppid > 0 and child.ppid not in seen:
-            parent = self._parent(child.ppid)
+            parent = self.get(child.ppid)
             if parent is None:
                 # The parent we knew has died and the child was re-parented (a container's
                 # init outlives the runc that forked it; the shim adopts it). Without this
@@ -331,7 +303,7 @@ class ProcessTable:
                 child = self._reparented(child)
                 if child is None or child.ppid in seen:
                     break
-                parent = self._parent(child.ppid)
+                parent = self.get(child.ppid)
                 if parent is None:
                     break
             if (
@@ -341,7 +313,7 @@ class ProcessTable:
             ):
                 # The pid was reused: this process started after its supposed child.
                 break
-            out.append(self._ancestor(parent))
+            out.append(Ancestor(parent.pid, parent.exe, parent.args))
             seen.add(parent.pid)
             child = parent
         return tuple(out)

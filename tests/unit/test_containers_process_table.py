@@ -285,14 +285,12 @@ def test_rewritten_argv_in_proc_does_not_replace_the_kernels(proc: FakeProc,
     assert info is not None and info.args == ("sh", "-c", "curl x | sh") and info.args_truncated
 
 
-def test_kept_ancestors_follow_a_parents_exec_and_exit(proc: FakeProc, clock: FakeClock) -> None:
-    """The Ancestor made of a parent is reused by all its children (issue 22), but never
-    outlives the entry it was made of: an exec of the parent or a reused pid shows at once."""
+def test_ancestors_follow_a_parents_exec_and_exit(proc: FakeProc, clock: FakeClock) -> None:
+    """An exec of the parent or a reused pid shows in its children's ancestry at once."""
     t = table(proc, clock)
     t.on_exec(exec_ev(10, 1, "/bin/bash"))
-    first = [t.on_exec(exec_ev(pid, 10, "/bin/true", str(pid))) for pid in (20, 21)]
-    a, b = (t.ancestry_of(i)[0] for i in first)
-    assert a == Ancestor(10, "/bin/bash", ("/bin/bash",)) and a is b  # made once
+    first = t.on_exec(exec_ev(20, 10, "/bin/true", "20"))
+    assert t.ancestry_of(first)[0] == Ancestor(10, "/bin/bash", ("/bin/bash",))
     t.on_exec(exec_ev(10, 1, "/usr/bin/python3", "-c", "x"))  # the parent exec'd
     child = t.on_exec(exec_ev(22, 10, "/bin/true"))
     assert t.ancestry_of(child)[0] == Ancestor(10, "/usr/bin/python3",
