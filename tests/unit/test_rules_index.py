@@ -58,7 +58,8 @@ def test_a_container_whose_metadata_changed_is_judged_again(tmp_path: Path) -> N
 
 def test_a_reload_brings_its_own_scopes(tmp_path: Path) -> None:
     web = box(image="web:1")
-    first = load(tmp_path / "a" if (tmp_path / "a").mkdir() is None else tmp_path, SCOPED)
+    (tmp_path / "a").mkdir()
+    first = load(tmp_path / "a", SCOPED)
     assert hits(first, exe_event(("nc",), exe="/bin/nc", container=web)) == [
         "t.nc-in-web", "t.nc-anywhere"]
     narrowed = SCOPED.replace('image = ["web*"]', 'image = ["api*"]')
