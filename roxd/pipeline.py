@@ -243,23 +243,26 @@ class Pipeline:
         self.counters = counters or Counters()
 
     def handle(self, decoded: Decoded) -> Handled:
-        enriched = self._enricher.enrich(decoded.event)
+        # an exit's ancestry and session are read by nobody but the taps (exits meet no rule)
+        enriched = self._enricher.enrich(decoded.event, exit_details=self._taps.active)
         self.counters.events += 1
         if enriched.container is not None:
             by_container = self.counters.by_container
             by_container[enriched.container.id] = by_container.get(enriched.container.id, 0) + 1
         killed_by = self._policy.on_event(decoded, enriched.container)
-        if self._baselines is not None and enriched.container is not None:
-            facts = self._baselines.observe(enriched)
-            if facts is not None:  # the rules see it as the `baseline` field
-                enriched = dataclasses.replace(enriched, baseline=facts)
-        if self._drift is not None and enriched.container is not None:
-            drifted = self._drift.check(enriched)
-            if drifted is not None:  # the rules see it as the `drift` field
-                enriched = dataclasses.replace(enriched, drift=drifted)
-            script = self._drift.check_script(enriched)
-            if script is not None:  # ... and `script_drift` for an interpreter's script
-                enriched = dataclasses.replace(enriched, script_drift=script)
+        if enriched.container is not None and (self._baselines is not None
+                                               or self._drift is not None):
+            # the rules see them as the `baseline`, `drift` and `script_drift` fields; one new
+            # event for all (not dataclasses.replace per fact: its field introspection costs
+            # per event)
+            facts = self._baselines.observe(enriched) if self._baselines is not None else None
+            drifted = script = None
+            if self._drift is not None:
+                drifted = self._drift.check(enriched)
+                script = self._drift.check_script(enriched)
+            if facts is not None or drifted is not None or script is not None:
+                enriched = EnrichedEvent(enriched.event, enriched.container, enriched.process,
+                                         facts, drifted, script)
         self._taps.publish(enriched)
         if self._netmap is not None and isinstance(decoded.event, ConnectEvent):
             self._netmap.observe(enriched)

@@ -27,8 +27,9 @@ pipe, a path through a symlinked directory (looked up as given), a parent that c
 directory between fork and exec.
 
 Drift needs no learning. Cost per exec in a container: one readlink of /proc/<pid>/exe and one
-lstat in the upper layer (plus one per image layer when the file is there); the layers are read
-once per container from /proc/<pid>/mountinfo (the overlay mount's `upperdir=`/`lowerdir=`
+lstat in the upper layer (plus one per image layer the first time a path is found there: the
+image layers are read-only, so that answer is kept); the layers are read once per container
+from /proc/<pid>/mountinfo (the overlay mount's `upperdir=`/`lowerdir=`
 options, host paths whatever the runtime: Docker, containerd, podman and CRI-O alike).
 """
 
@@ -54,6 +55,7 @@ MAX_CONTAINERS = 4096
 MAX_ROOT_MISSES = 16
 # ancestors asked for the working directory of a relative script operand
 MAX_CWD_DEPTH = 4
+MAX_IMAGE_PATHS = 16384
 VERDICTS = ("new", "built", "modified", "none")
 # programs that write executables: a container that ran one is building code
 BUILDERS = frozenset({"cc", "gcc", "g++", "c++", "clang", "clang++", "tcc", "cc1", "cc1plus",
@@ -161,6 +163,18 @@ def parse_overlay_root(mountinfo: str) -> Layers | None:
     return None
 
 
+def _name(path: str) -> str:
+    """The last part of a path (a builder's name), without building a PurePosixPath."""
+    return path.rpartition("/")[2]
+
+
+def _normal(path: str) -> bool:
+    """Whether PurePosixPath would leave an absolute path as it is (no `//`, `.` or trailing
+    `/`): then it need not be built."""
+    return ("//" not in path and "/./" not in path and not path.endswith(("/", "/."))) or (
+        path == "/")
+
+
 def _exists(layer: str, path: str) -> bool:
     try:
         st = os.lstat(layer + path)
@@ -180,6 +194,8 @@ class DriftDetector:
         self._layers: OrderedDict[str, Layers | None] = OrderedDict()
         self._builders: OrderedDict[str, None] = OrderedDict()  # containers that compiled
         self._misses: OrderedDict[str, int] = OrderedDict()  # execs that saw no overlay root
+        # (layers, path in the container) -> some image layer has it (_in_image)
+        self._image_paths: OrderedDict[tuple[Layers, str], bool] = OrderedDict()
         self._max = max_containers
         self.counters = {"checked": 0, "new": 0, "built": 0, "modified": 0, "unknown": 0,
                          "scripts": 0, "script_new": 0, "script_modified": 0}
@@ -190,19 +206,21 @@ class DriftDetector:
             return None
         self.counters["checked"] += 1
         proc = enriched.process
-        if PurePosixPath(proc.exe).name in BUILDERS or (
-                proc.args and PurePosixPath(proc.args[0]).name in BUILDERS):
+        if _name(proc.exe) in BUILDERS or (proc.args and _name(proc.args[0]) in BUILDERS):
             self._builders[enriched.container.id] = None
             while len(self._builders) > self._max:
                 self._builders.popitem(last=False)
-        pids = [proc.pid, *(a.pid for a in proc.ancestors)]
         container = enriched.container
-        if (container.id not in self._layers and self._cgroup_root
-                and container.cgroup_path):  # once per container, until its layers are known
-            member = first_pid(f"{self._cgroup_root}/{container.cgroup_path.strip('/')}")
-            if member is not None:
-                pids.append(member)
-        layers = self._layers_of(enriched.container.id, pids)
+        if container.id in self._layers:  # known: no pids to try
+            self._layers.move_to_end(container.id)
+            layers = self._layers[container.id]
+        else:
+            pids = [proc.pid, *(a.pid for a in proc.ancestors)]
+            if self._cgroup_root and container.cgroup_path:  # until its layers are known
+                member = first_pid(f"{self._cgroup_root}/{container.cgroup_path.strip('/')}")
+                if member is not None:
+                    pids.append(member)
+            layers = self._layers_of(container.id, pids)
         found = self._program_path(proc.pid, proc.exe, enriched.event.comm)
         if layers is None or found is None:
             self.counters["unknown"] += 1
@@ -211,11 +229,11 @@ class DriftDetector:
         if not _exists(layers.upper, path):
             # a program deleted since it started (malware removes itself) that no image
             # layer has either was written after the container started
-            if deleted and not any(_exists(low, path) for low in layers.lowers):
+            if deleted and not self._in_image(layers, path):
                 self.counters["new"] += 1
                 return "new"
             return "none"
-        verdict = "modified" if any(_exists(low, path) for low in layers.lowers) else "new"
+        verdict = "modified" if self._in_image(layers, path) else "new"
         if verdict == "new" and enriched.container.id in self._builders:
             verdict = "built"
         self.counters[verdict] += 1
@@ -288,6 +306,19 @@ class DriftDetector:
         self._layers.pop(container_id, None)
         self._misses.pop(container_id, None)
 
+    def _in_image(self, layers: Layers, path: str) -> bool:
+        """Whether an image layer has the path. The image's layers never change under a
+        container (they are read-only; writes go to the upper layer, looked up afresh on
+        every exec), so the answer is kept: a storm of a dropped binary cost one lstat per
+        image layer per exec."""
+        key = (layers, path)
+        found = self._image_paths.get(key)
+        if found is None:
+            found = self._image_paths[key] = any(_exists(low, path) for low in layers.lowers)
+            while len(self._image_paths) > MAX_IMAGE_PATHS:
+                self._image_paths.popitem(last=False)
+        return found
+
     def _layers_of(self, container_id: str, pids: list[int]) -> Layers | None:
         if container_id in self._layers:
             self._layers.move_to_end(container_id)
@@ -329,9 +360,15 @@ class DriftDetector:
             if comm and self._comm(pid) not in (comm, None):
                 # the pid exec'd again since (a shell's last command replaces it: `sh -c
                 # "... && /bin/x"`): its exe is the next program's, not this event's
-                path, deleted = exe, False
+                path = exe if _normal(exe) else str(PurePosixPath(exe))
+                deleted = False
         except OSError:
-            path = exe
+            # the enricher's word may not be normal (`//x`, `./`): the kernel's always is,
+            # and normalising it again cost a PurePosixPath (µs) per exec
+            # (the usual case in a storm: the process is gone before roxd looks)
+            if not exe.startswith("/"):
+                return None
+            return (exe if _normal(exe) else str(PurePosixPath(exe))), False
         if not path.startswith("/"):
             return None
-        return str(PurePosixPath(path)), deleted
+        return path, deleted

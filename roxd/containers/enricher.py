@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 from roxd.containers.file_paths import resolve_file_event
 from roxd.containers.process_table import ProcessInfo, ProcessTable
@@ -42,30 +41,37 @@ class Enricher:
         info = self.processes.get(pid)
         return info.cgroup_id if info is not None else None
 
-    def enrich(self, event: SensorEvent) -> EnrichedEvent:
+    def enrich(self, event: SensorEvent, *, exit_details: bool = True) -> EnrichedEvent:
+        """exit_details=False: an exit's process without its ancestry and session (nothing
+        but the event taps reads them on an exit; the pipeline asks for them only when one
+        listens): the walk and the Process cost several µs per exit, one exit per exec."""
         if isinstance(event, FileEvent):
             event = resolve_file_event(event)  # relative paths, while the process lives
         container = self.resolver.resolve(event.cgroup_id, pid=event.pid,
                                           ppid=self._parent_of(event))
         if isinstance(event, ExecEvent):
             info = self.processes.on_exec(event)
-            process = self._process(info, event.cgroup_id, event.comm, uid=event.uid)
             if container is not None:
                 # a container's entrypoint is pid 1 of its namespace; rules tell it apart
                 # from a shell started later (docker exec, an exploited app)
-                process = replace(process, vpid=event.vpid or self.processes.vpid(event.pid))
+                process = self._process(info, event.cgroup_id, event.comm, uid=event.uid,
+                                        vpid=event.vpid or self.processes.vpid(event.pid))
                 # once per exec: a session's first process is classified, the rest inherit
-                process = replace(process, session=self.sessions.classify(process, container))
+                _set_session(process, self.sessions.classify(process, container))
             else:
+                process = self._process(info, event.cgroup_id, event.comm, uid=event.uid)
                 self.sessions.runtime_exec(process)  # `runc exec` on the host: a session soon
         elif isinstance(event, ExitEvent):
             info_or_none = self.processes.get(event.pid)
-            process = (
-                self._process(info_or_none, event.cgroup_id, event.comm)
-                if info_or_none is not None
-                else self._unknown(event.pid, -1, event.comm, event.cgroup_id)
-            )
+            if info_or_none is None:
+                process = self._unknown(event.pid, -1, event.comm, event.cgroup_id)
+            elif exit_details:
+                process = self._process(info_or_none, event.cgroup_id, event.comm)
+            else:
+                process = self._bare(info_or_none, event.cgroup_id, event.comm)
             self.processes.on_exit(event)
+            if not exit_details:
+                return EnrichedEvent(event=event, container=container, process=process)
         elif isinstance(event, ConnectEvent | SyscallEvent | FileEvent | SeccompEvent):
             info_or_none = self.processes.get(event.pid)
             process = (
@@ -76,11 +82,12 @@ class Enricher:
         else:
             raise TypeError(f"not a sensor event: {event!r}")
         if container is not None and process.session is None:
-            process = replace(process, session=self.sessions.session_of(process, container))
+            _set_session(process, self.sessions.session_of(process, container))
         return EnrichedEvent(event=event, container=container, process=process)
 
     def _process(
-        self, info: ProcessInfo, cgroup_id: int, comm: str, uid: int | None = None
+        self, info: ProcessInfo, cgroup_id: int, comm: str, uid: int | None = None,
+        vpid: int | None = None,
     ) -> Process:
         return Process(
             pid=info.pid,
@@ -92,9 +99,25 @@ class Enricher:
             cgroup_id=cgroup_id,  # the event's: the kernel's word at the time of the event
             args_truncated=info.args_truncated,
             ancestors=self.processes.ancestry_of(info),
+            vpid=vpid,
         )
+
+    @staticmethod
+    def _bare(info: ProcessInfo, cgroup_id: int, comm: str) -> Process:
+        """The process of an exit nobody will look at closely: no ancestry, no session."""
+        return Process(pid=info.pid, ppid=info.ppid, uid=info.uid, exe=info.exe,
+                       comm=comm or info.comm, args=info.args, cgroup_id=cgroup_id,
+                       args_truncated=info.args_truncated)
 
     @staticmethod
     def _unknown(pid: int, uid: int, comm: str, cgroup_id: int) -> Process:
         """A process that exited before roxd could read it: only what the event says."""
         return Process(pid=pid, ppid=0, uid=uid, exe="", comm=comm, args=(), cgroup_id=cgroup_id)
+
+
+def _set_session(process: Process, session: str | None) -> None:
+    """The session of a Process this enricher just built and nobody else holds yet (frozen for
+    everyone downstream): set in place because the classifier needs the rest of the Process
+    first, and dataclasses.replace() of an 11-field frozen dataclass cost about 6 µs, twice
+    per container exec (docs/performance.md)."""
+    object.__setattr__(process, "session", session)

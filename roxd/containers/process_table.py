@@ -220,7 +220,12 @@ class ProcessTable:
             info = self._table.get(event.pid)
             if info is None:
                 return
-            self._table[event.pid] = replace(info, exited_at=now)
+            # not dataclasses.replace(): its field introspection cost µs on every exit
+            self._table[event.pid] = ProcessInfo(
+                pid=info.pid, ppid=info.ppid, exe=info.exe, args=info.args, uid=info.uid,
+                cgroup_id=info.cgroup_id, comm=info.comm, start_time_ns=info.start_time_ns,
+                exec_time_ns=info.exec_time_ns, args_truncated=info.args_truncated,
+                exited_at=now)
             self._exited.append((now, event.pid))
             self._prune()
 

@@ -25,6 +25,14 @@ An incident closes after `quiet_window_s` without a new alert (checked on every 
 tracker's timer and by tick()). Changes (opened, phase added, container added, closed, and
 plain updates for the store) go to the sinks; emit() runs on the event loop and never blocks:
 the sinks queue.
+
+Plain updates (one more alert in a phase already reached) are coalesced: the incident is only
+marked, and its latest state goes out as one `updated` change at most every `UPDATE_EVERY_NS`
+(on the next alert or tick after that, and at close()), or not at all when another change of
+the same incident (which carries the whole state) goes out first. Every change snapshots the
+incident (Incident.to_dict copies its process tree, up to 256 nodes, and its timeline): done
+per alert, that copy and the store's JSON of it were a quarter of roxd's CPU in an alert storm
+inside one incident (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -35,7 +43,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any, Protocol
 
 from roxd.alerts.worker import sink_problems
@@ -61,6 +68,11 @@ BOUNDARY = frozenset({
 })
 # the most severe an incident can be: emergency means "the system is unusable"
 MAX_SEVERITY_CODE = SEVERITIES.index("alert")
+# how often a plain `updated` change of one incident goes out at most (see the module doc)
+UPDATE_EVERY_NS = NS
+# Severity -> syslog code (a Severity is a str: its value finds it too); Severity(x).code
+# looked the word up in a tuple per alert
+_SEVERITY_CODE = {s: s.code for s in Severity}
 CHANGE_KINDS = ("opened", "phase_added", "container_added", "action", "updated", "closed")
 
 
@@ -108,10 +120,16 @@ def session_chain(alert: Alert) -> tuple[list[tuple[int, str]], bool, tuple[int,
 
 
 def _basename(exe: str, args: Sequence[str]) -> str:
-    name = PurePosixPath(exe).name if exe else ""
+    name = _last_part(exe)
     if name in ("busybox", "exe", "") and args:  # a multi-call binary or /proc/self/exe
-        return PurePosixPath(args[0]).name
+        return _last_part(args[0])
     return name
+
+
+def _last_part(path: str) -> str:
+    """PurePosixPath(path).name without building one (µs per ancestor, per alert), except
+    that a `.` part is not skipped: `runc/.` names no boundary process."""
+    return path.rstrip("/").rpartition("/")[2]
 
 
 def _connect_target(alert: Alert) -> str | None:
@@ -243,6 +261,9 @@ class IncidentTracker:
         self._open: dict[str, Incident] = {}  # by id, oldest first
         self._closed: dict[str, Incident] = {}  # the most recent closed ones, oldest first
         self._address_cache: dict[str, frozenset[str]] = {}
+        # incidents with a plain update not yet published: id -> the alert behind the latest
+        self._updated: dict[str, str] = {}
+        self._updates_sent_ns = 0
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(("alerts", "opened", "closed", "linked_ancestry",
                                       "linked_network", "linked_window"), 0)
@@ -270,6 +291,8 @@ class IncidentTracker:
             self._counts["alerts"] += 1
             self._close_quiet(now)
             self._correlate(alert, now)
+            if self._updated and now - self._updates_sent_ns >= UPDATE_EVERY_NS:
+                self._publish_updates(now)
 
     def record_action(self, incident_id: str, action: dict[str, Any]) -> bool:
         """An action taken because of the incident as a whole (the incident response policy),
@@ -282,6 +305,7 @@ class IncidentTracker:
                 return False
             entry = {"alert_id": None, "time": rfc3339(now), "by": "incident-policy", **action}
             inc.actions.append(entry)
+            self._updated.pop(inc.id, None)  # this change carries the state
             self._publish(IncidentChange("action", now, inc.to_dict(), action=entry))
             return True
 
@@ -289,6 +313,8 @@ class IncidentTracker:
         now = self._clock()
         with self._lock:
             self._close_quiet(now)
+            if self._updated and now - self._updates_sent_ns >= UPDATE_EVERY_NS:
+                self._publish_updates(now)
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -307,6 +333,8 @@ class IncidentTracker:
         self._stop.set()
         if self._timer is not None:
             self._timer.join(timeout)
+        with self._lock:  # the latest state of every incident reaches the store
+            self._publish_updates(self._clock())
         for sink in self._sinks:
             closer = getattr(sink, "close", None)
             if closer is not None:
@@ -365,8 +393,22 @@ class IncidentTracker:
         changes = self._add(inc, alert, where, chain, root, how)
         if opened:
             changes = [("opened", {})]
+        if changes == [("updated", {})]:  # coalesced: published by _publish_updates
+            self._updated[inc.id] = alert.id
+            return
+        self._updated.pop(inc.id, None)  # these changes carry the state
+        state = inc.to_dict()  # one snapshot for the changes of one alert (sinks only read)
         for kind, extra in changes:
-            self._publish(IncidentChange(kind, now, inc.to_dict(), alert_id=alert.id, **extra))
+            self._publish(IncidentChange(kind, now, state, alert_id=alert.id, **extra))
+
+    def _publish_updates(self, now: int) -> None:
+        """One `updated` change per marked incident, with its state now (under the lock)."""
+        self._updates_sent_ns = now
+        updated, self._updated = self._updated, {}
+        for incident_id, alert_id in updated.items():
+            inc = self._open.get(incident_id)
+            if inc is not None:  # a closed one went out with its `closed` change
+                self._publish(IncidentChange("updated", now, inc.to_dict(), alert_id=alert_id))
 
     def _network_link(self, cid: str, alert: Alert,
                       chain: list[tuple[int, str]]) -> Incident | None:
@@ -423,7 +465,7 @@ class IncidentTracker:
         inc.alerts += 1
         inc.first_ns = min(inc.first_ns, t)
         inc.last_ns = max(inc.last_ns, t)
-        inc.worst_code = min(inc.worst_code, Severity(rule.severity).code)
+        inc.worst_code = min(inc.worst_code, _SEVERITY_CODE[rule.severity])
         if where["id"] not in inc.containers:
             if inc.containers:
                 changes.append(("container_added", {"container": where["id"]}))
@@ -487,6 +529,7 @@ class IncidentTracker:
             while len(self._closed) > MAX_CLOSED_IN_MEMORY:
                 del self._closed[next(iter(self._closed))]
             self._counts["closed"] += 1
+            self._updated.pop(inc.id, None)  # the closed change carries the state
             self._publish(IncidentChange("closed", now, inc.to_dict()))
 
     def _publish(self, change: IncidentChange) -> None:

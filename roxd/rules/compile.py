@@ -240,13 +240,39 @@ def _field_predicate(test: ResolvedTest) -> Predicate:
     return positive
 
 
+# Rough relative cost of reading a field (per event): most are an attribute read; these walk
+# the ancestry, join argv or build a tuple first.
+_FIELD_COST = {"ancestor_exe": 4, "ancestor_basename": 6, "parent_basename": 2,
+               "parent_cmdline": 2, "cmdline": 2, "params": 1, "args": 1}
+_OP_COST = {"regex": 3, "glob": 2, "cidr": 2, "contains": 1}
+
+
+def cost(cond: Resolved) -> float:
+    """A rough per-event cost of evaluating cond, for ordering the parts of an all/any: the
+    cheap tests run first, so the usual event (which fails the cheap ones) never reaches the
+    expensive ones. Every part is a pure test of the event, so the order cannot change the
+    outcome, only the work. Most events match no rule: an `any` is paid in full, an `all`
+    mostly stops at its cheapest part."""
+    if isinstance(cond, ResolvedTest):
+        field_cost = 1 + _FIELD_COST.get(cond.spec.name, 0)
+        op_cost = _OP_COST.get(cond.op, 0) * (1 + (cond.op == "regex") * (len(cond.values) - 1))
+        return field_cost + op_cost * (2 if cond.spec.many else 1)
+    if isinstance(cond, NotOf):
+        return cost(cond.part)  # type: ignore[arg-type]
+    costs = sorted(cost(p) for p in cond.parts)  # type: ignore[arg-type]
+    if isinstance(cond, AllOf) and costs:
+        return costs[0] + sum(costs[1:]) / 4
+    return sum(costs)
+
+
 def predicate(cond: Resolved) -> Predicate:
     if isinstance(cond, ResolvedTest):
         return _field_predicate(cond)
     if isinstance(cond, NotOf):
         inner = predicate(cond.part)  # type: ignore[arg-type]
         return lambda v: not inner(v)
-    parts = [predicate(p) for p in cond.parts]  # type: ignore[arg-type]
+    ordered = sorted(cond.parts, key=cost)  # type: ignore[arg-type]  # stable: ties keep order
+    parts = [predicate(p) for p in ordered]
     return all_of(parts) if isinstance(cond, AllOf) else any_of(parts)
 
 

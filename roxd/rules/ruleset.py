@@ -21,6 +21,9 @@ from roxd.model import (
 from roxd.rules.fields import EventView
 from roxd.rules.scope import ContainerScope
 
+# containers (objects) whose in-scope rules a RuleSet keeps (in_scope): past it, start over
+MAX_SCOPED_CONTAINERS = 4096
+
 
 class KillPath(str, Enum):
     """Where a rule's kill can happen, judged from the rule's shape alone. The daemon still has
@@ -180,6 +183,11 @@ class RuleSet:
             name: tuple(sorted([*general_exec, *rules], key=lambda r: r.order))
             for name, rules in by_basename.items()
         }
+        # id(container) -> (the container, (kind, basename) -> candidates in its scope); the
+        # container is kept so that its id cannot be reused while the entry lives (in_scope)
+        self._scoped: dict[int, tuple[Container | None,
+                                      dict[tuple[str, str | None],
+                                           tuple[CompiledRule, ...]]]] = {}
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -199,7 +207,33 @@ class RuleSet:
         view = EventView.of(event)
         kind = event.kind
         basename = view.exe_basename if kind == "exec" else None
-        return [rule.verdict for rule in self.candidates(kind, basename) if rule.matches(view)]
+        out = []
+        for rule in self.in_scope(kind, basename, event.container):
+            if rule.condition(view) and (rule.excepted is None or not rule.excepted(view)):
+                out.append(rule.verdict)
+        return out
+
+    def in_scope(self, kind: str, exe_basename: str | None,
+                 container: Container | None) -> tuple[CompiledRule, ...]:
+        """candidates() whose scope admits the container (None: the host). A scope reads only
+        the Container, so this is decided once per container object and kept: the resolver
+        hands out one object per container and a new one when its metadata changes (a new
+        object is a new entry), and a reload builds a new RuleSet (a new cache)."""
+        if kind == "exec" and exe_basename not in self._exec_by_basename:
+            exe_basename = None  # every such basename has the same candidates
+        key = (kind, exe_basename)
+        entry = self._scoped.get(id(container))
+        if entry is None or entry[0] is not container:
+            if len(self._scoped) >= MAX_SCOPED_CONTAINERS:
+                self._scoped.clear()  # gone containers' objects: start over
+            entry = (container, {})
+            self._scoped[id(container)] = entry
+        rules = entry[1].get(key)
+        if rules is None:
+            rules = entry[1][key] = tuple(
+                r for r in self.candidates(kind, exe_basename)
+                if r.scope.matches_container(container))
+        return rules
 
     def exec_kill_specs(self) -> list[ExecKillSpec]:
         """Enabled, non-monitor exec rules whose kill the kernel can decide by itself."""

@@ -283,3 +283,35 @@ def test_rewritten_argv_in_proc_does_not_replace_the_kernels(proc: FakeProc,
     t.on_exec(cut)
     info = t.get(60)
     assert info is not None and info.args == ("sh", "-c", "curl x | sh") and info.args_truncated
+
+
+def test_ancestors_follow_a_parents_exec_and_exit(proc: FakeProc, clock: FakeClock) -> None:
+    """An exec of the parent or a reused pid shows in its children's ancestry at once."""
+    t = table(proc, clock)
+    t.on_exec(exec_ev(10, 1, "/bin/bash"))
+    first = t.on_exec(exec_ev(20, 10, "/bin/true", "20"))
+    assert t.ancestry_of(first)[0] == Ancestor(10, "/bin/bash", ("/bin/bash",))
+    t.on_exec(exec_ev(10, 1, "/usr/bin/python3", "-c", "x"))  # the parent exec'd
+    child = t.on_exec(exec_ev(22, 10, "/bin/true"))
+    assert t.ancestry_of(child)[0] == Ancestor(10, "/usr/bin/python3",
+                                               ("/usr/bin/python3", "-c", "x"))
+    t.on_exit(exit_ev(10))
+    t.on_exec(exec_ev(10, 1, "/bin/sh"))  # the pid reused after the exit
+    child = t.on_exec(exec_ev(23, 10, "/bin/true"))
+    assert t.ancestry_of(child)[0] == Ancestor(10, "/bin/sh", ("/bin/sh",))
+
+
+def test_an_exit_keeps_every_field_of_the_entry(proc: FakeProc, clock: FakeClock) -> None:
+    """on_exit copies the entry field by field (not dataclasses.replace, for speed): a field
+    added to ProcessInfo and forgotten there fails here."""
+    t = table(proc, clock)
+    info = t.on_exec(exec_ev(40, 1, "/bin/sleep", "5", uid=7))
+    info = dataclasses.replace(info, start_time_ns=123, args_truncated=True)
+    t._table[40] = info  # every field set to something not a default
+    t.on_exit(exit_ev(40))
+    gone = t._table[40]
+    assert gone == dataclasses.replace(info, exited_at=gone.exited_at)
+    assert gone.exited_at is not None
+    assert {f.name for f in dataclasses.fields(info)} == {
+        "pid", "ppid", "exe", "args", "uid", "cgroup_id", "comm", "start_time_ns",
+        "exec_time_ns", "args_truncated", "exited_at"}

@@ -237,3 +237,40 @@ def test_a_relative_script_resolves_through_the_nearest_living_ancestor_in_the_c
     assert drift.check(_exec(100, "/usr/local/bin/miner")) == "new"  # layers known
     assert drift.check_script(run(997, 102)) == "new"  # 997 (the sh) is gone
     assert drift.check_script(run(997, 996, 60)) is None  # only a host process is left
+
+
+def test_an_image_binary_modified_after_earlier_execs_is_caught_at_once(
+        layered: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """What drift keeps (whether an image layer has a path) cannot hide a change: the upper
+    layer, where every write in the container lands, is looked up on every exec."""
+    from roxd.baselines import drift as drift_mod
+
+    proc, upper, lower = layered
+    (lower / "bin/sh").write_bytes(b"image sh")
+    drift = DriftDetector(proc=str(proc))
+    for _ in range(3):
+        assert drift.check(_exec(102, "/bin/sh")) == "none"
+    (upper / "bin/sh").write_bytes(b"trojaned sh")  # overlayfs copies it up, then it changes
+    assert drift.check(_exec(102, "/bin/sh")) == "modified"
+    (upper / "bin/sh").unlink()
+    assert drift.check(_exec(102, "/bin/sh")) == "none"
+    # a dropped binary run again and again: the image layers are asked once for its path
+    looked: list[str] = []
+    real = drift_mod._exists
+    monkeypatch.setattr(drift_mod, "_exists",
+                        lambda layer, path: looked.append(layer) or real(layer, path))
+    for _ in range(5):
+        assert drift.check(_exec(100, "/usr/local/bin/miner")) == "new"
+    assert looked.count(str(lower)) == 1 and looked.count(str(upper)) == 5
+
+
+def test_a_gone_process_is_judged_by_its_exe_normalised(
+        layered: tuple[Path, Path, Path]) -> None:
+    proc, _, _ = layered
+    drift = DriftDetector(proc=str(proc))
+    drift.check(_exec(100, "/usr/local/bin/miner"))  # the layers, from a live process
+    # pid 998 is gone: no /proc/998/exe; the enricher's path, normalised only when it must be
+    assert drift.check(_exec(998, "/usr/local//bin/./miner")) == "new"
+    assert drift.check(_exec(998, "/usr/local/bin/miner")) == "new"
+    assert drift.check(_exec(998, "/bin/sh/")) == "none"
+    assert drift.check(_exec(998, "bin/sh")) is None  # not absolute: cannot be told

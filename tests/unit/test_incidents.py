@@ -519,3 +519,73 @@ def test_loopback_and_unrelated_accepts_link_nothing_and_sources_survive_a_resta
     feed(t2, Clock(), accept_alert(T0, DB, 2000, "172.17.0.2"))
     [inc] = t2._open.values()
     assert Incident.from_dict(inc.to_dict()).sources == {"172.17.0.2": T0}
+
+
+def _storm(base: int, n: int, pid0: int = 1000, step_ns: int = 1000) -> list[Alert]:
+    """n alerts of one phase in one session, step_ns apart: one incident, plain updates."""
+    sh = Ancestor(pid0, "/bin/busybox", ("sh",))
+    return [alert("foothold.shell-in-container", base + i * step_ns, pid0 + 1 + i, (sh, SHIM))
+            for i in range(n)]
+
+
+def test_plain_updates_are_coalesced_to_the_latest_state() -> None:
+    clock, changes = Clock(), Changes()
+    t = tracker(clock, changes)
+    storm = _storm(T0, 50)
+    feed(t, clock, *storm)  # 50 alerts within 50 µs
+    # the first update goes out at once (none for a second before it), the 48 after it wait
+    assert [c.kind for c in changes.items] == ["opened", "updated"]
+    assert changes.items[1].incident["alerts"] == 2
+    clock.now += S // 2
+    t.tick()
+    assert len(changes.items) == 2  # not a second yet
+    clock.now += S
+    t.tick()
+    [opened, _, updated] = changes.items
+    assert updated.kind == "updated" and updated.alert_id == storm[-1].id
+    assert updated.incident["alerts"] == 50 and updated.incident["id"] == opened.incident["id"]
+    assert len(updated.incident["timeline"]) == 50
+    t.tick()
+    assert len(changes.items) == 3  # nothing new: nothing sent
+    # the next alert after a quiet second goes out at once (the leading edge)
+    clock.now += 2 * S
+    feed(t, clock, *_storm(clock.now, 1, pid0=1000))
+    assert [c.kind for c in changes.items][-1] == "updated"
+    assert changes.items[-1].incident["alerts"] == 51
+
+
+def test_a_pending_update_gives_way_to_a_change_that_carries_the_state() -> None:
+    clock, changes = Clock(), Changes()
+    t = tracker(clock, changes)
+    storm = _storm(T0, 5)
+    feed(t, clock, *storm)
+    wipe = alert("objectives.log-wipe", T0 + 10_000, 1100,
+                 (Ancestor(1000, "/bin/busybox", ("sh",)), SHIM))
+    feed(t, clock, wipe)  # a new phase: published now, with the alerts before it
+    assert [c.kind for c in changes.items] == ["opened", "updated", "phase_added"]
+    assert changes.items[-1].incident["alerts"] == 6
+    clock.now += 2 * S
+    t.tick()
+    assert len(changes.items) == 3  # nothing left over: the phase change carried it
+    # a quiet close publishes `closed` with the state; the pending update is dropped
+    feed(t, clock, *_storm(clock.now, 1, pid0=1000))
+    feed(t, clock, *_storm(clock.now + 1000, 1, pid0=1000))
+    clock.now += 61 * S
+    t.tick()
+    assert [c.kind for c in changes.items][-1] == "closed"
+    assert changes.items[-1].incident["alerts"] == 8
+
+
+def test_close_publishes_pending_updates_to_the_store(tmp_path: Path) -> None:
+    clock = Clock()
+    store = IncidentStore(tmp_path)
+    t = IncidentTracker(IncidentsSettings(quiet_window_s=60), [store], store=store,
+                        clock=clock, timer=False)
+    feed(t, clock, *_storm(T0, 30))
+    t.close()  # no tick came: close() must send the latest state before the store closes
+    store = IncidentStore(tmp_path)
+    try:
+        [inc] = store.query(IncidentQuery())
+        assert inc["alerts"] == 30 and inc["state"] == "open"
+    finally:
+        store.close()

