@@ -21,7 +21,7 @@ from roxd.seccomp.errors import ApplyError
 from roxd.seccomp.learner import gate_words
 from roxd.seccomp.service import SeccompService
 from roxd.seccomp.validate import fetch_docker_default, find_docker_default
-from tests.conftest import IMAGE, SESSION, RoxdProcess, wait_until
+from tests.conftest import IMAGE, SESSION, wait_until
 
 pytestmark = pytest.mark.kernel
 log = logging.getLogger(__name__)
@@ -197,17 +197,16 @@ def test_apply_failure_rolls_back(service: SeccompService, docker_engine: Any,
     assert not docker_engine.containers.list(all=True, filters={"name": f"{name}-roxd-old"})
 
 
-def test_a_seccomp_kill_becomes_an_alert_through_the_pipeline(shared_roxd: RoxdProcess,
+def test_a_seccomp_kill_becomes_an_alert_through_the_pipeline(roxd_factory: Any,
                                                               run_container: Any) -> None:
     """roxd learns a container over its API, enforces, and the kernel's kill of an unlearned
     syscall comes back as a `seccomp` event matched by the built-in rule, its kill reported as
-    done in the kernel. (The session's shared roxd, default config: learning, enforcing and
-    the release touch only this test's container.)"""
+    done in the kernel."""
     import json
 
     from roxd.api.client import ApiClient, ApiFailure
 
-    roxd = shared_roxd
+    roxd = roxd_factory()
     c = run_container("while true; do echo tick > /tmp/t; sleep 0.2; done")
     with ApiClient(str(roxd.stderr_path.parent / "roxd.sock")) as api:
         api.post("/v1/seccomp/learn", {"target": c.name})
