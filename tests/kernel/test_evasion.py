@@ -13,14 +13,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, RoxdProcess, start_roxd, wait_until
+from tests.conftest import REPO, RoxdProcess, wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -156,57 +154,15 @@ def test_io_uring_setup_in_a_container_is_reported(
 
 
 RAW_MODULES_CONFIG = "[daemon]\nstats_interval_s = 1.0\n[sensor]\nmodule_syscalls_raw = true\n"
-UDP_HOOKS = ("CGROUP_UDP4_SENDMSG", "CGROUP_UDP6_SENDMSG")
-
-
-@dataclass
-class RawRoxd:
-    roxd: RoxdProcess
-    hooks: dict[str, set[int]]  # the sendmsg programs this roxd attached, by attach type
-
-
-class RawRoxds:
-    """The module's roxd with the raw module-syscall watch, for the raw-watch test and the
-    SIGKILL test (one eBPF compile instead of two: the SIGKILL test needs a roxd with the
-    sendmsg hooks, whatever its config). The SIGKILL test kills it: a test that finds it dead
-    gets a new one, so the tests pass in any order."""
-
-    def __init__(self, tmp: pytest.TempPathFactory) -> None:
-        self.tmp = tmp
-        self.started: list[RoxdProcess] = []
-        self.current: RawRoxd | None = None
-
-    def get(self) -> RawRoxd:
-        if self.current is not None and self.current.roxd.proc.poll() is None:
-            return self.current
-        from roxd.sensor.udp_send import attached_program_ids
-
-        before = {k: attached_program_ids(k) for k in UDP_HOOKS}
-        rp = start_roxd(self.tmp.mktemp("roxd-raw"), config=RAW_MODULES_CONFIG)
-        self.started.append(rp)
-        rp.wait_ready()
-        self.current = RawRoxd(rp, {k: attached_program_ids(k) - before[k] for k in UDP_HOOKS})
-        return self.current
-
-
-@pytest.fixture(scope="module")
-def raw_roxds(tmp_path_factory: pytest.TempPathFactory,
-              docker_engine: Any) -> Iterator[RawRoxds]:
-    holder = RawRoxds(tmp_path_factory)
-    try:
-        yield holder
-    finally:
-        for rp in holder.started:
-            rp.stop()
 
 
 def test_module_syscalls_without_tracepoints_alert_with_the_raw_watch(
-        raw_roxds: RawRoxds, run_container: Any, evasion_prog: Path) -> None:
+        roxd_factory: Any, run_container: Any, evasion_prog: Path) -> None:
     """This kernel has no module syscall tracepoints (no CONFIG_MODULES). A container calling
     init_module/finit_module/delete_module directly (Docker's seccomp profile answers EPERM
     before any syscalls:* tracepoint) is seen by the opt-in raw sys_exit watch: the attempt,
     with its arguments, alerts."""
-    roxd = raw_roxds.get().roxd
+    roxd = roxd_factory(config=RAW_MODULES_CONFIG)
     assert "every system call pays for it" in roxd.stderr()  # the cost is said, not hidden
     seen: dict[str, dict[str, Any]] = {}
     # On this shared machine other suites' container storms can fill the ring buffer in
@@ -249,16 +205,17 @@ def test_module_tool_exec_in_a_container_alerts_without_the_raw_watch(
 
 
 def test_udp_send_hooks_are_links_that_vanish_with_roxd_even_on_sigkill(
-        raw_roxds: RawRoxds) -> None:
+        roxd_factory: Any) -> None:
     """The sendmsg hooks are attached at the host's cgroup v2 root, which every process on
     the host runs: a roxd killed without any cleanup must leave none of them behind."""
     import signal
 
     from roxd.sensor.udp_send import attached_program_ids
 
-    kinds = UDP_HOOKS
-    raw = raw_roxds.get()
-    roxd, mine = raw.roxd, raw.hooks
+    kinds = ("CGROUP_UDP4_SENDMSG", "CGROUP_UDP6_SENDMSG")
+    before = {k: attached_program_ids(k) for k in kinds}
+    roxd = roxd_factory()
+    mine = {k: attached_program_ids(k) - before[k] for k in kinds}
     # the observing hook (udp_send.bpf.c) and, where network enforcement loads, the
     # enforcing one (netenf.bpf.c): both roxd's, both must go
     assert all(1 <= len(ids) <= 2 for ids in mine.values()), mine
