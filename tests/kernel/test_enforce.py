@@ -92,9 +92,25 @@ def _hits(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
+@pytest.fixture(scope="module")
+def forbidden_roxd(tmp_path_factory: pytest.TempPathFactory,
+                   docker_engine: Any) -> Iterator[RoxdProcess]:
+    """One roxd with the image-scoped kill rule for the in-kernel kill test and the lease test
+    (one eBPF compile instead of two). The lease test SIGSTOPs it and always SIGCONTs it; the
+    tests between the two run beside its exec hold, which only delays a new container's first
+    exec until this roxd has classified its cgroup."""
+    rules = _rules(tmp_path_factory.mktemp("forbidden-rules"), KILL_RULE)
+    rp = start_roxd(tmp_path_factory.mktemp("roxd-forbidden"), rules=[rules])
+    try:
+        rp.wait_ready()
+        yield rp
+    finally:
+        rp.stop()
+
+
 def test_kill_in_kernel_before_first_instruction(
-        roxd_factory: Any, run_container: Any, marker_dir: Path, tmp_path: Path) -> None:
-    roxd: RoxdProcess = roxd_factory(rules=[_rules(tmp_path, KILL_RULE)])
+        forbidden_roxd: RoxdProcess, run_container: Any, marker_dir: Path) -> None:
+    roxd = forbidden_roxd
     forbidden_dir = marker_dir / "a"
     allowed_dir = marker_dir / "b"
     for d in (forbidden_dir, allowed_dir):
@@ -332,14 +348,14 @@ def test_connect_kill_in_kernel_before_a_byte_leaves(
 
 
 def test_a_stopped_roxd_stops_holding_new_containers_execs(
-        roxd_factory: Any, run_container: Any, tmp_path: Path) -> None:
+        forbidden_roxd: RoxdProcess, run_container: Any) -> None:
     """The exec hold is a lease roxd renews every second: while roxd is SIGSTOPped (a hung
     loop), new containers' execs are held for at most the lease, then run; before the lease,
     they waited for roxd (for good, had it died)."""
     import os
     import signal
 
-    roxd: RoxdProcess = roxd_factory(rules=[_rules(tmp_path, KILL_RULE)])  # image-scoped
+    roxd = forbidden_roxd  # its kill rule is image-scoped: it holds new containers' execs
     status = json.loads(subprocess.run(
         [sys.executable, "-m", "roxd.ctl", "--socket",
          str(roxd.stderr_path.parent / "roxd.sock"), "--json", "status"],
