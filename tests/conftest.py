@@ -4,6 +4,13 @@
   does, and stopped at the end only if this session started it), with the offline test images.
 - `roxd_factory`: starts real roxd processes (real eBPF in the running kernel) with
   --print-events/--print-alerts and collects their JSON lines for tests to wait on.
+- `shared_roxd`: one roxd with the default config and rules for the whole session.
+
+Every roxd start compiles its eBPF programs (4-13 CPU-s here): a test that only observes uses
+`shared_roxd`; tests needing their own rules or config share a module-scoped roxd when their
+rules fire only on their own markers and they read only their own containers' lines; a roxd of
+its own is for a test of start-up, restart, SIGKILL or a stopped roxd (README, "The two
+commands").
 """
 
 from __future__ import annotations

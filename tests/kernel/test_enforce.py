@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 from roxd.enforce.kill import kill_pid
 from roxd.enforce.quarantine import Quarantine, QuarantineError
 from roxd.runtime import DockerRuntime
-from tests.conftest import OTHER_IMAGE, RoxdProcess, wait_until
+from tests.conftest import OTHER_IMAGE, RoxdProcess, start_roxd, wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -91,9 +92,25 @@ def _hits(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
+@pytest.fixture(scope="module")
+def forbidden_roxd(tmp_path_factory: pytest.TempPathFactory,
+                   docker_engine: Any) -> Iterator[RoxdProcess]:
+    """One roxd with the image-scoped kill rule for the in-kernel kill test and the lease test
+    (one eBPF compile instead of two). The lease test SIGSTOPs it and always SIGCONTs it; the
+    tests between the two run beside its exec hold, which only delays a new container's first
+    exec until this roxd has classified its cgroup."""
+    rules = _rules(tmp_path_factory.mktemp("forbidden-rules"), KILL_RULE)
+    rp = start_roxd(tmp_path_factory.mktemp("roxd-forbidden"), rules=[rules])
+    try:
+        rp.wait_ready()
+        yield rp
+    finally:
+        rp.stop()
+
+
 def test_kill_in_kernel_before_first_instruction(
-        roxd_factory: Any, run_container: Any, marker_dir: Path, tmp_path: Path) -> None:
-    roxd: RoxdProcess = roxd_factory(rules=[_rules(tmp_path, KILL_RULE)])
+        forbidden_roxd: RoxdProcess, run_container: Any, marker_dir: Path) -> None:
+    roxd = forbidden_roxd
     forbidden_dir = marker_dir / "a"
     allowed_dir = marker_dir / "b"
     for d in (forbidden_dir, allowed_dir):
@@ -330,6 +347,30 @@ def test_connect_kill_in_kernel_before_a_byte_leaves(
         listener.close()
 
 
+def test_a_stopped_roxd_stops_holding_new_containers_execs(
+        forbidden_roxd: RoxdProcess, run_container: Any) -> None:
+    """The exec hold is a lease roxd renews every second: while roxd is SIGSTOPped (a hung
+    loop), new containers' execs are held for at most the lease, then run; before the lease,
+    they waited for roxd (for good, had it died)."""
+    import os
+    import signal
+
+    roxd = forbidden_roxd  # its kill rule is image-scoped: it holds new containers' execs
+    status = json.loads(subprocess.run(
+        [sys.executable, "-m", "roxd.ctl", "--socket",
+         str(roxd.stderr_path.parent / "roxd.sock"), "--json", "status"],
+        capture_output=True, text=True, check=True).stdout)
+    assert status["policy"]["hold_unknown"] is True
+    os.kill(roxd.proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(6.5)  # past the 5 s lease, no renewal
+        c = run_container("echo ran; sleep 600")
+        wait_until(lambda: b"ran" in c.logs(), 15, 0.2,
+                   message="a new container's exec to run while roxd is stopped")
+    finally:
+        os.kill(roxd.proc.pid, signal.SIGCONT)
+
+
 TARGET_RULE = """
 [[rule]]
 id = "test.kill-{target}"
@@ -348,12 +389,33 @@ host = false
 """
 
 
-@pytest.mark.parametrize("target", ["process-tree", "container"])
-def test_kill_targets(roxd_factory: Any, run_container: Any, tmp_path: Path,
-                      target: str) -> None:
-    marker = f"mk-{uuid.uuid4().hex[:8]}"
-    rules = _rules(tmp_path, TARGET_RULE.format(target=target, marker=marker))
-    roxd: RoxdProcess = roxd_factory(rules=[rules])
+KILL_TARGETS = ("process-tree", "container")
+
+
+@pytest.fixture(scope="module")
+def kill_targets_roxd(tmp_path_factory: pytest.TempPathFactory,
+                      docker_engine: Any) -> Iterator[tuple[RoxdProcess, dict[str, str]]]:
+    """One roxd with a rule per kill target, each on its own marker (one eBPF compile instead
+    of two). Its kill rules hold new containers' first execs while it runs: these tests are
+    the last of the file, so no earlier test (the stopped-roxd lease test above all) runs
+    with it alive."""
+    markers = {t: f"mk-{uuid.uuid4().hex[:8]}" for t in KILL_TARGETS}
+    rules = tmp_path_factory.mktemp("kill-targets")
+    for t, m in markers.items():
+        (rules / f"{t}.toml").write_text(TARGET_RULE.format(target=t, marker=m))
+    rp = start_roxd(tmp_path_factory.mktemp("roxd-kill-targets"), rules=[rules])
+    try:
+        rp.wait_ready()
+        yield rp, markers
+    finally:
+        rp.stop()
+
+
+@pytest.mark.parametrize("target", KILL_TARGETS)
+def test_kill_targets(kill_targets_roxd: tuple[RoxdProcess, dict[str, str]],
+                      run_container: Any, target: str) -> None:
+    roxd, markers = kill_targets_roxd
+    marker = markers[target]
     # the container's init keeps running; a subshell starts two sleepers, then the marker
     c = run_container("sleep 600 & wait")
     # a shell starts two sleepers, then execs into the marker command line: the process that
@@ -381,27 +443,3 @@ def test_kill_targets(roxd_factory: Any, run_container: Any, tmp_path: Path,
     c.reload()
     assert c.status == "running"
     assert any("sleep 600" in x for x in commands())
-
-
-def test_a_stopped_roxd_stops_holding_new_containers_execs(
-        roxd_factory: Any, run_container: Any, tmp_path: Path) -> None:
-    """The exec hold is a lease roxd renews every second: while roxd is SIGSTOPped (a hung
-    loop), new containers' execs are held for at most the lease, then run; before the lease,
-    they waited for roxd (for good, had it died)."""
-    import os
-    import signal
-
-    roxd: RoxdProcess = roxd_factory(rules=[_rules(tmp_path, KILL_RULE)])  # image-scoped
-    status = json.loads(subprocess.run(
-        [sys.executable, "-m", "roxd.ctl", "--socket",
-         str(roxd.stderr_path.parent / "roxd.sock"), "--json", "status"],
-        capture_output=True, text=True, check=True).stdout)
-    assert status["policy"]["hold_unknown"] is True
-    os.kill(roxd.proc.pid, signal.SIGSTOP)
-    try:
-        time.sleep(6.5)  # past the 5 s lease, no renewal
-        c = run_container("echo ran; sleep 600")
-        wait_until(lambda: b"ran" in c.logs(), 15, 0.2,
-                   message="a new container's exec to run while roxd is stopped")
-    finally:
-        os.kill(roxd.proc.pid, signal.SIGCONT)

@@ -132,10 +132,12 @@ def _wait_alert(rp: RoxdProcess, rule: str, cid: str) -> dict[str, Any]:
 
 
 def test_an_attack_that_moves_to_another_container_is_one_incident_naming_both(
-        roxd_factory: Any, run_container: Any) -> None:
+        shared_roxd: RoxdProcess, run_container: Any) -> None:
     """A connects to B's SSH port (refused: B listens on nothing), then B is attacked: one
-    incident with A and B; C, attacked at the same time but never reached, is its own."""
-    rp = roxd_factory(config=CONFIG)
+    incident with A and B; C, attacked at the same time but never reached, is its own.
+    (The session's shared roxd: its quiet window, 30 min by default, outlasts the test; its
+    other incidents are other containers', and only A's, B's and C's are read.)"""
+    rp = shared_roxd
     sock = rp.stderr_path.parent / "roxd.sock"
     marker = uuid.uuid4().hex[:8]
     names = [f"roxd-inc-{x}-{marker}" for x in "abc"]
@@ -157,8 +159,8 @@ def test_an_attack_that_moves_to_another_container_is_one_incident_naming_both(
         """Every alert of the three in an incident: A's and B's in one, C's in another."""
         printed = {x.id: {al["id"] for al in _alerts_of(rp, x.id)} for x in (a, b, c)}
         ours = {a.id, b.id, c.id}  # other tests' containers may have incidents too
-        items = [i for i in _incidents(str(sock))
-                 if ours & {x["id"] for x in i["containers"]}]
+        found = {i["id"]: i for x in (a, b, c) for i in _incidents(str(sock), container=x.id)}
+        items = [i for i in found.values() if ours & {x["id"] for x in i["containers"]}]
         by_containers = {tuple(x["id"] for x in i["containers"]): i for i in items}
         both, alone = by_containers.get((a.id, b.id)), by_containers.get((c.id,))
         if len(items) != 2 or not both or not alone:

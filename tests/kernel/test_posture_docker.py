@@ -34,7 +34,7 @@ from roxd.posture import CHECKS, Result, gather, run_checks
 from roxd.posture.facts import ContainerFacts, PostureFacts
 from roxd.posture.formats import docker_bench_document
 from roxd.runtime import DockerRuntime
-from tests.conftest import SESSION, wait_until
+from tests.conftest import SESSION, RoxdProcess, start_roxd, wait_until
 
 docker = pytest.importorskip("docker")
 
@@ -274,10 +274,26 @@ def test_sshd_running_in_a_container_is_observed(run_container: Callable[..., An
 # ---------------------------------------------------------------------------- through roxd
 
 
+POSTURE_ROXD_CONFIG = "[daemon]\nstats_interval_s = 5.0\n[posture]\ninterval_s = 3600.0\n"
+
+
+@pytest.fixture(scope="module")
+def posture_roxd(tmp_path_factory: pytest.TempPathFactory,
+                 docker_engine: Any) -> Iterator[RoxdProcess]:
+    """One roxd for the two tests through a real roxd (one eBPF compile instead of two): each
+    judges only the containers it started, and reads only the log written while it ran."""
+    rp = start_roxd(tmp_path_factory.mktemp("roxd-posture"), config=POSTURE_ROXD_CONFIG)
+    try:
+        rp.wait_ready()
+        yield rp
+    finally:
+        rp.stop()
+
+
 def test_the_api_and_roxctl_of_a_real_roxd(run_container: Callable[..., Any],
-                                           roxd_factory: Callable[..., Any]) -> None:
-    rp = roxd_factory(config="[daemon]\nstats_interval_s = 5.0\n[posture]\n"
-                             "interval_s = 3600.0\n")
+                                           posture_roxd: RoxdProcess) -> None:
+    rp = posture_roxd
+    log_start = len(rp.stderr())
     sock = str(rp.stderr_path.parent / "roxd.sock")
     with ApiClient(sock, timeout=120) as api:
         first = api.get("/v1/posture")
@@ -331,7 +347,8 @@ def test_the_api_and_roxctl_of_a_real_roxd(run_container: Callable[..., Any],
     inv = roxctl("inventory", "containers")
     assert inv.returncode == 0 and late.name in inv.stdout
     assert roxctl("inventory", "images", "--json").returncode == 0
-    assert "posture regression" not in rp.stderr() or "5.32" in rp.stderr()
+    log = rp.stderr()[log_start:]
+    assert "posture regression" not in log or "5.32" in log
 
 
 # ---------------------------------------------------------------------------- the reference
@@ -502,14 +519,12 @@ def test_5_9_from_listeners_read_in_proc(run_container: Callable[..., Any],
 
 
 def test_5_9_from_the_kernel_in_a_real_roxd(run_container: Callable[..., Any],
-                                            roxd_factory: Callable[..., Any],
+                                            posture_roxd: RoxdProcess,
                                             exposing_image: str) -> None:
     """A real roxd with its inbound tracing in the kernel: containers started after it, their
     listen() seen as it happens; 5.9 names the one on an undeclared port, not the one on its
     EXPOSEd port. Other sessions share the engine: only this test's containers are judged."""
-    rp = roxd_factory(config="[daemon]\nstats_interval_s = 5.0\n[posture]\n"
-                             "interval_s = 3600.0\n")
-    sock = str(rp.stderr_path.parent / "roxd.sock")
+    sock = str(posture_roxd.stderr_path.parent / "roxd.sock")
     with ApiClient(sock, timeout=120) as api:
         api.get("/v1/posture")  # up, first scan done
         declared = run_container(HTTPD.format(port=8080), image=exposing_image)

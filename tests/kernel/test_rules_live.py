@@ -7,12 +7,14 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import OTHER_IMAGE, REPO, RoxdProcess, wait_until
+from tests.conftest import OTHER_IMAGE, REPO, RoxdProcess, start_roxd, wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -91,18 +93,9 @@ image = ["roxd-test/busybox:latest"]
 """
 
 
-def _write_rules(tmp_path: Path, name: str, text: str) -> Path:
-    d = tmp_path / f"rules-{uuid.uuid4().hex[:6]}"
-    d.mkdir()
-    (d / name).write_text(text)
-    return d
-
-
 def test_rule_scoped_to_image_a_does_not_fire_in_image_b(
-        roxd_factory: Any, run_container: Any, tmp_path: Path) -> None:
-    marker = f"scoped-{uuid.uuid4().hex[:10]}"
-    rules = _write_rules(tmp_path, "scoped.toml", IMAGE_RULE.replace("{marker}", marker))
-    roxd = roxd_factory(rules=[rules])
+        rules_roxd: RulesRoxd, run_container: Any) -> None:
+    roxd, marker = rules_roxd.roxd, rules_roxd.scoped
     b = run_container(f"sleep 1; /bin/echo {marker} b; sleep 30", image=OTHER_IMAGE)
     a = run_container(f"sleep 1; /bin/echo {marker} a; sleep 30")
     alert = roxd.wait_for(alert_of("test.echo-in-image-a"), timeout=20, message="scoped alert")
@@ -145,34 +138,47 @@ args = { contains = ["{two}"] }
 
 
 def test_sighup_reload_swaps_rules_and_a_bad_file_keeps_the_old_set(
-        roxd_factory: Any, tmp_path: Path) -> None:
-    one, two = f"one-{uuid.uuid4().hex[:8]}", f"two-{uuid.uuid4().hex[:8]}"
-    rules = _write_rules(tmp_path, "a.toml", RELOAD_BASE.replace("{one}", one))
-    roxd = roxd_factory(rules=[rules])
+        rules_roxd: RulesRoxd) -> None:
+    roxd, rules, one = rules_roxd.roxd, rules_roxd.rules, rules_roxd.one
+    two = f"two-{uuid.uuid4().hex[:8]}"
+    # counted from here: the module's roxd may have reloaded before (another run of this test)
+    reloaded = roxd.stderr().count("rules reloaded")
+    failed = roxd.stderr().count("rule reload failed")
 
     def echo(word: str) -> None:
         subprocess.run(["/bin/echo", word], check=True, stdout=subprocess.DEVNULL)
 
     echo(one)
     roxd.wait_for(alert_of("test.reload-one"), message="rule one")
-    # add a rule, SIGHUP: it fires without restarting the programs
-    (rules / "b.toml").write_text(RELOAD_ADDED.replace("{two}", two))
-    roxd.proc.send_signal(signal.SIGHUP)
-    wait_until(lambda: "rules reloaded" in roxd.stderr(), 10, message="reload log line")
-    echo(two)
-    roxd.wait_for(alert_of("test.reload-two"), message="rule two after reload")
-    # break a file: the reload fails with file, line and rule; the previous set keeps running
-    (rules / "b.toml").write_text(RELOAD_ADDED.replace("{two}", two)
-                                  .replace('phase = "foothold"', 'phase = "sideways"'))
-    roxd.proc.send_signal(signal.SIGHUP)
-    wait_until(lambda: "rule reload failed" in roxd.stderr(), 10, message="failed reload")
-    err = roxd.stderr()
-    assert "b.toml:" in err and "test.reload-two" in err and "sideways" in err
-    before = len(roxd.matching(alert_of("test.reload-two")))
-    echo(two)
-    wait_until(lambda: len(roxd.matching(alert_of("test.reload-two"))) > before, 10,
-               message="rule two still active after the failed reload")
-    assert err.count("eBPF programs attached in") == 1  # never recompiled or re-attached
+    try:
+        # add a rule, SIGHUP: it fires without restarting the programs
+        (rules / "b.toml").write_text(RELOAD_ADDED.replace("{two}", two))
+        roxd.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: roxd.stderr().count("rules reloaded") > reloaded, 10,
+                   message="reload log line")
+        echo(two)
+        roxd.wait_for(alert_of("test.reload-two"), message="rule two after reload")
+        # break a file: the reload fails with file, line and rule; the previous set keeps
+        # running
+        (rules / "b.toml").write_text(RELOAD_ADDED.replace("{two}", two)
+                                      .replace('phase = "foothold"', 'phase = "sideways"'))
+        roxd.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: roxd.stderr().count("rule reload failed") > failed, 10,
+                   message="failed reload")
+        err = roxd.stderr()
+        assert "b.toml:" in err and "test.reload-two" in err and "sideways" in err
+        before = len(roxd.matching(alert_of("test.reload-two")))
+        echo(two)
+        wait_until(lambda: len(roxd.matching(alert_of("test.reload-two"))) > before, 10,
+                   message="rule two still active after the failed reload")
+        assert err.count("eBPF programs attached in") == 1  # never recompiled or re-attached
+    finally:
+        # the module's roxd goes back to the set it started with, for the tests after this one
+        (rules / "b.toml").unlink(missing_ok=True)
+        reloaded = roxd.stderr().count("rules reloaded")
+        roxd.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: roxd.stderr().count("rules reloaded") > reloaded, 10,
+                   message="reload back to the module's rules")
 
 
 def test_validate_rules_cli(tmp_path: Path) -> None:
@@ -203,8 +209,38 @@ args = { contains = ["{marker}"] }
 """
 
 
+@dataclass
+class RulesRoxd:
+    """One roxd for the three tests below that each need a rule of their own: one start
+    (one eBPF compile) instead of three. Each rule matches only its own marker, so the tests
+    cannot fire each other's rules; the reload test puts the rule set back when it ends."""
+    roxd: RoxdProcess
+    rules: Path
+    scoped: str
+    one: str
+    hostile: str
+
+
+@pytest.fixture(scope="module")
+def rules_roxd(tmp_path_factory: pytest.TempPathFactory,
+               docker_engine: Any) -> Iterator[RulesRoxd]:
+    scoped = f"scoped-{uuid.uuid4().hex[:10]}"
+    one = f"one-{uuid.uuid4().hex[:8]}"
+    hostile = f"hostile-{uuid.uuid4().hex[:10]}"
+    rules = tmp_path_factory.mktemp("rules-live")
+    (rules / "scoped.toml").write_text(IMAGE_RULE.replace("{marker}", scoped))
+    (rules / "a.toml").write_text(RELOAD_BASE.replace("{one}", one))
+    (rules / "hostile.toml").write_text(HOSTILE_RULE.replace("{marker}", hostile))
+    roxd = start_roxd(tmp_path_factory.mktemp("roxd-rules"), rules=[rules])
+    try:
+        roxd.wait_ready()
+        yield RulesRoxd(roxd, rules, scoped, one, hostile)
+    finally:
+        roxd.stop()
+
+
 def test_a_non_utf8_exe_and_escape_sequences_reach_the_store_and_roxctl_intact(
-        roxd_factory: Any, tmp_path: Path) -> None:
+        rules_roxd: RulesRoxd, tmp_path: Path) -> None:
     """A real exec of /tmp/.../\\xff\\xfe/true with ESC sequences, a newline and a non-UTF-8
     byte in argv: the alert is stored, `roxctl --json alerts list` gives the exact bytes
     back (roxd/text.py to_bytes), and `roxctl alerts show` prints them escaped."""
@@ -213,9 +249,7 @@ def test_a_non_utf8_exe_and_escape_sequences_reach_the_store_and_roxctl_intact(
 
     from roxd.text import to_bytes
 
-    marker = f"hostile-{uuid.uuid4().hex[:10]}"
-    rules = _write_rules(tmp_path, "hostile.toml", HOSTILE_RULE.replace("{marker}", marker))
-    roxd = roxd_factory(rules=[rules])
+    roxd, marker = rules_roxd.roxd, rules_roxd.hostile
     sock = str(roxd.stderr_path.parent / "roxd.sock")
     exe = os.fsencode(tmp_path) + b"/dir-\xff\xfe/true"
     os.makedirs(os.path.dirname(exe))
