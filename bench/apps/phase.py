@@ -1,0 +1,224 @@
+"""The `apps` phase: real applications in containers under each agent, side by side.
+
+Agents: none; roxd with the default pack (baselines learning, as shipped); roxd-baselines
+(roxd whose baselines learned the applications in a warm-up, then were locked and set to
+enforce through the API, as `roxctl baselines lock --all` and `mode W enforce` do); auditd
+with rules for what roxd watches (bench/agents.py AUDIT_RULES_APPS); the bpftrace floor.
+
+Each repetition runs every agent once, in an order rotated per repetition (ABCDE, BCDEA, ...)
+so drift over the run hits every agent alike; each slot starts the agent, runs every
+application for the same duration (the same request count for redis) and stops the agent.
+A ratio compares an agent with the no-agent slot of the same repetition: throughput ratio =
+none / agent (above 1: slower), p99 ratio = agent / none (above 1: slower). Figures are the
+median of the ratios over repetitions, with min and max."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import defaultdict
+from typing import Any
+
+from bench.agents import (
+    AUDIT_RULES_APPS,
+    BPFTRACE_PROGRAM_APPS,
+    Agent,
+    AuditdAgent,
+    BpftraceAgent,
+    NoAgent,
+    RoxdAgent,
+    auditd_unavailable,
+    bpftrace_unavailable,
+)
+from bench.apps import image
+from bench.apps.loads import APPS, App, LoadError, Measurement, Stage, remove
+from bench.env import Env, log
+from bench.stats import Summary
+
+AGENTS = ("none", "roxd", "roxd-baselines", "auditd", "bpftrace")
+TARGET = 1.03  # issue 22: per application with the default pack
+LEARN_SECONDS = 3.0  # warm-up per application under roxd-baselines, before the lock
+
+
+def rotation(agents: list[str], rep: int) -> list[str]:
+    k = rep % len(agents)
+    return agents[k:] + agents[:k]
+
+
+def choose_agents(env: Env) -> list[str]:
+    chosen = []
+    for name in env.settings.app_agents:
+        why = {"auditd": auditd_unavailable, "bpftrace": bpftrace_unavailable}.get(
+            name, lambda: None)()
+        if why:
+            env.note(f"apps: agent {name} skipped: {why}")
+        else:
+            chosen.append(name)
+    return chosen
+
+
+def make_agent(env: Env, name: str) -> Agent:
+    if name in ("roxd", "roxd-baselines"):
+        return env.roxd(variant=name)
+    if name == "auditd":
+        return AuditdAgent(cleanup=env.cleanup, rules=AUDIT_RULES_APPS)
+    if name == "bpftrace":
+        return BpftraceAgent(cleanup=env.cleanup, workdir=env.workdir / "bpftrace-apps",
+                             program=BPFTRACE_PROGRAM_APPS)
+    return NoAgent()
+
+
+def ratios(runs: dict[tuple[int, str, str], Measurement], app: str, agent: str,
+           reps: int) -> tuple[list[float], list[float]]:
+    """(throughput ratios none/agent, p99 ratios agent/none) over the repetitions that have
+    both slots."""
+    tput, p99 = [], []
+    for rep in range(reps):
+        base, other = runs.get((rep, app, "none")), runs.get((rep, app, agent))
+        if base is None or other is None:
+            continue
+        tput.append(base.throughput / other.throughput)
+        p99.append(other.p99_ms / base.p99_ms)
+    return tput, p99
+
+
+def _summary(values: list[float], digits: int = 4) -> dict[str, Any] | None:
+    s = Summary.of(values)
+    return s.to_dict(digits) if s else None
+
+
+def learn_and_lock(stage: Stage, apps: list[App], agent: RoxdAgent) -> dict[str, Any]:
+    """Run each application once (learned), then lock all baselines in enforce mode."""
+    for app in apps:
+        app.warm(stage, LEARN_SECONDS)
+    locked = agent.lock_baselines("enforce")
+    status = agent.status()
+    policy = status.get("policy", {})
+    return {"workloads": [{k: b[k] for k in ("workload", "state", "mode", "enforced_mode",
+                                             "learned")} for b in locked],
+            "baseline_cgroups": policy.get("baseline_cgroups"),
+            "baseline_allow_entries": policy.get("baseline_allow_entries")}
+
+
+def foreign_audit_daemon() -> str | None:
+    """An audit daemon this benchmark did not start: it would log every application's execs
+    and connects in every slot, and the auditd agent cannot replace it."""
+    why = auditd_unavailable()
+    return why if why and "already runs" in why else None
+
+
+def run(env: Env) -> dict[str, Any]:
+    s = env.settings
+    if why := foreign_audit_daemon():
+        env.note(f"apps: refused to run: {why}")
+        return {"refused": why, "apps": list(s.apps), "agents": [], "reps": s.app_reps,
+                "seconds_per_run": s.app_seconds, "figures": {}, "failures": []}
+    image.build()
+    out_dir = env.workdir / "apps-out"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.chmod(0o777)
+    stage = Stage(env.containers, out_dir)
+    env.cleanup.push("apps containers", lambda: remove(stage))
+    apps = [APPS[name]() for name in s.apps]
+    agents = choose_agents(env)
+    runs: dict[tuple[int, str, str], Measurement] = {}
+    agent_cpu: dict[tuple[str, str], list[float]] = defaultdict(list)
+    result: dict[str, Any] = {"apps": list(s.apps), "agents": agents, "reps": s.app_reps,
+                              "seconds_per_run": s.app_seconds, "orders": [],
+                              "failures": [], "baselines": [], "roxd_warnings": []}
+    for app in apps:
+        log(f"apps: starting {app.name}")
+        app.start(stage, quick=s.app_seconds < 10)
+    log("apps: warm-up, no agent (discarded)")
+    for app in apps:
+        app.warm(stage, min(s.app_seconds, 5.0))
+    for rep in range(s.app_reps):
+        order = rotation(agents, rep)
+        result["orders"].append(order)
+        for name in order:
+            log(f"apps: repetition {rep + 1}/{s.app_reps}, agent {name}")
+            with make_agent(env, name) as agent:
+                if name == "roxd-baselines":
+                    assert isinstance(agent, RoxdAgent)
+                    result["baselines"].append(learn_and_lock(stage, apps, agent))
+                elif isinstance(agent, RoxdAgent):
+                    time.sleep(2.0)  # settle: container scan, first policy push
+                for app in apps:
+                    cpu0 = agent.cpu_s()
+                    try:
+                        runs[(rep, app.name, name)] = app.run(stage, s.app_seconds,
+                                                              f"{rep}-{name}")
+                    except LoadError as exc:
+                        result["failures"].append(f"rep {rep + 1} {app.name} under {name}: "
+                                                  f"{exc}")
+                        log(f"apps: FAILED {app.name} under {name}: {exc}")
+                        continue
+                    cpu1 = agent.cpu_s()
+                    if cpu0 is not None and cpu1 is not None:
+                        agent_cpu[(app.name, name)].append(cpu1 - cpu0)
+                if isinstance(agent, RoxdAgent):
+                    if name == "roxd-baselines":
+                        after = agent.baselines()
+                        result["baselines"][-1]["anomalies_after_runs"] = sum(
+                            b.get("anomalies", 0) for b in after)
+                    result["roxd_warnings"].extend(
+                        w for w in agent.warnings() if w not in result["roxd_warnings"])
+    with contextlib.suppress(Exception):
+        remove(stage)
+    figures: dict[str, Any] = {}
+    for app in apps:
+        fig: dict[str, Any] = {"unit": app.unit}
+        for name in agents:
+            mine = [m for (rep, a, g), m in sorted(runs.items()) if a == app.name and g == name]
+            fig[name] = {
+                "throughput": _summary([m.throughput for m in mine], 2),
+                "p99_ms": _summary([m.p99_ms for m in mine], 3),
+                "agent_cpu_s": _summary(agent_cpu.get((app.name, name), []), 2),
+            }
+            if name != "none":
+                tput, p99 = ratios(runs, app.name, name, s.app_reps)
+                fig[name]["throughput_ratio"] = _summary(tput)
+                fig[name]["p99_ratio"] = _summary(p99)
+        figures[app.name] = fig
+    result["figures"] = figures
+    result["runs"] = [{"rep": rep, "app": a, "agent": g, "throughput": round(m.throughput, 2),
+                       "p99_ms": round(m.p99_ms, 3), **m.detail}
+                      for (rep, a, g), m in sorted(runs.items())]
+    return result
+
+
+def _fmt(s: dict[str, Any] | None) -> str:
+    if not s:
+        return "-"
+    return f"{s['median']:.3f} [{s['min']:.3f}-{s['max']:.3f}]"
+
+
+def table(res: dict[str, Any]) -> str:
+    """Throughput and p99 ratios per application and agent: median [min-max]."""
+    if res.get("refused"):
+        return f"application benchmarks: refused: {res['refused']}"
+    agents = [a for a in res.get("agents", []) if a != "none"]
+    lines = [f"application benchmarks: {res['reps']} repetitions x {res['seconds_per_run']:g} s"
+             f" per run; ratio to no agent, median [min-max]; above 1 = slower "
+             f"(target <= {TARGET} with the default pack)"]
+    lines.append(f"{'app':9} {'figure':11} {'none':>16}" + "".join(f" {a:>22}" for a in agents))
+    for app, fig in res.get("figures", {}).items():
+        none = fig.get("none", {})
+        tp = none.get("throughput")
+        p99 = none.get("p99_ms")
+        base_t = f"{tp['median']:.1f} {fig['unit']}" if tp else "-"
+        base_p = f"{p99['median']:.2f} ms" if p99 else "-"
+        row_t = f"{app:9} {'throughput':11} {base_t:>16}"
+        row_p = f"{'':9} {'p99':11} {base_p:>16}"
+        for a in agents:
+            row_t += f" {_fmt(fig.get(a, {}).get('throughput_ratio')):>22}"
+            row_p += f" {_fmt(fig.get(a, {}).get('p99_ratio')):>22}"
+        lines += [row_t, row_p]
+    for b in res.get("baselines", []):
+        lines.append(f"roxd-baselines: {len(b['workloads'])} workloads locked "
+                     f"({', '.join(sorted({w['enforced_mode'] for w in b['workloads']}))}), "
+                     f"{b.get('baseline_cgroups')} cgroups in the kernel map, anomalies after "
+                     f"the runs: {b.get('anomalies_after_runs')}")
+    for f in res.get("failures", []):
+        lines.append(f"FAILED: {f}")
+    return "\n".join(lines)
