@@ -177,14 +177,17 @@ class RoxdAgent(Agent):
         with self.api() as api:
             return list(api.get("/v1/baselines")["baselines"])
 
-    def lock_baselines(self, mode: str = "enforce") -> list[dict[str, Any]]:
-        """Lock every workload learned so far (as `roxctl baselines lock --all`) and set each
-        one's mode (as `roxctl baselines mode W enforce`); returns the list after."""
+    def lock_baselines(self, marker: str, mode: str = "enforce") -> list[dict[str, Any]]:
+        """Lock the workloads whose key contains marker (the benchmark's own containers, never
+        another container on the host), as `roxctl baselines lock W`, and set each one's mode
+        (`roxctl baselines mode W enforce`); returns those workloads after."""
         with self.api() as api:
-            api.post("/v1/baselines/lock", {"all": True})
             for b in api.get("/v1/baselines")["baselines"]:
-                api.post("/v1/baselines/mode", {"workload": b["workload"], "mode": mode})
-        return self.baselines()
+                if marker in b["workload"]:
+                    if b["state"] == "learning":
+                        api.post("/v1/baselines/lock", {"workload": b["workload"]})
+                    api.post("/v1/baselines/mode", {"workload": b["workload"], "mode": mode})
+        return [b for b in self.baselines() if marker in b["workload"]]
 
 
 # ---------------------------------------------------------------------------- auditd

@@ -44,6 +44,11 @@ class Stage:
     builder: Any = None
     servers: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def marker(self) -> str:
+        """In the name of every container of this phase (and so in their workload keys)."""
+        return f"roxd-bench-{self.containers.run_id}-app-"
+
     def start(self, role: str, command: list[str], user: str | None = None,
               mount_out: bool = False) -> Any:
         cs = self.containers
@@ -53,7 +58,7 @@ class Stage:
         if mount_out:
             kwargs["volumes"] = {str(self.out_dir): {"bind": "/out", "mode": "rw"}}
         c = cs.client.containers.create(
-            APPS_IMAGE, command, name=f"roxd-bench-{cs.run_id}-app-{role}",
+            APPS_IMAGE, command, name=f"{self.marker}{role}",
             labels={LABEL: cs.run_id, "roxd-bench-role": f"app-{role}"},
             shm_size="256m", **kwargs)
         cs.made.append(c)  # removed with the run's other containers

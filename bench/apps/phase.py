@@ -29,6 +29,7 @@ from bench.agents import (
     RoxdAgent,
     auditd_unavailable,
     bpftrace_unavailable,
+    wait_for,
 )
 from bench.apps import image
 from bench.apps.loads import APPS, App, LoadError, Measurement, Stage, remove
@@ -88,12 +89,23 @@ def _summary(values: list[float], digits: int = 4) -> dict[str, Any] | None:
 
 
 def learn_and_lock(stage: Stage, apps: list[App], agent: RoxdAgent) -> dict[str, Any]:
-    """Run each application once (learned), then lock all baselines in enforce mode."""
+    """Run each application once (learned), then lock the baselines of the benchmark's
+    containers (and only those: other containers on the host are not the benchmark's to
+    enforce on) in enforce mode, and wait until the kernel holds them."""
     for app in apps:
         app.warm(stage, LEARN_SECONDS)
-    locked = agent.lock_baselines("enforce")
-    status = agent.status()
-    policy = status.get("policy", {})
+    locked = agent.lock_baselines(stage.marker, "enforce")
+    if not locked:
+        raise RuntimeError("roxd-baselines: roxd learned no workload of the benchmark's "
+                           "containers in the warm-up")
+
+    def pushed() -> dict[str, Any] | None:
+        # the policy stage writes the kernel maps after the lock: measure only once they hold
+        # the locked workloads (status counters are cached for about a second)
+        policy = agent.status().get("policy", {})
+        return policy if (policy.get("baseline_cgroups") or 0) >= 1 else None
+
+    policy = wait_for(pushed, 30, "the locked baselines to reach the kernel", interval=0.5)
     return {"workloads": [{k: b[k] for k in ("workload", "state", "mode", "enforced_mode",
                                              "learned")} for b in locked],
             "baseline_cgroups": policy.get("baseline_cgroups"),
@@ -105,6 +117,19 @@ def foreign_audit_daemon() -> str | None:
     and connects in every slot, and the auditd agent cannot replace it."""
     why = auditd_unavailable()
     return why if why and "already runs" in why else None
+
+
+PROBE = ["/usr/bin/whoami"]  # never run in the client container by any load generator
+
+
+def enforcement_probe(stage: Stage) -> dict[str, Any]:
+    """After the measured runs: an exec the client's baseline never learned. Under a locked
+    enforce baseline the kernel kills it before its first instruction (docker exec reports
+    128 + SIGKILL and no output): proof that the runs were measured with enforcement on."""
+    code, output = stage.ensure_client().exec_run(PROBE)
+    text = output.decode(errors="replace").strip()
+    return {"argv": PROBE, "exit_code": code, "output": text[:200],
+            "killed": code == 137 and not text}
 
 
 def run(env: Env) -> dict[str, Any]:
@@ -140,7 +165,13 @@ def run(env: Env) -> dict[str, Any]:
             with make_agent(env, name) as agent:
                 if name == "roxd-baselines":
                     assert isinstance(agent, RoxdAgent)
-                    result["baselines"].append(learn_and_lock(stage, apps, agent))
+                    try:
+                        result["baselines"].append(learn_and_lock(stage, apps, agent))
+                    except (RuntimeError, LoadError) as exc:
+                        # not measured: without enforcing baselines the slot is plain roxd
+                        result["failures"].append(f"rep {rep + 1} roxd-baselines: {exc}")
+                        log(f"apps: FAILED roxd-baselines set-up: {exc}")
+                        continue
                 elif isinstance(agent, RoxdAgent):
                     time.sleep(2.0)  # settle: container scan, first policy push
                 for app in apps:
@@ -161,6 +192,7 @@ def run(env: Env) -> dict[str, Any]:
                         after = agent.baselines()
                         result["baselines"][-1]["anomalies_after_runs"] = sum(
                             b.get("anomalies", 0) for b in after)
+                        result["baselines"][-1]["probe"] = enforcement_probe(stage)
                     result["roxd_warnings"].extend(
                         w for w in agent.warnings() if w not in result["roxd_warnings"])
     with contextlib.suppress(Exception):
@@ -218,7 +250,8 @@ def table(res: dict[str, Any]) -> str:
         lines.append(f"roxd-baselines: {len(b['workloads'])} workloads locked "
                      f"({', '.join(sorted({w['enforced_mode'] for w in b['workloads']}))}), "
                      f"{b.get('baseline_cgroups')} cgroups in the kernel map, anomalies after "
-                     f"the runs: {b.get('anomalies_after_runs')}")
+                     f"the runs: {b.get('anomalies_after_runs')}, unlearned exec afterwards "
+                     f"{'killed' if (b.get('probe') or {}).get('killed') else 'NOT killed'}")
     for f in res.get("failures", []):
         lines.append(f"FAILED: {f}")
     return "\n".join(lines)
