@@ -52,6 +52,9 @@ def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     p.add_argument("--apps", help=f"apps phase: comma list of {','.join(APPS)}")
     p.add_argument("--app-agents", help="apps phase: comma list of "
                    f"{','.join(apps_phase.AGENTS)} (none is always added)")
+    p.add_argument("--app-profile", action="store_true",
+                   help="apps phase: per run under roxd, its BPF programs' kernel time "
+                   "(kernel.bpf_stats_enabled=1 for the phase) and a py-spy sample")
     p.add_argument("--phases", help=f"comma list of {','.join(PHASES)}")
     p.add_argument("--no-learning", action="store_true",
                    help="skip the syscall loops with seccomp learning")
@@ -103,6 +106,8 @@ def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
         if unknown := set(phases) - set(PHASES):
             p.error(f"unknown phases: {', '.join(sorted(unknown))}")
         changes["phases"] = phases
+    if args.app_profile:
+        changes["app_profile"] = True
     if args.no_learning:
         changes["learning"] = False
     return dataclasses.replace(s, **changes), args

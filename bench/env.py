@@ -31,6 +31,7 @@ class Settings:
     app_seconds: float = 20.0
     apps: tuple[str, ...] = ("nginx", "redis", "postgres", "compile")
     app_agents: tuple[str, ...] = ("none", "roxd", "roxd-baselines", "auditd", "bpftrace")
+    app_profile: bool = False  # BPF run time and py-spy of roxd per application run
 
 
 @dataclass

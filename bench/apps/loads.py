@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.apps.image import APPS_IMAGE, POSTGRES_UID
-from bench.containers import LABEL, Containers
+from bench.containers import LABEL, OWNER_LABEL, Containers, owner
 from bench.stats import percentile
 
 IDLE_CMD = ["/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 3600 & wait; done"]
@@ -59,7 +59,7 @@ class Stage:
             kwargs["volumes"] = {str(self.out_dir): {"bind": "/out", "mode": "rw"}}
         c = cs.client.containers.create(
             APPS_IMAGE, command, name=f"{self.marker}{role}",
-            labels={LABEL: cs.run_id, "roxd-bench-role": f"app-{role}"},
+            labels={LABEL: cs.run_id, "roxd-bench-role": f"app-{role}", OWNER_LABEL: owner()},
             shm_size="256m", **kwargs)
         cs.made.append(c)  # removed with the run's other containers
         c.start()

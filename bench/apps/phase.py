@@ -19,6 +19,9 @@ import time
 from collections import defaultdict
 from typing import Any
 
+import docker.errors
+
+from bench import bpfstats
 from bench.agents import (
     AUDIT_RULES_APPS,
     BPFTRACE_PROGRAM_APPS,
@@ -33,6 +36,7 @@ from bench.agents import (
 )
 from bench.apps import image
 from bench.apps.loads import APPS, App, LoadError, Measurement, Stage, remove
+from bench.apps.profiling import RunProfile, enable_bpf_stats
 from bench.env import Env, log
 from bench.stats import Summary
 
@@ -150,7 +154,10 @@ def run(env: Env) -> dict[str, Any]:
     agent_cpu: dict[tuple[str, str], list[float]] = defaultdict(list)
     result: dict[str, Any] = {"apps": list(s.apps), "agents": agents, "reps": s.app_reps,
                               "seconds_per_run": s.app_seconds, "orders": [],
-                              "failures": [], "baselines": [], "roxd_warnings": []}
+                              "failures": [], "baselines": [], "roxd_warnings": [],
+                              "bpf_stats_enabled": s.app_profile, "profile": []}
+    if s.app_profile:
+        enable_bpf_stats(env.cleanup)
     for app in apps:
         log(f"apps: starting {app.name}")
         app.start(stage, quick=s.app_seconds < 10)
@@ -163,6 +170,7 @@ def run(env: Env) -> dict[str, Any]:
         for name in order:
             log(f"apps: repetition {rep + 1}/{s.app_reps}, agent {name}")
             with make_agent(env, name) as agent:
+                roxd = isinstance(agent, RoxdAgent) and agent.pid is not None
                 if name == "roxd-baselines":
                     assert isinstance(agent, RoxdAgent)
                     try:
@@ -174,12 +182,18 @@ def run(env: Env) -> dict[str, Any]:
                         continue
                 elif isinstance(agent, RoxdAgent):
                     time.sleep(2.0)  # settle: container scan, first policy push
+                names = bpfstats.names() if s.app_profile and roxd else {}
                 for app in apps:
                     cpu0 = agent.cpu_s()
+                    prof = (RunProfile(agent.pid, out_dir / f"spy-{rep}-{name}-{app.name}",
+                                       s.app_seconds) if s.app_profile and roxd else None)
                     try:
                         runs[(rep, app.name, name)] = app.run(stage, s.app_seconds,
                                                               f"{rep}-{name}")
-                    except LoadError as exc:
+                        if prof is not None:
+                            result["profile"].append({"rep": rep, "app": app.name,
+                                                      "agent": name, **prof.finish(names)})
+                    except (LoadError, docker.errors.APIError) as exc:
                         result["failures"].append(f"rep {rep + 1} {app.name} under {name}: "
                                                   f"{exc}")
                         log(f"apps: FAILED {app.name} under {name}: {exc}")
@@ -252,6 +266,11 @@ def table(res: dict[str, Any]) -> str:
                      f"{b.get('baseline_cgroups')} cgroups in the kernel map, anomalies after "
                      f"the runs: {b.get('anomalies_after_runs')}, unlearned exec afterwards "
                      f"{'killed' if (b.get('probe') or {}).get('killed') else 'NOT killed'}")
+    for p in res.get("profile", []):
+        mods = ", ".join(f"{m} {share:.0%}" for m, share in p.get("pyspy_top_modules", [])[:3])
+        progs = ", ".join(f"{n} {sec:.3f}" for n, sec in p["bpf_top"][:3])
+        lines.append(f"profile rep {p['rep'] + 1} {p['app']:8} {p['agent']:14} BPF "
+                     f"{p['bpf_s']:.3f} s ({progs}); py-spy: {mods or '-'}")
     for f in res.get("failures", []):
         lines.append(f"FAILED: {f}")
     return "\n".join(lines)
