@@ -16,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.apps.image import APPS_IMAGE, POSTGRES_UID
-from bench.containers import LABEL, OWNER_LABEL, Containers, owner
+from bench.containers import OWNER_LABEL, Containers, owner, run_alive
 from bench.stats import percentile
 
+# Not bench/containers.py's label: a benchmark of an older checkout running at the same time
+# removes every container carrying that one when it starts.
+APPS_LABEL = "roxd-bench-apps"
 IDLE_CMD = ["/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 3600 & wait; done"]
 
 
@@ -59,7 +62,8 @@ class Stage:
             kwargs["volumes"] = {str(self.out_dir): {"bind": "/out", "mode": "rw"}}
         c = cs.client.containers.create(
             APPS_IMAGE, command, name=f"{self.marker}{role}",
-            labels={LABEL: cs.run_id, "roxd-bench-role": f"app-{role}", OWNER_LABEL: owner()},
+            labels={APPS_LABEL: cs.run_id, "roxd-bench-role": f"app-{role}",
+                    OWNER_LABEL: owner()},
             shm_size="256m", **kwargs)
         cs.made.append(c)  # removed with the run's other containers
         c.start()
@@ -305,6 +309,14 @@ class Compile(App):
 
 APPS: dict[str, type[App]] = {"nginx": Nginx, "redis": Redis, "postgres": Postgres,
                               "compile": Compile}
+
+
+def remove_leftovers(client: Any) -> None:
+    """Containers of an earlier apps phase that was killed hard (its process is gone)."""
+    for c in client.containers.list(all=True, filters={"label": APPS_LABEL}):
+        if not run_alive(c.labels.get(OWNER_LABEL, "")):
+            with contextlib.suppress(Exception):
+                c.remove(force=True)
 
 
 def remove(stage: Stage) -> None:

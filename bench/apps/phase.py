@@ -35,7 +35,15 @@ from bench.agents import (
     wait_for,
 )
 from bench.apps import image
-from bench.apps.loads import APPS, App, LoadError, Measurement, Stage, remove
+from bench.apps.loads import (
+    APPS,
+    App,
+    LoadError,
+    Measurement,
+    Stage,
+    remove,
+    remove_leftovers,
+)
 from bench.apps.profiling import RunProfile, enable_bpf_stats
 from bench.env import Env, log
 from bench.stats import Summary
@@ -147,6 +155,7 @@ def run(env: Env) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     out_dir.chmod(0o777)
     stage = Stage(env.containers, out_dir)
+    remove_leftovers(env.containers.client)
     env.cleanup.push("apps containers", lambda: remove(stage))
     apps = [APPS[name]() for name in s.apps]
     agents = choose_agents(env)

@@ -17,8 +17,9 @@ import pytest
 
 from bench.apps import image
 from bench.apps import phase as apps_phase
+from bench.apps.loads import APPS_LABEL
 from bench.cleanup import Cleanup
-from bench.containers import LABEL, Containers
+from bench.containers import Containers
 from bench.env import Env, Settings
 from tests.conftest import REPO
 
@@ -91,7 +92,7 @@ def test_apps_phase_measures_nginx_under_enforcing_baselines_and_cleans_up(
 
     # everything it started is gone: containers, roxd
     left = docker_engine.containers.list(all=True,
-                                         filters={"label": f"{LABEL}={containers.run_id}"})
+                                         filters={"label": f"{APPS_LABEL}={containers.run_id}"})
     assert left == []
     assert _processes_mentioning(str(workdir)) == [], "roxd (its config is in the work dir) left"
     text = apps_phase.table(res)

@@ -140,3 +140,15 @@ def test_the_c_project_builds_in_parallel_and_runs(tmp_path: Path) -> None:
                                                        "unit2.o"]
     ran = subprocess.run([str(dest / "proj")], capture_output=True, text=True, check=True)
     assert float(ran.stdout) > 0
+
+
+def test_a_running_benchmark_keeps_its_containers_from_another_run() -> None:
+    """bench/containers.py removes leftovers only of runs whose process is gone: this process
+    is alive; a pid with another start time (reused) or no owner at all is a leftover."""
+    from bench.containers import owner, run_alive
+
+    me = owner()
+    assert run_alive(me)
+    pid, _, started = me.partition(":")
+    assert not run_alive(f"{pid}:{int(started) + 1}")
+    assert not run_alive("")
