@@ -199,22 +199,25 @@ def run(env: Env) -> dict[str, Any]:
                     try:
                         runs[(rep, app.name, name)] = app.run(stage, s.app_seconds,
                                                               f"{rep}-{name}")
-                        if prof is not None:
-                            result["profile"].append({"rep": rep, "app": app.name,
-                                                      "agent": name, **prof.finish(names)})
                     except (LoadError, docker.errors.APIError) as exc:
                         result["failures"].append(f"rep {rep + 1} {app.name} under {name}: "
                                                   f"{exc}")
                         log(f"apps: FAILED {app.name} under {name}: {exc}")
                         continue
-                    cpu1 = agent.cpu_s()
+                    finally:
+                        cpu1 = agent.cpu_s()
+                        profiled = prof.finish(names) if prof is not None else None
                     if cpu0 is not None and cpu1 is not None:
                         agent_cpu[(app.name, name)].append(cpu1 - cpu0)
+                    if profiled is not None:
+                        result["profile"].append({"rep": rep, "app": app.name, "agent": name,
+                                                  **profiled})
                 if isinstance(agent, RoxdAgent):
                     if name == "roxd-baselines":
                         after = agent.baselines()
                         result["baselines"][-1]["anomalies_after_runs"] = sum(
-                            b.get("anomalies", 0) for b in after)
+                            b.get("anomalies", 0) for b in after
+                            if stage.marker in b["workload"])
                         result["baselines"][-1]["probe"] = enforcement_probe(stage)
                     result["roxd_warnings"].extend(
                         w for w in agent.warnings() if w not in result["roxd_warnings"])
