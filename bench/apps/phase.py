@@ -195,7 +195,8 @@ def run(env: Env) -> dict[str, Any]:
                 for app in apps:
                     cpu0 = agent.cpu_s()
                     prof = (RunProfile(agent.pid, out_dir / f"spy-{rep}-{name}-{app.name}",
-                                       s.app_seconds) if s.app_profile and roxd else None)
+                                       s.app_seconds, sample=rep % 2 == 1)
+                            if s.app_profile and roxd else None)
                     try:
                         runs[(rep, app.name, name)] = app.run(stage, s.app_seconds,
                                                               f"{rep}-{name}")
@@ -279,10 +280,13 @@ def table(res: dict[str, Any]) -> str:
                      f"the runs: {b.get('anomalies_after_runs')}, unlearned exec afterwards "
                      f"{'killed' if (b.get('probe') or {}).get('killed') else 'NOT killed'}")
     for p in res.get("profile", []):
-        mods = ", ".join(f"{m} {share:.0%}" for m, share in p.get("pyspy_top_modules", [])[:3])
-        progs = ", ".join(f"{n} {sec:.3f}" for n, sec in p["bpf_top"][:3])
-        lines.append(f"profile rep {p['rep'] + 1} {p['app']:8} {p['agent']:14} BPF "
-                     f"{p['bpf_s']:.3f} s ({progs}); py-spy: {mods or '-'}")
+        head = f"profile rep {p['rep'] + 1} {p['app']:8} {p['agent']:14}"
+        if "bpf_s" in p:
+            progs = ", ".join(f"{n} {sec:.3f}" for n, sec in p["bpf_top"][:3])
+            lines.append(f"{head} BPF {p['bpf_s']:.3f} s ({progs})")
+        if "pyspy_top_modules" in p:
+            mods = ", ".join(f"{m} {share:.0%}" for m, share in p["pyspy_top_modules"][:4])
+            lines.append(f"{head} py-spy: {mods or 'no samples'}")
     for f in res.get("failures", []):
         lines.append(f"FAILED: {f}")
     return "\n".join(lines)
