@@ -152,3 +152,23 @@ def test_a_running_benchmark_keeps_its_containers_from_another_run() -> None:
     pid, _, started = me.partition(":")
     assert not run_alive(f"{pid}:{int(started) + 1}")
     assert not run_alive("")
+
+
+def test_the_apps_results_file_stands_alone(tmp_path: Path) -> None:
+    """bench/results/apps-<time>.json: the phase with the machine, commit and notes of the
+    run, so a quiet run can be compared with a contended one without the other phases."""
+    import json
+
+    from bench.__main__ import write_apps
+
+    results = {"machine": {"cpus": 2, "loadavg_at_start": ["0.1", "0.2", "0.3"]},
+               "quick": True, "started": "2026-11-30T00:00:00+0000", "roxd_commit": "abc",
+               "overhead": {"ignored": 1}, "apps": {"figures": {}, "reps": 2},
+               "notes_start": ["another tracer was running"]}
+    path = write_apps(results, tmp_path)
+    assert path.name.startswith("apps-") and path.suffix == ".json"
+    doc = json.loads(path.read_text())
+    assert doc["apps"] == {"figures": {}, "reps": 2}
+    assert doc["machine"]["loadavg_at_start"] == ["0.1", "0.2", "0.3"]
+    assert doc["notes"] == ["another tracer was running"]
+    assert "overhead" not in doc
