@@ -164,7 +164,8 @@ class Redis(App):
 
     name = "redis"
     unit = "req/s"
-    requests = 0
+    rate = 0.0  # requests/s of the first warm-up: sizes the runs
+    requests = 0  # per test, for every measured run (fixed at the first)
 
     def start(self, stage: Stage, quick: bool) -> None:
         server = stage.start("redis", ["redis-server", "--bind", "0.0.0.0", "--protected-mode",
@@ -175,21 +176,26 @@ class Redis(App):
         _wait(lambda: b"PONG" in client.exec_run(["redis-cli", "-h", host, "ping"])[1], 30,
               "redis to answer")
 
+    def _count(self, seconds: float) -> int:
+        # two tests per run: each gets half the time
+        return max(10000, int(self.rate * seconds / 2)) if self.rate else 20000
+
     def warm(self, stage: Stage, seconds: float) -> None:
-        if not self.requests:
-            self.requests = 20000
-            m = self.run(stage, seconds, "warm")
-            # two tests per run: each gets half the time
-            self.requests = max(10000, int(m.throughput * seconds / 2))
-        else:
-            self.run(stage, seconds, "warm")
+        m = self._bench(stage, self._count(seconds))
+        if not self.rate:
+            self.rate = m.throughput
 
     def run(self, stage: Stage, seconds: float, tag: str) -> Measurement:
+        if not self.requests:
+            self.requests = self._count(seconds)
+        return self._bench(stage, self.requests)
+
+    def _bench(self, stage: Stage, requests: int) -> Measurement:
         host = stage.ip(stage.servers["redis"])
         out = stage.exec(stage.ensure_client(),
-                         ["redis-benchmark", "-h", host, "-c", "32", "-n", str(self.requests),
+                         ["redis-benchmark", "-h", host, "-c", "32", "-n", str(requests),
                           "-t", "set,get", "--csv"], "redis-benchmark")
-        return parse_redis(out, self.requests)
+        return parse_redis(out, requests)
 
 
 def parse_redis(out: str, requests: int) -> Measurement:

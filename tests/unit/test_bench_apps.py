@@ -172,3 +172,16 @@ def test_the_apps_results_file_stands_alone(tmp_path: Path) -> None:
     assert doc["machine"]["loadavg_at_start"] == ["0.1", "0.2", "0.3"]
     assert doc["notes"] == ["another tracer was running"]
     assert "overhead" not in doc
+
+
+def test_redis_runs_are_sized_for_the_run_length_not_the_warm_up() -> None:
+    """redis-benchmark takes a request count: sized from the first warm-up's rate so a
+    measured run lasts about --app-seconds (two tests, half each), the same count in every
+    run of the phase."""
+    from bench.apps.loads import Redis
+
+    r = Redis()
+    assert r._count(20.0) == 20000  # before any warm-up: a fixed first guess
+    r.rate = 40000.0
+    assert r._count(20.0) == 400000
+    assert r._count(0.1) == 10000  # never a run too short to mean anything
