@@ -54,7 +54,8 @@ def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
                    f"{','.join(apps_phase.AGENTS)} (none is always added)")
     p.add_argument("--app-profile", action="store_true",
                    help="apps phase: per run under roxd, its BPF programs' kernel time "
-                   "(kernel.bpf_stats_enabled=1 for the phase) and a py-spy sample")
+                   "(kernel.bpf_stats_enabled=1 for the phase) in odd repetitions, a py-spy "
+                   "sample of roxd in even ones")
     p.add_argument("--phases", help=f"comma list of {','.join(PHASES)}")
     p.add_argument("--no-learning", action="store_true",
                    help="skip the syscall loops with seccomp learning")
