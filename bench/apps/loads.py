@@ -30,6 +30,7 @@ class Measurement:
     throughput: float
     p99_ms: float
     unit: str
+    ops: int = 0  # requests, transactions or compiler runs the run did
     detail: dict[str, Any] = field(default_factory=dict)
 
 
@@ -102,9 +103,42 @@ def _ms(value: str, unit: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
+def cgroup_cpu_ns(container: Any) -> int | None:
+    """CPU time charged to the container's cgroup (every process in it, docker exec ones
+    too), in ns. BPF programs and audit records run in the context of the task that made the
+    syscall, so an agent's in-kernel cost per event lands here, with the application's."""
+    container.reload()
+    pid = container.attrs["State"]["Pid"]
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "cpuacct" in controllers.split(","):
+            f = Path(f"/sys/fs/cgroup/{controllers}{path}/cpuacct.usage")
+            if not f.exists():
+                f = Path(f"/sys/fs/cgroup/cpuacct{path}/cpuacct.usage")
+            with contextlib.suppress(OSError, ValueError):
+                return int(f.read_text())
+    for line in lines:
+        if line.startswith("0::"):
+            path = line.split(":", 2)[2]
+            for root in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+                with contextlib.suppress(OSError, ValueError, StopIteration):
+                    stat = Path(f"{root}{path}/cpu.stat").read_text().splitlines()
+                    usec = next(x for x in stat if x.startswith("usage_usec "))
+                    return int(usec.split()[1]) * 1000
+    return None
+
+
 class App:
     name = ""
     unit = ""
+
+    def cgroups(self, stage: Stage) -> list[Any]:
+        """The containers whose CPU the application's runs use: its server and the client."""
+        return [stage.servers[self.name], stage.ensure_client()]
 
     def start(self, stage: Stage, quick: bool) -> None:
         raise NotImplementedError
@@ -148,11 +182,13 @@ def parse_wrk(out: str) -> Measurement:
     p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
     if not rps or not p99:
         raise LoadError(f"wrk: no Requests/sec or 99% line in its output: {out[-800:]}")
+    done = re.search(r"(\d+) requests in", out)
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     sock = re.search(r"Socket errors: (.*)", out)
     if errors or sock:
         raise LoadError(f"wrk reported errors: {(errors or sock).group(0)}")  # type: ignore
-    return Measurement(float(rps.group(1)), _ms(p99.group(1), p99.group(2)), "req/s")
+    return Measurement(float(rps.group(1)), _ms(p99.group(1), p99.group(2)), "req/s",
+                       int(done.group(1)) if done else 0)
 
 
 # ---------------------------------------------------------------------------- redis
@@ -212,7 +248,7 @@ def parse_redis(out: str, requests: int) -> Measurement:
         raise LoadError(f"redis-benchmark: a test reported no throughput: {rates}")
     seconds = sum(requests / r for r in rates.values())
     return Measurement(requests * len(rates) / seconds, max(float(r[i_p99]) for r in rows),
-                       "req/s", {"rps_per_test": rates})
+                       "req/s", requests * len(rates), {"rps_per_test": rates})
 
 
 # ---------------------------------------------------------------------------- PostgreSQL
@@ -265,6 +301,7 @@ class Postgres(App):
 def parse_pgbench(out: str, latencies_ms: list[float]) -> Measurement:
     tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out)
     failed = re.search(r"number of failed transactions: (\d+)", out)
+    done = re.search(r"number of transactions actually processed: (\d+)", out)
     if not tps:
         raise LoadError(f"pgbench: no tps line: {out[-800:]}")
     if failed and int(failed.group(1)):
@@ -272,6 +309,7 @@ def parse_pgbench(out: str, latencies_ms: list[float]) -> Measurement:
     if not latencies_ms:
         raise LoadError("pgbench wrote no per-transaction log")
     return Measurement(float(tps.group(1)), percentile(latencies_ms, 99), "tx/s",
+                       int(done.group(1)) if done else len(latencies_ms),
                        {"transactions_logged": len(latencies_ms)})
 
 
@@ -288,6 +326,9 @@ class Compile(App):
 
     def start(self, stage: Stage, quick: bool) -> None:
         stage.builder = stage.start("build", IDLE_CMD, mount_out=True)
+
+    def cgroups(self, stage: Stage) -> list[Any]:
+        return [stage.builder]
 
     def run(self, stage: Stage, seconds: float, tag: str) -> Measurement:
         log = stage.out_dir / f"cc-{tag}.times"
@@ -310,7 +351,7 @@ class Compile(App):
         if not spans or elapsed <= 0:
             raise LoadError("compile: the wrapper logged no compiler run")
         return Measurement(len(spans) / elapsed, percentile(spans, 99) * 1000, "cc/s",
-                           {"builds": int(builds), "compiler_runs": len(spans)})
+                           len(spans), {"builds": int(builds)})
 
 
 APPS: dict[str, type[App]] = {"nginx": Nginx, "redis": Redis, "postgres": Postgres,

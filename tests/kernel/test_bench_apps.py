@@ -79,6 +79,12 @@ def test_apps_phase_measures_nginx_under_enforcing_baselines_and_cleans_up(
     assert ratio["p99_ratio"]["median"] == pytest.approx(
         runs["roxd-baselines"]["p99_ms"] / runs["none"]["p99_ms"], rel=1e-3)
     assert ratio["agent_cpu_s"]["n"] == 1  # roxd's CPU during the run was read
+    # CPU charged to nginx's and the client's cgroups per request, paired the same way
+    for agent in ("none", "roxd-baselines"):
+        assert runs[agent]["ops"] > 0 and runs[agent]["app_cpu_us_per_op"] > 0
+    assert ratio["cpu_per_op_ratio"]["median"] == pytest.approx(
+        runs["roxd-baselines"]["app_cpu_us_per_op"] / runs["none"]["app_cpu_us_per_op"],
+        rel=1e-2)
 
     # measured under locked, enforcing baselines: in the kernel, and with nothing of the
     # load itself judged an anomaly
@@ -97,3 +103,4 @@ def test_apps_phase_measures_nginx_under_enforcing_baselines_and_cleans_up(
     assert _processes_mentioning(str(workdir)) == [], "roxd (its config is in the work dir) left"
     text = apps_phase.table(res)
     assert "nginx" in text and "roxd-baselines" in text and "killed" in text
+    assert "cpu/op" in text

@@ -53,6 +53,7 @@ def test_wrk_report_gives_requests_per_second_and_p99_in_ms() -> None:
     m = parse_wrk(WRK)
     assert m.throughput == pytest.approx(21306.12)
     assert m.p99_ms == pytest.approx(0.562)  # 562 us
+    assert m.ops == 106530
 
 
 def test_wrk_errors_or_a_missing_line_fail_the_run() -> None:
@@ -67,6 +68,7 @@ def test_redis_throughput_is_over_both_tests_and_p99_the_worse() -> None:
     # 40000 SETs at 20000/s (2 s) and 40000 GETs at 40000/s (1 s): 80000 in 3 s
     assert m.throughput == pytest.approx(80000 / 3)
     assert m.p99_ms == pytest.approx(1.735)
+    assert m.ops == 80000
     with pytest.raises(LoadError):
         parse_redis("ERROR: connection refused", 40000)
 
@@ -76,6 +78,7 @@ def test_pgbench_tps_and_p99_of_the_logged_transactions() -> None:
     m = parse_pgbench(PGBENCH, [1.0] * 985 + [7.0] * 15)
     assert m.throughput == pytest.approx(1403.551234)
     assert m.p99_ms == 7.0
+    assert m.ops == 7000  # pgbench's count, not the log's lines
     with pytest.raises(LoadError, match="failed transactions"):
         parse_pgbench(PGBENCH.replace("transactions: 0 (", "transactions: 3 ("), [1.0])
     with pytest.raises(LoadError, match="no per-transaction log"):
