@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STATE := $(CURDIR)/.state
 PYTEST_ARGS ?= --durations=30
 
-.PHONY: setup run test lint bench detection-bench clean packages
+.PHONY: setup run test lint bench apps-bench detection-bench clean packages
 
 setup:
 	@scripts/setup.sh
@@ -21,6 +21,13 @@ test: setup
 bench:
 	@ROXD_SETUP_BENCH=1 scripts/setup.sh
 	$(PY) -m bench $(BENCH_ARGS)
+
+# application benchmarks only (docs/performance.md "Application benchmarks"): nginx/wrk,
+# redis-benchmark, pgbench and make -j2 under none, roxd, roxd-baselines, auditd, bpftrace;
+# APPS_ARGS="--app-reps 5 --app-seconds 30" for longer runs, "--quick" for a smoke run
+apps-bench:
+	@ROXD_SETUP_BENCH=1 scripts/setup.sh
+	$(PY) -m bench --phases apps $(APPS_ARGS)
 
 # detection coverage (docs/detection.md): Atomic Red Team's Linux tests against the shipped rules,
 # then the benign suite when present; JSON under bench/results/, tables on stdout

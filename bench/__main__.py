@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import capacity, compare, latency, overhead, profile, report, startup
+from bench.apps import phase as apps_phase
+from bench.apps.loads import APPS
 from bench.cleanup import Cleanup
 from bench.containers import Containers, ensure_engine_and_image
 from bench.env import Env, Settings, log
@@ -22,9 +25,10 @@ from bench.programs import build_all
 REPO = Path(__file__).resolve().parents[1]
 
 QUICK = Settings(reps=3, exec_iters=2000, connect_iters=20000, syscall_iters=3_000_000,
-                 capacity_iters=1000, userspace_kills=50, ladder=(0.5, 0.25, 0.125))
+                 capacity_iters=1000, userspace_kills=50, ladder=(0.5, 0.25, 0.125),
+                 app_reps=2, app_seconds=5.0)
 FULL = Settings()
-PHASES = ("overhead", "latency", "capacity", "profile", "startup")
+PHASES = ("overhead", "latency", "capacity", "profile", "startup", "apps")
 
 
 def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
@@ -41,6 +45,17 @@ def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     p.add_argument("--userspace-kills", type=int, help="execs for the userspace kill latency")
     p.add_argument("--idle-containers", type=int, help="idle containers present throughout")
     p.add_argument("--agents", help="comma list of none,roxd,auditd,bpftrace")
+    p.add_argument("--app-reps", type=int, help="apps phase: alternating repetitions "
+                   "(default 3, --quick 2)")
+    p.add_argument("--app-seconds", type=float, help="apps phase: seconds per application run "
+                   "(default 20, --quick 5)")
+    p.add_argument("--apps", help=f"apps phase: comma list of {','.join(APPS)}")
+    p.add_argument("--app-agents", help="apps phase: comma list of "
+                   f"{','.join(apps_phase.AGENTS)} (none is always added)")
+    p.add_argument("--app-profile", action="store_true",
+                   help="apps phase: per run under roxd, its BPF programs' kernel time "
+                   "(kernel.bpf_stats_enabled=1 for the phase) in odd repetitions, a py-spy "
+                   "sample of roxd in even ones")
     p.add_argument("--phases", help=f"comma list of {','.join(PHASES)}")
     p.add_argument("--no-learning", action="store_true",
                    help="skip the syscall loops with seccomp learning")
@@ -68,11 +83,32 @@ def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
         if "none" not in agents:
             agents = ("none", *agents)  # ratios need the no-agent run of each repetition
         changes["agents"] = agents
+    for field in ("app_reps", "app_seconds"):
+        value = getattr(args, field)
+        if value is not None:
+            if value <= 0:
+                p.error(f"--{field.replace('_', '-')} must be positive, not {value}")
+            changes[field] = value
+    if args.apps:
+        apps = tuple(x.strip() for x in args.apps.split(","))
+        if unknown := set(apps) - set(APPS):
+            p.error(f"unknown apps: {', '.join(sorted(unknown))} (known: {', '.join(APPS)})")
+        changes["apps"] = apps
+    if args.app_agents:
+        app_agents = tuple(x.strip() for x in args.app_agents.split(","))
+        if unknown := set(app_agents) - set(apps_phase.AGENTS):
+            p.error(f"unknown app agents: {', '.join(sorted(unknown))} "
+                    f"(known: {', '.join(apps_phase.AGENTS)})")
+        if "none" not in app_agents:
+            app_agents = ("none", *app_agents)  # ratios need the no-agent slot
+        changes["app_agents"] = app_agents
     if args.phases:
         phases = tuple(x.strip() for x in args.phases.split(","))
         if unknown := set(phases) - set(PHASES):
             p.error(f"unknown phases: {', '.join(sorted(unknown))}")
         changes["phases"] = phases
+    if args.app_profile:
+        changes["app_profile"] = True
     if args.no_learning:
         changes["learning"] = False
     return dataclasses.replace(s, **changes), args
@@ -104,6 +140,19 @@ def foreign_agents() -> list[str]:
         if "-m roxd " in cmd or cmd.startswith(("auditd", "/sbin/auditd", "bpftrace")):
             found.append(f"pid {d.name}: {cmd.strip()[:120]}")
     return found
+
+
+def write_apps(results: dict[str, Any], out_dir: Path) -> Path:
+    """bench/results/apps-<ts>.json: the apps phase with the run's machine and settings, on
+    its own (the lead compares it across runs without the other phases)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"apps-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    doc = {k: results[k] for k in ("machine", "quick", "started", "roxd_source", "roxd_commit")
+           if k in results}
+    doc["apps"] = results["apps"]
+    doc["notes"] = results.get("notes_start", [])
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
                 results["profile"] = profile.run(env, worker)
             elif phase == "startup":
                 results["startup"] = startup.run(env)
+            elif phase == "apps":
+                results["apps"] = apps_phase.run(env)
+                results["apps"]["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
+                results["apps"]["path"] = str(write_apps(results, args.out))
             results.setdefault("phase_seconds", {})[phase] = round(time.monotonic() - t0, 1)
         results["notes"] = results.pop("notes_start", []) + env.notes
     except KeyboardInterrupt:
@@ -170,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             "moved": [c.key for c in guard if c.moved]}
     path = report.write(results, args.out)
     print(report.table(results))
+    if "apps" in results:
+        print(apps_phase.table(results["apps"]))
     if before is not None:
         print(compare.table(before, results))
     print(f"bench: results in {path} (and {args.out / 'latest.json'}); "

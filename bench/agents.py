@@ -173,11 +173,50 @@ class RoxdAgent(Agent):
         text = self.stderr_path.read_text(errors="replace")
         return [line for line in text.splitlines() if " WARNING " in line or " ERROR " in line]
 
+    def baselines(self) -> list[dict[str, Any]]:
+        with self.api() as api:
+            return list(api.get("/v1/baselines")["baselines"])
+
+    def lock_baselines(self, marker: str, mode: str = "enforce") -> list[dict[str, Any]]:
+        """Lock the workloads whose key contains marker (the benchmark's own containers, never
+        another container on the host), as `roxctl baselines lock W`, and set each one's mode
+        (`roxctl baselines mode W enforce`); returns those workloads after."""
+        with self.api() as api:
+            for b in api.get("/v1/baselines")["baselines"]:
+                if marker in b["workload"]:
+                    if b["state"] == "learning":
+                        api.post("/v1/baselines/lock", {"workload": b["workload"]})
+                    api.post("/v1/baselines/mode", {"workload": b["workload"], "mode": mode})
+        return [b for b in self.baselines() if marker in b["workload"]]
+
 
 # ---------------------------------------------------------------------------- auditd
 
 
 AUDIT_RULE = ["-a", "always,exit", "-F", "arch=b64", "-S", "execve", "-S", "connect"]
+
+# The application benchmark's auditd: rules for what roxd's default pack watches in the
+# kernel (bpf/*.bpf.c): execs, connects, the rare privileged syscalls, and changes below the
+# default file_trees. Audit path watches see the host's mount namespace only, so a container's
+# /etc is not watched by them; the syscall rules see every container.
+AUDIT_RULES_APPS = [
+    [*AUDIT_RULE, "-S", "execveat", "-k", "roxd-exec-net"],
+    ["-a", "always,exit", "-F", "arch=b64"]
+    + [x for sc in ("ptrace", "mount", "umount2", "pivot_root", "unshare", "setns",
+                    "init_module", "finit_module", "delete_module", "kexec_load",
+                    "kexec_file_load", "bpf", "memfd_create", "userfaultfd", "personality",
+                    "process_vm_readv", "process_vm_writev", "capset", "add_key", "keyctl",
+                    "perf_event_open", "setuid", "setgid", "setreuid", "setregid",
+                    "setresuid", "setresgid", "seccomp") for x in ("-S", sc)]
+    + ["-k", "roxd-priv"],
+    ["-a", "always,exit", "-F", "arch=b64"]
+    + [x for sc in ("rename", "renameat", "renameat2", "unlink", "unlinkat", "link", "linkat",
+                    "symlink", "symlinkat", "chmod", "fchmod", "fchmodat", "truncate", "creat")
+       for x in ("-S", sc)]
+    + ["-F", "success=1", "-k", "roxd-file"],
+    *(["-w", tree, "-p", "wa", "-k", "roxd-tree"]
+      for tree in ("/etc", "/usr", "/root", "/home", "/var/spool/cron")),
+]
 
 
 def _auditctl(*args: str) -> str:
@@ -238,6 +277,7 @@ def auditd_unavailable() -> str | None:
 class AuditdAgent(Agent):
     cleanup: Cleanup
     name: str = "auditd"
+    rules: list[list[str]] = field(default_factory=lambda: [AUDIT_RULE])
     proc: subprocess.Popen[bytes] | None = None
     before: AuditState | None = None
     _undo: Any = None
@@ -263,7 +303,8 @@ class AuditdAgent(Agent):
         self._undo = self.cleanup.push(f"auditd pid {self.pid} and audit rules", undo)
         wait_for(lambda: AuditState.read().status.get("pid") == str(self.pid), 20,
                  "auditd to register with the kernel")
-        _auditctl(*AUDIT_RULE)
+        for rule in self.rules:
+            _auditctl(*rule)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -280,6 +321,17 @@ tracepoint:sched:sched_process_exec { @exec[cpu] = count(); }
 tracepoint:syscalls:sys_enter_connect { @connect[cpu] = count(); }
 tracepoint:syscalls:sys_enter_openat { @open[cpu] = count(); }
 tracepoint:syscalls:sys_exit_openat { @open_ret[cpu] = count(); }
+"""
+
+
+# The application benchmark's floor: count the events roxd's hot programs see (exec, fork,
+# exit, connect, openat, execve entry and exit), nothing more.
+BPFTRACE_PROGRAM_APPS = BPFTRACE_PROGRAM + """
+tracepoint:sched:sched_process_fork { @fork[cpu] = count(); }
+tracepoint:sched:sched_process_exit { @exit[cpu] = count(); }
+tracepoint:syscalls:sys_exit_connect { @connect_ret[cpu] = count(); }
+tracepoint:syscalls:sys_enter_execve { @execve[cpu] = count(); }
+tracepoint:syscalls:sys_exit_execve { @execve_ret[cpu] = count(); }
 """
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import uuid
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from bench.cleanup import Cleanup
 
 IMAGE = "roxd-test/busybox:latest"
 LABEL = "roxd-bench"
+OWNER_LABEL = "roxd-bench-owner"  # "<pid>:<start time>" of the benchmark that made it
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -24,6 +26,23 @@ def ensure_engine_and_image() -> None:
     if subprocess.run([REPO / "scripts/dockerd.sh", "status"]).returncode != 0:
         subprocess.run([REPO / "scripts/dockerd.sh", "start"], check=True)
     subprocess.run([REPO / "scripts/test-images.sh"], check=True)
+
+
+def owner() -> str:
+    """This process as "<pid>:<start time in ticks>" (a reused pid has another start time)."""
+    return f"{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def _start_time(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def run_alive(owner_label: str) -> bool:
+    pid, _, started = owner_label.partition(":")
+    return pid.isdigit() and bool(started) and _start_time(int(pid)) == started
 
 
 @dataclass
@@ -39,8 +58,11 @@ class Containers:
         import docker
 
         self.client = docker.DockerClient(base_url="unix:///var/run/docker.sock", timeout=120)
-        # leftovers of an earlier run that was killed hard
+        # leftovers of an earlier run that was killed hard; never those of a run still going
+        # (two benchmarks on one host, e.g. two worktrees: each keeps its own containers)
         for c in self.client.containers.list(all=True, filters={"label": LABEL}):
+            if run_alive(c.labels.get(OWNER_LABEL, "")):
+                continue
             with contextlib.suppress(Exception):
                 c.remove(force=True)
         self.cleanup.push("bench containers", self.remove_all)
@@ -52,7 +74,8 @@ class Containers:
             kwargs["network_mode"] = network_mode
         container = self.client.containers.create(
             IMAGE, ["/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 3600 & wait; done"],
-            name=name, labels={LABEL: self.run_id, "roxd-bench-role": role},
+            name=name, labels={LABEL: self.run_id, "roxd-bench-role": role,
+                               OWNER_LABEL: owner()},
             volumes={str(self.bin_dir): {"bind": "/bench", "mode": "ro"},
                      str(self.out_dir): {"bind": "/bench-out", "mode": "rw"}},
             **kwargs)

@@ -25,7 +25,13 @@ class Settings:
     kill_execs: int = 1000
     userspace_kills: int = 200
     agents: tuple[str, ...] = ("none", "roxd", "auditd", "bpftrace")
-    phases: tuple[str, ...] = ("overhead", "latency", "capacity", "profile", "startup")
+    phases: tuple[str, ...] = ("overhead", "latency", "capacity", "profile", "startup", "apps")
+    # the apps phase (bench/apps/phase.py): its own repetitions and run length
+    app_reps: int = 3
+    app_seconds: float = 20.0
+    apps: tuple[str, ...] = ("nginx", "redis", "postgres", "compile")
+    app_agents: tuple[str, ...] = ("none", "roxd", "roxd-baselines", "auditd", "bpftrace")
+    app_profile: bool = False  # BPF run time and py-spy of roxd per application run
 
 
 @dataclass

@@ -101,6 +101,19 @@ if [ ! -f "$BENIGN_DEBS/.complete" ]; then
     touch "$BENIGN_DEBS/.complete"
 fi
 
+# --- archives for the application benchmark's image (bench/apps/image.py) ------------------
+# PostgreSQL and wrk (what the host lacks of them): fetched once, never installed on the host.
+# `make bench` uses them, and so does tests/kernel/test_bench_apps.py (nginx under wrk).
+APPS_DEBS=/var/cache/roxd/apps-debs
+if [ ! -f "$APPS_DEBS/.complete" ]; then
+    log "downloading the application benchmark's archives into $APPS_DEBS"
+    mkdir -p "$APPS_DEBS/partial"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install --download-only -y -qq --no-install-recommends \
+        -o Dir::Cache::archives="$APPS_DEBS" wrk postgresql-15 postgresql-client-15 >/dev/null
+    touch "$APPS_DEBS/.complete"
+fi
+
 # --- Docker engine and the offline test images ------------------------------------------
 scripts/dockerd.sh start
 scripts/test-images.sh

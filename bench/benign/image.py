@@ -95,7 +95,9 @@ class Inventory:
     provides: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def read(cls) -> Inventory:
+    def read(cls, deb_dirs: tuple[Path, ...] = (DEB_DIR,)) -> Inventory:
+        """deb_dirs: where fetched archives lie (bench/apps adds its own, for PostgreSQL and
+        wrk, so this image's closure never changes because of them)."""
         inv = cls()
         out = subprocess.run(
             ["dpkg-query", "-W", "-f",
@@ -108,8 +110,8 @@ class Inventory:
             inv.installed[name] = {"Depends": dep, "Pre-Depends": pre}
             for p in _names(prov):
                 inv.provides.setdefault(p, name)
-        if DEB_DIR.is_dir():
-            for deb in sorted(DEB_DIR.glob("*.deb")):
+        for deb_dir in deb_dirs:
+            for deb in sorted(deb_dir.glob("*.deb")) if deb_dir.is_dir() else ():
                 got = subprocess.run(["dpkg-deb", "-f", str(deb), "Package", "Depends",
                                       "Pre-Depends", "Provides"],
                                      check=True, capture_output=True, text=True).stdout
@@ -195,9 +197,11 @@ def _dpkg_status(host: set[str], inv: Inventory) -> str:
     return "\n\n".join(out) + "\n"
 
 
-def build_rootfs(root: Path, inv: Inventory) -> tuple[set[str], set[str]]:
+def build_rootfs(root: Path, inv: Inventory,
+                 extra: tuple[str, ...] = ()) -> tuple[set[str], set[str]]:
+    """extra: more root packages (bench/apps: PostgreSQL, wrk) on top of this image's."""
     host, debs = inv.closure(HOST_PACKAGES + tuple(
-        p for p in DEB_PACKAGES if p in inv.debs or p in inv.installed))
+        p for p in DEB_PACKAGES + extra if p in inv.debs or p in inv.installed))
     for d in ("usr/bin", "usr/sbin", "usr/lib", "usr/lib64"):
         (root / d).mkdir(parents=True, exist_ok=True)
     for link, target in (("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"),
