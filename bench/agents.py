@@ -379,3 +379,20 @@ def bpftrace_unavailable() -> str | None:
     if not shutil.which("bpftrace"):
         return "bpftrace not installed (apt-get install bpftrace)"
     return None
+
+
+UNAVAILABLE = {"auditd": auditd_unavailable, "bpftrace": bpftrace_unavailable}
+
+
+def available_agents(names: list[str], note: Any, what: str = "agent") -> list[str]:
+    """The agents of `names` this host can run, in order; each one it cannot is handed to
+    `note` with the reason (a phase notes it in its results instead of failing)."""
+    chosen = []
+    for name in names:
+        check = UNAVAILABLE.get(name)
+        why = check() if check else None
+        if why:
+            note(f"{what} {name} skipped: {why}")
+        else:
+            chosen.append(name)
+    return chosen

@@ -18,8 +18,7 @@ from bench.agents import (
     BpftraceAgent,
     NoAgent,
     RoxdAgent,
-    auditd_unavailable,
-    bpftrace_unavailable,
+    available_agents,
 )
 from bench.containers import run_json
 from bench.env import Env, log
@@ -84,15 +83,7 @@ def _d(summary: Summary | None) -> dict[str, Any] | None:
 
 
 def _agents(env: Env) -> list[str]:
-    chosen = []
-    for name in env.settings.agents:
-        why = {"auditd": auditd_unavailable, "bpftrace": bpftrace_unavailable}.get(
-            name, lambda: None)()
-        if why:
-            env.note(f"agent {name} skipped: {why}")
-        else:
-            chosen.append(name)
-    return chosen
+    return available_agents(env.settings.agents, env.note)
 
 
 def _make(env: Env, name: str) -> Agent:

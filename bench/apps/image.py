@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -199,11 +198,7 @@ def build(force: bool = False) -> str:
         root = Path(tmp) / "root"
         root.mkdir()
         host, debs = build_rootfs(root)
-        tarball = Path(tmp) / "root.tar"
-        subprocess.run(["tar", "-C", str(root), "-cf", str(tarball), "."], check=True)
-        path = f"{PG_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        subprocess.run(["docker", "import", "-c", 'CMD ["/bin/sh"]', "-c", f"ENV PATH={path}",
-                        str(tarball), APPS_IMAGE], check=True, capture_output=True)
+        base.import_rootfs(root, APPS_IMAGE, f"{PG_BIN}:{base.IMAGE_PATH}")
     print(f"bench.apps.image: built {APPS_IMAGE} from {len(host)} host packages and "
           f"{len(debs)} archives", file=sys.stderr)
     return APPS_IMAGE

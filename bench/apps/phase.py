@@ -34,7 +34,7 @@ from bench.agents import (
     NoAgent,
     RoxdAgent,
     auditd_unavailable,
-    bpftrace_unavailable,
+    available_agents,
     wait_for,
 )
 from bench.apps import image
@@ -63,15 +63,7 @@ def rotation(agents: list[str], rep: int) -> list[str]:
 
 
 def choose_agents(env: Env) -> list[str]:
-    chosen = []
-    for name in env.settings.app_agents:
-        why = {"auditd": auditd_unavailable, "bpftrace": bpftrace_unavailable}.get(
-            name, lambda: None)()
-        if why:
-            env.note(f"apps: agent {name} skipped: {why}")
-        else:
-            chosen.append(name)
-    return chosen
+    return available_agents(env.settings.app_agents, env.note, what="apps: agent")
 
 
 def make_agent(env: Env, name: str) -> Agent:

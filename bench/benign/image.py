@@ -274,14 +274,22 @@ def build(force: bool = False) -> str:
         root = Path(tmp) / "root"
         root.mkdir()
         host, debs = build_rootfs(root, inv)
-        tarball = Path(tmp) / "root.tar"
-        subprocess.run(["tar", "-C", str(root), "-cf", str(tarball), "."], check=True)
-        path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        subprocess.run(["docker", "import", "-c", 'CMD ["/bin/sh"]', "-c", f"ENV PATH={path}",
-                        str(tarball), BASE_IMAGE], check=True, capture_output=True)
+        import_rootfs(root, BASE_IMAGE, IMAGE_PATH)
     print(f"bench.benign.image: built {BASE_IMAGE} from {len(host)} host packages and "
           f"{len(debs)} archives", file=sys.stderr)
     return BASE_IMAGE
+
+
+IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def import_rootfs(root: Path, image: str, path: str) -> None:
+    """Make `image` from the root filesystem in `root` (tar beside it, `docker import`, a
+    shell as CMD and `path` as PATH): the offline builds' last step."""
+    tarball = root.parent / f"{root.name}.tar"
+    subprocess.run(["tar", "-C", str(root), "-cf", str(tarball), "."], check=True)
+    subprocess.run(["docker", "import", "-c", 'CMD ["/bin/sh"]', "-c", f"ENV PATH={path}",
+                    str(tarball), image], check=True, capture_output=True)
 
 
 def main() -> int:
