@@ -376,6 +376,8 @@ FIELDS: dict[str, FieldSpec] = {
         _spec("access", S, _FILE, lambda v: v.file_attr("access"), "read, write, ...", many=True),
         _spec("operation", S, _FILE, lambda v: v.file_attr("operation"), "open, unlink, ..."),
         _spec("fstype", S, _SYSCALL, lambda v: v.syscall_arg("fstype"), "mount: filesystem type"),
+        _spec("mount_source", S, _SYSCALL, lambda v: v.syscall_arg("source"),
+              "mount: the source (device, or the file or directory bound)"),
         _spec("target_pid", N, _SYSCALL, lambda v: v.syscall_arg("target_pid"), "ptrace: pid"),
     )
 }

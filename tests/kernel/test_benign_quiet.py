@@ -83,7 +83,11 @@ def test_benign_workloads_are_quiet_and_attacks_in_the_same_sessions_are_not(
         for ctx in ctxs:
             alerts = _alerts_in(rp, ctx.container_ids)
             assert alerts == [], (ctx.workload, [(a["rule"]["id"], a["process"]["args"],
-                                                  a["process"].get("session")) for a in alerts])
+                                                  a["process"].get("session"),
+                                                  # what the event was (the process part of a
+                                                  # failure's diff hides it)
+                                                  a.get("syscall") or a.get("file")
+                                                  or a.get("connect")) for a in alerts])
         sessions = {o["process"].get("session") for o in rp.matching(
             lambda o: o.get("type") == "exec"
             and (o.get("container") or {}).get("id") in ctxs[0].container_ids

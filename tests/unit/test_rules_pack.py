@@ -743,6 +743,33 @@ def test_busybox_shell_counts_as_a_shell(pack: RuleSet) -> None:
     )
 
 
+def _runc_init_mount(name: str, args: dict[str, int | str]) -> EnrichedEvent:
+    process = Process(pid=400, ppid=399, uid=0, exe="/usr/sbin/runc", comm="exe",
+                      args=("runc", "init"), cgroup_id=7,
+                      ancestors=(Ancestor(399, "/usr/sbin/runc"),))
+    return EnrichedEvent(SyscallEvent(1, 400, 0, 7, "exe", name, 0, args), container(), process)
+
+
+def test_runc_init_scratch_mounts_are_the_runtime_but_other_binds_are_not(
+        pack: RuleSet) -> None:
+    """runc init binds its own binary over a scratch file in runc's state dir, remounts it
+    read-only and unmounts it. Its parent joins it to the container's cgroup meanwhile, so on a
+    busy host any of the three can be attributed to the container (CI saw the bind)."""
+    rule = "privilege_escalation.mount-syscall-in-container"
+    scratch = "/var/run/docker/runtime-runc/moby/" + "a" * 64 + "/runc.Y91p7l"
+    for name, args in (
+            ("mount", {"path": scratch, "source": "/proc/self/exe", "flags": "MS_BIND",
+                       "fstype": ""}),
+            ("mount", {"path": scratch, "source": "", "flags": "MS_RDONLY|MS_REMOUNT|MS_BIND",
+                       "fstype": ""}),
+            ("umount2", {"path": scratch, "flags": "MNT_DETACH"})):
+        assert rule not in matched_ids(pack, _runc_init_mount(name, args)), (name, args)
+    # the same process binding anything else there, or the host's disk anywhere, still matches
+    for args in ({"path": scratch, "source": "/dev/sda1", "flags": "MS_BIND", "fstype": ""},
+                 {"path": "/mnt", "source": "/proc/self/exe", "flags": "MS_BIND", "fstype": ""}):
+        assert rule in matched_ids(pack, _runc_init_mount("mount", args)), args
+
+
 def test_benign_everyday_commands_raise_nothing(pack: RuleSet) -> None:
     for command in ("ls -la /app", "python3 app.py", "cat /etc/os-release", "ps aux"):
         assert matched_ids(pack, run(command, parent="/bin/sh")) == set(), command

@@ -101,6 +101,17 @@ def test_summary_names_the_longest_stages_and_marks_overlapped_ones() -> None:
     assert clock.summary().startswith("start-up 3.00s: ")
 
 
+@pytest.mark.parametrize("ready_s", [3.925001, 3.9245, 3.92499, 0.0049, 12.3456789])
+def test_the_summary_and_status_agree_on_ready_seconds(ready_s: float) -> None:
+    """The READY line and /v1/status must not disagree in the second decimal: CI once read
+    "start-up 3.93s" beside a status of 3.925 (rounded twice, differently)."""
+    clock = StartupClock()
+    clock.ready_s = ready_s
+    logged = clock.to_dict()["ready_s"]
+    assert isinstance(logged, float)
+    assert clock.summary().startswith(f"start-up {logged:.2f}s")
+
+
 def test_the_ready_line_carries_the_summary() -> None:
     from roxd.rules.ruleset import RuleSet
     from roxd.startup_line import ReadyFacts, ready_line
