@@ -87,32 +87,31 @@ fetch_docker_default(Path("/var/cache/roxd/docker-default-seccomp.json"))
 ' || log "warning: Docker default seccomp profile not fetched; comparisons will say so"
 fi
 
-# --- archives for the benign suite's image (bench/benign/image.py builds it offline) -------
-# Software production containers run that this host does not install (a web server, redis,
-# cron, supervisord, ...): downloaded once as .deb archives, never installed on the host.
-BENIGN_DEBS=/var/cache/roxd/benign-debs
-if [ ! -f "$BENIGN_DEBS/.complete" ]; then
-    log "downloading the benign suite's archives into $BENIGN_DEBS"
-    mkdir -p "$BENIGN_DEBS/partial"
+# --- .deb archives for the bench images, fetched once and never installed on the host -------
+# fetch_debs DIR PACKAGES...: `apt-get install --download-only` of PACKAGES (and what they
+# need that this host lacks) into DIR; DIR/.complete marks a finished download, so a run that
+# failed halfway is retried whole and a finished one is never repeated.
+fetch_debs() {
+    local dir=$1
+    shift
+    [ -f "$dir/.complete" ] && return 0
+    log "downloading $* into $dir"
+    mkdir -p "$dir/partial"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install --download-only -y -qq --no-install-recommends \
-        -o Dir::Cache::archives="$BENIGN_DEBS" rsync logrotate cron redis-server dumb-init \
-        supervisor gunicorn nginx-light python3-pytest >/dev/null
-    touch "$BENIGN_DEBS/.complete"
-fi
+        -o Dir::Cache::archives="$dir" "$@" >/dev/null
+    touch "$dir/.complete"
+}
 
-# --- archives for the application benchmark's image (bench/apps/image.py) ------------------
-# PostgreSQL and wrk (what the host lacks of them): fetched once, never installed on the host.
-# `make bench` uses them, and so does tests/kernel/test_bench_apps.py (nginx under wrk).
-APPS_DEBS=/var/cache/roxd/apps-debs
-if [ ! -f "$APPS_DEBS/.complete" ]; then
-    log "downloading the application benchmark's archives into $APPS_DEBS"
-    mkdir -p "$APPS_DEBS/partial"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install --download-only -y -qq --no-install-recommends \
-        -o Dir::Cache::archives="$APPS_DEBS" wrk postgresql-15 postgresql-client-15 >/dev/null
-    touch "$APPS_DEBS/.complete"
-fi
+# The benign suite's image (bench/benign/image.py builds it offline): software production
+# containers run that this host does not install (a web server, redis, cron, supervisord, ...).
+fetch_debs /var/cache/roxd/benign-debs rsync logrotate cron redis-server dumb-init \
+    supervisor gunicorn nginx-light python3-pytest
+
+# The application benchmark's image (bench/apps/image.py): PostgreSQL and wrk (what the host
+# lacks of them). `make bench` uses them, and so does tests/kernel/test_bench_apps.py (nginx
+# under wrk).
+fetch_debs /var/cache/roxd/apps-debs wrk postgresql-15 postgresql-client-15
 
 # --- Docker engine and the offline test images ------------------------------------------
 scripts/dockerd.sh start
