@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import shutil
 import subprocess
@@ -145,14 +144,11 @@ def foreign_agents() -> list[str]:
 def write_apps(results: dict[str, Any], out_dir: Path) -> Path:
     """bench/results/apps-<ts>.json: the apps phase with the run's machine and settings, on
     its own (the lead compares it across runs without the other phases)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"apps-{time.strftime('%Y%m%dT%H%M%S')}.json"
     doc = {k: results[k] for k in ("machine", "quick", "started", "roxd_source", "roxd_commit")
            if k in results}
     doc["apps"] = results["apps"]
     doc["notes"] = results.get("notes_start", [])
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    return path
+    return report.write_json(doc, out_dir, "apps", time.strftime("%Y%m%dT%H%M%S"))
 
 
 def main(argv: list[str] | None = None) -> int:

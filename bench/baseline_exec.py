@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import bpfstats
+from bench import bpfstats, report
 
 REPO = Path(__file__).resolve().parents[1]
 SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
@@ -250,11 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                               "userspace": userspace(args.reps)}
     if not args.skip_kernel:
         result["bpf_per_exec"] = kernel(args.seconds, args.rounds)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"baseline-exec-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(f"written: {path}", file=sys.stderr)
+    report.write_and_show(result, args.out, "baseline-exec")
     return 0
 
 

@@ -34,6 +34,8 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+from bench import report
+
 REPO = Path(__file__).resolve().parents[1]
 SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
 WORKLOADS, PROCESSES, PEERS = 1000, 50, 50
@@ -304,11 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "kernel": os.uname().release, "bpf_per_connect": bpf_time(args.connects),
               "memory": memory()}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"netenf-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(f"written: {path}", file=sys.stderr)
+    report.write_and_show(result, args.out, "netenf")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,32 @@ TARGETS = {"exec_storm": 1.05, "connect_storm": 1.05, "syscall_loop": 1.02, "fil
 
 
 def write(results: dict[str, Any], out_dir: Path) -> Path:
+    """`make bench`'s run: bench-<local time>.json, and the same text as latest.json."""
+    path = write_json(results, out_dir, "bench", time.strftime("%Y%m%dT%H%M%S"))
+    (out_dir / "latest.json").write_text(path.read_text())
+    return path
+
+
+def write_json(doc: dict[str, Any], out_dir: Path, name: str, stamp: str) -> Path:
+    """Every bench results file: out_dir/<name>-<stamp>.json (out_dir made if missing),
+    indented, one trailing newline; returns its path."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    path = out_dir / f"bench-{stamp}.json"
-    text = json.dumps(results, indent=2, sort_keys=False) + "\n"
-    path.write_text(text)
-    (out_dir / "latest.json").write_text(text)
+    path = out_dir / f"{name}-{stamp}.json"
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path
+
+
+def utc_stamp() -> str:
+    """Now in UTC as a file-name stamp (20261130T032600Z)."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+def write_and_show(doc: dict[str, Any], out_dir: Path, name: str) -> Path:
+    """The stand-alone micro-benchmarks' ending (bench.baseline_exec, bench.netenf): the
+    results file stamped in UTC, the document on stdout, and where it went on stderr."""
+    path = write_json(doc, out_dir, name, utc_stamp())
+    print(json.dumps(doc, indent=2))
+    print(f"written: {path}", file=sys.stderr)
     return path
 
 
