@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REPO, RoxdProcess, wait_until
 from tests.system.conftest import free_port
-from tests.system.natsd import NatsServer, nats_server
+from tests.system.natsd import NATS_TABLE, NatsServer, nats_server
 from tests.system.otlp_receiver import OtlpReceiver, otlp_receiver
 
 pytestmark = pytest.mark.kernel
@@ -53,13 +53,7 @@ listen = "{metrics}"
 enabled = false
 [alerts.node]
 hostname = "{node}"
-[[alerts.nats]]
-servers = ["{url}"]
-heartbeat_s = 1.0
-backoff_max_s = 0.5
-connect_timeout_s = 2.0
-ack_timeout_s = 2.0
-{otlp}"""
+""" + NATS_TABLE + "{otlp}"
 
 OTLP = """
 [[alerts.otlp]]

@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,17 @@ from tests.conftest import wait_until
 from tests.system.conftest import _apt_install, _listening, _stop, free_port
 
 NATS_SERVER = "nats-server"
+
+# The [[alerts.nats]] table a test's roxd config carries ({url}: the server's): short
+# heartbeat, backoff and timeouts, so a test does not wait for the production defaults.
+NATS_TABLE = """
+[[alerts.nats]]
+servers = ["{url}"]
+heartbeat_s = 1.0
+backoff_max_s = 0.5
+connect_timeout_s = 2.0
+ack_timeout_s = 2.0
+"""
 
 
 @dataclass(frozen=True)
@@ -123,11 +135,19 @@ def start_nats_server(workdir: Path, conf_text: str = "") -> NatsServer:
     return server
 
 
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    """nats-server -js on 127.0.0.1:<free port>, store under tmp; stopped at teardown."""
-    server = start_nats_server(tmp_path / "nats")
+@contextmanager
+def running_nats_server(workdir: Path, conf_text: str = "") -> Iterator[NatsServer]:
+    """A started nats-server (start_nats_server), stopped on the way out even when the body
+    failed; after the block the server is gone, so `server.url` then points at nothing."""
+    server = start_nats_server(workdir, conf_text)
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """nats-server -js on 127.0.0.1:<free port>, store under tmp; stopped at teardown."""
+    with running_nats_server(tmp_path / "nats") as server:
+        yield server

@@ -20,7 +20,7 @@ from roxd.model import Alert
 from tests.conftest import wait_until
 from tests.system.alerts_factory import make_alert
 from tests.system.conftest import TlsFiles
-from tests.system.natsd import NatsServer, nats_server, start_nats_server
+from tests.system.natsd import NatsServer, nats_server, running_nats_server, start_nats_server
 
 pytestmark = pytest.mark.system
 __all__ = ["nats_server"]  # the fixture, imported for pytest
@@ -164,9 +164,8 @@ def test_unreachable_server_is_one_warning_and_counters(
 
 def test_bad_credentials_are_one_warning_then_delivery_when_fixed(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    server = start_nats_server(
-        tmp_path / "nats", 'authorization { user: roxd, password: "right" }\n')
-    try:
+    with running_nats_server(
+            tmp_path / "nats", 'authorization { user: roxd, password: "right" }\n') as server:
         caplog.set_level(logging.INFO, logger="roxd.alerts.nats")
         state = tmp_path / "state"
         sink = JetStreamSink(settings(server, user="roxd", password="wrong"), state, NODE)
@@ -184,8 +183,6 @@ def test_bad_credentials_are_one_warning_then_delivery_when_fixed(
         finally:
             sink.close(5)
         assert [m.msg_id for m in server.messages(user="roxd", password="right")] == [a.id]
-    finally:
-        server.stop()
 
 
 def test_a_missing_stream_without_create_stream_is_one_warning(
@@ -204,10 +201,9 @@ def test_a_missing_stream_without_create_stream_is_one_warning(
 
 def test_tls_with_client_certificates_and_a_checked_server_name(
         tmp_path: Path, tls_files: TlsFiles, caplog: pytest.LogCaptureFixture) -> None:
-    server = start_nats_server(tmp_path / "nats", (
-        f'tls {{ cert_file: "{tls_files.server_cert}", key_file: "{tls_files.server_key}", '
-        f'ca_file: "{tls_files.ca}", verify: true }}\n'))
-    try:
+    with running_nats_server(tmp_path / "nats", (
+            f'tls {{ cert_file: "{tls_files.server_cert}", key_file: "{tls_files.server_key}", '
+            f'ca_file: "{tls_files.ca}", verify: true }}\n')) as server:
         caplog.set_level(logging.INFO, logger="roxd.alerts.nats")
         tls = {"ca": str(tls_files.ca), "cert": str(tls_files.client_cert),
                "key": str(tls_files.client_key)}
@@ -235,8 +231,6 @@ def test_tls_with_client_certificates_and_a_checked_server_name(
         ctx.load_cert_chain(str(tls_files.client_cert), str(tls_files.client_key))
         stored = server.messages(url=url, tls=ctx, tls_hostname=tls_files.server_name)
         assert [m.msg_id for m in stored] == [a.id]
-    finally:
-        server.stop()
 
 
 def test_an_unreachable_server_is_one_warning_at_start_before_any_alert(

@@ -17,7 +17,7 @@ from roxd.incidents.settings import IncidentsSettings
 from roxd.incidents.tracker import IncidentTracker
 from tests.conftest import REPO, wait_until
 from tests.system.alerts_factory import hostile_alert, make_alert
-from tests.system.natsd import NatsServer, nats_server, start_nats_server
+from tests.system.natsd import NatsServer, nats_server, running_nats_server
 
 pytestmark = pytest.mark.system
 __all__ = ["nats_server"]
@@ -85,14 +85,11 @@ def test_nodes_alerts_and_incidents_of_two_nodes(nats_server: NatsServer,
 
 
 def test_no_stream_yet_and_no_server_are_clear_errors(tmp_path: Path) -> None:
-    server = start_nats_server(tmp_path / "nats")
-    try:
+    with running_nats_server(tmp_path / "nats") as server:
         empty = roxctl("fleet", "alerts", "--server", server.url)
         assert empty.returncode == 1 and "no stream ROXD_ALERTS" in empty.stderr
         nodes = roxctl("fleet", "nodes", "--server", server.url)
         assert nodes.returncode == 1 and "no key-value bucket ROXD_NODES" in nodes.stderr
-    finally:
-        server.stop()
     gone = roxctl("fleet", "nodes", "--server", server.url, "--timeout", "1")
     assert gone.returncode == 3 and "cannot reach NATS" in gone.stderr
     assert "Traceback" not in gone.stderr

@@ -47,7 +47,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, wait_until
-from tests.system.natsd import NatsServer, start_nats_server
+from tests.system.natsd import NATS_TABLE, NatsServer, running_nats_server
 from tests.system.packaging_root import Machine, base_root, depends_of, overlay_root
 
 pytestmark = pytest.mark.system
@@ -67,16 +67,6 @@ actions = ["alert"]
 cmdline = {{ prefix = "sh -c : {marker} " }}
 """
 
-# appended to the shipped /etc/roxd/roxd.toml (which has no [[alerts.nats]] table); short
-# heartbeat and backoff so the test does not wait for the production defaults
-NATS_TABLE = """
-[[alerts.nats]]
-servers = ["{url}"]
-heartbeat_s = 1.0
-backoff_max_s = 0.5
-connect_timeout_s = 2.0
-ack_timeout_s = 2.0
-"""
 SINK = "nats.roxd-ROXD_ALERTS"
 PER_PHASE = 5
 
@@ -238,17 +228,15 @@ def _diagnosis(nodes: list[Node], nats: NatsServer | None = None) -> str:
 @pytest.fixture
 def nats(tmp_path: Path) -> Iterator[NatsServer]:
     _require_host()
-    server = start_nats_server(tmp_path / "nats")
-    try:
+    with running_nats_server(tmp_path / "nats") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def nodes(tmp_path: Path, nats: NatsServer) -> Iterator[list[Node]]:
     deb = _build_deb(tmp_path / "dist")
     base = base_root(depends_of(deb))  # test_packages' cached root
+    # the shipped /etc/roxd/roxd.toml has no [[alerts.nats]] table: the test's is appended
     config = _shipped_config(deb) + NATS_TABLE.format(url=nats.url)
     tag = uuid.uuid4().hex[:6]
     with contextlib.ExitStack() as stack:

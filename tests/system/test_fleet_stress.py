@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO
-from tests.system.natsd import NatsServer, start_nats_server
+from tests.system.natsd import NatsServer, running_nats_server
 
 pytestmark = pytest.mark.system
 
@@ -110,7 +110,11 @@ def markers_in_stream(server: NatsServer, hostname: str) -> list[int]:
 
 
 def one_cycle(workdir: Path, cycle: int) -> dict[str, Any]:
-    server = start_nats_server(workdir / "nats")
+    with running_nats_server(workdir / "nats") as server:  # stopped after the nodes
+        return _cycle(server, workdir, cycle)
+
+
+def _cycle(server: NatsServer, workdir: Path, cycle: int) -> dict[str, Any]:
     nodes = [NodeProc(workdir, f"stress-{x}-{cycle}", server.url) for x in ("a", "b")]
     try:
         for n in nodes:
@@ -161,7 +165,6 @@ def one_cycle(workdir: Path, cycle: int) -> dict[str, Any]:
     finally:
         for n in nodes:
             n.stop()
-        server.stop()
 
 
 def test_two_nodes_deliver_everything_across_a_server_restart_under_load(
