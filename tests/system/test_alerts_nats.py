@@ -16,11 +16,11 @@ from roxd.alerts.jetstream import JetStreamSink
 from roxd.alerts.node import NodeIdentity
 from roxd.alerts.record import encode_record, export_record
 from roxd.alerts.settings import NatsSettings
-from roxd.model import Alert
 from tests.conftest import wait_until
 from tests.system.alerts_factory import make_alert
 from tests.system.conftest import TlsFiles
 from tests.system.natsd import NatsServer, nats_server, running_nats_server, start_nats_server
+from tests.system.sink_scenarios import outage_with_a_restart
 
 pytestmark = pytest.mark.system
 __all__ = ["nats_server"]  # the fixture, imported for pytest
@@ -72,38 +72,8 @@ def test_the_same_alert_twice_is_stored_once(nats_server: NatsServer, tmp_path: 
 
 def test_outage_and_restart_under_a_steady_stream_lose_and_repeat_nothing(
         nats_server: NatsServer, tmp_path: Path) -> None:
-    state = tmp_path / "state"
-    emitted: list[Alert] = []
-
-    def stream_for(sink: JetStreamSink, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            a = make_alert(args=("x", str(len(emitted))))
-            emitted.append(a)
-            sink.emit(a)
-            time.sleep(0.004)
-
-    sink = JetStreamSink(settings(nats_server), state, NODE)
-    try:
-        stream_for(sink, 1.0)
-        wait_until(lambda: sink.stats()["sent"] >= 50, 20, message="the stream flowing")
-        nats_server.stop()  # the server goes away while alerts keep coming
-        stream_for(sink, 1.5)
-        wait_until(lambda: sink.stats()["failed"] >= 1, 20, message="a failed publish")
-    finally:
-        sink.close(1)  # roxd stops during the outage
-    queued_at_stop = sink.stats()["queued"]
-    assert queued_at_stop > 0 and sink.stats()["dropped"] == 0
-
-    sink = JetStreamSink(settings(nats_server), state, NODE)  # roxd starts, server still down
-    try:
-        assert sink.stats()["queued"] == queued_at_stop
-        stream_for(sink, 1.0)
-        nats_server.start()
-        stream_for(sink, 1.0)  # and the stream goes on while the backlog drains
-        assert sink.flush(60), sink.stats()
-    finally:
-        sink.close(5)
+    emitted, sink = outage_with_a_restart(
+        lambda: JetStreamSink(settings(nats_server), tmp_path / "state", NODE), nats_server)
     stored = nats_server.messages()
     ids = [m.msg_id for m in stored]
     assert len(ids) == len(set(ids)), "a duplicate in the stream"

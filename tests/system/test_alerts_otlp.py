@@ -18,11 +18,12 @@ from roxd.alerts.otlp import OtlpSink
 from roxd.alerts.settings import OtlpSettings
 from roxd.incidents.settings import IncidentsSettings
 from roxd.incidents.tracker import IncidentTracker
-from roxd.model import Alert, Severity
+from roxd.model import Severity
 from tests.conftest import wait_until
 from tests.system.alerts_factory import hostile_alert, make_alert, rule
 from tests.system.conftest import TlsFiles
 from tests.system.otlp_receiver import OtlpReceiver, otlp_receiver, server_tls, start_receiver
+from tests.system.sink_scenarios import outage_with_a_restart
 
 pytestmark = pytest.mark.system
 __all__ = ["otlp_receiver"]  # the fixture, imported for pytest
@@ -104,38 +105,9 @@ def test_incident_changes_are_log_records_too(otlp_receiver: OtlpReceiver,
 
 def test_outage_and_restart_under_a_steady_stream_lose_and_repeat_nothing(
         otlp_receiver: OtlpReceiver, tmp_path: Path) -> None:
-    state = tmp_path / "state"
-    emitted: list[Alert] = []
-
-    def stream_for(sink: OtlpSink, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            a = make_alert(args=("x", str(len(emitted))))
-            emitted.append(a)
-            sink.emit(a)
-            time.sleep(0.004)
-
-    sink = OtlpSink(settings(otlp_receiver, batch_max=64), state, NODE)
-    try:
-        stream_for(sink, 1.0)
-        wait_until(lambda: sink.stats()["sent"] >= 50, 20, message="records flowing")
-        otlp_receiver.stop()  # the collector goes away while alerts keep coming
-        stream_for(sink, 1.5)
-        wait_until(lambda: sink.stats()["failed"] >= 1, 20, message="a failed request")
-    finally:
-        sink.close(1)  # roxd stops during the outage
-    queued_at_stop = sink.stats()["queued"]
-    assert queued_at_stop > 0 and sink.stats()["dropped"] == 0
-
-    sink = OtlpSink(settings(otlp_receiver, batch_max=64), state, NODE)  # collector still down
-    try:
-        assert sink.stats()["queued"] == queued_at_stop
-        stream_for(sink, 1.0)
-        otlp_receiver.start()
-        stream_for(sink, 1.0)  # the stream goes on while the backlog drains
-        assert sink.flush(60), sink.stats()
-    finally:
-        sink.close(5)
+    emitted, sink = outage_with_a_restart(
+        lambda: OtlpSink(settings(otlp_receiver, batch_max=64), tmp_path / "state", NODE),
+        otlp_receiver)
     uids = otlp_receiver.uids()
     assert len(uids) == len(set(uids)), "a record arrived twice"
     assert uids == [a.id for a in emitted], (len(uids), len(emitted))
