@@ -1,10 +1,10 @@
 """What the NATS and the OTLP system tests do alike with an exporter, against their real
 receiving end.
 
-The outage scenario (outage_with_a_restart): a steady stream of numbered alerts, the receiving end taken away
-while alerts keep coming, roxd stopped and started again during the outage (its queue waits on
-disk for the new exporter), the receiving end back while the stream goes on. Each test then
-checks its own store for every alert exactly once, in order."""
+The outage scenario (outage_with_a_restart): a steady stream of numbered alerts, the
+receiving end taken away while alerts keep coming, roxd stopped and started again during the
+outage (its queue waits on disk for the new exporter), the receiving end back while the stream
+goes on. Each test then checks its own store for every alert exactly once, in order."""
 
 from __future__ import annotations
 
