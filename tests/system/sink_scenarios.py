@@ -8,9 +8,12 @@ goes on. Each test then checks its own store for every alert exactly once, in or
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
+
+import pytest
 
 from roxd.alerts.queued import QueuedExporter
 from roxd.model import Alert
@@ -63,3 +66,30 @@ def outage_with_a_restart(new_sink: Callable[[], QueuedExporter],
     finally:
         sink.close(5)
     return emitted, sink
+
+
+def deliver(sink: QueuedExporter, alerts: Iterable[Alert] = ()) -> None:
+    """Emit `alerts`, wait (20 s at most) until nothing is left to send, close the exporter:
+    fails, with its counters, when something was left."""
+    try:
+        for a in alerts:
+            sink.emit(a)
+        assert sink.flush(20), sink.stats()
+    finally:
+        sink.close(5)
+
+
+def refused(sink: QueuedExporter, alert: Alert, failures: int, what: str) -> None:
+    """Emit `alert`, wait (20 s at most) for `failures` failed attempts, close the exporter
+    quickly (the alert stays queued on disk)."""
+    try:
+        sink.emit(alert)
+        wait_until(lambda: sink.stats()["failed"] >= failures, 20, message=what)
+    finally:
+        sink.close(0.5)
+
+
+def warning_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What was logged at WARNING (a bad setting or an unreachable end: one line, not one per
+    attempt)."""
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -20,7 +20,12 @@ from tests.conftest import wait_until
 from tests.system.alerts_factory import make_alert
 from tests.system.conftest import TlsFiles
 from tests.system.natsd import NatsServer, nats_server, running_nats_server, start_nats_server
-from tests.system.sink_scenarios import outage_with_a_restart
+from tests.system.sink_scenarios import (
+    deliver,
+    outage_with_a_restart,
+    refused,
+    warning_messages,
+)
 
 pytestmark = pytest.mark.system
 __all__ = ["nats_server"]  # the fixture, imported for pytest
@@ -40,12 +45,7 @@ def test_publishes_acknowledged_records_with_node_identity(
         nats_server: NatsServer, tmp_path: Path) -> None:
     sink = JetStreamSink(settings(nats_server), tmp_path / "state", NODE)
     alerts = [make_alert(args=("sh", "-c", f"echo {i}\nfake line\x85\u2028")) for i in range(3)]
-    try:
-        for a in alerts:
-            sink.emit(a)
-        assert sink.flush(20), sink.stats()
-    finally:
-        sink.close(5)
+    deliver(sink, alerts)
     stats = sink.stats()
     assert (stats["sent"], stats["queued"], stats["failed"], stats["dropped"]) == (3, 0, 0, 0)
     stored = nats_server.messages()
@@ -60,12 +60,7 @@ def test_publishes_acknowledged_records_with_node_identity(
 def test_the_same_alert_twice_is_stored_once(nats_server: NatsServer, tmp_path: Path) -> None:
     sink = JetStreamSink(settings(nats_server), tmp_path / "state", NODE)
     a, b = make_alert(), make_alert()
-    try:
-        for x in (a, a, b, a):
-            sink.emit(x)
-        assert sink.flush(20), sink.stats()
-    finally:
-        sink.close(5)
+    deliver(sink, (a, a, b, a))
     assert [m.msg_id for m in nats_server.messages()] == [a.id, b.id]
     assert sink.stats()["sent"] == 4 and sink.stats()["duplicates"] == 2
 
@@ -106,10 +101,7 @@ def test_a_lost_acknowledgement_is_not_sent_again_after_the_duplicate_window(
         nats_server.publish(SUBJECT, encode_record(export_record(a, NODE)), a.id)
     time.sleep(1.5)  # past the stream's duplicate window: only the last-message check helps
     sink = JetStreamSink(cfg, state, NODE)
-    try:
-        assert sink.flush(20), sink.stats()
-    finally:
-        sink.close(5)
+    deliver(sink)
     assert [m.msg_id for m in nats_server.messages()] == [first.id] + [a.id for a in queued]
 
 
@@ -140,18 +132,11 @@ def test_bad_credentials_are_one_warning_then_delivery_when_fixed(
         state = tmp_path / "state"
         sink = JetStreamSink(settings(server, user="roxd", password="wrong"), state, NODE)
         a = make_alert()
-        try:
-            sink.emit(a)
-            wait_until(lambda: sink.stats()["failed"] >= 2, 20, message="refused connects")
-        finally:
-            sink.close(0.5)
-        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        refused(sink, a, 2, "refused connects")
+        warnings = warning_messages(caplog)
         assert len(warnings) == 1 and "Authorization Violation" in warnings[0], warnings
         sink = JetStreamSink(settings(server, user="roxd", password="right"), state, NODE)
-        try:
-            assert sink.flush(20), sink.stats()
-        finally:
-            sink.close(5)
+        deliver(sink)
         assert [m.msg_id for m in server.messages(user="roxd", password="right")] == [a.id]
 
 
@@ -159,12 +144,8 @@ def test_a_missing_stream_without_create_stream_is_one_warning(
         nats_server: NatsServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="roxd.alerts.nats")
     sink = JetStreamSink(settings(nats_server, create_stream=False), tmp_path / "state", NODE)
-    try:
-        sink.emit(make_alert())
-        wait_until(lambda: sink.stats()["failed"] >= 2, 20, message="failed attempts")
-    finally:
-        sink.close(0.5)
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    refused(sink, make_alert(), 2, "failed attempts")
+    warnings = warning_messages(caplog)
     assert len(warnings) == 1 and "ROXD_ALERTS does not exist" in warnings[0], warnings
     assert sink.stats()["queued"] == 1 and nats_server.messages() == []
 
@@ -181,22 +162,14 @@ def test_tls_with_client_certificates_and_a_checked_server_name(
         wrong = JetStreamSink(NatsSettings(servers=(url,), server_name="someone-else.roxd.test",
                                            backoff_max_s=0.2, name="wrong", **tls),
                               tmp_path / "state", NODE)
-        try:
-            wrong.emit(make_alert())
-            wait_until(lambda: wrong.stats()["failed"] >= 2, 20, message="refused handshakes")
-        finally:
-            wrong.close(0.5)
-        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        refused(wrong, make_alert(), 2, "refused handshakes")
+        warnings = warning_messages(caplog)
         assert len(warnings) == 1 and "certificate" in warnings[0].lower(), warnings
 
         a = make_alert()
         sink = JetStreamSink(NatsSettings(servers=(url,), server_name=tls_files.server_name,
                                           **tls), tmp_path / "state", NODE)
-        try:
-            sink.emit(a)
-            assert sink.flush(20), sink.stats()
-        finally:
-            sink.close(5)
+        deliver(sink, [a])
         ctx = ssl.create_default_context(cafile=str(tls_files.ca))
         ctx.load_cert_chain(str(tls_files.client_cert), str(tls_files.client_key))
         stored = server.messages(url=url, tls=ctx, tls_hostname=tls_files.server_name)
@@ -214,7 +187,7 @@ def test_an_unreachable_server_is_one_warning_at_start_before_any_alert(
                    message="failed heartbeats")
     finally:
         sink.close(0.5)
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = warning_messages(caplog)
     assert len(warnings) == 1 and "ConnectionRefusedError" in warnings[0], warnings
     assert sink.stats()["queued"] == 0
 
@@ -471,8 +444,5 @@ def test_a_record_queued_twice_does_not_make_what_lies_between_look_stored(
     # the stream got the first copy of a, its acknowledgement was lost (fault injection)
     nats_server.publish(SUBJECT, encode_record(export_record(a, NODE)), a.id)
     sink = JetStreamSink(cfg, state, NODE)
-    try:
-        assert sink.flush(20), sink.stats()
-    finally:
-        sink.close(5)
+    deliver(sink)
     assert [m.msg_id for m in nats_server.messages()] == [first.id, a.id, b.id]

@@ -23,7 +23,12 @@ from tests.conftest import wait_until
 from tests.system.alerts_factory import hostile_alert, make_alert, rule
 from tests.system.conftest import TlsFiles
 from tests.system.otlp_receiver import OtlpReceiver, otlp_receiver, server_tls, start_receiver
-from tests.system.sink_scenarios import outage_with_a_restart
+from tests.system.sink_scenarios import (
+    deliver,
+    outage_with_a_restart,
+    refused,
+    warning_messages,
+)
 
 pytestmark = pytest.mark.system
 __all__ = ["otlp_receiver"]  # the fixture, imported for pytest
@@ -42,12 +47,7 @@ def test_alerts_arrive_as_log_records_with_semantic_conventions(
     sink = OtlpSink(settings(otlp_receiver), tmp_path / "state", NODE)
     alerts = [make_alert(rule_ref=rule(severity=Severity.CRITICAL)),
               make_alert(connect=True), hostile_alert()]
-    try:
-        for a in alerts:
-            sink.emit(a)
-        assert sink.flush(20), sink.stats()
-    finally:
-        sink.close(5)
+    deliver(sink, alerts)
     stats = sink.stats()
     assert (stats["sent"], stats["queued"], stats["failed"], stats["dropped"]) == (3, 0, 0, 0)
     got = otlp_receiver.records
@@ -170,7 +170,7 @@ def test_unreachable_collector_is_one_warning_and_counters(
     finally:
         sink.close(0.5)
     assert sink.stats()["queued"] == 100 and sink.stats()["sent"] == 0
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = warning_messages(caplog)
     assert len(warnings) == 1 and "ConnectionRefusedError" in warnings[0], warnings
 
 
@@ -183,20 +183,13 @@ def test_a_bad_token_is_one_warning_then_delivery_when_fixed(
         a = make_alert()
         sink = OtlpSink(settings(receiver, headers=("Authorization: Bearer wrong",)), state,
                         NODE)
-        try:
-            sink.emit(a)
-            wait_until(lambda: sink.stats()["failed"] >= 2, 20, message="refused requests")
-        finally:
-            sink.close(0.5)
-        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        refused(sink, a, 2, "refused requests")
+        warnings = warning_messages(caplog)
         assert len(warnings) == 1 and "HTTP 401" in warnings[0], warnings
         assert sink.stats()["queued"] == 1  # kept for when the token is fixed
         sink = OtlpSink(settings(receiver, headers=("Authorization: Bearer right",)), state,
                         NODE)
-        try:
-            assert sink.flush(20), sink.stats()
-        finally:
-            sink.close(5)
+        deliver(sink)
         assert receiver.uids() == [a.id]
     finally:
         receiver.stop()
@@ -212,22 +205,14 @@ def test_tls_with_a_checked_server_name(tmp_path: Path, tls_files: TlsFiles,
         wrong = OtlpSink(settings(receiver, server_name="someone-else.roxd.test",
                                   backoff_max_s=0.2, name="wrong", **tls),
                          tmp_path / "state", NODE)
-        try:
-            wrong.emit(make_alert())
-            wait_until(lambda: wrong.stats()["failed"] >= 2, 20, message="refused handshakes")
-        finally:
-            wrong.close(0.5)
-        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        refused(wrong, make_alert(), 2, "refused handshakes")
+        warnings = warning_messages(caplog)
         assert len(warnings) == 1 and "certificate" in warnings[0].lower(), warnings
 
         a = make_alert()
         sink = OtlpSink(settings(receiver, server_name=tls_files.server_name, **tls),
                         tmp_path / "state", NODE)
-        try:
-            sink.emit(a)
-            assert sink.flush(20), sink.stats()
-        finally:
-            sink.close(5)
+        deliver(sink, [a])
         assert receiver.uids() == [a.id]
     finally:
         receiver.stop()
@@ -244,6 +229,6 @@ def test_a_bad_endpoint_is_one_warning_at_start_before_any_alert(
     finally:
         sink.close(0.5)
         receiver.stop()
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = warning_messages(caplog)
     assert len(warnings) == 1 and "HTTP 404" in warnings[0], warnings
     assert receiver.records == [] and sink.stats()["queued"] == 0
