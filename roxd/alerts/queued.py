@@ -35,7 +35,8 @@ future cancelled under it) is logged once with its traceback, counted (`restarts
 health for ten minutes, and the task is started again after a backoff. Nothing but close()
 ends sending, and a sender thread that is gone anyway is a health problem too.
 
-The syslog forwarder (syslog.py) has the same shape on a plain thread; it predates this class.
+The syslog forwarder (syslog.py) has the same shape on a plain thread; it predates this class
+and shares with it only StoreAndForward (the backlog count and flush()).
 """
 
 from __future__ import annotations
@@ -69,7 +70,38 @@ TASK_RESTART_MAX_S = 30.0
 CRASH_SHOWN_S = 600.0  # a task crash stays in health this long after the last one
 
 
-class QueuedExporter(abc.ABC):
+class StoreAndForward:
+    """What every inbox -> disk queue -> sender forwarder answers alike (QueuedExporter and the
+    syslog forwarder): its counters, with "queued" covering what still waits in memory too,
+    and flush(). The forwarder sets the fields below and says how to wake its sender."""
+
+    _counters: SinkCounters  # "queued" in it: what the disk queue holds
+    _cond: threading.Condition  # guards _inbox and _moving
+    _inbox: collections.deque[Any]
+    _moving: int  # taken from the inbox, not yet on disk
+
+    def stats(self) -> dict[str, int]:
+        out = self._counters.snapshot()
+        with self._cond:
+            out["queued"] += len(self._inbox) + self._moving
+        return out
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until nothing is left to send (for tests and orderly shutdown)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.stats()["queued"] == 0:
+                return True
+            self._poke()
+            time.sleep(0.02)
+        return False
+
+    def _poke(self) -> None:
+        """Wake the sender (it may be waiting out a backoff)."""
+        raise NotImplementedError
+
+
+class QueuedExporter(StoreAndForward, abc.ABC):
     """Subclasses set `kind` ("nats", "otlp": the log prefix) and implement the abstract
     methods; `_retry_after` may be set by `_send_window` to delay the next attempt."""
 
@@ -187,22 +219,6 @@ class QueuedExporter(abc.ABC):
     def incident_changed(self, change: Any) -> None:
         """An incident opened, grew or closed (IncidentTracker's sinks): queued like alerts."""
         self.emit(change)
-
-    def stats(self) -> dict[str, int]:
-        out = self._counters.snapshot()
-        with self._cond:
-            out["queued"] += len(self._inbox) + self._moving
-        return out
-
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until nothing is left to send (for tests and orderly shutdown)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.stats()["queued"] == 0:
-                return True
-            self._poke()
-            time.sleep(0.02)
-        return False
 
     def problems(self) -> list[str]:
         """Why this exporter is not working as it should (empty when it is): /v1/health."""

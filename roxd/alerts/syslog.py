@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from roxd.alerts.diskqueue import DiskQueue, is_corrupt
+from roxd.alerts.queued import StoreAndForward
 from roxd.alerts.rfc5424 import format_incident_message, format_message
 from roxd.alerts.settings import SyslogCollector
 from roxd.alerts.transport import SyslogConnection
@@ -58,7 +59,7 @@ class Preformatted:
     msg: bytes
 
 
-class SyslogForwarder:
+class SyslogForwarder(StoreAndForward):
     def __init__(self, collector: SyslogCollector, state_dir: Path, *,
                  inbox_max: int = 10_000,
                  formatter: Callable[[Alert], bytes] | None = None) -> None:
@@ -120,22 +121,9 @@ class SyslogForwarder:
             return
         self.emit(Preformatted(change.time_ns, f"incident-{change.incident['id']}", msg))  # type: ignore[arg-type]
 
-    def stats(self) -> dict[str, int]:
-        out = self._counters.snapshot()
+    def _poke(self) -> None:
         with self._cond:
-            out["queued"] += len(self._inbox) + self._moving
-        return out
-
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until nothing is left to send (for tests and orderly shutdown)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.stats()["queued"] == 0:
-                return True
-            with self._cond:
-                self._cond.notify()
-            time.sleep(0.02)
-        return False
+            self._cond.notify()
 
     def close(self, timeout: float = 5.0) -> None:
         """Persist what is in memory, try to send the backlog until `timeout`, stop."""
