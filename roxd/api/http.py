@@ -136,11 +136,23 @@ class RequestDeadlines:
     """A whole request (line, headers, body) must arrive within request_timeout_s: a reaper
     thread enforces it from outside the handler, whose recv() would otherwise be reset by
     every byte a slow-drip client sends. Mixed into the Unix socket server and the
-    dashboard's TCP server; they provide `stats`, `settings` and `closing`."""
+    dashboard's TCP server, whose socketserver base it initialises (`listen`)."""
 
     stats: ConnectionStats
     settings: Any
     closing: threading.Event
+
+    def listen(self, address: Any, dispatch: Dispatch, settings: Any, *, handler_name: str,
+               reaper_name: str) -> None:
+        """Bind and listen on `address` with a _Handler whose idle timeout is the settings',
+        then start the reaper: the servers' shared __init__."""
+        self.dispatch = dispatch
+        self.settings = settings
+        self.stats = ConnectionStats()
+        self.closing = threading.Event()
+        handler = type(handler_name, (_Handler,), {"timeout": settings.idle_timeout_s})
+        super().__init__(address, handler)  # type: ignore[call-arg]  # the socketserver base
+        self.start_deadlines(reaper_name)
 
     def start_deadlines(self, name: str) -> None:
         # sockets whose request is being read -> deadline; the reaper's to watch
@@ -186,13 +198,8 @@ class UnixHttpServer(RequestDeadlines, socketserver.ThreadingMixIn,
     allow_reuse_address = False
 
     def __init__(self, path: str, dispatch: Dispatch, settings: ApiSettings) -> None:
-        self.dispatch = dispatch
-        self.settings = settings
-        self.stats = ConnectionStats()
-        self.closing = threading.Event()
-        handler = type("_BoundHandler", (_Handler,), {"timeout": settings.idle_timeout_s})
-        super().__init__(path, handler)
-        self.start_deadlines("roxd-api-reaper")
+        self.listen(path, dispatch, settings, handler_name="_BoundHandler",
+                    reaper_name="roxd-api-reaper")
 
     # Connections are admitted (or refused with 503) at accept time, with the peer's
     # credentials handed to the handler as its "client address".

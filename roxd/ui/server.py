@@ -32,12 +32,10 @@ from typing import Any
 from roxd.api.auth import Authorizer, PeerCred
 from roxd.api.endpoints import Endpoints
 from roxd.api.http import (
-    ConnectionStats,
     Request,
     RequestDeadlines,
     Response,
     StreamResponse,
-    _Handler,
 )
 from roxd.api.routes import Router
 from roxd.api.settings import ApiSettings
@@ -108,13 +106,8 @@ class TcpHttpServer(RequestDeadlines, socketserver.ThreadingMixIn, socketserver.
 
     def __init__(self, address: tuple[str, int], dispatch: Any, settings: ApiSettings) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.dispatch = dispatch
-        self.settings = settings
-        self.stats = ConnectionStats()
-        self.closing = threading.Event()
-        handler = type("_DashboardHandler", (_Handler,), {"timeout": settings.idle_timeout_s})
-        super().__init__(address, handler)
-        self.start_deadlines("roxd-dashboard-reaper")
+        self.listen(address, dispatch, settings, handler_name="_DashboardHandler",
+                    reaper_name="roxd-dashboard-reaper")
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self.stats.lock:
