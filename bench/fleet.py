@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,39 @@ def _emit_paced(sink: Any, alerts: list[Alert], rate: float) -> float:
     return time.monotonic() - t0
 
 
+@dataclass(frozen=True)
+class PacedRun:
+    """One exporter offered `count` alerts at `rate`/s, then flushed: what it took."""
+
+    count: int
+    rate: float
+    flushed: bool
+    wall_s: float  # from the first emit to the end of the flush
+    emit_s: float
+    cpu_s: float  # this process's, the exporter's thread included
+    stats: dict[str, int]
+
+    def figures(self, delivered: bool) -> dict[str, Any]:
+        """The figures every exporter reports, first in its results."""
+        return {"alerts": self.count, "offered_per_s": self.rate, "delivered": delivered,
+                "wall_s": round(self.wall_s, 3),
+                "delivered_per_s": round(self.count / self.wall_s, 1),
+                "lag_after_last_emit_s": round(self.wall_s - self.emit_s, 3)}
+
+    def cpu_us_per_alert(self) -> float:
+        return round(self.cpu_s / self.count * 1e6, 1)
+
+
+def _offer(sink: Any, count: int, rate: float) -> PacedRun:
+    alerts = [sample_alert(i) for i in range(count)]
+    cpu0, t0 = _cpu(), time.monotonic()
+    emit_s = _emit_paced(sink, alerts, rate)
+    ok = sink.flush(600)
+    wall = time.monotonic() - t0
+    cpu = _cpu() - cpu0
+    return PacedRun(count, rate, ok, wall, emit_s, cpu, sink.stats())
+
+
 def nats_throughput(count: int, work: Path, rate: float) -> dict[str, Any]:
     from roxd.alerts.jetstream import JetStreamSink
     from roxd.alerts.settings import NatsSettings
@@ -142,20 +176,12 @@ def nats_throughput(count: int, work: Path, rate: float) -> dict[str, Any]:
         _wait_port(port)
         sink = JetStreamSink(NatsSettings(servers=(f"nats://127.0.0.1:{port}",),
                                           heartbeat_bucket=""), work / "state", NODE)
-        alerts = [sample_alert(i) for i in range(count)]
-        cpu0, t0 = _cpu(), time.monotonic()
-        emit_s = _emit_paced(sink, alerts, rate)
-        ok = sink.flush(600)
-        wall = time.monotonic() - t0
-        cpu = _cpu() - cpu0
-        stats = sink.stats()
+        run = _offer(sink, count, rate)
         heartbeat = len(sink.heartbeat())
         sink.close(5)
-        return {"alerts": count, "offered_per_s": rate, "delivered": ok and not stats["dropped"],
-                "wall_s": round(wall, 3), "delivered_per_s": round(count / wall, 1),
-                "lag_after_last_emit_s": round(wall - emit_s, 3),
-                "process_cpu_us_per_alert": round(cpu / count * 1e6, 1),
-                "stats": stats, "heartbeat_bytes": heartbeat}
+        return {**run.figures(run.flushed and not run.stats["dropped"]),
+                "process_cpu_us_per_alert": run.cpu_us_per_alert(),
+                "stats": run.stats, "heartbeat_bytes": heartbeat}
     finally:
         proc.terminate()
         proc.wait(10)
@@ -199,20 +225,11 @@ def otlp_throughput(count: int, work: Path, rate: float) -> dict[str, Any]:
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/v1/logs"
         sink = OtlpSink(OtlpSettings(endpoint=url), work / "state-otlp", NODE)
-        alerts = [sample_alert(i) for i in range(count)]
-        cpu0, t0 = _cpu(), time.monotonic()
-        emit_s = _emit_paced(sink, alerts, rate)
-        ok = sink.flush(600)
-        wall = time.monotonic() - t0
-        cpu = _cpu() - cpu0
-        stats = sink.stats()
+        run = _offer(sink, count, rate)
         sink.close(5)
-        return {"alerts": count, "offered_per_s": rate,
-                "delivered": ok and received[0] == count, "wall_s": round(wall, 3),
-                "delivered_per_s": round(count / wall, 1),
-                "lag_after_last_emit_s": round(wall - emit_s, 3),
-                "process_cpu_us_per_alert_incl_receiver": round(cpu / count * 1e6, 1),
-                "wire_bytes_per_alert_gzip": round(received[1] / count, 1), "stats": stats}
+        return {**run.figures(run.flushed and received[0] == count),
+                "process_cpu_us_per_alert_incl_receiver": run.cpu_us_per_alert(),
+                "wire_bytes_per_alert_gzip": round(received[1] / count, 1), "stats": run.stats}
     finally:
         server.shutdown()
         server.server_close()
