@@ -1,6 +1,9 @@
 """A private containerd for tests: its own root, state and socket under /tmp, never the
 containerd the shared dockerd uses. Started from Debian's containerd package; stopped, its
-containers removed and its directory deleted at the end."""
+containers removed and its directory deleted at the end.
+
+containerd_process() is the process alone (config, start, readiness, stop, unmount, removal),
+shared with tests/kernel/runtimes_fixtures.py's containerd of several namespaces."""
 
 from __future__ import annotations
 
@@ -16,6 +19,20 @@ from pathlib import Path
 from tests.conftest import wait_until
 
 NS = "roxdtest"  # the containerd namespace of the tests
+
+CONFIG = """version = 2
+root = "{base}/root"
+state = "{base}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{sock}"
+[ttrpc]
+  address = "{sock}.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+"""
 
 
 @dataclass
@@ -65,35 +82,25 @@ class PrivateContainerd:
 
 
 @contextlib.contextmanager
-def private_containerd() -> Iterator[PrivateContainerd]:
-    if shutil.which("containerd") is None or shutil.which("ctr") is None:
-        raise AssertionError("containerd missing (Debian's containerd package: docker.io "
-                             "depends on it; scripts/setup.sh installs it)")
-    base = Path(tempfile.mkdtemp(prefix="roxd-ctrd-", dir="/tmp"))
-    (base / "config.toml").write_text(f"""version = 2
-root = "{base}/root"
-state = "{base}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{base}/c.sock"
-[ttrpc]
-  address = "{base}/c.sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-""")
+def containerd_process(base: Path, sock: Path, *,
+                       new_session: bool = False) -> Iterator[subprocess.Popen[bytes]]:
+    """containerd with its root, state, sockets, config and log under `base` (no CRI plugin:
+    it would want CNI and start its own streaming server), answering `ctr version` on `sock`.
+    On the way out: SIGTERM (SIGKILL after 20 s), the snapshot mounts a killed containerd may
+    leave under `base` unmounted (never anything outside it), and `base` removed."""
+    base.mkdir(parents=True, exist_ok=True)
+    config = base / "config.toml"
+    config.write_text(CONFIG.format(base=base, sock=sock))
     log = (base / "containerd.log").open("wb")
-    proc = subprocess.Popen(["containerd", "--config", str(base / "config.toml")],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    ctrd = PrivateContainerd(base, proc)
+    proc = subprocess.Popen(["containerd", "--config", str(config)], stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=new_session)
     try:
-        wait_until(lambda: ctrd.ctr("version", check=False).returncode == 0, 30,
-                   message="private containerd to answer")
-        yield ctrd
+        wait_until(lambda: proc.poll() is not None or subprocess.run(
+            ["ctr", "--address", str(sock), "version"], capture_output=True,
+            check=False).returncode == 0, 30, message="private containerd to answer")
+        assert proc.poll() is None, (base / "containerd.log").read_text()[-2000:]
+        yield proc
     finally:
-        for cid in ctrd.ctr("containers", "ls", "-q", check=False).stdout.split():
-            ctrd.remove(cid)
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(20)
@@ -101,8 +108,28 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             proc.kill()
             proc.wait()
         log.close()
-        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
-                  if line.split()[1].startswith(str(base))]
-        for m in sorted(mounts, reverse=True):
-            subprocess.run(["umount", "-l", m], check=False)
+        _unmount_under(base)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _unmount_under(path: Path) -> None:
+    prefix = str(path.resolve()) + "/"
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def private_containerd() -> Iterator[PrivateContainerd]:
+    if shutil.which("containerd") is None or shutil.which("ctr") is None:
+        raise AssertionError("containerd missing (Debian's containerd package: docker.io "
+                             "depends on it; scripts/setup.sh installs it)")
+    base = Path(tempfile.mkdtemp(prefix="roxd-ctrd-", dir="/tmp"))
+    with containerd_process(base, base / "c.sock", new_session=True) as proc:
+        ctrd = PrivateContainerd(base, proc)
+        try:
+            yield ctrd
+        finally:
+            for cid in ctrd.ctr("containers", "ls", "-q", check=False).stdout.split():
+                ctrd.remove(cid)

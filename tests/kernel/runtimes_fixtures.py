@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.conftest import IMAGE, wait_until
+from tests.containerd_private import containerd_process
 
 CGROUP_FS = "/sys/fs/cgroup"
 CTR_IMAGE = f"docker.io/{IMAGE}"  # how `ctr images import` names a `docker save` of IMAGE
@@ -110,48 +110,15 @@ class PrivateContainerd:
 def private_containerd(workdir: Path, image_tar: Path,
                        namespaces: tuple[str, ...] = ("k8s.io", "default")
                        ) -> Iterator[PrivateContainerd]:
-    workdir.mkdir(parents=True, exist_ok=True)
-    config = workdir / "config.toml"
-    config.write_text(
-        "version = 2\n"
-        f'root = "{workdir}/root"\nstate = "{workdir}/state"\n'
-        # no CRI plugin: it would want CNI and start its own streaming server
-        'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
-        f'[grpc]\n  address = "{workdir}/containerd.sock"\n'
-        f'[ttrpc]\n  address = "{workdir}/containerd.sock.ttrpc"\n'
-        '[debug]\n  address = ""\n[metrics]\n  address = ""\n')
-    log = (workdir / "containerd.log").open("wb")
-    proc = subprocess.Popen(["containerd", "--config", str(config)], stdout=log,
-                            stderr=subprocess.STDOUT)
-    ctd = PrivateContainerd(workdir, proc)
-    try:
-        wait_until(lambda: ctd.ctr("default", "version", check=False).returncode == 0
-                   or proc.poll() is not None, 30, message="private containerd to answer")
-        assert proc.poll() is None, (workdir / "containerd.log").read_text()[-2000:]
-        for ns in namespaces:
-            ctd.ctr(ns, "images", "import", str(image_tar), timeout=120)
-        yield ctd
-    finally:
-        with contextlib.suppress(Exception):
-            ctd.remove_all()
-        proc.send_signal(signal.SIGTERM)
+    with containerd_process(workdir, workdir / "containerd.sock") as proc:
+        ctd = PrivateContainerd(workdir, proc)
         try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        _unmount_under(workdir)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _unmount_under(path: Path) -> None:
-    """Snapshot mounts a killed containerd may leave (never anything outside `path`)."""
-    prefix = str(path.resolve()) + "/"
-    with open("/proc/self/mountinfo") as f:
-        points = [line.split()[4] for line in f]
-    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+            for ns in namespaces:
+                ctd.ctr(ns, "images", "import", str(image_tar), timeout=120)
+            yield ctd
+        finally:
+            with contextlib.suppress(Exception):
+                ctd.remove_all()
 
 
 @dataclass
