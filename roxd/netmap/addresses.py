@@ -40,6 +40,19 @@ def container_addresses(pids: Iterable[int], proc: str = "/proc") -> frozenset[s
     return frozenset()
 
 
+def plain_address(address: str) -> str:
+    """One spelling per address, so flows and listeners meet on the same key: ::ffff:a.b.c.d
+    (an IPv4 peer of an IPv6 socket) as a.b.c.d, any other address in its canonical text,
+    what is not an address as it came."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
 def _routable(addr: str) -> bool:
     try:
         ip = ipaddress.ip_address(addr)

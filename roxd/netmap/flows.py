@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from roxd.model import ConnectEvent, ConnectResult, Container, EnrichedEvent, rfc3339
+from roxd.netmap.addresses import plain_address
 from roxd.sensor.inbound import AcceptEvent
 
 HOST = "host"
@@ -214,7 +215,7 @@ class FlowMap:
             flow.first_ns = min(flow.first_ns, ev.time_ns)
             flow.last_ns = max(flow.last_ns, ev.time_ns)
             if len(flow.peers) < MAX_ADDRESSES:
-                flow.peers.add(_plain(ev.saddr))
+                flow.peers.add(plain_address(ev.saddr))
             return flow
 
     def _flow(self, source: Endpoint, destination: Endpoint, port: int, protocol: str,
@@ -310,14 +311,3 @@ def _direction(flow: Flow, ref: str) -> str | None:
     if _is(flow.destination, ref):
         return "inbound"
     return None
-
-
-def _plain(address: str) -> str:
-    """::ffff:a.b.c.d (an IPv4 peer of an IPv6 listener) as a.b.c.d."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ip)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from roxd.model import rfc3339
+from roxd.netmap.addresses import plain_address
 from roxd.sensor.inbound import ListenEvent
 
 MAX_PER_CONTAINER = 256  # beyond: the oldest is dropped (counted)
@@ -49,7 +50,7 @@ class ListenerTable:
         self.counters = {"opened": 0, "closed": 0, "dropped": 0}
 
     def observe(self, container_id: str, ev: ListenEvent) -> None:
-        key = (ev.protocol, _plain(ev.laddr), ev.lport)
+        key = (ev.protocol, plain_address(ev.laddr), ev.lport)
         with self._lock:
             table = self._by_container.setdefault(container_id, {})
             if ev.op == "close":
@@ -112,14 +113,4 @@ def _proc_address(field: str) -> tuple[str, int]:
     raw, port = field.split(":")
     data = bytes.fromhex(raw)
     words = b"".join(data[i:i + 4][::-1] for i in range(0, len(data), 4))
-    return _plain(str(ipaddress.ip_address(words))), int(port, 16)
-
-
-def _plain(address: str) -> str:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ip)
+    return plain_address(str(ipaddress.ip_address(words))), int(port, 16)
