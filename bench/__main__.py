@@ -30,6 +30,16 @@ FULL = Settings()
 PHASES = ("overhead", "latency", "capacity", "profile", "startup", "apps")
 
 
+def _names(p: argparse.ArgumentParser, text: str, known: tuple[str, ...],
+           what: str) -> tuple[str, ...]:
+    """A comma list of `known` names, in its order; an unknown one is a usage error that names
+    it and the known ones."""
+    names = tuple(x.strip() for x in text.split(","))
+    if unknown := set(names) - set(known):
+        p.error(f"unknown {what}: {', '.join(sorted(unknown))} (known: {', '.join(known)})")
+    return names
+
+
 def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="fewer repetitions and iterations "
@@ -89,23 +99,14 @@ def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
                 p.error(f"--{field.replace('_', '-')} must be positive, not {value}")
             changes[field] = value
     if args.apps:
-        apps = tuple(x.strip() for x in args.apps.split(","))
-        if unknown := set(apps) - set(APPS):
-            p.error(f"unknown apps: {', '.join(sorted(unknown))} (known: {', '.join(APPS)})")
-        changes["apps"] = apps
+        changes["apps"] = _names(p, args.apps, APPS, "apps")
     if args.app_agents:
-        app_agents = tuple(x.strip() for x in args.app_agents.split(","))
-        if unknown := set(app_agents) - set(apps_phase.AGENTS):
-            p.error(f"unknown app agents: {', '.join(sorted(unknown))} "
-                    f"(known: {', '.join(apps_phase.AGENTS)})")
+        app_agents = _names(p, args.app_agents, apps_phase.AGENTS, "app agents")
         if "none" not in app_agents:
             app_agents = ("none", *app_agents)  # ratios need the no-agent slot
         changes["app_agents"] = app_agents
     if args.phases:
-        phases = tuple(x.strip() for x in args.phases.split(","))
-        if unknown := set(phases) - set(PHASES):
-            p.error(f"unknown phases: {', '.join(sorted(unknown))}")
-        changes["phases"] = phases
+        changes["phases"] = _names(p, args.phases, PHASES, "phases")
     if args.app_profile:
         changes["app_profile"] = True
     if args.no_learning:

@@ -131,6 +131,14 @@ def test_bad_apps_options_are_refused_with_the_reason(argv: list[str],
     assert "unknown" in err or "must be positive" in err
 
 
+def test_an_unknown_phase_is_refused_with_the_known_ones(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse(["--phases", "overhead,speed"])
+    err = capsys.readouterr().err
+    assert "unknown phases: speed (known: overhead, latency, capacity" in err
+
+
 def test_the_c_project_builds_in_parallel_and_runs(tmp_path: Path) -> None:
     """The compile job's project: every unit compiles warning-free with -Wall and links."""
     dest = tmp_path / "proj"
