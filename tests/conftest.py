@@ -195,6 +195,9 @@ def roxd_command(*args: str) -> list[str]:
 
 
 DEFAULT_TEST_CONFIG = "[daemon]\nstats_interval_s = 1.0\n"
+# every alert kept as raised, none folded or rate-limited: for tests that count alerts
+NOISE_OFF_CONFIG = ("[alerts.noise]\nfold_window_s = 0.0\nper_container_per_minute = 0\n"
+                    "per_rule_per_minute = 0\n")
 
 
 def start_roxd(workdir: Path, *extra: str, config: str | None = None,

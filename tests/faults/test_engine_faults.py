@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DEFAULT_TEST_CONFIG, RoxdProcess, wait_until
+from tests.conftest import DEFAULT_TEST_CONFIG, NOISE_OFF_CONFIG, RoxdProcess, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.kernel]
 
@@ -89,8 +89,7 @@ def start(workdir: Path, docker_url: str, rules: Path,
 
     config = DEFAULT_TEST_CONFIG + (f'[containers]\ndocker_url = "{docker_url}"\n'
                                     f'docker_timeout_s = {docker_timeout_s}\n'
-                                    "[alerts.noise]\nfold_window_s = 0.0\n"
-                                    "per_container_per_minute = 0\nper_rule_per_minute = 0\n")
+                                    + NOISE_OFF_CONFIG)
     roxd = start_roxd(workdir, config=config, rules=[rules])
     roxd.wait_ready()
     return roxd

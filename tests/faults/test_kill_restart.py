@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from roxd.holdguard import stopped_in_exec
-from tests.conftest import DEFAULT_TEST_CONFIG, start_roxd, wait_until
+from tests.conftest import DEFAULT_TEST_CONFIG, NOISE_OFF_CONFIG, start_roxd, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.kernel]
 
@@ -52,12 +52,7 @@ actions = ["alert"]
 cmdline = { contains = ["roxd-fault-mark-"] }
 """
 
-CONFIG = DEFAULT_TEST_CONFIG + """
-[alerts.noise]
-fold_window_s = 0.0
-per_container_per_minute = 0
-per_rule_per_minute = 0
-"""
+CONFIG = DEFAULT_TEST_CONFIG + NOISE_OFF_CONFIG
 
 
 def api(sock: Path, path: str) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DEFAULT_TEST_CONFIG, start_roxd, wait_until
+from tests.conftest import DEFAULT_TEST_CONFIG, NOISE_OFF_CONFIG, start_roxd, wait_until
 from tests.faults.conftest import fill
 
 pytestmark = [pytest.mark.faults, pytest.mark.kernel]
@@ -34,12 +34,7 @@ actions = ["alert"]
 cmdline = { contains = ["roxd-disk-mark-"] }
 """
 
-CONFIG = DEFAULT_TEST_CONFIG + """
-[alerts.noise]
-fold_window_s = 0.0
-per_container_per_minute = 0
-per_rule_per_minute = 0
-"""
+CONFIG = DEFAULT_TEST_CONFIG + NOISE_OFF_CONFIG
 
 
 @pytest.fixture
