@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from roxd.api.client import ApiClient
 from tests.conftest import start_roxd, wait_until
+from tests.kernel.netbase import wait_learned_then_locked
 
 pytestmark = pytest.mark.kernel
 
@@ -46,18 +46,7 @@ def test_a_new_peer_after_the_lock_is_an_anomaly(run_container: Any) -> None:
         # is the server's workload, not its /24)
         time.sleep(1.5)  # past the client's startup grace
         wait_until(lambda: b"hello" in talk(8080), 20, message="the server answers")
-        learned = rp.wait_for(lambda o: o.get("type") == "connect"
-                              and (o.get("container") or {}).get("id") == client.id
-                              and (o.get("baseline") or {}).get("element", "").startswith(
-                                  "outbound tcp/8080 workload:"), timeout=20,
-                              message="the 8080 connect learned against the server's workload")
-        workload = learned["baseline"]["workload"]
-
-        def locked() -> bool:
-            with ApiClient(sock) as api:
-                return api.get("/v1/baselines/show", {"workload": workload})["state"] == "locked"
-
-        wait_until(locked, 30, message="the client's baseline locked by its window")
+        workload = wait_learned_then_locked(rp, sock, client.id, timeout=20)
         time.sleep(1.0)
         talk(8080)  # learned: nothing
         talk(9)  # new port on a known peer: an anomaly

@@ -20,6 +20,7 @@ import pytest
 
 from roxd.api.client import ApiClient
 from tests.conftest import start_roxd, wait_until
+from tests.kernel.netbase import wait_learned_then_locked
 
 pytestmark = pytest.mark.kernel
 REPO = Path(__file__).resolve().parents[2]
@@ -105,18 +106,7 @@ def test_an_unlearned_peer_is_refused_in_the_kernel(run_container: Any) -> None:
         # the loopback probe run later, learned too (the process baseline is enforced in
         # the same mode)
         run("nc -w 1 127.0.0.1 1 </dev/null")
-        learned = rp.wait_for(lambda o: o.get("type") == "connect"
-                              and (o.get("container") or {}).get("id") == client.id
-                              and (o.get("baseline") or {}).get("element", "").startswith(
-                                  "outbound tcp/8080 workload:"), timeout=60,
-                              message="the 8080 connect learned against the server's workload")
-        workload = learned["baseline"]["workload"]
-
-        def locked() -> bool:
-            with ApiClient(sock) as api:
-                return api.get("/v1/baselines/show", {"workload": workload})["state"] == "locked"
-
-        wait_until(locked, 30, message="the client's baseline locked by its window")
+        workload = wait_learned_then_locked(rp, sock, client.id, timeout=60)
         with ApiClient(sock) as api:
             api.post("/v1/baselines/mode", {"workload": workload, "mode": "enforce"})
 
