@@ -87,6 +87,20 @@ def _fetch(client: Any, ip: str) -> bool:
     return b"hello" in out
 
 
+def _serving_pair(run_container: Any, network: str,
+                  grace_s: float = 0.0) -> tuple[Any, Any, str]:
+    """Server B (httpd on 8080) and client A on `network`, after `grace_s` (past B's startup
+    grace, when its baseline must learn A) and A's first successful fetch from B: B, A and B's
+    address."""
+    server = run_container(SERVE, network=network, name=_name("server"))
+    client = run_container("sleep 600", network=network, name=_name("client"))
+    ip = _ip(server, network)
+    if grace_s:
+        time.sleep(grace_s)
+    wait_until(lambda: _fetch(client, ip), 20, message="A fetches from B")
+    return server, client, ip
+
+
 def _flows(sock: str, container: str) -> list[dict[str, Any]]:
     shown = _roxctl(sock, "netmap", "--container", container, "--format", "json")
     assert shown.returncode == 0, shown.stderr
@@ -205,11 +219,7 @@ def test_a_new_inbound_peer_after_lock_alerts(run_container: Any, network: str) 
     rp = start_roxd(workdir, "--print-alerts", config=CONFIG)
     try:
         rp.wait_ready()
-        server = run_container(SERVE, network=network, name=_name("server"))
-        client = run_container("sleep 600", network=network, name=_name("client"))
-        ip = _ip(server, network)
-        time.sleep(1.5)  # past the server's startup grace
-        wait_until(lambda: _fetch(client, ip), 20, message="A fetches from B")
+        server, client, ip = _serving_pair(run_container, network, grace_s=1.5)
 
         def element() -> str | None:
             _fetch(client, ip)
@@ -277,10 +287,7 @@ def test_with_inbound_off_listeners_come_from_proc(run_container: Any, network: 
     try:
         rp.wait_ready()
         assert _attached() == before
-        server = run_container(SERVE, network=network, name=_name("server"))
-        client = run_container("sleep 600", network=network, name=_name("client"))
-        ip = _ip(server, network)
-        wait_until(lambda: _fetch(client, ip), 20, message="A fetches from B")
+        server, client, ip = _serving_pair(run_container, network)
         with ApiClient(sock) as api:
             def listening() -> list[dict[str, Any]]:
                 for c in api.get("/v1/inventory/containers"):

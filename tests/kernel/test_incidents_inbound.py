@@ -6,7 +6,6 @@ to B would have done. The client A that B learned stays out of it."""
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,13 @@ import pytest
 
 from roxd.api.client import ApiClient
 from tests.conftest import start_roxd, wait_until
-from tests.kernel.test_inbound import CONFIG, SERVE, _fetch, _ip, _name, network  # noqa: F401
+from tests.kernel.test_inbound import (  # noqa: F401
+    CONFIG,
+    _fetch,
+    _name,
+    _serving_pair,
+    network,
+)
 
 pytestmark = pytest.mark.kernel
 
@@ -30,11 +35,7 @@ def test_an_alerted_accept_joins_the_attackers_incident(run_container: Any,
     rp = start_roxd(workdir, config=CONFIG + "[incidents]\nquiet_window_s = 600.0\n")
     try:
         rp.wait_ready()
-        server = run_container(SERVE, network=network, name=_name("server"))
-        client = run_container("sleep 600", network=network, name=_name("client"))
-        ip = _ip(server, network)
-        time.sleep(1.5)  # past the server's startup grace
-        wait_until(lambda: _fetch(client, ip), 20, message="A fetches from B")
+        server, client, ip = _serving_pair(run_container, network, grace_s=1.5)
         with ApiClient(sock) as api:
             def locked() -> bool:
                 _fetch(client, ip)
