@@ -15,25 +15,13 @@ from typing import Any
 import pytest
 
 from roxd.api.client import ApiClient
+from tests.attack_script import DROP, climb_the_phases, wait_alert, wait_named
 from tests.conftest import RoxdProcess, start_roxd, wait_until
 
 pytestmark = pytest.mark.kernel
 
 PHASES = ["foothold", "privilege_escalation", "persistence", "lateral_movement", "objectives"]
 CONFIG = "[daemon]\nstats_interval_s = 1.0\n[incidents]\nquiet_window_s = 600.0\n"
-# The foothold is a shell run from a binary dropped in /tmp (the docker exec'd shell itself is
-# a foothold only when roxd cannot see its parent is runc: not deterministic). Absolute paths:
-# busybox's sh runs applets named without a path in-process (no exec to see).
-DROP = "/bin/cp /bin/busybox /tmp/busybox; /tmp/busybox sh -c '{script}'"
-ATTACK = [
-    ("foothold.exec-from-tmp", ""),
-    ("privilege_escalation.read-shadow", "/bin/cat /etc/shadow"),
-    ("persistence.cron-file-write", "/bin/cp /etc/passwd /etc/cron.d/roxd-{m}"),
-    ("lateral_movement.ssh-connect-from-container", "/bin/nc -w 1 127.0.0.1 22 </dev/null"),
-    ("objectives.log-wipe", "/bin/rm -f /var/log/roxd-{m}.log"),
-]
-
-
 def _alerts_of(rp: RoxdProcess, cid: str) -> list[dict[str, Any]]:
     return rp.matching(lambda o: o.get("type") == "alert"
                        and (o.get("container") or {}).get("id") == cid)
@@ -58,18 +46,9 @@ def test_a_scripted_attack_is_one_incident_and_survives_a_restart(
         rp.wait_ready()
         victim = run_container("sleep 600", name=attacked)
         other = run_container("while true; do ls / >/dev/null; sleep 1; done", name=benign)
-        # roxd knows the container by name before the attack (its entrypoint's exec)
-        rp.wait_for(lambda o: o.get("type") == "exec"
-                    and (o.get("container") or {}).get("name") == attacked,
-                    timeout=20, message=f"the entrypoint of {attacked}")
-        # the docker exec'd shell is the foothold; its children climb the phases
-        script = "; ".join(cmd.format(m=marker) for _, cmd in ATTACK if cmd)
-        victim.exec_run(["sh", "-c", DROP.format(script=script)])
-        for rule, _ in ATTACK:
-            rp.wait_for(lambda o, rule=rule: o.get("type") == "alert"
-                        and o["rule"]["id"] == rule
-                        and (o.get("container") or {}).get("id") == victim.id,
-                        timeout=20, message=f"alert {rule} in {attacked}")
+        # roxd knows the container by name before the attack, whose shell's children climb
+        # the phases
+        climb_the_phases(rp, victim, attacked, marker)
         alert_ids = {a["id"] for a in _alerts_of(rp, victim.id)}
 
         def one_incident() -> Any:
@@ -119,18 +98,6 @@ def test_a_scripted_attack_is_one_incident_and_survives_a_restart(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _wait_named(rp: RoxdProcess, name: str) -> None:
-    rp.wait_for(lambda o: o.get("type") == "exec"
-                and (o.get("container") or {}).get("name") == name,
-                timeout=20, message=f"the entrypoint of {name}")
-
-
-def _wait_alert(rp: RoxdProcess, rule: str, cid: str) -> dict[str, Any]:
-    return rp.wait_for(lambda o: o.get("type") == "alert" and o["rule"]["id"] == rule
-                       and (o.get("container") or {}).get("id") == cid,
-                       timeout=20, message=f"alert {rule} in {cid[:12]}")
-
-
 def test_an_attack_that_moves_to_another_container_is_one_incident_naming_both(
         shared_roxd: RoxdProcess, run_container: Any) -> None:
     """A connects to B's SSH port (refused: B listens on nothing), then B is attacked: one
@@ -143,17 +110,17 @@ def test_an_attack_that_moves_to_another_container_is_one_incident_naming_both(
     names = [f"roxd-inc-{x}-{marker}" for x in "abc"]
     a, b, c = (run_container("sleep 600", name=n) for n in names)
     for n in names:
-        _wait_named(rp, n)
+        wait_named(rp, n)
     b.reload()
     b_ip = b.attrs["NetworkSettings"]["IPAddress"]
     if not b_ip:
         pytest.skip("containers have no bridge address on this engine")
     a.exec_run(["sh", "-c", DROP.format(script=f"/bin/nc -w 1 {b_ip} 22 </dev/null")])
-    _wait_alert(rp, "lateral_movement.ssh-connect-from-container", a.id)
+    wait_alert(rp, "lateral_movement.ssh-connect-from-container", a.id)
     for target in (b, c):
         target.exec_run(["sh", "-c", DROP.format(script="/bin/cat /etc/shadow")])
     for target in (b, c):
-        _wait_alert(rp, "privilege_escalation.read-shadow", target.id)
+        wait_alert(rp, "privilege_escalation.read-shadow", target.id)
 
     def settled() -> Any:
         """Every alert of the three in an incident: A's and B's in one, C's in another."""

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from roxd.api.client import ApiClient
+from tests.attack_script import ATTACK, climb_the_phases
 from tests.conftest import REPO, RoxdProcess, start_roxd, wait_until
 from tests.system.conftest import free_port
 
@@ -30,15 +31,6 @@ pytestmark = pytest.mark.system
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 IMAGES = REPO / "docs/images"
 PHASES = ["foothold", "privilege_escalation", "persistence", "lateral_movement", "objectives"]
-# as tests/kernel/test_incidents_live.py: a dropped binary's shell climbs the five phases
-DROP = "/bin/cp /bin/busybox /tmp/busybox; /tmp/busybox sh -c '{script}'"
-ATTACK = [
-    ("foothold.exec-from-tmp", ""),
-    ("privilege_escalation.read-shadow", "/bin/cat /etc/shadow"),
-    ("persistence.cron-file-write", "/bin/cp /etc/passwd /etc/cron.d/roxd-{m}"),
-    ("lateral_movement.ssh-connect-from-container", "/bin/nc -w 1 127.0.0.1 22 </dev/null"),
-    ("objectives.log-wipe", "/bin/rm -f /var/log/roxd-{m}.log"),
-]
 # connects to changing ports (identical ones would be folded in the kernel for 10 s)
 TALKER = ("i=0; while true; do i=$((i+1)); /bin/nc -w 1 127.0.0.1 $((20000 + i % 7)) "
           "</dev/null; sleep 0.3; done")
@@ -185,16 +177,7 @@ def test_dashboard_pages_actions_and_auth(docker_engine: Any, run_container: Any
 
         victim = run_container("sleep 600", name=victim_name)
         run_container(TALKER, name=talker_name)
-        rp.wait_for(lambda o: o.get("type") == "exec"
-                    and (o.get("container") or {}).get("name") == victim_name,
-                    timeout=20, message=f"the entrypoint of {victim_name}")
-        script = "; ".join(cmd.format(m=marker) for _, cmd in ATTACK if cmd)
-        victim.exec_run(["sh", "-c", DROP.format(script=script)])
-        for rule, _ in ATTACK:
-            rp.wait_for(lambda o, rule=rule: o.get("type") == "alert"
-                        and o["rule"]["id"] == rule
-                        and (o.get("container") or {}).get("id") == victim.id,
-                        timeout=20, message=f"alert {rule} in {victim_name}")
+        climb_the_phases(rp, victim, victim_name, marker)  # a dropped binary's shell
 
         def five_phases() -> Any:
             with ApiClient(sock) as c:
