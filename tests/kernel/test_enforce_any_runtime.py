@@ -27,24 +27,9 @@ from roxd.enforce.cgroups import ContainerCgroups
 from roxd.enforce.quarantine import Quarantine
 from tests.conftest import IMAGE, REPO, RoxdProcess, start_roxd, wait_until
 from tests.containerd_private import PrivateContainerd, private_containerd
+from tests.kernel.test_enforce import ISOLATE_RULE  # the Docker test's rule, unchanged
 
 pytestmark = pytest.mark.kernel
-
-ISOLATE_RULE = """
-[[rule]]
-id = "test.isolate-on-marker"
-name = "Isolate on marker"
-description = "Test rule: a container that runs the marker command line gets quarantined."
-phase = "lateral_movement"
-severity = "warning"
-mitre = ["T1021"]
-event = "exec"
-actions = ["alert", "isolate"]
-[rule.when]
-cmdline = { contains = ["roxd-isolate-me"] }
-[rule.scope]
-host = false
-"""
 
 KILL_CONTAINER_RULE = """
 [[rule]]
