@@ -170,6 +170,13 @@ class RequestDeadlines:
             self._reading.pop(sock, None)
             return sock not in self._reaped
 
+    def forget(self, sock: socket.socket) -> None:
+        """The connection is over: drop it from the reaper's books (call under stats.lock).
+        A reaped socket stays in _reaped until then, so each server must call this or leak
+        one entry per timed-out request."""
+        self._reading.pop(sock, None)
+        self._reaped.discard(sock)
+
     def _reap(self) -> None:
         while not self.closing.wait(REAP_INTERVAL_S):
             now = time.monotonic()
@@ -246,8 +253,7 @@ class UnixHttpServer(RequestDeadlines, socketserver.ThreadingMixIn,
                     self.stats.by_uid[client_address.uid] = left
                 else:
                     self.stats.by_uid.pop(client_address.uid, None)
-                self._reading.pop(request, None)
-                self._reaped.discard(request)
+                self.forget(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.exception("API connection error (%s)", getattr(client_address, "describe",

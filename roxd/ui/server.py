@@ -130,6 +130,7 @@ class TcpHttpServer(RequestDeadlines, socketserver.ThreadingMixIn, socketserver.
         finally:
             with self.stats.lock:
                 self.stats.open -= 1
+                self.forget(request)  # a timed-out request's socket leaked here before
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.exception("dashboard connection error (%s)", client_address)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -229,3 +230,31 @@ def test_log_out_clears_the_cookie(dash: Any) -> None:
     status, resp, _ = call(port, "POST", "/logout", cookie=cookie, headers=_csrf(port, cookie))
     assert status == 200
     assert resp.getheader("Set-Cookie").startswith("roxd_session=; Path=/; Max-Age=0;")
+
+
+def test_a_timed_out_dashboard_request_leaves_nothing_behind(tmp_path: Path) -> None:
+    """The reaper answers 408 to a request that never completes; once that connection is over
+    the dashboard server must forget it (its reaped set grew by one per timeout before)."""
+    port = _free_port()
+    dashboard = Dashboard(DashboardSettings(enabled=True, listen=f"127.0.0.1:{port}"), tmp_path)
+    server = ApiServer(FakePort(), str(tmp_path / "roxd.sock"),
+                       ApiSettings(idle_timeout_s=5.0, request_timeout_s=0.5), dashboard=dashboard)
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n")  # never finished
+            answer = conn.recv(4096)
+        assert b" 408 " in answer.split(b"\r\n", 1)[0] + b" ", answer
+        tcp = dashboard._server
+        assert tcp is not None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with tcp.stats.lock:
+                if not tcp._reaped and not tcp._reading and tcp.stats.open == 0:
+                    break
+            time.sleep(0.05)
+        with tcp.stats.lock:
+            assert (tcp._reaped, tcp._reading, tcp.stats.open) == (set(), {}, 0)
+        assert tcp.stats.timed_out == 1
+    finally:
+        server.close()
