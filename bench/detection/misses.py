@@ -48,9 +48,12 @@ MISS_REASONS: dict[str, str] = {
                    "caught (foothold.script-not-in-image) alone and in partial runs",
     "T1070.003-8": "a leading space keeps `hostname` and `whoami` out of the history: nothing "
                    "but two benign commands happens",
-    "T1070.004-1": "rm of one file in /tmp: everyday; shred is reported (objectives.secure-"
-                   "delete)",
-    "T1070.004-2": "rm -rf of a folder in /tmp: everyday",
+    "T1070.004-1": "rm -f of one file in /tmp: everyday (scratch files, lock files, a job's "
+                   "output); shred is reported (objectives.secure-delete), and so is rm -r of / or "
+                   "a system directory (objectives.system-tree-deleted). Deleting the dropped "
+                   "binary itself would need the file's exec history, which roxd does not keep",
+    "T1070.004-2": "rm -rf of a folder in /tmp: everyday cleanup; rm -r of / or a top-level "
+                   "system directory is reported (objectives.system-tree-deleted)",
     "T1059.006-1": "racy: the python -c code is 400 bytes, the kernel keeps 255 bytes of an "
                    "argument, and python exits at once (its import of requests fails); roxd "
                    "completes the argument from /proc only when it reads it before the exit "
@@ -58,8 +61,12 @@ MISS_REASONS: dict[str, str] = {
     "T1074.001-2": "alerted as foothold.download-piped-to-shell (curl | sh: the discovery script "
                    "fetched and run); writing its output to /tmp, the staging itself, is "
                    "everyday",
-    "T1090.001-1": "the proxy is set in the environment (http_proxy), which exec events do not "
-                   "carry; the curl that follows is a plain request",
+    "T1090.001-1": "the proxy is set in the environment (export http_proxy=...), which exec "
+                   "events do not carry, and the curl that follows is a plain request (its "
+                   "connect to the proxy port, 127.0.0.1:3128, looks like any connect to a "
+                   "local service); seeing it needs the downloader's proxy variables captured "
+                   "at exec (a bounded read of the environment for a few programs, proposed in "
+                   "docs/detection.md)",
     "T1105-1": _SSH_COPY, "T1105-2": _SSH_COPY, "T1105-3": _SSH_COPY, "T1105-4": _SSH_COPY,
     "T1105-5": _SSH_COPY, "T1105-6": _SSH_COPY,
     "T1105-14": "whois to a local port: a lookup tool; the file transfer it stands for needs "
