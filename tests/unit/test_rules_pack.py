@@ -690,6 +690,10 @@ CASES: dict[str, tuple[EnrichedEvent, EnrichedEvent]] = {
         run("rm -rf / --no-preserve-root"),
         run("rm -rf /var/lib/apt/lists/*"),
     ),
+    "objectives.archive-encoded": (
+        run("sh -c 'tar czf - /root/.ssh | base64 -w0 > /tmp/x'"),
+        run("sh -c 'tar czf - data | sha256sum'"),
+    ),
     "objectives.tor-or-proxy-chain": (
         run("systemctl start tor"),
         run("systemctl start nginx"),
@@ -923,3 +927,14 @@ def test_tor_and_proxy_chainers(pack: RuleSet) -> None:
     assert _hits(pack, rule, ["systemctl status torque", "service tomcat start"]) == []
     assert "objectives.tor-port-connect" not in matched_ids(pack, connect("10.0.0.3", 9050,
                                                                           image=HOST))
+
+
+def test_archive_encoded_in_a_pipeline(pack: RuleSet) -> None:
+    rule = "objectives.archive-encoded"
+    assert _hits(pack, rule, ["sh -c 'zip -r - /home/a | xxd -p'",
+                              "bash -c 'gzip -c /etc/hosts | openssl base64'",
+                              "sh -c 'tar cz /srv | openssl enc -aes-256-cbc -a -k x'"]) == [
+        "sh -c 'zip -r - /home/a | xxd -p'", "bash -c 'gzip -c /etc/hosts | openssl base64'",
+        "sh -c 'tar cz /srv | openssl enc -aes-256-cbc -a -k x'"]
+    assert _hits(pack, rule, ["sh -c 'echo aGk= | base64 -d'", "sh -c 'tar czf /b/x.tgz d'",
+                              "sh -c 'gzip -dc x.gz | wc -l'"]) == []
