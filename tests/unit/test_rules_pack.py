@@ -870,10 +870,12 @@ def test_system_file_permission_changes(pack: RuleSet) -> None:
     rule = "privilege_escalation.system-file-permissions-opened"
     opened = ["chmod o+w /etc/shadow", "chmod 777 /etc/ssh/sshd_config", "chmod -R a+w /usr/bin",
               "chown app /etc/sudoers", "chown -R www-data:www-data /etc/cron.d",
-              "chmod g+w /etc/passwd", "chmod 0666 /etc/ld.so.preload", "chown 1000 /root/.ssh"]
+              "chmod g+w /etc/passwd", "chmod 0666 /etc/ld.so.preload", "chown 1000 /root/.ssh",
+              "setfacl -m u:app:rw /etc/shadow", "setfacl -R -m g:staff:rwx /usr/bin"]
     everyday = ["chmod 644 /etc/passwd", "chmod 0440 /etc/sudoers", "chown root:shadow /etc/shadow",
                 "chmod 755 /usr/local/bin/app", "chown -R app:app /var/lib/app",
-                "chmod 600 /root/.ssh/authorized_keys", "chown app /etc/app.conf"]
+                "chmod 600 /root/.ssh/authorized_keys", "chown app /etc/app.conf",
+                "setfacl -m u:app:r /etc/shadow", "getfacl /etc/shadow"]
     assert _hits(pack, rule, opened) == opened
     assert _hits(pack, rule, everyday) == []
 
