@@ -909,9 +909,9 @@ def test_split_by_size_and_decoding_of_temp_files(pack: RuleSet) -> None:
 
 def test_ping_delay_and_system_tree_deletion(pack: RuleSet) -> None:
     assert _hits(pack, "foothold.ping-as-delay", [
-        "ping -c 250 127.0.0.1", "ping -qc 60 10.0.0.1", "ping -w 30 db", "ping -c1 db",
-        "ping -c 5 -i 0.2 db", "ping -c 10 127.0.0.1"]) == [
-        "ping -c 250 127.0.0.1", "ping -qc 60 10.0.0.1", "ping -w 30 db"]
+        "ping -c 250 127.0.0.1", "ping -qc 60 10.0.0.1", "ping -c 1 -w 30 db", "ping -c1 db",
+        "ping -c 5 -i 0.2 db", "ping -c 10 127.0.0.1", "ping -i 0.5 -c 120 10.0.0.1"]) == [
+        "ping -c 250 127.0.0.1", "ping -qc 60 10.0.0.1", "ping -i 0.5 -c 120 10.0.0.1"]
     deleted = ["rm -rf /etc", "rm -rf /*", "rm -r /home/", "rm -fr /usr"]
     kept = ["rm -f /etc/nginx/conf.d/default.conf", "rm -rf /tmp/build", "rm -rf /home/app/.cache",
             "rm /etc", "rm -rf ./etc"]
