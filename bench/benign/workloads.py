@@ -617,6 +617,32 @@ def api_client(ctx: Ctx) -> None:
                             "grep -q '^root:' /etc/passwd && cat /etc/os-release >/dev/null")
 
 
+@workload("housekeeping", "an entrypoint and a data job doing the everyday neighbours of the "
+          "permission, split, decode, archive and delete rules: private modes in /tmp, chown to "
+          "the app user, split by lines and into N parts, base64 of streams and files, tar of a "
+          "data directory and its restore, gzip -k in /tmp, rm -rf of scratch directories")
+def housekeeping(ctx: Ctx) -> None:
+    out = ctx.run_to_end("roxd-bench/debian:latest", "sh", "-c", """set -e
+mkdir -p /tmp/app-runtime /tmp/work /data/in /backup
+chmod 700 /tmp/app-runtime
+echo t0k3n > /tmp/app-runtime/token && chmod 600 /tmp/app-runtime/token
+echo 'port = 8080' > /etc/app.conf && chown app:app /etc/app.conf && chmod 640 /etc/app.conf
+seq 1 5000 | sed 's/^/order,/' > /data/in/orders.csv
+chown -R app:app /data /tmp/work
+split -l 1000 -d /data/in/orders.csv /tmp/work/part-
+split -n 4 /data/in/orders.csv /tmp/work/chunk-
+echo aGVsbG8K | base64 -d
+base64 /tmp/work/part-00 > /tmp/work/part-00.b64 && base64 -d < /tmp/work/part-00.b64 | wc -l
+tar -C /data -czf /backup/in.tar.gz in
+mkdir -p /restore && tar -xzf /backup/in.tar.gz -C /restore
+cmp /data/in/orders.csv /restore/in/orders.csv
+gzip -k /tmp/work/part-01
+rm -rf /tmp/work /restore
+echo housekeeping done""")
+    if "housekeeping done" not in out:
+        raise WorkloadFailed(out[-300:])
+
+
 def by_name() -> dict[str, Workload]:
     return {w.name: w for w in WORKLOADS}
 

@@ -13,17 +13,6 @@ _HARNESS_SHELL = (
 _LOCAL_TABLES = (
     "reads the route table (ip route, netstat -r): entrypoints look up the default gateway this "
     "way; the neighbour tables (arp, ip neigh, tcp_metrics) are reported")
-_CHMOD = (
-    "chmod/chown of a directory: entrypoints do this on every start (chown -R app /data); only "
-    "setuid/setgid bits, file capabilities and chattr are reported")
-_ARCHIVE = (
-    "archiving ordinary files (zip, gzip, tar of a home directory): what backups do; reported "
-    "when the archive holds account, login-record or key files, is encrypted, or is streamed to "
-    "a network tool")
-_DECODE = (
-    "hex decoding to stdout with xxd -r -p: scripts do it every day (a digest turned into bytes "
-    "for base64, a hex key); roxd alerts when decoded text is run (foothold.decoded-payload-to-"
-    "shell) and when an interpreter one-liner decodes (foothold.interpreter-inline-decode)")
 _SSH_COPY = (
     "alerted in lateral_movement (remote copy and SSH client in a container) and, with the "
     "remote side named, objectives.remote-file-transfer")
@@ -34,23 +23,20 @@ MISS_REASONS: dict[str, str] = {
                  "write that exec events cannot tell from any other; the change shows only as a "
                  "different hash, which needs file integrity monitoring (truncate -s +1 is "
                  "reported: foothold.file-padded)",
-    "T1030-1": "split(1) of a file into chunks: everyday; the transfer that would follow is "
-               "what the exfiltration rules see",
     "T1059.004-6": _HARNESS_SHELL, "T1059.004-8": _HARNESS_SHELL,
     "T1059.004-13": _HARNESS_SHELL,
     "T1059.004-7": "cat /etc/shells: alerted as privilege_escalation.account-file-read (the "
                    "login databases printed by a text tool); the test's tactic is execution",
     "T1059.004-10": "useradd and chsh: alerted as persistence (account created and modified); "
                     "the test's tactic is execution",
-    "T1059.006-2": "racy, fixed since: python and the shell that ran it had exited before roxd "
-                   "resolved `T1059.006.py` against a working directory (only the parent's was "
-                   "asked then); now the nearest living ancestor in the container is, and it is "
-                   "caught (foothold.script-not-in-image) alone and in partial runs",
     "T1070.003-8": "a leading space keeps `hostname` and `whoami` out of the history: nothing "
                    "but two benign commands happens",
-    "T1070.004-1": "rm of one file in /tmp: everyday; shred is reported (objectives.secure-"
-                   "delete)",
-    "T1070.004-2": "rm -rf of a folder in /tmp: everyday",
+    "T1070.004-1": "rm -f of one file in /tmp: everyday (scratch files, lock files, a job's "
+                   "output); shred is reported (objectives.secure-delete), and so is rm -r of / or "
+                   "a system directory (objectives.system-tree-deleted). Deleting the dropped "
+                   "binary itself would need the file's exec history, which roxd does not keep",
+    "T1070.004-2": "rm -rf of a folder in /tmp: everyday cleanup; rm -r of / or a top-level "
+                   "system directory is reported (objectives.system-tree-deleted)",
     "T1059.006-1": "racy: the python -c code is 400 bytes, the kernel keeps 255 bytes of an "
                    "argument, and python exits at once (its import of requests fails); roxd "
                    "completes the argument from /proc only when it reads it before the exit "
@@ -58,27 +44,35 @@ MISS_REASONS: dict[str, str] = {
     "T1074.001-2": "alerted as foothold.download-piped-to-shell (curl | sh: the discovery script "
                    "fetched and run); writing its output to /tmp, the staging itself, is "
                    "everyday",
-    "T1090.001-1": "the proxy is set in the environment (http_proxy), which exec events do not "
-                   "carry; the curl that follows is a plain request",
+    "T1090.001-1": "the proxy is set in the environment (export http_proxy=...), which exec "
+                   "events do not carry, and the curl that follows is a plain request (its "
+                   "connect to the proxy port, 127.0.0.1:3128, looks like any connect to a "
+                   "local service); seeing it needs the downloader's proxy variables captured "
+                   "at exec (a bounded read of the environment for a few programs, proposed in "
+                   "docs/detection.md)",
     "T1105-1": _SSH_COPY, "T1105-2": _SSH_COPY, "T1105-3": _SSH_COPY, "T1105-4": _SSH_COPY,
     "T1105-5": _SSH_COPY, "T1105-6": _SSH_COPY,
     "T1105-14": "whois to a local port: a lookup tool; the file transfer it stands for needs "
                 "content inspection",
     "T1105-27": "curl -O into the working directory, then `bash atomic.sh` by relative path: "
                 "the download fails offline and the script never exists",
-    "T1140-8": _DECODE,
-    "T1222.002-1": _CHMOD, "T1222.002-2": _CHMOD, "T1222.002-3": _CHMOD, "T1222.002-4": _CHMOD,
-    "T1222.002-5": _CHMOD, "T1222.002-6": _CHMOD, "T1222.002-7": _CHMOD, "T1222.002-8": _CHMOD,
     "T1496-1": "`yes > /dev/null`: CPU load without a miner's name, arguments or pool "
-               "connection; needs resource-usage monitoring",
-    "T1497.003-1": "ping -c 250 127.0.0.1 as a delay: an everyday command",
+               "connection (`yes | tool` answers prompts in scripts); needs resource-usage "
+               "monitoring",
+    "T1222.002-13": "lost in the full run 20261130T040345Z only (load average up to 11): sudo "
+                     "and the compiled /tmp program raised privilege_escalation.sudo-su-in-"
+                     "container and foothold.exec-from-tmp in the run before and alone "
+                     "(20261130T040816Z); roxd reported itself drained, so the cause (events "
+                     "dropped in the kernel, or an attribution race) is not established",
+    "T1690-9": "lost in the full run 20261130T040345Z only, where roxd had not drained within "
+               "15 s: `export HISTFILE=/dev/null` in sh -c raised objectives.history-tampering-"
+               "command in the run before and alone (20261130T040816Z)",
     "T1531-4": "passwd: alerted as persistence.account-modified (a changed password is also a "
                "way back in); the test's tactic is impact",
     "T1546.018-3": "the .pth hook is written by shell redirection; a file rule would need a "
                    "suffix match (*.pth), which the kernel's path filter cannot do (it matches "
                    "prefixes and whole basenames); the venv's programs in /tmp are reported as "
                    "foothold",
-    "T1560.001-6": _ARCHIVE, "T1560.001-7": _ARCHIVE,
     "T1564.001-1": "creating dot-files in /var/tmp: lock files and sockets do it all the time; "
                    "running a program from a hidden directory is reported",
     "T1568.002-1": "the Python file copied into the running container is reported "

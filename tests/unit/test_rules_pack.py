@@ -661,6 +661,47 @@ CASES: dict[str, tuple[EnrichedEvent, EnrichedEvent]] = {
         run("truncate -s +1 /tmp/evil-binary"),
         run("truncate -s 0 /var/log/app.log"),
     ),
+    # ------------------------------------------------------------------ issue 21, third pass
+    "foothold.temp-file-permissions-opened": (
+        run("chmod a+w /tmp/stage/drop"),
+        run("chmod 700 /tmp/app-runtime"),  # a private runtime directory
+    ),
+    "foothold.temp-file-decoded": (
+        run("xxd -r -p /tmp/T1140.encoded"),
+        run("xxd -r -p"),  # a stream: a hex digest turned into bytes
+    ),
+    "foothold.ping-as-delay": (
+        run("ping -c 250 8.8.8.8"),
+        run("ping -c 3 db"),
+    ),
+    "privilege_escalation.system-file-permissions-opened": (
+        run("chmod 666 /etc/passwd"),
+        run("chmod 644 /etc/passwd"),
+    ),
+    "objectives.home-or-config-archived": (
+        run("tar -cvzf /root/data.tar.gz /root/"),
+        run("tar -C /srv -czf /backup/data.tar.gz data"),
+    ),
+    "objectives.file-split-into-chunks": (
+        run("split -b 5000000 T1030_urandom"),
+        run("split -l 1000 orders.csv part-"),
+    ),
+    "objectives.system-tree-deleted": (
+        run("rm -rf / --no-preserve-root"),
+        run("rm -rf /var/lib/apt/lists/*"),
+    ),
+    "objectives.archive-encoded": (
+        run("sh -c 'tar czf - /root/.ssh | base64 -w0 > /tmp/x'"),
+        run("sh -c 'tar czf - data | sha256sum'"),
+    ),
+    "objectives.tor-or-proxy-chain": (
+        run("systemctl start tor"),
+        run("systemctl start nginx"),
+    ),
+    "objectives.tor-port-connect": (
+        connect("127.0.0.1", 9050),
+        connect("127.0.0.1", 9090),  # Prometheus
+    ),
 }
 
 
@@ -797,3 +838,105 @@ def test_docs_examples_load_with_the_pack(tmp_path: Path) -> None:
     assert notes["local.no-socat"] == "alert; kill: in-kernel"
     payments = run("/bin/sh -c x", parent="/usr/bin/python3")
     assert "local.payments-shell" not in matched_ids(rule_set, payments)  # no team label
+
+
+# ------------------------------------------------------------------ issue 21, third pass: the
+# everyday neighbours of the new rules (what entrypoints, backups and scripts do) stay quiet
+
+
+def _hits(pack: RuleSet, rule_id: str, commands: list[str], **kw: object) -> list[str]:
+    return [c for c in commands if rule_id in matched_ids(pack, run(c, **kw))]  # type: ignore[arg-type]
+
+
+def test_temp_permission_changes_that_open_a_file_match_and_private_ones_do_not(
+        pack: RuleSet) -> None:
+    rule = "foothold.temp-file-permissions-opened"
+    opened = ["chmod 755 /tmp/AtomicRedTeam/atomics/T1222.002", "chmod -R 0777 /var/tmp/x",
+              "chmod +x /dev/shm/k", "chmod o+rx /tmp/d", "chmod u+x,o+w /tmp/f",
+              "chown root:root /tmp/x/T1222.002.yaml", "chown -R root /tmp/x", "chown 0:0 /tmp/s"]
+    private = ["chmod 700 /tmp/app", "chmod 600 /tmp/key.pem", "chmod 644 /tmp/r.txt",
+               "chmod u+x /tmp/s.sh", "chmod g+w /tmp/shared", "chown app:app /tmp/cache",
+               "chmod 1777 /tmp/.X11-unix", "chmod 1777 /tmp", "chmod 755 /srv/app",
+               "chown -R app /data"]
+    assert _hits(pack, rule, opened) == opened
+    assert _hits(pack, rule, private) == []
+    assert _hits(pack, rule, opened, ancestors=("/usr/bin/dpkg",)) == []  # maintainer scripts
+    step = run("chmod +x /tmp/install.sh")
+    build = dataclasses.replace(step, process=dataclasses.replace(step.process, session="build"))
+    assert rule in matched_ids(pack, step) and rule not in matched_ids(pack, build)
+
+
+def test_system_file_permission_changes(pack: RuleSet) -> None:
+    rule = "privilege_escalation.system-file-permissions-opened"
+    opened = ["chmod o+w /etc/shadow", "chmod 777 /etc/ssh/sshd_config", "chmod -R a+w /usr/bin",
+              "chown app /etc/sudoers", "chown -R www-data:www-data /etc/cron.d",
+              "chmod g+w /etc/passwd", "chmod 0666 /etc/ld.so.preload", "chown 1000 /root/.ssh",
+              "setfacl -m u:app:rw /etc/shadow", "setfacl -R -m g:staff:rwx /usr/bin"]
+    everyday = ["chmod 644 /etc/passwd", "chmod 0440 /etc/sudoers", "chown root:shadow /etc/shadow",
+                "chmod 755 /usr/local/bin/app", "chown -R app:app /var/lib/app",
+                "chmod 600 /root/.ssh/authorized_keys", "chown app /etc/app.conf",
+                "setfacl -m u:app:r /etc/shadow", "getfacl /etc/shadow"]
+    assert _hits(pack, rule, opened) == opened
+    assert _hits(pack, rule, everyday) == []
+
+
+def test_archives_of_homes_and_etc_but_not_of_application_data(pack: RuleSet) -> None:
+    rule = "objectives.home-or-config-archived"
+    collected = ["tar -cvzf /root/data.tar.gz /root/", "tar czf /backup/etc.tgz /etc",
+                 "zip -r /tmp/h.zip /home/alice", "7z a /tmp/x.7z /home", "gzip -k /root/notes.txt",
+                 "xz /root/dump.sql"]
+    everyday = ["tar -xzf conf.tgz -C /etc", "tar czf /home/node/app/backup.tgz data",
+                "gzip -d /root/x.gz", "gzip -k /tmp/reports/r.txt", "unzip x.zip -d /root",
+                "tar -czf /var/backups/data.tar.gz -C /srv data", "gzip /var/log/app/app.log.1"]
+    assert _hits(pack, rule, collected) == collected
+    assert _hits(pack, rule, everyday) == []
+
+
+def test_split_by_size_and_decoding_of_temp_files(pack: RuleSet) -> None:
+    split = "objectives.file-split-into-chunks"
+    assert _hits(pack, split, ["split --bytes=1M a.tgz", "split -b1M a.tgz x.", "split -C 10k f"]
+                 ) == ["split --bytes=1M a.tgz", "split -b1M a.tgz x.", "split -C 10k f"]
+    assert _hits(pack, split, ["split -n 4 big.log", "split -l 100 a.csv"]) == []
+    decoded = "foothold.temp-file-decoded"
+    assert _hits(pack, decoded, ["base64 -d /dev/shm/p", "base64 --decode /tmp/x",
+                                 "openssl base64 -d -in /tmp/x -out /tmp/y",
+                                 "uudecode /var/tmp/x.uu"]) == [
+        "base64 -d /dev/shm/p", "base64 --decode /tmp/x",
+        "openssl base64 -d -in /tmp/x -out /tmp/y", "uudecode /var/tmp/x.uu"]
+    assert _hits(pack, decoded, ["base64 /tmp/x", "xxd /tmp/bin", "base64 -d /run/secrets/k",
+                                 "openssl enc -d -aes-256-cbc -in /tmp/x"]) == []
+
+
+def test_ping_delay_and_system_tree_deletion(pack: RuleSet) -> None:
+    assert _hits(pack, "foothold.ping-as-delay", [
+        "ping -c 250 127.0.0.1", "ping -qc 60 10.0.0.1", "ping -c 1 -w 30 db", "ping -c1 db",
+        "ping -c 5 -i 0.2 db", "ping -c 10 127.0.0.1", "ping -i 0.5 -c 120 10.0.0.1"]) == [
+        "ping -c 250 127.0.0.1", "ping -qc 60 10.0.0.1", "ping -i 0.5 -c 120 10.0.0.1"]
+    deleted = ["rm -rf /etc", "rm -rf /*", "rm -r /home/", "rm -fr /usr"]
+    kept = ["rm -f /etc/nginx/conf.d/default.conf", "rm -rf /tmp/build", "rm -rf /home/app/.cache",
+            "rm /etc", "rm -rf ./etc"]
+    assert _hits(pack, "objectives.system-tree-deleted", deleted) == deleted
+    assert _hits(pack, "objectives.system-tree-deleted", kept) == []
+
+
+def test_tor_and_proxy_chainers(pack: RuleSet) -> None:
+    rule = "objectives.tor-or-proxy-chain"
+    assert _hits(pack, rule, ["tor --SocksPort 9050", "proxychains4 curl http://x/",
+                              "torsocks wget http://x/", "service tor start",
+                              "sysrc tor_enable=YES"]) == [
+        "tor --SocksPort 9050", "proxychains4 curl http://x/", "torsocks wget http://x/",
+        "service tor start", "sysrc tor_enable=YES"]
+    assert _hits(pack, rule, ["systemctl status torque", "service tomcat start"]) == []
+    assert "objectives.tor-port-connect" not in matched_ids(pack, connect("10.0.0.3", 9050,
+                                                                          image=HOST))
+
+
+def test_archive_encoded_in_a_pipeline(pack: RuleSet) -> None:
+    rule = "objectives.archive-encoded"
+    assert _hits(pack, rule, ["sh -c 'zip -r - /home/a | xxd -p'",
+                              "bash -c 'gzip -c /etc/hosts | openssl base64'",
+                              "sh -c 'tar cz /srv | openssl enc -aes-256-cbc -a -k x'"]) == [
+        "sh -c 'zip -r - /home/a | xxd -p'", "bash -c 'gzip -c /etc/hosts | openssl base64'",
+        "sh -c 'tar cz /srv | openssl enc -aes-256-cbc -a -k x'"]
+    assert _hits(pack, rule, ["sh -c 'echo aGk= | base64 -d'", "sh -c 'tar czf /b/x.tgz d'",
+                              "sh -c 'gzip -dc x.gz | wc -l'"]) == []
