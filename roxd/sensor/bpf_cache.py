@@ -164,18 +164,20 @@ def extract(bpf: Any, key: str) -> CompiledObject:
     """The CompiledObject of a compiled bcc.BPF whose programs are not loaded yet."""
     from bcc.libbcc import lib
 
+    tables_lib = _table_calls()
     module = bpf.module
     tables, by_fd, btf_ids = [], {}, set()
-    for i in range(lib.bpf_num_tables(module)):
-        name = ct_str(lib.bpf_table_name(module, i))
-        fd = int(lib.bpf_table_fd_id(module, i))
+    for i in range(tables_lib.bpf_num_tables(module)):
+        name = tables_lib.bpf_table_name(module, i).decode()
+        fd = int(tables_lib.bpf_table_fd_id(module, i))
         spec, btf_id = bpf_sys.map_spec(fd)
         if spec.map_type in (12, 13):  # array/hash of maps: the inner map is not recorded
             raise CacheError(f"map {name} holds maps")
         if btf_id:
             btf_ids.add(btf_id)
-        tables.append(TableRecord(name, spec, ct_str(lib.bpf_table_key_desc(module, name.encode())),
-                                  ct_str(lib.bpf_table_leaf_desc(module, name.encode()))))
+        tables.append(TableRecord(name, spec,
+                                  lib.bpf_table_key_desc(module, name.encode()).decode(),
+                                  lib.bpf_table_leaf_desc(module, name.encode()).decode()))
         by_fd[fd] = name
     if len(btf_ids) > 1:
         raise CacheError(f"maps refer to {len(btf_ids)} BTF objects")
@@ -191,12 +193,23 @@ def extract(bpf: Any, key: str) -> CompiledObject:
                           tuple(functions))
 
 
-def ct_str(value: Any) -> str:
-    """A `char *` from libbcc (bytes, or an address where bcc declares no restype)."""
-    if isinstance(value, bytes):
-        return value.decode()
+def _table_calls() -> Any:
+    """libbcc's table listing, declared: bcc's own ctypes handle leaves bpf_num_tables,
+    bpf_table_name and bpf_table_fd_id undeclared, so Python would pass the module pointer as
+    a 32-bit int (a crash wherever the heap lies above 4 GiB). A handle of our own, so bcc's
+    is left as it is."""
     import ctypes as ct
-    return (ct.string_at(value) if value else b"").decode()
+
+    from bcc.libbcc import lib
+
+    own = ct.CDLL(lib._name, use_errno=True)
+    own.bpf_num_tables.restype = ct.c_size_t
+    own.bpf_num_tables.argtypes = [ct.c_void_p]
+    own.bpf_table_name.restype = ct.c_char_p
+    own.bpf_table_name.argtypes = [ct.c_void_p, ct.c_size_t]
+    own.bpf_table_fd_id.restype = ct.c_int
+    own.bpf_table_fd_id.argtypes = [ct.c_void_p, ct.c_size_t]
+    return own
 
 
 def _function(name: str, code: bytes, by_fd: dict[int, str], btf_id: int) -> FunctionRecord:
