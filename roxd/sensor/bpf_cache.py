@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1
 CACHE_SUBDIR = "bpf-objects"
-KEEP = 6  # cached objects kept per cache dir (configs differ: inbound on/off, ring size...)
+KEEP = 16  # objects kept per cache dir, ~0.4 MB each (configs differ: inbound, ring size...)
 # a pid no kernel hands out (PID_MAX_LIMIT is 4194304), odd bits so it is no other constant
 TGID_SENTINEL = 0x3D5A_C0E1
 TGID_FLAG = "-DROXD_TGID="
@@ -273,7 +273,7 @@ def save(cache_dir: Path, obj: CompiledObject) -> Path:
     """Write atomically (a reader sees the old file or the whole new one) and keep the KEEP
     most recently used objects."""
     target = cache_file(cache_dir, obj.key)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)  # see _trusted
     doc = {"format": FORMAT, "key": obj.key, "license": obj.license.decode(),
            "kern_version": obj.kern_version, "btf": _b64(obj.btf),
            "tables": [{"name": t.name, "type": t.spec.map_type, "key_size": t.spec.key_size,
@@ -305,7 +305,10 @@ def load(cache_dir: Path, key: str) -> CompiledObject | None:
     CacheError when the file is there but unreadable or inconsistent."""
     path = cache_file(cache_dir, key)
     try:
-        text = path.read_text()
+        with path.open() as f:
+            _trusted(path, os.fstat(f.fileno()))
+            _trusted(path.parent, path.parent.stat())
+            text = f.read()
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -342,6 +345,15 @@ def load(cache_dir: Path, key: str) -> CompiledObject | None:
     with _quiet():
         os.utime(path)  # most recently used: kept by _prune
     return obj
+
+
+def _trusted(path: Path, st: os.stat_result) -> None:
+    """The kernel runs what this file holds, with roxd's privileges: only a file and directory
+    that nobody but roxd's own user can write are used."""
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise CacheError(f"{path}: owned by uid {st.st_uid} with mode {st.st_mode & 0o777:o}; "
+                         f"only a file and directory that only uid {os.geteuid()} can write "
+                         f"are trusted")
 
 
 def set_aside(cache_dir: Path, key: str) -> None:

@@ -172,3 +172,11 @@ def load_program(prog_type: int, insns: bytes, *, name: str, license: bytes,
         except OSError:
             tail = log.value.decode(errors="replace").strip().splitlines()[-3:]
             raise OSError(first.errno, f"{first.strerror}: {' | '.join(tail)}") from None
+
+
+def program_name_of(fd: int) -> str:
+    """The kernel's name of the program behind `fd` (struct bpf_prog_info.name, 15 chars)."""
+    info = (ct.c_uint8 * 256)()  # bpf_prog_info up to name and beyond; the kernel fills less
+    attr = _InfoByFd(fd, 80, ct.addressof(info))  # through name[16] at offset 64
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, attr)
+    return bytes(info[64:80]).split(b"\0", 1)[0].decode()

@@ -276,7 +276,10 @@ def load_cached(bpf_dir: Path, main: str, *, cache_dir: Path, what: str,
     with timed(stages, "bpf cache load", label):
         # the source's own headers (common.h, found through -I) are part of what compiles
         local = "".join(p.read_text() for p in sorted(bpf_dir.glob("*.h")))
-        key = bpf_cache.cache_key(source + local, flags,
+        # where the sources sit is no input of the bytecode (their text is): checkouts and
+        # installs share a cache
+        keyed = ["-I<bpf_dir>" if f == f"-I{bpf_dir}" else f for f in flags]
+        key = bpf_cache.cache_key(source + local, keyed,
                                   bpf_cache.headers_identity(headers.path))
         try:
             obj = bpf_cache.load(store, key)

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from roxd.api.client import ApiClient
-from roxd.sensor import bpf_cache
+from roxd.sensor import bpf_cache, bpf_sys
+from roxd.sensor.loader import BPF_CACHE_ENV
 from tests.conftest import RoxdProcess, start_roxd
 
 pytestmark = pytest.mark.kernel
@@ -72,20 +73,26 @@ WORKLOAD = ("echo x > /etc/roxd-cache-file; cat /etc/roxd-cache-file; "
             "cp /bin/busybox /tmp/roxd-cache-kill; /tmp/roxd-cache-kill true; echo rc=$?")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def own_cache_dirs() -> Iterator[None]:
+    """This module's tests use cache dirs of their own (the first start must compile): the
+    test session's shared one (ROXD_BPF_CACHE_DIR, tests/conftest.py) is set aside here."""
+    saved = os.environ.pop(BPF_CACHE_ENV, None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ[BPF_CACHE_ENV] = saved
+
+
 @pytest.fixture(scope="module")
-def cache_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, Path]]:
-    """A cache dir of this module's own (the first start must compile), the config naming it,
-    the rules. The shared bpf cache directory of the test session is not used here."""
+def cache_setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]:
+    """The daemon tests' cache dir, the config naming it, the rules."""
     cache = tmp_path_factory.mktemp("bpf-cache")
     rules = tmp_path_factory.mktemp("cache-rules")
     (rules / "cache.toml").write_text(RULES)
     config = f'[daemon]\nstats_interval_s = 1.0\ncache_dir = "{cache}"\n'
-    saved = os.environ.pop("ROXD_BPF_CACHE_DIR", None)
-    try:
-        yield cache, config, rules
-    finally:
-        if saved is not None:
-            os.environ["ROXD_BPF_CACHE_DIR"] = saved
+    return cache, config, rules
 
 
 def _start(tmp_path_factory: pytest.TempPathFactory, setup: tuple[Path, str, Path],
@@ -205,7 +212,7 @@ def sensor_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_cached_programs_are_the_programs_bcc_loads(sensor_cache: Path) -> None:
     """The kernel's tag of each program (a hash of its instructions, map descriptors left
     out) is the same whether bcc compiled and loaded it with this process's pid compiled
-    in, or the cache loaded it with this pid written in."""
+    in, or the cache loaded it with this pid written in; and so is the program's name."""
     import ctypes as ct
 
     from bcc.libbcc import lib
@@ -217,12 +224,12 @@ def test_cached_programs_are_the_programs_bcc_loads(sensor_cache: Path) -> None:
     flags = sensor_cflags(config)
     assert f"-DROXD_TGID={os.getpid()}" in flags
 
-    def tags(bpf: Any) -> dict[bytes, int]:
+    def tags(bpf: Any) -> dict[bytes, tuple[int, str]]:
         out = {}
         for name, fn in bpf.funcs.items():
             tag = ct.c_ulonglong()
             assert lib.bpf_prog_get_tag(fn.fd, ct.byref(tag)) == 0
-            out[name] = tag.value
+            out[name] = (tag.value, bpf_sys.program_name_of(fn.fd))
         return out
 
     cached = load_cached(config.bpf_dir, "roxd.bpf.c", cache_dir=sensor_cache, what="test",
