@@ -362,11 +362,32 @@ def set_aside(cache_dir: Path, key: str) -> None:
         cache_file(cache_dir, key).unlink()
 
 
+def mark_refused(cache_dir: Path, key: str, why: str) -> None:
+    """Remember that the object for `key` cannot be cached or loaded on this host (a fresh
+    compile's bytecode was refused): later starts compile once, as before the cache, instead
+    of compiling for the cache, failing and compiling again."""
+    path = cache_file(cache_dir, key).with_suffix(".refused")
+    with _quiet():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        path.write_text(why + "\n")
+        _prune(path.parent)
+
+
+def refused(cache_dir: Path, key: str) -> str:
+    """Why the object for `key` was found not cacheable here ("" when it was not)."""
+    try:
+        return cache_file(cache_dir, key).with_suffix(".refused").read_text().strip()
+    except OSError:
+        return ""
+
+
 def _prune(directory: Path) -> None:
     with _quiet():
-        files = sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in files[KEEP:]:
-            old.unlink()
+        for pattern in ("*.json", "*.refused"):
+            files = sorted(directory.glob(pattern), key=lambda p: p.stat().st_mtime,
+                           reverse=True)
+            for old in files[KEEP:]:
+                old.unlink()
 
 
 def _digest(doc: dict[str, Any]) -> str:

@@ -281,19 +281,29 @@ def load_cached(bpf_dir: Path, main: str, *, cache_dir: Path, what: str,
         keyed = ["-I<bpf_dir>" if f == f"-I{bpf_dir}" else f for f in flags]
         key = bpf_cache.cache_key(source + local, keyed,
                                   bpf_cache.headers_identity(headers.path))
-        try:
-            obj = bpf_cache.load(store, key)
-            note = "" if obj is not None else "no cached object for these inputs"
-        except bpf_cache.CacheError as exc:
-            obj, note = None, f"cached object set aside: {exc}"
-            log.warning("eBPF object cache: %s; compiling", note)
-            bpf_cache.set_aside(store, key)
+        refused = bpf_cache.refused(store, key)
+        obj = None
+        if refused:
+            note = f"not cacheable on this host: {refused}"
+        else:
+            try:
+                obj = bpf_cache.load(store, key)
+                note = "" if obj is not None else "no cached object for these inputs"
+            except bpf_cache.CacheError as exc:
+                note = f"cached object set aside: {exc}"
+                log.warning("eBPF object cache: %s; compiling", note)
+                bpf_cache.set_aside(store, key)
+    if refused:  # found out at an earlier start: compile once, as before the cache
+        log.info("eBPF object cache: %s; compiling", note)
+        return _uncached(bpf_dir, main, cache_dir, what, cflags, source_flags, attach, note)
     origin = "cache"
     if obj is None:
         origin = "compiled"
         obj, why = _compile_for_cache(source, flags, key, store, what, stages, label)
         if obj is None:
+            # every start would compile twice: remember it for these inputs
             log.warning("eBPF object cache: %s; loading the compile as before", why)
+            bpf_cache.mark_refused(store, key, why)
             return _uncached(bpf_dir, main, cache_dir, what, cflags, source_flags, attach,
                              why)
         note = why or note
@@ -303,6 +313,8 @@ def load_cached(bpf_dir: Path, main: str, *, cache_dir: Path, what: str,
         why = f"loading the cached object failed: {exc}"
         log.warning("eBPF object cache: %s; compiling as before", why)
         bpf_cache.set_aside(store, key)
+        if origin == "compiled":  # refused fresh from the compile: so it will be next time
+            bpf_cache.mark_refused(store, key, why)
         return _uncached(bpf_dir, main, cache_dir, what, cflags, source_flags, attach, why)
     if origin == "cache":
         log.info("eBPF programs loaded from the compiled-object cache (%s), no compile",

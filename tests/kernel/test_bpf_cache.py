@@ -282,3 +282,41 @@ def test_a_cached_object_the_kernel_refuses_falls_back_to_the_compile(
     finally:
         second.close()
     assert not _cached_files(tmp_path)  # set aside: the next start compiles and rewrites
+
+
+def test_inputs_found_uncacheable_go_straight_to_the_compile(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a fresh compile's object was refused for a key, later starts with that key call
+    the plain compile (load_bcc) at once instead of compiling twice. Both compiles are
+    replaced here: what is checked is which path load_cached takes."""
+    from roxd.sensor import loader
+    from roxd.sensor.program import SensorConfig, sensor_cflags
+
+    config = SensorConfig(cache_dir=tmp_path, inbound=False)
+    for_cache: list[int] = []
+
+    class Compiled(Exception):
+        pass
+
+    def plain_compile(*_a: Any, **_k: Any) -> Any:
+        raise Compiled
+
+    def compile_for_cache(*_a: Any) -> tuple[None, str]:
+        for_cache.append(1)
+        return None, "the compiled object cannot be cached: test"
+
+    monkeypatch.setattr(loader, "load_bcc", plain_compile)
+    monkeypatch.setattr(loader, "_compile_for_cache", compile_for_cache)
+
+    def start() -> None:
+        with pytest.raises(Compiled):
+            loader.load_cached(config.bpf_dir, "roxd.bpf.c", cache_dir=tmp_path, what="t",
+                               cflags=sensor_cflags(config),
+                               source_flags=loader.optional_tracepoints, attach=False)
+
+    start()
+    assert for_cache == [1]
+    (mark,) = (tmp_path / bpf_cache.CACHE_SUBDIR).glob("*.refused")
+    assert "cannot be cached: test" in mark.read_text()
+    start()
+    assert for_cache == [1]  # the second start did not compile for the cache again

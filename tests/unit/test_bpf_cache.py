@@ -148,6 +148,13 @@ def test_old_objects_are_pruned(tmp_path: Path) -> None:
     assert f"{bpf_cache.KEEP + 2:064d}" in kept and f"{0:064d}" not in kept
 
 
+def test_a_refusal_is_remembered_per_key(tmp_path: Path) -> None:
+    assert bpf_cache.refused(tmp_path, "a" * 64) == ""
+    bpf_cache.mark_refused(tmp_path, "a" * 64, "loading the cached object failed: EINVAL")
+    assert "EINVAL" in bpf_cache.refused(tmp_path, "a" * 64)
+    assert bpf_cache.refused(tmp_path, "b" * 64) == ""
+
+
 def test_the_key_follows_every_input() -> None:
     base = bpf_cache.cache_key("src", ["-DA=1"], ["h"])
     assert base == bpf_cache.cache_key("src", ["-DA=1"], ["h"])
