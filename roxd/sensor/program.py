@@ -505,8 +505,9 @@ def _compile(config: SensorConfig, cflags: list[str], attach: bool = True) -> Bc
 
 
 # ---------------------------------------------------------------------------- prewarm
-# bcc has no way to load a precompiled object (iovisor/bcc#2367): every start compiles
-# roxd.bpf.c with clang, most of roxd's time to READY. The compile runs in C with the GIL
+# bcc has no way to load a precompiled object (iovisor/bcc#2367): a start whose inputs the
+# compiled-object cache has no object for (loader.load_cached) compiles roxd.bpf.c with clang,
+# most of roxd's time to READY then. The compile (or the cached load) runs in C with the GIL
 # released, so the daemon starts it on a thread first thing and reads rules, connects to the
 # container runtime and scans containers meanwhile; Sensor.start() takes the result when its
 # inputs (the config and cflags) are the same, and compiles itself otherwise. The programs
