@@ -11,8 +11,8 @@ key recreates the maps, writes their new descriptors into the instructions and l
 programs itself (cached_bpf.py). Nothing is guessed: a program with anything else that needs
 relocating (a map value address, a call to another BPF function) is not cached.
 
-roxd's own pid is compiled into two checks (ROXD_TGID: roxd's own bpf() calls are not
-reported). The cached object is compiled with a sentinel pid instead, and each start writes
+roxd's own pid is compiled into two checks of the source, inlined into 65 programs
+(ROXD_TGID: roxd's own bpf() calls and file opens are not reported). The cached object is compiled with a sentinel pid instead, and each start writes
 its own pid where the sentinel is: the compiler turns `(pid_tgid >> 32) == ROXD_TGID` into a
 64-bit compare against `ROXD_TGID << 32`, so the sentinel sits in an `ld_imm64`; any other
 form of it refuses the cache.

@@ -345,7 +345,7 @@ def _compile_for_cache(source: str, flags: list[str], key: str, store: Path, wha
             with timed(stages, "bpf cache write", label):
                 try:
                     obj = bpf_cache.extract(bpf, key)
-                except (bpf_cache.CacheError, OSError) as exc:
+                except Exception as exc:  # CacheError, OSError from bpf(), or libbcc's
                     return None, f"the compiled object cannot be cached: {exc}"
                 note = ""
                 try:
