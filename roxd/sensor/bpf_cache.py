@@ -12,10 +12,11 @@ programs itself (cached_bpf.py). Nothing is guessed: a program with anything els
 relocating (a map value address, a call to another BPF function) is not cached.
 
 roxd's own pid is compiled into two checks of the source, inlined into 65 programs
-(ROXD_TGID: roxd's own bpf() calls and file opens are not reported). The cached object is compiled with a sentinel pid instead, and each start writes
-its own pid where the sentinel is: the compiler turns `(pid_tgid >> 32) == ROXD_TGID` into a
-64-bit compare against `ROXD_TGID << 32`, so the sentinel sits in an `ld_imm64`; any other
-form of it refuses the cache.
+(ROXD_TGID: roxd's own bpf() calls and file opens are not reported). The cached object is
+compiled with a sentinel pid instead, and each start writes its own pid where the sentinel
+is: the compiler turns `(pid_tgid >> 32) == ROXD_TGID` into a 64-bit compare against
+`ROXD_TGID << 32`, so the sentinel sits in an `ld_imm64`; any other form of it refuses the
+cache.
 
 The key is the SHA-256 of everything the bytecode depends on: the final source text, the
 cflags (BTF offsets, optional tracepoints, ring size ... ), the kernel release and build, the
