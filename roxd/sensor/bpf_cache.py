@@ -35,6 +35,7 @@ import logging
 import os
 import struct
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -383,12 +384,18 @@ def refused(cache_dir: Path, key: str) -> str:
 
 
 def _prune(directory: Path) -> None:
+    """Keep the KEEP most recently used objects (and refusals); drop what a writer killed
+    mid-write left behind (a temporary file older than ten minutes)."""
     with _quiet():
         for pattern in ("*.json", "*.refused"):
             files = sorted(directory.glob(pattern), key=lambda p: p.stat().st_mtime,
                            reverse=True)
             for old in files[KEEP:]:
                 old.unlink()
+        stale = time.time() - 600
+        for tmp in directory.glob(".tmp-*"):
+            if tmp.stat().st_mtime < stale:
+                tmp.unlink()
 
 
 def _digest(doc: dict[str, Any]) -> str:

@@ -148,6 +148,17 @@ def test_old_objects_are_pruned(tmp_path: Path) -> None:
     assert f"{bpf_cache.KEEP + 2:064d}" in kept and f"{0:064d}" not in kept
 
 
+def test_a_writer_killed_mid_write_leaves_nothing_for_long(tmp_path: Path) -> None:
+    directory = tmp_path / bpf_cache.CACHE_SUBDIR
+    directory.mkdir()
+    old, fresh = directory / ".tmp-old.json", directory / ".tmp-fresh.json"
+    old.write_text("{")
+    fresh.write_text("{")  # another writer's, right now: left alone
+    os.utime(old, (1000, 1000))
+    bpf_cache.save(tmp_path, _object())
+    assert not old.exists() and fresh.exists()
+
+
 def test_a_refusal_is_remembered_per_key(tmp_path: Path) -> None:
     assert bpf_cache.refused(tmp_path, "a" * 64) == ""
     bpf_cache.mark_refused(tmp_path, "a" * 64, "loading the cached object failed: EINVAL")
