@@ -130,9 +130,10 @@ def cmd_status(api: ApiClient, out: Out, args: argparse.Namespace) -> int:
     startup = s.get("startup") or {}
     if startup.get("ready_s") is not None:  # where the start went: the longest stage
         longest = max(startup.get("stages") or [{}], key=lambda st: st.get("wall_s", 0))
+        origin = (startup.get("bpf_object") or {}).get("origin")
         rows.insert(3, ("start-up", f"{startup['ready_s']} s to READY" + (
             f" (longest: {longest['name']} {longest['wall_s']} s, cpu {longest['cpu_s']} s)"
-            if longest.get("name") else "")))
+            if longest.get("name") else "") + (f"; eBPF {origin}" if origin else "")))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         text = term(value)

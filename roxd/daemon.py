@@ -253,6 +253,8 @@ class Daemon:
             self._start(self.parts)
             containers = len(attribution.resolver.containers())
             clock.add(*self.parts.sensor.stages)
+            sensor = self.parts.sensor
+            clock.bpf_object = {"origin": sensor.bpf_origin, "note": sensor.bpf_cache_note}
             clock.ready()
             log.info("%s", ready_line(ReadyFacts(
                 tuple(self.parts.sensor.attached), rules,

@@ -68,6 +68,9 @@ class StartupClock:
     stages: list[StageTime] = field(default_factory=list)
     ready_s: float | None = None  # process start to READY; None until ready() is called
     process_cpu_s: float | None = None  # every thread's CPU up to READY (os.times)
+    # where the eBPF bytecode came from: {"origin": "cache" | "compiled", "note": why the
+    # compiled-object cache was not used or not written}; None before the sensor started
+    bpf_object: dict[str, str] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # when the clock was made (first thing in main()): what came before is the interpreter's
     # start-up and roxd.main's imports, one thread, so the process CPU then is its CPU
@@ -105,6 +108,7 @@ class StartupClock:
         return {"ready_s": None if self.ready_s is None else round(self.ready_s, 3),
                 "process_cpu_s": (None if self.process_cpu_s is None
                                   else round(self.process_cpu_s, 3)),
+                "bpf_object": None if self.bpf_object is None else dict(self.bpf_object),
                 "stages": stages}
 
     def to_json(self) -> str:
@@ -118,6 +122,8 @@ class StartupClock:
         # from the same 1 ms rounding as to_dict(), so the line and /v1/status never disagree
         # in the second decimal (3.9249 s read 3.92 in one and 3.925 -> 3.93... in the other)
         head = "start-up" if self.ready_s is None else f"start-up {round(self.ready_s, 3):.2f}s"
+        if self.bpf_object is not None:
+            head += f" (eBPF {self.bpf_object['origin']})"
         parts = [f"{s.name} {s.wall_s:.2f}s (cpu {s.cpu_s:.2f}s"
                  f"{', overlapped' if s.thread != MAIN else ''})" for s in stages]
         return f"{head}: " + ", ".join(parts) if parts else head

@@ -6,11 +6,12 @@
   --print-events/--print-alerts and collects their JSON lines for tests to wait on.
 - `shared_roxd`: one roxd with the default config and rules for the whole session.
 
-Every roxd start compiles its eBPF programs (4-13 CPU-s here): a test that only observes uses
-`shared_roxd`; tests needing their own rules or config share a module-scoped roxd when their
-rules fire only on their own markers and they read only their own containers' lines; a roxd of
-its own is for a test of start-up, restart, SIGKILL or a stopped roxd (README, "The two
-commands").
+A roxd start that compiles its eBPF programs costs 4-13 CPU-s here, one that loads them from
+the compiled-object cache about 0.5 (shared by the whole session, below); still, a test that
+only observes uses `shared_roxd`; tests needing their own rules or config share a
+module-scoped roxd when their rules fire only on their own markers and they read only their
+own containers' lines; a roxd of its own is for a test of start-up, restart, SIGKILL or a
+stopped roxd (README, "The two commands").
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ REPO = Path(__file__).resolve().parents[1]
 IMAGE = "roxd-test/busybox:latest"
 OTHER_IMAGE = "roxd-test/busybox:other"
 SESSION = uuid.uuid4().hex[:12]  # labels this test session's containers
+
+# Every roxd start and every in-process Sensor loads its eBPF object through the compiled-
+# object cache (roxd/sensor/bpf_cache.py): a compile costs 3-13 CPU-s here, a cached load
+# about 0.5. The roxd processes tests start use the default cache dir; an in-process Sensor
+# made with a cache dir of its own (tmp_path) shares that one too. tests/kernel/
+# test_bpf_cache.py sets this aside: it tests the cache with dirs of its own.
+os.environ.setdefault("ROXD_BPF_CACHE_DIR", "/var/cache/roxd")
 
 
 @pytest.fixture(scope="module", autouse=True)

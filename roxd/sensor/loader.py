@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes as ct
+import dataclasses
 import logging
 import os
 import re
@@ -26,7 +27,7 @@ from typing import Any
 from roxd.errors import SensorError
 from roxd.sensor.headers import HeaderTree, resolve_headers
 from roxd.sensor.tracefs import ensure_tracefs, tracefs_root
-from roxd.startup_timing import MAIN, StageTime
+from roxd.startup_timing import MAIN, StageTime, timed
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,11 @@ class BccObject:
     # "bpf compile" (clang and LLVM in libbcc) and "bpf load" (the kernel's verifier, and
     # with attach=True the attach): wall and CPU seconds of the thread that ran them
     stages: tuple[StageTime, ...] = ()
+    # "cache": the compiled-object cache's bytecode (bpf_cache.py), no compile; "compiled":
+    # compiled at this start (and written to the cache where it could be); `cache_note`
+    # says why the cache was not used or not written ("" when it was)
+    origin: str = "compiled"
+    cache_note: str = ""
 
 
 def read_source(bpf_dir: Path, main: str) -> str:
@@ -227,3 +233,175 @@ def release_compiler_memory() -> None:
             continue
         start, end = (int(x, 16) for x in fields[0].split("-"))
         libc.madvise(start, end - start, madv_pageout)  # best effort; failure changes nothing
+
+
+# ---------------------------------------------------------------------------- cached
+# The main sensor loads through the compiled-object cache (bpf_cache.py, cached_bpf.py): on a
+# hit no clang and no LLVM run at all; on a miss the source is compiled with a sentinel pid,
+# the bytecode saved, and the programs loaded from it the same way as on a hit, so both
+# starts run the same loader. Anything unexpected falls back to load_bcc (the compile as it
+# always was) with one log line.
+
+BPF_CACHE_ENV = "ROXD_BPF_CACHE_DIR"  # where cached objects go (default: the cache dir)
+BPF_CACHE_OFF_ENV = "ROXD_BPF_CACHE"  # "off": compile at every start, as before the cache
+
+
+def bpf_cache_dir(cache_dir: Path) -> Path:
+    env = os.environ.get(BPF_CACHE_ENV)
+    return Path(env) if env else cache_dir
+
+
+def load_cached(bpf_dir: Path, main: str, *, cache_dir: Path, what: str,
+                cflags: Sequence[str] = (), source_flags: SourceFlags | None = None,
+                attach: bool = True) -> BccObject:
+    """load_bcc through the compiled-object cache: the same programs and maps, and an object
+    with the same interface (a bcc.BPF subclass, cached_bpf.py)."""
+    from roxd.sensor import bpf_cache
+
+    if os.environ.get(BPF_CACHE_OFF_ENV, "").lower() in ("off", "0", "no", "false"):
+        loaded = load_bcc(bpf_dir, main, cache_dir=cache_dir, what=what, cflags=cflags,
+                          source_flags=source_flags, attach=attach)
+        return dataclasses.replace(loaded, cache_note=f"{BPF_CACHE_OFF_ENV}=off")
+    tracefs = ensure_tracefs()
+    headers = resolve_headers(cache_dir)
+    os.environ.update(headers.env)
+    source = read_source(bpf_dir, main)
+    flags = bpf_cache.with_sentinel(
+        [*cflags, *(source_flags(source, tracefs) if source_flags else ())])
+    label = MAIN if threading.current_thread() is threading.main_thread() \
+        else threading.current_thread().name
+    store = bpf_cache_dir(cache_dir)
+    stages: list[StageTime] = []
+    started = time.monotonic()
+    with timed(stages, "bpf cache load", label):
+        # the source's own headers (common.h, found through -I) are part of what compiles
+        local = "".join(p.read_text() for p in sorted(bpf_dir.glob("*.h")))
+        # where the sources sit is no input of the bytecode (their text is): checkouts and
+        # installs share a cache
+        keyed = ["-I<bpf_dir>" if f == f"-I{bpf_dir}" else f for f in flags]
+        key = bpf_cache.cache_key(source + local, keyed,
+                                  bpf_cache.headers_identity(headers.path))
+        refused = bpf_cache.refused(store, key)
+        obj = None
+        if refused:
+            note = f"not cacheable on this host: {refused}"
+        else:
+            try:
+                obj = bpf_cache.load(store, key)
+                note = "" if obj is not None else "no cached object for these inputs"
+            except bpf_cache.CacheError as exc:
+                note = f"cached object set aside: {exc}"
+                log.warning("eBPF object cache: %s; compiling", note)
+                bpf_cache.set_aside(store, key)
+    if refused:  # found out at an earlier start: compile once, as before the cache
+        log.info("eBPF object cache: %s; compiling", note)
+        return _uncached(bpf_dir, main, cache_dir, what, cflags, source_flags, attach, note)
+    origin = "cache"
+    if obj is None:
+        origin = "compiled"
+        obj, why = _compile_for_cache(source, flags, key, store, what, stages, label)
+        if obj is None:
+            # every start would compile twice: remember it for these inputs
+            log.warning("eBPF object cache: %s; loading the compile as before", why)
+            bpf_cache.mark_refused(store, key, why)
+            return _uncached(bpf_dir, main, cache_dir, what, cflags, source_flags, attach,
+                             why)
+        note = why or note
+    try:
+        bpf = _open_and_load(obj, attach, stages, label)
+    except Exception as exc:  # OSError from bpf(), bare Exception from bcc's attach
+        why = f"loading the cached object failed: {exc}"
+        log.warning("eBPF object cache: %s; compiling as before", why)
+        bpf_cache.set_aside(store, key)
+        if origin == "compiled":  # refused fresh from the compile: so it will be next time
+            bpf_cache.mark_refused(store, key, why)
+        return _uncached(bpf_dir, main, cache_dir, what, cflags, source_flags, attach, why)
+    if origin == "cache":
+        log.info("eBPF programs loaded from the compiled-object cache (%s), no compile",
+                 bpf_cache.cache_file(store, key).name[:12])
+    return BccObject(bpf, source, headers, tracefs, time.monotonic() - started,
+                     tuple(stages), origin, note)
+
+
+def _compile_for_cache(source: str, flags: list[str], key: str, store: Path, what: str,
+                       stages: list[StageTime], label: str) -> tuple[Any, str]:
+    """Compile with the sentinel pid, load nothing, take the bytecode, save it: (the
+    CompiledObject, a note on saving) or (None, why it cannot be cached)."""
+    from roxd.sensor import bpf_cache
+
+    base = import_bcc()
+
+    class CompileOnly(base):  # type: ignore[misc, valid-type]
+        def _trace_autoload(self) -> None:
+            pass  # the programs are loaded from the extracted bytecode
+
+    with _compile_lock:
+        with timed(stages, "bpf compile", label):
+            try:
+                bpf = CompileOnly(text=source.encode(), cflags=flags)
+            except Exception as exc:  # bcc raises bare Exception for compile errors
+                raise SensorError(f"loading {what} failed: {exc}") from exc
+        try:
+            with timed(stages, "bpf cache write", label):
+                try:
+                    obj = bpf_cache.extract(bpf, key)
+                except Exception as exc:  # CacheError, OSError from bpf(), or libbcc's
+                    return None, f"the compiled object cannot be cached: {exc}"
+                note = ""
+                try:
+                    bpf_cache.save(store, obj)
+                except OSError as exc:
+                    note = f"not written to {store}: {exc.strerror or exc}"
+                    log.warning("eBPF object cache: %s", note)
+        finally:
+            bpf.cleanup()  # its maps go; the extracted object creates its own
+    release_compiler_memory()
+    return obj, note
+
+
+def _open_and_load(obj: Any, attach: bool, stages: list[StageTime], label: str) -> Any:
+    """Maps created, the automatically attached programs verified on two threads (the
+    kernel's verifier runs with the GIL released), attached unless attach=False."""
+    from roxd.sensor.cached_bpf import open_cached
+
+    with timed(stages, "bpf maps", label):
+        bpf = open_cached(obj, os.getpid())
+    try:
+        names = bpf.roxd_autoload()
+        errors: list[BaseException] = []
+        cpu: list[float] = []
+
+        def load(part: list[tuple[bytes, int]], helper: bool) -> None:
+            start = time.thread_time()
+            try:
+                for name, kind in part:
+                    bpf.load_func(name, kind)
+            except BaseException as exc:  # raised below, on the calling thread
+                errors.append(exc)
+            if helper:
+                cpu.append(time.thread_time() - start)
+
+        wall, own = time.monotonic(), time.thread_time()
+        helper = threading.Thread(target=load, args=(names[1::2], True), name="bpf-load",
+                                  daemon=True)
+        helper.start()
+        load(names[0::2], False)
+        helper.join()
+        if errors:
+            raise errors[0]
+        if attach:
+            bpf.attach_deferred()
+        stages.append(StageTime("bpf load and attach" if attach else "bpf load",
+                                time.monotonic() - wall,
+                                time.thread_time() - own + sum(cpu), label))
+    except BaseException:
+        bpf.cleanup()
+        raise
+    return bpf
+
+
+def _uncached(bpf_dir: Path, main: str, cache_dir: Path, what: str, cflags: Sequence[str],
+              source_flags: SourceFlags | None, attach: bool, why: str) -> BccObject:
+    loaded = load_bcc(bpf_dir, main, cache_dir=cache_dir, what=what, cflags=cflags,
+                      source_flags=source_flags, attach=attach)
+    return dataclasses.replace(loaded, cache_note=why)

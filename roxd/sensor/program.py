@@ -29,7 +29,7 @@ from roxd.sensor.loader import (
     BccObject,
     attach_deferred,
     default_bpf_dir,
-    load_bcc,
+    load_cached,
     optional_tracepoints,
 )
 from roxd.sensor.loader import (  # re-exported from their old home
@@ -96,6 +96,10 @@ class Sensor:
         self.udp_send_error = ""  # why the UDP send hooks are not attached, when they are not
         # compile and load (on the compile thread when prewarmed), the wait for it, attach
         self.stages: tuple[StageTime, ...] = ()
+        # "cache" (bytecode from the compiled-object cache) or "compiled", and why the cache
+        # was not used or not written ("" when it was)
+        self.bpf_origin = ""
+        self.bpf_cache_note = ""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -138,6 +142,7 @@ class Sensor:
         log.info("kernel headers: %s", self.headers.describe())
         self._bpf = loaded.bpf
         self.load_seconds = loaded.load_seconds
+        self.bpf_origin, self.bpf_cache_note = loaded.origin, loaded.cache_note
         source = loaded.source
         self.attached = tuple(tp.decode() for tp in getattr(self._bpf, "tracepoint_fds", {})) \
             or self._tracepoints_in(source)
@@ -492,14 +497,17 @@ def sensor_cflags(config: SensorConfig) -> list[str]:
 
 
 def _compile(config: SensorConfig, cflags: list[str], attach: bool = True) -> BccObject:
-    return load_bcc(config.bpf_dir, "roxd.bpf.c", cache_dir=config.cache_dir,
-                    what="the eBPF programs", cflags=cflags,
-                    source_flags=optional_tracepoints, attach=attach)
+    """Load through the compiled-object cache (loader.load_cached): a compile only when the
+    cache has no object for these inputs."""
+    return load_cached(config.bpf_dir, "roxd.bpf.c", cache_dir=config.cache_dir,
+                       what="the eBPF programs", cflags=cflags,
+                       source_flags=optional_tracepoints, attach=attach)
 
 
 # ---------------------------------------------------------------------------- prewarm
-# bcc has no way to load a precompiled object (iovisor/bcc#2367): every start compiles
-# roxd.bpf.c with clang, most of roxd's time to READY. The compile runs in C with the GIL
+# bcc has no way to load a precompiled object (iovisor/bcc#2367): a start whose inputs the
+# compiled-object cache has no object for (loader.load_cached) compiles roxd.bpf.c with clang,
+# most of roxd's time to READY then. The compile (or the cached load) runs in C with the GIL
 # released, so the daemon starts it on a thread first thing and reads rules, connects to the
 # container runtime and scans containers meanwhile; Sensor.start() takes the result when its
 # inputs (the config and cflags) are the same, and compiles itself otherwise. The programs

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.kernel
 MAIN_STAGES = {"interpreter", "config", "import daemon", "runtime connect", "feature probes",
                "rules", "build", "container scan", "bpf compile wait", "bpf attach",
                "sensor rings and cgroup hooks", "rules to kernel", "api"}
-COMPILE_STAGES = {"bpf flags (BTF)", "bpf compile", "bpf load"}
+COMPILE_STAGES = {"bpf flags (BTF)", "bpf cache load", "bpf maps", "bpf load"}
+# only when the compiled-object cache had nothing for these inputs (roxd/sensor/bpf_cache.py)
+COMPILED_STAGES = {"bpf compile", "bpf cache write"}
 
 
 def _logged_stages(stderr: str) -> dict[str, Any]:
@@ -34,20 +36,25 @@ def test_start_up_stages_are_logged_and_in_status(roxd_factory: Any) -> None:
     stderr = roxd.stderr()
     ready = next(ln for ln in stderr.splitlines() if "roxd is watching" in ln)
     logged = _logged_stages(stderr)
-    assert f"start-up {logged['ready_s']:.2f}s: " in ready
-    assert "bpf compile" in ready  # the longest stage is always named
+    origin = logged["bpf_object"]["origin"]
+    assert origin in ("cache", "compiled"), logged["bpf_object"]
+    assert f"start-up {logged['ready_s']:.2f}s (eBPF {origin}): " in ready
 
     stages = logged["stages"]
     by_name = {s["name"]: s for s in stages}
     assert len(by_name) == len(stages), "a stage is recorded twice"
     assert set(by_name) >= MAIN_STAGES | COMPILE_STAGES
+    if origin == "compiled":
+        assert set(by_name) >= COMPILED_STAGES
+        assert by_name["bpf compile"]["cpu_s"] > 0  # real work on its thread
+    else:
+        assert not set(by_name) & COMPILED_STAGES  # no clang, no LLVM
     for stage in stages:
         assert set(stage) == {"name", "wall_s", "cpu_s", "thread"}
         assert stage["wall_s"] >= 0 and stage["cpu_s"] >= 0
-        want = "bpf-compile" if stage["name"] in COMPILE_STAGES else "main"
+        want = "bpf-compile" if stage["name"] in COMPILE_STAGES | COMPILED_STAGES else "main"
         assert stage["thread"] == want, stage
-    # the compile is real work on its thread; the main thread only waits for it
-    assert by_name["bpf compile"]["cpu_s"] > 0
+    # the load is real work on the compile thread; the main thread only waits for it
     assert by_name["bpf load"]["cpu_s"] > 0
     # every stage's CPU is the process's: their sum cannot exceed what the process used
     # (stages are disjoint per thread; rounding of each to 1 ms allowed)
@@ -63,3 +70,4 @@ def test_start_up_stages_are_logged_and_in_status(roxd_factory: Any) -> None:
                           capture_output=True, text=True, check=True).stdout
     longest = max(stages, key=lambda s: s["wall_s"])
     assert f"{logged['ready_s']} s to READY (longest: {longest['name']} " in text
+    assert f"; eBPF {origin}" in text
