@@ -62,16 +62,19 @@ class Enricher:
                 process = self._process(info, event.cgroup_id, event.comm, uid=event.uid)
                 self.sessions.runtime_exec(process)  # `runc exec` on the host: a session soon
         elif isinstance(event, ExitEvent):
-            info_or_none = self.processes.get(event.pid)
+            # the usual exit: a process whose exec the table holds, marked exited in one step;
+            # else what /proc still says (a process that predates roxd), then marked
+            info_or_none = None if exit_details else self.processes.on_exit(event)
+            if info_or_none is None:
+                info_or_none = self.processes.get(event.pid)
+                self.processes.on_exit(event)
             if info_or_none is None:
                 process = self._unknown(event.pid, -1, event.comm, event.cgroup_id)
             elif exit_details:
                 process = self._process(info_or_none, event.cgroup_id, event.comm)
             else:
-                process = self._bare(info_or_none, event.cgroup_id, event.comm)
-            self.processes.on_exit(event)
-            if not exit_details:
-                return EnrichedEvent(event=event, container=container, process=process)
+                return EnrichedEvent(event, container,
+                                     self._bare(info_or_none, event.cgroup_id, event.comm))
         elif isinstance(event, ConnectEvent | SyscallEvent | FileEvent | SeccompEvent):
             info_or_none = self.processes.get(event.pid)
             process = (

@@ -213,13 +213,17 @@ class ProcessTable:
             self._prune()
         return info
 
-    def on_exit(self, event: ExitEvent) -> None:
-        """Mark a process exited; it stays `exit_grace` seconds for late events."""
+    def on_exit(self, event: ExitEvent) -> ProcessInfo | None:
+        """Mark a process exited; it stays `exit_grace` seconds for late events. Returns its
+        entry as it was (None: not in the table)."""
         now = self._clock()
         with self._lock:
             info = self._table.get(event.pid)
             if info is None:
-                return
+                return None
+            if info.exited_at is not None and now - info.exited_at > self.exit_grace:
+                del self._table[event.pid]  # an old exit's entry (as get() would drop it)
+                return None
             # not dataclasses.replace(): its field introspection cost µs on every exit
             self._table[event.pid] = ProcessInfo(
                 pid=info.pid, ppid=info.ppid, exe=info.exe, args=info.args, uid=info.uid,
@@ -228,6 +232,7 @@ class ProcessTable:
                 exited_at=now)
             self._exited.append((now, event.pid))
             self._prune()
+        return info
 
     # ------------------------------------------------------------------ reading
 
