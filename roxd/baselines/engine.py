@@ -114,6 +114,7 @@ class BaselineEngine:
         self._monotonic = monotonic
         self._baselines: OrderedDict[str, Baseline] = OrderedDict()
         self._cgroup_seen: dict[int, float] = {}  # container cgroup -> first seen (monotonic)
+        self._keys: dict[int, tuple[Container, str]] = {}  # id(container) -> its workload
         self._listeners: list[Listener] = []
         self._audits: list[Audit] = []
         self._dirty = False
@@ -123,6 +124,19 @@ class BaselineEngine:
         self._load()
 
     # ------------------------------------------------------------------ per event
+
+    def _workload(self, container: Container) -> str:
+        """workload_key(), once per container object: the resolver hands out one object per
+        container and a new one when its metadata (labels, name, image) changes, so the key
+        of an object never changes; the entry keeps the object so its id is not reused."""
+        entry = self._keys.get(id(container))
+        if entry is not None and entry[0] is container:
+            return entry[1]
+        if len(self._keys) >= 4096:
+            self._keys.clear()  # gone containers' objects: start over
+        key = workload_key(container, self.settings.key_label)
+        self._keys[id(container)] = (container, key)
+        return key
 
     def observe(self, event: EnrichedEvent) -> BaselineFacts | None:
         """The baseline's verdict on one exec in a container (None on the host, for other
@@ -138,7 +152,7 @@ class BaselineEngine:
         if not isinstance(ev, ExecEvent):
             return None
         self.counters["observed"] += 1
-        key = workload_key(container, self.settings.key_label)
+        key = self._workload(container)
         now = self._clock()
         base = self._baselines.get(key)
         if base is None:
@@ -170,7 +184,7 @@ class BaselineEngine:
         if self._peer_of is None or not self.settings.network:
             return None
         self.counters["observed"] += 1
-        key = workload_key(container, self.settings.key_label)
+        key = self._workload(container)
         now = self._clock()
         base = self._baselines.get(key)
         if base is None:
@@ -191,7 +205,7 @@ class BaselineEngine:
         if directory is None:
             return None
         self.counters["observed"] += 1
-        key = workload_key(container, self.settings.key_label)
+        key = self._workload(container)
         now = self._clock()
         base = self._baselines.get(key) or self._new(key, container, now)
         mode = self.mode_of(base)
@@ -300,7 +314,7 @@ class BaselineEngine:
         self._listeners.append(listener)
 
     def workload_of(self, container: Container) -> str:
-        return workload_key(container, self.settings.key_label)
+        return self._workload(container)
 
     # ------------------------------------------------------------------ commands
 

@@ -318,3 +318,21 @@ def test_export_then_import_round_trips_and_a_bad_import_changes_nothing(
     assert other.export() == before
     with pytest.raises(BaselineError, match="no baseline for workload"):
         eng.export("nope")
+
+
+def test_the_workload_key_is_kept_per_container_object(tmp_path: Path) -> None:
+    """observe() keeps each container object's workload key (issue 22: a key per exec cost
+    µs): a container whose metadata changes is a new object from the resolver, with the key
+    of its new labels; an object whose id() is reused by another never gets the old key."""
+    clock = Clock()
+    eng = engine(tmp_path, clock)
+    first = web("web-1")
+    assert eng.observe(exec_in(first, "/usr/sbin/nginx")).workload == "image:nginx/web"
+    assert eng.observe(exec_in(first, "/bin/ls")).workload == "image:nginx/web"
+    relabelled = web("web-1", **{"com.docker.compose.project": "shop",
+                                 "com.docker.compose.service": "front"})
+    assert eng.observe(exec_in(relabelled, "/usr/sbin/nginx")).workload == "compose:shop/front"
+    del first
+    other = web("api-1")  # may reuse the freed object's id()
+    assert eng.observe(exec_in(other, "/usr/sbin/nginx")).workload == "image:nginx/api"
+    assert eng.workload_of(relabelled) == "compose:shop/front"
