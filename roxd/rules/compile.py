@@ -253,15 +253,38 @@ def one_regex(patterns: list[str]) -> re.Pattern[str] | None:
 
 
 def _field_predicate(test: ResolvedTest) -> Predicate:
+    """One field test as a closure. The usual shapes get closures of their own (a set lookup,
+    one regex search, a plain loop): rules run about sixteen of these per exec, and each
+    call or generator less is a fraction of a µs per rule per event (issue 22)."""
     read = test.spec.read
     check = _value_test(test)
+    kind = test.spec.kind
     positive: Predicate
     if test.spec.many:
-        if test.op in ("equals", "in") and test.spec.kind is ValueKind.STR:
+        if test.op in ("equals", "in") and kind is ValueKind.STR:
             wanted = frozenset(test.values)
             positive = lambda v: not wanted.isdisjoint(read(v))  # type: ignore[arg-type]  # noqa: E731
         else:
-            positive = lambda v: any(check(x) for x in read(v))  # type: ignore[attr-defined]  # noqa: E731
+
+            def positive(v: EventView) -> bool:
+                for x in read(v):  # type: ignore[attr-defined]  # noqa: SIM110
+                    if check(x):
+                        return True
+                return False
+
+    elif test.op in ("equals", "in") and kind in (ValueKind.STR, ValueKind.INT, ValueKind.BOOL):
+        # None (an unset field) is in no set of strings, integers or booleans
+        wanted = frozenset(test.values)
+        if test.negated:
+            return lambda v: read(v) not in wanted
+        return lambda v: read(v) in wanted
+    elif isinstance(getattr(check, "__self__", None), re.Pattern):
+        search = check  # one compiled pattern's search: a match object or None
+
+        def positive(v: EventView) -> bool:
+            value = read(v)
+            return value is not None and search(value) is not None
+
     else:
 
         def positive(v: EventView) -> bool:
