@@ -183,8 +183,13 @@ def _normal(path: str) -> bool:
 
 
 def _exists(layer: str, path: str) -> bool:
+    full = layer + path
+    # the usual answer (the image's own program: not in the upper layer) without an
+    # exception: faccessat answers with a bool where a failed lstat raises (issue 22)
+    if not os.access(full, os.F_OK, follow_symlinks=False):
+        return False
     try:
-        st = os.lstat(layer + path)
+        st = os.lstat(full)
     except OSError:
         return False
     # a whiteout (character device 0/0) marks a file deleted from the layers below

@@ -83,6 +83,9 @@ class Baseline:
     # image digests (the runtime's image id) its containers ran, oldest first (at most 16):
     # one never seen reopens learning when [baselines] reopen_on_new_digest
     image_ids: list[str] = field(default_factory=list)
+    # the facts observe() gave the last exec (not saved: BaselineFacts are immutable, shared
+    # while nothing they say changed)
+    last_exec_facts: BaselineFacts | None = field(default=None, repr=False, compare=False)
 
     @property
     def locked(self) -> bool:
@@ -172,9 +175,18 @@ class BaselineEngine:
             base.anomalies += 1
             self.counters["anomalies"] += 1
             verdict = "anomaly"
-        return BaselineFacts(workload=key, mode=mode, verdict=verdict,
-                             locked_at_ns=base.locked_at_ns, learned=len(base.processes),
-                             first_seen_ns=base.first_seen_ns)
+        # the same facts as the previous exec of this workload (the usual case: a known
+        # program, nothing learned or locked since) are the same immutable object
+        learned = len(base.processes)
+        last = base.last_exec_facts
+        if (last is not None and last.verdict == verdict and last.mode == mode
+                and last.learned == learned and last.locked_at_ns == base.locked_at_ns
+                and last.first_seen_ns == base.first_seen_ns and last.workload == key):
+            return last
+        facts = base.last_exec_facts = BaselineFacts(
+            workload=key, mode=mode, verdict=verdict, locked_at_ns=base.locked_at_ns,
+            learned=learned, first_seen_ns=base.first_seen_ns)
+        return facts
 
     def _observe_connect(self, event: EnrichedEvent, ev: ConnectEvent,
                          container: Container) -> BaselineFacts | None:

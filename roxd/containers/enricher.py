@@ -31,12 +31,6 @@ class Enricher:
         self.sessions = sessions or SessionClassifier(
             proc=processes.proc_root, vpid_of=processes.vpid, cgroup_of=self._cgroup_of)
 
-    @staticmethod
-    def _parent_of(event: SensorEvent) -> int | None:
-        """The resolver's second hint: an exec's parent, as the kernel reported it (free; no
-        /proc read on the hot path for other events)."""
-        return (event.ppid or None) if isinstance(event, ExecEvent) else None
-
     def _cgroup_of(self, pid: int) -> int | None:
         info = self.processes.get(pid)
         return info.cgroup_id if info is not None else None
@@ -45,11 +39,15 @@ class Enricher:
         """exit_details=False: an exit's process without its ancestry and session (nothing
         but the event taps reads them on an exit; the pipeline asks for them only when one
         listens): the walk and the Process cost several µs per exit, one exit per exec."""
-        if isinstance(event, FileEvent):
+        kind = type(event)
+        if kind is FileEvent:
             event = resolve_file_event(event)  # relative paths, while the process lives
+        # the resolver's second hint: an exec's parent, as the kernel reported it (free; no
+        # /proc read on the hot path for other events)
         container = self.resolver.resolve(event.cgroup_id, pid=event.pid,
-                                          ppid=self._parent_of(event))
-        if isinstance(event, ExecEvent):
+                                          ppid=(event.ppid or None) if kind is ExecEvent
+                                          else None)
+        if kind is ExecEvent:
             info = self.processes.on_exec(event)
             if container is not None:
                 # a container's entrypoint is pid 1 of its namespace; rules tell it apart

@@ -177,7 +177,7 @@ class ProcessTable:
     def on_exec(self, event: ExecEvent) -> ProcessInfo:
         """Record an exec: a new image for event.pid, replacing whatever the pid ran before."""
         exe = event.filename
-        if not os.path.isabs(exe) or _is_indirect(exe):
+        if not exe.startswith("/") or exe.startswith(("/proc/", "/dev/fd/")):  # _is_indirect
             # /proc/self/exe (busybox re-exec'ing an applet), /proc/<pid>/fd/N or /dev/fd/N
             # (fd-based exec, e.g. of a memfd) name no file of their own: the kernel's link
             # from /proc/<pid>/exe does.
