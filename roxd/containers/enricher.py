@@ -84,31 +84,32 @@ class Enricher:
             raise TypeError(f"not a sensor event: {event!r}")
         if container is not None and process.session is None:
             _set_session(process, self.sessions.session_of(process, container))
-        return EnrichedEvent(event=event, container=container, process=process)
+        return EnrichedEvent(event, container, process)
 
     def _process(
         self, info: ProcessInfo, cgroup_id: int, comm: str, uid: int | None = None,
         vpid: int | None = None,
     ) -> Process:
+        # positional, in Process's field order (pid, ppid, uid, exe, comm, args, cgroup_id,
+        # args_truncated, ancestors, vpid): keyword arguments cost about 0.5 µs more per event
         return Process(
-            pid=info.pid,
-            ppid=info.ppid,
-            uid=info.uid if uid is None else uid,
-            exe=info.exe,
-            comm=comm or info.comm,
-            args=info.args,
-            cgroup_id=cgroup_id,  # the event's: the kernel's word at the time of the event
-            args_truncated=info.args_truncated,
-            ancestors=self.processes.ancestry_of(info),
-            vpid=vpid,
+            info.pid,
+            info.ppid,
+            info.uid if uid is None else uid,
+            info.exe,
+            comm or info.comm,
+            info.args,
+            cgroup_id,  # the event's: the kernel's word at the time of the event
+            info.args_truncated,
+            self.processes.ancestry_of(info),
+            vpid,
         )
 
     @staticmethod
     def _bare(info: ProcessInfo, cgroup_id: int, comm: str) -> Process:
         """The process of an exit nobody will look at closely: no ancestry, no session."""
-        return Process(pid=info.pid, ppid=info.ppid, uid=info.uid, exe=info.exe,
-                       comm=comm or info.comm, args=info.args, cgroup_id=cgroup_id,
-                       args_truncated=info.args_truncated)
+        return Process(info.pid, info.ppid, info.uid, info.exe, comm or info.comm, info.args,
+                       cgroup_id, info.args_truncated)  # positional, as in _process
 
     @staticmethod
     def _unknown(pid: int, uid: int, comm: str, cgroup_id: int) -> Process:

@@ -208,18 +208,9 @@ class ProcessTable:
             from_proc = self._proc.cmdline(event.pid)
             if from_proc is not None and _extends(args, from_proc[0]):
                 args, truncated = from_proc
-        info = ProcessInfo(
-            pid=event.pid,
-            ppid=ppid,
-            exe=exe,
-            args=args,
-            uid=event.uid,
-            cgroup_id=event.cgroup_id,
-            comm=event.comm,
-            start_time_ns=start,
-            exec_time_ns=event.time_ns,
-            args_truncated=truncated,
-        )
+        # positional, in the field order (keyword arguments cost about 0.5 µs more per exec)
+        info = ProcessInfo(event.pid, ppid, exe, args, event.uid, event.cgroup_id, event.comm,
+                           start, event.time_ns, truncated)
         with self._lock:
             self._put(info)
             self._prune()

@@ -88,3 +88,27 @@ def test_the_struct_formats_cover_the_ctypes_layout() -> None:
     rec.h.type, rec.h.pid = records.REC_EXIT, 9
     ev = records.decode(bytes(rec)[:60], 0).event
     assert isinstance(ev, ExitEvent) and ev.pid == 9 and ev.exit_code is None
+
+
+def test_the_hot_path_builds_records_in_their_field_order() -> None:
+    """The decoder, the process table and the enricher build these positionally (keyword
+    arguments cost about a µs per event, issue 22): a reordered or inserted field fails here
+    before it can put a value in the wrong place."""
+    import dataclasses
+
+    from roxd.containers.process_table import ProcessInfo
+    from roxd.model import Process
+
+    def names(cls: type) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    assert names(ExecEvent) == ["time_ns", "pid", "ppid", "uid", "gid", "cgroup_id", "comm",
+                                "filename", "args", "args_truncated", "folded", "fileless",
+                                "args_unreadable", "vpid"]
+    assert names(ExitEvent) == ["time_ns", "pid", "cgroup_id", "comm", "exit_code"]
+    assert names(records.Decoded) == ["event", "fold_key", "kill_slot", "args_captured",
+                                      "held"]
+    assert names(Process)[:10] == ["pid", "ppid", "uid", "exe", "comm", "args", "cgroup_id",
+                                   "args_truncated", "ancestors", "vpid"]
+    assert names(ProcessInfo)[:10] == ["pid", "ppid", "exe", "args", "uid", "cgroup_id", "comm",
+                                       "start_time_ns", "exec_time_ns", "args_truncated"]
