@@ -27,7 +27,8 @@ pipe, a path through a symlinked directory (looked up as given), a parent that c
 directory between fork and exec.
 
 Drift needs no learning. Cost per exec in a container: one readlink of /proc/<pid>/exe and one
-lstat in the upper layer (plus one per image layer the first time a path is found there: the
+lookup in the upper layer (faccessat; an lstat more when the path is there, for whiteouts;
+plus one per image layer the first time a path is found there: the
 image layers are read-only, so that answer is kept); the layers are read once per container
 from /proc/<pid>/mountinfo (the overlay mount's `upperdir=`/`lowerdir=`
 options, host paths whatever the runtime: Docker, containerd, podman and CRI-O alike).
