@@ -3,15 +3,19 @@
 
 One process per run feeds events shaped like the profile phase's storms (a container's
 execstorm running /bench/tiny with distinct arguments, or /tmp/tiny, an exec that raises two
-alerts, each followed by its exit) straight into `Pipeline.handle` with the real parts: the
-enricher and process table, the shipped rule pack, the kernel policy (with recording maps: no
-BPF), drift over a real overlay-like directory, the alert delivery with its store, and the
-incident tracker with its store. It reports the CPU time of the whole process (every thread:
-the store writers too) per exec, so other work on a busy machine changes it little; no wall
-clock. What it leaves out: the ring buffer, record decoding, the BPF map writes and real /proc
-reads (the fake /proc has no such pids: as in a storm, the processes are gone by the time roxd
-looks). `--against REV` runs the same storms with roxd from that git revision (exported with
-git archive), alternating, for a paired comparison.
+alerts, each followed by its exit) as raw ring-buffer records (bytes laid out as bpf/common.h
+says) through `records.decode` and `Pipeline.handle` with the real parts, as the daemon builds
+them with its default config: the enricher and process table, the shipped rule pack, the kernel
+policy (with recording maps: no BPF), process baselines (learning) and drift over a real
+overlay-like directory, the alert delivery with its store, and the incident tracker with its
+store. It reports the CPU time of the whole process (every thread: the store writers too) per
+exec, so other work on a busy machine changes it little; no wall clock. What it leaves out: the
+ring buffer and its callback, the BPF map writes (a fold mark is a `bpf()` syscall, about 4 µs
+on an idle host) and real /proc reads (the fake /proc has no such pids: as in a storm, the
+processes are gone by the time roxd looks; a failed readlink still costs its syscall).
+`--against REV` runs the same storms with roxd from that git revision (exported with git
+archive), alternating, for a paired comparison. The fakes at the edges are defined here, not
+imported from tests/, so the benchmark runs from an installed tree too.
 """
 
 from __future__ import annotations
@@ -33,6 +37,67 @@ STORMS = ("distinct", "alert")
 CONTAINER_ID = "3c79270d70136d5d3f9916700ee58f8f50872c19d77f622a21dcbb64778ff218"
 
 
+class RecordingSource:
+    """The runtime's metadata, from a dict (the one container of the storm)."""
+
+    runtime = "docker"
+
+    def __init__(self, meta: dict[str, Any]) -> None:
+        self.meta = meta
+
+    def get(self, container_id: str) -> Any:
+        return self.meta.get(container_id)
+
+    def add_listener(self, listener: Any) -> None:
+        pass
+
+
+class RecordingMaps:
+    """The sensor's map writers (roxd.policy.kernel.KernelMaps), counted instead of written:
+    any writer of any revision, so `--against` runs old trees too."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        def write(*_args: object) -> None:
+            self.writes += 1
+
+        return write
+
+
+def no_signal(pid: int, sig: int) -> Any:
+    from roxd.enforce.kill import KillOutcome
+
+    return KillOutcome(True, f"signal {sig} to {pid} not sent (benchmark)")
+
+
+def exec_record(records: Any, pid: int, ppid: int, cgroup: int, filename: str,
+                args: tuple[str, ...], time_ns: int) -> bytes:
+    """A ring-buffer exec record as process.bpf.c submits it: the fixed part, then argv."""
+    rec = records.ExecRecord()
+    rec.h.type, rec.h.pid, rec.h.tid, rec.h.ppid = records.REC_EXEC, pid, pid, ppid
+    rec.h.cgroup_id, rec.h.ktime_ns = cgroup, time_ns
+    rec.h.comm = filename.rpartition("/")[2][:15].encode()
+    rec.key.cgroup_id, rec.key.ppid = cgroup, ppid
+    rec.key.args_hash = hash(args) & (2**64 - 1)
+    argv = b"".join(a.encode() + b"\0" for a in args)
+    rec.args_len, rec.argc, rec.args_captured = len(argv), len(args), 1
+    if hasattr(rec, "vpid"):
+        rec.vpid = pid - 7000
+    rec.filename = filename.encode()
+    offset = records.ExecRecord.args.offset
+    return bytes(rec)[:offset] + argv
+
+
+def exit_record(records: Any, pid: int, cgroup: int, time_ns: int) -> bytes:
+    rec = records.ExitRecord()
+    rec.h.type, rec.h.pid, rec.h.tid = records.REC_EXIT, pid, pid
+    rec.h.cgroup_id, rec.h.ktime_ns, rec.h.comm = cgroup, time_ns, b"tiny"
+    rec.exit_code, rec.has_exit_code = 0, 1
+    return bytes(rec)
+
+
 def child(tree: Path, storm: str, n: int) -> dict[str, Any]:
     """One run, in this process: roxd imported from `tree` (PYTHONPATH)."""
     from roxd.alerts.delivery import AlertDelivery
@@ -44,6 +109,8 @@ def child(tree: Path, storm: str, n: int) -> dict[str, Any]:
         StoreSettings,
     )
     from roxd.baselines.drift import DriftDetector
+    from roxd.baselines.engine import BaselineEngine
+    from roxd.baselines.settings import BaselineSettings
     from roxd.containers.cgroups import CgroupIndex
     from roxd.containers.enricher import Enricher
     from roxd.containers.metadata import ContainerMetadata
@@ -53,14 +120,11 @@ def child(tree: Path, storm: str, n: int) -> dict[str, Any]:
     from roxd.incidents.settings import IncidentsSettings
     from roxd.incidents.store import IncidentStore
     from roxd.incidents.tracker import IncidentTracker
-    from roxd.model import ExecEvent, ExitEvent
     from roxd.pipeline import EventTaps, Pipeline
     from roxd.policy.kernel import KernelPolicy
     from roxd.pubsub import Topic
     from roxd.rules.active import ActiveRules
-    from roxd.sensor.records import Decoded
-    from tests.unit.test_containers_resolver import FakeSource
-    from tests.unit.test_pipeline import FakeMaps, Signals
+    from roxd.sensor import records
 
     tmp = Path(tempfile.mkdtemp(prefix="roxd-pipeline-cpu-"))
     root = tmp / "cg"
@@ -74,16 +138,17 @@ def child(tree: Path, storm: str, n: int) -> dict[str, Any]:
     (proc / "9000/mountinfo").write_text(
         f"1 0 0:1 / / rw - overlay overlay rw,lowerdir={lower},upperdir={upper},workdir=/w\n")
     index = CgroupIndex(str(root))
-    source = FakeSource()
-    source.meta[CONTAINER_ID] = ContainerMetadata(id=CONTAINER_ID, name="worker",
-                                                  image="roxd-bench/debian:latest")
-    resolver = ContainerResolver(index, [source])
+    source = RecordingSource({CONTAINER_ID: ContainerMetadata(
+        id=CONTAINER_ID, name="worker", image="roxd-bench/debian:latest")})
+    resolver = ContainerResolver(index, [source])  # type: ignore[list-item]
     processes = ProcessTable(proc=str(proc), cgroup_id_of_pid=index.lookup_pid)
     rules = ActiveRules([tree / "rules"])
     rules.load()
-    policy = KernelPolicy(FakeMaps(), enforce_in_kernel=True, fold_window_ns=10**9,
-                          containers=resolver.containers, known_cgroups=index.known_ids,
-                          signal_pid=Signals())
+    baselines = BaselineEngine(BaselineSettings(), tmp / "state")
+    policy = KernelPolicy(RecordingMaps(), enforce_in_kernel=True,  # type: ignore[arg-type]
+                          fold_window_ns=10**9, containers=resolver.containers,
+                          known_cgroups=index.known_ids, signal_pid=no_signal,
+                          baselines=baselines)
     policy.apply_rules(rules.current)
     delivery = AlertDelivery.from_settings(
         AlertsSettings(journald=JournaldSettings(enabled=False),
@@ -94,30 +159,29 @@ def child(tree: Path, storm: str, n: int) -> dict[str, Any]:
     pipeline = Pipeline(enricher=Enricher(resolver, processes), rules=lambda: rules.current,
                         policy=policy, responder=Responder(guard=policy.kill_guard),
                         alerts=AlertDispatcher(delivery, raw_taps=[tracker]),
-                        taps=EventTaps(Topic("events")), drift=DriftDetector(proc=str(proc)))
+                        taps=EventTaps(Topic("events")), baselines=baselines,
+                        drift=DriftDetector(proc=str(proc)))
     cgroup = os.stat(root / "docker" / CONTAINER_ID).st_ino
     exe = "/tmp/tiny" if storm == "alert" else "/bench/tiny"
 
-    def exec_of(pid: int, ppid: int, filename: str, args: tuple[str, ...]) -> Decoded:
-        return Decoded(ExecEvent(time_ns=time.time_ns(), pid=pid, ppid=ppid, uid=0, gid=0,
-                                 cgroup_id=cgroup, comm=filename.rpartition("/")[2][:15],
-                                 filename=filename, args=args, args_truncated=False,
-                                 vpid=pid - 7000), fold_key=b"k" * 8 + str(pid).encode())
+    def decode(raw: bytes) -> Any:
+        return records.decode(raw, 0, 32)
 
     # the shim and the execstorm the storm's processes descend from
-    pipeline.handle(exec_of(8000, 0, "/usr/bin/containerd-shim-runc-v2",
-                            ("containerd-shim-runc-v2",)))
-    pipeline.handle(exec_of(9000, 8000, "/bench/execstorm",
-                            ("/bench/execstorm", exe, str(n), "1")))
-    events = []
+    now = time.monotonic_ns()
+    pipeline.handle(decode(exec_record(records, 8000, 0, cgroup,
+                                       "/usr/bin/containerd-shim-runc-v2",
+                                       ("containerd-shim-runc-v2",), now)))
+    pipeline.handle(decode(exec_record(records, 9000, 8000, cgroup, "/bench/execstorm",
+                                       ("/bench/execstorm", exe, str(n), "1"), now)))
+    raws = []
     for i in range(n):
-        events.append(exec_of(10000 + i, 9000, exe, (exe, str(i))))
-        events.append(Decoded(ExitEvent(time_ns=time.time_ns(), pid=10000 + i,
-                                        cgroup_id=cgroup, comm="tiny", exit_code=0)))
+        raws.append(exec_record(records, 10000 + i, 9000, cgroup, exe, (exe, str(i)), now + i))
+        raws.append(exit_record(records, 10000 + i, cgroup, now + i))
     alerts0 = pipeline.counters.alerts
     t0 = time.process_time()
-    for decoded in events:
-        pipeline.handle(decoded)
+    for raw in raws:
+        pipeline.handle(decode(raw))
     tracker.close()  # the incident store and the alert store finish their writes: counted
     delivery.close()
     cpu_s = time.process_time() - t0

@@ -37,6 +37,7 @@ from roxd.model import (
     BaselineFacts,
     ConnectEvent,
     EnrichedEvent,
+    ExecEvent,
     ExitEvent,
     Outcome,
     RuleMatch,
@@ -243,31 +244,33 @@ class Pipeline:
         self.counters = counters or Counters()
 
     def handle(self, decoded: Decoded) -> Handled:
-        # an exit's ancestry and session are read by nobody but the taps (exits meet no rule)
-        enriched = self._enricher.enrich(decoded.event, exit_details=self._taps.active)
+        event = decoded.event
+        if type(event) is ExitEvent:
+            return self._exit(decoded)
+        enriched = self._enricher.enrich(event)
         self.counters.events += 1
-        if enriched.container is not None:
+        container = enriched.container
+        if container is not None:
             by_container = self.counters.by_container
-            by_container[enriched.container.id] = by_container.get(enriched.container.id, 0) + 1
-        killed_by = self._policy.on_event(decoded, enriched.container)
-        if enriched.container is not None and (self._baselines is not None
-                                               or self._drift is not None):
+            by_container[container.id] = by_container.get(container.id, 0) + 1
+        killed_by = self._policy.on_event(decoded, container)
+        if container is not None and (self._baselines is not None or self._drift is not None):
             # the rules see them as the `baseline`, `drift` and `script_drift` fields; one new
             # event for all (not dataclasses.replace per fact: its field introspection costs
             # per event)
             facts = self._baselines.observe(enriched) if self._baselines is not None else None
             drifted = script = None
-            if self._drift is not None:
+            if self._drift is not None and type(event) is ExecEvent:
                 drifted = self._drift.check(enriched)
                 script = self._drift.check_script(enriched)
             if facts is not None or drifted is not None or script is not None:
-                enriched = EnrichedEvent(enriched.event, enriched.container, enriched.process,
-                                         facts, drifted, script)
-        self._taps.publish(enriched)
-        if self._netmap is not None and isinstance(decoded.event, ConnectEvent):
+                enriched = EnrichedEvent(event, container, enriched.process, facts, drifted,
+                                         script)
+        taps = self._taps
+        if taps.active:
+            taps.publish(enriched)
+        if self._netmap is not None and type(event) is ConnectEvent:
             self._netmap.observe(enriched)
-        if isinstance(decoded.event, ExitEvent):
-            return Handled(enriched, killed_by)
         matches = self._rules().match(enriched)
         if not matches:
             quiet = self._policy.quiet(decoded)
@@ -302,6 +305,23 @@ class Pipeline:
                 alerts.append(self._raise(match, enriched, in_order(match, fast + work()),
                                           killed_by))
         return Handled(enriched, killed_by, tuple(matches), tuple(alerts), deferred=deferred)
+
+    def _exit(self, decoded: Decoded) -> Handled:
+        """An exit meets no rule, no baseline and no drift check: the process table learns
+        of it, the policy applies pending container changes, the taps see it. Its ancestry
+        and session are read by nobody but the taps, so they are built only when one listens
+        (the walk and the Process cost several µs per exit, one exit per exec)."""
+        taps = self._taps
+        enriched = self._enricher.enrich(decoded.event, exit_details=taps.active)
+        self.counters.events += 1
+        container = enriched.container
+        if container is not None:
+            by_container = self.counters.by_container
+            by_container[container.id] = by_container.get(container.id, 0) + 1
+        killed_by = self._policy.on_event(decoded, container)
+        if taps.active:
+            taps.publish(enriched)
+        return Handled(enriched, killed_by)
 
     def _respond(self, match: RuleMatch, enriched: EnrichedEvent, killed_by: str | None,
                  held: bool) -> list[ActionResult]:

@@ -27,7 +27,8 @@ pipe, a path through a symlinked directory (looked up as given), a parent that c
 directory between fork and exec.
 
 Drift needs no learning. Cost per exec in a container: one readlink of /proc/<pid>/exe and one
-lstat in the upper layer (plus one per image layer the first time a path is found there: the
+lookup in the upper layer (faccessat; an lstat more when the path is there, for whiteouts;
+plus one per image layer the first time a path is found there: the
 image layers are read-only, so that answer is kept); the layers are read once per container
 from /proc/<pid>/mountinfo (the overlay mount's `upperdir=`/`lowerdir=`
 options, host paths whatever the runtime: Docker, containerd, podman and CRI-O alike).
@@ -168,6 +169,13 @@ def _name(path: str) -> str:
     return path.rpartition("/")[2]
 
 
+def _last_part(path: str) -> str:
+    """PurePosixPath(path).name (`sh/.` and `sh/` name `sh`), without building one per exec
+    (µs each) in the usual case."""
+    name = path.rpartition("/")[2]
+    return name if name and name != "." else PurePosixPath(path).name
+
+
 def _normal(path: str) -> bool:
     """Whether PurePosixPath would leave an absolute path as it is (no `//`, `.` or trailing
     `/`): then it need not be built."""
@@ -176,8 +184,13 @@ def _normal(path: str) -> bool:
 
 
 def _exists(layer: str, path: str) -> bool:
+    full = layer + path
+    # the usual answer (the image's own program: not in the upper layer) without an
+    # exception: faccessat answers with a bool where a failed lstat raises (issue 22)
+    if not os.access(full, os.F_OK, follow_symlinks=False):
+        return False
     try:
-        st = os.lstat(layer + path)
+        st = os.lstat(full)
     except OSError:
         return False
     # a whiteout (character device 0/0) marks a file deleted from the layers below
@@ -247,9 +260,9 @@ class DriftDetector:
         proc = enriched.process
         if not proc.args:
             return None
-        operand = script_operand(PurePosixPath(proc.exe).name, proc.args[1:])
+        operand = script_operand(_last_part(proc.exe), proc.args[1:])
         if operand is None and proc.args[0] != proc.exe:  # argv[0] may name it (busybox sh)
-            operand = script_operand(PurePosixPath(proc.args[0]).name, proc.args[1:])
+            operand = script_operand(_last_part(proc.args[0]), proc.args[1:])
         if not operand:
             return None
         self.counters["scripts"] += 1
@@ -357,7 +370,9 @@ class DriftDetector:
             path = os.readlink(f"{self._proc}/{pid}/exe")
             if path.endswith(" (deleted)"):
                 path, deleted = path[: -len(" (deleted)")], True
-            if comm and self._comm(pid) not in (comm, None):
+            # (when the kernel names the event's own path, the answer is that path either
+            # way: the comm read, three syscalls, is skipped)
+            if comm and (deleted or path != exe) and self._comm(pid) not in (comm, None):
                 # the pid exec'd again since (a shell's last command replaces it: `sh -c
                 # "... && /bin/x"`): its exe is the next program's, not this event's
                 path = exe if _normal(exe) else str(PurePosixPath(exe))

@@ -83,6 +83,9 @@ class Baseline:
     # image digests (the runtime's image id) its containers ran, oldest first (at most 16):
     # one never seen reopens learning when [baselines] reopen_on_new_digest
     image_ids: list[str] = field(default_factory=list)
+    # the facts observe() gave the last exec (not saved: BaselineFacts are immutable, shared
+    # while nothing they say changed)
+    last_exec_facts: BaselineFacts | None = field(default=None, repr=False, compare=False)
 
     @property
     def locked(self) -> bool:
@@ -114,6 +117,7 @@ class BaselineEngine:
         self._monotonic = monotonic
         self._baselines: OrderedDict[str, Baseline] = OrderedDict()
         self._cgroup_seen: dict[int, float] = {}  # container cgroup -> first seen (monotonic)
+        self._keys: dict[int, tuple[Container, str]] = {}  # id(container) -> its workload
         self._listeners: list[Listener] = []
         self._audits: list[Audit] = []
         self._dirty = False
@@ -123,6 +127,19 @@ class BaselineEngine:
         self._load()
 
     # ------------------------------------------------------------------ per event
+
+    def _workload(self, container: Container) -> str:
+        """workload_key(), once per container object: the resolver hands out one object per
+        container and a new one when its metadata (labels, name, image) changes, so the key
+        of an object never changes; the entry keeps the object so its id is not reused."""
+        entry = self._keys.get(id(container))
+        if entry is not None and entry[0] is container:
+            return entry[1]
+        if len(self._keys) >= 4096:
+            self._keys.clear()  # gone containers' objects: start over
+        key = workload_key(container, self.settings.key_label)
+        self._keys[id(container)] = (container, key)
+        return key
 
     def observe(self, event: EnrichedEvent) -> BaselineFacts | None:
         """The baseline's verdict on one exec in a container (None on the host, for other
@@ -138,7 +155,7 @@ class BaselineEngine:
         if not isinstance(ev, ExecEvent):
             return None
         self.counters["observed"] += 1
-        key = workload_key(container, self.settings.key_label)
+        key = self._workload(container)
         now = self._clock()
         base = self._baselines.get(key)
         if base is None:
@@ -158,9 +175,18 @@ class BaselineEngine:
             base.anomalies += 1
             self.counters["anomalies"] += 1
             verdict = "anomaly"
-        return BaselineFacts(workload=key, mode=mode, verdict=verdict,
-                             locked_at_ns=base.locked_at_ns, learned=len(base.processes),
-                             first_seen_ns=base.first_seen_ns)
+        # the same facts as the previous exec of this workload (the usual case: a known
+        # program, nothing learned or locked since) are the same immutable object
+        learned = len(base.processes)
+        last = base.last_exec_facts
+        if (last is not None and last.verdict == verdict and last.mode == mode
+                and last.learned == learned and last.locked_at_ns == base.locked_at_ns
+                and last.first_seen_ns == base.first_seen_ns and last.workload == key):
+            return last
+        facts = base.last_exec_facts = BaselineFacts(
+            workload=key, mode=mode, verdict=verdict, locked_at_ns=base.locked_at_ns,
+            learned=learned, first_seen_ns=base.first_seen_ns)
+        return facts
 
     def _observe_connect(self, event: EnrichedEvent, ev: ConnectEvent,
                          container: Container) -> BaselineFacts | None:
@@ -170,7 +196,7 @@ class BaselineEngine:
         if self._peer_of is None or not self.settings.network:
             return None
         self.counters["observed"] += 1
-        key = workload_key(container, self.settings.key_label)
+        key = self._workload(container)
         now = self._clock()
         base = self._baselines.get(key)
         if base is None:
@@ -191,7 +217,7 @@ class BaselineEngine:
         if directory is None:
             return None
         self.counters["observed"] += 1
-        key = workload_key(container, self.settings.key_label)
+        key = self._workload(container)
         now = self._clock()
         base = self._baselines.get(key) or self._new(key, container, now)
         mode = self.mode_of(base)
@@ -300,7 +326,7 @@ class BaselineEngine:
         self._listeners.append(listener)
 
     def workload_of(self, container: Container) -> str:
-        return workload_key(container, self.settings.key_label)
+        return self._workload(container)
 
     # ------------------------------------------------------------------ commands
 

@@ -130,6 +130,13 @@ class ContainerResolver:
         would otherwise be answered "host" although its parent still runs in that cgroup.
         Either answer counts only when the process is still in the event's cgroup.
         """
+        # the usual answer, a running container's cgroup (pinned entries are live and never
+        # evicted), read without the lock: a dict read is atomic and entries are immutable,
+        # so this is the answer the locked path gives just before or after a concurrent
+        # change (issue 22: two per exec)
+        entry = self._pinned.get(cgroup_id)
+        if entry is not None and not entry.unresolved:
+            return entry.container
         with self._lock:
             entry = self._get(cgroup_id)
             if entry is not None:

@@ -47,6 +47,7 @@ from roxd.policy.netenf import (
     build_network_table,
 )
 from roxd.policy.netenf_kernel import NetworkHook, Probe
+from roxd.policy.sightings import FoldSightings
 from roxd.rules.ruleset import RuleSet
 from roxd.sensor.maps import (
     BaselineAllow,
@@ -133,6 +134,8 @@ class GuardedMaps:
         self.errors_by_writer: dict[str, int] = {}
 
     def __getattr__(self, name: str) -> Callable[..., None]:
+        """The guarded writer, built once per name and kept as an attribute (so later calls
+        find it without coming here: a closure per call cost about a µs per fold mark)."""
         write = getattr(self._maps, name)
 
         def guarded(*args: object) -> None:
@@ -148,6 +151,7 @@ class GuardedMaps:
                               "in place; what is missing is decided in userspace (%d such "
                               "errors so far)", name, exc, self.errors_by_writer[name])
 
+        setattr(self, name, guarded)
         return guarded
 
 
@@ -184,6 +188,7 @@ class KernelPolicy:
         self._maps: KernelMaps = self._guarded  # type: ignore[assignment]
         self._enforce = enforce_in_kernel
         self._fold_window_ns = fold_window_ns
+        self._sightings = FoldSightings()  # a key is marked at its second quiet verdict
         self._containers = containers
         self._known_cgroups = known_cgroups
         self._signal = signal_pid
@@ -226,6 +231,7 @@ class KernelPolicy:
             merged_watches(rules.file_watch_set(), self._file_watches)))
         self._maps.set_syscall_watches(rules.syscall_watch_set())
         self._maps.clear_folds()  # old "no rule cares" verdicts may no longer hold
+        self._sightings.clear()
         self.counters.rule_applies += 1
         self._sync(self._containers())
 
@@ -300,8 +306,11 @@ class KernelPolicy:
         return self.rule_of_verdict(decoded.kill_slot) if decoded.kill_slot else None
 
     def quiet(self, decoded: Decoded) -> bool:
-        """No rule cares about this event: fold identical ones in the kernel for a while."""
-        if decoded.fold_key is None or self._fold_window_ns <= 0:
+        """No rule cares about this event: fold identical ones in the kernel for a while, from
+        the second time this key is judged quiet (policy/sightings.py: most keys never come
+        again, and a mark is a syscall). True when a mark was written."""
+        key = decoded.fold_key
+        if key is None or self._fold_window_ns <= 0 or not self._sightings.second(key):
             return False
         self._maps.mark_quiet(decoded, self._fold_window_ns)
         self.counters.quiet_marks += 1

@@ -23,6 +23,8 @@ from roxd.rules.scope import ContainerScope
 
 # containers (objects) whose in-scope rules a RuleSet keeps (in_scope): past it, start over
 MAX_SCOPED_CONTAINERS = 4096
+# what match() runs per rule: its condition, its exceptions (None: none) and its verdict
+Check = tuple[Callable[[EventView], bool], Callable[[EventView], bool] | None, RuleMatch]
 
 
 class KillPath(str, Enum):
@@ -183,11 +185,13 @@ class RuleSet:
             name: tuple(sorted([*general_exec, *rules], key=lambda r: r.order))
             for name, rules in by_basename.items()
         }
-        # id(container) -> (the container, (kind, basename) -> candidates in its scope); the
-        # container is kept so that its id cannot be reused while the entry lives (in_scope)
+        # id(container) -> (the container, (kind, basename) -> candidates in its scope and
+        # their checks); the container is kept so that its id cannot be reused while the entry
+        # lives (in_scope)
         self._scoped: dict[int, tuple[Container | None,
                                       dict[tuple[str, str | None],
-                                           tuple[CompiledRule, ...]]]] = {}
+                                           tuple[tuple[CompiledRule, ...],
+                                                 tuple[Check, ...]]]]] = {}
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -208,9 +212,12 @@ class RuleSet:
         kind = event.kind
         basename = view.exe_basename if kind == "exec" else None
         out = []
-        for rule in self.in_scope(kind, basename, event.container):
-            if rule.condition(view) and (rule.excepted is None or not rule.excepted(view)):
-                out.append(rule.verdict)
+        # (condition, exceptions, verdict) per rule in scope: the loop reads no attribute of a
+        # rule (two per rule per event otherwise)
+        for condition, excepted, verdict in self._scoped_entry(kind, basename,
+                                                               event.container)[1]:
+            if condition(view) and (excepted is None or not excepted(view)):
+                out.append(verdict)
         return out
 
     def in_scope(self, kind: str, exe_basename: str | None,
@@ -219,6 +226,10 @@ class RuleSet:
         the Container, so this is decided once per container object and kept: the resolver
         hands out one object per container and a new one when its metadata changes (a new
         object is a new entry), and a reload builds a new RuleSet (a new cache)."""
+        return self._scoped_entry(kind, exe_basename, container)[0]
+
+    def _scoped_entry(self, kind: str, exe_basename: str | None, container: Container | None
+                      ) -> tuple[tuple[CompiledRule, ...], tuple[Check, ...]]:
         if kind == "exec" and exe_basename not in self._exec_by_basename:
             exe_basename = None  # every such basename has the same candidates
         key = (kind, exe_basename)
@@ -228,12 +239,13 @@ class RuleSet:
                 self._scoped.clear()  # gone containers' objects: start over
             entry = (container, {})
             self._scoped[id(container)] = entry
-        rules = entry[1].get(key)
-        if rules is None:
-            rules = entry[1][key] = tuple(
-                r for r in self.candidates(kind, exe_basename)
-                if r.scope.matches_container(container))
-        return rules
+        found = entry[1].get(key)
+        if found is None:
+            rules = tuple(r for r in self.candidates(kind, exe_basename)
+                          if r.scope.matches_container(container))
+            found = entry[1][key] = (rules, tuple((r.condition, r.excepted, r.verdict)
+                                                  for r in rules))
+        return found
 
     def exec_kill_specs(self) -> list[ExecKillSpec]:
         """Enabled, non-monitor exec rules whose kill the kernel can decide by itself."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes as ct
 import socket
+import struct
 from dataclasses import dataclass
 
 from roxd.model import ConnectEvent, ExecEvent, ExitEvent, FileEvent, SensorEvent, SyscallEvent
@@ -346,13 +347,17 @@ def _text(raw: bytes) -> str:
     return from_bytes(raw)
 
 
+_HEADER_SIZE = ct.sizeof(EventHeader)
+_TYPE = struct.Struct("<I")
+
+
 def decode(raw: bytes, clock_offset_ns: int, max_args: int | None = None) -> Decoded:
     """Decode one ring-buffer record. clock_offset_ns turns CLOCK_MONOTONIC into wall time;
     max_args bounds an exec's argument count (sensor.max_args: argv read from the new
     program's stack is bounded by bytes only, the count is applied here)."""
-    if len(raw) < ct.sizeof(EventHeader):
+    if len(raw) < _HEADER_SIZE:
         raise DecodeError(f"record of {len(raw)} bytes is shorter than its header")
-    rtype = int.from_bytes(raw[:4], "little")
+    rtype = _TYPE.unpack_from(raw)[0]
     if rtype == REC_EXEC:
         return _decode_exec(raw, clock_offset_ns, max_args)
     if rtype == REC_CONNECT:
@@ -378,37 +383,58 @@ def _padded(raw: bytes, cls: type[ct.Structure]) -> ct.Structure:
     return cls.from_buffer_copy(raw[:size])
 
 
+# The fixed parts of the two records every exec brings (the exec and its exit), read with one
+# struct.unpack_from each: a ctypes Structure copy and its attribute reads (a new object per
+# nested struct) cost several µs per record (issue 22). The ctypes classes above stay the
+# definition (checked against the kernel's BTF by tests/kernel/test_sensor_layout.py); these
+# formats are checked against them below, field by field in tests/unit/test_sensor_records.py.
+_HEADER_FMT = "6I2Q16s"  # type pid tid ppid uid gid cgroup_id ktime_ns comm
+EXEC_HEAD = struct.Struct("<" + _HEADER_FMT + "40sQIHHBBBBI256s")  # key .. vpid filename
+EXIT_FIXED = struct.Struct("<" + _HEADER_FMT + "iI")  # exit_code has_exit_code
+assert EXEC_HEAD.size == ExecRecord.args.offset
+assert EXIT_FIXED.size == ct.sizeof(ExitRecord)
+_KEY_AT = ExecRecord.key.offset
+_KEY_END = _KEY_AT + ct.sizeof(ExecFoldKey)
+
+
+def _cut(raw: bytes) -> bytes:
+    """A fixed-size char array's C string (what ctypes' c_char array value gives)."""
+    return raw.partition(b"\0")[0]
+
+
 def _decode_exec(raw: bytes, clock_offset_ns: int, max_args: int | None = None) -> Decoded:
-    if len(raw) < ExecRecord.args.offset:
+    args_at = EXEC_HEAD.size
+    if len(raw) < args_at:
         raise DecodeError(f"exec record of {len(raw)} bytes is truncated")
     # the fixed part only: padding every record to the full 2 KiB argv buffer and copying it
     # was a tenth of roxd's time per exec (py-spy, issue 22)
-    rec = ExecHead.from_buffer_copy(raw, 0)
-    h = rec.h
-    args_len = min(rec.args_len, ARGS_BUF, len(raw) - ExecRecord.args.offset)
-    args_raw = raw[ExecRecord.args.offset : ExecRecord.args.offset + args_len]
-    args = split_args(args_raw)
-    truncated = bool(rec.args_truncated)
+    (_, pid, _, ppid, uid, gid, cgroup_id, ktime_ns, comm, _, folded, kill_rule, _,
+     args_len, args_truncated, args_captured, fileless, held, vpid,
+     filename) = EXEC_HEAD.unpack_from(raw)
+    args_len = min(args_len, ARGS_BUF, len(raw) - args_at)
+    args = split_args(raw[args_at : args_at + args_len])
+    truncated = bool(args_truncated)
     if max_args is not None and len(args) > max_args:
         args, truncated = args[:max_args], True
+    # positional, in ExecEvent's field order: fourteen keyword arguments cost about 0.8 µs
+    # more per record (tests/unit/test_sensor_records.py checks every field)
     event = ExecEvent(
-        time_ns=h.ktime_ns + clock_offset_ns,
-        pid=h.pid,
-        ppid=h.ppid,
-        uid=h.uid,
-        gid=h.gid,
-        cgroup_id=h.cgroup_id,
-        comm=_text(h.comm),
-        filename=_text(rec.filename),
-        args=args,
-        args_truncated=truncated,
-        folded=rec.folded,
-        fileless=bool(rec.fileless),
-        args_unreadable=bool(rec.args_truncated & ARGS_UNREADABLE),
-        vpid=rec.vpid or None,
+        ktime_ns + clock_offset_ns,  # time_ns
+        pid,
+        ppid,
+        uid,
+        gid,
+        cgroup_id,
+        _text(_cut(comm)),  # comm
+        _text(_cut(filename)),  # filename
+        args,
+        truncated,  # args_truncated
+        folded,
+        bool(fileless),
+        bool(args_truncated & ARGS_UNREADABLE),  # args_unreadable
+        vpid or None,
     )
-    return Decoded(event, bytes(rec.key), rec.kill_rule, bool(rec.args_captured),
-                   held=bool(rec.held))
+    return Decoded(event, raw[_KEY_AT:_KEY_END], kill_rule, bool(args_captured), bool(held))
 
 
 def split_args(raw: bytes) -> tuple[str, ...]:
@@ -416,23 +442,31 @@ def split_args(raw: bytes) -> tuple[str, ...]:
     piece after the last one is not an argument (an empty argument in the middle is). The
     count comes from the strings, not from a count field: argv read from the new program's
     stack (process.bpf.c) carries none."""
-    parts = raw.split(b"\0")
-    if parts and parts[-1] == b"":
-        parts.pop()
-    return tuple(_text(a) for a in parts)
+    try:
+        # the usual argv: valid UTF-8 with no text that reads as an escape, decoded at once
+        # (NUL never sits inside a UTF-8 sequence, so each piece is what from_bytes gives)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = "\\x"
+    if "\\x" not in text:
+        parts = text.split("\0")
+        if parts and parts[-1] == "":
+            parts.pop()
+        return tuple(parts)
+    pieces = raw.split(b"\0")
+    if pieces and pieces[-1] == b"":
+        pieces.pop()
+    return tuple(_text(a) for a in pieces)
 
 
 def _decode_exit(raw: bytes, clock_offset_ns: int) -> Decoded:
-    rec = _padded(raw, ExitRecord)
-    h = rec.h
-    event = ExitEvent(
-        time_ns=h.ktime_ns + clock_offset_ns,
-        pid=h.pid,
-        cgroup_id=h.cgroup_id,
-        comm=_text(h.comm),
-        exit_code=rec.exit_code if rec.has_exit_code else None,
-    )
-    return Decoded(event)
+    if len(raw) < EXIT_FIXED.size:
+        raw = raw + bytes(EXIT_FIXED.size - len(raw))
+    (_, pid, _, _, _, _, cgroup_id, ktime_ns, comm, exit_code,
+     has_exit_code) = EXIT_FIXED.unpack_from(raw)
+    # positional, in ExitEvent's field order (time_ns, pid, cgroup_id, comm, exit_code)
+    return Decoded(ExitEvent(ktime_ns + clock_offset_ns, pid, cgroup_id, _text(_cut(comm)),
+                             exit_code if has_exit_code else None))
 
 
 # socket types as the kernel numbers them on x86 and arm (SOCK_STREAM 1, SOCK_DGRAM 2)

@@ -318,3 +318,43 @@ def test_export_then_import_round_trips_and_a_bad_import_changes_nothing(
     assert other.export() == before
     with pytest.raises(BaselineError, match="no baseline for workload"):
         eng.export("nope")
+
+
+def test_the_workload_key_is_kept_per_container_object(tmp_path: Path) -> None:
+    """observe() keeps each container object's workload key (issue 22: a key per exec cost
+    µs): a container whose metadata changes is a new object from the resolver, with the key
+    of its new labels; an object whose id() is reused by another never gets the old key."""
+    clock = Clock()
+    eng = engine(tmp_path, clock)
+    first = web("web-1")
+    assert eng.observe(exec_in(first, "/usr/sbin/nginx")).workload == "image:nginx/web"
+    assert eng.observe(exec_in(first, "/bin/ls")).workload == "image:nginx/web"
+    relabelled = web("web-1", **{"com.docker.compose.project": "shop",
+                                 "com.docker.compose.service": "front"})
+    assert eng.observe(exec_in(relabelled, "/usr/sbin/nginx")).workload == "compose:shop/front"
+    del first
+    other = web("api-1")  # may reuse the freed object's id()
+    assert eng.observe(exec_in(other, "/usr/sbin/nginx")).workload == "image:nginx/api"
+    assert eng.workload_of(relabelled) == "compose:shop/front"
+
+
+def test_unchanged_exec_facts_are_shared_and_any_change_makes_new_ones(tmp_path: Path) -> None:
+    """observe() hands out the previous exec's BaselineFacts while nothing in them changed
+    (issue 22), and new ones when the verdict, the count, the lock or the mode does."""
+    clock = Clock()
+    eng = engine(tmp_path, clock)
+    c = web()
+    first = eng.observe(exec_in(c, "/usr/sbin/nginx"))
+    again = eng.observe(exec_in(c, "/usr/sbin/nginx"))
+    assert again is first and again.learned == 1
+    grown = eng.observe(exec_in(c, "/bin/sh"))
+    assert grown is not first and grown.learned == 2
+    clock.advance(70)
+    eng.tick()  # the window ended: locked
+    locked = eng.observe(exec_in(c, "/bin/sh"))
+    assert locked.verdict == "learned" and locked.locked_at_ns is not None
+    key = locked.workload
+    eng.set_mode(key, "enforce")
+    enforced = eng.observe(exec_in(c, "/bin/sh"))
+    assert enforced.mode == "enforce" and locked.mode == "monitor"
+    assert eng.observe(exec_in(c, "/bin/nc")).verdict == "anomaly"

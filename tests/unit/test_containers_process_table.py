@@ -302,16 +302,35 @@ def test_ancestors_follow_a_parents_exec_and_exit(proc: FakeProc, clock: FakeClo
 
 
 def test_an_exit_keeps_every_field_of_the_entry(proc: FakeProc, clock: FakeClock) -> None:
-    """on_exit copies the entry field by field (not dataclasses.replace, for speed): a field
-    added to ProcessInfo and forgotten there fails here."""
+    """on_exit marks the entry exited in place (issue 22: no copy per exit): the same entry,
+    every other field as it was, and its ancestor record (built once per entry) unchanged."""
     t = table(proc, clock)
     info = t.on_exec(exec_ev(40, 1, "/bin/sleep", "5", uid=7))
     info = dataclasses.replace(info, start_time_ns=123, args_truncated=True)
     t._table[40] = info  # every field set to something not a default
-    t.on_exit(exit_ev(40))
+    ancestor = info.as_ancestor()
+    before = {f.name: getattr(info, f.name) for f in dataclasses.fields(info)}
+    assert t.on_exit(exit_ev(40)) is info
     gone = t._table[40]
-    assert gone == dataclasses.replace(info, exited_at=gone.exited_at)
-    assert gone.exited_at is not None
+    assert gone is info and gone.exited_at is not None
+    assert {f.name: getattr(gone, f.name) for f in dataclasses.fields(gone)} == {
+        **before, "exited_at": gone.exited_at}
+    assert gone.as_ancestor() is ancestor
+    assert (ancestor.pid, ancestor.exe, ancestor.args) == (40, "/bin/sleep", ("/bin/sleep", "5"))
     assert {f.name for f in dataclasses.fields(info)} == {
         "pid", "ppid", "exe", "args", "uid", "cgroup_id", "comm", "start_time_ns",
-        "exec_time_ns", "args_truncated", "exited_at"}
+        "exec_time_ns", "args_truncated", "exited_at", "_ancestor"}
+
+
+def test_a_reused_pid_gets_its_own_ancestor_record(proc: FakeProc, clock: FakeClock) -> None:
+    """The ancestor record is kept per entry, so a pid that exec'd again (or was reused) is
+    named as what it runs now in its children's ancestry."""
+    t = table(proc, clock)
+    t.on_exec(exec_ev(50, 1, "/bin/sh", "-c", "x"))
+    t.on_exec(exec_ev(51, 50, "/bin/ls"))
+    assert [a.exe for a in t.ancestry(51)] == ["/bin/sh"]
+    t.on_exec(exec_ev(50, 1, "/usr/bin/python3", "app.py"))  # pid 50 exec'd again
+    t.on_exec(exec_ev(52, 50, "/bin/cat"))
+    assert [(a.exe, a.args) for a in t.ancestry(52)] == [
+        ("/usr/bin/python3", ("/usr/bin/python3", "app.py"))]
+    assert [a.exe for a in t.ancestry(51)] == ["/usr/bin/python3"]  # the table's word now

@@ -270,11 +270,25 @@ def test_a_recorded_exec_goes_through_every_stage(rig: Rig) -> None:
 
 
 def test_no_rule_cares_so_the_kernel_folds_it(rig: Rig) -> None:
+    # the first quiet verdict on a key is only remembered (most keys never come again, and a
+    # mark is a syscall); the second marks it in the kernel (policy/sightings.py)
+    first = rig.pipeline.handle(exec_record(rig.web_cgroup, "/bin/ls", "ls"))
+    assert not first.quiet and not first.alerts and rig.maps.quiet == []
     out = rig.pipeline.handle(exec_record(rig.web_cgroup, "/bin/ls", "ls"))
     assert out.quiet and not out.alerts
     assert rig.maps.quiet == [b"k" * 8 + b"/bin/ls"]
-    # a new rule set clears every fold verdict of the old one
+    assert rig.pipeline.counters.quiet_marks == 1
+    # a new rule set clears every fold verdict of the old one, and the sightings too
     rig.rules.reload()
+    assert rig.maps.quiet == []
+    assert not rig.pipeline.handle(exec_record(rig.web_cgroup, "/bin/ls", "ls")).quiet
+    assert rig.pipeline.handle(exec_record(rig.web_cgroup, "/bin/ls", "ls")).quiet
+
+
+def test_a_key_that_raised_an_alert_is_never_marked(rig: Rig) -> None:
+    for _ in range(3):
+        out = rig.pipeline.handle(exec_record(rig.web_cgroup, "/bin/cat", "cat", "/etc/passwd"))
+        assert out.alerts and not out.quiet
     assert rig.maps.quiet == []
 
 

