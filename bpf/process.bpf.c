@@ -465,7 +465,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     u32 size = offsetof(struct exec_record, args) + (r->args_len & (ARGS_BUF - 1));
     if (r->args_len >= ARGS_BUF)
         size = sizeof(*r);
-    if (events.ringbuf_output(r, size, 0) < 0) {
+    if (events.ringbuf_output(r, size, ring_flags(r->kill_rule || r->held, size)) < 0) {
         stat_add(STAT_EXEC_DROPPED, 1);
         cgroup_drop(cg);
         if (r->held)
@@ -531,7 +531,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 #endif
     fill_header(&r.h, REC_EXIT); /* reads the parent: delete it after */
     forget_parent(&tid);
-    if (events.ringbuf_output(&r, sizeof(r), 0) < 0) {
+    if (events.ringbuf_output(&r, sizeof(r), ring_flags(0, sizeof(r))) < 0) {
         stat_add(STAT_EXIT_DROPPED, 1);
         cgroup_drop(r.h.cgroup_id);
         return 0;

@@ -21,6 +21,53 @@
 #endif
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+
+/* Batched wake-ups (docs/performance.md, "Batched ring-buffer wake-ups"). With flags 0 the
+ * kernel wakes the consumer for every record written while it has caught up: a consumer that
+ * keeps up sleeps in epoll_wait, so every record paid an irq_work (a self-IPI, a VM exit
+ * under a hypervisor) and a scheduler wake-up, charged to the program that wrote it. Now a
+ * record wakes the consumer only when it must be seen at once (an in-kernel kill or hold),
+ * when this CPU sent no wake-up for RING_BATCH_NS (the first record after a quiet spell), or
+ * when this CPU wrote RING_BATCH_BYTES since its last one; the others are written with
+ * BPF_RB_NO_WAKEUP and read by the consumer's timed poll (Sensor.poll), which after any
+ * record polls again within RING_BATCH_NS plus a margin: none waits longer than that.
+ * RING_BATCH_NS 0: the kernel's own policy (flags 0), as before. */
+#ifndef RING_BATCH_NS
+#define RING_BATCH_NS 0
+#endif
+#ifndef RING_CPUS
+#define RING_CPUS 64
+#endif
+/* the CPUs together wake the consumer before 1/8 of the ring is full */
+#define RING_BATCH_BYTES ((u64)RINGBUF_PAGES * 4096 / 8 / RING_CPUS)
+
+struct ring_wake_state {
+    u64 last_ns; /* this CPU's last forced wake-up (bpf_ktime_get_ns) */
+    u64 bytes;   /* written by this CPU since */
+};
+/* per CPU: no atomics, no cache line bouncing between CPUs (a shared one cost the exec
+ * program about a microsecond in an exec storm); the argument in Sensor.poll holds per CPU */
+BPF_PERCPU_ARRAY(ring_wake, struct ring_wake_state, 1);
+
+static __always_inline u64 ring_flags(int urgent, u32 size)
+{
+#if RING_BATCH_NS > 0
+    u32 zero = 0;
+    struct ring_wake_state *w = ring_wake.lookup(&zero);
+    if (!w)
+        return BPF_RB_FORCE_WAKEUP;
+    u64 now = bpf_ktime_get_ns();
+    w->bytes += size;
+    if (urgent || now - w->last_ns >= RING_BATCH_NS || w->bytes >= RING_BATCH_BYTES) {
+        w->last_ns = now;
+        w->bytes = 0;
+        return BPF_RB_FORCE_WAKEUP;
+    }
+    return BPF_RB_NO_WAKEUP;
+#else
+    return 0;
+#endif
+}
 BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
 /* cgroup id -> records lost to a full ring buffer, so a blind spot has a name */
 BPF_TABLE("lru_hash", u64, u64, cgroup_drops, 4096);

@@ -50,12 +50,22 @@ log = logging.getLogger(__name__)
 
 EventCallback = Callable[[Decoded], None]
 
+# A batched poll (Sensor.poll) waits this much longer than the kernel's batch window, so a
+# record the kernel decided not to wake for just before the window closed is in the ring
+# when the wait ends.
+RING_POLL_MARGIN_MS = 2
+
 
 @dataclass(frozen=True)
 class SensorConfig:
     bpf_dir: Path = field(default_factory=default_bpf_dir)
     cache_dir: Path = Path("/var/cache/roxd")
     ringbuf_pages: int = 1024  # power of two; 4 MiB with 4 KiB pages
+    # Batched ring-buffer wake-ups (bpf/roxd.bpf.c ring_flags): an ordinary record wakes the
+    # consumer only if none did for this long; the others wait for the next timed poll, at
+    # most this long plus RING_POLL_MARGIN_MS. 0: every record may wake it (the kernel's own
+    # policy), as before.
+    ring_batch_ms: int = 10
     max_args: int = 32
     cgroup_root: str = ""  # cgroup v2 root for the inbound programs; "" = find it
     inbound: bool = True  # attach the inbound programs (inbound.bpf.c)
@@ -88,6 +98,10 @@ class Sensor:
         self._clock_offset_ns = 0
         self._decode_errors = 0
         self._callback_errors = 0
+        self._records = 0  # records handed to the callback (by poll or drain)
+        # _records when a full batch window last passed with no record: any record read
+        # since may be followed by records written without a wake-up (see poll())
+        self._idle_mark = 0
         self.headers: HeaderTree | None = None
         self.attached: tuple[str, ...] = ()
         self.load_seconds = 0.0
@@ -221,14 +235,37 @@ class Sensor:
     # ------------------------------------------------------------------ events
 
     def poll(self, timeout_ms: int) -> None:
-        """Wait up to timeout_ms for records and hand each to the callback."""
-        self._require().ring_buffer_poll(timeout_ms)
+        """Wait up to timeout_ms for records and hand each to the callback.
+
+        With batched wake-ups (ring_batch_ms > 0) the kernel writes a record without waking
+        this wait when it woke it less than ring_batch_ms ago. Such a record follows one that
+        did wake it, so after any record the wait is cut to ring_batch_ms plus a margin and
+        ends with a read of the ring whether or not a wake-up came (epoll_wait returning on
+        its timeout reads nothing). A wait that found nothing ends the batch: any later record
+        is at least ring_batch_ms after the last wake-up, so it wakes the consumer itself.
+        """
+        bpf = self._require()
+        batch_ms = self._config.ring_batch_ms
+        if batch_ms <= 0:
+            bpf.ring_buffer_poll(timeout_ms)
+            return
+        before = self._records
+        window = batch_ms + RING_POLL_MARGIN_MS
+        if before != self._idle_mark:
+            timeout_ms = min(timeout_ms, window)
+        started = time.monotonic()
+        bpf.ring_buffer_poll(timeout_ms)
+        bpf.ring_buffer_consume()
+        # a wait cut short by a signal proves nothing: only a whole window without records
+        if self._records == before and (time.monotonic() - started) * 1000 >= window:
+            self._idle_mark = self._records
 
     def drain(self) -> None:
         """Hand over whatever is in the ring buffer now, without waiting."""
         self._require().ring_buffer_consume()
 
     def _ring_callback(self, _ctx: object, data: int, size: int) -> int:
+        self._records += 1
         raw = ct.string_at(data, size)
         try:
             decoded = records.decode(raw, self._clock_offset_ns, self._config.max_args)
@@ -481,6 +518,8 @@ def sensor_cflags(config: SensorConfig) -> list[str]:
     return [
         f"-I{config.bpf_dir}",
         f"-DRINGBUF_PAGES={config.ringbuf_pages}",
+        f"-DRING_BATCH_NS={max(0, config.ring_batch_ms) * 1_000_000}ULL",
+        f"-DRING_CPUS={max(1, os.cpu_count() or 1)}",
         f"-DMAX_ARGS={config.max_args}",
         f"-DROXD_TGID={os.getpid()}",  # roxd's own syscalls (bpf() all day) are skipped
         "-Wno-macro-redefined",
