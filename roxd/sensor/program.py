@@ -257,7 +257,8 @@ class Sensor:
         bpf.ring_buffer_poll(timeout_ms)
         bpf.ring_buffer_consume()
         # a wait cut short by a signal proves nothing: only a whole window without records
-        if self._records == before and (time.monotonic() - started) * 1000 >= window:
+        # (less the margin's last millisecond: the clock's rounding, not a signal's cut)
+        if self._records == before and (time.monotonic() - started) * 1000 >= window - 1:
             self._idle_mark = self._records
 
     def drain(self) -> None:
@@ -394,6 +395,10 @@ class Sensor:
         wanted = {records.SYSCALL_IDS[n] for n in names if n in records.SYSCALL_IDS}
         for sc in range(1, len(records.SYSCALL_NAMES)):
             table[ct.c_int(sc)] = ct.c_uint8(1 if sc in wanted else 0)
+
+    def set_ring_urgent(self, mask: int) -> None:
+        """Which records wake roxd at once whatever the batching (roxd/policy/wakeups.py)."""
+        self._require()["ring_urgent"][ct.c_int(0)] = ct.c_uint32(mask)
 
     def set_file_watches(self, entries: FileWatchEntries) -> None:
         """Replace the kernel's file watch maps (see bpf/file.bpf.c): the LPM trie of exact
