@@ -8,7 +8,9 @@ with its consumer in one of three modes:
 - `behind`: the same programs, but a consumer that sleeps 20 ms between reads of the ring,
   so it is almost never waiting in epoll_wait and the kernel almost never has to wake it;
 - `batched`: ring_batch_ms > 0 (BPF_RB_NO_WAKEUP for ordinary records, a forced wake-up
-  once per window) with the daemon's Sensor.poll.
+  once per window) with the daemon's Sensor.poll;
+- `urgent`: the same, with every record marked urgent (ring_urgent all ones), as the records
+  a userspace-enforcing rule may match are.
 
 Per mode and storm: BPF ns per run of sched_process_exec and sched_process_exit (bpf_stats,
 from this process's fdinfo), irq_work interrupts (the `IWI` line of /proc/interrupts, every
@@ -82,6 +84,8 @@ def measure(mode: str, batch_ms: int, storm: list[str], reps: int,
 
     sensor = Sensor(SensorConfig(ring_batch_ms=batch_ms), on_event)
     sensor.start()
+    if mode == "urgent":  # every exec forces a wake-up (a userspace kill rule's records)
+        sensor.set_ring_urgent(0xFFFFFFFF)
     try:
         names = bpfstats.names()
         consumer = Consumer(sensor, mode)
@@ -121,6 +125,8 @@ def main() -> None:
                     "the machine goes)")
     ap.add_argument("--batch-ms", type=int, default=10)
     ap.add_argument("--json", type=Path, help="write the raw rows here")
+    ap.add_argument("--modes", default="", help="comma list of keeps-up,behind,batched,"
+                    "urgent (default: all)")
     args = ap.parse_args()
     old = SYSCTL.read_text().strip()
     SYSCTL.write_text("1")
@@ -130,7 +136,10 @@ def main() -> None:
             storm = [str(progs["execstorm"]), str(progs["tiny"]), str(args.execs), "1",
                      str(args.rate)]
             results: dict[str, list[dict[str, float]]] = {}
-            modes = [("keeps-up", 0), ("behind", 0), ("batched", args.batch_ms)]
+            modes = [("keeps-up", 0), ("behind", 0), ("batched", args.batch_ms),
+                     ("urgent", args.batch_ms)]
+            if args.modes:
+                modes = [m for m in modes if m[0] in args.modes.split(",")]
             for p in range(args.passes):
                 for mode, batch in (modes if p % 2 == 0 else modes[::-1]):
                     measure(mode, batch, storm, args.reps, results)

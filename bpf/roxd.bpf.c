@@ -24,13 +24,15 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 
 /* Batched wake-ups (docs/performance.md, "Batched ring-buffer wake-ups"). With flags 0 the
  * kernel wakes the consumer for every record written while it has caught up: a consumer that
- * keeps up sleeps in epoll_wait, so every record paid an irq_work (a self-IPI, a VM exit
- * under a hypervisor) and a scheduler wake-up, charged to the program that wrote it. Now a
- * record wakes the consumer only when it must be seen at once (an in-kernel kill or hold),
- * when this CPU sent no wake-up for RING_BATCH_NS (the first record after a quiet spell), or
- * when this CPU wrote RING_BATCH_BYTES since its last one; the others are written with
- * BPF_RB_NO_WAKEUP and read by the consumer's timed poll (Sensor.poll), which after any
- * record polls again within RING_BATCH_NS plus a margin: none waits longer than that.
+ * keeps up sleeps in epoll_wait, so every record paid an irq_work and a scheduler wake-up of
+ * a sleeping task (an IPI to an idle CPU; VM exits under a hypervisor), charged to the
+ * program that wrote it. Now no record wakes a consumer that is awake (ring_consumer[0] = 1:
+ * it reads the ring again before it sleeps), and one that sleeps is woken by a record that
+ * must be seen at once (urgent: an in-kernel kill or hold, or a record a userspace-enforcing
+ * rule may match, process.bpf.c urgent_record), by the first record after this CPU sent no
+ * wake-up for RING_BATCH_NS, or when this CPU wrote RING_BATCH_BYTES since its last one.
+ * The others are written with BPF_RB_NO_WAKEUP and read by the consumer's timed poll
+ * (Sensor.poll), which after any record waits at most RING_BATCH_NS plus a margin.
  * RING_BATCH_NS 0: the kernel's own policy (flags 0), as before. */
 #ifndef RING_BATCH_NS
 #define RING_BATCH_NS 0
@@ -48,11 +50,18 @@ struct ring_wake_state {
 /* per CPU: no atomics, no cache line bouncing between CPUs (a shared one cost the exec
  * program about a microsecond in an exec storm); the argument in Sensor.poll holds per CPU */
 BPF_PERCPU_ARRAY(ring_wake, struct ring_wake_state, 1);
+/* [0]: 1 while the consumer is awake between two reads of the ring, 0 before it sleeps.
+ * Userspace writes it through mmap (no bpf() call per poll); a kernel that cannot mmap it
+ * leaves it 0, and every sleeping-consumer rule above applies. */
+BPF_F_TABLE("array", u32, u32, ring_consumer, 1, BPF_F_MMAPABLE);
 
 static __always_inline u64 ring_flags(int urgent, u32 size)
 {
 #if RING_BATCH_NS > 0
     u32 zero = 0;
+    u32 *awake = ring_consumer.lookup(&zero);
+    if (awake && *awake)
+        return BPF_RB_NO_WAKEUP;
     struct ring_wake_state *w = ring_wake.lookup(&zero);
     if (!w)
         return BPF_RB_FORCE_WAKEUP;

@@ -11,6 +11,7 @@ import contextlib
 import ctypes as ct
 import dataclasses
 import logging
+import mmap
 import os
 import re
 import threading
@@ -102,6 +103,8 @@ class Sensor:
         # _records when a full batch window last passed with no record: any record read
         # since may be followed by records written without a wake-up (see poll())
         self._idle_mark = 0
+        # ring_consumer[0] (roxd.bpf.c) mapped into memory: "awake" costs a store, no bpf()
+        self._consumer_flag: mmap.mmap | None = None
         self.headers: HeaderTree | None = None
         self.attached: tuple[str, ...] = ()
         self.load_seconds = 0.0
@@ -169,6 +172,8 @@ class Sensor:
         seed[ct.c_int(0)] = ct.c_uint64(int.from_bytes(os.urandom(8), "little"))
         self._resync_clock()
         self._bpf["events"].open_ring_buffer(self._ring_callback)
+        if self._config.ring_batch_ms > 0:
+            self._consumer_flag = _map_consumer_flag(self._bpf)
         if self._config.inbound:
             self.inbound.attach(self._bpf, self._config.cgroup_root or _cgroup2_root())
         elif self.inbound.status.state == "off" and self.inbound.status.reason == "not attached":
@@ -220,6 +225,9 @@ class Sensor:
     def close(self) -> None:
         if self.udp_send is not None:
             self.udp_send.close()
+        if self._consumer_flag is not None:
+            self._consumer_flag.close()
+            self._consumer_flag = None
         if self._bpf is not None:
             self.inbound.detach()
             self._bpf.cleanup()
@@ -237,12 +245,15 @@ class Sensor:
     def poll(self, timeout_ms: int) -> None:
         """Wait up to timeout_ms for records and hand each to the callback.
 
-        With batched wake-ups (ring_batch_ms > 0) the kernel writes a record without waking
-        this wait when it woke it less than ring_batch_ms ago. Such a record follows one that
-        did wake it, so after any record the wait is cut to ring_batch_ms plus a margin and
-        ends with a read of the ring whether or not a wake-up came (epoll_wait returning on
-        its timeout reads nothing). A wait that found nothing ends the batch: any later record
-        is at least ring_batch_ms after the last wake-up, so it wakes the consumer itself.
+        With batched wake-ups (ring_batch_ms > 0, bpf/roxd.bpf.c ring_flags) the kernel wakes
+        this wait only when it must: never while the consumer says it is awake (it reads the
+        ring again before it sleeps: the read just below), and for a sleeping one only for an
+        urgent record, the first record after a quiet ring_batch_ms, or a full 1/8 of the
+        ring. Every other record follows a wake-up by less than ring_batch_ms, so after any
+        record the wait is cut to ring_batch_ms plus a margin, and it ends with a read of the
+        ring whether or not a wake-up came (epoll_wait returning on its timeout reads
+        nothing). A whole window without records ends the batch: a later record is at least
+        ring_batch_ms after its CPU's last wake-up, so it wakes the consumer itself.
         """
         bpf = self._require()
         batch_ms = self._config.ring_batch_ms
@@ -253,13 +264,22 @@ class Sensor:
         window = batch_ms + RING_POLL_MARGIN_MS
         if before != self._idle_mark:
             timeout_ms = min(timeout_ms, window)
+        self._set_awake(False)
+        bpf.ring_buffer_consume()  # written while we said we were awake: no wake-up came
         started = time.monotonic()
-        bpf.ring_buffer_poll(timeout_ms)
-        bpf.ring_buffer_consume()
+        if self._records == before:
+            bpf.ring_buffer_poll(timeout_ms)
+            bpf.ring_buffer_consume()
+        if self._records != before:
+            self._set_awake(True)
         # a wait cut short by a signal proves nothing: only a whole window without records
         # (less the margin's last millisecond: the clock's rounding, not a signal's cut)
-        if self._records == before and (time.monotonic() - started) * 1000 >= window - 1:
+        elif (time.monotonic() - started) * 1000 >= window - 1:
             self._idle_mark = self._records
+
+    def _set_awake(self, awake: bool) -> None:
+        if self._consumer_flag is not None:
+            self._consumer_flag[0:4] = _AWAKE if awake else _ASLEEP
 
     def drain(self) -> None:
         """Hand over whatever is in the ring buffer now, without waiting."""
@@ -496,6 +516,22 @@ class Sensor:
     def _tracepoints_in(source: str) -> tuple[str, ...]:
         return tuple(f"{c}:{e}" for c, e in re.findall(r"TRACEPOINT_PROBE\((\w+),\s*(\w+)\)",
                                                          source))
+
+
+_AWAKE, _ASLEEP = (1).to_bytes(4, "little"), (0).to_bytes(4, "little")
+
+
+def _map_consumer_flag(bpf) -> mmap.mmap | None:
+    """ring_consumer's one u32 in shared memory (a BPF_F_MMAPABLE array maps its values at
+    offset 0). A kernel that refuses (before 5.5) keeps the flag 0: the consumer then counts
+    as asleep and wake-ups follow the window alone."""
+    try:
+        return mmap.mmap(bpf["ring_consumer"].map_fd, mmap.PAGESIZE, mmap.MAP_SHARED,
+                         mmap.PROT_READ | mmap.PROT_WRITE)
+    except (OSError, ValueError) as exc:
+        log.info("ring_consumer cannot be mapped (%s): every wake-up decision treats roxd "
+                 "as asleep", exc)
+        return None
 
 
 def _cgroup2_root() -> str:

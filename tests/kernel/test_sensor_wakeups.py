@@ -83,3 +83,17 @@ def test_an_urgent_record_arrives(sensor: tuple[Sensor, list[Decoded]]) -> None:
         assert int(s.bcc["ring_urgent"][ct.c_int(0)].value) == host_bit(REC_EXEC)
     finally:
         s.set_ring_urgent(0)
+
+
+def test_the_consumer_flag_is_the_maps_value(sensor: tuple[Sensor, list[Decoded]]) -> None:
+    # the mmap of ring_consumer must be element 0 of the map the programs read, or the
+    # kernel would go on waking (or never wake) a consumer that said otherwise
+    s, _ = sensor
+    assert s._consumer_flag is not None, "ring_consumer could not be mapped on this kernel"
+    table = s.bcc["ring_consumer"]
+    try:
+        s._set_awake(True)
+        assert int(table[ct.c_int(0)].value) == 1
+    finally:
+        s._set_awake(False)
+    assert int(table[ct.c_int(0)].value) == 0

@@ -104,39 +104,48 @@ def test_the_policy_writes_the_mask_with_every_rule_set(tmp_path: Path) -> None:
 
 
 class FakeRing:
-    """bcc's ring-buffer calls: records 'arrive' when the test queues them; epoll_wait wakes
-    only for queued records flagged as a wake-up, as the kernel does with BPF_RB_NO_WAKEUP."""
+    """bcc's ring-buffer calls. `queue`: records in the ring now; `during`: records that
+    arrive while the next epoll_wait sleeps, each flagged whether it wakes the consumer (as
+    the kernel does with BPF_RB_NO_WAKEUP); epoll_wait returns early only for one that does."""
 
     def __init__(self, sensor: Sensor) -> None:
         self.sensor = sensor
-        self.queue: list[bool] = []  # one entry per record: does it wake the consumer
+        self.queue: list[bool] = []
+        self.during: list[bool] = []
         self.timeouts: list[int] = []
         self.slept_ms = 0
+        self.awake_while_waiting: list[bytes] = []
 
     def ring_buffer_poll(self, timeout_ms: int) -> None:
         self.timeouts.append(timeout_ms)
+        self.awake_while_waiting.append(bytes(self.sensor._consumer_flag or b""))
+        self.queue += self.during
+        self.during = []
         if any(self.queue):
             self.ring_buffer_consume()
         else:
             self.slept_ms += timeout_ms  # epoll_wait returns on its timeout, reading nothing
 
     def ring_buffer_consume(self) -> None:
-        for _ in range(len(self.queue)):
-            self.sensor._records += 1  # what _ring_callback counts
-        self.queue.clear()
+        self.sensor._records += len(self.queue)  # what _ring_callback counts
+        self.queue = []
 
 
 def fake_sensor(batch_ms: int, monkeypatch: pytest.MonkeyPatch) -> tuple[Sensor, FakeRing]:
     sensor = Sensor(SensorConfig(ring_batch_ms=batch_ms), lambda _d: None)
     ring = FakeRing(sensor)
     sensor._bpf = ring
-    clock = [0.0]
+    sensor._consumer_flag = bytearray(4)  # type: ignore[assignment]  # the mmapped u32
 
     def monotonic() -> float:  # the fake epoll_wait's sleeps are the only time that passes
-        return clock[0] + ring.slept_ms / 1000
+        return ring.slept_ms / 1000
 
     monkeypatch.setattr(program.time, "monotonic", monotonic)
     return sensor, ring
+
+
+def awake(sensor: Sensor) -> bool:
+    return bytes(sensor._consumer_flag or b"") == (1).to_bytes(4, "little")
 
 
 def test_records_written_without_a_wake_up_are_read_within_the_window(
@@ -145,16 +154,27 @@ def test_records_written_without_a_wake_up_are_read_within_the_window(
     window = 10 + RING_POLL_MARGIN_MS
     sensor.poll(100)  # idle: the daemon's long wait
     assert ring.timeouts == [100]
-    ring.queue = [True, False, False]  # the first record of a burst wakes, the rest do not
+    ring.during = [True, False, False]  # the first record of a burst wakes, the rest do not
     sensor.poll(100)
     assert sensor._records == 3 and ring.timeouts[-1] == 100
-    ring.queue = [False]  # written within the window, no wake-up
+    assert awake(sensor)  # between two reads: the kernel need not wake it
+    ring.during = [False]  # written within the window, no wake-up
     sensor.poll(100)
     assert ring.timeouts[-1] == window and sensor._records == 4  # read at the window's end
     sensor.poll(100)  # a whole window with nothing: the burst is over
-    assert ring.timeouts[-1] == window
+    assert ring.timeouts[-1] == window and not awake(sensor)
     sensor.poll(100)
     assert ring.timeouts[-1] == 100  # back to the long wait, where only a wake-up comes
+    # it never slept saying it was awake
+    assert set(ring.awake_while_waiting) == {bytes(4)}
+
+
+def test_records_written_while_awake_are_read_before_sleeping(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sensor, ring = fake_sensor(10, monkeypatch)
+    ring.queue = [False, False]  # the kernel saw "awake" and sent no wake-up
+    sensor.poll(100)
+    assert sensor._records == 2 and ring.timeouts == []  # read at once, no wait
 
 
 def test_a_record_read_by_drain_also_opens_a_window(monkeypatch: pytest.MonkeyPatch) -> None:
