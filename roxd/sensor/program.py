@@ -105,6 +105,7 @@ class Sensor:
         self._idle_mark = 0
         # ring_consumer[0] (roxd.bpf.c) mapped into memory: "awake" costs a store, no bpf()
         self._consumer_flag: mmap.mmap | None = None
+        self._awake = False  # what the flag says
         self.headers: HeaderTree | None = None
         self.attached: tuple[str, ...] = ()
         self.load_seconds = 0.0
@@ -270,14 +271,14 @@ class Sensor:
         if self._records == before:
             bpf.ring_buffer_poll(timeout_ms)
             bpf.ring_buffer_consume()
-        if self._records != before:
-            self._set_awake(True)
+        # (a record read made the callback say "awake": true until the next wait)
         # a wait cut short by a signal proves nothing: only a whole window without records
         # (less the margin's last millisecond: the clock's rounding, not a signal's cut)
-        elif (time.monotonic() - started) * 1000 >= window - 1:
+        if self._records == before and (time.monotonic() - started) * 1000 >= window - 1:
             self._idle_mark = self._records
 
     def _set_awake(self, awake: bool) -> None:
+        self._awake = awake
         if self._consumer_flag is not None:
             self._consumer_flag[0:4] = _AWAKE if awake else _ASLEEP
 
@@ -287,6 +288,8 @@ class Sensor:
 
     def _ring_callback(self, _ctx: object, data: int, size: int) -> int:
         self._records += 1
+        if not self._awake:  # reading records: no wake-up needed until the next wait
+            self._set_awake(True)
         raw = ct.string_at(data, size)
         try:
             decoded = records.decode(raw, self._clock_offset_ns, self._config.max_args)
