@@ -18,7 +18,7 @@ CPU: the ring's wake-up is an irq_work), the consumer thread's voluntary context
 and records read. Storms alternate the mode order per repetition; both cores are shared with
 whatever else runs, so read the figures side by side, not as absolutes.
 
-    python -m bench.ringwake [--reps 3] [--execs 3000] [--rate 0] [--batch-ms 10]
+    python -m bench.ringwake [--reps 3] [--execs 3000] [--rate 0] [--batch-ms 20]
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def main() -> None:
     ap.add_argument("--execs", type=int, default=3000)
     ap.add_argument("--rate", type=float, default=0, help="execs per second (0: as fast as "
                     "the machine goes)")
-    ap.add_argument("--batch-ms", type=int, default=10)
+    ap.add_argument("--batch-ms", type=int, default=20)
     ap.add_argument("--json", type=Path, help="write the raw rows here")
     ap.add_argument("--modes", default="", help="comma list of keeps-up,behind,batched,"
                     "urgent (default: all)")

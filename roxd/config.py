@@ -54,7 +54,7 @@ class SensorSection:
     # Batched ring-buffer wake-ups: a record that needs no action from roxd at once waits up to
     # this long (plus 2 ms) for the next read instead of waking roxd (docs/performance.md).
     # 0: every record may wake roxd, as before.
-    ring_batch_ms: int = 10
+    ring_batch_ms: int = 20
     # Module load attempts (init_module, finit_module, delete_module) on kernels whose module
     # syscalls have no tracepoints: seen only by a raw sys_exit program that runs for every
     # system call on the host (docs/detection.md, evasion: measured cost). Off by default.

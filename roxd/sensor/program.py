@@ -66,7 +66,7 @@ class SensorConfig:
     # consumer only if none did for this long; the others wait for the next timed poll, at
     # most this long plus RING_POLL_MARGIN_MS. 0: every record may wake it (the kernel's own
     # policy), as before.
-    ring_batch_ms: int = 10
+    ring_batch_ms: int = 20
     max_args: int = 32
     cgroup_root: str = ""  # cgroup v2 root for the inbound programs; "" = find it
     inbound: bool = True  # attach the inbound programs (inbound.bpf.c)

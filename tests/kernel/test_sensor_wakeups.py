@@ -58,7 +58,7 @@ def test_every_exec_of_a_burst_arrives_then_quiet(sensor: tuple[Sensor, list[Dec
     s, seen = sensor
     marker = f"burst-{uuid.uuid4().hex}-"
     n = 60
-    # one shell, back-to-back execs (well under the 10 ms window apart): most are written
+    # one shell, back-to-back execs (well under the 20 ms window apart): most are written
     # without a wake-up, and nothing follows the last ones
     subprocess.run(["/bin/sh", "-c", f"i=0; while [ $i -lt {n} ]; do /bin/echo {marker}$i; "
                     "i=$((i+1)); done"], check=True, stdout=subprocess.DEVNULL)
