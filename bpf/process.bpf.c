@@ -488,7 +488,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     u32 size = offsetof(struct exec_record, args) + (r->args_len & (ARGS_BUF - 1));
     if (r->args_len >= ARGS_BUF)
         size = sizeof(*r);
-    u64 wake = ring_flags(r->kill_rule || r->held || urgent_record(REC_EXEC, cg), size);
+    u64 wake = ring_flags(REC_EXEC, cg, r->kill_rule || r->held, size);
     if (events.ringbuf_output(r, size, wake) < 0) {
         stat_add(STAT_EXEC_DROPPED, 1);
         cgroup_drop(cg);
@@ -555,7 +555,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 #endif
     fill_header(&r.h, REC_EXIT); /* reads the parent: delete it after */
     forget_parent(&tid);
-    if (events.ringbuf_output(&r, sizeof(r), ring_flags(0, sizeof(r))) < 0) {
+    if (events.ringbuf_output(&r, sizeof(r), ring_flags(0, 0, 0, sizeof(r))) < 0) {
         stat_add(STAT_EXIT_DROPPED, 1);
         cgroup_drop(r.h.cgroup_id);
         return 0;

@@ -55,19 +55,24 @@ BPF_PERCPU_ARRAY(ring_wake, struct ring_wake_state, 1);
  * leaves it 0, and every sleeping-consumer rule above applies. */
 BPF_F_TABLE("array", u32, u32, ring_consumer, 1, BPF_F_MMAPABLE);
 
-static __always_inline u64 ring_flags(int urgent, u32 size)
+static __always_inline int urgent_record(u32 type, u64 cg); /* process.bpf.c */
+
+/* type: REC_* of a record a rule may match (0: none may), cg: its cgroup; known_urgent: the
+ * program knows it must be seen at once (an in-kernel kill or hold) */
+static __always_inline u64 ring_flags(u32 type, u64 cg, int known_urgent, u32 size)
 {
 #if RING_BATCH_NS > 0
     u32 zero = 0;
     u32 *awake = ring_consumer.lookup(&zero);
     if (awake && *awake)
-        return BPF_RB_NO_WAKEUP;
+        return BPF_RB_NO_WAKEUP; /* first: the urgency lookups are skipped */
     struct ring_wake_state *w = ring_wake.lookup(&zero);
     if (!w)
         return BPF_RB_FORCE_WAKEUP;
     u64 now = bpf_ktime_get_ns();
     w->bytes += size;
-    if (urgent || now - w->last_ns >= RING_BATCH_NS || w->bytes >= RING_BATCH_BYTES) {
+    if (known_urgent || now - w->last_ns >= RING_BATCH_NS || w->bytes >= RING_BATCH_BYTES ||
+        (type && urgent_record(type, cg))) {
         w->last_ns = now;
         w->bytes = 0;
         return BPF_RB_FORCE_WAKEUP;
