@@ -28,9 +28,10 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
  * a sleeping task (an IPI to an idle CPU; VM exits under a hypervisor), charged to the
  * program that wrote it. Now no record wakes a consumer that is awake (ring_consumer[0] = 1:
  * it reads the ring again before it sleeps), and one that sleeps is woken by a record that
- * must be seen at once (urgent: an in-kernel kill or hold, or a record a userspace-enforcing
- * rule may match, process.bpf.c urgent_record), by the first record after this CPU sent no
- * wake-up for RING_BATCH_NS, or when this CPU wrote RING_BATCH_BYTES since its last one.
+ * must be seen at once (urgent: an in-kernel kill or hold, or any record from a place where
+ * a rule may enforce from userspace, process.bpf.c urgent_record), by the first record after
+ * this CPU sent no wake-up for RING_BATCH_NS, or when this CPU wrote RING_BATCH_BYTES since
+ * its last one.
  * The others are written with BPF_RB_NO_WAKEUP and read by the consumer's timed poll
  * (Sensor.poll), which after any record waits at most RING_BATCH_NS plus a margin.
  * RING_BATCH_NS 0: the kernel's own policy (flags 0), as before. */
@@ -55,11 +56,11 @@ BPF_PERCPU_ARRAY(ring_wake, struct ring_wake_state, 1);
  * leaves it 0, and every sleeping-consumer rule above applies. */
 BPF_F_TABLE("array", u32, u32, ring_consumer, 1, BPF_F_MMAPABLE);
 
-static __always_inline int urgent_record(u32 type, u64 cg); /* process.bpf.c */
+static __always_inline int urgent_record(u64 cg); /* process.bpf.c */
 
-/* type: REC_* of a record a rule may match (0: none may), cg: its cgroup; known_urgent: the
+/* cg: the record's cgroup (0: a record no rule reads, the inbound ones); known_urgent: the
  * program knows it must be seen at once (an in-kernel kill or hold) */
-static __always_inline u64 ring_flags(u32 type, u64 cg, int known_urgent, u32 size)
+static __always_inline u64 ring_flags(u64 cg, int known_urgent, u32 size)
 {
 #if RING_BATCH_NS > 0
     u32 zero = 0;
@@ -72,7 +73,7 @@ static __always_inline u64 ring_flags(u32 type, u64 cg, int known_urgent, u32 si
     u64 now = bpf_ktime_get_ns();
     w->bytes += size;
     if (known_urgent || now - w->last_ns >= RING_BATCH_NS || w->bytes >= RING_BATCH_BYTES ||
-        (type && urgent_record(type, cg))) {
+        (cg && urgent_record(cg))) {
         w->last_ns = now;
         w->bytes = 0;
         return BPF_RB_FORCE_WAKEUP;

@@ -1,30 +1,24 @@
-"""Which ring-buffer records must wake roxd at once.
+"""Where ring-buffer records must wake roxd at once.
 
 The kernel batches ring-buffer wake-ups (bpf/roxd.bpf.c ring_flags): an ordinary record is
 read at roxd's next timed poll, up to [sensor] ring_batch_ms later. A record that a rule may
 answer with enforcement done by roxd itself (a kill by pidfd, an isolate, a container kill)
 cannot wait: its latency is how long the process runs. This module turns the rule set into
-the kernel's `ring_urgent` mask (bpf/process.bpf.c): per record type, one bit for containers
-and one for the host. In-kernel kills need no bit (the kill happened before the record was
-written, and the record itself wakes roxd)."""
+the kernel's `ring_urgent` mask (bpf/process.bpf.c): one bit for containers, one for the
+host, set when some rule may enforce from userspace there. Every record from such a place
+wakes a sleeping roxd (exits too: see process.bpf.c). In-kernel kills need no bit (the kill
+happened before the record was written, and the record itself wakes roxd)."""
 
 from __future__ import annotations
 
 from roxd.model import ActionKind
 from roxd.rules.ruleset import CompiledRule, KillPath, RuleSet
-from roxd.sensor import records
 
-# rule event -> ring-buffer record type (seccomp events come from the seccomp sensor)
-RECORD_TYPES = {"exec": records.REC_EXEC, "connect": records.REC_CONNECT,
-                "syscall": records.REC_SYSCALL, "file": records.REC_FILE}
+CONTAINERS, HOST = 1, 2  # ring_urgent[0] bits
 
-
-def container_bit(record_type: int) -> int:
-    return 1 << (2 * record_type)
-
-
-def host_bit(record_type: int) -> int:
-    return 1 << (2 * record_type + 1)
+# rule events whose records come through the ring (seccomp events come from the seccomp
+# sensor)
+RING_EVENTS = frozenset({"exec", "connect", "syscall", "file"})
 
 
 def urgent_mask(rules: RuleSet, *, kills_in_kernel: bool, host_kills: bool) -> int:
@@ -32,14 +26,13 @@ def urgent_mask(rules: RuleSet, *, kills_in_kernel: bool, host_kills: bool) -> i
     bpf_send_signal there); host_kills: [enforce] host_kills."""
     mask = 0
     for rule in rules.rules:
-        record_type = RECORD_TYPES.get(rule.event)
-        if record_type is None or not rule.enabled or rule.monitor:
+        if rule.event not in RING_EVENTS or not rule.enabled or rule.monitor:
             continue
         in_containers, on_host = _enforces_in_userspace(rule, kills_in_kernel, host_kills)
         if in_containers and rule.scope.containers:
-            mask |= container_bit(record_type)
+            mask |= CONTAINERS
         if on_host and rule.scope.host:
-            mask |= host_bit(record_type)
+            mask |= HOST
     return mask
 
 

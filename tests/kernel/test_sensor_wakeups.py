@@ -16,9 +16,9 @@ from collections.abc import Iterator
 import pytest
 
 from roxd.model import ExecEvent
-from roxd.policy.wakeups import host_bit
+from roxd.policy.wakeups import HOST
 from roxd.sensor.program import Sensor, SensorConfig
-from roxd.sensor.records import REC_EXEC, Decoded
+from roxd.sensor.records import Decoded
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="loads eBPF programs: needs root")
 
@@ -74,13 +74,13 @@ def test_every_exec_of_a_burst_arrives_then_quiet(sensor: tuple[Sensor, list[Dec
 
 def test_an_urgent_record_arrives(sensor: tuple[Sensor, list[Decoded]]) -> None:
     s, seen = sensor
-    s.set_ring_urgent(host_bit(REC_EXEC))  # as the policy writes it with host kills on
+    s.set_ring_urgent(HOST)  # as the policy writes it with host kills on
     try:
         marker = f"urgent-{uuid.uuid4().hex}"
         subprocess.run(["/bin/echo", marker], check=True, stdout=subprocess.DEVNULL)
         _poll_until(s, lambda: marker in _markers(seen, marker))
         assert marker in _markers(seen, marker)
-        assert int(s.bcc["ring_urgent"][ct.c_int(0)].value) == host_bit(REC_EXEC)
+        assert int(s.bcc["ring_urgent"][ct.c_int(0)].value) == HOST
     finally:
         s.set_ring_urgent(0)
 

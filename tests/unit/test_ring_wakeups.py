@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 
 from roxd.policy.kernel import KernelPolicy
-from roxd.policy.wakeups import container_bit, host_bit, urgent_mask
+from roxd.policy.wakeups import CONTAINERS, HOST, urgent_mask
 from roxd.rules.active import ActiveRules
 from roxd.rules.ruleset import RuleSet
 from roxd.sensor import program
 from roxd.sensor.program import RING_POLL_MARGIN_MS, Sensor, SensorConfig, sensor_cflags
-from roxd.sensor.records import REC_CONNECT, REC_EXEC, REC_FILE, REC_SYSCALL
 from tests.unit.test_pipeline import FakeMaps
 
 pytestmark = pytest.mark.unit
@@ -63,15 +62,15 @@ def test_alert_only_rules_and_kernel_kills_wake_nothing(tmp_path: Path) -> None:
 def test_a_kernel_kill_rule_is_urgent_where_the_kernel_cannot_kill(tmp_path: Path) -> None:
     # monitor mode or no bpf_send_signal: the kill (or "would kill") is decided in userspace
     rules = load(tmp_path, NAME_KILL)
-    assert urgent_mask(rules, kills_in_kernel=False, host_kills=True) == container_bit(REC_EXEC)
+    assert urgent_mask(rules, kills_in_kernel=False, host_kills=True) == CONTAINERS
 
 
 def test_a_userspace_kill_wakes_for_containers_and_for_the_host_only_with_host_kills(
         tmp_path: Path) -> None:
     rules = load(tmp_path, ARGV_KILL, *ALERT_ONLY)
-    assert urgent_mask(rules, kills_in_kernel=True, host_kills=False) == container_bit(REC_EXEC)
+    assert urgent_mask(rules, kills_in_kernel=True, host_kills=False) == CONTAINERS
     assert urgent_mask(rules, kills_in_kernel=True, host_kills=True) == (
-        container_bit(REC_EXEC) | host_bit(REC_EXEC))
+        CONTAINERS | HOST)
 
 
 def test_disabled_and_monitor_rules_wake_nothing(tmp_path: Path) -> None:
@@ -82,16 +81,16 @@ def test_disabled_and_monitor_rules_wake_nothing(tmp_path: Path) -> None:
     assert urgent_mask(rules, kills_in_kernel=True, host_kills=True) == 0
 
 
-def test_each_record_type_has_its_own_bits() -> None:
-    bits = [f(t) for t in (REC_EXEC, REC_CONNECT, REC_SYSCALL, REC_FILE)
-            for f in (container_bit, host_bit)]
-    assert len(set(bits)) == len(bits) and max(bits) < 1 << 32  # ring_urgent is a u32
+def test_any_ring_event_counts_and_seccomp_does_not(tmp_path: Path) -> None:
+    rules = load(tmp_path, rule("t.file-kill", "file", '"alert", "kill"',
+                                'path = ["/etc/shadow"]', "[rule.scope]\nhost = false"))
+    assert urgent_mask(rules, kills_in_kernel=True, host_kills=True) == CONTAINERS
 
 
-def test_the_shipped_pack_wakes_for_container_execs_only(tmp_path: Path) -> None:
+def test_the_shipped_pack_wakes_for_containers_only(tmp_path: Path) -> None:
     # objectives.crypto-miner-arguments kills by pidfd in containers (host kills off)
     rules = ActiveRules([REPO / "rules"]).load()
-    assert urgent_mask(rules, kills_in_kernel=True, host_kills=False) == container_bit(REC_EXEC)
+    assert urgent_mask(rules, kills_in_kernel=True, host_kills=False) == CONTAINERS
 
 
 def test_the_policy_writes_the_mask_with_every_rule_set(tmp_path: Path) -> None:
@@ -99,7 +98,7 @@ def test_the_policy_writes_the_mask_with_every_rule_set(tmp_path: Path) -> None:
     policy = KernelPolicy(maps, enforce_in_kernel=True, fold_window_ns=0,
                           containers=list, host_kills=False)
     policy.apply_rules(load(tmp_path, ARGV_KILL))
-    assert maps.ring_urgent == container_bit(REC_EXEC)
+    assert maps.ring_urgent == CONTAINERS
     policy.apply_rules(load(tmp_path, *ALERT_ONLY))
     assert maps.ring_urgent == 0
 
