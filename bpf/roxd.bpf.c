@@ -51,10 +51,14 @@ struct ring_wake_state {
 /* per CPU: no atomics, no cache line bouncing between CPUs (a shared one cost the exec
  * program about a microsecond in an exec storm); the argument in Sensor.poll holds per CPU */
 BPF_PERCPU_ARRAY(ring_wake, struct ring_wake_state, 1);
-/* [0]: 1 while the consumer is awake between two reads of the ring, 0 before it sleeps.
- * Userspace writes it through mmap (no bpf() call per poll); a kernel that cannot mmap it
- * leaves it 0, and every sleeping-consumer rule above applies. */
-BPF_F_TABLE("array", u32, u32, ring_consumer, 1, BPF_F_MMAPABLE);
+/* Shared with the consumer through mmap (no bpf() call per poll; a kernel that cannot mmap
+ * it leaves it 0: the consumer always counts as asleep, with nothing pending). */
+struct ring_consumer_state {
+    u32 awake;   /* 1 while the consumer is between two reads of the ring, 0 before it sleeps */
+    u32 pending; /* a record was written without a wake-up while it slept; it clears this
+                  * whenever it reads the ring */
+};
+BPF_F_TABLE("array", u32, struct ring_consumer_state, ring_consumer, 1, BPF_F_MMAPABLE);
 
 static __always_inline int urgent_record(u64 cg); /* process.bpf.c */
 
@@ -64,8 +68,10 @@ static __always_inline u64 ring_flags(u64 cg, int known_urgent, u32 size)
 {
 #if RING_BATCH_NS > 0
     u32 zero = 0;
-    u32 *awake = ring_consumer.lookup(&zero);
-    if (awake && *awake)
+    struct ring_consumer_state *c = ring_consumer.lookup(&zero);
+    if (!c)
+        return BPF_RB_FORCE_WAKEUP;
+    if (c->awake)
         return BPF_RB_NO_WAKEUP; /* first: the urgency lookups are skipped */
     struct ring_wake_state *w = ring_wake.lookup(&zero);
     if (!w)
@@ -76,8 +82,15 @@ static __always_inline u64 ring_flags(u64 cg, int known_urgent, u32 size)
         (cg && urgent_record(cg))) {
         w->last_ns = now;
         w->bytes = 0;
-        return BPF_RB_FORCE_WAKEUP;
+        /* Forcing costs an irq_work even when a wake-up is already on its way. With nothing
+         * written without a wake-up ahead of this record, the kernel's own rule (flags 0:
+         * wake the consumer if it has read everything before this record) is enough, and
+         * skips the wake-up a consumer still reading does not need (measured: forcing every
+         * record of an exec storm cost the exit program 8.6 us against 4.8 us). */
+        return c->pending ? BPF_RB_FORCE_WAKEUP : 0;
     }
+    if (!c->pending)
+        c->pending = 1; /* written only when it changes: the line stays shared */
     return BPF_RB_NO_WAKEUP;
 #else
     return 0;

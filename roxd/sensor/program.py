@@ -280,7 +280,7 @@ class Sensor:
     def _set_awake(self, awake: bool) -> None:
         self._awake = awake
         if self._consumer_flag is not None:
-            self._consumer_flag[0:4] = _AWAKE if awake else _ASLEEP
+            self._consumer_flag[0:8] = _AWAKE if awake else _ASLEEP
 
     def drain(self) -> None:
         """Hand over whatever is in the ring buffer now, without waiting."""
@@ -521,7 +521,9 @@ class Sensor:
                                                          source))
 
 
-_AWAKE, _ASLEEP = (1).to_bytes(4, "little"), (0).to_bytes(4, "little")
+# ring_consumer (roxd.bpf.c): {awake, pending}; both writes clear pending, since the consumer
+# writes them just before it reads the ring
+_AWAKE, _ASLEEP = (1).to_bytes(4, "little") + bytes(4), bytes(8)
 
 
 def _map_consumer_flag(bpf) -> mmap.mmap | None:

@@ -93,7 +93,11 @@ def test_the_consumer_flag_is_the_maps_value(sensor: tuple[Sensor, list[Decoded]
     table = s.bcc["ring_consumer"]
     try:
         s._set_awake(True)
-        assert int(table[ct.c_int(0)].value) == 1
+        assert (table[ct.c_int(0)].awake, table[ct.c_int(0)].pending) == (1, 0)
+        leaf = table[ct.c_int(0)]
+        leaf.pending = 1  # as a program writes it
+        table[ct.c_int(0)] = leaf
+        s._set_awake(False)  # before it reads the ring: nothing is pending any more
+        assert (table[ct.c_int(0)].awake, table[ct.c_int(0)].pending) == (0, 0)
     finally:
         s._set_awake(False)
-    assert int(table[ct.c_int(0)].value) == 0
