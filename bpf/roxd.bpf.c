@@ -26,7 +26,7 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
  * kernel wakes the consumer for every record written while it has caught up: a consumer that
  * keeps up sleeps in epoll_wait, so every record paid an irq_work and a scheduler wake-up of
  * a sleeping task (an IPI to an idle CPU; VM exits under a hypervisor), charged to the
- * program that wrote it. Now no record wakes a consumer that is awake (ring_consumer[0] = 1:
+ * program that wrote it. Now no record wakes a consumer that is awake (ring_consumer.awake:
  * it reads the ring again before it sleeps), and one that sleeps is woken by a record that
  * must be seen at once (urgent: an in-kernel kill or hold, or any record from a place where
  * a rule may enforce from userspace, process.bpf.c urgent_record), by the first record after
@@ -45,7 +45,7 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 #define RING_BATCH_BYTES ((u64)RINGBUF_PAGES * 4096 / 8 / RING_CPUS)
 
 struct ring_wake_state {
-    u64 last_ns; /* this CPU's last forced wake-up (bpf_ktime_get_ns) */
+    u64 last_ns; /* this CPU's last due wake-up (bpf_ktime_get_ns) */
     u64 bytes;   /* written by this CPU since */
 };
 /* per CPU: no atomics, no cache line bouncing between CPUs (a shared one cost the exec
