@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from roxd.model import ActionKind
 from roxd.rules.ruleset import CompiledRule, KillPath, RuleSet
+from roxd.vocabulary import RULE_EVENT_KINDS
 
 CONTAINERS, HOST = 1, 2  # ring_urgent[0] bits
 
 # rule events whose records come through the ring (seccomp events come from the seccomp
 # sensor)
-RING_EVENTS = frozenset({"exec", "connect", "syscall", "file"})
+RING_EVENTS = frozenset(RULE_EVENT_KINDS) - {"seccomp"}
 
 
 def urgent_mask(rules: RuleSet, *, kills_in_kernel: bool, host_kills: bool) -> int:
