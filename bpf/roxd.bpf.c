@@ -51,8 +51,8 @@ struct ring_wake_state {
 /* per CPU: no atomics, no cache line bouncing between CPUs (a shared one cost the exec
  * program about a microsecond in an exec storm); the argument in Sensor.poll holds per CPU */
 BPF_PERCPU_ARRAY(ring_wake, struct ring_wake_state, 1);
-/* Shared with the consumer through mmap (no bpf() call per poll; a kernel that cannot mmap
- * it leaves it 0: the consumer always counts as asleep, with nothing pending). */
+/* Shared with the consumer through mmap (no bpf() call per poll; should the mmap fail, it
+ * stays 0 and `pending` is never cleared: every due wake-up is forced). */
 struct ring_consumer_state {
     u32 awake;   /* 1 while the consumer is between two reads of the ring, 0 before it sleeps */
     u32 pending; /* a record was written without a wake-up while it slept; it clears this

@@ -103,7 +103,7 @@ class Sensor:
         # _records when a full batch window last passed with no record: any record read
         # since may be followed by records written without a wake-up (see poll())
         self._idle_mark = 0
-        # ring_consumer[0] (roxd.bpf.c) mapped into memory: "awake" costs a store, no bpf()
+        # ring_consumer (roxd.bpf.c) mapped into memory: "awake" costs a store, no bpf()
         self._consumer_flag: mmap.mmap | None = None
         self._awake = False  # what the flag says
         self.headers: HeaderTree | None = None
@@ -527,9 +527,10 @@ _AWAKE, _ASLEEP = (1).to_bytes(4, "little") + bytes(4), bytes(8)
 
 
 def _map_consumer_flag(bpf) -> mmap.mmap | None:
-    """ring_consumer's one u32 in shared memory (a BPF_F_MMAPABLE array maps its values at
-    offset 0). A kernel that refuses (before 5.5) keeps the flag 0: the consumer then counts
-    as asleep and wake-ups follow the window alone."""
+    """ring_consumer's {awake, pending} in shared memory (a BPF_F_MMAPABLE array maps its
+    values at offset 0). Every kernel with a BPF ring buffer (5.8) maps it (5.5); should
+    mmap fail all the same, the flag stays 0: roxd counts as asleep, `pending` is never
+    cleared, and every due wake-up is forced (correct, dearer)."""
     try:
         return mmap.mmap(bpf["ring_consumer"].map_fd, mmap.PAGESIZE, mmap.MAP_SHARED,
                          mmap.PROT_READ | mmap.PROT_WRITE)
