@@ -178,7 +178,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
         }
         r.folded = __sync_lock_test_and_set(&fs->folded, 0);
     }
-    if (events.ringbuf_output(&r, sizeof(r), 0) < 0) {
+    u64 wake = ring_flags(r.h.cgroup_id, r.kill_rule != 0, sizeof(r));
+    if (events.ringbuf_output(&r, sizeof(r), wake) < 0) {
         stat_add(STAT_CONNECT_DROPPED, 1);
         cgroup_drop(r.h.cgroup_id);
         return 0;

@@ -109,7 +109,7 @@ static __always_inline void ctx_ip6(u8 *out, const u32 *words)
 
 static __always_inline void in_emit(struct inbound_record *r, u32 emitted, u32 dropped)
 {
-    if (events.ringbuf_output(r, sizeof(*r), 0) < 0) {
+    if (events.ringbuf_output(r, sizeof(*r), ring_flags(0, 0, sizeof(*r))) < 0) {
         in_stat(dropped);
         cgroup_drop(r->h.cgroup_id);
         return;

@@ -74,6 +74,31 @@ BPF_ARRAY(exec_kill_kinds, u32, 1);
  * known_cgroups) is stopped with SIGSTOP before its first instruction; roxd classifies the
  * cgroup, then kills or continues the process. */
 BPF_HASH(known_cgroups, u64, u8, 65536);
+
+/* Records in a place (containers, the host) where a rule may enforce from userspace (kill by
+ * pidfd, isolate, ...) must wake a sleeping roxd at once, not at its next batched poll
+ * (ring_flags in roxd.bpf.c): ring_urgent[0] bit 0 for containers, bit 1 for the host;
+ * roxd/policy/wakeups.py writes it from the rule set. The whole place, every record type
+ * (exits too): a batched exit left roxd asleep for the next exec to wake at a dearer moment
+ * (measured: exec +0.6-1.9 us, exit -0.1-0.3 us). A cgroup roxd has not classified yet
+ * counts as both places. */
+BPF_ARRAY(ring_urgent, u32, 1);
+
+static __always_inline int urgent_record(u64 cg)
+{
+#if RING_BATCH_NS > 0
+    u32 zero = 0;
+    u32 *mask = ring_urgent.lookup(&zero);
+    u32 where = mask ? *mask & 3 : 0;
+    if (where == 0 || where == 3)
+        return where != 0;
+    if (container_cgroups.lookup(&cg))
+        return where & 1;
+    return (where & 2) || !known_cgroups.lookup(&cg);
+#else
+    return 0;
+#endif
+}
 /* hold_unknown[0] is a lease, not a switch: the bpf_ktime_get_ns() until which holding is on.
  * roxd renews it every second while it needs the hold; a roxd that hangs, is stopped or dies
  * stops renewing, and within seconds no new exec is held (a held exec waits for a roxd that
@@ -465,7 +490,8 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     u32 size = offsetof(struct exec_record, args) + (r->args_len & (ARGS_BUF - 1));
     if (r->args_len >= ARGS_BUF)
         size = sizeof(*r);
-    if (events.ringbuf_output(r, size, 0) < 0) {
+    u64 wake = ring_flags(cg, r->kill_rule || r->held, size);
+    if (events.ringbuf_output(r, size, wake) < 0) {
         stat_add(STAT_EXEC_DROPPED, 1);
         cgroup_drop(cg);
         if (r->held)
@@ -531,7 +557,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 #endif
     fill_header(&r.h, REC_EXIT); /* reads the parent: delete it after */
     forget_parent(&tid);
-    if (events.ringbuf_output(&r, sizeof(r), 0) < 0) {
+    if (events.ringbuf_output(&r, sizeof(r), ring_flags(r.h.cgroup_id, 0, sizeof(r))) < 0) {
         stat_add(STAT_EXIT_DROPPED, 1);
         cgroup_drop(r.h.cgroup_id);
         return 0;

@@ -85,7 +85,8 @@ static __always_inline int udp_send_observe(u16 family, const u8 *addr16, u16 dp
     r.via = VIA_SENDMSG;
     r.folded = folded;
     /* r.key stays zero: userspace never marks these quiet, the aggregation above folds them */
-    if (events.ringbuf_output(&r, sizeof(r), 0) < 0) {
+    u64 wake = ring_flags(r.h.cgroup_id, 0, sizeof(r));
+    if (events.ringbuf_output(&r, sizeof(r), wake) < 0) {
         stat_add(STAT_UDP_SEND_DROPPED, 1);
         cgroup_drop(r.h.cgroup_id);
         return 1;

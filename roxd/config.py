@@ -51,6 +51,10 @@ class SensorSection:
     # 0 sends every event (costly under exec/connect storms).
     fold_window_s: float = 10.0
     poll_timeout_ms: int = 100
+    # Batched ring-buffer wake-ups: a record that needs no action from roxd at once waits up to
+    # this long (plus 2 ms) for the next read instead of waking roxd (docs/performance.md).
+    # 0: every record may wake roxd, as before.
+    ring_batch_ms: int = 20
     # Module load attempts (init_module, finit_module, delete_module) on kernels whose module
     # syscalls have no tracepoints: seen only by a raw sys_exit program that runs for every
     # system call on the host (docs/detection.md, evasion: measured cost). Off by default.
@@ -253,3 +257,6 @@ def _check(config: Config, source: str) -> None:
     if config.sensor.ringbuf_pages <= 0 or config.sensor.ringbuf_pages & (
             config.sensor.ringbuf_pages - 1):
         raise ConfigError(source, "sensor.ringbuf_pages must be a power of two")
+    if not 0 <= config.sensor.ring_batch_ms <= 1000:
+        raise ConfigError(source, "sensor.ring_batch_ms must be between 0 and 1000 (ms), not "
+                          f"{config.sensor.ring_batch_ms}")

@@ -15,6 +15,7 @@ def sensor_config(config: Config) -> SensorConfig:
         cache_dir=Path(config.daemon.cache_dir),
         ringbuf_pages=config.sensor.ringbuf_pages,
         max_args=config.sensor.max_args,
+        ring_batch_ms=config.sensor.ring_batch_ms,
         inbound=config.netmap.enabled and config.netmap.inbound,
         module_syscalls_raw=config.sensor.module_syscalls_raw,
         **({"bpf_dir": Path(config.sensor.bpf_dir)} if config.sensor.bpf_dir else {}),

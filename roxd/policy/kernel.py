@@ -48,6 +48,7 @@ from roxd.policy.netenf import (
 )
 from roxd.policy.netenf_kernel import NetworkHook, Probe
 from roxd.policy.sightings import FoldSightings
+from roxd.policy.wakeups import urgent_mask
 from roxd.rules.ruleset import RuleSet
 from roxd.sensor.maps import (
     BaselineAllow,
@@ -77,6 +78,7 @@ class KernelMaps(Protocol):
     def set_connect_kills(self, by_port: LpmEntries, any_port: LpmEntries) -> None: ...
     def set_file_watches(self, entries: FileWatchEntries) -> None: ...
     def set_syscall_watches(self, names: Iterable[str] | None) -> None: ...
+    def set_ring_urgent(self, mask: int) -> None: ...  # policy/wakeups.py
     def clear_folds(self) -> None: ...
     def mark_quiet(self, decoded: Decoded, window_ns: int) -> None: ...
     def set_baselines(self, cgroups: BaselineCgroups, allow: BaselineAllow) -> None: ...
@@ -230,6 +232,8 @@ class KernelPolicy:
         self._maps.set_file_watches(file_watch_entries(
             merged_watches(rules.file_watch_set(), self._file_watches)))
         self._maps.set_syscall_watches(rules.syscall_watch_set())
+        self._maps.set_ring_urgent(urgent_mask(rules, kills_in_kernel=self._enforce,
+                                               host_kills=self._host_kills))
         self._maps.clear_folds()  # old "no rule cares" verdicts may no longer hold
         self._sightings.clear()
         self.counters.rule_applies += 1

@@ -11,6 +11,7 @@ import contextlib
 import ctypes as ct
 import dataclasses
 import logging
+import mmap
 import os
 import re
 import threading
@@ -50,12 +51,22 @@ log = logging.getLogger(__name__)
 
 EventCallback = Callable[[Decoded], None]
 
+# A batched poll (Sensor.poll) waits this much longer than the kernel's batch window, so a
+# record the kernel decided not to wake for just before the window closed is in the ring
+# when the wait ends.
+RING_POLL_MARGIN_MS = 2
+
 
 @dataclass(frozen=True)
 class SensorConfig:
     bpf_dir: Path = field(default_factory=default_bpf_dir)
     cache_dir: Path = Path("/var/cache/roxd")
     ringbuf_pages: int = 1024  # power of two; 4 MiB with 4 KiB pages
+    # Batched ring-buffer wake-ups (bpf/roxd.bpf.c ring_flags): an ordinary record wakes the
+    # consumer only if none did for this long; the others wait for the next timed poll, at
+    # most this long plus RING_POLL_MARGIN_MS. 0: every record may wake it (the kernel's own
+    # policy), as before.
+    ring_batch_ms: int = 20
     max_args: int = 32
     cgroup_root: str = ""  # cgroup v2 root for the inbound programs; "" = find it
     inbound: bool = True  # attach the inbound programs (inbound.bpf.c)
@@ -88,6 +99,13 @@ class Sensor:
         self._clock_offset_ns = 0
         self._decode_errors = 0
         self._callback_errors = 0
+        self._records = 0  # records handed to the callback (by poll or drain)
+        # _records when a full batch window last passed with no record: any record read
+        # since may be followed by records written without a wake-up (see poll())
+        self._idle_mark = 0
+        # ring_consumer (roxd.bpf.c) mapped into memory: "awake" costs a store, no bpf()
+        self._consumer_flag: mmap.mmap | None = None
+        self._awake = False  # what the flag says
         self.headers: HeaderTree | None = None
         self.attached: tuple[str, ...] = ()
         self.load_seconds = 0.0
@@ -160,6 +178,8 @@ class Sensor:
         seed[ct.c_int(0)] = ct.c_uint64(int.from_bytes(os.urandom(8), "little"))
         self._resync_clock()
         self._bpf["events"].open_ring_buffer(self._ring_callback)
+        if self._config.ring_batch_ms > 0:
+            self._consumer_flag = _map_consumer_flag(self._bpf)
         if self._config.inbound:
             self.inbound.attach(self._bpf, self._config.cgroup_root or _cgroup2_root())
         elif self.inbound.status.state == "off" and self.inbound.status.reason == "not attached":
@@ -211,6 +231,9 @@ class Sensor:
     def close(self) -> None:
         if self.udp_send is not None:
             self.udp_send.close()
+        if self._consumer_flag is not None:
+            self._consumer_flag.close()
+            self._consumer_flag = None
         if self._bpf is not None:
             self.inbound.detach()
             self._bpf.cleanup()
@@ -226,14 +249,52 @@ class Sensor:
     # ------------------------------------------------------------------ events
 
     def poll(self, timeout_ms: int) -> None:
-        """Wait up to timeout_ms for records and hand each to the callback."""
-        self._require().ring_buffer_poll(timeout_ms)
+        """Wait up to timeout_ms for records and hand each to the callback.
+
+        With batched wake-ups (ring_batch_ms > 0, bpf/roxd.bpf.c ring_flags) the kernel wakes
+        this wait only when it must: never while the consumer says it is awake (it reads the
+        ring again before it sleeps: the read just below), and for a sleeping one only for an
+        urgent record, the first record after a quiet ring_batch_ms, or a full 1/8 of the
+        ring. Every other record follows a wake-up by less than ring_batch_ms, so after any
+        record the wait is cut to ring_batch_ms plus a margin, and it ends with a read of the
+        ring whether or not a wake-up came (epoll_wait returning on its timeout reads
+        nothing). A whole window without records ends the batch: a later record is at least
+        ring_batch_ms after its CPU's last wake-up, so it wakes the consumer itself.
+        """
+        bpf = self._require()
+        batch_ms = self._config.ring_batch_ms
+        if batch_ms <= 0:
+            bpf.ring_buffer_poll(timeout_ms)
+            return
+        before = self._records
+        window = batch_ms + RING_POLL_MARGIN_MS
+        if before != self._idle_mark:
+            timeout_ms = min(timeout_ms, window)
+        self._set_awake(False)
+        bpf.ring_buffer_consume()  # written while we said we were awake: no wake-up came
+        started = time.monotonic()
+        if self._records == before:
+            bpf.ring_buffer_poll(timeout_ms)
+            bpf.ring_buffer_consume()
+        # (a record read made the callback say "awake": true until the next wait)
+        # a wait cut short by a signal proves nothing: only a whole window without records
+        # (less the margin's last millisecond: the clock's rounding, not a signal's cut)
+        if self._records == before and (time.monotonic() - started) * 1000 >= window - 1:
+            self._idle_mark = self._records
+
+    def _set_awake(self, awake: bool) -> None:
+        self._awake = awake
+        if self._consumer_flag is not None:
+            self._consumer_flag[0:8] = _AWAKE if awake else _ASLEEP
 
     def drain(self) -> None:
         """Hand over whatever is in the ring buffer now, without waiting."""
         self._require().ring_buffer_consume()
 
     def _ring_callback(self, _ctx: object, data: int, size: int) -> int:
+        self._records += 1
+        if not self._awake:  # reading records: no wake-up needed until the next wait
+            self._set_awake(True)
         raw = ct.string_at(data, size)
         try:
             decoded = records.decode(raw, self._clock_offset_ns, self._config.max_args)
@@ -363,6 +424,10 @@ class Sensor:
         for sc in range(1, len(records.SYSCALL_NAMES)):
             table[ct.c_int(sc)] = ct.c_uint8(1 if sc in wanted else 0)
 
+    def set_ring_urgent(self, mask: int) -> None:
+        """Which records wake roxd at once whatever the batching (roxd/policy/wakeups.py)."""
+        self._require()["ring_urgent"][ct.c_int(0)] = ct.c_uint32(mask)
+
     def set_file_watches(self, entries: FileWatchEntries) -> None:
         """Replace the kernel's file watch maps (see bpf/file.bpf.c): the LPM trie of exact
         paths and prefixes, the basename hashes, the watch-everything mask, the gates."""
@@ -461,6 +526,25 @@ class Sensor:
                                                          source))
 
 
+# ring_consumer (roxd.bpf.c): {awake, pending}; both writes clear pending, since the consumer
+# writes them just before it reads the ring
+_AWAKE, _ASLEEP = (1).to_bytes(4, "little") + bytes(4), bytes(8)
+
+
+def _map_consumer_flag(bpf) -> mmap.mmap | None:
+    """ring_consumer's {awake, pending} in shared memory (a BPF_F_MMAPABLE array maps its
+    values at offset 0). Every kernel with a BPF ring buffer (5.8) maps it (5.5); should
+    mmap fail all the same, the flag stays 0: roxd counts as asleep, `pending` is never
+    cleared, and every due wake-up is forced (correct, dearer)."""
+    try:
+        return mmap.mmap(bpf["ring_consumer"].map_fd, mmap.PAGESIZE, mmap.MAP_SHARED,
+                         mmap.PROT_READ | mmap.PROT_WRITE)
+    except (OSError, ValueError) as exc:
+        log.info("ring_consumer cannot be mapped (%s): every wake-up decision treats roxd "
+                 "as asleep", exc)
+        return None
+
+
 def _cgroup2_root() -> str:
     from roxd.containers.cgroups import find_cgroup2_mount
     from roxd.errors import CgroupError
@@ -486,6 +570,8 @@ def sensor_cflags(config: SensorConfig) -> list[str]:
     return [
         f"-I{config.bpf_dir}",
         f"-DRINGBUF_PAGES={config.ringbuf_pages}",
+        f"-DRING_BATCH_NS={max(0, config.ring_batch_ms) * 1_000_000}ULL",
+        f"-DRING_CPUS={max(1, os.cpu_count() or 1)}",
         f"-DMAX_ARGS={config.max_args}",
         f"-DROXD_TGID={os.getpid()}",  # roxd's own syscalls (bpf() all day) are skipped
         "-Wno-macro-redefined",

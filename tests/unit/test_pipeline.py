@@ -160,6 +160,9 @@ class FakeMaps:
     def set_syscall_watches(self, names: Iterable[str] | None) -> None:
         self.syscall_watches = None if names is None else frozenset(names)
 
+    def set_ring_urgent(self, mask: int) -> None:
+        self.ring_urgent = mask
+
     def clear_folds(self) -> None:
         self.fold_clears += 1
         self.quiet.clear()
