@@ -776,6 +776,46 @@ def test_an_exec_session_shell_is_a_foothold_whoever_roxd_sees_as_its_parent(
         assert "foothold.shell-in-container" in matched_ids(pack, event), parent
 
 
+def _entrypoint_run(command: str, parent: str, parent_cmd: str = "",
+                    session: str | None = "entrypoint") -> EnrichedEvent:
+    event = run(command, parent=parent, parent_cmd=parent_cmd)
+    assert event.process is not None
+    return dataclasses.replace(event, process=dataclasses.replace(event.process,
+                                                                  session=session))
+
+
+def test_an_application_runtime_shelling_out_one_command_is_not_a_foothold(
+        pack: RuleSet) -> None:
+    """subprocess.run(..., shell=True) in a Python job (the benign suite's
+    python-subprocess-job) is how applications work; a shell with no command, a command that is
+    just a shell, a web server's shell, awk's system() and any other session still match."""
+    rule = "foothold.shell-in-container"
+    quiet = [
+        ("/bin/sh -c 'gzip -c /data/report.csv > /data/report.csv.gz'", "/usr/bin/python3.11",
+         "python3 /app/report.py"),
+        ("/bin/sh -c 'ls -l /srv'", "/usr/bin/node", "node /app/worker.js"),
+        ("/bin/bash -ec 'make -C /app all'", "/usr/bin/ruby", "ruby jobs.rb"),
+    ]
+    for command, parent, parent_cmd in quiet:
+        event = _entrypoint_run(command, parent, parent_cmd)
+        assert rule not in matched_ids(pack, event), command
+    loud = [
+        ("/bin/sh", "/usr/bin/python3", "python3 -c import pty;pty.spawn('/bin/sh')"),
+        ("/bin/sh -i", "/usr/bin/python3", "python3 /app/x.py"),
+        ("/bin/sh -c /bin/sh", "/usr/bin/python3", "python3 /app/x.py"),
+        ("/bin/sh -c 'exec bash -i'", "/usr/bin/perl", "perl x.pl"),
+        ("/bin/sh -c '/bin/sh &'", "/usr/bin/awk", "awk BEGIN {system(\"/bin/sh &\")}"),
+        ("/bin/sh -c id", "/usr/bin/python3", "/usr/bin/python3 /usr/local/bin/gunicorn app:app"),
+        ("/bin/sh -c id", "/usr/bin/python3", "python3 manage.py runserver 0.0.0.0:8000"),
+    ]
+    for command, parent, parent_cmd in loud:
+        event = _entrypoint_run(command, parent, parent_cmd)
+        assert rule in matched_ids(pack, event), (command, parent_cmd)
+    for session in ("interactive", "unknown", None):
+        event = _entrypoint_run("/bin/sh -c id", "/usr/bin/python3", "python3 /app/x.py", session)
+        assert rule in matched_ids(pack, event), session
+
+
 def test_busybox_shell_counts_as_a_shell(pack: RuleSet) -> None:
     event = run("busybox sh -c id", parent="/usr/bin/python3", exe="/bin/busybox")
     assert "foothold.shell-in-container" in matched_ids(pack, event)
