@@ -264,8 +264,9 @@ class Pipeline:
                 drifted = self._drift.check(enriched)
                 script = self._drift.check_script(enriched)
             if facts is not None or drifted is not None or script is not None:
-                enriched = EnrichedEvent(event, container, enriched.process, facts, drifted,
-                                         script)
+                # the enriched event, not the sensor's: a file path resolved there stays
+                enriched = EnrichedEvent(enriched.event, container, enriched.process, facts,
+                                         drifted, script)
         taps = self._taps
         if taps.active:
             taps.publish(enriched)

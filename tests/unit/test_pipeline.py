@@ -30,7 +30,16 @@ from roxd.containers.process_table import ProcessTable
 from roxd.containers.resolver import ContainerResolver
 from roxd.enforce.kill import KillOutcome
 from roxd.enforce.response import Responder
-from roxd.model import Alert, ConnectEvent, ExecEvent, ExitEvent, Outcome, SeccompEvent
+from roxd.model import (
+    Alert,
+    BaselineFacts,
+    ConnectEvent,
+    ExecEvent,
+    ExitEvent,
+    FileEvent,
+    Outcome,
+    SeccompEvent,
+)
 from roxd.pipeline import EventTaps, Pipeline
 from roxd.policy.kernel import KernelPolicy
 from roxd.policy.kill_tables import split_verdict
@@ -644,3 +653,30 @@ def test_the_exec_hold_is_a_lease_roxd_must_renew(rig: Rig) -> None:
     rig.rule_file.write_text(RULES.replace('host = false\nimage = ["web"]', ''))
     rig.rules.reload()  # no rule needs the hold any more: the lease is 0, off
     assert rig.maps.hold_unknown == 0
+
+
+class _FactsForEverything:
+    """A baselines stage with a verdict on every event: the pipeline then builds a new
+    EnrichedEvent with the facts (the place the resolved file path was once lost)."""
+
+    def observe(self, event: Any) -> BaselineFacts:
+        return BaselineFacts(workload="web", mode="monitor", verdict="learning",
+                             locked_at_ns=None, learned=1, first_seen_ns=1)
+
+
+def test_a_file_path_resolved_by_the_enricher_survives_the_baseline_facts(rig: Rig) -> None:
+    """CI caught `resolved` None on file alerts: the facts' new EnrichedEvent took the raw
+    sensor event instead of the enriched one (whose relative path was resolved against
+    /proc/<pid>/cwd while the process lived)."""
+    pipeline = Pipeline(enricher=rig.enricher, rules=lambda: rig.rules.current,
+                        policy=rig.policy, responder=Responder(guard=rig.policy.kill_guard),
+                        alerts=AlertDispatcher(rig.delivery), taps=EventTaps(Topic("events")),
+                        baselines=_FactsForEverything())  # type: ignore[arg-type]
+    event = FileEvent(time_ns=time.time_ns(), pid=os.getpid(), uid=0,
+                      cgroup_id=rig.web_cgroup, comm="sh", operation="open",
+                      path="authorized_keys", access=("write",))
+    out = pipeline.handle(Decoded(event))
+    assert out.event.container is not None
+    assert out.event.baseline is not None and out.event.baseline.verdict == "learning"
+    assert isinstance(out.event.event, FileEvent)
+    assert out.event.event.resolved == os.path.join(os.getcwd(), "authorized_keys")
