@@ -55,6 +55,10 @@ class SensorSection:
     # this long (plus 2 ms) for the next read instead of waking roxd (docs/performance.md).
     # 0: every record may wake roxd, as before.
     ring_batch_ms: int = 20
+    # After a read that found records roxd stays awake this long (ms) and reads again, so a
+    # storm is read in batches rather than with a wake-up per record; a record written
+    # meanwhile (an urgent one too) waits at most this long. 0: off (docs/performance.md).
+    ring_linger_ms: float = 1.0
     # Module load attempts (init_module, finit_module, delete_module) on kernels whose module
     # syscalls have no tracepoints: seen only by a raw sys_exit program that runs for every
     # system call on the host (docs/detection.md, evasion: measured cost). Off by default.
@@ -257,6 +261,9 @@ def _check(config: Config, source: str) -> None:
     if config.sensor.ringbuf_pages <= 0 or config.sensor.ringbuf_pages & (
             config.sensor.ringbuf_pages - 1):
         raise ConfigError(source, "sensor.ringbuf_pages must be a power of two")
+    if not 0 <= config.sensor.ring_linger_ms <= 50:
+        raise ConfigError(source, "sensor.ring_linger_ms must be between 0 and 50 (ms), not "
+                          f"{config.sensor.ring_linger_ms}")
     if not 0 <= config.sensor.ring_batch_ms <= 1000:
         raise ConfigError(source, "sensor.ring_batch_ms must be between 0 and 1000 (ms), not "
                           f"{config.sensor.ring_batch_ms}")

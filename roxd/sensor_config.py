@@ -16,6 +16,7 @@ def sensor_config(config: Config) -> SensorConfig:
         ringbuf_pages=config.sensor.ringbuf_pages,
         max_args=config.sensor.max_args,
         ring_batch_ms=config.sensor.ring_batch_ms,
+        ring_linger_ms=config.sensor.ring_linger_ms,
         inbound=config.netmap.enabled and config.netmap.inbound,
         module_syscalls_raw=config.sensor.module_syscalls_raw,
         **({"bpf_dir": Path(config.sensor.bpf_dir)} if config.sensor.bpf_dir else {}),

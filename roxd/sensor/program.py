@@ -67,6 +67,10 @@ class SensorConfig:
     # most this long plus RING_POLL_MARGIN_MS. 0: every record may wake it (the kernel's own
     # policy), as before.
     ring_batch_ms: int = 20
+    # After a read that handed over records, the consumer stays "awake" this long and reads
+    # again (Sensor.poll): records written meanwhile, urgent ones included, wake nobody, so a
+    # storm is read in batches, not one wake-up per record. 0: off. Needs ring_batch_ms > 0.
+    ring_linger_ms: float = 1.0
     max_args: int = 32
     cgroup_root: str = ""  # cgroup v2 root for the inbound programs; "" = find it
     inbound: bool = True  # attach the inbound programs (inbound.bpf.c)
@@ -103,6 +107,9 @@ class Sensor:
         # _records when a full batch window last passed with no record: any record read
         # since may be followed by records written without a wake-up (see poll())
         self._idle_mark = 0
+        # _records when poll() last started a wait or a linger: a poll that finds it moved
+        # read records the last time, so a burst may be under way and it lingers first
+        self._read_mark = 0
         # ring_consumer (roxd.bpf.c) mapped into memory: "awake" costs a store, no bpf()
         self._consumer_flag: mmap.mmap | None = None
         self._awake = False  # what the flag says
@@ -266,7 +273,9 @@ class Sensor:
         if batch_ms <= 0:
             bpf.ring_buffer_poll(timeout_ms)
             return
-        before = self._records
+        if self._linger():
+            return
+        before = self._read_mark = self._records
         window = batch_ms + RING_POLL_MARGIN_MS
         if before != self._idle_mark:
             timeout_ms = min(timeout_ms, window)
@@ -281,6 +290,28 @@ class Sensor:
         # (less the margin's last millisecond: the clock's rounding, not a signal's cut)
         if self._records == before and (time.monotonic() - started) * 1000 >= window - 1:
             self._idle_mark = self._records
+
+    def _linger(self) -> bool:
+        """After a poll that read records, stay awake for ring_linger_ms and read again.
+
+        A consumer that keeps up with a storm sleeps between records, so each urgent record
+        wakes it: an irq_work and a scheduler wake-up inside the traced program (about 10 us
+        per exec measured, docs/performance.md), and a whole pass of the daemon's loop per
+        record in roxd. While the flag says awake the kernel sends no wake-up at all, so
+        a storm's records collect during the linger and are read together. The cost: a record
+        written during a linger waits for its end (at most ring_linger_ms, an urgent one
+        included); the first record after a quiet spell still wakes roxd at once. True when
+        the linger read records (the caller's loop runs, and the next poll lingers again).
+        """
+        linger_ms = self._config.ring_linger_ms
+        if linger_ms <= 0 or self._records == self._read_mark:
+            return False
+        self._read_mark = self._records
+        if not self._awake:  # (a drain's records: the flag is set by any read)
+            self._set_awake(True)
+        time.sleep(linger_ms / 1000)
+        self._require().ring_buffer_consume()
+        return self._records != self._read_mark
 
     def _set_awake(self, awake: bool) -> None:
         self._awake = awake
