@@ -1,0 +1,94 @@
+"""The linger after a read (Sensor._linger, [sensor] ring_linger_ms): after a poll that found
+records the consumer stays "awake" for ring_linger_ms and reads again, so records the kernel
+writes meanwhile (told by the flag that nobody sleeps) need no wake-up and a storm is read in
+batches. It must never sleep while saying it is awake, nor linger after a read that found
+nothing, nor delay the first record after a quiet spell."""
+
+from __future__ import annotations
+
+import pytest
+
+from roxd.config import ConfigError, load_config
+from roxd.sensor import program
+from roxd.sensor.program import Sensor, SensorConfig
+from tests.unit.test_ring_wakeups import FakeRing, awake, fake_sensor
+
+
+def lingering(monkeypatch: pytest.MonkeyPatch, linger_ms: float = 1.0
+              ) -> tuple[Sensor, FakeRing, list[tuple[float, bool]], list[list[bool]]]:
+    """A fake sensor whose time.sleep records (seconds, flag says awake) and lets the records
+    of `arrivals[0]` land in the ring meanwhile, written without a wake-up."""
+    sensor, ring = fake_sensor(20, monkeypatch)
+    sensor._config = SensorConfig(ring_batch_ms=20, ring_linger_ms=linger_ms)
+    sleeps: list[tuple[float, bool]] = []
+    arrivals: list[list[bool]] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append((seconds, awake(sensor)))
+        if arrivals:
+            ring.queue += arrivals.pop(0)
+
+    monkeypatch.setattr(program.time, "sleep", sleep)
+    return sensor, ring, sleeps, arrivals
+
+
+def test_a_burst_is_read_in_lingers_while_the_flag_says_awake(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sensor, ring, sleeps, arrivals = lingering(monkeypatch)
+    ring.during = [True]  # the first record after a quiet spell wakes roxd at once
+    sensor.poll(100)
+    assert sensor._records == 1 and sleeps == []  # no linger before that first read
+    arrivals += [[False] * 5, [False] * 3]  # the storm goes on: no wake-ups while awake
+    waits = len(ring.timeouts)
+    sensor.poll(100)
+    assert sensor._records == 6 and len(ring.timeouts) == waits  # read after a linger, no wait
+    sensor.poll(100)
+    assert sensor._records == 9 and len(ring.timeouts) == waits
+    assert sleeps == [(0.001, True), (0.001, True)]  # each linger said "awake" throughout
+    sensor.poll(100)  # a linger that finds nothing: the burst is over, roxd goes to sleep
+    assert len(sleeps) == 3 and len(ring.timeouts) == waits + 1
+    assert not awake(sensor)
+    assert set(ring.awake_while_waiting) == {bytes(8)}  # it never slept saying it was awake
+
+
+def test_no_linger_after_a_poll_that_read_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    sensor, ring, sleeps, _arrivals = lingering(monkeypatch)
+    for _ in range(3):
+        sensor.poll(100)
+    assert sleeps == [] and ring.timeouts == [100, 100, 100]
+
+
+def test_a_record_written_during_a_linger_is_read_at_its_end(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An urgent record written while roxd lingers waits for the linger's end (at most
+    ring_linger_ms): the kernel saw "awake" and sent no wake-up; the read after the sleep has
+    it, before any wait."""
+    sensor, ring, sleeps, arrivals = lingering(monkeypatch, linger_ms=2.5)
+    ring.during = [True]
+    sensor.poll(100)
+    arrivals.append([True])  # urgent, but the flag says awake: no wake-up is sent
+    waits = len(ring.timeouts)
+    sensor.poll(100)
+    assert sensor._records == 2 and len(ring.timeouts) == waits and sleeps == [(0.0025, True)]
+
+
+def test_linger_off_is_the_batched_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    sensor, ring, sleeps, _arrivals = lingering(monkeypatch, linger_ms=0)
+    ring.during = [True]
+    sensor.poll(100)
+    sensor.poll(100)
+    assert sleeps == [] and len(ring.timeouts) == 2
+
+
+@pytest.mark.parametrize("value", ["-1", "51", '"1"'])
+def test_the_config_bounds_the_linger(tmp_path, value: str) -> None:
+    cfg = tmp_path / "roxd.toml"
+    cfg.write_text(f"[sensor]\nring_linger_ms = {value}\n")
+    with pytest.raises(ConfigError, match="ring_linger_ms"):
+        load_config(cfg)
+
+
+def test_an_integer_linger_is_accepted(tmp_path) -> None:
+    cfg = tmp_path / "roxd.toml"
+    cfg.write_text("[sensor]\nring_linger_ms = 2\n")
+    assert load_config(cfg).sensor.ring_linger_ms == 2
