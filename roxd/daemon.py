@@ -319,6 +319,7 @@ class Daemon:
             sensor,
             enforce_in_kernel=not self.config.rules.monitor
             and self.features.send_signal.available,
+            monitor=self.config.rules.monitor,
             fold_window_ns=int(self.config.sensor.fold_window_s * 1e9),
             containers=attribution.resolver.containers,
             known_cgroups=attribution.index.known_ids,

@@ -25,11 +25,24 @@ Its descendants inherit the class through a pid → session map fed by exec even
 LRU, like the process table). A process whose ancestors roxd never saw exec (the container
 started before roxd) is classified by walking its ancestry up to the runtime.
 
+A process that execs again (`sh -c 'exec x'`, busybox and ash running the last command of
+`sh -c` in place, env/nice/timeout) is still the session it was: its earlier image was that
+session's first process, so it uses up no `runc exec` of another session and, when the runtime
+is gone and /proc no longer has it either, keeps the session of its earlier image instead of
+becoming `unknown`. The same process is recognised by its host pid, its pid in the container's
+own pid namespace and its cgroup, with its parent still its parent or an ancestor it was
+re-parented to (a process that only reused the pid matches both pid counters only after the
+container itself went through the whole pid space). The earlier session stands in only for
+`unknown`: runc's arguments, or a terminal seen on its fd 0, still decide first.
+
 What it cannot tell: an exec session that runs exactly the health check's command line is a
 health check (whatever it does next is still matched by every rule); Kubernetes exec probes
 are non-interactive exec sessions (roxd does not read pod specs); a session whose first process
 exits within about a millisecond of its start is `unknown`, and rules treat `unknown` as
-strictly as `interactive`.
+strictly as `interactive`. Without the runtime's `runc exec` record (dropped from a full ring
+buffer, say) a session's first process that is gone before roxd reads it stays `unknown`, even
+with the shim as its parent: that proves a runtime session (in a container with its own pid
+namespace nothing else is re-parented to the shim), but not whether it had a terminal.
 """
 
 from __future__ import annotations
@@ -40,7 +53,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
-from roxd.model import Container, Process
+from roxd.model import Ancestor, Container, Process
 from roxd.vocabulary import SESSION_KINDS
 
 ENTRYPOINT, HEALTHCHECK, INTERACTIVE, EXEC, UNKNOWN, BUILD = SESSION_KINDS
@@ -55,6 +68,10 @@ _TERMINALS = ("/dev/pts/", "/dev/tty", "/dev/console")
 _VERBS = ("exec", "create", "run", "init")
 # how long a `runc exec` seen on the host waits for its process in the container
 PENDING_EXEC_S = 5.0
+
+
+# what a session's first process was at its exec: (vpid, cgroup id, session, ancestors)
+_FirstImage = tuple[int, int, str, tuple[Ancestor, ...]]
 
 
 def runtime_verb(args: tuple[str, ...]) -> str | None:
@@ -93,6 +110,21 @@ def _matches(args: tuple[str, ...], expected: tuple[str, ...], truncated: bool) 
     return truncated and len(args) <= len(expected) and expected[: len(args)] == args
 
 
+def _same(process: Process, earlier: _FirstImage) -> _FirstImage | None:
+    """earlier, when it is an earlier image of this very process (a session's first process
+    then): same host pid (the caller's key), same pid in the container's own pid namespace
+    (vpid known and not the host pid: in the host's pid namespace the pair proves nothing),
+    same cgroup, and a parent that is its parent then or an ancestor it has been re-parented to
+    since. A process that only reused the host pid matches the vpid too only once the
+    container itself has gone through its whole pid space."""
+    vpid, cgroup_id, _, ancestors = earlier
+    if (not process.ancestors or process.vpid is None or process.vpid == process.pid
+            or vpid != process.vpid or cgroup_id != process.cgroup_id):
+        return None
+    parent = process.ancestors[0].pid
+    return earlier if any(a.pid == parent for a in ancestors) else None
+
+
 class SessionClassifier:
     """pid → session kind for container processes; classify() is called once per exec."""
 
@@ -109,13 +141,17 @@ class SessionClassifier:
         self._vpid_of = vpid_of or (lambda pid: None)
         self._lock = threading.Lock()
         self._by_pid: OrderedDict[int, str] = OrderedDict()
+        # pid -> its image at its exec, for the sessions' first processes only (one per `docker
+        # exec`, not one per exec): a later exec of the same process is no new session
+        self._firsts: OrderedDict[int, _FirstImage] = OrderedDict()
 
     def classify(self, process: Process, container: Container | None) -> str | None:
         """The session of a process that just exec'd (None on the host); remembered for its
         descendants."""
         if container is None:
             return None
-        session = self._decide(process, container)
+        earlier = self._firsts.get(process.pid)  # one dict read, atomic: no lock per exec
+        session = self._decide(process, container, True, earlier and _same(process, earlier))
         self._remember(process.pid, session)
         return session
 
@@ -170,7 +206,11 @@ class SessionClassifier:
         with self._lock:
             self._by_pid.pop(pid, None)
 
-    def _decide(self, process: Process, container: Container, at_exec: bool = True) -> str:
+    def _decide(self, process: Process, container: Container, at_exec: bool = True,
+                again: _FirstImage | None = None) -> str:
+        """again: this exec's process was already a session's first process (an exec of the
+        same process again): it takes no pending `runc exec`, which would be another
+        session's, and its earlier session stands where this one cannot be told."""
         if container.build_step:
             return BUILD
         if process.vpid == 1:
@@ -187,9 +227,10 @@ class SessionClassifier:
                 if verb in ("create", "run"):  # runc started the container's init: pid 1's tree
                     return ENTRYPOINT
                 if verb == "exec":  # runc's own arguments say whether it gave a terminal
-                    if at_exec:
+                    if at_exec and again is None:
                         self._take_pending(container.id)
-                    return self._first_of_session(*first, container, tty=has_console(anc.args))
+                    return self._first_of_session(*first, container, tty=has_console(anc.args),
+                                                  first_of=process if at_exec else None)
                 if verb == "init":
                     continue
                 break
@@ -206,8 +247,10 @@ class SessionClassifier:
             # nothing known above it: the runtime started it. A `runc exec` into this
             # container seen a moment ago says whether with a terminal, when /proc no longer
             # can (a busy roxd reads it after the process is gone)
-            pending = self._take_pending(container.id) if at_exec else None
-            return self._first_of_session(*first, container, fallback=pending)
+            pending = self._take_pending(container.id) if at_exec and again is None else None
+            return self._first_of_session(*first, container, fallback=pending,
+                                          first_of=process if at_exec else None,
+                                          earlier=again[2] if again is not None else None)
         return self._first_of_session(*first, container)
 
     def _outside(self, pid: int, cgroup_id: int) -> bool:
@@ -227,7 +270,26 @@ class SessionClassifier:
 
     def _first_of_session(self, pid: int, args: tuple[str, ...], truncated: bool,
                           container: Container, tty: bool | None = None,
-                          fallback: bool | None = None) -> str:
+                          fallback: bool | None = None, first_of: Process | None = None,
+                          earlier: str | None = None) -> str:
+        """first_of: the process whose exec this is, when it is the session's first (its image
+        is kept to recognise a later exec of it); earlier: that process's session at its
+        earlier exec, for when this one cannot be told."""
+        session = self._first_session(pid, args, truncated, container, tty, fallback)
+        if session == UNKNOWN and earlier is not None:
+            session = earlier
+        if (first_of is not None and first_of.pid == pid and first_of.vpid is not None
+                and first_of.vpid != pid):  # the host's pid namespace: nothing to recognise by
+            image = (first_of.vpid, first_of.cgroup_id, session, first_of.ancestors)
+            with self._lock:
+                self._firsts[pid] = image
+                self._firsts.move_to_end(pid)
+                while len(self._firsts) > self.capacity:
+                    self._firsts.popitem(last=False)
+        return session
+
+    def _first_session(self, pid: int, args: tuple[str, ...], truncated: bool,
+                       container: Container, tty: bool | None, fallback: bool | None) -> str:
         expected = container.healthcheck
         if expected and _matches(args, expected, truncated):
             return HEALTHCHECK

@@ -173,9 +173,13 @@ class KernelPolicy:
                  protected_exes: Sequence[str] = (),
                  baselines: Baselines | None = None,
                  file_watches: FileWatchSet | None = None,
-                 peer_owners: Callable[[], Mapping[str, str]] = dict) -> None:
+                 peer_owners: Callable[[], Mapping[str, str]] = dict,
+                 monitor: bool = False) -> None:
         """enforce_in_kernel: False in monitor mode or where bpf_send_signal is missing (the
-        kill tables then stay empty). containers: the attributed containers now (the
+        kill tables then stay empty). monitor: [rules] monitor, nothing is enforced at all
+        (the two cases of enforce_in_kernel False differ for the ring's wake-ups: without
+        bpf_send_signal a kill rule kills by pidfd and its records are urgent; in monitor
+        mode nothing is). containers: the attributed containers now (the
         resolver). known_cgroups: every cgroup id classified so far (the cgroup index).
         host_kills ([enforce] host_kills, off by default): kill host processes too; off, no
         SCOPE_HOST kill entry is written and userspace kills spare the host.
@@ -189,6 +193,8 @@ class KernelPolicy:
         self._guarded = GuardedMaps(maps, self.counters)
         self._maps: KernelMaps = self._guarded  # type: ignore[assignment]
         self._enforce = enforce_in_kernel
+        self._monitor = monitor
+        self._ring_urgent = 0
         self._fold_window_ns = fold_window_ns
         self._sightings = FoldSightings()  # a key is marked at its second quiet verdict
         self._containers = containers
@@ -232,8 +238,9 @@ class KernelPolicy:
         self._maps.set_file_watches(file_watch_entries(
             merged_watches(rules.file_watch_set(), self._file_watches)))
         self._maps.set_syscall_watches(rules.syscall_watch_set())
-        self._maps.set_ring_urgent(urgent_mask(rules, kills_in_kernel=self._enforce,
-                                               host_kills=self._host_kills))
+        self._ring_urgent = urgent_mask(rules, kills_in_kernel=self._enforce,
+                                        host_kills=self._host_kills, monitor=self._monitor)
+        self._maps.set_ring_urgent(self._ring_urgent)
         self._maps.clear_folds()  # old "no rule cares" verdicts may no longer hold
         self._sightings.clear()
         self.counters.rule_applies += 1
@@ -350,6 +357,7 @@ class KernelPolicy:
         """What the kernel was told, for status and tests."""
         protected = self.kill_guard.protected
         return {"generation": self._generation, "hold_unknown": self._hold,
+                "ring_urgent": self._ring_urgent,
                 "host_kills": self._host_kills,
                 "protected_comms": list(protected.comms),
                 "protected_exes": list(protected.exes),

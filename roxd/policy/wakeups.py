@@ -7,7 +7,10 @@ cannot wait: its latency is how long the process runs. This module turns the rul
 the kernel's `ring_urgent` mask (bpf/process.bpf.c): one bit for containers, one for the
 host, set when some rule may enforce from userspace there. Every record from such a place
 wakes a sleeping roxd (exits too: see process.bpf.c). In-kernel kills need no bit (the kill
-happened before the record was written, and the record itself wakes roxd)."""
+happened before the record was written, and the record itself wakes roxd). In monitor mode
+([rules] monitor) roxd enforces nothing, in the kernel or from userspace: a match is only
+reported ("would kill"), so no rule makes a place urgent and the mask is 0 (held execs and
+in-kernel kills are urgent in the kernel itself, without this mask)."""
 
 from __future__ import annotations
 
@@ -22,9 +25,14 @@ CONTAINERS, HOST = 1, 2  # ring_urgent[0] bits
 RING_EVENTS = frozenset(RULE_EVENT_KINDS) - {"seccomp"}
 
 
-def urgent_mask(rules: RuleSet, *, kills_in_kernel: bool, host_kills: bool) -> int:
+def urgent_mask(rules: RuleSet, *, kills_in_kernel: bool, host_kills: bool,
+                monitor: bool) -> int:
     """kills_in_kernel: the policy writes kernel kill entries (enforcing and
-    bpf_send_signal there); host_kills: [enforce] host_kills."""
+    bpf_send_signal there); host_kills: [enforce] host_kills; monitor: [rules] monitor (both
+    it and a kernel without bpf_send_signal turn kills_in_kernel off, but only without
+    bpf_send_signal does a kill rule still kill, by pidfd)."""
+    if monitor:
+        return 0  # a "would kill" can wait for the batched poll: nothing runs on because of it
     mask = 0
     for rule in rules.rules:
         if rule.event not in RING_EVENTS or not rule.enabled or rule.monitor:

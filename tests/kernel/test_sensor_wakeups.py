@@ -12,14 +12,18 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from roxd.model import ExecEvent
-from roxd.policy.wakeups import HOST
+from roxd.policy.kernel import KernelPolicy
+from roxd.policy.wakeups import CONTAINERS, HOST
+from roxd.rules.active import ActiveRules
 from roxd.sensor.program import Sensor, SensorConfig
 from roxd.sensor.records import Decoded
 
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="loads eBPF programs: needs root")
 
 
@@ -81,6 +85,22 @@ def test_an_urgent_record_arrives(sensor: tuple[Sensor, list[Decoded]]) -> None:
         _poll_until(s, lambda: marker in _markers(seen, marker))
         assert marker in _markers(seen, marker)
         assert int(s.bcc["ring_urgent"][ct.c_int(0)].value) == HOST
+    finally:
+        s.set_ring_urgent(0)
+
+
+def test_monitor_mode_writes_no_urgent_place(sensor: tuple[Sensor, list[Decoded]]) -> None:
+    # the policy as the daemon builds it without bpf_send_signal (kills by pidfd: the shipped
+    # pack's container kill is urgent) and in [rules] monitor (nothing enforced: none is)
+    s, _ = sensor
+    rules = ActiveRules([REPO / "rules"]).load()
+    try:
+        for monitor, want in ((False, CONTAINERS), (True, 0)):
+            policy = KernelPolicy(s, enforce_in_kernel=False, fold_window_ns=0,
+                                  containers=list, monitor=monitor)
+            policy.apply_rules(rules)
+            assert int(s.bcc["ring_urgent"][ct.c_int(0)].value) == want
+            assert policy.counters.map_write_errors == 0
     finally:
         s.set_ring_urgent(0)
 

@@ -251,3 +251,120 @@ def test_runc_inits_scratch_unmount_is_quiet_a_mount_there_is_not(rules) -> None
     assert mount_rule not in syscall("mount", scratch, "MS_RDONLY|MS_REMOUNT|MS_BIND")
     assert mount_rule in syscall("mount", scratch, "MS_BIND")
     assert mount_rule in syscall("umount2", "/mnt/host")
+
+
+# ------------------------------------------------------------------ runc exec already gone
+
+SHIM_PARENT = (SHIM,)  # `runc exec --detach` exited: the shim (a subreaper) adopted the process
+CID = WEB.id
+
+
+def runc_exec(pid: int, *, console: bool) -> Process:
+    """`runc exec` on the host, as the shim runs it for `docker exec` (-t: a console socket)."""
+    extra = ("--console-socket", "/tmp/c.sock") if console else ()
+    return proc(pid, "/usr/sbin/runc", ("runc", "--root", "/var/run/docker/runtime-runc/moby",
+                                        "exec", "--process", f"/tmp/runc-process{pid}",
+                                        *extra, "--detach", "--pid-file", f"/run/{pid}.pid",
+                                        CID))
+
+
+def runc_parent(exec_proc: Process) -> Ancestor:
+    return Ancestor(exec_proc.pid, exec_proc.exe, exec_proc.args)
+
+
+def gone_classifier() -> SessionClassifier:
+    """A busy roxd: every container process is gone before its fd 0 is read."""
+    return SessionClassifier(is_terminal=lambda pid: None, vpid_of=lambda pid: None)
+
+
+def test_shim_parent_first_process_gone_is_classified_by_the_runc_exec_seen_on_the_host() -> None:
+    s = gone_classifier()
+    s.runtime_exec(runc_exec(900, console=False))
+    probe = proc(903, "/bin/sh", ("/bin/sh", "-c", "curl -f localhost"), SHIM_PARENT, vpid=7)
+    assert s.classify(probe, WEB) == "exec"
+    s.runtime_exec(runc_exec(910, console=True))
+    person = proc(913, "/bin/sh", ("/bin/sh", "-c", "id"), SHIM_PARENT, vpid=8)
+    assert s.classify(person, WEB) == "interactive"
+
+
+def test_shim_parent_without_the_runc_exec_record_stays_unknown() -> None:
+    # the shim as parent, and the container's init not the parent, prove a runtime session (in
+    # a container with its own pid namespace nothing else is re-parented to the shim), not
+    # whether it had a terminal: a `docker exec -t` gone as fast must not become `exec`
+    s = gone_classifier()
+    probe = proc(903, "/bin/sh", ("/bin/sh", "-c", "curl -f localhost"), SHIM_PARENT, vpid=7)
+    assert s.classify(probe, WEB) == "unknown"
+
+
+def test_a_process_that_execs_again_keeps_its_session_when_runc_is_gone() -> None:
+    # `docker exec c sh -c 'exec sh -c x'` (busybox's sh runs the last command in place too):
+    # the second image's parent is the shim once runc exited, and the process is gone when a
+    # busy roxd reads it. Before: `unknown`, and foothold.shell-in-container alerted
+    s = gone_classifier()
+    runc = runc_exec(920, console=False)
+    s.runtime_exec(runc)
+    first = proc(923, "/bin/sh", ("/bin/sh", "-c", "exec /bin/sh -c ': probe'"),
+                 (runc_parent(runc), SHIM), vpid=9)
+    assert s.classify(first, WEB) == "exec"
+    again = proc(923, "/bin/sh", ("/bin/sh", "-c", ": probe"), SHIM_PARENT, vpid=9)
+    assert s.classify(again, WEB) == "exec"
+    again2 = proc(923, "/bin/true", ("/bin/true",), SHIM_PARENT, vpid=9)
+    assert s.classify(again2, WEB) == "exec"  # and again
+
+
+def test_an_exec_again_takes_no_other_sessions_runc_exec() -> None:
+    # a person's `docker exec -it c sh -c 'exec bash'` while a probe's `runc exec` (no
+    # terminal) is pending: before, bash took the probe's record and became `exec` (an
+    # interactive shell quiet), and the probe then had none and became `unknown`
+    s = gone_classifier()
+    tty = runc_exec(930, console=True)
+    s.runtime_exec(tty)
+    first = proc(933, "/bin/sh", ("sh", "-c", "exec bash"), (runc_parent(tty), SHIM), vpid=10)
+    assert s.classify(first, WEB) == "interactive"
+    s.runtime_exec(runc_exec(940, console=False))  # the probe's runc exec
+    bash = proc(933, "/bin/bash", ("bash",), SHIM_PARENT, vpid=10)
+    assert s.classify(bash, WEB) == "interactive"
+    probe = proc(943, "/bin/sh", ("/bin/sh", "-c", "curl -f localhost"), SHIM_PARENT, vpid=11)
+    assert s.classify(probe, WEB) == "exec"
+
+
+def test_a_new_process_that_reuses_the_pid_is_a_new_session() -> None:
+    s = gone_classifier()
+    s.runtime_exec(runc_exec(950, console=False))
+    s.classify(proc(953, "/bin/sh", ("sh", "-c", "x"), SHIM_PARENT, vpid=12), WEB)  # exec
+    other_vpid = proc(953, "/bin/sh", ("sh",), SHIM_PARENT, vpid=40)
+    assert s.classify(other_vpid, WEB) == "unknown"  # not recognised: no runc exec, gone
+    s.runtime_exec(runc_exec(960, console=True))
+    s.classify(proc(963, "/bin/sh", ("sh", "-c", "x"), SHIM_PARENT, vpid=13), WEB)
+    stranger = Ancestor(70, "/usr/bin/python3", ("python3",))
+    reparented_away = proc(963, "/bin/sh", ("sh",), (stranger,), vpid=13)
+    assert s.classify(reparented_away, WEB) == "unknown"  # a parent it never had above it
+    s.runtime_exec(runc_exec(964, console=True))
+    s.classify(proc(967, "/bin/sh", ("sh", "-c", "x"), SHIM_PARENT, vpid=16), WEB)
+    elsewhere = replace(proc(967, "/bin/sh", ("sh",), SHIM_PARENT, vpid=16), cgroup_id=6)
+    assert s.classify(elsewhere, WEB) == "unknown"  # another cgroup
+    # the host's pid namespace (vpid == pid) proves nothing: as before, a new session
+    s.runtime_exec(runc_exec(970, console=False))
+    s.classify(proc(973, "/bin/sh", ("sh", "-c", "x"), SHIM_PARENT, vpid=973), WEB)
+    assert s.classify(proc(973, "/bin/sh", ("sh",), SHIM_PARENT, vpid=973), WEB) == "unknown"
+
+
+def test_a_terminal_seen_on_an_exec_again_still_counts() -> None:
+    # only what cannot be told is taken from the earlier image: fd 0 read as a terminal wins
+    ttys: dict[int, bool | None] = {980: None}
+    s = SessionClassifier(is_terminal=lambda pid: ttys.get(pid), vpid_of=lambda pid: None)
+    s.runtime_exec(runc_exec(977, console=False))
+    s.classify(proc(980, "/bin/sh", ("sh", "-c", "exec bash"), SHIM_PARENT, vpid=14), WEB)
+    ttys[980] = True
+    assert s.classify(proc(980, "/bin/bash", ("bash",), SHIM_PARENT, vpid=14), WEB) == \
+        "interactive"
+
+
+def test_the_shipped_rule_is_quiet_for_an_exec_again_of_a_probe(rules) -> None:
+    s = gone_classifier()
+    runc = runc_exec(990, console=False)
+    s.runtime_exec(runc)
+    s.classify(proc(993, "/bin/sh", ("/bin/sh", "-c", "exec /bin/sh /probe.sh"),
+                    (runc_parent(runc), SHIM), vpid=15), WEB)
+    again = proc(993, "/bin/sh", ("/bin/sh", "/probe.sh"), SHIM_PARENT, vpid=15)
+    assert SHELL not in hits(rules, replace(again, session=s.classify(again, WEB)))

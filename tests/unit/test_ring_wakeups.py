@@ -56,20 +56,46 @@ ALERT_ONLY = [rule("t.exec-alert", "exec", '"alert"', 'exe_basename = ["nc"]'),
 
 def test_alert_only_rules_and_kernel_kills_wake_nothing(tmp_path: Path) -> None:
     rules = load(tmp_path, NAME_KILL, *ALERT_ONLY)
-    assert urgent_mask(rules, kills_in_kernel=True, host_kills=True) == 0
+    assert urgent_mask(rules, kills_in_kernel=True, host_kills=True, monitor=False) == 0
 
 
 def test_a_kernel_kill_rule_is_urgent_where_the_kernel_cannot_kill(tmp_path: Path) -> None:
-    # monitor mode or no bpf_send_signal: the kill (or "would kill") is decided in userspace
+    # no bpf_send_signal: the kill is done by pidfd in userspace, after the record is read
     rules = load(tmp_path, NAME_KILL)
-    assert urgent_mask(rules, kills_in_kernel=False, host_kills=True) == CONTAINERS
+    assert urgent_mask(rules, kills_in_kernel=False, host_kills=True,
+                       monitor=False) == CONTAINERS
+
+
+def test_monitor_mode_makes_no_place_urgent(tmp_path: Path) -> None:
+    # [rules] monitor: every kill, isolate and container kill is a "would", nothing runs on
+    # because a record waited for the batched poll (kernel kills are off there too)
+    isolate = rule("t.isolate", "connect", '"alert", "isolate"', 'dport = [4444]')
+    container_kill = rule("t.ckill", "exec", '"alert", "kill"', 'exe_basename = ["nc"]',
+                          extra='kill_target = "container"')
+    rules = load(tmp_path, ARGV_KILL, NAME_KILL, isolate, container_kill, *ALERT_ONLY)
+    assert urgent_mask(rules, kills_in_kernel=False, host_kills=True,
+                       monitor=False) == CONTAINERS | HOST
+    assert urgent_mask(rules, kills_in_kernel=False, host_kills=True, monitor=True) == 0
+
+
+def test_the_policy_in_monitor_mode_writes_no_urgent_place(tmp_path: Path) -> None:
+    # the daemon builds the policy with monitor from [rules] monitor; without
+    # bpf_send_signal (enforce_in_kernel off too, but kills by pidfd) the places stay urgent
+    for monitor, want in ((True, 0), (False, CONTAINERS)):
+        maps = FakeMaps()
+        policy = KernelPolicy(maps, enforce_in_kernel=False, fold_window_ns=0,
+                              containers=list, host_kills=False, monitor=monitor)
+        policy.apply_rules(ActiveRules([REPO / "rules"]).load())
+        assert maps.ring_urgent == want
+        assert policy.snapshot()["ring_urgent"] == want
 
 
 def test_a_userspace_kill_wakes_for_containers_and_for_the_host_only_with_host_kills(
         tmp_path: Path) -> None:
     rules = load(tmp_path, ARGV_KILL, *ALERT_ONLY)
-    assert urgent_mask(rules, kills_in_kernel=True, host_kills=False) == CONTAINERS
-    assert urgent_mask(rules, kills_in_kernel=True, host_kills=True) == (
+    assert urgent_mask(rules, kills_in_kernel=True, host_kills=False,
+                       monitor=False) == CONTAINERS
+    assert urgent_mask(rules, kills_in_kernel=True, host_kills=True, monitor=False) == (
         CONTAINERS | HOST)
 
 
@@ -78,19 +104,20 @@ def test_disabled_and_monitor_rules_wake_nothing(tmp_path: Path) -> None:
                                 'cmdline = { contains = ["x"] }', extra="enabled = false"),
                  rule("t.dry", "exec", '"alert", "kill"', 'cmdline = { contains = ["y"] }',
                       extra="monitor = true"))
-    assert urgent_mask(rules, kills_in_kernel=True, host_kills=True) == 0
+    assert urgent_mask(rules, kills_in_kernel=True, host_kills=True, monitor=False) == 0
 
 
 def test_any_ring_event_counts_and_seccomp_does_not(tmp_path: Path) -> None:
     rules = load(tmp_path, rule("t.file-kill", "file", '"alert", "kill"',
                                 'path = ["/etc/shadow"]', "[rule.scope]\nhost = false"))
-    assert urgent_mask(rules, kills_in_kernel=True, host_kills=True) == CONTAINERS
+    assert urgent_mask(rules, kills_in_kernel=True, host_kills=True, monitor=False) == CONTAINERS
 
 
 def test_the_shipped_pack_wakes_for_containers_only(tmp_path: Path) -> None:
     # objectives.crypto-miner-arguments kills by pidfd in containers (host kills off)
     rules = ActiveRules([REPO / "rules"]).load()
-    assert urgent_mask(rules, kills_in_kernel=True, host_kills=False) == CONTAINERS
+    assert urgent_mask(rules, kills_in_kernel=True, host_kills=False,
+                       monitor=False) == CONTAINERS
 
 
 def test_the_policy_writes_the_mask_with_every_rule_set(tmp_path: Path) -> None:
