@@ -55,6 +55,10 @@ EventCallback = Callable[[Decoded], None]
 # record the kernel decided not to wake for just before the window closed is in the ring
 # when the wait ends.
 RING_POLL_MARGIN_MS = 2
+# A read that handed over at least this many records lingers before the next wait (Sensor.
+# _linger): records arrive faster than roxd wakes for them, a storm. One record per read is
+# a consumer that keeps up with a slow stream, whose urgent records should wake it at once.
+LINGER_MIN_BATCH = 2
 
 
 @dataclass(frozen=True)
@@ -300,11 +304,13 @@ class Sensor:
         record in roxd. While the flag says awake the kernel sends no wake-up at all, so
         a storm's records collect during the linger and are read together. The cost: a record
         written during a linger waits for its end (at most ring_linger_ms, an urgent one
-        included); the first record after a quiet spell still wakes roxd at once. True when
-        the linger read records (the caller's loop runs, and the next poll lingers again).
+        included). Only a read that handed over LINGER_MIN_BATCH records or more starts or
+        continues a linger: records that come one per wake-up (a lone exec, a kill now and
+        then, a slow stream) still wake roxd at once. True when the linger read records (the
+        caller's loop runs; the next poll lingers again if they were enough).
         """
         linger_ms = self._config.ring_linger_ms
-        if linger_ms <= 0 or self._records == self._read_mark:
+        if linger_ms <= 0 or self._records - self._read_mark < LINGER_MIN_BATCH:
             return False
         self._read_mark = self._records
         if not self._awake:  # (a drain's records: the flag is set by any read)

@@ -35,20 +35,39 @@ def lingering(monkeypatch: pytest.MonkeyPatch, linger_ms: float = 1.0
 def test_a_burst_is_read_in_lingers_while_the_flag_says_awake(
         monkeypatch: pytest.MonkeyPatch) -> None:
     sensor, ring, sleeps, arrivals = lingering(monkeypatch)
-    ring.during = [True]  # the first record after a quiet spell wakes roxd at once
+    ring.during = [True, False]  # a storm: two records by the time roxd reads
     sensor.poll(100)
-    assert sensor._records == 1 and sleeps == []  # no linger before that first read
+    assert sensor._records == 2 and sleeps == []  # no linger before that first read
     arrivals += [[False] * 5, [False] * 3]  # the storm goes on: no wake-ups while awake
     waits = len(ring.timeouts)
     sensor.poll(100)
-    assert sensor._records == 6 and len(ring.timeouts) == waits  # read after a linger, no wait
+    assert sensor._records == 7 and len(ring.timeouts) == waits  # read after a linger, no wait
     sensor.poll(100)
-    assert sensor._records == 9 and len(ring.timeouts) == waits
+    assert sensor._records == 10 and len(ring.timeouts) == waits
     assert sleeps == [(0.001, True), (0.001, True)]  # each linger said "awake" throughout
     sensor.poll(100)  # a linger that finds nothing: the burst is over, roxd goes to sleep
     assert len(sleeps) == 3 and len(ring.timeouts) == waits + 1
     assert not awake(sensor)
     assert set(ring.awake_while_waiting) == {bytes(8)}  # it never slept saying it was awake
+
+
+def test_one_record_per_read_wakes_roxd_each_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slow stream (a kill now and then): each record woke roxd and came alone, so no
+    linger delays the next one; a linger that brings a single record ends the lingering."""
+    sensor, ring, sleeps, arrivals = lingering(monkeypatch)
+    for n in range(1, 4):
+        ring.during = [True]
+        sensor.poll(100)
+        assert sensor._records == n
+    assert sleeps == [] and len(ring.timeouts) == 3
+    ring.during = [True, True]
+    sensor.poll(100)
+    arrivals.append([True])  # the storm thins out: one record in the linger
+    sensor.poll(100)
+    assert sensor._records == 6 and len(sleeps) == 1
+    ring.during = [True]
+    sensor.poll(100)  # no second linger after a linger that read one record
+    assert len(sleeps) == 1 and sensor._records == 7
 
 
 def test_no_linger_after_a_poll_that_read_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,17 +83,17 @@ def test_a_record_written_during_a_linger_is_read_at_its_end(
     ring_linger_ms): the kernel saw "awake" and sent no wake-up; the read after the sleep has
     it, before any wait."""
     sensor, ring, sleeps, arrivals = lingering(monkeypatch, linger_ms=2.5)
-    ring.during = [True]
+    ring.during = [True, True]
     sensor.poll(100)
     arrivals.append([True])  # urgent, but the flag says awake: no wake-up is sent
     waits = len(ring.timeouts)
     sensor.poll(100)
-    assert sensor._records == 2 and len(ring.timeouts) == waits and sleeps == [(0.0025, True)]
+    assert sensor._records == 3 and len(ring.timeouts) == waits and sleeps == [(0.0025, True)]
 
 
 def test_linger_off_is_the_batched_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     sensor, ring, sleeps, _arrivals = lingering(monkeypatch, linger_ms=0)
-    ring.during = [True]
+    ring.during = [True, True]
     sensor.poll(100)
     sensor.poll(100)
     assert sleeps == [] and len(ring.timeouts) == 2
