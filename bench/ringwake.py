@@ -10,7 +10,11 @@ with its consumer in one of three modes:
 - `batched`: ring_batch_ms > 0 (BPF_RB_NO_WAKEUP for ordinary records, a forced wake-up
   once per window) with the daemon's Sensor.poll;
 - `urgent`: the same, with every record marked urgent (ring_urgent all ones), as the records
-  a userspace-enforcing rule may match are.
+  a userspace-enforcing rule may match are;
+- `urgent-linger`: urgent, with the consumer lingering `--linger-ms` awake after a read of
+  two records or more (Sensor._linger, roxd's default): the shipped pack's case.
+
+Every mode but `urgent-linger` runs with ring_linger_ms = 0.
 
 Per mode and storm: BPF ns per run of sched_process_exec and sched_process_exit (bpf_stats,
 from this process's fdinfo), irq_work interrupts (the `IWI` line of /proc/interrupts, every
@@ -19,6 +23,7 @@ and records read. Storms alternate the mode order per repetition; both cores are
 whatever else runs, so read the figures side by side, not as absolutes.
 
     python -m bench.ringwake [--reps 3] [--execs 3000] [--rate 0] [--batch-ms 20]
+                             [--linger-ms 1]
 """
 
 from __future__ import annotations
@@ -74,7 +79,7 @@ class Consumer:
                 self.sensor.poll(100)
 
 
-def measure(mode: str, batch_ms: int, storm: list[str], reps: int,
+def measure(mode: str, batch_ms: int, linger_ms: float, storm: list[str], reps: int,
             results: dict[str, list[dict[str, float]]]) -> None:
     consumer: Consumer | None = None
 
@@ -82,9 +87,9 @@ def measure(mode: str, batch_ms: int, storm: list[str], reps: int,
         assert consumer is not None
         consumer.records += 1
 
-    sensor = Sensor(SensorConfig(ring_batch_ms=batch_ms), on_event)
+    sensor = Sensor(SensorConfig(ring_batch_ms=batch_ms, ring_linger_ms=linger_ms), on_event)
     sensor.start()
-    if mode == "urgent":  # every exec forces a wake-up (a userspace kill rule's records)
+    if mode.startswith("urgent"):  # every exec forces a wake-up (a userspace kill rule's records)
         sensor.set_ring_urgent(0xFFFFFFFF)
     try:
         names = bpfstats.names()
@@ -124,9 +129,10 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=0, help="execs per second (0: as fast as "
                     "the machine goes)")
     ap.add_argument("--batch-ms", type=int, default=20)
+    ap.add_argument("--linger-ms", type=float, default=1.0, help="urgent-linger's linger")
     ap.add_argument("--json", type=Path, help="write the raw rows here")
     ap.add_argument("--modes", default="", help="comma list of keeps-up,behind,batched,"
-                    "urgent (default: all)")
+                    "urgent,urgent-linger (default: all)")
     args = ap.parse_args()
     old = SYSCTL.read_text().strip()
     SYSCTL.write_text("1")
@@ -136,13 +142,14 @@ def main() -> None:
             storm = [str(progs["execstorm"]), str(progs["tiny"]), str(args.execs), "1",
                      str(args.rate)]
             results: dict[str, list[dict[str, float]]] = {}
-            modes = [("keeps-up", 0), ("behind", 0), ("batched", args.batch_ms),
-                     ("urgent", args.batch_ms)]
+            modes = [("keeps-up", 0, 0.0), ("behind", 0, 0.0), ("batched", args.batch_ms, 0.0),
+                     ("urgent", args.batch_ms, 0.0),
+                     ("urgent-linger", args.batch_ms, args.linger_ms)]
             if args.modes:
                 modes = [m for m in modes if m[0] in args.modes.split(",")]
             for p in range(args.passes):
-                for mode, batch in (modes if p % 2 == 0 else modes[::-1]):
-                    measure(mode, batch, storm, args.reps, results)
+                for mode, batch, linger in (modes if p % 2 == 0 else modes[::-1]):
+                    measure(mode, batch, linger, storm, args.reps, results)
     finally:
         if old != "1":
             SYSCTL.write_text(old)
@@ -150,14 +157,14 @@ def main() -> None:
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     keys = ["sched_process_exec", "sched_process_exit", "irq_work", "consumer_wakeups",
             "records", "storm_ns_per_exec"]
-    print("mode      " + "  ".join(f"{k:>20}" for k in keys))
+    print("mode           " + "  ".join(f"{k:>20}" for k in keys))
     for mode, rows in results.items():
         cells = []
         for k in keys:
             vals = [r[k] for r in rows if k in r]
             cells.append(f"{statistics.median(vals):>9.0f} [{min(vals):.0f}-{max(vals):.0f}]"
                          if vals else f"{'-':>20}")
-        print(f"{mode:<10}" + "  ".join(f"{c:>20}" for c in cells))
+        print(f"{mode:<15}" + "  ".join(f"{c:>20}" for c in cells))
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)},
                                          "load": load, "results": results}, indent=1))
