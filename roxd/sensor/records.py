@@ -13,6 +13,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from roxd.fastinit import fast_init
 from roxd.model import ConnectEvent, ExecEvent, ExitEvent, FileEvent, SensorEvent, SyscallEvent
 from roxd.sensor.decoders import decode_file_flags, decode_syscall_args
 from roxd.sensor.inbound import REC_ACCEPT, REC_LISTEN, decode_inbound
@@ -325,6 +326,7 @@ assert ct.sizeof(SyscallRecord) == 56 + 56 + 16 + 296
 assert ct.sizeof(FileRecord) == 56 + 40 + 16 + 544
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Decoded:
     """A sensor event plus the kernel-side facts only the sensor needs (fold key, kill slot)."""
