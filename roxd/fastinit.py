@@ -46,5 +46,7 @@ def fast_init(cls: type[T]) -> type[T]:
     init = namespace["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"  # type: ignore[attr-defined]
     init.__module__ = cls.__module__
+    init.__annotations__ = {f.name: f.type for f in dataclasses.fields(cls)}  # type: ignore
+    init.__annotations__["return"] = None  # as dataclass's own (inspect, type checkers)
     cls.__init__ = init  # type: ignore[misc]
     return cls
