@@ -394,6 +394,13 @@ _HEADER_FMT = "6I2Q16s"  # type pid tid ppid uid gid cgroup_id ktime_ns comm
 EXEC_HEAD = struct.Struct("<" + _HEADER_FMT + "40sQIHHBBBBI256s")  # key .. vpid filename
 EXIT_FIXED = struct.Struct("<" + _HEADER_FMT + "iI")  # exit_code has_exit_code
 assert EXEC_HEAD.size == ExecRecord.args.offset
+# what the decoder reads of EXEC_HEAD: the fields it does not use (type, tid, the fold key,
+# the padding) skipped as pad bytes and the filename found in place, so no bytes object is
+# made for them (the 256-byte filename was copied whole, then cut at its NUL)
+EXEC_READ = struct.Struct("<4x5I2Q16s40xQI2xHBBBBI")
+_FILENAME_AT = EXEC_READ.size
+assert ExecRecord.filename.offset == _FILENAME_AT
+assert EXEC_HEAD.size == _FILENAME_AT + FILENAME_LEN
 assert EXIT_FIXED.size == ct.sizeof(ExitRecord)
 _KEY_AT = ExecRecord.key.offset
 _KEY_END = _KEY_AT + ct.sizeof(ExecFoldKey)
@@ -410,9 +417,10 @@ def _decode_exec(raw: bytes, clock_offset_ns: int, max_args: int | None = None) 
         raise DecodeError(f"exec record of {len(raw)} bytes is truncated")
     # the fixed part only: padding every record to the full 2 KiB argv buffer and copying it
     # was a tenth of roxd's time per exec (py-spy, issue 22)
-    (_, pid, _, ppid, uid, gid, cgroup_id, ktime_ns, comm, _, folded, kill_rule, _,
-     args_len, args_truncated, args_captured, fileless, held, vpid,
-     filename) = EXEC_HEAD.unpack_from(raw)
+    (pid, _, ppid, uid, gid, cgroup_id, ktime_ns, comm, folded, kill_rule,
+     args_len, args_truncated, args_captured, fileless, held, vpid) = EXEC_READ.unpack_from(raw)
+    end = raw.find(b"\0", _FILENAME_AT, args_at)
+    filename = raw[_FILENAME_AT : end if end >= 0 else args_at]
     args_len = min(args_len, ARGS_BUF, len(raw) - args_at)
     args = split_args(raw[args_at : args_at + args_len])
     truncated = bool(args_truncated)
@@ -428,7 +436,7 @@ def _decode_exec(raw: bytes, clock_offset_ns: int, max_args: int | None = None) 
         gid,
         cgroup_id,
         _text(_cut(comm)),  # comm
-        _text(_cut(filename)),  # filename
+        _text(filename),  # filename (up to its NUL, above)
         args,
         truncated,  # args_truncated
         folded,
