@@ -347,22 +347,22 @@ class Pipeline:
         that is all (its event is built only if the Handled is read); with one, the tap gets
         the exit with its ancestry and session (the walk and the Process cost several µs per
         exit, one exit per exec, so only then)."""
-        event = decoded.event
-        assert type(event) is ExitEvent
-        taps = self._taps
-        if taps.active:
+        event: ExitEvent = decoded.event  # type: ignore[assignment]  # handle() dispatched
+        listened = self._taps.active
+        if listened:
             enriched = self._enricher.enrich(event, exit_details=True)
             container = enriched.container
         else:
             container, info = self._enricher.exited(event)
-        self.counters.events += 1
+        counters = self.counters
+        counters.events += 1
         if container is not None:
-            by_container = self.counters.by_container
+            by_container = counters.by_container
             by_container[container.id] = by_container.get(container.id, 0) + 1
         killed_by = self._policy.on_event(decoded, container)
-        if not taps.active:
+        if not listened:
             return Handled.exit(self._enricher, event, container, info, killed_by)
-        taps.publish(enriched)
+        self._taps.publish(enriched)
         return Handled(enriched, killed_by)
 
     def _respond(self, match: RuleMatch, enriched: EnrichedEvent, killed_by: str | None,
