@@ -146,4 +146,8 @@ def _set_session(process: Process, session: str | None) -> None:
     everyone downstream): set in place because the classifier needs the rest of the Process
     first, and dataclasses.replace() of an 11-field frozen dataclass cost about 6 µs, twice
     per container exec (docs/performance.md)."""
-    object.__setattr__(process, "session", session)
+    _SET_SESSION(process, session)
+
+
+# the `session` slot's own setter: what object.__setattr__ does, without the lookup by name
+_SET_SESSION = Process.__dict__["session"].__set__

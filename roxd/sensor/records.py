@@ -402,6 +402,10 @@ _FILENAME_AT = EXEC_READ.size
 assert ExecRecord.filename.offset == _FILENAME_AT
 assert EXEC_HEAD.size == _FILENAME_AT + FILENAME_LEN
 assert EXIT_FIXED.size == ct.sizeof(ExitRecord)
+# what the decoder reads of EXIT_FIXED: pid, cgroup_id, ktime_ns, comm, exit_code,
+# has_exit_code (type, tid, ppid, uid and gid skipped as pad bytes, as for EXEC_READ)
+EXIT_READ = struct.Struct("<4xI16x2Q16siI")
+assert EXIT_READ.size == EXIT_FIXED.size
 _KEY_AT = ExecRecord.key.offset
 _KEY_END = _KEY_AT + ct.sizeof(ExecFoldKey)
 
@@ -472,8 +476,7 @@ def split_args(raw: bytes) -> tuple[str, ...]:
 def _decode_exit(raw: bytes, clock_offset_ns: int) -> Decoded:
     if len(raw) < EXIT_FIXED.size:
         raw = raw + bytes(EXIT_FIXED.size - len(raw))
-    (_, pid, _, _, _, _, cgroup_id, ktime_ns, comm, exit_code,
-     has_exit_code) = EXIT_FIXED.unpack_from(raw)
+    pid, cgroup_id, ktime_ns, comm, exit_code, has_exit_code = EXIT_READ.unpack_from(raw)
     # positional, in ExitEvent's field order (time_ns, pid, cgroup_id, comm, exit_code)
     return Decoded(ExitEvent(ktime_ns + clock_offset_ns, pid, cgroup_id, _text(_cut(comm)),
                              exit_code if has_exit_code else None))
