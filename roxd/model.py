@@ -8,7 +8,8 @@ The data flow is one-directional:
     enforce -> ActionResult                              (what was done, honestly)
     alerts  -> Alert                                     (what operators see)
 
-Every record is a frozen dataclass so a stage can never mutate what an earlier stage produced.
+Every record is a frozen dataclass so a stage can never mutate what an earlier stage produced
+(those built per event get a cheaper `__init__` from roxd.fastinit: same signature, still frozen).
 `to_dict()` gives the JSON shape that `--print-events`, the API and the alert sinks share.
 """
 
@@ -22,10 +23,12 @@ from enum import Enum
 from typing import Any
 
 from roxd import vocabulary
+from roxd.fastinit import fast_init
 
 # --------------------------------------------------------------------------- sensor events
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ExecEvent:
     """A successful exec (sched:sched_process_exec), with argv read from the new program's
@@ -57,6 +60,7 @@ class ExecEvent:
     vpid: int | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ExitEvent:
     time_ns: int
@@ -76,6 +80,7 @@ class ConnectResult(str, Enum):
     ERROR = "error"  # any other errno
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ConnectEvent:
     """An outbound connect() on an AF_INET/AF_INET6 socket, with its result."""
@@ -165,6 +170,7 @@ class SeccompEvent:
 FILE_ACCESS_KINDS: tuple[str, ...] = vocabulary.FILE_ACCESS_KINDS
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class FileEvent:
     """An access to a watched path (open, creat, truncate, unlink, rename, link, symlink).
@@ -255,6 +261,7 @@ class Container:
         return out
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Ancestor:
     pid: int
@@ -265,6 +272,7 @@ class Ancestor:
         return {"pid": self.pid, "exe": self.exe, "args": list(self.args)}
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Process:
     pid: int
@@ -304,6 +312,7 @@ class Process:
         }
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class BaselineFacts:
     """What the workload's process baseline says of one exec (roxd/baselines): `learning`
@@ -331,6 +340,7 @@ class BaselineFacts:
         return out
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class EnrichedEvent:
     """A sensor event with its container (None on the host) and its process with ancestry."""
@@ -474,6 +484,7 @@ class Outcome(str, Enum):
     FAILED = "failed"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ActionResult:
     action: ActionKind
@@ -511,6 +522,7 @@ class RuleRef:
         }
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RuleMatch:
     """The rule engine's verdict for one event: the rule and the actions it asks for."""
@@ -523,6 +535,7 @@ class RuleMatch:
     kill_target: str = "process"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Alert:
     id: str

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from roxd.alerts.dispatch import AlertDispatcher
 from roxd.containers.enricher import Enricher
+from roxd.containers.process_table import ProcessInfo
 from roxd.jsonlines import JsonLines
 from roxd.model import (
     ActionKind,
@@ -36,6 +37,7 @@ from roxd.model import (
     Alert,
     BaselineFacts,
     ConnectEvent,
+    Container,
     EnrichedEvent,
     ExecEvent,
     ExitEvent,
@@ -99,17 +101,49 @@ class Counters:
             del self.by_container[cid]
 
 
-@dataclass(slots=True)
 class Handled:
-    """What the pipeline did with one event (one per event: slots, not frozen, because a
-    frozen dataclass costs a setattr call per field on the hot path)."""
+    """What the pipeline did with one event (one per event: slots, not a frozen dataclass,
+    because a frozen dataclass costs a setattr call per field on the hot path).
 
-    event: EnrichedEvent
-    killed_by: str | None = None  # the rule the kernel (or a held-exec release) killed for
-    matches: tuple[RuleMatch, ...] = ()
-    alerts: tuple[Alert, ...] = ()
-    quiet: bool = False  # folded in the kernel from now on: no rule cared
-    deferred: int = 0  # matches whose alert comes once their slow actions finish (SlowActions)
+    `event` is the EnrichedEvent. For an exit nobody listened to it is built when first read
+    (`Handled.exit`): exits meet no rule, the daemon never reads it, and its Process and
+    EnrichedEvent were a third of an exit's cost (issue 22)."""
+
+    __slots__ = ("_event", "_exit", "alerts", "deferred", "killed_by", "matches", "quiet")
+
+    def __init__(self, event: EnrichedEvent | None, killed_by: str | None = None,
+                 matches: tuple[RuleMatch, ...] = (), alerts: tuple[Alert, ...] = (),
+                 quiet: bool = False, deferred: int = 0) -> None:
+        self._event = event
+        self._exit: tuple[Enricher, ExitEvent, Container | None, ProcessInfo | None] | None = None
+        self.killed_by = killed_by  # the rule the kernel (or a held-exec release) killed for
+        self.matches = matches
+        self.alerts = alerts
+        self.quiet = quiet  # folded in the kernel from now on: no rule cared
+        # matches whose alert comes once their slow actions finish (SlowActions)
+        self.deferred = deferred
+
+    @classmethod
+    def exit(cls, enricher: Enricher, event: ExitEvent, container: Container | None,
+             info: ProcessInfo | None, killed_by: str | None) -> Handled:
+        handled = cls(None, killed_by)
+        handled._exit = (enricher, event, container, info)
+        return handled
+
+    @property
+    def event(self) -> EnrichedEvent:
+        event = self._event
+        if event is None:
+            assert self._exit is not None
+            enricher, raw, container, info = self._exit
+            event = self._event = enricher.exit_event(raw, container, info)
+            self._exit = None
+        return event
+
+    def __repr__(self) -> str:
+        return (f"Handled(event={self.event!r}, killed_by={self.killed_by!r}, "
+                f"matches={self.matches!r}, alerts={self.alerts!r}, quiet={self.quiet!r}, "
+                f"deferred={self.deferred!r})")
 
 
 # Actions that wait on the container runtime or nftables (seconds when dockerd is slow or
@@ -309,19 +343,26 @@ class Pipeline:
 
     def _exit(self, decoded: Decoded) -> Handled:
         """An exit meets no rule, no baseline and no drift check: the process table learns
-        of it, the policy applies pending container changes, the taps see it. Its ancestry
-        and session are read by nobody but the taps, so they are built only when one listens
-        (the walk and the Process cost several µs per exit, one exit per exec)."""
-        taps = self._taps
-        enriched = self._enricher.enrich(decoded.event, exit_details=taps.active)
-        self.counters.events += 1
-        container = enriched.container
+        of it, the policy applies pending container changes, the taps see it. Without a tap
+        that is all (its event is built only if the Handled is read); with one, the tap gets
+        the exit with its ancestry and session (the walk and the Process cost several µs per
+        exit, one exit per exec, so only then)."""
+        event: ExitEvent = decoded.event  # type: ignore[assignment]  # handle() dispatched
+        listened = self._taps.active
+        if listened:
+            enriched = self._enricher.enrich(event, exit_details=True)
+            container = enriched.container
+        else:
+            container, info = self._enricher.exited(event)
+        counters = self.counters
+        counters.events += 1
         if container is not None:
-            by_container = self.counters.by_container
+            by_container = counters.by_container
             by_container[container.id] = by_container.get(container.id, 0) + 1
         killed_by = self._policy.on_event(decoded, container)
-        if taps.active:
-            taps.publish(enriched)
+        if not listened:
+            return Handled.exit(self._enricher, event, container, info, killed_by)
+        self._taps.publish(enriched)
         return Handled(enriched, killed_by)
 
     def _respond(self, match: RuleMatch, enriched: EnrichedEvent, killed_by: str | None,

@@ -132,6 +132,21 @@ def script_operand(program: str, params: tuple[str, ...] | list[str]) -> str | N
     return None
 
 
+_INTERPRETERS: dict[str, bool] = {}
+
+
+def _runs_scripts(program: str) -> bool:
+    """Whether script_operand() can find a script for this program name (a shell or a
+    script interpreter); remembered per name (bounded)."""
+    known = _INTERPRETERS.get(program)
+    if known is None:
+        if len(_INTERPRETERS) >= 4096:
+            _INTERPRETERS.clear()
+        known = _INTERPRETERS[program] = (program in _SHELLS
+                                          or _FAMILY.match(program) is not None)
+    return known
+
+
 @dataclass(frozen=True, slots=True)
 class Layers:
     upper: str
@@ -260,9 +275,14 @@ class DriftDetector:
         proc = enriched.process
         if not proc.args:
             return None
-        operand = script_operand(_last_part(proc.exe), proc.args[1:])
+        # (most execs run no interpreter: told by a set lookup, without script_operand's
+        # regex and argv slice, issue 22)
+        name = _last_part(proc.exe)
+        operand = script_operand(name, proc.args[1:]) if _runs_scripts(name) else None
         if operand is None and proc.args[0] != proc.exe:  # argv[0] may name it (busybox sh)
-            operand = script_operand(_last_part(proc.args[0]), proc.args[1:])
+            name = _last_part(proc.args[0])
+            if _runs_scripts(name):
+                operand = script_operand(name, proc.args[1:])
         if not operand:
             return None
         self.counters["scripts"] += 1

@@ -113,8 +113,19 @@ class EventView:
 
     @classmethod
     def of(cls, enriched: EnrichedEvent) -> EventView:
-        return cls(enriched.event, enriched.process, enriched.container, enriched.baseline,
+        view = cls(enriched.event, enriched.process, enriched.container, enriched.baseline,
                    enriched.drift, enriched.script_drift)
+        process = enriched.process
+        if type(enriched.event) is ExecEvent and process is not None:
+            # what the shipped pack reads of every exec, set at once (the same values the
+            # lazy properties below compute, without a property call per field: issue 22)
+            args = process.args
+            exe = process.exe
+            view.__dict__.update(exe=exe, args=args, argv0=args[0] if args else None,
+                                 params=args[1:], cmdline=" ".join(args),
+                                 filename=enriched.event.filename,
+                                 exe_basename=program_name(exe, args))
+        return view
 
     @classmethod
     def for_container(cls, container: Container | None) -> EventView:
@@ -243,9 +254,30 @@ class FieldSpec:
     many: bool = False  # a tuple of values: an operator holds if it holds for any element
     container_only: bool = False  # reads nothing but the container (kernel fast path may use it)
     doc: str = ""
+    # the EventView attribute `read` gets, when it is one: compiled rule sets read it inline
+    # (roxd/rules/codegen.py)
+    attr: str | None = None
+    # or the expression over the view `v` that `read` evaluates (_expr), written inline there
+    inline: str | None = None
+
+
+def _expr(source: str) -> Callable[[EventView], object]:
+    """A field read written as one expression over the view `v`: the read is a lambda
+    compiled from it, and the compiled rule sets write the same text inline (one source for
+    both, so they cannot disagree). Only literal text from this module."""
+    read = eval(f"lambda v: {source}", {})  # module constants only, no input
+    read.inline = source
+    return read
 
 
 def _spec(name: str, kind: ValueKind, events: frozenset[str], read, doc: str, **kw) -> FieldSpec:
+    """`read` an attribute name: the view's attribute, read by operator.attrgetter (a C call,
+    not a Python frame per read) and inline by the compiled rule sets; or an _expr."""
+    if isinstance(read, str):
+        kw["attr"] = read
+        read = attrgetter(read)
+    elif getattr(read, "inline", None) is not None:
+        kw["inline"] = read.inline
     return FieldSpec(name=name, kind=kind, events=events, read=read, doc=doc, **kw)
 
 
@@ -263,32 +295,32 @@ FIELDS: dict[str, FieldSpec] = {
     f.name: f
     for f in (
         _spec(
-            "exe", S, PROCESS_EVENTS, attrgetter("exe"), "process.exe (as the enricher resolved it)"
+            "exe", S, PROCESS_EVENTS, "exe", "process.exe (as the enricher resolved it)"
         ),
-        _spec("exe_basename", S, PROCESS_EVENTS, attrgetter("exe_basename"), "basename of exe"),
-        _spec("args", S, PROCESS_EVENTS, attrgetter("args"), "argv, argv[0] included", many=True),
-        _spec("argv0", S, PROCESS_EVENTS, attrgetter("argv0"), "argv[0] as the caller set it"),
-        _spec("params", S, PROCESS_EVENTS, attrgetter("params"), "argv[1:]", many=True),
-        _spec("cmdline", S, PROCESS_EVENTS, attrgetter("cmdline"), "argv joined with spaces"),
-        _spec("comm", S, PROCESS_EVENTS, lambda v: v.process.comm if v.process else None, "comm"),
-        _spec("uid", N, PROCESS_EVENTS, lambda v: v.process.uid if v.process else None, "uid"),
-        _spec("vpid", N, PROCESS_EVENTS, lambda v: v.process.vpid if v.process else None,
+        _spec("exe_basename", S, PROCESS_EVENTS, "exe_basename", "basename of exe"),
+        _spec("args", S, PROCESS_EVENTS, "args", "argv, argv[0] included", many=True),
+        _spec("argv0", S, PROCESS_EVENTS, "argv0", "argv[0] as the caller set it"),
+        _spec("params", S, PROCESS_EVENTS, "params", "argv[1:]", many=True),
+        _spec("cmdline", S, PROCESS_EVENTS, "cmdline", "argv joined with spaces"),
+        _spec("comm", S, PROCESS_EVENTS, _expr("v.process.comm if v.process else None"), "comm"),
+        _spec("uid", N, PROCESS_EVENTS, _expr("v.process.uid if v.process else None"), "uid"),
+        _spec("vpid", N, PROCESS_EVENTS, _expr("v.process.vpid if v.process else None"),
               "pid in the container's pid namespace (1: the container's entrypoint)"),
-        _spec("session", S, PROCESS_EVENTS, lambda v: v.process.session if v.process else None,
+        _spec("session", S, PROCESS_EVENTS, _expr("v.process.session if v.process else None"),
               "container processes: entrypoint | healthcheck | interactive | exec | unknown "
               "(the exec session it belongs to, docs/events.md); unset on the host"),
-        _spec("parent_exe", S, PROCESS_EVENTS, attrgetter("parent_exe"), "the parent's exe"),
-        _spec("parent_basename", S, PROCESS_EVENTS, attrgetter("parent_basename"), "its basename"),
-        _spec("parent_cmdline", S, PROCESS_EVENTS, attrgetter("parent_cmdline"), "parent argv"),
+        _spec("parent_exe", S, PROCESS_EVENTS, "parent_exe", "the parent's exe"),
+        _spec("parent_basename", S, PROCESS_EVENTS, "parent_basename", "its basename"),
+        _spec("parent_cmdline", S, PROCESS_EVENTS, "parent_cmdline", "parent argv"),
         _spec(
-            "ancestor_exe", S, PROCESS_EVENTS, attrgetter("ancestor_exes"), "any ancestor",
+            "ancestor_exe", S, PROCESS_EVENTS, "ancestor_exes", "any ancestor",
             many=True,
         ),
         _spec(
             "ancestor_basename",
             S,
             PROCESS_EVENTS,
-            attrgetter("ancestor_basenames"),
+            "ancestor_basenames",
             "basename of any ancestor",
             many=True,
         ),
@@ -296,7 +328,7 @@ FIELDS: dict[str, FieldSpec] = {
             "container",
             B,
             PROCESS_EVENTS,
-            lambda v: v.container is not None,
+            _expr("v.container is not None"),
             "true in a container, false on the host",
             container_only=True,
         ),
@@ -304,7 +336,7 @@ FIELDS: dict[str, FieldSpec] = {
             "image",
             IMG,
             PROCESS_EVENTS,
-            lambda v: v.container.image if v.container else None,
+            _expr("v.container.image if v.container else None"),
             "container image",
             container_only=True,
         ),
@@ -312,7 +344,7 @@ FIELDS: dict[str, FieldSpec] = {
             "container_name",
             S,
             PROCESS_EVENTS,
-            lambda v: v.container.name.lstrip("/") if v.container and v.container.name else None,
+            _expr('v.container.name.lstrip("/") if v.container and v.container.name else None'),
             "container name",
             container_only=True,
         ),
@@ -320,7 +352,7 @@ FIELDS: dict[str, FieldSpec] = {
             "runtime",
             S,
             PROCESS_EVENTS,
-            lambda v: v.container.runtime if v.container else None,
+            _expr("v.container.runtime if v.container else None"),
             "docker | containerd | cri-o | podman",
             container_only=True,
         ),
@@ -328,7 +360,7 @@ FIELDS: dict[str, FieldSpec] = {
             "namespace",
             S,
             PROCESS_EVENTS,
-            lambda v: v.container.namespace if v.container else None,
+            _expr("v.container.namespace if v.container else None"),
             "the pod's Kubernetes namespace (unset outside pods)",
             container_only=True,
         ),
@@ -336,46 +368,46 @@ FIELDS: dict[str, FieldSpec] = {
             "pod",
             S,
             PROCESS_EVENTS,
-            lambda v: v.container.pod if v.container else None,
+            _expr("v.container.pod if v.container else None"),
             "pod name (Kubernetes, or a podman pod; unset outside pods)",
             container_only=True,
         ),
-        _spec("filename", S, _EXEC, attrgetter("filename"), "path given to execve, unresolved"),
-        _spec("daddr", IP, _CONNECT, attrgetter("daddr"), "destination address"),
-        _spec("dport", N, _CONNECT, lambda v: v.event.dport, "destination port"),
-        _spec("family", S, _CONNECT, lambda v: v.event.family, "ipv4 | ipv6"),
-        _spec("protocol", S, _CONNECT, lambda v: v.event.protocol or None,
+        _spec("filename", S, _EXEC, "filename", "path given to execve, unresolved"),
+        _spec("daddr", IP, _CONNECT, "daddr", "destination address"),
+        _spec("dport", N, _CONNECT, _expr("v.event.dport"), "destination port"),
+        _spec("family", S, _CONNECT, _expr("v.event.family"), "ipv4 | ipv6"),
+        _spec("protocol", S, _CONNECT, _expr("v.event.protocol or None"),
               "tcp | udp (the socket's type); none when it could not be read"),
-        _spec("via", S, _CONNECT, lambda v: v.event.via,
+        _spec("via", S, _CONNECT, _expr("v.event.via"),
               "connect (connect(2)) | sendmsg (a UDP datagram sent to an address without "
               "connect)"),
-        _spec("fileless", B, _EXEC, lambda v: v.event.fileless, "exec'd from an fd (memfd)"),
+        _spec("fileless", B, _EXEC, _expr("v.event.fileless"), "exec'd from an fd (memfd)"),
         _spec("baseline", S, _EXEC | _CONNECT | _FILE,
-              lambda v: v.baseline.verdict if v.baseline else None,
+              _expr("v.baseline.verdict if v.baseline else None"),
               "the workload's baseline (process for execs, network for connects, written "
               "directories for writes below [baselines] file_trees): learning, learned or "
               "anomaly (none on the host, for other file accesses, or with baselines off)"),
         _spec("baseline_mode", S, _EXEC | _CONNECT | _FILE,
-              lambda v: v.baseline.mode if v.baseline else None,
+              _expr("v.baseline.mode if v.baseline else None"),
               "the workload's baseline mode: learn, monitor or enforce (none on the host or "
               "with baselines off)"),
-        _spec("drift", S, _EXEC, attrgetter("drift"),
+        _spec("drift", S, _EXEC, "drift",
               "new (written after the container started), built (new, in a container that "
               "compiled code), modified (an image file changed) or none (the image's own); "
               "unknown on the host and off overlay root filesystems"),
-        _spec("script_drift", S, _EXEC, attrgetter("script_drift"),
+        _spec("script_drift", S, _EXEC, "script_drift",
               "an interpreter's script file (`python3 x.py`, `bash x.sh`): new, modified or "
               "none, as drift; unknown without a script operand, on the host and off overlay "
               "root filesystems"),
-        _spec("result", S, _RESULTS, attrgetter("result"), "ok, refused, denied, error, ..."),
-        _spec("errno", S, _RESULTS, attrgetter("errno_name"),
+        _spec("result", S, _RESULTS, "result", "ok, refused, denied, error, ..."),
+        _spec("errno", S, _RESULTS, "errno_name",
               "EPERM, ENOENT, ...; none on success"),
-        _spec("syscall", S, _SYSCALL | _SECCOMP, lambda v: v.event.syscall,
+        _spec("syscall", S, _SYSCALL | _SECCOMP, _expr("v.event.syscall"),
               "system call name"),
-        _spec("seccomp_verdict", S, _SECCOMP, lambda v: v.event.verdict,
+        _spec("seccomp_verdict", S, _SECCOMP, _expr("v.event.verdict"),
               "killed (enforce mode, at syscall entry) | denied (EPERM by an applied profile)"),
-        _spec("flags", S, _SYSCALL | _FILE, attrgetter("flags"), "decoded flags", many=True),
-        _spec("path", S, _SYSCALL | _FILE, attrgetter("path"), "file path (resolved if known)"),
+        _spec("flags", S, _SYSCALL | _FILE, "flags", "decoded flags", many=True),
+        _spec("path", S, _SYSCALL | _FILE, "path", "file path (resolved if known)"),
         _spec("given_path", S, _FILE, lambda v: v.file_attr("path"), "path as the caller gave it"),
         _spec("other_path", S, _FILE, lambda v: v.file_attr("other_path"), "rename/link other"),
         _spec("access", S, _FILE, lambda v: v.file_attr("access"), "read, write, ...", many=True),

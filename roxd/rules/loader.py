@@ -285,6 +285,7 @@ def _compile_rule(resolver: Resolver, rule: RawRule, order: int) -> CompiledRule
         kill_spec=kill_spec,
         order=order,
         condition=predicate(when),
+        when=when,
         excepted=exceptions.excepted,
         basenames=required_basenames(when) if rule.event == "exec" else None,
         path_watches=path_watches(when) if rule.event == "file" else None,

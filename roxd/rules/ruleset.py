@@ -18,13 +18,15 @@ from roxd.model import (
     RuleRef,
     Severity,
 )
+from roxd.rules import codegen
+from roxd.rules.compile import Resolved
 from roxd.rules.fields import EventView
 from roxd.rules.scope import ContainerScope
 
 # containers (objects) whose in-scope rules a RuleSet keeps (in_scope): past it, start over
 MAX_SCOPED_CONTAINERS = 4096
-# what match() runs per rule: its condition, its exceptions (None: none) and its verdict
-Check = tuple[Callable[[EventView], bool], Callable[[EventView], bool] | None, RuleMatch]
+# distinct tuples of rules in scope a RuleSet keeps a compiled matcher for: past it, start over
+MAX_MATCHERS = 1024
 
 
 class KillPath(str, Enum):
@@ -107,6 +109,9 @@ class CompiledRule:
     access_kinds: frozenset[str] | None = field(repr=False, default=None)
     syscalls: frozenset[str] | None = field(repr=False, default=None)
     kill_target: str = "process"
+    # the condition as resolved (lists and macros expanded), which `condition` was built
+    # from: the compiled matchers write it out (roxd/rules/codegen.py); None: use `condition`
+    when: Resolved | None = field(repr=False, default=None)
     ref: RuleRef = field(init=False, repr=False)
     verdict: RuleMatch = field(init=False, repr=False)
 
@@ -186,12 +191,15 @@ class RuleSet:
             for name, rules in by_basename.items()
         }
         # id(container) -> (the container, (kind, basename) -> candidates in its scope and
-        # their checks); the container is kept so that its id cannot be reused while the entry
-        # lives (in_scope)
+        # their matcher); the container is kept so that its id cannot be reused while the
+        # entry lives (in_scope)
         self._scoped: dict[int, tuple[Container | None,
                                       dict[tuple[str, str | None],
                                            tuple[tuple[CompiledRule, ...],
-                                                 tuple[Check, ...]]]]] = {}
+                                                 codegen.Matcher]]]] = {}
+        # the rules' orders -> their compiled matcher: containers with the same rules in
+        # scope share one (codegen.build: one function per tuple of rules)
+        self._matchers: dict[tuple[int, ...], codegen.Matcher] = {}
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -211,14 +219,8 @@ class RuleSet:
         view = EventView.of(event)
         kind = event.kind
         basename = view.exe_basename if kind == "exec" else None
-        out = []
-        # (condition, exceptions, verdict) per rule in scope: the loop reads no attribute of a
-        # rule (two per rule per event otherwise)
-        for condition, excepted, verdict in self._scoped_entry(kind, basename,
-                                                               event.container)[1]:
-            if condition(view) and (excepted is None or not excepted(view)):
-                out.append(verdict)
-        return out
+        # the rules in scope of this container and basename, as one compiled function
+        return self._scoped_entry(kind, basename, event.container)[1](view)
 
     def in_scope(self, kind: str, exe_basename: str | None,
                  container: Container | None) -> tuple[CompiledRule, ...]:
@@ -229,7 +231,7 @@ class RuleSet:
         return self._scoped_entry(kind, exe_basename, container)[0]
 
     def _scoped_entry(self, kind: str, exe_basename: str | None, container: Container | None
-                      ) -> tuple[tuple[CompiledRule, ...], tuple[Check, ...]]:
+                      ) -> tuple[tuple[CompiledRule, ...], codegen.Matcher]:
         if kind == "exec" and exe_basename not in self._exec_by_basename:
             exe_basename = None  # every such basename has the same candidates
         key = (kind, exe_basename)
@@ -243,9 +245,17 @@ class RuleSet:
         if found is None:
             rules = tuple(r for r in self.candidates(kind, exe_basename)
                           if r.scope.matches_container(container))
-            found = entry[1][key] = (rules, tuple((r.condition, r.excepted, r.verdict)
-                                                  for r in rules))
+            found = entry[1][key] = (rules, self._matcher(rules))
         return found
+
+    def _matcher(self, rules: tuple[CompiledRule, ...]) -> codegen.Matcher:
+        key = tuple(r.order for r in rules)
+        matcher = self._matchers.get(key)
+        if matcher is None:
+            if len(self._matchers) >= MAX_MATCHERS:
+                self._matchers.clear()
+            matcher = self._matchers[key] = codegen.build(rules)
+        return matcher
 
     def exec_kill_specs(self) -> list[ExecKillSpec]:
         """Enabled, non-monitor exec rules whose kill the kernel can decide by itself."""

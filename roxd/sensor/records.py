@@ -13,6 +13,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from roxd.fastinit import fast_init
 from roxd.model import ConnectEvent, ExecEvent, ExitEvent, FileEvent, SensorEvent, SyscallEvent
 from roxd.sensor.decoders import decode_file_flags, decode_syscall_args
 from roxd.sensor.inbound import REC_ACCEPT, REC_LISTEN, decode_inbound
@@ -325,6 +326,7 @@ assert ct.sizeof(SyscallRecord) == 56 + 56 + 16 + 296
 assert ct.sizeof(FileRecord) == 56 + 40 + 16 + 544
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Decoded:
     """A sensor event plus the kernel-side facts only the sensor needs (fold key, kill slot)."""
@@ -392,7 +394,18 @@ _HEADER_FMT = "6I2Q16s"  # type pid tid ppid uid gid cgroup_id ktime_ns comm
 EXEC_HEAD = struct.Struct("<" + _HEADER_FMT + "40sQIHHBBBBI256s")  # key .. vpid filename
 EXIT_FIXED = struct.Struct("<" + _HEADER_FMT + "iI")  # exit_code has_exit_code
 assert EXEC_HEAD.size == ExecRecord.args.offset
+# what the decoder reads of EXEC_HEAD: the fields it does not use (type, tid, the fold key,
+# the padding) skipped as pad bytes and the filename found in place, so no bytes object is
+# made for them (the 256-byte filename was copied whole, then cut at its NUL)
+EXEC_READ = struct.Struct("<4x5I2Q16s40xQI2xHBBBBI")
+_FILENAME_AT = EXEC_READ.size
+assert ExecRecord.filename.offset == _FILENAME_AT
+assert EXEC_HEAD.size == _FILENAME_AT + FILENAME_LEN
 assert EXIT_FIXED.size == ct.sizeof(ExitRecord)
+# what the decoder reads of EXIT_FIXED: pid, cgroup_id, ktime_ns, comm, exit_code,
+# has_exit_code (type, tid, ppid, uid and gid skipped as pad bytes, as for EXEC_READ)
+EXIT_READ = struct.Struct("<4xI16x2Q16siI")
+assert EXIT_READ.size == EXIT_FIXED.size
 _KEY_AT = ExecRecord.key.offset
 _KEY_END = _KEY_AT + ct.sizeof(ExecFoldKey)
 
@@ -408,9 +421,10 @@ def _decode_exec(raw: bytes, clock_offset_ns: int, max_args: int | None = None) 
         raise DecodeError(f"exec record of {len(raw)} bytes is truncated")
     # the fixed part only: padding every record to the full 2 KiB argv buffer and copying it
     # was a tenth of roxd's time per exec (py-spy, issue 22)
-    (_, pid, _, ppid, uid, gid, cgroup_id, ktime_ns, comm, _, folded, kill_rule, _,
-     args_len, args_truncated, args_captured, fileless, held, vpid,
-     filename) = EXEC_HEAD.unpack_from(raw)
+    (pid, _, ppid, uid, gid, cgroup_id, ktime_ns, comm, folded, kill_rule,
+     args_len, args_truncated, args_captured, fileless, held, vpid) = EXEC_READ.unpack_from(raw)
+    end = raw.find(b"\0", _FILENAME_AT, args_at)
+    filename = raw[_FILENAME_AT : end if end >= 0 else args_at]
     args_len = min(args_len, ARGS_BUF, len(raw) - args_at)
     args = split_args(raw[args_at : args_at + args_len])
     truncated = bool(args_truncated)
@@ -426,7 +440,7 @@ def _decode_exec(raw: bytes, clock_offset_ns: int, max_args: int | None = None) 
         gid,
         cgroup_id,
         _text(_cut(comm)),  # comm
-        _text(_cut(filename)),  # filename
+        _text(filename),  # filename (up to its NUL, above)
         args,
         truncated,  # args_truncated
         folded,
@@ -462,8 +476,7 @@ def split_args(raw: bytes) -> tuple[str, ...]:
 def _decode_exit(raw: bytes, clock_offset_ns: int) -> Decoded:
     if len(raw) < EXIT_FIXED.size:
         raw = raw + bytes(EXIT_FIXED.size - len(raw))
-    (_, pid, _, _, _, _, cgroup_id, ktime_ns, comm, exit_code,
-     has_exit_code) = EXIT_FIXED.unpack_from(raw)
+    pid, cgroup_id, ktime_ns, comm, exit_code, has_exit_code = EXIT_READ.unpack_from(raw)
     # positional, in ExitEvent's field order (time_ns, pid, cgroup_id, comm, exit_code)
     return Decoded(ExitEvent(ktime_ns + clock_offset_ns, pid, cgroup_id, _text(_cut(comm)),
                              exit_code if has_exit_code else None))

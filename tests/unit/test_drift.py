@@ -274,3 +274,14 @@ def test_a_gone_process_is_judged_by_its_exe_normalised(
     assert drift.check(_exec(998, "/usr/local/bin/miner")) == "new"
     assert drift.check(_exec(998, "/bin/sh/")) == "none"
     assert drift.check(_exec(998, "bin/sh")) is None  # not absolute: cannot be told
+
+
+@pytest.mark.parametrize("program", ["sh", "bash", "busybox", "python3", "python3.12", "perl",
+                                     "node", "nodejs", "php8.2", "ruby", "lua5.4", "tiny",
+                                     "curl", "pythonx", "nc", "", "awk", "zsh"])
+def test_runs_scripts_answers_as_script_operand(program: str) -> None:
+    """check_script's shortcut (issue 22): a program told apart by a set lookup is exactly
+    one script_operand() can find a script for."""
+    from roxd.baselines.drift import _runs_scripts
+
+    assert _runs_scripts(program) == (script_operand(program, ("x.sh",)) is not None)
