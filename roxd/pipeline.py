@@ -23,6 +23,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -169,7 +170,10 @@ class SlowActions:
     def __init__(self, max_pending: int = 256) -> None:
         self._todo: queue.Queue[tuple[Callable[[], Any], Callable[[Any], None]] | None] = (
             queue.Queue(max_pending))
-        self._done: queue.Queue[tuple[Callable[[Any], None], Any]] = queue.Queue()
+        # finished work: the worker appends, the loop alone pops. A deque's append and
+        # popleft are atomic, and the loop looks at it every pass: an empty deque is one
+        # truth test, where an empty Queue was a lock and a raised queue.Empty per pass
+        self._done: deque[tuple[Callable[[Any], None], Any]] = deque()
         self._busy = 0
         self._closed = False
         self._lock = threading.Lock()
@@ -199,11 +203,9 @@ class SlowActions:
     def finish_pending(self) -> int:
         """On the loop: the continuations of finished work, in order; how many ran."""
         ran = 0
-        while True:
-            try:
-                then, result = self._done.get_nowait()
-            except queue.Empty:
-                return ran
+        done = self._done
+        while done:
+            then, result = done.popleft()
             try:
                 then(result)
             except Exception:
@@ -211,6 +213,7 @@ class SlowActions:
             with self._lock:
                 self._busy -= 1
             ran += 1
+        return ran
 
     def close(self, timeout: float = 10.0) -> None:
         """Let queued work finish (up to timeout), then run its continuations."""
@@ -235,7 +238,7 @@ class SlowActions:
             except Exception:  # work wraps its own errors; this is a bug, logged
                 log.exception("slow action failed")
                 result = None
-            self._done.put((then, result))
+            self._done.append((then, result))
 
 
 class EventTaps:
