@@ -71,9 +71,10 @@ class SensorConfig:
     # most this long plus RING_POLL_MARGIN_MS. 0: every record may wake it (the kernel's own
     # policy), as before.
     ring_batch_ms: int = 20
-    # After a read that handed over records, the consumer stays "awake" this long and reads
-    # again (Sensor.poll): records written meanwhile, urgent ones included, wake nobody, so a
-    # storm is read in batches, not one wake-up per record. 0: off. Needs ring_batch_ms > 0.
+    # After a read that handed over LINGER_MIN_BATCH records or more, the consumer stays
+    # "awake" this long and reads again (Sensor.poll): records written meanwhile, urgent ones
+    # included, wake nobody, so a storm is read in batches, not one wake-up per record.
+    # 0: off. Needs ring_batch_ms > 0.
     ring_linger_ms: float = 1.0
     max_args: int = 32
     cgroup_root: str = ""  # cgroup v2 root for the inbound programs; "" = find it
@@ -111,8 +112,8 @@ class Sensor:
         # _records when a full batch window last passed with no record: any record read
         # since may be followed by records written without a wake-up (see poll())
         self._idle_mark = 0
-        # _records when poll() last started a wait or a linger: a poll that finds it moved
-        # read records the last time, so a burst may be under way and it lingers first
+        # _records when poll() last started a wait or a linger: a poll that finds it moved by
+        # LINGER_MIN_BATCH or more read a batch the last time, a burst: it lingers first
         self._read_mark = 0
         # ring_consumer (roxd.bpf.c) mapped into memory: "awake" costs a store, no bpf()
         self._consumer_flag: mmap.mmap | None = None
@@ -296,7 +297,7 @@ class Sensor:
             self._idle_mark = self._records
 
     def _linger(self) -> bool:
-        """After a poll that read records, stay awake for ring_linger_ms and read again.
+        """After a poll that read a batch (LINGER_MIN_BATCH), stay awake ring_linger_ms, read.
 
         A consumer that keeps up with a storm sleeps between records, so each urgent record
         wakes it: an irq_work and a scheduler wake-up inside the traced program (about 10 us
