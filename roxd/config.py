@@ -55,11 +55,11 @@ class SensorSection:
     # this long (plus 2 ms) for the next read instead of waking roxd (docs/performance.md).
     # 0: every record may wake roxd, as before.
     ring_batch_ms: int = 20
-    # After a read that found two records or more roxd stays awake this long (ms) and reads
-    # again, so a storm is read in batches rather than with a wake-up per record; a record
-    # written meanwhile (an urgent one too) waits at most this long. 0: off
-    # (docs/performance.md).
-    ring_linger_ms: float = 1.0
+    # When records keep coming (a read of two or more less than this long after the last
+    # read) roxd stays awake this long (ms) and reads again, so a stream is read in batches
+    # rather than with a wake-up per exec; a record written meanwhile (an urgent one too)
+    # waits at most this long. 0: off (docs/performance.md).
+    ring_linger_ms: float = 5.0
     # Module load attempts (init_module, finit_module, delete_module) on kernels whose module
     # syscalls have no tracepoints: seen only by a raw sys_exit program that runs for every
     # system call on the host (docs/detection.md, evasion: measured cost). Off by default.

@@ -71,11 +71,11 @@ class SensorConfig:
     # most this long plus RING_POLL_MARGIN_MS. 0: every record may wake it (the kernel's own
     # policy), as before.
     ring_batch_ms: int = 20
-    # After a read that handed over LINGER_MIN_BATCH records or more, the consumer stays
-    # "awake" this long and reads again (Sensor.poll): records written meanwhile, urgent ones
-    # included, wake nobody, so a storm is read in batches, not one wake-up per record.
-    # 0: off. Needs ring_batch_ms > 0.
-    ring_linger_ms: float = 1.0
+    # After a read that handed over LINGER_MIN_BATCH records or more less than this long
+    # after the last read, the consumer stays "awake" this long and reads again (Sensor.
+    # _linger): records written meanwhile, urgent ones included, wake nobody, so a stream is
+    # read in batches, not one wake-up per exec. 0: off. Needs ring_batch_ms > 0.
+    ring_linger_ms: float = 5.0
     max_args: int = 32
     cgroup_root: str = ""  # cgroup v2 root for the inbound programs; "" = find it
     inbound: bool = True  # attach the inbound programs (inbound.bpf.c)
@@ -115,6 +115,14 @@ class Sensor:
         # _records when poll() last started a wait or a linger: a poll that finds it moved by
         # LINGER_MIN_BATCH or more read a batch the last time, a burst: it lingers first
         self._read_mark = 0
+        # when the last read that found records ended (time.monotonic), and whether the last
+        # wait's read came within ring_linger_ms of the read before: wake-ups closer than a
+        # linger is long, a stream. Only then does a linger start (_linger): an exec and its
+        # exit now and then are no stream, and a linger after them would find nothing and
+        # cost a timer wake-up each (issue 22, measured).
+        self._found_at = float("-inf")
+        self._burst = False
+        self._lingering = False  # the last linger read LINGER_MIN_BATCH records or more
         # ring_consumer (roxd.bpf.c) mapped into memory: "awake" costs a store, no bpf()
         self._consumer_flag: mmap.mmap | None = None
         self._awake = False  # what the flag says
@@ -290,6 +298,10 @@ class Sensor:
         if self._records == before:
             bpf.ring_buffer_poll(timeout_ms)
             bpf.ring_buffer_consume()
+        if self._records != before:
+            now = time.monotonic()
+            self._burst = (now - self._found_at) * 1000 < self._config.ring_linger_ms
+            self._found_at = now
         # (a record read made the callback say "awake": true until the next wait)
         # a wait cut short by a signal proves nothing: only a whole window without records
         # (less the margin's last millisecond: the clock's rounding, not a signal's cut)
@@ -297,27 +309,38 @@ class Sensor:
             self._idle_mark = self._records
 
     def _linger(self) -> bool:
-        """After a poll that read a batch (LINGER_MIN_BATCH), stay awake ring_linger_ms, read.
+        """After reads that show a stream of records, stay awake ring_linger_ms, read again.
 
-        A consumer that keeps up with a storm sleeps between records, so each urgent record
+        A consumer that keeps up with a stream sleeps between records, so each urgent record
         wakes it: an irq_work and a scheduler wake-up inside the traced program (about 10 us
-        per exec measured, docs/performance.md), and a whole pass of the daemon's loop per
-        record in roxd. While the flag says awake the kernel sends no wake-up at all, so
+        per exec measured, docs/performance.md), and in roxd a pass of the daemon's loop
+        whose code and data the traced workload has pushed out of the CPU's caches meanwhile
+        (150-400 us of roxd CPU per exec at 200-500 execs/s against about 50 in a storm's
+        batches, measured). While the flag says awake the kernel sends no wake-up at all, so
         a storm's records collect during the linger and are read together. The cost: a record
         written during a linger waits for its end (at most ring_linger_ms, an urgent one
-        included). Only a read that handed over LINGER_MIN_BATCH records or more starts or
-        continues a linger: records that come one per wake-up (a lone exec, a kill now and
-        then, a slow stream) still wake roxd at once. True when the linger read records (the
+        included). A linger starts after a wait's read of LINGER_MIN_BATCH records or more
+        that came within ring_linger_ms of the read before it (records arrive faster than a
+        linger is long, so it will likely find some), and goes on while each linger reads
+        LINGER_MIN_BATCH or more. Records that come one per wake-up (a lone exec, a kill now
+        and then) or a pair further apart than a linger (an exec and its exit now and then)
+        still wake roxd at once and cost no timer wake-up. True when the linger read records (the
         caller's loop runs; the next poll lingers again if they were enough).
         """
         linger_ms = self._config.ring_linger_ms
+        lingering, self._lingering = self._lingering, False
         if linger_ms <= 0 or self._records - self._read_mark < LINGER_MIN_BATCH:
+            return False
+        if not (lingering or self._burst):
             return False
         self._read_mark = self._records
         if not self._awake:  # (a drain's records: the flag is set by any read)
             self._set_awake(True)
         time.sleep(linger_ms / 1000)
         self._require().ring_buffer_consume()
+        if self._records != self._read_mark:  # the wait after it is timed from here
+            self._found_at = time.monotonic()
+        self._lingering = self._records - self._read_mark >= LINGER_MIN_BATCH
         return self._records != self._read_mark
 
     def _set_awake(self, awake: bool) -> None:

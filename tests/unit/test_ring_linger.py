@@ -1,8 +1,11 @@
-"""The linger after a read (Sensor._linger, [sensor] ring_linger_ms): after a poll that found
-records the consumer stays "awake" for ring_linger_ms and reads again, so records the kernel
-writes meanwhile (told by the flag that nobody sleeps) need no wake-up and a storm is read in
-batches. It must never sleep while saying it is awake, nor linger after a read that found
-nothing, nor delay the first record after a quiet spell."""
+"""The linger after a read (Sensor._linger, [sensor] ring_linger_ms): in a storm (reads of two
+records or more that come within ring_linger_ms of each other) the consumer stays "awake" for
+ring_linger_ms and reads again, so records the kernel writes meanwhile (told by the flag that
+nobody sleeps) need no wake-up and a storm is read in batches. It must never sleep while
+saying it is awake, nor linger after a read that found nothing, nor delay the first record
+after a quiet spell, nor linger after reads that come further apart than a linger is long
+(an exec and its exit every few milliseconds: the linger would find nothing and cost a
+timer wake-up each)."""
 
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ def lingering(monkeypatch: pytest.MonkeyPatch, linger_ms: float = 1.0
 
     def sleep(seconds: float) -> None:
         sleeps.append((seconds, awake(sensor)))
+        ring.slept_ms += seconds * 1000  # the fake clock (fake_sensor's monotonic)
         if arrivals:
             ring.queue += arrivals.pop(0)
 
@@ -38,12 +42,15 @@ def test_a_burst_is_read_in_lingers_while_the_flag_says_awake(
     ring.during = [True, False]  # a storm: two records by the time roxd reads
     sensor.poll(100)
     assert sensor._records == 2 and sleeps == []  # no linger before that first read
+    ring.during = [True, False]  # ... and two more at once: its pace is a storm's
+    sensor.poll(100)
+    assert sensor._records == 4 and sleeps == []  # the first read had nothing to pace it by
     arrivals += [[False] * 5, [False] * 3]  # the storm goes on: no wake-ups while awake
     waits = len(ring.timeouts)
     sensor.poll(100)
-    assert sensor._records == 7 and len(ring.timeouts) == waits  # read after a linger, no wait
+    assert sensor._records == 9 and len(ring.timeouts) == waits  # read after a linger, no wait
     sensor.poll(100)
-    assert sensor._records == 10 and len(ring.timeouts) == waits
+    assert sensor._records == 12 and len(ring.timeouts) == waits
     assert sleeps == [(0.001, True), (0.001, True)]  # each linger said "awake" throughout
     sensor.poll(100)  # a linger that finds nothing: the burst is over, roxd goes to sleep
     assert len(sleeps) == 3 and len(ring.timeouts) == waits + 1
@@ -60,7 +67,7 @@ def test_one_record_per_read_wakes_roxd_each_time(monkeypatch: pytest.MonkeyPatc
         sensor.poll(100)
         assert sensor._records == n
     assert sleeps == [] and len(ring.timeouts) == 3
-    ring.during = [True, True]
+    ring.during = [True, True]  # two at once, right after the last read: a storm
     sensor.poll(100)
     arrivals.append([True])  # the storm thins out: one record in the linger
     sensor.poll(100)
@@ -83,12 +90,45 @@ def test_a_record_written_during_a_linger_is_read_at_its_end(
     ring_linger_ms): the kernel saw "awake" and sent no wake-up; the read after the sleep has
     it, before any wait."""
     sensor, ring, sleeps, arrivals = lingering(monkeypatch, linger_ms=2.5)
-    ring.during = [True, True]
-    sensor.poll(100)
+    for _ in range(2):  # two reads of two at once: a storm
+        ring.during = [True, True]
+        sensor.poll(100)
     arrivals.append([True])  # urgent, but the flag says awake: no wake-up is sent
     waits = len(ring.timeouts)
     sensor.poll(100)
-    assert sensor._records == 3 and len(ring.timeouts) == waits and sleeps == [(0.0025, True)]
+    assert sensor._records == 5 and len(ring.timeouts) == waits and sleeps == [(0.0025, True)]
+
+
+def test_pairs_further_apart_than_a_linger_wake_roxd_without_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exec and its exit read together every few milliseconds (a build's compiler runs):
+    a linger would find nothing, so none starts; each pair is read on its wake-up."""
+    sensor, ring, sleeps, _arrivals = lingering(monkeypatch)
+    for n in range(1, 6):
+        ring.during = [True, True]
+        sensor.poll(100)
+        assert sensor._records == 2 * n
+        ring.slept_ms += 3  # the next exec comes 3 ms later (the fake clock)
+    assert sleeps == [] and len(ring.timeouts) == 5
+
+
+def test_a_linger_that_reads_a_batch_paces_the_next_wait(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The read after a linger is timed from the linger's last read: a storm that goes on
+    lingers again at once, whatever the linger's own reads took."""
+    sensor, ring, sleeps, arrivals = lingering(monkeypatch)
+    for _ in range(2):
+        ring.during = [True, True]
+        sensor.poll(100)
+    arrivals.append([True])  # a thin linger (1 ms on the fake clock): one record ...
+    sensor.poll(100)
+    assert len(sleeps) == 1 and sensor._records == 5
+    ring.during = [True, True]  # ... then a wait's read of two, 1 ms after the last wait's
+    sensor.poll(100)  # read but at once after the linger's
+    assert len(sleeps) == 1 and sensor._records == 7
+    arrivals.append([True, True])
+    sensor.poll(100)  # a storm's pace: it lingers again
+    assert len(sleeps) == 2 and sensor._records == 9
 
 
 def test_linger_off_is_the_batched_wait(monkeypatch: pytest.MonkeyPatch) -> None:
