@@ -298,7 +298,7 @@ class Pipeline:
             facts = self._baselines.observe(enriched) if self._baselines is not None else None
             drifted = script = None
             if self._drift is not None and type(event) is ExecEvent:
-                drifted = self._drift.check(enriched)
+                drifted = self._drift.check(enriched, exited=decoded.exited)
                 script = self._drift.check_script(enriched)
             if facts is not None or drifted is not None or script is not None:
                 # the enriched event, not the sensor's: a file path resolved there stays

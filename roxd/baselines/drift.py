@@ -228,8 +228,10 @@ class DriftDetector:
         self.counters = {"checked": 0, "new": 0, "built": 0, "modified": 0, "unknown": 0,
                          "scripts": 0, "script_new": 0, "script_modified": 0}
 
-    def check(self, enriched: EnrichedEvent) -> str | None:
-        """new | modified | none for an exec in a container, None when it cannot be told."""
+    def check(self, enriched: EnrichedEvent, exited: bool = False) -> str | None:
+        """new | modified | none for an exec in a container, None when it cannot be told.
+        exited: the sensor read the process's exit with its exec (Decoded.exited), so its
+        /proc/<pid>/exe is gone: not looked up."""
         if enriched.container is None or not isinstance(enriched.event, ExecEvent):
             return None
         self.counters["checked"] += 1
@@ -249,7 +251,7 @@ class DriftDetector:
                 if member is not None:
                     pids.append(member)
             layers = self._layers_of(container.id, pids)
-        found = self._program_path(proc.pid, proc.exe, enriched.event.comm)
+        found = self._program_path(proc.pid, proc.exe, enriched.event.comm, exited)
         if layers is None or found is None:
             self.counters["unknown"] += 1
             return None
@@ -380,11 +382,15 @@ class DriftDetector:
             return layers
         return None  # not cached: a later exec may find a live process
 
-    def _program_path(self, pid: int, exe: str, comm: str = "") -> tuple[str, bool] | None:
+    def _program_path(self, pid: int, exe: str, comm: str = "",
+                      exited: bool = False) -> tuple[str, bool] | None:
         """The program's path inside the container with every symlink resolved: the kernel's
         own /proc/<pid>/exe while the process lives (read from the host it names the path in
         the container's mount namespace), else the exe as the enricher knew it. With whether
-        the file has been deleted since."""
+        the file has been deleted since. exited: the process is known to be gone, so the
+        readlink (a failed /proc lookup and its exception, µs in a storm) is skipped."""
+        if exited:
+            return self._known_path(exe)
         deleted = False
         try:
             path = os.readlink(f"{self._proc}/{pid}/exe")
@@ -398,12 +404,18 @@ class DriftDetector:
                 path = exe if _normal(exe) else str(PurePosixPath(exe))
                 deleted = False
         except OSError:
-            # the enricher's word may not be normal (`//x`, `./`): the kernel's always is,
-            # and normalising it again cost a PurePosixPath (µs) per exec
-            # (the usual case in a storm: the process is gone before roxd looks)
-            if not exe.startswith("/"):
-                return None
-            return (exe if _normal(exe) else str(PurePosixPath(exe))), False
+            # (the usual case in a storm the sensor did not see end: the process is gone
+            # before roxd looks)
+            return self._known_path(exe)
         if not path.startswith("/"):
             return None
         return path, deleted
+
+    @staticmethod
+    def _known_path(exe: str) -> tuple[str, bool] | None:
+        """The exe as the enricher knew it, for a process gone from /proc: not deleted as far
+        as roxd can tell. The enricher's word may not be normal (`//x`, `./`): the kernel's
+        always is, and normalising it again cost a PurePosixPath (µs) per exec."""
+        if not exe.startswith("/"):
+            return None
+        return (exe if _normal(exe) else str(PurePosixPath(exe))), False

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from roxd.errors import SensorError
-from roxd.model import ConnectEvent, FileEvent, SyscallEvent
+from roxd.model import ConnectEvent, ExecEvent, ExitEvent, FileEvent, SyscallEvent
 from roxd.sensor import btf, records
 from roxd.sensor.bitwords import merged, read_words, write_words
 from roxd.sensor.headers import HeaderTree
@@ -59,6 +59,25 @@ RING_POLL_MARGIN_MS = 2
 # _linger): records arrive faster than roxd wakes for them, a storm. One record per read is
 # a consumer that keeps up with a slow stream, whose urgent records should wake it at once.
 LINGER_MIN_BATCH = 2
+
+
+def _mark_exited(read: list[Decoded]) -> None:
+    """In place: each exec whose process's exit record comes after it in `read` becomes
+    `exited` (records of one read are in the order the kernel wrote them). Exit records are
+    written for a whole process only (group_dead); an exit before an exec of the same pid is
+    an earlier process's, and leaves the exec as it is."""
+    last_exit: dict[int, int] = {}
+    for i, decoded in enumerate(read):
+        if type(decoded.event) is ExitEvent:
+            last_exit[decoded.event.pid] = i
+    if not last_exit:
+        return
+    for i, decoded in enumerate(read):
+        event = decoded.event
+        if type(event) is ExecEvent and last_exit.get(event.pid, -1) > i:
+            # (built directly: dataclasses.replace introspects the fields, µs per record)
+            read[i] = Decoded(event, decoded.fold_key, decoded.kill_slot,
+                              decoded.args_captured, decoded.held, True)
 
 
 @dataclass(frozen=True)
@@ -123,6 +142,7 @@ class Sensor:
         self._found_at = float("-inf")
         self._burst = False
         self._lingering = False  # the last linger read LINGER_MIN_BATCH records or more
+        self._read: list[Decoded] = []  # decoded by the callback, not yet handed over
         # ring_consumer (roxd.bpf.c) mapped into memory: "awake" costs a store, no bpf()
         self._consumer_flag: mmap.mmap | None = None
         self._awake = False  # what the flag says
@@ -285,6 +305,7 @@ class Sensor:
         batch_ms = self._config.ring_batch_ms
         if batch_ms <= 0:
             bpf.ring_buffer_poll(timeout_ms)
+            self._hand_over()
             return
         if self._linger():
             return
@@ -298,6 +319,7 @@ class Sensor:
         if self._records == before:
             bpf.ring_buffer_poll(timeout_ms)
             bpf.ring_buffer_consume()
+        self._hand_over()
         if self._records != before:
             now = time.monotonic()
             self._burst = (now - self._found_at) * 1000 < self._config.ring_linger_ms
@@ -338,6 +360,7 @@ class Sensor:
             self._set_awake(True)
         time.sleep(linger_ms / 1000)
         self._require().ring_buffer_consume()
+        self._hand_over()
         if self._records != self._read_mark:  # the wait after it is timed from here
             self._found_at = time.monotonic()
         self._lingering = self._records - self._read_mark >= LINGER_MIN_BATCH
@@ -351,24 +374,42 @@ class Sensor:
     def drain(self) -> None:
         """Hand over whatever is in the ring buffer now, without waiting."""
         self._require().ring_buffer_consume()
+        self._hand_over()
 
     def _ring_callback(self, _ctx: object, data: int, size: int) -> int:
+        """bcc's callback, once per record of a read: decoded and kept for _hand_over."""
         self._records += 1
         if not self._awake:  # reading records: no wake-up needed until the next wait
             self._set_awake(True)
         raw = ct.string_at(data, size)
         try:
-            decoded = records.decode(raw, self._clock_offset_ns, self._config.max_args)
+            self._read.append(records.decode(raw, self._clock_offset_ns, self._config.max_args))
         except DecodeError as exc:
             self._decode_errors += 1
             log.warning("undecodable ring-buffer record: %s", exc)
-            return 0
-        try:
-            self._on_event(decoded)
-        except Exception:  # one bad event must not stop the stream; count and log it
-            self._callback_errors += 1
-            log.exception("event handler failed")
         return 0
+
+    def _hand_over(self) -> None:
+        """The records of the last read, in order, to the callback.
+
+        Handed over after the read, not from inside bcc's callback, so that each exec can
+        carry what the rest of the read says about it: an exec whose process's exit comes
+        later in the same read is `exited` (the exit record is written at the end of the
+        process's life: /proc has nothing left of it, and the drift check need not look;
+        a read of a storm's batch holds most execs with their exits)."""
+        read = self._read
+        if not read:
+            return
+        self._read = []
+        if len(read) > 1:
+            _mark_exited(read)
+        on_event = self._on_event
+        for decoded in read:
+            try:
+                on_event(decoded)
+            except Exception:  # one bad event must not stop the stream; count and log it
+                self._callback_errors += 1
+                log.exception("event handler failed")
 
     # ------------------------------------------------------------------ map writers
     # Only roxd/policy/ calls these (it computes what the maps must hold); each applies the

@@ -338,6 +338,9 @@ class Decoded:
     # The kernel stopped the process (SIGSTOP) at exec: its cgroup was new. The daemon must
     # classify the cgroup, then kill or continue it.
     held: bool = False
+    # An exec whose process's exit record came later in the same read of the ring buffer
+    # (Sensor._hand_over): the process is gone, so nothing of it is left in /proc to read.
+    exited: bool = False
 
 
 class DecodeError(ValueError):

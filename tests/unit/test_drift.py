@@ -276,6 +276,28 @@ def test_a_gone_process_is_judged_by_its_exe_normalised(
     assert drift.check(_exec(998, "bin/sh")) is None  # not absolute: cannot be told
 
 
+def test_an_exec_read_with_its_exit_is_judged_without_a_proc_lookup(
+        layered: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """exited (the sensor read the process's exit with its exec): /proc/<pid>/exe is not
+    read, even where it exists (a pid reused since would name another program): the exe
+    as the enricher knew it decides, as for a process found gone."""
+    from roxd.baselines import drift as drift_mod
+
+    proc, _, _ = layered
+    drift = DriftDetector(proc=str(proc))
+    drift.check(_exec(100, "/usr/local/bin/miner"))  # the layers, from a live process
+    links: list[str] = []
+    real = os.readlink
+    monkeypatch.setattr(drift_mod.os, "readlink", lambda p: links.append(p) or real(p))
+    # pid 101's link names the trojaned /bin/ls; the exec that exited was the image's sh
+    assert drift.check(_exec(101, "/bin/sh"), exited=True) == "none"
+    assert drift.check(_exec(101, "/usr/local//bin/miner"), exited=True) == "new"
+    assert drift.check(_exec(101, "bin/sh"), exited=True) is None
+    assert links == []
+    assert drift.check(_exec(101, "/bin/sh")) == "modified"  # alive: the kernel's link
+    assert links == [f"{proc}/101/exe"]
+
+
 @pytest.mark.parametrize("program", ["sh", "bash", "busybox", "python3", "python3.12", "perl",
                                      "node", "nodejs", "php8.2", "ruby", "lua5.4", "tiny",
                                      "curl", "pythonx", "nc", "", "awk", "zsh"])
