@@ -79,9 +79,11 @@ BPF_HASH(known_cgroups, u64, u8, 65536);
  * pidfd, isolate, ...) must wake a sleeping roxd at once, not at its next batched poll
  * (ring_flags in roxd.bpf.c): ring_urgent[0] bit 0 for containers, bit 1 for the host;
  * roxd/policy/wakeups.py writes it from the rule set. The whole place, every record type
- * (exits too): a batched exit left roxd asleep for the next exec to wake at a dearer moment
- * (measured: exec +0.6-1.9 us, exit -0.1-0.3 us). A cgroup roxd has not classified yet
- * counts as both places. */
+ * but exits: nothing is enforced on an exit, and an urgent exit was a second wake-up of roxd
+ * per exec wherever execs come slower than a linger (a build: cc1's exit comes long after
+ * its exec; measured, docs/performance.md "Exits wake nobody"). A batched exit is read with
+ * the next record that wakes roxd or at its next timed poll (at most ring_batch_ms + 2 ms).
+ * A cgroup roxd has not classified yet counts as both places. */
 BPF_ARRAY(ring_urgent, u32, 1);
 
 static __always_inline int urgent_record(u64 cg)
@@ -557,7 +559,8 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 #endif
     fill_header(&r.h, REC_EXIT); /* reads the parent: delete it after */
     forget_parent(&tid);
-    if (events.ringbuf_output(&r, sizeof(r), ring_flags(r.h.cgroup_id, 0, sizeof(r))) < 0) {
+    /* cgroup 0 to ring_flags: never urgent (see ring_urgent) */
+    if (events.ringbuf_output(&r, sizeof(r), ring_flags(0, 0, sizeof(r))) < 0) {
         stat_add(STAT_EXIT_DROPPED, 1);
         cgroup_drop(r.h.cgroup_id);
         return 0;
