@@ -107,7 +107,7 @@ def test_the_hot_path_builds_records_in_their_field_order() -> None:
                                 "args_unreadable", "vpid"]
     assert names(ExitEvent) == ["time_ns", "pid", "cgroup_id", "comm", "exit_code"]
     assert names(records.Decoded) == ["event", "fold_key", "kill_slot", "args_captured",
-                                      "held"]
+                                      "held", "exited"]  # (exited: sensor/program.py)
     assert names(Process)[:10] == ["pid", "ppid", "uid", "exe", "comm", "args", "cgroup_id",
                                    "args_truncated", "ancestors", "vpid"]
     assert names(ProcessInfo)[:10] == ["pid", "ppid", "exe", "args", "uid", "cgroup_id", "comm",
