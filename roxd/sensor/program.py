@@ -59,6 +59,11 @@ RING_POLL_MARGIN_MS = 2
 # _linger): records arrive faster than roxd wakes for them, a storm. One record per read is
 # a consumer that keeps up with a slow stream, whose urgent records should wake it at once.
 LINGER_MIN_BATCH = 2
+# A linger lasts no longer than it takes records, at the rate of the last read, to fill this
+# share of the ring buffer (Sensor._linger_seconds); the span a rate is taken over is at least
+# LINGER_MIN_SPAN_S (two reads a clock tick apart are not an infinite rate).
+LINGER_RING_SHARE = 0.25
+LINGER_MIN_SPAN_S = 1e-4
 
 
 def _mark_exited(read: list[Decoded]) -> None:
@@ -141,6 +146,12 @@ class Sensor:
         # cost a timer wake-up each (issue 22, measured).
         self._found_at = float("-inf")
         self._burst = False
+        # bytes the callback was handed, the count at the last read that found records, and
+        # the rate of that read (bytes per second since the read before it): a linger never
+        # lets the ring fill past LINGER_RING_SHARE at that rate (_linger_seconds)
+        self._bytes = 0
+        self._bytes_mark = 0
+        self._byte_rate = 0.0
         self._lingering = False  # the last linger read LINGER_MIN_BATCH records or more
         self._read: list[Decoded] = []  # decoded by the callback, not yet handed over
         # ring_consumer (roxd.bpf.c) mapped into memory: "awake" costs a store, no bpf()
@@ -323,7 +334,7 @@ class Sensor:
         if self._records != before:
             now = time.monotonic()
             self._burst = (now - self._found_at) * 1000 < self._config.ring_linger_ms
-            self._found_at = now
+            self._mark_read(now)
         # (a record read made the callback say "awake": true until the next wait)
         # a wait cut short by a signal proves nothing: only a whole window without records
         # (less the margin's last millisecond: the clock's rounding, not a signal's cut)
@@ -358,13 +369,31 @@ class Sensor:
         self._read_mark = self._records
         if not self._awake:  # (a drain's records: the flag is set by any read)
             self._set_awake(True)
-        time.sleep(linger_ms / 1000)
+        time.sleep(self._linger_seconds(linger_ms))
         self._require().ring_buffer_consume()
         self._hand_over()
         if self._records != self._read_mark:  # the wait after it is timed from here
-            self._found_at = time.monotonic()
+            self._mark_read(time.monotonic())
         self._lingering = self._records - self._read_mark >= LINGER_MIN_BATCH
         return self._records != self._read_mark
+
+    def _mark_read(self, now: float) -> None:
+        """A read found records: its byte rate (since the last such read) and its time."""
+        elapsed = max(now - self._found_at, LINGER_MIN_SPAN_S)
+        self._byte_rate = (self._bytes - self._bytes_mark) / elapsed
+        self._bytes_mark = self._bytes
+        self._found_at = now
+
+    def _linger_seconds(self, linger_ms: float) -> float:
+        """ring_linger_ms, or less where records at the last read's rate would fill more than
+        LINGER_RING_SHARE of the ring meanwhile: nobody reads the ring during a linger (no
+        wake-up can end a sleep), so a small ring (ringbuf_pages) in a storm would drop
+        records a linger's length would have let in (measured: 4 pages, 5 ms)."""
+        seconds = linger_ms / 1000
+        room = self._config.ringbuf_pages * mmap.PAGESIZE * LINGER_RING_SHARE
+        if self._byte_rate * seconds > room:
+            seconds = room / self._byte_rate
+        return seconds
 
     def _set_awake(self, awake: bool) -> None:
         self._awake = awake
@@ -379,6 +408,7 @@ class Sensor:
     def _ring_callback(self, _ctx: object, data: int, size: int) -> int:
         """bcc's callback, once per record of a read: decoded and kept for _hand_over."""
         self._records += 1
+        self._bytes += size
         if not self._awake:  # reading records: no wake-up needed until the next wait
             self._set_awake(True)
         raw = ct.string_at(data, size)

@@ -9,6 +9,8 @@ timer wake-up each)."""
 
 from __future__ import annotations
 
+import ctypes as ct
+
 import pytest
 
 from roxd.config import ConfigError, load_config
@@ -151,3 +153,37 @@ def test_an_integer_linger_is_accepted(tmp_path) -> None:
     cfg = tmp_path / "roxd.toml"
     cfg.write_text("[sensor]\nring_linger_ms = 2\n")
     assert load_config(cfg).sensor.ring_linger_ms == 2
+
+
+class BigRecords(FakeRing):
+    """The ring of a storm of exec records: each record `size` bytes (undecodable zeros: the
+    callback counts them all the same)."""
+
+    size = 2424  # an exec record with a full argv buffer (records.ExecRecord)
+
+    def ring_buffer_consume(self) -> None:
+        junk = ct.create_string_buffer(self.size)
+        for _ in self.queue:
+            self.sensor._ring_callback(None, ct.addressof(junk), self.size)
+        self.queue = []
+
+
+@pytest.mark.parametrize("pages, expected_s", [(1024, 0.005), (4, 4096 / 4848 * 1e-3)])
+def test_a_linger_never_lets_a_small_ring_fill(monkeypatch: pytest.MonkeyPatch, pages: int,
+                                               expected_s: float) -> None:
+    """Nobody reads the ring during a linger, so at the rate of the last read it lasts at most
+    as long as a quarter of the ring takes to fill: the whole 5 ms with the default ring, about
+    0.85 ms with 4 pages at 2 records of 2,424 bytes per ms (4,096 of 16,384 bytes)."""
+    sensor, _ = fake_sensor(20, monkeypatch)
+    ring = BigRecords(sensor)
+    sensor._bpf = ring
+    monkeypatch.setattr(program.time, "monotonic", lambda: ring.slept_ms / 1000)
+    sensor._config = SensorConfig(ring_batch_ms=20, ring_linger_ms=5, ringbuf_pages=pages)
+    sleeps: list[float] = []
+    monkeypatch.setattr(program.time, "sleep", sleeps.append)
+    for _ in range(2):  # two reads of two records, 1 ms apart: a stream of 4,848 bytes/ms
+        ring.slept_ms += 1
+        ring.during = [True, True]
+        sensor.poll(100)
+    sensor.poll(100)
+    assert sleeps == [pytest.approx(expected_s)]
