@@ -33,7 +33,7 @@ from bench.stats import Summary
 
 SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
 ALERT_BINARY = "/tmp/tiny"  # an exec from /tmp raises foothold.exec-from-tmp (never folded)
-PACED_EXECS_PER_S = 400  # about the compile job's rate (bench/apps: 5,868 execs in 15 s)
+PACED_EXECS_PER_S = 400  # a busy build's or shell loop's pace (docs/performance.md)
 
 
 def cpu_ns(pid: int) -> int:
@@ -68,9 +68,9 @@ def storms(env: Env) -> list[tuple[str, list[str]]]:
         ("exec_storm_distinct_args", ["/bench/execstorm", "/bench/tiny", str(s.exec_iters),
                                       "1"]),
         ("exec_alerting", ["/bench/execstorm", ALERT_BINARY, str(s.exec_iters), "1"]),
-        # the same distinct execs paced at PACED_EXECS_PER_S (a build's compiler runs, a
-        # shell loop): too slow to batch without the linger, each exec is a wake-up of
-        # roxd with its caches cold, several times a storm's cost per exec (issue 22)
+        # the same distinct execs paced at PACED_EXECS_PER_S (a build, a shell loop): each
+        # exec is a wake-up of roxd with its caches cold unless a linger batches them,
+        # several times a storm's cost per exec (issue 22)
         ("exec_paced_distinct_args", ["/bench/execstorm", "/bench/tiny",
                                       str(max(1, s.exec_iters // 2)), "1",
                                       str(PACED_EXECS_PER_S)]),
