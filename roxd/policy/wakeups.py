@@ -8,10 +8,10 @@ the kernel's `ring_urgent` mask (bpf/process.bpf.c): one bit for containers, one
 host, set when some rule may enforce from userspace there. Every record from such a place
 wakes a sleeping roxd, exits excepted (nothing is enforced on an exit: see process.bpf.c).
 In-kernel kills need no bit (the kill happened before the record was written, and the
-record itself wakes roxd). In monitor mode
-([rules] monitor) roxd enforces nothing, in the kernel or from userspace: a match is only
-reported ("would kill"), so no rule makes a place urgent and the mask is 0 (held execs and
-in-kernel kills are urgent in the kernel itself, without this mask)."""
+record itself wakes roxd). In monitor mode ([rules] monitor) roxd enforces nothing, in the
+kernel or from userspace: a match is only reported ("would kill"), so no rule makes a place
+urgent and the mask is 0 (held execs and in-kernel kills are urgent in the kernel itself,
+without this mask)."""
 
 from __future__ import annotations
 
